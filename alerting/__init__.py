@@ -1,0 +1,1 @@
+"""Alarm engine (issue 3): rules, lifecycle, escalation, hazards."""

@@ -1,0 +1,1 @@
+"""Device drivers: turn Modbus frames and MQTT payloads into Readings, nothing else."""

@@ -1,0 +1,1 @@
+"""MQTT JSON driver."""

@@ -1,0 +1,1 @@
+"""SiteGW: edge telemetry gateway for smart construction sites."""

@@ -1,0 +1,405 @@
+"""Site configuration: strict, frozen pydantic models for one site YAML; errors name the YAML path and line."""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from drivers.profile import DeviceKind, ModbusProfile, MqttProfile, ProfileError, builtin_profiles, load_profile_file
+
+_Strict = ConfigDict(extra="forbid", frozen=True)
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_NO_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # newlines and tabs cannot be stored in InfluxDB tags
+
+
+class _Base(BaseModel):
+    model_config = _Strict
+
+
+def _size(v: Any) -> Any:
+    """Accept byte sizes as integers or '256MiB' / '64KiB' / '1GiB' strings."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*", v)
+        if not m:
+            raise ValueError("expected a size such as 268435456, '256MiB' or '64KiB'")
+        return int(m[1]) * {"B": 1, None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[m[2]]
+    return v
+
+
+class Site(_Base):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {v!r} (e.g. 'Asia/Shanghai')") from None
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if _NO_CONTROL.search(v):
+            raise ValueError("must not contain control characters (newline, tab)")
+        return v
+
+
+class Parity(StrEnum):
+    NONE = "N"
+    EVEN = "E"
+    ODD = "O"
+
+
+class ModbusTcpLine(_Base):
+    id: str = Field(pattern=_ID)
+    type: Literal["modbus_tcp"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class ModbusRtuOverTcpLine(_Base):
+    """RTU frames (with CRC) over a TCP socket: serial device servers (串口服务器) in transparent mode."""
+
+    id: str = Field(pattern=_ID)
+    type: Literal["modbus_rtu_over_tcp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    inter_frame_gap_ms: float = Field(default=5.0, ge=0, le=1000)
+
+
+class ModbusRtuLine(_Base):
+    id: str = Field(pattern=_ID)
+    type: Literal["modbus_rtu"]
+    port: str  # /dev/ttyUSB0, or a pty link
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Parity = Parity.NONE
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    inter_frame_gap_ms: float | None = Field(default=None, ge=0, le=1000)
+
+    @property
+    def gap_s(self) -> float:
+        """Inter-frame gap: configured, or 3.5 character times (11 bits each), at least 1.75 ms above 19200 baud."""
+        if self.inter_frame_gap_ms is not None:
+            return self.inter_frame_gap_ms / 1000
+        return max(3.5 * 11 / self.baudrate, 0.00175)
+
+
+Line = Annotated[ModbusTcpLine | ModbusRtuOverTcpLine | ModbusRtuLine, Field(discriminator="type")]
+
+
+class TlsVerify(StrEnum):
+    FULL = "full"
+    NONE = "none"  # only for a broker on the same host with a self-signed cert; logged as a warning
+
+
+class Tls(_Base):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    verify: TlsVerify = TlsVerify.FULL
+
+
+class MqttProtocol(StrEnum):
+    V311 = "3.1.1"
+    V5 = "5"
+
+
+class Broker(_Base):
+    id: str = Field(pattern=_ID)
+    host: str
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None  # default: sitegw-<site>-<broker>; stable so the broker keeps the session
+    username: str | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    tls: Tls | None = None
+    protocol: MqttProtocol = MqttProtocol.V311
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    dead_letter_topic: str = "sitegw/deadletter"
+
+    def password(self) -> str | None:
+        """The password from the environment; never stored in YAML."""
+        if self.password_env is None:
+            return None
+        value = os.environ.get(self.password_env)
+        if value is None:
+            raise ConfigError(f"brokers.{self.id}: environment variable {self.password_env} is not set")
+        return value
+
+
+class LoadChartPoint(_Base):
+    radius_m: float = Field(gt=0)
+    rated_load_t: float = Field(gt=0)
+
+
+class Device(_Base):
+    id: str = Field(pattern=_ID)
+    name: str = ""
+    profile: str
+    zone: str = ""
+    # Modbus
+    line: str | None = None
+    unit_id: int | None = Field(default=None, ge=0, le=247)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=86400)
+    timeout_s: float = Field(default=0.5, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=5)
+    # MQTT
+    broker: str | None = None
+    topic: str | None = None
+    match: str | None = None  # the id the device uses for itself in topic/payload (default: `id`)
+    # Liveness: `up` drops to 0 after this long without a good reading (default 3 x the expected interval)
+    expected_interval_s: float | None = Field(default=None, gt=0)
+    stale_factor: float = Field(default=3.0, ge=1.0, le=100)
+    # Tower crane: the manufacturer's load chart, for simulators and %-of-rated rules
+    load_chart: list[LoadChartPoint] | None = None
+
+    @field_validator("name", "zone")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        if _NO_CONTROL.search(v):
+            raise ValueError("must not contain control characters (newline, tab)")
+        if v.endswith("\\"):
+            raise ValueError("must not end with a backslash (InfluxDB cannot store it in a tag)")
+        return v
+
+    @property
+    def key(self) -> str:
+        return self.match or self.id
+
+    @property
+    def stale_after_s(self) -> float:
+        return (self.expected_interval_s or self.poll_interval_s) * self.stale_factor
+
+
+class SpoolConfig(_Base):
+    dir: Path = Path("var/spool")
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024**2
+    segment_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024**2
+    replay_lines_per_s: float = Field(default=20000, gt=0)
+    batch_lines: int = Field(default=5000, ge=1, le=100000)
+
+    @field_validator("max_bytes", "segment_bytes", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> Any:
+        return _size(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> SpoolConfig:
+        if self.segment_bytes * 2 > self.max_bytes:
+            raise ValueError("segment_bytes must be at most half of max_bytes")
+        return self
+
+
+class InfluxV1Sink(_Base):
+    """InfluxDB 1.x through its /write endpoint (raw line protocol), read with InfluxQL."""
+
+    type: Literal["influxdb_v1"]
+    url: str = Field(pattern=r"^https?://")
+    database: str = Field(min_length=1)
+    retention_policy: str | None = None
+    username: str | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    create_database: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class InfluxV2Sink(_Base):
+    """InfluxDB 2.x / 3.x (or anything with /api/v2/write) through influxdb-client."""
+
+    type: Literal["influxdb_v2"]
+    url: str = Field(pattern=r"^https?://")
+    org: str
+    bucket: str
+    token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+Sink = Annotated[InfluxV1Sink | InfluxV2Sink, Field(discriminator="type")]
+
+
+class ModbusOptions(_Base):
+    max_gap: int = Field(default=8, ge=0, le=124)  # unused registers read to merge two blocks
+    max_block: int = Field(default=125, ge=1, le=125)
+    breaker_failures: int = Field(default=3, ge=1, le=100)  # consecutive failed polls that open the breaker
+    breaker_max_backoff_s: float = Field(default=30.0, gt=0)
+
+
+class SiteConfig(_Base):
+    site: Site
+    lines: list[Line] = []
+    brokers: list[Broker] = []
+    devices: list[Device] = Field(min_length=1)
+    sink: Sink
+    spool: SpoolConfig = SpoolConfig()
+    modbus: ModbusOptions = ModbusOptions()
+    profile_dirs: list[Path] = []  # extra profile folders (site-specific device models)
+
+    @model_validator(mode="after")
+    def _cross(self) -> SiteConfig:
+        _unique("lines", [x.id for x in self.lines])
+        _unique("brokers", [x.id for x in self.brokers])
+        _unique("devices", [x.id for x in self.devices])
+        lines = {x.id: x for x in self.lines}
+        brokers = {x.id for x in self.brokers}
+        profiles = self.profiles()
+        units: dict[tuple[str, int], str] = {}
+        keys: dict[tuple[str, str], str] = {}
+        for i, d in enumerate(self.devices):
+            at = f"devices[{i}] ({d.id})"
+            prof = profiles.get(d.profile)
+            if prof is None:
+                raise ValueError(f"{at}.profile: unknown profile {d.profile!r}; known: {', '.join(sorted(profiles))}")
+            if isinstance(prof, ModbusProfile):
+                if d.line is None or d.unit_id is None:
+                    raise ValueError(f"{at}: a Modbus device needs 'line' and 'unit_id'")
+                if d.broker or d.topic:
+                    raise ValueError(f"{at}: a Modbus device takes no 'broker'/'topic'")
+                if d.line not in lines:
+                    raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(lines) or 'none'}")
+                if d.timeout_s * (d.retries + 1) >= d.poll_interval_s:
+                    raise ValueError(
+                        f"{at}: timeout_s x (retries+1) = {d.timeout_s * (d.retries + 1):g} s must be below "
+                        f"poll_interval_s = {d.poll_interval_s:g} s"
+                    )
+                if (d.line, d.unit_id) in units:
+                    raise ValueError(f"{at}.unit_id: {d.unit_id} on line {d.line} is already {units[(d.line, d.unit_id)]}")
+                units[(d.line, d.unit_id)] = d.id
+            else:
+                if d.broker is None or d.topic is None:
+                    raise ValueError(f"{at}: an MQTT device needs 'broker' and 'topic'")
+                if d.line or d.unit_id is not None:
+                    raise ValueError(f"{at}: an MQTT device takes no 'line'/'unit_id'")
+                if d.broker not in brokers:
+                    raise ValueError(f"{at}.broker: unknown broker {d.broker!r}")
+                if (d.broker, d.key) in keys:
+                    raise ValueError(f"{at}: device key {d.key!r} on broker {d.broker} is already {keys[(d.broker, d.key)]}")
+                keys[(d.broker, d.key)] = d.id
+        return self
+
+    def profiles(self) -> dict[str, ModbusProfile | MqttProfile]:
+        out = dict(builtin_profiles())
+        for folder in self.profile_dirs:
+            for f in sorted(Path(folder).glob("*.yaml")):
+                p = load_profile_file(f)
+                out[p.id] = p
+        return out
+
+    def profile_of(self, device: Device) -> ModbusProfile | MqttProfile:
+        return self.profiles()[device.profile]
+
+    def kind_of(self, device: Device) -> DeviceKind:
+        return self.profile_of(device).kind
+
+
+def _unique(what: str, ids: list[str]) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise ValueError(f"{what}: duplicate id {i!r}")
+        seen.add(i)
+
+
+_CROSS = re.compile(r"^(?P<coll>[a-z_]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
+
+
+class ConfigError(Exception):
+    """A site config that cannot be used; the message names the file, YAML path and line."""
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            _line_index(v, (*path, k.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _line_index(v, (*path, i), out)
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for x in loc:
+        if isinstance(x, int):
+            parts.append(f"[{x}]")
+        else:
+            parts.append(("." if parts else "") + str(x))
+    return "".join(parts) or "(top level)"
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic puts the union tag (e.g. 'modbus_tcp') into the path of discriminated unions: drop it
+    tags = {"modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp", "influxdb_v1", "influxdb_v2"}
+    return tuple(x for x in loc if not (isinstance(x, str) and x in tags))
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Load and validate a site YAML. Raises ConfigError with every problem, each with its YAML path and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'site', 'devices', 'sink', ...")
+    index: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), index)
+    try:
+        cfg = SiteConfig.model_validate(data)
+    except ValidationError as err:
+        msgs = [f"{path}: {err.error_count()} problem(s)"]
+        for e in err.errors():
+            loc = _clean_loc(tuple(e["loc"]))
+            msg = e["msg"].removeprefix("Value error, ")
+            m = _CROSS.match(msg)
+            if not loc and m:  # cross-field checks name their path at the start of the message
+                loc = (m["coll"], int(m["idx"])) + ((m["field"],) if m["field"] else ())
+            line = None
+            for n in range(len(loc), -1, -1):
+                if loc[:n] in index:
+                    line = index[loc[:n]]
+                    break
+            where = f"{_fmt_loc(loc)} (line {line})" if line else _fmt_loc(loc)
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling; see README, configuration reference)"
+            elif e["type"] == "missing":
+                msg = "required field is missing"
+            got = e.get("input")
+            if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, (dict, list)):
+                msg += f"; got {got!r}"
+            msgs.append(f"  {where}: {msg}")
+        raise ConfigError("\n".join(msgs)) from None
+    except ProfileError as err:
+        raise ConfigError(str(err)) from None
+    # relative paths are relative to the config file, so a site folder can move as a whole
+    base = path.resolve().parent
+    updates: dict[str, Any] = {}
+    if not cfg.spool.dir.is_absolute():
+        updates["spool"] = cfg.spool.model_copy(update={"dir": base / cfg.spool.dir})
+    if cfg.profile_dirs:
+        updates["profile_dirs"] = [p if p.is_absolute() else base / p for p in cfg.profile_dirs]
+    new_lines = []
+    for ln in cfg.lines:
+        if isinstance(ln, ModbusRtuLine) and not ln.port.startswith("/"):
+            ln = ln.model_copy(update={"port": str(base / ln.port)})
+        new_lines.append(ln)
+    updates["lines"] = new_lines
+    return cfg.model_copy(update=updates)
