@@ -237,6 +237,13 @@ class ModbusOptions(_Base):
     breaker_max_backoff_s: float = Field(default=30.0, gt=0)
 
 
+class HttpConfig(_Base):
+    """The gateway's own HTTP endpoint: /healthz, /metrics (Prometheus), /api/latest. Loopback by default."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=1, le=65535)
+
+
 class SiteConfig(_Base):
     site: Site
     lines: list[Line] = []
@@ -245,6 +252,7 @@ class SiteConfig(_Base):
     sink: Sink
     spool: SpoolConfig = SpoolConfig()
     modbus: ModbusOptions = ModbusOptions()
+    http: HttpConfig | None = None
     profile_dirs: list[Path] = []  # extra profile folders (site-specific device models)
 
     @model_validator(mode="after")
@@ -269,11 +277,8 @@ class SiteConfig(_Base):
                     raise ValueError(f"{at}: a Modbus device takes no 'broker'/'topic'")
                 if d.line not in lines:
                     raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(lines) or 'none'}")
-                if d.timeout_s * (d.retries + 1) >= d.poll_interval_s:
-                    raise ValueError(
-                        f"{at}: timeout_s x (retries+1) = {d.timeout_s * (d.retries + 1):g} s must be below "
-                        f"poll_interval_s = {d.poll_interval_s:g} s"
-                    )
+                if d.timeout_s >= d.poll_interval_s:
+                    raise ValueError(f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s")
                 if (d.line, d.unit_id) in units:
                     raise ValueError(f"{at}.unit_id: {d.unit_id} on line {d.line} is already {units[(d.line, d.unit_id)]}")
                 units[(d.line, d.unit_id)] = d.id
@@ -372,6 +377,7 @@ def load_config(path: str | Path) -> SiteConfig:
             m = _CROSS.match(msg)
             if not loc and m:  # cross-field checks name their path at the start of the message
                 loc = (m["coll"], int(m["idx"])) + ((m["field"],) if m["field"] else ())
+                msg = msg[m.end():].lstrip(": ")
             line = None
             for n in range(len(loc), -1, -1):
                 if loc[:n] in index:

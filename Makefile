@@ -1,0 +1,44 @@
+# SiteGW: `make demo` runs a live simulated site end to end; `make test` runs the suite on real services.
+# Both install what they need: Debian packages (as root, or through sudo) and a venv in .venv.
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll
+APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test deps venv lint typecheck check clean
+
+demo: deps venv
+	$(PY) -m services.demo
+
+test: deps venv
+	$(PY) -m pytest -q -p no:cacheprovider
+
+deps:
+	@missing=""; for b in $(APT_BINS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages (missing:$$missing)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .run

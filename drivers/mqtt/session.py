@@ -1,0 +1,184 @@
+"""One MQTT session per broker: stable client id, persistent session, QoS 1, re-subscribe after every reconnect,
+routing of messages to payload decoders, and a dead-letter topic for what does not decode."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiomqtt
+from paho.mqtt.matcher import MQTTMatcher
+
+from drivers.errors import ProtocolError
+from drivers.mqtt.payloads import PayloadDecoder
+from gateway.model import Reading
+
+log = logging.getLogger("sitegw.mqtt")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttDeviceRoute:
+    device_id: str
+    key: str  # the id the device uses for itself in its topic or payload
+    topic: str  # subscription filter
+    decoder: PayloadDecoder
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerParams:
+    id: str
+    host: str
+    port: int
+    client_id: str
+    username: str | None
+    password: str | None
+    protocol_v5: bool
+    keepalive_s: int
+    dead_letter_topic: str
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify: bool = True
+    use_tls: bool = False
+
+
+Submit = Callable[[list[Reading]], Awaitable[None]]
+OnDeadLetter = Callable[[str, str], None]  # (reason class, message) for metrics
+OnMessage = Callable[[], None]
+
+
+class MqttSession:
+    def __init__(self, params: BrokerParams, routes: list[MqttDeviceRoute], submit: Submit,
+                 on_dead_letter: OnDeadLetter, on_message: OnMessage | None = None) -> None:
+        self.p = params
+        self.submit = submit
+        self.on_dead_letter = on_dead_letter
+        self.on_message = on_message
+        self.filters = sorted({r.topic for r in routes})
+        # filter -> (decoder, {key: device id}); one decoder per filter (one profile per topic filter)
+        self._by_filter: dict[str, tuple[PayloadDecoder, dict[str, str]]] = {}
+        for r in routes:
+            dec, keys = self._by_filter.setdefault(r.topic, (r.decoder, {}))
+            if dec.profile.id != r.decoder.profile.id:
+                raise ValueError(f"broker {params.id}: topic filter {r.topic!r} is used by two profiles")
+            keys[r.key] = r.device_id
+        self._matcher = MQTTMatcher()
+        for f, v in self._by_filter.items():
+            self._matcher[f] = v
+        self.connected = asyncio.Event()
+        self.client: aiomqtt.Client | None = None
+        self.connects = 0
+        self._warned: set[tuple[str, str]] = set()
+
+    def _client(self) -> aiomqtt.Client:
+        tls_params = None
+        if self.p.use_tls:
+            tls_params = aiomqtt.TLSParameters(
+                ca_certs=self.p.tls_ca, certfile=self.p.tls_cert, keyfile=self.p.tls_key, cert_reqs=ssl.CERT_REQUIRED
+                if self.p.tls_verify else ssl.CERT_NONE)
+        kwargs: dict[str, object] = {}
+        if self.p.protocol_v5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 7 * 24 * 3600  # keep our subscriptions and queued QoS 1 messages
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
+        else:
+            kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+        return aiomqtt.Client(
+            self.p.host, self.p.port, identifier=self.p.client_id, username=self.p.username,
+            password=self.p.password, keepalive=self.p.keepalive_s, tls_params=tls_params,
+            tls_insecure=(not self.p.tls_verify) if self.p.use_tls else None,
+            max_queued_incoming_messages=0, **kwargs)  # type: ignore[arg-type]
+
+    async def run(self) -> None:
+        """Reconnect loop: the backoff depends on the error class (refused credentials back off long)."""
+        backoff = 0.2
+        warned = False
+        while True:
+            try:
+                async with self._client() as client:
+                    self.client = client
+                    for f in self.filters:
+                        await client.subscribe(f, qos=1)
+                    self.connects += 1
+                    self.connected.set()
+                    if warned:
+                        log.info("broker %s: reconnected, %d subscription(s) restored", self.p.id, len(self.filters))
+                    warned = False
+                    backoff = 0.2
+                    async for msg in client.messages:
+                        await self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
+            except aiomqtt.MqttCodeError as err:
+                self.connected.clear()
+                auth = getattr(err, "rc", None) in (4, 5, 134, 135)
+                if not warned:
+                    log.warning("broker %s (%s:%d): %s%s", self.p.id, self.p.host, self.p.port, err,
+                                " (credentials refused: check username / password_env)" if auth else "")
+                    warned = True
+                delay = 30.0 if auth else backoff
+            except aiomqtt.MqttError as err:
+                self.connected.clear()
+                if not warned:
+                    log.warning("broker %s (%s:%d): connection lost or refused: %s; retrying",
+                                self.p.id, self.p.host, self.p.port, err)
+                    warned = True
+                delay = backoff
+            self.client = None
+            backoff = min(backoff * 2, 5.0)
+            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        receive_ns = time.time_ns()
+        if self.on_message:
+            self.on_message()
+        matched = False
+        for dec, keys in self._matcher.iter_match(topic):
+            matched = True
+            try:
+                doc = dec.parse(payload)
+                key = dec.device_key(topic, doc)
+                device = keys.get(key)
+                if device is None:
+                    raise ProtocolError(f"no device with key {key!r} is configured for {dec.profile.id}")
+                ts = dec.timestamp_ns(doc, receive_ns)
+                readings, errors = dec.readings(device, doc, ts)
+            except ProtocolError as err:
+                await self.dead_letter(topic, payload, str(err), "decode")
+                continue
+            if readings:
+                await self.submit(readings)
+            for e in errors:  # partial message: the good fields are in, the bad ones are dead-lettered
+                await self.dead_letter(topic, payload, f"device {device}: {e}", "field")
+            break
+        if not matched:
+            await self.dead_letter(topic, payload, "no subscription filter matches", "route")
+
+    async def dead_letter(self, topic: str, payload: bytes, reason: str, kind: str) -> None:
+        self.on_dead_letter(kind, f"{topic}: {reason}")
+        # first one per topic and kind at WARNING; the counter metric carries the rest
+        level = logging.DEBUG if (kind, topic) in self._warned else logging.WARNING
+        self._warned.add((kind, topic))
+        log.log(level, "dead letter from %s: %s (published to %s)", topic, reason, self.p.dead_letter_topic)
+        try:
+            text: str | None = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        body = {"topic": topic, "reason": reason, "received_at_ns": time.time_ns()}
+        if text is not None:
+            body["payload"] = text
+        else:
+            body["payload_b64"] = base64.b64encode(payload).decode()
+        if self.client is not None:
+            try:
+                await self.client.publish(self.p.dead_letter_topic, json.dumps(body, ensure_ascii=False), qos=1)
+            except aiomqtt.MqttError as err:
+                log.warning("dead letter could not be published to %s: %s", self.p.dead_letter_topic, err)

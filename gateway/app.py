@@ -1,0 +1,170 @@
+"""The composition root: builds drivers, supervisor, pipeline, spool and writer from a SiteConfig and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+from drivers.modbus.driver import ModbusDevice
+from drivers.modbus.link import ModbusLink
+from drivers.modbus.plan import plan_reads
+from drivers.mqtt.payloads import PayloadDecoder
+from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
+from drivers.profile import ModbusProfile, MqttProfile
+from gateway.config import ConfigError, InfluxV1Sink, SiteConfig, TlsVerify
+from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_tags
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.spool import Spool
+from gateway.supervisor import LineOwner, Liveness, watch_liveness
+from gateway.writer import SpoolDrainer
+
+log = logging.getLogger("sitegw")
+
+
+def _env(name: str | None, what: str) -> str | None:
+    if name is None:
+        return None
+    v = os.environ.get(name)
+    if v is None:
+        raise ConfigError(f"{what}: environment variable {name} is not set")
+    return v
+
+
+def build_writer(cfg: SiteConfig) -> InfluxV1Writer | InfluxV2Writer:
+    s = cfg.sink
+    if isinstance(s, InfluxV1Sink):
+        return InfluxV1Writer(s.url, s.database, s.retention_policy, s.username, _env(s.password_env, "sink.password_env"),
+                              s.timeout_s, s.create_database)
+    return InfluxV2Writer(s.url, s.org, s.bucket, _env(s.token_env, "sink.token_env"), s.timeout_s)
+
+
+def build_series(cfg: SiteConfig) -> dict[str, SeriesTags]:
+    return {d.id: series_tags(cfg.kind_of(d).value, cfg.site.id, d.id, d.zone) for d in cfg.devices}
+
+
+def build_line_devices(cfg: SiteConfig) -> dict[str, list[tuple[ModbusDevice, float]]]:
+    out: dict[str, list[tuple[ModbusDevice, float]]] = {ln.id: [] for ln in cfg.lines}
+    for d in cfg.devices:
+        prof = cfg.profile_of(d)
+        if isinstance(prof, ModbusProfile):
+            assert d.line is not None and d.unit_id is not None
+            blocks = plan_reads(prof, cfg.modbus.max_gap, cfg.modbus.max_block)
+            out[d.line].append((ModbusDevice(d.id, d.unit_id, blocks, d.timeout_s, d.retries), d.poll_interval_s))
+    return out
+
+
+def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
+    out = {}
+    for b in cfg.brokers:
+        tls = b.tls
+        out[b.id] = BrokerParams(
+            id=b.id, host=b.host, port=b.port, client_id=b.client_id or f"sitegw-{cfg.site.id}-{b.id}",
+            username=b.username, password=b.password(), protocol_v5=b.protocol.value == "5",
+            keepalive_s=b.keepalive_s, dead_letter_topic=b.dead_letter_topic,
+            tls_ca=str(tls.ca_file) if tls and tls.ca_file else None,
+            tls_cert=str(tls.cert_file) if tls and tls.cert_file else None,
+            tls_key=str(tls.key_file) if tls and tls.key_file else None,
+            tls_verify=not tls or tls.verify is TlsVerify.FULL, use_tls=tls is not None)
+    return out
+
+
+def build_routes(cfg: SiteConfig) -> dict[str, list[MqttDeviceRoute]]:
+    decoders: dict[str, PayloadDecoder] = {}
+    out: dict[str, list[MqttDeviceRoute]] = {b.id: [] for b in cfg.brokers}
+    for d in cfg.devices:
+        prof = cfg.profile_of(d)
+        if isinstance(prof, MqttProfile):
+            assert d.broker is not None and d.topic is not None
+            dec = decoders.setdefault(prof.id, PayloadDecoder(prof))
+            out[d.broker].append(MqttDeviceRoute(d.id, d.key, d.topic, dec))
+    return out
+
+
+class Gateway:
+    """`async with Gateway(cfg) as gw:` runs everything in one TaskGroup until the block exits."""
+
+    def __init__(self, cfg: SiteConfig, fsync: bool = True) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.spool = Spool(cfg.spool.dir, cfg.spool.max_bytes, cfg.spool.segment_bytes, fsync=fsync)
+        self.series = build_series(cfg)
+        self.pipeline = Pipeline(self.spool, self.series, self.metrics)
+        self.writer = build_writer(cfg)
+        self.drainer = SpoolDrainer(self.spool, self.writer, self.metrics, cfg.spool.batch_lines,
+                                    cfg.spool.replay_lines_per_s, cfg.spool.dir / "rejected.lp")
+        self.liveness = Liveness(self.metrics, {d.id: d.stale_after_s for d in cfg.devices})
+        self.lines = [
+            LineOwner(ModbusLink(ln), devs, self.pipeline.submit, self.liveness, self.metrics,
+                      cfg.modbus.breaker_failures, cfg.modbus.breaker_max_backoff_s)
+            for ln in cfg.lines if (devs := build_line_devices(cfg)[ln.id])
+        ]
+        params = broker_params(cfg)
+        self.sessions = [
+            MqttSession(params[bid], routes, self._mqtt_submit, self._dead_letter, self._on_message)
+            for bid, routes in build_routes(cfg).items() if routes
+        ]
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stack = AsyncExitStack()
+        self.started_at = time.time()
+
+    async def _mqtt_submit(self, readings: list[object]) -> None:
+        now = time.monotonic()
+        ups = []
+        for dev in {r.device for r in readings}:  # type: ignore[attr-defined]
+            up = self.liveness.seen(dev, now)
+            if up:
+                ups.append(up)
+        await self.pipeline.submit(list(readings) + ups)  # type: ignore[arg-type]
+
+    def _dead_letter(self, kind: str, message: str) -> None:
+        self.metrics.dead_letters[kind] += 1
+
+    def _on_message(self) -> None:
+        self.metrics.mqtt_messages += 1
+
+    async def __aenter__(self) -> Gateway:
+        self.spool.open()
+        self._stack.callback(self.spool.close)
+        self._stack.push_async_callback(self.writer.aclose)
+        tg = asyncio.TaskGroup()
+        await self._stack.enter_async_context(tg)
+        self._tasks = tg
+        self._owned = [
+            tg.create_task(self.pipeline.run(), name="pipeline"),
+            tg.create_task(self.drainer.run(), name="spool-drainer"),
+            tg.create_task(watch_liveness(self.liveness, self.pipeline.submit), name="liveness"),
+        ]
+        for lo in self.lines:
+            self._owned.append(tg.create_task(lo.run(), name=f"modbus-line-{lo.link.line.id}"))
+        for s in self.sessions:
+            self._owned.append(tg.create_task(s.run(), name=f"mqtt-{s.p.id}"))
+        if self.cfg.http is not None:
+            from gateway.api import serve_api
+
+            self._owned.append(tg.create_task(serve_api(self, self.cfg.http.host, self.cfg.http.port), name="http"))
+        log.info("gateway %s: %d devices, %d Modbus line(s), %d broker(s), sink %s, spool %s",
+                 self.cfg.site.id, len(self.cfg.devices), len(self.lines), len(self.sessions), self.writer.target,
+                 self.cfg.spool.dir)
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        for t in self._owned:
+            t.cancel()
+        await self._stack.__aexit__(et, e, tb)
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every reading received so far is in the database (tests, graceful shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        await asyncio.wait_for(self.pipeline.drained(), timeout_s)
+        while self.spool.pending_bytes() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.spool.pending_bytes() == 0
+
+    def metrics_text(self) -> str:
+        return self.metrics.render(self.spool.pending_bytes(), self.spool.dropped_lines, self.spool.disk_bytes())

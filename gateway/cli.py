@@ -1,0 +1,167 @@
+"""`sitegw`: run the gateway, check a site config and print its plan, or poll every device once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from drivers.errors import DriverError
+from drivers.modbus.plan import plan_reads
+from drivers.profile import ModbusProfile, MqttProfile
+from gateway import quantities
+from gateway.config import ConfigError, SiteConfig, load_config
+
+log = logging.getLogger("sitegw")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def check_config(cfg: SiteConfig, path: Path) -> str:
+    """The resolved plan, as a technician wants to see it before going on site."""
+    out = [f"{path}: OK", f"site {cfg.site.id} · {cfg.site.name} · {cfg.site.timezone}"]
+    sink = cfg.sink
+    where = getattr(sink, "database", None) or getattr(sink, "bucket", "")
+    out.append(f"sink {sink.type} {sink.url} -> {where}")
+    out.append(f"spool {cfg.spool.dir} (bound {cfg.spool.max_bytes} bytes, replay <= {cfg.spool.replay_lines_per_s:g} lines/s)")
+    for ln in cfg.lines:
+        devs = [d for d in cfg.devices if d.line == ln.id]
+        addr = getattr(ln, "port", "")
+        host = getattr(ln, "host", None)
+        out.append(f"\nline {ln.id} [{ln.type}] {host + ':' if host else ''}{addr} — {len(devs)} device(s)")
+        for d in devs:
+            prof = cfg.profile_of(d)
+            assert isinstance(prof, ModbusProfile)
+            blocks = plan_reads(prof, cfg.modbus.max_gap, cfg.modbus.max_block)
+            out.append(f"  device {d.id} unit {d.unit_id} ({prof.id}, {prof.kind}) every {d.poll_interval_s:g} s, "
+                       f"timeout {d.timeout_s:g} s x {d.retries + 1}: {len(blocks)} request(s) for {len(prof.points)} points")
+            for b in blocks:
+                out.append(f"    {b.describe()}")
+    for br in cfg.brokers:
+        devs = [d for d in cfg.devices if d.broker == br.id]
+        tls = "TLS" if br.tls else "plain"
+        auth = f"user {br.username}" if br.username else "anonymous"
+        out.append(f"\nbroker {br.id} mqtt://{br.host}:{br.port} ({tls}, {auth}, MQTT {br.protocol.value}, "
+                   f"client id {br.client_id or f'sitegw-{cfg.site.id}-{br.id}'}, QoS 1, dead letters -> {br.dead_letter_topic})")
+        for topic in sorted({d.topic for d in devs if d.topic}):
+            out.append(f"  subscribe {topic}")
+            for d in devs:
+                if d.topic != topic:
+                    continue
+                prof = cfg.profile_of(d)
+                assert isinstance(prof, MqttProfile)
+                q = ", ".join(f"{n} [{quantities.lookup(n).unit}]" for n in prof.quantity_names())
+                out.append(f"    device {d.id} (key {d.key!r}, {prof.id}, {prof.kind}): {q}")
+    return "\n".join(out)
+
+
+async def _once(cfg: SiteConfig, timeout_s: float) -> int:
+    """Poll each Modbus device once and wait for one message per MQTT device; print the readings."""
+    from gateway.app import broker_params, build_line_devices, build_routes
+    from gateway.metrics import Metrics
+    from gateway.model import Reading
+    from gateway.supervisor import LineOwner, Liveness
+
+    from drivers.modbus.link import ModbusLink
+    from drivers.mqtt.session import MqttSession
+
+    found: dict[str, list[Reading]] = {}
+    failed: dict[str, str] = {}
+    metrics = Metrics()
+    liveness = Liveness(metrics, {})
+
+    async def collect(rs: list[Reading]) -> None:
+        for r in rs:
+            found.setdefault(r.device, []).append(r)
+
+    lines = build_line_devices(cfg)
+    for ln in cfg.lines:
+        owner = LineOwner(ModbusLink(ln), lines[ln.id], collect, liveness, metrics, 1, 1.0)
+        for dev, _ in lines[ln.id]:
+            try:
+                await collect(await owner.poll_once(dev))
+            except DriverError as err:
+                failed[dev.device_id] = str(err)
+        owner.link.close()
+    routes = build_routes(cfg)
+    params = broker_params(cfg)
+    mqtt_devices = {r.device_id for rs in routes.values() for r in rs}
+    if mqtt_devices:
+        sessions = [MqttSession(params[b], rs, collect, lambda k, m: print(f"dead letter: {m}")) for b, rs in routes.items() if rs]
+        tasks = [asyncio.create_task(s.run(), name=f"once-mqtt-{s.p.id}") for s in sessions]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not mqtt_devices <= found.keys():
+            await asyncio.sleep(0.1)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for d in mqtt_devices - found.keys():
+            failed[d] = f"no message within {timeout_s:g} s"
+    for d in cfg.devices:
+        if d.id in found:
+            print(f"{d.id} ({d.name})")
+            for r in found[d.id]:
+                unit = quantities.lookup(r.quantity).unit
+                flag = "" if r.quality.name == "GOOD" else f"  [{r.quality.name}]"
+                print(f"  {r.quantity:<28} {r.value:>14.6g} {unit}{flag}")
+        else:
+            print(f"{d.id} ({d.name}): FAILED: {failed.get(d.id, 'no data')}")
+    return 0 if not failed else 1
+
+
+async def _run(cfg: SiteConfig) -> None:
+    from gateway.app import Gateway
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Gateway(cfg) as gw:
+        await stop.wait()
+        log.info("stopping: flushing to the database for up to 5 s (the rest stays in the spool)")
+        try:
+            await gw.flush(5.0)
+        except TimeoutError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sitegw", description="SiteGW edge telemetry gateway for construction sites")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p_run = sub.add_parser("run", help="run the gateway")
+    p_run.add_argument("config", type=Path)
+    p_chk = sub.add_parser("check-config", help="validate a site config and print the resolved plan")
+    p_chk.add_argument("config", type=Path)
+    p_once = sub.add_parser("once", help="poll/receive once per device and print the readings")
+    p_once.add_argument("config", type=Path)
+    p_once.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for MQTT devices")
+    args = ap.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.cmd == "check-config":
+        print(check_config(cfg, args.config))
+        return 0
+    try:
+        if args.cmd == "once":
+            return asyncio.run(_once(cfg, args.timeout))
+        asyncio.run(_run(cfg))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

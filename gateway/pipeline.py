@@ -1,0 +1,90 @@
+"""The pipeline: bounded intake -> quality marking -> latest values, listeners (alarms) and the durable spool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from gateway import quantities
+from gateway.influx import SeriesTags, encode_readings
+from gateway.metrics import Metrics
+from gateway.model import Quality, Reading
+from gateway.spool import Spool
+
+log = logging.getLogger("sitegw.pipeline")
+
+Listener = Callable[[list[Reading]], None]
+
+
+class Pipeline:
+    """Drivers submit batches; one task processes everything queued as one batch (one spool write + fsync)."""
+
+    def __init__(self, spool: Spool, series: Mapping[str, SeriesTags], metrics: Metrics, queue_batches: int = 10000,
+                 max_batch_readings: int = 20000) -> None:
+        self.spool = spool
+        self.series = series
+        self.metrics = metrics
+        self._q: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize=queue_batches)
+        self.max_batch = max_batch_readings
+        self.latest: dict[tuple[str, str], Reading] = {}
+        self.listeners: list[Listener] = []
+        self._ranges = {name: (q.low, q.high) for name, q in quantities.CATALOG.items()}
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def submit(self, readings: list[Reading]) -> None:
+        """Hand over a batch; waits (back-pressure to the driver) only when the intake is full."""
+        if readings:
+            self._idle.clear()
+            await self._q.put(readings)
+
+    def submit_nowait(self, readings: list[Reading]) -> bool:
+        if not readings:
+            return True
+        try:
+            self._q.put_nowait(readings)
+        except asyncio.QueueFull:
+            return False
+        self._idle.clear()
+        return True
+
+    async def drained(self) -> None:
+        """Wait until everything submitted so far is in the spool."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            batch = list(await self._q.get())
+            while len(batch) < self.max_batch and not self._q.empty():
+                batch.extend(self._q.get_nowait())
+            self.process(batch)
+            if self._q.empty():
+                self._idle.set()
+
+    def _range(self, name: str) -> tuple[float, float]:
+        r = self._ranges.get(name)
+        if r is None:
+            q = quantities.lookup(name)
+            r = self._ranges[name] = (q.low, q.high)
+        return r
+
+    def process(self, batch: list[Reading]) -> None:
+        marked: list[Reading] = []
+        for r in batch:
+            low, high = self._range(r.quantity)
+            if r.quality is Quality.GOOD and not (low <= r.value <= high):
+                # implausible: keep it, flag it, never clamp (NaN fails the comparison too)
+                r = Reading(r.device, r.quantity, r.value, r.ts_ns, Quality.UNCERTAIN)
+                self.metrics.readings_implausible += 1
+            marked.append(r)
+            key = (r.device, r.quantity)
+            prev = self.latest.get(key)
+            if prev is None or prev.ts_ns <= r.ts_ns:
+                self.latest[key] = r
+        for listener in self.listeners:
+            listener(marked)
+        data, lines, n = encode_readings(marked, self.series)
+        self.spool.append(data, lines)
+        self.metrics.readings_in += n
+        self.metrics.lines_spooled += lines

@@ -1,0 +1,238 @@
+"""Durable, byte-bounded spool of line-protocol lines between the pipeline and the database writer.
+
+Layout: `seg-<16 digits>.lp` files, append-only, plus `acked.json` ({segment: acknowledged byte offset}).
+A line leaves the spool only when the writer acknowledges it after the database accepted it. Appends are
+fsynced per batch; a torn tail line left by `kill -9` is cut on open. Over the bound, the oldest segment is
+dropped and every line in it is counted, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("sitegw.spool")
+
+_SEG = re.compile(r"^seg-(\d{16})\.lp$")
+
+
+@dataclass(slots=True)
+class Segment:
+    seq: int
+    path: Path
+    size: int
+    acked: int  # bytes from the start already in the database
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    seq: int
+    start: int
+    end: int
+    data: bytes
+    lines: int
+
+
+class Spool:
+    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int, fsync: bool = True) -> None:
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self.fsync = fsync
+        self.segments: list[Segment] = []
+        self._fd: int | None = None
+        self.dropped_lines = 0
+        self.appended_lines = 0
+        self.acked_lines = 0
+        self._dropping = False  # inside a drop episode: log once
+        self.data_event = asyncio.Event()
+        self._state = self.dir / "acked.json"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def open(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        acked: dict[str, int] = {}
+        if self._state.exists():
+            try:
+                acked = {str(k): int(v) for k, v in json.loads(self._state.read_text()).items()}
+            except (ValueError, OSError) as err:
+                # without it every line is resent: duplicates overwrite in InfluxDB, nothing is lost
+                log.warning("spool: %s unreadable (%s); replaying every segment from its start", self._state, err)
+        for f in sorted(self.dir.iterdir()):
+            m = _SEG.match(f.name)
+            if not m:
+                continue
+            seq = int(m[1])
+            size = f.stat().st_size
+            self.segments.append(Segment(seq, f, size, min(acked.get(str(seq), 0), size)))
+        if self.segments:
+            self._repair_tail(self.segments[-1])
+        else:
+            self._new_segment(1)
+        last = self.segments[-1]
+        self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if self.pending_bytes():
+            self.data_event.set()
+            log.info("spool: %d bytes in %d segment(s) from before the restart, to be replayed",
+                     self.pending_bytes(), len(self.segments))
+
+    def _repair_tail(self, seg: Segment) -> None:
+        """Cut a partial last line (a write interrupted by kill -9) so every stored line is whole."""
+        if seg.size == 0:
+            return
+        with open(seg.path, "rb+") as fh:
+            fh.seek(max(0, seg.size - 65536))
+            tail = fh.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            keep = seg.size - len(tail) + cut + 1 if cut >= 0 else 0
+            log.warning("spool: cut %d bytes of a torn line at the end of %s", seg.size - keep, seg.path.name)
+            fh.truncate(keep)
+            seg.size = keep
+            seg.acked = min(seg.acked, keep)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._save_state()
+
+    def _new_segment(self, seq: int) -> None:
+        path = self.dir / f"seg-{seq:016d}.lp"
+        path.touch()
+        self.segments.append(Segment(seq, path, 0, 0))
+
+    # ---- writing side ----------------------------------------------------------------------
+    def append(self, data: bytes, lines: int) -> None:
+        """Append whole lines (each ending in \\n); durable (fsynced) when this returns."""
+        if not data:
+            return
+        assert self._fd is not None, "spool not open"
+        os.write(self._fd, data)
+        if self.fsync:
+            os.fsync(self._fd)
+        active = self.segments[-1]
+        active.size += len(data)
+        self.appended_lines += lines
+        if active.size >= self.segment_bytes:
+            self.roll()
+        self._enforce_bound()
+        self.data_event.set()
+
+    def roll(self) -> None:
+        """Start a new segment; the writer treats older segments as backlog to replay at a limited rate."""
+        if self.segments[-1].size == 0:
+            return
+        assert self._fd is not None
+        os.close(self._fd)
+        self._new_segment(self.segments[-1].seq + 1)
+        self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _enforce_bound(self) -> None:
+        total = self.disk_bytes()
+        if total <= self.max_bytes:
+            if self._dropping and total < self.max_bytes * 0.9:
+                self._dropping = False
+                log.info("spool: back under its bound (%d of %d bytes); drop episode over, %d lines dropped in all",
+                         total, self.max_bytes, self.dropped_lines)
+            return
+        while self.disk_bytes() > self.max_bytes and len(self.segments) > 1:
+            seg = self.segments.pop(0)
+            n = self._count_lines(seg, seg.acked, seg.size)
+            self.dropped_lines += n
+            seg.path.unlink(missing_ok=True)
+            if not self._dropping:
+                self._dropping = True
+                log.error("spool: full (%d bytes > bound %d): dropping the oldest data; %d lines dropped so far "
+                          "(metric sitegw_spool_dropped_lines_total). Is the database reachable?",
+                          total, self.max_bytes, self.dropped_lines)
+        self._save_state()
+
+    @staticmethod
+    def _count_lines(seg: Segment, start: int, end: int) -> int:
+        if end <= start:
+            return 0
+        n = 0
+        with open(seg.path, "rb") as fh:
+            fh.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                buf = fh.read(min(remaining, 1 << 20))
+                if not buf:
+                    break
+                n += buf.count(b"\n")
+                remaining -= len(buf)
+        return n
+
+    # ---- reading side ----------------------------------------------------------------------
+    def pending_bytes(self) -> int:
+        return sum(s.size - s.acked for s in self.segments)
+
+    def disk_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def pending_lines(self) -> int:
+        return sum(self._count_lines(s, s.acked, s.size) for s in self.segments)
+
+    def live_segment(self) -> Segment:
+        return self.segments[-1]
+
+    def backlog_segment(self) -> Segment | None:
+        """The oldest segment, other than the live one, with unacknowledged lines."""
+        for s in self.segments[:-1]:
+            if s.acked < s.size:
+                return s
+        return None
+
+    def read(self, seg: Segment, max_lines: int, max_bytes: int = 8 << 20) -> Chunk | None:
+        """Up to `max_lines` whole lines after the acknowledged offset of `seg`."""
+        if seg.acked >= seg.size:
+            return None
+        with open(seg.path, "rb") as fh:
+            fh.seek(seg.acked)
+            buf = fh.read(min(seg.size - seg.acked, max_bytes))
+        end = 0
+        lines = 0
+        while lines < max_lines:
+            nl = buf.find(b"\n", end)
+            if nl < 0:
+                break
+            end = nl + 1
+            lines += 1
+        if lines == 0:
+            return None
+        return Chunk(seg.seq, seg.acked, seg.acked + end, buf[:end], lines)
+
+    def ack(self, chunk: Chunk) -> None:
+        """The database has these lines: advance the segment's offset; delete it when done (unless live)."""
+        for i, s in enumerate(self.segments):
+            if s.seq == chunk.seq:
+                if chunk.start != s.acked:
+                    raise RuntimeError(f"spool: out-of-order ack for segment {s.seq}: {chunk.start} != {s.acked}")
+                s.acked = chunk.end
+                self.acked_lines += chunk.lines
+                if s.acked >= s.size and i < len(self.segments) - 1:
+                    self.segments.pop(i)
+                    s.path.unlink(missing_ok=True)
+                break
+        else:
+            return  # the segment was dropped at the bound meanwhile; its lines are already counted as dropped
+        live = self.segments[-1]
+        if live.acked >= live.size and live.size >= self.segment_bytes // 2:
+            # keep the live file from growing without end in steady state
+            self.roll()
+            old = self.segments.pop(-2)
+            old.path.unlink(missing_ok=True)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        # No fsync: a lost ack after a power cut only means a resend, which overwrites the same points.
+        tmp = self._state.with_suffix(".tmp")
+        tmp.write_text(json.dumps({str(s.seq): s.acked for s in self.segments if s.acked}))
+        os.replace(tmp, self._state)

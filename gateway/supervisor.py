@@ -1,0 +1,190 @@
+"""Supervision: one owner task per Modbus line (schedule, retries, circuit breakers) and device liveness (`up`)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from drivers.errors import DeviceBusy, DeviceUnreachable
+from drivers.modbus.driver import ModbusDevice
+from drivers.modbus.link import ModbusLink
+from gateway.metrics import Metrics
+from gateway.model import Reading
+
+log = logging.getLogger("sitegw.supervisor")
+
+Submit = Callable[[list[Reading]], Awaitable[None]]
+
+
+class Liveness:
+    """Emits `up` readings on every state change of a device: 1 on the first good data, 0 when it goes silent."""
+
+    def __init__(self, metrics: Metrics, stale_after_s: dict[str, float]) -> None:
+        self.metrics = metrics
+        self.stale_after_s = stale_after_s
+        self.state: dict[str, int] = {}
+        self.last_good: dict[str, float] = {}
+
+    def seen(self, device: str, now: float) -> Reading | None:
+        self.last_good[device] = now
+        if self.state.get(device) != 1:
+            self.state[device] = 1
+            self.metrics.up[device] = 1
+            if device in self.state:
+                log.info("device %s: online", device)
+            return Reading(device, "up", 1.0, time.time_ns())
+        return None
+
+    def down(self, device: str, why: str) -> Reading | None:
+        if self.state.get(device) != 0:
+            self.state[device] = 0
+            self.metrics.up[device] = 0
+            log.warning("device %s: offline (%s)", device, why)
+            return Reading(device, "up", 0.0, time.time_ns())
+        return None
+
+    def sweep(self, now: float) -> list[Reading]:
+        """Devices that produced nothing for longer than their stale limit go down."""
+        out: list[Reading] = []
+        for device, limit in self.stale_after_s.items():
+            last = self.last_good.get(device)
+            if self.state.get(device) == 0:
+                continue
+            if last is None:
+                last = self.last_good.setdefault(device, now)  # grace period from start-up
+            if now - last > limit:
+                r = self.down(device, f"no data for {now - last:.1f} s (limit {limit:g} s)")
+                if r:
+                    out.append(r)
+        return out
+
+
+async def watch_liveness(liveness: Liveness, submit: Submit, period_s: float = 0.5) -> None:
+    """Timer, not a busy wait: checks staleness twice a second."""
+    while True:
+        await asyncio.sleep(period_s)
+        ups = liveness.sweep(time.monotonic())
+        if ups:
+            await submit(ups)
+
+
+@dataclass(order=True)
+class _Slot:
+    due: float
+    seq: int
+    dev: ModbusDevice = field(compare=False)
+    interval: float = field(compare=False)
+
+
+@dataclass
+class Breaker:
+    """Per-device circuit breaker: after `threshold` failed polls, probe only with exponential backoff."""
+
+    threshold: int
+    max_backoff_s: float
+    failures: int = 0
+    open_until: float = 0.0
+    backoff_s: float = 0.0
+
+    def ok(self) -> None:
+        self.failures = 0
+        self.backoff_s = 0.0
+        self.open_until = 0.0
+
+    def fail(self, interval: float, now: float) -> bool:
+        """Record a failure; True when the breaker is (now) open."""
+        self.failures += 1
+        if self.failures < self.threshold:
+            return False
+        self.backoff_s = min(max(interval, self.backoff_s * 2 or interval * 2), self.max_backoff_s)
+        self.open_until = now + self.backoff_s * (0.9 + 0.2 * random.random())
+        return True
+
+
+class LineOwner:
+    """The one task that talks to a physical line. Polls each device on its own schedule; a dead device trips
+    its breaker and costs the others at most one timeout per backoff period."""
+
+    def __init__(self, link: ModbusLink, devices: list[tuple[ModbusDevice, float]], submit: Submit,
+                 liveness: Liveness, metrics: Metrics, breaker_failures: int, breaker_max_backoff_s: float) -> None:
+        self.link = link
+        self.devices = devices
+        self.submit = submit
+        self.liveness = liveness
+        self.metrics = metrics
+        self.breakers = {d.device_id: Breaker(breaker_failures, breaker_max_backoff_s) for d, _ in devices}
+        self._warned: set[str] = set()
+
+    async def run(self) -> None:
+        heap: list[_Slot] = []
+        start = time.monotonic()
+        for i, (dev, interval) in enumerate(self.devices):
+            # stagger first polls so devices on one bus do not all fall due at the same instant
+            heapq.heappush(heap, _Slot(start + interval * i / max(1, len(self.devices)), i, dev, interval))
+        try:
+            while True:
+                slot = heapq.heappop(heap)
+                delay = slot.due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await self._poll(slot.dev, slot.interval)
+                now = time.monotonic()
+                br = self.breakers[slot.dev.device_id]
+                nxt = slot.due + slot.interval
+                if nxt < now:  # overran: skip missed ticks rather than bursting to catch up
+                    nxt = now + slot.interval - ((now - slot.due) % slot.interval)
+                if br.open_until > nxt:
+                    nxt = br.open_until
+                slot.due = nxt
+                heapq.heappush(heap, slot)
+        finally:
+            self.link.close()
+
+    async def poll_once(self, dev: ModbusDevice) -> list[Reading]:
+        """For `sitegw once`: one poll, errors raised."""
+        res = await dev.poll(self.link)
+        for e in res.errors:
+            log.error("device %s: %s", dev.device_id, e)
+        return res.readings
+
+    async def _poll(self, dev: ModbusDevice, interval: float) -> None:
+        name = dev.device_id
+        self.metrics.polls[name] += 1
+        now = time.monotonic()
+        try:
+            res = await dev.poll(self.link)
+        except (DeviceUnreachable, DeviceBusy) as err:
+            self.metrics.poll_failures[name] += 1
+            br = self.breakers[name]
+            opened = br.fail(interval, now)
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("device %s: poll failed: %s", name, err)
+            if opened:
+                r = self.liveness.down(name, f"{br.failures} failed polls; retrying every {br.backoff_s:.1f} s: {err}")
+                if r:
+                    await self.submit([r])
+            return
+        for e in res.errors:
+            self.metrics.protocol_errors[name] += 1
+            log.error("device %s: %s", name, e)  # counted; the other blocks' readings still flow
+        if not res.readings:
+            opened = self.breakers[name].fail(interval, now)
+            if opened:
+                r = self.liveness.down(name, "every block answered with an exception")
+                if r:
+                    await self.submit([r])
+            return
+        self.breakers[name].ok()
+        if name in self._warned:
+            self._warned.discard(name)
+            log.info("device %s: polling again", name)
+        up = self.liveness.seen(name, now)
+        if up:
+            res.readings.append(up)
+        await self.submit(res.readings)

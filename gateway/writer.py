@@ -1,0 +1,136 @@
+"""Drains the spool into the database: live data first, backlog replayed in order at a limited rate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Protocol
+
+from gateway.metrics import Metrics
+from gateway.spool import Chunk, Spool
+
+log = logging.getLogger("sitegw.writer")
+
+
+class Writer(Protocol):
+    target: str
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SpoolDrainer:
+    """The only consumer of the spool. Deletes nothing the database has not acknowledged."""
+
+    def __init__(self, spool: Spool, writer: Writer, metrics: Metrics, batch_lines: int, replay_lines_per_s: float,
+                 rejected_file: Path) -> None:
+        self.spool = spool
+        self.writer = writer
+        self.metrics = metrics
+        self.batch_lines = batch_lines
+        self.replay_rate = replay_lines_per_s
+        self.rejected_file = rejected_file
+        self._tokens = float(batch_lines)
+        self._last_refill = time.monotonic()
+        self._outage_since: float | None = None
+        self._backoff = 0.5
+        self.db_up = True
+
+    async def run(self) -> None:
+        from gateway.influx import WriteError
+
+        while True:
+            live = self.spool.live_segment()
+            chunk = self.spool.read(live, self.batch_lines)
+            backlog = self.spool.backlog_segment()
+            if chunk is None and backlog is None:
+                self.spool.data_event.clear()
+                await self.spool.data_event.wait()
+                continue
+            try:
+                sent = False
+                if chunk is not None:
+                    await self._send(chunk)
+                    sent = True
+                if backlog is not None:
+                    budget = self._take_tokens()
+                    if budget > 0:
+                        bchunk = self.spool.read(backlog, budget)
+                        if bchunk is not None:
+                            await self._send(bchunk, replay=True)
+                            self._tokens -= bchunk.lines
+                            sent = True
+                    if not sent:
+                        # only backlog, and the replay budget is spent: wait for tokens or for live data
+                        wait = max(0.01, (1 - self._tokens) / self.replay_rate)
+                        self.spool.data_event.clear()
+                        try:
+                            await asyncio.wait_for(self.spool.data_event.wait(), timeout=wait)
+                        except TimeoutError:
+                            pass
+            except WriteError as err:
+                await self._outage(err)
+
+    def _take_tokens(self) -> int:
+        now = time.monotonic()
+        self._tokens = min(float(self.batch_lines), self._tokens + (now - self._last_refill) * self.replay_rate)
+        self._last_refill = now
+        return int(min(self._tokens, self.batch_lines))
+
+    async def _send(self, chunk: Chunk, replay: bool = False) -> None:
+        from gateway.influx import WriteError
+
+        t0 = time.perf_counter()
+        try:
+            await self.writer.write(chunk.data)
+        except WriteError as err:
+            if err.retryable:
+                raise
+            await self._bisect(chunk.data, err)
+        self.metrics.observe_write(time.perf_counter() - t0, chunk.lines, replay)
+        self.spool.ack(chunk)
+        if self._outage_since is not None:
+            down = time.monotonic() - self._outage_since
+            self._outage_since = None
+            self._backoff = 0.5
+            self.db_up = True
+            # separate the backlog from live data so live readings are not queued behind the replay
+            self.spool.roll()
+            log.info("database %s reachable again after %.1f s; replaying %d bytes of backlog at <= %g lines/s",
+                     self.writer.target, down, self.spool.pending_bytes(), self.replay_rate)
+
+    async def _bisect(self, data: bytes, err: Exception) -> None:
+        """A batch the database refused as invalid: find the bad lines, dead-letter them, write the rest."""
+        from gateway.influx import WriteError
+
+        lines = data.splitlines(keepends=True)
+        if len(lines) == 1:
+            self.metrics.rejected_lines += 1
+            with open(self.rejected_file, "ab") as fh:
+                fh.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {err}\n".encode() + lines[0])
+            log.error("database rejected a line (kept in %s): %s", self.rejected_file, err)
+            return
+        mid = len(lines) // 2
+        for half in (b"".join(lines[:mid]), b"".join(lines[mid:])):
+            try:
+                await self.writer.write(half)
+            except WriteError as e:
+                if e.retryable:
+                    raise
+                await self._bisect(half, e)
+
+    async def _outage(self, err: Exception) -> None:
+        self.metrics.write_failures += 1
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            self.db_up = False
+            log.warning("database write failed, readings stay in the spool until it is back: %s", err)
+        else:
+            log.debug("database still unreachable: %s", err)
+        delay = self._backoff * (0.8 + 0.4 * random.random())
+        self._backoff = min(self._backoff * 2, 15.0)
+        await asyncio.sleep(delay)

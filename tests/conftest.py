@@ -1,0 +1,54 @@
+"""Session fixtures: real Mosquitto, InfluxDB 1.x and VictoriaMetrics on free loopback ports; task-leak guard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services import local as services
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    svc = services.mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    svc = services.influxdb(tmp_path_factory.mktemp("influxdb"))
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    svc = services.victoria_metrics(tmp_path_factory.mktemp("victoria"))
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> None:  # type: ignore[misc]
+    """Fail a test that leaves asyncio tasks running (pymodbus's conftest does the same)."""
+    before = set(asyncio.all_tasks())
+    yield
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    for t in leaked:
+        t.cancel()
+    if leaked:
+        await asyncio.gather(*leaked, return_exceptions=True)
+    assert not leaked, f"leaked tasks: {[t.get_name() for t in leaked]}"

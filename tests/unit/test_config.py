@@ -1,0 +1,90 @@
+"""Strict site config: every mistake is rejected with its YAML path and line; `sitegw check-config` says so."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+
+DEMO = Path(__file__).parents[2] / "simulators" / "sites" / "demo.yaml"
+
+GOOD = """\
+site: {id: s1, name: 测试工地}
+lines:
+  - {id: l1, type: modbus_tcp, host: 127.0.0.1, port: 1502}
+brokers:
+  - {id: b1, host: 127.0.0.1}
+devices:
+  - {id: TC-01, profile: tower_crane_tcp_v1, line: l1, unit_id: 1}
+  - {id: FW-1, profile: formwork_mqtt_v1, broker: b1, topic: a/b/c/+/data}
+sink: {type: influxdb_v1, url: "http://127.0.0.1:8086", database: d}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "site.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, text))
+    return str(ei.value)
+
+
+def test_demo_site_loads() -> None:
+    cfg = load_config(DEMO)
+    kinds = {cfg.kind_of(d).value for d in cfg.devices}
+    assert kinds == {"tower_crane", "excavation", "formwork", "gas"}
+
+
+def test_good_config(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert [d.id for d in cfg.devices] == ["TC-01", "FW-1"]
+    assert cfg.spool.dir == tmp_path / "var" / "spool"  # relative to the config file
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("unit_id: 1}", "unit_id: 1, poll_intervall_s: 2}", "devices[0].poll_intervall_s (line 7): unknown field"),
+        ("port: 1502", "port: 99999", "lines[0].port (line 3): Input should be less than or equal to 65535; got 99999"),
+        ("line: l1, unit_id: 1", "line: l2, unit_id: 1", "devices[0].line (line 7): unknown line 'l2'"),
+        ("profile: tower_crane_tcp_v1", "profile: crane_x", "devices[0].profile (line 7): unknown profile 'crane_x'"),
+        ("name: 测试工地}", "name: 测试工地, timezone: Asia/Peking}", "site.timezone (line 1): unknown IANA time zone"),
+        ("type: influxdb_v1", "type: influx", "sink (line 9): Input tag 'influx' found using 'type' does not match"),
+        ("broker: b1, topic", "topic", "devices[1] (line 8): an MQTT device needs 'broker' and 'topic'"),
+        ("unit_id: 1}", "unit_id: 1, timeout_s: 1.5}", "devices[0].timeout_s (line 7): 1.5 s must be below poll_interval_s = 1 s"),
+        ("{id: FW-1,", "{id: TC-01,", "devices: duplicate id 'TC-01'"),
+        ("database: d}", "database: d, password_env: lower}", "sink.password_env (line 9): String should match pattern"),
+    ],
+)
+def test_errors_name_the_yaml_path(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    msg = error_of(tmp_path, GOOD.replace(old, new, 1))
+    assert expected in msg, msg
+
+
+def test_missing_section(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, GOOD.split("sink:")[0])
+    assert "sink (line 1): required field is missing" in msg
+
+
+def test_not_yaml(tmp_path: Path) -> None:
+    assert "not valid YAML" in error_of(tmp_path, "site: [unclosed\n")
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(write(tmp_path, GOOD))],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "FC3 holding 0..14 (15)" in ok.stdout and "subscribe a/b/c/+/data" in ok.stdout
+    bad = write(tmp_path, GOOD.replace("unit_id: 1}", "unit_id: 300}"))
+    res = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "devices[0].unit_id (line 7): Input should be less than or equal to 247; got 300" in res.stderr
