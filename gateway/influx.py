@@ -31,8 +31,8 @@ def escape_string(s: str) -> str:
 
 def format_float(v: float) -> str:
     # repr() is the shortest string that round-trips exactly, so values read back bit-identical
-    r = repr(float(v))
-    return r if "e" not in r and "inf" not in r else f"{v:.17g}"
+    # (InfluxDB parses exponents such as 1e-07); callers never pass NaN or infinities
+    return repr(float(v))
 
 
 def encode_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool], ts_ns: int) -> str:

@@ -12,6 +12,12 @@ from simulators.faults import FaultMode
 from simulators.signals import Model, Values
 
 
+def quantities_of(profile: ModbusProfile | MqttProfile) -> list[str]:
+    if isinstance(profile, ModbusProfile):
+        return [p.quantity for p in profile.points]
+    return profile.quantity_names()
+
+
 class DeviceSim:
     """Model values overridden by pins, rendered into a register image (Modbus) or payload values (MQTT)."""
 
@@ -22,10 +28,7 @@ class DeviceSim:
         self.tz = tz
         self.fault = FaultMode.NONE
         self.pins: Values = {}
-        if isinstance(profile, ModbusProfile):
-            self.quantities = [p.quantity for p in profile.points]
-        else:
-            self.quantities = profile.quantity_names()
+        self.quantities = quantities_of(profile)
         self._model_values: Values = {}
         self.values: Values = {}
         self.image: registers.Image = {}
@@ -63,7 +66,8 @@ class DeviceSim:
         """The JSON object an MQTT device publishes now."""
         if not isinstance(self.profile, MqttProfile):
             raise TypeError(f"{self.id} is a Modbus device; it has no payload")
-        return payloads.build_payload(self.profile, self.device, self.values, time.time() if ts is None else ts, self.tz)
+        when = time.time() if ts is None else ts
+        return payloads.build_payload(self.profile, self.device, self.values, when, self.tz)
 
     def current(self) -> Values:
         """Canonical values as served, i.e. after quantisation to registers or to the payload's decimals."""

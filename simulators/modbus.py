@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -52,12 +54,13 @@ async def _serve(
     """SimDevice action: answer from the device's current register image (pymodbus slices `regs` afterwards)."""
     if dev.fault is FaultMode.EXCEPTION:
         return ExcCodes.DEVICE_FAILURE
-    tab = dev.image.get(_FC_TABLE[function_code])
+    table = _FC_TABLE.get(function_code)
+    if table is None or set_values is not None:
+        return ExcCodes.ILLEGAL_FUNCTION  # the simulated devices are read-only monitors
+    tab = dev.image.get(table)
     if not tab:
         return ExcCodes.ILLEGAL_ADDRESS
-    if set_values is not None:
-        return ExcCodes.ILLEGAL_FUNCTION  # the simulated devices are read-only monitors
-    if _FC_TABLE[function_code].is_bit:
+    if table.is_bit:
         # bit blocks are packed 16 per register, bit 0 first; start_address counts registers
         for k in range(len(regs)):
             base = (start_address + k) * 16
@@ -66,6 +69,16 @@ async def _serve(
         for k in range(len(regs)):
             regs[k] = int(tab.get(start_address + k, 0))
     return None
+
+
+def _remove_stale_links(port: str) -> None:
+    for p in (port, f"{port}.sim"):
+        if os.path.islink(p):  # a link left by a killed run; socat must create fresh ones
+            os.unlink(p)
+
+
+def _links_exist(port: str) -> bool:
+    return Path(port).exists() and Path(f"{port}.sim").exists()
 
 
 class ModbusLine:
@@ -86,6 +99,8 @@ class ModbusLine:
         return None if dev is None or dev.fault is FaultMode.OFFLINE else pdu
 
     def _make_server(self) -> ModbusTcpServer | ModbusSerialServer:
+        # pymodbus annotates trace_pdu as returning a PDU, but its request handler skips a None (no answer)
+        trace = cast(Callable[[bool, ModbusPDU], ModbusPDU], self._filter)
         sims = [SimDevice(id=uid, simdata=_simdata(d), action=partial(_serve, d)) for uid, d in self.devices.items()]
         ln = self.line
         if isinstance(ln, ModbusRtuLine):
@@ -97,14 +112,17 @@ class ModbusLine:
                 parity=ln.parity.value,
                 stopbits=ln.stopbits,
                 bytesize=ln.bytesize,
-                trace_pdu=self._filter,
+                trace_pdu=trace,
             )
         framer = FramerType.RTU if isinstance(ln, ModbusRtuOverTcpLine) else FramerType.SOCKET
-        return ModbusTcpServer(sims, framer=framer, address=(ln.host, ln.port), trace_pdu=self._filter)
+        return ModbusTcpServer(sims, framer=framer, address=(ln.host, ln.port), trace_pdu=trace)
 
     async def _listen(self) -> None:
         server = self._make_server()
-        await server.serve_forever(background=True)  # raises RuntimeError when it cannot bind/open
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as err:  # pymodbus' way of saying the port is taken or the pty cannot be opened
+            raise OSError(f"line {self.line.id}: cannot serve: {err}") from None
         self.server = server
 
     async def start(self) -> None:
@@ -125,9 +143,7 @@ class ModbusLine:
             await self._listen()
 
     async def _start_socat(self, port: str) -> None:
-        for p in (port, f"{port}.sim"):
-            if os.path.islink(p):  # a stale link left by a killed run would make socat fail
-                os.unlink(p)
+        _remove_stale_links(port)
         self.socat = await asyncio.create_subprocess_exec(
             "socat",
             "-d",
@@ -146,7 +162,7 @@ class ModbusLine:
             while b"starting data transfer loop" not in (text := await stderr.readline()):
                 if not text:
                     raise RuntimeError(f"socat for {port} exited with {await self.socat.wait()}")
-        if not (Path(port).exists() and Path(f"{port}.sim").exists()):
+        if not _links_exist(port):
             raise RuntimeError(f"socat did not create {port} and {port}.sim")
         self._drain = asyncio.create_task(self._drain_stderr(stderr), name=f"socat-stderr-{self.line.id}")
 

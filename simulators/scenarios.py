@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from drivers.profile import DeviceKind
@@ -54,5 +55,6 @@ class Scenario:
             if s.kind is not kind or s.param != name or t < s.at:
                 continue
             frac = 1.0 if s.ramp_s <= 0 else min(1.0, (t - s.at) / s.ramp_s)
-            value += (s.value - value) * frac
+            start = s.value if math.isnan(value) else value  # NaN default: "unset", the step applies at once
+            value = start + (s.value - start) * frac
         return value

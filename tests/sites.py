@@ -1,0 +1,35 @@
+"""Site configs for tests, written to a temp dir with the ports of the services the test started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config import SiteConfig, load_config
+
+
+def write_site(path: Path, *, influx_port: int | None = None, vm_port: int | None = None, mqtt_port: int | None = None,
+               devices: list[dict[str, Any]], lines: list[dict[str, Any]] | None = None,
+               spool: dict[str, Any] | None = None, http_port: int | None = None, **extra: Any) -> SiteConfig:
+    doc: dict[str, Any] = {"site": {"id": "t", "name": "测试 工地,A=1"}, "devices": devices}
+    if lines:
+        doc["lines"] = lines
+    if mqtt_port:
+        doc["brokers"] = [{"id": "b", "host": "127.0.0.1", "port": mqtt_port, "dead_letter_topic": "t/deadletter",
+                           "client_id": f"sitegw-test-{path.parent.name}"[:60]}]
+    if influx_port:
+        doc["sink"] = {"type": "influxdb_v1", "url": f"http://127.0.0.1:{influx_port}", "database": f"db_{path.parent.name}"[:60].replace("-", "_")}
+    elif vm_port:
+        doc["sink"] = {"type": "influxdb_v2", "url": f"http://127.0.0.1:{vm_port}", "org": "o", "bucket": "b"}
+    doc["spool"] = {"dir": "spool", **(spool or {})}
+    if http_port:
+        doc["http"] = {"port": http_port}
+    doc.update(extra)
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    return load_config(path)
+
+
+def db_of(cfg: SiteConfig) -> str:
+    return cfg.sink.database  # type: ignore[union-attr]
