@@ -117,7 +117,9 @@ class ModbusProfile(_Base):
 
     def resolved(self) -> list[tuple[RegisterPoint, Table, int, Order]]:
         """(point, table, 0-based PDU address, order) for every point."""
-        return [(p, *resolve_address(self.address_base, p, i), p.order or self.order) for i, p in enumerate(self.points)]
+        return [
+            (p, *resolve_address(self.address_base, p, i), p.order or self.order) for i, p in enumerate(self.points)
+        ]
 
 
 def resolve_address(base: AddressBase, p: RegisterPoint, index: int) -> tuple[Table, int]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
@@ -38,10 +41,14 @@ def build_api(gw: Gateway) -> FastAPI:
     return app
 
 
-async def serve_api(gw: Gateway, host: str, port: int) -> None:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the CLI owns SIGINT/SIGTERM and stops every task in order."""
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_api(gw: Gateway, host: str, port: int) -> None:
     config = uvicorn.Config(build_api(gw), host=host, port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the CLI owns signals
-    await server.serve()
+    await _Server(config).serve()

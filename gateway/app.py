@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from drivers.profile import ModbusProfile, MqttProfile
 from gateway.config import ConfigError, InfluxV1Sink, SiteConfig, TlsVerify
 from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_tags
 from gateway.metrics import Metrics
+from gateway.model import Reading
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from gateway.supervisor import LineOwner, Liveness, watch_liveness
@@ -38,8 +40,15 @@ def _env(name: str | None, what: str) -> str | None:
 def build_writer(cfg: SiteConfig) -> InfluxV1Writer | InfluxV2Writer:
     s = cfg.sink
     if isinstance(s, InfluxV1Sink):
-        return InfluxV1Writer(s.url, s.database, s.retention_policy, s.username, _env(s.password_env, "sink.password_env"),
-                              s.timeout_s, s.create_database)
+        return InfluxV1Writer(
+            s.url,
+            s.database,
+            s.retention_policy,
+            s.username,
+            _env(s.password_env, "sink.password_env"),
+            s.timeout_s,
+            s.create_database,
+        )
     return InfluxV2Writer(s.url, s.org, s.bucket, _env(s.token_env, "sink.token_env"), s.timeout_s)
 
 
@@ -63,13 +72,21 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
     for b in cfg.brokers:
         tls = b.tls
         out[b.id] = BrokerParams(
-            id=b.id, host=b.host, port=b.port, client_id=b.client_id or f"sitegw-{cfg.site.id}-{b.id}",
-            username=b.username, password=b.password(), protocol_v5=b.protocol.value == "5",
-            keepalive_s=b.keepalive_s, dead_letter_topic=b.dead_letter_topic,
+            id=b.id,
+            host=b.host,
+            port=b.port,
+            client_id=b.client_id or f"sitegw-{cfg.site.id}-{b.id}",
+            username=b.username,
+            password=b.password(),
+            protocol_v5=b.protocol.value == "5",
+            keepalive_s=b.keepalive_s,
+            dead_letter_topic=b.dead_letter_topic,
             tls_ca=str(tls.ca_file) if tls and tls.ca_file else None,
             tls_cert=str(tls.cert_file) if tls and tls.cert_file else None,
             tls_key=str(tls.key_file) if tls and tls.key_file else None,
-            tls_verify=not tls or tls.verify is TlsVerify.FULL, use_tls=tls is not None)
+            tls_verify=not tls or tls.verify is TlsVerify.FULL,
+            use_tls=tls is not None,
+        )
     return out
 
 
@@ -95,31 +112,46 @@ class Gateway:
         self.series = build_series(cfg)
         self.pipeline = Pipeline(self.spool, self.series, self.metrics)
         self.writer = build_writer(cfg)
-        self.drainer = SpoolDrainer(self.spool, self.writer, self.metrics, cfg.spool.batch_lines,
-                                    cfg.spool.replay_lines_per_s, cfg.spool.dir / "rejected.lp")
+        self.drainer = SpoolDrainer(
+            self.spool,
+            self.writer,
+            self.metrics,
+            cfg.spool.batch_lines,
+            cfg.spool.replay_lines_per_s,
+            cfg.spool.dir / "rejected.lp",
+        )
         self.liveness = Liveness(self.metrics, {d.id: d.stale_after_s for d in cfg.devices})
         self.lines = [
-            LineOwner(ModbusLink(ln), devs, self.pipeline.submit, self.liveness, self.metrics,
-                      cfg.modbus.breaker_failures, cfg.modbus.breaker_max_backoff_s)
-            for ln in cfg.lines if (devs := build_line_devices(cfg)[ln.id])
+            LineOwner(
+                ModbusLink(ln),
+                devs,
+                self.pipeline.submit,
+                self.liveness,
+                self.metrics,
+                cfg.modbus.breaker_failures,
+                cfg.modbus.breaker_max_backoff_s,
+            )
+            for ln in cfg.lines
+            if (devs := build_line_devices(cfg)[ln.id])
         ]
         params = broker_params(cfg)
         self.sessions = [
             MqttSession(params[bid], routes, self._mqtt_submit, self._dead_letter, self._on_message)
-            for bid, routes in build_routes(cfg).items() if routes
+            for bid, routes in build_routes(cfg).items()
+            if routes
         ]
         self._tasks: asyncio.TaskGroup | None = None
         self._stack = AsyncExitStack()
         self.started_at = time.time()
 
-    async def _mqtt_submit(self, readings: list[object]) -> None:
+    async def _mqtt_submit(self, readings: list[Reading]) -> None:
         now = time.monotonic()
         ups = []
-        for dev in {r.device for r in readings}:  # type: ignore[attr-defined]
+        for dev in {r.device for r in readings}:
             up = self.liveness.seen(dev, now)
             if up:
                 ups.append(up)
-        await self.pipeline.submit(list(readings) + ups)  # type: ignore[arg-type]
+        await self.pipeline.submit(readings + ups if ups else readings)
 
     def _dead_letter(self, kind: str, message: str) -> None:
         self.metrics.dead_letters[kind] += 1
@@ -147,13 +179,20 @@ class Gateway:
             from gateway.api import serve_api
 
             self._owned.append(tg.create_task(serve_api(self, self.cfg.http.host, self.cfg.http.port), name="http"))
-        log.info("gateway %s: %d devices, %d Modbus line(s), %d broker(s), sink %s, spool %s",
-                 self.cfg.site.id, len(self.cfg.devices), len(self.lines), len(self.sessions), self.writer.target,
-                 self.cfg.spool.dir)
+        log.info(
+            "gateway %s: %d devices, %d Modbus line(s), %d broker(s), sink %s, spool %s",
+            self.cfg.site.id,
+            len(self.cfg.devices),
+            len(self.lines),
+            len(self.sessions),
+            self.writer.target,
+            self.cfg.spool.dir,
+        )
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         for t in self._owned:
             t.cancel()
         await self._stack.__aexit__(et, e, tb)
@@ -162,8 +201,10 @@ class Gateway:
         """Wait until every reading received so far is in the database (tests, graceful shutdown)."""
         deadline = time.monotonic() + timeout_s
         await asyncio.wait_for(self.pipeline.drained(), timeout_s)
-        while self.spool.pending_bytes() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        while self.spool.pending_bytes() and (left := deadline - time.monotonic()) > 0:
+            self.spool.ack_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.spool.ack_event.wait(), left)
         return self.spool.pending_bytes() == 0
 
     def metrics_text(self) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from drivers.errors import DriverError
@@ -20,8 +20,11 @@ log = logging.getLogger("sitegw")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
 
 
 def check_config(cfg: SiteConfig, path: Path) -> str:
@@ -30,7 +33,9 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
     sink = cfg.sink
     where = getattr(sink, "database", None) or getattr(sink, "bucket", "")
     out.append(f"sink {sink.type} {sink.url} -> {where}")
-    out.append(f"spool {cfg.spool.dir} (bound {cfg.spool.max_bytes} bytes, replay <= {cfg.spool.replay_lines_per_s:g} lines/s)")
+    out.append(
+        f"spool {cfg.spool.dir} (bound {cfg.spool.max_bytes} bytes, replay <= {cfg.spool.replay_lines_per_s:g} lines/s)"
+    )
     for ln in cfg.lines:
         devs = [d for d in cfg.devices if d.line == ln.id]
         addr = getattr(ln, "port", "")
@@ -40,16 +45,20 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
             prof = cfg.profile_of(d)
             assert isinstance(prof, ModbusProfile)
             blocks = plan_reads(prof, cfg.modbus.max_gap, cfg.modbus.max_block)
-            out.append(f"  device {d.id} unit {d.unit_id} ({prof.id}, {prof.kind}) every {d.poll_interval_s:g} s, "
-                       f"timeout {d.timeout_s:g} s x {d.retries + 1}: {len(blocks)} request(s) for {len(prof.points)} points")
+            out.append(
+                f"  device {d.id} unit {d.unit_id} ({prof.id}, {prof.kind}) every {d.poll_interval_s:g} s, "
+                f"timeout {d.timeout_s:g} s x {d.retries + 1}: {len(blocks)} request(s) for {len(prof.points)} points"
+            )
             for b in blocks:
                 out.append(f"    {b.describe()}")
     for br in cfg.brokers:
         devs = [d for d in cfg.devices if d.broker == br.id]
         tls = "TLS" if br.tls else "plain"
         auth = f"user {br.username}" if br.username else "anonymous"
-        out.append(f"\nbroker {br.id} mqtt://{br.host}:{br.port} ({tls}, {auth}, MQTT {br.protocol.value}, "
-                   f"client id {br.client_id or f'sitegw-{cfg.site.id}-{br.id}'}, QoS 1, dead letters -> {br.dead_letter_topic})")
+        out.append(
+            f"\nbroker {br.id} mqtt://{br.host}:{br.port} ({tls}, {auth}, MQTT {br.protocol.value}, "
+            f"client id {br.client_id or f'sitegw-{cfg.site.id}-{br.id}'}, QoS 1, dead letters -> {br.dead_letter_topic})"
+        )
         for topic in sorted({d.topic for d in devs if d.topic}):
             out.append(f"  subscribe {topic}")
             for d in devs:
@@ -64,22 +73,26 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
 
 async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     """Poll each Modbus device once and wait for one message per MQTT device; print the readings."""
+    from drivers.modbus.link import ModbusLink
+    from drivers.mqtt.session import MqttSession
     from gateway.app import broker_params, build_line_devices, build_routes
     from gateway.metrics import Metrics
     from gateway.model import Reading
     from gateway.supervisor import LineOwner, Liveness
-
-    from drivers.modbus.link import ModbusLink
-    from drivers.mqtt.session import MqttSession
 
     found: dict[str, list[Reading]] = {}
     failed: dict[str, str] = {}
     metrics = Metrics()
     liveness = Liveness(metrics, {})
 
+    all_heard = asyncio.Event()
+    mqtt_devices: set[str] = set()
+
     async def collect(rs: list[Reading]) -> None:
         for r in rs:
             found.setdefault(r.device, []).append(r)
+        if mqtt_devices and mqtt_devices <= found.keys():
+            all_heard.set()
 
     lines = build_line_devices(cfg)
     for ln in cfg.lines:
@@ -92,18 +105,21 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
         owner.link.close()
     routes = build_routes(cfg)
     params = broker_params(cfg)
-    mqtt_devices = {r.device_id for rs in routes.values() for r in rs}
+    mqtt_devices.update(r.device_id for rs in routes.values() for r in rs)
     if mqtt_devices:
-        sessions = [MqttSession(params[b], rs, collect, lambda k, m: print(f"dead letter: {m}")) for b, rs in routes.items() if rs]
+        sessions = [
+            MqttSession(params[b], rs, collect, lambda k, m: print(f"dead letter: {m}"))
+            for b, rs in routes.items()
+            if rs
+        ]
         tasks = [asyncio.create_task(s.run(), name=f"once-mqtt-{s.p.id}") for s in sessions]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not mqtt_devices <= found.keys():
-            await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_heard.wait(), timeout_s)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for d in mqtt_devices - found.keys():
-            failed[d] = f"no message within {timeout_s:g} s"
+        for silent in mqtt_devices - found.keys():
+            failed[silent] = f"no message within {timeout_s:g} s"
     for d in cfg.devices:
         if d.id in found:
             print(f"{d.id} ({d.name})")

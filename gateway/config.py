@@ -152,7 +152,7 @@ class Device(_Base):
     zone: str = ""
     # Modbus
     line: str | None = None
-    unit_id: int | None = Field(default=None, ge=0, le=247)
+    unit_id: int | None = Field(default=None, ge=1, le=247)  # 0 is broadcast: no unit answers it
     poll_interval_s: float = Field(default=1.0, gt=0, le=86400)
     timeout_s: float = Field(default=0.5, gt=0, le=60)
     retries: int = Field(default=1, ge=0, le=5)
@@ -278,9 +278,13 @@ class SiteConfig(_Base):
                 if d.line not in lines:
                     raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(lines) or 'none'}")
                 if d.timeout_s >= d.poll_interval_s:
-                    raise ValueError(f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s")
+                    raise ValueError(
+                        f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s"
+                    )
                 if (d.line, d.unit_id) in units:
-                    raise ValueError(f"{at}.unit_id: {d.unit_id} on line {d.line} is already {units[(d.line, d.unit_id)]}")
+                    raise ValueError(
+                        f"{at}.unit_id: {d.unit_id} on line {d.line} is already {units[(d.line, d.unit_id)]}"
+                    )
                 units[(d.line, d.unit_id)] = d.id
             else:
                 if d.broker is None or d.topic is None:
@@ -289,8 +293,18 @@ class SiteConfig(_Base):
                     raise ValueError(f"{at}: an MQTT device takes no 'line'/'unit_id'")
                 if d.broker not in brokers:
                     raise ValueError(f"{at}.broker: unknown broker {d.broker!r}")
+                seg = prof.payload.device_key.segment
+                if seg is not None:
+                    levels = d.topic.split("/")
+                    if seg >= len(levels) or levels[seg] not in ("+", d.key):
+                        raise ValueError(
+                            f"{at}.topic: profile {prof.id} takes the device id from topic level {seg} (0-based), "
+                            f"but level {seg} of {d.topic!r} is neither '+' nor {d.key!r}"
+                        )
                 if (d.broker, d.key) in keys:
-                    raise ValueError(f"{at}: device key {d.key!r} on broker {d.broker} is already {keys[(d.broker, d.key)]}")
+                    raise ValueError(
+                        f"{at}: device key {d.key!r} on broker {d.broker} is already {keys[(d.broker, d.key)]}"
+                    )
                 keys[(d.broker, d.key)] = d.id
         return self
 
@@ -377,7 +391,7 @@ def load_config(path: str | Path) -> SiteConfig:
             m = _CROSS.match(msg)
             if not loc and m:  # cross-field checks name their path at the start of the message
                 loc = (m["coll"], int(m["idx"])) + ((m["field"],) if m["field"] else ())
-                msg = msg[m.end():].lstrip(": ")
+                msg = msg[m.end() :].lstrip(": ")
             line = None
             for n in range(len(loc), -1, -1):
                 if loc[:n] in index:

@@ -35,13 +35,15 @@ def format_float(v: float) -> str:
     return repr(float(v))
 
 
-def encode_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool], ts_ns: int) -> str:
+def encode_line(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool], ts_ns: int
+) -> str:
     """One line; tags with empty values are left out (InfluxDB cannot store them)."""
     parts = [escape_measurement(measurement)]
     for k in sorted(tags):
-        v = tags[k]
-        if v != "":
-            parts.append(f"{escape_key(k)}={escape_key(v)}")
+        tv = tags[k]
+        if tv != "":
+            parts.append(f"{escape_key(k)}={escape_key(tv)}")
     fs = []
     for k, v in fields.items():
         if isinstance(v, bool):
@@ -110,8 +112,16 @@ class WriteError(Exception):
 class InfluxV1Writer:
     """InfluxDB 1.x: POST /write?db=&precision=ns, raw line protocol (1.6.7 has no /api/v2/write)."""
 
-    def __init__(self, url: str, database: str, retention_policy: str | None = None, username: str | None = None,
-                 password: str | None = None, timeout_s: float = 10.0, create_database: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        retention_policy: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 10.0,
+        create_database: bool = True,
+    ) -> None:
         self.url = url.rstrip("/")
         self.database = database
         self.rp = retention_policy
@@ -171,14 +181,15 @@ class InfluxV2Writer:
         from influxdb_client.domain.write_precision import WritePrecision
 
         try:
-            await self._api.write(bucket=self.bucket, org=self.org, record=data, write_precision=WritePrecision.NS)
+            await self._api.write(bucket=self.bucket, org=self.org, record=data, write_precision=WritePrecision.NS)  # type: ignore[arg-type]
         except InfluxDBError as err:
             status = getattr(getattr(err, "response", None), "status", None) or 0
             retryable = status >= 500 or status in (0, 401, 403, 404, 408, 429)
-            raise WriteError(f"{self.target}: HTTP {status}: {err.message if hasattr(err, 'message') else err}",
-                             retryable=retryable) from err
+            raise WriteError(
+                f"{self.target}: HTTP {status}: {err.message if hasattr(err, 'message') else err}", retryable=retryable
+            ) from err
         except (ClientError, OSError, TimeoutError) as err:
             raise WriteError(f"{self.target}: {type(err).__name__}: {err}", retryable=True) from err
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._client.close()  # type: ignore[no-untyped-call]

@@ -20,8 +20,14 @@ Listener = Callable[[list[Reading]], None]
 class Pipeline:
     """Drivers submit batches; one task processes everything queued as one batch (one spool write + fsync)."""
 
-    def __init__(self, spool: Spool, series: Mapping[str, SeriesTags], metrics: Metrics, queue_batches: int = 10000,
-                 max_batch_readings: int = 20000) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        series: Mapping[str, SeriesTags],
+        metrics: Metrics,
+        queue_batches: int = 10000,
+        max_batch_readings: int = 20000,
+    ) -> None:
         self.spool = spool
         self.series = series
         self.metrics = metrics

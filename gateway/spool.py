@@ -50,7 +50,8 @@ class Spool:
         self.appended_lines = 0
         self.acked_lines = 0
         self._dropping = False  # inside a drop episode: log once
-        self.data_event = asyncio.Event()
+        self.data_event = asyncio.Event()  # set on append: the writer has work
+        self.ack_event = asyncio.Event()  # set on ack: for whoever waits for the spool to drain
         self._state = self.dir / "acked.json"
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -78,8 +79,11 @@ class Spool:
         self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if self.pending_bytes():
             self.data_event.set()
-            log.info("spool: %d bytes in %d segment(s) from before the restart, to be replayed",
-                     self.pending_bytes(), len(self.segments))
+            log.info(
+                "spool: %d bytes in %d segment(s) from before the restart, to be replayed",
+                self.pending_bytes(),
+                len(self.segments),
+            )
 
     def _repair_tail(self, seg: Segment) -> None:
         """Cut a partial last line (a write interrupted by kill -9) so every stored line is whole."""
@@ -139,8 +143,12 @@ class Spool:
         if total <= self.max_bytes:
             if self._dropping and total < self.max_bytes * 0.9:
                 self._dropping = False
-                log.info("spool: back under its bound (%d of %d bytes); drop episode over, %d lines dropped in all",
-                         total, self.max_bytes, self.dropped_lines)
+                log.info(
+                    "spool: back under its bound (%d of %d bytes); drop episode over, %d lines dropped in all",
+                    total,
+                    self.max_bytes,
+                    self.dropped_lines,
+                )
             return
         while self.disk_bytes() > self.max_bytes and len(self.segments) > 1:
             seg = self.segments.pop(0)
@@ -149,9 +157,13 @@ class Spool:
             seg.path.unlink(missing_ok=True)
             if not self._dropping:
                 self._dropping = True
-                log.error("spool: full (%d bytes > bound %d): dropping the oldest data; %d lines dropped so far "
-                          "(metric sitegw_spool_dropped_lines_total). Is the database reachable?",
-                          total, self.max_bytes, self.dropped_lines)
+                log.error(
+                    "spool: full (%d bytes > bound %d): dropping the oldest data; %d lines dropped so far "
+                    "(metric sitegw_spool_dropped_lines_total). Is the database reachable?",
+                    total,
+                    self.max_bytes,
+                    self.dropped_lines,
+                )
         self._save_state()
 
     @staticmethod
@@ -217,6 +229,7 @@ class Spool:
                     raise RuntimeError(f"spool: out-of-order ack for segment {s.seq}: {chunk.start} != {s.acked}")
                 s.acked = chunk.end
                 self.acked_lines += chunk.lines
+                self.ack_event.set()
                 if s.acked >= s.size and i < len(self.segments) - 1:
                     self.segments.pop(i)
                     s.path.unlink(missing_ok=True)

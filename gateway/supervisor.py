@@ -110,8 +110,16 @@ class LineOwner:
     """The one task that talks to a physical line. Polls each device on its own schedule; a dead device trips
     its breaker and costs the others at most one timeout per backoff period."""
 
-    def __init__(self, link: ModbusLink, devices: list[tuple[ModbusDevice, float]], submit: Submit,
-                 liveness: Liveness, metrics: Metrics, breaker_failures: int, breaker_max_backoff_s: float) -> None:
+    def __init__(
+        self,
+        link: ModbusLink,
+        devices: list[tuple[ModbusDevice, float]],
+        submit: Submit,
+        liveness: Liveness,
+        metrics: Metrics,
+        breaker_failures: int,
+        breaker_max_backoff_s: float,
+    ) -> None:
         self.link = link
         self.devices = devices
         self.submit = submit

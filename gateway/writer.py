@@ -26,8 +26,15 @@ class Writer(Protocol):
 class SpoolDrainer:
     """The only consumer of the spool. Deletes nothing the database has not acknowledged."""
 
-    def __init__(self, spool: Spool, writer: Writer, metrics: Metrics, batch_lines: int, replay_lines_per_s: float,
-                 rejected_file: Path) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        writer: Writer,
+        metrics: Metrics,
+        batch_lines: int,
+        replay_lines_per_s: float,
+        rejected_file: Path,
+    ) -> None:
         self.spool = spool
         self.writer = writer
         self.metrics = metrics
@@ -100,8 +107,13 @@ class SpoolDrainer:
             self.db_up = True
             # separate the backlog from live data so live readings are not queued behind the replay
             self.spool.roll()
-            log.info("database %s reachable again after %.1f s; replaying %d bytes of backlog at <= %g lines/s",
-                     self.writer.target, down, self.spool.pending_bytes(), self.replay_rate)
+            log.info(
+                "database %s reachable again after %.1f s; replaying %d bytes of backlog at <= %g lines/s",
+                self.writer.target,
+                down,
+                self.spool.pending_bytes(),
+                self.replay_rate,
+            )
 
     async def _bisect(self, data: bytes, err: Exception) -> None:
         """A batch the database refused as invalid: find the bad lines, dead-letter them, write the rest."""
@@ -110,8 +122,7 @@ class SpoolDrainer:
         lines = data.splitlines(keepends=True)
         if len(lines) == 1:
             self.metrics.rejected_lines += 1
-            with open(self.rejected_file, "ab") as fh:
-                fh.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {err}\n".encode() + lines[0])
+            self._keep_rejected(lines[0], err)
             log.error("database rejected a line (kept in %s): %s", self.rejected_file, err)
             return
         mid = len(lines) // 2
@@ -122,6 +133,11 @@ class SpoolDrainer:
                 if e.retryable:
                     raise
                 await self._bisect(half, e)
+
+    def _keep_rejected(self, line: bytes, err: Exception) -> None:
+        # rare (a bug or a type conflict), so a blocking append is fine; the line is kept for a human
+        with open(self.rejected_file, "ab") as fh:
+            fh.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {err}\n".encode() + line)
 
     async def _outage(self, err: Exception) -> None:
         self.metrics.write_failures += 1

@@ -22,6 +22,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,8 +99,8 @@ def mosquitto(workdir: Path, port: int | None = None, extra: str = "") -> Servic
     return Service("mosquitto", port, workdir, [need("mosquitto"), "-c", str(conf)])
 
 
-def influxdb(workdir: Path) -> Service:
-    port = free_port()
+def influxdb(workdir: Path, port: int | None = None) -> Service:
+    port = port or free_port()
     rpc = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "influx.conf"
@@ -111,9 +120,17 @@ def victoria_metrics(workdir: Path) -> Service:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     return Service(
-        "victoria-metrics", port, workdir,
-        [need("victoria-metrics"), f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir}/data",
-         "-retentionPeriod=100y", "-loggerLevel=WARN", "-search.latencyOffset=0s"],
+        "victoria-metrics",
+        port,
+        workdir,
+        [
+            need("victoria-metrics"),
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={workdir}/data",
+            "-retentionPeriod=100y",
+            "-loggerLevel=WARN",
+            "-search.latencyOffset=0s",
+        ],
     )
 
 

@@ -10,17 +10,37 @@ import yaml
 from gateway.config import SiteConfig, load_config
 
 
-def write_site(path: Path, *, influx_port: int | None = None, vm_port: int | None = None, mqtt_port: int | None = None,
-               devices: list[dict[str, Any]], lines: list[dict[str, Any]] | None = None,
-               spool: dict[str, Any] | None = None, http_port: int | None = None, **extra: Any) -> SiteConfig:
+def write_site(
+    path: Path,
+    *,
+    influx_port: int | None = None,
+    vm_port: int | None = None,
+    mqtt_port: int | None = None,
+    devices: list[dict[str, Any]],
+    lines: list[dict[str, Any]] | None = None,
+    spool: dict[str, Any] | None = None,
+    http_port: int | None = None,
+    **extra: Any,
+) -> SiteConfig:
     doc: dict[str, Any] = {"site": {"id": "t", "name": "测试 工地,A=1"}, "devices": devices}
     if lines:
         doc["lines"] = lines
     if mqtt_port:
-        doc["brokers"] = [{"id": "b", "host": "127.0.0.1", "port": mqtt_port, "dead_letter_topic": "t/deadletter",
-                           "client_id": f"sitegw-test-{path.parent.name}"[:60]}]
+        doc["brokers"] = [
+            {
+                "id": "b",
+                "host": "127.0.0.1",
+                "port": mqtt_port,
+                "dead_letter_topic": "t/deadletter",
+                "client_id": f"sitegw-test-{path.parent.name}"[:60],
+            }
+        ]
     if influx_port:
-        doc["sink"] = {"type": "influxdb_v1", "url": f"http://127.0.0.1:{influx_port}", "database": f"db_{path.parent.name}"[:60].replace("-", "_")}
+        doc["sink"] = {
+            "type": "influxdb_v1",
+            "url": f"http://127.0.0.1:{influx_port}",
+            "database": f"db_{path.parent.name}"[:60].replace("-", "_"),
+        }
     elif vm_port:
         doc["sink"] = {"type": "influxdb_v2", "url": f"http://127.0.0.1:{vm_port}", "org": "o", "bucket": "b"}
     doc["spool"] = {"dir": "spool", **(spool or {})}

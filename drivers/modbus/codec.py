@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from enum import StrEnum
+from typing import Any
 
 
 class DataType(StrEnum):
@@ -82,7 +83,7 @@ def decode(raw: bytes, dtype: DataType, order: Order = Order.ABCD, bit: int = 0)
     """Decode one value from its wire bytes (2 bytes per register, in register order)."""
     if dtype is DataType.BIT:
         (word,) = struct.unpack(">H", to_canonical(raw, order))
-        return (word >> bit) & 1
+        return int((word >> bit) & 1)
     if dtype is DataType.BOOL:
         raise ValueError("bool values come from coil/discrete reads, not registers")
     value: int | float = struct.unpack(_FMT[dtype], to_canonical(raw, order))[0]

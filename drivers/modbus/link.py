@@ -92,7 +92,7 @@ class ModbusLink:
                 rr = await self.client.read_coils(address, count=count, device_id=unit)
             else:
                 rr = await self.client.read_discrete_inputs(address, count=count, device_id=unit)
-        except (ModbusException, OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, ModbusException, OSError) as err:
             self.failures += 1
             raise translate(err, what) from err
         finally:

@@ -37,13 +37,22 @@ class Block:
 
     def describe(self) -> str:
         fc = self.table.function_code
-        return f"FC{fc} {self.table.value} {self.address}..{self.address + self.count - 1} ({self.count}) -> " + ", ".join(
-            p.quantity for p in self.points
+        return (
+            f"FC{fc} {self.table.value} {self.address}..{self.address + self.count - 1} ({self.count}) -> "
+            + ", ".join(p.quantity for p in self.points)
         )
 
 
-def _point_plan(p_quantity: str, offset: int, dtype: DataType, order: Order, bit: int | None, scale: float,
-                add: float, unit: str | None) -> PointPlan:
+def _point_plan(
+    p_quantity: str,
+    offset: int,
+    dtype: DataType,
+    order: Order,
+    bit: int | None,
+    scale: float,
+    add: float,
+    unit: str | None,
+) -> PointPlan:
     target = quantities.lookup(p_quantity).unit
     convert: Callable[[float], float] | None = None
     if unit is not None and unit != target and target != "state":

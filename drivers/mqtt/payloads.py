@@ -78,7 +78,9 @@ class PayloadDecoder:
         self._key_segment = m.device_key.segment
         self._ts_path = _split(m.timestamp.path) if m.timestamp.path else None
         self._ts_format = m.timestamp.format
-        self._fields = [_Field(_split(f.path), f.path, f.quantity, *_conv(f.quantity, f.unit, f.scale)) for f in m.fields]
+        self._fields = [
+            _Field(_split(f.path), f.path, f.quantity, *_conv(f.quantity, f.unit, f.scale)) for f in m.fields
+        ]
         self._bad_path = _split(m.bad_when.path) if m.bad_when else None
         self._arr = m.points
         self._arr_path = _split(m.points.path) if m.points else None

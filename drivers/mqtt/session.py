@@ -12,6 +12,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.matcher import MQTTMatcher
@@ -55,8 +56,14 @@ OnMessage = Callable[[], None]
 
 
 class MqttSession:
-    def __init__(self, params: BrokerParams, routes: list[MqttDeviceRoute], submit: Submit,
-                 on_dead_letter: OnDeadLetter, on_message: OnMessage | None = None) -> None:
+    def __init__(
+        self,
+        params: BrokerParams,
+        routes: list[MqttDeviceRoute],
+        submit: Submit,
+        on_dead_letter: OnDeadLetter,
+        on_message: OnMessage | None = None,
+    ) -> None:
         self.p = params
         self.submit = submit
         self.on_dead_letter = on_dead_letter
@@ -69,7 +76,7 @@ class MqttSession:
             if dec.profile.id != r.decoder.profile.id:
                 raise ValueError(f"broker {params.id}: topic filter {r.topic!r} is used by two profiles")
             keys[r.key] = r.device_id
-        self._matcher = MQTTMatcher()
+        self._matcher = MQTTMatcher()  # type: ignore[no-untyped-call]
         for f, v in self._by_filter.items():
             self._matcher[f] = v
         self.connected = asyncio.Event()
@@ -81,23 +88,33 @@ class MqttSession:
         tls_params = None
         if self.p.use_tls:
             tls_params = aiomqtt.TLSParameters(
-                ca_certs=self.p.tls_ca, certfile=self.p.tls_cert, keyfile=self.p.tls_key, cert_reqs=ssl.CERT_REQUIRED
-                if self.p.tls_verify else ssl.CERT_NONE)
-        kwargs: dict[str, object] = {}
+                ca_certs=self.p.tls_ca,
+                certfile=self.p.tls_cert,
+                keyfile=self.p.tls_key,
+                cert_reqs=ssl.CERT_REQUIRED if self.p.tls_verify else ssl.CERT_NONE,
+            )
+        kwargs: dict[str, Any] = {}
         if self.p.protocol_v5:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = 7 * 24 * 3600  # keep our subscriptions and queued QoS 1 messages
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
         else:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         return aiomqtt.Client(
-            self.p.host, self.p.port, identifier=self.p.client_id, username=self.p.username,
-            password=self.p.password, keepalive=self.p.keepalive_s, tls_params=tls_params,
+            self.p.host,
+            self.p.port,
+            identifier=self.p.client_id,
+            username=self.p.username,
+            password=self.p.password,
+            keepalive=self.p.keepalive_s,
+            tls_params=tls_params,
             tls_insecure=(not self.p.tls_verify) if self.p.use_tls else None,
-            max_queued_incoming_messages=0, **kwargs)  # type: ignore[arg-type]
+            max_queued_incoming_messages=0,
+            **kwargs,
+        )
 
     async def run(self) -> None:
         """Reconnect loop: the backoff depends on the error class (refused credentials back off long)."""
@@ -116,32 +133,44 @@ class MqttSession:
                     warned = False
                     backoff = 0.2
                     async for msg in client.messages:
-                        await self.handle(msg.topic.value, msg.payload)  # type: ignore[arg-type]
+                        await self.handle(msg.topic.value, msg.payload)
             except aiomqtt.MqttCodeError as err:
                 self.connected.clear()
                 auth = getattr(err, "rc", None) in (4, 5, 134, 135)
                 if not warned:
-                    log.warning("broker %s (%s:%d): %s%s", self.p.id, self.p.host, self.p.port, err,
-                                " (credentials refused: check username / password_env)" if auth else "")
+                    log.warning(
+                        "broker %s (%s:%d): %s%s",
+                        self.p.id,
+                        self.p.host,
+                        self.p.port,
+                        err,
+                        " (credentials refused: check username / password_env)" if auth else "",
+                    )
                     warned = True
                 delay = 30.0 if auth else backoff
             except aiomqtt.MqttError as err:
                 self.connected.clear()
                 if not warned:
-                    log.warning("broker %s (%s:%d): connection lost or refused: %s; retrying",
-                                self.p.id, self.p.host, self.p.port, err)
+                    log.warning(
+                        "broker %s (%s:%d): connection lost or refused: %s; retrying",
+                        self.p.id,
+                        self.p.host,
+                        self.p.port,
+                        err,
+                    )
                     warned = True
                 delay = backoff
             self.client = None
             backoff = min(backoff * 2, 5.0)
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
 
-    async def handle(self, topic: str, payload: bytes) -> None:
+    async def handle(self, topic: str, payload: Any) -> None:
+        """`payload` is bytes from paho (aiomqtt types it as a union)."""
         receive_ns = time.time_ns()
         if self.on_message:
             self.on_message()
         matched = False
-        for dec, keys in self._matcher.iter_match(topic):
+        for dec, keys in self._matcher.iter_match(topic):  # type: ignore[no-untyped-call]
             matched = True
             try:
                 doc = dec.parse(payload)

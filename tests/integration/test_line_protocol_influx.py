@@ -14,17 +14,25 @@ from services.local import Service, rows
 
 # What config validation lets through: no control characters (InfluxDB cannot store newlines in tags), no
 # trailing backslash (ambiguous before the separator in 1.x), not empty (empty tags are not stored).
-text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\x7f"
-                             + "".join(map(chr, range(32)))), min_size=1, max_size=30).filter(
-    lambda s: not s.endswith("\\"))
+text = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\x7f" + "".join(map(chr, range(32)))),
+    min_size=1,
+    max_size=30,
+).filter(lambda s: not s.endswith("\\"))
 _ts = itertools.count(1_700_000_000_000_000_000, 1000)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(zone=text, device=text, key=text.filter(lambda s: s not in ("time", "zone", "device")), value=text,
-       number=st.floats(allow_nan=False, allow_infinity=False))
-def test_round_trip_through_real_influxdb(influxdb: Service, zone: str, device: str, key: str, value: str,
-                                         number: float) -> None:
+@given(
+    zone=text,
+    device=text,
+    key=text.filter(lambda s: s not in ("time", "zone", "device")),
+    value=text,
+    number=st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_round_trip_through_real_influxdb(
+    influxdb: Service, zone: str, device: str, key: str, value: str, number: float
+) -> None:
     ts = next(_ts)
     line = encode_line("lp 测量,m", {"zone": zone, "device": device}, {key: value, "num": number}, ts)
 

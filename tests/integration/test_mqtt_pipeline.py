@@ -53,8 +53,15 @@ class Collector:
 
 
 DEVICES = [
-    {"id": "FW-A01", "name": "高支模 A区,01", "zone": "A 区", "profile": "formwork_mqtt_v1", "broker": "b",
-     "topic": "site/t/formwork/+/data", "expected_interval_s": 1.0},
+    {
+        "id": "FW-A01",
+        "name": "高支模 A区,01",
+        "zone": "A 区",
+        "profile": "formwork_mqtt_v1",
+        "broker": "b",
+        "topic": "site/t/formwork/+/data",
+        "expected_interval_s": 1.0,
+    },
     {"id": "GAS-01", "profile": "gas_4in1_mqtt_v1", "broker": "b", "topic": "site/t/gas/+", "match": "SN9"},
 ]
 
@@ -64,8 +71,9 @@ def site(tmp_path: Path, mosquitto: Service, influxdb: Service) -> Any:
     return write_site(tmp_path / "site.yaml", influx_port=influxdb.port, mqtt_port=mosquitto.port, devices=DEVICES)
 
 
-async def test_values_arrive_exactly_and_bad_payloads_are_dead_lettered(site: Any, mosquitto: Service,
-                                                                         influxdb: Service) -> None:
+async def test_values_arrive_exactly_and_bad_payloads_are_dead_lettered(
+    site: Any, mosquitto: Service, influxdb: Service
+) -> None:
     dlq = Collector(mosquitto.port, "t/deadletter")
     dev = Device(mosquitto.port)
     db = db_of(site)
@@ -74,27 +82,44 @@ async def test_values_arrive_exactly_and_bad_payloads_are_dead_lettered(site: An
             await asyncio.wait_for(gw.sessions[0].connected.wait(), 10)
             t0 = 1795224600_000
             for i in range(20):
-                dev.pub("site/t/formwork/FW-A01/data",
-                        {"ts": t0 + i * 100, "data": {"settlement": 1.0 + i / 8, "force": 20.5, "hdisp": -0.25}})
+                dev.pub(
+                    "site/t/formwork/FW-A01/data",
+                    {"ts": t0 + i * 100, "data": {"settlement": 1.0 + i / 8, "force": 20.5, "hdisp": -0.25}},
+                )
                 if i == 5:
                     dev.pub("site/t/formwork/FW-A01/data", b"{garbage")  # not JSON
                 if i == 6:  # wrong type in one field: the other fields of the message still count
-                    dev.pub("site/t/formwork/FW-A01/data", {"ts": t0 + 6 * 100 + 50,
-                                                             "data": {"settlement": "abc", "force": 99.0}})
+                    dev.pub(
+                        "site/t/formwork/FW-A01/data",
+                        {"ts": t0 + 6 * 100 + 50, "data": {"settlement": "abc", "force": 99.0}},
+                    )
                 if i == 7:
                     dev.pub("site/t/formwork/FW-XX/data", {"ts": t0, "data": {"settlement": 1}})  # unknown device
-            dev.pub("site/t/gas/whatever", {"sn": "SN9", "time": "2026-11-21T09:30:00.250+08:00",
-                                             "readings": [{"gas": "EX", "value": 12.5, "unit": "%LEL"},
-                                                          {"gas": "O2", "value": 20.9, "unit": "%VOL"},
-                                                          {"gas": "H2S", "value": 1.5, "unit": "ppm"},
-                                                          {"gas": "CO", "value": 0.0017, "unit": "%VOL"}],
-                                             "status": {"fault": 0, "cal": 1}})
+            dev.pub(
+                "site/t/gas/whatever",
+                {
+                    "sn": "SN9",
+                    "time": "2026-11-21T09:30:00.250+08:00",
+                    "readings": [
+                        {"gas": "EX", "value": 12.5, "unit": "%LEL"},
+                        {"gas": "O2", "value": 20.9, "unit": "%VOL"},
+                        {"gas": "H2S", "value": 1.5, "unit": "ppm"},
+                        {"gas": "CO", "value": 0.0017, "unit": "%VOL"},
+                    ],
+                    "status": {"fault": 0, "cal": 1},
+                },
+            )
             await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 24, 10, what="24 messages")
             assert await gw.flush(20)
-            fw = rows(influxdb.port, db, 'SELECT settlement, axial_force, horizontal_displacement, pole_tilt '
-                                         'FROM formwork WHERE device = \'FW-A01\' ORDER BY time')
-            assert [r["time"] for r in fw] == sorted({(t0 + i * 100) * 1_000_000 for i in range(20)}
-                                                     | {(t0 + 650) * 1_000_000})
+            fw = rows(
+                influxdb.port,
+                db,
+                "SELECT settlement, axial_force, horizontal_displacement, pole_tilt "
+                "FROM formwork WHERE device = 'FW-A01' ORDER BY time",
+            )
+            assert [r["time"] for r in fw] == sorted(
+                {(t0 + i * 100) * 1_000_000 for i in range(20)} | {(t0 + 650) * 1_000_000}
+            )
             good = [r for r in fw if r["time"] != (t0 + 650) * 1_000_000]
             assert [r["settlement"] for r in good] == [1.0 + i / 8 for i in range(20)]
             assert all(r["axial_force"] == 20.5 and r["horizontal_displacement"] == -0.25 for r in good)
@@ -106,7 +131,13 @@ async def test_values_arrive_exactly_and_bad_payloads_are_dead_lettered(site: An
             assert len(gas) == 1
             g = gas[0]
             assert (g["device"], g["lel"], g["o2"], g["h2s"], g["calibrating"], g["sensor_fault"]) == (
-                "GAS-01", 12.5, 20.9, 1.5, 1.0, 0.0)
+                "GAS-01",
+                12.5,
+                20.9,
+                1.5,
+                1.0,
+                0.0,
+            )
             assert g["co"] == pytest.approx(17.0)
             assert g["time"] == 1795224600_250_000_000
             ups = rows(influxdb.port, db, "SELECT up FROM formwork, gas")

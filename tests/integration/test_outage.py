@@ -47,10 +47,13 @@ def stream(port: int, n: int, stop_at: threading.Event, rate_hz: float = 300) ->
 
 
 async def test_influx_outage_loses_nothing(tmp_path: Path, mosquitto: Service, own_influx: Service) -> None:
-    cfg = write_site(tmp_path / "site.yaml", influx_port=own_influx.port, mqtt_port=mosquitto.port,
-                     devices=[{"id": "FW-A01", "profile": "formwork_mqtt_v1", "broker": "b",
-                               "topic": "site/t/formwork/+/data"}],
-                     spool={"replay_lines_per_s": 500, "batch_lines": 200})
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        influx_port=own_influx.port,
+        mqtt_port=mosquitto.port,
+        devices=[{"id": "FW-A01", "profile": "formwork_mqtt_v1", "broker": "b", "topic": "site/t/formwork/+/data"}],
+        spool={"replay_lines_per_s": 500, "batch_lines": 200},
+    )
     n = 1500
     async with Gateway(cfg) as gw:
         await asyncio.wait_for(gw.sessions[0].connected.wait(), 10)
@@ -58,8 +61,12 @@ async def test_influx_outage_loses_nothing(tmp_path: Path, mosquitto: Service, o
         pub = asyncio.create_task(asyncio.to_thread(stream, mosquitto.port, n, done), name="publisher")
         await asyncio.to_thread(wait_for, lambda: gw.metrics.lines_written > 100, 20, what="first writes")
         await asyncio.to_thread(own_influx.kill)  # kill -9 the database mid-stream
-        await asyncio.to_thread(wait_for, lambda: gw.metrics.write_failures > 0 and gw.spool.pending_bytes() > 0,
-                                20, what="writes failing and spool filling")
+        await asyncio.to_thread(
+            wait_for,
+            lambda: gw.metrics.write_failures > 0 and gw.spool.pending_bytes() > 0,
+            20,
+            what="writes failing and spool filling",
+        )
         await asyncio.sleep(1.5)
         pending_during_outage = gw.spool.pending_bytes()
         await asyncio.to_thread(own_influx.start)

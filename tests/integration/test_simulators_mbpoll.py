@@ -181,7 +181,7 @@ async def test_rtu_bus_serves_several_unit_ids_over_the_pty(site: SiteConfig, si
     water = sim.devices["PIT-ZL1"].profile
     assert isinstance(water, ModbusProfile)
     regs = hex_regs(out)
-    assert (regs[204], regs[205]) == (0, 3250)  # uint32 ABCD, mm below the datum
+    assert (regs[204], regs[205]) == (0xFFFF, 0xF34E)  # int32 ABCD: -3250 mm relative to the datum
     assert gateway_decode(water, "strut_force", regs) == pytest.approx(1234.5, rel=1e-12)  # float64 DCBA in MN
     assert gateway_decode(water, "groundwater_level", regs) == pytest.approx(-3.25)
 

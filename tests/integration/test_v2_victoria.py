@@ -14,9 +14,20 @@ from tests.sites import write_site
 
 
 async def test_v2_path_into_victoriametrics(tmp_path: Path, mosquitto: Service, victoria: Service) -> None:
-    cfg = write_site(tmp_path / "site.yaml", vm_port=victoria.port, mqtt_port=mosquitto.port,
-                     devices=[{"id": "FW-V2", "zone": "B区", "profile": "formwork_mqtt_v1", "broker": "b",
-                               "topic": "site/v2/formwork/+/data"}])
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        vm_port=victoria.port,
+        mqtt_port=mosquitto.port,
+        devices=[
+            {
+                "id": "FW-V2",
+                "zone": "B区",
+                "profile": "formwork_mqtt_v1",
+                "broker": "b",
+                "topic": "site/v2/formwork/+/data",
+            }
+        ],
+    )
     t0 = 1795224600_000
     async with Gateway(cfg) as gw:
         await asyncio.wait_for(gw.sessions[0].connected.wait(), 10)
@@ -24,8 +35,9 @@ async def test_v2_path_into_victoriametrics(tmp_path: Path, mosquitto: Service, 
         c.connect("127.0.0.1", mosquitto.port)
         c.loop_start()
         for i in range(50):
-            c.publish("site/v2/formwork/FW-V2/data", json.dumps({"ts": t0 + i * 1000, "data": {"settlement": i * 0.5}}),
-                      qos=1).wait_for_publish(5)
+            c.publish(
+                "site/v2/formwork/FW-V2/data", json.dumps({"ts": t0 + i * 1000, "data": {"settlement": i * 0.5}}), qos=1
+            ).wait_for_publish(5)
         c.loop_stop()
         c.disconnect()
         await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 50, 10, what="50 messages")

@@ -59,9 +59,17 @@ def test_good_config(tmp_path: Path) -> None:
         ("name: 测试工地}", "name: 测试工地, timezone: Asia/Peking}", "site.timezone (line 1): unknown IANA time zone"),
         ("type: influxdb_v1", "type: influx", "sink (line 9): Input tag 'influx' found using 'type' does not match"),
         ("broker: b1, topic", "topic", "devices[1] (line 8): an MQTT device needs 'broker' and 'topic'"),
-        ("unit_id: 1}", "unit_id: 1, timeout_s: 1.5}", "devices[0].timeout_s (line 7): 1.5 s must be below poll_interval_s = 1 s"),
+        (
+            "unit_id: 1}",
+            "unit_id: 1, timeout_s: 1.5}",
+            "devices[0].timeout_s (line 7): 1.5 s must be below poll_interval_s = 1 s",
+        ),
         ("{id: FW-1,", "{id: TC-01,", "devices: duplicate id 'TC-01'"),
-        ("database: d}", "database: d, password_env: lower}", "sink.password_env (line 9): String should match pattern"),
+        (
+            "database: d}",
+            "database: d, password_env: lower}",
+            "sink.password_env (line 9): String should match pattern",
+        ),
     ],
 )
 def test_errors_name_the_yaml_path(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -80,11 +88,16 @@ def test_not_yaml(tmp_path: Path) -> None:
 
 
 def test_check_config_cli(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(write(tmp_path, GOOD))],
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(write(tmp_path, GOOD))],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "FC3 holding 0..14 (15)" in ok.stdout and "subscribe a/b/c/+/data" in ok.stdout
     bad = write(tmp_path, GOOD.replace("unit_id: 1}", "unit_id: 300}"))
-    res = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(bad)], capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(bad)], capture_output=True, text=True
+    )
     assert res.returncode == 2
     assert "devices[0].unit_id (line 7): Input should be less than or equal to 247; got 300" in res.stderr

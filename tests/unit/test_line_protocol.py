@@ -13,9 +13,13 @@ def test_escaping() -> None:
 
 def test_readings_grouped_per_device_and_timestamp() -> None:
     series = {"TC-01": series_tags("tower_crane", "demo", "TC-01", "北区")}
-    rs = [Reading("TC-01", "load", 2.5, 10), Reading("TC-01", "radius", 12.0, 10),
-          Reading("TC-01", "load", 2.6, 20, Quality.UNCERTAIN), Reading("TC-01", "wind_speed", float("nan"), 20),
-          Reading("ghost", "load", 1.0, 10)]
+    rs = [
+        Reading("TC-01", "load", 2.5, 10),
+        Reading("TC-01", "radius", 12.0, 10),
+        Reading("TC-01", "load", 2.6, 20, Quality.UNCERTAIN),
+        Reading("TC-01", "wind_speed", float("nan"), 20),
+        Reading("ghost", "load", 1.0, 10),
+    ]
     data, n_lines, n = encode_readings(rs, series)
     assert data.decode().splitlines() == [
         "tower_crane,device=TC-01,site=demo,zone=北区 load=2.5,radius=12.0 10",

@@ -36,9 +36,13 @@ def test_formwork_nested_fields_epoch_ms_and_degrees() -> None:
 def test_gas_array_of_points_with_units_iso_time_and_fault_flag() -> None:
     d = dec("gas_4in1_mqtt_v1")
     payload = {
-        "sn": "SN1", "time": "2026-11-21T09:30:00.250+08:00",
-        "readings": [{"gas": "EX", "value": 12, "unit": "%LEL"}, {"gas": "O2", "value": 20.9, "unit": "%VOL"},
-                     {"gas": "CO", "value": 0.0024, "unit": "%VOL"}],
+        "sn": "SN1",
+        "time": "2026-11-21T09:30:00.250+08:00",
+        "readings": [
+            {"gas": "EX", "value": 12, "unit": "%LEL"},
+            {"gas": "O2", "value": 20.9, "unit": "%VOL"},
+            {"gas": "CO", "value": 0.0024, "unit": "%VOL"},
+        ],
         "status": {"fault": 1, "cal": 0},
     }
     doc = d.parse(json.dumps(payload).encode())
@@ -88,8 +92,14 @@ def test_epoch_in_wrong_unit_is_refused() -> None:
 
 def test_unknown_point_name_and_unit() -> None:
     d = dec("gas_4in1_mqtt_v1")
-    doc = {"sn": "A", "readings": [{"gas": "NH3", "value": 1}, {"gas": "CO", "value": 1, "unit": "furlong"},
-                                   {"gas": "H2S", "value": 2, "unit": "ppm"}]}
+    doc = {
+        "sn": "A",
+        "readings": [
+            {"gas": "NH3", "value": 1},
+            {"gas": "CO", "value": 1, "unit": "furlong"},
+            {"gas": "H2S", "value": 2, "unit": "ppm"},
+        ],
+    }
     rs, errs = d.readings("G", doc, 1)
     assert [(r.quantity, r.value) for r in rs] == [("h2s", 2.0)]
     assert "unknown point name 'NH3'" in str(errs[0]) and "unit 'furlong'" in str(errs[1])

@@ -15,20 +15,27 @@ def profile(points: list[dict[str, object]], base: str = "pdu") -> ModbusProfile
 def test_crane_profile_is_three_requests() -> None:
     blocks = plan_reads(builtin_profiles()["tower_crane_tcp_v1"])  # type: ignore[arg-type]
     assert [(b.table, b.address, b.count) for b in blocks] == [
-        (Table.COIL, 0, 1), (Table.DISCRETE, 0, 1), (Table.HOLDING, 0, 15)]
+        (Table.COIL, 0, 1),
+        (Table.DISCRETE, 0, 1),
+        (Table.HOLDING, 0, 15),
+    ]
 
 
 def test_gap_rule() -> None:
-    pts = [{"quantity": "settlement", "table": "holding", "address": 0, "type": "float32"},
-           {"quantity": "pole_tilt", "table": "holding", "address": 10, "type": "float32"}]
+    pts = [
+        {"quantity": "settlement", "table": "holding", "address": 0, "type": "float32"},
+        {"quantity": "pole_tilt", "table": "holding", "address": 10, "type": "float32"},
+    ]
     # 8 unused registers between 2 and 10: merged with max_gap 8, split with 7
     assert [(b.address, b.count) for b in plan_reads(profile(pts), max_gap=8)] == [(0, 12)]
     assert [(b.address, b.count) for b in plan_reads(profile(pts), max_gap=7)] == [(0, 2), (10, 2)]
 
 
 def test_block_size_limit() -> None:
-    pts = [{"quantity": f"deep_displacement_d{i}m", "table": "input", "address": i * 4, "type": "float64"}
-           for i in range(40)]
+    pts = [
+        {"quantity": f"deep_displacement_d{i}m", "table": "input", "address": i * 4, "type": "float64"}
+        for i in range(40)
+    ]
     blocks = plan_reads(profile(pts), max_gap=0, max_block=125)
     assert all(b.count <= 125 for b in blocks)
     assert sum(len(b.points) for b in blocks) == 40
@@ -36,10 +43,12 @@ def test_block_size_limit() -> None:
 
 
 def test_modicon_addresses_resolve_to_tables() -> None:
-    pts = [{"quantity": "settlement", "address": 40001, "type": "float32"},
-           {"quantity": "pole_tilt", "address": 30010, "type": "int16"},
-           {"quantity": "sensor_fault", "address": 10001, "type": "bool"},
-           {"quantity": "calibrating", "address": 1, "type": "bool"}]
+    pts = [
+        {"quantity": "settlement", "address": 40001, "type": "float32"},
+        {"quantity": "pole_tilt", "address": 30010, "type": "int16"},
+        {"quantity": "sensor_fault", "address": 10001, "type": "bool"},
+        {"quantity": "calibrating", "address": 1, "type": "bool"},
+    ]
     got = {(b.table, b.address) for b in plan_reads(profile(pts, "modicon"))}
     assert got == {(Table.HOLDING, 0), (Table.INPUT, 9), (Table.DISCRETE, 0), (Table.COIL, 0)}
 

@@ -54,7 +54,7 @@ def test_known_words_for_each_order() -> None:
     assert registers.encode_point(CRANE, _index(CRANE, "load"), 2.5) == [0x4020, 0x0000]  # float32 ABCD
     assert registers.encode_point(CRANE, _index(CRANE, "slew_angle"), -123.45) == [0xCFC7, 0xFFFF]  # int32 CDAB
     water = _modbus("excavation_strut_water_rtu_v1")
-    assert registers.encode_point(water, _index(water, "groundwater_level"), -3.25) == [0x0000, 0x0CB2]
+    assert registers.encode_point(water, _index(water, "groundwater_level"), -3.25) == [0xFFFF, 0xF34E]  # int32 -3250
     strut = registers.encode_point(water, _index(water, "strut_force"), 1234.5)  # kN -> 1.2345 MN, float64 DCBA
     assert struct.pack("<d", 1.2345) == b"".join(struct.pack(">H", w) for w in strut)
     incl = _modbus("excavation_inclinometer_rtu_v1")
