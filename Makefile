@@ -4,8 +4,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll
-APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll
+APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll openssl python3-venv
+APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test deps venv lint typecheck check clean
@@ -18,6 +18,7 @@ test: deps venv
 
 deps:
 	@missing=""; for b in $(APT_BINS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages (missing:$$missing)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PKGS) >/dev/null; \

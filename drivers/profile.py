@@ -59,11 +59,22 @@ def _check_quantity(name: str) -> str:
     return name
 
 
+def _check_unit(quantity: str, unit: str | None) -> None:
+    """The device's unit must convert to the catalog unit; found at load time, not on the first message."""
+    target = quantities.lookup(quantity).unit
+    if unit is None or target == "state":
+        return
+    try:
+        quantities.converter(unit, target)
+    except ValueError:
+        raise ValueError(f"{quantity}: unit {unit!r} does not convert to the catalog unit {target!r}") from None
+
+
 class RegisterPoint(_Base):
     """One quantity read from a register (or bit) of the device."""
 
     quantity: str
-    address: int = Field(ge=0, le=465535)
+    address: int = Field(ge=0, le=65535)  # PDU 0..65535; Modicon 00001..49999
     table: Table | None = None
     type: DataType = DataType.UINT16
     order: Order | None = None
@@ -78,6 +89,7 @@ class RegisterPoint(_Base):
             _check_quantity(self.quantity)
         except KeyError as err:
             raise ValueError(str(err.args[0])) from None
+        _check_unit(self.quantity, self.unit)
         if self.type is DataType.BIT and self.bit is None:
             raise ValueError("type 'bit' needs 'bit' (0..15)")
         if self.type is not DataType.BIT and self.bit is not None:
@@ -154,6 +166,7 @@ class PayloadField(_Base):
             _check_quantity(self.quantity)
         except KeyError as err:
             raise ValueError(str(err.args[0])) from None
+        _check_unit(self.quantity, self.unit)
         return self
 
 
@@ -211,7 +224,8 @@ class TimestampSpec(_Base):
 
 
 class BadWhen(_Base):
-    """Mark every value of the message BAD when the flag at `path` is truthy (e.g. a detector fault bit)."""
+    """Mark every measured value of the message BAD when the flag at `path` is truthy (a detector fault bit);
+    state quantities (the flags themselves) stay GOOD."""
 
     path: str
 

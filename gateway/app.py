@@ -71,6 +71,16 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
     out = {}
     for b in cfg.brokers:
         tls = b.tls
+        if tls is not None:
+            for f in (tls.ca_file, tls.cert_file, tls.key_file):
+                if f is not None and not f.is_file():
+                    raise ConfigError(f"brokers.{b.id}.tls: {f} does not exist")
+            if tls.verify is TlsVerify.NONE:
+                log.warning(
+                    "broker %s: TLS certificate verification is OFF (tls.verify: none); use it only for a "
+                    "broker on this host",
+                    b.id,
+                )
         out[b.id] = BrokerParams(
             id=b.id,
             host=b.host,

@@ -112,6 +112,12 @@ class Tls(_Base):
     key_file: Path | None = None
     verify: TlsVerify = TlsVerify.FULL
 
+    @model_validator(mode="after")
+    def _pair(self) -> Tls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (client certificate authentication)")
+        return self
+
 
 class MqttProtocol(StrEnum):
     V311 = "3.1.1"
@@ -127,6 +133,12 @@ class Broker(_Base):
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     tls: Tls | None = None
     protocol: MqttProtocol = MqttProtocol.V311
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, (int, float)) else v  # `protocol: 5` unquoted in YAML
+
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     dead_letter_topic: str = "sitegw/deadletter"
 
@@ -171,8 +183,8 @@ class Device(_Base):
     def _printable(cls, v: str) -> str:
         if _NO_CONTROL.search(v):
             raise ValueError("must not contain control characters (newline, tab)")
-        if v.endswith("\\"):
-            raise ValueError("must not end with a backslash (InfluxDB cannot store it in a tag)")
+        if "\\" in v:
+            raise ValueError("must not contain a backslash (InfluxDB 1.x cannot store it reliably in a tag)")
         return v
 
     @property
@@ -265,6 +277,7 @@ class SiteConfig(_Base):
         profiles = self.profiles()
         units: dict[tuple[str, int], str] = {}
         keys: dict[tuple[str, str], str] = {}
+        filters: dict[tuple[str, str], str] = {}
         for i, d in enumerate(self.devices):
             at = f"devices[{i}] ({d.id})"
             prof = profiles.get(d.profile)
@@ -293,6 +306,16 @@ class SiteConfig(_Base):
                     raise ValueError(f"{at}: an MQTT device takes no 'line'/'unit_id'")
                 if d.broker not in brokers:
                     raise ValueError(f"{at}.broker: unknown broker {d.broker!r}")
+                if d.expected_interval_s is None:
+                    raise ValueError(
+                        f"{at}.expected_interval_s: required for an MQTT device (how often it publishes; "
+                        f"`up` drops to 0 after stale_factor x this without a message)"
+                    )
+                other = filters.setdefault((d.broker, d.topic), prof.id)
+                if other != prof.id:
+                    raise ValueError(
+                        f"{at}.topic: {d.topic!r} is already used by a {other} device; one profile per topic filter"
+                    )
                 seg = prof.payload.device_key.segment
                 if seg is not None:
                     levels = d.topic.split("/")
@@ -378,6 +401,17 @@ def load_config(path: str | Path) -> SiteConfig:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'site', 'devices', 'sink', ...")
+    base = path.resolve().parent
+    if isinstance(data.get("profile_dirs"), list):
+        data["profile_dirs"] = [
+            str(base / p) if isinstance(p, str) and not p.startswith("/") else p for p in data["profile_dirs"]
+        ]
+    for b in data.get("brokers") or []:
+        tls = b.get("tls") if isinstance(b, dict) else None
+        if isinstance(tls, dict):
+            for k in ("ca_file", "cert_file", "key_file"):
+                if isinstance(tls.get(k), str) and not tls[k].startswith("/"):
+                    tls[k] = str(base / tls[k])
     index: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _line_index(node, (), index)
@@ -410,12 +444,9 @@ def load_config(path: str | Path) -> SiteConfig:
     except ProfileError as err:
         raise ConfigError(str(err)) from None
     # relative paths are relative to the config file, so a site folder can move as a whole
-    base = path.resolve().parent
     updates: dict[str, Any] = {}
     if not cfg.spool.dir.is_absolute():
         updates["spool"] = cfg.spool.model_copy(update={"dir": base / cfg.spool.dir})
-    if cfg.profile_dirs:
-        updates["profile_dirs"] = [p if p.is_absolute() else base / p for p in cfg.profile_dirs]
     new_lines = []
     for ln in cfg.lines:
         if isinstance(ln, ModbusRtuLine) and not ln.port.startswith("/"):

@@ -10,8 +10,10 @@ import httpx
 
 from gateway.model import Quality, Reading
 
-_MEAS = str.maketrans({",": "\\,", " ": "\\ ", "\\": "\\\\", "\n": "\\n"})
-_TAG = str.maketrans({",": "\\,", " ": "\\ ", "=": "\\=", "\\": "\\\\", "\n": "\\n"})
+# InfluxDB 1.x unescapes only `\,` `\=` `\ ` in names and tags (a doubled backslash stays doubled), so a
+# backslash is written as is; config validation keeps backslashes and control characters out of tag values.
+_MEAS = str.maketrans({",": "\\,", " ": "\\ "})
+_TAG = str.maketrans({",": "\\,", " ": "\\ ", "=": "\\="})
 _STR = str.maketrans({'"': '\\"', "\\": "\\\\"})
 
 

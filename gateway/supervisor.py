@@ -30,14 +30,14 @@ class Liveness:
         self.state: dict[str, int] = {}
         self.last_good: dict[str, float] = {}
 
-    def seen(self, device: str, now: float) -> Reading | None:
+    def seen(self, device: str, now: float, ts_ns: int | None = None) -> Reading | None:
         self.last_good[device] = now
-        if self.state.get(device) != 1:
+        prev = self.state.get(device)
+        if prev != 1:
             self.state[device] = 1
             self.metrics.up[device] = 1
-            if device in self.state:
-                log.info("device %s: online", device)
-            return Reading(device, "up", 1.0, time.time_ns())
+            log.info("device %s: %s", device, "back online" if prev == 0 else "online")
+            return Reading(device, "up", 1.0, ts_ns or time.time_ns())
         return None
 
     def down(self, device: str, why: str) -> Reading | None:
@@ -192,7 +192,7 @@ class LineOwner:
         if name in self._warned:
             self._warned.discard(name)
             log.info("device %s: polling again", name)
-        up = self.liveness.seen(name, now)
+        up = self.liveness.seen(name, now, res.readings[0].ts_ns)
         if up:
             res.readings.append(up)
         await self.submit(res.readings)

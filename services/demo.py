@@ -154,7 +154,7 @@ def main() -> int:
             gas = latest.get("GAS-01", {})
 
             def v(d: dict[str, dict[str, float]], k: str) -> str:
-                return f"{d[k]['value']:.2f}" if k in d else "-"
+                return f"{round(d[k]['value'], 2) + 0.0:.2f}" if k in d else "-"
 
             _say(
                 f"rows={count()}  TC-01 load {v(tc, 'load')} t, moment {v(tc, 'load_moment_ratio')} %, wind "

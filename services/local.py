@@ -109,7 +109,8 @@ def influxdb(workdir: Path, port: int | None = None) -> Service:
         f'[meta]\n  dir = "{workdir}/meta"\n'
         f'[data]\n  dir = "{workdir}/data"\n  wal-dir = "{workdir}/wal"\n  query-log-enabled = false\n'
         f"[monitor]\n  store-enabled = false\n"
-        f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{port}"\n  auth-enabled = false\n  log-enabled = false\n'
+        f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{port}"\n'
+        f"  auth-enabled = false\n  log-enabled = false\n"
         f'[ifql]\n  enabled = false\n[logging]\n  level = "warn"\n'
     )
     svc = Service("influxd", port, workdir, [need("influxd"), "run", "-config", str(conf)])

@@ -22,6 +22,9 @@ def write_site(
     http_port: int | None = None,
     **extra: Any,
 ) -> SiteConfig:
+    for d in devices:
+        if "broker" in d:
+            d.setdefault("expected_interval_s", 1.0)
     doc: dict[str, Any] = {"site": {"id": "t", "name": "测试 工地,A=1"}, "devices": devices}
     if lines:
         doc["lines"] = lines

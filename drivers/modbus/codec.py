@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 from enum import StrEnum
-from typing import Any
 
 
 class DataType(StrEnum):

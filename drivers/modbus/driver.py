@@ -33,6 +33,7 @@ class ModbusDevice:
         """Read every block. An unreachable device raises; a block answered with an exception is reported in
         `errors` and the other blocks' readings are still returned."""
         out = PollResult()
+        ts_ns = 0  # one timestamp per poll, so one poll is one row in InfluxDB
         for block in self.blocks:
             attempt = 0
             while True:
@@ -48,7 +49,8 @@ class ModbusDevice:
                     data = None
                     break
             if data is not None:
-                decode_block(self.device_id, block, data, time.time_ns(), out.readings)
+                ts_ns = ts_ns or time.time_ns()
+                decode_block(self.device_id, block, data, ts_ns, out.readings)
         return out
 
 

@@ -46,6 +46,7 @@ class _Field:
     scale: float
     add: float
     convert: Callable[[float], float] | None
+    state: bool = False  # a flag, not a measurement: never marked BAD by `bad_when`
 
 
 def _conv(quantity: str, unit: str | None, scale: float) -> tuple[float, float, Callable[[float], float] | None]:
@@ -79,7 +80,14 @@ class PayloadDecoder:
         self._ts_path = _split(m.timestamp.path) if m.timestamp.path else None
         self._ts_format = m.timestamp.format
         self._fields = [
-            _Field(_split(f.path), f.path, f.quantity, *_conv(f.quantity, f.unit, f.scale)) for f in m.fields
+            _Field(
+                _split(f.path),
+                f.path,
+                f.quantity,
+                *_conv(f.quantity, f.unit, f.scale),
+                state=quantities.lookup(f.quantity).unit == "state",
+            )
+            for f in m.fields
         ]
         self._bad_path = _split(m.bad_when.path) if m.bad_when else None
         self._arr = m.points
@@ -155,7 +163,7 @@ class PayloadDecoder:
             x = x * f.scale + f.add
             if f.convert is not None:
                 x = f.convert(x)
-            q = quality if f.quantity not in ("sensor_fault", "calibrating") else Quality.GOOD
+            q = Quality.GOOD if f.state else quality
             out.append(Reading(device, f.quantity, x, ts_ns, q if math.isfinite(x) else Quality.BAD))
         if self._arr is not None and self._arr_path is not None:
             arr = _get(doc, self._arr_path)
@@ -191,4 +199,6 @@ class PayloadDecoder:
         x = x * conv[0] + conv[1]
         if conv[2] is not None:
             x = conv[2](x)
+        if quantities.lookup(quantity).unit == "state":
+            quality = Quality.GOOD
         return Reading(device, quantity, x, ts_ns, quality if math.isfinite(x) else Quality.BAD)

@@ -20,7 +20,7 @@ brokers:
   - {id: b1, host: 127.0.0.1}
 devices:
   - {id: TC-01, profile: tower_crane_tcp_v1, line: l1, unit_id: 1}
-  - {id: FW-1, profile: formwork_mqtt_v1, broker: b1, topic: a/b/c/+/data}
+  - {id: FW-1, profile: formwork_mqtt_v1, broker: b1, topic: a/b/c/+/data, expected_interval_s: 5}
 sink: {type: influxdb_v1, url: "http://127.0.0.1:8086", database: d}
 """
 
@@ -65,6 +65,15 @@ def test_good_config(tmp_path: Path) -> None:
             "devices[0].timeout_s (line 7): 1.5 s must be below poll_interval_s = 1 s",
         ),
         ("{id: FW-1,", "{id: TC-01,", "devices: duplicate id 'TC-01'"),
+        (", expected_interval_s: 5}", "}", "devices[1].expected_interval_s (line 8): required for an MQTT device"),
+        (
+            "a/b/c/+/data",
+            "a/b/+/c/data",
+            "devices[1].topic (line 8): profile formwork_mqtt_v1 takes the device id "
+            "from topic level 3 (0-based), but level 3 of 'a/b/+/c/data' is neither",
+        ),
+        ("host: 127.0.0.1}\nd", "host: 127.0.0.1, protocol: 5}\nd", None),
+        ("unit_id: 1}", "unit_id: 0}", "devices[0].unit_id (line 7): Input should be greater than or equal to 1"),
         (
             "database: d}",
             "database: d, password_env: lower}",
@@ -72,10 +81,33 @@ def test_good_config(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_errors_name_the_yaml_path(tmp_path: Path, old: str, new: str, expected: str) -> None:
+def test_errors_name_the_yaml_path(tmp_path: Path, old: str, new: str, expected: str | None) -> None:
     assert old in GOOD
+    if expected is None:  # accepted
+        load_config(write(tmp_path, GOOD.replace(old, new, 1)))
+        return
     msg = error_of(tmp_path, GOOD.replace(old, new, 1))
     assert expected in msg, msg
+
+
+def test_two_profiles_on_one_topic_filter(tmp_path: Path) -> None:
+    extra = "  - {id: G-1, profile: gas_4in1_mqtt_v1, broker: b1, topic: a/b/c/+/data, expected_interval_s: 5}\n"
+    msg = error_of(tmp_path, GOOD.replace("sink:", extra + "sink:"))
+    assert "devices[2].topic (line 9): 'a/b/c/+/data' is already used by a formwork_mqtt_v1 device" in msg
+
+
+def test_profile_with_unconvertible_unit_is_rejected(tmp_path: Path) -> None:
+    prof = tmp_path / "profiles"
+    prof.mkdir()
+    (prof / "bad_unit.yaml").write_text(
+        "id: bad_unit\nkind: gas\ntitle: t\ntransport: modbus\naddress_base: pdu\n"
+        "points:\n  - {quantity: co, table: holding, address: 0, unit: furlong}\n"
+    )
+    msg = error_of(tmp_path, GOOD + "profile_dirs: [profiles]\n")
+    assert (
+        "bad_unit.yaml: invalid profile" in msg
+        and "co: unit 'furlong' does not convert to the catalog unit 'ppm'" in msg
+    )
 
 
 def test_missing_section(tmp_path: Path) -> None:
