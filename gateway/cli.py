@@ -25,6 +25,9 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    # one INFO line per HTTP request would bury what matters; the writer logs outages and recoveries itself
+    for noisy in ("httpx", "httpcore", "aiomqtt", "influxdb_client"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def check_config(cfg: SiteConfig, path: Path) -> str:

@@ -127,6 +127,7 @@ class LineOwner:
         self.metrics = metrics
         self.breakers = {d.device_id: Breaker(breaker_failures, breaker_max_backoff_s) for d, _ in devices}
         self._warned: set[str] = set()
+        self._erring: set[str] = set()
 
     async def run(self) -> None:
         heap: list[_Slot] = []
@@ -179,8 +180,13 @@ class LineOwner:
                     await self.submit([r])
             return
         for e in res.errors:
+            # counted every time; logged once per episode (until the device answers cleanly again)
             self.metrics.protocol_errors[name] += 1
-            log.error("device %s: %s", name, e)  # counted; the other blocks' readings still flow
+            log.log(logging.DEBUG if name in self._erring else logging.ERROR, "device %s: %s", name, e)
+            self._erring.add(name)
+        if not res.errors and name in self._erring:
+            self._erring.discard(name)
+            log.info("device %s: answering without exceptions again", name)
         if not res.readings:
             opened = self.breakers[name].fail(interval, now)
             if opened:

@@ -65,6 +65,8 @@ def main() -> int:
         for s in reversed(services):
             s.stop()
 
+    # Ctrl-C and SIGTERM both stop the demo, even when started with SIGINT ignored (a background job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         mq = local.mosquitto(RUN / "mosquitto", mqtt_port)

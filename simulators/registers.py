@@ -5,21 +5,14 @@ from __future__ import annotations
 import math
 
 from drivers.modbus import codec
-from drivers.modbus.codec import WIDTH, DataType
+from drivers.modbus.codec import INT_RANGE, WIDTH, DataType
 from drivers.profile import ModbusProfile, RegisterPoint, Table
 from gateway import quantities
 
 Image = dict[Table, dict[int, int | bool]]
 
-# Integer range of each integer type: out-of-range values saturate like a real device's ADC/firmware clamp.
-_INT_RANGE: dict[DataType, tuple[int, int]] = {
-    DataType.INT16: (-(2**15), 2**15 - 1),
-    DataType.UINT16: (0, 2**16 - 1),
-    DataType.INT32: (-(2**31), 2**31 - 1),
-    DataType.UINT32: (0, 2**32 - 1),
-    DataType.INT64: (-(2**63), 2**63 - 1),
-    DataType.UINT64: (0, 2**64 - 1),
-}
+# Out-of-range values saturate like a real device's ADC/firmware clamp.
+_INT_RANGE = INT_RANGE
 
 
 def to_device_unit(quantity: str, unit: str | None, canonical: float) -> float:

@@ -11,28 +11,31 @@ import pytest
 from services import local as services
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
-    svc = services.mosquitto(tmp_path_factory.mktemp("mosquitto"))
+def _running(svc: services.Service) -> Iterator[services.Service]:
     svc.start()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    yield from _running(services.mosquitto(tmp_path_factory.mktemp("mosquitto")))
 
 
 @pytest.fixture(scope="session")
 def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
-    svc = services.influxdb(tmp_path_factory.mktemp("influxdb"))
-    svc.start()
-    yield svc
-    svc.stop()
+    yield from _running(services.influxdb(tmp_path_factory.mktemp("influxdb")))
 
 
 @pytest.fixture(scope="session")
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
-    svc = services.victoria_metrics(tmp_path_factory.mktemp("victoria"))
-    svc.start()
-    yield svc
-    svc.stop()
+    yield from _running(services.victoria_metrics(tmp_path_factory.mktemp("victoria")))
+
+
+@pytest.fixture
+def own_influx(tmp_path: Path) -> Iterator[services.Service]:
+    """An InfluxDB of the test's own, for tests that kill it."""
+    yield from _running(services.influxdb(tmp_path / "own-influx"))
 
 
 @pytest.fixture

@@ -42,6 +42,16 @@ WIDTH: dict[DataType, int] = {
     DataType.BOOL: 1,
 }
 
+# Value range of each integer type (what a register pair or quad can hold).
+INT_RANGE: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(2**15), 2**15 - 1),
+    DataType.UINT16: (0, 2**16 - 1),
+    DataType.INT32: (-(2**31), 2**31 - 1),
+    DataType.UINT32: (0, 2**32 - 1),
+    DataType.INT64: (-(2**63), 2**63 - 1),
+    DataType.UINT64: (0, 2**64 - 1),
+}
+
 _FMT: dict[DataType, str] = {
     DataType.INT16: ">h",
     DataType.UINT16: ">H",

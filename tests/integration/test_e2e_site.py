@@ -114,7 +114,7 @@ def site(tmp_path: Path, influx: int, mqtt: int) -> SiteConfig:
 
 def last_values(port: int, db: str, device: str, quantities: list[str]) -> dict[str, Any]:
     sel = ", ".join(f'last("{q}") AS "{q}"' for q in quantities)
-    got = rows(port, db, f"SELECT {sel} FROM {MEASUREMENT[device]} WHERE device = '{device}'")
+    got = rows(port, db, f"SELECT {sel} FROM {MEASUREMENT.get(device, 'excavation')} WHERE device = '{device}'")
     return got[0] if got else {}
 
 
@@ -192,3 +192,57 @@ async def test_dead_unit_on_rtu_bus_does_not_stall_its_neighbours(
     assert [r["up"] for r in ups] == [0.0, 1.0]
     counts = rows(influxdb.port, db, "SELECT count(horizontal_displacement) FROM excavation GROUP BY device")
     assert {r["device"] for r in counts} == {"U1", "U2"}  # U2's readings resume after recovery
+
+
+async def test_rtu_over_tcp_and_exception_responses(
+    tmp_path: Path, influxdb: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A serial device server (RTU frames over TCP) and a device answering every read with exception 4: the error
+    is typed, counted and named (line, unit, function code, address), the device goes down, then comes back."""
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        influx_port=influxdb.port,
+        lines=[{"id": "dtu", "type": "modbus_rtu_over_tcp", "host": "127.0.0.1", "port": local.free_port()}],
+        devices=[
+            {
+                "id": "ZL-9",
+                "profile": "excavation_strut_water_rtu_v1",
+                "line": "dtu",
+                "unit_id": 7,
+                "poll_interval_s": 0.3,
+                "timeout_s": 0.2,
+            },
+            {
+                "id": "CX-9",
+                "profile": "excavation_inclinometer_rtu_v1",
+                "line": "dtu",
+                "unit_id": 8,
+                "poll_interval_s": 0.3,
+                "timeout_s": 0.2,
+            },
+        ],
+        modbus={"breaker_failures": 2, "breaker_max_backoff_s": 1.0},
+    )
+    db = db_of(cfg)
+    async with SiteSimulator(cfg, scenario="static") as sim:
+        sim.set_values("ZL-9", {"strut_force": 2222.25, "groundwater_level": -4.5})
+        await sim.set_fault("CX-9", "exception")
+        async with Gateway(cfg) as gw:
+            await asyncio.to_thread(
+                wait_for,
+                lambda: gw.metrics.up.get("CX-9") == 0 and gw.metrics.up.get("ZL-9") == 1,
+                20,
+                what="CX-9 down, ZL-9 up",
+            )
+            assert gw.metrics.protocol_errors["CX-9"] >= 2
+            assert "line dtu (127.0.0.1:" in caplog.text
+            assert "unit 8 FC3 holding 100+10: exception 4 (server device failure)" in caplog.text
+            await sim.set_fault("CX-9", "none")
+            await asyncio.to_thread(wait_for, lambda: gw.metrics.up.get("CX-9") == 1, 20, what="CX-9 back")
+            assert await gw.flush(20)
+    got = last_values(influxdb.port, db, "ZL-9", ["strut_force", "groundwater_level"])
+    assert (got["strut_force"], got["groundwater_level"]) == (2222.25, -4.5)
+    ups = rows(influxdb.port, db, "SELECT up FROM excavation WHERE device = 'CX-9' ORDER BY time")
+    assert [r["up"] for r in ups] == [0.0, 1.0]
+    cx = rows(influxdb.port, db, "SELECT count(deep_displacement_d2m) FROM excavation WHERE device = 'CX-9'")
+    assert cx and cx[0]["count"] >= 1  # readings resume after the fault clears

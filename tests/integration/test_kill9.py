@@ -9,25 +9,15 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
-import pytest
 
 from services import local
 from services.local import Service, rows, wait_for
 from tests.sites import db_of, write_site
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def own_influx(tmp_path: Path) -> Iterator[Service]:
-    svc = local.influxdb(tmp_path / "influx")
-    svc.start()
-    yield svc
-    svc.stop()
 
 
 def start_gateway(site: Path, log: Path) -> subprocess.Popen[bytes]:

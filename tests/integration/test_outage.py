@@ -6,24 +6,13 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as paho
-import pytest
 
 from gateway.app import Gateway
-from services import local
 from services.local import Service, rows, wait_for
 from tests.sites import db_of, write_site
-
-
-@pytest.fixture
-def own_influx(tmp_path: Path) -> Iterator[Service]:
-    svc = local.influxdb(tmp_path / "influx")
-    svc.start()
-    yield svc
-    svc.stop()
 
 
 def stream(port: int, n: int, stop_at: threading.Event, rate_hz: float = 300) -> int:
