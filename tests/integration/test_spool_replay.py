@@ -1,0 +1,88 @@
+"""Replay after an outage: the backlog goes in at a limited rate while live readings overtake it; nothing is lost.
+Implausible values are flagged (quality), never clamped or dropped."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.influx import InfluxV1Writer, series_tags
+from gateway.metrics import Metrics
+from gateway.model import Quality, Reading
+from gateway.pipeline import Pipeline
+from gateway.spool import Spool
+from gateway.writer import SpoolDrainer
+from services.local import Service, rows, wait_for
+
+
+async def test_live_readings_overtake_the_backlog(tmp_path: Path, influxdb: Service) -> None:
+    db = "replay_order"
+    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
+    spool.open()
+    backlog = 20_000
+    for start in range(0, backlog, 1000):  # what piled up during an outage
+        spool.append(
+            b"".join(
+                f"bk,device=D v={i} {1_700_000_000_000_000_000 + i}\n".encode() for i in range(start, start + 1000)
+            ),
+            1000,
+        )
+    spool.roll()  # as the drainer does when the database comes back
+    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
+    metrics = Metrics()
+    drainer = SpoolDrainer(
+        spool, writer, metrics, batch_lines=500, replay_lines_per_s=4000, rejected_file=tmp_path / "rejected.lp"
+    )
+    task = asyncio.create_task(drainer.run(), name="drainer")
+    try:
+        await asyncio.to_thread(wait_for, lambda: metrics.lines_replayed > 0, 20, what="replay started")
+        spool.append(b"live,device=D v=42 1800000000000000000\n", 1)  # a live reading arrives mid-replay
+
+        def live_visible() -> bool:
+            return bool(rows(influxdb.port, db, "SELECT v FROM live"))
+
+        await asyncio.to_thread(wait_for, live_visible, 20, 0.02, "live reading in InfluxDB")
+        replayed_when_live_arrived = rows(influxdb.port, db, "SELECT count(v) FROM bk")[0]["count"]
+        assert replayed_when_live_arrived < backlog  # live did not wait for the whole backlog
+        await asyncio.to_thread(wait_for, lambda: spool.pending_bytes() == 0, 60, what="backlog drained")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.aclose()
+        spool.close()
+    assert rows(influxdb.port, db, "SELECT count(v) FROM bk")[0]["count"] == backlog
+    assert metrics.lines_replayed == backlog and spool.dropped_lines == 0
+
+
+async def test_implausible_values_are_flagged_not_dropped(tmp_path: Path, influxdb: Service) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 16)
+    spool.open()
+    metrics = Metrics()
+    pipe = Pipeline(spool, {"TC-1": series_tags("tower_crane", "s", "TC-1", "")}, metrics)
+    ts = 1_795_224_600_000_000_000
+    pipe.process(
+        [
+            Reading("TC-1", "wind_speed", 180.0, ts),  # beyond any anemometer: implausible
+            Reading("TC-1", "load", 2.0, ts),
+            Reading("TC-1", "radius", -3.0, ts),
+        ]
+    )  # a negative radius: implausible
+    assert metrics.readings_implausible == 2
+    assert pipe.latest[("TC-1", "wind_speed")].quality is Quality.UNCERTAIN
+    chunk = spool.read(spool.live_segment(), 10)
+    assert chunk is not None
+    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", "implausible")
+    try:
+        await writer.write(chunk.data)
+    finally:
+        await writer.aclose()
+        spool.close()
+    got = rows(influxdb.port, "implausible", "SELECT * FROM tower_crane")[0]
+    assert (got["wind_speed"], got["wind_speed_q"], got["load"], got.get("load_q"), got["radius"], got["radius_q"]) == (
+        180,
+        int(Quality.UNCERTAIN),
+        2,
+        None,
+        -3,
+        int(Quality.UNCERTAIN),
+    )
