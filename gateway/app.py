@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
@@ -154,14 +155,14 @@ class Gateway:
         self._stack = AsyncExitStack()
         self.started_at = time.time()
 
-    async def _mqtt_submit(self, readings: list[Reading]) -> None:
+    async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         now = time.monotonic()
         ups = []
         for dev in {r.device for r in readings}:
             up = self.liveness.seen(dev, now)
             if up:
                 ups.append(up)
-        await self.pipeline.submit(readings + ups if ups else readings)
+        await self.pipeline.submit(readings + ups if ups else readings, on_spooled)
 
     def _dead_letter(self, kind: str, message: str) -> None:
         self.metrics.dead_letters[kind] += 1

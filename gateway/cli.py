@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from drivers.errors import DriverError
@@ -92,11 +93,13 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     all_heard = asyncio.Event()
     mqtt_devices: set[str] = set()
 
-    async def collect(rs: list[Reading]) -> None:
+    async def collect(rs: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         for r in rs:
             found.setdefault(r.device, []).append(r)
         if mqtt_devices and mqtt_devices <= found.keys():
             all_heard.set()
+        if on_spooled:
+            on_spooled()
 
     lines = build_line_devices(cfg)
     for ln in cfg.lines:

@@ -31,7 +31,7 @@ class Pipeline:
         self.spool = spool
         self.series = series
         self.metrics = metrics
-        self._q: asyncio.Queue[list[Reading]] = asyncio.Queue(maxsize=queue_batches)
+        self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
         self.max_batch = max_batch_readings
         self.latest: dict[tuple[str, str], Reading] = {}
         self.listeners: list[Listener] = []
@@ -39,21 +39,15 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def submit(self, readings: list[Reading]) -> None:
-        """Hand over a batch; waits (back-pressure to the driver) only when the intake is full."""
-        if readings:
-            self._idle.clear()
-            await self._q.put(readings)
+    async def submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        """Hand over a batch; waits (back-pressure to the driver) only when the intake is full.
 
-    def submit_nowait(self, readings: list[Reading]) -> bool:
-        if not readings:
-            return True
-        try:
-            self._q.put_nowait(readings)
-        except asyncio.QueueFull:
-            return False
-        self._idle.clear()
-        return True
+        `on_spooled` runs once the batch is durable in the spool: the MQTT driver acknowledges the message
+        to the broker only then, so a `kill -9` before that point makes the broker deliver it again.
+        """
+        if readings or on_spooled:
+            self._idle.clear()
+            await self._q.put((readings, on_spooled))
 
     async def drained(self) -> None:
         """Wait until everything submitted so far is in the spool."""
@@ -61,10 +55,17 @@ class Pipeline:
 
     async def run(self) -> None:
         while True:
-            batch = list(await self._q.get())
+            readings, cb = await self._q.get()
+            batch = list(readings)
+            callbacks = [cb] if cb else []
             while len(batch) < self.max_batch and not self._q.empty():
-                batch.extend(self._q.get_nowait())
-            self.process(batch)
+                readings, cb = self._q.get_nowait()
+                batch.extend(readings)
+                if cb:
+                    callbacks.append(cb)
+            self.process(batch)  # the spool append (and fsync) happens in here
+            for cb in callbacks:
+                cb()
             if self._q.empty():
                 self._idle.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import random
@@ -50,7 +51,8 @@ class BrokerParams:
     use_tls: bool = False
 
 
-Submit = Callable[[list[Reading]], Awaitable[None]]
+OnSpooled = Callable[[], object]  # its return value is ignored
+Submit = Callable[[list[Reading], OnSpooled | None], Awaitable[None]]
 OnDeadLetter = Callable[[str, str], None]  # (reason class, message) for metrics
 OnMessage = Callable[[], None]
 
@@ -103,7 +105,7 @@ class MqttSession:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
         else:
             kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.p.host,
             self.p.port,
             identifier=self.p.client_id,
@@ -115,6 +117,11 @@ class MqttSession:
             max_queued_incoming_messages=0,
             **kwargs,
         )
+        # Acknowledge a QoS 1 message only once its readings are in the spool (or it is dead-lettered): a crash
+        # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
+        # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
+        client._client.manual_ack_set(True)
+        return client
 
     async def run(self) -> None:
         """Reconnect loop: the backoff depends on the error class (refused credentials back off long)."""
@@ -132,8 +139,10 @@ class MqttSession:
                         log.info("broker %s: reconnected, %d subscription(s) restored", self.p.id, len(self.filters))
                     warned = False
                     backoff = 0.2
+                    paho_client = client._client
                     async for msg in client.messages:
-                        await self.handle(msg.topic.value, msg.payload)
+                        mid, qos = msg.mid, msg.qos
+                        await self.handle(msg.topic.value, msg.payload, functools.partial(paho_client.ack, mid, qos))
             except aiomqtt.MqttCodeError as err:
                 self.connected.clear()
                 auth = getattr(err, "rc", None) in (4, 5, 134, 135)
@@ -164,8 +173,9 @@ class MqttSession:
             backoff = min(backoff * 2, 5.0)
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
 
-    async def handle(self, topic: str, payload: Any) -> None:
-        """`payload` is bytes from paho (aiomqtt types it as a union)."""
+    async def handle(self, topic: str, payload: Any, ack: OnSpooled | None = None) -> None:
+        """Route one message. `payload` is bytes from paho (aiomqtt types it as a union); `ack` acknowledges it to
+        the broker and runs when its readings are durable, or right after its dead letter went out."""
         receive_ns = time.time_ns()
         if self.on_message:
             self.on_message()
@@ -183,13 +193,14 @@ class MqttSession:
             except ProtocolError as err:
                 await self.dead_letter(topic, payload, str(err), "decode")
                 continue
-            if readings:
-                await self.submit(readings)
-            for e in errors:  # partial message: the good fields are in, the bad ones are dead-lettered
+            for e in errors:  # partial message: the good fields go in, the bad ones are dead-lettered
                 await self.dead_letter(topic, payload, f"device {device}: {e}", "field")
-            break
+            await self.submit(readings, ack)
+            return
         if not matched:
             await self.dead_letter(topic, payload, "no subscription filter matches", "route")
+        if ack:
+            ack()
 
     async def dead_letter(self, topic: str, payload: bytes, reason: str, kind: str) -> None:
         self.on_dead_letter(kind, f"{topic}: {reason}")

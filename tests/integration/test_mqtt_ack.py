@@ -1,0 +1,91 @@
+"""QoS 1 acknowledgement after spooling, on a real Mosquitto: a message whose readings never reached the spool
+(the gateway died first) is delivered again to the persistent session; once spooled, it is not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+
+from drivers.mqtt.payloads import PayloadDecoder
+from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
+from drivers.profile import MqttProfile, builtin_profiles
+from gateway.model import Reading
+from services.local import Service
+
+
+def session(port: int, submit: Callable[..., object]) -> MqttSession:
+    prof = builtin_profiles()["formwork_mqtt_v1"]
+    assert isinstance(prof, MqttProfile)
+    params = BrokerParams(
+        id="b",
+        host="127.0.0.1",
+        port=port,
+        client_id="sitegw-ack-test",
+        username=None,
+        password=None,
+        protocol_v5=False,
+        keepalive_s=30,
+        dead_letter_topic="t/dl",
+    )
+    route = MqttDeviceRoute("FW-1", "FW-1", "ack/site/formwork/+/data", PayloadDecoder(prof))
+    return MqttSession(params, [route], submit, lambda kind, msg: None)  # type: ignore[arg-type]
+
+
+async def run_until(s: MqttSession, done: asyncio.Event, wait_s: float) -> None:
+    task = asyncio.create_task(s.run(), name="mqtt-session")
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), wait_s)
+    finally:
+        task.cancel()  # leaves like a crashed gateway would, as far as acknowledgements go
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto: Service) -> None:
+    got: list[list[Reading]] = []
+    first = asyncio.Event()
+
+    async def never_spooled(readings: list[Reading], on_spooled: object = None) -> None:
+        got.append(readings)  # the gateway "dies" before the spool: on_spooled is never called
+        first.set()
+
+    s1 = session(mosquitto.port, never_spooled)
+    t1 = asyncio.create_task(run_until(s1, first, 10), name="session-1")
+    await asyncio.wait_for(s1.connected.wait(), 10)
+    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    dev.connect("127.0.0.1", mosquitto.port)
+    dev.loop_start()
+    dev.publish(
+        "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 3.25}}), qos=1
+    ).wait_for_publish(5)
+    dev.loop_stop()
+    dev.disconnect()
+    await t1
+    assert [[r.value for r in rs] for rs in got] == [[3.25]]
+
+    again = asyncio.Event()
+    redelivered: list[list[Reading]] = []
+
+    async def spooled(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        redelivered.append(readings)
+        if on_spooled:
+            on_spooled()  # durable now: acknowledge
+        again.set()
+
+    await run_until(session(mosquitto.port, spooled), again, 10)
+    assert [[r.value for r in rs] for rs in redelivered] == [[3.25]]  # the broker delivered it again
+
+    third: list[list[Reading]] = []
+    nothing = asyncio.Event()
+
+    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        third.append(readings)
+        if on_spooled:
+            on_spooled()
+
+    await run_until(session(mosquitto.port, record), nothing, 2.0)
+    assert third == []  # acknowledged once spooled: not delivered a third time
