@@ -73,7 +73,27 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
                 assert isinstance(prof, MqttProfile)
                 q = ", ".join(f"{n} [{quantities.lookup(n).unit}]" for n in prof.quantity_names())
                 out.append(f"    device {d.id} (key {d.key!r}, {prof.id}, {prof.kind}): {q}")
+    out.extend(_rule_summary(cfg))
     return "\n".join(out)
+
+
+def _rule_summary(cfg: SiteConfig) -> list[str]:
+    """Default alarm rules for the site's device kinds, and the project values they still need."""
+    from alerting.rules import default_rules
+
+    kinds = {cfg.kind_of(d).value for d in cfg.devices}
+    rules = [r for r in default_rules().values() if r.kind.value in kinds]
+    out = [f"\nalarm rules (default packs, alerting/packs/): {len(rules)} for {', '.join(sorted(kinds))}"]
+    for r in rules:
+        ths = ", ".join(f"{t.level.zh} {'?' if t.value is None else f'{t.value:g}'}" for t in r.thresholds)
+        src = "; ".join(sorted({t.source.cite() for t in r.thresholds}))
+        out.append(f"  {r.id:<30} {r.quantity} [{r.unit}] {r.direction}: {ths}  ({src})")
+    owed = [r for r in rules if r.needs_project_values()]
+    if owed:
+        out.append(f"  NOTE: {len(owed)} rule(s) have no default value (no number in the standards we could verify):")
+        out.append("        they stay inactive until the project's values (the designer's 预警值, the formwork plan's")
+        out.append("        control values) are configured: " + ", ".join(r.id for r in owed))
+    return out
 
 
 async def _once(cfg: SiteConfig, timeout_s: float) -> int:
