@@ -132,6 +132,7 @@ class Gateway:
             cfg.spool.dir / "rejected.lp",
         )
         self.liveness = Liveness(self.metrics, {d.id: d.stale_after_s for d in cfg.devices})
+        line_devices = build_line_devices(cfg)
         self.lines = [
             LineOwner(
                 ModbusLink(ln),
@@ -143,7 +144,7 @@ class Gateway:
                 cfg.modbus.breaker_max_backoff_s,
             )
             for ln in cfg.lines
-            if (devs := build_line_devices(cfg)[ln.id])
+            if (devs := line_devices[ln.id])
         ]
         params = broker_params(cfg)
         self.sessions = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from enum import StrEnum
@@ -332,18 +333,24 @@ class SiteConfig(_Base):
         return self
 
     def profiles(self) -> dict[str, ModbusProfile | MqttProfile]:
-        out = dict(builtin_profiles())
-        for folder in self.profile_dirs:
-            for f in sorted(Path(folder).glob("*.yaml")):
-                p = load_profile_file(f)
-                out[p.id] = p
-        return out
+        return _profiles(tuple(self.profile_dirs))
 
     def profile_of(self, device: Device) -> ModbusProfile | MqttProfile:
         return self.profiles()[device.profile]
 
     def kind_of(self, device: Device) -> DeviceKind:
         return self.profile_of(device).kind
+
+
+@functools.cache
+def _profiles(dirs: tuple[Path, ...]) -> dict[str, ModbusProfile | MqttProfile]:
+    """Built-in profiles plus those of the site's folders, read once per set of folders."""
+    out = dict(builtin_profiles())
+    for folder in dirs:
+        for f in sorted(Path(folder).glob("*.yaml")):
+            p = load_profile_file(f)
+            out[p.id] = p
+    return out
 
 
 def _unique(what: str, ids: list[str]) -> None:
