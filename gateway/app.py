@@ -152,9 +152,7 @@ class Gateway:
             for bid, routes in build_routes(cfg).items()
             if routes
         ]
-        self._tasks: asyncio.TaskGroup | None = None
         self._stack = AsyncExitStack()
-        self.started_at = time.time()
 
     async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         now = time.monotonic()
@@ -177,7 +175,6 @@ class Gateway:
         self._stack.push_async_callback(self.writer.aclose)
         tg = asyncio.TaskGroup()
         await self._stack.enter_async_context(tg)
-        self._tasks = tg
         self._owned = [
             tg.create_task(self.pipeline.run(), name="pipeline"),
             tg.create_task(self.drainer.run(), name="spool-drainer"),

@@ -189,9 +189,6 @@ class Spool:
     def disk_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
-    def pending_lines(self) -> int:
-        return sum(self._count_lines(s, s.acked, s.size) for s in self.segments)
-
     def live_segment(self) -> Segment:
         return self.segments[-1]
 

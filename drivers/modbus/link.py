@@ -11,7 +11,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.errors import DeviceUnreachable
+from drivers.errors import DeviceUnreachable, DriverError, ProtocolError
 from drivers.modbus.errors import check_response, translate
 from drivers.profile import Table
 from gateway.config import ModbusRtuLine, ModbusRtuOverTcpLine, ModbusTcpLine
@@ -99,15 +99,13 @@ class ModbusLink:
             self._last_io = time.monotonic()
         try:
             check_response(rr, what)
-        except Exception:
+        except DriverError:
             self.failures += 1
             raise
         if table.is_bit:
             return [bool(b) for b in rr.bits[:count]]
         regs: list[int] = rr.registers
         if len(regs) != count:
-            from drivers.errors import ProtocolError
-
             self.failures += 1
             raise ProtocolError(f"{what}: {len(regs)} registers in the answer")
         return regs

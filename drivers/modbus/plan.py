@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -101,7 +100,3 @@ def _block(table: Table, start: int, end: int, items: list[tuple[int, int, Point
         for addr, _w, pp in items
     )
     return Block(table, start, end - start, pts)
-
-
-def finite(v: float) -> bool:
-    return math.isfinite(v)
