@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from alerting.rules import Level, Rule, Threshold
 from gateway import quantities
@@ -21,6 +22,9 @@ class Transition:
     value: float
     threshold: Threshold | None
     at_ns: int
+    # confirmed: the level changed. pending: `new` is a candidate whose on-delay just started (level unchanged);
+    # cancelled: that candidate went away before its delay ran out.
+    phase: Literal["confirmed", "pending", "cancelled"] = "confirmed"
 
 
 @dataclass(slots=True)

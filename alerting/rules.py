@@ -69,6 +69,16 @@ class Threshold(BaseModel):
         return self
 
 
+class HazardBasis(BaseModel):
+    """The 重大事故隐患判定标准 article an alarm of this rule may point to. A person confirms it (domain.md §5)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal["2024", "2022"]  # 2024 = 建质规〔2024〕5号 (current); 2022 = 建质规〔2022〕2号 (repealed)
+    article: str  # e.g. "8(四)"
+    text_zh: str
+
+
 class Rule(BaseModel):
     """A threshold rule on one quantity of one device kind. `high`: alarm at or above; `low`: at or below."""
 
@@ -84,6 +94,11 @@ class Rule(BaseModel):
     deadband: float = Field(default=0.0, ge=0)  # in the quantity's unit: how far back a value must come to clear
     on_delay_s: float = Field(default=0.0, ge=0)  # the condition must hold this long before the level is raised
     off_delay_s: float = Field(default=0.0, ge=0)  # ... and be gone this long before it is lowered
+    # value: a physical-value alarm (suppressed while the device is offline or out of service);
+    # health: the monitoring device itself (stale, frozen, fault flag, calibration, limiter bypass)
+    category: Literal["value", "health"] = "value"
+    latch: bool = False  # stays latched after the condition clears until someone resets it after an inspection
+    hazard_basis: HazardBasis | None = None  # proposed 判定依据 when the alarm becomes a hazard record
 
     @model_validator(mode="after")
     def _check(self) -> Rule:

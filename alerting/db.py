@@ -1,0 +1,91 @@
+"""The state database (alarms, escalations, deliveries, hazards, audit): one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+Clock = Callable[[], int]  # ns since the epoch, UTC; injected everywhere so tests can run days in milliseconds
+
+
+def wall_clock() -> int:
+    return time.time_ns()
+
+
+_AUDIT = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    actor TEXT NOT NULL,          -- a user name, or 'system'
+    action TEXT NOT NULL,         -- e.g. alarm.ack, hazard.transition, baseline.set
+    target TEXT NOT NULL,         -- e.g. alarm:12, hazard:3, baseline:inc1/horizontal_displacement
+    why TEXT,
+    detail TEXT                   -- JSON
+);
+CREATE INDEX IF NOT EXISTS audit_target ON audit(target);
+"""
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open (creating) the database. Autocommit mode: writers group statements with `tx()`.
+
+    synchronous=FULL: an acknowledged alarm or a sent escalation must survive a power cut, not only a kill -9;
+    these writes are rare (transitions, not readings), so the fsync cost does not matter.
+    """
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(_AUDIT)
+    return conn
+
+
+@contextmanager
+def tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One atomic write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception). Nests: inner
+    calls join the outer transaction, so a module can call another module's writer inside its own change."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def audit(
+    conn: sqlite3.Connection,
+    at_ns: int,
+    actor: str,
+    action: str,
+    target: str,
+    why: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Record a write action: who, when, what, why. Call it inside the transaction of the change it records."""
+    conn.execute(
+        "INSERT INTO audit(at_ns, actor, action, target, why, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        (at_ns, actor, action, target, why, json.dumps(detail, ensure_ascii=False) if detail else None),
+    )
+
+
+def audit_rows(conn: sqlite3.Connection, target: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM audit"
+    args: tuple[Any, ...] = ()
+    if target is not None:
+        sql += " WHERE target = ?"
+        args = (target,)
+    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+    return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
