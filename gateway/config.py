@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -178,6 +179,13 @@ class Device(_Base):
     stale_factor: float = Field(default=3.0, ge=1.0, le=100)
     # Tower crane: the manufacturer's load chart, for simulators and %-of-rated rules
     load_chart: list[LoadChartPoint] | None = None
+    # Tower crane: the manufacturer's working-limit wind speed (工作极限风速, from the manual); the wind alarm uses
+    # the stricter of it and the standard's stop-lifting value
+    wind_limit_ms: float | None = Field(default=None, gt=0, le=75)
+    # Design values for %-of-design rules, by quantity (e.g. strut_force: 3000 kN, axial_force: 40 kN)
+    design_values: dict[str, float] = {}
+    # Date the device's calibration (标定/检定) falls due; after it a health alarm "calibration overdue" is raised
+    calibration_due: date | None = None
 
     @field_validator("name", "zone")
     @classmethod
