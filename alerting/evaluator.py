@@ -1,18 +1,29 @@
-"""Pure threshold evaluation: `observe(reading, now_ns)` -> level transitions. No I/O, no wall clock."""
+"""Pure rule evaluation: readings in, level transitions out. No I/O but the baseline cache, no wall clock."""
 
 from __future__ import annotations
 
+import datetime
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+from zoneinfo import ZoneInfo
 
-from alerting.rules import Level, Rule, Threshold
+from alerting.baselines import Baselines
+from alerting.derived import DeviceContext
+from alerting.rules import CALENDAR_QUANTITY, Confidence, Level, Rule, Source, Threshold
+from alerting.windows import DailySeries, SeriesWindow
 from gateway import quantities
 from gateway.model import Quality, Reading
+
+NS = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A rule on a device changed level. `threshold` is the one crossed (None when returning to NORMAL)."""
+    """A rule on a device changed level. `threshold` is the one crossed (None when returning to NORMAL).
+
+    `value` is what the rule compared (its measure, in `Rule.measured_unit`: %, mm/d, a mean, ...)."""
 
     rule: str
     device: str
@@ -27,84 +38,381 @@ class Transition:
     phase: Literal["confirmed", "pending", "cancelled"] = "confirmed"
 
 
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """One rule on one device, with the thresholds in force there (values set, device limits applied)."""
+
+    rule: Rule
+    device: str
+    thresholds: tuple[tuple[Level, float, Threshold], ...]
+    design: float | None  # percent_of_design: the device's design value
+
+
 @dataclass(slots=True)
 class _State:
+    bound: _Bound
     level: Level = Level.NORMAL
-    candidate: Level | None = None
-    since_ns: int = 0
+    candidate: Level | None = None  # a level the value asks for, waiting for its on/off delay
+    since_ns: int = 0  # when the current excursion (up or down) began
+    cand_threshold: Threshold | None = None
+    cand_value: float = 0.0
+    pending: Level | None = None  # the candidate last announced as "pending"
 
 
-class ThresholdEvaluator:
-    """Evaluates threshold rules inline on every reading, in the reading's own quantity units.
+def _effective(rule: Rule, ctx: DeviceContext) -> tuple[tuple[Level, float, Threshold], ...]:
+    out: list[tuple[Level, float, Threshold]] = []
+    for th in rule.thresholds:
+        value = th.value
+        used = th
+        own = getattr(ctx, th.stricter_of_device) if th.stricter_of_device else None
+        if own is not None:
+            stricter = own if value is None else (max(value, own) if rule.direction == "low" else min(value, own))
+            if stricter != value:
+                value = stricter
+                was = "none" if th.value is None else f"{th.value:g}"
+                used = Threshold(
+                    level=th.level,
+                    value=own,
+                    source=Source(
+                        standard="device configuration (manufacturer's manual)",
+                        clause=th.stricter_of_device,
+                        confidence=Confidence.PRIMARY,
+                        note=f"stricter than the default {was} of {th.source.cite()}",
+                    ),
+                )
+        if value is not None:
+            out.append((th.level, value, used))
+    return tuple(out)
 
-    A level is entered at its threshold and left only when the value is back by the rule's deadband; a change of
-    level waits `on_delay_s` (going up) or `off_delay_s` (going down). Thresholds without a value (project values
-    not yet configured) are skipped. Readings of BAD quality are not evaluated (a faulty sensor raises device
-    health alarms, not value alarms).
+
+class Evaluator:
+    """Evaluates every device's effective rules inline on each reading.
+
+    A level is entered at its threshold and left only when the measured value is back by the rule's deadband;
+    a change of level waits `on_delay_s` (going up) or `off_delay_s` (going down); `tick` confirms delays that run
+    out without a new reading and evaluates calendar rules.
+
+    Quality: BAD readings are skipped by value rules (a faulty sensor raises device-health alarms, not value
+    alarms), but health rules see them (a detector in fault marks its readings BAD, sensor_fault included).
+    UNCERTAIN readings ARE evaluated: UNCERTAIN means implausible for the quantity or back-filled from a device
+    buffer; a back-filled value was really measured, and an implausible one may be a real extreme (a gas reading
+    over range) — dropping either could hide a danger, while the alarm shows the value for a person to judge.
+
+    Windows (rates, means) and daily series run on the readings' own timestamps, so a device clock that differs
+    from the gateway's skews neither; delays run on `now_ns`.
     """
 
-    def __init__(self, rules: dict[str, Rule], kinds: dict[str, str]) -> None:
-        # device -> kind, and (kind, base quantity) -> rules, so a reading finds its rules with two dict lookups
-        self.kinds = kinds
-        self._by_key: dict[tuple[str, str], list[Rule]] = {}
-        for r in rules.values():
-            self._by_key.setdefault((r.kind.value, r.quantity), []).append(r)
+    def __init__(
+        self,
+        rules_by_device: Mapping[str, list[Rule]],
+        devices: Mapping[str, DeviceContext],
+        baselines: Baselines | None = None,
+        tz: str = "Asia/Shanghai",
+    ) -> None:
+        self.devices = devices
+        self.baselines = baselines
+        self.tz = tz
+        self._zone = ZoneInfo(tz)
+        # (device, base quantity) -> bound rules: a reading finds its rules with one or two dict lookups
+        self._by_key: dict[tuple[str, str], list[_Bound]] = {}
+        self._calendar: list[_Bound] = []
+        self.inactive: list[tuple[str, str, str]] = []  # (device, rule id, why) of rules that cannot run
+        for device, rules in rules_by_device.items():
+            ctx = devices.get(device)
+            if ctx is None:
+                raise ValueError(f"rules given for device {device!r}, which has no DeviceContext")
+            for rule in rules:
+                b = self._bind(rule, device, ctx)
+                if b is None:
+                    continue
+                if rule.measure == "calendar":
+                    self._calendar.append(b)
+                else:
+                    self._by_key.setdefault((device, rule.quantity), []).append(b)
+        self._base: dict[str, str | None] = {}  # reading quantity -> catalog base name (depth families)
+        self._latest: dict[str, dict[str, float]] = {}  # device -> quantity -> latest non-BAD value (gates)
+        self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
+        self._daily: dict[tuple[str, str], DailySeries] = {}
+        self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
         self._state: dict[tuple[str, str, str], _State] = {}  # (rule, device, quantity)
+        self._waiting: set[tuple[str, str, str]] = set()  # states with a candidate, for tick
+
+    def _bind(self, rule: Rule, device: str, ctx: DeviceContext) -> _Bound | None:
+        ths = _effective(rule, ctx)
+        why = None
+        design = None
+        if not ths:
+            why = "no threshold value (project value required)"
+        elif rule.measure == "percent_of_design":
+            design = ctx.design_values.get(rule.quantity)
+            if not design:
+                why = f"needs design_values.{rule.quantity}"
+        elif rule.measure == "change_from_baseline" and self.baselines is None:
+            why = "no baseline store"
+        elif rule.measure == "calendar" and ctx.calibration_due is None:
+            why = "no calibration_due"
+        if why is not None:
+            self.inactive.append((device, rule.id, why))
+            return None
+        return _Bound(rule, device, ths, design)
+
+    # ---- queries ------------------------------------------------------------------------------------------------
 
     def level(self, rule: str, device: str, quantity: str | None = None) -> Level:
-        for (r, d, q), st in self._state.items():
-            if r == rule and d == device and (quantity is None or q == quantity):
-                return st.level
-        return Level.NORMAL
+        """The confirmed level of a rule on a device (the highest over its quantities when none is given)."""
+        if quantity is not None:
+            st = self._state.get((rule, device, quantity))
+            return Level.NORMAL if st is None else st.level
+        found = [st.level for (r, d, _), st in self._state.items() if r == rule and d == device]
+        return max(found, default=Level.NORMAL)
+
+    def restore(self, rule: str, device: str, quantity: str, level: Level) -> None:
+        """Seed a level (from an alarm still open after a restart) so the next reading continues from it."""
+        bound = self._find(rule, device)
+        if bound is None:
+            return  # the rule no longer applies to the device (config changed): its alarm clears on its own path
+        st = self._state.setdefault((rule, device, quantity), _State(bound))
+        st.level, st.candidate, st.pending = Level(level), None, None
+        self._waiting.discard((rule, device, quantity))
+
+    def _find(self, rule: str, device: str) -> _Bound | None:
+        for b in self._calendar:
+            if b.rule.id == rule and b.device == device:
+                return b
+        for (d, _), bs in self._by_key.items():
+            if d == device:
+                for b in bs:
+                    if b.rule.id == rule:
+                        return b
+        return None
+
+    # ---- readings -----------------------------------------------------------------------------------------------
 
     def observe(self, reading: Reading, now_ns: int) -> list[Transition]:
-        kind = self.kinds.get(reading.device)
-        if kind is None or reading.quality is Quality.BAD:
-            return []
-        base = reading.quantity
-        rules = self._by_key.get((kind, base))
-        if rules is None:
-            try:
-                base = quantities.lookup(reading.quantity).name  # depth families share their base quantity's rules
-            except KeyError:
-                return []
-            rules = self._by_key.get((kind, base))
-            if rules is None:
-                return []
+        self._remember(reading)
+        return self._evaluate(reading, now_ns)
+
+    def observe_batch(self, readings: Iterable[Reading], now_ns: int) -> list[Transition]:
+        """A batch (one poll, one message): gates see the batch's own values, whatever the order inside it."""
+        batch = list(readings)
+        for r in batch:
+            self._remember(r)
         out: list[Transition] = []
-        for rule in rules:
-            t = self._step(rule, reading, now_ns)
-            if t is not None:
-                out.append(t)
+        for r in batch:
+            out.extend(self._evaluate(r, now_ns))
         return out
 
-    def _step(self, rule: Rule, r: Reading, now_ns: int) -> Transition | None:
-        key = (rule.id, r.device, r.quantity)
+    def _remember(self, r: Reading) -> None:
+        if r.quality is not Quality.BAD:
+            self._latest.setdefault(r.device, {})[r.quantity] = r.value
+
+    def _bounds(self, r: Reading) -> list[_Bound] | None:
+        bs = self._by_key.get((r.device, r.quantity))
+        if bs is not None:
+            return bs
+        if r.quantity not in self._base:
+            try:
+                base: str | None = quantities.lookup(r.quantity).name  # depth families share their base's rules
+            except KeyError:
+                base = None
+            self._base[r.quantity] = base if base != r.quantity else None
+        base = self._base[r.quantity]
+        return None if base is None else self._by_key.get((r.device, base))
+
+    def _evaluate(self, r: Reading, now_ns: int) -> list[Transition]:
+        bounds = self._bounds(r)
+        if not bounds:
+            return []
+        out: list[Transition] = []
+        fed: set[int] = set()  # windows fed by this reading (rules may share one)
+        for b in bounds:
+            rule = b.rule
+            if rule.category == "value" and r.quality is Quality.BAD:
+                continue
+            extra: set[Level] = set()
+            v = self._measure(b, r, fed)
+            if rule.consecutive_days is not None:
+                extra = self._consecutive(b, r)
+                if v is None and extra:
+                    v = self._daily_rate(b, r)
+            if v is None:
+                continue
+            if not self._gate_open(b):
+                # The level is kept while the gate is closed: a crane that starts working does not make a
+                # verticality deviation go away, it only stops us from measuring it validly.
+                continue
+            out.extend(self._step(b, r.quantity, v, extra, now_ns))
+        return out
+
+    def _measure(self, b: _Bound, r: Reading, fed: set[int]) -> float | None:
+        rule = b.rule
+        m = rule.measure
+        v = r.value
+        if m == "value":
+            pass
+        elif m == "percent_of_design":
+            assert b.design is not None
+            v = v / b.design * 100.0
+        elif m == "change_from_baseline":
+            assert self.baselines is not None
+            base = self.baselines.get(r.device, r.quantity)
+            if base is None:
+                return None  # inactive until someone sets the point's baseline
+            v = v - base.value
+        elif m in ("rate_per_day", "window_mean"):
+            w = self._window(b, r)
+            if id(w) not in fed:
+                w.add(r.ts_ns, r.value)
+                fed.add(id(w))
+            if m == "rate_per_day":
+                slope = w.slope_per_day(r.ts_ns)
+                if rule.consecutive_days is not None:
+                    self._daily_series(r).add(r.ts_ns, r.value)
+                return slope
+            # GBZ 2.1 defines PC-TWA and PC-STEL over a fixed reference time (8 h, 15 min) with time not exposed
+            # counting as zero; that is the figure the limits are written for. The early warning of an exposure
+            # that has only begun is the instantaneous set point's job (gas.co alarms at the TWA value at once).
+            return w.time_weighted_mean(r.ts_ns, unmeasured_as_zero=True)
+        elif m == "frozen":
+            key = (r.device, r.quantity)
+            if self._latest.get(r.device, {}).get("up", 1.0) == 0:
+                self._runs.pop(key, None)  # while the device is down, its values say nothing about the sensor
+                return None
+            last = self._runs.get(key)
+            run = last[1] + 1 if last is not None and last[0] == r.value else 1
+            self._runs[key] = (r.value, run)
+            return float(run)
+        if not math.isfinite(v):
+            return None
+        return v
+
+    def _window(self, b: _Bound, r: Reading) -> SeriesWindow:
+        span = b.rule.window
+        key = (r.device, r.quantity, span)
+        w = self._windows.get(key)
+        if w is None:
+            interval = self.devices[r.device].expected_interval_s
+            # room for one window of samples up front; the window grows itself if the device reports faster
+            cap = 256 if not interval else min(max(math.ceil(span / interval) + 8, 16), 65536)
+            w = self._windows[key] = SeriesWindow(span, capacity=cap)
+        return w
+
+    def _daily_series(self, r: Reading) -> DailySeries:
+        key = (r.device, r.quantity)
+        d = self._daily.get(key)
+        if d is None:
+            d = self._daily[key] = DailySeries(self.tz)
+        return d
+
+    def _consecutive(self, b: _Bound, r: Reading) -> set[Level]:
+        cd = b.rule.consecutive_days
+        assert cd is not None
+        daily = self._daily_series(r)
+        return {
+            level
+            for level, value, _ in b.thresholds
+            if daily.consecutive_days_at_least(cd.fraction * value, cd.days, r.ts_ns)
+        }
+
+    def _daily_rate(self, b: _Bound, r: Reading) -> float | None:
+        rates = self._daily_series(r).daily_rates(r.ts_ns)
+        return rates[-1][1] if rates else None
+
+    def _gate_open(self, b: _Bound) -> bool:
+        if not b.rule.when:
+            return True
+        latest = self._latest.get(b.device, {})
+        for c in b.rule.when:
+            v = latest.get(c.quantity)
+            if v is None or not c.holds(v):
+                return False  # a gate quantity never seen counts as closed: the condition cannot be shown to hold
+        return True
+
+    # ---- levels -------------------------------------------------------------------------------------------------
+
+    def _step(self, b: _Bound, quantity: str, v: float, extra: set[Level], now_ns: int) -> list[Transition]:
+        key = (b.rule.id, b.device, quantity)
         st = self._state.get(key)
         if st is None:
-            st = self._state[key] = _State()
-        v = abs(r.value) if rule.direction == "abs" else r.value
+            st = self._state[key] = _State(b)
+        rule = b.rule
+        x = abs(v) if rule.direction == "abs" else v
         low = rule.direction == "low"
+        db = rule.deadband
         target = Level.NORMAL
         crossed: Threshold | None = None
-        for th in rule.thresholds:
-            if th.value is None:
-                continue
-            if th.level > st.level:  # entering: at the threshold
-                hit = v <= th.value if low else v >= th.value
-            else:  # holding: until back beyond the deadband
-                hit = v < th.value + rule.deadband if low else v > th.value - rule.deadband
-            if hit and th.level > target:
-                target, crossed = th.level, th
+        for level, value, th in b.thresholds:
+            if level > st.level:  # entering: at the threshold
+                hit = x <= value if low else x >= value
+            else:  # holding: until back beyond the deadband (with none, until no longer at the threshold)
+                hit = (x < value + db or x <= value) if low else (x > value - db or x >= value)
+            if (hit or level in extra) and level > target:
+                target, crossed = level, th
+        return self._move(st, key, target, crossed, v, now_ns)
+
+    def _move(
+        self,
+        st: _State,
+        key: tuple[str, str, str],
+        target: Level,
+        crossed: Threshold | None,
+        v: float,
+        now_ns: int,
+    ) -> list[Transition]:
+        rule, device, quantity = key
+        out: list[Transition] = []
         if target == st.level:
-            st.candidate = None
-            return None
-        if st.candidate != target:
-            st.candidate, st.since_ns = target, now_ns
-        delay_s = rule.on_delay_s if target > st.level else rule.off_delay_s
-        if now_ns - st.since_ns < delay_s * 1e9:
-            return None
-        old, st.level, st.candidate = st.level, target, None
-        return Transition(
-            rule.id, r.device, r.quantity, old, target, r.value, crossed if target is not Level.NORMAL else None, now_ns
-        )
+            if st.pending is not None:
+                out.append(self._cancelled(st, key, v, now_ns))
+            st.candidate, st.pending = None, None
+            self._waiting.discard(key)
+            return out
+        up = target > st.level
+        if st.candidate is None or (st.candidate > st.level) != up:
+            if st.pending is not None:  # an upward candidate turned into a downward one
+                out.append(self._cancelled(st, key, v, now_ns))
+                st.pending = None
+            st.since_ns = now_ns
+        st.candidate, st.cand_threshold, st.cand_value = target, crossed, v
+        delay_s = st.bound.rule.on_delay_s if up else st.bound.rule.off_delay_s
+        if now_ns - st.since_ns >= delay_s * NS:
+            out.append(self._confirm(st, key, now_ns))
+        else:
+            self._waiting.add(key)
+            if up and st.pending != target:
+                st.pending = target
+                out.append(Transition(rule, device, quantity, st.level, target, v, crossed, now_ns, "pending"))
+        return out
+
+    @staticmethod
+    def _cancelled(st: _State, key: tuple[str, str, str], v: float, now_ns: int) -> Transition:
+        assert st.pending is not None
+        return Transition(key[0], key[1], key[2], st.level, st.pending, v, st.cand_threshold, now_ns, "cancelled")
+
+    def _confirm(self, st: _State, key: tuple[str, str, str], now_ns: int) -> Transition:
+        assert st.candidate is not None
+        old, st.level = st.level, st.candidate
+        th = st.cand_threshold if st.level is not Level.NORMAL else None
+        st.candidate, st.pending = None, None
+        self._waiting.discard(key)
+        return Transition(key[0], key[1], key[2], old, st.level, st.cand_value, th, now_ns)
+
+    # ---- time ---------------------------------------------------------------------------------------------------
+
+    def tick(self, now_ns: int) -> list[Transition]:
+        """Delays that ran out without a new reading, then calendar rules (calibration overdue)."""
+        out: list[Transition] = []
+        for key in sorted(self._waiting):
+            st = self._state[key]
+            if st.candidate is None or not self._gate_open(st.bound):
+                continue
+            rule = st.bound.rule
+            delay_s = rule.on_delay_s if st.candidate > st.level else rule.off_delay_s
+            if now_ns - st.since_ns >= delay_s * NS:
+                out.append(self._confirm(st, key, now_ns))
+        today = datetime.datetime.fromtimestamp(now_ns // NS, self._zone).date()
+        for b in self._calendar:
+            due = self.devices[b.device].calibration_due
+            assert due is not None
+            out.extend(self._step(b, CALENDAR_QUANTITY, float((today - due).days), set(), now_ns))
+        return out

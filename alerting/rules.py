@@ -10,7 +10,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.profile import DeviceKind
 from gateway import quantities
 
 PACK_DIR = Path(__file__).parent / "packs"
@@ -40,6 +39,31 @@ class Confidence(StrEnum):
     UNKNOWN = "U"  # no source: the project must set the value
 
 
+class RuleKind(StrEnum):
+    """The device kinds of `drivers.profile.DeviceKind` plus ANY, for device-health rules that fit every kind.
+
+    A StrEnum with the same values: `rule.kind == "gas"`, `rule.kind.value` and `rule.applies_to(device_kind)`
+    work as with DeviceKind (a test keeps the member list in step with DeviceKind)."""
+
+    TOWER_CRANE = "tower_crane"
+    EXCAVATION = "excavation"
+    FORMWORK = "formwork"
+    GAS = "gas"
+    ANY = "any"
+
+
+Measure = Literal[
+    "value",  # the reading itself
+    "percent_of_design",  # value / device.design_values[quantity] x 100; no design value: inactive on that device
+    "change_from_baseline",  # value - the point's stored baseline (初始值); no baseline: inactive until one is set
+    "rate_per_day",  # least-squares slope over the trailing window_s (default 1 day), in unit/d
+    "window_mean",  # time-weighted mean over window_s (PC-TWA 8 h = 28800 s, PC-STEL 15 min = 900 s)
+    "frozen",  # health: how many consecutive samples were identical while the device is up (threshold = count)
+    "calendar",  # health: days past the device's calibration_due, evaluated by Evaluator.tick
+]
+CALENDAR_QUANTITY = "calibration_due"  # the pseudo-quantity of calendar rules (not a measured quantity)
+
+
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -59,6 +83,9 @@ class Threshold(BaseModel):
     level: Level
     value: float | None  # None: no default exists; the project must supply it (check-config says so)
     source: Source
+    # a Device field (only wind_limit_ms): the effective threshold is the stricter of `value` and the device's own
+    # value when the device has one (a crane manual's working-limit wind speed below the standard's figure)
+    stricter_of_device: Literal["wind_limit_ms"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Threshold:
@@ -76,22 +103,73 @@ class HazardBasis(BaseModel):
 
     version: Literal["2024", "2022"]  # 2024 = 建质规〔2024〕5号 (current); 2022 = 建质规〔2022〕2号 (repealed)
     article: str  # e.g. "8(四)"
-    text_zh: str
+    text_zh: str  # a short paraphrase of the article (domain.md §5), not a quotation
+    note: str | None = None  # why this article / item was chosen
+
+
+class Condition(BaseModel):
+    """A gate on the device's latest reading of another quantity: `quantity op value`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quantity: str
+    op: Literal["<=", ">=", "=="]
+    value: float
+    source: Source | None = None  # where the gate value comes from (packs always say; overrides carry their own)
+
+    @model_validator(mode="after")
+    def _check(self) -> Condition:
+        _known_quantity(self.quantity)
+        return self
+
+    def holds(self, v: float) -> bool:
+        if self.op == "<=":
+            return v <= self.value
+        if self.op == ">=":
+            return v >= self.value
+        return v == self.value
+
+
+class ConsecutiveDays(BaseModel):
+    """Rate rules: a level is also reached when each of the last `days` completed local days had a day-normalised
+    rate of at least `fraction` x that level's threshold (GB 50497 practice; domain.md §2.3, placeholder 70 %/3 d)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: int = Field(ge=1, le=30)
+    fraction: float = Field(gt=0, le=1)
+    source: Source | None = None
+
+
+def _known_quantity(name: str) -> None:
+    try:
+        quantities.lookup(name)
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
 
 
 class Rule(BaseModel):
-    """A threshold rule on one quantity of one device kind. `high`: alarm at or above; `low`: at or below."""
+    """A threshold rule on one quantity of one device kind. `high`: alarm at or above; `low`: at or below.
+
+    What is compared with the thresholds is the rule's `measure` of the reading (see `Measure`), in
+    `measured_unit`; deadband and thresholds are in that unit too. A per-device override keeps the rule id.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=r"^[a-z0-9_.]+$")
     title_zh: str
     title_en: str
-    kind: DeviceKind
+    kind: RuleKind
     quantity: str
     direction: Literal["high", "low", "abs"]  # abs: |value| against the thresholds (tilt either way)
     thresholds: list[Threshold] = Field(min_length=1)
-    deadband: float = Field(default=0.0, ge=0)  # in the quantity's unit: how far back a value must come to clear
+    measure: Measure = "value"
+    window_s: float | None = Field(default=None, gt=0)  # rate_per_day (default 86400) and window_mean (required)
+    consecutive_days: ConsecutiveDays | None = None  # rate_per_day only
+    # evaluated only while every condition holds on the device's latest readings; while closed the level is kept
+    when: list[Condition] = []
+    deadband: float = Field(default=0.0, ge=0)  # in measured_unit: how far back a value must come to clear
     on_delay_s: float = Field(default=0.0, ge=0)  # the condition must hold this long before the level is raised
     off_delay_s: float = Field(default=0.0, ge=0)  # ... and be gone this long before it is lowered
     # value: a physical-value alarm (suppressed while the device is offline or out of service);
@@ -102,10 +180,20 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
-        try:
-            quantities.lookup(self.quantity)
-        except KeyError as err:
-            raise ValueError(str(err.args[0])) from None
+        if self.measure == "calendar":
+            if self.quantity != CALENDAR_QUANTITY:
+                raise ValueError(f"a calendar rule has quantity {CALENDAR_QUANTITY!r}")
+        else:
+            _known_quantity(self.quantity)
+        if self.measure in ("frozen", "calendar") and self.category != "health":
+            raise ValueError(f"a {self.measure} rule is a device-health rule (category: health)")
+        if self.measure == "window_mean" and self.window_s is None:
+            raise ValueError("a window_mean rule needs window_s (PC-TWA 28800, PC-STEL 900)")
+        if self.window_s is not None and self.measure not in ("rate_per_day", "window_mean"):
+            raise ValueError("window_s applies to rate_per_day and window_mean rules only")
+        if self.consecutive_days is not None and (self.measure != "rate_per_day" or self.direction != "abs"):
+            # the daily rates are compared by magnitude (|rate|), which only an abs rule means
+            raise ValueError("consecutive_days applies to rate_per_day rules with direction abs only")
         levels = [t.level for t in self.thresholds]
         if levels != sorted(set(levels)):
             raise ValueError("thresholds must be listed once per level, lowest level first")
@@ -119,7 +207,29 @@ class Rule(BaseModel):
 
     @property
     def unit(self) -> str:
+        """The unit of the rule's quantity ("d" for calendar rules)."""
+        if self.measure == "calendar":
+            return "d"
         return quantities.lookup(self.quantity).unit
+
+    @property
+    def measured_unit(self) -> str:
+        """The unit of what is compared with the thresholds (and of Transition.value)."""
+        if self.measure == "percent_of_design":
+            return "%"
+        if self.measure == "rate_per_day":
+            return f"{self.unit}/d"
+        if self.measure == "frozen":
+            return "samples"
+        return self.unit
+
+    @property
+    def window(self) -> float:
+        """The trailing window of rate_per_day / window_mean rules, in seconds."""
+        return self.window_s if self.window_s is not None else 86400.0
+
+    def applies_to(self, kind: str) -> bool:
+        return self.kind is RuleKind.ANY or self.kind == kind
 
     def needs_project_values(self) -> list[Level]:
         return [t.level for t in self.thresholds if t.value is None]
@@ -128,7 +238,7 @@ class Rule(BaseModel):
 class _Pack(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: DeviceKind
+    kind: RuleKind
     rules: list[Rule]
 
 
@@ -144,7 +254,7 @@ def load_pack(path: Path) -> list[Rule]:
         lines += [f"  {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()]
         raise PackError("\n".join(lines)) from None
     for r in pack.rules:
-        if r.kind is not pack.kind:
+        if r.kind != pack.kind:
             raise PackError(f"{path}: rule {r.id} is for {r.kind}, the pack for {pack.kind}")
     return pack.rules
 

@@ -1,21 +1,151 @@
-"""The gateway's read-only HTTP endpoint: health, Prometheus metrics and latest values."""
+"""The gateway's HTTP API: health and metrics, then login-protected live values, alarms, baselines and hazards."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI reads the dependency annotations (Viewer, Officer ...)
+# at run time, and those are local to build_api.
 import contextlib
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from collections.abc import Awaitable, Callable, Generator
+from datetime import date, datetime, time
+from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
 
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from alerting.db import audit_rows
+from alerting.hazards import HazardClass, HazardError, Status
+from alerting.ledger import ledger_csv, ledger_xlsx, monthly_stats, stats_csv, stats_xlsx
+from alerting.lifecycle import AlarmState, LifecycleError, UnknownAlarm
+from alerting.roles import Forbidden, Role
+from alerting.rules import HazardBasis, Level
+from gateway.auth import AuthError, User
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
+COOKIE = "sitegw_session"
 
-def build_api(gw: Gateway) -> FastAPI:
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(_Body):
+    username: str
+    password: str
+
+
+class AckBody(_Body):
+    comment: str | None = None
+
+
+class ShelveBody(_Body):
+    reason: str = Field(min_length=1)
+    duration_s: float = Field(gt=0)
+
+
+class TextBody(_Body):
+    text: str = Field(min_length=1)
+
+
+class ResetBody(_Body):
+    comment: str = Field(min_length=1)
+
+
+class SuppressBody(_Body):
+    reason: str = Field(pattern=r"^[a-z_]{1,32}$")  # e.g. out_of_service, maintenance
+
+
+class BaselineBody(_Body):
+    value: float | None = None  # None: the latest reading of the point
+    why: str = Field(min_length=1)
+
+
+class ReasonBody(_Body):
+    why: str = Field(min_length=1)
+
+
+def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (date, datetime)):
+        return x.isoformat()
+    if hasattr(x, "value") and hasattr(x, "name") and not isinstance(x, (int, str)):
+        return x.value
+    return x
+
+
+def _range_ns(tz: str, since: date | None, until: date | None) -> tuple[int | None, int | None]:
+    """Calendar dates in the site's time zone -> [start of `since`, end of `until`) in ns."""
+    z = ZoneInfo(tz)
+    lo = int(datetime.combine(since, time(0), z).timestamp() * 1e9) if since else None
+    hi = None
+    if until:
+        hi = int(datetime.combine(until, time(0), z).timestamp() * 1e9) + 86400 * 10**9
+    return lo, hi
+
+
+def _span_ns(tz: str, since: date | None, until: date | None) -> tuple[int, int]:
+    """Like _range_ns, open ends meaning 'since the beginning' and 'until now and beyond'."""
+    lo, hi = _range_ns(tz, since, until)
+    return lo or 0, hi or 2**62
+
+
+def build_api(gw: "Gateway") -> FastAPI:
     app = FastAPI(title="SiteGW", docs_url=None, redoc_url=None)
+    eng = gw.alarms
+
+    @app.exception_handler(UnknownAlarm)
+    async def _h404(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=404)
+
+    @app.exception_handler(LifecycleError)
+    async def _h409(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=409)
+
+    @app.exception_handler(HazardError)
+    async def _hz(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=409)
+
+    @app.exception_handler(Forbidden)
+    async def _h403(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=403)
+
+    @app.exception_handler(ValueError)
+    async def _h422(_: Request, err: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    def current_user(request: Request) -> User:
+        token = None
+        h = request.headers.get("authorization", "")
+        if h.lower().startswith("bearer "):
+            token = h[7:].strip()
+        token = token or request.cookies.get(COOKIE)
+        user = eng.auth.user_for(token) if token else None
+        if user is None:
+            raise HTTPException(401, "login required", headers={"WWW-Authenticate": "Bearer"})
+        return user
+
+    def role(needed: Role) -> Callable[[User], Awaitable[User]]:
+        async def dep(user: Annotated[User, Depends(current_user)]) -> User:
+            if user.role < needed:
+                raise HTTPException(403, f"needs role {needed.name.lower()} (you are {user.role.name.lower()})")
+            return user
+
+        return dep
+
+    Viewer = Annotated[User, Depends(role(Role.VIEWER))]
+    Officer = Annotated[User, Depends(role(Role.OFFICER))]
+    Manager = Annotated[User, Depends(role(Role.MANAGER))]
+    Admin = Annotated[User, Depends(role(Role.ADMIN))]
+
+    # ---- open: health and metrics (loopback by default; Prometheus and the site's monitoring scrape them) ----
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -25,20 +155,279 @@ def build_api(gw: Gateway) -> FastAPI:
             "spool_pending_bytes": gw.spool.pending_bytes(),
             "spool_dropped_lines": gw.spool.dropped_lines,
             "devices_up": {d: v for d, v in gw.metrics.up.items()},
+            "alarm_engine_errors": eng.errors,
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
         return gw.metrics_text()
 
+    # ---- login ----
+
+    @app.post("/api/login")
+    async def login(body: LoginBody, response: Response) -> dict[str, Any]:
+        try:
+            token, user, expires = eng.auth.login(body.username, body.password)
+        except AuthError as err:
+            raise HTTPException(401, str(err)) from None
+        max_age = int((expires - eng.clock()) / 1e9)
+        response.set_cookie(COOKIE, token, max_age=max_age, httponly=True, samesite="strict")
+        return {"token": token, "user": user.name, "role": user.role.name.lower(), "expires_ns": expires}
+
+    @app.post("/api/logout")
+    async def logout(request: Request, response: Response, user: Viewer) -> dict[str, str]:
+        h = request.headers.get("authorization", "")
+        token = h[7:].strip() if h.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+        if token:
+            eng.auth.logout(token)
+        response.delete_cookie(COOKIE)
+        return {"user": user.name, "status": "logged out"}
+
+    @app.get("/api/me")
+    async def me(user: Viewer) -> dict[str, str]:
+        return {"user": user.name, "role": user.role.name.lower(), "display_name": user.display_name}
+
+    # ---- live values ----
+
     @app.get("/api/latest")
-    def latest() -> dict[str, dict[str, Any]]:
+    async def latest(_: Viewer) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for (dev, q), r in gw.pipeline.latest.items():
             out.setdefault(dev, {})[q] = {"value": r.value, "ts_ns": r.ts_ns, "quality": r.quality.name.lower()}
         return out
 
+    # ---- alarms ----
+
+    @app.get("/api/alarms")
+    async def alarms(
+        _: Viewer,
+        state: AlarmState | None = None,
+        device: str | None = None,
+        rule: str | None = None,
+        min_level: int | None = None,
+        open_only: bool = False,
+        since: date | None = None,
+        until: date | None = None,
+        limit: int = 500,
+    ) -> list[Any]:
+        lo, hi = _range_ns(gw.cfg.site.timezone, since, until)
+        rows = eng.lifecycle.query(
+            state=state,
+            device=device,
+            rule=rule,
+            min_level=Level(min_level) if min_level is not None else None,
+            since_ns=lo,
+            until_ns=hi,
+            open_only=open_only,
+            limit=min(max(limit, 1), 5000),
+        )
+        return [_alarm_json(a) for a in rows]
+
+    @app.get("/api/alarms/{alarm_id}")
+    async def alarm(alarm_id: int, _: Viewer) -> dict[str, Any]:
+        a = eng.lifecycle.get(alarm_id)
+        return {
+            **_alarm_json(a),
+            "history": _jsonable(eng.lifecycle.history(alarm_id)),
+            "escalation": eng.escalation.steps(alarm_id),
+            "deliveries": eng.escalation.deliveries(alarm_id),
+        }
+
+    def _events(evs: list[Any]) -> dict[str, Any]:
+        eng.escalation.wake()
+        return {"events": [e.kind for e in evs], "alarm": _alarm_json(evs[-1].alarm) if evs else None}
+
+    @app.post("/api/alarms/{alarm_id}/ack")
+    async def ack(alarm_id: int, body: AckBody, user: Officer) -> dict[str, Any]:
+        return _events(eng.lifecycle.ack(alarm_id, user.name, body.comment))
+
+    @app.post("/api/alarms/{alarm_id}/shelve")
+    async def shelve(alarm_id: int, body: ShelveBody, user: Officer) -> dict[str, Any]:
+        return _events(eng.lifecycle.shelve(alarm_id, user.name, body.reason, body.duration_s))
+
+    @app.post("/api/alarms/{alarm_id}/unshelve")
+    async def unshelve(alarm_id: int, user: Officer) -> dict[str, Any]:
+        return _events(eng.lifecycle.unshelve(alarm_id, user.name))
+
+    @app.post("/api/alarms/{alarm_id}/reset")
+    async def reset(alarm_id: int, body: ResetBody, user: Manager) -> dict[str, Any]:
+        return _events(eng.lifecycle.reset(alarm_id, user.name, body.comment))
+
+    @app.post("/api/alarms/{alarm_id}/comment")
+    async def comment(alarm_id: int, body: TextBody, user: Officer) -> dict[str, Any]:
+        return _events(eng.lifecycle.comment(alarm_id, user.name, body.text))
+
+    @app.post("/api/alarms/{alarm_id}/hazard")
+    async def alarm_to_hazard(alarm_id: int, user: Officer) -> dict[str, Any]:
+        """Open a hazard record (found) from an alarm, with its reading, threshold and proposed 判定依据."""
+        a = eng.lifecycle.get(alarm_id)
+        hid = eng.propose_hazard(a, user.name, user.role)
+        return _jsonable(eng.hazards.get(hid))  # type: ignore[no-any-return]
+
+    @app.get("/api/deliveries")
+    async def deliveries(_: Manager, limit: int = 200) -> list[dict[str, Any]]:
+        return eng.escalation.deliveries(None, min(max(limit, 1), 5000))
+
+    # ---- suppression by design (crane out of service, maintenance) ----
+
+    @app.get("/api/suppressions")
+    async def suppressions(_: Viewer) -> list[dict[str, Any]]:
+        return [{"device": d, "reason": r, "since_ns": s, "by": a} for d, r, s, a in eng.lifecycle.suppressions(None)]
+
+    @app.post("/api/devices/{device}/suppress")
+    async def suppress(device: str, body: SuppressBody, user: Admin) -> dict[str, Any]:
+        _known(device)
+        evs = eng.lifecycle.suppress(device, body.reason, user.name)
+        return {"device": device, "reason": body.reason, "events": [e.kind for e in evs]}
+
+    @app.delete("/api/devices/{device}/suppress/{reason}")
+    async def unsuppress(device: str, reason: str, user: Admin) -> dict[str, Any]:
+        _known(device)
+        evs = eng.lifecycle.unsuppress(device, reason, user.name)
+        eng.escalation.wake()
+        return {"device": device, "reason": reason, "events": [e.kind for e in evs]}
+
+    def _known(device: str) -> None:
+        if device not in eng.devices:
+            raise HTTPException(404, f"unknown device {device!r}")
+
+    # ---- rules and baselines ----
+
+    @app.get("/api/rules")
+    async def rules(_: Viewer, device: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for dev, rs in eng.rules_by_device.items():
+            if device is None or dev == device:
+                out[dev] = [r.model_dump(mode="json") for r in rs]
+        return out
+
+    @app.get("/api/baselines")
+    async def baselines(_: Viewer) -> list[Any]:
+        return [_jsonable(b) for b in eng.baselines.all()]
+
+    @app.put("/api/baselines/{device}/{quantity}")
+    async def set_baseline(device: str, quantity: str, body: BaselineBody, user: Manager) -> Any:
+        _known(device)
+        value, ts = body.value, None
+        if value is None:
+            r = gw.pipeline.latest.get((device, quantity))
+            if r is None:
+                raise HTTPException(409, f"no reading of {device}/{quantity} yet: give the value explicitly")
+            value, ts = r.value, r.ts_ns
+        return _jsonable(eng.baselines.set(device, quantity, value, user.name, body.why, ts))
+
+    @app.delete("/api/baselines/{device}/{quantity}")
+    async def reset_baseline(device: str, quantity: str, body: ReasonBody, user: Manager) -> dict[str, str]:
+        if eng.baselines.get(device, quantity) is None:
+            raise HTTPException(404, f"no baseline for {device}/{quantity}")
+        eng.baselines.reset(device, quantity, user.name, body.why)
+        return {"device": device, "quantity": quantity, "status": "reset"}
+
+    @app.get("/api/baselines/{device}/{quantity}/history")
+    async def baseline_history(device: str, quantity: str, _: Viewer) -> list[Any]:
+        return _jsonable(eng.baselines.history(device, quantity))  # type: ignore[no-any-return]
+
+    # ---- hazards ----
+
+    @app.get("/api/hazards")
+    async def hazards(
+        _: Viewer,
+        status: Status | None = None,
+        klass: HazardClass | None = None,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> list[Any]:
+        lo, hi = _range_ns(gw.cfg.site.timezone, since, until)
+        found = eng.hazards.query(status=status, klass=klass, since_ns=lo, until_ns=hi)
+        return [_jsonable(h) for h in found]
+
+    @app.post("/api/hazards")
+    async def report_hazard(request: Request, user: Officer) -> Any:
+        body = await _json_object(request)
+        try:
+            hid = eng.hazards.report(actor=user.name, role=user.role, **body)
+        except TypeError as err:
+            raise HTTPException(422, f"report: {err}") from None
+        return _jsonable(eng.hazards.get(hid))
+
+    @app.get("/api/hazards/{hazard_id}")
+    async def hazard(hazard_id: int, _: Viewer) -> Any:
+        return _jsonable({**eng.hazards.get(hazard_id), "history": eng.hazards.history(hazard_id)})
+
+    @app.post("/api/hazards/{hazard_id}/{action}")
+    async def hazard_action(hazard_id: int, action: str, request: Request, user: Officer) -> Any:
+        if action not in eng.hazard_actions:
+            raise HTTPException(404, f"unknown hazard action {action!r}; actions: {', '.join(eng.hazard_actions)}")
+        body = await _json_object(request)
+        try:
+            getattr(eng.hazards, action)(hazard_id, actor=user.name, role=user.role, **body)
+        except TypeError as err:  # an unknown or missing field in the body
+            raise HTTPException(422, f"{action}: {err}") from None
+        return _jsonable(eng.hazards.get(hazard_id))
+
+    @app.get("/api/ledger.{fmt}")
+    async def ledger(
+        fmt: str, _: Viewer, since: date | None = None, until: date | None = None, major_only: bool = False
+    ) -> Response:
+        lo, hi = _span_ns(gw.cfg.site.timezone, since, until)
+        if fmt == "csv":
+            data = ledger_csv(eng.hazards, lo, hi, major_only)
+            return Response(data, media_type="text/csv; charset=utf-8", headers=_attach("ledger.csv"))
+        if fmt == "xlsx":
+            data = ledger_xlsx(eng.hazards, lo, hi, major_only)
+            return Response(data, media_type=_XLSX, headers=_attach("ledger.xlsx"))
+        raise HTTPException(404, "ledger formats: csv, xlsx")
+
+    @app.get("/api/stats/monthly")
+    async def stats(_: Viewer, since: date, until: date, format: str = "json") -> Any:
+        lo, hi = _span_ns(gw.cfg.site.timezone, since, until)
+        if format == "csv":
+            return Response(stats_csv(eng.hazards, lo, hi), media_type="text/csv; charset=utf-8",
+                            headers=_attach("stats.csv"))  # fmt: skip
+        if format == "xlsx":
+            return Response(stats_xlsx(eng.hazards, lo, hi), media_type=_XLSX, headers=_attach("stats.xlsx"))
+        return _jsonable(monthly_stats(eng.hazards, lo, hi))
+
+    # ---- audit ----
+
+    @app.get("/api/audit")
+    async def audit_log(_: Admin, target: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        return audit_rows(eng.conn, target, min(max(limit, 1), 10000))
+
     return app
+
+
+_XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _attach(name: str) -> dict[str, str]:
+    return {"Content-Disposition": f'attachment; filename="{name}"'}
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """A hazard request body as keyword arguments: 判定依据 objects and ISO dates turned into their types."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(422, "body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise HTTPException(422, "body must be a JSON object")
+    if "actor" in body or "role" in body:
+        raise HTTPException(422, "actor and role come from the login, not the body")
+    for k in ("basis", "proposed_basis"):
+        if isinstance(body.get(k), dict):
+            body[k] = HazardBasis.model_validate(body[k])
+    for k in ("deadline", "completed_on"):
+        if isinstance(body.get(k), str):
+            body[k] = date.fromisoformat(body[k])
+    return body
+
+
+def _alarm_json(a: Any) -> dict[str, Any]:
+    d: dict[str, Any] = _jsonable(a)
+    d["level_zh"] = ("正常", "预警", "报警", "危险")[int(a.level)]
+    d["notifiable"] = a.notifiable
+    return d
 
 
 class _Server(uvicorn.Server):
@@ -49,6 +438,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve_api(gw: Gateway, host: str, port: int) -> None:
+async def serve_api(gw: "Gateway", host: str, port: int) -> None:
     config = uvicorn.Config(build_api(gw), host=host, port=port, log_level="warning", lifespan="off")
     await _Server(config).serve()

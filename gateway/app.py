@@ -11,6 +11,9 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
+from alerting.db import Clock, wall_clock
+from alerting.engine import AlarmEngine
+from alerting.notifiers import MqttTarget
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_reads
@@ -101,6 +104,22 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
     return out
 
 
+def mqtt_target(p: BrokerParams) -> MqttTarget:
+    """The same broker connection for the alarm siren / LED-board channels as for the devices (own client id)."""
+    return MqttTarget(
+        host=p.host,
+        port=p.port,
+        username=p.username,
+        password=p.password,
+        tls_ca=p.tls_ca,
+        tls_cert=p.tls_cert,
+        tls_key=p.tls_key,
+        tls_verify=p.tls_verify,
+        use_tls=p.use_tls,
+        client_id=f"{p.client_id}-notify",
+    )
+
+
 def build_routes(cfg: SiteConfig) -> dict[str, list[MqttDeviceRoute]]:
     decoders: dict[str, PayloadDecoder] = {}
     out: dict[str, list[MqttDeviceRoute]] = {b.id: [] for b in cfg.brokers}
@@ -116,12 +135,19 @@ def build_routes(cfg: SiteConfig) -> dict[str, list[MqttDeviceRoute]]:
 class Gateway:
     """`async with Gateway(cfg) as gw:` runs everything in one TaskGroup until the block exits."""
 
-    def __init__(self, cfg: SiteConfig, fsync: bool = True) -> None:
+    def __init__(self, cfg: SiteConfig, fsync: bool = True, clock: Clock = wall_clock) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
         self.spool = Spool(cfg.spool.dir, cfg.spool.max_bytes, cfg.spool.segment_bytes, fsync=fsync)
         self.series = build_series(cfg)
         self.pipeline = Pipeline(self.spool, self.series, self.metrics)
+        params = broker_params(cfg)
+        try:
+            self.alarms = AlarmEngine(cfg, clock, {bid: mqtt_target(p) for bid, p in params.items()})
+        except ValueError as err:  # a missing secret in the environment, an unusable override
+            raise ConfigError(str(err)) from None
+        self.pipeline.derive = self.alarms.derive
+        self.pipeline.listeners.append(self.alarms.on_readings)
         self.writer = build_writer(cfg)
         self.drainer = SpoolDrainer(
             self.spool,
@@ -146,7 +172,6 @@ class Gateway:
             for ln in cfg.lines
             if (devs := line_devices[ln.id])
         ]
-        params = broker_params(cfg)
         self.sessions = [
             MqttSession(params[bid], routes, self._mqtt_submit, self._dead_letter, self._on_message)
             for bid, routes in build_routes(cfg).items()
@@ -172,6 +197,7 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         self.spool.open()
         self._stack.callback(self.spool.close)
+        self._stack.push_async_callback(self.alarms.aclose)
         self._stack.push_async_callback(self.writer.aclose)
         tg = asyncio.TaskGroup()
         await self._stack.enter_async_context(tg)
@@ -179,6 +205,7 @@ class Gateway:
             tg.create_task(self.pipeline.run(), name="pipeline"),
             tg.create_task(self.drainer.run(), name="spool-drainer"),
             tg.create_task(watch_liveness(self.liveness, self.pipeline.submit), name="liveness"),
+            tg.create_task(self.alarms.run(), name="alarms"),
         ]
         for lo in self.lines:
             self._owned.append(tg.create_task(lo.run(), name=f"modbus-line-{lo.link.line.id}"))

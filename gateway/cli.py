@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from drivers.errors import DriverError
 from drivers.modbus.plan import plan_reads
@@ -78,21 +79,46 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
 
 
 def _rule_summary(cfg: SiteConfig) -> list[str]:
-    """Default alarm rules for the site's device kinds, and the project values they still need."""
+    """Effective alarm rules per device kind (defaults + the site's overrides), and the project values still owed."""
+    from alerting.derived import DeviceContext
+    from alerting.overrides import missing_values, resolve_rules
     from alerting.rules import default_rules
 
-    kinds = {cfg.kind_of(d).value for d in cfg.devices}
-    rules = [r for r in default_rules().values() if r.kind.value in kinds]
-    out = [f"\nalarm rules (default packs, alerting/packs/): {len(rules)} for {', '.join(sorted(kinds))}"]
-    for r in rules:
+    devices = DeviceContext.from_config(cfg)
+    by_device = resolve_rules(default_rules(), cfg.rules, devices)
+    kinds = sorted({cfg.kind_of(d).value for d in cfg.devices})
+    seen: dict[str, Any] = {}
+    for rs in by_device.values():
+        for r in rs:
+            seen.setdefault(r.id, r)
+    out = [f"\nalarm rules (packs in alerting/packs/, overrides under rules:): {len(seen)} for {', '.join(kinds)}"]
+    for r in seen.values():
         ths = ", ".join(f"{t.level.zh} {'?' if t.value is None else f'{t.value:g}'}" for t in r.thresholds)
         src = "; ".join(sorted({t.source.cite() for t in r.thresholds}))
-        out.append(f"  {r.id:<30} {r.quantity} [{r.unit}] {r.direction}: {ths}  ({src})")
-    owed = [r for r in rules if r.needs_project_values()]
+        out.append(f"  {r.id:<30} {r.quantity} [{r.measured_unit}] {r.measure} {r.direction}: {ths}  ({src})")
+    owed = missing_values(by_device, devices)
     if owed:
-        out.append(f"  NOTE: {len(owed)} rule(s) have no default value (no number in the standards we could verify):")
-        out.append("        they stay inactive until the project's values (the designer's 预警值, the formwork plan's")
-        out.append("        control values) are configured: " + ", ".join(r.id for r in owed))
+        out.append(f"  NOTE: {len(owed)} rule(s) lack project values (no number in the standards we could verify);")
+        out.append(
+            "        they stay inactive until configured (the designer's 预警值, the formwork plan's control values):"
+        )
+        out.extend(f"    - {m}" for m in owed)
+    esc = cfg.escalation
+    out.append(
+        f"\nescalation: {len(esc.policies)} polic(ies), {len(esc.channels)} channel(s), {len(esc.people)} people"
+    )
+    for p in esc.policies:
+        out.append(f"  policy {p.id}: {p.match.model_dump(exclude_none=True)}")
+        for i, t in enumerate(p.tiers, 1):
+            rep = f", repeat every {t.repeat_every_s:g} s x{t.repeats}" if t.repeat_every_s and t.repeats else ""
+            rep += " + propose hazard" if t.propose_hazard else ""
+            out.append(
+                f"    tier {i}: after {t.after_s:g} s from {('预警', '报警', '危险')[t.min_level - 1]} -> "
+                f"{', '.join(t.roles)} via {', '.join(t.channels)}{rep}"
+            )
+    if not esc.policies:
+        out.append("  NOTE: no escalation policy: alarms are recorded and shown, but nobody is notified")
+    out.append(f"users: {', '.join(f'{u.name} ({u.role})' for u in cfg.auth.users) or 'none (the API refuses logins)'}")
     return out
 
 

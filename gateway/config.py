@@ -14,7 +14,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig
+from alerting.hazards import HazardConfig
+from alerting.notifiers.config import MqttChannel
+from alerting.overrides import RulesConfig
 from drivers.profile import DeviceKind, ModbusProfile, MqttProfile, ProfileError, builtin_profiles, load_profile_file
+from gateway import quantities
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -275,6 +280,12 @@ class SiteConfig(_Base):
     modbus: ModbusOptions = ModbusOptions()
     http: HttpConfig | None = None
     profile_dirs: list[Path] = []  # extra profile folders (site-specific device models)
+    # the alarm engine (see README "Alarms, escalation and hazards")
+    alarms: AlarmsConfig = AlarmsConfig()
+    rules: RulesConfig = RulesConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    hazards: HazardConfig = HazardConfig()
+    auth: AuthConfig = AuthConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> SiteConfig:
@@ -338,6 +349,15 @@ class SiteConfig(_Base):
                         f"{at}: device key {d.key!r} on broker {d.broker} is already {keys[(d.broker, d.key)]}"
                     )
                 keys[(d.broker, d.key)] = d.id
+        for i, ch in enumerate(self.escalation.channels):
+            if isinstance(ch, MqttChannel) and ch.broker not in brokers:
+                raise ValueError(f"escalation.channels[{i}].broker: unknown broker {ch.broker!r}")
+        for i, dv in enumerate(self.devices):
+            for q in dv.design_values:
+                try:
+                    quantities.lookup(q)
+                except KeyError:
+                    raise ValueError(f"devices[{i}] ({dv.id}).design_values: unknown quantity {q!r}") from None
         return self
 
     def profiles(self) -> dict[str, ModbusProfile | MqttProfile]:
@@ -369,7 +389,7 @@ def _unique(what: str, ids: list[str]) -> None:
         seen.add(i)
 
 
-_CROSS = re.compile(r"^(?P<coll>[a-z_]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
+_CROSS = re.compile(r"^(?P<coll>[a-z_.]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
 
 
 class ConfigError(Exception):
@@ -439,7 +459,7 @@ def load_config(path: str | Path) -> SiteConfig:
             msg = e["msg"].removeprefix("Value error, ")
             m = _CROSS.match(msg)
             if not loc and m:  # cross-field checks name their path at the start of the message
-                loc = (m["coll"], int(m["idx"])) + ((m["field"],) if m["field"] else ())
+                loc = (*m["coll"].split("."), int(m["idx"])) + ((m["field"],) if m["field"] else ())
                 msg = msg[m.end() :].lstrip(": ")
             line = None
             for n in range(len(loc), -1, -1):
@@ -462,6 +482,8 @@ def load_config(path: str | Path) -> SiteConfig:
     updates: dict[str, Any] = {}
     if not cfg.spool.dir.is_absolute():
         updates["spool"] = cfg.spool.model_copy(update={"dir": base / cfg.spool.dir})
+    if not cfg.alarms.state_file.is_absolute():
+        updates["alarms"] = cfg.alarms.model_copy(update={"state_file": base / cfg.alarms.state_file})
     new_lines = []
     for ln in cfg.lines:
         if isinstance(ln, ModbusRtuLine) and not ln.port.startswith("/"):

@@ -35,6 +35,8 @@ class Pipeline:
         self.max_batch = max_batch_readings
         self.latest: dict[tuple[str, str], Reading] = {}
         self.listeners: list[Listener] = []
+        # derived readings (e.g. crane load as % of its load chart) join the batch before it is stored and evaluated
+        self.derive: Callable[[list[Reading]], list[Reading]] | None = None
         self._ranges = {name: (q.low, q.high) for name, q in quantities.CATALOG.items()}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -77,6 +79,10 @@ class Pipeline:
         return r
 
     def process(self, batch: list[Reading]) -> None:
+        if self.derive is not None:
+            extra = self.derive(batch)
+            if extra:
+                batch = batch + extra
         marked: list[Reading] = []
         for r in batch:
             low, high = self._range(r.quantity)

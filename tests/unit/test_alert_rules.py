@@ -1,13 +1,16 @@
-"""Default rule packs against domain.md (numbers, levels, provenance) and the pure threshold evaluator."""
+"""Rule schema and pack loading; the evaluator on the basic value rules (levels, deadband, delays, quality)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from alerting.evaluator import ThresholdEvaluator
-from alerting.rules import Confidence, Level, PackError, Rule, default_rules, load_pack
+from alerting.derived import DeviceContext
+from alerting.evaluator import Evaluator
+from alerting.rules import Confidence, Level, PackError, Rule, RuleKind, default_rules, load_pack
+from drivers.profile import DeviceKind
 from gateway.model import Quality, Reading
 
 S = 1_000_000_000  # ns per second
@@ -38,15 +41,30 @@ def test_excavation_and_formwork_need_project_values() -> None:
     rules = default_rules()
     owed = {r.id for r in rules.values() if r.kind.value in ("excavation", "formwork")}
     assert owed >= {"exc.horizontal_displacement", "exc.strut_force", "fw.settlement", "fw.axial_force"}
-    for rid in owed:  # no invented numbers: every threshold is a project value, tagged U
-        assert all(t.value is None and t.source.confidence is Confidence.UNKNOWN for t in rules[rid].thresholds)
+    for rid in owed:  # no invented numbers: every rule still needs a project value, tagged U
         assert rules[rid].needs_project_values()
+        assert all(t.source.confidence is Confidence.UNKNOWN for t in rules[rid].thresholds if t.value is None)
+    # the only valued ones: 100 % of the formwork plan's control value / of the design load
+    valued = {(rid, int(t.level), t.value) for rid in owed for t in rules[rid].thresholds if t.value is not None}
+    assert valued == {("fw.settlement", 2, 100.0), ("fw.axial_force", 2, 100.0)}
+
+
+def test_rule_kinds_follow_device_kinds() -> None:
+    assert {k.value for k in RuleKind} == {k.value for k in DeviceKind} | {"any"}
+    rule = default_rules()["gas.lel"]
+    assert (
+        rule.kind.value == DeviceKind.GAS.value
+        and rule.kind == "gas"
+        and rule.applies_to("gas")
+        and not rule.applies_to("tower_crane")
+    )
+    assert default_rules()["health.stale"].applies_to("tower_crane")
 
 
 def levels(
     rule: Rule, values: list[float], step_s: float = 1.0, kind: str | None = None, quantity: str | None = None
 ) -> list[int]:
-    ev = ThresholdEvaluator({rule.id: rule}, {"D": kind or rule.kind.value})
+    ev = Evaluator({"D": [rule]}, {"D": DeviceContext(kind or rule.kind.value)})
     out = []
     for i, v in enumerate(values):
         ev.observe(Reading("D", quantity or rule.quantity, v, 0), int(i * step_s * S))
@@ -66,7 +84,7 @@ def test_oxygen_low_clears_only_past_the_deadband() -> None:
 
 
 def test_tilt_either_way() -> None:
-    rule = default_rules()["tc.tilt_x"]
+    rule = default_rules()["tc.tilt_x"].model_copy(update={"when": []})  # ungated here; gates: test_rule_table
     assert levels(rule, [0.5, -3.9, -4.0, 4.2, 1.0]) == [0, 0, 2, 2, 0]
 
 
@@ -74,24 +92,24 @@ def test_on_and_off_delays_use_the_injected_clock() -> None:
     base = default_rules()["gas.lel"]
     rule = base.model_copy(update={"on_delay_s": 5.0, "off_delay_s": 3.0})
     # one reading a second: 30 %LEL must hold 5 s before the alarm, then clear 3 s after the value is back
-    seq = [30] * 7 + [0] * 5
+    seq = [30.0] * 7 + [0.0] * 5
     assert levels(rule, seq) == [0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 0, 0]
     # a 3-second spike never becomes an alarm
     assert levels(rule, [30, 30, 30, 0, 0, 0, 0]) == [0] * 7
 
 
 def test_days_of_data_in_milliseconds() -> None:
-    rule = default_rules()["exc.deep_displacement"]
+    rule = default_rules()["fw.pole_tilt"]
     th = [t.model_copy(update={"value": 30.0}) for t in rule.thresholds]
     rule = rule.model_copy(update={"thresholds": th, "on_delay_s": 6 * 3600})
-    # hourly readings over 5 days, creeping 0.5 mm/h from 0: crosses 30 mm at hour 60, raised 6 h later
-    got = levels(rule, [0.5 * h for h in range(120)], step_s=3600, quantity="deep_displacement_d6m")
-    assert got.index(1) == 66
+    # hourly readings over 5 days, creeping 0.5 per hour from 0: crosses 30 at hour 60, raised 6 h later
+    got = levels(rule, [0.5 * h for h in range(120)], step_s=3600)
+    assert got.index(2) == 66
 
 
 def test_bad_quality_and_unknown_devices_are_not_evaluated() -> None:
     rule = default_rules()["gas.lel"]
-    ev = ThresholdEvaluator({rule.id: rule}, {"G": "gas"})
+    ev = Evaluator({"G": [rule]}, {"G": DeviceContext("gas")})
     assert ev.observe(Reading("G", "lel", 80, 0, Quality.BAD), 0) == []
     assert ev.observe(Reading("X", "lel", 80, 0), 0) == []
     (t,) = ev.observe(Reading("G", "lel", 80, 0), 0)
@@ -112,3 +130,26 @@ def test_a_broken_pack_names_file_and_rule(tmp_path: Path) -> None:
         r"get higher with the level: \[50.0, 25.0\]",
     ):
         load_pack(f)
+
+
+def test_schema_rejects_inconsistent_rules() -> None:
+    base = default_rules()["gas.co"].model_dump()
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"measure": "window_mean"}, "needs window_s"),
+        ({"window_s": 60}, "window_s applies to rate_per_day and window_mean"),
+        ({"measure": "frozen"}, "device-health rule"),
+        ({"measure": "calendar"}, "calendar rule has quantity"),
+        ({"consecutive_days": {"days": 3, "fraction": 0.7}}, "consecutive_days applies to rate_per_day"),
+        ({"when": [{"quantity": "nope", "op": "==", "value": 1}]}, "unknown quantity 'nope'"),
+        ({"when": [{"quantity": "up", "op": "!=", "value": 1}]}, "Input should be"),
+    ]
+    for change, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            Rule.model_validate({**base, **change})
+
+
+def test_measured_units() -> None:
+    rules = default_rules()
+    got = {rid: rules[rid].measured_unit for rid in ("gas.co_twa", "exc.strut_force", "exc.deep_displacement_rate")}
+    assert got == {"gas.co_twa": "ppm", "exc.strut_force": "%", "exc.deep_displacement_rate": "mm/d"}
+    assert rules["health.calibration_overdue"].unit == "d"

@@ -129,7 +129,11 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "FC3 holding 0..14 (15)" in ok.stdout and "subscribe a/b/c/+/data" in ok.stdout
     # the default alarm rules of the site's kinds, with their sources, and what the project still owes
     assert "tc.moment_ratio" in ok.stdout and "预警 90, 报警 100, 危险 110" in ok.stdout
-    assert "NOTE: 4 rule(s) have no default value" in ok.stdout and "fw.settlement" in ok.stdout
+    assert "rule(s) lack project values" in ok.stdout
+    assert "device FW-1: rule fw.pole_tilt needs a project value for 报警 (专项施工方案 [U])" in ok.stdout
+    assert "device FW-1: fw.axial_force needs design_values.axial_force" in ok.stdout
+    assert "device TC-01: rule fw." not in ok.stdout  # rules follow the device kind
+    assert "no escalation policy" in ok.stdout
     bad = write(tmp_path, GOOD.replace("unit_id: 1}", "unit_id: 300}"))
     res = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "check-config", str(bad)], capture_output=True, text=True

@@ -1,0 +1,178 @@
+"""Site YAML sections of the alarm engine: state file, escalation (people, duty roster, channels, policies), users."""
+
+from __future__ import annotations
+
+from datetime import time as dtime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from alerting.notifiers.config import ChannelConfig
+from alerting.roles import Role
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_ENV = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class _B(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlarmsConfig(_B):
+    """Where alarm, escalation and hazard state lives, and lifecycle tuning."""
+
+    state_file: Path = Path("var/state/sitegw.db")
+    # ISA-18.2 chattering alarm: raised 3 or more times in 60 s (the usual rule of thumb of EEMUA 191 / ISA-18.2)
+    chatter_count: int = Field(default=3, ge=2)
+    chatter_window_s: float = Field(default=60.0, gt=0)
+    max_shelve_s: float = Field(default=8 * 3600, gt=0)  # one shift; a shelved alarm always comes back
+    console_url: str | None = Field(default=None, pattern=r"^https?://")  # put into messages as the ack link
+
+
+class PersonConfig(_B):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    title: str = ""  # e.g. 安全员, 项目经理
+    mobile: str | None = Field(default=None, pattern=r"^\+?[0-9]{5,15}$")
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class DutyConfig(_B):
+    """Who holds a duty role when. A shift may run past midnight (start 20:00, end 08:00)."""
+
+    role: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # e.g. safety_officer, project_manager, safety_director
+    people: list[str] = Field(min_length=1)
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
+        "sat",
+        "sun",
+    ]
+    start: dtime = dtime(0, 0)
+    end: dtime = dtime(0, 0)  # equal to start: the whole day
+
+    def covers(self, weekday: int, t: dtime) -> bool:
+        """weekday: 0 = Monday, in the site's time zone."""
+        if self.start == self.end:
+            return _DAYS[weekday] in self.days
+        if self.start < self.end:
+            return _DAYS[weekday] in self.days and self.start <= t < self.end
+        # overnight: the shift belongs to the day it starts on
+        if t >= self.start:
+            return _DAYS[weekday] in self.days
+        return t < self.end and _DAYS[(weekday - 1) % 7] in self.days
+
+
+class TierConfig(_B):
+    """One escalation step: after `after_s` without acknowledgement, tell these roles on these channels."""
+
+    after_s: float = Field(default=0.0, ge=0)
+    min_level: int = Field(default=1, ge=1, le=3)  # 1 预警, 2 报警, 3 危险: the tier applies from this level
+    roles: list[str] = Field(min_length=1)
+    channels: list[str] = Field(min_length=1)
+    repeat_every_s: float | None = Field(default=None, gt=0)  # repeat while unacknowledged ...
+    repeats: int = Field(default=0, ge=0, le=20)  # ... this many more times
+    # open a hazard record (found, class proposed from the rule's 判定依据) when this tier fires: domain.md §6.3,
+    # an alarm still unacknowledged at the enterprise tier becomes a proposed 重大隐患 that a person confirms
+    propose_hazard: bool = False
+
+
+class PolicyMatch(_B):
+    kinds: list[str] | None = None  # device kinds (tower_crane, excavation, formwork, gas); None = all
+    categories: list[Literal["value", "health"]] | None = None
+    rules: list[str] | None = None  # rule ids; None = all
+    min_level: int = Field(default=1, ge=1, le=3)
+
+
+class PolicyConfig(_B):
+    id: str = Field(pattern=_ID)
+    match: PolicyMatch = PolicyMatch()
+    tiers: list[TierConfig] = Field(min_length=1)
+
+
+class HazardNoticeConfig(_B):
+    """Who hears about overdue hazard clocks (rectification deadline, 挂牌督办 deadline, same-day report)."""
+
+    roles: list[str] = Field(min_length=1)
+    channels: list[str] = Field(min_length=1)
+
+
+class EscalationConfig(_B):
+    people: list[PersonConfig] = []
+    duty: list[DutyConfig] = []
+    channels: list[ChannelConfig] = []
+    policies: list[PolicyConfig] = []  # the first policy whose match fits an alarm applies
+    # A flood of alarms must not flood phones: after a message to a channel + recipients, further messages to the
+    # same pair within group_window_s are sent as one digest when the window ends.
+    group_window_s: float = Field(default=60.0, ge=0)
+    max_attempts: int = Field(default=8, ge=1, le=50)  # retryable failures, with exponential backoff
+    retry_base_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=300.0, gt=0)
+    hazard_notices: HazardNoticeConfig | None = None
+
+    @model_validator(mode="after")
+    def _refs(self) -> EscalationConfig:
+        people = {p.id for p in self.people}
+        if len(people) != len(self.people):
+            raise ValueError("escalation.people: duplicate person id")
+        chans = [c.id for c in self.channels]
+        if len(set(chans)) != len(chans):
+            raise ValueError("escalation.channels: duplicate channel id")
+        roles = {d.role for d in self.duty}
+        for i, d in enumerate(self.duty):
+            for p in d.people:
+                if p not in people:
+                    raise ValueError(f"escalation.duty[{i}].people: unknown person {p!r}")
+        targets: list[tuple[str, list[str], list[str]]] = [
+            (f"escalation.policies[{i}].tiers[{j}]", t.roles, t.channels)
+            for i, pol in enumerate(self.policies)
+            for j, t in enumerate(pol.tiers)
+        ]
+        if self.hazard_notices:
+            targets.append(("escalation.hazard_notices", self.hazard_notices.roles, self.hazard_notices.channels))
+        for at, rs, cs in targets:
+            for r in rs:
+                if r not in roles:
+                    raise ValueError(f"{at}.roles: no duty entry for role {r!r}; roles on the roster: {sorted(roles)}")
+            for c in cs:
+                if c not in chans:
+                    raise ValueError(f"{at}.channels: unknown channel {c!r}; defined: {chans}")
+        ids = [p.id for p in self.policies]
+        if len(set(ids)) != len(ids):
+            raise ValueError("escalation.policies: duplicate policy id")
+        return self
+
+
+class UserConfig(_B):
+    """A login of the HTTP API / console. The password comes from an environment variable, never the YAML."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    role: Literal["viewer", "officer", "manager", "admin"]
+    password_env: str = Field(pattern=_ENV)
+    display_name: str = ""
+
+    @property
+    def role_enum(self) -> Role:
+        return Role.parse(self.role)
+
+
+class AuthConfig(_B):
+    users: list[UserConfig] = []
+    session_ttl_s: float = Field(default=12 * 3600, gt=0)  # a shift plus handover
+    max_failed_logins: int = Field(default=5, ge=1)  # per user per 15 min, then refused until the window passes
+
+    @field_validator("users")
+    @classmethod
+    def _unique(cls, v: list[UserConfig]) -> list[UserConfig]:
+        names = [u.name for u in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate user name(s): {sorted(dup)}")
+        return v

@@ -1,0 +1,132 @@
+"""Readings the gateway derives from others (crane load as % of the load chart) and what rules need of a device."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import TYPE_CHECKING
+
+from drivers.profile import ModbusProfile, MqttProfile
+from gateway import quantities
+from gateway.model import Quality, Reading
+
+if TYPE_CHECKING:  # the site config will embed the rules section (alerting.overrides): no import cycle at run time
+    from gateway.config import SiteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceContext:
+    """The parts of a device's configuration the rules and the deriver need (kind, limits, design values)."""
+
+    kind: str
+    load_chart: tuple[tuple[float, float], ...] = ()  # (radius m, rated load t), sorted by radius
+    wind_limit_ms: float | None = None
+    design_values: Mapping[str, float] = field(default_factory=dict)
+    calibration_due: date | None = None
+    expected_interval_s: float | None = None
+    # base quantities the device can report (depth families by their base name, derived ones included);
+    # None = unknown (tests): every rule of the kind applies
+    provides: frozenset[str] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: SiteConfig) -> dict[str, DeviceContext]:
+        """Device id -> context, for every device of a site config."""
+        out: dict[str, DeviceContext] = {}
+        for d in cfg.devices:
+            chart = tuple(sorted((p.radius_m, p.rated_load_t) for p in d.load_chart or ()))
+            out[d.id] = cls(
+                kind=cfg.kind_of(d).value,
+                load_chart=chart,
+                wind_limit_ms=d.wind_limit_ms,
+                design_values=dict(d.design_values),
+                calibration_due=d.calibration_due,
+                # Modbus devices are polled: their poll interval is the interval readings are expected at
+                expected_interval_s=d.expected_interval_s or d.poll_interval_s,
+                provides=_provides(cfg.profile_of(d)),
+            )
+        return out
+
+
+from_config = DeviceContext.from_config
+
+# quantities every device has (the supervisor's `up`, the calendar) and those derived from others
+_ALWAYS = frozenset({"up", "calibration_due"})
+_DERIVED = {"load_ratio": "load"}
+
+
+def _provides(prof: ModbusProfile | MqttProfile) -> frozenset[str]:
+    names = [p.quantity for p in prof.points] if isinstance(prof, ModbusProfile) else prof.quantity_names()
+    base = {quantities.lookup(n).name for n in names}
+    base |= {d for d, src in _DERIVED.items() if src in base}
+    return frozenset(base | _ALWAYS)
+
+
+def rated_load_at(chart: tuple[tuple[float, float], ...], radius_m: float) -> tuple[float, bool] | None:
+    """(rated load, beyond the chart) at `radius_m`; None for an empty chart.
+
+    Conservative: the chart point at the smallest radius >= the current radius. Rated load falls with radius, so
+    the next point out never rates more than the crane can lift here (no interpolation that could over-rate).
+    Beyond the chart's last radius the last point is used and flagged: the trolley cannot be past the jib end,
+    so either the radius reading or the chart is wrong, and a ratio computed from it cannot be trusted.
+    """
+    if not chart:
+        return None
+    i = bisect.bisect_left([r for r, _ in chart], radius_m)
+    if i == len(chart):
+        return chart[-1][1], True
+    return chart[i][1], False
+
+
+class Deriver:
+    """Derives `load_ratio` (load / rated load at the current radius x 100) for tower cranes.
+
+    The rated load comes from the device's load chart, or without a chart from the crane's own `rated_load`
+    reading. Load triggers a derivation; radius and rated load come from the same batch or the device's last
+    known values. The derived reading has the load's timestamp and the worst quality of its inputs.
+    """
+
+    def __init__(self, devices: Mapping[str, DeviceContext]) -> None:
+        self.devices = devices
+        # device -> quantity -> (value, quality): the last known radius and rated load of each crane
+        self._last: dict[str, dict[str, tuple[float, Quality]]] = {}
+
+    def derive(self, batch: list[Reading]) -> list[Reading]:
+        """New readings to add to the batch (the gateway stores them with the others)."""
+        loads: list[Reading] = []
+        for r in batch:
+            ctx = self.devices.get(r.device)
+            if ctx is None or ctx.kind != "tower_crane":
+                continue
+            if r.quantity in ("radius", "rated_load"):
+                self._last.setdefault(r.device, {})[r.quantity] = (r.value, r.quality)
+            elif r.quantity == "load":
+                loads.append(r)
+        out: list[Reading] = []
+        for load in loads:
+            d = self.derive_one(load)
+            if d is not None:
+                out.append(d)
+        return out
+
+    def derive_one(self, load: Reading) -> Reading | None:
+        ctx = self.devices[load.device]
+        last = self._last.get(load.device, {})
+        radius = last.get("radius")
+        if radius is None:
+            return None
+        quality = max(load.quality, radius[1])
+        found = rated_load_at(ctx.load_chart, radius[0])
+        if found is not None:
+            rated, beyond = found
+            if beyond:
+                quality = max(quality, Quality.UNCERTAIN)
+        else:
+            own = last.get("rated_load")
+            if own is None:
+                return None
+            rated, quality = own[0], max(quality, own[1])
+        if rated <= 0:
+            return None  # a crane reporting 0 t rated (e.g. at the jib end) gives no ratio, not infinity
+        return Reading(load.device, "load_ratio", load.value / rated * 100.0, load.ts_ns, quality)

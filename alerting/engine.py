@@ -1,0 +1,207 @@
+"""The alarm engine's composition: derive -> evaluate -> lifecycle -> escalation, hazards and baselines on one DB."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from alerting.baselines import Baselines
+from alerting.db import Clock, connect, wall_clock
+from alerting.derived import Deriver, DeviceContext
+from alerting.escalation import Escalation
+from alerting.evaluator import Evaluator, Transition
+from alerting.hazards import Hazards
+from alerting.lifecycle import AlarmState, Lifecycle
+from alerting.messages import SiteInfo, local_time
+from alerting.notifiers import MqttTarget, Notifier, build_notifier
+from alerting.notifiers.config import MqttChannel
+from alerting.overrides import resolve_rules
+from alerting.roles import Role
+from alerting.rules import Rule, default_rules
+from gateway.model import Reading
+
+if TYPE_CHECKING:
+    from gateway.config import SiteConfig
+
+log = logging.getLogger("sitegw.alarms")
+
+_OFFLINE = "offline"  # suppression-by-design reason while a device's `up` is 0
+
+
+class AlarmEngine:
+    """Owns the state database and every alarm component. `on_readings` runs inline in the pipeline (no network
+    I/O: rare SQLite writes on transitions only); `run()` drives time (delays, shelving, escalation, hazard clocks).
+    """
+
+    def __init__(
+        self, cfg: SiteConfig, clock: Clock = wall_clock, mqtt_targets: Mapping[str, MqttTarget] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.conn = connect(cfg.alarms.state_file)
+        self.devices: dict[str, DeviceContext] = DeviceContext.from_config(cfg)
+        self.rules: dict[str, Rule] = default_rules()
+        self.rules_by_device = resolve_rules(self.rules, cfg.rules, self.devices)
+        self.baselines = Baselines(self.conn, clock)
+        self.evaluator = Evaluator(self.rules_by_device, self.devices, self.baselines, cfg.site.timezone)
+        self.deriver = Deriver(self.devices)
+        self.lifecycle = Lifecycle(
+            self.conn,
+            self.rules,
+            clock,
+            chatter_count=cfg.alarms.chatter_count,
+            chatter_window_s=cfg.alarms.chatter_window_s,
+            max_shelve_s=cfg.alarms.max_shelve_s,
+        )
+        self.hazards = Hazards(self.conn, clock, cfg.hazards)
+        self.site = SiteInfo(
+            site_name=cfg.site.name,
+            tz=cfg.site.timezone,
+            console_url=cfg.alarms.console_url,
+            device_names={d.id: (d.name or d.id) + (f" ({d.zone})" if d.zone else "") for d in cfg.devices},
+            device_kinds={d.id: cfg.kind_of(d).value for d in cfg.devices},
+            units={rid: r.measured_unit for rid, r in self.rules.items()},
+        )
+        targets = mqtt_targets or {}
+        self.notifiers: dict[str, Notifier] = {}
+        for ch in cfg.escalation.channels:
+            target = targets.get(ch.broker) if isinstance(ch, MqttChannel) else None
+            self.notifiers[ch.id] = build_notifier(ch, os.environ, target, clock=clock)
+        self.escalation = Escalation(self.conn, cfg.escalation, self.notifiers, clock, self.site)
+        self.escalation.hazard_source = self._hazard_notices
+        self.escalation.propose_hazard = lambda a: self.propose_hazard(a, "system", Role.ADMIN)
+        self.lifecycle.hooks.append(self.escalation.on_event)
+        from gateway.auth import Auth  # the API's logins share this database
+
+        self.auth = Auth(self.conn, cfg.auth, clock)
+        self.errors = 0
+        self.transitions = 0
+        # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
+        # still above its threshold does not raise a duplicate and a value back to normal does clear it
+        for a in self.lifecycle.open_alarms():
+            if a.state in (AlarmState.ACTIVE_UNACKED, AlarmState.ACTIVE_ACKED):
+                self.evaluator.restore(a.rule, a.device, a.quantity, a.level)
+
+    # ---- inline, from the pipeline ----
+
+    def derive(self, batch: list[Reading]) -> list[Reading]:
+        try:
+            return self.deriver.derive(batch)
+        except Exception:  # a bug in a derivation must never stop readings from reaching the database
+            self.errors += 1
+            log.exception("deriving readings failed; batch stored without derived values")
+            return []
+
+    def on_readings(self, batch: list[Reading]) -> None:
+        try:
+            now = self.clock()
+            for r in batch:
+                if r.quantity == "up":
+                    if r.value == 0:
+                        self.lifecycle.suppress(r.device, _OFFLINE)
+                    else:
+                        self.lifecycle.unsuppress(r.device, _OFFLINE)
+            self._apply(self.evaluator.observe_batch(batch, now))
+        except Exception:
+            self.errors += 1
+            log.exception("alarm evaluation failed for a batch of %d readings; readings are stored anyway", len(batch))
+
+    def _apply(self, transitions: list[Transition]) -> None:
+        for t in transitions:
+            self.transitions += 1
+            events = self.lifecycle.apply(t)
+            for ev in events:
+                log.info(
+                    "alarm %s %s: %s on %s (%s) level %s value %s",
+                    ev.alarm.id,
+                    ev.kind,
+                    ev.alarm.rule,
+                    ev.alarm.device,
+                    ev.alarm.quantity,
+                    ev.alarm.level.name,
+                    ev.alarm.value,
+                )
+
+    # ---- hazards ----
+
+    hazard_actions = ("confirm", "dismiss", "assign", "list_supervision", "mark_reported", "submit", "accept",
+                      "reject", "reopen")  # fmt: skip
+
+    def propose_hazard(self, a: Any, actor: str, role: Role) -> int:
+        """A hazard record (found) from an alarm; the rule's 判定依据 is proposed, a manager confirms it."""
+        row = self.conn.execute(
+            "SELECT id FROM hazard_record WHERE alarm_id = ? AND status NOT IN ('closed', 'dismissed')", (a.id,)
+        ).fetchone()
+        if row is not None:  # one open hazard per alarm: a second click shows the same record
+            return int(row["id"])
+        unit = self.site.units.get(a.rule, "")
+        return self.hazards.propose_from_alarm(
+            actor=actor,
+            role=role,
+            unit_name=self.cfg.hazards.reporting_unit or self.cfg.site.name,
+            alarm_id=a.id,
+            device=self.site.device_names.get(a.device, a.device),
+            point=a.quantity,
+            title_zh=a.title_zh,
+            level=a.max_level,
+            value=a.value,
+            threshold=a.threshold,
+            value_unit=unit,
+            provenance=a.source,
+            hazard_basis=self.rules[a.rule].hazard_basis if a.rule in self.rules else None,
+            alarm_at_ns=a.raised_ns,
+        )
+
+    # ---- time ----
+
+    def tick(self) -> None:
+        try:
+            self._apply(self.evaluator.tick(self.clock()))
+            self.lifecycle.tick()
+        except Exception:
+            self.errors += 1
+            log.exception("alarm tick failed")
+
+    async def run(self, tick_s: float = 1.0) -> None:
+        esc = asyncio.create_task(self.escalation.run(self.lifecycle.get), name="escalation")
+        try:
+            while True:
+                self.tick()
+                await asyncio.sleep(tick_s)
+        finally:
+            esc.cancel()
+            await asyncio.gather(esc, return_exceptions=True)
+
+    def _hazard_notices(self, now: int) -> list[tuple[int, str, str, dict[str, Any]]]:
+        out = []
+        what = {
+            "rectify_deadline": "整改期限已过",
+            "listing_deadline": "挂牌督办期限已过",
+            "report_same_day": "重大隐患当日上报期限已过",
+        }
+        for c in self.hazards.fire_overdue(now):
+            h = self.hazards.get(c.hazard_id)
+            subject = f"【隐患逾期】#{c.hazard_id} {what.get(c.kind, c.kind)}: {h.get('description', '')[:40]}"
+            text = "\n".join(
+                [
+                    f"{self.site.site_name} · 隐患 #{c.hazard_id} ({h.get('status')})",
+                    f"{what.get(c.kind, c.kind)}: {local_time(c.due_ns, self.site.tz)}",
+                    f"隐患内容: {h.get('description', '')}",
+                    f"责任人: {h.get('responsible') or '-'}",
+                ]
+            )
+            out.append(
+                (c.hazard_id, subject, text, {"type": "hazard_clock", "hazard_id": c.hazard_id, "clock": c.kind})
+            )
+        return out
+
+    async def aclose(self) -> None:
+        for n in self.notifiers.values():
+            try:
+                await n.aclose()
+            except Exception:
+                log.exception("closing a notifier failed")
+        self.conn.close()

@@ -1,0 +1,640 @@
+"""Hazard (隐患) records and their closed loop: report → confirm → rectify → submit → accept (销号), with clocks."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from alerting.db import Clock, audit, tx
+from alerting.roles import Role, require
+from alerting.rules import HazardBasis, Level
+
+Status = Literal["found", "confirmed", "dismissed", "rectifying", "submitted", "closed", "reopened"]
+HazardClass = Literal["general", "major"]
+HazardSource = Literal["self_check", "inspection"]
+Origin = Literal["alarm", "manual"]
+ListingLevel = Literal["none", "county", "city"]
+ClockKind = Literal["rectify_deadline", "listing_deadline", "report_same_day"]
+
+STATUS_ZH: dict[str, str] = {
+    "found": "待核实",
+    "confirmed": "已判定",
+    "dismissed": "已排除",
+    "rectifying": "整改中",
+    "submitted": "待验收",
+    "closed": "已销号",
+    "reopened": "已重新打开",
+}
+CLASS_ZH: dict[str, str] = {"general": "一般", "major": "重大"}
+SOURCE_ZH: dict[str, str] = {"self_check": "企业自查", "inspection": "抽查检查"}  # wording of the Changji 附件2 column
+LISTING_ZH: dict[str, str] = {"none": "", "county": "县级", "city": "市级"}
+
+CRITERIA_DOC: dict[str, str] = {"2024": "建质规〔2024〕5号", "2022": "建质规〔2022〕2号"}
+# 建质规〔2024〕5号 is dated 2024-12-13 and effective on issue; it repeals the 2022 edition (art. 18, domain.md §0, §8)
+CRITERIA_2024_ISSUED = date(2024, 12, 13)
+
+_NS = 1_000_000_000
+# "8(四)", "5(四)1", "17": article, optional item (项) in Chinese numerals, optional sub-item (目)
+_ARTICLE = re.compile(r"^(\d{1,2})(?:[(（]([一二三四五六七八九十]{1,3})[)）](\d{1,2})?)?$")
+_DIGITS = "零一二三四五六七八九"
+
+
+class HazardError(Exception):
+    """A refused hazard operation: wrong state (the message says which states allow it) or a missing field."""
+
+
+class HazardConfig(BaseModel):
+    """Per-jurisdiction settings of the hazard workflow and the header of the exported forms."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # seed 004 [P]: 重大隐患"市级60日、县级30日"闭环整改; local campaign rules, so configurable per jurisdiction
+    county_listing_days: int = Field(default=30, ge=1)
+    city_listing_days: int = Field(default=60, ge=1)
+    timezone: str = "Asia/Shanghai"  # "same day" and deadline dates are local days
+    region_prefecture: str | None = None  # 地（州、市）
+    region_county: str | None = None  # 县（市、区）
+    sector: str = "房屋市政工程施工"  # 行业领域
+    reporting_unit: str | None = None  # 报送单位
+    contact: str | None = None  # 联系人
+    contact_phone: str | None = None  # 联系方式
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class DueClock:
+    """A running hazard clock; `overdue` once `now >= due_ns` (due_ns is the first instant past the deadline)."""
+
+    hazard_id: int
+    kind: ClockKind
+    due_ns: int
+    overdue: bool
+
+
+def _zh_number(n: int) -> str:
+    if n < 10:
+        return _DIGITS[n]
+    tens, ones = divmod(n, 10)
+    return ("" if tens == 1 else _DIGITS[tens]) + "十" + (_DIGITS[ones] if ones else "")
+
+
+def normalize_article(article: str) -> str:
+    """'8（四）' -> '8(四)'; raises HazardError unless it reads article[(item)[sub-item]]."""
+    m = _ARTICLE.match(article.strip())
+    if m is None:
+        raise HazardError(f"basis article {article!r} must read like 8(四), 5(四)1 or 17")
+    num, item, sub = m.groups()
+    return num + (f"({item})" if item else "") + (sub or "")
+
+
+def basis_citation(version: str, article: str) -> str:
+    """'2024', '8(四)' -> '建质规〔2024〕5号 第八条第（四）项'; '5(四)1' -> '... 第五条第（四）项第1目'."""
+    m = _ARTICLE.match(article)
+    if m is None or version not in CRITERIA_DOC:
+        return f"{CRITERIA_DOC.get(version, version)} {article}"
+    num, item, sub = m.groups()
+    text = f"第{_zh_number(int(num))}条"
+    if item:
+        text += f"第（{item}）项"
+    if sub:
+        text += f"第{sub}目"
+    return f"{CRITERIA_DOC[version]} {text}"
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hazard_record (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL,
+    origin TEXT NOT NULL,                 -- alarm | manual
+    source TEXT NOT NULL,                 -- self_check | inspection (an alarm of the site's own monitoring: self_check)
+    unit_name TEXT NOT NULL,              -- 隐患单位名称
+    prefecture TEXT, county TEXT, sector TEXT NOT NULL,
+    description TEXT NOT NULL,            -- 隐患内容
+    device TEXT, point TEXT, alarm_id INTEGER, alarm_level INTEGER,
+    value REAL, threshold REAL, value_unit TEXT, provenance TEXT,
+    proposed_class TEXT, proposed_version TEXT, proposed_article TEXT, proposed_text TEXT,
+    klass TEXT, basis_version TEXT, basis_article TEXT, basis_text TEXT,
+    confirmed_at_ns INTEGER, confirmed_by TEXT,
+    responsible TEXT, measures TEXT, funds REAL, deadline TEXT, emergency_plan TEXT,   -- deadline: ISO local date
+    listing TEXT NOT NULL DEFAULT 'none', listed_at_ns INTEGER, listed_by TEXT, listing_due_ns INTEGER,
+    report_due_ns INTEGER, reported_at_ns INTEGER, reported_by TEXT, report_to TEXT, report_ref TEXT,
+    submitted_at_ns INTEGER, submitted_by TEXT, evidence TEXT,
+    accepted_at_ns INTEGER, accepted_by TEXT, completed_on TEXT,                       -- accepted = closed (销号)
+    dismiss_reason TEXT,
+    reject_count INTEGER NOT NULL DEFAULT 0, reopen_count INTEGER NOT NULL DEFAULT 0,
+    found_at_ns INTEGER NOT NULL, found_by TEXT NOT NULL, updated_at_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hazard_record_found ON hazard_record(found_at_ns);
+CREATE TABLE IF NOT EXISTS hazard_history (
+    id INTEGER PRIMARY KEY,
+    hazard_id INTEGER NOT NULL REFERENCES hazard_record(id),
+    at_ns INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    why TEXT,
+    detail TEXT                           -- JSON
+);
+CREATE INDEX IF NOT EXISTS hazard_history_hazard ON hazard_history(hazard_id);
+CREATE TABLE IF NOT EXISTS hazard_clock (
+    hazard_id INTEGER NOT NULL REFERENCES hazard_record(id),
+    kind TEXT NOT NULL,
+    due_ns INTEGER NOT NULL,
+    fired_ns INTEGER,                     -- set once by fire_overdue: a clock notifies once, across restarts
+    stopped_ns INTEGER,                   -- set when the obligation is met (report made, rectification submitted, 销号)
+    PRIMARY KEY (hazard_id, kind)
+);
+"""
+
+
+def _need(value: str | None, name: str) -> str:
+    if value is None or not value.strip():
+        raise HazardError(f"{name} is required")
+    return value.strip()
+
+
+class Hazards:
+    """The hazard ledger in the shared state database. Every change: role check, one tx, audit row, history row."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Clock, cfg: HazardConfig) -> None:
+        self.conn = conn
+        self.clock = clock
+        self.cfg = cfg
+        self.tz = ZoneInfo(cfg.timezone)
+        conn.executescript(_SCHEMA)
+
+    # ---- local time -----------------------------------------------------------------------------------------
+
+    def local_date(self, ns: int) -> date:
+        return datetime.fromtimestamp(ns // _NS, self.tz).date()
+
+    def local_datetime(self, ns: int) -> datetime:
+        """Naive local wall time (for forms and spreadsheets, which carry no zone)."""
+        return datetime.fromtimestamp(ns // _NS, self.tz).replace(tzinfo=None)
+
+    def end_of_day_ns(self, d: date) -> int:
+        """The first instant after local day `d`: its deadline passes at the following local midnight."""
+        nxt = datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=self.tz)
+        return int(nxt.timestamp()) * _NS
+
+    # ---- reading --------------------------------------------------------------------------------------------
+
+    def get(self, hazard_id: int) -> dict[str, Any]:
+        row = self.conn.execute("SELECT * FROM hazard_record WHERE id = ?", (hazard_id,)).fetchone()
+        if row is None:
+            raise HazardError(f"no hazard {hazard_id}")
+        return dict(row)
+
+    def query(
+        self,
+        status: Status | None = None,
+        klass: HazardClass | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Hazards by status and confirmed class, found in [since_ns, until_ns), oldest first."""
+        sql, args = "SELECT * FROM hazard_record WHERE 1=1", []
+        for clause, arg in (
+            (" AND status = ?", status),
+            (" AND klass = ?", klass),
+            (" AND found_at_ns >= ?", since_ns),
+            (" AND found_at_ns < ?", until_ns),
+        ):
+            if arg is not None:
+                sql += clause
+                args.append(arg)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY found_at_ns, id", args).fetchall()]
+
+    def history(self, hazard_id: int) -> list[dict[str, Any]]:
+        self.get(hazard_id)
+        rows = self.conn.execute("SELECT * FROM hazard_history WHERE hazard_id = ? ORDER BY id", (hazard_id,))
+        return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows.fetchall()]
+
+    # ---- reporting ------------------------------------------------------------------------------------------
+
+    def report(
+        self,
+        *,
+        actor: str,
+        role: Role,
+        unit_name: str,
+        description: str,
+        source: HazardSource,
+        origin: Origin = "manual",
+        found_ns: int | None = None,
+        prefecture: str | None = None,
+        county: str | None = None,
+        sector: str | None = None,
+        device: str | None = None,
+        point: str | None = None,
+        alarm_id: int | None = None,
+        alarm_level: Level | None = None,
+        value: float | None = None,
+        threshold: float | None = None,
+        value_unit: str | None = None,
+        provenance: str | None = None,
+        proposed_class: HazardClass | None = None,
+        proposed_basis: HazardBasis | None = None,
+    ) -> int:
+        """Record a found hazard (→ found). `found_ns` lets an inspection be entered after the day it was found."""
+        require(role, Role.OFFICER, "hazard report")
+        unit_name = _need(unit_name, "unit_name (隐患单位名称)")
+        description = _need(description, "description (隐患内容)")
+        if source not in get_args(HazardSource):
+            raise HazardError(f"source must be one of {get_args(HazardSource)}, not {source!r}")
+        if origin == "alarm" and alarm_id is None:
+            raise HazardError("alarm_id is required for a hazard from an alarm")
+        now = self.clock()
+        found = now if found_ns is None else found_ns
+        if found > now:
+            raise HazardError("found_ns lies in the future")
+        article = normalize_article(proposed_basis.article) if proposed_basis else None
+        with tx(self.conn):
+            cur = self.conn.execute(
+                "INSERT INTO hazard_record(status, origin, source, unit_name, prefecture, county, sector, description,"
+                " device, point, alarm_id, alarm_level, value, threshold, value_unit, provenance, proposed_class,"
+                " proposed_version, proposed_article, proposed_text, found_at_ns, found_by, updated_at_ns)"
+                " VALUES ('found', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    origin,
+                    source,
+                    unit_name,
+                    prefecture or self.cfg.region_prefecture,
+                    county or self.cfg.region_county,
+                    sector or self.cfg.sector,
+                    description,
+                    device,
+                    point,
+                    alarm_id,
+                    None if alarm_level is None else int(alarm_level),
+                    value,
+                    threshold,
+                    value_unit,
+                    provenance,
+                    proposed_class,
+                    proposed_basis.version if proposed_basis else None,
+                    article,
+                    proposed_basis.text_zh if proposed_basis else None,
+                    found,
+                    actor,
+                    now,
+                ),
+            )
+            hid = cur.lastrowid
+            assert hid is not None
+            detail = {"source": source, "origin": origin, "proposed_class": proposed_class, "alarm_id": alarm_id}
+            self._log(hid, now, actor, "report", None, "found", f"reported: {description}", detail)
+        return hid
+
+    def propose_from_alarm(
+        self,
+        *,
+        actor: str,
+        role: Role,
+        unit_name: str,
+        alarm_id: int,
+        device: str,
+        point: str,
+        title_zh: str,
+        level: Level,
+        value: float,
+        threshold: float | None,
+        value_unit: str,
+        provenance: str | None,
+        hazard_basis: HazardBasis | None,
+        alarm_at_ns: int | None = None,
+    ) -> int:
+        """A found record built from an alarm snapshot. The rule's hazard_basis is only proposed: with one the
+        proposed class is major, and a MANAGER still confirms (an alarm is not yet a 重大事故隐患, domain.md §0)."""
+        limit = "" if threshold is None else f"，{level.zh}阈值 {threshold:g}{value_unit}"
+        cited = f"（{provenance}）" if provenance else ""
+        description = f"{device} {title_zh}：{point} 读数 {value:g}{value_unit}{limit}{cited}"
+        return self.report(
+            actor=actor,
+            role=role,
+            unit_name=unit_name,
+            description=description,
+            source="self_check",  # the site's own monitoring is the enterprise checking itself
+            origin="alarm",
+            found_ns=alarm_at_ns,
+            device=device,
+            point=point,
+            alarm_id=alarm_id,
+            alarm_level=level,
+            value=value,
+            threshold=threshold,
+            value_unit=value_unit,
+            provenance=provenance,
+            proposed_class="major" if hazard_basis else "general",
+            proposed_basis=hazard_basis,
+        )
+
+    # ---- transitions ----------------------------------------------------------------------------------------
+
+    def confirm(
+        self,
+        hazard_id: int,
+        *,
+        actor: str,
+        role: Role,
+        klass: HazardClass,
+        basis: HazardBasis | None = None,
+        why: str | None = None,
+    ) -> None:
+        """found → confirmed with a class; a major class needs a 判定依据 and starts the same-day report clock.
+
+        The same day is the local day of confirmation: the hazard is known to be major from then on (seed 002 [P]:
+        发现重大隐患当日要立即向属地住房和城乡建设主管部门报告)."""
+        require(role, Role.MANAGER, "hazard confirm")
+        if klass not in get_args(HazardClass):
+            raise HazardError(f"klass must be one of {get_args(HazardClass)}, not {klass!r}")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "confirm", ("found",))
+            article = None
+            if basis is not None:
+                article = normalize_article(basis.article)
+                if basis.version == "2022" and self.local_date(row["found_at_ns"]) >= CRITERIA_2024_ISSUED:
+                    raise HazardError(
+                        "a 2022 basis (建质规〔2022〕2号, repealed) is accepted only for hazards found before "
+                        f"{CRITERIA_2024_ISSUED}; cite 建质规〔2024〕5号"
+                    )
+            elif klass == "major":
+                hint = ""
+                if row["proposed_article"]:
+                    hint = f" (proposed: {row['proposed_version']} {row['proposed_article']})"
+                raise HazardError(f"basis (criteria version and article) is required for a major hazard{hint}")
+            updates: dict[str, Any] = {
+                "klass": klass,
+                "basis_version": basis.version if basis else None,
+                "basis_article": article,
+                "basis_text": basis.text_zh if basis else None,
+                "confirmed_at_ns": now,
+                "confirmed_by": actor,
+            }
+            if klass == "major":
+                updates["report_due_ns"] = self.end_of_day_ns(self.local_date(now))
+                self._start_clock(hazard_id, "report_same_day", updates["report_due_ns"])
+            self._move(row, now, actor, "confirm", "confirmed", why or f"classified {klass}", updates)
+
+    def dismiss(self, hazard_id: int, *, actor: str, role: Role, reason: str) -> None:
+        """found → dismissed (e.g. a communication outage, not a failed safety device)."""
+        require(role, Role.MANAGER, "hazard dismiss")
+        reason = _need(reason, "reason")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "dismiss", ("found",))
+            self._move(row, now, actor, "dismiss", "dismissed", reason, {"dismiss_reason": reason})
+
+    def assign(
+        self,
+        hazard_id: int,
+        *,
+        actor: str,
+        role: Role,
+        responsible: str,
+        measures: str,
+        deadline: date,
+        funds: float | None = None,
+        emergency_plan: str | None = None,
+    ) -> None:
+        """confirmed | reopened → rectifying. A major hazard also needs funds and an emergency plan (seed 002 [P]:
+        责任人、措施、资金、期限和应急预案). Starts the rectification deadline clock (end of the deadline day)."""
+        require(role, Role.MANAGER, "hazard assign")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "assign", ("confirmed", "reopened"))
+            updates: dict[str, Any] = {
+                "responsible": _need(responsible, "responsible (责任人)"),
+                "measures": _need(measures, "measures (整改措施)"),
+                "deadline": deadline.isoformat(),
+                "funds": funds,
+                "emergency_plan": emergency_plan.strip() if emergency_plan else None,
+            }
+            if deadline < self.local_date(now):
+                raise HazardError(f"deadline {deadline} is already past")
+            if row["klass"] == "major":
+                if funds is None:
+                    raise HazardError("funds (资金) is required for a major hazard")
+                _need(emergency_plan, "emergency_plan (应急预案)")
+            if funds is not None and funds < 0:
+                raise HazardError("funds must not be negative")
+            self._start_clock(hazard_id, "rectify_deadline", self.end_of_day_ns(deadline))
+            self._move(row, now, actor, "assign", "rectifying", f"rectify by {deadline}", updates)
+
+    def list_supervision(
+        self, hazard_id: int, *, actor: str, role: Role, level: Literal["county", "city"], why: str | None = None
+    ) -> None:
+        """Put a major hazard under 挂牌督办 (county 30 / city 60 days to close the loop, seed 004 [P]).
+
+        Named `list_supervision`, not `list`: a method called `list` would shadow the builtin in annotations.
+        A county listing may be raised to city (a new clock from then); lowering or repeating a level is refused.
+        The period starts the day after listing (民法典 art. 201 counts periods in days from the next day [R]),
+        so the clock is due at the end of listing day + N."""
+        require(role, Role.ADMIN, "hazard listing")
+        if level not in ("county", "city"):
+            raise HazardError(f"listing level must be county or city, not {level!r}")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "list", ("confirmed", "rectifying", "submitted", "reopened"))
+            if row["klass"] != "major":
+                raise HazardError("only a major hazard can be put under listed supervision (挂牌督办)")
+            if row["listing"] == level or (row["listing"] == "city" and level == "county"):
+                raise HazardError(f"hazard {hazard_id} is already listed at {row['listing']} level")
+            days = self.cfg.county_listing_days if level == "county" else self.cfg.city_listing_days
+            due = self.end_of_day_ns(self.local_date(now) + timedelta(days=days))
+            self._start_clock(hazard_id, "listing_deadline", due)
+            updates = {"listing": level, "listed_at_ns": now, "listed_by": actor, "listing_due_ns": due}
+            self._move(row, now, actor, "list", row["status"], why or f"listed at {level} level ({days} days)", updates)
+
+    def mark_reported(
+        self,
+        hazard_id: int,
+        *,
+        actor: str,
+        role: Role,
+        to: str,
+        reference: str | None = None,
+        reported_ns: int | None = None,
+    ) -> None:
+        """Record the same-day report of a confirmed major hazard to the 住建 department; stops its clock."""
+        require(role, Role.MANAGER, "hazard mark_reported")
+        to = _need(to, "to (receiving department)")
+        now = self.clock()
+        at = now if reported_ns is None else reported_ns
+        if at > now:
+            raise HazardError("reported_ns lies in the future")
+        with tx(self.conn):
+            row = self._expect(hazard_id, "mark_reported", ("confirmed", "rectifying", "submitted", "reopened"))
+            if row["report_due_ns"] is None:
+                raise HazardError(f"hazard {hazard_id} is not a confirmed major hazard: no report is due")
+            if row["reported_at_ns"] is not None:
+                raise HazardError(f"hazard {hazard_id} was already reported")
+            self._stop_clock(hazard_id, "report_same_day", now)
+            updates = {"reported_at_ns": at, "reported_by": actor, "report_to": to, "report_ref": reference}
+            late = " (late)" if at >= row["report_due_ns"] else ""
+            self._move(row, now, actor, "mark_reported", row["status"], f"reported to {to}{late}", updates)
+
+    def submit(self, hazard_id: int, *, actor: str, role: Role, evidence: str) -> None:
+        """rectifying → submitted (rectification done, awaiting re-inspection); stops the deadline clock."""
+        require(role, Role.OFFICER, "hazard submit")
+        evidence = _need(evidence, "evidence (整改证据)")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "submit", ("rectifying",))
+            self._stop_clock(hazard_id, "rectify_deadline", now)
+            updates = {"submitted_at_ns": now, "submitted_by": actor, "evidence": evidence}
+            self._move(row, now, actor, "submit", "submitted", "rectification submitted", updates)
+
+    def accept(
+        self, hazard_id: int, *, actor: str, role: Role, completed_on: date | None = None, why: str | None = None
+    ) -> None:
+        """submitted → closed (验收销号) by someone other than the responsible person; stops every clock.
+
+        `completed_on` (actual completion date) defaults to the local day the rectification was submitted."""
+        require(role, Role.MANAGER, "hazard accept")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "accept", ("submitted",))
+            if actor.strip().casefold() == (row["responsible"] or "").strip().casefold():
+                raise HazardError(f"the responsible person {actor!r} cannot accept their own rectification")
+            done = completed_on or self.local_date(row["submitted_at_ns"])
+            if done > self.local_date(now) or done < self.local_date(row["found_at_ns"]):
+                raise HazardError(f"completed_on {done} must lie between the day found and today")
+            self.conn.execute(
+                "UPDATE hazard_clock SET stopped_ns = ? WHERE hazard_id = ? AND stopped_ns IS NULL", (now, hazard_id)
+            )
+            updates = {"accepted_at_ns": now, "accepted_by": actor, "completed_on": done.isoformat()}
+            self._move(row, now, actor, "accept", "closed", why or "accepted and closed (销号)", updates)
+
+    def reject(self, hazard_id: int, *, actor: str, role: Role, reason: str) -> None:
+        """submitted → rectifying: the re-inspection failed. The original deadline clock runs again."""
+        require(role, Role.MANAGER, "hazard reject")
+        reason = _need(reason, "reason")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "reject", ("submitted",))
+            self._resume_clock(hazard_id, "rectify_deadline")
+            updates = {"reject_count": row["reject_count"] + 1, "submitted_at_ns": None, "submitted_by": None}
+            self._move(row, now, actor, "reject", "rectifying", reason, updates)
+
+    def reopen(self, hazard_id: int, *, actor: str, role: Role, reason: str) -> None:
+        """closed → reopened (then assign again). Listing and unmade-report clocks resume; a clock that already
+        fired does not fire again. Acceptance fields are cleared; the history keeps them."""
+        require(role, Role.MANAGER, "hazard reopen")
+        reason = _need(reason, "reason")
+        now = self.clock()
+        with tx(self.conn):
+            row = self._expect(hazard_id, "reopen", ("closed",))
+            if row["listing"] != "none":
+                self._resume_clock(hazard_id, "listing_deadline")
+            if row["report_due_ns"] is not None and row["reported_at_ns"] is None:
+                self._resume_clock(hazard_id, "report_same_day")
+            updates = {
+                "reopen_count": row["reopen_count"] + 1,
+                "accepted_at_ns": None,
+                "accepted_by": None,
+                "completed_on": None,
+            }
+            self._move(row, now, actor, "reopen", "reopened", reason, updates)
+
+    # ---- clocks ---------------------------------------------------------------------------------------------
+
+    def due_clocks(self, now_ns: int) -> list[DueClock]:
+        """Every running clock, soonest first."""
+        rows = self.conn.execute(
+            "SELECT hazard_id, kind, due_ns FROM hazard_clock WHERE stopped_ns IS NULL ORDER BY due_ns, hazard_id"
+        ).fetchall()
+        return [DueClock(r["hazard_id"], r["kind"], r["due_ns"], now_ns >= r["due_ns"]) for r in rows]
+
+    def fire_overdue(self, now_ns: int) -> list[DueClock]:
+        """Clocks that are overdue and were never fired; marks them fired in the same tx (each fires once)."""
+        with tx(self.conn):
+            rows = self.conn.execute(
+                "SELECT hazard_id, kind, due_ns FROM hazard_clock"
+                " WHERE stopped_ns IS NULL AND fired_ns IS NULL AND due_ns <= ? ORDER BY due_ns, hazard_id",
+                (now_ns,),
+            ).fetchall()
+            out = []
+            for r in rows:
+                hid, kind = r["hazard_id"], r["kind"]
+                self.conn.execute(
+                    "UPDATE hazard_clock SET fired_ns = ? WHERE hazard_id = ? AND kind = ?", (now_ns, hid, kind)
+                )
+                status = self.get(hid)["status"]
+                self._log(hid, now_ns, "system", f"overdue:{kind}", status, status, f"{kind} overdue", None)
+                out.append(DueClock(hid, kind, r["due_ns"], True))
+            return out
+
+    # ---- internals ------------------------------------------------------------------------------------------
+
+    def _expect(self, hazard_id: int, action: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        row = self.get(hazard_id)
+        if row["status"] not in allowed:
+            raise HazardError(
+                f"cannot {action} hazard {hazard_id}: it is {row['status']}; {action} is allowed from "
+                f"{' / '.join(allowed)}"
+            )
+        return row
+
+    def _move(
+        self, row: dict[str, Any], now: int, actor: str, action: str, to: str, why: str, updates: dict[str, Any]
+    ) -> None:
+        cols = {**updates, "status": to, "updated_at_ns": now}
+        sets = ", ".join(f"{c} = ?" for c in cols)  # column names are ours, never user input
+        self.conn.execute(f"UPDATE hazard_record SET {sets} WHERE id = ?", (*cols.values(), row["id"]))
+        self._log(row["id"], now, actor, action, row["status"], to, why, updates)
+
+    def _log(
+        self,
+        hazard_id: int,
+        now: int,
+        actor: str,
+        action: str,
+        frm: str | None,
+        to: str,
+        why: str,
+        detail: dict[str, Any] | None,
+    ) -> None:
+        full = {"from": frm, "to": to, **(detail or {})}
+        self.conn.execute(
+            "INSERT INTO hazard_history(hazard_id, at_ns, actor, action, from_status, to_status, why, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (hazard_id, now, actor, action, frm, to, why, json.dumps(full, ensure_ascii=False)),
+        )
+        audit(self.conn, now, actor, f"hazard.{action}", f"hazard:{hazard_id}", why, full)
+
+    def _start_clock(self, hazard_id: int, kind: ClockKind, due_ns: int) -> None:
+        # a new deadline is a new obligation: it may fire again even if the old one did
+        self.conn.execute(
+            "INSERT INTO hazard_clock(hazard_id, kind, due_ns) VALUES (?, ?, ?) ON CONFLICT(hazard_id, kind)"
+            " DO UPDATE SET due_ns = excluded.due_ns, stopped_ns = NULL, fired_ns = NULL",
+            (hazard_id, kind, due_ns),
+        )
+
+    def _stop_clock(self, hazard_id: int, kind: ClockKind, now: int) -> None:
+        self.conn.execute(
+            "UPDATE hazard_clock SET stopped_ns = ? WHERE hazard_id = ? AND kind = ? AND stopped_ns IS NULL",
+            (now, hazard_id, kind),
+        )
+
+    def _resume_clock(self, hazard_id: int, kind: ClockKind) -> None:
+        self.conn.execute(
+            "UPDATE hazard_clock SET stopped_ns = NULL WHERE hazard_id = ? AND kind = ?", (hazard_id, kind)
+        )

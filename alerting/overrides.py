@@ -1,0 +1,154 @@
+"""Per-project rule overrides (the `rules:` section of the site YAML) and each device's effective rules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from alerting.baselines import Baselines
+from alerting.derived import DeviceContext
+from alerting.rules import Condition, ConsecutiveDays, Level, Rule, Source, Threshold
+from gateway import quantities
+
+
+class _B(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Override(_B):
+    """Project values for one rule, on some devices or (devices: null) on every device of the rule's kind.
+
+    The source is required: an alarm raised on a project value cites the project document (e.g. "XX基坑监测方案
+    表3", confidence P), not the standard the default came from. The rule id stays the same.
+    """
+
+    rule: str
+    devices: list[str] | None = None
+    thresholds: dict[int, float] = {}  # level (1 预警, 2 报警, 3 危险) -> value
+    source: Source
+    deadband: float | None = Field(default=None, ge=0)
+    on_delay_s: float | None = Field(default=None, ge=0)
+    off_delay_s: float | None = Field(default=None, ge=0)
+    window_s: float | None = Field(default=None, gt=0)
+    consecutive_days: ConsecutiveDays | None = None
+    when: list[Condition] | None = None
+
+
+class Disabled(_B):
+    rule: str
+    reason: str = Field(min_length=1)  # why a default rule does not apply to this project (kept for audits)
+
+
+class RulesConfig(_B):
+    overrides: list[Override] = []
+    disabled: list[Disabled] = []
+
+
+def _apply(rule: Rule, o: Override, where: str) -> Rule:
+    levels = {int(t.level) for t in rule.thresholds}
+    for lv in o.thresholds:
+        if lv not in levels:
+            names = ", ".join(f"{x} ({Level(x).zh})" for x in sorted(levels))
+            raise ValueError(f"{where}.thresholds: rule {rule.id} has no level {lv}; its levels: {names}")
+    data: dict[str, Any] = rule.model_dump()
+    data["thresholds"] = [
+        Threshold(
+            level=t.level, value=o.thresholds[int(t.level)], source=o.source, stricter_of_device=t.stricter_of_device
+        ).model_dump()
+        if int(t.level) in o.thresholds
+        else t.model_dump()
+        for t in rule.thresholds
+    ]
+    for name in ("deadband", "on_delay_s", "off_delay_s", "window_s"):
+        if getattr(o, name) is not None:
+            data[name] = getattr(o, name)
+    if o.consecutive_days is not None:
+        data["consecutive_days"] = o.consecutive_days.model_dump()
+    if o.when is not None:
+        data["when"] = [c.model_dump() for c in o.when]
+    try:
+        return Rule.model_validate(data)
+    except ValidationError as err:
+        msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
+        raise ValueError(f"{where}: rule {rule.id}: {msgs}") from None
+
+
+def resolve_rules(
+    defaults: Mapping[str, Rule], cfg: RulesConfig | None, devices: Mapping[str, DeviceContext]
+) -> dict[str, list[Rule]]:
+    """Device id -> its effective rules: the defaults of its kind (and kind "any"), minus the disabled ones, with
+    the overrides applied. Overrides for every device come first, then device-specific ones (the nearer wins),
+    each group in file order. ValueError names the `rules.` path of a bad entry."""
+    cfg = cfg or RulesConfig()
+    disabled: set[str] = set()
+    for i, d in enumerate(cfg.disabled):
+        if d.rule not in defaults:
+            raise ValueError(f"rules.disabled[{i}].rule: unknown rule {d.rule!r}{_hint(d.rule, defaults)}")
+        disabled.add(d.rule)
+    for i, o in enumerate(cfg.overrides):
+        where = f"rules.overrides[{i}]"
+        rule = defaults.get(o.rule)
+        if rule is None:
+            raise ValueError(f"{where}.rule: unknown rule {o.rule!r}{_hint(o.rule, defaults)}")
+        if o.rule in disabled:
+            raise ValueError(f"{where}.rule: rule {o.rule} is also disabled (rules.disabled); keep one of the two")
+        for dev in o.devices or ():
+            ctx = devices.get(dev)
+            if ctx is None:
+                raise ValueError(f"{where}.devices: unknown device {dev!r}; devices: {', '.join(sorted(devices))}")
+            if not rule.applies_to(ctx.kind):
+                raise ValueError(f"{where}.devices: {dev} is a {ctx.kind} device; rule {rule.id} is for {rule.kind}")
+    ordered = sorted(enumerate(cfg.overrides), key=lambda io: io[1].devices is not None)
+    out: dict[str, list[Rule]] = {}
+    for dev, ctx in devices.items():
+        rules: list[Rule] = []
+        for rule in defaults.values():
+            if rule.id in disabled or not rule.applies_to(ctx.kind):
+                continue
+            if ctx.provides is not None and rule.quantity not in ctx.provides:
+                continue  # e.g. a strut-force gauge gets no displacement rules
+            for i, o in ordered:
+                if o.rule == rule.id and (o.devices is None or dev in o.devices):
+                    rule = _apply(rule, o, f"rules.overrides[{i}]")
+            rules.append(rule)
+        out[dev] = rules
+    return out
+
+
+def _hint(rid: str, defaults: Mapping[str, Rule]) -> str:
+    prefix = rid.split(".")[0] + "."
+    near = sorted(r for r in defaults if r.startswith(prefix))
+    return f"; rules of that family: {', '.join(near)}" if near else "; rule ids start with tc. exc. fw. gas. health."
+
+
+def missing_values(
+    rules_by_device: Mapping[str, list[Rule]],
+    devices: Mapping[str, DeviceContext],
+    baselines: Baselines | None = None,
+) -> list[str]:
+    """What each device's rules still need before they can run, one message per gap, for `check-config`.
+
+    With `baselines`, cumulative rules without a stored baseline are listed too (they wait for one)."""
+    out: list[str] = []
+    for dev in sorted(rules_by_device):
+        ctx = devices[dev]
+        for r in rules_by_device[dev]:
+            for t in r.thresholds:
+                own = getattr(ctx, t.stricter_of_device) if t.stricter_of_device else None
+                if t.value is None and own is None:
+                    out.append(f"device {dev}: rule {r.id} needs a project value for {t.level.zh} ({t.source.cite()})")
+            if r.measure == "percent_of_design" and not ctx.design_values.get(r.quantity):
+                out.append(f"device {dev}: {r.id} needs design_values.{r.quantity}")
+            elif r.measure == "calendar" and ctx.calibration_due is None:
+                out.append(f"device {dev}: {r.id} needs calibration_due (the date its calibration falls due)")
+            elif (
+                r.measure == "change_from_baseline"
+                and baselines is not None
+                and not any(
+                    b.device == dev and quantities.lookup(b.quantity).name == r.quantity for b in baselines.all()
+                )
+            ):
+                out.append(f"device {dev}: {r.id} waits for a baseline of {r.quantity} (初始值; set it in the console)")
+    return out

@@ -1,0 +1,108 @@
+"""API logins: users and roles from the site config, passwords from the environment, sessions in the state DB."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import sqlite3
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+from alerting.config import AuthConfig
+from alerting.db import Clock, audit, tx
+from alerting.roles import Role
+
+log = logging.getLogger("sitegw.auth")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS auth_sessions (
+    token_hash TEXT PRIMARY KEY,    -- sha256 of the token: a copied database file does not hand out sessions
+    user TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    expires_ns INTEGER NOT NULL
+);
+"""
+_FAIL_WINDOW_NS = 15 * 60 * 10**9
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    role: Role
+    display_name: str = ""
+
+
+class AuthError(Exception):
+    """Login refused; the message is safe to show (it never says which of user or password was wrong)."""
+
+
+class Auth:
+    def __init__(self, conn: sqlite3.Connection, cfg: AuthConfig, clock: Clock) -> None:
+        self.conn = conn
+        self.cfg = cfg
+        self.clock = clock
+        conn.executescript(_SCHEMA)
+        self._users: dict[str, tuple[User, bytes, bytes]] = {}
+        missing = [u.password_env for u in cfg.users if not os.environ.get(u.password_env)]
+        if missing:
+            raise ValueError(f"users: password environment variable(s) not set: {', '.join(missing)}")
+        for u in cfg.users:
+            salt = secrets.token_bytes(16)
+            # only a hash is kept in memory; the environment is the one place the password lives
+            digest = self._hash(os.environ[u.password_env], salt)
+            self._users[u.name] = (User(u.name, u.role_enum, u.display_name), salt, digest)
+        self._fails: dict[str, deque[int]] = defaultdict(deque)
+        if not cfg.users:
+            log.warning("no users configured (auth.users): the API refuses every request that needs a login")
+
+    @staticmethod
+    def _hash(password: str, salt: bytes) -> bytes:
+        return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+
+    def login(self, name: str, password: str) -> tuple[str, User, int]:
+        now = self.clock()
+        fails = self._fails[name]
+        while fails and fails[0] < now - _FAIL_WINDOW_NS:
+            fails.popleft()
+        if len(fails) >= self.cfg.max_failed_logins:
+            raise AuthError("too many failed logins; try again in 15 minutes")
+        entry = self._users.get(name)
+        ok = entry is not None and hmac.compare_digest(self._hash(password, entry[1]), entry[2])
+        if not ok or entry is None:
+            fails.append(now)
+            with tx(self.conn):
+                audit(self.conn, now, name, "auth.login_failed", f"user:{name}")
+            raise AuthError("wrong user name or password")
+        fails.clear()
+        token = secrets.token_urlsafe(32)
+        expires = now + int(self.cfg.session_ttl_s * 1e9)
+        user = entry[0]
+        with tx(self.conn):
+            self.conn.execute("DELETE FROM auth_sessions WHERE expires_ns < ?", (now,))
+            self.conn.execute(
+                "INSERT INTO auth_sessions VALUES (?, ?, ?, ?, ?)",
+                (_token_hash(token), user.name, user.role.name.lower(), now, expires),
+            )
+            audit(self.conn, now, user.name, "auth.login", f"user:{user.name}")
+        return token, user, expires
+
+    def user_for(self, token: str) -> User | None:
+        row = self.conn.execute(
+            "SELECT user, expires_ns FROM auth_sessions WHERE token_hash = ?", (_token_hash(token),)
+        ).fetchone()
+        if row is None or row["expires_ns"] < self.clock():
+            return None
+        entry = self._users.get(row["user"])
+        return entry[0] if entry else None  # a user removed from the config loses their sessions
+
+    def logout(self, token: str) -> None:
+        with tx(self.conn):
+            self.conn.execute("DELETE FROM auth_sessions WHERE token_hash = ?", (_token_hash(token),))
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,156 @@
+"""Evaluator mechanics: delay phases (pending / cancelled / confirmed), tick, restore, quality, batches, families."""
+
+from __future__ import annotations
+
+import pytest
+
+from alerting.baselines import Baselines
+from alerting.db import connect
+from alerting.derived import DeviceContext
+from alerting.evaluator import Evaluator, Transition
+from alerting.rules import Level, Rule, default_rules
+from gateway.model import Quality, Reading
+
+S = 1_000_000_000
+
+
+def lel(on: float = 0.0, off: float = 0.0) -> Rule:
+    return default_rules()["gas.lel"].model_copy(update={"on_delay_s": on, "off_delay_s": off})  # 25 / 50 %LEL
+
+
+def gas_ev(rule: Rule) -> Evaluator:
+    return Evaluator({"G": [rule]}, {"G": DeviceContext("gas")})
+
+
+def feed(ev: Evaluator, seq: list[tuple[float, float]], quantity: str = "lel") -> list[tuple[str, int, int, float]]:
+    """(seconds, value) readings; returns (phase, old, new, at s) of every transition."""
+    out: list[tuple[str, int, int, float]] = []
+    for sec, v in seq:
+        for t in ev.observe(Reading("G", quantity, v, int(sec * S)), int(sec * S)):
+            out.append((t.phase, int(t.old), int(t.new), t.at_ns / S))
+    return out
+
+
+def test_on_delay_pending_then_confirmed() -> None:
+    ev = gas_ev(lel(on=5))
+    got = feed(ev, [(s, 30) for s in range(7)])
+    assert got == [("pending", 0, 2, 0.0), ("confirmed", 0, 2, 5.0)]
+
+
+def test_candidate_gone_before_the_delay_is_cancelled() -> None:
+    ev = gas_ev(lel(on=5))
+    got = feed(ev, [(0, 30), (1, 30), (2, 10), (3, 10), (9, 10)])
+    assert got == [("pending", 0, 2, 0.0), ("cancelled", 0, 2, 2.0)]
+    assert ev.level("gas.lel", "G") is Level.NORMAL
+
+
+def test_rising_candidate_keeps_its_start_time() -> None:
+    # the condition "above NORMAL" has held since t=0: a higher reading during the delay re-announces, not restarts
+    ev = gas_ev(lel(on=5))
+    got = feed(ev, [(0, 30), (2, 60), (5, 60)])
+    assert got == [("pending", 0, 2, 0.0), ("pending", 0, 3, 2.0), ("confirmed", 0, 3, 5.0)]
+
+
+def test_tick_confirms_delays_without_new_readings() -> None:
+    ev = gas_ev(lel(on=5, off=10))
+    assert feed(ev, [(0, 30)]) == [("pending", 0, 2, 0.0)]
+    assert ev.tick(4 * S) == []
+    (t,) = ev.tick(5 * S)
+    assert (t.phase, t.new, t.value, t.at_ns) == ("confirmed", Level.ALARM, 30, 5 * S)
+    assert t.threshold is not None and t.threshold.value == 25
+    # going down: off-delay, no pending announcement, confirmed by tick
+    assert feed(ev, [(6, 0)]) == []
+    assert ev.tick(15 * S) == []
+    (t,) = ev.tick(16 * S)
+    assert (t.phase, t.old, t.new, t.threshold) == ("confirmed", Level.ALARM, Level.NORMAL, None)
+    assert ev.tick(100 * S) == []
+
+
+def test_value_back_during_off_delay_keeps_the_level_silently() -> None:
+    ev = gas_ev(lel(off=10))
+    assert feed(ev, [(0, 30), (1, 0), (5, 30), (12, 30)]) == [("confirmed", 0, 2, 0.0)]
+    assert ev.level("gas.lel", "G") is Level.ALARM
+
+
+def test_deadband_and_falling_to_a_lower_level() -> None:
+    ev = gas_ev(lel())  # deadband 2 %LEL
+    got = feed(ev, [(0, 55), (1, 48.5), (2, 47.9), (3, 23.5), (4, 22.9)])
+    assert got == [("confirmed", 0, 3, 0.0), ("confirmed", 3, 2, 2.0), ("confirmed", 2, 0, 4.0)]
+
+
+def test_at_the_threshold_with_no_deadband_holds() -> None:
+    rule = default_rules()["health.sensor_fault"]  # deadband 0: a value staying at 1 must not chatter
+    ev = Evaluator({"G": [rule]}, {"G": DeviceContext("gas")})
+    got = feed(ev, [(0, 1), (1, 1), (2, 1), (3, 0)], quantity="sensor_fault")
+    assert got == [("confirmed", 0, 2, 0.0), ("confirmed", 2, 0, 3.0)]
+
+
+def test_restore_continues_from_the_open_alarm() -> None:
+    ev = gas_ev(lel())
+    ev.restore("gas.lel", "G", "lel", Level.ALARM)
+    assert ev.level("gas.lel", "G") is Level.ALARM
+    assert feed(ev, [(0, 30)]) == []  # still in alarm: no duplicate raise after a restart
+    assert feed(ev, [(1, 0)]) == [("confirmed", 2, 0, 1.0)]
+    ev.restore("gas.nope", "G", "lel", Level.ALARM)  # a rule no longer configured: ignored
+    assert ev.level("gas.nope", "G") is Level.NORMAL
+
+
+def test_quality() -> None:
+    ev = gas_ev(lel())
+    assert feed(ev, [(0, 80)]) == [("confirmed", 0, 3, 0.0)]
+    # a BAD value (sensor fault) neither raises nor clears a value alarm
+    assert ev.observe(Reading("G", "lel", 0, S, Quality.BAD), S) == []
+    assert ev.level("gas.lel", "G") is Level.DANGER
+    # UNCERTAIN (implausible or back-filled) is evaluated: it may be a real extreme
+    (t,) = ev.observe(Reading("G", "lel", 0, 2 * S, Quality.UNCERTAIN), 2 * S)
+    assert t.new is Level.NORMAL
+
+
+def test_batch_gates_see_the_whole_batch() -> None:
+    rule = default_rules()["tc.tilt_x"]
+    ev = Evaluator({"TC": [rule]}, {"TC": DeviceContext("tower_crane")})
+    # tilt first, gate quantities after it in the same poll
+    batch = [Reading("TC", "tilt_x", 5.0, 0), Reading("TC", "load", 0.0, 0), Reading("TC", "wind_speed", 1.0, 0)]
+    (t,) = ev.observe_batch(batch, 0)
+    assert (t.rule, t.new) == ("tc.tilt_x", Level.ALARM)
+    # a BAD gate value does not count as known
+    ev2 = Evaluator({"TC": [rule]}, {"TC": DeviceContext("tower_crane")})
+    batch[1] = Reading("TC", "load", 0.0, 0, Quality.BAD)
+    assert ev2.observe_batch(batch, 0) == []
+
+
+def test_depth_families_share_the_base_rule_per_point() -> None:
+    rule = default_rules()["exc.deep_displacement"]  # levels 1 and 3, project values: 20 / 40 mm here
+    ths = [t.model_copy(update={"value": {1: 20.0, 3: 40.0}[int(t.level)]}) for t in rule.thresholds]
+    rule = rule.model_copy(update={"thresholds": ths})
+    b = Baselines(connect(":memory:"), lambda: 0)
+    b.set("CX", "deep_displacement_d6m", 100.0, "surveyor")
+    ev = Evaluator({"CX": [rule]}, {"CX": DeviceContext("excavation")}, b)
+    got: list[Transition] = []
+    for q, v in [("deep_displacement_d4m", 130.0), ("deep_displacement_d6m", 119.0), ("deep_displacement_d6m", 121.0)]:
+        got += ev.observe(Reading("CX", q, v, 0), 0)
+    # d4m has no baseline: nothing; d6m is judged on its own change from its own baseline
+    assert [(t.quantity, t.new, t.value) for t in got] == [("deep_displacement_d6m", Level.PREWARNING, 21.0)]
+    assert ev.level(rule.id, "CX", "deep_displacement_d4m") is Level.NORMAL
+    assert ev.level(rule.id, "CX") is Level.PREWARNING  # the highest over the points
+
+
+def test_construction_reports_inactive_rules() -> None:
+    rules = default_rules()
+    ctx = {"P": DeviceContext("excavation"), "F": DeviceContext("formwork", design_values={"axial_force": 40})}
+    ev = Evaluator(
+        {"P": [rules["exc.horizontal_displacement"], rules["exc.strut_force"]], "F": [rules["fw.axial_force"]]}, ctx
+    )
+    assert sorted(ev.inactive) == [
+        ("P", "exc.horizontal_displacement", "no threshold value (project value required)"),
+        ("P", "exc.strut_force", "no threshold value (project value required)"),
+    ]
+    with pytest.raises(ValueError, match="device 'X', which has no DeviceContext"):
+        Evaluator({"X": [rules["gas.lel"]]}, ctx)
+
+
+def test_unknown_devices_and_quantities_are_ignored() -> None:
+    ev = gas_ev(lel())
+    assert ev.observe(Reading("X", "lel", 80, 0), 0) == []
+    assert ev.observe(Reading("G", "co", 80, 0), 0) == []
+    assert ev.observe(Reading("G", "weird_q", 80, 0), 0) == []

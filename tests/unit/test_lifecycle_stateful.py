@@ -1,0 +1,381 @@
+"""Random transitions, operator actions, clock steps and restarts against an independent reference model."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from alerting.db import connect
+from alerting.evaluator import Transition
+from alerting.lifecycle import AlarmEvent, AlarmState, Lifecycle, LifecycleError, UnknownAlarm
+from alerting.rules import Level, Rule, default_rules
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S
+CHATTER, WINDOW_S, MAX_SHELVE_S = 3, 60, 3600
+UNKNOWN_ID = 10**6
+
+LEL = default_rules()["gas.lel"]  # value, ALARM / DANGER
+H2S = default_rules()["gas.h2s"].model_copy(update={"id": "gas.h2s_latch", "latch": True})  # value, latching
+STALE = Rule.model_validate(
+    {
+        "id": "gas.stale",
+        "title_zh": "离线",
+        "title_en": "stale",
+        "kind": "gas",
+        "quantity": "up",
+        "direction": "low",
+        "thresholds": [{"level": 2, "value": 0.5, "source": {"standard": "project", "confidence": "rec"}}],
+        "category": "health",
+    }
+)
+RULES = {r.id: r for r in (LEL, H2S, STALE)}
+DEVICES = ("g1", "g2")
+# few keys, so that random steps keep meeting the same alarms; g2 only shows that suppression is per device
+KEYS = [(LEL.id, "g1"), (H2S.id, "g1"), (STALE.id, "g1"), (LEL.id, "g2")]
+REASONS = ("offline", "out_of_service")
+
+Key = tuple[str, str]
+Expected = list[tuple[str, int | None]]  # (event kind, alarm id); None = the id of a row this step creates
+
+
+@dataclass
+class Open:
+    """The model of one open alarm."""
+
+    id: int | None
+    state: str
+    level: int
+    acked: bool = False  # only LATCHED alarms remember an ack without changing state
+    shelved_until: int | None = None
+    chattering: bool = False
+
+
+def dump(conn: sqlite3.Connection) -> list[list[tuple[object, ...]]]:
+    tables = ("alarm_alarms", "alarm_log", "alarm_raises", "alarm_suppressions", "audit")
+    return [[tuple(r) for r in conn.execute(f"SELECT * FROM {t} ORDER BY rowid")] for t in tables]
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = Path(tempfile.mkdtemp(prefix="lifecycle-"))
+        self.now = T0
+        self.seen: list[AlarmEvent] = []
+        self.lc = self._open()
+        # the reference model
+        self.cond: dict[Key, int] = dict.fromkeys(KEYS, 0)  # the evaluator's confirmed level
+        self.cand: dict[Key, int | None] = dict.fromkeys(KEYS, None)  # its pending candidate
+        self.last: dict[Key, Transition | None] = dict.fromkeys(KEYS, None)
+        self.open: dict[Key, Open] = {}
+        self.closed: set[int] = set()
+        self.raises: dict[Key, list[int]] = {k: [] for k in KEYS}
+        self.supp: dict[str, set[str]] = {d: set() for d in DEVICES}
+
+    def _open(self) -> Lifecycle:
+        lc = Lifecycle(
+            connect(self.dir / "state.db"),
+            RULES,
+            lambda: self.now,
+            chatter_count=CHATTER,
+            chatter_window_s=WINDOW_S,
+            max_shelve_s=MAX_SHELVE_S,
+        )
+        lc.hooks.append(lambda _conn, ev: self.seen.append(ev))
+        return lc
+
+    def teardown(self) -> None:
+        self.lc.conn.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # ---- helpers ----
+
+    def _ids(self) -> list[int]:
+        return sorted({m.id for m in self.open.values() if m.id is not None} | self.closed)
+
+    def _key_of(self, alarm_id: int) -> Key | None:
+        return next((k for k, m in self.open.items() if m.id == alarm_id), None)
+
+    def _close(self, key: Key) -> None:
+        m = self.open.pop(key)
+        assert m.id is not None
+        self.closed.add(m.id)
+
+    def _raise(self, key: Key, m: Open) -> Expected:
+        self.raises[key].append(self.now)
+        n = sum(1 for t in self.raises[key] if t >= self.now - WINDOW_S * S)
+        out: Expected = [("raised", m.id)]
+        if n >= CHATTER and not m.chattering:
+            m.chattering = True
+            out.append(("chattering", m.id))
+        return out
+
+    def _check(self, got: list[AlarmEvent], expected: Expected, *, condition_changed: bool = False) -> None:
+        assert got == self.seen, "hooks must see exactly the returned events"
+        self.seen.clear()
+        assert [e.kind for e in got] == [k for k, _ in expected]
+        if not condition_changed:
+            assert "raised" not in [e.kind for e in got]
+        new_ids = {e.alarm.id for e, (_, i) in zip(got, expected, strict=True) if i is None}
+        assert len(new_ids) <= 1 and not new_ids & set(self._ids())
+        for e, (_, i) in zip(got, expected, strict=True):
+            if i is not None:
+                assert e.alarm.id == i
+        for m in self.open.values():
+            if m.id is None and new_ids:
+                (m.id,) = new_ids
+
+    def _refused(self, call: Callable[[], object], alarm_id: int) -> None:
+        before = dump(self.lc.conn)
+        with pytest.raises(LifecycleError) as err:
+            call()
+        assert isinstance(err.value, UnknownAlarm) == (alarm_id == UNKNOWN_ID)
+        assert dump(self.lc.conn) == before and self.seen == []
+
+    def _transition(self, key: Key, old: int, new: int, phase: str) -> Transition:
+        r = RULES[key[0]]
+        th = next((t for t in r.thresholds if t.level == new), None)
+        value = th.value if th is not None and th.value is not None else 0.0
+        return Transition(r.id, key[1], r.quantity, Level(old), Level(new), value, th, self.now, phase)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _levels(key: Key) -> list[int]:
+        return [int(t.level) for t in RULES[key[0]].thresholds]
+
+    # ---- the evaluator's side ----
+
+    @rule(key=st.sampled_from(KEYS), data=st.data())
+    def confirm(self, key: Key, data: st.DataObject) -> None:
+        old = self.cond[key]
+        new = data.draw(st.sampled_from([lv for lv in [0, *self._levels(key)] if lv != old]), label="new")
+        t = self._transition(key, old, new, "confirmed")
+        self.cond[key], self.cand[key], self.last[key] = new, None, t
+        m = self.open.get(key)
+        expected: Expected = []
+        if new > 0:
+            if m is None:
+                m = self.open[key] = Open(None, "active_unacked", new)
+                expected = self._raise(key, m)
+            elif m.state in ("pending", "rtn_unacked", "latched"):
+                m.state, m.level, m.acked = "active_unacked", new, False
+                expected = self._raise(key, m)
+            elif new > m.level:
+                m.state, m.level = "active_unacked", new
+                expected = [("level_up", m.id)]
+            else:
+                m.level = new
+                expected = [("level_down", m.id)]
+        elif m is not None and m.state in ("active_unacked", "active_acked"):
+            if RULES[key[0]].latch:
+                m.acked, m.state = m.state == "active_acked", "latched"
+                expected = [("latched", m.id)]
+            elif m.state == "active_unacked":
+                m.state = "rtn_unacked"
+                expected = [("cleared", m.id)]
+            else:
+                expected = [("cleared", m.id), ("closed", m.id)]
+                self._close(key)
+        self._check(self.lc.apply(t), expected, condition_changed=new > old)
+
+    @rule(key=st.sampled_from(KEYS), data=st.data())
+    def pending(self, key: Key, data: st.DataObject) -> None:
+        higher = [lv for lv in self._levels(key) if lv > self.cond[key]]
+        if not higher:
+            return
+        new = data.draw(st.sampled_from(higher), label="candidate")
+        self.cand[key] = new
+        if key not in self.open:
+            self.open[key] = Open(None, "pending", new)
+        got = self.lc.apply(self._transition(key, self.cond[key], new, "pending"))
+        self._check(got, [])
+        m = self.open[key]
+        if m.id is None:  # the row is not in any event: find it by key
+            (a,) = [a for a in self.lc.open_alarms() if (a.rule, a.device) == key]
+            assert a.id not in self._ids()
+            m.id = a.id
+
+    @rule(key=st.sampled_from(KEYS))
+    def cancel(self, key: Key) -> None:
+        cand = self.cand[key]
+        if cand is None:
+            return
+        self.cand[key] = None
+        m = self.open.get(key)
+        if m is not None and m.state == "pending":
+            self._close(key)
+        self._check(self.lc.apply(self._transition(key, self.cond[key], cand, "cancelled")), [])
+
+    @rule(key=st.sampled_from(KEYS))
+    def repeat(self, key: Key) -> None:
+        """The evaluator re-emits its last confirmed transition (as after a restart): nothing happens."""
+        t = self.last[key]
+        if t is None or self.cand[key] is not None:
+            return
+        before = dump(self.lc.conn)
+        self._check(self.lc.apply(t), [])
+        assert dump(self.lc.conn) == before
+
+    # ---- operators ----
+
+    def _target(self, data: st.DataObject) -> int:
+        # mostly open alarms (where actions are legal and state changes), sometimes closed or unknown ones
+        open_ids = sorted(m.id for m in self.open.values() if m.id is not None)
+        anything = st.sampled_from([*self._ids(), UNKNOWN_ID])
+        return data.draw(st.one_of(st.sampled_from(open_ids), anything) if open_ids else anything, label="alarm")
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        alarm_id = self._target(data)
+        key = self._key_of(alarm_id)
+        m = self.open[key] if key is not None else None
+        if m is None or not (m.state in ("active_unacked", "rtn_unacked") or (m.state == "latched" and not m.acked)):
+            self._refused(lambda: self.lc.ack(alarm_id, "op"), alarm_id)
+            return
+        assert key is not None
+        expected: Expected = [("acked", alarm_id)]
+        if m.state == "active_unacked":
+            m.state = "active_acked"
+        elif m.state == "rtn_unacked":
+            expected.append(("closed", alarm_id))
+            self._close(key)
+        else:
+            m.acked = True
+        self._check(self.lc.ack(alarm_id, "op"), expected)
+
+    @rule(data=st.data())
+    def reset(self, data: st.DataObject) -> None:
+        alarm_id = self._target(data)
+        key = self._key_of(alarm_id)
+        if key is None or self.open[key].state != "latched":
+            self._refused(lambda: self.lc.reset(alarm_id, "op", "inspected"), alarm_id)
+            return
+        self._close(key)
+        self._check(self.lc.reset(alarm_id, "op", "inspected"), [("reset", alarm_id), ("closed", alarm_id)])
+
+    # durations and clock steps from small sets, so that a step often lands exactly on a shelve's expiry
+    @rule(data=st.data(), duration=st.sampled_from([30, 60, 120, MAX_SHELVE_S]))
+    def shelve(self, data: st.DataObject, duration: int) -> None:
+        alarm_id = self._target(data)
+        key = self._key_of(alarm_id)
+        if key is None:
+            self._refused(lambda: self.lc.shelve(alarm_id, "op", "noisy", duration), alarm_id)
+            return
+        self.open[key].shelved_until = self.now + duration * S
+        self._check(self.lc.shelve(alarm_id, "op", "noisy", duration), [("shelved", alarm_id)])
+
+    @rule(data=st.data())
+    def unshelve(self, data: st.DataObject) -> None:
+        alarm_id = self._target(data)
+        key = self._key_of(alarm_id)
+        if key is None or self.open[key].shelved_until is None:
+            self._refused(lambda: self.lc.unshelve(alarm_id, "op"), alarm_id)
+            return
+        self.open[key].shelved_until = None
+        self._check(self.lc.unshelve(alarm_id, "op"), [("unshelved", alarm_id)])
+
+    @rule(data=st.data())
+    def comment(self, data: st.DataObject) -> None:
+        alarm_id = self._target(data)
+        if alarm_id == UNKNOWN_ID:
+            self._refused(lambda: self.lc.comment(alarm_id, "op", "note"), alarm_id)
+            return
+        self._check(self.lc.comment(alarm_id, "op", "note"), [("comment", alarm_id)])
+
+    def _value_alarms(self, device: str) -> list[int]:
+        return sorted(
+            m.id for (r, d), m in self.open.items() if d == device and RULES[r].category == "value" and m.id is not None
+        )
+
+    @rule(device=st.sampled_from(DEVICES), reason=st.sampled_from(REASONS), actor=st.sampled_from(["system", "op"]))
+    def suppress(self, device: str, reason: str, actor: str) -> None:
+        expected: Expected = []
+        if reason not in self.supp[device]:
+            if not self.supp[device]:
+                expected = [("suppressed", i) for i in self._value_alarms(device)]
+            self.supp[device].add(reason)
+        self._check(self.lc.suppress(device, reason, actor), expected)
+
+    @rule(device=st.sampled_from(DEVICES), reason=st.sampled_from(REASONS), actor=st.sampled_from(["system", "op"]))
+    def unsuppress(self, device: str, reason: str, actor: str) -> None:
+        expected: Expected = []
+        if reason in self.supp[device]:
+            self.supp[device].discard(reason)
+            if not self.supp[device]:
+                expected = [("unsuppressed", i) for i in self._value_alarms(device)]
+        self._check(self.lc.unsuppress(device, reason, actor), expected)
+
+    # ---- time and restarts ----
+
+    @rule(seconds=st.sampled_from([0, 10, 30, 60, 2 * WINDOW_S]))
+    def advance(self, seconds: int) -> None:
+        self.now += seconds * S
+
+    @rule()
+    def tick(self) -> None:
+        due = sorted(
+            (m.id, m) for m in self.open.values() if m.shelved_until is not None and m.shelved_until <= self.now
+        )
+        for _, m in due:
+            m.shelved_until = None
+        self._check(self.lc.tick(), [("unshelved", i) for i, _ in due])
+
+    @rule()
+    def restart(self) -> None:
+        """The process dies: the connection goes away without any shutdown; a new Lifecycle opens the file."""
+        self.lc.conn.close()
+        self.lc = self._open()
+
+    # ---- invariants ----
+
+    @invariant()
+    def one_open_alarm_per_key(self) -> None:
+        dupes = self.lc.conn.execute(
+            "SELECT rule, device, quantity FROM alarm_alarms WHERE state != 'normal'"
+            " GROUP BY rule, device, quantity HAVING COUNT(*) > 1"
+        ).fetchall()
+        assert dupes == []
+
+    @invariant()
+    def matches_the_model(self) -> None:
+        got = {(a.rule, a.device): a for a in self.lc.open_alarms()}
+        assert set(got) == set(self.open)
+        for key, m in self.open.items():
+            a = got[key]
+            suppressed = RULES[key[0]].category == "value" and bool(self.supp[key[1]])
+            assert (a.id, a.state.value, int(a.level), a.shelved_until_ns, a.chattering) == (
+                m.id,
+                m.state,
+                m.level,
+                m.shelved_until,
+                m.chattering,
+            )
+            assert a.suppressed_by == (",".join(sorted(self.supp[key[1]])) if suppressed else None)
+            assert a.notifiable == (m.state == "active_unacked" and m.shelved_until is None and not suppressed)
+            if m.state == "latched":
+                assert (a.acked_ns is not None) == m.acked
+        closed = self.lc.query(state=AlarmState.NORMAL, limit=10**6)
+        assert {a.id for a in closed} == self.closed
+        assert not any(a.chattering or a.notifiable for a in closed)
+        assert {s[:2] for s in self.lc.suppressions()} == {(d, r) for d, rs in self.supp.items() for r in rs}
+
+
+def test_lifecycle_against_the_model() -> None:
+    run_state_machine_as_test(
+        LifecycleMachine,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=40,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
