@@ -66,17 +66,23 @@ def _provides(prof: ModbusProfile | MqttProfile) -> frozenset[str]:
 def rated_load_at(chart: tuple[tuple[float, float], ...], radius_m: float) -> tuple[float, bool] | None:
     """(rated load, beyond the chart) at `radius_m`; None for an empty chart.
 
-    Conservative: the chart point at the smallest radius >= the current radius. Rated load falls with radius, so
-    the next point out never rates more than the crane can lift here (no interpolation that could over-rate).
-    Beyond the chart's last radius the last point is used and flagged: the trolley cannot be past the jib end,
-    so either the radius reading or the chart is wrong, and a ratio computed from it cannot be trusted.
+    Linear interpolation between the chart's points, as the crane's own load-moment indicator reads its chart (and
+    as the simulators do). Taking the next point out instead (a step chart) over-states the ratio by up to the
+    drop between two points: in the demo it raised 危险 (> 110 %) on lifts the crane rated at 90 %.
+    Inside the first radius the first point applies. Beyond the chart's last radius the last point is used and
+    flagged: the trolley cannot be past the jib end, so either the radius reading or the chart is wrong, and a
+    ratio computed from it cannot be trusted.
     """
     if not chart:
         return None
-    i = bisect.bisect_left([r for r, _ in chart], radius_m)
-    if i == len(chart):
+    radii = [r for r, _ in chart]
+    if radius_m > radii[-1]:
         return chart[-1][1], True
-    return chart[i][1], False
+    i = bisect.bisect_left(radii, radius_m)
+    if i == 0 or radii[i] == radius_m:
+        return chart[i][1], False
+    (r0, l0), (r1, l1) = chart[i - 1], chart[i]
+    return l0 + (l1 - l0) * (radius_m - r0) / (r1 - r0), False
 
 
 class Deriver:

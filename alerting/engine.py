@@ -21,6 +21,7 @@ from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
 from alerting.roles import Role
 from alerting.rules import Rule, default_rules
+from gateway.metrics import Metrics
 from gateway.model import Reading
 
 if TYPE_CHECKING:
@@ -37,9 +38,14 @@ class AlarmEngine:
     """
 
     def __init__(
-        self, cfg: SiteConfig, clock: Clock = wall_clock, mqtt_targets: Mapping[str, MqttTarget] | None = None
+        self,
+        cfg: SiteConfig,
+        clock: Clock = wall_clock,
+        mqtt_targets: Mapping[str, MqttTarget] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.cfg = cfg
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self.conn = connect(cfg.alarms.state_file)
         self.devices: dict[str, DeviceContext] = DeviceContext.from_config(cfg)
@@ -70,20 +76,23 @@ class AlarmEngine:
         for ch in cfg.escalation.channels:
             target = targets.get(ch.broker) if isinstance(ch, MqttChannel) else None
             self.notifiers[ch.id] = build_notifier(ch, os.environ, target, clock=clock)
-        self.escalation = Escalation(self.conn, cfg.escalation, self.notifiers, clock, self.site)
+        self.escalation = Escalation(
+            self.conn, cfg.escalation, self.notifiers, clock, self.site, on_delivery=self._delivered
+        )
         self.escalation.hazard_source = self._hazard_notices
         self.escalation.propose_hazard = lambda a: self.propose_hazard(a, "system", Role.ADMIN)
         self.lifecycle.hooks.append(self.escalation.on_event)
         from gateway.auth import Auth  # the API's logins share this database
 
         self.auth = Auth(self.conn, cfg.auth, clock)
-        self.errors = 0
-        self.transitions = 0
         # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
         # still above its threshold does not raise a duplicate and a value back to normal does clear it
         for a in self.lifecycle.open_alarms():
             if a.state in (AlarmState.ACTIVE_UNACKED, AlarmState.ACTIVE_ACKED):
                 self.evaluator.restore(a.rule, a.device, a.quantity, a.level)
+
+    def _delivered(self, channel: str, outcome: str) -> None:
+        self.metrics.deliveries[(channel, outcome)] += 1
 
     # ---- inline, from the pipeline ----
 
@@ -91,7 +100,7 @@ class AlarmEngine:
         try:
             return self.deriver.derive(batch)
         except Exception:  # a bug in a derivation must never stop readings from reaching the database
-            self.errors += 1
+            self.metrics.alarm_errors += 1
             log.exception("deriving readings failed; batch stored without derived values")
             return []
 
@@ -106,12 +115,12 @@ class AlarmEngine:
                         self.lifecycle.unsuppress(r.device, _OFFLINE)
             self._apply(self.evaluator.observe_batch(batch, now))
         except Exception:
-            self.errors += 1
+            self.metrics.alarm_errors += 1
             log.exception("alarm evaluation failed for a batch of %d readings; readings are stored anyway", len(batch))
 
     def _apply(self, transitions: list[Transition]) -> None:
         for t in transitions:
-            self.transitions += 1
+            self.metrics.alarm_transitions += 1
             events = self.lifecycle.apply(t)
             for ev in events:
                 log.info(
@@ -162,7 +171,7 @@ class AlarmEngine:
             self._apply(self.evaluator.tick(self.clock()))
             self.lifecycle.tick()
         except Exception:
-            self.errors += 1
+            self.metrics.alarm_errors += 1
             log.exception("alarm tick failed")
 
     async def run(self, tick_s: float = 1.0) -> None:

@@ -163,7 +163,9 @@ class Escalation:
             elif ev.kind == "level_up":
                 # a higher level is a new escalation from the first tier (ISA-18.2: it must be acknowledged again)
                 self._cancel(conn, a.id, ev.at_ns, "superseded by a higher level")
-                episode = f"{a.raise_count}L{int(a.level)}"
+                # at_ns too: the level may go up to the same level again (2->3, down to 2, up to 3) within one raise,
+                # and an episode that already exists would make INSERT OR IGNORE schedule nothing at all
+                episode = f"{a.raise_count}L{int(a.level)}.{ev.at_ns}"
             else:
                 episode = f"{a.raise_count}.{ev.at_ns}"
             self._schedule(conn, a, episode, ev.at_ns)
@@ -249,28 +251,36 @@ class Escalation:
             "SELECT * FROM esc_steps WHERE status = 'pending' AND due_ns <= ? ORDER BY due_ns, id", (now,)
         ).fetchall()
         for st in due:
-            a = lookup_alarm(st["alarm_id"])
-            pol = next((p for p in self.cfg.policies if p.id == st["policy"]), None)
-            with tx(self.conn):
-                # re-read under the write lock: an ack may have cancelled it since the SELECT
-                cur = self.conn.execute("SELECT status FROM esc_steps WHERE id = ?", (st["id"],)).fetchone()
-                if cur["status"] != "pending":
-                    continue
-                if pol is None or st["tier"] >= len(pol.tiers):
-                    self.conn.execute(
-                        "UPDATE esc_steps SET status = 'cancelled', cancelled_ns = ?, cancel_reason = ? WHERE id = ?",
-                        (now, "policy no longer in the configuration", st["id"]),
-                    )
-                    continue
-                tier = pol.tiers[st["tier"]]
-                event = "repeat" if st["seq"] else ("level_up" if "L" in st["episode"] else "raised")
-                subject, text, data = alarm_message(a, event, self.site)
-                data = {**data, "tier": st["tier"], "repeat": st["seq"]}
-                self.conn.execute("UPDATE esc_steps SET status = 'fired', fired_ns = ? WHERE id = ?", (now, st["id"]))
-                if tier.propose_hazard and self.propose_hazard is not None:
-                    data["hazard_id"] = self.propose_hazard(a)  # same transaction: both happen or neither
-                    text += f"\n已自动登记隐患 #{data['hazard_id']} (待确认 判定)"
-                self._enqueue(now, tier.roles, tier.channels, int(a.level), subject, text, data, st["id"], a.id, None)
+            try:
+                self._fire(st, now, lookup_alarm)
+            except Exception:
+                # one step that cannot fire (e.g. propose_hazard failed) must neither stop the other alarms'
+                # escalation nor kill the loop; its transaction rolled back, so it stays pending and is tried again
+                log.exception("escalation step %s of alarm %s could not fire; retrying", st["id"], st["alarm_id"])
+
+    def _fire(self, st: sqlite3.Row, now: int, lookup_alarm: Callable[[int], Any]) -> None:
+        a = lookup_alarm(st["alarm_id"])
+        pol = next((p for p in self.cfg.policies if p.id == st["policy"]), None)
+        with tx(self.conn):
+            # re-read under the write lock: an ack may have cancelled it since the SELECT
+            cur = self.conn.execute("SELECT status FROM esc_steps WHERE id = ?", (st["id"],)).fetchone()
+            if cur["status"] != "pending":
+                return
+            if pol is None or st["tier"] >= len(pol.tiers):
+                self.conn.execute(
+                    "UPDATE esc_steps SET status = 'cancelled', cancelled_ns = ?, cancel_reason = ? WHERE id = ?",
+                    (now, "policy no longer in the configuration", st["id"]),
+                )
+                return
+            tier = pol.tiers[st["tier"]]
+            event = "repeat" if st["seq"] else ("level_up" if "L" in st["episode"] else "raised")
+            subject, text, data = alarm_message(a, event, self.site)
+            data = {**data, "tier": st["tier"], "repeat": st["seq"]}
+            self.conn.execute("UPDATE esc_steps SET status = 'fired', fired_ns = ? WHERE id = ?", (now, st["id"]))
+            if tier.propose_hazard and self.propose_hazard is not None:
+                data["hazard_id"] = self.propose_hazard(a)  # same transaction: both happen or neither
+                text += f"\n已自动登记隐患 #{data['hazard_id']} (待确认 判定)"
+            self._enqueue(now, tier.roles, tier.channels, int(a.level), subject, text, data, st["id"], a.id, None)
 
     def _enqueue(
         self,

@@ -289,6 +289,7 @@ class Lifecycle:
         if t.new > level:
             self._update(
                 alarm_id,
+                state=AlarmState.ACTIVE_UNACKED,
                 level=t.new,
                 max_level=max(t.new, Level(row["max_level"])),
                 acked_ns=None,
@@ -477,7 +478,7 @@ class Lifecycle:
         """Bring suppressed_by of the device's open value alarms up to date; events where suppression flips."""
         joined = self._suppressed_by(device)
         rows = self.conn.execute(
-            "SELECT id, suppressed_by FROM alarm_alarms WHERE device = ? AND state != 'normal' AND category = 'value'"
+            "SELECT id, suppressed_by FROM alarm_alarms WHERE device = ? AND state != 'normal' "
             " ORDER BY id",
             (device,),
         ).fetchall()

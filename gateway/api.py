@@ -155,7 +155,7 @@ def build_api(gw: "Gateway") -> FastAPI:
             "spool_pending_bytes": gw.spool.pending_bytes(),
             "spool_dropped_lines": gw.spool.dropped_lines,
             "devices_up": {d: v for d, v in gw.metrics.up.items()},
-            "alarm_engine_errors": eng.errors,
+            "alarm_engine_errors": gw.metrics.alarm_errors,
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)

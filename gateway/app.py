@@ -143,7 +143,7 @@ class Gateway:
         self.pipeline = Pipeline(self.spool, self.series, self.metrics)
         params = broker_params(cfg)
         try:
-            self.alarms = AlarmEngine(cfg, clock, {bid: mqtt_target(p) for bid, p in params.items()})
+            self.alarms = AlarmEngine(cfg, clock, {bid: mqtt_target(p) for bid, p in params.items()}, self.metrics)
         except ValueError as err:  # a missing secret in the environment, an unusable override
             raise ConfigError(str(err)) from None
         self.pipeline.derive = self.alarms.derive

@@ -23,6 +23,10 @@ class Metrics:
     polls: Counter[str] = field(default_factory=Counter)  # by device
     poll_failures: Counter[str] = field(default_factory=Counter)  # by device
     up: dict[str, int] = field(default_factory=dict)
+    loop_stalls: int = 0  # the liveness timer woke up > 1 s late: the gateway itself was stalled
+    alarm_transitions: int = 0
+    alarm_errors: int = 0  # exceptions in alarm evaluation (readings are stored regardless)
+    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (channel, outcome)
 
     def observe_write(self, seconds: float, lines: int, replay: bool) -> None:
         self.write_batches += 1
@@ -49,7 +53,12 @@ class Metrics:
             f"sitegw_spool_pending_bytes {spool_pending_bytes}",
             f"sitegw_spool_disk_bytes {spool_disk_bytes}",
             f"sitegw_spool_dropped_lines_total {spool_dropped_lines}",
+            f"sitegw_loop_stalls_total {self.loop_stalls}",
+            f"sitegw_alarm_transitions_total {self.alarm_transitions}",
+            f"sitegw_alarm_errors_total {self.alarm_errors}",
         ]
+        for (ch, outcome), n in sorted(self.deliveries.items()):
+            out.append(f'sitegw_notifications_total{{channel="{esc(ch)}",outcome="{esc(outcome)}"}} {n}')
         for reason, n in sorted(self.dead_letters.items()):
             out.append(f'sitegw_dead_letters_total{{reason="{esc(reason)}"}} {n}')
         for dev, n in sorted(self.protocol_errors.items()):

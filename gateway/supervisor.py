@@ -64,11 +64,26 @@ class Liveness:
         return out
 
 
-async def watch_liveness(liveness: Liveness, submit: Submit, period_s: float = 0.5) -> None:
-    """Timer, not a busy wait: checks staleness twice a second."""
+async def watch_liveness(liveness: Liveness, submit: Submit, period_s: float = 0.5, stall_s: float = 1.0) -> None:
+    """Timer, not a busy wait: checks staleness twice a second.
+
+    If this timer itself woke up more than `stall_s` late, the gateway (not the devices) was stalled, e.g. a host
+    starved of CPU or a blocking disk: every device would look silent at once. The stall is credited to every
+    device instead of raising a burst of false offline alarms; it is logged and counted.
+    """
+    prev = time.monotonic()
     while True:
         await asyncio.sleep(period_s)
-        ups = liveness.sweep(time.monotonic())
+        now = time.monotonic()
+        late = now - prev - period_s
+        prev = now
+        if late > stall_s:
+            liveness.metrics.loop_stalls += 1
+            log.warning("the gateway was stalled for %.1f s; staleness checks resume from now", late)
+            for dev in liveness.last_good:
+                liveness.last_good[dev] += late
+            continue
+        ups = liveness.sweep(now)
         if ups:
             await submit(ups)
 

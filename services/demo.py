@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -28,6 +30,41 @@ def _port(preferred: int) -> int:
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+class _Api:
+    """A logged-in client of the gateway's HTTP API (stdlib only, like the rest of the demo)."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = ""
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read())
+
+    def login(self, user: str, password: str) -> None:
+        local.wait_for(lambda: _reachable(self.base), 30, what="the gateway's HTTP API")
+        self.token = self._call("POST", "/api/login", {"username": user, "password": password})["token"]
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def put(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("PUT", path, body)
+
+
+def _reachable(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def main() -> int:
@@ -77,7 +114,11 @@ def main() -> int:
         db.start()
         services.append(db)
         _say(f"InfluxDB 1.x on 127.0.0.1:{influx_port}")
+        # demo logins: fresh random passwords each run, handed to the gateway through its environment only
+        passwords = {u["name"]: secrets.token_urlsafe(9) for u in doc["auth"]["users"]}
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for u in doc["auth"]["users"]:
+            env[u["password_env"]] = passwords[u["name"]]
         sim_log = open(RUN / "simulators.log", "wb")
         sim = subprocess.Popen(
             [
@@ -119,6 +160,15 @@ def main() -> int:
             return int(got[0]["count"]) if got else 0
 
         local.wait_for(count, 60, what="the first crane readings in InfluxDB")
+        api = _Api(http_port)
+        api.login("li", passwords["li"])
+        # cumulative excavation change is measured from a baseline (初始值): the manager sets it from the first
+        # readings, as a surveyor would on day one (each one audited with who and why)
+        for dev in ("PIT-D01", "PIT-D02"):
+            for q in ("horizontal_displacement", "vertical_displacement"):
+                local.wait_for(lambda d=dev, q=q: q in api.get("/api/latest").get(d, {}), 30, what=f"{dev} {q}")
+                api.put(f"/api/baselines/{dev}/{q}", {"why": "演示: 初始值取首次读数"})
+        _say("baselines set for PIT-D01 and PIT-D02 (PUT /api/baselines/...)")
         q = "SELECT last(load), last(load_moment_ratio), last(wind_speed) FROM tower_crane GROUP BY device"
         url = f"http://127.0.0.1:{influx_port}/query?" + urllib.parse.urlencode({"db": db_name, "q": q})
         print(
@@ -130,11 +180,20 @@ def main() -> int:
  Look at it:
    curl -sG '{url.split("?")[0]}' --data-urlencode 'db={db_name}' \\
         --data-urlencode "q={q}"
-   curl -s http://127.0.0.1:{http_port}/api/latest     (latest value of every quantity)
-   curl -s http://127.0.0.1:{http_port}/metrics        (gateway self-metrics)
+   curl -s http://127.0.0.1:{http_port}/metrics        (gateway self-metrics, no login)
    mosquitto_sub -p {mqtt_port} -t 'site/#' -v          (raw MQTT traffic)
- Rehearse a fault (the gateway marks the device offline, up=0):
+   mosquitto_sub -p {mqtt_port} -t 'sitegw/demo/siren'  (the site siren: escalated alarms)
+ Log in (this run's passwords: {", ".join(f"{k}={v}" for k, v in passwords.items())}):
+   curl -s -c {RUN}/cookies -XPOST 127.0.0.1:{http_port}/api/login -H 'content-type: application/json' \
+        -d '{{"username":"zhang","password":"{passwords["zhang"]}"}}'
+   curl -s -b {RUN}/cookies 127.0.0.1:{http_port}/api/latest
+   curl -s -b {RUN}/cookies '127.0.0.1:{http_port}/api/alarms?open_only=true'
+   curl -s -b {RUN}/cookies -XPOST -H 'content-type: application/json' \
+        127.0.0.1:{http_port}/api/alarms/1/ack -d '{{"comment":"已到现场"}}'
+ Rehearse a fault (the gateway marks the device offline, up=0, and raises health.stale):
    curl -s -XPOST 127.0.0.1:{control_port}/fault -d '{{"device":"PIT-D02","mode":"offline"}}'
+ Rehearse a gas leak (detector reads 30 %LEL: gas.lel 报警, the siren sounds):
+   curl -s -XPOST 127.0.0.1:{control_port}/set -d '{{"device":"GAS-01","values":{{"lel":30}}}}'
  Logs: {RUN}/gateway.log, {RUN}/simulators.log      Ctrl-C stops everything.
 ================================================================================
 """,
@@ -147,8 +206,8 @@ def main() -> int:
                     _say(f"{name} exited with {p.returncode}; see {RUN}/{name}.log")
                     return 1
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/latest", timeout=2) as r:
-                    latest = json.loads(r.read())
+                latest = api.get("/api/latest")
+                alarms = api.get("/api/alarms?open_only=true")
             except OSError:
                 continue
             tc = latest.get("TC-01", {})
@@ -161,7 +220,8 @@ def main() -> int:
             _say(
                 f"rows={count()}  TC-01 load {v(tc, 'load')} t, moment {v(tc, 'load_moment_ratio')} %, wind "
                 f"{v(tc, 'wind_speed')} m/s | PIT-D01 settlement {v(pit, 'vertical_displacement')} mm | "
-                f"GAS-01 LEL {v(gas, 'lel')} %, O2 {v(gas, 'o2')} %"
+                f"GAS-01 LEL {v(gas, 'lel')} %, O2 {v(gas, 'o2')} % | open alarms: "
+                + (", ".join(f"#{a['id']} {a['rule']}@{a['device']} {a['level_zh']}" for a in alarms) or "none")
             )
     except KeyboardInterrupt:
         _say("stopping")

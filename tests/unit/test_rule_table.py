@@ -293,8 +293,10 @@ CHART = ((2.5, 6.0), (12.0, 6.0), (20.0, 3.6), (30.0, 2.2))
     [
         (10.0, 3.0, 50.0, Quality.GOOD),  # inside the first band: 6 t
         (12.0, 6.0, 100.0, Quality.GOOD),  # exactly at a chart point: that point
-        (12.1, 3.6, 100.0, Quality.GOOD),  # just past it: the next point out (3.6 t), never 6 t or interpolated
-        (25.0, 2.2, 100.0, Quality.GOOD),  # between 20 and 30 m: the 30 m point (2.2 t), the conservative one
+        (12.1, 5.97, 100.0, Quality.GOOD),  # just past it: interpolated, 6 - 0.1/8 x 2.4 = 5.97 t
+        (16.0, 4.8, 100.0, Quality.GOOD),  # half way from 12 m (6 t) to 20 m (3.6 t): 4.8 t
+        (25.0, 2.9, 100.0, Quality.GOOD),  # half way from 20 m (3.6 t) to 30 m (2.2 t): 2.9 t
+        (30.0, 2.2, 100.0, Quality.GOOD),  # the last point itself is still on the chart
         (1.0, 3.0, 50.0, Quality.GOOD),  # inside the chart's first radius: its first point
         (31.0, 1.1, 50.0, Quality.UNCERTAIN),  # beyond the jib end: last point, flagged
     ],
@@ -319,9 +321,9 @@ def test_load_ratio_without_chart_uses_rated_load_and_last_radius() -> None:
 def test_load_ratio_feeds_the_load_rule() -> None:
     d = Deriver({"TC": DeviceContext(kind="tower_crane", load_chart=CHART)})
     ev = crane(["tc.load_ratio"], load_chart=CHART)
-    batch = [Reading("TC", "radius", 25.0, T0), Reading("TC", "load", 2.0, T0)]
+    batch = [Reading("TC", "radius", 25.0, T0), Reading("TC", "load", 2.7, T0)]  # 2.7 t of 2.9 t rated
     (t,) = ev.observe_batch(batch + d.derive(batch), T0)
-    assert (t.rule, t.new, round(t.value, 1)) == ("tc.load_ratio", Level.PREWARNING, 90.9)
+    assert (t.rule, t.new, round(t.value, 1)) == ("tc.load_ratio", Level.PREWARNING, 93.1)
 
 
 # ---- exposure windows (GBZ 2.1) ---------------------------------------------------------------------------------
