@@ -153,12 +153,14 @@ class Escalation:
     def on_event(self, conn: sqlite3.Connection, ev: Any) -> None:
         """Lifecycle hook: called inside the alarm change's transaction."""
         a = ev.alarm
-        if ev.kind in ("raised", "level_up", "unshelved", "unsuppressed"):
+        if ev.kind in ("raised", "chattering", "level_up", "unshelved", "unsuppressed"):
             if not a.notifiable or (ev.kind == "raised" and a.chattering):
-                return  # a chattering alarm was notified on its first raises; its ack stops it
+                # a chattering alarm: its re-raises start nothing new; the one escalation started by the raise that
+                # made it chattering ("chattering" follows that "raised") runs on until someone acknowledges it
+                return
             if ev.kind in ("unshelved", "unsuppressed") and str(a.state) != "active_unacked":
                 return
-            if ev.kind == "raised":
+            if ev.kind in ("raised", "chattering"):
                 episode = f"{a.raise_count}"
             elif ev.kind == "level_up":
                 # a higher level is a new escalation from the first tier (ISA-18.2: it must be acknowledged again)
@@ -169,6 +171,8 @@ class Escalation:
             else:
                 episode = f"{a.raise_count}.{ev.at_ns}"
             self._schedule(conn, a, episode, ev.at_ns)
+        elif ev.kind == "cleared" and a.chattering:
+            pass  # flapping: neither stop chasing nor send a "back to normal" per swing; the ack stops it
         elif ev.kind in _STOP:
             self._cancel(conn, a.id, ev.at_ns, _STOP[ev.kind])
             if ev.kind in ("acked", "cleared"):
@@ -232,7 +236,11 @@ class Escalation:
         now = self.clock()
         nxt = self.conn.execute(
             "SELECT MIN(t) FROM (SELECT MIN(due_ns) t FROM esc_steps WHERE status = 'pending'"
-            " UNION ALL SELECT MIN(next_try_ns) FROM esc_deliveries WHERE status = 'retry')"
+            " UNION ALL SELECT MIN(next_try_ns) FROM esc_deliveries WHERE status = 'retry'"
+            # a digest is due when its group's window ends
+            " UNION ALL SELECT MIN((SELECT MAX(d.created_ns) FROM esc_deliveries d WHERE d.group_key = o.group_key))"
+            " + ? FROM esc_outbox o WHERE o.status = 'queued')",
+            (int(self.cfg.group_window_s * 1e9),),
         ).fetchone()[0]
         if nxt is None:
             return cap
@@ -278,8 +286,17 @@ class Escalation:
             data = {**data, "tier": st["tier"], "repeat": st["seq"]}
             self.conn.execute("UPDATE esc_steps SET status = 'fired', fired_ns = ? WHERE id = ?", (now, st["id"]))
             if tier.propose_hazard and self.propose_hazard is not None:
-                data["hazard_id"] = self.propose_hazard(a)  # same transaction: both happen or neither
-                text += f"\n已自动登记隐患 #{data['hazard_id']} (待确认 判定)"
+                # in a savepoint of the firing transaction: if registering the hazard fails, its writes are undone
+                # but the tier still goes out (the people must hear of the alarm) and says to register it by hand
+                self.conn.execute("SAVEPOINT propose")
+                try:
+                    data["hazard_id"] = self.propose_hazard(a)
+                    text += f"\n已自动登记隐患 #{data['hazard_id']} (待确认 判定)"
+                except Exception:
+                    self.conn.execute("ROLLBACK TO propose")
+                    log.exception("alarm %s: the hazard record could not be opened; the tier is sent anyway", a.id)
+                    text += "\n自动登记隐患失败, 请手工登记 (register the hazard by hand)"
+                self.conn.execute("RELEASE propose")
             self._enqueue(now, tier.roles, tier.channels, int(a.level), subject, text, data, st["id"], a.id, None)
 
     def _enqueue(

@@ -346,7 +346,9 @@ class Lifecycle:
 
     @staticmethod
     def _closing(at_ns: int) -> dict[str, Any]:
-        return {"state": AlarmState.NORMAL, "closed_ns": at_ns, "chattering": 0}
+        # a shelve ends with the alarm (the log keeps who shelved it); chattering is per episode
+        none = {"shelved_until_ns": None, "shelved_by": None, "shelve_reason": None}
+        return {"state": AlarmState.NORMAL, "closed_ns": at_ns, "chattering": 0, **none}
 
     # ---- operator actions ---------------------------------------------------------------------------------
 
@@ -478,7 +480,7 @@ class Lifecycle:
         """Bring suppressed_by of the device's open value alarms up to date; events where suppression flips."""
         joined = self._suppressed_by(device)
         rows = self.conn.execute(
-            "SELECT id, suppressed_by FROM alarm_alarms WHERE device = ? AND state != 'normal' "
+            "SELECT id, suppressed_by FROM alarm_alarms WHERE device = ? AND state != 'normal' AND category = 'value'"
             " ORDER BY id",
             (device,),
         ).fetchall()

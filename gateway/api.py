@@ -33,8 +33,9 @@ class _Body(BaseModel):
 
 
 class LoginBody(_Body):
-    username: str
-    password: str
+    # bounded: the name goes into the audit table and the failure counter, the password through scrypt
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
 
 
 class AckBody(_Body):
@@ -167,7 +168,7 @@ def build_api(gw: "Gateway") -> FastAPI:
     @app.post("/api/login")
     async def login(body: LoginBody, response: Response) -> dict[str, Any]:
         try:
-            token, user, expires = eng.auth.login(body.username, body.password)
+            token, user, expires = await eng.auth.alogin(body.username, body.password)
         except AuthError as err:
             raise HTTPException(401, str(err)) from None
         max_age = int((expires - eng.clock()) / 1e9)
@@ -350,15 +351,23 @@ def build_api(gw: "Gateway") -> FastAPI:
             raise HTTPException(422, f"report: {err}") from None
         return _jsonable(eng.hazards.get(hid))
 
+    def _hazard_or_404(hazard_id: int) -> dict[str, Any]:
+        # Hazards.get raises HazardError (409, a refused operation) for a missing record; over HTTP it is a 404
+        try:
+            return eng.hazards.get(hazard_id)
+        except HazardError:
+            raise HTTPException(404, f"no hazard {hazard_id}") from None
+
     @app.get("/api/hazards/{hazard_id}")
     async def hazard(hazard_id: int, _: Viewer) -> Any:
-        return _jsonable({**eng.hazards.get(hazard_id), "history": eng.hazards.history(hazard_id)})
+        return _jsonable({**_hazard_or_404(hazard_id), "history": eng.hazards.history(hazard_id)})
 
     @app.post("/api/hazards/{hazard_id}/{action}")
     async def hazard_action(hazard_id: int, action: str, request: Request, user: Officer) -> Any:
         if action not in eng.hazard_actions:
             raise HTTPException(404, f"unknown hazard action {action!r}; actions: {', '.join(eng.hazard_actions)}")
         body = await _json_object(request)
+        _hazard_or_404(hazard_id)
         try:
             getattr(eng.hazards, action)(hazard_id, actor=user.name, role=user.role, **body)
         except TypeError as err:  # an unknown or missing field in the body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -56,6 +57,7 @@ class Auth:
             digest = self._hash(os.environ[u.password_env], salt)
             self._users[u.name] = (User(u.name, u.role_enum, u.display_name), salt, digest)
         self._fails: dict[str, deque[int]] = defaultdict(deque)
+        self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))  # salt and digest no password matches
         if not cfg.users:
             log.warning("no users configured (auth.users): the API refuses every request that needs a login")
 
@@ -64,20 +66,40 @@ class Auth:
         return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
 
     def login(self, name: str, password: str) -> tuple[str, User, int]:
+        """Check a login and open a session: (token, user, expires_ns). Blocks for the scrypt (tens of ms)."""
+        now, entry, salt, digest = self._begin(name)
+        return self._finish(name, now, entry, self._hash(password, salt), digest)
+
+    async def alogin(self, name: str, password: str) -> tuple[str, User, int]:
+        """`login` for the event loop: the scrypt runs in a worker thread, so a stream of login attempts does not
+        stall readings and alarms; the database work stays on the loop's thread (the connection is shared)."""
+        now, entry, salt, digest = self._begin(name)
+        got = await asyncio.to_thread(self._hash, password, salt)
+        return self._finish(name, now, entry, got, digest)
+
+    def _begin(self, name: str) -> tuple[int, tuple[User, bytes, bytes] | None, bytes, bytes]:
         now = self.clock()
         fails = self._fails[name]
         while fails and fails[0] < now - _FAIL_WINDOW_NS:
             fails.popleft()
         if len(fails) >= self.cfg.max_failed_logins:
             raise AuthError("too many failed logins; try again in 15 minutes")
+        # counted as a failure until proven right: attempts waiting for their hash at the same time cannot all slip
+        # under the limit
+        fails.append(now)
         entry = self._users.get(name)
-        ok = entry is not None and hmac.compare_digest(self._hash(password, entry[1]), entry[2])
-        if not ok or entry is None:
-            fails.append(now)
+        # an unknown name costs the same scrypt as a known one: a faster refusal would tell which part was wrong
+        salt, digest = (entry[1], entry[2]) if entry is not None else self._decoy
+        return now, entry, salt, digest
+
+    def _finish(
+        self, name: str, now: int, entry: tuple[User, bytes, bytes] | None, got: bytes, digest: bytes
+    ) -> tuple[str, User, int]:
+        if entry is None or not hmac.compare_digest(got, digest):
             with tx(self.conn):
                 audit(self.conn, now, name, "auth.login_failed", f"user:{name}")
             raise AuthError("wrong user name or password")
-        fails.clear()
+        self._fails[name].clear()
         token = secrets.token_urlsafe(32)
         expires = now + int(self.cfg.session_ttl_s * 1e9)
         user = entry[0]

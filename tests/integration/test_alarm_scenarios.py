@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alerting.db import connect, wall_clock
+from alerting.db import audit_rows, connect, wall_clock
 from alerting.lifecycle import Alarm, AlarmState, Lifecycle
 from alerting.rules import Level, default_rules
 from gateway.app import Gateway
@@ -29,7 +29,7 @@ from tests.sites import write_site
 
 # Scenario steps (gust, pour, leak) run on the simulator's clock, in seconds; --time-scale only speeds the
 # excavation trend. A simulator clock running SPEED times faster than real time puts their minutes into seconds.
-SPEED = 10.0
+SPEED = 12.0
 CHART = [
     {"radius_m": 2.5, "rated_load_t": 6.0},
     {"radius_m": 12.0, "rated_load_t": 6.0},
@@ -102,19 +102,19 @@ def state_reader(cfg: SiteConfig) -> Iterator[Lifecycle]:
         conn.close()
 
 
-async def alarm_at(lc: Lifecycle, rule: str, device: str, level: Level, timeout: float = 30.0) -> Alarm:
+async def alarm_at(lc: Lifecycle, rule: str, device: str, level: Level, within_s: float = 30.0) -> Alarm:
     """The open alarm of `rule` on `device` once it is at `level` or higher (callers assert the exact level)."""
 
     def found() -> Alarm | None:
         got = [a for a in lc.open_alarms() if a.rule == rule and a.device == device and a.level >= level]
         return got[0] if got else None
 
-    alarm: Alarm = await asyncio.to_thread(wait_for, found, timeout, 0.2, f"{rule} on {device} at {level.zh}")
+    alarm: Alarm = await asyncio.to_thread(wait_for, found, within_s, 0.2, f"{rule} on {device} at {level.zh}")
     return alarm
 
 
-async def until(predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    return await asyncio.to_thread(wait_for, predicate, timeout, 0.2, what)
+async def until(predicate: Callable[[], Any], what: str, within_s: float = 30.0) -> Any:
+    return await asyncio.to_thread(wait_for, predicate, within_s, 0.2, what)
 
 
 def entered(lc: Lifecycle, alarm: Alarm, level: Level) -> dict[str, Any]:
@@ -122,8 +122,9 @@ def entered(lc: Lifecycle, alarm: Alarm, level: Level) -> dict[str, Any]:
     return next(h for h in lc.history(alarm.id) if h["kind"] in ("raised", "level_up") and h["level"] >= level)
 
 
-def first_reaching(readings: list[Reading], threshold: float, direction: str = "high") -> Reading:
-    return next(r for r in readings if (r.value <= threshold if direction == "low" else r.value >= threshold))
+def first_reaching(readings: list[Reading], threshold: float) -> Reading:
+    """The first reading at or above `threshold`: where a rule of direction high enters its level."""
+    return next(r for r in readings if r.value >= threshold)
 
 
 async def test_wind_gust_alarms_at_the_standard_and_at_a_cranes_stricter_limit(
@@ -146,8 +147,193 @@ async def test_wind_gust_alarms_at_the_standard_and_at_a_cranes_stricter_limit(
             assert std.title_zh == "风速超限 停止吊装" and std.category == "value"
             assert (own.level, own.threshold) == (Level.ALARM, 9.0)
             assert own.source == "device configuration (manufacturer's manual) wind_limit_ms [P]"
-            # each crane entered 报警 on the first reading at or above its own threshold, with that reading's value:
-            # TC-02 readings between 9.0 and 10.8 alarm, the same readings on TC-01 do not
+            # each crane entered 报警 on its first reading at or above its own threshold, with that reading's value:
+            # a gust between 9.0 and 10.8 m/s is 报警 on TC-02 and not on TC-01
             for alarm, limit in ((std, 10.8), (own, 9.0)):
                 crossing = first_reaching(seen.of(alarm.device, "wind_speed"), limit)
                 assert entered(lc, alarm, Level.ALARM)["value"] == crossing.value
+
+
+async def test_excavation_settling_too_fast_raises_the_cumulative_alarm(tmp_path: Path, influxdb: Service) -> None:
+    """A wall-crest gauge on an RS-485 bus (RTU pty) drifting 5 mm/d, one simulated day per 17.28 s (1 mm/s): the
+    project's 预警 3 mm and 危险 6 mm, measured from the baseline (初始值) taken from the first reading, cite the
+    monitoring plan. The day-normalised rate rule needs hours of data: tests/unit/test_excavation_days.py."""
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        influx_port=influxdb.port,
+        lines=[{"id": "pit", "type": "modbus_rtu", "port": "ttyPIT", "baudrate": 115200}],
+        devices=[
+            {
+                "id": "PIT-D01",
+                "profile": "excavation_displacement_rtu_v1",
+                "line": "pit",
+                "unit_id": 1,
+                "poll_interval_s": 0.3,
+                "timeout_s": 0.2,
+            }
+        ],
+        rules={
+            "overrides": [
+                {
+                    "rule": "exc.horizontal_displacement",
+                    "devices": ["PIT-D01"],
+                    "thresholds": {1: 3.0, 3: 6.0},
+                    "source": {"standard": "XX基坑监测方案", "clause": "表3", "confidence": "P"},
+                }
+            ]
+        },
+    )
+    gw, seen = watched(cfg)
+    async with SiteSimulator(cfg, scenario="excavation_fast", time_scale=86400 / 5), gw:
+        with state_reader(cfg) as lc:
+            readings = await until(lambda: seen.of("PIT-D01", "horizontal_displacement")[2:], "three readings")
+            first = seen.of("PIT-D01", "horizontal_displacement")[0]
+            # the gauge reads more than 3 mm from the start (seed 0): only a cumulative measure keeps quiet
+            assert first.value > 3.0 and readings[-1].value > first.value
+            assert not [a for a in lc.open_alarms() if a.rule.startswith("exc.")]
+            base = gw.alarms.baselines.set(
+                "PIT-D01", "horizontal_displacement", first.value, "surveyor", "初始值", first.ts_ns
+            )
+            after = len(seen.readings)  # every reading from here on is judged against the baseline
+
+            warn = await alarm_at(lc, "exc.horizontal_displacement", "PIT-D01", Level.PREWARNING)
+            danger = await alarm_at(lc, "exc.horizontal_displacement", "PIT-D01", Level.DANGER)
+            assert danger.id == warn.id  # one alarm, escalated 预警 -> 危险
+            assert (danger.level, danger.threshold, danger.source) == (Level.DANGER, 6.0, "XX基坑监测方案 表3 [P]")
+            assert danger.title_zh == "围护墙顶水平位移累计值"
+            log = lc.history(danger.id)
+            assert [(h["kind"], h["level"]) for h in log[:2]] == [
+                ("raised", Level.PREWARNING),
+                ("level_up", Level.DANGER),
+            ]
+            # the values are the change from the baseline (mm), at the first readings that reached 3 and 6 mm
+            changes = [r.value - base.value for r in seen.of("PIT-D01", "horizontal_displacement", after)]
+            assert log[0]["value"] == next(c for c in changes if c >= 3.0)
+            assert log[1]["value"] == next(c for c in changes if c >= 6.0)
+            # no other excavation rule has a project value here: they stay quiet
+            assert {a.rule for a in lc.open_alarms() if a.device == "PIT-D01"} == {"exc.horizontal_displacement"}
+            # the baseline is audited with who set it and the reading it came from
+            (row,) = audit_rows(lc.conn, "baseline:PIT-D01/horizontal_displacement")
+            assert (row["action"], row["actor"], row["detail"]["reading_ts_ns"]) == (
+                "baseline.set",
+                "surveyor",
+                first.ts_ns,
+            )
+
+
+async def test_formwork_pour_and_gas_leak_alarm_at_their_levels(
+    tmp_path: Path, mosquitto: Service, influxdb: Service
+) -> None:
+    """Over MQTT: a pole loaded past its 30 kN design value during a pour -> fw.axial_force 报警 at 100 % of design
+    (2024 判定标准 6(二)); a leak ramping to 40 %LEL -> gas.lel 报警 at 25 %LEL (GB/T 50493-2019 level 1), never
+    危险 (50 %LEL); O2 below 19.5 %VOL -> gas.o2_low 报警."""
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        influx_port=influxdb.port,
+        mqtt_port=mosquitto.port,
+        devices=[
+            {
+                "id": "FW-A01",
+                "profile": "formwork_mqtt_v1",
+                "broker": "b",
+                "topic": "site/t/formwork/+/data",
+                "expected_interval_s": 0.5,
+                "design_values": {"axial_force": 30.0},  # the pour's full load is about 45-50 kN
+            },
+            gas_detector("GAS-01"),
+        ],
+    )
+    gw, seen = watched(cfg)
+    async with SiteSimulator(cfg, scenario="formwork_pour,gas_leak", clock=fast_clock(SPEED)) as sim, gw:
+        with state_reader(cfg) as lc:
+            pole = await alarm_at(lc, "fw.axial_force", "FW-A01", Level.ALARM)
+            assert (pole.level, pole.threshold, pole.source) == (Level.ALARM, 100.0, "2024 判定标准 6(二) [P]")
+            assert pole.title_zh == "立杆轴力" and pole.state is AlarmState.ACTIVE_UNACKED
+            # the value is in % of the design value, from the first reading at or above 30 kN
+            percent = [r.value / 30.0 * 100.0 for r in seen.of("FW-A01", "axial_force")]
+            assert entered(lc, pole, Level.ALARM)["value"] == next(p for p in percent if p >= 100.0)
+            # the settlement rule has no design value on this pole: it does not run rather than guess
+            assert ("FW-A01", "fw.settlement", "needs design_values.settlement") in gw.alarms.evaluator.inactive
+
+            lel = await alarm_at(lc, "gas.lel", "GAS-01", Level.ALARM)
+            assert (lel.threshold, lel.source, lel.title_zh) == (25.0, "GB/T 50493-2019 5.5.2 [S+]", "可燃气体浓度超限")
+            crossing = first_reaching(seen.of("GAS-01", "lel"), 25.0)
+            assert entered(lc, lel, Level.ALARM)["value"] == crossing.value
+            # the leak levels off at about 40 %LEL: still 报警, never 危险
+            await until(lambda: [r for r in seen.of("GAS-01", "lel") if r.value > 38.0], "the leak's plateau")
+            lel = lc.get(lel.id)
+            assert (lel.state, lel.level, lel.max_level) == (AlarmState.ACTIVE_UNACKED, Level.ALARM, Level.ALARM)
+            # the scenario's O2 drop (0.6 %VOL) stays above 19.5 %VOL: no oxygen alarm ...
+            assert all(r.value > 19.5 for r in seen.of("GAS-01", "o2"))
+            assert not [a for a in lc.open_alarms() if a.rule.startswith("gas.o2")]
+            # ... until the oxygen really falls below it
+            sim.set_values("GAS-01", {"o2": 19.2})
+            o2 = await alarm_at(lc, "gas.o2_low", "GAS-01", Level.ALARM)
+            assert (o2.level, o2.threshold, o2.source, o2.value) == (
+                Level.ALARM,
+                19.5,
+                "GB/T 50493-2019 5.5.2 [S+]",
+                sim.current("GAS-01")["o2"],
+            )
+
+
+async def test_monitors_gone_silent_raise_stale_and_suppress_their_value_alarms(
+    tmp_path: Path, mosquitto: Service, influxdb: Service
+) -> None:
+    """A gas detector (MQTT) in a leak and a crane (Modbus TCP) in a gust go silent: health.stale 报警 for each,
+    their value alarms stay open but are suppressed by design (not notifiable); back online, the stale alarms
+    clear and the suppression lifts."""
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        influx_port=influxdb.port,
+        mqtt_port=mosquitto.port,
+        lines=[{"id": "crane", "type": "modbus_tcp", "host": "127.0.0.1", "port": local.free_port()}],
+        devices=[crane("TC-01", "crane", 1, wind_limit_ms=9.0), gas_detector("GAS-01")],
+        modbus={"breaker_failures": 2, "breaker_max_backoff_s": 1.0},  # back quickly once the crane answers
+    )
+    gw, _ = watched(cfg)
+    async with SiteSimulator(cfg, scenario="wind_gust,gas_leak", clock=fast_clock(SPEED)) as sim, gw:
+        with state_reader(cfg) as lc:
+            values = {
+                "GAS-01": await alarm_at(lc, "gas.lel", "GAS-01", Level.ALARM),
+                "TC-01": await alarm_at(lc, "tc.wind", "TC-01", Level.ALARM),
+            }
+            assert all(a.notifiable and a.suppressed_by is None for a in values.values())
+            assert not [a for a in lc.open_alarms() if a.rule == "health.stale"]
+
+            for dev in values:
+                await sim.set_fault(dev, "offline")
+            stale = {dev: await alarm_at(lc, "health.stale", dev, Level.ALARM) for dev in values}
+            for a in stale.values():
+                assert (a.level, a.state, a.category, a.value, a.threshold) == (
+                    Level.ALARM,
+                    AlarmState.ACTIVE_UNACKED,
+                    "health",
+                    0.0,
+                    0.0,
+                )
+                assert a.source == "domain.md recommendation §1.4, §2.5, §4.4 [rec]"
+                assert a.notifiable  # a device-health alarm is never suppressed by the outage it reports
+
+            def suppressed() -> list[Any]:
+                now = [lc.get(a.id) for a in values.values()]
+                return now if all(a.suppressed_by and "offline" in a.suppressed_by for a in now) else []
+
+            for a in await until(suppressed, "value alarms suppressed while offline"):
+                # still open at 报警 (the leak and the gust did not go away), but nobody is chased about it
+                assert (a.state, a.level, a.notifiable) == (AlarmState.ACTIVE_UNACKED, Level.ALARM, False)
+            assert {(d, r) for d, r, _, _ in lc.suppressions()} == {("GAS-01", "offline"), ("TC-01", "offline")}
+
+            for dev in values:
+                await sim.set_fault(dev, "none")
+
+            def recovered() -> bool:
+                cleared = all(lc.get(a.id).state in (AlarmState.RTN_UNACKED, AlarmState.NORMAL) for a in stale.values())
+                return cleared and all(lc.get(a.id).suppressed_by is None for a in values.values())
+
+            await until(recovered, "stale alarms cleared and suppression lifted")
+            for a in [lc.get(v.id) for v in values.values()]:
+                assert (a.state, a.level, a.notifiable) == (AlarmState.ACTIVE_UNACKED, Level.ALARM, True)
+                kinds = [h["kind"] for h in lc.history(a.id)]
+                assert kinds.index("suppressed") < kinds.index("unsuppressed")
+            assert not lc.suppressions()

@@ -22,6 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 from fastapi.routing import APIRoute
 from openpyxl import load_workbook
+from paho.mqtt.enums import CallbackAPIVersion
 
 from alerting.lifecycle import Alarm
 from gateway.api import build_api
@@ -106,7 +107,7 @@ def site(tmp_path: Path, mqtt: int, influx: int, http: int) -> SiteConfig:
                 **quiet,
             },
             {"id": "TC-M1", "profile": "test_crane_bypass_mqtt_v1", "topic": "site/t/crane/+/data", **quiet},
-        ],  # fmt: skip
+        ],
         hazards={
             "region_prefecture": PREFECTURE,
             "region_county": COUNTY,
@@ -171,9 +172,10 @@ class Site:
         await self._pub("site/t/formwork/FW-A01/data", {"ts": ts_ms, "data": {"settlement": settlement}})
         return ts_ms * 1_000_000
 
-    def alarm(self, rule: str, device: str) -> Alarm | None:
-        """The open alarm of a rule on a device, straight from the lifecycle (the database)."""
-        got = [a for a in self.gw.alarms.lifecycle.open_alarms() if a.rule == rule and a.device == device]
+    def alarm(self, rule: str, device: str, when: Callable[[Alarm], bool] = lambda _: True) -> Alarm | None:
+        """The open alarm of a rule on a device, if `when` holds for it, straight from the lifecycle (the database)."""
+        lc = self.gw.alarms.lifecycle
+        got = [a for a in lc.open_alarms() if a.rule == rule and a.device == device and when(a)]
         return got[0] if got else None
 
     def audit(self, sql_where: str = "1=1", *args: Any) -> list[tuple[Any, ...]]:
@@ -201,7 +203,7 @@ async def running(
     http = local.free_port()
     clock = FakeClock(T0)
     cfg = site(tmp_path, mosquitto.port, influxdb.port, http)
-    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    dev = paho.Client(CallbackAPIVersion.VERSION2)
     dev.connect("127.0.0.1", mosquitto.port)
     dev.loop_start()
     try:
@@ -223,8 +225,15 @@ async def running(
 
 
 def _sample(path: str) -> str:
-    samples = {"alarm_id": "1", "hazard_id": "1", "device": "GAS-01", "quantity": "lel", "action": "confirm",
-               "reason": "out_of_service", "fmt": "csv"}  # fmt: skip
+    samples = {
+        "alarm_id": "1",
+        "hazard_id": "1",
+        "device": "GAS-01",
+        "quantity": "lel",
+        "action": "confirm",
+        "reason": "out_of_service",
+        "fmt": "csv",
+    }
     return re.sub(r"{(\w+)}", lambda m: samples.get(m[1], "1"), path)
 
 
@@ -253,7 +262,7 @@ async def test_logins_sessions_and_secrets(
         for route in build_api(s.gw).routes:
             if not isinstance(route, APIRoute) or not route.path.startswith("/api/") or route.path == "/api/login":
                 continue
-            for method in sorted(route.methods):
+            for method in sorted(route.methods or ()):
                 for h in ({}, {"Authorization": "Bearer forged-token"}, {"Cookie": "sitegw_session=forged"}):
                     r = await api.request(method, _sample(route.path), headers=h, json={})
                     assert r.status_code == 401, (method, route.path, h, r.text)
@@ -277,8 +286,16 @@ async def test_logins_sessions_and_secrets(
         assert locked.status_code == 401 and "too many failed logins" in locked.json()["detail"]
         assert (await s.login("li")).status_code == 200  # per user: the others still get in
         failed = s.audit("action = 'auth.login_failed'")
-        assert [(a, t) for a, _, t, _, _ in failed] == [("zhang", "user:zhang"), ("nobody", "user:nobody")] + [("zhang", "user:zhang")] * 4
+        assert [(a, t) for a, _, t, _, _ in failed] == [("zhang", "user:zhang"), ("nobody", "user:nobody")] + [
+            ("zhang", "user:zhang")
+        ] * 4
         assert s.audit("action = 'auth.login' AND actor = 'zhang'") == []
+        # attempts in flight at the same time (each waiting for its scrypt) cannot all slip under the limit
+        burst = await asyncio.gather(*(s.login("view", WRONG) for _ in range(8)))
+        details = sorted(r.json()["detail"] for r in burst)
+        assert details == ["too many failed logins; try again in 15 minutes"] * 3 + ["wrong user name or password"] * 5
+        r = await s.login("x" * 65, WRONG)  # bounded: the name goes into the audit table
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "username"]
         s.clock.advance(15 * 60 + 1)  # the window has passed
         ok = await s.login("zhang")
         assert ok.status_code == 200 and ok.json()["role"] == "officer" and ok.json()["user"] == "zhang"
@@ -338,7 +355,7 @@ async def test_roles_decide_who_may_do_what_and_every_write_is_audited(
         s.clock.advance(1)
         await s.crane(0)
         crane = await until(
-            lambda: (a := s.alarm("tc.bypass_switch", "TC-M1")) and a.state == "latched" and a, "latched bypass alarm"
+            lambda: s.alarm("tc.bypass_switch", "TC-M1", lambda a: a.state == "latched"), "latched bypass alarm"
         )
         await s.formwork(2.5)
         await until(lambda: ("FW-A01", "settlement") in s.gw.pipeline.latest, "formwork reading")
@@ -423,7 +440,7 @@ async def test_alarm_filters_and_operator_actions(
         await until(lambda: s.alarm("gas.lel", "GAS-01") and s.alarm("gas.h2s", "GAS-01"), "lel and h2s alarms")
         s.clock.advance(1)
         await s.gas(lel=55.0, h2s=8.0)  # to 危险
-        lel = await until(lambda: (a := s.alarm("gas.lel", "GAS-01")) and a.level == 3 and a, "lel at 危险")
+        lel = await until(lambda: s.alarm("gas.lel", "GAS-01", lambda a: a.level == 3), "lel at 危险")
         await s.crane(1)
         crane = await until(lambda: s.alarm("tc.bypass_switch", "TC-M1"), "bypass alarm")
 
@@ -468,7 +485,7 @@ async def test_alarm_filters_and_operator_actions(
         # an alarm that returned to normal and was acknowledged is closed: open_only leaves it out
         s.clock.advance(1)
         await s.gas(lel=55.0, h2s=0.0)
-        await until(lambda: (a := s.alarm("gas.h2s", "GAS-01")) and a.state == "rtn_unacked", "h2s back to normal")
+        await until(lambda: s.alarm("gas.h2s", "GAS-01", lambda a: a.state == "rtn_unacked"), "h2s back to normal")
         r = await s.call("zhang", "POST", f"/api/alarms/{h2s.id}/ack", {})
         assert r.json()["events"] == ["acked", "closed"] and r.json()["alarm"]["state"] == "normal"
         assert await ids(open_only=True) == [crane.id, lel.id]
@@ -605,15 +622,29 @@ async def test_baselines_set_shown_reset_with_history(
         t1 = s.clock.advance(60)
         r = await s.call("li", "PUT", url, {"why": "浇筑前初始值"})  # no value: the latest reading
         assert r.status_code == 200
-        assert r.json() == {"device": "FW-A01", "quantity": "settlement", "value": 2.5, "set_ns": t1, "set_by": "li",
-                            "why": "浇筑前初始值", "reading_ts_ns": ts}  # fmt: skip
+        assert r.json() == {
+            "device": "FW-A01",
+            "quantity": "settlement",
+            "value": 2.5,
+            "set_ns": t1,
+            "set_by": "li",
+            "why": "浇筑前初始值",
+            "reading_ts_ns": ts,
+        }
         t2 = s.clock.advance(60)
         r = await s.call("li", "PUT", url, {"value": 3, "why": "复测修正"})
         assert r.status_code == 200 and (r.json()["value"], r.json()["reading_ts_ns"]) == (3.0, None)
         assert (await s.call("view", "GET", "/api/baselines")).json() == [
-            {"device": "FW-A01", "quantity": "settlement", "value": 3.0, "set_ns": t2, "set_by": "li", "why": "复测修正",
-             "reading_ts_ns": None}
-        ]  # fmt: skip
+            {
+                "device": "FW-A01",
+                "quantity": "settlement",
+                "value": 3.0,
+                "set_ns": t2,
+                "set_by": "li",
+                "why": "复测修正",
+                "reading_ts_ns": None,
+            }
+        ]
         assert s.gw.alarms.baselines.get("FW-A01", "settlement") is not None
 
         # refused: no why, a blank why, an unknown quantity, an unknown device, a viewer
@@ -637,11 +668,34 @@ async def test_baselines_set_shown_reset_with_history(
 
         hist = (await s.call("view", "GET", f"{url}/history")).json()
         assert hist == [
-            {"action": "set", "at_ns": t1, "actor": "li", "why": "浇筑前初始值", "old": None, "new": 2.5, "reading_ts_ns": ts},
-            {"action": "set", "at_ns": t2, "actor": "li", "why": "复测修正", "old": 2.5, "new": 3.0, "reading_ts_ns": None},
-            {"action": "reset", "at_ns": t3, "actor": "li", "why": "支架拆除后重装", "old": 3.0, "new": None,
-             "reading_ts_ns": None},
-        ]  # fmt: skip
+            {
+                "action": "set",
+                "at_ns": t1,
+                "actor": "li",
+                "why": "浇筑前初始值",
+                "old": None,
+                "new": 2.5,
+                "reading_ts_ns": ts,
+            },
+            {
+                "action": "set",
+                "at_ns": t2,
+                "actor": "li",
+                "why": "复测修正",
+                "old": 2.5,
+                "new": 3.0,
+                "reading_ts_ns": None,
+            },
+            {
+                "action": "reset",
+                "at_ns": t3,
+                "actor": "li",
+                "why": "支架拆除后重装",
+                "old": 3.0,
+                "new": None,
+                "reading_ts_ns": None,
+            },
+        ]
         assert [(a, act, why, at) for a, act, _, why, at in s.audit("target = 'baseline:FW-A01/settlement'")] == [
             ("li", "baseline.set", "浇筑前初始值", t1),
             ("li", "baseline.set", "复测修正", t2),
@@ -651,8 +705,18 @@ async def test_baselines_set_shown_reset_with_history(
 
 # ---- hazards end to end, then the ledger and the monthly statistics -----------------------------------------
 
-FORM_COLUMNS = ["序号", "地（州、市）", "县（市、区）", "行业领域", "隐患单位名称", "隐患内容", "重大隐患判定依据",
-                "计划完成整改时间", "隐患来源（企业自查/抽查检查）", "整改措施"]  # fmt: skip  # Changji 附件2, in order
+FORM_COLUMNS = [
+    "序号",
+    "地（州、市）",
+    "县（市、区）",
+    "行业领域",
+    "隐患单位名称",
+    "隐患内容",
+    "重大隐患判定依据",
+    "计划完成整改时间",
+    "隐患来源（企业自查/抽查检查）",
+    "整改措施",
+]  # Changji 附件2, in order
 BASIS = {"version": "2024", "article": "11(二)", "text_zh": CONFINED_TEXT}
 MEASURES = "停止有限空间作业，强制通风后复测合格方可进入"
 
@@ -711,6 +775,9 @@ async def test_hazard_loop_over_http_and_the_exports(
         r = await act("li", "confirm", {"klass": "major", "basis": {**BASIS, "version": "2019"}})
         assert r.status_code == 422 and "version" in r.json()["detail"]
         assert (await act("li", "nonsense", {})).status_code == 404
+        for method, url in (("GET", "/api/hazards/9999"), ("POST", "/api/hazards/9999/confirm")):
+            r = await s.call("li", method, url, {"klass": "general"} if method == "POST" else None)
+            assert r.status_code == 404 and r.json()["detail"] == "no hazard 9999"
         t_confirm = s.clock.advance(60)
         r = await act("li", "confirm", {"klass": "major", "basis": BASIS, "why": "有限空间内作业人员未撤出"})
         assert r.status_code == 200, r.text
@@ -726,7 +793,13 @@ async def test_hazard_loop_over_http_and_the_exports(
         assert h["report_due_ns"] == int(datetime(2025, 3, 11, tzinfo=TZ).timestamp()) * NS  # the same local day
 
         # assign with everything a major hazard needs
-        plan = {"responsible": "li", "measures": MEASURES, "funds": 8000, "deadline": "2025-03-20", "emergency_plan": "有限空间应急救援预案"}  # fmt: skip
+        plan = {
+            "responsible": "li",
+            "measures": MEASURES,
+            "funds": 8000,
+            "deadline": "2025-03-20",
+            "emergency_plan": "有限空间应急救援预案",
+        }
         r = await act("li", "assign", {**plan, "deadline": "2025-03-01"})
         assert r.status_code == 409 and "already past" in r.json()["detail"]
         r = await act("li", "assign", plan)
@@ -822,16 +895,44 @@ async def test_hazard_loop_over_http_and_the_exports(
         assert ws.cell(9, 1).value is None
         row = [c.value for c in ws[6]][:10]
         assert row == [
-            1, PREFECTURE, COUNTY, "房屋市政工程施工", UNIT, description, "建质规〔2024〕5号 第十一条第（二）项",
-            datetime(2025, 3, 20), "企业自查", MEASURES,
-        ]  # fmt: skip
+            1,
+            PREFECTURE,
+            COUNTY,
+            "房屋市政工程施工",
+            UNIT,
+            description,
+            "建质规〔2024〕5号 第十一条第（二）项",
+            datetime(2025, 3, 20),
+            "企业自查",
+            MEASURES,
+        ]
         planned = ws.cell(6, 8)
         assert planned.is_date and planned.number_format == "yyyy-mm-dd"
-        extra = {k: ws.cell(6, col[k]).value for k in ("隐患等级", "监测设备/测点", "触发读数", "整改责任人", "状态",
-                                                        "实际完成整改日期", "验收人", "挂牌督办", "销号日期")}  # fmt: skip
-        assert extra == {"隐患等级": "重大", "监测设备/测点": f"{GAS_NAME}/lel", "触发读数": "30%LEL", "整改责任人": "li",
-                         "状态": "已销号", "实际完成整改日期": datetime(2025, 3, 15), "验收人": "wang", "挂牌督办": "县级",
-                         "销号日期": datetime(2025, 3, 15)}  # fmt: skip
+        extra = {
+            k: ws.cell(6, col[k]).value
+            for k in (
+                "隐患等级",
+                "监测设备/测点",
+                "触发读数",
+                "整改责任人",
+                "状态",
+                "实际完成整改日期",
+                "验收人",
+                "挂牌督办",
+                "销号日期",
+            )
+        }
+        assert extra == {
+            "隐患等级": "重大",
+            "监测设备/测点": f"{GAS_NAME}/lel",
+            "触发读数": "30%LEL",
+            "整改责任人": "li",
+            "状态": "已销号",
+            "实际完成整改日期": datetime(2025, 3, 15),
+            "验收人": "wang",
+            "挂牌督办": "县级",
+            "销号日期": datetime(2025, 3, 15),
+        }
         assert ws.cell(6, col["阈值及来源"]).value == "25%LEL GB/T 50493-2019 5.5.2 [S+]"
         assert [ws.cell(7, c).value for c in (7, 9)] == ["建质规〔2024〕5号 第五条第（一）项", "抽查检查"]
         assert ws.cell(8, 7).value is None and ws.cell(8, col["隐患等级"]).value == "一般"
@@ -846,8 +947,18 @@ async def test_hazard_loop_over_http_and_the_exports(
         assert r.status_code == 200 and r.headers["content-type"] == "text/csv; charset=utf-8"
         rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
         assert rows[0][:10] == FORM_COLUMNS and len(rows) == 4
-        assert rows[1][:10] == ["1", PREFECTURE, COUNTY, "房屋市政工程施工", UNIT, description,
-                                "建质规〔2024〕5号 第十一条第（二）项", "2025-03-20", "企业自查", MEASURES]  # fmt: skip
+        assert rows[1][:10] == [
+            "1",
+            PREFECTURE,
+            COUNTY,
+            "房屋市政工程施工",
+            UNIT,
+            description,
+            "建质规〔2024〕5号 第十一条第（二）项",
+            "2025-03-20",
+            "企业自查",
+            MEASURES,
+        ]
         assert [rows[1][header.index(k)] for k in ("状态", "实际完成整改日期", "挂牌督办")] == [
             "已销号",
             "2025-03-15",
@@ -856,8 +967,14 @@ async def test_hazard_loop_over_http_and_the_exports(
 
         # 附件1 block A for March: what this test did; April: nothing
         r = await s.call("view", "GET", "/api/stats/monthly", since="2025-03-01", until="2025-03-31")
-        march = {"self_check_found": 1, "self_check_rectified": 1, "inspection_found": 1, "inspection_rectified": 0,
-                 "listed": 1, "listed_rectified": 1}  # fmt: skip
+        march = {
+            "self_check_found": 1,
+            "self_check_rectified": 1,
+            "inspection_found": 1,
+            "inspection_rectified": 0,
+            "listed": 1,
+            "listed_rectified": 1,
+        }
         assert r.status_code == 200 and r.json() == march
         r = await s.call("view", "GET", "/api/stats/monthly", since="2025-04-01", until="2025-04-30")
         assert r.json() == dict.fromkeys(march, 0)

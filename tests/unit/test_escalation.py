@@ -71,18 +71,23 @@ class FakeClock:
         self.now += int(seconds * S)
 
 
-def escalation_config(
-    tiers: list[dict[str, Any]], hook_url: str, smtp_port: int, **extra: Any
-) -> EscalationConfig:
+def escalation_config(tiers: list[dict[str, Any]], hook_url: str, smtp_port: int, **extra: Any) -> EscalationConfig:
     return EscalationConfig.model_validate(
         {
             "people": PEOPLE,
             "duty": DUTY,
             "channels": [
                 {"id": "hook", "type": "webhook", "url": hook_url},
-                {"id": "mail", "type": "email", "host": "127.0.0.1", "port": smtp_port, "security": "none",
-                 "sender": "工地告警 <gw@site.test>", "timeout_s": 5},
-            ],  # fmt: skip
+                {
+                    "id": "mail",
+                    "type": "email",
+                    "host": "127.0.0.1",
+                    "port": smtp_port,
+                    "security": "none",
+                    "sender": "工地告警 <gw@site.test>",
+                    "timeout_s": 5,
+                },
+            ],
             "policies": [{"id": "all", "tiers": tiers}],
             **extra,
         }
@@ -101,6 +106,7 @@ class Site:
         self.notifiers: dict[str, Notifier] = {c.id: build_notifier(c, {}, None, clock=clock) for c in cfg.channels}
         self.esc = Escalation(self.conn, cfg, self.notifiers, clock, SITE)
         self.lc.hooks.append(self.esc.on_event)
+        self.later: list[Site] = []  # reopened on the same file, closed with this one
 
     def change(self, device: str, new: Level, value: float, rule: str = "gas.lel") -> list[AlarmEvent]:
         r = RULES[rule]
@@ -130,9 +136,13 @@ class Site:
 
     def reopen(self) -> Site:
         """A new process on the same database file (the old objects are simply never used again)."""
-        return Site(self.db, self.cfg, self.clock, self.http, self.path, self.smtp)
+        again = Site(self.db, self.cfg, self.clock, self.http, self.path, self.smtp)
+        self.later.append(again)
+        return again
 
     async def aclose(self) -> None:
+        for s in self.later:
+            await s.aclose()
         for n in self.notifiers.values():
             await n.aclose()
         self.conn.close()
@@ -321,27 +331,31 @@ async def test_prewarning_skips_alarm_tiers_level_up_restarts_and_level_down_is_
 
 
 async def test_a_second_level_up_to_the_same_level_escalates_again(make_site: SiteFactory) -> None:
-    s = await make_site(FIRST)
+    s = await make_site(FIRST, group_window_s=0)
     aid = s.raise_("GD-01", Level.ALARM, 30.0)
     await s.step()
     s.lc.ack(aid, "zhang")
+    await s.step()
     s.clock.advance(120)
     s.change("GD-01", Level.DANGER, 55.0)
     await s.step()
     s.lc.ack(aid, "zhang")
+    await s.step()
     s.clock.advance(120)
     [down] = s.change("GD-01", Level.ALARM, 40.0)
     s.clock.advance(120)
     [up] = s.change("GD-01", Level.DANGER, 60.0)  # 危险 again: unacknowledged again, so someone must hear of it
     assert (down.kind, up.kind, up.alarm.state) == ("level_down", "level_up", AlarmState.ACTIVE_UNACKED)
-    assert [v for v in s.steps(aid).values() if v["status"] == "pending"] != []
+    assert [v["status"] for v in s.steps(aid).values()] == ["fired", "fired", "pending"]
     await s.step()
-    assert [(d["data"]["event"], d["data"]["value"]) for d in s.hooks() if d["data"]["type"] == "alarm"][-1] == (
-        "level_up",
-        60.0,
-    )
-    danger = [d for d in s.hooks() if d["subject"].startswith("【危险】")]
-    assert len(danger) == 2
+    assert [(d["data"]["event"], d["data"]["value"]) for d in s.hooks()] == [
+        ("raised", 30.0),
+        ("acked", 30.0),
+        ("level_up", 55.0),
+        ("acked", 55.0),
+        ("level_up", 60.0),
+    ]
+    assert s.hooks()[-1]["subject"].startswith("【危险】")
 
 
 # ---- acknowledgement -----------------------------------------------------------------------------------------------
@@ -447,11 +461,15 @@ async def test_suppression_cancels_and_unsuppression_escalates_again(make_site: 
     aid = s.raise_("GD-01")
     await s.step()
     s.lc.suppress("GD-01", "offline")
+    s.lc.suppress("GD-01", "out_of_service")
     assert s.steps(aid)[("1", 1, 0)]["cancel_reason"] == "suppressed by design"
     s.clock.advance(900)
     await s.step()
     assert s.mails() == []
-    s.lc.unsuppress("GD-01", "offline")
+    s.lc.unsuppress("GD-01", "offline")  # still out of service: nothing starts
+    assert [v for v in s.steps(aid).values() if v["status"] == "pending"] == []
+    s.lc.unsuppress("GD-01", "out_of_service")
+    assert len([v for v in s.steps(aid).values() if v["status"] == "pending"]) == 2
     await s.step()
     assert len(s.hooks()) == 2
     s.clock.advance(600)
@@ -697,25 +715,41 @@ async def test_ack_after_restart_cancels_steps_scheduled_before_it(make_site: Si
 
 
 async def test_a_chattering_alarm_does_not_start_a_new_escalation_on_each_re_raise(make_site: SiteFactory) -> None:
-    s = await make_site(FIRST, group_window_s=0)
+    s = await make_site(
+        [{"after_s": 0, "roles": ["safety_officer"], "channels": ["hook"]},
+         {"after_s": 600, "roles": ["project_manager"], "channels": ["mail"]}],
+        group_window_s=0,
+    )  # fmt: skip
     aid = s.raise_("GD-01")
     await s.step()
+    kinds = []
     for _ in range(5):  # flapping around the threshold, 5 s per swing
         s.clock.advance(5)
         [cleared] = s.change("GD-01", Level.NORMAL, 20.0)
         assert cleared.kind == "cleared"
         s.clock.advance(5)
-        events = s.change("GD-01", Level.ALARM, 30.0)
-        assert events[0].kind == "raised" and events[0].alarm.id == aid
+        kinds.append([e.kind for e in s.change("GD-01", Level.ALARM, 30.0)])
         await s.step()
-    assert s.lc.get(aid).chattering
-    assert sorted({k[0] for k in s.steps(aid)}) == ["1", "2"]  # escalations started by raises 1 and 2 only
+    assert kinds == [["raised"], ["raised", "chattering"], ["raised"], ["raised"], ["raised"]]
+    assert s.lc.get(aid).chattering and s.lc.get(aid).raise_count == 6
+    # escalations: raise 1, raise 2 and raise 3 (the one that made it chattering); none for raises 4 to 6
+    assert sorted({k[0] for k in s.steps(aid)}) == ["1", "2", "3"]
     items = [i for d in s.hooks() for i in d["data"].get("items", [d["data"]])]  # a digest when two meet in a step
-    assert [i["event"] for i in items] == ["raised", "cleared", "raised", "cleared"]
-    # the acknowledgement still stops it and tells those who heard of it
+    assert [i["event"] for i in items] == ["raised", "cleared", "raised", "cleared", "raised"]  # no 恢复正常 per swing
+
+    # the escalation of the chattering alarm goes on through the swings: tier 2 at raise 3 + 600 s
+    raise3 = s.steps(aid)[("3", 0, 0)]["due_ns"]
+    assert raise3 == MON_10 + 20 * S
+    s.clock.now = raise3 + 600 * S
+    await s.step()
+    [(_, to, _)] = s.mails()
+    assert "li@site.test" in to
+    assert [s.steps(aid)[(e, 1, 0)]["cancel_reason"] for e in ("1", "2")] == ["returned to normal"] * 2
+    # the acknowledgement stops it and tells those who heard of it
     s.lc.ack(aid, "zhang")
     await s.step()
-    assert [i["event"] for i in s.hooks()[-1]["data"].get("items", [s.hooks()[-1]["data"]])] == ["acked"]
+    assert [ids(d) for d in s.hooks()[-1:]] == [["zhang"]] and s.hooks()[-1]["data"]["event"] == "acked"
+    assert s.mails()[-1][0].startswith("【已确认】")
 
 
 # ---- hazards -------------------------------------------------------------------------------------------------------
@@ -729,7 +763,9 @@ async def test_overdue_hazard_clocks_are_queued_in_their_transaction_and_deliver
     def overdue(now: int) -> list[tuple[int, str, str, dict[str, Any]]]:
         rows = s.conn.execute("SELECT hazard_id FROM t_clock WHERE fired = 0 AND due_ns <= ?", (now,)).fetchall()
         s.conn.execute("UPDATE t_clock SET fired = 1 WHERE due_ns <= ?", (now,))  # in the escalation's transaction
-        return [(r[0], f"【隐患逾期】#{r[0]} 整改期限已过", f"隐患 #{r[0]} 整改期限已过", {"hazard_id": r[0]}) for r in rows]
+        return [
+            (r[0], f"【隐患逾期】#{r[0]} 整改期限已过", f"隐患 #{r[0]} 整改期限已过", {"hazard_id": r[0]}) for r in rows
+        ]
 
     s.esc.hazard_source = overdue
     await s.step()
@@ -772,19 +808,23 @@ async def test_propose_hazard_tier_opens_one_hazard_in_the_firing_transaction(
 
     s.clock.advance(3600)
     with caplog.at_level(logging.ERROR, logger="sitegw.escalation"):
-        await s.step()  # the failure is logged, the loop goes on, and the firing is rolled back as a whole
+        await s.step()  # the failure is logged, its writes are undone, and the tier goes out anyway
     assert calls == [aid]
     assert s.conn.execute("SELECT COUNT(*) FROM t_hazard").fetchone()[0] == 1
-    assert s.steps(aid)[("1", 1, 0)]["status"] == "pending"
-    assert len(s.hooks()) == 1
+    assert s.steps(aid)[("1", 1, 0)]["status"] == "fired"
+    await s.step()
+    assert len(s.hooks()) == 2 and "自动登记隐患失败" in s.hooks()[-1]["text"]
+    assert "hazard_id" not in s.hooks()[-1]["data"]
     assert any(r.levelno == logging.ERROR for r in caplog.records)
 
-    fail[0] = False
+    fail[0] = False  # the next alarm's enterprise tier registers its hazard in the firing transaction
+    aid2 = s.raise_("GD-02")
+    await s.step()
+    s.clock.advance(3600)
     await s.step()
     await s.step()
-    assert calls == [aid, aid]
-    assert [tuple(r) for r in s.conn.execute("SELECT id, alarm_id FROM t_hazard WHERE id > 41")] == [(42, aid)]
-    assert s.steps(aid)[("1", 1, 0)]["status"] == "fired"
+    assert calls == [aid, aid2]
+    assert [tuple(r) for r in s.conn.execute("SELECT id, alarm_id FROM t_hazard WHERE id > 41")] == [(42, aid2)]
     last = s.hooks()[-1]
     assert ids(last) == ["zhao"] and last["data"]["hazard_id"] == 42
     assert "已自动登记隐患 #42" in last["text"]

@@ -410,6 +410,8 @@ def test_closed_alarms_cannot_be_shelved_and_tick_ignores_them(lc: Lifecycle, cl
     lc.apply(tr(LEL, Level.ALARM, Level.NORMAL, clock()))
     with pytest.raises(LifecycleError, match="closed"):
         lc.shelve(a.id, "zhang", "noisy", 60)
+    with pytest.raises(LifecycleError, match="not shelved"):  # its shelve ended with it
+        lc.unshelve(a.id, "zhang")
     clock.advance(3600)
     assert lc.tick() == []
 
