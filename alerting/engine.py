@@ -20,7 +20,7 @@ from alerting.notifiers import MqttTarget, Notifier, build_notifier
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
 from alerting.roles import Role
-from alerting.rules import Rule, default_rules
+from alerting.rules import Level, Rule, default_rules
 from gateway.metrics import Metrics
 from gateway.model import Reading
 
@@ -87,9 +87,16 @@ class AlarmEngine:
         self.auth = Auth(self.conn, cfg.auth, clock)
         # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
         # still above its threshold does not raise a duplicate and a value back to normal does clear it
+        now = clock()
         for a in self.lifecycle.open_alarms():
             if a.state in (AlarmState.ACTIVE_UNACKED, AlarmState.ACTIVE_ACKED):
                 self.evaluator.restore(a.rule, a.device, a.quantity, a.level)
+            elif a.state is AlarmState.PENDING:
+                # the evaluator's on-delay candidate did not survive the restart: close the pending row; if the
+                # condition is still there, the next reading starts the on-delay again
+                self.lifecycle.apply(
+                    Transition(a.rule, a.device, a.quantity, Level.NORMAL, a.level, a.value, None, now, "cancelled")
+                )
 
     def _delivered(self, channel: str, outcome: str) -> None:
         self.metrics.deliveries[(channel, outcome)] += 1

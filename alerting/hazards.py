@@ -50,6 +50,11 @@ class HazardError(Exception):
     """A refused hazard operation: wrong state (the message says which states allow it) or a missing field."""
 
 
+class HazardBadRequest(ValueError, HazardError):
+    """Input that is never valid (a missing or malformed field), as opposed to a state that forbids the action:
+    the API answers 422 for these (ValueError first in the bases) and 409 for the rest."""
+
+
 class HazardConfig(BaseModel):
     """Per-jurisdiction settings of the hazard workflow and the header of the exported forms."""
 
@@ -97,7 +102,7 @@ def normalize_article(article: str) -> str:
     """'8（四）' -> '8(四)'; raises HazardError unless it reads article[(item)[sub-item]]."""
     m = _ARTICLE.match(article.strip())
     if m is None:
-        raise HazardError(f"basis article {article!r} must read like 8(四), 5(四)1 or 17")
+        raise HazardBadRequest(f"basis article {article!r} must read like 8(四), 5(四)1 or 17")
     num, item, sub = m.groups()
     return num + (f"({item})" if item else "") + (sub or "")
 
@@ -165,7 +170,7 @@ CREATE TABLE IF NOT EXISTS hazard_clock (
 
 def _need(value: str | None, name: str) -> str:
     if value is None or not value.strip():
-        raise HazardError(f"{name} is required")
+        raise HazardBadRequest(f"{name} is required")
     return value.strip()
 
 
@@ -257,13 +262,13 @@ class Hazards:
         unit_name = _need(unit_name, "unit_name (隐患单位名称)")
         description = _need(description, "description (隐患内容)")
         if source not in get_args(HazardSource):
-            raise HazardError(f"source must be one of {get_args(HazardSource)}, not {source!r}")
+            raise HazardBadRequest(f"source must be one of {get_args(HazardSource)}, not {source!r}")
         if origin == "alarm" and alarm_id is None:
-            raise HazardError("alarm_id is required for a hazard from an alarm")
+            raise HazardBadRequest("alarm_id is required for a hazard from an alarm")
         now = self.clock()
         found = now if found_ns is None else found_ns
         if found > now:
-            raise HazardError("found_ns lies in the future")
+            raise HazardBadRequest("found_ns lies in the future")
         article = normalize_article(proposed_basis.article) if proposed_basis else None
         with tx(self.conn):
             cur = self.conn.execute(
@@ -363,7 +368,7 @@ class Hazards:
         发现重大隐患当日要立即向属地住房和城乡建设主管部门报告)."""
         require(role, Role.MANAGER, "hazard confirm")
         if klass not in get_args(HazardClass):
-            raise HazardError(f"klass must be one of {get_args(HazardClass)}, not {klass!r}")
+            raise HazardBadRequest(f"klass must be one of {get_args(HazardClass)}, not {klass!r}")
         now = self.clock()
         with tx(self.conn):
             row = self._expect(hazard_id, "confirm", ("found",))
@@ -379,7 +384,7 @@ class Hazards:
                 hint = ""
                 if row["proposed_article"]:
                     hint = f" (proposed: {row['proposed_version']} {row['proposed_article']})"
-                raise HazardError(f"basis (criteria version and article) is required for a major hazard{hint}")
+                raise HazardBadRequest(f"basis (criteria version and article) is required for a major hazard{hint}")
             updates: dict[str, Any] = {
                 "klass": klass,
                 "basis_version": basis.version if basis else None,
@@ -428,13 +433,13 @@ class Hazards:
                 "emergency_plan": emergency_plan.strip() if emergency_plan else None,
             }
             if deadline < self.local_date(now):
-                raise HazardError(f"deadline {deadline} is already past")
+                raise HazardBadRequest(f"deadline {deadline} is already past")
             if row["klass"] == "major":
                 if funds is None:
-                    raise HazardError("funds (资金) is required for a major hazard")
+                    raise HazardBadRequest("funds (资金) is required for a major hazard")
                 _need(emergency_plan, "emergency_plan (应急预案)")
             if funds is not None and funds < 0:
-                raise HazardError("funds must not be negative")
+                raise HazardBadRequest("funds must not be negative")
             self._start_clock(hazard_id, "rectify_deadline", self.end_of_day_ns(deadline))
             self._move(row, now, actor, "assign", "rectifying", f"rectify by {deadline}", updates)
 
@@ -449,7 +454,7 @@ class Hazards:
         so the clock is due at the end of listing day + N."""
         require(role, Role.ADMIN, "hazard listing")
         if level not in ("county", "city"):
-            raise HazardError(f"listing level must be county or city, not {level!r}")
+            raise HazardBadRequest(f"listing level must be county or city, not {level!r}")
         now = self.clock()
         with tx(self.conn):
             row = self._expect(hazard_id, "list", ("confirmed", "rectifying", "submitted", "reopened"))
@@ -479,7 +484,7 @@ class Hazards:
         now = self.clock()
         at = now if reported_ns is None else reported_ns
         if at > now:
-            raise HazardError("reported_ns lies in the future")
+            raise HazardBadRequest("reported_ns lies in the future")
         with tx(self.conn):
             row = self._expect(hazard_id, "mark_reported", ("confirmed", "rectifying", "submitted", "reopened"))
             if row["report_due_ns"] is None:
@@ -516,7 +521,7 @@ class Hazards:
                 raise HazardError(f"the responsible person {actor!r} cannot accept their own rectification")
             done = completed_on or self.local_date(row["submitted_at_ns"])
             if done > self.local_date(now) or done < self.local_date(row["found_at_ns"]):
-                raise HazardError(f"completed_on {done} must lie between the day found and today")
+                raise HazardBadRequest(f"completed_on {done} must lie between the day found and today")
             self.conn.execute(
                 "UPDATE hazard_clock SET stopped_ns = ? WHERE hazard_id = ? AND stopped_ns IS NULL", (now, hazard_id)
             )

@@ -53,7 +53,8 @@ def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) 
         except KeyError:
             unit = ""
     level = Level(a.level if event != "cleared" else a.max_level)
-    kind = _KIND_ZH.get(a.kind, a.kind)
+    kind = site.device_kinds.get(a.device, a.kind)  # health rules are of kind "any": name the device's kind
+    kind = _KIND_ZH.get(kind, kind)
     dev = site.device_names.get(a.device, a.device)
     what = _EVENT_ZH.get(event, event)
     tag = f"【{level.zh}】" if event in ("raised", "level_up", "repeat") else f"【{what}】"
@@ -77,7 +78,7 @@ def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) 
         "alarm_id": a.id,
         "rule": a.rule,
         "device": a.device,
-        "kind": a.kind,
+        "kind": site.device_kinds.get(a.device, a.kind),
         "quantity": a.quantity,
         "level": int(level),
         "level_zh": level.zh,

@@ -282,7 +282,7 @@ async def test_monitors_gone_silent_raise_stale_and_suppress_their_value_alarms(
 ) -> None:
     """A gas detector (MQTT) in a leak and a crane (Modbus TCP) in a gust go silent: health.stale 报警 for each,
     their value alarms stay open but are suppressed by design (not notifiable); back online, the stale alarms
-    clear and the suppression lifts."""
+    clear and the suppression lifts; silent again, the same stale alarms are raised again."""
     cfg = write_site(
         tmp_path / "site.yaml",
         influx_port=influxdb.port,
@@ -328,7 +328,7 @@ async def test_monitors_gone_silent_raise_stale_and_suppress_their_value_alarms(
                 await sim.set_fault(dev, "none")
 
             def recovered() -> bool:
-                cleared = all(lc.get(a.id).state in (AlarmState.RTN_UNACKED, AlarmState.NORMAL) for a in stale.values())
+                cleared = all(lc.get(a.id).state is AlarmState.RTN_UNACKED for a in stale.values())  # nobody acked
                 return cleared and all(lc.get(a.id).suppressed_by is None for a in values.values())
 
             await until(recovered, "stale alarms cleared and suppression lifted")
@@ -337,3 +337,16 @@ async def test_monitors_gone_silent_raise_stale_and_suppress_their_value_alarms(
                 kinds = [h["kind"] for h in lc.history(a.id)]
                 assert kinds.index("suppressed") < kinds.index("unsuppressed")
             assert not lc.suppressions()
+
+            # a flaky monitor drops out again before anyone acknowledged the first outage: the same stale alarm is
+            # raised again, still notifiable although its device is now suppressed, and the value alarms go quiet
+            for dev in values:
+                await sim.set_fault(dev, "offline")
+
+            def raised_again() -> list[Alarm]:
+                now = [lc.get(a.id) for a in stale.values()]
+                return now if all(a.state is AlarmState.ACTIVE_UNACKED for a in now) else []
+
+            for a in await until(raised_again, "stale alarms raised again"):
+                assert (a.raise_count, a.level, a.suppressed_by, a.notifiable) == (2, Level.ALARM, None, True)
+            await until(suppressed, "value alarms suppressed again")
