@@ -157,6 +157,9 @@ class LineOwner:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await self._poll(slot.dev, slot.interval)
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a cancel swallowed below us (see modbus.link)
+                    raise asyncio.CancelledError
                 now = time.monotonic()
                 br = self.breakers[slot.dev.device_id]
                 nxt = slot.due + slot.interval

@@ -68,6 +68,7 @@ class ModbusLink:
             ok = await self.client.connect()
         except (ModbusException, OSError) as err:
             raise translate(err, f"line {self.where}: connect") from err
+        _reraise_lost_cancel()
         if not ok:
             raise DeviceUnreachable(f"line {self.where}: cannot connect")
 
@@ -97,6 +98,7 @@ class ModbusLink:
             raise translate(err, what) from err
         finally:
             self._last_io = time.monotonic()
+        _reraise_lost_cancel()
         try:
             check_response(rr, what)
         except DriverError:
@@ -112,3 +114,12 @@ class ModbusLink:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _reraise_lost_cancel() -> None:
+    """pymodbus awaits each response with asyncio.wait_for, which on Python 3.11 can return the result and drop a
+    cancel that arrived in the same loop turn (CPython gh-86296): the owner task would then poll forever and a
+    shutdown would hang. If our task is being cancelled, honour it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
