@@ -4,8 +4,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll openssl python3-venv
-APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl
+APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll openssl python3-venv chromium
+APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test deps venv lint typecheck check clean
@@ -29,7 +29,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	URLLIB3_NO_OVERRIDE=true $(PY) -m pip install -q --no-binary urllib3-future -e '.[dev]'
 	touch $@
 
 lint: venv

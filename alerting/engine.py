@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from alerting.baselines import Baselines
@@ -21,6 +22,7 @@ from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
 from alerting.roles import Role
 from alerting.rules import Level, Rule, default_rules
+from gateway.influx import encode_line
 from gateway.metrics import Metrics
 from gateway.model import Reading
 
@@ -82,6 +84,11 @@ class AlarmEngine:
         self.escalation.hazard_source = self._hazard_notices
         self.escalation.propose_hazard = lambda a: self.propose_hazard(a, "system", Role.ADMIN)
         self.lifecycle.hooks.append(self.escalation.on_event)
+        # alarm events also go to InfluxDB (measurement alarm_events) for Grafana annotations and tables; the hook
+        # runs inside the SQLite transaction, so it only queues the line; `store_events` hands them to the spool
+        self.event_sink: Callable[[bytes, int], None] | None = None
+        self._event_lines: list[str] = []
+        self.lifecycle.hooks.append(self._queue_event_line)
         from gateway.auth import Auth  # the API's logins share this database
 
         self.auth = Auth(self.conn, cfg.auth, clock)
@@ -97,6 +104,31 @@ class AlarmEngine:
                 self.lifecycle.apply(
                     Transition(a.rule, a.device, a.quantity, Level.NORMAL, a.level, a.value, None, now, "cancelled")
                 )
+
+    def _queue_event_line(self, conn: object, ev: Any) -> None:
+        a = ev.alarm
+        tags = {
+            "site": self.cfg.site.id,
+            "device": a.device,
+            "rule": a.rule,
+            "kind": self.site.device_kinds.get(a.device, a.kind),
+        }
+        fields: dict[str, float | int | str | bool] = {
+            "level": int(a.level),
+            "event": ev.kind,
+            "alarm_id": int(a.id),
+            "title": a.title_zh,
+            "actor": ev.actor,
+        }
+        if math.isfinite(a.value):
+            fields["value"] = float(a.value)
+        self._event_lines.append(encode_line("alarm_events", tags, fields, ev.at_ns))
+
+    def store_events(self) -> None:
+        """Hand the queued alarm-event lines to the spool (after the transactions that produced them)."""
+        if self._event_lines and self.event_sink is not None:
+            lines, self._event_lines = self._event_lines, []
+            self.event_sink("".join(lines).encode(), len(lines))
 
     def _delivered(self, channel: str, outcome: str) -> None:
         self.metrics.deliveries[(channel, outcome)] += 1
@@ -121,6 +153,7 @@ class AlarmEngine:
                     else:
                         self.lifecycle.unsuppress(r.device, _OFFLINE)
             self._apply(self.evaluator.observe_batch(batch, now))
+            self.store_events()
         except Exception:
             self.metrics.alarm_errors += 1
             log.exception("alarm evaluation failed for a batch of %d readings; readings are stored anyway", len(batch))
@@ -177,6 +210,7 @@ class AlarmEngine:
         try:
             self._apply(self.evaluator.tick(self.clock()))
             self.lifecycle.tick()
+            self.store_events()  # also the events of operator actions (ack, shelve ...) taken through the API
         except Exception:
             self.metrics.alarm_errors += 1
             log.exception("alarm tick failed")

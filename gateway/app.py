@@ -147,6 +147,7 @@ class Gateway:
         except ValueError as err:  # a missing secret in the environment, an unusable override
             raise ConfigError(str(err)) from None
         self.pipeline.derive = self.alarms.derive
+        self.alarms.event_sink = self.spool.append
         self.pipeline.listeners.append(self.alarms.on_readings)
         self.writer = build_writer(cfg)
         self.drainer = SpoolDrainer(

@@ -16,7 +16,7 @@ import pytest
 from gateway.app import Gateway
 from gateway.config import SiteConfig
 from services import local
-from services.local import Service, wait_for
+from services.local import Service, rows, wait_for
 from simulators.runner import SiteSimulator
 from tests.receivers import HttpReceiver, SmtpReceiver, http_receiver, smtp_server
 from tests.sites import write_site
@@ -179,6 +179,18 @@ async def test_crane_overload_escalates_in_order_until_acknowledged(
                 n_alarm_posts = len(posts("/alarm"))
                 await asyncio.sleep(2.0)
                 assert len(posts("/alarm")) == n_alarm_posts  # nothing more after the ack
+                # the alarm's events are in InfluxDB too (Grafana annotations), raised then acknowledged by zhang
+                db = cfg.sink.database  # type: ignore[union-attr]
+                q = f"SELECT event, level, actor FROM alarm_events WHERE alarm_id = {alarm.id} AND device = 'TC-01'"
+
+                def stored() -> list[dict[str, Any]] | None:
+                    got = rows(influxdb.port, db, q)
+                    return got if any(r["event"] == "acked" for r in got) else None
+
+                events = await asyncio.to_thread(wait_for, stored, 20, 0.3, "alarm events in InfluxDB")
+                assert events[0]["event"] == "raised" and ("acked", "zhang") in [
+                    (r["event"], r["actor"]) for r in events
+                ]
                 audit = gw.alarms.conn.execute(
                     "SELECT actor, action FROM audit WHERE target = ?", (f"alarm:{alarm.id}",)
                 )
