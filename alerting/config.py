@@ -163,8 +163,22 @@ class UserConfig(_B):
         return Role.parse(self.role)
 
 
+class ApiTokenConfig(_B):
+    """A machine client (a platform pulling alarms, a script): a long random token from the environment, sent as
+    `Authorization: Bearer <token>`; it never expires, so rotate it by changing the variable and restarting."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    role: Literal["viewer", "officer", "manager", "admin"]
+    token_env: str = Field(pattern=_ENV)
+
+    @property
+    def role_enum(self) -> Role:
+        return Role.parse(self.role)
+
+
 class AuthConfig(_B):
     users: list[UserConfig] = []
+    tokens: list[ApiTokenConfig] = []
     session_ttl_s: float = Field(default=12 * 3600, gt=0)  # a shift plus handover
     max_failed_logins: int = Field(default=5, ge=1)  # per user per 15 min, then refused until the window passes
 
@@ -176,3 +190,11 @@ class AuthConfig(_B):
         if dup:
             raise ValueError(f"duplicate user name(s): {sorted(dup)}")
         return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AuthConfig:
+        names = [u.name for u in self.users] + [t.name for t in self.tokens]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"auth: a name is used twice (users and tokens share names): {sorted(dup)}")
+        return self

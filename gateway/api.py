@@ -4,14 +4,17 @@
 # at run time, and those are local to build_api.
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Generator
+import time as _time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import date, datetime, time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerting.db import audit_rows
@@ -20,12 +23,16 @@ from alerting.ledger import ledger_csv, ledger_xlsx, monthly_stats, stats_csv, s
 from alerting.lifecycle import AlarmState, LifecycleError, UnknownAlarm
 from alerting.roles import Forbidden, Role
 from alerting.rules import HazardBasis, Level
+from gateway import quantities
 from gateway.auth import AuthError, User
+from gateway.history import sse
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
 COOKIE = "sitegw_session"
+CONSOLE = Path(__file__).parent / "console"
+HEARTBEAT_S = 15.0  # SSE keep-alive: proxies and phones drop a silent connection; the page shows a stale stream
 
 
 class _Body(BaseModel):
@@ -101,6 +108,10 @@ def _span_ns(tz: str, since: date | None, until: date | None) -> tuple[int, int]
 def build_api(gw: "Gateway") -> FastAPI:
     app = FastAPI(title="SiteGW", docs_url=None, redoc_url=None)
     eng = gw.alarms
+    hist = gw.history
+    hist.hub.alarm_json = _alarm_json
+    if hist.hub.on_alarm not in eng.lifecycle.hooks:  # build_api may run more than once on one gateway
+        eng.lifecycle.hooks.append(hist.hub.on_alarm)
 
     @app.exception_handler(UnknownAlarm)
     async def _h404(_: Request, err: Exception) -> JSONResponse:
@@ -163,6 +174,14 @@ def build_api(gw: "Gateway") -> FastAPI:
     def metrics() -> str:
         return gw.metrics_text()
 
+    # ---- the web console: open static files; the page asks for a login and then uses the session cookie ----
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        return FileResponse(CONSOLE / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
+
     # ---- login ----
 
     @app.post("/api/login")
@@ -196,6 +215,48 @@ def build_api(gw: "Gateway") -> FastAPI:
         for (dev, q), r in gw.pipeline.latest.items():
             out.setdefault(dev, {})[q] = {"value": r.value, "ts_ns": r.ts_ns, "quality": r.quality.name.lower()}
         return out
+
+    @app.get("/api/console")
+    async def console_meta(user: Viewer) -> dict[str, Any]:
+        """What the console needs to draw its tiles: the site, its devices and every quantity's unit and names."""
+        devices = [
+            {"id": d.id, "name": d.name, "zone": d.zone, "kind": gw.cfg.kind_of(d).value} for d in gw.cfg.devices
+        ]
+        units = {n: {"unit": q.unit, "zh": q.title_zh, "en": q.title_en} for n, q in quantities.CATALOG.items()}
+        site = gw.cfg.site
+        return {
+            "site": {"id": site.id, "name": site.name, "timezone": site.timezone},
+            "user": {"name": user.name, "role": user.role.name.lower(), "display_name": user.display_name},
+            "devices": devices,
+            "quantities": units,
+            "heartbeat_s": HEARTBEAT_S,
+        }
+
+    @app.get("/api/stream")
+    async def stream(_: Viewer) -> StreamingResponse:
+        """Server-Sent Events: `reading` per pipeline batch, `alarm` per lifecycle change, `heartbeat` when quiet,
+        `resync` when this client fell behind and its queue was dropped (fetch /api/latest and /api/alarms again)."""
+
+        async def frames() -> AsyncIterator[str]:
+            sub = hist.hub.subscribe()  # here, not outside: the finally below then always unsubscribes
+            try:
+                yield "retry: 3000\n" + sse("hello", {"ts_ns": _time.time_ns()})
+                while True:
+                    frame = await sub.next(HEARTBEAT_S)
+                    yield frame if frame is not None else sse("heartbeat", {"ts_ns": _time.time_ns()})
+            finally:
+                hist.hub.unsubscribe(sub)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+
+    @app.get("/api/history/{device}")
+    async def history(device: str, _: Viewer, quantity: str | None = None, minutes: float = 60.0) -> dict[str, Any]:
+        """Recent values from memory (no InfluxDB): one quantity, or every quantity of the device."""
+        _known(device)
+        minutes = min(max(minutes, 1.0), hist.window_ns / 60e9)
+        names = [quantity] if quantity else hist.quantities(device)
+        return {"device": device, "minutes": minutes, "series": [hist.series(device, q, minutes) for q in names]}
 
     # ---- alarms ----
 

@@ -21,6 +21,7 @@ from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import ModbusProfile, MqttProfile
 from gateway.config import ConfigError, InfluxV1Sink, SiteConfig, TlsVerify
+from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_tags
 from gateway.metrics import Metrics
 from gateway.model import Reading
@@ -149,6 +150,8 @@ class Gateway:
         self.pipeline.derive = self.alarms.derive
         self.alarms.event_sink = self.spool.append
         self.pipeline.listeners.append(self.alarms.on_readings)
+        self.history = History()  # recent values and live events for the web console
+        self.pipeline.listeners.append(self.history.add)
         self.writer = build_writer(cfg)
         self.drainer = SpoolDrainer(
             self.spool,

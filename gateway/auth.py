@@ -56,9 +56,15 @@ class Auth:
             # only a hash is kept in memory; the environment is the one place the password lives
             digest = self._hash(os.environ[u.password_env], salt)
             self._users[u.name] = (User(u.name, u.role_enum, u.display_name), salt, digest)
+        self._tokens: dict[str, User] = {}
+        for t in cfg.tokens:
+            value = os.environ.get(t.token_env, "")
+            if len(value) < 32:  # a token is a password nobody types: demand a long random one
+                raise ValueError(f"auth.tokens {t.name}: {t.token_env} must hold a random token of 32+ characters")
+            self._tokens[_token_hash(value)] = User(t.name, t.role_enum, "API token")
         self._fails: dict[str, deque[int]] = defaultdict(deque)
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))  # salt and digest no password matches
-        if not cfg.users:
+        if not cfg.users and not cfg.tokens:
             log.warning("no users configured (auth.users): the API refuses every request that needs a login")
 
     @staticmethod
@@ -113,6 +119,9 @@ class Auth:
         return token, user, expires
 
     def user_for(self, token: str) -> User | None:
+        machine = self._tokens.get(_token_hash(token))
+        if machine is not None:
+            return machine
         row = self.conn.execute(
             "SELECT user, expires_ns FROM auth_sessions WHERE token_hash = ?", (_token_hash(token),)
         ).fetchone()

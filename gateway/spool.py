@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+import time
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("sitegw.spool")
@@ -27,6 +29,9 @@ class Segment:
     path: Path
     size: int
     acked: int  # bytes from the start already in the database
+    # (byte offset, wall time): every line at or after the offset was appended at or after the time. One mark per
+    # second at most, so an outage of a day costs ~86k small tuples; the age of the oldest pending line comes from it.
+    marks: deque[tuple[int, float]] = field(default_factory=deque)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +74,11 @@ class Spool:
             if not m:
                 continue
             seq = int(m[1])
-            size = f.stat().st_size
-            self.segments.append(Segment(seq, f, size, min(acked.get(str(seq), 0), size)))
+            st = f.stat()
+            seg = Segment(seq, f, st.st_size, min(acked.get(str(seq), 0), st.st_size))
+            # append times are not stored: the file's mtime (its newest line) makes the age a lower bound
+            seg.marks.append((0, st.st_mtime))
+            self.segments.append(seg)
         if self.segments:
             self._repair_tail(self.segments[-1])
         else:
@@ -122,6 +130,9 @@ class Spool:
         if self.fsync:
             os.fsync(self._fd)
         active = self.segments[-1]
+        now = time.time()
+        if not active.marks or now - active.marks[-1][1] >= 1.0:
+            active.marks.append((active.size, now))
         active.size += len(data)
         self.appended_lines += lines
         if active.size >= self.segment_bytes:
@@ -189,6 +200,25 @@ class Spool:
     def disk_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
+    def oldest_pending_age_s(self, now: float | None = None) -> float:
+        """Seconds since the oldest line not yet acknowledged by the database was appended; 0.0 when drained.
+
+        Accurate to about a second (one append-time mark per second); for segments left from before a restart it
+        is measured from the file's last modification, so it can only err on the young side.
+        """
+        for s in self.segments:
+            if s.acked >= s.size:
+                continue
+            appended = None
+            for off, t in s.marks:  # few marks before the acked offset: older ones are trimmed on ack
+                if off > s.acked:
+                    break
+                appended = t
+            if appended is None:
+                return 0.0
+            return max(0.0, (time.time() if now is None else now) - appended)
+        return 0.0
+
     def live_segment(self) -> Segment:
         return self.segments[-1]
 
@@ -226,6 +256,8 @@ class Spool:
                     raise RuntimeError(f"spool: out-of-order ack for segment {s.seq}: {chunk.start} != {s.acked}")
                 s.acked = chunk.end
                 self.acked_lines += chunk.lines
+                while len(s.marks) > 1 and s.marks[1][0] <= s.acked:
+                    s.marks.popleft()  # the mark still in effect at the acked offset is the one kept
                 self.ack_event.set()
                 if s.acked >= s.size and i < len(self.segments) - 1:
                     self.segments.pop(i)

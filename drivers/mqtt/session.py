@@ -84,6 +84,7 @@ class MqttSession:
         self.connected = asyncio.Event()
         self.client: aiomqtt.Client | None = None
         self.connects = 0
+        self.reconnects = 0  # successful connects after the first: each one followed a lost or refused connection
         self._warned: set[tuple[str, str]] = set()
 
     def _client(self) -> aiomqtt.Client:
@@ -134,6 +135,8 @@ class MqttSession:
                     for f in self.filters:
                         await client.subscribe(f, qos=1)
                     self.connects += 1
+                    if self.connects > 1:
+                        self.reconnects += 1
                     self.connected.set()
                     if warned:
                         log.info("broker %s: reconnected, %d subscription(s) restored", self.p.id, len(self.filters))

@@ -1,0 +1,77 @@
+"""Logins and machine tokens of the API: roles from the config, secrets only from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alerting.config import AuthConfig
+from alerting.db import connect
+from alerting.roles import Role
+from gateway.auth import Auth, AuthError
+
+TOKEN = "t0k-" + "x" * 40
+
+
+class Clock:
+    now = 1_800_000_000 * 10**9
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def auth(tmp_path: Path, **cfg: object) -> Auth:
+    return Auth(connect(tmp_path / "state.db"), AuthConfig.model_validate(cfg), Clock())
+
+
+def test_machine_token_acts_with_its_role_and_never_expires(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_PLATFORM_TOKEN", TOKEN)
+    monkeypatch.setenv("T_PW_LI", "pw-li-123")
+    a = auth(
+        tmp_path,
+        users=[{"name": "li", "role": "manager", "password_env": "T_PW_LI"}],
+        tokens=[{"name": "city-platform", "role": "viewer", "token_env": "T_PLATFORM_TOKEN"}],
+    )
+    u = a.user_for(TOKEN)
+    assert u is not None and (u.name, u.role) == ("city-platform", Role.VIEWER)
+    assert a.user_for(TOKEN[:-1]) is None and a.user_for("") is None
+    a.clock.now += 365 * 86400 * 10**9  # type: ignore[attr-defined]
+    assert a.user_for(TOKEN) is not None
+    # the token is no password: it cannot be used to log in as a user
+    with pytest.raises(AuthError):
+        a.login("city-platform", TOKEN)
+    # nothing secret in the database
+    dump = "\n".join(a.conn.iterdump())
+    assert TOKEN not in dump and "pw-li-123" not in dump
+
+
+def test_session_expires_and_logout_ends_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_PW_LI", "pw-li-123")
+    a = auth(tmp_path, users=[{"name": "li", "role": "manager", "password_env": "T_PW_LI"}], session_ttl_s=60)
+    token, user, expires = a.login("li", "pw-li-123")
+    assert user.role is Role.MANAGER and a.user_for(token) == user
+    a.clock.now = expires + 1  # type: ignore[attr-defined]
+    assert a.user_for(token) is None
+    a.clock.now = expires - 30 * 10**9  # type: ignore[attr-defined]
+    token2, _, _ = a.login("li", "pw-li-123")
+    a.logout(token2)
+    assert a.user_for(token2) is None
+
+
+def test_bad_token_config_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_SHORT", "abc")
+    with pytest.raises(ValueError, match="T_SHORT must hold a random token of 32"):
+        auth(tmp_path, tokens=[{"name": "x", "role": "viewer", "token_env": "T_SHORT"}])
+    monkeypatch.delenv("T_UNSET", raising=False)
+    with pytest.raises(ValueError, match="T_UNSET"):
+        auth(tmp_path, tokens=[{"name": "x", "role": "viewer", "token_env": "T_UNSET"}])
+    with pytest.raises(ValueError, match="used twice"):
+        AuthConfig.model_validate(
+            {
+                "users": [{"name": "x", "role": "viewer", "password_env": "A"}],
+                "tokens": [{"name": "x", "role": "viewer", "token_env": "B"}],
+            }
+        )
+    with pytest.raises(ValueError):
+        AuthConfig.model_validate({"tokens": [{"name": "x", "role": "viewer", "token": TOKEN}]})  # no inline secret
