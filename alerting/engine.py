@@ -88,6 +88,7 @@ class AlarmEngine:
         # runs inside the SQLite transaction, so it only queues the line; `store_events` hands them to the spool
         self.event_sink: Callable[[bytes, int], None] | None = None
         self._event_lines: list[str] = []
+        self._last_event_ns: dict[int, int] = {}
         self.lifecycle.hooks.append(self._queue_event_line)
         from gateway.auth import Auth  # the API's logins share this database
 
@@ -122,7 +123,11 @@ class AlarmEngine:
         }
         if math.isfinite(a.value):
             fields["value"] = float(a.value)
-        self._event_lines.append(encode_line("alarm_events", tags, fields, ev.at_ns))
+        # one change can emit several events at the same instant (cleared + closed): same series and timestamp
+        # would overwrite each other in InfluxDB, so later ones move by a nanosecond
+        ts = max(ev.at_ns, self._last_event_ns.get(a.id, 0) + 1)
+        self._last_event_ns[a.id] = ts
+        self._event_lines.append(encode_line("alarm_events", tags, fields, ts))
 
     def store_events(self) -> None:
         """Hand the queued alarm-event lines to the spool (after the transactions that produced them)."""

@@ -1,4 +1,4 @@
-"""`sitegw`: run the gateway, check a site config and print its plan, or poll every device once."""
+"""`sitegw`: run the gateway, check a site config and print its plan, poll every device once, or push dashboards."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.modbus.plan import plan_reads
 from drivers.profile import ModbusProfile, MqttProfile
-from gateway import quantities
+from gateway import dashboards, quantities
 from gateway.config import ConfigError, SiteConfig, load_config
 
 log = logging.getLogger("sitegw")
@@ -212,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     p_once = sub.add_parser("once", help="poll/receive once per device and print the readings")
     p_once.add_argument("config", type=Path)
     p_once.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for MQTT devices")
+    dashboards.add_cli(sub)
     args = ap.parse_args(argv)
     _setup_logging(args.log_level)
+    if args.cmd == "dashboards":  # talks to Grafana, needs no site config
+        return dashboards.run_cli(args)
     try:
         cfg = load_config(args.config)
     except ConfigError as err:
