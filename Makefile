@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll openssl python3-venv chromium
+APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll openssl python3-venv chromium fonts-wqy-microhei
 APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -26,6 +26,7 @@ from alerting.rules import HazardBasis, Level
 from gateway import quantities
 from gateway.auth import AuthError, User
 from gateway.history import sse
+from gateway.selfmon import add_health_routes
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -173,6 +174,8 @@ def build_api(gw: "Gateway") -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> str:
         return gw.metrics_text()
+
+    add_health_routes(app, gw)  # GET /health: ready / degraded with reasons / starting
 
     # ---- the web console: open static files; the page asks for a login and then uses the session cookie ----
 

@@ -26,6 +26,7 @@ from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_ta
 from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.pipeline import Pipeline
+from gateway.selfmon import run_selfmon
 from gateway.spool import Spool
 from gateway.supervisor import LineOwner, Liveness, watch_liveness
 from gateway.writer import SpoolDrainer
@@ -184,6 +185,7 @@ class Gateway:
         self._stack = AsyncExitStack()
 
     async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        self.metrics.readings_by_driver["mqtt"] += len(readings)
         now = time.monotonic()
         ups = []
         for dev in {r.device for r in readings}:
@@ -210,6 +212,7 @@ class Gateway:
             tg.create_task(self.drainer.run(), name="spool-drainer"),
             tg.create_task(watch_liveness(self.liveness, self.pipeline.submit), name="liveness"),
             tg.create_task(self.alarms.run(), name="alarms"),
+            tg.create_task(run_selfmon(self), name="selfmon"),
         ]
         for lo in self.lines:
             self._owned.append(tg.create_task(lo.run(), name=f"modbus-line-{lo.link.line.id}"))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from alerting.lifecycle import AlarmEvent
 from gateway.model import Reading
 
 NS = 1_000_000_000
@@ -78,14 +79,14 @@ class History:
             "device": device,
             "quantity": quantity,
             "points": [[ts, _finite(v), q] for ts, v, q in pts],
-            "rate_per_day": _slope_per_day(pts),
+            "rate_per_day": _slope_per_day(pts, min(600 * NS, self.window_ns // 2)),
         }
 
 
-def _slope_per_day(pts: list[tuple[int, float, int]]) -> float | None:
+def _slope_per_day(pts: list[tuple[int, float, int]], min_span_ns: int) -> float | None:
     """Least-squares slope of the good points in units per day; None when too few or too short to say."""
     good = [(ts, v) for ts, v, q in pts if q == 0 and math.isfinite(v)]
-    if len(good) < 3 or good[-1][0] - good[0][0] < 60 * NS:
+    if len(good) < 3 or good[-1][0] - good[0][0] < min_span_ns:
         return None
     t0 = good[0][0]
     xs = [(ts - t0) / (86400 * NS) for ts, _ in good]
@@ -162,7 +163,9 @@ class LiveHub:
             else:  # called from another thread (a lifecycle change outside the event loop): hand it over
                 sub.loop.call_soon_threadsafe(sub.push, frame)
 
-    def on_alarm(self, _conn: sqlite3.Connection, ev: Any) -> None:
+    def on_alarm(self, _conn: sqlite3.Connection, ev: AlarmEvent) -> None:
         """Lifecycle hook: runs inside the SQLite transaction of the change, so it only encodes and enqueues."""
         if self.subscribers:
-            self.publish("alarm", {"event": ev.kind, "at_ns": ev.at_ns, "actor": ev.actor, "alarm": self.alarm_json(ev.alarm)})
+            self.publish(
+                "alarm", {"event": ev.kind, "at_ns": ev.at_ns, "actor": ev.actor, "alarm": self.alarm_json(ev.alarm)}
+            )

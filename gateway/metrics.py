@@ -1,9 +1,42 @@
-"""Self-observability counters of the gateway, rendered in the Prometheus text format."""
+"""Self-observability counters of the gateway, rendered in the Prometheus text format (0.0.4, HELP and TYPE)."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+# the drivers whose readings are counted apart (sitegw_driver_readings_total); always rendered, even at 0
+DRIVERS = ("modbus", "mqtt", "derived", "liveness")
+
+
+@dataclass
+class Summary:
+    """A Prometheus summary without quantiles (count, sum) plus the maximum: cheap enough for every poll."""
+
+    count: int = 0
+    sum: float = 0.0
+    max: float = 0.0
+
+    def observe(self, v: float) -> None:
+        self.count += 1
+        self.sum += v
+        self.max = max(self.max, v)
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """Figures read from the running gateway at render time (gateway/selfmon.py installs the provider)."""
+
+    spool_oldest_age_s: float
+    spool_max_bytes: int
+    mqtt_reconnects: Mapping[str, int]  # by broker id
+    mqtt_connected: Mapping[str, int]  # by broker id: 1 connected, 0 not
+    devices_total: int
+
+
+Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass
@@ -27,6 +60,9 @@ class Metrics:
     alarm_transitions: int = 0
     alarm_errors: int = 0  # exceptions in alarm evaluation (readings are stored regardless)
     deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (channel, outcome)
+    readings_by_driver: Counter[str] = field(default_factory=Counter)  # handed to the pipeline, by DRIVERS
+    poll_seconds: dict[str, Summary] = field(default_factory=dict)  # Modbus poll latency by line
+    live: Callable[[], LiveFigures] | None = field(default=None, repr=False)
 
     def observe_write(self, seconds: float, lines: int, replay: bool) -> None:
         self.write_batches += 1
@@ -35,38 +71,125 @@ class Metrics:
         if replay:
             self.lines_replayed += lines
 
-    def render(self, spool_pending_bytes: int, spool_dropped_lines: int, spool_disk_bytes: int) -> str:
-        def esc(v: str) -> str:
-            return v.replace("\\", "\\\\").replace('"', '\\"')
+    def observe_poll(self, line: str, seconds: float) -> None:
+        s = self.poll_seconds.get(line)
+        if s is None:
+            s = self.poll_seconds[line] = Summary()
+        s.observe(seconds)
 
-        out = [
-            f"sitegw_readings_total {self.readings_in}",
-            f"sitegw_readings_implausible_total {self.readings_implausible}",
-            f"sitegw_lines_spooled_total {self.lines_spooled}",
-            f"sitegw_lines_written_total {self.lines_written}",
-            f"sitegw_lines_replayed_total {self.lines_replayed}",
-            f"sitegw_write_batches_total {self.write_batches}",
-            f"sitegw_write_seconds_total {self.write_seconds:.6f}",
-            f"sitegw_write_failures_total {self.write_failures}",
-            f"sitegw_rejected_lines_total {self.rejected_lines}",
-            f"sitegw_mqtt_messages_total {self.mqtt_messages}",
-            f"sitegw_spool_pending_bytes {spool_pending_bytes}",
-            f"sitegw_spool_disk_bytes {spool_disk_bytes}",
-            f"sitegw_spool_dropped_lines_total {spool_dropped_lines}",
-            f"sitegw_loop_stalls_total {self.loop_stalls}",
-            f"sitegw_alarm_transitions_total {self.alarm_transitions}",
-            f"sitegw_alarm_errors_total {self.alarm_errors}",
-        ]
-        for (ch, outcome), n in sorted(self.deliveries.items()):
-            out.append(f'sitegw_notifications_total{{channel="{esc(ch)}",outcome="{esc(outcome)}"}} {n}')
-        for reason, n in sorted(self.dead_letters.items()):
-            out.append(f'sitegw_dead_letters_total{{reason="{esc(reason)}"}} {n}')
-        for dev, n in sorted(self.protocol_errors.items()):
-            out.append(f'sitegw_protocol_errors_total{{device="{esc(dev)}"}} {n}')
-        for dev, n in sorted(self.polls.items()):
-            out.append(f'sitegw_polls_total{{device="{esc(dev)}"}} {n}')
-        for dev, n in sorted(self.poll_failures.items()):
-            out.append(f'sitegw_poll_failures_total{{device="{esc(dev)}"}} {n}')
-        for dev, v in sorted(self.up.items()):
-            out.append(f'sitegw_device_up{{device="{esc(dev)}"}} {v}')
+    def render(self, spool_pending_bytes: int, spool_dropped_lines: int, spool_disk_bytes: int) -> str:
+        out: list[str] = []
+        live = self.live() if self.live is not None else None
+
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, Labels, float]]) -> None:
+            # a labelled family with no series yet is left out entirely (README: "appear once known")
+            if not samples:
+                return
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+            for suffix, labels, v in samples:
+                lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels)
+                out.append(f"{name}{suffix}{{{lab}}} {_num(v)}" if lab else f"{name}{suffix} {_num(v)}")
+
+        def one(name: str, kind: str, help_: str, v: float) -> None:
+            family(name, kind, help_, [("", (), v)])
+
+        def by(label: str, values: Mapping[str, float]) -> list[tuple[str, Labels, float]]:
+            return [("", ((label, k),), v) for k, v in sorted(values.items())]
+
+        c, g = "counter", "gauge"
+        one("sitegw_readings_total", c, "Readings accepted by the pipeline and spooled.", self.readings_in)
+        family(
+            "sitegw_driver_readings_total",
+            c,
+            "Readings handed to the pipeline, by source (modbus, mqtt, derived, liveness up/down).",
+            by("driver", {d: self.readings_by_driver.get(d, 0) for d in DRIVERS} | dict(self.readings_by_driver)),
+        )
+        one(
+            "sitegw_readings_implausible_total", c, "Readings outside their plausible range.", self.readings_implausible
+        )
+        one("sitegw_lines_spooled_total", c, "Line-protocol lines appended to the spool.", self.lines_spooled)
+        one("sitegw_lines_written_total", c, "Lines the database acknowledged.", self.lines_written)
+        one("sitegw_lines_replayed_total", c, "Lines written from the backlog after an outage.", self.lines_replayed)
+        one("sitegw_write_batches_total", c, "Write requests the database acknowledged.", self.write_batches)
+        one("sitegw_write_seconds_total", c, "Time spent in acknowledged writes.", self.write_seconds)
+        one("sitegw_write_failures_total", c, "Retryable write failures (database down).", self.write_failures)
+        one("sitegw_rejected_lines_total", c, "Lines the database refused, kept in rejected.lp.", self.rejected_lines)
+        one("sitegw_mqtt_messages_total", c, "MQTT messages received.", self.mqtt_messages)
+        one("sitegw_spool_pending_bytes", g, "Spooled bytes not yet acknowledged by the database.", spool_pending_bytes)
+        one("sitegw_spool_disk_bytes", g, "Bytes of the spool segments on disk.", spool_disk_bytes)
+        one(
+            "sitegw_spool_dropped_lines_total",
+            c,
+            "Lines dropped at the spool bound (oldest first).",
+            spool_dropped_lines,
+        )
+        if live is not None:
+            one(
+                "sitegw_spool_oldest_age_seconds",
+                g,
+                "Age of the oldest line not yet acknowledged by the database; 0 when drained.",
+                live.spool_oldest_age_s,
+            )
+            one("sitegw_spool_bound_bytes", g, "The spool's bound on disk (spool.max_bytes).", live.spool_max_bytes)
+        one("sitegw_loop_stalls_total", c, "Times the gateway's event loop was stalled for over 1 s.", self.loop_stalls)
+        one("sitegw_alarm_transitions_total", c, "Alarm state transitions.", self.alarm_transitions)
+        one("sitegw_alarm_errors_total", c, "Exceptions in alarm evaluation.", self.alarm_errors)
+        family(
+            "sitegw_notifications_total",
+            c,
+            "Notification delivery attempts by channel and outcome (sent, retry, failed).",
+            [("", (("channel", ch), ("outcome", oc)), n) for (ch, oc), n in sorted(self.deliveries.items())],
+        )
+        family(
+            "sitegw_dead_letters_total", c, "MQTT messages dead-lettered, by reason.", by("reason", self.dead_letters)
+        )
+        family(
+            "sitegw_protocol_errors_total", c, "Modbus exception answers by device.", by("device", self.protocol_errors)
+        )
+        family("sitegw_polls_total", c, "Modbus polls by device.", by("device", self.polls))
+        family("sitegw_poll_failures_total", c, "Failed Modbus polls by device.", by("device", self.poll_failures))
+        lines = sorted(self.poll_seconds.items())
+        family(
+            "sitegw_poll_seconds",
+            "summary",
+            "Modbus poll latency (one device poll with all its requests; failed polls included) by line.",
+            [s for ln, p in lines for s in (("_sum", (("line", ln),), p.sum), ("_count", (("line", ln),), p.count))],
+        )
+        family(
+            "sitegw_poll_seconds_max",
+            g,
+            "Longest Modbus poll since start, by line.",
+            [("", (("line", ln),), p.max) for ln, p in lines],
+        )
+        if live is not None:
+            family(
+                "sitegw_mqtt_reconnects_total",
+                c,
+                "Successful MQTT reconnects after a lost connection, by broker.",
+                by("broker", live.mqtt_reconnects),
+            )
+            family("sitegw_mqtt_connected", g, "1 while connected to the broker.", by("broker", live.mqtt_connected))
+        family("sitegw_device_up", g, "1 while the device delivers data, 0 when offline.", by("device", self.up))
+        one("sitegw_devices_up", g, "Devices online.", sum(self.up.values()))
+        one(
+            "sitegw_devices_total",
+            g,
+            "Devices configured.",
+            live.devices_total if live is not None else len(self.up),
+        )
         return "\n".join(out) + "\n"
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _num(v: float) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(v)

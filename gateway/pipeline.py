@@ -82,6 +82,7 @@ class Pipeline:
         if self.derive is not None:
             extra = self.derive(batch)
             if extra:
+                self.metrics.readings_by_driver["derived"] += len(extra)
                 batch = batch + extra
         marked: list[Reading] = []
         for r in batch:

@@ -36,6 +36,7 @@ class Liveness:
         if prev != 1:
             self.state[device] = 1
             self.metrics.up[device] = 1
+            self.metrics.readings_by_driver["liveness"] += 1
             log.info("device %s: %s", device, "back online" if prev == 0 else "online")
             return Reading(device, "up", 1.0, ts_ns or time.time_ns())
         return None
@@ -44,6 +45,7 @@ class Liveness:
         if self.state.get(device) != 0:
             self.state[device] = 0
             self.metrics.up[device] = 0
+            self.metrics.readings_by_driver["liveness"] += 1
             log.warning("device %s: offline (%s)", device, why)
             return Reading(device, "up", 0.0, time.time_ns())
         return None
@@ -186,6 +188,8 @@ class LineOwner:
         try:
             res = await dev.poll(self.link)
         except (DeviceUnreachable, DeviceBusy) as err:
+            # failed polls count too: a timeout is the latency the neighbours on the bus pay
+            self.metrics.observe_poll(self.link.line.id, time.monotonic() - now)
             self.metrics.poll_failures[name] += 1
             br = self.breakers[name]
             opened = br.fail(interval, now)
@@ -197,6 +201,7 @@ class LineOwner:
                 if r:
                     await self.submit([r])
             return
+        self.metrics.observe_poll(self.link.line.id, time.monotonic() - now)
         for e in res.errors:
             # counted every time; logged once per episode (until the device answers cleanly again)
             self.metrics.protocol_errors[name] += 1
@@ -213,6 +218,7 @@ class LineOwner:
                     await self.submit([r])
             return
         self.breakers[name].ok()
+        self.metrics.readings_by_driver["modbus"] += len(res.readings)
         if name in self._warned:
             self._warned.discard(name)
             log.info("device %s: polling again", name)

@@ -177,6 +177,7 @@ def main() -> int:
  SiteGW demo is live ({time.monotonic() - t_start:.0f} s to start). Site: {doc["site"]["name"]}
    devices: 2 tower cranes (Modbus TCP), 4 excavation gauges (Modbus RTU on a pty bus),
             2 high-formwork points and 1 four-gas detector (MQTT JSON)
+ Live console: http://127.0.0.1:{http_port}/   (log in as zhang / {passwords["zhang"]}; wall: /?kiosk=1)
  Look at it:
    curl -sG '{url.split("?")[0]}' --data-urlencode 'db={db_name}' \\
         --data-urlencode "q={q}"

@@ -84,7 +84,7 @@ class MqttSession:
         self.connected = asyncio.Event()
         self.client: aiomqtt.Client | None = None
         self.connects = 0
-        self.reconnects = 0  # successful connects after the first: each one followed a lost or refused connection
+        self.reconnects = 0  # successful connects after the first, i.e. after a lost connection
         self._warned: set[tuple[str, str]] = set()
 
     def _client(self) -> aiomqtt.Client:

@@ -1,0 +1,523 @@
+// SiteGW live console: login, device tiles, alarm banner with sound and acknowledgement, device history, hazards.
+// Plain JS, no framework and no CDN: the site LAN may have no internet. Every visible string is in I18N below.
+"use strict";
+
+const I18N = {
+  zh: {
+    login_title: "登录 SiteGW", username: "用户名", password: "密码", login: "登录", logout: "退出",
+    login_failed: "登录失败", devices: "设备", hazards: "隐患", lang_switch: "English",
+    mute: "静音", unmute: "取消静音", live: "实时", reconnecting: "连接中断，重连中…", resyncing: "同步中…",
+    online: "在线", offline: "离线", no_data: "无数据", ack: "确认", acked: "已确认", ack_needs_officer: "需要安全员权限",
+    forbidden: "无权限 (403)", ack_failed: "确认失败", no_alarms: "无活动告警", back: "← 返回",
+    threshold: "阈值", source: "依据", value: "值", since: "发生于", by: "确认人",
+    change: "累计变化", rate: "速率", baseline: "初始值", history: "近期曲线", minutes: "分钟",
+    no_hazards: "无未销号隐患", deadline: "整改期限", days_left: "剩余 {n} 天", overdue: "超期 {n} 天", due_today: "今日到期",
+    sound_blocked: "点击页面以启用告警声音", stream_stale: "数据流超时",
+    kind_tower_crane: "塔吊", kind_excavation: "深基坑", kind_formwork: "高支模", kind_gas: "有限空间气体",
+    level_0: "正常", level_1: "预警", level_2: "报警", level_3: "危险",
+    state_pending: "待确认中", state_active_unacked: "未确认", state_active_acked: "已确认",
+    state_rtn_unacked: "已恢复未确认", state_latched: "锁定", state_normal: "正常",
+    hz_found: "已发现", hz_confirmed: "已确认", hz_rectifying: "整改中", hz_submitted: "待复查", hz_reopened: "重新打开",
+    hz_closed: "已销号", hz_dismissed: "已排除",
+  },
+  en: {
+    login_title: "Sign in to SiteGW", username: "User name", password: "Password", login: "Sign in", logout: "Sign out",
+    login_failed: "Sign-in failed", devices: "Devices", hazards: "Hazards", lang_switch: "中文",
+    mute: "Mute", unmute: "Unmute", live: "Live", reconnecting: "Connection lost, reconnecting…", resyncing: "Resyncing…",
+    online: "online", offline: "offline", no_data: "no data", ack: "Acknowledge", acked: "Acknowledged",
+    ack_needs_officer: "needs the officer role", forbidden: "Not allowed (403)", ack_failed: "Acknowledge failed",
+    no_alarms: "No active alarms", back: "← Back", threshold: "threshold", source: "source", value: "value",
+    since: "since", by: "by", change: "change", rate: "rate", baseline: "baseline", history: "Recent history",
+    minutes: "min", no_hazards: "No open hazards", deadline: "deadline", days_left: "{n} days left",
+    overdue: "{n} days overdue", due_today: "due today", sound_blocked: "Click the page to enable alarm sound",
+    stream_stale: "stream timed out",
+    kind_tower_crane: "Tower crane", kind_excavation: "Excavation", kind_formwork: "Formwork", kind_gas: "Gas detector",
+    level_0: "Normal", level_1: "Pre-warning", level_2: "Alarm", level_3: "Danger",
+    state_pending: "pending", state_active_unacked: "unacknowledged", state_active_acked: "acknowledged",
+    state_rtn_unacked: "cleared, unacknowledged", state_latched: "latched", state_normal: "normal",
+    hz_found: "found", hz_confirmed: "confirmed", hz_rectifying: "rectifying", hz_submitted: "awaiting re-inspection",
+    hz_reopened: "reopened", hz_closed: "closed", hz_dismissed: "dismissed",
+  },
+};
+
+// the values a tile shows per device kind (excavation: every measured point of the device)
+const KEY_QUANTITIES = {
+  tower_crane: ["load_moment_ratio", "load", "wind_speed", "tilt_x", "tilt_y"],
+  formwork: ["settlement", "pole_tilt", "axial_force"],
+  gas: ["lel", "o2", "h2s", "co"],
+};
+const OPEN_STATES = new Set(["active_unacked", "active_acked", "rtn_unacked", "latched"]);
+const UNACKED_STATES = new Set(["active_unacked", "rtn_unacked"]);
+const ACKABLE = new Set(["active_unacked", "rtn_unacked", "latched"]);
+const ROLES = ["viewer", "officer", "manager", "admin"];
+const DEPTH = /^(.*?)_d(\d+(?:\.\d+)?)m$/;
+
+const params = new URLSearchParams(location.search);
+const S = {
+  lang: params.get("lang") || localStorage.getItem("sitegw.lang") || "zh",
+  kiosk: params.get("kiosk") === "1",
+  muted: localStorage.getItem("sitegw.muted") === "1",
+  meta: null, latest: {}, alarms: new Map(), baselines: {}, rates: {}, hazards: [],
+  es: null, lastEvent: 0, device: null, chart: null, dirty: new Set(), raf: 0, audio: null, beepTimer: 0,
+};
+
+const $ = (sel) => document.querySelector(sel);
+function t(key, vars) {
+  let s = (I18N[S.lang] || I18N.zh)[key] ?? I18N.zh[key] ?? key;
+  for (const [k, v] of Object.entries(vars || {})) s = s.replace(`{${k}}`, v);
+  return s;
+}
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined) e.append(k instanceof Node ? k : String(k));
+  return e;
+}
+
+// ---- API ------------------------------------------------------------------------------------------------------
+
+class HttpError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+async function api(method, url, body) {
+  const init = { method, credentials: "same-origin", headers: {} };
+  if (body !== undefined) { init.headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
+  const r = await fetch(url, init);
+  if (r.status === 401 && url !== "/api/login") { showLogin(); throw new HttpError(401, "login required"); }
+  const data = await r.json().catch(() => null);
+  if (!r.ok) throw new HttpError(r.status, (data && data.detail) || r.statusText);
+  return data;
+}
+
+// ---- quantities and formatting --------------------------------------------------------------------------------
+
+function qinfo(name) {
+  const m = DEPTH.exec(name);
+  const base = m ? m[1] : name;
+  const q = (S.meta && S.meta.quantities[base]) || { unit: "", zh: base, en: base };
+  const label = S.lang === "en" ? q.en : q.zh;
+  return { unit: q.unit === "state" ? "" : q.unit, label: m ? `${label} ${m[2]} m` : label, state: q.unit === "state" };
+}
+function fmt(v) {
+  if (v === null || v === undefined || Number.isNaN(v)) return "—";
+  const a = Math.abs(v);
+  const s = v.toFixed(a >= 1000 ? 0 : a >= 100 ? 1 : 2);
+  return /^-0(\.0*)?$/.test(s) ? s.slice(1) : s; // no "-0.00 t" for a hook hanging empty
+}
+function signed(v) { return (v > 0 ? "+" : "") + fmt(v); }
+function timeOf(ns) {
+  const tz = (S.meta && S.meta.site.timezone) || undefined;
+  return new Date(ns / 1e6).toLocaleString(S.lang === "en" ? "en-GB" : "zh-CN", { timeZone: tz, hour12: false });
+}
+function worstAlarm(device) {
+  let worst = null;
+  for (const a of S.alarms.values()) {
+    if (a.device === device && OPEN_STATES.has(a.state) && (!worst || a.level > worst.level)) worst = a;
+  }
+  return worst;
+}
+function canAck() { return S.meta && ROLES.indexOf(S.meta.user.role) >= ROLES.indexOf("officer"); }
+
+// ---- rendering ------------------------------------------------------------------------------------------------
+
+function applyStatic() {
+  document.documentElement.lang = S.lang === "en" ? "en" : "zh-CN";
+  document.documentElement.classList.toggle("kiosk", S.kiosk);
+  document.body.classList.toggle("kiosk", S.kiosk);
+  for (const e of document.querySelectorAll("[data-i18n]")) e.textContent = t(e.dataset.i18n);
+  $("#lang").textContent = t("lang_switch");
+  $("#logout").textContent = t("logout");
+  $("#mute").textContent = S.muted ? t("unmute") : t("mute");
+  $("#mute").setAttribute("aria-pressed", String(S.muted));
+  if (S.meta) {
+    $("#site-name").textContent = S.meta.site.name || S.meta.site.id;
+    const u = S.meta.user;
+    $("#who").textContent = `${u.display_name || u.name} · ${u.role}`;
+  }
+  renderStream();
+}
+
+function renderAll() {
+  applyStatic();
+  renderTiles();
+  renderBanner();
+  renderHazards();
+  if (S.device) renderDevice();
+}
+
+function tileValues(dev) {
+  const vals = S.latest[dev.id] || {};
+  let names = KEY_QUANTITIES[dev.kind];
+  if (!names) names = Object.keys(vals).filter((q) => !qinfo(q).state).sort();
+  const rows = [];
+  for (const q of names) {
+    const r = vals[q];
+    if (!r && dev.kind !== "gas" && dev.kind !== "tower_crane") continue;
+    const info = qinfo(q);
+    const attrs = { class: "v", "data-device": dev.id, "data-quantity": q, "data-raw": r ? String(r.value) : "" };
+    const base = S.baselines[`${dev.id}/${q}`];
+    if (dev.kind === "excavation" && r && base !== undefined && r.value !== null) {
+      // cumulative change from the baseline is what GB 50497 limits; the raw reading stays in the title
+      const rate = (S.rates[dev.id] || {})[q];
+      rows.push(el("div", { class: "row", title: `${fmt(r.value)} ${info.unit}` },
+        el("span", { class: "k" }, `${info.label} ${t("change")}`),
+        el("span", attrs, `${signed(r.value - base)} ${info.unit}`),
+        rate !== undefined && rate !== null ? el("span", { class: "rate" }, `${signed(rate)} ${info.unit}/d`) : null));
+    } else {
+      const bad = r && r.quality !== "good" ? ` q-${r.quality}` : "";
+      rows.push(el("div", { class: "row" + bad },
+        el("span", { class: "k" }, info.label),
+        el("span", attrs, r ? `${fmt(r.value)} ${info.unit}` : "—")));
+    }
+  }
+  return rows;
+}
+
+function tileStatus(dev) {
+  const a = worstAlarm(dev.id);
+  const up = (S.latest[dev.id] || {}).up;
+  if (a && a.level > 0) return { cls: `lvl-${a.level}`, text: t(`level_${a.level}`) };
+  if (!up) return { cls: "nodata", text: t("no_data") };
+  if (up.value === 0) return { cls: "offline", text: t("offline") };
+  return { cls: "ok", text: t("online") };
+}
+
+function renderTile(dev) {
+  const st = tileStatus(dev);
+  let tile = document.getElementById(`tile-${dev.id}`);
+  if (!tile) {
+    // the tile element stays; only its contents are redrawn, so a tap never lands on a replaced node
+    tile = el("button", { type: "button", id: `tile-${dev.id}`, "data-device": dev.id,
+      onclick: () => { location.hash = `#/device/${encodeURIComponent(dev.id)}`; } });
+    $("#tiles").append(tile);
+  }
+  tile.className = `tile ${st.cls}`;
+  tile.replaceChildren(
+    el("div", { class: "tile-head" },
+      el("span", { class: "dev-id" }, dev.id),
+      el("span", { class: "status" }, st.text)),
+    el("div", { class: "dev-name" }, [dev.name, dev.zone].filter(Boolean).join(" · ") || t(`kind_${dev.kind}`)),
+    el("div", { class: "vals" }, tileValues(dev)));
+}
+
+function renderTiles() {
+  if (!S.meta) return;
+  $("#tiles").replaceChildren();
+  for (const dev of S.meta.devices) renderTile(dev);
+}
+
+function renderBanner() {
+  const list = [...S.alarms.values()].filter((a) => OPEN_STATES.has(a.state))
+    .sort((a, b) => b.level - a.level || (b.raised_ns || 0) - (a.raised_ns || 0));
+  const banner = $("#banner");
+  banner.className = list.length ? `has-alarms lvl-${list[0].level}` : "";
+  if (!list.length) { banner.replaceChildren(el("div", { class: "quiet" }, t("no_alarms"))); updateSound(); return; }
+  banner.replaceChildren(...list.map((a) => {
+    const title = S.lang === "en" ? a.title_en : a.title_zh;
+    let btn = null;
+    if (ACKABLE.has(a.state) && !(a.state === "latched" && a.acked_ns)) {
+      btn = canAck()
+        ? el("button", { class: "ack control", type: "button", "data-alarm-id": a.id, onclick: () => ack(a.id) }, t("ack"))
+        : el("button", { class: "ack control", type: "button", "data-alarm-id": a.id, disabled: true,
+          title: t("ack_needs_officer") }, `${t("ack")} (${t("ack_needs_officer")})`);
+    }
+    return el("div", { class: `alarm lvl-${a.level}`, "data-alarm-id": a.id, "data-state": a.state, "data-rule": a.rule },
+      el("span", { class: "lvl" }, t(`level_${a.level}`)),
+      el("span", { class: "title" }, title),
+      el("span", { class: "dev" }, a.device),
+      // the rule's compared value (e.g. % of rated, change from baseline), not always the raw reading's unit
+      el("span", { class: "val" }, `${t("value")} ${fmt(a.value)}`,
+        a.threshold !== null ? ` / ${t("threshold")} ${fmt(a.threshold)}` : ""),
+      el("span", { class: "src" }, `${t("source")}: ${a.source}`),
+      el("span", { class: "state" }, t(`state_${a.state}`) + (a.acked_by ? ` · ${t("by")} ${a.acked_by}` : "")),
+      el("span", { class: "when" }, a.raised_ns ? `${t("since")} ${timeOf(a.raised_ns)}` : ""),
+      btn);
+  }));
+  updateSound();
+}
+
+function renderHazards() {
+  const open = S.hazards.filter((h) => h.status !== "closed" && h.status !== "dismissed");
+  const box = $("#hazard-list");
+  if (!open.length) { box.replaceChildren(el("div", { class: "quiet" }, t("no_hazards"))); return; }
+  const today = new Date(new Date().toLocaleDateString("en-CA", { timeZone: S.meta.site.timezone }));
+  box.replaceChildren(...open.map((h) => {
+    let clock = null;
+    if (h.deadline) {
+      const days = Math.round((new Date(h.deadline) - today) / 86400000);
+      const text = days > 0 ? t("days_left", { n: days }) : days === 0 ? t("due_today") : t("overdue", { n: -days });
+      clock = el("span", { class: `clock ${days < 0 ? "overdue" : days <= 1 ? "soon" : ""}` }, `${t("deadline")} ${h.deadline} · ${text}`);
+    }
+    return el("div", { class: "hazard", "data-hazard-id": h.id },
+      el("span", { class: "hid" }, `#${h.id}`),
+      el("span", { class: "hstatus" }, t(`hz_${h.status}`)),
+      el("span", { class: "desc" }, [h.device, h.description].filter(Boolean).join(" · ")),
+      clock);
+  }));
+}
+
+// ---- device page with a small SVG history chart ---------------------------------------------------------------
+
+function route() {
+  const m = /^#\/device\/(.+)$/.exec(location.hash);
+  S.device = m ? decodeURIComponent(m[1]) : null;
+  $("#overview").hidden = !!S.device;
+  $("#device").hidden = !S.device;
+  if (S.device) { S.chart = null; renderDevice(); loadChart(); }
+}
+
+function renderDevice() {
+  const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
+  if (!dev) return;
+  const vals = S.latest[dev.id] || {};
+  const rows = Object.keys(vals).sort().map((q) => {
+    const info = qinfo(q);
+    const r = vals[q];
+    return el("tr", { class: S.chart && S.chart.quantity === q ? "sel" : "", onclick: () => { S.chart = { quantity: q, points: [] }; loadChart(); } },
+      el("td", {}, info.label), el("td", { class: "v", "data-device": dev.id, "data-quantity": q }, `${fmt(r.value)} ${info.unit}`),
+      el("td", { class: `q-${r.quality}` }, r.quality), el("td", {}, timeOf(r.ts_ns)));
+  });
+  $("#device").replaceChildren(
+    el("button", { class: "back control", type: "button", onclick: () => { location.hash = ""; } }, t("back")),
+    el("h2", {}, `${dev.id} ${dev.name || ""}`, el("small", {}, ` ${t(`kind_${dev.kind}`)} ${dev.zone || ""}`)),
+    el("div", { class: "tile-like" }, tileStatus(dev).text),
+    el("h3", {}, `${t("history")} (60 ${t("minutes")})${S.chart ? " · " + qinfo(S.chart.quantity).label : ""}`),
+    el("div", { id: "chart" }, S.chart ? chartSvg(S.chart.points, qinfo(S.chart.quantity).unit) : ""),
+    el("table", { class: "values" }, el("tbody", {}, rows)));
+}
+
+async function loadChart() {
+  const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
+  if (!dev) return;
+  const q = (S.chart && S.chart.quantity) || (KEY_QUANTITIES[dev.kind] || Object.keys(S.latest[dev.id] || {}).filter((x) => x !== "up"))[0];
+  if (!q) return;
+  try {
+    const h = await api("GET", `/api/history/${encodeURIComponent(dev.id)}?quantity=${encodeURIComponent(q)}&minutes=60`);
+    S.chart = { quantity: q, points: h.series[0].points.map((p) => [p[0] / 1e6, p[1]]) };
+  } catch (e) { S.chart = { quantity: q, points: [] }; }
+  renderDevice();
+}
+
+function chartSvg(points, unit) {
+  const W = 600, H = 200, P = 36;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("class", "chart");
+  const pts = points.filter((p) => p[1] !== null);
+  if (pts.length < 2) { svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">${t("no_data")}</text>`; return svg; }
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs) || x0 + 1;
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
+  if (y0 === y1) { y0 -= 1; y1 += 1; }
+  const sx = (x) => P + ((x - x0) / (x1 - x0 || 1)) * (W - 2 * P);
+  const sy = (y) => H - P / 2 - ((y - y0) / (y1 - y0)) * (H - P);
+  const line = pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+  const hm = (ms) => new Date(ms).toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: S.meta.site.timezone });
+  svg.innerHTML = `<polyline fill="none" stroke="currentColor" stroke-width="2" points="${line}"/>` +
+    `<text x="2" y="${P / 2 + 4}">${fmt(y1)} ${unit}</text><text x="2" y="${H - 4}">${fmt(y0)} ${unit}</text>` +
+    `<text x="${P}" y="${H - 2}" class="tx">${hm(x0)}</text><text x="${W - P}" y="${H - 2}" text-anchor="end" class="tx">${hm(x1)}</text>`;
+  return svg;
+}
+
+// ---- alarms: acknowledge and sound ----------------------------------------------------------------------------
+
+async function ack(id) {
+  try {
+    const r = await api("POST", `/api/alarms/${id}/ack`, {});
+    if (r && r.alarm) setAlarm(r.alarm);
+    renderBanner(); renderTiles();
+  } catch (e) {
+    showError(e.status === 403 ? `${t("forbidden")}: ${e.message}` : `${t("ack_failed")}: ${e.message}`);
+  }
+}
+
+function showError(msg) {
+  const box = $("#error");
+  box.textContent = msg;
+  box.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+function setAlarm(a) {
+  if (OPEN_STATES.has(a.state) || a.state === "pending") S.alarms.set(a.id, a); else S.alarms.delete(a.id);
+}
+
+function beep() {
+  // WebAudio: a short two-tone beep, repeated by updateSound() while unacknowledged alarms exist
+  try {
+    S.audio = S.audio || new (window.AudioContext || window.webkitAudioContext)();
+    if (S.audio.state === "suspended") { S.audio.resume(); if (S.audio.state === "suspended") showError(t("sound_blocked")); }
+    const now = S.audio.currentTime;
+    for (const [i, f] of [[0, 880], [1, 660]]) {
+      const o = S.audio.createOscillator(), g = S.audio.createGain();
+      o.frequency.value = f; o.connect(g); g.connect(S.audio.destination);
+      g.gain.setValueAtTime(0.25, now + i * 0.25); g.gain.exponentialRampToValueAtTime(0.001, now + i * 0.25 + 0.22);
+      o.start(now + i * 0.25); o.stop(now + i * 0.25 + 0.23);
+    }
+  } catch (e) { /* no audio device: the banner still shows the alarm */ }
+}
+
+function updateSound() {
+  const ringing = [...S.alarms.values()].some((a) => UNACKED_STATES.has(a.state) && !a.shelved_until_ns && !a.suppressed_by);
+  document.body.dataset.sounding = String(ringing && !S.muted);
+  if (ringing && !S.muted) {
+    if (!S.beepTimer) { beep(); S.beepTimer = setInterval(beep, 2000); }
+  } else if (S.beepTimer) { clearInterval(S.beepTimer); S.beepTimer = 0; }
+}
+
+// ---- live stream ----------------------------------------------------------------------------------------------
+
+function renderStream() {
+  const s = $("#stream-state");
+  const state = s.dataset.state;
+  s.textContent = state === "live" ? `● ${t("live")}` : state === "resync" ? t("resyncing") : state === "off" ? "" : t("reconnecting");
+}
+function streamState(state) { $("#stream-state").dataset.state = state; renderStream(); }
+
+async function resync() {
+  streamState("resync");
+  const [latest, alarms, baselines, hazards] = await Promise.all([
+    api("GET", "/api/latest"), api("GET", "/api/alarms?open_only=true"), api("GET", "/api/baselines"), api("GET", "/api/hazards"),
+  ]);
+  S.latest = latest;
+  S.alarms = new Map();
+  for (const a of alarms) setAlarm(a);
+  S.baselines = {};
+  for (const b of baselines) S.baselines[`${b.device}/${b.quantity}`] = b.value;
+  S.hazards = hazards;
+  await loadRates();
+  streamState("live");
+  renderAll();
+}
+
+async function loadRates() {
+  for (const dev of S.meta.devices.filter((d) => d.kind === "excavation")) {
+    try {
+      const h = await api("GET", `/api/history/${encodeURIComponent(dev.id)}?minutes=120`);
+      S.rates[dev.id] = Object.fromEntries(h.series.map((s) => [s.quantity, s.rate_per_day]));
+    } catch (e) { /* keep the previous rates */ }
+  }
+}
+
+function connect() {
+  if (S.es) S.es.close();
+  const es = new EventSource("/api/stream");
+  S.es = es;
+  es.addEventListener("hello", () => { S.lastEvent = Date.now(); resync().catch(() => streamState("lost")); });
+  es.addEventListener("resync", () => { S.lastEvent = Date.now(); resync().catch(() => streamState("lost")); });
+  es.addEventListener("heartbeat", () => { S.lastEvent = Date.now(); });
+  es.addEventListener("reading", (ev) => {
+    S.lastEvent = Date.now();
+    for (const [dev, q, value, ts, quality] of JSON.parse(ev.data)) {
+      const d = S.latest[dev] || (S.latest[dev] = {});
+      const prev = d[q];
+      if (!prev || prev.ts_ns <= ts) d[q] = { value, ts_ns: ts, quality };
+      if (S.chart && S.device === dev && S.chart.quantity === q && value !== null) S.chart.points.push([ts / 1e6, value]);
+      S.dirty.add(dev);
+    }
+    schedule();
+  });
+  es.addEventListener("alarm", (ev) => {
+    S.lastEvent = Date.now();
+    const e = JSON.parse(ev.data);
+    setAlarm(e.alarm);
+    renderBanner();
+    S.dirty.add(e.alarm.device);
+    schedule();
+  });
+  es.onerror = () => {
+    streamState("lost");
+    // EventSource retries by itself, except after an HTTP error (e.g. 401 when the session expired)
+    if (es.readyState === EventSource.CLOSED) {
+      api("GET", "/api/me").then(() => setTimeout(connect, 3000)).catch(() => {});
+    }
+  };
+}
+
+function schedule() {
+  if (S.raf) return;
+  // coalesce a burst of readings into one repaint per frame (and at most every 250 ms)
+  S.raf = setTimeout(() => {
+    S.raf = 0;
+    for (const id of S.dirty) {
+      const dev = S.meta.devices.find((d) => d.id === id);
+      if (dev) renderTile(dev);
+    }
+    if (S.device && S.dirty.has(S.device)) renderDevice();
+    S.dirty.clear();
+  }, 100);
+}
+
+// ---- login and start ------------------------------------------------------------------------------------------
+
+function showLogin() {
+  if (S.es) { S.es.close(); S.es = null; }
+  streamState("off");
+  $("#main").hidden = true;
+  $("#login").hidden = false;
+  applyStatic();
+}
+
+async function start() {
+  try {
+    S.meta = await api("GET", "/api/console");
+  } catch (e) {
+    if (e.status !== 401) showError(e.message);
+    return;
+  }
+  $("#login").hidden = true;
+  $("#main").hidden = false;
+  document.body.dataset.role = S.meta.user.role;
+  renderAll();
+  route();
+  connect();
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const err = $("#login-error");
+  err.hidden = true;
+  try {
+    await api("POST", "/api/login", { username: f.get("username"), password: f.get("password") });
+    ev.target.reset();
+    await start();
+  } catch (e) {
+    err.textContent = `${t("login_failed")}: ${e.message}`;
+    err.hidden = false;
+  }
+});
+$("#lang").addEventListener("click", () => {
+  S.lang = S.lang === "en" ? "zh" : "en";
+  localStorage.setItem("sitegw.lang", S.lang);
+  renderAll();
+});
+$("#mute").addEventListener("click", () => {
+  S.muted = !S.muted;
+  localStorage.setItem("sitegw.muted", S.muted ? "1" : "0");
+  applyStatic();
+  updateSound();
+});
+$("#logout").addEventListener("click", async () => {
+  try { await api("POST", "/api/logout"); } catch (e) { /* already logged out */ }
+  S.meta = null;
+  showLogin();
+});
+// browsers start audio only after a user gesture: the first click anywhere unlocks the beep
+document.addEventListener("click", () => { if (S.audio && S.audio.state === "suspended") S.audio.resume(); });
+window.addEventListener("hashchange", route);
+setInterval(() => {
+  $("#clock").textContent = S.meta ? timeOf(Date.now() * 1e6) : "";
+  // heartbeats come every heartbeat_s: two missed ones mean the stream is dead even if the socket looks open
+  if (S.es && S.meta && Date.now() - S.lastEvent > 2.5 * S.meta.heartbeat_s * 1000) { streamState("lost"); connect(); }
+}, 1000);
+setInterval(() => { if (S.meta) api("GET", "/api/hazards").then((h) => { S.hazards = h; renderHazards(); }).catch(() => {}); }, 30000);
+setInterval(() => { if (S.meta) loadRates().then(() => S.dirty.size || renderTiles()); }, 60000);
+applyStatic();
+start();

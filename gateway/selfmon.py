@@ -1,0 +1,284 @@
+"""Gateway self-monitoring: /health (ready / degraded / starting), live /metrics figures, the `sitegw` health line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gateway.influx import encode_line
+from gateway.metrics import LiveFigures
+from gateway.model import Reading
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from gateway.app import Gateway
+
+log = logging.getLogger("sitegw.selfmon")
+
+SWEEP_S = 1.0  # health bookkeeping; cheap (counters only)
+PERIOD_S = 10.0  # the `sitegw` line for the gateway-health dashboard
+HISTORY_STEP_S = 10.0  # granularity of the counter history behind the "in the last hour" reasons
+SPOOL_FULL_RATIO = 0.5  # above half its bound, the spool is on its way to dropping data
+SPOOL_AGE_LIMIT_S = 300.0  # a line older than this in the spool: the database is not keeping up (or is down)
+RECENT_S = 3600.0  # window for alarm-engine errors and failed notifications
+STALL_WINDOW_S = 600.0  # window for event-loop stalls
+
+OnSpooled = Callable[[], object]
+MqttSubmit = Callable[[list[Reading], OnSpooled | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    at: float  # time.monotonic()
+    alarm_errors: int
+    notify_failed: int
+    loop_stalls: int
+
+
+def _reason(code: str, detail: dict[str, Any], zh: str, en: str) -> dict[str, Any]:
+    return {"code": code, "detail": detail, "zh": zh, "en": en}
+
+
+class SelfMonitor:
+    """Per-gateway state of self-monitoring: whether the first sweep ran, and a short history of counters."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self._gw = weakref.ref(gw)  # kept in a WeakKeyDictionary keyed by the gateway: no strong cycle
+        self.swept = False
+        self.instrumented = False
+        self.db_down_since: float | None = None
+        # the gateway's counters start at 0 with it, so a zero snapshot is the honest baseline
+        self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0)])
+
+    @property
+    def gw(self) -> Gateway:
+        gw = self._gw()
+        assert gw is not None, "gateway gone"
+        return gw
+
+    def _snapshot(self, now: float) -> _Snapshot:
+        m = self.gw.metrics
+        return _Snapshot(now, m.alarm_errors, sum(_failed(m.deliveries).values()), m.loop_stalls)
+
+    def sweep(self, now: float) -> None:
+        gw = self.gw
+        if not gw.drainer.db_up:
+            if self.db_down_since is None:
+                self.db_down_since = now
+        else:
+            self.db_down_since = None
+        if now - self.history[-1].at >= HISTORY_STEP_S:
+            self.history.append(self._snapshot(now))
+        horizon = now - max(RECENT_S, STALL_WINDOW_S)
+        while len(self.history) > 1 and self.history[1].at <= horizon:
+            self.history.popleft()  # the one kept is the baseline at (or just before) the horizon
+        self.swept = True
+
+    def _base(self, now: float, window_s: float) -> _Snapshot:
+        """The newest snapshot at least `window_s` old (or the oldest there is): counts since it are 'recent'."""
+        base = self.history[0]
+        for s in self.history:
+            if s.at > now - window_s:
+                break
+            base = s
+        return base
+
+    def reasons(self, now: float) -> list[dict[str, Any]]:
+        gw = self.gw
+        m = gw.metrics
+        out: list[dict[str, Any]] = []
+        if not gw.drainer.db_up:
+            down = round(now - self.db_down_since, 1) if self.db_down_since is not None else 0.0
+            out.append(
+                _reason(
+                    "database_down",
+                    {"target": gw.writer.target, "down_for_s": down, "write_failures": m.write_failures},
+                    f"数据库无法写入（{gw.writer.target}），数据暂存在本地缓存中，恢复后补写",
+                    f"database not writable ({gw.writer.target}); readings wait in the spool until it is back",
+                )
+            )
+        disk, bound = gw.spool.disk_bytes(), gw.spool.max_bytes
+        if disk > bound * SPOOL_FULL_RATIO:
+            pct = round(100.0 * disk / bound, 1)
+            out.append(
+                _reason(
+                    "spool_filling",
+                    {"disk_bytes": disk, "max_bytes": bound, "percent": pct},
+                    f"本地缓存已用 {pct}%（上限 {bound} 字节）；满后将丢弃最早的数据",
+                    f"spool at {pct} % of its bound ({bound} bytes); when full, the oldest data is dropped",
+                )
+            )
+        age = gw.spool.oldest_pending_age_s()
+        if age > SPOOL_AGE_LIMIT_S:
+            out.append(
+                _reason(
+                    "spool_stale",
+                    {"oldest_age_s": round(age, 1), "limit_s": SPOOL_AGE_LIMIT_S},
+                    f"缓存中最早的数据已等待 {age:.0f} 秒仍未写入数据库（限值 {SPOOL_AGE_LIMIT_S:.0f} 秒）",
+                    f"the oldest spooled line waited {age:.0f} s for the database (limit {SPOOL_AGE_LIMIT_S:.0f} s)",
+                )
+            )
+        offline = sorted(d for d, v in m.up.items() if v == 0)
+        if offline:
+            names = "、".join(offline)
+            out.append(
+                _reason(
+                    "devices_offline",
+                    {"devices": offline, "count": len(offline), "total": len(gw.cfg.devices)},
+                    f"{len(offline)} 台设备离线：{names}",
+                    f"{len(offline)} device(s) offline: {', '.join(offline)}",
+                )
+            )
+        brokers = sorted(s.p.id for s in gw.sessions if not s.connected.is_set())
+        if brokers:
+            out.append(
+                _reason(
+                    "mqtt_disconnected",
+                    {"brokers": brokers},
+                    f"MQTT 服务器未连接：{'、'.join(brokers)}",
+                    f"MQTT broker(s) not connected: {', '.join(brokers)}",
+                )
+            )
+        base = self._base(now, RECENT_S)
+        if (n := m.alarm_errors - base.alarm_errors) > 0:
+            out.append(
+                _reason(
+                    "alarm_engine_errors",
+                    {"count": n, "window_s": RECENT_S},
+                    f"近 1 小时报警引擎出错 {n} 次（数据照常存储，报警可能漏判）",
+                    f"{n} alarm engine error(s) in the last hour (readings are stored; alarms may be missed)",
+                )
+            )
+        failed = _failed(m.deliveries)
+        if (n := sum(failed.values()) - base.notify_failed) > 0:
+            channels = sorted(failed)
+            out.append(
+                _reason(
+                    "notification_failures",
+                    {"count": n, "window_s": RECENT_S, "channels": channels},
+                    f"近 1 小时有 {n} 条报警通知发送失败（通道：{'、'.join(channels)}）",
+                    f"{n} notification(s) failed in the last hour (channels: {', '.join(channels)})",
+                )
+            )
+        stall_base = self._base(now, STALL_WINDOW_S)
+        if (n := m.loop_stalls - stall_base.loop_stalls) > 0:
+            out.append(
+                _reason(
+                    "loop_stalls",
+                    {"count": n, "window_s": STALL_WINDOW_S},
+                    f"近 10 分钟网关自身卡顿 {n} 次（主机过载或磁盘阻塞）",
+                    f"the gateway itself stalled {n} time(s) in the last 10 minutes (host overloaded or disk blocked)",
+                )
+            )
+        return out
+
+    def instrument(self) -> None:
+        """Install the live /metrics figures (once per gateway).
+
+        MQTT and derived readings are counted where they enter (Gateway._mqtt_submit, Pipeline.process).
+        """
+        if self.instrumented:
+            return
+        self.instrumented = True
+        gw = self.gw
+        metrics = gw.metrics
+        metrics.live = lambda: live_figures(gw)
+
+
+def _failed(deliveries: Counter[tuple[str, str]]) -> Counter[str]:
+    """Deliveries given up on (retries exhausted or not retryable), by channel."""
+    return Counter({ch: n for (ch, outcome), n in deliveries.items() if outcome == "failed" and n})
+
+
+_monitors: weakref.WeakKeyDictionary[Gateway, SelfMonitor] = weakref.WeakKeyDictionary()
+
+
+def monitor_of(gw: Gateway) -> SelfMonitor:
+    mon = _monitors.get(gw)
+    if mon is None:
+        mon = _monitors[gw] = SelfMonitor(gw)
+    return mon
+
+
+def live_figures(gw: Gateway) -> LiveFigures:
+    return LiveFigures(
+        spool_oldest_age_s=round(gw.spool.oldest_pending_age_s(), 3),
+        spool_max_bytes=gw.spool.max_bytes,
+        mqtt_reconnects={s.p.id: s.reconnects for s in gw.sessions},
+        mqtt_connected={s.p.id: int(s.connected.is_set()) for s in gw.sessions},
+        devices_total=len(gw.cfg.devices),
+    )
+
+
+def health_report(gw: Gateway) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for GET /health: `starting` 503 before the first sweep, else `ready` or `degraded` 200."""
+    mon = monitor_of(gw)
+    site = gw.cfg.site.id
+    if not mon.swept:
+        return 503, {"status": "starting", "site": site, "reasons": [], "zh": "网关启动中", "en": "gateway starting"}
+    reasons = mon.reasons(time.monotonic())
+    if reasons:
+        zh, en = (
+            "网关降级运行：" + "；".join(r["zh"] for r in reasons),
+            "degraded: " + "; ".join(r["en"] for r in reasons),
+        )
+        return 200, {"status": "degraded", "site": site, "reasons": reasons, "zh": zh, "en": en}
+    return 200, {"status": "ready", "site": site, "reasons": [], "zh": "网关运行正常", "en": "gateway ready"}
+
+
+def add_health_routes(app: FastAPI, gw: Gateway) -> None:
+    """GET /health, open like /healthz (load balancers and the site's monitoring call it without a login)."""
+    from fastapi.responses import JSONResponse  # here: a gateway without an HTTP section never loads FastAPI
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        code, body = health_report(gw)
+        return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
+
+
+def health_line(gw: Gateway, ts_ns: int | None = None) -> str:
+    """The `sitegw` line; field names are the contract with the gateway-health Grafana dashboard."""
+    m = gw.metrics
+    fields: dict[str, float | int | str | bool] = {
+        "readings_total": m.readings_in,
+        "lines_written_total": m.lines_written,
+        "spool_pending_bytes": gw.spool.pending_bytes(),
+        "spool_dropped_lines_total": gw.spool.dropped_lines,
+        "write_failures_total": m.write_failures,
+        "alarm_transitions_total": m.alarm_transitions,
+        "loop_stalls_total": m.loop_stalls,
+        "mqtt_messages_total": m.mqtt_messages,
+        "devices_up": sum(m.up.values()),
+        "devices_total": len(gw.cfg.devices),
+    }
+    return encode_line("sitegw", {"site": gw.cfg.site.id}, fields, ts_ns or time.time_ns())
+
+
+async def run_selfmon(gw: Gateway, period_s: float | None = None) -> None:
+    """Sweep every SWEEP_S; every `period_s` (default PERIOD_S) append the `sitegw` line to the spool, so the
+    gateway's own figures survive a database outage like the readings do."""
+    period = PERIOD_S if period_s is None else period_s
+    mon = monitor_of(gw)
+    mon.instrument()  # before the first await: no MQTT message is handled before the counting is in place
+    next_line = 0.0
+    disk_warned = False
+    while True:
+        await asyncio.sleep(SWEEP_S)
+        now = time.monotonic()
+        mon.sweep(now)
+        if now < next_line:
+            continue
+        next_line = now + period
+        try:
+            gw.spool.append(health_line(gw).encode(), 1)
+        except OSError as err:  # the pipeline meets the same disk and reports it; never stop the gateway here
+            if not disk_warned:
+                log.error("selfmon: could not append the sitegw line to the spool: %s", err)
+                disk_warned = True

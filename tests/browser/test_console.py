@@ -1,0 +1,304 @@
+"""The web console in a real Chromium (Playwright) against a running gateway fed by the simulators: live values over
+SSE, an alarm in the banner, acknowledgement from the UI, the viewer's limits, both languages, wall and phone layouts;
+plus the bounded history rings and per-client event queues behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from gateway.app import Gateway
+from gateway.config import SiteConfig
+from gateway.history import History
+from gateway.model import Quality, Reading
+from services import local
+from services.local import Service
+from simulators.runner import SiteSimulator
+from tests.sites import write_site
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+PASSWORDS = {"zhang": "Anquan-Yuan-4412", "screen": "Wall-Screen-7731"}
+NS = 1_000_000_000
+T = TypeVar("T")
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
+
+
+def site(tmp_path: Path, mqtt: int, influx: int, http: int) -> SiteConfig:
+    return write_site(
+        tmp_path / "site.yaml",
+        influx_port=influx,
+        mqtt_port=mqtt,
+        http_port=http,
+        lines=[{"id": "crane", "type": "modbus_tcp", "host": "127.0.0.1", "port": local.free_port()}],
+        devices=[
+            {
+                "id": "TC-01",
+                "name": "1号塔吊",
+                "zone": "北区",
+                "profile": "tower_crane_tcp_v1",
+                "line": "crane",
+                "unit_id": 1,
+                "poll_interval_s": 0.25,
+                "timeout_s": 0.2,
+            },
+            {
+                "id": "FW-A01",
+                "name": "高支模A区 测点01",
+                "profile": "formwork_mqtt_v1",
+                "broker": "b",
+                "topic": "site/t/formwork/+/data",
+                "expected_interval_s": 1.0,
+            },
+            {
+                "id": "GAS-01",
+                "name": "1号集水井",
+                "zone": "有限空间",
+                "profile": "gas_4in1_mqtt_v1",
+                "broker": "b",
+                "topic": "site/t/gas/+",
+                "expected_interval_s": 1.0,
+            },
+        ],
+        auth={
+            "users": [
+                {"name": "zhang", "role": "officer", "password_env": "T_PW_ZHANG", "display_name": "张安全"},
+                {"name": "screen", "role": "viewer", "password_env": "T_PW_SCREEN"},
+            ]
+        },
+    )
+
+
+async def until(fn: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = 20.0) -> T:
+    for _ in range(int(timeout_s / 0.1)):
+        got = await fn()
+        if got:
+            return got
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def login(page: Page, base: str, user: str, query: str = "") -> None:
+    await page.goto(f"{base}/{query}")
+    await page.fill("#login-form input[name=username]", user)
+    await page.fill("#login-form input[name=password]", PASSWORDS[user])
+    await page.click("#login-form button[type=submit]")
+    await page.wait_for_selector("#tiles .tile[data-device='GAS-01']", timeout=10_000)
+    await page.wait_for_selector("#stream-state[data-state='live']", timeout=10_000)
+    assert await page.is_hidden("#login")
+
+
+def value_cell(device: str, quantity: str) -> str:
+    return f"#tiles .v[data-device='{device}'][data-quantity='{quantity}']"
+
+
+async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
+    tmp_path: Path, mosquitto: Service, influxdb: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, pw in PASSWORDS.items():
+        monkeypatch.setenv(f"T_PW_{name.upper()}", pw)
+    http = local.free_port()
+    base = f"http://127.0.0.1:{http}"
+    cfg = site(tmp_path, mosquitto.port, influxdb.port, http)
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with (
+        SiteSimulator(cfg, scenario="normal") as sim,
+        Gateway(cfg, fsync=False) as gw,
+        httpx.AsyncClient(base_url=base) as api,
+        chromium() as browser,
+    ):
+        await until(lambda: _healthy(api), "the HTTP endpoint")
+        # without a login the console page loads (it asks for one) but the stream is refused
+        assert (await api.get("/")).status_code == 200
+        assert (await api.get("/api/stream")).status_code == 401
+        r = await api.post("/api/login", json={"username": "zhang", "password": PASSWORDS["zhang"]})
+        officer_h = {"Authorization": f"Bearer {r.json()['token']}"}
+        api.cookies.clear()
+
+        officer = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+        errs: list[str] = []
+        officer.on("console", lambda m: errs.append(m.text))
+        officer.on("pageerror", lambda e: errs.append(str(e)))
+        await login(officer, base, "zhang")
+
+        # ---- live values: pinned simulator values reach the tiles over SSE, and they match /api/latest ----
+        sim.set_values("GAS-01", {"co": 3.0})
+        await officer.wait_for_function(
+            f"document.querySelector(\"{value_cell('GAS-01', 'co')}\")?.textContent === '3.00 ppm'", timeout=10_000
+        )
+        sim.set_values("GAS-01", {"co": 5.0})  # the same tile, no reload: it changes with the stream
+        await officer.wait_for_function(
+            f"document.querySelector(\"{value_cell('GAS-01', 'co')}\")?.textContent === '5.00 ppm'", timeout=10_000
+        )
+        sim.set_values("TC-01", {"wind_speed": 4.2})
+        await officer.wait_for_function(
+            f"document.querySelector(\"{value_cell('TC-01', 'wind_speed')}\")?.textContent === '4.20 m/s'",
+            timeout=10_000,
+        )
+        latest = (await api.get("/api/latest", headers=officer_h)).json()
+        shown = float(await officer.get_attribute(value_cell("TC-01", "wind_speed"), "data-raw") or "nan")
+        assert math.isclose(latest["TC-01"]["wind_speed"]["value"], shown, rel_tol=1e-6)
+        assert math.isclose(shown, 4.2, rel_tol=1e-6)
+        assert "ok" in (await officer.get_attribute("#tile-TC-01", "class") or "")
+        # the device page draws recent history from memory
+        await officer.click("#tile-TC-01")
+        await officer.wait_for_selector("#device svg.chart polyline", timeout=10_000)
+        await officer.click("#device .back")
+
+        # ---- a gas leak: the alarm appears in the banner within 2 s of being raised in the API ----
+        sim.set_values("GAS-01", {"lel": 30.0})
+
+        async def lel_alarm() -> dict[str, Any] | None:
+            rows = (await api.get("/api/alarms", params={"open_only": "true"}, headers=officer_h)).json()
+            return next((a for a in rows if a["rule"] == "gas.lel" and a["state"] == "active_unacked"), None)
+
+        alarm = await until(lel_alarm, "gas.lel raised in the API", 30)
+        row = f"#banner .alarm[data-alarm-id='{alarm['id']}']"
+        await officer.wait_for_selector(row, timeout=2_000)
+        assert await officer.get_attribute(row, "data-state") == "active_unacked"
+        assert "lvl-2" in (await officer.get_attribute(row, "class") or "")
+        text = await officer.inner_text(row)
+        assert "报警" in text and alarm["title_zh"] in text and "25.00" in text and "GB/T 50493" in text
+        await officer.wait_for_selector("#tile-GAS-01.lvl-2", timeout=2_000)  # the tile takes the alarm's colour
+        assert await officer.evaluate("document.body.dataset.sounding") == "true"  # the beep repeats while unacked
+        await officer.click("#mute")
+        assert await officer.evaluate("document.body.dataset.sounding") == "false"
+        assert await officer.get_attribute("html", "lang") == "zh-CN"
+        assert await officer.inner_text("#overview h2") == "设备"
+
+        # ---- the viewer: a wall screen (kiosk) and a phone; no usable ack button, a forced request is 403 ----
+        wall_ctx = await browser.new_context(viewport={"width": 1920, "height": 1080})
+        wall = await wall_ctx.new_page()
+        await login(wall, base, "screen", "?kiosk=1")
+        await wall.wait_for_selector(row, timeout=5_000)
+        assert await wall.evaluate("document.body.classList.contains('kiosk')")
+        assert not await wall.is_visible("#lang") and not await wall.is_visible(f"{row} .ack")
+        assert await wall.evaluate("getComputedStyle(document.body).fontSize") == "24px"
+        await wall.screenshot(path=str(ARTIFACTS / "console-wall.png"))
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / "console-wall.png", ROOT / "docs" / "img" / "console-wall.png")
+
+        phone = await (await browser.new_context(viewport={"width": 390, "height": 844})).new_page()
+        await login(phone, base, "screen")
+        await phone.wait_for_selector(row, timeout=5_000)
+        assert await phone.is_disabled(f"{row} .ack")
+        boxes = await phone.evaluate(
+            "[...document.querySelectorAll('#tiles .tile')].map(e => e.getBoundingClientRect())"
+            ".map(r => [Math.round(r.x), Math.round(r.right), Math.round(r.y)])"
+        )
+        assert len(boxes) == 3
+        assert len({x for x, _, _ in boxes}) == 1 and len({y for _, _, y in boxes}) == 3  # one column
+        assert all(right <= 390 for _, right, _ in boxes)
+        await phone.screenshot(path=str(ARTIFACTS / "console-phone.png"), full_page=True)
+        forced = await phone.evaluate(
+            f"fetch('/api/alarms/{alarm['id']}/ack', {{method: 'POST', headers: {{'Content-Type': "
+            "'application/json'}, body: '{}'}).then(r => r.status)"
+        )
+        assert forced == 403
+        await phone.evaluate(f"ack({alarm['id']})")  # the console's own ack path shows the refusal plainly
+        await phone.wait_for_selector("#error:not([hidden])", timeout=5_000)
+        assert "403" in await phone.inner_text("#error")
+        assert gw.alarms.lifecycle.get(alarm["id"]).state == "active_unacked"
+
+        # ---- the officer acknowledges in the UI: the API says active_acked, every console follows ----
+        await officer.click(f"{row} .ack")
+
+        async def acked() -> bool:
+            a = (await api.get(f"/api/alarms/{alarm['id']}", headers=officer_h)).json()
+            return bool(a["state"] == "active_acked" and a["acked_by"] == "zhang")
+
+        await until(acked, "the alarm acknowledged in the API", 10)
+        await officer.wait_for_selector(f"{row}[data-state='active_acked']", timeout=5_000)
+        await wall.wait_for_selector(f"{row}[data-state='active_acked']", timeout=5_000)
+        assert await officer.locator(f"{row} .ack").count() == 0
+
+        # ---- English ----
+        await officer.click("#lang")
+        assert await officer.get_attribute("html", "lang") == "en"
+        assert await officer.inner_text("#overview h2") == "Devices"
+        text = await officer.inner_text(row)
+        assert "Alarm" in text and "acknowledged" in text and alarm["title_en"] in text
+        assert await officer.inner_text("#lang") == "中文"
+        await wall_ctx.close()
+
+
+async def _healthy(api: httpx.AsyncClient) -> bool:
+    try:
+        return (await api.get("/healthz")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+# ---- the stores behind the console, without a browser -------------------------------------------------------------
+
+
+def test_history_ring_is_bounded_in_points_and_time_and_keeps_the_newest() -> None:
+    h = History(window_s=60.0, max_points=10)  # buckets of 6 s
+    t0 = 1_750_000_000 * NS
+    for i in range(2000):  # 500 s of a crane polled 4 times a second
+        h.add([Reading("TC-01", "load", float(i), t0 + i * NS // 4)])
+    s = h.series("TC-01", "load", minutes=60)
+    pts = s["points"]
+    assert 1 < len(pts) <= 10
+    assert pts[-1][1] == 1999.0  # the newest value is never lost to bucketing
+    assert pts[-1][0] - pts[0][0] <= 60 * NS
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(pts))
+    assert s["rate_per_day"] == pytest.approx(4 * 86400, rel=0.01)  # 4 units per second
+    # a late reading does not go back into the past of the ring
+    h.add([Reading("TC-01", "load", -1.0, t0)])
+    assert h.series("TC-01", "load", 60)["points"] == pts
+    # NaN is shown as null, and bad points do not count towards the rate
+    h.add([Reading("GAS-01", "lel", math.nan, t0, Quality.BAD)])
+    assert h.series("GAS-01", "lel", 60) == {
+        "device": "GAS-01",
+        "quantity": "lel",
+        "points": [[t0, None, 2]],
+        "rate_per_day": None,
+    }
+
+
+async def test_slow_client_queue_is_bounded_and_told_to_resync() -> None:
+    h = History()
+    slow = h.hub.subscribe()
+    fast = h.hub.subscribe()
+    t0 = 1_750_000_000 * NS
+    got: list[str] = []
+    for i in range(1000):
+        h.add([Reading("GAS-01", "lel", float(i), t0 + i * NS)])
+        frame = await fast.next(1.0)
+        assert frame is not None
+        got.append(frame)
+        assert len(slow.queue) <= h.hub.queue_events
+    assert all(f.startswith("event: reading\n") for f in got)
+    assert got[-1].endswith('["GAS-01","lel",999.0,' + str(t0 + 999 * NS) + ',"good"]]\n\n')
+    # the slow client missed events: its queue was emptied with a resync marker first, then newer events follow
+    first = await slow.next(1.0)
+    assert first is not None and first.startswith("event: resync\n")
+    assert slow.dropped > 0 and len(slow.queue) < h.hub.queue_events
+    h.hub.unsubscribe(slow)
+    h.hub.unsubscribe(fast)
+    assert await fast.next(0.05) is None  # nothing more: the stream would send a heartbeat
+    h.add([Reading("GAS-01", "lel", 1.0, t0 + 2000 * NS)])
+    assert not fast.queue
