@@ -301,8 +301,10 @@ def _extra_lines(now_ms: int) -> dict[str, list[str]]:
                 f'alarm_id={alarm_id}i,value={12.5 + level},title="{title}" {now_ms + dt * 1000}'
             )
     health = []
-    for i in range(19):  # every 10 s for 3 minutes, counters rising
-        t = now_ms - (180 - 10 * i) * 1000
+    # every 10 s for 3 minutes, counters rising, an hour ago: the gateway under test writes its own `sitegw` lines
+    # (selfmon) for the last minutes, and the exact-value checks below must not mix the two
+    for i in range(19):
+        t = now_ms - 3_600_000 - (180 - 10 * i) * 1000
         health.append(
             f"sitegw,site=t readings_total={1000 + 170 * i}i,lines_written_total={300 + 40 * i}i,"
             f"spool_pending_bytes={(i % 4) * 512}i,spool_dropped_lines_total={0 if i < 12 else 5}i,"
@@ -427,12 +429,13 @@ def test_health_dashboard_reads_the_gateway_counters(site_data: SiteData) -> Non
     (dash,) = [d for d in DASHBOARDS if d["uid"] == "sitegw-health"]
     variables = resolve_variables(dash, site_data)
     (p,) = [p for p in panels_of(dash) if p["title"].startswith("速率 Rates")]
-    q = expand(p["targets"][0]["query"], "time >= now() - 6h", "10s", variables)
+    window = "time >= now() - 6h and time <= now() - 30m"  # the synthetic hour, not the live gateway's lines
+    q = expand(p["targets"][0]["query"], window, "10s", variables)
     (s,) = influxql(site_data.port, site_data.db, q)
     readings = [row[1] for row in s["values"] if row[1] is not None]
     assert readings and all(r == pytest.approx(17.0) for r in readings)  # 170 readings per 10 s
     (p,) = [p for p in panels_of(dash) if p["title"].startswith("丢弃")]
-    q = expand(p["targets"][0]["query"], "time >= now() - 6h", "10s", variables)
+    q = expand(p["targets"][0]["query"], window, "10s", variables)
     assert influxql(site_data.port, site_data.db, q)[0]["values"][0][1] == 5
 
 
