@@ -185,6 +185,10 @@ def build_api(gw: "Gateway") -> FastAPI:
 
     app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)  # no icon, and no 404 in every browser's console
+
     # ---- login ----
 
     @app.post("/api/login")
