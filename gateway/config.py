@@ -50,7 +50,7 @@ class Site(_Base):
     def _tz(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Asia' is a folder, a name too long
             raise ValueError(f"unknown IANA time zone {v!r} (e.g. 'Asia/Shanghai')") from None
         return v
 
@@ -396,14 +396,38 @@ class ConfigError(Exception):
     """A site config that cannot be used; the message names the file, YAML path and line."""
 
 
-def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a scalar its tag cannot build (2027-02-30, `!!int abc`) is a YAML error with its line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        # PyYAML's constructors fail this way on `!!int ''` (IndexError), `!!bool x` (KeyError), `!!timestamp x`
+        except (ValueError, LookupError, TypeError, AttributeError) as err:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read as {node.tag}: {err}", node.start_mark
+            ) from None
+
+
+def _line_index(
+    node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int], seen: set[int] | None = None
+) -> None:
+    # an alias repeats a node already indexed at its anchor (and `&a [*a]` is a cycle): index each node once
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     out[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            _line_index(v, (*path, k.value), out)
+            if isinstance(k, yaml.ScalarNode):
+                _line_index(v, (*path, k.value), out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, v in enumerate(node.value):
-            _line_index(v, (*path, i), out)
+            _line_index(v, (*path, i), out, seen)
+
+
+_PLAIN_KEY = re.compile(r"[\w\-\[\]]+")  # field names and pydantic's `[key]`; any other key is quoted
 
 
 def _fmt_loc(loc: tuple[Any, ...]) -> str:
@@ -411,6 +435,8 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
     for x in loc:
         if isinstance(x, int):
             parts.append(f"[{x}]")
+        elif not _PLAIN_KEY.fullmatch(str(x)):  # a key with a newline, a dot or ': ' would garble the path
+            parts.append(f"[{str(x)!r}]")
         else:
             parts.append(("." if parts else "") + str(x))
     return "".join(parts) or "(top level)"
@@ -431,9 +457,11 @@ def load_config(path: str | Path) -> SiteConfig:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
     try:
         node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'site', 'devices', 'sink', ...")
     base = path.resolve().parent
@@ -441,7 +469,7 @@ def load_config(path: str | Path) -> SiteConfig:
         data["profile_dirs"] = [
             str(base / p) if isinstance(p, str) and not p.startswith("/") else p for p in data["profile_dirs"]
         ]
-    for b in data.get("brokers") or []:
+    for b in data["brokers"] if isinstance(data.get("brokers"), list) else []:
         tls = b.get("tls") if isinstance(b, dict) else None
         if isinstance(tls, dict):
             for k in ("ca_file", "cert_file", "key_file"):
@@ -474,6 +502,8 @@ def load_config(path: str | Path) -> SiteConfig:
             got = e.get("input")
             if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, (dict, list)):
                 msg += f"; got {got!r}"
+            if e["type"] != "value_error":  # pydantic quotes some inputs (a union tag) with their newlines raw
+                msg = msg.replace("\r", "\\r").replace("\n", "\\n")
             msgs.append(f"  {where}: {msg}")
         raise ConfigError("\n".join(msgs)) from None
     except ProfileError as err:

@@ -63,8 +63,15 @@ def _number(v: Any, where: str) -> float:
     # bool is an int in Python: accept it for flags, but reject strings such as "12.5" explicitly
     if isinstance(v, bool):
         return 1.0 if v else 0.0
-    if isinstance(v, (int, float)):
-        return float(v)
+    if isinstance(v, float):
+        return v
+    if isinstance(v, int):
+        try:
+            return float(v)
+        except OverflowError:  # JSON integers are unbounded; past ~1.8e308 no float holds them
+            raise ProtocolError(
+                f"{where}: an integer of {v.bit_length()} bits is beyond the range of a number"
+            ) from None
     raise ProtocolError(f"{where}: expected a number, got {type(v).__name__} {v!r:.40}")
 
 
@@ -97,7 +104,8 @@ class PayloadDecoder:
     def parse(self, payload: bytes) -> Any:
         try:
             return json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        # ValueError also covers bad UTF-8 and integers over Python's 4300-digit limit; RecursionError deep nesting
+        except (ValueError, RecursionError) as err:
             raise ProtocolError(f"payload is not JSON: {err}") from None
 
     def device_key(self, topic: str, doc: Any) -> str:
@@ -128,16 +136,18 @@ class PayloadDecoder:
                 raise ProtocolError(f"{where}: not ISO 8601: {v!r:.40}") from None
             if dt.tzinfo is None:
                 raise ProtocolError(f"{where}: {v!r} has no zone (add Z or +08:00)")
-            return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
-        n = _number(v, where)
-        # integers exactly; floats to the microsecond (a float ns value would lose its last digits)
-        if isinstance(v, int):
-            ns = v * (1_000_000_000 if self._ts_format is TimestampFormat.EPOCH_S else 1_000_000)
-        elif self._ts_format is TimestampFormat.EPOCH_S:
-            ns = round(n * 1e6) * 1000
+            ns = int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
         else:
-            ns = round(n * 1e3) * 1000
+            n = _number(v, where)
+            # integers exactly; floats to the microsecond (a float ns value would lose its last digits)
+            if isinstance(v, int):
+                ns = v * (1_000_000_000 if self._ts_format is TimestampFormat.EPOCH_S else 1_000_000)
+            else:
+                us = n * (1e6 if self._ts_format is TimestampFormat.EPOCH_S else 1e3)
+                # NaN / Infinity literals (json.loads accepts them) and 1e308 cannot be rounded: out of range
+                ns = round(us) * 1000 if math.isfinite(us) else 0
         # a timestamp in the wrong unit is a classic DTU misconfiguration: refuse rather than store year 50000
+        # (ISO 8601 too: year 9999 does not fit InfluxDB's int64 nanoseconds)
         if not 946_684_800e9 <= ns <= 4_102_444_800e9:
             raise ProtocolError(f"{where}: {v!r} is not a plausible {self._ts_format.value} time (2000..2100)")
         return int(ns)
@@ -161,7 +171,7 @@ class PayloadDecoder:
                 errors.append(err)
                 continue
             x = x * f.scale + f.add
-            if f.convert is not None:
+            if f.convert is not None and math.isfinite(x):  # tan(inf) raises; a non-finite value stays BAD
                 x = f.convert(x)
             q = Quality.GOOD if f.state else quality
             out.append(Reading(device, f.quantity, x, ts_ns, q if math.isfinite(x) else Quality.BAD))
@@ -188,6 +198,8 @@ class PayloadDecoder:
             raise ProtocolError(f"{where}: unknown point name {name!r}; the profile maps {sorted(self._arr.names)}")
         x = _number(item.get(self._arr.value_key), f"{where}.{self._arr.value_key} ({quantity})")
         unit = item.get(self._arr.unit_key) if self._arr.unit_key else None
+        if unit is not None and not isinstance(unit, str):
+            raise ProtocolError(f"{where}.{self._arr.unit_key}: expected a unit string, got {unit!r:.40}")
         key = (quantity, unit)
         conv = self._unit_cache.get(key)
         if conv is None:
@@ -197,7 +209,7 @@ class PayloadDecoder:
                 raise ProtocolError(f"{where}: unit {unit!r} for {quantity}: {err}") from None
             self._unit_cache[key] = conv
         x = x * conv[0] + conv[1]
-        if conv[2] is not None:
+        if conv[2] is not None and math.isfinite(x):
             x = conv[2](x)
         if quantities.lookup(quantity).unit == "state":
             quality = Quality.GOOD
