@@ -8,13 +8,19 @@ APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll o
 APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test deps venv lint typecheck check clean
+.PHONY: demo test soak bench deps venv lint typecheck check clean
 
 demo: deps venv
 	$(PY) -m services.demo
 
 test: deps venv
 	$(PY) -m pytest -q -p no:cacheprovider
+
+soak: deps venv
+	$(PY) -m soak --minutes 30
+
+bench: deps venv
+	$(PY) -m bench
 
 deps:
 	@missing=""; for b in $(APT_BINS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null || missing="$$missing $$b"; done; \
