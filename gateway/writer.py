@@ -148,5 +148,7 @@ class SpoolDrainer:
         else:
             log.debug("database still unreachable: %s", err)
         delay = self._backoff * (0.8 + 0.4 * random.random())
-        self._backoff = min(self._backoff * 2, 15.0)
+        # capped at 2 s: one small request every 2 s costs nothing, and after an outage the wall screens must show
+        # live data again within seconds (the outage benchmark measured 17.5 s behind with a 15 s cap)
+        self._backoff = min(self._backoff * 2, 2.0)
         await asyncio.sleep(delay)

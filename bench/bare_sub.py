@@ -1,0 +1,41 @@
+"""A bare paho subscriber in a process of its own (QoS 1, counts only): the RSS baseline of the memory benchmark.
+
+`python -m bench.bare_sub --port P --topic T` runs until SIGTERM and prints the number of messages it received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--topic", required=True)
+    a = ap.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    n = 0
+
+    def on_message(_c: object, _u: object, _m: paho.MQTTMessage) -> None:
+        nonlocal n
+        n += 1
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare-sub")
+    c.on_message = on_message
+    c.connect("127.0.0.1", a.port)
+    c.subscribe(a.topic, qos=1)
+    c.loop_start()
+    stop.wait()
+    c.loop_stop()
+    c.disconnect()
+    print(n, flush=True)
+
+
+if __name__ == "__main__":
+    main()
