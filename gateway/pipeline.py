@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 from gateway import quantities
@@ -27,12 +28,14 @@ class Pipeline:
         metrics: Metrics,
         queue_batches: int = 10000,
         max_batch_readings: int = 20000,
+        linger_s: float = 0.02,
     ) -> None:
         self.spool = spool
         self.series = series
         self.metrics = metrics
         self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
         self.max_batch = max_batch_readings
+        self.linger_s = linger_s
         self.latest: dict[tuple[str, str], Reading] = {}
         self.listeners: list[Listener] = []
         # derived readings (e.g. crane load as % of its load chart) join the batch before it is stored and evaluated
@@ -56,8 +59,14 @@ class Pipeline:
         await self._idle.wait()
 
     async def run(self) -> None:
+        last = 0.0
         while True:
             readings, cb = await self._q.get()
+            # Group commit, adaptive: when the previous batch was processed less than `linger_s` ago, data is
+            # arriving fast (MQTT delivers one message per loop turn), so wait that long and spool everything that
+            # came meanwhile with one write and one fsync. A lone reading on a quiet site is processed at once.
+            if self.linger_s and time.monotonic() - last < self.linger_s and self._q.empty():
+                await asyncio.sleep(self.linger_s)
             batch = list(readings)
             callbacks = [cb] if cb else []
             while len(batch) < self.max_batch and not self._q.empty():
@@ -66,6 +75,7 @@ class Pipeline:
                 if cb:
                     callbacks.append(cb)
             self.process(batch)  # the spool append (and fsync) happens in here
+            last = time.monotonic()
             for cb in callbacks:
                 cb()
             if self._q.empty():
