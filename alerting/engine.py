@@ -88,7 +88,7 @@ class AlarmEngine:
         # runs inside the SQLite transaction, so it only queues the line; `store_events` hands them to the spool
         self.event_sink: Callable[[bytes, int], None] | None = None
         self._event_lines: list[str] = []
-        self._last_event_ns: dict[int, int] = {}
+        self._last_event = (0, 0)  # (alarm id, ns) of the last queued event line
         self.lifecycle.hooks.append(self._queue_event_line)
         from gateway.auth import Auth  # the API's logins share this database
 
@@ -125,8 +125,9 @@ class AlarmEngine:
             fields["value"] = float(a.value)
         # one change can emit several events at the same instant (cleared + closed): same series and timestamp
         # would overwrite each other in InfluxDB, so later ones move by a nanosecond
-        ts = max(ev.at_ns, self._last_event_ns.get(a.id, 0) + 1)
-        self._last_event_ns[a.id] = ts
+        last_id, last_ns = self._last_event
+        ts = ev.at_ns if last_id != a.id else max(ev.at_ns, last_ns + 1)
+        self._last_event = (a.id, ts)
         self._event_lines.append(encode_line("alarm_events", tags, fields, ts))
 
     def store_events(self) -> None:
@@ -186,11 +187,9 @@ class AlarmEngine:
 
     def propose_hazard(self, a: Any, actor: str, role: Role) -> int:
         """A hazard record (found) from an alarm; the rule's 判定依据 is proposed, a manager confirms it."""
-        row = self.conn.execute(
-            "SELECT id FROM hazard_record WHERE alarm_id = ? AND status NOT IN ('closed', 'dismissed')", (a.id,)
-        ).fetchone()
-        if row is not None:  # one open hazard per alarm: a second click shows the same record
-            return int(row["id"])
+        existing = self.hazards.open_for_alarm(a.id)
+        if existing is not None:  # one open hazard per alarm: a second click shows the same record
+            return existing
         unit = self.site.units.get(a.rule, "")
         return self.hazards.propose_from_alarm(
             actor=actor,

@@ -206,6 +206,13 @@ class Hazards:
             raise HazardError(f"no hazard {hazard_id}")
         return dict(row)
 
+    def open_for_alarm(self, alarm_id: int) -> int | None:
+        """The id of the hazard opened from this alarm that is not closed or dismissed, if any."""
+        row = self.conn.execute(
+            "SELECT id FROM hazard_record WHERE alarm_id = ? AND status NOT IN ('closed', 'dismissed')", (alarm_id,)
+        ).fetchone()
+        return None if row is None else int(row["id"])
+
     def query(
         self,
         status: Status | None = None,

@@ -31,7 +31,7 @@ from gateway.config import ModbusRtuLine, ModbusTcpLine, SiteConfig, load_config
 from gateway.metrics import Metrics
 from gateway.model import Reading
 from gateway.supervisor import LineOwner, Liveness
-from services.local import free_port
+from services.local import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO / ".run" / "bench"
@@ -141,13 +141,8 @@ class Servers:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
     def requests(self) -> int:
         """Requests received by every server so far; the file is rewritten atomically every 0.1 s."""

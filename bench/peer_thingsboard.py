@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.modbus_poll import RUN_DIR, Servers, fresh_dir, opt, proc_cpu_s, proc_rss_mib, row, write_site
-from services.local import Service, free_port, influxdb, mosquitto, wait_port
+from services.local import Service, free_port, influxdb, mosquitto, stop_process, wait_port
 
 PEER = Path(__file__).resolve().parent / "peer"
 TB_VENV = RUN_DIR / "tb-venv"
@@ -68,13 +67,7 @@ def _measure(pid: int, servers: Servers, readings: Callable[[], int], warm_s: fl
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, 15)
 
 
 # ---------------------------------------------------------------- SiteGW: `sitegw run` as its own process

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -125,22 +124,12 @@ class Soak:
         local.wait_for(self.healthz, WAIT_S, 0.2, "the gateway's /healthz")
 
     def stop_gateway(self) -> None:
-        if self.gw is not None and self.gw.poll() is None:
-            self.gw.send_signal(signal.SIGTERM)  # flushes to the database for up to 5 s
-            try:
-                self.gw.wait(60)
-            except subprocess.TimeoutExpired:
-                self.gw.kill()
-                self.gw.wait()
+        if self.gw is not None:
+            local.stop_process(self.gw, 60)  # SIGTERM: it flushes to the database for up to 5 s
 
     def stop_simulators(self) -> None:
-        if self.sim is not None and self.sim.poll() is None:
-            self.sim.send_signal(signal.SIGTERM)  # writes the Modbus ledger
-            try:
-                self.sim.wait(30)
-            except subprocess.TimeoutExpired:
-                self.sim.kill()
-                self.sim.wait()
+        if self.sim is not None:
+            local.stop_process(self.sim, 30)  # SIGTERM: it writes the Modbus ledger
 
     def close(self) -> None:
         self._stop_scrape.set()
