@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: FastAPI reads the dependency annotations (Viewer, Officer ...)
 # at run time, and those are local to build_api.
 import contextlib
-import dataclasses
 import time as _time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from datetime import date, datetime, time
@@ -13,6 +12,7 @@ from zoneinfo import ZoneInfo
 
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -74,20 +74,6 @@ class BaselineBody(_Body):
 
 class ReasonBody(_Body):
     why: str = Field(min_length=1)
-
-
-def _jsonable(x: Any) -> Any:
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (date, datetime)):
-        return x.isoformat()
-    if hasattr(x, "value") and hasattr(x, "name") and not isinstance(x, (int, str)):
-        return x.value
-    return x
 
 
 def _range_ns(tz: str, since: date | None, until: date | None) -> tuple[int | None, int | None]:
@@ -297,7 +283,7 @@ def build_api(gw: "Gateway") -> FastAPI:
         a = eng.lifecycle.get(alarm_id)
         return {
             **_alarm_json(a),
-            "history": _jsonable(eng.lifecycle.history(alarm_id)),
+            "history": jsonable_encoder(eng.lifecycle.history(alarm_id)),
             "escalation": eng.escalation.steps(alarm_id),
             "deliveries": eng.escalation.deliveries(alarm_id),
         }
@@ -331,7 +317,7 @@ def build_api(gw: "Gateway") -> FastAPI:
         """Open a hazard record (found) from an alarm, with its reading, threshold and proposed 判定依据."""
         a = eng.lifecycle.get(alarm_id)
         hid = eng.propose_hazard(a, user.name, user.role)
-        return _jsonable(eng.hazards.get(hid))  # type: ignore[no-any-return]
+        return jsonable_encoder(eng.hazards.get(hid))  # type: ignore[no-any-return]
 
     @app.get("/api/deliveries")
     async def deliveries(_: Manager, limit: int = 200) -> list[dict[str, Any]]:
@@ -372,7 +358,7 @@ def build_api(gw: "Gateway") -> FastAPI:
 
     @app.get("/api/baselines")
     async def baselines(_: Viewer) -> list[Any]:
-        return [_jsonable(b) for b in eng.baselines.all()]
+        return [jsonable_encoder(b) for b in eng.baselines.all()]
 
     @app.put("/api/baselines/{device}/{quantity}")
     async def set_baseline(device: str, quantity: str, body: BaselineBody, user: Manager) -> Any:
@@ -383,7 +369,7 @@ def build_api(gw: "Gateway") -> FastAPI:
             if r is None:
                 raise HTTPException(409, f"no reading of {device}/{quantity} yet: give the value explicitly")
             value, ts = r.value, r.ts_ns
-        return _jsonable(eng.baselines.set(device, quantity, value, user.name, body.why, ts))
+        return jsonable_encoder(eng.baselines.set(device, quantity, value, user.name, body.why, ts))
 
     @app.delete("/api/baselines/{device}/{quantity}")
     async def reset_baseline(device: str, quantity: str, body: ReasonBody, user: Manager) -> dict[str, str]:
@@ -394,7 +380,7 @@ def build_api(gw: "Gateway") -> FastAPI:
 
     @app.get("/api/baselines/{device}/{quantity}/history")
     async def baseline_history(device: str, quantity: str, _: Viewer) -> list[Any]:
-        return _jsonable(eng.baselines.history(device, quantity))  # type: ignore[no-any-return]
+        return jsonable_encoder(eng.baselines.history(device, quantity))  # type: ignore[no-any-return]
 
     # ---- hazards ----
 
@@ -408,7 +394,7 @@ def build_api(gw: "Gateway") -> FastAPI:
     ) -> list[Any]:
         lo, hi = _range_ns(gw.cfg.site.timezone, since, until)
         found = eng.hazards.query(status=status, klass=klass, since_ns=lo, until_ns=hi)
-        return [_jsonable(h) for h in found]
+        return [jsonable_encoder(h) for h in found]
 
     @app.post("/api/hazards")
     async def report_hazard(request: Request, user: Officer) -> Any:
@@ -417,7 +403,7 @@ def build_api(gw: "Gateway") -> FastAPI:
             hid = eng.hazards.report(actor=user.name, role=user.role, **body)
         except TypeError as err:
             raise HTTPException(422, f"report: {err}") from None
-        return _jsonable(eng.hazards.get(hid))
+        return jsonable_encoder(eng.hazards.get(hid))
 
     def _hazard_or_404(hazard_id: int) -> dict[str, Any]:
         # Hazards.get raises HazardError (409, a refused operation) for a missing record; over HTTP it is a 404
@@ -428,7 +414,7 @@ def build_api(gw: "Gateway") -> FastAPI:
 
     @app.get("/api/hazards/{hazard_id}")
     async def hazard(hazard_id: int, _: Viewer) -> Any:
-        return _jsonable({**_hazard_or_404(hazard_id), "history": eng.hazards.history(hazard_id)})
+        return jsonable_encoder({**_hazard_or_404(hazard_id), "history": eng.hazards.history(hazard_id)})
 
     @app.post("/api/hazards/{hazard_id}/{action}")
     async def hazard_action(hazard_id: int, action: str, request: Request, user: Officer) -> Any:
@@ -440,7 +426,7 @@ def build_api(gw: "Gateway") -> FastAPI:
             getattr(eng.hazards, action)(hazard_id, actor=user.name, role=user.role, **body)
         except TypeError as err:  # an unknown or missing field in the body
             raise HTTPException(422, f"{action}: {err}") from None
-        return _jsonable(eng.hazards.get(hazard_id))
+        return jsonable_encoder(eng.hazards.get(hazard_id))
 
     @app.get("/api/ledger.{fmt}")
     async def ledger(
@@ -463,7 +449,7 @@ def build_api(gw: "Gateway") -> FastAPI:
                             headers=_attach("stats.csv"))  # fmt: skip
         if format == "xlsx":
             return Response(stats_xlsx(eng.hazards, lo, hi), media_type=_XLSX, headers=_attach("stats.xlsx"))
-        return _jsonable(monthly_stats(eng.hazards, lo, hi))
+        return jsonable_encoder(monthly_stats(eng.hazards, lo, hi))
 
     # ---- audit ----
 
@@ -501,7 +487,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 
 def _alarm_json(a: Any) -> dict[str, Any]:
-    d: dict[str, Any] = _jsonable(a)
+    d: dict[str, Any] = jsonable_encoder(a)
     d["level_zh"] = ("正常", "预警", "报警", "危险")[int(a.level)]
     d["notifiable"] = a.notifiable
     return d
