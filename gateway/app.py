@@ -197,8 +197,8 @@ class Gateway:
     def _dead_letter(self, kind: str, message: str) -> None:
         self.metrics.dead_letters[kind] += 1
 
-    def _on_message(self) -> None:
-        self.metrics.mqtt_messages += 1
+    def _on_message(self, n: int) -> None:
+        self.metrics.mqtt_messages += n
 
     async def __aenter__(self) -> Gateway:
         self.spool.open()

@@ -27,9 +27,12 @@ def _get(doc: Any, path: tuple[str | int, ...]) -> Any:
                 return _MISSING
             cur = cur[key]
         elif isinstance(cur, dict):
-            if key not in cur and str(key) not in cur:
+            nxt = cur.get(key, _MISSING)
+            if nxt is _MISSING and isinstance(key, int):  # a digit path segment names an object key "0" too
+                nxt = cur.get(str(key), _MISSING)
+            if nxt is _MISSING:
                 return _MISSING
-            cur = cur.get(key, cur.get(str(key)))
+            cur = nxt
         else:
             return _MISSING
     return cur
@@ -41,12 +44,12 @@ _MISSING = object()
 @dataclass(frozen=True, slots=True)
 class _Field:
     path: tuple[str | int, ...]
-    dotted: str
     quantity: str
     scale: float
     add: float
     convert: Callable[[float], float] | None
     state: bool = False  # a flag, not a measurement: never marked BAD by `bad_when`
+    where: str = ""  # for error messages, built once rather than per reading
 
 
 def _conv(quantity: str, unit: str | None, scale: float) -> tuple[float, float, Callable[[float], float] | None]:
@@ -89,10 +92,10 @@ class PayloadDecoder:
         self._fields = [
             _Field(
                 _split(f.path),
-                f.path,
                 f.quantity,
                 *_conv(f.quantity, f.unit, f.scale),
                 state=quantities.lookup(f.quantity).unit == "state",
+                where=f"field {f.path!r} ({f.quantity})",
             )
             for f in m.fields
         ]
@@ -165,11 +168,14 @@ class PayloadDecoder:
             v = _get(doc, f.path)
             if v is _MISSING:
                 continue  # devices omit fields they do not measure right now; that is not an error
-            try:
-                x = _number(v, f"field {f.dotted!r} ({f.quantity})")
-            except ProtocolError as err:
-                errors.append(err)
-                continue
+            if type(v) is float:  # the common case, without _number's checks
+                x = v
+            else:
+                try:
+                    x = _number(v, f.where)
+                except ProtocolError as err:
+                    errors.append(err)
+                    continue
             x = x * f.scale + f.add
             if f.convert is not None and math.isfinite(x):  # tan(inf) raises; a non-finite value stays BAD
                 x = f.convert(x)

@@ -54,7 +54,13 @@ class BrokerParams:
 OnSpooled = Callable[[], object]  # its return value is ignored
 Submit = Callable[[list[Reading], OnSpooled | None], Awaitable[None]]
 OnDeadLetter = Callable[[str, str], None]  # (reason class, message) for metrics
-OnMessage = Callable[[], None]
+OnMessage = Callable[[int], None]  # messages received
+MAX_BATCH_MESSAGES = 1000
+
+
+def _call_all(fns: list[OnSpooled]) -> None:
+    for fn in fns:
+        fn()
 
 
 class MqttSession:
@@ -142,10 +148,19 @@ class MqttSession:
                         log.info("broker %s: reconnected, %d subscription(s) restored", self.p.id, len(self.filters))
                     warned = False
                     backoff = 0.2
-                    paho_client = client._client
+                    ack = client._client.ack
+                    queued: asyncio.Queue[aiomqtt.Message] = client._queue
                     async for msg in client.messages:
-                        mid, qos = msg.mid, msg.qos
-                        await self.handle(msg.topic.value, msg.payload, functools.partial(paho_client.ack, mid, qos))
+                        # Take everything paho has already queued as one batch: one hand-over to the pipeline
+                        # instead of one per message (aiomqtt's iterator costs a task and an asyncio.wait per
+                        # message). The queue is aiomqtt's own (pinned < 3); the broker's in-flight window
+                        # bounds it for QoS 1, since we acknowledge only after spooling.
+                        batch = [msg]
+                        while len(batch) < MAX_BATCH_MESSAGES and not queued.empty():
+                            batch.append(queued.get_nowait())
+                        await self.handle_batch(
+                            [(m.topic.value, m.payload, functools.partial(ack, m.mid, m.qos)) for m in batch]
+                        )
             except aiomqtt.MqttCodeError as err:
                 self.connected.clear()
                 auth = getattr(err, "rc", None) in (4, 5, 134, 135)
@@ -176,12 +191,28 @@ class MqttSession:
             backoff = min(backoff * 2, 5.0)
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
 
-    async def handle(self, topic: str, payload: Any, ack: OnSpooled | None = None) -> None:
-        """Route one message. `payload` is bytes from paho (aiomqtt types it as a union); `ack` acknowledges it to
-        the broker and runs when its readings are durable, or right after its dead letter went out."""
+    async def handle_batch(self, msgs: list[tuple[str, Any, OnSpooled | None]]) -> None:
+        """Route messages that arrived together and hand their readings to the pipeline in one batch.
+
+        `payload` is bytes from paho (aiomqtt types it as a union); `ack` acknowledges a message to the broker:
+        after its readings are durable, or right after its dead letter went out when nothing in it decoded.
+        """
         receive_ns = time.time_ns()
         if self.on_message:
-            self.on_message()
+            self.on_message(len(msgs))
+        readings: list[Reading] = []
+        acks: list[OnSpooled] = []
+        for topic, payload, ack in msgs:
+            if await self._decode(topic, payload, receive_ns, readings):
+                if ack:
+                    acks.append(ack)
+            elif ack:
+                ack()
+        if readings or acks:
+            await self.submit(readings, functools.partial(_call_all, acks) if acks else None)
+
+    async def _decode(self, topic: str, payload: Any, receive_ns: int, out: list[Reading]) -> bool:
+        """Append the message's readings to `out`; False when nothing in it could be used (it was dead-lettered)."""
         matched = False
         for dec, keys in self._matcher.iter_match(topic):  # type: ignore[no-untyped-call]
             matched = True
@@ -198,12 +229,11 @@ class MqttSession:
                 continue
             for e in errors:  # partial message: the good fields go in, the bad ones are dead-lettered
                 await self.dead_letter(topic, payload, f"device {device}: {e}", "field")
-            await self.submit(readings, ack)
-            return
+            out.extend(readings)
+            return True
         if not matched:
             await self.dead_letter(topic, payload, "no subscription filter matches", "route")
-        if ack:
-            ack()
+        return False
 
     async def dead_letter(self, topic: str, payload: bytes, reason: str, kind: str) -> None:
         self.on_dead_letter(kind, f"{topic}: {reason}")
