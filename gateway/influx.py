@@ -74,6 +74,9 @@ def series_tags(kind: str, site: str, device: str, zone: str) -> SeriesTags:
     return SeriesTags(escape_measurement(kind), tagset)
 
 
+_field_keys: dict[str, str] = {}  # quantity -> escaped field key; quantities are few (catalog + configured depths)
+
+
 def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags]) -> tuple[bytes, int, int]:
     """Group readings by (device, timestamp) into lines: one field per quantity.
 
@@ -91,7 +94,9 @@ def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags
             continue
         fields: list[str] = []
         for r in rs:
-            key = escape_key(r.quantity)
+            key = _field_keys.get(r.quantity)
+            if key is None:
+                key = _field_keys[r.quantity] = escape_key(r.quantity)
             if math.isfinite(r.value):
                 fields.append(f"{key}={format_float(r.value)}")
                 if r.quality is not Quality.GOOD:

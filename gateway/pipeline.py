@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 
 from gateway import quantities
@@ -28,14 +27,12 @@ class Pipeline:
         metrics: Metrics,
         queue_batches: int = 10000,
         max_batch_readings: int = 20000,
-        linger_s: float = 0.02,
     ) -> None:
         self.spool = spool
         self.series = series
         self.metrics = metrics
         self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
         self.max_batch = max_batch_readings
-        self.linger_s = linger_s
         self.latest: dict[tuple[str, str], Reading] = {}
         self.listeners: list[Listener] = []
         # derived readings (e.g. crane load as % of its load chart) join the batch before it is stored and evaluated
@@ -59,14 +56,11 @@ class Pipeline:
         await self._idle.wait()
 
     async def run(self) -> None:
-        last = 0.0
         while True:
             readings, cb = await self._q.get()
-            # Group commit, adaptive: when the previous batch was processed less than `linger_s` ago, data is
-            # arriving fast (MQTT delivers one message per loop turn), so wait that long and spool everything that
-            # came meanwhile with one write and one fsync. A lone reading on a quiet site is processed at once.
-            if self.linger_s and time.monotonic() - last < self.linger_s and self._q.empty():
-                await asyncio.sleep(self.linger_s)
+            # Group commit: everything queued meanwhile is one batch, one write and one fsync. The fsync runs in
+            # a worker thread, so the drivers go on queueing while it lasts: the busier the site, the bigger the
+            # batch, and a lone reading on a quiet site is processed at once (no timer adds latency).
             batch = list(readings)
             callbacks = [cb] if cb else []
             while len(batch) < self.max_batch and not self._q.empty():
@@ -74,8 +68,8 @@ class Pipeline:
                 batch.extend(readings)
                 if cb:
                     callbacks.append(cb)
-            self.process(batch)  # the spool append (and fsync) happens in here
-            last = time.monotonic()
+            data, lines = self.evaluate(batch)
+            await self.spool.append_async(data, lines)
             for cb in callbacks:
                 cb()
             if self._q.empty():
@@ -89,6 +83,11 @@ class Pipeline:
         return r
 
     def process(self, batch: list[Reading]) -> None:
+        """A batch through everything, spool included, synchronously (tests and tools; `run` overlaps the fsync)."""
+        self.spool.append(*self.evaluate(batch))
+
+    def evaluate(self, batch: list[Reading]) -> tuple[bytes, int]:
+        """Derive, mark quality, update latest values, run the listeners; the batch encoded for the spool."""
         if self.derive is not None:
             extra = self.derive(batch)
             if extra:
@@ -109,6 +108,6 @@ class Pipeline:
         for listener in self.listeners:
             listener(marked)
         data, lines, n = encode_readings(marked, self.series)
-        self.spool.append(data, lines)
         self.metrics.readings_in += n
         self.metrics.lines_spooled += lines
+        return data, lines

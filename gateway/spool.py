@@ -23,6 +23,20 @@ log = logging.getLogger("sitegw.spool")
 _SEG = re.compile(r"^seg-(\d{16})\.lp$")
 
 
+def _write_state(path: Path, text: str, tmp_suffix: str) -> None:
+    # No fsync: a lost ack after a power cut only means a resend, which overwrites the same points.
+    tmp = path.with_suffix(tmp_suffix)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @dataclass(slots=True)
 class Segment:
     seq: int
@@ -55,6 +69,7 @@ class Spool:
         self.appended_lines = 0
         self.acked_lines = 0
         self._dropping = False  # inside a drop episode: log once
+        self._state_dirty = False  # acknowledged offsets changed since acked.json was written
         self.data_event = asyncio.Event()  # set on append: the writer has work
         self.ack_event = asyncio.Event()  # set on ack: for whoever waits for the spool to drain
         self._state = self.dir / "acked.json"
@@ -123,12 +138,30 @@ class Spool:
     # ---- writing side ----------------------------------------------------------------------
     def append(self, data: bytes, lines: int) -> None:
         """Append whole lines (each ending in \\n); durable (fsynced) when this returns."""
+        fd = self._write(data, lines)
+        if fd is not None:
+            _sync_and_close(fd)
+        if data:
+            self.data_event.set()
+
+    async def append_async(self, data: bytes, lines: int) -> None:
+        """As `append`, with the fsync in a worker thread: the event loop goes on taking input meanwhile, and what
+        arrives during one fsync makes the next batch (group commit paced by the disk, with no timer)."""
+        fd = self._write(data, lines)
+        if fd is not None:
+            # the thread closes its own descriptor, so a cancelled wait here leaves nothing behind
+            await asyncio.to_thread(_sync_and_close, fd)
+        if data:
+            self.data_event.set()
+
+    def _write(self, data: bytes, lines: int) -> int | None:
+        """Write and account for the lines; returns a duplicate descriptor of the written file to fsync and close
+        (a roll may close ours meanwhile), or None when there is nothing to sync."""
         if not data:
-            return
+            return None
         assert self._fd is not None, "spool not open"
         os.write(self._fd, data)
-        if self.fsync:
-            os.fsync(self._fd)
+        fd = os.dup(self._fd) if self.fsync else None
         active = self.segments[-1]
         now = time.time()
         if not active.marks or now - active.marks[-1][1] >= 1.0:
@@ -138,7 +171,7 @@ class Spool:
         if active.size >= self.segment_bytes:
             self.roll()
         self._enforce_bound()
-        self.data_event.set()
+        return fd
 
     def roll(self) -> None:
         """Start a new segment; the writer treats older segments as backlog to replay at a limited rate."""
@@ -248,8 +281,10 @@ class Spool:
             return None
         return Chunk(seg.seq, seg.acked, seg.acked + end, buf[:end], lines)
 
-    def ack(self, chunk: Chunk) -> None:
-        """The database has these lines: advance the segment's offset; delete it when done (unless live)."""
+    def ack(self, chunk: Chunk, save: bool = True) -> None:
+        """The database has these lines: advance the segment's offset; delete it when done (unless live).
+
+        With `save=False` the offsets are only marked changed, for `save_state_async` to write."""
         for i, s in enumerate(self.segments):
             if s.seq == chunk.seq:
                 if chunk.start != s.acked:
@@ -271,10 +306,22 @@ class Spool:
             self.roll()
             old = self.segments.pop(-2)
             old.path.unlink(missing_ok=True)
-        self._save_state()
+        if save:
+            self._save_state()
+        else:
+            self._state_dirty = True
+
+    def _state_json(self) -> str:
+        return json.dumps({str(s.seq): s.acked for s in self.segments if s.acked})
 
     def _save_state(self) -> None:
-        # No fsync: a lost ack after a power cut only means a resend, which overwrites the same points.
-        tmp = self._state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(s.seq): s.acked for s in self.segments if s.acked}))
-        os.replace(tmp, self._state)
+        self._state_dirty = False
+        _write_state(self._state, self._state_json(), ".tmp")
+
+    async def save_state_async(self) -> None:
+        """Write the acknowledged offsets, if they changed, from a worker thread: a rename can wait behind other
+        files' fsyncs, and the event loop must not (such waits were 30+ ms stalls in the alarm-latency benchmark).
+        A stale file, if a synchronous save overtakes this one, only means lines sent again after a restart."""
+        if self._state_dirty:
+            self._state_dirty = False
+            await asyncio.to_thread(_write_state, self._state, self._state_json(), ".tmp-async")

@@ -34,6 +34,7 @@ class SpoolDrainer:
         batch_lines: int,
         replay_lines_per_s: float,
         rejected_file: Path,
+        linger_s: float = 0.1,
     ) -> None:
         self.spool = spool
         self.writer = writer
@@ -46,13 +47,18 @@ class SpoolDrainer:
         self._outage_since: float | None = None
         self._backoff = 0.5
         self.db_up = True
+        self.linger_s = linger_s
+        self._last_live_write = 0.0
 
     async def run(self) -> None:
         from gateway.influx import WriteError
 
         while True:
-            live = self.spool.live_segment()
-            chunk = self.spool.read(live, self.batch_lines)
+            if self._busy():
+                # Data is streaming in: let it gather for up to `linger_s` so one request (and one ack-state
+                # save) carries many pipeline batches. A reading on a quiet site is written at once.
+                await asyncio.sleep(self._last_live_write + self.linger_s - time.monotonic())
+            chunk = self.spool.read(self.spool.live_segment(), self.batch_lines)
             backlog = self.spool.backlog_segment()
             if chunk is None and backlog is None:
                 self.spool.data_event.clear()
@@ -61,6 +67,7 @@ class SpoolDrainer:
             try:
                 sent = False
                 if chunk is not None:
+                    self._last_live_write = time.monotonic()
                     await self._send(chunk)
                     sent = True
                 if backlog is not None:
@@ -82,6 +89,12 @@ class SpoolDrainer:
             except WriteError as err:
                 await self._outage(err)
 
+    def _busy(self) -> bool:
+        """The last live write was less than `linger_s` ago and less than a full batch is pending."""
+        if not self.linger_s or not self.db_up or time.monotonic() - self._last_live_write >= self.linger_s:
+            return False
+        return 0 < self.spool.appended_lines - self.spool.acked_lines < self.batch_lines
+
     def _take_tokens(self) -> int:
         now = time.monotonic()
         self._tokens = min(float(self.batch_lines), self._tokens + (now - self._last_refill) * self.replay_rate)
@@ -99,7 +112,8 @@ class SpoolDrainer:
                 raise
             await self._bisect(chunk.data, err)
         self.metrics.observe_write(time.perf_counter() - t0, chunk.lines, replay)
-        self.spool.ack(chunk)
+        self.spool.ack(chunk, save=False)
+        await self.spool.save_state_async()
         if self._outage_since is not None:
             down = time.monotonic() - self._outage_since
             self._outage_since = None
