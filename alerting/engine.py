@@ -17,7 +17,7 @@ from alerting.evaluator import Evaluator, Transition
 from alerting.hazards import Hazards
 from alerting.lifecycle import AlarmState, Lifecycle
 from alerting.messages import SiteInfo, local_time
-from alerting.notifiers import MqttTarget, Notifier, build_notifier
+from alerting.notifiers import MqttNotifier, MqttTarget, Notifier, build_notifier
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
 from alerting.roles import Role
@@ -220,14 +220,17 @@ class AlarmEngine:
             log.exception("alarm tick failed")
 
     async def run(self, tick_s: float = 1.0) -> None:
-        esc = asyncio.create_task(self.escalation.run(self.lifecycle.get), name="escalation")
+        tasks = [asyncio.create_task(self.escalation.run(self.lifecycle.get), name="escalation")]
+        # the siren channels connect now, not at the first alarm
+        tasks += [asyncio.create_task(n.warm()) for n in self.notifiers.values() if isinstance(n, MqttNotifier)]
         try:
             while True:
                 self.tick()
                 await asyncio.sleep(tick_s)
         finally:
-            esc.cancel()
-            await asyncio.gather(esc, return_exceptions=True)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _hazard_notices(self, now: int) -> list[tuple[int, str, str, dict[str, Any]]]:
         out = []

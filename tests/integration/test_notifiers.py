@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from alerting.notifiers import (
     ChannelConfig,
     Message,
+    MqttNotifier,
     MqttTarget,
     Notifier,
     Person,
@@ -159,6 +160,38 @@ async def test_mqtt_broker_down_is_retryable(tmp_path: Path) -> None:
     assert first.ok
     assert (second.ok, second.retryable) == (False, True)
     assert f"127.0.0.1:{own.port}" in second.detail
+
+
+async def test_mqtt_keeps_its_connection_and_reconnects_after_a_broker_restart(tmp_path: Path) -> None:
+    own = services.mosquitto(tmp_path / "own-mosquitto")
+    own.start()
+    topic = "site/siren"
+    got: list[bytes] = []
+    try:
+        cfg = {"type": "mqtt", "id": "siren", "broker": "b", "topic": topic, "timeout_s": 2}
+        async with aclosing(notifier(cfg, mqtt=MqttTarget(host="127.0.0.1", port=own.port))) as n:
+            assert isinstance(n, MqttNotifier)
+            async with aiomqtt.Client("127.0.0.1", own.port) as sub:
+                await sub.subscribe(topic, qos=1)
+                sent = [await n.send(MSG, []) for _ in range(3)]
+                for _ in range(3):
+                    m = await asyncio.wait_for(anext(aiter(sub.messages)), 10)
+                    assert isinstance(m.payload, bytes)
+                    got.append(m.payload)
+            assert n.connects == 1  # three messages, one connection
+            own.restart()  # the held connection dies with the broker; the next send must not fail because of it
+            async with aiomqtt.Client("127.0.0.1", own.port) as sub:
+                await sub.subscribe(topic, qos=1)
+                after = await n.send(MSG, [])
+                msg = await asyncio.wait_for(anext(aiter(sub.messages)), 10)
+            assert n.connects == 2
+    finally:
+        own.stop()
+    assert all(r.ok for r in sent), sent
+    assert after.ok, after
+    assert isinstance(msg.payload, bytes)
+    assert json.loads(msg.payload)["key"] == MSG.key
+    assert [json.loads(g)["key"] for g in got] == [MSG.key] * 3
 
 
 @pytest.fixture
