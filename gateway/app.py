@@ -62,6 +62,19 @@ def build_series(cfg: SiteConfig) -> dict[str, SeriesTags]:
     return {d.id: series_tags(cfg.kind_of(d).value, cfg.site.id, d.id, d.zone) for d in cfg.devices}
 
 
+def expected_series(cfg: SiteConfig) -> int:
+    """How many (device, quantity) series the site makes: its profiles' points, plus `up` and a derived value."""
+    n = 0
+    for d in cfg.devices:
+        prof = cfg.profile_of(d)
+        if isinstance(prof, ModbusProfile):
+            n += len(prof.points)
+        else:
+            n += len(prof.payload.fields) + (len(prof.payload.points.names) if prof.payload.points else 0)
+        n += 2
+    return n
+
+
 def build_line_devices(cfg: SiteConfig) -> dict[str, list[tuple[ModbusDevice, float]]]:
     out: dict[str, list[tuple[ModbusDevice, float]]] = {ln.id: [] for ln in cfg.lines}
     for d in cfg.devices:
@@ -151,7 +164,7 @@ class Gateway:
         self.pipeline.derive = self.alarms.derive
         self.alarms.event_sink = self.spool.append
         self.pipeline.listeners.append(self.alarms.on_readings)
-        self.history = History()  # recent values and live events for the web console
+        self.history = History(series=expected_series(cfg))  # recent values and live events for the console
         self.pipeline.listeners.append(self.history.add)
         self.writer = build_writer(cfg)
         self.drainer = SpoolDrainer(

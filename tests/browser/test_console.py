@@ -281,6 +281,22 @@ def test_history_ring_is_bounded_in_points_and_time_and_keeps_the_newest() -> No
     }
 
 
+def test_history_holds_its_point_budget_whatever_the_number_of_devices() -> None:
+    h = History(window_s=7200.0, max_points=1440, budget_points=2_000, series=200)  # 10 points a series
+    t0 = 1_750_000_000 * NS
+    for i in range(0, 7200, 5):  # 2 h of 200 series, one reading every 5 s
+        h.add([Reading(f"GAS-{k:04d}", "lel", float(i), t0 + i * NS) for k in range(200)])
+    assert h.points() <= 2_000
+    s = h.series("GAS-0199", "lel", minutes=120)
+    assert 2 <= len(s["points"]) <= 10
+    assert s["points"][-1][1] == 7195.0  # coarser, but the newest value is there
+    assert s["rate_per_day"] == pytest.approx(86400, rel=0.01)
+    small = History(window_s=7200.0, max_points=1440, budget_points=2_000, series=1)  # a small site keeps full detail
+    for i in range(0, 7200, 5):
+        small.add([Reading("TC-01", "load", float(i), t0 + i * NS)])
+    assert len(small.series("TC-01", "load", minutes=120)["points"]) == 1440
+
+
 async def test_slow_client_queue_is_bounded_and_told_to_resync() -> None:
     h = History()
     slow = h.hub.subscribe()
