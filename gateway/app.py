@@ -153,7 +153,13 @@ class Gateway:
     def __init__(self, cfg: SiteConfig, fsync: bool = True, clock: Clock = wall_clock) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.spool = Spool(cfg.spool.dir, cfg.spool.max_bytes, cfg.spool.segment_bytes, fsync=fsync)
+        self.spool = Spool(
+            cfg.spool.dir,
+            cfg.spool.max_bytes,
+            cfg.spool.segment_bytes,
+            fsync=fsync,
+            sync_interval_s=cfg.spool.sync_interval_s,
+        )
         self.series = build_series(cfg)
         self.pipeline = Pipeline(self.spool, self.series, self.metrics)
         params = broker_params(cfg)

@@ -58,11 +58,15 @@ class Chunk:
 
 
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int, fsync: bool = True) -> None:
+    def __init__(
+        self, directory: Path, max_bytes: int, segment_bytes: int, fsync: bool = True, sync_interval_s: float = 0.0
+    ) -> None:
         self.dir = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
+        self.sync_interval_s = sync_interval_s  # how long written lines may wait for their fsync (see Pipeline.run)
+        self._unsynced_since: float | None = None  # monotonic time of the oldest write not yet fsynced
         self.segments: list[Segment] = []
         self._fd: int | None = None
         self.dropped_lines = 0
@@ -126,6 +130,7 @@ class Spool:
 
     def close(self) -> None:
         if self._fd is not None:
+            self.sync()
             os.close(self._fd)
             self._fd = None
         self._save_state()
@@ -138,30 +143,19 @@ class Spool:
     # ---- writing side ----------------------------------------------------------------------
     def append(self, data: bytes, lines: int) -> None:
         """Append whole lines (each ending in \\n); durable (fsynced) when this returns."""
-        fd = self._write(data, lines)
-        if fd is not None:
-            _sync_and_close(fd)
         if data:
-            self.data_event.set()
+            self.write(data, lines)
+            self.sync()
 
-    async def append_async(self, data: bytes, lines: int) -> None:
-        """As `append`, with the fsync in a worker thread: the event loop goes on taking input meanwhile, and what
-        arrives during one fsync makes the next batch (group commit paced by the disk, with no timer)."""
-        fd = self._write(data, lines)
-        if fd is not None:
-            # the thread closes its own descriptor, so a cancelled wait here leaves nothing behind
-            await asyncio.to_thread(_sync_and_close, fd)
-        if data:
-            self.data_event.set()
-
-    def _write(self, data: bytes, lines: int) -> int | None:
-        """Write and account for the lines; returns a duplicate descriptor of the written file to fsync and close
-        (a roll may close ours meanwhile), or None when there is nothing to sync."""
+    def write(self, data: bytes, lines: int) -> None:
+        """Append whole lines without waiting for the disk: safe from `kill -9` (they are in the kernel) at once,
+        from a power cut after the next `sync` / `sync_async`, which must follow within `sync_interval_s`."""
         if not data:
-            return None
+            return
         assert self._fd is not None, "spool not open"
         os.write(self._fd, data)
-        fd = os.dup(self._fd) if self.fsync else None
+        if self.fsync and self._unsynced_since is None:
+            self._unsynced_since = time.monotonic()
         active = self.segments[-1]
         now = time.time()
         if not active.marks or now - active.marks[-1][1] >= 1.0:
@@ -171,13 +165,36 @@ class Spool:
         if active.size >= self.segment_bytes:
             self.roll()
         self._enforce_bound()
-        return fd
+        self.data_event.set()
+
+    def sync(self) -> None:
+        if self._unsynced_since is not None:
+            assert self._fd is not None
+            self._unsynced_since = None
+            os.fsync(self._fd)
+
+    async def sync_async(self) -> None:
+        """`sync` with the fsync in a worker thread: the event loop goes on taking input meanwhile, and what arrives
+        during one fsync makes the next batch (group commit paced by the disk, with no timer)."""
+        if self._unsynced_since is not None:
+            assert self._fd is not None
+            self._unsynced_since = None
+            # a duplicate descriptor, closed by the thread: a roll may close ours meanwhile, a cancelled wait here
+            # leaves nothing behind
+            await asyncio.to_thread(_sync_and_close, os.dup(self._fd))
+
+    def sync_due_in(self) -> float | None:
+        """Seconds until written lines must be fsynced (<= 0: now); None when everything written is on disk."""
+        if self._unsynced_since is None:
+            return None
+        return self._unsynced_since + self.sync_interval_s - time.monotonic()
 
     def roll(self) -> None:
         """Start a new segment; the writer treats older segments as backlog to replay at a limited rate."""
         if self.segments[-1].size == 0:
             return
         assert self._fd is not None
+        self.sync()  # rare (once a segment): the closed file's lines go to disk now, in the loop
         os.close(self._fd)
         self._new_segment(self.segments[-1].seq + 1)
         self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

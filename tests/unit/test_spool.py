@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from gateway.influx import series_tags
+from gateway.metrics import Metrics
+from gateway.model import Reading
+from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 
 
@@ -65,3 +70,35 @@ def test_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
     # what remains is the newest data, in order
     assert remaining == lines(total - len(remaining), total).splitlines()
     sp.close()
+
+
+async def test_pipeline_fsyncs_before_an_ack_and_polled_lines_within_the_interval(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=0.3)
+    sp.open()
+    pipe = Pipeline(sp, {"D": series_tags("gas_detector", "s", "D", "")}, Metrics())
+    task = asyncio.create_task(pipe.run())
+    try:
+        ts = 1_795_224_600_000_000_000
+        # a poll: nobody waits on it, so it is written at once and its fsync waits (no more input comes)
+        await pipe.submit([Reading("D", "lel", 1.0, ts)])
+        await pipe.drained()
+        assert sp.pending_bytes() > 0 and sp.sync_due_in() is not None
+        # ... until the interval is over: then the pipeline syncs it without being asked
+        async with asyncio.timeout(10):
+            while sp.sync_due_in() is not None:
+                await asyncio.sleep(0.05)
+        # an MQTT message: its acknowledgement runs only after its lines are fsynced
+        synced_at_ack: list[bool] = []
+        await pipe.submit([Reading("D", "lel", 2.0, ts + 1)], lambda: synced_at_ack.append(sp.sync_due_in() is None))
+        await pipe.drained()
+        assert synced_at_ack == [True]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sp.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    again.open()
+    assert drain(again) == [
+        b"gas_detector,device=D,site=s lel=1.0 1795224600000000000",
+        b"gas_detector,device=D,site=s lel=2.0 1795224600000000001",
+    ]
