@@ -225,6 +225,9 @@ async def test_health_through_a_database_outage_and_the_sitegw_line(
         m = await metrics(api)
         assert val(m, "sitegw_spool_oldest_age_seconds") > 2.0 and val(m, "sitegw_spool_pending_bytes") > 0
 
+        # the age comes from one append mark a second, so `spool_stale` can show a second early: keep the database
+        # away long enough for a line (one a second) to be stamped during the outage whatever the timing
+        await asyncio.sleep(max(0.0, 2.5 - (time.time_ns() - stopped_ns) / 1e9))
         await asyncio.to_thread(own_influx.start)
         restarted_ns = time.time_ns()
         await until(ready, "ready after the restart", 40)
@@ -234,7 +237,12 @@ async def test_health_through_a_database_outage_and_the_sitegw_line(
             sel = ", ".join(FIELDS)
             return local.rows(own_influx.port, db, f"SELECT {sel} FROM sitegw WHERE site = 't' ORDER BY time")
 
-        rows = await asyncio.to_thread(sitegw_rows)
+        async def rows_past_the_restart() -> list[dict[str, Any]] | None:
+            rows = await asyncio.to_thread(sitegw_rows)
+            return rows if rows and rows[-1]["time"] > restarted_ns else None
+
+        # a line every second: one from before the outage, one stamped during it, one after the restart
+        rows = await until(rows_past_the_restart, "a sitegw line stamped after the restart")
         assert len(rows) >= 3
         for row in rows:
             assert all(isinstance(row[f], int) for f in FIELDS), row  # integer fields, as the dashboard expects
