@@ -85,7 +85,7 @@ async def test_pipeline_fsyncs_before_an_ack_and_polled_lines_within_the_interva
         assert sp.pending_bytes() > 0 and sp.sync_due_in() is not None
         # ... until the interval is over: then the pipeline syncs it without being asked
         async with asyncio.timeout(10):
-            while sp.sync_due_in() is not None:
+            while sp.sync_due_in() is not None:  # noqa: ASYNC110 (polling the spool: there is no event for it)
                 await asyncio.sleep(0.05)
         # an MQTT message: its acknowledgement runs only after its lines are fsynced
         synced_at_ack: list[bool] = []
