@@ -106,7 +106,9 @@ def _tool_version(argv: list[str]) -> str:
 
 def machine_facts() -> dict[str, Any]:
     pkgs: dict[str, str | None] = {}
-    for p in ("sitegw", "paho-mqtt", "aiomqtt", "httpx", "pydantic", "numpy", "fastapi", "uvicorn", "pymodbus"):
+    names = ("sitegw", "paho-mqtt", "aiomqtt", "aiohttp", "httpx", "pydantic", "numpy", "fastapi", "uvicorn")
+    names += ("pymodbus",)
+    for p in names:
         try:
             pkgs[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
