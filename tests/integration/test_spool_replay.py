@@ -86,3 +86,29 @@ async def test_implausible_values_are_flagged_not_dropped(tmp_path: Path, influx
         -3,
         int(Quality.UNCERTAIN),
     )
+
+
+async def test_streaming_lines_are_gathered_into_few_writes(tmp_path: Path, influxdb: Service) -> None:
+    db = "gathered"
+    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
+    spool.open()
+    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
+    metrics = Metrics()
+    # a linger far longer than the appends take, so how the writes are grouped does not depend on the machine's speed
+    drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=2.0)
+    task = asyncio.create_task(drainer.run(), name="drainer")
+    try:
+        spool.append(b"lone,device=D v=1 1700000000000000000\n", 1)  # a quiet site: nothing to gather
+        await asyncio.to_thread(wait_for, lambda: metrics.lines_written == 1, 10, what="the lone line written")
+        for i in range(100):  # then data streams in: one pipeline batch every few ms
+            spool.append(f"st,device=D v={i} {1_700_000_000_000_000_000 + i}\n".encode(), 1)
+            await asyncio.sleep(0.002)
+        await asyncio.to_thread(wait_for, lambda: spool.pending_bytes() == 0, 20, what="the stream written")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.aclose()
+        spool.close()
+    assert metrics.lines_written == 101
+    assert metrics.write_batches <= 3  # the lone line, then the stream gathered (not one request per line)
+    assert len(rows(influxdb.port, db, "SELECT v FROM st")) == 100
