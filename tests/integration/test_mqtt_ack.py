@@ -89,3 +89,36 @@ async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto
 
     await run_until(session(mosquitto.port, record), nothing, 2.0)
     assert third == []  # acknowledged once spooled: not delivered a third time
+
+
+async def test_a_batch_of_messages_is_one_submission_and_a_bad_one_is_acked_after_its_dead_letter() -> None:
+    acked: list[str] = []
+    submitted: list[tuple[list[Reading], Callable[[], object] | None]] = []
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        submitted.append((readings, on_spooled))
+
+    s = session(1, submit)  # handle_batch needs no broker: with no connection the dead letter is only counted
+    topic = "ack/site/formwork/FW-1/data"
+    good = json.dumps({"ts": 1795224600_000, "data": {"settlement": 3.25, "tilt": "high"}}).encode()
+    await s.handle_batch(
+        [
+            (topic, good, lambda: acked.append("good")),
+            (topic, b"{not json", lambda: acked.append("bad")),
+            (
+                topic,
+                json.dumps({"ts": 1795224601_000, "data": {"settlement": 3.5}}).encode(),
+                lambda: acked.append("2"),
+            ),
+        ]
+    )
+    assert acked == ["bad"]  # dead-lettered: acknowledged at once; the others wait for the spool
+    assert len(submitted) == 1  # one hand-over for the batch
+    readings, on_spooled = submitted[0]
+    assert [(r.quantity, r.value) for r in readings] == [
+        ("settlement", 3.25),
+        ("settlement", 3.5),
+    ]  # bad field lost only
+    assert on_spooled is not None
+    on_spooled()
+    assert acked == ["bad", "good", "2"]
