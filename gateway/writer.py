@@ -119,8 +119,8 @@ class SpoolDrainer:
             self._outage_since = None
             self._backoff = 0.5
             self.db_up = True
-            # separate the backlog from live data so live readings are not queued behind the replay
-            self.spool.roll()
+            # No roll here: one was made at every failed attempt (see _outage), so the live segment holds only what
+            # came since the last one, and it goes first; the older segments are the backlog, replayed in order.
             log.info(
                 "database %s reachable again after %.1f s; replaying %d bytes of backlog at <= %g lines/s",
                 self.writer.target,
@@ -161,6 +161,11 @@ class SpoolDrainer:
             log.warning("database write failed, readings stay in the spool until it is back: %s", err)
         else:
             log.debug("database still unreachable: %s", err)
+        # Separate what came until now from what comes next: when the database is back, the readings of the last
+        # attempt's interval are live data, sent at once, not the tail of the backlog. Rolling only once the database
+        # was seen again put the readings of that last interval behind the whole replay (live data 7.6 s behind
+        # after a 10-minute outage in the outage benchmark).
+        self.spool.roll()
         delay = self._backoff * (0.8 + 0.4 * random.random())
         # capped at 2 s: one small request every 2 s costs nothing, and after an outage the wall screens must show
         # live data again within seconds (the outage benchmark measured 17.5 s behind with a 15 s cap)
