@@ -4,6 +4,8 @@ Implausible values are flagged (quality), never clamped or dropped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.influx import InfluxV1Writer, series_tags
@@ -13,6 +15,19 @@ from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from gateway.writer import SpoolDrainer
 from services.local import Service, rows, wait_for
+
+
+@contextlib.asynccontextmanager
+async def draining(drainer: SpoolDrainer) -> AsyncIterator[None]:
+    """The drainer runs inside; on the way out it stops, and its writer and spool are closed."""
+    task = asyncio.create_task(drainer.run(), name="drainer")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await drainer.writer.aclose()
+        drainer.spool.close()
 
 
 async def test_live_readings_overtake_the_backlog(tmp_path: Path, influxdb: Service) -> None:
@@ -27,14 +42,13 @@ async def test_live_readings_overtake_the_backlog(tmp_path: Path, influxdb: Serv
             ),
             1000,
         )
-    spool.roll()  # as the drainer does when the database comes back
+    spool.roll()  # as the drainer does at every failed write during an outage
     writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
     metrics = Metrics()
     drainer = SpoolDrainer(
         spool, writer, metrics, batch_lines=500, replay_lines_per_s=4000, rejected_file=tmp_path / "rejected.lp"
     )
-    task = asyncio.create_task(drainer.run(), name="drainer")
-    try:
+    async with draining(drainer):
         await asyncio.to_thread(wait_for, lambda: metrics.lines_replayed > 0, 20, what="replay started")
         spool.append(b"live,device=D v=42 1800000000000000000\n", 1)  # a live reading arrives mid-replay
 
@@ -45,11 +59,6 @@ async def test_live_readings_overtake_the_backlog(tmp_path: Path, influxdb: Serv
         replayed_when_live_arrived = rows(influxdb.port, db, "SELECT count(v) FROM bk")[0]["count"]
         assert replayed_when_live_arrived < backlog  # live did not wait for the whole backlog
         await asyncio.to_thread(wait_for, lambda: spool.pending_bytes() == 0, 60, what="backlog drained")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await writer.aclose()
-        spool.close()
     assert rows(influxdb.port, db, "SELECT count(v) FROM bk")[0]["count"] == backlog
     assert metrics.lines_replayed == backlog and spool.dropped_lines == 0
 
@@ -96,19 +105,13 @@ async def test_streaming_lines_are_gathered_into_few_writes(tmp_path: Path, infl
     metrics = Metrics()
     # a linger far longer than the appends take, so how the writes are grouped does not depend on the machine's speed
     drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=2.0)
-    task = asyncio.create_task(drainer.run(), name="drainer")
-    try:
+    async with draining(drainer):
         spool.append(b"lone,device=D v=1 1700000000000000000\n", 1)  # a quiet site: nothing to gather
         await asyncio.to_thread(wait_for, lambda: metrics.lines_written == 1, 10, what="the lone line written")
         for i in range(100):  # then data streams in: one pipeline batch every few ms
             spool.append(f"st,device=D v={i} {1_700_000_000_000_000_000 + i}\n".encode(), 1)
             await asyncio.sleep(0.002)
         await asyncio.to_thread(wait_for, lambda: spool.pending_bytes() == 0, 20, what="the stream written")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await writer.aclose()
-        spool.close()
     assert metrics.lines_written == 101
     assert metrics.write_batches <= 3  # the lone line, then the stream gathered (not one request per line)
     assert len(rows(influxdb.port, db, "SELECT v FROM st")) == 100
