@@ -52,7 +52,7 @@ class DeviceContext:
 from_config = DeviceContext.from_config
 
 # quantities every device has (the supervisor's `up`, the calendar) and those derived from others
-_ALWAYS = frozenset({"up", "calibration_due"})
+_ALWAYS = frozenset({"up", "calibration_due", "decode_errors", "clock_skew", "*"})
 _DERIVED = {"load_ratio": "load"}
 
 

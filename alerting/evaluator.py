@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from alerting.baselines import Baselines
 from alerting.derived import DeviceContext
-from alerting.rules import CALENDAR_QUANTITY, Confidence, Level, Rule, Source, Threshold
+from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Confidence, Level, Rule, Source, Threshold
 from alerting.windows import DailySeries, SeriesWindow
 from gateway import quantities
 from gateway.model import Quality, Reading
@@ -92,11 +92,14 @@ class Evaluator:
     a change of level waits `on_delay_s` (going up) or `off_delay_s` (going down); `tick` confirms delays that run
     out without a new reading and evaluates calendar rules.
 
-    Quality: BAD readings are skipped by value rules (a faulty sensor raises device-health alarms, not value
-    alarms), but health rules see them (a detector in fault marks its readings BAD, sensor_fault included).
-    UNCERTAIN readings ARE evaluated: UNCERTAIN means implausible for the quantity or back-filled from a device
-    buffer; a back-filled value was really measured, and an implausible one may be a real extreme (a gas reading
-    over range) — dropping either could hide a danger, while the alarm shows the value for a person to judge.
+    Quality (ISA-18.2's bad-quality rule): a BAD or NOT_READY reading neither raises nor clears a value alarm; the
+    level stays where it was. A BAD reading opens the point's fault condition instead (`point_fault` rules, one per
+    point), which the point's next valid reading clears; NOT_READY (warming up, calibrating) opens nothing and
+    clears nothing. Health rules on flags (sensor_fault) see every reading.
+    UNCERTAIN readings ARE evaluated, both ways: UNCERTAIN means implausible for the quantity, a device clock off
+    by more than its limits, or back-filled from a device buffer; the value was really measured and an implausible
+    one may be a real extreme (a gas reading over range) — dropping it could hide a danger, while the alarm shows
+    the value for a person to judge.
 
     Windows (rates, means) and daily series run on the readings' own timestamps, so a device clock that differs
     from the gateway's skews neither; delays run on `now_ns`.
@@ -116,6 +119,7 @@ class Evaluator:
         # (device, base quantity) -> bound rules: a reading finds its rules with one or two dict lookups
         self._by_key: dict[tuple[str, str], list[_Bound]] = {}
         self._calendar: list[_Bound] = []
+        self._any_point: dict[str, list[_Bound]] = {}  # device -> point_fault rules
         self.inactive: list[tuple[str, str, str]] = []  # (device, rule id, why) of rules that cannot run
         for device, rules in rules_by_device.items():
             ctx = devices.get(device)
@@ -127,9 +131,12 @@ class Evaluator:
                     continue
                 if rule.measure == "calendar":
                     self._calendar.append(b)
+                elif rule.quantity == ANY_POINT:
+                    self._any_point.setdefault(device, []).append(b)
                 else:
                     self._by_key.setdefault((device, rule.quantity), []).append(b)
         self._base: dict[str, str | None] = {}  # reading quantity -> catalog base name (depth families)
+        self._measured: dict[str, bool] = {}  # quantity -> a measurement (not an on/off state)
         self._latest: dict[str, dict[str, float]] = {}  # device -> quantity -> latest non-BAD value (gates)
         self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
         self._daily: dict[tuple[str, str], DailySeries] = {}
@@ -176,7 +183,7 @@ class Evaluator:
         self._waiting.discard((rule, device, quantity))
 
     def _find(self, rule: str, device: str) -> _Bound | None:
-        for b in self._calendar:
+        for b in self._calendar + self._any_point.get(device, []):
             if b.rule.id == rule and b.device == device:
                 return b
         for (d, _), bs in self._by_key.items():
@@ -203,7 +210,7 @@ class Evaluator:
         return out
 
     def _remember(self, r: Reading) -> None:
-        if r.quality is not Quality.BAD:
+        if r.quality.valid:
             self._latest.setdefault(r.device, {})[r.quantity] = r.value
 
     def _bounds(self, r: Reading) -> list[_Bound] | None:
@@ -219,15 +226,28 @@ class Evaluator:
         base = self._base[r.quantity]
         return None if base is None else self._by_key.get((r.device, base))
 
+    def _point_fault(self, r: Reading, now_ns: int) -> list[Transition]:
+        """The point's fault condition: raised by a BAD reading, cleared by the point's next valid one."""
+        out: list[Transition] = []
+        for b in self._any_point.get(r.device, ()):
+            if r.quality is Quality.BAD:
+                out.extend(self._step(b, r.quantity, 1.0, set(), now_ns))
+            elif r.quality.valid and (b.rule.id, r.device, r.quantity) in self._state:
+                out.extend(self._step(b, r.quantity, 0.0, set(), now_ns))
+        return out
+
     def _evaluate(self, r: Reading, now_ns: int) -> list[Transition]:
+        out: list[Transition] = []
+        if r.device in self._any_point and r.quality is not Quality.NOT_READY and r.quantity != "up":
+            if self._is_measured(r.quantity):
+                out = self._point_fault(r, now_ns)
         bounds = self._bounds(r)
         if not bounds:
-            return []
-        out: list[Transition] = []
+            return out
         fed: set[int] = set()  # windows fed by this reading (rules may share one)
         for b in bounds:
             rule = b.rule
-            if rule.category == "value" and r.quality is Quality.BAD:
+            if rule.category == "value" and not r.quality.valid:
                 continue
             extra: set[Level] = set()
             v = self._measure(b, r, fed)
@@ -243,6 +263,16 @@ class Evaluator:
                 continue
             out.extend(self._step(b, r.quantity, v, extra, now_ns))
         return out
+
+    def _is_measured(self, quantity: str) -> bool:
+        m = self._measured.get(quantity)
+        if m is None:
+            try:
+                m = quantities.lookup(quantity).unit != "state"
+            except KeyError:
+                m = False
+            self._measured[quantity] = m
+        return m
 
     def _measure(self, b: _Bound, r: Reading, fed: set[int]) -> float | None:
         rule = b.rule

@@ -10,7 +10,14 @@ from zoneinfo import ZoneInfo
 from alerting.rules import Level
 from gateway import quantities
 
-_KIND_ZH = {"tower_crane": "塔吊", "excavation": "基坑", "formwork": "高支模", "gas": "气体检测"}
+_KIND_ZH = {
+    "tower_crane": "塔吊",
+    "construction_elevator": "施工升降机",
+    "excavation": "基坑",
+    "formwork": "高支模",
+    "gas": "气体检测",
+    "environment": "扬尘噪声",
+}
 _EVENT_ZH = {
     "raised": "报警",
     "level_up": "报警升级",

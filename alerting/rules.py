@@ -46,9 +46,11 @@ class RuleKind(StrEnum):
     work as with DeviceKind (a test keeps the member list in step with DeviceKind)."""
 
     TOWER_CRANE = "tower_crane"
+    CONSTRUCTION_ELEVATOR = "construction_elevator"
     EXCAVATION = "excavation"
     FORMWORK = "formwork"
     GAS = "gas"
+    ENVIRONMENT = "environment"
     ANY = "any"
 
 
@@ -60,7 +62,11 @@ Measure = Literal[
     "window_mean",  # time-weighted mean over window_s (PC-TWA 8 h = 28800 s, PC-STEL 15 min = 900 s)
     "frozen",  # health: how many consecutive samples were identical while the device is up (threshold = count)
     "calendar",  # health: days past the device's calibration_due, evaluated by Evaluator.tick
+    # health, quantity "*": 1 while a measured point's readings are BAD (the device's status code, a sentinel, NaN),
+    # 0 again on its next valid reading; one condition per point (ISA-18.2: bad quality is a fault, not a value)
+    "point_fault",
 ]
+ANY_POINT = "*"  # the quantity of point_fault rules: every measured (non-state) quantity of the device
 CALENDAR_QUANTITY = "calibration_due"  # the pseudo-quantity of calendar rules (not a measured quantity)
 
 
@@ -183,9 +189,12 @@ class Rule(BaseModel):
         if self.measure == "calendar":
             if self.quantity != CALENDAR_QUANTITY:
                 raise ValueError(f"a calendar rule has quantity {CALENDAR_QUANTITY!r}")
+        elif self.measure == "point_fault":
+            if self.quantity != ANY_POINT:
+                raise ValueError(f"a point_fault rule has quantity {ANY_POINT!r} (it watches every measured point)")
         else:
             _known_quantity(self.quantity)
-        if self.measure in ("frozen", "calendar") and self.category != "health":
+        if self.measure in ("frozen", "calendar", "point_fault") and self.category != "health":
             raise ValueError(f"a {self.measure} rule is a device-health rule (category: health)")
         if self.measure == "window_mean" and self.window_s is None:
             raise ValueError("a window_mean rule needs window_s (PC-TWA 28800, PC-STEL 900)")
@@ -210,6 +219,8 @@ class Rule(BaseModel):
         """The unit of the rule's quantity ("d" for calendar rules)."""
         if self.measure == "calendar":
             return "d"
+        if self.measure == "point_fault":
+            return "state"
         return quantities.lookup(self.quantity).unit
 
     @property

@@ -11,6 +11,11 @@ class DeviceUnreachable(DriverError):
     """No answer: socket down, timeout, serial silence. Back off, mark the device down."""
 
 
+class LineUnavailable(DeviceUnreachable):
+    """The line itself cannot be opened (serial settings refused, no such port, permission, DNS): every device on
+    it is unreachable until it opens."""
+
+
 class DeviceBusy(DriverError):
     """The device answered 'busy' or 'acknowledge, try later'. Retry soon."""
 

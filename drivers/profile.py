@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.modbus.codec import WIDTH, DataType, Order
+from drivers.modbus.codec import INT_RANGE, WIDTH, DataType, Order
+from drivers.quality import QualityMap, QualityName, sentinel_table
+from drivers.timefmt import RegisterClock, TimestampFormat, TimestampSpec
 from gateway import quantities
+
+__all__ = ["TimestampFormat", "TimestampSpec"]  # re-exported: profiles and simulators name them from here
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
@@ -20,9 +24,11 @@ class DeviceKind(StrEnum):
     """Device kinds; each is one InfluxDB measurement."""
 
     TOWER_CRANE = "tower_crane"
+    CONSTRUCTION_ELEVATOR = "construction_elevator"  # 施工升降机
     EXCAVATION = "excavation"
     FORMWORK = "formwork"
     GAS = "gas"
+    ENVIRONMENT = "environment"  # 扬尘 / 噪声 monitors on the same gateway
 
 
 class Table(StrEnum):
@@ -44,6 +50,7 @@ class Table(StrEnum):
 
 class AddressBase(StrEnum):
     PDU = "pdu"  # 0-based address as sent on the wire; `table` required
+    ONE_BASED = "one_based"  # register numbers from 1 (manuals that say "register 1"); wire address = n - 1
     MODICON = "modicon"  # 1-based 5-digit notation: 00001 coil, 10001 discrete, 30001 input, 40001 holding
 
 
@@ -54,20 +61,67 @@ class _Base(BaseModel):
     model_config = _Strict
 
 
-def _check_quantity(name: str) -> str:
-    quantities.lookup(name)  # KeyError -> validation error naming the quantity
-    return name
+class AuxQuantity(_Base):
+    """A quantity this device model reports beyond the catalog (uptime, counters, battery, RSSI, raw status words,
+    firmware version), stored in InfluxDB beside the catalog quantities under its own name."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")
+    unit: str = Field(min_length=1, max_length=16)  # as stored: 's', '%', 'dBm', 'count', 'raw' ...
+    low: float = -1e15
+    high: float = 1e15
+    title_zh: str = ""
+    title_en: str = ""
+    # a counter that wraps (uint32 uptime): its plausible range is 0 .. wrap - 1 and a decrease is a wrap, not a fault
+    counter_wrap: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AuxQuantity:
+        if self.name.endswith("_q") or self.name == "up":
+            raise ValueError(f"{self.name!r} is reserved (quality fields end in _q; `up` is liveness)")
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+    def quantity(self) -> quantities.Quantity:
+        low, high = (0.0, float(self.counter_wrap - 1)) if self.counter_wrap else (self.low, self.high)
+        return quantities.Quantity(
+            self.name, self.unit, low, high, self.title_zh or self.name, self.title_en or self.name
+        )
 
 
-def _check_unit(quantity: str, unit: str | None) -> None:
-    """The device's unit must convert to the catalog unit; found at load time, not on the first message."""
-    target = quantities.lookup(quantity).unit
-    if unit is None or target == "state":
-        return
-    try:
-        quantities.converter(unit, target)
-    except ValueError:
-        raise ValueError(f"{quantity}: unit {unit!r} does not convert to the catalog unit {target!r}") from None
+class _Quantities:
+    """The catalog plus one profile's auxiliary quantities, for checks while the profile loads."""
+
+    def __init__(self, aux: list[AuxQuantity]) -> None:
+        self.aux = {a.name: a.quantity() for a in aux}
+
+    def lookup(self, name: str) -> quantities.Quantity:
+        if name in self.aux:
+            return self.aux[name]
+        return quantities.lookup(name)  # KeyError names the unknown quantity
+
+    def check(self, where: str, quantity: str, unit: str | None) -> None:
+        """The quantity exists and the device's unit converts to its unit; found at load time, not per message."""
+        try:
+            target = self.lookup(quantity).unit
+        except KeyError as err:
+            raise ValueError(f"{where}: {err.args[0]} (or declare it under 'auxiliary')") from None
+        if unit is None or target == "state" or unit == target:
+            return
+        if quantity in self.aux:
+            raise ValueError(f"{where}: unit {unit!r} differs from the auxiliary quantity's unit {target!r}")
+        try:
+            quantities.converter(unit, target)
+        except ValueError:
+            raise ValueError(
+                f"{where}: {quantity}: unit {unit!r} does not convert to the catalog unit {target!r}"
+            ) from None
+
+
+def _check_maps(where: str, name: str | None, maps: dict[str, QualityMap]) -> None:
+    if name is not None and name not in maps:
+        known = ", ".join(maps) or "none"
+        raise ValueError(f"{where}: quality map {name!r} is not defined under quality_maps ({known})")
 
 
 class RegisterPoint(_Base):
@@ -82,14 +136,23 @@ class RegisterPoint(_Base):
     scale: float = 1.0
     offset: float = 0.0
     unit: str | None = None  # the device's unit; converted to the catalog unit at the edge
+    # raw values (before scale) that mean "no value": {0x7FFF: bad, 0xFFFF: bad, -32768: not_ready}
+    invalid: dict[str, QualityName] = {}
+    # quality from another point of the same device (a per-channel status register or bit) through a quality map
+    status: str | None = None
+    quality: str | None = None
+
+    _invalid = field_validator("invalid", mode="before")(lambda cls, v: sentinel_table(v))
 
     @model_validator(mode="after")
     def _check(self) -> RegisterPoint:
-        try:
-            _check_quantity(self.quantity)
-        except KeyError as err:
-            raise ValueError(str(err.args[0])) from None
-        _check_unit(self.quantity, self.unit)
+        if (self.status is None) != (self.quality is None):
+            raise ValueError("'status' (the status point's quantity) and 'quality' (a quality map) go together")
+        for k in self.invalid:
+            try:
+                float(k)
+            except ValueError:
+                raise ValueError(f"invalid: {k!r} is not a number (register sentinels are raw numbers)") from None
         if self.type is DataType.BIT and self.bit is None:
             raise ValueError("type 'bit' needs 'bit' (0..15)")
         if self.type is not DataType.BIT and self.bit is not None:
@@ -102,15 +165,29 @@ class ModbusProfile(_Base):
     kind: DeviceKind
     title: str
     transport: Literal["modbus"]
+    sources: list[str] = []  # where the register map comes from (manual, open-source driver), for the reader
     address_base: AddressBase
     order: Order = Order.ABCD  # default for multi-register values
+    auxiliary: list[AuxQuantity] = []
+    quality_maps: dict[str, QualityMap] = {}
+    clock: RegisterClock | None = None  # the device's own clock in registers: readings carry its time
     points: list[RegisterPoint] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _resolve(self) -> ModbusProfile:
         seen: dict[tuple[Table, int], str] = {}
         names: set[str] = set()
+        qs = _Quantities(self.auxiliary)
         for i, p in enumerate(self.points):
+            where = f"points[{i}] ({p.quantity})"
+            qs.check(where, p.quantity, p.unit)
+            _check_maps(where, p.quality, self.quality_maps)
+            if p.type in INT_RANGE and p.invalid:
+                lo, hi = INT_RANGE[p.type]
+                for k in p.invalid:
+                    x = float(k)
+                    if x != int(x) or not lo <= x <= hi:
+                        raise ValueError(f"{where}: invalid value {k} does not fit {p.type.value} ({lo}..{hi})")
             table, addr = resolve_address(self.address_base, p, i)
             if p.type is DataType.BOOL and not table.is_bit:
                 raise ValueError(f"points[{i}] ({p.quantity}): type 'bool' needs table coil or discrete")
@@ -125,7 +202,27 @@ class ModbusProfile(_Base):
                     raise ValueError(f"points[{i}] ({p.quantity}) overlaps {seen[key]} at {table} {addr + off}")
                 if p.type is not DataType.BIT:
                     seen[key] = p.quantity
+        for i, p in enumerate(self.points):
+            if p.status is not None and p.status not in names:
+                raise ValueError(f"points[{i}] ({p.quantity}).status: no point reads {p.status!r}")
+            if p.status == p.quantity:
+                raise ValueError(f"points[{i}] ({p.quantity}).status: a point cannot be its own status")
+        if self.clock is not None:
+            ct, caddr = self.clock_address()
+            for off in range(self.clock.count):
+                if (ct, caddr + off) in seen:
+                    raise ValueError(f"clock overlaps {seen[(ct, caddr + off)]} at {ct} {caddr + off}")
         return self
+
+    def clock_address(self) -> tuple[Table, int]:
+        """(table, 0-based PDU address) of the register clock."""
+        assert self.clock is not None
+        table = Table(self.clock.table)
+        probe = RegisterPoint(quantity="up", address=self.clock.address, table=table)
+        return resolve_address(self.address_base, probe, -1)
+
+    def quantity_names(self) -> list[str]:
+        return [p.quantity for p in self.points]
 
     def resolved(self) -> list[tuple[RegisterPoint, Table, int, Order]]:
         """(point, table, 0-based PDU address, order) for every point."""
@@ -138,9 +235,13 @@ def resolve_address(base: AddressBase, p: RegisterPoint, index: int) -> tuple[Ta
     if base is AddressBase.PDU:
         if p.table is None:
             raise ValueError(f"points[{index}] ({p.quantity}): address_base 'pdu' needs 'table'")
-        if p.address > 65535:
-            raise ValueError(f"points[{index}] ({p.quantity}): PDU address {p.address} > 65535")
         return p.table, p.address
+    if base is AddressBase.ONE_BASED:
+        if p.table is None:
+            raise ValueError(f"points[{index}] ({p.quantity}): address_base 'one_based' needs 'table'")
+        if p.address < 1:
+            raise ValueError(f"points[{index}] ({p.quantity}): register numbers start at 1 with address_base one_based")
+        return p.table, p.address - 1
     prefix, rest = divmod(p.address, 10000)
     if rest == 0 or p.address > 49999:
         raise ValueError(f"points[{index}] ({p.quantity}): {p.address:05d} is not a Modicon address (00001..49999)")
@@ -159,14 +260,13 @@ class PayloadField(_Base):
     quantity: str
     unit: str | None = None
     scale: float = 1.0
+    status: str | None = None  # path of this value's status code (e.g. `data.lel_st`)
+    quality: str | None = None  # the quality map that reads the code
 
     @model_validator(mode="after")
     def _check(self) -> PayloadField:
-        try:
-            _check_quantity(self.quantity)
-        except KeyError as err:
-            raise ValueError(str(err.args[0])) from None
-        _check_unit(self.quantity, self.unit)
+        if (self.status is None) != (self.quality is None):
+            raise ValueError("'status' (the status code's path) and 'quality' (a quality map) go together")
         return self
 
 
@@ -177,15 +277,14 @@ class PointArray(_Base):
     name_key: str
     value_key: str
     unit_key: str | None = None
+    status_key: str | None = None  # each point's own status code (`st`, `status`, `flag`)
+    quality: str | None = None  # the quality map that reads it
     names: dict[str, str]  # device's point name -> catalog quantity
 
     @model_validator(mode="after")
     def _check(self) -> PointArray:
-        for q in self.names.values():
-            try:
-                _check_quantity(q)
-            except KeyError as err:
-                raise ValueError(str(err.args[0])) from None
+        if (self.status_key is None) != (self.quality is None):
+            raise ValueError("'status_key' and 'quality' (a quality map) go together")
         return self
 
 
@@ -205,38 +304,29 @@ class DeviceKey(_Base):
         return self
 
 
-class TimestampFormat(StrEnum):
-    EPOCH_S = "epoch_s"
-    EPOCH_MS = "epoch_ms"
-    ISO8601 = "iso8601"  # must carry its zone (Z or +08:00): a naive local time is rejected
-    RECEIVE = "receive"  # the gateway's receive time
-
-
-class TimestampSpec(_Base):
-    path: str | None = None
-    format: TimestampFormat = TimestampFormat.RECEIVE
-
-    @model_validator(mode="after")
-    def _check(self) -> TimestampSpec:
-        if self.format is not TimestampFormat.RECEIVE and not self.path:
-            raise ValueError(f"timestamp format {self.format} needs 'path'")
-        return self
-
-
 class BadWhen(_Base):
-    """Mark every measured value of the message BAD when the flag at `path` is truthy (a detector fault bit);
-    state quantities (the flags themselves) stay GOOD."""
+    """Mark every measured value of the message BAD (or NOT_READY) when the flag at `path` is truthy (a detector
+    fault bit, a warming-up flag); state quantities (the flags themselves) stay GOOD."""
 
     path: str
 
 
 class PayloadMap(_Base):
-    format: Literal["json"] = "json"
+    # json: a JSON document; hj212: an HJ 212-2017 frame (`##0123QN=...;CP=&&DataTime=...;a34002-Rtd=41,...&&CRC`),
+    # read as {"QN": .., "MN": .., "CP": {"DataTime": .., "a34002-Rtd": "41", "a34002-Flag": "N"}}
+    format: Literal["json", "hj212"] = "json"
     device_key: DeviceKey
     timestamp: TimestampSpec = TimestampSpec()
     fields: list[PayloadField] = []
     points: PointArray | None = None
     bad_when: BadWhen | None = None
+    not_ready_when: BadWhen | None = None
+    # values that mean "no value", for every field and point: {"--": not_ready, "ERR": bad, "": bad, -9999: bad}
+    sentinels: dict[str, QualityName] = {}
+    # numbers sent as strings ("12.5", HJ 212 does it always) are read as numbers
+    numeric_strings: bool = False
+
+    _sentinels = field_validator("sentinels", mode="before")(lambda cls, v: sentinel_table(v))
 
     @model_validator(mode="after")
     def _check(self) -> PayloadMap:
@@ -250,7 +340,22 @@ class MqttProfile(_Base):
     kind: DeviceKind
     title: str
     transport: Literal["mqtt"]
+    sources: list[str] = []
+    auxiliary: list[AuxQuantity] = []
+    quality_maps: dict[str, QualityMap] = {}
     payload: PayloadMap
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttProfile:
+        qs = _Quantities(self.auxiliary)
+        for i, f in enumerate(self.payload.fields):
+            qs.check(f"payload.fields[{i}] ({f.path})", f.quantity, f.unit)
+            _check_maps(f"payload.fields[{i}] ({f.path})", f.quality, self.quality_maps)
+        if self.payload.points:
+            for name, q in self.payload.points.names.items():
+                qs.check(f"payload.points.names.{name}", q, None)
+            _check_maps("payload.points", self.payload.points.quality, self.quality_maps)
+        return self
 
     def quantity_names(self) -> list[str]:
         names = [f.quantity for f in self.payload.fields]
@@ -275,13 +380,20 @@ def load_profile_file(path: Path) -> ModbusProfile | MqttProfile:
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return _ProfileFile.model_validate({"profile": data}).profile
-    except ValidationError as err:
+        profile = _ProfileFile.model_validate({"profile": data}).profile
+        for aux in profile.auxiliary:
+            quantities.register_auxiliary(aux.quantity())
+        return profile
+    except ValueError as err:
+        if not isinstance(err, ValidationError):  # an auxiliary quantity that clashes with another profile's
+            raise ProfileError(f"{path}: {err}") from None
         lines = [f"{path}: invalid profile"]
         for e in err.errors():
             loc = ".".join(str(x) for x in e["loc"][2:])  # drop 'profile' and the union tag
             lines.append(f"  {loc or '(top)'}: {e['msg']}")
         raise ProfileError("\n".join(lines)) from None
+    except OSError as err:
+        raise ProfileError(f"{path}: cannot read: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise ProfileError(f"{path}: not valid YAML: {err}") from None
 

@@ -16,10 +16,11 @@ from alerting.engine import AlarmEngine
 from alerting.notifiers import MqttTarget
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
-from drivers.modbus.plan import plan_reads
+from drivers.modbus.plan import plan_device
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import ModbusProfile, MqttProfile
+from drivers.timefmt import TimestampSpec, parse_zone
 from gateway.config import ConfigError, InfluxV1Sink, SiteConfig, TlsVerify
 from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_tags
@@ -81,8 +82,10 @@ def build_line_devices(cfg: SiteConfig) -> dict[str, list[tuple[ModbusDevice, fl
         prof = cfg.profile_of(d)
         if isinstance(prof, ModbusProfile):
             assert d.line is not None and d.unit_id is not None
-            blocks = plan_reads(prof, cfg.modbus.max_gap, cfg.modbus.max_block)
-            out[d.line].append((ModbusDevice(d.id, d.unit_id, blocks, d.timeout_s, d.retries), d.poll_interval_s))
+            plan = plan_device(prof, cfg.modbus.max_gap, cfg.modbus.max_block)
+            zone = parse_zone(prof.clock.zone, cfg.site.timezone) if prof.clock else None
+            dev = ModbusDevice(d.id, d.unit_id, plan, d.timeout_s, d.retries, zone)
+            out[d.line].append((dev, d.poll_interval_s))
     return out
 
 
@@ -138,11 +141,18 @@ def mqtt_target(p: BrokerParams) -> MqttTarget:
 def build_routes(cfg: SiteConfig) -> dict[str, list[MqttDeviceRoute]]:
     decoders: dict[str, PayloadDecoder] = {}
     out: dict[str, list[MqttDeviceRoute]] = {b.id: [] for b in cfg.brokers}
+    own_time: dict[str, dict[str, TimestampSpec]] = {}  # profile -> device -> its own time spec
+    for d in cfg.devices:
+        prof = cfg.profile_of(d)
+        if isinstance(prof, MqttProfile) and d.timestamp is not None:
+            own_time.setdefault(prof.id, {})[d.id] = d.timestamp.apply(prof.payload.timestamp)
     for d in cfg.devices:
         prof = cfg.profile_of(d)
         if isinstance(prof, MqttProfile):
             assert d.broker is not None and d.topic is not None
-            dec = decoders.setdefault(prof.id, PayloadDecoder(prof))
+            dec = decoders.get(prof.id)
+            if dec is None:
+                dec = decoders[prof.id] = PayloadDecoder(prof, cfg.site.timezone, own_time.get(prof.id))
             out[d.broker].append(MqttDeviceRoute(d.id, d.key, d.topic, dec))
     return out
 
@@ -161,7 +171,7 @@ class Gateway:
             sync_interval_s=cfg.spool.sync_interval_s,
         )
         self.series = build_series(cfg)
-        self.pipeline = Pipeline(self.spool, self.series, self.metrics)
+        self.pipeline = Pipeline(self.spool, self.series, self.metrics, clock_limits=cfg.clock_limits())
         params = broker_params(cfg)
         try:
             self.alarms = AlarmEngine(cfg, clock, {bid: mqtt_target(p) for bid, p in params.items()}, self.metrics)
@@ -211,10 +221,14 @@ class Gateway:
             up = self.liveness.seen(dev, now)
             if up:
                 ups.append(up)
+        ups.extend(self.liveness.take())
         await self.pipeline.submit(readings + ups if ups else readings, on_spooled)
 
-    def _dead_letter(self, kind: str, message: str) -> None:
+    def _dead_letter(self, kind: str, message: str, device: str | None = None) -> None:
         self.metrics.dead_letters[kind] += 1
+        self.metrics.dead_letters_by_device[device or ""] += 1
+        if device is not None:
+            self.liveness.decode_error(device, time.monotonic())
 
     def _on_message(self, n: int) -> None:
         self.metrics.mqtt_messages += n

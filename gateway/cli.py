@@ -123,6 +123,10 @@ def _rule_summary(cfg: SiteConfig) -> list[str]:
     return out
 
 
+def _print_dead_letter(kind: str, message: str, device: str | None) -> None:
+    print(f"dead letter: {message}")
+
+
 async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     """Poll each Modbus device once and wait for one message per MQTT device; print the readings."""
     from drivers.modbus.link import ModbusLink
@@ -162,7 +166,7 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     mqtt_devices.update(r.device_id for rs in routes.values() for r in rs)
     if mqtt_devices:
         sessions = [
-            MqttSession(params[b], rs, collect, lambda k, m: print(f"dead letter: {m}"))
+            MqttSession(params[b], rs, collect, _print_dead_letter)
             for b, rs in routes.items()
             if rs
         ]

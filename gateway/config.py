@@ -19,6 +19,7 @@ from alerting.hazards import HazardConfig
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import RulesConfig
 from drivers.profile import DeviceKind, ModbusProfile, MqttProfile, ProfileError, builtin_profiles, load_profile_file
+from drivers.timefmt import TimestampFormat, TimestampOverride
 from gateway import quantities
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
@@ -159,6 +160,15 @@ class Broker(_Base):
         return value
 
 
+class ClockLimits(_Base):
+    """How far a device's clock may be from the gateway's before its readings are flagged (quality uncertain,
+    counted, `health.clock_skew`). Engineering defaults, not from a standard: 5 minutes ahead covers RTC drift
+    over months; 7 days behind lets a detector back-fill its buffer after a week without a link."""
+
+    max_ahead_s: float = Field(default=300.0, gt=0, le=10 * 365 * 86400)
+    max_age_s: float = Field(default=7 * 86400.0, gt=0, le=10 * 365 * 86400)
+
+
 class LoadChartPoint(_Base):
     radius_m: float = Field(gt=0)
     rated_load_t: float = Field(gt=0)
@@ -191,6 +201,10 @@ class Device(_Base):
     design_values: dict[str, float] = {}
     # Date the device's calibration (标定/检定) falls due; after it a health alarm "calibration overdue" is raised
     calibration_due: date | None = None
+    # MQTT: this device writes its time differently from its model (another zone, format or pattern)
+    timestamp: TimestampOverride | None = None
+    # limits of this device's clock (default: the site's `device_clock`)
+    device_clock: ClockLimits | None = None
 
     @field_validator("name", "zone")
     @classmethod
@@ -280,6 +294,7 @@ class SiteConfig(_Base):
     spool: SpoolConfig = SpoolConfig()
     modbus: ModbusOptions = ModbusOptions()
     http: HttpConfig | None = None
+    device_clock: ClockLimits = ClockLimits()
     profile_dirs: list[Path] = []  # extra profile folders (site-specific device models)
     # the alarm engine (see README "Alarms, escalation and hazards")
     alarms: AlarmsConfig = AlarmsConfig()
@@ -309,6 +324,8 @@ class SiteConfig(_Base):
                     raise ValueError(f"{at}: a Modbus device needs 'line' and 'unit_id'")
                 if d.broker or d.topic:
                     raise ValueError(f"{at}: a Modbus device takes no 'broker'/'topic'")
+                if d.timestamp is not None:
+                    raise ValueError(f"{at}.timestamp: a Modbus device's time is its profile's register clock")
                 if d.line not in lines:
                     raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(lines) or 'none'}")
                 if d.timeout_s >= d.poll_interval_s:
@@ -345,6 +362,14 @@ class SiteConfig(_Base):
                             f"{at}.topic: profile {prof.id} takes the device id from topic level {seg} (0-based), "
                             f"but level {seg} of {d.topic!r} is neither '+' nor {d.key!r}"
                         )
+                if d.timestamp is not None:
+                    try:
+                        spec = d.timestamp.apply(prof.payload.timestamp)
+                    except ValueError as err:
+                        msg = str(err).splitlines()[-1].strip().removeprefix("Value error, ")
+                        raise ValueError(f"{at}.timestamp: {msg}") from None
+                    if spec.format is not TimestampFormat.RECEIVE and prof.payload.timestamp.path is None:
+                        raise ValueError(f"{at}.timestamp: profile {prof.id} has no time field to read")
                 if (d.broker, d.key) in keys:
                     raise ValueError(
                         f"{at}: device key {d.key!r} on broker {d.broker} is already {keys[(d.broker, d.key)]}"
@@ -369,6 +394,14 @@ class SiteConfig(_Base):
 
     def kind_of(self, device: Device) -> DeviceKind:
         return self.profile_of(device).kind
+
+    def clock_limits(self) -> dict[str, tuple[float, float]]:
+        """Device id -> (max_ahead_s, max_age_s) of its clock."""
+        out = {}
+        for d in self.devices:
+            lim = d.device_clock or self.device_clock
+            out[d.id] = (lim.max_ahead_s, lim.max_age_s)
+        return out
 
 
 @functools.cache

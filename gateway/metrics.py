@@ -52,6 +52,13 @@ class Metrics:
     rejected_lines: int = 0
     mqtt_messages: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason class
+    dead_letters_by_device: Counter[str] = field(default_factory=Counter)  # by device ("" when unattributed)
+    decode_failing: set[str] = field(default_factory=set)  # devices whose messages arrive and none decodes
+    clock_skew_readings: Counter[str] = field(default_factory=Counter)  # by device
+    clock_skewed: set[str] = field(default_factory=set)  # devices whose clock is off now
+    series_collisions: Counter[str] = field(default_factory=Counter)  # by device
+    line_failures: Counter[str] = field(default_factory=Counter)  # by Modbus line: failed opens / uses
+    lines_down: dict[str, str] = field(default_factory=dict)  # line id -> reason, while it cannot be opened
     protocol_errors: Counter[str] = field(default_factory=Counter)  # by device
     polls: Counter[str] = field(default_factory=Counter)  # by device
     poll_failures: Counter[str] = field(default_factory=Counter)  # by device
@@ -143,6 +150,30 @@ class Metrics:
         )
         family(
             "sitegw_dead_letters_total", c, "MQTT messages dead-lettered, by reason.", by("reason", self.dead_letters)
+        )
+        family(
+            "sitegw_device_dead_letters_total",
+            c,
+            "MQTT messages (or parts of them) dead-lettered, by device ('' when no device could be named).",
+            by("device", self.dead_letters_by_device),
+        )
+        family(
+            "sitegw_clock_skew_readings_total",
+            c,
+            "Readings whose device time was ahead of the gateway or older than the device's limits, by device.",
+            by("device", self.clock_skew_readings),
+        )
+        family(
+            "sitegw_series_collisions_total",
+            c,
+            "Readings of one series that met another at the same timestamp with another value (moved 1 ns).",
+            by("device", self.series_collisions),
+        )
+        family(
+            "sitegw_line_failures_total",
+            c,
+            "Failures to open or use a Modbus line (serial settings refused, no such port, DNS), by line.",
+            by("line", self.line_failures),
         )
         family(
             "sitegw_protocol_errors_total", c, "Modbus exception answers by device.", by("device", self.protocol_errors)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable, Mapping
 
 from gateway import quantities
@@ -11,6 +13,7 @@ from gateway.influx import SeriesTags, encode_readings
 from gateway.metrics import Metrics
 from gateway.model import Quality, Reading
 from gateway.spool import Spool
+from gateway.timecheck import ClockCheck
 
 log = logging.getLogger("sitegw.pipeline")
 
@@ -27,8 +30,12 @@ class Pipeline:
         metrics: Metrics,
         queue_batches: int = 10000,
         max_batch_readings: int = 20000,
+        clock_limits: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.spool = spool
+        # device clocks are checked when limits are given (the gateway gives them; tools replaying history do not)
+        self.clock = ClockCheck(clock_limits, metrics) if clock_limits is not None else None
+        self._colliding: set[str] = set()  # devices in a timestamp-collision episode (logged once)
         self.series = series
         self.metrics = metrics
         self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
@@ -98,6 +105,27 @@ class Pipeline:
         except TimeoutError:
             return None
 
+    def _collision(self, prev: Reading, r: Reading) -> Reading:
+        """Two readings of one series at one timestamp: InfluxDB would keep only the last. Equal ones are a
+        redelivery (nothing is lost); a different one moves on by 1 ns, is counted and logged once per episode."""
+        same = prev.value == r.value or (math.isnan(prev.value) and math.isnan(r.value))
+        if same and prev.quality is r.quality:
+            return r
+        self.metrics.series_collisions[r.device] += 1
+        if r.device not in self._colliding:
+            self._colliding.add(r.device)
+            log.warning(
+                "device %s: two %s readings at the same timestamp %d (%r, then %r): the second is stored 1 ns later "
+                "so neither is lost; does the device stamp in whole seconds, or send one reading twice? "
+                "(counted in sitegw_series_collisions_total; logged once)",
+                r.device,
+                r.quantity,
+                r.ts_ns,
+                prev.value,
+                r.value,
+            )
+        return Reading(r.device, r.quantity, r.value, r.ts_ns + 1, r.quality)
+
     def _range(self, name: str) -> tuple[float, float]:
         r = self._ranges.get(name)
         if r is None:
@@ -116,20 +144,38 @@ class Pipeline:
             if extra:
                 self.metrics.readings_by_driver["derived"] += len(extra)
                 batch = batch + extra
+        now_ns = time.time_ns()
+        live, skew = batch, []
+        if self.clock is not None:
+            batch, live, skew = self.clock.apply(batch, now_ns)
         marked: list[Reading] = []
-        for r in batch:
+        shown: list[Reading] = marked if live is batch else []
+        for i, r in enumerate(batch):
             low, high = self._range(r.quantity)
             if r.quality is Quality.GOOD and not (low <= r.value <= high):
                 # implausible: keep it, flag it, never clamp (NaN fails the comparison too)
                 r = Reading(r.device, r.quantity, r.value, r.ts_ns, Quality.UNCERTAIN)
                 self.metrics.readings_implausible += 1
-            marked.append(r)
             key = (r.device, r.quantity)
             prev = self.latest.get(key)
-            if prev is None or prev.ts_ns <= r.ts_ns:
-                self.latest[key] = r
+            if prev is not None and prev.ts_ns == r.ts_ns:
+                r = self._collision(prev, r)
+            marked.append(r)
+            v = r if live is batch else live[i]
+            if live is not batch:
+                if v.quality is not r.quality:
+                    v = Reading(v.device, v.quantity, v.value, v.ts_ns, r.quality)
+                shown.append(v)
+            if prev is None or prev.ts_ns <= v.ts_ns:
+                self.latest[key] = v
+        if skew:
+            marked.extend(skew)
+            if shown is not marked:
+                shown.extend(skew)
+            for r in skew:
+                self.latest[(r.device, r.quantity)] = r
         for listener in self.listeners:
-            listener(marked)
+            listener(shown)
         data, lines, n = encode_readings(marked, self.series)
         self.metrics.readings_in += n
         self.metrics.lines_spooled += lines

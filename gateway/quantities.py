@@ -31,6 +31,9 @@ CATALOG: dict[str, Quantity] = {
     for q in (
         # liveness, emitted by the supervisor
         _q("up", "state", 0, 1, "在线", "online"),
+        # device health seen by the gateway, emitted on change: messages arrive but none decodes; device clock off
+        _q("decode_errors", "state", 0, 1, "数据无法解析", "messages do not decode"),
+        _q("clock_skew", "state", 0, 1, "设备时钟偏差", "device clock off"),
         # tower crane
         _q("load", "t", -1, 100, "起重量", "hoist load"),
         _q("rated_load", "t", 0, 100, "额定起重量", "rated load at radius"),
@@ -67,6 +70,14 @@ CATALOG: dict[str, Quantity] = {
         _q("co", "ppm", 0, 2000, "一氧化碳", "carbon monoxide"),
         _q("sensor_fault", "state", 0, 1, "传感器故障", "sensor fault"),
         _q("calibrating", "state", 0, 1, "标定中", "calibration in progress"),
+        # environment monitors on the same gateway (扬尘 / 噪声; domain.md §7)
+        _q("noise", "dB(A)", 0, 150, "噪声", "sound level"),
+        _q("pm2_5", "µg/m³", 0, 10000, "PM2.5", "PM2.5"),
+        _q("pm10", "µg/m³", 0, 20000, "PM10", "PM10"),
+        _q("tsp", "µg/m³", 0, 50000, "总悬浮颗粒物", "total suspended particulates"),
+        _q("temperature", "°C", -50, 100, "温度", "temperature"),
+        _q("humidity", "%RH", 0, 100, "湿度", "relative humidity"),
+        _q("wind_direction", "°", 0, 360, "风向", "wind direction"),
     )
 }
 
@@ -75,14 +86,36 @@ CATALOG: dict[str, Quantity] = {
 _FAMILY = re.compile(r"^(?P<base>[a-z_0-9]+?)_d(?P<depth>\d+(?:\.\d+)?)m$")
 
 
+# Auxiliary quantities declared by device profiles (uptime, battery, RSSI, raw status words): registered when a profile
+# loads, so the pipeline, the encoder and the console treat them like catalog quantities. Two profiles may declare
+# the same name only with the same definition.
+AUXILIARY: dict[str, Quantity] = {}
+
+
+def register_auxiliary(q: Quantity) -> None:
+    """Add a profile's auxiliary quantity; ValueError when the name is a catalog name or defined differently."""
+    m = _FAMILY.match(q.name)
+    if q.name in CATALOG or (m is not None and m["base"] in CATALOG):
+        raise ValueError(f"auxiliary quantity {q.name!r} is a catalog quantity; use it without declaring it")
+    old = AUXILIARY.get(q.name)
+    if old is not None and old != q:
+        raise ValueError(
+            f"auxiliary quantity {q.name!r} is already declared by another profile as {old.unit} "
+            f"{old.low:g}..{old.high:g}; declare it the same way or choose another name"
+        )
+    AUXILIARY[q.name] = q
+
+
 def lookup(name: str) -> Quantity:
     """The catalog entry of `name`, resolving depth families; KeyError names the unknown quantity."""
-    q = CATALOG.get(name)
+    q = CATALOG.get(name) or AUXILIARY.get(name)
     if q is not None:
         return q
     m = _FAMILY.match(name)
     if m and m["base"] in CATALOG:
         return CATALOG[m["base"]]
+    if m and m["base"] in AUXILIARY:
+        return AUXILIARY[m["base"]]
     raise KeyError(f"unknown quantity {name!r}; known: {', '.join(sorted(CATALOG))} (depth families: NAME_d<depth>m)")
 
 
@@ -109,6 +142,12 @@ _LINEAR: dict[tuple[str, str], tuple[float, float]] = {
     ("%", "‰"): (10.0, 0.0),
     ("ratio", "%"): (100.0, 0.0),
     ("%VOL", "ppm"): (10000.0, 0.0),
+    ("mg/m³", "µg/m³"): (1000.0, 0.0),
+    ("ug/m3", "µg/m³"): (1.0, 0.0),
+    ("mg/m3", "µg/m³"): (1000.0, 0.0),
+    ("dB", "dB(A)"): (1.0, 0.0),  # sound-level meters on sites report A-weighted levels and label them dB
+    ("%", "%RH"): (1.0, 0.0),
+    ("℃", "°C"): (1.0, 0.0),
 }
 
 

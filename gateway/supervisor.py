@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import random
@@ -10,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from drivers.errors import DeviceBusy, DeviceUnreachable
+from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from gateway.metrics import Metrics
@@ -29,9 +30,21 @@ class Liveness:
         self.stale_after_s = stale_after_s
         self.state: dict[str, int] = {}
         self.last_good: dict[str, float] = {}
+        self.last_bad: dict[str, float] = {}  # last message that arrived but did not decode
+        self.decoding: dict[str, int] = {}  # device -> 1 while its messages arrive but none decodes
+        self._pending: list[Reading] = []
+
+    def decode_error(self, device: str, now: float) -> None:
+        """A message from `device` arrived but nothing in it could be used (dead-lettered)."""
+        self.last_bad[device] = now
 
     def seen(self, device: str, now: float, ts_ns: int | None = None) -> Reading | None:
         self.last_good[device] = now
+        if self.decoding.get(device):
+            self.decoding[device] = 0
+            self.metrics.decode_failing.discard(device)
+            self._pending.append(Reading(device, "decode_errors", 0.0, time.time_ns()))
+            log.info("device %s: its messages decode again", device)
         prev = self.state.get(device)
         if prev != 1:
             self.state[device] = 1
@@ -40,6 +53,11 @@ class Liveness:
             log.info("device %s: %s", device, "back online" if prev == 0 else "online")
             return Reading(device, "up", 1.0, ts_ns or time.time_ns())
         return None
+
+    def take(self) -> list[Reading]:
+        """Health readings produced outside a sweep (decode_errors back to 0), to submit with the next batch."""
+        out, self._pending = self._pending, []
+        return out
 
     def down(self, device: str, why: str) -> Reading | None:
         if self.state.get(device) != 0:
@@ -59,10 +77,30 @@ class Liveness:
                 continue
             if last is None:
                 last = self.last_good.setdefault(device, now)  # grace period from start-up
-            if now - last > limit:
-                r = self.down(device, f"no data for {now - last:.1f} s (limit {limit:g} s)")
-                if r:
-                    out.append(r)
+            if now - last <= limit:
+                continue
+            bad = self.last_bad.get(device)
+            if bad is not None and bad > last and now - bad <= limit:
+                # messages arrive and none decodes: say so, not "offline" (the link works; the payload or profile
+                # does not); the device stays up, its values stay where they were
+                if not self.decoding.get(device):
+                    self.decoding[device] = 1
+                    self.metrics.decode_failing.add(device)
+                    log.warning(
+                        "device %s: messages arrive but none decoded for %.1f s (see the dead letters)",
+                        device,
+                        now - last,
+                    )
+                    out.append(Reading(device, "decode_errors", 1.0, time.time_ns()))
+                continue
+            if self.decoding.get(device):
+                self.decoding[device] = 0
+                self.metrics.decode_failing.discard(device)
+                out.append(Reading(device, "decode_errors", 0.0, time.time_ns()))
+            r = self.down(device, f"no data for {now - last:.1f} s (limit {limit:g} s)")
+            if r:
+                out.append(r)
+        out.extend(self.take())
         return out
 
 
@@ -145,6 +183,8 @@ class LineOwner:
         self.breakers = {d.device_id: Breaker(breaker_failures, breaker_max_backoff_s) for d, _ in devices}
         self._warned: set[str] = set()
         self._erring: set[str] = set()
+        self._line_down: str | None = None  # why the line cannot be opened, while it cannot
+        self._crashed = False  # an unexpected error in a poll was logged (with its traceback) this episode
 
     async def run(self) -> None:
         heap: list[_Slot] = []
@@ -158,7 +198,12 @@ class LineOwner:
                 delay = slot.due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await self._poll(slot.dev, slot.interval)
+                try:
+                    await self._poll(slot.dev, slot.interval)
+                except Exception as err:
+                    # The line's boundary: a library error we do not know yet must cost this line a poll, never the
+                    # gateway (a TaskGroup would take every other line and the pipeline down with it).
+                    self._unexpected(slot.dev, slot.interval, err)
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():  # a cancel swallowed below us (see modbus.link)
                     raise asyncio.CancelledError
@@ -181,6 +226,26 @@ class LineOwner:
             log.error("device %s: %s", dev.device_id, e)
         return res.readings
 
+    def _unexpected(self, dev: ModbusDevice, interval: float, err: Exception) -> None:
+        line = self.link.line.id
+        self.metrics.line_failures[line] += 1
+        self.metrics.poll_failures[dev.device_id] += 1
+        self.breakers[dev.device_id].fail(interval, time.monotonic())
+        if not self._crashed:
+            self._crashed = True
+            log.error("line %s: unexpected error polling %s (retrying with backoff)", line, dev.device_id, exc_info=err)
+        with contextlib.suppress(Exception):
+            self.link.close()  # reopen from scratch on the next poll
+
+    def _line_failed(self, err: LineUnavailable) -> None:
+        line = self.link.line.id
+        self.metrics.line_failures[line] += 1
+        self.metrics.lines_down[line] = str(err)
+        if self._line_down is None:
+            names = ", ".join(d.device_id for d, _ in self.devices)
+            log.warning("%s; its devices (%s) are down until it opens; retrying with backoff", err, names)
+        self._line_down = str(err)
+
     async def _poll(self, dev: ModbusDevice, interval: float) -> None:
         name = dev.device_id
         self.metrics.polls[name] += 1
@@ -193,7 +258,10 @@ class LineOwner:
             self.metrics.poll_failures[name] += 1
             br = self.breakers[name]
             opened = br.fail(interval, now)
-            if name not in self._warned:
+            if isinstance(err, LineUnavailable):
+                self._line_failed(err)  # one warning for the line, not one per device
+                self._warned.add(name)
+            elif name not in self._warned:
                 self._warned.add(name)
                 log.warning("device %s: poll failed: %s", name, err)
             if opened:
@@ -202,6 +270,11 @@ class LineOwner:
                     await self.submit([r])
             return
         self.metrics.observe_poll(self.link.line.id, time.monotonic() - now)
+        self._crashed = False
+        if self._line_down is not None:
+            log.info("line %s: open again", self.link.line.id)
+            self._line_down = None
+            self.metrics.lines_down.pop(self.link.line.id, None)
         for e in res.errors:
             # counted every time; logged once per episode (until the device answers cleanly again)
             self.metrics.protocol_errors[name] += 1

@@ -1,15 +1,17 @@
-"""Polled Modbus device: block reads through its line, decoded into Readings."""
+"""Polled Modbus device: block reads through its line, decoded into Readings with the device's time and quality."""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
 from drivers.errors import DeviceBusy, DeviceUnreachable, ProtocolError
 from drivers.modbus.codec import DataType, decode, registers_to_bytes
 from drivers.modbus.link import ModbusLink
-from drivers.modbus.plan import Block
+from drivers.modbus.plan import CLOCK, Block, DevicePlan
+from drivers.timefmt import decode_register_clock
 from gateway.model import Quality, Reading
 
 
@@ -22,18 +24,29 @@ class PollResult:
 class ModbusDevice:
     """One device on a line; constructed from config with no I/O."""
 
-    def __init__(self, device_id: str, unit_id: int, blocks: list[Block], timeout_s: float, retries: int) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        unit_id: int,
+        blocks: list[Block] | DevicePlan,
+        timeout_s: float,
+        retries: int,
+        clock_zone: tzinfo | None = None,
+    ) -> None:
         self.device_id = device_id
         self.unit_id = unit_id
-        self.blocks = blocks
+        self.plan = blocks if isinstance(blocks, DevicePlan) else DevicePlan(blocks)
+        self.blocks = self.plan.blocks
         self.timeout_s = timeout_s
         self.retries = retries
+        self.clock_zone = clock_zone
 
     async def poll(self, link: ModbusLink) -> PollResult:
         """Read every block. An unreachable device raises; a block answered with an exception is reported in
         `errors` and the other blocks' readings are still returned."""
         out = PollResult()
         ts_ns = 0  # one timestamp per poll, so one poll is one row in InfluxDB
+        got: list[tuple[Block, list[int] | list[bool]]] = []
         for block in self.blocks:
             attempt = 0
             while True:
@@ -50,8 +63,71 @@ class ModbusDevice:
                     break
             if data is not None:
                 ts_ns = ts_ns or time.time_ns()
-                decode_block(self.device_id, block, data, ts_ns, out.readings)
+                got.append((block, data))
+        if got:
+            decode_poll(self.device_id, self.plan, got, ts_ns, out, self.clock_zone)
         return out
+
+
+def decode_poll(
+    device: str,
+    plan: DevicePlan,
+    got: list[tuple[Block, list[int] | list[bool]]],
+    receive_ns: int,
+    out: PollResult,
+    clock_zone: tzinfo | None = None,
+) -> None:
+    """A poll's blocks -> readings: the device's own clock when it has one, then per-point quality from status
+    points and sentinels."""
+    ts_ns = receive_ns
+    clock_bad = False
+    if plan.clock is not None:
+        words = clock_words(plan, got)
+        where = f"device {device} clock"
+        if words is None:
+            clock_bad = True
+            out.errors.append(ProtocolError(f"{where}: its registers were not read; readings use the gateway's time"))
+        else:
+            try:
+                assert clock_zone is not None
+                ts_ns = decode_register_clock(plan.clock, words, clock_zone, where)
+            except ProtocolError as err:
+                clock_bad = True
+                out.errors.append(ProtocolError(f"{err}; readings use the gateway's time"))
+    start = len(out.readings)
+    for block, data in got:
+        decode_block(device, block, data, ts_ns, out.readings)
+    if clock_bad:  # the device's time could not be read: the gateway's clock stands in, and says so
+        out.readings[start:] = [
+            Reading(r.device, r.quantity, r.value, r.ts_ns, r.quality.worst(Quality.UNCERTAIN))
+            for r in out.readings[start:]
+        ]
+    if plan.status:
+        apply_status(plan, out.readings, start)
+
+
+def clock_words(plan: DevicePlan, got: list[tuple[Block, list[int] | list[bool]]]) -> list[int] | None:
+    for block, data in got:
+        for p in block.points:
+            if p.quantity == CLOCK:
+                return [int(w) for w in data[p.offset : p.offset + p.width]]
+    return None
+
+
+def apply_status(plan: DevicePlan, readings: list[Reading], start: int) -> None:
+    """Quality of points from their status points (a per-channel status register or bit) through quality maps."""
+    values = {r.quantity: r.value for r in readings[start:]}
+    for i in range(start, len(readings)):
+        r = readings[i]
+        rule = plan.status.get(r.quantity)
+        if rule is None:
+            continue
+        status_q, qmap = rule
+        code = values.get(status_q)
+        # the status register was not read (its block failed): the value cannot be vouched for
+        q = Quality.UNCERTAIN if code is None or not math.isfinite(code) else qmap.quality_of(code)
+        if q is not Quality.GOOD:
+            readings[i] = Reading(r.device, r.quantity, r.value, r.ts_ns, r.quality.worst(q))
 
 
 def decode_block(device: str, block: Block, data: list[int] | list[bool], ts_ns: int, out: list[Reading]) -> None:
@@ -62,8 +138,14 @@ def decode_block(device: str, block: Block, data: list[int] | list[bool], ts_ns:
         return
     raw = registers_to_bytes(data)  # type: ignore[arg-type]
     for p in block.points:
+        if p.quantity == CLOCK:
+            continue
         chunk = raw[p.offset * 2 : (p.offset + p.width) * 2]
-        v = float(decode(chunk, p.dtype, p.order, p.bit))
+        x = decode(chunk, p.dtype, p.order, p.bit)
+        if p.invalid and x in p.invalid:  # 0x7FFF, 0xFFFF, -9999: the device says "no value"
+            out.append(Reading(device, p.quantity, math.nan, ts_ns, p.invalid[x]))
+            continue
+        v = float(x)
         if p.dtype is not DataType.BIT:
             v = v * p.scale + p.add
             if p.convert is not None:

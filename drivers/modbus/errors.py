@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+import termios
 from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -47,3 +50,45 @@ def translate(err: BaseException, what: str) -> Exception:
     if isinstance(err, (OSError, TimeoutError)):
         return DeviceUnreachable(f"{what}: {type(err).__name__}: {err}")
     return ProtocolError(f"{what}: {type(err).__name__}: {err}")
+
+
+_ERRNO_WORDS = {
+    errno.ENOENT: "no such file",
+    errno.ENODEV: "no such device",
+    errno.ENXIO: "no such device",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EBUSY: "port busy",
+    errno.EIO: "input/output error",
+    errno.ECONNREFUSED: "connection refused",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ENETUNREACH: "network unreachable",
+    errno.ETIMEDOUT: "timed out",
+}
+
+
+def os_reason(err: BaseException, settings: str = "") -> str:
+    """An OS-level failure to open or use a line, in words a technician can act on.
+
+    `settings` describes the serial line settings (`9600 8E1`): a termios EINVAL means the port refused them.
+    """
+    if isinstance(err, termios.error):
+        code = err.args[0] if err.args and isinstance(err.args[0], int) else None
+        if code == errno.EINVAL:
+            return f"line settings {settings} not supported by this port (termios refused them)".replace("  ", " ")
+        return f"line settings refused: {err}"
+    if isinstance(err, socket.gaierror):
+        return f"DNS lookup failed: {err.strerror or err}"
+    if isinstance(err, OSError):
+        words = _ERRNO_WORDS.get(err.errno or -1)
+        if words is None:
+            return f"{type(err).__name__}: {err}"
+        name = f" ({err.filename})" if err.filename else ""
+        return f"{words}{name}"
+    return f"{type(err).__name__}: {err}"
+
+
+def line_errors() -> tuple[type[BaseException], ...]:
+    """What opening or using a line can raise besides pymodbus's own errors (pyserial wraps OSError as
+    SerialException, itself an OSError; termios.error is neither)."""
+    return (OSError, termios.error, ValueError)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -11,8 +13,8 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.errors import DeviceUnreachable, DriverError, ProtocolError
-from drivers.modbus.errors import check_response, translate
+from drivers.errors import DeviceUnreachable, DriverError, LineUnavailable, ProtocolError
+from drivers.modbus.errors import check_response, line_errors, os_reason, translate
 from drivers.profile import Table
 from gateway.config import ModbusRtuLine, ModbusRtuOverTcpLine, ModbusTcpLine
 
@@ -61,16 +63,50 @@ class ModbusLink:
     def connected(self) -> bool:
         return bool(self.client.connected)
 
+    @property
+    def settings(self) -> str:
+        ln = self.line
+        if isinstance(ln, ModbusRtuLine):
+            return f"{ln.baudrate} {ln.bytesize}{ln.parity.value}{ln.stopbits}" + (
+                f" (parity {ln.parity.value})" if ln.parity.value != "N" else ""
+            )
+        return ""
+
     async def connect(self) -> None:
+        """Open the line. Every failure is a DeviceUnreachable whose message says why in words: no such file,
+        permission denied, port busy, line settings refused, DNS lookup failed, connection refused."""
         timeout = getattr(self.line, "connect_timeout_s", 2.0)
         self.client.ctx.comm_params.timeout_connect = timeout
         try:
             ok = await self.client.connect()
-        except (ModbusException, OSError) as err:
+        except ModbusException as err:
+            self.client.close()
             raise translate(err, f"line {self.where}: connect") from err
+        except line_errors() as err:  # termios.error for refused serial settings is not an OSError
+            self.client.close()
+            raise LineUnavailable(f"line {self.where}: cannot open: {os_reason(err, self.settings)}") from err
         _reraise_lost_cancel()
         if not ok:
-            raise DeviceUnreachable(f"line {self.where}: cannot connect")
+            self.client.close()
+            raise LineUnavailable(f"line {self.where}: cannot open: {await self._why()}")
+
+    async def _why(self) -> str:
+        """pymodbus answers a failed connect with False and no reason: probe the port or the name ourselves."""
+        ln = self.line
+        if isinstance(ln, ModbusRtuLine):
+            try:
+                fd = os.open(ln.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+                os.close(fd)
+            except OSError as err:
+                return os_reason(err)
+            return "the port opens but the serial driver refused it"
+        try:
+            await asyncio.get_running_loop().getaddrinfo(ln.host, ln.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as err:
+            return f"DNS lookup of {ln.host!r} failed: {err.strerror or err}"
+        except OSError as err:
+            return os_reason(err)
+        return "connection refused or timed out"
 
     async def read(self, table: Table, address: int, count: int, unit: int, timeout_s: float) -> list[int] | list[bool]:
         """Read one block; raises DeviceUnreachable / DeviceBusy / ProtocolError."""
@@ -93,9 +129,13 @@ class ModbusLink:
                 rr = await self.client.read_coils(address, count=count, device_id=unit)
             else:
                 rr = await self.client.read_discrete_inputs(address, count=count, device_id=unit)
-        except (TimeoutError, ModbusException, OSError) as err:
+        except (TimeoutError, ModbusException) as err:
             self.failures += 1
             raise translate(err, what) from err
+        except line_errors() as err:  # the port vanished (USB adapter pulled), a settings call refused mid-use
+            self.failures += 1
+            self.client.close()
+            raise DeviceUnreachable(f"{what}: {os_reason(err, self.settings)}") from err
         finally:
             self._last_io = time.monotonic()
         _reraise_lost_cancel()

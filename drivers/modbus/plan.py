@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from drivers.modbus.codec import WIDTH, DataType, Order
 from drivers.profile import ModbusProfile, Table
+from drivers.quality import QualityMap, QualityName
+from drivers.timefmt import RegisterClock
 from gateway import quantities
+from gateway.model import Quality
+
+CLOCK = "@clock"  # the pseudo point of a register clock inside a block (never a reading)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,7 @@ class PointPlan:
     scale: float
     add: float
     convert: Callable[[float], float] | None  # non-linear unit conversion applied after scale/offset
+    invalid: Mapping[int | float, Quality] | None = None  # raw sentinel values -> quality (no value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +44,26 @@ class Block:
         fc = self.table.function_code
         return (
             f"FC{fc} {self.table.value} {self.address}..{self.address + self.count - 1} ({self.count}) -> "
-            + ", ".join(p.quantity for p in self.points)
+            + ", ".join("device clock" if p.quantity == CLOCK else p.quantity for p in self.points)
         )
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """A device's requests, its register clock, and which points take their quality from which status point."""
+
+    blocks: list[Block]
+    clock: RegisterClock | None = None
+    status: dict[str, tuple[str, QualityMap]] = field(default_factory=dict)  # quantity -> (status quantity, map)
+
+
+def plan_device(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -> DevicePlan:
+    status = {
+        p.quantity: (p.status, profile.quality_maps[p.quality])
+        for p in profile.points
+        if p.status is not None and p.quality is not None
+    }
+    return DevicePlan(plan_reads(profile, max_gap, max_block), profile.clock, status)
 
 
 def _point_plan(
@@ -51,6 +75,7 @@ def _point_plan(
     scale: float,
     add: float,
     unit: str | None,
+    invalid: Mapping[str, QualityName] | None = None,
 ) -> PointPlan:
     target = quantities.lookup(p_quantity).unit
     convert: Callable[[float], float] | None = None
@@ -62,7 +87,13 @@ def _point_plan(
             scale, add = scale * k, add * k + off
         else:
             convert = quantities.converter(unit, target)
-    return PointPlan(p_quantity, offset, WIDTH[dtype], dtype, order, bit or 0, scale, add, convert)
+    sentinels: dict[int | float, Quality] | None = None
+    if invalid:
+        sentinels = {}
+        for text, qname in invalid.items():
+            x = float(text)
+            sentinels[int(x) if dtype not in (DataType.FLOAT32, DataType.FLOAT64) else x] = qname.quality
+    return PointPlan(p_quantity, offset, WIDTH[dtype], dtype, order, bit or 0, scale, add, convert, sentinels)
 
 
 def plan_reads(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -> list[Block]:
@@ -72,8 +103,14 @@ def plan_reads(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -
     """
     by_table: dict[Table, list[tuple[int, int, PointPlan]]] = {}
     for p, table, addr, order in profile.resolved():
-        pp = _point_plan(p.quantity, 0, p.type, order, p.bit, p.scale, p.offset, p.unit)
+        pp = _point_plan(p.quantity, 0, p.type, order, p.bit, p.scale, p.offset, p.unit, p.invalid)
         by_table.setdefault(table, []).append((addr, pp.width, pp))
+    if profile.clock is not None:
+        ctable, caddr = profile.clock_address()
+        n = profile.clock.count
+        by_table.setdefault(ctable, []).append(
+            (caddr, n, PointPlan(CLOCK, 0, n, DataType.UINT16, Order.ABCD, 0, 1.0, 0.0, None))
+        )
     blocks: list[Block] = []
     for table in Table:
         items = sorted(by_table.get(table, []), key=lambda x: x[0])
@@ -96,7 +133,9 @@ def plan_reads(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -
 
 def _block(table: Table, start: int, end: int, items: list[tuple[int, int, PointPlan]]) -> Block:
     pts = tuple(
-        PointPlan(pp.quantity, addr - start, pp.width, pp.dtype, pp.order, pp.bit, pp.scale, pp.add, pp.convert)
+        PointPlan(
+            pp.quantity, addr - start, pp.width, pp.dtype, pp.order, pp.bit, pp.scale, pp.add, pp.convert, pp.invalid
+        )
         for addr, _w, pp in items
     )
     return Block(table, start, end - start, pts)

@@ -1,16 +1,18 @@
-"""JSON payload decoding per profile: device key, timestamp, nested fields and arrays of points, units."""
+"""Payload decoding per profile: device key, device time, nested fields and arrays of points, units, quality."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from drivers.errors import ProtocolError
-from drivers.profile import MqttProfile, PayloadMap, TimestampFormat
+from drivers.mqtt.hj212 import parse_hj212
+from drivers.profile import MqttProfile, PayloadMap
+from drivers.quality import QualityMap, Sentinels
+from drivers.timefmt import TimeParser, TimestampFormat, TimestampSpec
 from gateway import quantities
 from gateway.model import Quality, Reading
 
@@ -50,6 +52,8 @@ class _Field:
     convert: Callable[[float], float] | None
     state: bool = False  # a flag, not a measurement: never marked BAD by `bad_when`
     where: str = ""  # for error messages, built once rather than per reading
+    status: tuple[str | int, ...] | None = None
+    qmap: QualityMap | None = None
 
 
 def _conv(quantity: str, unit: str | None, scale: float) -> tuple[float, float, Callable[[float], float] | None]:
@@ -62,8 +66,9 @@ def _conv(quantity: str, unit: str | None, scale: float) -> tuple[float, float, 
     return scale, 0.0, quantities.converter(unit, target)
 
 
-def _number(v: Any, where: str) -> float:
-    # bool is an int in Python: accept it for flags, but reject strings such as "12.5" explicitly
+def _number(v: Any, where: str, strings: bool = False) -> float:
+    # bool is an int in Python: accept it for flags, but reject strings such as "12.5" unless the profile says
+    # the device quotes its numbers
     if isinstance(v, bool):
         return 1.0 if v else 0.0
     if isinstance(v, float):
@@ -75,20 +80,36 @@ def _number(v: Any, where: str) -> float:
             raise ProtocolError(
                 f"{where}: an integer of {v.bit_length()} bits is beyond the range of a number"
             ) from None
+    if strings and isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            raise ProtocolError(f"{where}: {v!r:.40} is not a number") from None
     raise ProtocolError(f"{where}: expected a number, got {type(v).__name__} {v!r:.40}")
 
 
 class PayloadDecoder:
     """Decodes one profile's payloads. Built once per profile; `decode` is the hot path."""
 
-    def __init__(self, profile: MqttProfile) -> None:
+    def __init__(
+        self,
+        profile: MqttProfile,
+        site_tz: str = "Asia/Shanghai",
+        device_time: Mapping[str, TimestampSpec] | None = None,
+    ) -> None:
         self.profile = profile
         m: PayloadMap = profile.payload
         self.map = m
         self._key_path = _split(m.device_key.path) if m.device_key.path else None
         self._key_segment = m.device_key.segment
         self._ts_path = _split(m.timestamp.path) if m.timestamp.path else None
-        self._ts_format = m.timestamp.format
+        self._time = TimeParser(m.timestamp, site_tz)
+        # devices whose clock differs from their model's (another zone or pattern): their own parser
+        self._device_time = {
+            dev: (TimeParser(spec, site_tz), _split(spec.path) if spec.path else None)
+            for dev, spec in (device_time or {}).items()
+        }
+        maps = profile.quality_maps
         self._fields = [
             _Field(
                 _split(f.path),
@@ -96,15 +117,23 @@ class PayloadDecoder:
                 *_conv(f.quantity, f.unit, f.scale),
                 state=quantities.lookup(f.quantity).unit == "state",
                 where=f"field {f.path!r} ({f.quantity})",
+                status=_split(f.status) if f.status else None,
+                qmap=maps[f.quality] if f.quality else None,
             )
             for f in m.fields
         ]
         self._bad_path = _split(m.bad_when.path) if m.bad_when else None
+        self._not_ready_path = _split(m.not_ready_when.path) if m.not_ready_when else None
         self._arr = m.points
         self._arr_path = _split(m.points.path) if m.points else None
+        self._arr_map = maps[m.points.quality] if m.points and m.points.quality else None
+        self._sentinels = Sentinels(dict(m.sentinels))
+        self._strings = m.numeric_strings or m.format == "hj212"
         self._unit_cache: dict[tuple[str, str | None], tuple[float, float, Callable[[float], float] | None]] = {}
 
     def parse(self, payload: bytes) -> Any:
+        if self.map.format == "hj212":
+            return parse_hj212(payload)
         try:
             return json.loads(payload)
         # ValueError also covers bad UTF-8 and integers over Python's 4300-digit limit; RecursionError deep nesting
@@ -119,67 +148,69 @@ class PayloadDecoder:
             return parts[self._key_segment]
         assert self._key_path is not None
         key = _get(doc, self._key_path)
-        if key is _MISSING or not isinstance(key, (str, int)):
+        if key is _MISSING or not isinstance(key, (str, int)) or isinstance(key, bool):
             raise ProtocolError(f"payload has no device id at {self.map.device_key.path!r}")
         return str(key)
 
-    def timestamp_ns(self, doc: Any, receive_ns: int) -> int:
-        if self._ts_path is None or self._ts_format is TimestampFormat.RECEIVE:
+    @property
+    def receive_time(self) -> bool:
+        """True when the profile stamps with the gateway's receive time (no device clock)."""
+        return self._time.format is TimestampFormat.RECEIVE
+
+    def timestamp_ns(self, doc: Any, receive_ns: int, device: str | None = None) -> int:
+        parser, path = self._time, self._ts_path
+        if device is not None and device in self._device_time:
+            parser, path = self._device_time[device]
+        if path is None or parser.format is TimestampFormat.RECEIVE:
             return receive_ns
-        v = _get(doc, self._ts_path)
-        where = f"timestamp {self.map.timestamp.path!r}"
+        v = _get(doc, path)
         if v is _MISSING:
-            raise ProtocolError(f"{where} is missing")
-        if self._ts_format is TimestampFormat.ISO8601:
-            if not isinstance(v, str):
-                raise ProtocolError(f"{where}: expected an ISO 8601 string, got {v!r:.40}")
-            try:
-                dt = datetime.fromisoformat(v)
-            except ValueError:
-                raise ProtocolError(f"{where}: not ISO 8601: {v!r:.40}") from None
-            if dt.tzinfo is None:
-                raise ProtocolError(f"{where}: {v!r} has no zone (add Z or +08:00)")
-            ns = int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
-        else:
-            n = _number(v, where)
-            # integers exactly; floats to the microsecond (a float ns value would lose its last digits)
-            if isinstance(v, int):
-                ns = v * (1_000_000_000 if self._ts_format is TimestampFormat.EPOCH_S else 1_000_000)
-            else:
-                us = n * (1e6 if self._ts_format is TimestampFormat.EPOCH_S else 1e3)
-                # NaN / Infinity literals (json.loads accepts them) and 1e308 cannot be rounded: out of range
-                ns = round(us) * 1000 if math.isfinite(us) else 0
-        # a timestamp in the wrong unit is a classic DTU misconfiguration: refuse rather than store year 50000
-        # (ISO 8601 too: year 9999 does not fit InfluxDB's int64 nanoseconds)
-        if not 946_684_800e9 <= ns <= 4_102_444_800e9:
-            raise ProtocolError(f"{where}: {v!r} is not a plausible {self._ts_format.value} time (2000..2100)")
-        return int(ns)
+            raise ProtocolError(f"{parser.where} is missing")
+        return parser.parse(v)
+
+    def _flag(self, doc: Any, path: tuple[str | int, ...] | None) -> bool:
+        if path is None:
+            return False
+        flag = _get(doc, path)
+        return flag is not _MISSING and flag not in (0, False, None, "0", "")
 
     def readings(self, device: str, doc: Any, ts_ns: int) -> tuple[list[Reading], list[ProtocolError]]:
         """Readings of one message; a bad field is an error of its own and never loses the good ones."""
         out: list[Reading] = []
         errors: list[ProtocolError] = []
         quality = Quality.GOOD
-        if self._bad_path is not None:
-            flag = _get(doc, self._bad_path)
-            if flag is not _MISSING and flag not in (0, False, None, "0"):
-                quality = Quality.BAD
+        if self._flag(doc, self._bad_path):
+            quality = Quality.BAD
+        elif self._flag(doc, self._not_ready_path):
+            quality = Quality.NOT_READY
+        sentinels = self._sentinels
         for f in self._fields:
             v = _get(doc, f.path)
             if v is _MISSING:
                 continue  # devices omit fields they do not measure right now; that is not an error
+            q = Quality.GOOD if f.state else quality
+            if f.qmap is not None and f.status is not None and not f.state:
+                code = _get(doc, f.status)
+                q = q.worst(f.qmap.quality_of(None if code is _MISSING else code))
             if type(v) is float:  # the common case, without _number's checks
                 x = v
             else:
+                if sentinels:
+                    sq = sentinels.match(v)
+                    if sq is not None:  # "--" while warming up, "ERR", -9999: kept as "no value" with its quality
+                        out.append(Reading(device, f.quantity, math.nan, ts_ns, sq.worst(q)))
+                        continue
                 try:
-                    x = _number(v, f.where)
+                    x = _number(v, f.where, self._strings)
                 except ProtocolError as err:
                     errors.append(err)
                     continue
+            if sentinels and x in sentinels.numbers:
+                out.append(Reading(device, f.quantity, math.nan, ts_ns, sentinels.numbers[x].worst(q)))
+                continue
             x = x * f.scale + f.add
             if f.convert is not None and math.isfinite(x):  # tan(inf) raises; a non-finite value stays BAD
                 x = f.convert(x)
-            q = Quality.GOOD if f.state else quality
             out.append(Reading(device, f.quantity, x, ts_ns, q if math.isfinite(x) else Quality.BAD))
         if self._arr is not None and self._arr_path is not None:
             arr = _get(doc, self._arr_path)
@@ -195,17 +226,30 @@ class PayloadDecoder:
         return out, errors
 
     def _point(self, device: str, item: Any, where: str, ts_ns: int, quality: Quality) -> Reading:
-        assert self._arr is not None
+        arr = self._arr
+        assert arr is not None
         if not isinstance(item, dict):
             raise ProtocolError(f"{where}: expected an object")
-        name = item.get(self._arr.name_key)
-        quantity = self._arr.names.get(str(name))
+        name = item.get(arr.name_key)
+        quantity = arr.names.get(str(name))
         if quantity is None:
-            raise ProtocolError(f"{where}: unknown point name {name!r}; the profile maps {sorted(self._arr.names)}")
-        x = _number(item.get(self._arr.value_key), f"{where}.{self._arr.value_key} ({quantity})")
-        unit = item.get(self._arr.unit_key) if self._arr.unit_key else None
+            raise ProtocolError(f"{where}: unknown point name {name!r}; the profile maps {sorted(arr.names)}")
+        state = quantities.lookup(quantity).unit == "state"
+        if state:
+            quality = Quality.GOOD
+        elif self._arr_map is not None and arr.status_key is not None:
+            # the channel's own status: a faulted channel (st: 2) is BAD whatever its value says
+            quality = quality.worst(self._arr_map.quality_of(item.get(arr.status_key)))
+        raw = item.get(arr.value_key, _MISSING)
+        if raw is _MISSING:
+            raise ProtocolError(f"{where}.{arr.value_key} ({quantity}): missing")
+        sq = self._sentinels.match(raw) if self._sentinels else None
+        if sq is not None:
+            return Reading(device, quantity, math.nan, ts_ns, sq.worst(quality))
+        x = _number(raw, f"{where}.{arr.value_key} ({quantity})", self._strings)
+        unit = item.get(arr.unit_key) if arr.unit_key else None
         if unit is not None and not isinstance(unit, str):
-            raise ProtocolError(f"{where}.{self._arr.unit_key}: expected a unit string, got {unit!r:.40}")
+            raise ProtocolError(f"{where}.{arr.unit_key}: expected a unit string, got {unit!r:.40}")
         key = (quantity, unit)
         conv = self._unit_cache.get(key)
         if conv is None:
@@ -217,6 +261,4 @@ class PayloadDecoder:
         x = x * conv[0] + conv[1]
         if conv[2] is not None and math.isfinite(x):
             x = conv[2](x)
-        if quantities.lookup(quantity).unit == "state":
-            quality = Quality.GOOD
         return Reading(device, quantity, x, ts_ns, quality if math.isfinite(x) else Quality.BAD)

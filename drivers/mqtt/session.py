@@ -53,7 +53,7 @@ class BrokerParams:
 
 OnSpooled = Callable[[], object]  # its return value is ignored
 Submit = Callable[[list[Reading], OnSpooled | None], Awaitable[None]]
-OnDeadLetter = Callable[[str, str], None]  # (reason class, message) for metrics
+OnDeadLetter = Callable[[str, str, str | None], None]  # (reason class, message, device or None) for metrics
 OnMessage = Callable[[int], None]  # messages received
 MAX_BATCH_MESSAGES = 1000
 
@@ -85,13 +85,16 @@ class MqttSession:
                 raise ValueError(f"broker {params.id}: topic filter {r.topic!r} is used by two profiles")
             keys[r.key] = r.device_id
         self._matcher = MQTTMatcher()  # type: ignore[no-untyped-call]
-        for f, v in self._by_filter.items():
-            self._matcher[f] = v
+        for f, (dec, keys) in self._by_filter.items():
+            self._matcher[f] = (f, dec, keys)
         self.connected = asyncio.Event()
         self.client: aiomqtt.Client | None = None
         self.connects = 0
         self.reconnects = 0  # successful connects after the first, i.e. after a lost connection
         self._warned: set[tuple[str, str]] = set()
+        # filter -> its only device, so a message that does not parse at all is still charged to its device
+        self._sole = {f: next(iter(keys.values())) for f, (_d, keys) in self._by_filter.items() if len(keys) == 1}
+        self._last_receive_ns = 0
 
     def _client(self) -> aiomqtt.Client:
         tls_params = None
@@ -197,13 +200,17 @@ class MqttSession:
         `payload` is bytes from paho (aiomqtt types it as a union); `ack` acknowledges a message to the broker:
         after its readings are durable, or right after its dead letter went out when nothing in it decoded.
         """
-        receive_ns = time.time_ns()
+        # Every message gets its own receive time, in arrival order and never repeated: a profile without a device
+        # clock must not stamp a batch the broker delivered together once, or its messages would merge into one
+        # InfluxDB point (same series, same timestamp) and all but the last would be lost.
+        receive_ns = max(time.time_ns(), self._last_receive_ns + 1)
+        self._last_receive_ns = receive_ns + len(msgs) - 1
         if self.on_message:
             self.on_message(len(msgs))
         readings: list[Reading] = []
         acks: list[OnSpooled] = []
-        for topic, payload, ack in msgs:
-            if await self._decode(topic, payload, receive_ns, readings):
+        for i, (topic, payload, ack) in enumerate(msgs):
+            if await self._decode(topic, payload, receive_ns + i, readings):
                 if ack:
                     acks.append(ack)
             elif ack:
@@ -214,29 +221,49 @@ class MqttSession:
     async def _decode(self, topic: str, payload: Any, receive_ns: int, out: list[Reading]) -> bool:
         """Append the message's readings to `out`; False when nothing in it could be used (it was dead-lettered)."""
         matched = False
-        for dec, keys in self._matcher.iter_match(topic):  # type: ignore[no-untyped-call]
+        for flt, dec, keys in self._matcher.iter_match(topic):  # type: ignore[no-untyped-call]
             matched = True
+            device: str | None = self._sole.get(flt)
             try:
                 doc = dec.parse(payload)
                 key = dec.device_key(topic, doc)
                 device = keys.get(key)
                 if device is None:
                     raise ProtocolError(f"no device with key {key!r} is configured for {dec.profile.id}")
-                ts = dec.timestamp_ns(doc, receive_ns)
+                ts = dec.timestamp_ns(doc, receive_ns, device)
                 readings, errors = dec.readings(device, doc, ts)
             except ProtocolError as err:
-                await self.dead_letter(topic, payload, str(err), "decode")
+                await self.dead_letter(topic, payload, str(err), "decode", device)
                 continue
-            for e in errors:  # partial message: the good fields go in, the bad ones are dead-lettered
-                await self.dead_letter(topic, payload, f"device {device}: {e}", "field")
+            if errors:
+                # partial message: the good fields go in; one dead letter says what was stored and what was refused
+                stored = sorted({r.quantity for r in readings})
+                await self.dead_letter(
+                    topic,
+                    payload,
+                    f"device {device}: {'; '.join(str(e) for e in errors)}",
+                    "field",
+                    device,
+                    {"stored": stored, "refused": [str(e) for e in errors]},
+                )
+            if not readings:
+                continue  # nothing usable: dead-lettered above, acknowledged by the caller
             out.extend(readings)
             return True
         if not matched:
             await self.dead_letter(topic, payload, "no subscription filter matches", "route")
         return False
 
-    async def dead_letter(self, topic: str, payload: bytes, reason: str, kind: str) -> None:
-        self.on_dead_letter(kind, f"{topic}: {reason}")
+    async def dead_letter(
+        self,
+        topic: str,
+        payload: bytes,
+        reason: str,
+        kind: str,
+        device: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.on_dead_letter(kind, f"{topic}: {reason}", device)
         # first one per topic and kind at WARNING; the counter metric carries the rest
         level = logging.DEBUG if (kind, topic) in self._warned else logging.WARNING
         self._warned.add((kind, topic))
@@ -245,7 +272,11 @@ class MqttSession:
             text: str | None = payload.decode("utf-8")
         except UnicodeDecodeError:
             text = None
-        body = {"topic": topic, "reason": reason, "received_at_ns": time.time_ns()}
+        body: dict[str, Any] = {"topic": topic, "reason": reason, "received_at_ns": time.time_ns()}
+        if device is not None:
+            body["device"] = device
+        if detail:
+            body.update(detail)
         if text is not None:
             body["payload"] = text
         else:

@@ -89,6 +89,9 @@ TABLE: dict[str, tuple[str, str, str, str, str, bool, str | None, list[tuple[int
     # §1.4 / §2.5 / §4.4 / §8 device health (recommendations)
     "health.stale": ("any", "up", "value", "low", "health", False, None, [(2, 0, "rec")]),
     "health.sensor_fault": ("any", "sensor_fault", "value", "high", "health", False, None, [(2, 1, "rec")]),
+    "health.point_fault": ("any", "*", "point_fault", "high", "health", False, None, [(2, 1, "rec")]),
+    "health.decode_errors": ("any", "decode_errors", "value", "high", "health", False, None, [(2, 1, "rec")]),
+    "health.clock_skew": ("any", "clock_skew", "value", "high", "health", False, None, [(1, 1, "rec")]),
     "health.calibration_overdue": ("any", "calibration_due", "calendar", "high", "health", False, None,
                                    [(2, 1, "rec")]),
 }  # fmt: skip
@@ -178,6 +181,7 @@ def probe(rule_id: str, x: float) -> Level:
 PROBES = [
     (rid, value, x)
     for rid, row in sorted(TABLE.items())
+    if row[2] != "point_fault"  # driven by quality, not by a value: tests/unit/test_quality_alarms.py
     for _, value, _ in row[7]
     if value is not None
     for x in (

@@ -1,0 +1,81 @@
+"""Device clocks checked against the gateway's: readings too far ahead or too old are kept, flagged and counted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from gateway.metrics import Metrics
+from gateway.model import Quality, Reading
+
+log = logging.getLogger("sitegw.clock")
+
+NS = 1_000_000_000
+# quantities the gateway itself stamps: never a device clock
+_OWN = frozenset({"up", "decode_errors", "clock_skew"})
+
+
+class ClockCheck:
+    """Per device: a reading stamped more than `max_ahead_s` ahead of the gateway's clock, or more than `max_age_s`
+    behind it, is marked UNCERTAIN (kept with the device's time), counted, and the device's `clock_skew` state is
+    raised; the device's next reading within its limits lowers it again.
+
+    Live views and the alarm evaluator get readings that are ahead re-stamped with the gateway's time, so a clock
+    that runs months ahead can never freeze a device's latest value, its rates or its history.
+    """
+
+    def __init__(self, limits: Mapping[str, tuple[float, float]], metrics: Metrics) -> None:
+        self._limits = {d: (int(a * NS), int(b * NS)) for d, (a, b) in limits.items()}
+        self._default = (300 * NS, 7 * 86400 * NS)
+        self.metrics = metrics
+        self.skewed: dict[str, int] = {}  # device -> 1 while its clock is off
+
+    def apply(self, batch: list[Reading], now_ns: int) -> tuple[list[Reading], list[Reading], list[Reading]]:
+        """(readings to store, readings for live views and alarms, clock_skew state changes)."""
+        stored: list[Reading] | None = None
+        live: list[Reading] | None = None
+        verdict: dict[str, bool] = {}  # device -> any reading off in this batch
+        last: tuple[str, int, bool] | None = None  # (device, ts, off) of the previous reading: messages share a ts
+        limits, default = self._limits, self._default
+        for i, r in enumerate(batch):
+            if r.quantity in _OWN:
+                continue
+            if last is not None and last[0] == r.device and last[1] == r.ts_ns:
+                off = last[2]
+            else:
+                ahead, age = limits.get(r.device, default)
+                d = r.ts_ns - now_ns
+                off = d > ahead or -d > age
+                last = (r.device, r.ts_ns, off)
+                verdict[r.device] = verdict.get(r.device, False) or off
+            if not off:
+                continue
+            if stored is None:
+                stored, live = list(batch), list(batch)
+            assert live is not None
+            q = Quality.UNCERTAIN if r.quality is Quality.GOOD else r.quality
+            stored[i] = Reading(r.device, r.quantity, r.value, r.ts_ns, q)
+            live[i] = Reading(r.device, r.quantity, r.value, min(r.ts_ns, now_ns), q)
+            self.metrics.clock_skew_readings[r.device] += 1
+        changes: list[Reading] = []
+        for device, off in verdict.items():
+            if off != bool(self.skewed.get(device)):
+                self.skewed[device] = int(off)
+                if off:
+                    self.metrics.clock_skewed.add(device)
+                    ahead, age = limits.get(device, default)
+                    log.warning(
+                        "device %s: its clock is off (more than %g s ahead of the gateway or %g s behind); readings "
+                        "are kept and marked uncertain",
+                        device,
+                        ahead / NS,
+                        age / NS,
+                    )
+                else:
+                    self.metrics.clock_skewed.discard(device)
+                    log.info("device %s: its clock agrees with the gateway's again", device)
+                changes.append(Reading(device, "clock_skew", float(off), now_ns))
+        if stored is None:
+            return batch, batch, changes
+        assert live is not None
+        return stored, live, changes
