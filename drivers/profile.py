@@ -133,6 +133,7 @@ class RegisterPoint(_Base):
     type: DataType = DataType.UINT16
     order: Order | None = None
     bit: int | None = Field(default=None, ge=0, le=15)
+    bit_count: int = Field(default=1, ge=1, le=16)  # type bit: a field of this many bits from `bit` up (a state enum)
     scale: float = 1.0
     offset: float = 0.0
     unit: str | None = None  # the device's unit; converted to the catalog unit at the edge
@@ -157,6 +158,8 @@ class RegisterPoint(_Base):
             raise ValueError("type 'bit' needs 'bit' (0..15)")
         if self.type is not DataType.BIT and self.bit is not None:
             raise ValueError("'bit' is only valid with type 'bit'")
+        if self.bit_count > 1 and (self.type is not DataType.BIT or (self.bit or 0) + self.bit_count > 16):
+            raise ValueError("'bit_count' takes type 'bit' and must end within the register (bit + bit_count <= 16)")
         return self
 
 
@@ -262,11 +265,16 @@ class PayloadField(_Base):
     scale: float = 1.0
     status: str | None = None  # path of this value's status code (e.g. `data.lel_st`)
     quality: str | None = None  # the quality map that reads the code
+    # an integer or a '0'/'1' string (bit 0 = the right-most character) read as a bit field: `bit` picks one bit
+    bits_as: Literal["number", "binary_string"] | None = None
+    bit: int | None = Field(default=None, ge=0, le=63)
 
     @model_validator(mode="after")
     def _check(self) -> PayloadField:
         if (self.status is None) != (self.quality is None):
             raise ValueError("'status' (the status code's path) and 'quality' (a quality map) go together")
+        if self.bit is not None and self.bits_as is None:
+            raise ValueError("'bit' needs 'bits_as' (number, or binary_string for '0010...' strings)")
         return self
 
 

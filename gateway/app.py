@@ -171,7 +171,7 @@ class Gateway:
             sync_interval_s=cfg.spool.sync_interval_s,
         )
         self.series = build_series(cfg)
-        self.pipeline = Pipeline(self.spool, self.series, self.metrics, clock_limits=cfg.clock_limits())
+        self.pipeline = Pipeline(self.spool, self.series, self.metrics, clock_limits=cfg.clock_limits(), now_ns=clock)
         params = broker_params(cfg)
         try:
             self.alarms = AlarmEngine(cfg, clock, {bid: mqtt_target(p) for bid, p in params.items()}, self.metrics)

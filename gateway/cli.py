@@ -33,6 +33,58 @@ def _setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def unmapped_bits(prof: ModbusProfile) -> list[str]:
+    """Status words of which only some bits are mapped and the word itself is not stored: the rest would be lost."""
+    from drivers.modbus.codec import DataType
+
+    bits: dict[tuple[str, int], set[int]] = {}
+    whole: set[tuple[str, int]] = set()
+    for p, table, addr, _order in prof.resolved():
+        if p.type is DataType.BIT:
+            bits.setdefault((table.value, addr), set()).add(p.bit or 0)
+        elif p.type in (DataType.UINT16, DataType.INT16):
+            whole.add((table.value, addr))
+    out = []
+    for (tname, addr), used in sorted(bits.items()):
+        if (tname, addr) in whole:
+            continue
+        free = [b for b in range(16) if b not in used]
+        if free:
+            out.append(
+                f"{tname} {addr}: bits {_ranges(free)} are not mapped and the word is not stored "
+                f"(add a uint16 point on it, e.g. an auxiliary 'status_word', to keep them)"
+            )
+    return out
+
+
+def _ranges(xs: list[int]) -> str:
+    out: list[str] = []
+    start = prev = xs[0]
+    for x in [*xs[1:], -1]:
+        if x != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}–{prev}")
+            start = x
+        prev = x
+    return ", ".join(out)
+
+
+def sample_problems(cfg: SiteConfig) -> list[str]:
+    """Golden samples of every profile the site uses that no longer decode to their expectations."""
+    from drivers.testbench import check_samples, load_samples, profile_samples
+
+    out: list[str] = []
+    for pid in sorted({d.profile for d in cfg.devices}):
+        path = profile_samples(pid, list(cfg.profile_dirs))
+        if path is None:
+            continue
+        try:
+            problems = check_samples(cfg.profiles()[pid], load_samples(path))
+        except ValueError as err:
+            problems = [str(err)]
+        out += [f"profile {pid} ({path}): {p}" for p in problems]
+    return out
+
+
 def check_config(cfg: SiteConfig, path: Path) -> str:
     """The resolved plan, as a technician wants to see it before going on site."""
     out = [f"{path}: OK", f"site {cfg.site.id} · {cfg.site.name} · {cfg.site.timezone}"]
@@ -57,6 +109,11 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
             )
             for b in blocks:
                 out.append(f"    {b.describe()}")
+            if prof.clock is not None:
+                c = prof.clock
+                out.append(f"    device clock: {c.encoding} {c.packing} {'-'.join(c.fields)} in zone {c.zone}")
+            for note in unmapped_bits(prof):
+                out.append(f"    NOTE {note}")
     for br in cfg.brokers:
         devs = [d for d in cfg.devices if d.broker == br.id]
         tls = "TLS" if br.tls else "plain"
@@ -221,17 +278,37 @@ def main(argv: list[str] | None = None) -> int:
     p_once = sub.add_parser("once", help="poll/receive once per device and print the readings")
     p_once.add_argument("config", type=Path)
     p_once.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for MQTT devices")
+    p_tp = sub.add_parser(
+        "test-profile", help="decode sample payloads or a register dump with a profile; check its golden samples"
+    )
+    p_tp.add_argument("profile", help="a profile id (built-in or in --profile-dir) or a profile YAML file")
+    src = p_tp.add_mutually_exclusive_group()
+    src.add_argument("--payload", type=Path, help="MQTT: one payload, or JSON lines / one HJ 212 frame per line")
+    src.add_argument("--registers", type=Path, help="Modbus: lines '<table> <address>: <hex words>'")
+    p_tp.add_argument("--topic", default="sample/DEVICE", help="the topic the payload arrived on")
+    p_tp.add_argument("--timezone", default="Asia/Shanghai", help="the site's timezone (zone-less device times)")
+    p_tp.add_argument("--profile-dir", type=Path, action="append", default=[], help="extra profile folder")
     dashboards.add_cli(sub)
     args = ap.parse_args(argv)
     _setup_logging(args.log_level)
     if args.cmd == "dashboards":  # talks to Grafana, needs no site config
         return dashboards.run_cli(args)
+    if args.cmd == "test-profile":
+        from gateway.profile_bench import run_test_profile
+
+        return run_test_profile(args)
     try:
         cfg = load_config(args.config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.cmd == "check-config":
+        bad = sample_problems(cfg)
+        if bad:
+            print(f"error: {args.config}: profile samples no longer decode as expected:", file=sys.stderr)
+            for b in bad:
+                print(f"  {b}", file=sys.stderr)
+            return 2
         print(check_config(cfg, args.config))
         return 0
     try:

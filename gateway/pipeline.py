@@ -31,7 +31,9 @@ class Pipeline:
         queue_batches: int = 10000,
         max_batch_readings: int = 20000,
         clock_limits: Mapping[str, tuple[float, float]] | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        self.now_ns = now_ns  # the gateway's clock (injected in tests), against which device clocks are checked
         self.spool = spool
         # device clocks are checked when limits are given (the gateway gives them; tools replaying history do not)
         self.clock = ClockCheck(clock_limits, metrics) if clock_limits is not None else None
@@ -144,10 +146,10 @@ class Pipeline:
             if extra:
                 self.metrics.readings_by_driver["derived"] += len(extra)
                 batch = batch + extra
-        now_ns = time.time_ns()
-        live, skew = batch, []
+        live: list[Reading] = batch
+        skew: list[Reading] = []
         if self.clock is not None:
-            batch, live, skew = self.clock.apply(batch, now_ns)
+            batch, live, skew = self.clock.apply(batch, self.now_ns())
         marked: list[Reading] = []
         shown: list[Reading] = marked if live is batch else []
         for i, r in enumerate(batch):

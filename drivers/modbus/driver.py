@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from drivers.errors import DeviceBusy, DeviceUnreachable, ProtocolError
-from drivers.modbus.codec import DataType, decode, registers_to_bytes
+from drivers.modbus.codec import DataType, decode, registers_to_bytes, to_canonical
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import CLOCK, Block, DevicePlan
 from drivers.timefmt import decode_register_clock
@@ -141,7 +141,11 @@ def decode_block(device: str, block: Block, data: list[int] | list[bool], ts_ns:
         if p.quantity == CLOCK:
             continue
         chunk = raw[p.offset * 2 : (p.offset + p.width) * 2]
-        x = decode(chunk, p.dtype, p.order, p.bit)
+        x: int | float
+        if p.nbits > 1:  # a multi-bit field of a status word (a state enum in bits 0-3)
+            x = (int.from_bytes(to_canonical(chunk, p.order), "big") >> p.bit) & ((1 << p.nbits) - 1)
+        else:
+            x = decode(chunk, p.dtype, p.order, p.bit)
         if p.invalid and x in p.invalid:  # 0x7FFF, 0xFFFF, -9999: the device says "no value"
             out.append(Reading(device, p.quantity, math.nan, ts_ns, p.invalid[x]))
             continue

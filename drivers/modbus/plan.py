@@ -29,6 +29,7 @@ class PointPlan:
     add: float
     convert: Callable[[float], float] | None  # non-linear unit conversion applied after scale/offset
     invalid: Mapping[int | float, Quality] | None = None  # raw sentinel values -> quality (no value)
+    nbits: int = 1  # type bit: width of the bit field from `bit`
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ def _point_plan(
     add: float,
     unit: str | None,
     invalid: Mapping[str, QualityName] | None = None,
+    nbits: int = 1,
 ) -> PointPlan:
     target = quantities.lookup(p_quantity).unit
     convert: Callable[[float], float] | None = None
@@ -93,7 +95,7 @@ def _point_plan(
         for text, qname in invalid.items():
             x = float(text)
             sentinels[int(x) if dtype not in (DataType.FLOAT32, DataType.FLOAT64) else x] = qname.quality
-    return PointPlan(p_quantity, offset, WIDTH[dtype], dtype, order, bit or 0, scale, add, convert, sentinels)
+    return PointPlan(p_quantity, offset, WIDTH[dtype], dtype, order, bit or 0, scale, add, convert, sentinels, nbits)
 
 
 def plan_reads(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -> list[Block]:
@@ -103,7 +105,7 @@ def plan_reads(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -
     """
     by_table: dict[Table, list[tuple[int, int, PointPlan]]] = {}
     for p, table, addr, order in profile.resolved():
-        pp = _point_plan(p.quantity, 0, p.type, order, p.bit, p.scale, p.offset, p.unit, p.invalid)
+        pp = _point_plan(p.quantity, 0, p.type, order, p.bit, p.scale, p.offset, p.unit, p.invalid, p.bit_count)
         by_table.setdefault(table, []).append((addr, pp.width, pp))
     if profile.clock is not None:
         ctable, caddr = profile.clock_address()
@@ -134,7 +136,17 @@ def plan_reads(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -
 def _block(table: Table, start: int, end: int, items: list[tuple[int, int, PointPlan]]) -> Block:
     pts = tuple(
         PointPlan(
-            pp.quantity, addr - start, pp.width, pp.dtype, pp.order, pp.bit, pp.scale, pp.add, pp.convert, pp.invalid
+            pp.quantity,
+            addr - start,
+            pp.width,
+            pp.dtype,
+            pp.order,
+            pp.bit,
+            pp.scale,
+            pp.add,
+            pp.convert,
+            pp.invalid,
+            pp.nbits,
         )
         for addr, _w, pp in items
     )

@@ -21,6 +21,10 @@ def _split(path: str) -> tuple[str | int, ...]:
     return tuple(int(p) if p.isdigit() else p for p in path.split("."))
 
 
+def _ts_paths(spec: TimestampSpec) -> list[tuple[str | int, ...]] | None:
+    return [_split(p) for p in spec.path.split("+")] if spec.path else None
+
+
 def _get(doc: Any, path: tuple[str | int, ...]) -> Any:
     cur = doc
     for key in path:
@@ -54,6 +58,8 @@ class _Field:
     where: str = ""  # for error messages, built once rather than per reading
     status: tuple[str | int, ...] | None = None
     qmap: QualityMap | None = None
+    bits_as: str | None = None
+    bit: int | None = None
 
 
 def _conv(quantity: str, unit: str | None, scale: float) -> tuple[float, float, Callable[[float], float] | None]:
@@ -88,6 +94,21 @@ def _number(v: Any, where: str, strings: bool = False) -> float:
     raise ProtocolError(f"{where}: expected a number, got {type(v).__name__} {v!r:.40}")
 
 
+def _bits(v: Any, f: _Field) -> float:
+    """A bit field: an integer, or a '0'/'1' string whose right-most character is bit 0 (云筑's `warning`)."""
+    if f.bits_as == "binary_string":
+        if not isinstance(v, str) or not v or v.strip("01"):
+            raise ProtocolError(f"{f.where}: expected a string of 0 and 1, got {v!r:.40}")
+        n = int(v, 2)
+    else:
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ProtocolError(f"{f.where}: expected an integer bit field, got {v!r:.40}")
+        n = v
+    return float((n >> f.bit) & 1 if f.bit is not None else n)
+
+
 class PayloadDecoder:
     """Decodes one profile's payloads. Built once per profile; `decode` is the hot path."""
 
@@ -102,11 +123,11 @@ class PayloadDecoder:
         self.map = m
         self._key_path = _split(m.device_key.path) if m.device_key.path else None
         self._key_segment = m.device_key.segment
-        self._ts_path = _split(m.timestamp.path) if m.timestamp.path else None
+        self._ts_path = _ts_paths(m.timestamp)
         self._time = TimeParser(m.timestamp, site_tz)
         # devices whose clock differs from their model's (another zone or pattern): their own parser
         self._device_time = {
-            dev: (TimeParser(spec, site_tz), _split(spec.path) if spec.path else None)
+            dev: (TimeParser(spec, site_tz), _ts_paths(spec))
             for dev, spec in (device_time or {}).items()
         }
         maps = profile.quality_maps
@@ -119,6 +140,8 @@ class PayloadDecoder:
                 where=f"field {f.path!r} ({f.quantity})",
                 status=_split(f.status) if f.status else None,
                 qmap=maps[f.quality] if f.quality else None,
+                bits_as=f.bits_as,
+                bit=f.bit,
             )
             for f in m.fields
         ]
@@ -163,9 +186,15 @@ class PayloadDecoder:
             parser, path = self._device_time[device]
         if path is None or parser.format is TimestampFormat.RECEIVE:
             return receive_ns
-        v = _get(doc, path)
-        if v is _MISSING:
-            raise ProtocolError(f"{parser.where} is missing")
+        if len(path) == 1:
+            v = _get(doc, path[0])
+            if v is _MISSING:
+                raise ProtocolError(f"{parser.where} is missing")
+        else:  # a date and a time in separate fields ("Date+Time"): joined with a space
+            parts = [_get(doc, p) for p in path]
+            if any(p is _MISSING or not isinstance(p, str) for p in parts):
+                raise ProtocolError(f"{parser.where}: a part is missing or not a string")
+            v = " ".join(parts)
         return parser.parse(v)
 
     def _flag(self, doc: Any, path: tuple[str | int, ...] | None) -> bool:
@@ -192,7 +221,13 @@ class PayloadDecoder:
             if f.qmap is not None and f.status is not None and not f.state:
                 code = _get(doc, f.status)
                 q = q.worst(f.qmap.quality_of(None if code is _MISSING else code))
-            if type(v) is float:  # the common case, without _number's checks
+            if f.bits_as is not None:
+                try:
+                    x = _bits(v, f)
+                except ProtocolError as err:
+                    errors.append(err)
+                    continue
+            elif type(v) is float:  # the common case, without _number's checks
                 x = v
             else:
                 if sentinels:

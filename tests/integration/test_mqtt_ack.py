@@ -32,7 +32,7 @@ def session(port: int, submit: Callable[..., object]) -> MqttSession:
         dead_letter_topic="t/dl",
     )
     route = MqttDeviceRoute("FW-1", "FW-1", "ack/site/formwork/+/data", PayloadDecoder(prof))
-    return MqttSession(params, [route], submit, lambda kind, msg: None)  # type: ignore[arg-type]
+    return MqttSession(params, [route], submit, lambda kind, msg, device: None)  # type: ignore[arg-type]
 
 
 async def run_until(s: MqttSession, done: asyncio.Event, wait_s: float) -> None:
