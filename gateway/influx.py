@@ -80,8 +80,8 @@ _field_keys: dict[str, str] = {}  # quantity -> escaped field key; quantities ar
 def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags]) -> tuple[bytes, int, int]:
     """Group readings by (device, timestamp) into lines: one field per quantity.
 
-    Quality other than GOOD is stored as an integer field `<quantity>_q`; a non-finite value cannot be stored,
-    so only its quality (BAD) is. Returns (bytes, lines, readings encoded).
+    Quality other than GOOD is stored as an integer field `<quantity>_q` (1 uncertain, 2 bad, 3 not ready); a
+    non-finite value cannot be stored, so only its quality is (BAD, or NOT_READY when the device said so). Returns (bytes, lines, readings encoded).
     """
     groups: dict[tuple[str, int], list[Reading]] = {}
     for r in readings:
@@ -101,8 +101,9 @@ def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags
                 fields.append(f"{key}={format_float(r.value)}")
                 if r.quality is not Quality.GOOD:
                     fields.append(f"{key}_q={int(r.quality)}i")
-            else:
-                fields.append(f"{key}_q={int(Quality.BAD)}i")
+            else:  # no value (NaN, a sentinel): only its quality, not ready (3) when the device said so, else bad
+                q = Quality.NOT_READY if r.quality is Quality.NOT_READY else Quality.BAD
+                fields.append(f"{key}_q={int(q)}i")
             n += 1
         out.append(f"{st.measurement}{st.tagset} {','.join(fields)} {ts}\n")
     return "".join(out).encode(), len(out), n

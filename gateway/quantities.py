@@ -98,12 +98,12 @@ def register_auxiliary(q: Quantity) -> None:
     if q.name in CATALOG or (m is not None and m["base"] in CATALOG):
         raise ValueError(f"auxiliary quantity {q.name!r} is a catalog quantity; use it without declaring it")
     old = AUXILIARY.get(q.name)
-    if old is not None and old != q:
+    if old is not None and (old.unit, old.low, old.high) != (q.unit, q.low, q.high):
         raise ValueError(
             f"auxiliary quantity {q.name!r} is already declared by another profile as {old.unit} "
             f"{old.low:g}..{old.high:g}; declare it the same way or choose another name"
         )
-    AUXILIARY[q.name] = q
+    AUXILIARY.setdefault(q.name, q)  # titles may differ between profiles; unit and range may not
 
 
 def lookup(name: str) -> Quantity:

@@ -99,7 +99,16 @@ class ModbusLink:
                 os.close(fd)
             except OSError as err:
                 return os_reason(err)
-            return "the port opens but the serial driver refused it"
+            try:  # the port opens: try its settings the way pymodbus does (pyserial), to name what was refused
+                import serial
+
+                port = serial.Serial(
+                    ln.port, ln.baudrate, bytesize=ln.bytesize, parity=ln.parity.value, stopbits=ln.stopbits, timeout=0
+                )
+                port.close()
+            except line_errors() as err:
+                return os_reason(err, self.settings)
+            return "the port opens with these settings, but the Modbus client could not use it"
         try:
             await asyncio.get_running_loop().getaddrinfo(ln.host, ln.port, type=socket.SOCK_STREAM)
         except socket.gaierror as err:

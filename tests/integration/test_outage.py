@@ -20,7 +20,7 @@ def stream(port: int, n: int, stop_at: threading.Event, rate_hz: float = 300) ->
     c = paho.Client(paho.CallbackAPIVersion.VERSION2)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    t0 = 1795224600_000
+    t0 = time.time_ns() // 1_000_000 - 60_000  # device time a minute ago: within the clock limits (no skew reading)
     sent = 0
     try:
         for i in range(n):
