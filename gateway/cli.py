@@ -222,11 +222,7 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     params = broker_params(cfg)
     mqtt_devices.update(r.device_id for rs in routes.values() for r in rs)
     if mqtt_devices:
-        sessions = [
-            MqttSession(params[b], rs, collect, _print_dead_letter)
-            for b, rs in routes.items()
-            if rs
-        ]
+        sessions = [MqttSession(params[b], rs, collect, _print_dead_letter) for b, rs in routes.items() if rs]
         tasks = [asyncio.create_task(s.run(), name=f"once-mqtt-{s.p.id}") for s in sessions]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_heard.wait(), timeout_s)

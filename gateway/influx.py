@@ -81,7 +81,8 @@ def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags
     """Group readings by (device, timestamp) into lines: one field per quantity.
 
     Quality other than GOOD is stored as an integer field `<quantity>_q` (1 uncertain, 2 bad, 3 not ready); a
-    non-finite value cannot be stored, so only its quality is (BAD, or NOT_READY when the device said so). Returns (bytes, lines, readings encoded).
+    non-finite value cannot be stored, so only its quality is (BAD, or NOT_READY when the device said so).
+    Returns (bytes, lines, readings encoded).
     """
     groups: dict[tuple[str, int], list[Reading]] = {}
     for r in readings:
@@ -92,20 +93,22 @@ def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags
         st = series.get(device)
         if st is None:
             continue
-        fields: list[str] = []
+        # one field per key: the pipeline moves a different reading of a series at the same time by 1 ns, so a key
+        # repeated here is the same reading delivered twice (a duplicate field in a line would be ambiguous)
+        fields: dict[str, str] = {}
         for r in rs:
             key = _field_keys.get(r.quantity)
             if key is None:
                 key = _field_keys[r.quantity] = escape_key(r.quantity)
             if math.isfinite(r.value):
-                fields.append(f"{key}={format_float(r.value)}")
+                fields[key] = f"{key}={format_float(r.value)}"
                 if r.quality is not Quality.GOOD:
-                    fields.append(f"{key}_q={int(r.quality)}i")
+                    fields[key + "_q"] = f"{key}_q={int(r.quality)}i"
             else:  # no value (NaN, a sentinel): only its quality, not ready (3) when the device said so, else bad
                 q = Quality.NOT_READY if r.quality is Quality.NOT_READY else Quality.BAD
-                fields.append(f"{key}_q={int(q)}i")
+                fields[key + "_q"] = f"{key}_q={int(q)}i"
             n += 1
-        out.append(f"{st.measurement}{st.tagset} {','.join(fields)} {ts}\n")
+        out.append(f"{st.measurement}{st.tagset} {','.join(fields.values())} {ts}\n")
     return "".join(out).encode(), len(out), n
 
 

@@ -127,8 +127,7 @@ class PayloadDecoder:
         self._time = TimeParser(m.timestamp, site_tz)
         # devices whose clock differs from their model's (another zone or pattern): their own parser
         self._device_time = {
-            dev: (TimeParser(spec, site_tz), _ts_paths(spec))
-            for dev, spec in (device_time or {}).items()
+            dev: (TimeParser(spec, site_tz), _ts_paths(spec)) for dev, spec in (device_time or {}).items()
         }
         maps = profile.quality_maps
         self._fields = [

@@ -111,7 +111,14 @@ async def test_vendor_devices_from_their_docs(tmp_path: Path, mosquitto: Service
         profile_dirs=["profiles"],
         lines=[{"id": "crane", "type": "modbus_tcp", "host": "127.0.0.1", "port": port}],
         devices=[
-            {"id": "TC-V", "profile": "vendor_crane_v1", "line": "crane", "unit_id": 1, "poll_interval_s": 0.5, "timeout_s": 0.3},
+            {
+                "id": "TC-V",
+                "profile": "vendor_crane_v1",
+                "line": "crane",
+                "unit_id": 1,
+                "poll_interval_s": 0.5,
+                "timeout_s": 0.3,
+            },
             {
                 "id": "GAS-V",
                 "profile": "vendor_gas_v1",
@@ -148,9 +155,7 @@ async def test_vendor_devices_from_their_docs(tmp_path: Path, mosquitto: Service
             send(_msg(base + 3, 0.0, st_ex=2, h2s="--", st_h2s=3))  # H2S warming up
             send(b'{"sn": "GAS-77", "time": "' + _local(base + 4).encode() + b'", "ch": [{"g": "EX", "v": 2')
             await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 6, 10, what="6 messages")
-            await asyncio.to_thread(
-                wait_for, lambda: gw.metrics.polls["TC-V"] >= 2, 10, what="two polls of the crane"
-            )
+            await asyncio.to_thread(wait_for, lambda: gw.metrics.polls["TC-V"] >= 2, 10, what="two polls of the crane")
             assert await gw.flush(20)
 
             gas = rows(influxdb.port, db, "SELECT lel, lel_q, o2, h2s, h2s_q FROM gas WHERE device = 'GAS-V'")

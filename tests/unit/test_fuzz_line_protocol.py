@@ -250,7 +250,8 @@ def test_encode_readings_one_line_per_device_and_timestamp(
             if r.quality is not Quality.GOOD:
                 f[f"{r.quantity}_q"] = int(r.quality)
         else:
-            f[f"{r.quantity}_q"] = int(Quality.BAD)  # a non-finite value cannot be stored: only that it is BAD
+            # a non-finite value cannot be stored: only its quality (not ready when the device said so, else bad)
+            f[f"{r.quantity}_q"] = int(Quality.NOT_READY if r.quality is Quality.NOT_READY else Quality.BAD)
     for key, fields in expected.items():
         got = by_line[key].fields
         assert got == fields

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from drivers.errors import ProtocolError
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.profile import MqttProfile, builtin_profiles
+from drivers.testbench import load_samples, profile_samples
+from drivers.timefmt import TimeParser, TimestampFormat, TimestampSpec
 from gateway import quantities
 from gateway.model import Quality, Reading
 
@@ -27,8 +29,11 @@ Path = tuple[str | int, ...]
 
 
 def test_every_mqtt_profile_is_fuzzed() -> None:
-    assert {"formwork_mqtt_v1", "gas_4in1_mqtt_v1"} <= set(ALL)
-    assert set(VALID) == set(ALL), "add a valid-payload strategy for the new MQTT profile"
+    assert {"formwork_mqtt_v1", "gas_4in1_mqtt_v1", "hj212_dust_noise_v1"} <= set(ALL)
+    # every profile gets the byte and JSON fuzzing below; those with a valid-document strategy also get the
+    # document mutations, and every other one has golden samples that test_golden_samples_mutated mutates
+    for pid in set(ALL) - set(VALID):
+        assert profile_samples(pid, []) is not None, f"{pid}: add golden samples or a valid-payload strategy"
 
 
 def check(pid: str, device: str, readings: list[Reading], errors: list[ProtocolError]) -> None:
@@ -39,7 +44,7 @@ def check(pid: str, device: str, readings: list[Reading], errors: list[ProtocolE
         assert r.quantity in names
         assert r.ts_ns == TS_NS
         assert isinstance(r.value, float) and isinstance(r.quality, Quality)
-        assert math.isfinite(r.value) or r.quality is Quality.BAD, r
+        assert math.isfinite(r.value) or not r.quality.valid, r  # no value is never a usable one
     for e in errors:
         assert isinstance(e, ProtocolError) and str(e)  # the reason goes with the dead letter
 
@@ -188,14 +193,30 @@ def gas_doc(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+@st.composite
+def yunzhu_crane_doc(draw: st.DrawFn) -> dict[str, Any]:
+    """云筑 crane live data: local time without a zone (a pattern), a 32-character 0/1 alarm string."""
+    doc: dict[str, Any] = {
+        "deviceId": draw(st.text(min_size=1, max_size=12)),
+        "deviceTime": draw(st.datetimes(datetime(2001, 1, 1), datetime(2099, 1, 1))).strftime("%Y-%m-%d %H:%M:%S"),
+        "warning": "".join(draw(st.lists(st.sampled_from("01"), min_size=32, max_size=32))),
+    }
+    for f in PROFILES["yunzhu_tower_crane_json_v1"].payload.fields:
+        if f.path not in doc:
+            doc[f.path] = draw(measured)
+    return doc
+
+
 VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "formwork_mqtt_v1": formwork_doc(),
     "gas_4in1_mqtt_v1": gas_doc(),
+    "yunzhu_tower_crane_json_v1": yunzhu_crane_doc(),
 }
+DOCS = sorted(VALID)
 
 
 @FUZZ
-@given(pid=st.sampled_from(ALL), data=st.data())
+@given(pid=st.sampled_from(DOCS), data=st.data())
 def test_valid_payloads_decode_without_errors(pid: str, data: st.DataObject) -> None:
     doc = data.draw(VALID[pid])
     got = decode(pid, topic_for(pid, str(doc.get("sn", "D1"))), json.dumps(doc).encode())
@@ -203,6 +224,72 @@ def test_valid_payloads_decode_without_errors(pid: str, data: st.DataObject) -> 
     readings, errors = got
     assert errors == []
     assert len(readings) == len(PROFILES[pid].payload.fields) + len(doc.get("readings", []))
+
+
+SAMPLED = [
+    (pid, case.payload)
+    for pid in ALL
+    if (sp := profile_samples(pid, [])) is not None
+    for case in load_samples(sp).cases
+    if case.payload is not None
+]
+
+
+@FUZZ
+@given(sample=st.sampled_from(SAMPLED), cut=st.integers(0, 600), junk=st.binary(max_size=8), data=st.data())
+def test_golden_samples_mutated(sample: tuple[str, str], cut: int, junk: bytes, data: st.DataObject) -> None:
+    """Every profile's own golden payloads (HJ 212 frames, 0/1 alarm strings, two-field dates, per-channel status),
+    cut, spliced with junk and with characters replaced: a ProtocolError or readings that pass `check`."""
+    pid, text = sample
+    raw = text.strip().encode()
+    cut = min(cut, len(raw))
+    i = data.draw(st.integers(0, max(0, len(raw) - 1)))
+    swapped = (
+        raw[:i] + data.draw(st.sampled_from([b"-", b"9", b",", b";", b"=", b"&", b'"', b"\xff", b"."])) + raw[i + 1 :]
+    )
+    for payload in (raw[:cut], raw[:cut] + junk + raw[cut:], raw[:cut] + junk + raw[cut + len(junk) :], swapped):
+        decode(pid, topic_for(pid), payload)
+
+
+PATTERNS = ["yyyy-MM-dd HH:mm:ss", "yyyy/MM/dd HH:mm:ss", "yyyyMMddHHmmss", "yyyy-MM-dd HH:mm:ss.SSS", "%d.%m.%Y %H:%M"]
+
+
+@FUZZ
+@given(
+    pattern=st.sampled_from(PATTERNS),
+    zone=st.sampled_from(["site", "UTC", "+08:00", "-03:30", "Europe/Berlin"]),
+    value=st.one_of(
+        st.text(max_size=30),
+        st.datetimes(datetime(1900, 1, 1), datetime(2300, 1, 1)).map(lambda d: d.strftime("%Y-%m-%d %H:%M:%S")),
+        st.integers(),
+        st.floats(),
+        st.none(),
+    ),
+)
+def test_pattern_times_only_ever_raise_protocol_errors(pattern: str, zone: str, value: Any) -> None:
+    p = TimeParser(TimestampSpec(path="t", format=TimestampFormat.PATTERN, pattern=pattern, zone=zone), "Asia/Shanghai")
+    try:
+        ns = p.parse(value)
+    except ProtocolError as err:
+        assert str(err).startswith("timestamp 't'")
+        return
+    assert 946_684_800 * 10**9 <= ns <= 4_102_444_800 * 10**9
+
+
+@FUZZ
+@given(
+    fmt=st.sampled_from(
+        [TimestampFormat.EPOCH_S, TimestampFormat.EPOCH_MS, TimestampFormat.EPOCH_US, TimestampFormat.EPOCH_NS]
+    ),
+    value=st.one_of(st.integers(), st.floats(), st.text(max_size=25), st.booleans()),
+)
+def test_epoch_times_only_ever_raise_protocol_errors(fmt: TimestampFormat, value: Any) -> None:
+    p = TimeParser(TimestampSpec(path="t", format=fmt), "UTC")
+    try:
+        ns = p.parse(value)
+    except ProtocolError:
+        return
+    assert 946_684_800 * 10**9 <= ns <= 4_102_444_800 * 10**9
 
 
 nasty = st.one_of(
@@ -271,7 +358,7 @@ def _field_paths(pid: str, doc: dict[str, Any]) -> list[Path]:
 
 
 @FUZZ
-@given(pid=st.sampled_from(ALL), data=st.data())
+@given(pid=st.sampled_from(DOCS), data=st.data())
 def test_mutated_payloads_keep_their_good_fields(pid: str, data: st.DataObject) -> None:
     doc, bad, touched = data.draw(mutated(pid))
     dec = DECODERS[pid]
@@ -299,7 +386,8 @@ def test_mutated_payloads_keep_their_good_fields(pid: str, data: st.DataObject) 
     # a field that is there but holds no usable number is reported, naming its path (the dead letter's reason)
     for f in m.fields:
         v = _get_or(bad, f.path)
-        if v is not _ABSENT and not _usable(v):
+        bit_string = f.bits_as == "binary_string" and isinstance(v, str) and v != "" and not v.strip("01")
+        if v is not _ABSENT and not _usable(v) and not bit_string:
             assert any(repr(f.path) in str(e) for e in errors), (f.path, v, errors)
 
 
@@ -337,7 +425,7 @@ def test_messages_of_several_devices_never_mix(docs: list[dict[str, Any]]) -> No
 
 
 @FUZZ
-@given(pid=st.sampled_from(ALL), data=st.data(), cut=st.integers(0, 400), junk=st.binary(max_size=6))
+@given(pid=st.sampled_from(DOCS), data=st.data(), cut=st.integers(0, 400), junk=st.binary(max_size=6))
 def test_byte_level_mutations(pid: str, data: st.DataObject, cut: int, junk: bytes) -> None:
     raw = json.dumps(data.draw(VALID[pid]), ensure_ascii=False).encode()
     cut = min(cut, len(raw))
