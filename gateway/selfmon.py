@@ -136,6 +136,39 @@ class SelfMonitor:
                     f"{len(offline)} device(s) offline: {', '.join(offline)}",
                 )
             )
+        failing = sorted(m.decode_failing)
+        if failing:
+            out.append(
+                _reason(
+                    "decode_errors",
+                    {"devices": failing, "dead_letters": {d: m.dead_letters_by_device[d] for d in failing}},
+                    f"{len(failing)} 台设备的数据无法解析（消息在到达，见死信）：{'、'.join(failing)}",
+                    f"{len(failing)} device(s) send messages that do not decode (see the dead letters): "
+                    + ", ".join(failing),
+                )
+            )
+        skewed = sorted(m.clock_skewed)
+        if skewed:
+            out.append(
+                _reason(
+                    "clock_skew",
+                    {"devices": skewed},
+                    f"{len(skewed)} 台设备时钟偏差过大（数据已保存并标记为可疑）：{'、'.join(skewed)}",
+                    f"{len(skewed)} device clock(s) off (readings kept, marked uncertain): {', '.join(skewed)}",
+                )
+            )
+        if m.lines_down:
+            lines_down = sorted(m.lines_down)
+            out.append(
+                _reason(
+                    "lines_down",
+                    {"lines": {ln: m.lines_down[ln] for ln in lines_down}},
+                    f"{len(lines_down)} 条 Modbus 线路无法打开："
+                    + "；".join(f"{ln}: {m.lines_down[ln]}" for ln in lines_down),
+                    f"{len(lines_down)} Modbus line(s) cannot be opened: "
+                    + "; ".join(f"{ln}: {m.lines_down[ln]}" for ln in lines_down),
+                )
+            )
         brokers = sorted(s.p.id for s in gw.sessions if not s.connected.is_set())
         if brokers:
             out.append(

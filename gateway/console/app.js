@@ -183,10 +183,14 @@ function tileValues(dev) {
 
 function tileStatus(dev) {
   const a = worstAlarm(dev.id);
-  const up = (S.latest[dev.id] || {}).up;
+  const latest = S.latest[dev.id] || {};
+  const up = latest.up;
   if (a && a.level > 0) return { cls: `lvl-${a.level}`, text: t(`level_${a.level}`) };
+  // messages that arrive and do not decode: say so, not "offline" (the cause is the payload or the profile)
+  if (latest.decode_errors && latest.decode_errors.value === 1) return { cls: "offline", text: t("decode_errors") };
   if (!up) return { cls: "nodata", text: t("no_data") };
   if (up.value === 0) return { cls: "offline", text: t("offline") };
+  if (latest.clock_skew && latest.clock_skew.value === 1) return { cls: "ok", text: t("clock_skew") };
   return { cls: "ok", text: t("online") };
 }
 

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.config import SiteConfig
+from gateway.selfmon import health_report
 from services import local
 from services.local import Service, rows, wait_for
 from simulators.runner import SiteSimulator
@@ -100,6 +101,9 @@ async def test_run_keeps_the_crane_flowing_while_a_line_is_refused(
         assert "parity E" in gw.metrics.lines_down["pit-bus"]
         assert "no such file" in gw.metrics.lines_down["nowhere"]
         assert gw.metrics.up["TC-01"] == 1 and gw.metrics.poll_failures["TC-01"] == 0
+        _code, health = health_report(gw)
+        reasons = {r["code"]: r for r in health["reasons"]}
+        assert health["status"] == "degraded" and "parity E" in reasons["lines_down"]["en"]
         assert all(not t.done() for t in gw._owned)  # every task, the refused lines' owners included, still runs
         assert await gw.flush(20)
     n = rows(influxdb.port, db_of(cfg), "SELECT count(wind_speed) FROM tower_crane WHERE device = 'TC-01'")
