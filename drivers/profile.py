@@ -322,7 +322,10 @@ class BadWhen(_Base):
 class PayloadMap(_Base):
     # json: a JSON document; hj212: an HJ 212-2017 frame (`##0123QN=...;CP=&&DataTime=...;a34002-Rtd=41,...&&CRC`),
     # read as {"QN": .., "MN": .., "CP": {"DataTime": .., "a34002-Rtd": "41", "a34002-Flag": "N"}}
-    format: Literal["json", "hj212"] = "json"
+    # columns: one text line of separated values (RTKLIB solution output, CSV-like loggers), read as {"0": .., "1": ..}
+    format: Literal["json", "hj212", "columns"] = "json"
+    separator: str | None = None  # columns: the separator (None: any run of whitespace)
+    comment: str = "%"  # columns: lines starting with this are comments (RTKLIB's header)
     device_key: DeviceKey
     timestamp: TimestampSpec = TimestampSpec()
     fields: list[PayloadField] = []

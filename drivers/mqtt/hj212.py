@@ -51,20 +51,18 @@ def parse_hj212(payload: bytes) -> dict[str, Any]:
         raise ProtocolError("HJ 212 frame has no CP=&&...&& data area")
     if not cp.endswith("&&"):
         raise ProtocolError("HJ 212 frame: the CP data area does not end with &&")
-    doc: dict[str, Any] = {}
-    for part in head.split(";"):
+    doc: dict[str, Any] = _pairs(head.split(";"), "frame")
+    # CP groups are separated by `;`, the fields of one factor by `,`
+    doc["CP"] = _pairs([kv for item in cp[:-2].split(";") for kv in item.split(",")], "CP")
+    return doc
+
+
+def _pairs(parts: list[str], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
         if part:
             k, eq, v = part.partition("=")
             if not eq:
-                raise ProtocolError(f"HJ 212 frame: {part[:30]!r} is not KEY=value")
-            doc[k.strip()] = v.strip()
-    cpd: dict[str, str] = {}
-    for item in cp[:-2].split(";"):
-        for kv in item.split(","):
-            if kv:
-                k, eq, v = kv.partition("=")
-                if not eq:
-                    raise ProtocolError(f"HJ 212 CP: {kv[:30]!r} is not KEY=value")
-                cpd[k.strip()] = v.strip()
-    doc["CP"] = cpd
-    return doc
+                raise ProtocolError(f"HJ 212 {where}: {part[:30]!r} is not KEY=value")
+            out[k.strip()] = v.strip()
+    return out

@@ -150,17 +150,32 @@ class PayloadDecoder:
         self._arr_path = _split(m.points.path) if m.points else None
         self._arr_map = maps[m.points.quality] if m.points and m.points.quality else None
         self._sentinels = Sentinels(dict(m.sentinels))
-        self._strings = m.numeric_strings or m.format == "hj212"
+        self._strings = m.numeric_strings or m.format in ("hj212", "columns")
         self._unit_cache: dict[tuple[str, str | None], tuple[float, float, Callable[[float], float] | None]] = {}
 
     def parse(self, payload: bytes) -> Any:
         if self.map.format == "hj212":
             return parse_hj212(payload)
+        if self.map.format == "columns":
+            return self._columns(payload)
         try:
             return json.loads(payload)
         # ValueError also covers bad UTF-8 and integers over Python's 4300-digit limit; RecursionError deep nesting
         except (ValueError, RecursionError) as err:
             raise ProtocolError(f"payload is not JSON: {err}") from None
+
+    def _columns(self, payload: bytes) -> dict[str, str]:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("payload is not UTF-8 text") from None
+        data = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith(self.map.comment)]
+        if len(data) != 1:
+            raise ProtocolError(
+                f"expected one line of values, got {len(data)} (comments start with {self.map.comment!r})"
+            )
+        cols = data[0].split(self.map.separator)
+        return {str(i): c.strip() for i, c in enumerate(cols)}
 
     def device_key(self, topic: str, doc: Any) -> str:
         if self._key_segment is not None:

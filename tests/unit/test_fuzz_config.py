@@ -70,6 +70,7 @@ def assert_names_where(msg: str, path: Path) -> None:
 
 KEYS = [*sorted(SiteConfig.model_fields), "id", "name", "type", "host", "port", "profile", "line", "unit_id"]
 KEYS += ["broker", "topic", "timezone", "dir", "max_bytes", "url", "database", "tls", "ca_file", "users", "devices"]
+KEYS += ["device_clock", "max_ahead_s", "max_age_s", "timestamp", "format", "pattern", "zone"]
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -170,6 +171,89 @@ def mutated_demo(draw: st.DrawFn) -> dict[str, Any]:
 @example(doc={**DEMO, "site": {**DEMO["site"], "timezone": "a" * 300}})  # OSError: file name too long
 @example(doc={**DEMO, "brokers": 5})
 def test_mutated_demo_site(site_file: Path, doc: dict[str, Any]) -> None:
+    load(site_file, yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+
+
+PROFILE_DIR = Path(__file__).parents[2] / "drivers" / "profiles"
+# profiles that use the language's newer parts: quality maps, status points and fields, bit fields, register
+# sentinels, auxiliary quantities, two-field dates, HJ 212, one-based addresses
+PROFILE_DOCS = {
+    pid: yaml.safe_load((PROFILE_DIR / f"{pid}.yaml").read_text(encoding="utf-8"))
+    for pid in (
+        "honeywell_midas_modbus_v1",
+        "deye_elevator_json_v1",
+        "hj212_dust_noise_v1",
+        "siemens_qsa2700_pm_modbus_v1",
+        "yunzhu_tower_crane_json_v1",
+    )
+}
+PROFILE_KEYS = ["auxiliary", "quality_maps", "codes", "other", "status", "quality", "status_key", "sentinels"]
+PROFILE_KEYS += ["bits_as", "bit", "bit_count", "invalid", "clock", "encoding", "packing", "fields", "zone", "pattern"]
+PROFILE_KEYS += ["address_base", "one_based", "counter_wrap", "numeric_strings", "not_ready_when", "format", "path"]
+
+
+@st.composite
+def mutated_profile(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    pid = draw(st.sampled_from(sorted(PROFILE_DOCS)))
+    doc = copy.deepcopy(PROFILE_DOCS[pid])
+    doc["id"] = "fuzzed_profile"
+    for _ in range(draw(st.integers(1, 3))):
+        loc = draw(st.sampled_from(_places(doc)))
+        parent, key = _at(doc, loc[:-1]), loc[-1]
+        op = draw(st.sampled_from(["drop", "retype", "known_key"]))
+        if op == "drop":
+            del parent[key]
+        elif op == "retype":
+            parent[key] = draw(replacement | st.sampled_from(["bad", "not_ready", "bcd", "binary_string", "site"]))
+        elif isinstance(parent, dict):
+            parent[draw(st.sampled_from(PROFILE_KEYS))] = draw(replacement)
+    return pid, doc
+
+
+@settings(FUZZ, max_examples=40)
+@given(case=mutated_profile())
+def test_mutated_third_party_profiles(tmp_path_factory: pytest.TempPathFactory, case: tuple[str, Any]) -> None:
+    """A site profile that uses the newer profile fields, mutated: the site loads, or a ConfigError names where."""
+    pid, doc = case
+    folder = tmp_path_factory.mktemp("fuzz_profile")
+    (folder / "profiles").mkdir()
+    (folder / "profiles" / "fuzzed_profile.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
+    modbus = PROFILE_DOCS[pid].get("transport") == "modbus"
+    device = (
+        {"id": "D", "profile": "fuzzed_profile", "line": "l", "unit_id": 1}
+        if modbus
+        else {"id": "D", "profile": "fuzzed_profile", "broker": "b", "topic": "t/+", "expected_interval_s": 1}
+    )
+    site = {
+        "site": {"id": "s", "name": "s"},
+        "profile_dirs": ["profiles"],
+        "lines": [{"id": "l", "type": "modbus_tcp", "host": "127.0.0.1"}],
+        "brokers": [{"id": "b", "host": "127.0.0.1"}],
+        "devices": [device],
+        "sink": {"type": "influxdb_v1", "url": "http://127.0.0.1:8086", "database": "x"},
+    }
+    from gateway.config import _profiles
+
+    _profiles.cache_clear()
+    load(folder / "site.yaml", yaml.safe_dump(site))
+
+
+@FUZZ
+@given(
+    override=st.dictionaries(
+        st.sampled_from(["format", "pattern", "zone", "path", "x"]),
+        st.sampled_from(["pattern", "iso8601", "epoch_us", "receive", "yyyyMMddHHmmss", "%Y", "site", "+08:00", "Mars"])
+        | scalars,
+        max_size=3,
+    ),
+    clock=st.dictionaries(st.sampled_from(["max_ahead_s", "max_age_s", "x"]), scalars, max_size=2),
+)
+def test_device_time_overrides_and_clock_limits(site_file: Path, override: dict[str, Any], clock: Any) -> None:
+    doc = copy.deepcopy(DEMO)
+    gas = next(d for d in doc["devices"] if d["profile"] == "gas_4in1_mqtt_v1")
+    gas["timestamp"] = override
+    gas["device_clock"] = clock
+    doc["device_clock"] = clock
     load(site_file, yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
 
 
