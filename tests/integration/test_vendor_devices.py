@@ -33,8 +33,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from alerting.lifecycle import AlarmState
 from gateway.app import Gateway
+from gateway.selfmon import health_report
 from services import local
 from services.local import Service, rows, wait_for
+from tests.integration.test_mqtt_pipeline import Collector
 from tests.sites import db_of, write_site
 
 CRANE_PROFILE = """
@@ -128,6 +130,15 @@ async def test_vendor_devices_from_their_docs(tmp_path: Path, mosquitto: Service
                 "expected_interval_s": 1.0,
                 "stale_factor": 100,
             },
+            {  # the same model behind a DTU that mangles every message: decode errors, not "offline"
+                "id": "GAS-W",
+                "profile": "vendor_gas_v1",
+                "broker": "b",
+                "topic": "vendor/gas-dtu/+",
+                "match": "GAS-88",
+                "expected_interval_s": 0.2,
+                "stale_factor": 3,
+            },
         ],
     )
     holding = [SimData(0, count=len(WORDS), values=WORDS, datatype=DataType.REGISTERS)]
@@ -135,6 +146,7 @@ async def test_vendor_devices_from_their_docs(tmp_path: Path, mosquitto: Service
     regs0 = [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)]
     server = ModbusTcpServer([SimDevice(id=1, simdata=(bits, bits, holding, regs0))], address=("127.0.0.1", port))
     await server.serve_forever(background=True)
+    dlq = Collector(mosquitto.port, "t/deadletter")
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()
@@ -154,22 +166,39 @@ async def test_vendor_devices_from_their_docs(tmp_path: Path, mosquitto: Service
             send(_msg(base + 2, 0.0, st_ex=2))  # the EX sensor faults and reads 0: must not clear the alarm
             send(_msg(base + 3, 0.0, st_ex=2, h2s="--", st_h2s=3))  # H2S warming up
             send(b'{"sn": "GAS-77", "time": "' + _local(base + 4).encode() + b'", "ch": [{"g": "EX", "v": 2')
-            await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 6, 10, what="6 messages")
+            partial = json.loads(_msg(base + 5, 4.0, st_ex=2))  # EX still faulted
+            partial["ch"][1]["v"] = "abc"  # one channel garbled: the others are stored
+            send(json.dumps(partial).encode())
+            for _ in range(15):  # the mangling DTU, for longer than its device's stale limit
+                pub.publish("vendor/gas-dtu/GAS-88", b"\x00\x17garbled", qos=1).wait_for_publish(5)
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 22, 10, what="22 messages")
+            await asyncio.to_thread(
+                wait_for, lambda: "GAS-W" in gw.metrics.decode_failing, 10, what="GAS-W reported as decode errors"
+            )
             await asyncio.to_thread(wait_for, lambda: gw.metrics.polls["TC-V"] >= 2, 10, what="two polls of the crane")
             assert await gw.flush(20)
 
             gas = rows(influxdb.port, db, "SELECT lel, lel_q, o2, h2s, h2s_q FROM gas WHERE device = 'GAS-V'")
             by_t = {r["time"]: r for r in gas}
-            t = [(base + i) * NS for i in range(4)]
+            t = [(base + i) * NS for i in range(6)]
             # every message has its own point, at the device's time converted from site time to UTC
-            assert sorted(by_t) == [t[0], t[1], t[1] + 1, t[2], t[3]]
+            assert sorted(by_t) == [t[0], t[1], t[1] + 1, t[2], t[3], t[5]]
+            assert (by_t[t[5]]["lel"], by_t[t[5]]["o2"], by_t[t[5]]["h2s"]) == (4.0, None, 0.0)
             assert [by_t[x]["lel"] for x in (t[0], t[1], t[1] + 1, t[2], t[3])] == [3.0, 30.0, 31.0, 0.0, 0.0]
             assert by_t[t[1]]["lel_q"] is None and by_t[t[2]]["lel_q"] == 2 and by_t[t[3]]["lel_q"] == 2
             assert by_t[t[3]]["h2s"] is None and by_t[t[3]]["h2s_q"] == 3  # warming up: no value, not ready
             assert by_t[t[0]]["o2"] == 20.9
             # only lel differs in the second message of that second (o2 and h2s repeat the same value: nothing to lose)
             assert gw.metrics.series_collisions["GAS-V"] == 1
-            assert gw.metrics.dead_letters_by_device["GAS-V"] == 1  # the truncated frame, charged to its device
+            # the truncated frame and the garbled channel, charged to their device; the DTU's 15 to the other one
+            assert gw.metrics.dead_letters_by_device["GAS-V"] == 2
+            assert gw.metrics.dead_letters_by_device["GAS-W"] == 15
+            assert gw.metrics.up.get("GAS-W") != 0  # not "offline": its messages arrive
+            await asyncio.to_thread(wait_for, lambda: len(dlq.msgs) >= 17, 10, what="17 dead letters")
+            letter = next(m for m in dlq.msgs if m.get("refused"))
+            assert letter["device"] == "GAS-V" and letter["stored"] == ["h2s", "lel"]
+            assert letter["refused"] == ["ch[1].v (o2): expected a number, got str 'abc'"]
 
             alarms = {(a.rule, a.quantity): a for a in gw.alarms.lifecycle.open_alarms()}
             lel = alarms[("gas.lel", "lel")]
@@ -177,6 +206,12 @@ async def test_vendor_devices_from_their_docs(tmp_path: Path, mosquitto: Service
             assert lel.value == 30.0  # the reading that raised it; the faulted 0.0 changed nothing
             assert ("health.point_fault", "lel") in alarms  # the fault is an alarm of its own
             assert ("health.point_fault", "h2s") not in alarms  # warming up is not a fault
+            dtu = {a.rule for a in gw.alarms.lifecycle.open_alarms() if a.device == "GAS-W"}
+            assert "health.decode_errors" in dtu and "health.stale" not in dtu
+            _code, health = health_report(gw)
+            assert {"code": "decode_errors"}.items() <= next(
+                r for r in health["reasons"] if r["code"] == "decode_errors"
+            ).items()
 
             crane = rows(
                 influxdb.port,
@@ -192,6 +227,7 @@ async def test_vendor_devices_from_their_docs(tmp_path: Path, mosquitto: Service
             assert crane["uptime"] == 4_000_000_000
             assert crane["slew_angle"] == -12.5
     finally:
+        dlq.close()
         pub.loop_stop()
         pub.disconnect()
         await server.shutdown()
