@@ -384,7 +384,17 @@ class SiteConfig(_Base):
                     quantities.lookup(q)
                 except KeyError:
                     raise ValueError(f"devices[{i}] ({dv.id}).design_values: unknown quantity {q!r}") from None
+        self._check_rules()
         return self
+
+    def _check_rules(self) -> None:
+        """The `rules:` block against the default packs and the devices, at load time: `check-config` and `run`
+        refuse a bad override alike, naming its YAML path (a level the rule lacks, an unknown rule or device)."""
+        from alerting.derived import DeviceContext  # the alarm engine reads this config: imported when needed
+        from alerting.overrides import resolve_rules
+        from alerting.rules import default_rules
+
+        resolve_rules(default_rules(), self.rules, DeviceContext.from_config(self))
 
     def profiles(self) -> dict[str, ModbusProfile | MqttProfile]:
         return _profiles(tuple(self.profile_dirs))

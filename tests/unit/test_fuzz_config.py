@@ -14,6 +14,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from gateway.cli import check_config, sample_problems
 from gateway.config import ConfigError, SiteConfig, load_config
 
 DEMO_FILE = Path(__file__).parents[2] / "simulators" / "sites" / "demo.yaml"
@@ -29,14 +30,18 @@ def site_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def load(path: Path, text: str) -> SiteConfig | str:
-    """The loader's verdict: a config or the ConfigError message. Any other exception fails the test."""
+    """The verdict of `sitegw check-config`: a config whose plan prints, or the ConfigError message. Any other
+    exception fails the test (the whole file: devices, rules, escalation, hazards, auth)."""
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
-        return load_config(path)
+        cfg = load_config(path)
     except ConfigError as err:
         msg = str(err)
         assert_names_where(msg, path)
         return msg
+    assert check_config(cfg, path).startswith(f"{path}: OK")  # the resolved plan prints, rules included
+    sample_problems(cfg)
+    return cfg
 
 
 _PROBLEM = re.compile(r"^  (?P<where>\(top level\)|[^\s(].*?)(?: \(line (?P<line>\d+)\))?: (?P<msg>.*)$")
@@ -165,6 +170,42 @@ def mutated_demo(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
+SECTIONS = ("rules", "escalation", "alarms", "hazards", "auth")
+
+
+@st.composite
+def mutated_alarm_sections(draw: st.DrawFn) -> dict[str, Any]:
+    """Mutations inside `rules:`, `escalation:`, `alarms:`, `hazards:` and `auth:` only (the alarm engine's part)."""
+    doc = copy.deepcopy(DEMO)
+    for _ in range(draw(st.integers(1, 3))):
+        places = [p for p in _places(doc) if p[0] in SECTIONS]
+        loc = draw(st.sampled_from(places))
+        parent, key = _at(doc, loc[:-1]), loc[-1]
+        op = draw(st.sampled_from(["drop", "retype", "level", "known_key"]))
+        if op == "drop":
+            del parent[key]
+        elif op == "retype":
+            parent[key] = draw(replacement | st.sampled_from(["exc.nope", "gas.lel", "tc.wind", "zhang", "siren"]))
+        elif op == "level":
+            parent[key] = draw(st.dictionaries(st.integers(-1, 5), st.floats(-100, 100), max_size=3))
+        elif isinstance(parent, dict):
+            parent[draw(st.sampled_from(ALARM_KEYS))] = draw(replacement)
+    return doc
+
+
+ALARM_KEYS = ["rule", "devices", "thresholds", "source", "deadband", "on_delay_s", "off_delay_s", "window_s"]
+ALARM_KEYS += ["consecutive_days", "when", "disabled", "overrides", "policies", "tiers", "channels", "people"]
+ALARM_KEYS += ["duty", "match", "after_s", "roles", "min_level", "repeat_every_s", "repeats", "users", "role"]
+
+
+@settings(FUZZ, max_examples=80)
+@given(doc=mutated_alarm_sections())
+@example(doc={**DEMO, "rules": {"overrides": [{**DEMO["rules"]["overrides"][0], "thresholds": {2: 21, 3: 30}}]}})
+@example(doc={**DEMO, "rules": {"overrides": [{**DEMO["rules"]["overrides"][0], "rule": "exc.nope"}]}})
+def test_mutated_rules_and_escalation(site_file: Path, doc: dict[str, Any]) -> None:
+    load(site_file, yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
+
+
 @settings(FUZZ, max_examples=20)  # 1 to 4 mutations each
 @given(doc=mutated_demo())
 @example(doc={**DEMO, "site": {**DEMO["site"], "timezone": "Asia"}})  # IsADirectoryError from ZoneInfo
@@ -258,6 +299,27 @@ def test_device_time_overrides_and_clock_limits(site_file: Path, override: dict[
 
 
 # ---------------------------------------------------------------- regressions found by the fuzzing, spelled out
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"thresholds": {2: 21, 3: 30}}, "rules.overrides[0].thresholds (line "),  # a level the rule does not have
+        ({"rule": "exc.horizontal_displacment"}, "rules.overrides[0].rule (line "),  # a misspelt rule id
+        ({"devices": ["NOPE"]}, "rules.overrides[0].devices (line "),
+    ],
+)
+def test_check_config_on_a_broken_rules_block_exits_2_with_the_path(
+    site_file: Path, override: dict[str, Any], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.cli import main
+
+    doc = copy.deepcopy(DEMO)
+    doc["rules"]["overrides"][0].update(override)
+    site_file.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    assert main(["check-config", str(site_file)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
 
 
 def test_demo_site_loads_through_the_fuzz_harness(site_file: Path) -> None:
