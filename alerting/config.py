@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from alerting.notifiers.config import ChannelConfig
 from alerting.roles import Role
+from alerting.rules import Source
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
@@ -197,4 +198,24 @@ class AuthConfig(_B):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"auth: a name is used twice (users and tokens share names): {sorted(dup)}")
+        return self
+
+
+class WarningValues(_B):
+    """The design 预警值 of one monitored quantity of an excavation point, from the monitoring plan (GB 50497-2019
+    §8.0.1: the designer sets them; §8.0.3: a cumulative value AND a rate, either one triggers).
+
+    Values are in the quantity's catalog unit (mm for displacements, m for groundwater level). With both
+    `cumulative` and `cumulative_percent_h`, the smaller governs (domain.md §2.3: min(absolute, %h x h)).
+    """
+
+    cumulative: float | None = Field(default=None, gt=0)  # 累计变化量 预警值
+    cumulative_percent_h: float | None = Field(default=None, gt=0, le=100)  # as % of the excavation depth h
+    rate_per_day: float | None = Field(default=None, gt=0)  # 变化速率 预警值, per day
+    source: Source  # the monitoring plan: "XX基坑监测方案 表3", confidence P
+
+    @model_validator(mode="after")
+    def _some(self) -> WarningValues:
+        if self.cumulative is None and self.cumulative_percent_h is None and self.rate_per_day is None:
+            raise ValueError("give at least one of cumulative, cumulative_percent_h, rate_per_day")
         return self

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
 
+from alerting.config import WarningValues
+from alerting.rules import Source
 from drivers.profile import ModbusProfile, MqttProfile
 from gateway import quantities
 from gateway.model import Quality, Reading
@@ -29,6 +31,8 @@ class DeviceContext:
     # base quantities the device can report (depth families by their base name, derived ones included);
     # None = unknown (tests): every rule of the kind applies
     provides: frozenset[str] | None = None
+    # excavation points: the design 预警值 by base quantity, resolved (min of absolute and %h x h)
+    warning_values: Mapping[str, WarningLimit] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, cfg: SiteConfig) -> dict[str, DeviceContext]:
@@ -45,11 +49,45 @@ class DeviceContext:
                 # Modbus devices are polled: their poll interval is the interval readings are expected at
                 expected_interval_s=d.expected_interval_s or d.poll_interval_s,
                 provides=_provides(cfg.profile_of(d)),
+                warning_values={
+                    q: WarningLimit.resolve(q, w, d.excavation_depth_m) for q, w in d.warning_values.items()
+                },
             )
         return out
 
 
 from_config = DeviceContext.from_config
+
+
+@dataclass(frozen=True)
+class WarningLimit:
+    """A point's design 预警值 for one quantity: the cumulative limit in force and the rate limit, in the
+    quantity's catalog unit, with how the cumulative one was chosen and where the numbers come from."""
+
+    cumulative: float | None
+    rate: float | None
+    source: Source
+    basis: str  # e.g. "min(30 mm, 0.25 %h x 12 m = 30 mm)"
+
+    @classmethod
+    def resolve(cls, quantity: str, w: WarningValues, depth_m: float | None) -> WarningLimit:
+        unit = quantities.lookup(quantity).unit
+        options: list[tuple[float, str]] = []
+        if w.cumulative is not None:
+            options.append((w.cumulative, f"{w.cumulative:g} {unit}"))
+        if w.cumulative_percent_h is not None and depth_m is not None:
+            to_unit = quantities.converter("m", unit) if unit != "m" else None
+            h_value = w.cumulative_percent_h / 100 * depth_m
+            v = to_unit(h_value) if to_unit else h_value
+            options.append((v, f"{w.cumulative_percent_h:g} %h x {depth_m:g} m = {v:g} {unit}"))
+        chosen = min(options, key=lambda o: o[0]) if options else None
+        basis = ""
+        if chosen is not None:
+            basis = (
+                chosen[1] if len(options) == 1 else f"min({', '.join(o[1] for o in options)}) = {chosen[0]:g} {unit}"
+            )
+        return cls(chosen[0] if chosen else None, w.rate_per_day, w.source, basis)
+
 
 # quantities every device has (the supervisor's `up`, the calendar) and those derived from others
 _ALWAYS = frozenset({"up", "calibration_due", "decode_errors", "clock_skew", "*"})

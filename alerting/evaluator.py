@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from alerting.baselines import Baselines
+from alerting.binding import Bound, bind
 from alerting.derived import DeviceContext
-from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Confidence, Level, Rule, Source, Threshold
+from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
 from alerting.windows import DailySeries, SeriesWindow
 from gateway import quantities
 from gateway.model import Quality, Reading
@@ -38,51 +39,16 @@ class Transition:
     phase: Literal["confirmed", "pending", "cancelled"] = "confirmed"
 
 
-@dataclass(frozen=True, slots=True)
-class _Bound:
-    """One rule on one device, with the thresholds in force there (values set, device limits applied)."""
-
-    rule: Rule
-    device: str
-    thresholds: tuple[tuple[Level, float, Threshold], ...]
-    design: float | None  # percent_of_design: the device's design value
-
-
 @dataclass(slots=True)
 class _State:
-    bound: _Bound
+    bound: Bound
     level: Level = Level.NORMAL
     candidate: Level | None = None  # a level the value asks for, waiting for its on/off delay
     since_ns: int = 0  # when the current excursion (up or down) began
     cand_threshold: Threshold | None = None
     cand_value: float = 0.0
     pending: Level | None = None  # the candidate last announced as "pending"
-
-
-def _effective(rule: Rule, ctx: DeviceContext) -> tuple[tuple[Level, float, Threshold], ...]:
-    out: list[tuple[Level, float, Threshold]] = []
-    for th in rule.thresholds:
-        value = th.value
-        used = th
-        own = getattr(ctx, th.stricter_of_device) if th.stricter_of_device else None
-        if own is not None:
-            stricter = own if value is None else (max(value, own) if rule.direction == "low" else min(value, own))
-            if stricter != value:
-                value = stricter
-                was = "none" if th.value is None else f"{th.value:g}"
-                used = Threshold(
-                    level=th.level,
-                    value=own,
-                    source=Source(
-                        standard="device configuration (manufacturer's manual)",
-                        clause=th.stricter_of_device,
-                        confidence=Confidence.PRIMARY,
-                        note=f"stricter than the default {was} of {th.source.cite()}",
-                    ),
-                )
-        if value is not None:
-            out.append((th.level, value, used))
-    return tuple(out)
+    runs: dict[int, int] = field(default_factory=dict)  # level -> consecutive evaluations at its threshold
 
 
 class Evaluator:
@@ -117,9 +83,9 @@ class Evaluator:
         self.tz = tz
         self._zone = ZoneInfo(tz)
         # (device, base quantity) -> bound rules: a reading finds its rules with one or two dict lookups
-        self._by_key: dict[tuple[str, str], list[_Bound]] = {}
-        self._calendar: list[_Bound] = []
-        self._any_point: dict[str, list[_Bound]] = {}  # device -> point_fault rules
+        self._by_key: dict[tuple[str, str], list[Bound]] = {}
+        self._calendar: list[Bound] = []
+        self._any_point: dict[str, list[Bound]] = {}  # device -> point_fault rules
         self.inactive: list[tuple[str, str, str]] = []  # (device, rule id, why) of rules that cannot run
         for device, rules in rules_by_device.items():
             ctx = devices.get(device)
@@ -141,27 +107,16 @@ class Evaluator:
         self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
         self._daily: dict[tuple[str, str], DailySeries] = {}
         self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
+        # rates: (device, quantity) -> (ts, value) of the reading before the latest, and the latest's ts
+        self._prev: dict[tuple[str, str], tuple[int, float, int]] = {}
         self._state: dict[tuple[str, str, str], _State] = {}  # (rule, device, quantity)
         self._waiting: set[tuple[str, str, str]] = set()  # states with a candidate, for tick
 
-    def _bind(self, rule: Rule, device: str, ctx: DeviceContext) -> _Bound | None:
-        ths = _effective(rule, ctx)
-        why = None
-        design = None
-        if not ths:
-            why = "no threshold value (project value required)"
-        elif rule.measure == "percent_of_design":
-            design = ctx.design_values.get(rule.quantity)
-            if not design:
-                why = f"needs design_values.{rule.quantity}"
-        elif rule.measure == "change_from_baseline" and self.baselines is None:
-            why = "no baseline store"
-        elif rule.measure == "calendar" and ctx.calibration_due is None:
-            why = "no calibration_due"
-        if why is not None:
+    def _bind(self, rule: Rule, device: str, ctx: DeviceContext) -> Bound | None:
+        b, why = bind(rule, device, ctx, self.baselines is not None)
+        if b is None:
             self.inactive.append((device, rule.id, why))
-            return None
-        return _Bound(rule, device, ths, design)
+        return b
 
     # ---- queries ------------------------------------------------------------------------------------------------
 
@@ -182,7 +137,7 @@ class Evaluator:
         st.level, st.candidate, st.pending = Level(level), None, None
         self._waiting.discard((rule, device, quantity))
 
-    def _find(self, rule: str, device: str) -> _Bound | None:
+    def _find(self, rule: str, device: str) -> Bound | None:
         for b in self._calendar + self._any_point.get(device, []):
             if b.rule.id == rule and b.device == device:
                 return b
@@ -213,7 +168,7 @@ class Evaluator:
         if r.quality.valid:
             self._latest.setdefault(r.device, {})[r.quantity] = r.value
 
-    def _bounds(self, r: Reading) -> list[_Bound] | None:
+    def _bounds(self, r: Reading) -> list[Bound] | None:
         bs = self._by_key.get((r.device, r.quantity))
         if bs is not None:
             return bs
@@ -274,7 +229,7 @@ class Evaluator:
             self._measured[quantity] = m
         return m
 
-    def _measure(self, b: _Bound, r: Reading, fed: set[int]) -> float | None:
+    def _measure(self, b: Bound, r: Reading, fed: set[int]) -> float | None:
         rule = b.rule
         m = rule.measure
         v = r.value
@@ -289,15 +244,27 @@ class Evaluator:
             if base is None:
                 return None  # inactive until someone sets the point's baseline
             v = v - base.value
-        elif m in ("rate_per_day", "window_mean"):
+        elif m == "percent_of_warning":
+            assert self.baselines is not None and b.design is not None
+            base = self.baselines.get(r.device, r.quantity)
+            if base is None:
+                return None  # inactive until someone sets the point's baseline (初始值)
+            v = (v - base.value) / b.design * 100.0
+        elif m in ("rate_per_day", "window_mean", "rate_percent_of_warning"):
             w = self._window(b, r)
             if id(w) not in fed:
+                self._previous(r, w)
                 w.add(r.ts_ns, r.value)
                 fed.add(id(w))
-            if m == "rate_per_day":
+            if m != "window_mean":
                 slope = w.slope_per_day(r.ts_ns)
+                if slope is None:
+                    slope = self._survey_rate(r)
                 if rule.consecutive_days is not None:
                     self._daily_series(r).add(r.ts_ns, r.value)
+                if m == "rate_percent_of_warning" and slope is not None:
+                    assert b.design is not None
+                    return slope / b.design * 100.0
                 return slope
             # GBZ 2.1 defines PC-TWA and PC-STEL over a fixed reference time (8 h, 15 min) with time not exposed
             # counting as zero; that is the figure the limits are written for. The early warning of an exposure
@@ -316,7 +283,24 @@ class Evaluator:
             return None
         return v
 
-    def _window(self, b: _Bound, r: Reading) -> SeriesWindow:
+    def _previous(self, r: Reading, w: SeriesWindow) -> None:
+        """Remember the last valid reading before this one: the survey rate needs it after the window lost it."""
+        last = w.last()
+        if last is not None and last[0] < r.ts_ns:
+            self._prev[(r.device, r.quantity)] = (last[0], last[1], r.ts_ns)
+
+    def _survey_rate(self, r: Reading) -> float | None:
+        """Change since the previous valid reading / days between them: the rate of surveys too sparse for the
+        window's least-squares slope (a daily survey has two points in 24 h). Under 1 h apart says nothing."""
+        prev = self._prev.get((r.device, r.quantity))
+        if prev is None or prev[2] != r.ts_ns:
+            return None
+        dt_ns = r.ts_ns - prev[0]
+        if dt_ns < 3600 * NS:
+            return None
+        return (r.value - prev[1]) / (dt_ns / (86400 * NS))
+
+    def _window(self, b: Bound, r: Reading) -> SeriesWindow:
         span = b.rule.window
         key = (r.device, r.quantity, span)
         w = self._windows.get(key)
@@ -334,7 +318,7 @@ class Evaluator:
             d = self._daily[key] = DailySeries(self.tz)
         return d
 
-    def _consecutive(self, b: _Bound, r: Reading) -> set[Level]:
+    def _consecutive(self, b: Bound, r: Reading) -> set[Level]:
         cd = b.rule.consecutive_days
         assert cd is not None
         daily = self._daily_series(r)
@@ -344,11 +328,11 @@ class Evaluator:
             if daily.consecutive_days_at_least(cd.fraction * value, cd.days, r.ts_ns)
         }
 
-    def _daily_rate(self, b: _Bound, r: Reading) -> float | None:
+    def _daily_rate(self, b: Bound, r: Reading) -> float | None:
         rates = self._daily_series(r).daily_rates(r.ts_ns)
         return rates[-1][1] if rates else None
 
-    def _gate_open(self, b: _Bound) -> bool:
+    def _gate_open(self, b: Bound) -> bool:
         if not b.rule.when:
             return True
         latest = self._latest.get(b.device, {})
@@ -360,7 +344,7 @@ class Evaluator:
 
     # ---- levels -------------------------------------------------------------------------------------------------
 
-    def _step(self, b: _Bound, quantity: str, v: float, extra: set[Level], now_ns: int) -> list[Transition]:
+    def _step(self, b: Bound, quantity: str, v: float, extra: set[Level], now_ns: int) -> list[Transition]:
         key = (b.rule.id, b.device, quantity)
         st = self._state.get(key)
         if st is None:
@@ -372,10 +356,13 @@ class Evaluator:
         target = Level.NORMAL
         crossed: Threshold | None = None
         for level, value, th in b.thresholds:
-            if level > st.level:  # entering: at the threshold
-                hit = x <= value if low else x >= value
+            at = x <= value if low else x >= value
+            if th.consecutive > 1:  # surveys (readings) in a row at the threshold, counted whatever the level
+                run = st.runs[level] = st.runs.get(level, 0) + 1 if at else 0
+            if level > st.level:  # entering: at the threshold (on enough consecutive readings when it asks)
+                hit = at and (th.consecutive <= 1 or run >= th.consecutive)
             else:  # holding: until back beyond the deadband (with none, until no longer at the threshold)
-                hit = (x < value + db or x <= value) if low else (x > value - db or x >= value)
+                hit = (x < value + db or at) if low else (x > value - db or at)
             if (hit or level in extra) and level > target:
                 target, crossed = level, th
         return self._move(st, key, target, crossed, v, now_ns)

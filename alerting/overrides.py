@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerting.baselines import Baselines
 from alerting.derived import DeviceContext
-from alerting.rules import Condition, ConsecutiveDays, Level, Rule, Source, Threshold
+from alerting.rules import Condition, ConsecutiveDays, Level, Rule, Source
 from gateway import quantities
 
 
@@ -32,7 +32,11 @@ class Override(_B):
     on_delay_s: float | None = Field(default=None, ge=0)
     off_delay_s: float | None = Field(default=None, ge=0)
     window_s: float | None = Field(default=None, gt=0)
+    # a value rule may compare a time-weighted mean over window_s instead of each sample (tc.wind: a 10 min mean)
+    measure: Literal["value", "window_mean"] | None = None
     consecutive_days: ConsecutiveDays | None = None
+    # level -> how many consecutive readings (surveys) must reach its threshold ("3 consecutive surveys")
+    consecutive: dict[int, int] = {}
     when: list[Condition] | None = None
 
 
@@ -48,19 +52,31 @@ class RulesConfig(_B):
 
 def _apply(rule: Rule, o: Override, where: str) -> Rule:
     levels = {int(t.level) for t in rule.thresholds}
-    for lv in o.thresholds:
-        if lv not in levels:
-            names = ", ".join(f"{x} ({Level(x).zh})" for x in sorted(levels))
-            raise ValueError(f"{where}.thresholds: rule {rule.id} has no level {lv}; its levels: {names}")
+    for name, given in (("thresholds", o.thresholds), ("consecutive", o.consecutive)):
+        for lv in given:
+            if lv not in levels:
+                names = ", ".join(f"{x} ({Level(x).zh})" for x in sorted(levels))
+                raise ValueError(f"{where}.{name}: rule {rule.id} has no level {lv}; its levels: {names}")
+    for lv, n in o.consecutive.items():
+        if not 1 <= n <= 100:
+            raise ValueError(f"{where}.consecutive: level {lv}: {n} is not a count of 1 to 100 readings")
     data: dict[str, Any] = rule.model_dump()
-    data["thresholds"] = [
-        Threshold(
-            level=t.level, value=o.thresholds[int(t.level)], source=o.source, stricter_of_device=t.stricter_of_device
-        ).model_dump()
-        if int(t.level) in o.thresholds
-        else t.model_dump()
-        for t in rule.thresholds
-    ]
+    out = []
+    for t in rule.thresholds:
+        lv = int(t.level)
+        th = t.model_dump()
+        if lv in o.thresholds:
+            th.update(value=o.thresholds[lv], source=o.source.model_dump())
+        if lv in o.consecutive:
+            th.update(consecutive=o.consecutive[lv], consecutive_source=o.source.model_dump())
+        out.append(th)
+    data["thresholds"] = out
+    if o.measure is not None:
+        if rule.measure not in ("value", "window_mean"):
+            raise ValueError(
+                f"{where}.measure: rule {rule.id} measures {rule.measure}; only a value rule can be a mean"
+            )
+        data["measure"] = o.measure
     for name in ("deadband", "on_delay_s", "off_delay_s", "window_s"):
         if getattr(o, name) is not None:
             data[name] = getattr(o, name)
@@ -141,10 +157,18 @@ def missing_values(
                     out.append(f"device {dev}: rule {r.id} needs a project value for {t.level.zh} ({t.source.cite()})")
             if r.measure == "percent_of_design" and not ctx.design_values.get(r.quantity):
                 out.append(f"device {dev}: {r.id} needs design_values.{r.quantity}")
+            elif r.measure in ("percent_of_warning", "rate_percent_of_warning"):
+                w = ctx.warning_values.get(r.quantity)
+                part = "cumulative" if r.measure == "percent_of_warning" else "rate_per_day"
+                if w is None or (w.cumulative if part == "cumulative" else w.rate) is None:
+                    out.append(
+                        f"device {dev}: {r.id} needs warning_values.{r.quantity}.{part} (the design 预警值, "
+                        "GB 50497-2019 8.0.1, 8.0.3)"
+                    )
             elif r.measure == "calendar" and ctx.calibration_due is None:
                 out.append(f"device {dev}: {r.id} needs calibration_due (the date its calibration falls due)")
-            elif (
-                r.measure == "change_from_baseline"
+            if (
+                r.measure in ("change_from_baseline", "percent_of_warning")
                 and baselines is not None
                 and not any(
                     b.device == dev and quantities.lookup(b.quantity).name == r.quantity for b in baselines.all()

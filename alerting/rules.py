@@ -58,7 +58,14 @@ Measure = Literal[
     "value",  # the reading itself
     "percent_of_design",  # value / device.design_values[quantity] x 100; no design value: inactive on that device
     "change_from_baseline",  # value - the point's stored baseline (初始值); no baseline: inactive until one is set
-    "rate_per_day",  # least-squares slope over the trailing window_s (default 1 day), in unit/d
+    # day-normalised rate in unit/d: the least-squares slope over the trailing window_s (default 1 day) when the
+    # window holds 3 or more readings (automated gauges), else the change since the previous valid reading divided
+    # by the days between them (surveys: GB 50497 practice, domain.md §2.4)
+    "rate_per_day",
+    # excavation points (GB 50497-2019 §8.0.3): the change from the point's baseline, and its rate (as rate_per_day),
+    # as a % of the point's design 预警值 (`devices[].warning_values`); no 预警值: inactive on that device
+    "percent_of_warning",
+    "rate_percent_of_warning",
     "window_mean",  # time-weighted mean over window_s (PC-TWA 8 h = 28800 s, PC-STEL 15 min = 900 s)
     "frozen",  # health: how many consecutive samples were identical while the device is up (threshold = count)
     "calendar",  # health: days past the device's calibration_due, evaluated by Evaluator.tick
@@ -92,6 +99,10 @@ class Threshold(BaseModel):
     # a Device field (only wind_limit_ms): the effective threshold is the stricter of `value` and the device's own
     # value when the device has one (a crane manual's working-limit wind speed below the standard's figure)
     stricter_of_device: Literal["wind_limit_ms"] | None = None
+    # the level is entered only when this many consecutive evaluations (readings, surveys) reach the threshold
+    # ("rate above 70 % of the 预警值 on 3 consecutive surveys"); holding the level needs no run
+    consecutive: int = Field(default=1, ge=1, le=100)
+    consecutive_source: Source | None = None  # where the count comes from (required when consecutive > 1)
 
     @model_validator(mode="after")
     def _check(self) -> Threshold:
@@ -99,6 +110,8 @@ class Threshold(BaseModel):
             raise ValueError("a threshold needs a level above NORMAL")
         if self.value is None and self.source.confidence is not Confidence.UNKNOWN:
             raise ValueError("a threshold without a value must be tagged confidence U (project value required)")
+        if self.consecutive > 1 and self.consecutive_source is None:
+            raise ValueError("a consecutive count needs its consecutive_source (every number has a source)")
         return self
 
 
@@ -198,8 +211,8 @@ class Rule(BaseModel):
             raise ValueError(f"a {self.measure} rule is a device-health rule (category: health)")
         if self.measure == "window_mean" and self.window_s is None:
             raise ValueError("a window_mean rule needs window_s (PC-TWA 28800, PC-STEL 900)")
-        if self.window_s is not None and self.measure not in ("rate_per_day", "window_mean"):
-            raise ValueError("window_s applies to rate_per_day and window_mean rules only")
+        if self.window_s is not None and self.measure not in ("rate_per_day", "window_mean", "rate_percent_of_warning"):
+            raise ValueError("window_s applies to rate_per_day, rate_percent_of_warning and window_mean rules only")
         if self.consecutive_days is not None and (self.measure != "rate_per_day" or self.direction != "abs"):
             # the daily rates are compared by magnitude (|rate|), which only an abs rule means
             raise ValueError("consecutive_days applies to rate_per_day rules with direction abs only")
@@ -226,7 +239,7 @@ class Rule(BaseModel):
     @property
     def measured_unit(self) -> str:
         """The unit of what is compared with the thresholds (and of Transition.value)."""
-        if self.measure == "percent_of_design":
+        if self.measure in ("percent_of_design", "percent_of_warning", "rate_percent_of_warning"):
             return "%"
         if self.measure == "rate_per_day":
             return f"{self.unit}/d"
@@ -236,7 +249,7 @@ class Rule(BaseModel):
 
     @property
     def window(self) -> float:
-        """The trailing window of rate_per_day / window_mean rules, in seconds."""
+        """The trailing window of rate and window_mean rules, in seconds."""
         return self.window_s if self.window_s is not None else 86400.0
 
     def applies_to(self, kind: str) -> bool:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig
+from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig, WarningValues
 from alerting.hazards import HazardConfig
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import RulesConfig
@@ -201,6 +201,10 @@ class Device(_Base):
     design_values: dict[str, float] = {}
     # Date the device's calibration (标定/检定) falls due; after it a health alarm "calibration overdue" is raised
     calibration_due: date | None = None
+    # Excavation points: the design 预警值 per monitored quantity (base name: deep_displacement covers every depth)
+    # and the excavation depth h for 预警值 given as % of h
+    warning_values: dict[str, WarningValues] = {}
+    excavation_depth_m: float | None = Field(default=None, gt=0, le=200)
     # MQTT: this device writes its time differently from its model (another zone, format or pattern)
     timestamp: TimestampOverride | None = None
     # limits of this device's clock (default: the site's `device_clock`)
@@ -384,6 +388,16 @@ class SiteConfig(_Base):
                     quantities.lookup(q)
                 except KeyError:
                     raise ValueError(f"devices[{i}] ({dv.id}).design_values: unknown quantity {q!r}") from None
+            for q, w in dv.warning_values.items():
+                at = f"devices[{i}] ({dv.id}).warning_values"
+                try:
+                    base = quantities.lookup(q).name
+                except KeyError:
+                    raise ValueError(f"{at}: unknown quantity {q!r}") from None
+                if base != q:
+                    raise ValueError(f"{at}: {q!r}: give the base quantity {base!r} (it covers every depth)")
+                if w.cumulative_percent_h is not None and dv.excavation_depth_m is None:
+                    raise ValueError(f"{at}: {q}.cumulative_percent_h needs excavation_depth_m (h) on the device")
         self._check_rules()
         return self
 

@@ -170,18 +170,15 @@ async def test_excavation_settling_too_fast_raises_the_cumulative_alarm(tmp_path
                 "unit_id": 1,
                 "poll_interval_s": 0.3,
                 "timeout_s": 0.2,
+                # the design 预警值 of the monitoring plan: 6 mm cumulative (watch from 4.2 mm, 报警 at 6 mm)
+                "warning_values": {
+                    "horizontal_displacement": {
+                        "cumulative": 6.0,
+                        "source": {"standard": "XX基坑监测方案", "clause": "表3", "confidence": "P"},
+                    }
+                },
             }
         ],
-        rules={
-            "overrides": [
-                {
-                    "rule": "exc.horizontal_displacement",
-                    "devices": ["PIT-D01"],
-                    "thresholds": {1: 3.0, 3: 6.0},
-                    "source": {"standard": "XX基坑监测方案", "clause": "表3", "confidence": "P"},
-                }
-            ]
-        },
     )
     gw, seen = watched(cfg)
     async with SiteSimulator(cfg, scenario="excavation_fast", time_scale=86400 / 5), gw:
@@ -197,19 +194,19 @@ async def test_excavation_settling_too_fast_raises_the_cumulative_alarm(tmp_path
             after = len(seen.readings)  # every reading from here on is judged against the baseline
 
             warn = await alarm_at(lc, "exc.horizontal_displacement", "PIT-D01", Level.PREWARNING)
-            danger = await alarm_at(lc, "exc.horizontal_displacement", "PIT-D01", Level.DANGER)
-            assert danger.id == warn.id  # one alarm, escalated 预警 -> 危险
-            assert (danger.level, danger.threshold, danger.source) == (Level.DANGER, 6.0, "XX基坑监测方案 表3 [P]")
-            assert danger.title_zh == "围护墙顶水平位移累计值"
-            log = lc.history(danger.id)
+            alarm = await alarm_at(lc, "exc.horizontal_displacement", "PIT-D01", Level.ALARM)
+            assert alarm.id == warn.id  # one alarm, escalated 预警 -> 报警 (never 危险 from a value)
+            assert (alarm.level, alarm.threshold, alarm.source) == (Level.ALARM, 100.0, "XX基坑监测方案 表3 [P]")
+            assert alarm.title_zh == "围护墙顶水平位移累计值"
+            log = lc.history(alarm.id)
             assert [(h["kind"], h["level"]) for h in log[:2]] == [
                 ("raised", Level.PREWARNING),
-                ("level_up", Level.DANGER),
+                ("level_up", Level.ALARM),
             ]
-            # the values are the change from the baseline (mm), at the first readings that reached 3 and 6 mm
-            changes = [r.value - base.value for r in seen.of("PIT-D01", "horizontal_displacement", after)]
-            assert log[0]["value"] == next(c for c in changes if c >= 3.0)
-            assert log[1]["value"] == next(c for c in changes if c >= 6.0)
+            # the values are the change from the baseline as % of the 预警值, at the first readings at 70 and 100 %
+            pct = [(r.value - base.value) / 6.0 * 100.0 for r in seen.of("PIT-D01", "horizontal_displacement", after)]
+            assert log[0]["value"] == next(c for c in pct if c >= 70.0)
+            assert log[1]["value"] == next(c for c in pct if c >= 100.0)
             # no other excavation rule has a project value here: they stay quiet
             assert {a.rule for a in lc.open_alarms() if a.device == "PIT-D01"} == {"exc.horizontal_displacement"}
             # the baseline is audited with who set it and the reading it came from

@@ -41,12 +41,20 @@ def test_excavation_and_formwork_need_project_values() -> None:
     rules = default_rules()
     owed = {r.id for r in rules.values() if r.kind.value in ("excavation", "formwork")}
     assert owed >= {"exc.horizontal_displacement", "exc.strut_force", "fw.settlement", "fw.axial_force"}
-    for rid in owed:  # no invented numbers: every rule still needs a project value, tagged U
+    warning = {rid for rid in owed if rules[rid].measure in ("percent_of_warning", "rate_percent_of_warning")}
+    for rid in owed - warning:  # no invented numbers: every rule still needs a project value, tagged U
         assert rules[rid].needs_project_values()
         assert all(t.source.confidence is Confidence.UNKNOWN for t in rules[rid].thresholds if t.value is None)
     # the only valued ones: 100 % of the formwork plan's control value / of the design load
-    valued = {(rid, int(t.level), t.value) for rid in owed for t in rules[rid].thresholds if t.value is not None}
+    valued = {(rid, int(t.level), t.value) for rid in owed - warning for t in rules[rid].thresholds if t.value}
     assert valued == {("fw.settlement", 2, 100.0), ("fw.axial_force", 2, 100.0)}
+    # excavation deformation and groundwater: fractions of each point's design 预警值, which the site file must
+    # give (devices[].warning_values): 70 % watch [R placeholder], 100 % = the 预警值 itself (GB 50497 8.0.3 [P])
+    assert warning >= {"exc.horizontal_displacement", "exc.deep_displacement_rate", "exc.groundwater_level"}
+    for rid in warning:
+        ths = [(int(t.level), t.value, t.source.confidence.value, t.consecutive) for t in rules[rid].thresholds]
+        n = 3 if rid.endswith("_rate") else 1
+        assert ths == [(1, 70.0, "R", n), (2, 100.0, "P", 1)]
 
 
 def test_rule_kinds_follow_device_kinds() -> None:
@@ -136,7 +144,7 @@ def test_schema_rejects_inconsistent_rules() -> None:
     base = default_rules()["gas.co"].model_dump()
     cases: list[tuple[dict[str, Any], str]] = [
         ({"measure": "window_mean"}, "needs window_s"),
-        ({"window_s": 60}, "window_s applies to rate_per_day and window_mean"),
+        ({"window_s": 60}, "window_s applies to rate_per_day, rate_percent_of_warning and window_mean"),
         ({"measure": "frozen"}, "device-health rule"),
         ({"measure": "calendar"}, "calendar rule has quantity"),
         ({"consecutive_days": {"days": 3, "fraction": 0.7}}, "consecutive_days applies to rate_per_day"),
@@ -151,5 +159,5 @@ def test_schema_rejects_inconsistent_rules() -> None:
 def test_measured_units() -> None:
     rules = default_rules()
     got = {rid: rules[rid].measured_unit for rid in ("gas.co_twa", "exc.strut_force", "exc.deep_displacement_rate")}
-    assert got == {"gas.co_twa": "ppm", "exc.strut_force": "%", "exc.deep_displacement_rate": "mm/d"}
+    assert got == {"gas.co_twa": "ppm", "exc.strut_force": "%", "exc.deep_displacement_rate": "%"}
     assert rules["health.calibration_overdue"].unit == "d"

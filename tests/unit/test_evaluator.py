@@ -6,9 +6,9 @@ import pytest
 
 from alerting.baselines import Baselines
 from alerting.db import connect
-from alerting.derived import DeviceContext
+from alerting.derived import DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator, Transition
-from alerting.rules import Level, Rule, default_rules
+from alerting.rules import Confidence, Level, Rule, Source, default_rules
 from gateway.model import Quality, Reading
 
 S = 1_000_000_000
@@ -120,17 +120,17 @@ def test_batch_gates_see_the_whole_batch() -> None:
 
 
 def test_depth_families_share_the_base_rule_per_point() -> None:
-    rule = default_rules()["exc.deep_displacement"]  # levels 1 and 3, project values: 20 / 40 mm here
-    ths = [t.model_copy(update={"value": {1: 20.0, 3: 40.0}[int(t.level)]}) for t in rule.thresholds]
-    rule = rule.model_copy(update={"thresholds": ths})
+    rule = default_rules()["exc.deep_displacement"]  # 70 % / 100 % of the point's design 预警值, 30 mm here
+    plan = WarningLimit(30.0, None, Source(standard="plan", confidence=Confidence.PRIMARY), "30 mm")
     b = Baselines(connect(":memory:"), lambda: 0)
     b.set("CX", "deep_displacement_d6m", 100.0, "surveyor")
-    ev = Evaluator({"CX": [rule]}, {"CX": DeviceContext("excavation")}, b)
+    ctx = DeviceContext("excavation", warning_values={"deep_displacement": plan})
+    ev = Evaluator({"CX": [rule]}, {"CX": ctx}, b)
     got: list[Transition] = []
-    for q, v in [("deep_displacement_d4m", 130.0), ("deep_displacement_d6m", 119.0), ("deep_displacement_d6m", 121.0)]:
+    for q, v in [("deep_displacement_d4m", 130.0), ("deep_displacement_d6m", 120.0), ("deep_displacement_d6m", 121.0)]:
         got += ev.observe(Reading("CX", q, v, 0), 0)
-    # d4m has no baseline: nothing; d6m is judged on its own change from its own baseline
-    assert [(t.quantity, t.new, t.value) for t in got] == [("deep_displacement_d6m", Level.PREWARNING, 21.0)]
+    # d4m has no baseline: nothing; d6m is judged on its own change from its own baseline (21 mm = 70 % of 30)
+    assert [(t.quantity, t.new, t.value) for t in got] == [("deep_displacement_d6m", Level.PREWARNING, 70.0)]
     assert ev.level(rule.id, "CX", "deep_displacement_d4m") is Level.NORMAL
     assert ev.level(rule.id, "CX") is Level.PREWARNING  # the highest over the points
 
@@ -142,7 +142,7 @@ def test_construction_reports_inactive_rules() -> None:
         {"P": [rules["exc.horizontal_displacement"], rules["exc.strut_force"]], "F": [rules["fw.axial_force"]]}, ctx
     )
     assert sorted(ev.inactive) == [
-        ("P", "exc.horizontal_displacement", "no threshold value (project value required)"),
+        ("P", "exc.horizontal_displacement", "needs warning_values.horizontal_displacement.cumulative"),
         ("P", "exc.strut_force", "no threshold value (project value required)"),
     ]
     with pytest.raises(ValueError, match="device 'X', which has no DeviceContext"):

@@ -12,11 +12,12 @@ import pytest
 import yaml
 
 from alerting.baselines import Baselines
+from alerting.config import WarningValues
 from alerting.db import connect
-from alerting.derived import DeviceContext
+from alerting.derived import DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator, Transition
 from alerting.overrides import RulesConfig, resolve_rules
-from alerting.rules import Level, default_rules
+from alerting.rules import Confidence, Level, Source, default_rules
 from gateway.model import Reading
 
 S = 1_000_000_000
@@ -25,17 +26,16 @@ STEP = 600 * S  # an automated gauge reading every 10 min
 T0 = int(dt.datetime(2025, 6, 1, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()) * S  # local midnight, day 0
 Q = "horizontal_displacement"
 
-# the project's monitoring plan: 预警 20 mm cumulative / 危险 30 mm, rate 3 mm/d (with the pack's 70 % / 3 days)
+# the project's monitoring plan: 预警值 30 mm cumulative and 3 mm/d (the pack: watch from 70 %, 报警 at 100 %; the
+# rate watch on 3 readings in a row); a 2 % deadband on the cumulative level; frozen after 6 identical samples
+PLAN = Source(standard="XX基坑监测方案", clause="表3", confidence=Confidence.PRIMARY)
+WARNING = WarningLimit.resolve(Q, WarningValues(cumulative=30.0, rate_per_day=3.0, source=PLAN), None)
 PROJECT = RulesConfig.model_validate(
     yaml.safe_load(
         """
 overrides:
   - rule: exc.horizontal_displacement
-    thresholds: {1: 20, 3: 30}
-    deadband: 0.5
-    source: {standard: "XX基坑监测方案", clause: "表3", confidence: P}
-  - rule: exc.horizontal_displacement_rate
-    thresholds: {1: 3.0}
+    deadband: 2
     source: {standard: "XX基坑监测方案", clause: "表3", confidence: P}
   - rule: exc.horizontal_displacement_frozen
     thresholds: {2: 6}
@@ -51,7 +51,7 @@ class Site:
     def __init__(self, db: Path) -> None:
         self.now = T0
         self.baselines = Baselines(connect(db), lambda: self.now)
-        devices = {"P1": DeviceContext("excavation", expected_interval_s=600)}
+        devices = {"P1": DeviceContext("excavation", expected_interval_s=600, warning_values={Q: WARNING})}
         self.ev = Evaluator(resolve_rules(default_rules(), PROJECT, devices), devices, self.baselines)
         self.got: list[Transition] = []
 
@@ -78,48 +78,43 @@ def noise(sigma: float, seed: int) -> Callable[[float], float]:
     return lambda t: cache.setdefault(t, float(rng.normal(0.0, sigma)))
 
 
-def test_cumulative_crosses_the_project_prewarning(site: Site) -> None:
+def test_cumulative_crosses_the_watch_level(site: Site) -> None:
     n = noise(0.05, 1)
     offset = 100.0  # the gauge's raw reading at installation
     site.baselines.set("P1", Q, offset, "surveyor", why="初始值, 3 次测量平均")
-    site.run(13, lambda t: offset + 1.8 * t + n(t))  # 1.8 mm/d: below 70 % of the 3 mm/d rate limit
-    # 20 mm of cumulative change at 20 / 1.8 = 11.1 days; once, the deadband keeps noise from chattering
+    site.run(13, lambda t: offset + 1.8 * t + n(t))  # 1.8 mm/d: 60 %, below the rate watch
+    # 21 mm (70 % of 30) at 21 / 1.8 = 11.7 days; once, the deadband keeps noise from chattering
     ((level, day),) = site.of("exc.horizontal_displacement")
-    assert level == 1 and 11.0 < day < 11.2
+    assert level == 1 and 11.6 < day < 11.75
     (t,) = [t for t in site.got if t.rule == "exc.horizontal_displacement"]
-    assert t.value == pytest.approx(20.0, abs=0.2)
+    assert t.value == pytest.approx(70.0, abs=0.7)
     assert t.threshold is not None and t.threshold.source.cite() == "XX基坑监测方案 表3 [P]"
     assert site.of("exc.horizontal_displacement_rate") == []
     assert site.of("exc.horizontal_displacement_frozen") == []
 
 
-def test_rate_on_three_consecutive_days_raises_on_the_third_completed_day(site: Site) -> None:
+def test_a_rate_above_seventy_percent_is_watched_while_it_lasts(site: Site) -> None:
     n = noise(0.02, 2)
-    # quiet day 0, then 2.2 mm/d from day 1 00:00: below 3 mm/d, above 70 % of it (2.1 mm/d)
-    site.run(10, lambda t: 50.0 + 2.2 * max(0.0, t - 1.0) + n(t))
-    # days 1, 2 and 3 each at >= 2.1 mm/d: raised at the first reading after day 3 completes (day 4 00:00 local)
-    assert site.of("exc.horizontal_displacement_rate") == [(1, 4.0)]
-    (t,) = [t for t in site.got if t.rule == "exc.horizontal_displacement_rate"]
-    assert t.value == pytest.approx(2.2, abs=0.1)  # the measured slope, below the 3 mm/d threshold itself
-    assert t.threshold is not None and t.threshold.value == 3.0
+    # 2.2 mm/d (73 %) on days 1 and 2 only, quiet from day 3: the 24 h slope crosses 70 % during day 1 (three
+    # readings in a row), and the watch clears once the day's rate has fallen back, not days later
+    site.run(6, lambda t: 50.0 + 2.2 * min(max(0.0, t - 1.0), 2.0) + n(t))
+    (up, up_day), (down, down_day) = site.of("exc.horizontal_displacement_rate")
+    assert (up, down) == (1, 0)
+    assert 1.8 < up_day < 2.05 and 3.0 < down_day < 3.4
+    (t,) = [t for t in site.got if t.rule == "exc.horizontal_displacement_rate" and t.new == 1]
+    assert 70.0 <= t.value < 80.0  # % of the 3 mm/d rate 预警值
     # no baseline was set for this point: the cumulative rule stays silent however far it moved
     assert site.of("exc.horizontal_displacement") == []
 
 
-def test_two_days_above_seventy_percent_are_not_enough(site: Site) -> None:
-    n = noise(0.02, 3)
-    # 2.2 mm/d on days 1 and 2 only, quiet again from day 3
-    site.run(10, lambda t: 50.0 + 2.2 * min(max(0.0, t - 1.0), 2.0) + n(t))
-    assert site.of("exc.horizontal_displacement_rate") == []
-
-
-def test_a_real_rate_raises_at_once_and_clears(site: Site) -> None:
+def test_a_real_rate_alarms_and_clears(site: Site) -> None:
     n = noise(0.02, 4)
-    # 4 mm/d from day 2 to day 3, quiet otherwise: the 24 h slope crosses 3 mm/d during the movement
+    # 4 mm/d from day 2 to day 3, quiet otherwise: the 24 h slope crosses 3 mm/d (100 %) during the movement
     site.run(6, lambda t: 50.0 + 4.0 * min(max(0.0, t - 2.0), 1.0) + n(t))
-    (up, up_day), (down, down_day) = site.of("exc.horizontal_displacement_rate")
-    assert (up, down) == (1, 0)
-    assert 2.5 < up_day < 3.0 and 3.0 < down_day < 4.0
+    got = site.of("exc.horizontal_displacement_rate")
+    assert max(level for level, _ in got) == 2 and got[-1][0] == 0
+    (alarm_day,) = [day for level, day in got if level == 2]
+    assert 2.5 < alarm_day < 3.0 and 3.0 < got[-1][1] < 4.0
 
 
 def test_quiet_series_raises_nothing(site: Site) -> None:
@@ -131,12 +126,12 @@ def test_quiet_series_raises_nothing(site: Site) -> None:
 
 def test_no_baseline_no_cumulative_alarm_until_one_is_set(site: Site) -> None:
     n = noise(0.05, 6)
-    site.run(3, lambda t: 125.0 + n(t))  # 125 mm raw: far above 20, but raw is not cumulative
+    site.run(3, lambda t: 125.0 + n(t))  # 125 mm raw: far above 30, but raw is not cumulative
     assert site.got == []
     site.baselines.set("P1", Q, 100.0, "surveyor", why="初始值 from the survey before excavation")
     site.run(1, lambda t: 125.0 + n(t), start_day=3)
     ((level, day),) = site.of("exc.horizontal_displacement")
-    assert (level, day) == (1, 3.0)  # the first reading after the baseline: 25 mm, 预警 (below 危险 30)
+    assert (level, day) == (1, 3.0)  # the first reading after the baseline: 25 mm = 83 %, 预警 (below 报警 at 30)
     assert site.ev.level("exc.horizontal_displacement", "P1") is Level.PREWARNING
 
 

@@ -52,37 +52,38 @@ def test_overrides_apply_per_device_and_keep_the_rule_id() -> None:
         f"""
 overrides:
   - rule: exc.horizontal_displacement
-    thresholds: {{1: 24, 3: 30}}
+    thresholds: {{1: 60, 2: 100}}
     source: {PLAN}
   - rule: exc.horizontal_displacement
     devices: [inc2]
-    thresholds: {{1: 14}}
+    thresholds: {{1: 50}}
     deadband: 0.5
     source: {{standard: "XX基坑监测方案", clause: "表3 地铁侧", confidence: P}}
   - rule: exc.horizontal_displacement_rate
     devices: [inc1]
-    thresholds: {{1: 3}}
-    consecutive_days: {{days: 2, fraction: 1.0}}
+    thresholds: {{1: 80}}
+    consecutive: {{1: 2}}
     source: {PLAN}
 """
     )
     got = resolve_rules(default_rules(), c, DEVICES)
     inc1, inc2, s1 = by_id(got["inc1"]), by_id(got["inc2"]), by_id(got["s1"])
     assert values(inc1["exc.horizontal_displacement"]) == [
-        (1, 24, "XX基坑监测方案 表3 [P]"),
-        (3, 30, "XX基坑监测方案 表3 [P]"),
+        (1, 60, "XX基坑监测方案 表3 [P]"),
+        (2, 100, "XX基坑监测方案 表3 [P]"),
     ]
     # the device-specific override comes on top of the general one, whatever the file order
     assert values(inc2["exc.horizontal_displacement"]) == [
-        (1, 14, "XX基坑监测方案 表3 地铁侧 [P]"),
-        (3, 30, "XX基坑监测方案 表3 [P]"),
+        (1, 50, "XX基坑监测方案 表3 地铁侧 [P]"),
+        (2, 100, "XX基坑监测方案 表3 [P]"),
     ]
     assert (inc2["exc.horizontal_displacement"].deadband, inc1["exc.horizontal_displacement"].deadband) == (0.5, 0)
-    assert inc1["exc.horizontal_displacement_rate"].consecutive_days is not None
-    assert inc1["exc.horizontal_displacement_rate"].consecutive_days.days == 2
-    assert values(inc2["exc.horizontal_displacement_rate"])[0][1] is None  # only inc1 got a rate value
+    watch = inc1["exc.horizontal_displacement_rate"].thresholds[0]
+    assert (watch.value, watch.consecutive) == (80, 2)
+    assert watch.consecutive_source is not None and watch.consecutive_source.cite() == "XX基坑监测方案 表3 [P]"
+    assert inc2["exc.horizontal_displacement_rate"].thresholds[0].consecutive == 3  # only inc1 got the plan's count
     assert s1["exc.horizontal_displacement"].id == "exc.horizontal_displacement"
-    assert default_rules()["exc.horizontal_displacement"].thresholds[0].value is None  # defaults untouched
+    assert default_rules()["exc.horizontal_displacement"].thresholds[0].value == 70  # defaults untouched
 
 
 def test_wind_override_keeps_the_device_limit() -> None:
@@ -120,12 +121,13 @@ def test_disabled_rules_are_dropped() -> None:
             r"rules.overrides\[0\].thresholds: rule exc.strut_force has no level 2; its levels: 1 \(预警\)",
         ),
         (
-            f"overrides: [{{rule: exc.vertical_displacement, thresholds: {{1: 30, 3: 20}}, source: {PLAN}}}]",
+            f"overrides: [{{rule: exc.vertical_displacement, thresholds: {{1: 100, 2: 70}}, source: {PLAN}}}]",
             r"rules.overrides\[0\]: rule exc.vertical_displacement: threshold values must get higher with the level",
         ),
         (
             f"overrides: [{{rule: gas.lel, window_s: 60, source: {PLAN}}}]",
-            r"rules.overrides\[0\]: rule gas.lel: window_s applies to rate_per_day and window_mean rules only",
+            r"rules.overrides\[0\]: rule gas.lel: window_s applies to rate_per_day, rate_percent_of_warning and "
+            r"window_mean rules only",
         ),
         (
             f"disabled: [{{rule: gas.lel, reason: x}}]\noverrides: [{{rule: gas.lel, thresholds: {{2: 20}}, "
@@ -165,8 +167,8 @@ def test_missing_values_for_check_config() -> None:
     rules = resolve_rules(default_rules(), c, devices)
     msgs = missing_values(rules, devices)
     assert (
-        "device inc1: rule exc.horizontal_displacement needs a project value for 预警 (GB 50497-2019 8.0.1, 8.0.4 [U])"
-        in msgs
+        "device inc1: exc.horizontal_displacement needs warning_values.horizontal_displacement.cumulative "
+        "(the design 预警值, GB 50497-2019 8.0.1, 8.0.3)" in msgs
     )
     assert "device s2: exc.strut_force needs design_values.strut_force" in msgs
     assert not any(m.startswith("device s1: rule exc.strut_force") or "s1: exc.strut_force" in m for m in msgs)

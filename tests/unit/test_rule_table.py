@@ -9,9 +9,9 @@ import pytest
 
 from alerting.baselines import Baselines
 from alerting.db import connect
-from alerting.derived import Deriver, DeviceContext
+from alerting.derived import Deriver, DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator, Transition
-from alerting.rules import Level, default_rules
+from alerting.rules import Confidence, Level, Source, default_rules
 from gateway.model import Quality, Reading
 
 S = 1_000_000_000
@@ -39,27 +39,28 @@ TABLE: dict[str, tuple[str, str, str, str, str, bool, str | None, list[tuple[int
     # §1.4 limiter "not working" = immediate alarm (recommendation)
     "tc.bypass_switch": ("tower_crane", "limiter_bypass", "value", "high", "health", True, "8(四)",
                          [(2, 1, "rec")]),
-    # §2.3: design 预警值 (8.0.1) and danger (8.0.9), Table 8.0.4 not transcribed [U]; §5 5(四)1
-    "exc.horizontal_displacement": ("excavation", "horizontal_displacement", "change_from_baseline", "abs", "value",
-                                    False, "5(四)1", [(1, None, "U"), (3, None, "U")]),
-    "exc.vertical_displacement": ("excavation", "vertical_displacement", "change_from_baseline", "abs", "value",
-                                  False, "5(四)1", [(1, None, "U"), (3, None, "U")]),
-    "exc.deep_displacement": ("excavation", "deep_displacement", "change_from_baseline", "abs", "value", False,
-                              "5(四)1", [(1, None, "U"), (3, None, "U")]),
-    # §2.3 rate 预警值 (8.0.3: cumulative AND rate), mm/d [U]
-    "exc.horizontal_displacement_rate": ("excavation", "horizontal_displacement", "rate_per_day", "abs", "value",
-                                         False, "5(四)1", [(1, None, "U")]),
-    "exc.vertical_displacement_rate": ("excavation", "vertical_displacement", "rate_per_day", "abs", "value", False,
-                                       "5(四)1", [(1, None, "U")]),
-    "exc.deep_displacement_rate": ("excavation", "deep_displacement", "rate_per_day", "abs", "value", False,
-                                   "5(四)1", [(1, None, "U")]),
+    # §2.3-2.4: % of each point's design 预警值 (8.0.1, 8.0.3, 8.0.8 [P]); watch from 70 % [R]; 危险 (8.0.9) is never
+    # raised from one value (inspection input or combined triggers); §5 5(四)1
+    "exc.horizontal_displacement": ("excavation", "horizontal_displacement", "percent_of_warning", "abs", "value",
+                                    False, "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
+    "exc.vertical_displacement": ("excavation", "vertical_displacement", "percent_of_warning", "abs", "value",
+                                  False, "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
+    "exc.deep_displacement": ("excavation", "deep_displacement", "percent_of_warning", "abs", "value", False,
+                              "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
+    # §2.3 rate 预警值 (8.0.3: cumulative AND rate); watch at 70 % on 3 consecutive surveys [R placeholder]
+    "exc.horizontal_displacement_rate": ("excavation", "horizontal_displacement", "rate_percent_of_warning", "abs",
+                                         "value", False, "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
+    "exc.vertical_displacement_rate": ("excavation", "vertical_displacement", "rate_percent_of_warning", "abs",
+                                       "value", False, "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
+    "exc.deep_displacement_rate": ("excavation", "deep_displacement", "rate_percent_of_warning", "abs", "value",
+                                   False, "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
     # §2.3 strut force: % of design (60-70 % third-party [S], not a default) [U]
     "exc.strut_force": ("excavation", "strut_force", "percent_of_design", "high", "value", False, None,
                         [(1, None, "U")]),
-    "exc.groundwater_level": ("excavation", "groundwater_level", "change_from_baseline", "abs", "value", False,
-                              None, [(1, None, "U")]),
-    "exc.groundwater_level_rate": ("excavation", "groundwater_level", "rate_per_day", "abs", "value", False, None,
-                                   [(1, None, "U")]),
+    "exc.groundwater_level": ("excavation", "groundwater_level", "percent_of_warning", "abs", "value", False,
+                              None, [(1, 70.0, "R"), (2, 100.0, "P")]),
+    "exc.groundwater_level_rate": ("excavation", "groundwater_level", "rate_percent_of_warning", "abs", "value",
+                                   False, None, [(1, 70.0, "R"), (2, 100.0, "P")]),
     # §1.4 frozen over N cycles: N unknown [U]
     "exc.horizontal_displacement_frozen": ("excavation", "horizontal_displacement", "frozen", "high", "health",
                                            False, None, [(2, None, "U")]),
@@ -119,14 +120,16 @@ def test_rule_matches_domain(rule_id: str) -> None:
     if r.hazard_basis is not None:
         assert r.hazard_basis.version == "2024" and r.hazard_basis.text_zh
     assert all(t.source.standard for t in r.thresholds)
-    assert r.window_s == WINDOWS.get(rule_id, r.window_s if measure == "rate_per_day" else None)
+    rate = measure in ("rate_per_day", "rate_percent_of_warning")
+    assert r.window_s == WINDOWS.get(rule_id, r.window_s if rate else None)
     assert [(c.quantity, c.op, c.value) for c in r.when] == GATES.get(rule_id, [])
     assert all(c.source is not None for c in r.when)  # gate values are data with sources
-    if measure == "rate_per_day":  # §2.3 placeholder 70 % / 3 days [R]
+    if rate:  # §2.3 placeholder 70 % on 3 consecutive surveys [R]; the rate over one day
         assert r.window == 86400
-        assert r.consecutive_days is not None
-        assert (r.consecutive_days.days, r.consecutive_days.fraction) == (3, 0.7)
-        assert r.consecutive_days.source is not None and r.consecutive_days.source.confidence.value == "R"
+        watch = r.thresholds[0]
+        assert (watch.value, watch.consecutive) == (70.0, 3)
+        assert watch.consecutive_source is not None and watch.consecutive_source.confidence.value == "R"
+    assert all(t.consecutive == 1 for t in r.thresholds[0 if not rate else 1 :])
 
 
 def test_wind_alarm_takes_the_cranes_own_limit() -> None:
@@ -161,8 +164,11 @@ def probe(rule_id: str, x: float) -> Level:
         calibration_due=today - dt.timedelta(days=int(x)) if rule.measure == "calendar" else None,
     )
     baselines = Baselines(connect(":memory:"), lambda: T0)
-    if rule.measure == "change_from_baseline":
+    if rule.measure in ("change_from_baseline", "percent_of_warning"):
         baselines.set("D", rule.quantity, 10.0, "tester")
+    if rule.measure == "percent_of_warning":  # a design 预警值 of 200 (mm, m): x % of it is 2x from the baseline
+        plan = Source(standard="plan", confidence=Confidence.PRIMARY)
+        ctx = DeviceContext(kind=kind, warning_values={rule.quantity: WarningLimit(200.0, 200.0, plan, "200")})
     ev = Evaluator({"D": [rule]}, {"D": ctx}, baselines)
     gate = {"load": 0.0, "wind_speed": 0.0, "hoisting_up": 1.0}
     ev.observe_batch([Reading("D", q, v, T0) for q, v in gate.items()], T0)
@@ -173,7 +179,8 @@ def probe(rule_id: str, x: float) -> Level:
         end = T0 + int(rule.window * S)
         ev.observe(Reading("D", rule.quantity, x, end), end)
     else:
-        raw = {"percent_of_design": x * 2.0, "change_from_baseline": 10.0 + x}.get(rule.measure, x)
+        raw = {"percent_of_design": x * 2.0, "change_from_baseline": 10.0 + x, "percent_of_warning": 10.0 + x * 2.0}
+        raw = raw.get(rule.measure, x)
         ev.observe(Reading("D", rule.quantity, raw, T0), T0)
     return ev.level(rule_id, "D")
 
@@ -181,7 +188,9 @@ def probe(rule_id: str, x: float) -> Level:
 PROBES = [
     (rid, value, x)
     for rid, row in sorted(TABLE.items())
-    if row[2] != "point_fault"  # driven by quality, not by a value: tests/unit/test_quality_alarms.py
+    # driven by quality, not a value (tests/unit/test_point_quality.py); rates over surveys with consecutive counts
+    # (tests/unit/test_excavation_surveys.py)
+    if row[2] not in ("point_fault", "rate_percent_of_warning")
     for _, value, _ in row[7]
     if value is not None
     for x in (

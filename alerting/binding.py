@@ -1,0 +1,95 @@
+"""A rule bound to one device: the thresholds in force there (project values, device limits, design 预警值)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alerting.derived import DeviceContext
+from alerting.rules import Confidence, Level, Rule, Source, Threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """One rule on one device, with the thresholds in force there (values set, device limits applied)."""
+
+    rule: Rule
+    device: str
+    thresholds: tuple[tuple[Level, float, Threshold], ...]
+    design: float | None  # percent_of_design: the device's design value; *_of_warning: the point's design 预警值
+
+
+def _of_warning(th: Threshold, fraction: float, design: str, plan: Source, limit: float, unit: str) -> Threshold:
+    """The threshold an excavation alarm cites: a fraction of the point's design 预警值, sourced from the plan."""
+    return Threshold(
+        level=th.level,
+        value=fraction,
+        source=Source(
+            standard=plan.standard,
+            clause=plan.clause,
+            confidence=plan.confidence,
+            note=f"{fraction:g} % of the design 预警值 {design}: {fraction / 100 * limit:.4g} {unit}; "
+            f"the fraction: {th.source.cite()}",
+        ),
+        consecutive=th.consecutive,
+        consecutive_source=th.consecutive_source,
+    )
+
+
+def _effective(rule: Rule, ctx: DeviceContext) -> tuple[tuple[Level, float, Threshold], ...]:
+    out: list[tuple[Level, float, Threshold]] = []
+    for th in rule.thresholds:
+        value = th.value
+        used = th
+        own = getattr(ctx, th.stricter_of_device) if th.stricter_of_device else None
+        if own is not None:
+            stricter = own if value is None else (max(value, own) if rule.direction == "low" else min(value, own))
+            if stricter != value:
+                value = stricter
+                was = "none" if th.value is None else f"{th.value:g}"
+                used = Threshold(
+                    level=th.level,
+                    value=own,
+                    source=Source(
+                        standard="device configuration (manufacturer's manual)",
+                        clause=th.stricter_of_device,
+                        confidence=Confidence.PRIMARY,
+                        note=f"stricter than the default {was} of {th.source.cite()}",
+                    ),
+                )
+        if value is not None:
+            out.append((th.level, value, used))
+    return tuple(out)
+
+
+def bind(rule: Rule, device: str, ctx: DeviceContext, baselines: bool = True) -> tuple[Bound | None, str]:
+    """The rule on the device, or None with why it cannot run there (a project value it still needs)."""
+    ths = _effective(rule, ctx)
+    why = ""
+    design = None
+    if not ths:
+        why = "no threshold value (project value required)"
+    elif rule.measure == "percent_of_design":
+        design = ctx.design_values.get(rule.quantity)
+        if not design:
+            why = f"needs design_values.{rule.quantity}"
+    elif rule.measure in ("percent_of_warning", "rate_percent_of_warning"):
+        w = ctx.warning_values.get(rule.quantity)
+        cumulative = rule.measure == "percent_of_warning"
+        design = None if w is None else (w.cumulative if cumulative else w.rate)
+        if w is None or design is None:
+            why = f"needs warning_values.{rule.quantity}.{'cumulative' if cumulative else 'rate_per_day'}"
+        elif cumulative and not baselines:
+            why = "no baseline store"
+        else:
+            unit = rule.unit + ("/d" if not cumulative else "")
+            what = w.basis if cumulative else f"{design:g} {unit}"
+            ths = tuple(
+                (level, value, _of_warning(th, value, what, w.source, design, unit)) for level, value, th in ths
+            )
+    elif rule.measure == "change_from_baseline" and not baselines:
+        why = "no baseline store"
+    elif rule.measure == "calendar" and ctx.calibration_due is None:
+        why = "no calibration_due"
+    if why:
+        return None, why
+    return Bound(rule, device, ths, design), ""
