@@ -206,6 +206,7 @@ class AlarmEngine:
             provenance=a.source,
             hazard_basis=self.rules[a.rule].hazard_basis if a.rule in self.rules else None,
             alarm_at_ns=a.raised_ns,
+            measured_ns=getattr(a, "source_ns", None),
         )
 
     # ---- time ----

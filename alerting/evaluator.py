@@ -37,6 +37,9 @@ class Transition:
     # confirmed: the level changed. pending: `new` is a candidate whose on-delay just started (level unchanged);
     # cancelled: that candidate went away before its delay ran out.
     phase: Literal["confirmed", "pending", "cancelled"] = "confirmed"
+    # the time of the reading the value comes from (a survey's time, a device's clock); `at_ns` is the gateway's
+    # time of the change. They differ for back-dated surveys and buffered data; None for calendar rules
+    source_ns: int | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +52,7 @@ class _State:
     cand_value: float = 0.0
     pending: Level | None = None  # the candidate last announced as "pending"
     runs: dict[int, int] = field(default_factory=dict)  # level -> consecutive evaluations at its threshold
+    cand_source: int | None = None  # the reading time of the candidate's value
 
 
 class Evaluator:
@@ -186,9 +190,9 @@ class Evaluator:
         out: list[Transition] = []
         for b in self._any_point.get(r.device, ()):
             if r.quality is Quality.BAD:
-                out.extend(self._step(b, r.quantity, 1.0, set(), now_ns))
+                out.extend(self._step(b, r.quantity, 1.0, set(), now_ns, r.ts_ns))
             elif r.quality.valid and (b.rule.id, r.device, r.quantity) in self._state:
-                out.extend(self._step(b, r.quantity, 0.0, set(), now_ns))
+                out.extend(self._step(b, r.quantity, 0.0, set(), now_ns, r.ts_ns))
         return out
 
     def _evaluate(self, r: Reading, now_ns: int) -> list[Transition]:
@@ -216,7 +220,7 @@ class Evaluator:
                 # The level is kept while the gate is closed: a crane that starts working does not make a
                 # verticality deviation go away, it only stops us from measuring it validly.
                 continue
-            out.extend(self._step(b, r.quantity, v, extra, now_ns))
+            out.extend(self._step(b, r.quantity, v, extra, now_ns, r.ts_ns))
         return out
 
     def _is_measured(self, quantity: str) -> bool:
@@ -344,7 +348,9 @@ class Evaluator:
 
     # ---- levels -------------------------------------------------------------------------------------------------
 
-    def _step(self, b: Bound, quantity: str, v: float, extra: set[Level], now_ns: int) -> list[Transition]:
+    def _step(
+        self, b: Bound, quantity: str, v: float, extra: set[Level], now_ns: int, src_ns: int | None = None
+    ) -> list[Transition]:
         key = (b.rule.id, b.device, quantity)
         st = self._state.get(key)
         if st is None:
@@ -365,7 +371,7 @@ class Evaluator:
                 hit = (x < value + db or at) if low else (x > value - db or at)
             if (hit or level in extra) and level > target:
                 target, crossed = level, th
-        return self._move(st, key, target, crossed, v, now_ns)
+        return self._move(st, key, target, crossed, v, now_ns, src_ns)
 
     def _move(
         self,
@@ -375,6 +381,7 @@ class Evaluator:
         crossed: Threshold | None,
         v: float,
         now_ns: int,
+        src_ns: int | None = None,
     ) -> list[Transition]:
         rule, device, quantity = key
         out: list[Transition] = []
@@ -390,7 +397,7 @@ class Evaluator:
                 out.append(self._cancelled(st, key, v, now_ns))
                 st.pending = None
             st.since_ns = now_ns
-        st.candidate, st.cand_threshold, st.cand_value = target, crossed, v
+        st.candidate, st.cand_threshold, st.cand_value, st.cand_source = target, crossed, v, src_ns
         delay_s = st.bound.rule.on_delay_s if up else st.bound.rule.off_delay_s
         if now_ns - st.since_ns >= delay_s * NS:
             out.append(self._confirm(st, key, now_ns))
@@ -398,13 +405,15 @@ class Evaluator:
             self._waiting.add(key)
             if up and st.pending != target:
                 st.pending = target
-                out.append(Transition(rule, device, quantity, st.level, target, v, crossed, now_ns, "pending"))
+                out.append(Transition(rule, device, quantity, st.level, target, v, crossed, now_ns, "pending", src_ns))
         return out
 
     @staticmethod
     def _cancelled(st: _State, key: tuple[str, str, str], v: float, now_ns: int) -> Transition:
         assert st.pending is not None
-        return Transition(key[0], key[1], key[2], st.level, st.pending, v, st.cand_threshold, now_ns, "cancelled")
+        return Transition(
+            key[0], key[1], key[2], st.level, st.pending, v, st.cand_threshold, now_ns, "cancelled", st.cand_source
+        )
 
     def _confirm(self, st: _State, key: tuple[str, str, str], now_ns: int) -> Transition:
         assert st.candidate is not None
@@ -412,7 +421,7 @@ class Evaluator:
         th = st.cand_threshold if st.level is not Level.NORMAL else None
         st.candidate, st.pending = None, None
         self._waiting.discard(key)
-        return Transition(key[0], key[1], key[2], old, st.level, st.cand_value, th, now_ns)
+        return Transition(key[0], key[1], key[2], old, st.level, st.cand_value, th, now_ns, "confirmed", st.cand_source)
 
     # ---- time ---------------------------------------------------------------------------------------------------
 

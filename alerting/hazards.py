@@ -331,12 +331,19 @@ class Hazards:
         provenance: str | None,
         hazard_basis: HazardBasis | None,
         alarm_at_ns: int | None = None,
+        measured_ns: int | None = None,
     ) -> int:
         """A found record built from an alarm snapshot. The rule's hazard_basis is only proposed: with one the
         proposed class is major, and a MANAGER still confirms (an alarm is not yet a 重大事故隐患, domain.md §0)."""
         limit = "" if threshold is None else f"，{level.zh}阈值 {threshold:g}{value_unit}"
         cited = f"（{provenance}）" if provenance else ""
         description = f"{device} {title_zh}：{point} 读数 {value:g}{value_unit}{limit}{cited}"
+        if measured_ns is not None and alarm_at_ns is not None and abs(measured_ns - alarm_at_ns) >= 60 * _NS:
+            # a back-dated survey: the ledger shows when it was measured as well as when the alarm was raised
+            fmt = "%Y-%m-%d %H:%M"
+            measured = datetime.fromtimestamp(measured_ns // _NS, self.tz).strftime(fmt)
+            raised = datetime.fromtimestamp(alarm_at_ns // _NS, self.tz).strftime(fmt)
+            description += f"（测量时间 {measured}，报警时间 {raised}）"
         return self.report(
             actor=actor,
             role=role,

@@ -77,6 +77,9 @@ class Alarm:
     suppressed_by: str | None  # comma-joined suppression reasons of the device, None when not suppressed
     chattering: bool
     raise_count: int  # how often this row was raised (first raise and re-raises from RTN / LATCHED)
+    # when the value behind the last raise or level change was measured (a survey's time, the device's clock);
+    # `raised_ns` is when the gateway raised it. None for calendar rules and rows written before this column
+    source_ns: int | None = None
 
     @property
     def open(self) -> bool:
@@ -150,7 +153,8 @@ CREATE TABLE IF NOT EXISTS alarm_alarms (
     shelve_reason TEXT,
     suppressed_by TEXT,
     chattering INTEGER NOT NULL DEFAULT 0,
-    raise_count INTEGER NOT NULL DEFAULT 0
+    raise_count INTEGER NOT NULL DEFAULT 0,
+    source_ns INTEGER
 );
 -- one open alarm per rule x device x quantity, enforced by the database and not only by this module
 CREATE UNIQUE INDEX IF NOT EXISTS alarm_alarms_one_open ON alarm_alarms(rule, device, quantity)
@@ -241,6 +245,11 @@ class Lifecycle:
         # silently join the first one's transaction, so this module's changes are serialised here
         self._lock = threading.RLock()
         conn.executescript(_SCHEMA)
+        # a state file of the previous release has no source_ns column yet: add it (NULL for its rows)
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(alarm_alarms)")}
+        if "source_ns" not in cols:
+            with tx(conn):
+                conn.execute("ALTER TABLE alarm_alarms ADD COLUMN source_ns INTEGER")
 
     # ---- transitions from the evaluator -------------------------------------------------------------------
 
@@ -268,7 +277,7 @@ class Lifecycle:
             alarm_id = self._insert(rule, t, AlarmState.ACTIVE_UNACKED)
             return self._emit(alarm_id, self._raised(alarm_id, t, first=True), SYSTEM, t.at_ns)
         alarm_id, state, level = row["id"], AlarmState(row["state"]), Level(row["level"])
-        common = {"value": t.value, "threshold": th, "source": src}
+        common = {"value": t.value, "threshold": th, "source": src, "source_ns": t.source_ns}
         if state in (AlarmState.PENDING, AlarmState.RTN_UNACKED, AlarmState.LATCHED):
             self._update(
                 alarm_id,
@@ -592,8 +601,8 @@ class Lifecycle:
         suppressed = self._suppressed_by(t.device) if rule.category == "value" else None
         cur = self.conn.execute(
             "INSERT INTO alarm_alarms(rule, device, quantity, kind, category, state, level, max_level, value,"
-            " threshold, source, title_zh, title_en, pending_ns, raised_ns, suppressed_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " threshold, source, title_zh, title_en, pending_ns, raised_ns, suppressed_by, source_ns)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 t.rule,
                 t.device,
@@ -611,6 +620,7 @@ class Lifecycle:
                 t.at_ns if state is AlarmState.PENDING else None,
                 t.at_ns if state is not AlarmState.PENDING else None,
                 suppressed,
+                t.source_ns,
             ),
         )
         assert cur.lastrowid is not None
@@ -670,4 +680,5 @@ def _alarm(r: sqlite3.Row) -> Alarm:
         suppressed_by=r["suppressed_by"],
         chattering=bool(r["chattering"]),
         raise_count=r["raise_count"],
+        source_ns=r["source_ns"],
     )

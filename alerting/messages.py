@@ -74,6 +74,10 @@ def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) 
         f"依据: {a.source}",
         f"时间: {local_time(a.raised_ns or a.pending_ns, site.tz)}",
     ]
+    measured = getattr(a, "source_ns", None)
+    if measured is not None and abs(measured - (a.raised_ns or a.pending_ns or measured)) >= 60 * 1_000_000_000:
+        # a back-dated survey or buffered data: when it was measured is not when the gateway raised it
+        lines.append(f"测量时间: {local_time(measured, site.tz)} (报警时间见上)")
     if actor and event == "acked":
         lines.append(f"确认人: {actor}")
     if site.console_url and event in ("raised", "level_up", "repeat"):
@@ -95,6 +99,7 @@ def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) 
         "unit": unit,
         "source": a.source,
         "raised_ns": a.raised_ns,
+        "source_ns": getattr(a, "source_ns", None),
         "site": site.site_name,
     }
     return subject, "\n".join(lines), data

@@ -14,7 +14,7 @@ const I18N = {
     no_hazards: "无未销号隐患", deadline: "整改期限", days_left: "剩余 {n} 天", overdue: "超期 {n} 天", due_today: "今日到期",
     sound_blocked: "点击页面以启用告警声音", stream_stale: "数据流超时",
     kind_tower_crane: "塔吊", kind_excavation: "深基坑", kind_formwork: "高支模", kind_gas: "有限空间气体",
-    kind_construction_elevator: "施工升降机", kind_environment: "扬尘噪声", decode_errors: "解码错误", clock_skew: "时钟偏差",
+    measured: "测于", kind_construction_elevator: "施工升降机", kind_environment: "扬尘噪声", decode_errors: "解码错误", clock_skew: "时钟偏差",
     level_0: "正常", level_1: "预警", level_2: "报警", level_3: "危险",
     state_pending: "待确认中", state_active_unacked: "未确认", state_active_acked: "已确认",
     state_rtn_unacked: "已恢复未确认", state_latched: "锁定", state_normal: "正常",
@@ -33,7 +33,7 @@ const I18N = {
     overdue: "{n} days overdue", due_today: "due today", sound_blocked: "Click the page to enable alarm sound",
     stream_stale: "stream timed out",
     kind_tower_crane: "Tower crane", kind_excavation: "Excavation", kind_formwork: "Formwork", kind_gas: "Gas detector",
-    kind_construction_elevator: "Construction elevator", kind_environment: "Dust and noise", decode_errors: "decode errors",
+    measured: "measured", kind_construction_elevator: "Construction elevator", kind_environment: "Dust and noise", decode_errors: "decode errors",
     clock_skew: "clock off",
     level_0: "Normal", level_1: "Pre-warning", level_2: "Alarm", level_3: "Danger",
     state_pending: "pending", state_active_unacked: "unacknowledged", state_active_acked: "acknowledged",
@@ -243,6 +243,9 @@ function renderBanner() {
       el("span", { class: "src" }, `${t("source")}: ${a.source}`),
       el("span", { class: "state" }, t(`state_${a.state}`) + (a.acked_by ? ` · ${t("by")} ${a.acked_by}` : "")),
       el("span", { class: "when" }, a.raised_ns ? `${t("since")} ${timeOf(a.raised_ns)}` : ""),
+      // a back-dated survey or buffered data: when it was measured, beside when the gateway raised it
+      a.source_ns && a.raised_ns && Math.abs(a.source_ns - a.raised_ns) >= 60e9
+        ? el("span", { class: "when measured" }, `${t("measured")} ${timeOf(a.source_ns)}`) : "",
       btn);
   }));
   updateSound();

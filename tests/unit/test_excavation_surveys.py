@@ -125,3 +125,34 @@ def test_check_config_shows_the_whole_rule_per_device(capsys: pytest.CaptureFixt
     cumulative = out.split("  exc.horizontal_displacement ", 1)[1].split("\n  exc.", 1)[0]
     assert "(70 % of the design 预警值 30 mm: 21 mm; the fraction: domain.md §2.4 practice pattern [R])" in cumulative
     assert "PIT-CX1: inactive: needs warning_values.deep_displacement.cumulative" in out
+
+
+def test_an_alarm_carries_the_surveys_time_and_the_time_it_was_raised(tmp_path: Path) -> None:
+    """Surveys brought in a day late: evaluated on their own times, raised at the gateway's; both are kept."""
+    from alerting.hazards import HazardConfig, Hazards
+    from alerting.lifecycle import Lifecycle
+    from alerting.messages import SiteInfo, alarm_message
+    from alerting.roles import Role
+
+    ev, _ = evaluator(tmp_path)
+    late = T0 + 16 * DAY  # the surveyor's report arrives the day after the last survey
+    got: list[Transition] = []
+    for day, value in enumerate(SURVEYS):
+        got += ev.observe(Reading("ZQT-3", Q, value, T0 + day * DAY), late)
+    conn = connect(tmp_path / "alarms.db")
+    lc = Lifecycle(conn, default_rules(), lambda: late)
+    for t in got:
+        lc.apply(t)
+    (a,) = [a for a in lc.open_alarms() if a.rule == "exc.horizontal_displacement"]
+    assert (a.level, a.raised_ns, a.source_ns) == (Level.ALARM, late, T0 + 14 * DAY)
+    site = SiteInfo("演示工地", "Asia/Shanghai", None, {"ZQT-3": "冠梁 ZQT-3"}, {"ZQT-3": "excavation"}, {})
+    _subject, text, data = alarm_message(a, "raised", site)
+    assert "时间: 2026-03-18 09:00:00" in text and "测量时间: 2026-03-16 09:00:00" in text
+    assert (data["raised_ns"], data["source_ns"]) == (late, T0 + 14 * DAY)
+    hz = Hazards(conn, lambda: late, HazardConfig())
+    hid = hz.propose_from_alarm(
+        actor="system", role=Role.ADMIN, unit_name="演示工地", alarm_id=a.id, device="冠梁 ZQT-3", point=Q,
+        title_zh=a.title_zh, level=a.level, value=a.value, threshold=a.threshold, value_unit="%",
+        provenance=a.source, hazard_basis=None, alarm_at_ns=a.raised_ns, measured_ns=a.source_ns,
+    )  # fmt: skip
+    assert "（测量时间 2026-03-16 09:00，报警时间 2026-03-18 09:00）" in hz.get(hid)["description"]

@@ -646,3 +646,24 @@ def test_unique_index_rejects_a_second_open_row_even_by_hand(lc: Lifecycle, cloc
         lc.conn.execute(copy, ("pending", a.id))
     lc.conn.execute(copy, ("normal", a.id))  # history rows of the same key are fine
     assert len(lc.query(rule=LEL.id)) == 2 and len(lc.open_alarms()) == 1
+
+
+def test_a_state_file_without_source_times_gets_the_column(tmp_path: Path) -> None:
+    """A state file written before alarms carried the reading's time: its rows read with source_ns None."""
+    from alerting import lifecycle as lcm
+
+    old_schema = lcm._SCHEMA.replace(",\n    source_ns INTEGER\n);", "\n);", 1)
+    assert "source_ns" not in old_schema.split("CREATE TABLE IF NOT EXISTS alarm_log")[0]
+    db = tmp_path / "old.db"
+    conn = connect(db)
+    conn.executescript(old_schema)
+    conn.execute(
+        "INSERT INTO alarm_alarms(rule, device, quantity, kind, category, state, level, max_level, value, source,"
+        " title_zh, title_en, raised_ns) VALUES ('gas.lel', 'G', 'lel', 'gas', 'value', 'active_unacked', 2, 2, 30,"
+        " 'x', 'x', 'x', 1)"
+    )
+    conn.commit()
+    conn.close()
+    lc = Lifecycle(connect(db), default_rules(), lambda: T0)
+    (a,) = lc.open_alarms()
+    assert (a.rule, a.source_ns) == ("gas.lel", None)
