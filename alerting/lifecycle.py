@@ -77,7 +77,7 @@ class Alarm:
     suppressed_by: str | None  # comma-joined suppression reasons of the device, None when not suppressed
     chattering: bool
     raise_count: int  # how often this row was raised (first raise and re-raises from RTN / LATCHED)
-    # when the value behind the last raise or level change was measured (a survey's time, the device's clock);
+    # when the value behind the last raise, level change or clear was measured (a survey's time, a device's clock);
     # `raised_ns` is when the gateway raised it. None for calendar rules and rows written before this column
     source_ns: int | None = None
 
@@ -319,12 +319,14 @@ class Lifecycle:
         if state not in ACTIVE_STATES:
             return []  # already cleared (RTN_UNACKED / LATCHED): a repeat
         if rule.latch:
-            self._update(alarm_id, state=AlarmState.LATCHED, value=t.value, cleared_ns=t.at_ns)
+            self._update(alarm_id, state=AlarmState.LATCHED, value=t.value, cleared_ns=t.at_ns, source_ns=t.source_ns)
             return self._emit(alarm_id, [("latched", None)], SYSTEM, t.at_ns)
         if state is AlarmState.ACTIVE_UNACKED:
-            self._update(alarm_id, state=AlarmState.RTN_UNACKED, value=t.value, cleared_ns=t.at_ns)
+            self._update(
+                alarm_id, state=AlarmState.RTN_UNACKED, value=t.value, cleared_ns=t.at_ns, source_ns=t.source_ns
+            )
             return self._emit(alarm_id, [("cleared", None)], SYSTEM, t.at_ns)
-        self._update(alarm_id, value=t.value, cleared_ns=t.at_ns, **self._closing(t.at_ns))
+        self._update(alarm_id, value=t.value, cleared_ns=t.at_ns, source_ns=t.source_ns, **self._closing(t.at_ns))
         return self._emit(alarm_id, [("cleared", None), ("closed", None)], SYSTEM, t.at_ns)
 
     def _raised(self, alarm_id: int, t: Transition, *, first: bool) -> list[tuple[EventKind, str | None]]:

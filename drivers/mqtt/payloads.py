@@ -234,7 +234,8 @@ class PayloadDecoder:
             q = Quality.GOOD if f.state else quality
             if f.qmap is not None and f.status is not None and not f.state:
                 code = _get(doc, f.status)
-                q = q.worst(f.qmap.quality_of(None if code is _MISSING else code))
+                if code is not _MISSING and code is not None:  # no status sent: the device said nothing against it
+                    q = q.worst(f.qmap.quality_of(code))
             if f.bits_as is not None:
                 try:
                     x = _bits(v, f)
@@ -286,9 +287,9 @@ class PayloadDecoder:
         state = quantities.lookup(quantity).unit == "state"
         if state:
             quality = Quality.GOOD
-        elif self._arr_map is not None and arr.status_key is not None:
+        elif self._arr_map is not None and arr.status_key is not None and item.get(arr.status_key) is not None:
             # the channel's own status: a faulted channel (st: 2) is BAD whatever its value says
-            quality = quality.worst(self._arr_map.quality_of(item.get(arr.status_key)))
+            quality = quality.worst(self._arr_map.quality_of(item[arr.status_key]))
         raw = item.get(arr.value_key, _MISSING)
         if raw is _MISSING:
             raise ProtocolError(f"{where}.{arr.value_key} ({quantity}): missing")
