@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from alerting.config import WarningValues
 from alerting.rules import Source
-from drivers.profile import ModbusProfile, MqttProfile
+from drivers.profile import AnyProfile, ModbusProfile
 from gateway import quantities
 from gateway.model import Quality, Reading
 
@@ -94,7 +94,7 @@ _ALWAYS = frozenset({"up", "calibration_due", "decode_errors", "clock_skew", "*"
 _DERIVED = {"load_ratio": "load"}
 
 
-def _provides(prof: ModbusProfile | MqttProfile) -> frozenset[str]:
+def _provides(prof: AnyProfile) -> frozenset[str]:
     names = [p.quantity for p in prof.points] if isinstance(prof, ModbusProfile) else prof.quantity_names()
     base = {quantities.lookup(n).name for n in names}
     base |= {d for d, src in _DERIVED.items() if src in base}

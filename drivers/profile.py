@@ -375,7 +375,32 @@ class MqttProfile(_Base):
         return names
 
 
-Profile = Annotated[ModbusProfile | MqttProfile, Field(discriminator="transport")]
+class SurveyProfile(_Base):
+    """A point whose readings come from surveys brought in as files (人工监测, a third-party firm's daily report),
+    through `sitegw import`, the API or the console: no driver polls it."""
+
+    id: str
+    kind: DeviceKind
+    title: str
+    transport: Literal["survey"]
+    sources: list[str] = []
+    auxiliary: list[AuxQuantity] = []
+    quality_maps: dict[str, QualityMap] = {}
+    quantities: list[str] = Field(min_length=1)  # what its surveys may report (a file's item column picks one)
+
+    @model_validator(mode="after")
+    def _check(self) -> SurveyProfile:
+        qs = _Quantities(self.auxiliary)
+        for i, q in enumerate(self.quantities):
+            qs.check(f"quantities[{i}]", q, None)
+        return self
+
+    def quantity_names(self) -> list[str]:
+        return list(self.quantities)
+
+
+AnyProfile = ModbusProfile | MqttProfile | SurveyProfile
+Profile = Annotated[AnyProfile, Field(discriminator="transport")]
 
 
 class _ProfileFile(_Base):
@@ -386,7 +411,7 @@ class ProfileError(ValueError):
     """A profile file that does not load; the message names the file and the field."""
 
 
-def load_profile_file(path: Path) -> ModbusProfile | MqttProfile:
+def load_profile_file(path: Path) -> AnyProfile:
     from pydantic import ValidationError
 
     try:
@@ -410,8 +435,8 @@ def load_profile_file(path: Path) -> ModbusProfile | MqttProfile:
 
 
 @cache
-def builtin_profiles() -> dict[str, ModbusProfile | MqttProfile]:
-    out: dict[str, ModbusProfile | MqttProfile] = {}
+def builtin_profiles() -> dict[str, AnyProfile]:
+    out: dict[str, AnyProfile] = {}
     for f in sorted(PROFILE_DIR.glob("*.yaml")):
         p = load_profile_file(f)
         if p.id != f.stem:

@@ -17,7 +17,16 @@ from drivers.errors import ProtocolError
 from drivers.modbus.driver import PollResult, decode_poll
 from drivers.modbus.plan import Block, plan_device
 from drivers.mqtt.payloads import PayloadDecoder
-from drivers.profile import PROFILE_DIR, ModbusProfile, MqttProfile, RegisterPoint, Table, resolve_address
+from drivers.profile import (
+    PROFILE_DIR,
+    AnyProfile,
+    ModbusProfile,
+    MqttProfile,
+    RegisterPoint,
+    SurveyProfile,
+    Table,
+    resolve_address,
+)
 from drivers.quality import QualityName
 from drivers.timefmt import parse_zone
 from gateway import quantities
@@ -125,6 +134,35 @@ def decode_registers(profile: ModbusProfile, text: str, site_tz: str, receive_ns
     return d
 
 
+def decode_survey(profile: SurveyProfile, data: bytes, filename: str, site_tz: str) -> Decoded:
+    """A surveyor's file as the profile's points would take it (no site: any point id, the row's item)."""
+    from drivers.survey import parse_survey
+    from drivers.timefmt import parse_zone
+
+    d = Decoded("survey")
+    try:
+        parsed = parse_survey(data, filename, parse_zone("site", site_tz))
+    except ValueError as err:
+        d.errors.append(str(err))
+        return d
+    d.errors += [str(p) for p in parsed.problems]
+    for r in parsed.rows:
+        q = next(
+            (q for q in profile.quantities if r.item and (r.item == q or quantities.lookup(q).title_zh in r.item)),
+            profile.quantities[0] if r.item is None and len(profile.quantities) == 1 else None,
+        )
+        if q is None:
+            d.errors.append(f"row {r.row}: item {r.item!r} is not one of {profile.quantities}")
+            continue
+        value = r.value
+        target = quantities.lookup(q).unit
+        if r.unit and r.unit != target:
+            conv = quantities.converter(r.unit, target)
+            value = conv(value) if conv else value
+        d.readings.append(Reading(r.point, q, value, r.ts_ns))
+    return d
+
+
 def describe(d: Decoded, site_tz: str) -> list[str]:
     """Readings with unit, quality and time (UTC and site time), then every error."""
     zone = ZoneInfo(site_tz)
@@ -163,13 +201,14 @@ class Case(BaseModel):
     topic: str = "sample/DEVICE"
     payload: str | None = None  # text as the device sends it (JSON, an HJ 212 frame)
     registers: str | None = None  # a register dump, as `sitegw test-profile --registers` reads it
+    survey: str | None = None  # a surveyor's report as CSV text (survey profiles)
     expect: list[Expected] = []
     errors: list[str] = []  # substrings, one per expected error, in order
 
     @model_validator(mode="after")
     def _one(self) -> Case:
-        if (self.payload is None) == (self.registers is None):
-            raise ValueError("a case has either 'payload' or 'registers'")
+        if sum(x is not None for x in (self.payload, self.registers, self.survey)) != 1:
+            raise ValueError("a case has one of 'payload', 'registers' or 'survey'")
         return self
 
 
@@ -199,9 +238,13 @@ def load_samples(path: Path) -> SampleFile:
         raise ValueError(f"{path}: {err}") from None
 
 
-def run_case(profile: ModbusProfile | MqttProfile, case: Case, sf: SampleFile) -> Decoded:
+def run_case(profile: AnyProfile, case: Case, sf: SampleFile) -> Decoded:
     receive_ns = int(sf.receive_at.timestamp()) * 1_000_000_000
-    if case.registers is not None:
+    if case.survey is not None:
+        if not isinstance(profile, SurveyProfile):
+            return Decoded(case.name, errors=["a survey file needs a survey profile"])
+        d = decode_survey(profile, case.survey.encode("utf-8"), "sample.csv", sf.timezone)
+    elif case.registers is not None:
         if not isinstance(profile, ModbusProfile):
             return Decoded(case.name, errors=["a register dump needs a Modbus profile"])
         d = decode_registers(profile, case.registers, sf.timezone, receive_ns)
@@ -248,7 +291,7 @@ def check_case(d: Decoded, case: Case) -> list[str]:
     return problems
 
 
-def check_samples(profile: ModbusProfile | MqttProfile, sf: SampleFile) -> list[str]:
+def check_samples(profile: AnyProfile, sf: SampleFile) -> list[str]:
     """Every mismatch of every case, each line naming its case; empty when all match."""
     if sf.profile != profile.id:
         return [f"the samples are for {sf.profile!r}, not {profile.id!r}"]

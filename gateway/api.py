@@ -27,6 +27,7 @@ from gateway import quantities
 from gateway.auth import AuthError, User
 from gateway.history import sse
 from gateway.selfmon import add_health_routes
+from gateway.survey_api import add_survey_routes
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -162,6 +163,7 @@ def build_api(gw: "Gateway") -> FastAPI:
         return gw.metrics_text()
 
     add_health_routes(app, gw)  # GET /health: ready / degraded with reasons / starting
+    add_survey_routes(app, gw, role(Role.OFFICER), role(Role.VIEWER))  # POST /api/surveys: a surveyor's file
 
     # ---- the web console: open static files; the page asks for a login and then uses the session cookie ----
 

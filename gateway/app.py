@@ -30,6 +30,7 @@ from gateway.pipeline import Pipeline
 from gateway.selfmon import run_selfmon
 from gateway.spool import Spool
 from gateway.supervisor import LineOwner, Liveness, watch_liveness
+from gateway.surveys import SurveyImporter
 from gateway.writer import SpoolDrainer
 
 log = logging.getLogger("sitegw")
@@ -68,11 +69,7 @@ def expected_series(cfg: SiteConfig) -> int:
     n = 0
     for d in cfg.devices:
         prof = cfg.profile_of(d)
-        if isinstance(prof, ModbusProfile):
-            n += len(prof.points)
-        else:
-            n += len(prof.payload.fields) + (len(prof.payload.points.names) if prof.payload.points else 0)
-        n += 2
+        n += len(prof.quantity_names()) + 2
     return n
 
 
@@ -211,6 +208,7 @@ class Gateway:
             for bid, routes in build_routes(cfg).items()
             if routes
         ]
+        self.surveys = SurveyImporter(cfg, self.alarms.conn, self.alarms.baselines, self._survey_submit, clock)
         self._stack = AsyncExitStack()
 
     async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
@@ -223,6 +221,12 @@ class Gateway:
                 ups.append(up)
         ups.extend(self.liveness.take())
         await self.pipeline.submit(readings + ups if ups else readings, on_spooled)
+
+    async def _survey_submit(self, readings: list[Reading]) -> None:
+        self.metrics.readings_by_driver["survey"] += len(readings)
+        now = time.monotonic()
+        ups = [up for dev in sorted({r.device for r in readings}) if (up := self.liveness.seen(dev, now))]
+        await self.pipeline.submit(readings + ups)
 
     def _dead_letter(self, kind: str, message: str, device: str | None = None) -> None:
         self.metrics.dead_letters[kind] += 1

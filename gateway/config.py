@@ -18,7 +18,15 @@ from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig, WarningV
 from alerting.hazards import HazardConfig
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import RulesConfig
-from drivers.profile import DeviceKind, ModbusProfile, MqttProfile, ProfileError, builtin_profiles, load_profile_file
+from drivers.profile import (
+    AnyProfile,
+    DeviceKind,
+    ModbusProfile,
+    ProfileError,
+    SurveyProfile,
+    builtin_profiles,
+    load_profile_file,
+)
 from drivers.timefmt import TimestampFormat, TimestampOverride
 from gateway import quantities
 
@@ -318,6 +326,7 @@ class SiteConfig(_Base):
         units: dict[tuple[str, int], str] = {}
         keys: dict[tuple[str, str], str] = {}
         filters: dict[tuple[str, str], str] = {}
+        survey_keys: dict[str, str] = {}  # the point id a surveyor's file uses -> device id
         for i, d in enumerate(self.devices):
             at = f"devices[{i}] ({d.id})"
             prof = profiles.get(d.profile)
@@ -341,6 +350,19 @@ class SiteConfig(_Base):
                         f"{at}.unit_id: {d.unit_id} on line {d.line} is already {units[(d.line, d.unit_id)]}"
                     )
                 units[(d.line, d.unit_id)] = d.id
+            elif isinstance(prof, SurveyProfile):
+                if d.line or d.unit_id is not None or d.broker or d.topic:
+                    raise ValueError(f"{at}: a survey point takes no 'line'/'unit_id'/'broker'/'topic'")
+                if d.expected_interval_s is None:
+                    raise ValueError(
+                        f"{at}.expected_interval_s: required for a survey point (how often it is surveyed; "
+                        f"`up` drops to 0 after stale_factor x this without a survey)"
+                    )
+                if d.timestamp is not None:
+                    raise ValueError(f"{at}.timestamp: a survey point's time is each row's survey time")
+                other_key = survey_keys.setdefault(d.key, d.id)
+                if other_key != d.id:
+                    raise ValueError(f"{at}: survey point id {d.key!r} is already {other_key}")
             else:
                 if d.broker is None or d.topic is None:
                     raise ValueError(f"{at}: an MQTT device needs 'broker' and 'topic'")
@@ -410,10 +432,10 @@ class SiteConfig(_Base):
 
         resolve_rules(default_rules(), self.rules, DeviceContext.from_config(self))
 
-    def profiles(self) -> dict[str, ModbusProfile | MqttProfile]:
+    def profiles(self) -> dict[str, AnyProfile]:
         return _profiles(tuple(self.profile_dirs))
 
-    def profile_of(self, device: Device) -> ModbusProfile | MqttProfile:
+    def profile_of(self, device: Device) -> AnyProfile:
         return self.profiles()[device.profile]
 
     def kind_of(self, device: Device) -> DeviceKind:
@@ -424,12 +446,15 @@ class SiteConfig(_Base):
         out = {}
         for d in self.devices:
             lim = d.device_clock or self.device_clock
-            out[d.id] = (lim.max_ahead_s, lim.max_age_s)
+            age = lim.max_age_s
+            if d.device_clock is None and isinstance(self.profile_of(d), SurveyProfile):
+                age = 10 * 365 * 86400.0  # a survey brought in weeks later is late, not a clock that is off
+            out[d.id] = (lim.max_ahead_s, age)
         return out
 
 
 @functools.cache
-def _profiles(dirs: tuple[Path, ...]) -> dict[str, ModbusProfile | MqttProfile]:
+def _profiles(dirs: tuple[Path, ...]) -> dict[str, AnyProfile]:
     """Built-in profiles plus those of the site's folders, read once per set of folders."""
     out = dict(builtin_profiles())
     for folder in dirs:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 # the drivers whose readings are counted apart (sitegw_driver_readings_total); always rendered, even at 0
-DRIVERS = ("modbus", "mqtt", "derived", "liveness")
+DRIVERS = ("modbus", "mqtt", "survey", "derived", "liveness")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from drivers.profile import ModbusProfile, MqttProfile, ProfileError, builtin_profiles, load_profile_file
+from drivers.profile import AnyProfile, ModbusProfile, MqttProfile, ProfileError, builtin_profiles, load_profile_file
 from drivers.testbench import (
     check_samples,
     decode_payloads,
@@ -21,7 +21,7 @@ from drivers.testbench import (
 from drivers.timefmt import parse_zone
 
 
-def _profile(name: str, dirs: list[Path]) -> tuple[ModbusProfile | MqttProfile, list[Path]]:
+def _profile(name: str, dirs: list[Path]) -> tuple[AnyProfile, list[Path]]:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return load_profile_file(path), [path.parent, *dirs]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from drivers.profile import ModbusProfile
+from drivers.profile import ModbusProfile, SurveyProfile
 from gateway.config import SiteConfig
 from simulators.device import DeviceSim, quantities_of
 from simulators.faults import FaultMode, parse_mode
@@ -42,6 +42,11 @@ class SiteSimulator:
         self.devices: dict[str, DeviceSim] = {}
         for d in config.devices:
             profile = config.profile_of(d)
+            if isinstance(profile, SurveyProfile):
+                continue  # surveyed by hand: its results come as files, nothing to simulate on a bus or a broker
+            if profile.kind not in MODELS:
+                log.warning("device %s: no simulator model for kind %s; it is not simulated", d.id, profile.kind.value)
+                continue
             quantities = quantities_of(profile)
             model = MODELS[profile.kind](d, quantities, rng_for(seed, d.id), self.scenario, time_scale)
             self.devices[d.id] = DeviceSim(d, profile, model, config.site.timezone)

@@ -14,7 +14,10 @@ const I18N = {
     no_hazards: "无未销号隐患", deadline: "整改期限", days_left: "剩余 {n} 天", overdue: "超期 {n} 天", due_today: "今日到期",
     sound_blocked: "点击页面以启用告警声音", stream_stale: "数据流超时",
     kind_tower_crane: "塔吊", kind_excavation: "深基坑", kind_formwork: "高支模", kind_gas: "有限空间气体",
-    measured: "测于", kind_construction_elevator: "施工升降机", kind_environment: "扬尘噪声", decode_errors: "解码错误", clock_skew: "时钟偏差",
+    measured: "测于", surveys: "监测数据导入", survey_import: "导入测量成果（CSV / XLSX，整份文件要么全部导入，要么全部拒绝）",
+    survey_ok: "已导入 {n} 行：{points}（导入编号 {id}）", survey_refused: "整份文件未导入：",
+    row_col: "第 {row} 行，{col} 列：", survey_sending: "正在导入…",
+    kind_construction_elevator: "施工升降机", kind_environment: "扬尘噪声", decode_errors: "解码错误", clock_skew: "时钟偏差",
     level_0: "正常", level_1: "预警", level_2: "报警", level_3: "危险",
     state_pending: "待确认中", state_active_unacked: "未确认", state_active_acked: "已确认",
     state_rtn_unacked: "已恢复未确认", state_latched: "锁定", state_normal: "正常",
@@ -33,7 +36,11 @@ const I18N = {
     overdue: "{n} days overdue", due_today: "due today", sound_blocked: "Click the page to enable alarm sound",
     stream_stale: "stream timed out",
     kind_tower_crane: "Tower crane", kind_excavation: "Excavation", kind_formwork: "Formwork", kind_gas: "Gas detector",
-    measured: "measured", kind_construction_elevator: "Construction elevator", kind_environment: "Dust and noise", decode_errors: "decode errors",
+    measured: "measured", surveys: "Survey import",
+    survey_import: "Import survey results (CSV / XLSX; the whole file or nothing)",
+    survey_ok: "Imported {n} row(s): {points} (import {id})", survey_refused: "Refused, nothing imported:",
+    row_col: "row {row}, column {col}: ", survey_sending: "Importing…",
+    kind_construction_elevator: "Construction elevator", kind_environment: "Dust and noise", decode_errors: "decode errors",
     clock_skew: "clock off",
     level_0: "Normal", level_1: "Pre-warning", level_2: "Alarm", level_3: "Danger",
     state_pending: "pending", state_active_unacked: "unacknowledged", state_active_acked: "acknowledged",
@@ -346,6 +353,38 @@ async function ack(id) {
   }
 }
 
+// a surveyor's report: sent whole as base64 in JSON; a refusal lists every row and column that is wrong
+$("#survey-file").addEventListener("change", async (ev) => {
+  const file = ev.target.files[0];
+  const out = $("#survey-result");
+  if (!file) return;
+  out.textContent = t("survey_sending");
+  const b64 = await new Promise((ok, fail) => {
+    const rd = new FileReader();
+    rd.onload = () => ok(String(rd.result).split(",", 2)[1] || "");
+    rd.onerror = () => fail(rd.error);
+    rd.readAsDataURL(file);
+  });
+  const r = await fetch("/api/surveys", {
+    method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ filename: file.name, content_b64: b64 }),
+  });
+  const data = await r.json().catch(() => ({ detail: r.statusText }));
+  out.replaceChildren();
+  if (r.ok) {
+    out.append(el("p", { class: "ok" }, t("survey_ok", { n: data.rows, points: data.points.join("、"), id: data.import_id })));
+  } else {
+    out.append(el("p", { class: "err" }, t("survey_refused")));
+    const list = el("ul", { class: "err" });
+    for (const e of data.errors || [{ row: 0, column: "", message: data.detail }]) {
+      list.append(el("li", {}, (e.row ? t("row_col", { row: e.row, col: e.column }) : "") + e.message));
+    }
+    out.append(list);
+  }
+  ev.target.value = "";
+});
+
+
 function showError(msg) {
   const box = $("#error");
   box.textContent = msg;
@@ -484,6 +523,7 @@ async function start() {
   $("#login").hidden = true;
   $("#main").hidden = false;
   document.body.dataset.role = S.meta.user.role;
+  $("#surveys").hidden = S.kiosk || !canAck();  // officers and above bring in surveyors' results
   renderAll();
   route();
   connect();

@@ -1,0 +1,240 @@
+"""Survey imports: a surveyor's file checked whole against the site, stored, audited and fed to the pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from alerting.baselines import Baselines
+from alerting.db import Clock, audit, tx
+from drivers.profile import SurveyProfile
+from drivers.survey import MAX_ERRORS, Problem, SurveyRow, parse_survey
+from drivers.timefmt import parse_zone
+from gateway import quantities
+from gateway.config import SiteConfig
+from gateway.model import Reading
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS survey_imports (
+    id INTEGER PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS survey_results (
+    device TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    value REAL NOT NULL,
+    reported_rate REAL,
+    import_id INTEGER NOT NULL REFERENCES survey_imports(id),
+    PRIMARY KEY (device, quantity, ts_ns)
+);
+"""
+
+Submit = Callable[[list[Reading]], Awaitable[None]]
+NS = 1_000_000_000
+
+
+class SurveyRefused(ValueError):
+    """The file was not imported (nothing of it): every problem names its row and column."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        shown = "; ".join(str(p) for p in problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        super().__init__(f"survey file refused, nothing imported: {shown}")
+
+
+@dataclass(frozen=True)
+class Imported:
+    import_id: int
+    rows: int
+    points: list[str]
+    first_ns: int
+    last_ns: int
+    baselines_set: list[str]  # points whose cumulative values got a baseline of 0 with this import
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "import_id": self.import_id,
+            "rows": self.rows,
+            "points": self.points,
+            "first_ns": self.first_ns,
+            "last_ns": self.last_ns,
+            "baselines_set": self.baselines_set,
+        }
+
+
+class SurveyImporter:
+    """Checks a whole file before anything is kept (no partial import), then stores its rows, audits who imported
+    what, and hands the readings to the pipeline in time order, so alarms are evaluated on the surveys' times."""
+
+    def __init__(
+        self,
+        cfg: SiteConfig,
+        conn: sqlite3.Connection,
+        baselines: Baselines,
+        submit: Submit,
+        clock: Clock,
+    ) -> None:
+        self.cfg = cfg
+        self.conn = conn
+        self.baselines = baselines
+        self.submit = submit  # the gateway marks the points seen (liveness) and hands the readings to the pipeline
+        self.clock = clock
+        self.tz = parse_zone("site", cfg.site.timezone)
+        self.points: dict[str, tuple[str, list[str]]] = {}  # point id -> (device id, quantities it may report)
+        for d in cfg.devices:
+            prof = cfg.profile_of(d)
+            if isinstance(prof, SurveyProfile):
+                self.points[d.key] = (d.id, list(prof.quantities))
+        self.warning_keys = {d.id: list(d.warning_values) for d in cfg.devices}
+        self.max_ahead_ns = {d: int(a * NS) for d, (a, _age) in cfg.clock_limits().items()}
+        conn.executescript(_SCHEMA)
+
+    # ---- checking ----------------------------------------------------------------------------------------------
+
+    def _quantity(self, row: SurveyRow, device: str, allowed: list[str], given: str | None) -> str:
+        """The row's quantity: its item column, else the import's, else the point's only one."""
+        text = row.item or given
+        if text:
+            for q in allowed:
+                qq = quantities.lookup(q)
+                if text in (q, qq.title_zh, qq.title_en):
+                    return q
+            near = [q for q in allowed if quantities.lookup(q).title_zh in text]
+            if len(near) == 1:  # 冠梁水平位移 names 水平位移
+                return near[0]
+            names = ", ".join(f"{q} ({quantities.lookup(q).title_zh})" for q in allowed)
+            raise ValueError(f"{text!r} is not a quantity this point reports ({names})")
+        own = [q for q in self.warning_keys.get(device, []) if q in allowed]
+        if len(allowed) == 1 or len(own) == 1:
+            return allowed[0] if len(allowed) == 1 else own[0]
+        raise ValueError("no item column (监测项目) and no quantity given for the import")
+
+    def check(self, data: bytes, filename: str, quantity: str | None = None) -> list[tuple[SurveyRow, str, str, float]]:
+        """(row, device, quantity, value in the catalog unit) for every row; SurveyRefused with every problem."""
+        try:
+            parsed = parse_survey(data, filename, self.tz)
+        except ValueError as err:
+            raise SurveyRefused([Problem(0, "", str(err))]) from None
+        problems = list(parsed.problems)
+        out: list[tuple[SurveyRow, str, str, float]] = []
+        last_in_file: dict[tuple[str, str], tuple[int, int]] = {}  # (device, quantity) -> (ts, row)
+        now = self.clock()
+        for r in parsed.rows:
+            col = r.columns
+            point = self.points.get(r.point)
+            if point is None:
+                known = ", ".join(sorted(self.points)) or "none configured"
+                problems.append(Problem(r.row, col["point"], f"unknown point {r.point!r} (survey points: {known})"))
+                continue
+            device, allowed = point
+            try:
+                q = self._quantity(r, device, allowed, quantity)
+            except ValueError as err:
+                problems.append(Problem(r.row, col.get("item", col["point"]), str(err)))
+                continue
+            target = quantities.lookup(q).unit
+            value = r.value
+            if r.unit and r.unit != target:
+                try:
+                    conv = quantities.converter(r.unit, target)
+                except ValueError:
+                    where = col.get("unit", col.get("cumulative", col.get("value", "")))
+                    problems.append(Problem(r.row, where, f"unit {r.unit!r} does not convert to {q}'s unit {target!r}"))
+                    continue
+                value = conv(value) if conv else value
+            if r.ts_ns > now + self.max_ahead_ns.get(device, 300 * NS):
+                problems.append(Problem(r.row, col["time"], "the survey time is in the future"))
+                continue
+            key = (device, q)
+            prev = last_in_file.get(key)
+            if prev is not None and r.ts_ns <= prev[0]:
+                what = "the same survey time as" if r.ts_ns == prev[0] else "earlier than"
+                problems.append(Problem(r.row, col["time"], f"{what} row {prev[1]} for {r.point} ({q})"))
+                continue
+            last_in_file[key] = (r.ts_ns, r.row)
+            out.append((r, device, q, value))
+        problems += self._against_stored(out)
+        if problems:
+            raise SurveyRefused(sorted(problems, key=lambda p: (p.row, p.column))[:MAX_ERRORS])
+        return out
+
+    def _against_stored(self, rows: list[tuple[SurveyRow, str, str, float]]) -> list[Problem]:
+        """A survey already imported, or one older than the point's last imported survey (time going backwards)."""
+        out: list[Problem] = []
+        last: dict[tuple[str, str], int | None] = {}
+        for r, device, q, _v in rows:
+            if (device, q) not in last:
+                row = self.conn.execute(
+                    "SELECT MAX(ts_ns) FROM survey_results WHERE device = ? AND quantity = ?", (device, q)
+                ).fetchone()
+                last[(device, q)] = row[0]
+            newest = last[(device, q)]
+            if newest is None or r.ts_ns > newest:
+                continue
+            dup = self.conn.execute(
+                "SELECT import_id FROM survey_results WHERE device = ? AND quantity = ? AND ts_ns = ?",
+                (device, q, r.ts_ns),
+            ).fetchone()
+            col = r.columns["time"]
+            if dup is not None:
+                out.append(Problem(r.row, col, f"{r.point} ({q}) at this time was already imported (import #{dup[0]})"))
+            else:
+                out.append(Problem(r.row, col, f"older than the last imported survey of {r.point} ({q})"))
+        return out
+
+    # ---- importing ---------------------------------------------------------------------------------------------
+
+    async def import_file(self, data: bytes, filename: str, actor: str, quantity: str | None = None) -> Imported:
+        now = self.clock()
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            rows = self.check(data, filename, quantity)
+        except SurveyRefused as err:
+            with tx(self.conn):
+                audit(self.conn, now, actor, "survey.refused", f"survey_file:{filename}", str(err)[:500],
+                      {"sha256": digest, "problems": len(err.problems)})  # fmt: skip
+            raise
+        rows.sort(key=lambda x: x[0].ts_ns)
+        first, last = rows[0][0].ts_ns, rows[-1][0].ts_ns
+        baselines_set: list[str] = []
+        with tx(self.conn):
+            cur = self.conn.execute(
+                "INSERT INTO survey_imports(at_ns, actor, filename, sha256, rows, first_ns, last_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, actor, filename, digest, len(rows), first, last),
+            )
+            import_id = int(cur.lastrowid or 0)
+            self.conn.executemany(
+                "INSERT INTO survey_results(device, quantity, ts_ns, value, reported_rate, import_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(d, q, r.ts_ns, v, r.rate, import_id) for r, d, q, v in rows],
+            )
+            for r, d, q, _v in rows:
+                # cumulative changes are relative to the surveyor's 初始值: the point's baseline is 0
+                if r.cumulative and self.baselines.get(d, q) is None:
+                    self.baselines.set(d, q, 0.0, actor, f"survey import #{import_id}: cumulative values", r.ts_ns)
+                    baselines_set.append(f"{d}/{q}")
+            points = sorted({r.point for r, _d, _q, _v in rows})
+            audit(
+                self.conn, now, actor, "survey.import", f"survey_import:{import_id}", None,
+                {"filename": filename, "sha256": digest, "rows": len(rows), "points": points,
+                 "first_ns": first, "last_ns": last},
+            )  # fmt: skip
+        await self.submit([Reading(d, q, v, r.ts_ns) for r, d, q, v in rows])
+        return Imported(import_id, len(rows), points, first, last, baselines_set)
+
+    def imports(self, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM survey_imports ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [dict(r) for r in rows]

@@ -1,0 +1,98 @@
+"""The console's survey import in a real Chromium: a report with a typo is refused and every wrong row and column
+is listed; the corrected report imports; a viewer has no import at all."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from gateway.app import Gateway
+from services import local
+from services.local import Service
+from tests.browser.test_console import CHROMIUM, chromium
+from tests.integration.test_survey_import import PLAN, SURVEYS, report
+from tests.sites import write_site
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
+PASSWORDS = {"wang": "Jiance-Yuan-5521", "screen": "Wall-Screen-7731"}
+
+
+async def test_the_console_imports_a_report_or_lists_what_is_wrong(
+    tmp_path: Path, influxdb: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, pw in PASSWORDS.items():
+        monkeypatch.setenv(f"T_PW_{name.upper()}", pw)
+    http = local.free_port()
+    base = f"http://127.0.0.1:{http}"
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        influx_port=influxdb.port,
+        http_port=http,
+        devices=[
+            {
+                "id": "ZQT-3",
+                "name": "冠梁 ZQT-3",
+                "profile": "excavation_survey_v1",
+                "expected_interval_s": 86400,
+                "warning_values": {"horizontal_displacement": {"cumulative": 30, "rate_per_day": 3, "source": PLAN}},
+            }
+        ],
+        auth={
+            "users": [
+                {"name": "wang", "role": "officer", "password_env": "T_PW_WANG"},
+                {"name": "screen", "role": "viewer", "password_env": "T_PW_SCREEN"},
+            ]
+        },
+    )
+    tz = ZoneInfo("Asia/Shanghai")
+    first = datetime.now(tz).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
+    days = [first + timedelta(days=d) for d in range(len(SURVEYS))]
+    typo = list(SURVEYS)
+    typo[7], typo[9] = "15,5 mm", "十九"
+    (tmp_path / "typo.xlsx").write_bytes(report(days, typo))
+    (tmp_path / "good.xlsx").write_bytes(report(days, SURVEYS))
+    async with Gateway(cfg, fsync=False), chromium() as browser, httpx.AsyncClient(base_url=base) as api:
+        for _ in range(100):
+            if not local.port_free(http):
+                break
+            await asyncio.sleep(0.1)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(f"{base}/")
+        await page.fill("#login-form input[name=username]", "wang")
+        await page.fill("#login-form input[name=password]", PASSWORDS["wang"])
+        await page.click("#login-form button[type=submit]")
+        await page.wait_for_selector("#surveys:not([hidden])", timeout=10_000)
+        await page.set_input_files("#survey-file", str(tmp_path / "typo.xlsx"))
+        await page.wait_for_selector("#survey-result ul.err li", timeout=10_000)
+        items = await page.locator("#survey-result li").all_inner_texts()
+        assert items == [
+            "第 10 行，累计变化量(mm) 列：'15,5 mm' is not a number",
+            "第 12 行，累计变化量(mm) 列：'十九' is not a number",
+        ]
+        assert "整份文件未导入" in await page.inner_text("#survey-result")
+        await page.set_input_files("#survey-file", str(tmp_path / "good.xlsx"))
+        await page.wait_for_selector("#survey-result p.ok", timeout=10_000)
+        assert await page.inner_text("#survey-result p.ok") == "已导入 15 行：ZQT-3（导入编号 1）"
+        await page.screenshot(path=str(tmp_path / "survey.png"))
+        # the imported surveys raised the excavation alarms: the banner shows the 报警 with when it was measured
+        await page.wait_for_selector("#banner .alarm", timeout=10_000)
+        r = await api.post("/api/login", json={"username": "screen", "password": PASSWORDS["screen"]})
+        assert r.status_code == 200
+        viewer = await browser.new_page()
+        await viewer.goto(f"{base}/")
+        await viewer.fill("#login-form input[name=username]", "screen")
+        await viewer.fill("#login-form input[name=password]", PASSWORDS["screen"])
+        await viewer.click("#login-form button[type=submit]")
+        await viewer.wait_for_selector("#main:not([hidden])", timeout=10_000)
+        assert await viewer.is_hidden("#surveys")
+        forced = await api.post(
+            "/api/surveys",
+            json={"filename": "x.csv", "content_b64": "eA=="},
+            headers={"Authorization": f"Bearer {r.json()['token']}"},
+        )
+        assert forced.status_code == 403
