@@ -90,7 +90,7 @@ class WarningLimit:
 
 
 # quantities every device has (the supervisor's `up`, the calendar) and those derived from others
-_ALWAYS = frozenset({"up", "calibration_due", "decode_errors", "clock_skew", "*"})
+_ALWAYS = frozenset({"up", "calibration_due", "decode_errors", "clock_skew", "inspection_danger", "*"})
 _DERIVED = {"load_ratio": "load"}
 
 

@@ -491,12 +491,15 @@ class Lifecycle:
         """Bring suppressed_by of the device's open value alarms up to date; events where suppression flips."""
         joined = self._suppressed_by(device)
         rows = self.conn.execute(
-            "SELECT id, suppressed_by FROM alarm_alarms WHERE device = ? AND state != 'normal' AND category = 'value'"
-            " ORDER BY id",
+            "SELECT id, rule, suppressed_by FROM alarm_alarms"
+            " WHERE device = ? AND state != 'normal' AND category = 'value' ORDER BY id",
             (device,),
         ).fetchall()
         out: list[AlarmEvent] = []
         for r in rows:
+            rule = self.rules.get(r["rule"])
+            if rule is not None and not rule.suppress_by_design:
+                continue
             self._update(r["id"], suppressed_by=joined)
             if (r["suppressed_by"] is None) != (joined is None):
                 kind: EventKind = "suppressed" if joined is not None else "unsuppressed"
@@ -600,7 +603,7 @@ class Lifecycle:
 
     def _insert(self, rule: Rule, t: Transition, state: AlarmState) -> int:
         th, src = self._threshold(rule, t)
-        suppressed = self._suppressed_by(t.device) if rule.category == "value" else None
+        suppressed = self._suppressed_by(t.device) if rule.category == "value" and rule.suppress_by_design else None
         cur = self.conn.execute(
             "INSERT INTO alarm_alarms(rule, device, quantity, kind, category, state, level, max_level, value,"
             " threshold, source, title_zh, title_en, pending_ns, raised_ns, suppressed_by, source_ns)"

@@ -195,6 +195,9 @@ class Rule(BaseModel):
     # health: the monitoring device itself (stale, frozen, fault flag, calibration, limiter bypass)
     category: Literal["value", "health"] = "value"
     latch: bool = False  # stays latched after the condition clears until someone resets it after an inspection
+    # value alarms are suppressed by design while their device is offline or out of service; a danger a person
+    # found on inspection is not (the device being silent says nothing against it)
+    suppress_by_design: bool = True
     hazard_basis: HazardBasis | None = None  # proposed 判定依据 when the alarm becomes a hazard record
 
     @model_validator(mode="after")

@@ -34,6 +34,8 @@ CATALOG: dict[str, Quantity] = {
         # device health seen by the gateway, emitted on change: messages arrive but none decodes; device clock off
         _q("decode_errors", "state", 0, 1, "数据无法解析", "messages do not decode"),
         _q("clock_skew", "state", 0, 1, "设备时钟偏差", "device clock off"),
+        # a person's finding on inspection (巡视检查), entered through the API: 1 danger found, 0 cleared
+        _q("inspection_danger", "state", 0, 1, "巡视发现危险情况", "danger found by inspection"),
         # tower crane
         _q("load", "t", -1, 100, "起重量", "hoist load"),
         _q("rated_load", "t", 0, 100, "额定起重量", "rated load at radius"),

@@ -1,4 +1,4 @@
-"""HTTP routes for survey imports: upload a surveyor's CSV / XLSX (base64 in JSON), list the imports."""
+"""HTTP routes for people's field input: surveyors' CSV / XLSX results, and inspection findings (巡视检查)."""
 
 import base64
 import binascii
@@ -9,7 +9,9 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerting.db import audit, tx
 from gateway.auth import User
+from gateway.model import Reading
 from gateway.surveys import SurveyRefused
 
 if TYPE_CHECKING:
@@ -24,6 +26,16 @@ class SurveyUpload(BaseModel):
     filename: str = Field(min_length=1, max_length=200)
     content_b64: str = Field(min_length=4, max_length=MAX_FILE_BYTES * 4 // 3 + 4)
     quantity: str | None = Field(default=None, max_length=64)  # for files without an item column (监测项目)
+
+
+class Inspection(BaseModel):
+    """A danger condition found on inspection at a monitored point (GB 50497-2019 §8.0.9), or its all-clear."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: str = Field(min_length=1, max_length=64)
+    finding: str = Field(min_length=1, max_length=500)  # what the inspector saw: shown with the alarm
+    danger: bool = True  # false: the condition is gone (the alarm clears)
 
 
 def add_survey_routes(app: FastAPI, gw: "Gateway", officer: Callable[..., Any], viewer: Callable[..., Any]) -> None:
@@ -42,6 +54,29 @@ def add_survey_routes(app: FastAPI, gw: "Gateway", officer: Callable[..., Any], 
             raise ValueError("content_b64: not base64") from None
         result = await gw.surveys.import_file(data, body.filename, user.name, body.quantity)
         return result.as_dict()
+
+    @app.post("/api/inspections")
+    async def inspection(body: Inspection, user: Annotated[User, Depends(officer)]) -> dict[str, Any]:
+        """危险 from a person: the finding raises exc.inspection_danger on the point; the finding is its comment."""
+        dev = next((d for d in gw.cfg.devices if d.id == body.device), None)
+        if dev is None:
+            raise ValueError(f"device: unknown device {body.device!r}")
+        if not any(r.id == "exc.inspection_danger" for r in gw.alarms.rules_by_device.get(dev.id, [])):
+            raise ValueError(f"device: {dev.id} is not an excavation point (exc.inspection_danger does not apply)")
+        now = gw.alarms.clock()
+        what = "inspection.danger" if body.danger else "inspection.clear"
+        with tx(gw.alarms.conn):
+            audit(gw.alarms.conn, now, user.name, what, f"device:{dev.id}", body.finding)
+        await gw.pipeline.submit([Reading(dev.id, "inspection_danger", 1.0 if body.danger else 0.0, now)])
+        await gw.pipeline.drained()  # evaluated: the alarm (or its clearing) exists now
+        alarm = next(
+            (a for a in gw.alarms.lifecycle.open_alarms() if a.rule == "exc.inspection_danger" and a.device == dev.id),
+            None,
+        )
+        if alarm is not None:
+            gw.alarms.lifecycle.comment(alarm.id, user.name, f"巡视检查: {body.finding}")
+            gw.alarms.store_events()
+        return {"device": dev.id, "danger": body.danger, "alarm_id": alarm.id if alarm else None}
 
     @app.get("/api/surveys")
     async def survey_imports(_: Annotated[User, Depends(viewer)], limit: int = 100) -> list[dict[str, Any]]:

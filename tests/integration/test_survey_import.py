@@ -131,6 +131,24 @@ async def test_a_surveyors_report_refused_whole_then_imported(
         ]
         assert {r["actor"] for r in imports if r["action"].startswith("survey.")} == {"monitoring-firm"}
 
+        # 危险 from a person: the inspector finds piping at the pit bottom next to the point
+        r = await api.post("/api/inspections", json={"device": "ZQT-3", "finding": "坑底东侧出现管涌"})
+        assert r.status_code == 200, r.text
+        alarm = gw.alarms.lifecycle.get(r.json()["alarm_id"])
+        assert (alarm.rule, alarm.level, alarm.source) == (
+            "exc.inspection_danger",
+            Level.DANGER,
+            "GB 50497-2019 8.0.9 [R]",
+        )
+        assert any("巡视检查: 坑底东侧出现管涌" in (h["text"] or "") for h in gw.alarms.lifecycle.history(alarm.id))
+        gw.alarms.lifecycle.suppress("ZQT-3", "offline")  # the point's surveys stop: the danger stays visible
+        assert gw.alarms.lifecycle.get(alarm.id).suppressed_by is None
+        r = await api.post("/api/inspections", json={"device": "ZQT-3", "finding": "管涌已封堵", "danger": False})
+        assert r.json()["alarm_id"] == alarm.id  # back to normal, not yet acknowledged: the all-clear is noted on it
+        assert gw.alarms.lifecycle.get(alarm.id).state.value == "rtn_unacked"
+        assert any("巡视检查: 管涌已封堵" in (h["text"] or "") for h in gw.alarms.lifecycle.history(alarm.id))
+        assert (await api.post("/api/inspections", json={"device": "NOPE", "finding": "x"})).status_code == 422
+
     def on(ns: int | None) -> int:
         assert ns is not None
         return next(i for i, d in enumerate(days) if int(d.timestamp()) * NS == ns)
@@ -144,4 +162,5 @@ async def test_a_surveyors_report_refused_whole_then_imported(
     ]
     assert [d for k, _, d in rate if k == "cleared"] == [8, 14]
     assert cumulative[:2] == [("raised", 1, 10), ("level_up", 2, 14)]  # 报警 at 100 %, never 危险
-    assert all(lv < Level.DANGER for _, _, lv, _ in seen)
+    # 危险 only from the inspector's finding, never from a survey value
+    assert {r for r, _, lv, _ in seen if lv >= Level.DANGER} == {"exc.inspection_danger"}

@@ -42,11 +42,13 @@ def test_excavation_and_formwork_need_project_values() -> None:
     owed = {r.id for r in rules.values() if r.kind.value in ("excavation", "formwork")}
     assert owed >= {"exc.horizontal_displacement", "exc.strut_force", "fw.settlement", "fw.axial_force"}
     warning = {rid for rid in owed if rules[rid].measure in ("percent_of_warning", "rate_percent_of_warning")}
-    for rid in owed - warning:  # no invented numbers: every rule still needs a project value, tagged U
+    person = {"exc.inspection_danger"}  # 1 = a danger a person found: a state, not a number to choose
+    assert [(int(t.level), t.value) for t in rules["exc.inspection_danger"].thresholds] == [(3, 1.0)]
+    for rid in owed - warning - person:  # no invented numbers: every rule still needs a project value, tagged U
         assert rules[rid].needs_project_values()
         assert all(t.source.confidence is Confidence.UNKNOWN for t in rules[rid].thresholds if t.value is None)
     # the only valued ones: 100 % of the formwork plan's control value / of the design load
-    valued = {(rid, int(t.level), t.value) for rid in owed - warning for t in rules[rid].thresholds if t.value}
+    valued = {(rid, int(t.level), t.value) for rid in owed - warning - person for t in rules[rid].thresholds if t.value}
     assert valued == {("fw.settlement", 2, 100.0), ("fw.axial_force", 2, 100.0)}
     # excavation deformation and groundwater: fractions of each point's design 预警值, which the site file must
     # give (devices[].warning_values): 70 % watch [R placeholder], 100 % = the 预警值 itself (GB 50497 8.0.3 [P])

@@ -61,6 +61,8 @@ TABLE: dict[str, tuple[str, str, str, str, str, bool, str | None, list[tuple[int
                               None, [(1, 70.0, "R"), (2, 100.0, "P")]),
     "exc.groundwater_level_rate": ("excavation", "groundwater_level", "rate_percent_of_warning", "abs", "value",
                                    False, None, [(1, 70.0, "R"), (2, 100.0, "P")]),
+    # §2.3 8.0.9: 危险 from a person's inspection finding (the 2019 list [R]), never from one value
+    "exc.inspection_danger": ("excavation", "inspection_danger", "value", "high", "value", False, None, [(3, 1, "R")]),
     # §1.4 frozen over N cycles: N unknown [U]
     "exc.horizontal_displacement_frozen": ("excavation", "horizontal_displacement", "frozen", "high", "health",
                                            False, None, [(2, None, "U")]),
