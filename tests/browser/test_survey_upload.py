@@ -4,9 +4,7 @@ is listed; the corrected report imports; a viewer has no import at all."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -15,8 +13,9 @@ from gateway.app import Gateway
 from services import local
 from services.local import Service
 from tests.browser.test_console import CHROMIUM, chromium
-from tests.integration.test_survey_import import PLAN, SURVEYS, report
+from tests.integration.test_survey_import import report
 from tests.sites import write_site
+from tests.surveys import PLAN, SURVEYS, survey_days
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
 PASSWORDS = {"wang": "Jiance-Yuan-5521", "screen": "Wall-Screen-7731"}
@@ -49,9 +48,7 @@ async def test_the_console_imports_a_report_or_lists_what_is_wrong(
             ]
         },
     )
-    tz = ZoneInfo("Asia/Shanghai")
-    first = datetime.now(tz).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
-    days = [first + timedelta(days=d) for d in range(len(SURVEYS))]
+    days = survey_days()
     typo = list(SURVEYS)
     typo[7], typo[9] = "15,5 mm", "十九"
     (tmp_path / "typo.xlsx").write_bytes(report(days, typo))

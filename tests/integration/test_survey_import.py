@@ -11,7 +11,6 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -23,11 +22,8 @@ from gateway.app import Gateway
 from services import local
 from services.local import Service, wait_for
 from tests.sites import write_site
+from tests.surveys import NS, PLAN, SURVEYS, assert_levels_on_their_surveys, survey_days
 
-TZ = ZoneInfo("Asia/Shanghai")
-NS = 1_000_000_000
-SURVEYS = [0.0, 1.0, 2.5, 4.8, 7.1, 9.5, 12.0, 15.5, 17.0, 19.0, 21.0, 23.5, 26.0, 28.2, 30.0]
-PLAN = {"standard": "XX基坑监测方案", "clause": "表3 冠梁水平位移", "confidence": "P"}
 TOKEN = "t0ken-of-the-monitoring-firm-0123456789abcdef"
 
 
@@ -64,8 +60,7 @@ async def test_a_surveyors_report_refused_whole_then_imported(
         ],
         auth={"tokens": [{"name": "monitoring-firm", "role": "officer", "token_env": "SURVEY_TOKEN"}]},
     )
-    first = datetime.now(TZ).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
-    days = [first + timedelta(days=d) for d in range(len(SURVEYS))]
+    days = survey_days()
     bad = list(SURVEYS)
     bad[7] = "15,5 mm"  # a typo on the 8th survey, spreadsheet row 10
     seen: list[tuple[str, str, Level, int | None]] = []
@@ -149,18 +144,6 @@ async def test_a_surveyors_report_refused_whole_then_imported(
         assert any("巡视检查: 管涌已封堵" in (h["text"] or "") for h in gw.alarms.lifecycle.history(alarm.id))
         assert (await api.post("/api/inspections", json={"device": "NOPE", "finding": "x"})).status_code == 422
 
-    def on(ns: int | None) -> int:
-        assert ns is not None
-        return next(i for i, d in enumerate(days) if int(d.timestamp()) * NS == ns)
-
-    rate = [(kind, int(lv), on(src)) for r, kind, lv, src in seen if r == "exc.horizontal_displacement_rate"]
-    cumulative = [(kind, int(lv), on(src)) for r, kind, lv, src in seen if r == "exc.horizontal_displacement"]
-    assert [(k, lv, d) for k, lv, d in rate if k in ("raised", "level_up")] == [
-        ("raised", 1, 5),
-        ("level_up", 2, 7),
-        ("raised", 1, 13),
-    ]
-    assert [d for k, _, d in rate if k == "cleared"] == [8, 14]
-    assert cumulative[:2] == [("raised", 1, 10), ("level_up", 2, 14)]  # 报警 at 100 %, never 危险
+    assert_levels_on_their_surveys(seen, days)
     # 危险 only from the inspector's finding, never from a survey value
     assert {r for r, _, lv, _ in seen if lv >= Level.DANGER} == {"exc.inspection_danger"}

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as paho
 
@@ -17,11 +15,7 @@ from alerting.rules import Level
 from gateway.app import Gateway
 from services.local import Service, wait_for
 from tests.sites import write_site
-
-TZ = ZoneInfo("Asia/Shanghai")
-NS = 1_000_000_000
-SURVEYS = [0.0, 1.0, 2.5, 4.8, 7.1, 9.5, 12.0, 15.5, 17.0, 19.0, 21.0, 23.5, 26.0, 28.2, 30.0]
-PLAN = {"standard": "XX基坑监测方案", "clause": "表3 冠梁水平位移", "confidence": "P"}
+from tests.surveys import NS, PLAN, SURVEYS, assert_levels_on_their_surveys, survey_days
 
 
 async def test_daily_results_over_mqtt_raise_each_level_on_its_survey(
@@ -43,8 +37,7 @@ async def test_daily_results_over_mqtt_raise_each_level_on_its_survey(
             }
         ],
     )
-    first = datetime.now(TZ).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=20)
-    days = [first + timedelta(days=d) for d in range(len(SURVEYS))]
+    days = survey_days()
     seen: list[tuple[str, str, Level, int | None]] = []
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", mosquitto.port)
@@ -69,19 +62,6 @@ async def test_daily_results_over_mqtt_raise_each_level_on_its_survey(
         pub.loop_stop()
         pub.disconnect()
 
-    def on(ns: int | None) -> int:
-        assert ns is not None
-        return next(i for i, d in enumerate(days) if int(d.timestamp()) * NS == ns)
-
-    rate = [(kind, int(lv), on(src)) for r, kind, lv, src in seen if r == "exc.horizontal_displacement_rate"]
-    cumulative = [(kind, int(lv), on(src)) for r, kind, lv, src in seen if r == "exc.horizontal_displacement"]
-    # each level carries the survey it was reached on, not the time the gateway heard of it
-    assert [(k, lv, d) for k, lv, d in rate if k in ("raised", "level_up")] == [
-        ("raised", 1, 5),
-        ("level_up", 2, 7),
-        ("raised", 1, 13),
-    ]
-    assert [d for k, _, d in rate if k == "cleared"] == [8, 14]
-    assert cumulative[:2] == [("raised", 1, 10), ("level_up", 2, 14)]  # 报警 at 100 %, never 危险
+    assert_levels_on_their_surveys(seen, days)
     assert all(lv < Level.DANGER for _, _, lv, _ in seen)
     assert started > int(days[-1].timestamp()) * NS  # raised days after the surveys: the times differ

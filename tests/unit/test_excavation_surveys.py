@@ -17,6 +17,7 @@ from alerting.evaluator import Evaluator, Transition
 from alerting.overrides import RulesConfig, resolve_rules
 from alerting.rules import Level, Source, default_rules
 from gateway.model import Reading
+from tests.surveys import SURVEYS  # the surveyor's daily cumulative change at point ZQT-3, mm
 
 S = 1_000_000_000
 DAY = 86400 * S
@@ -26,8 +27,6 @@ Q = "horizontal_displacement"
 PLAN = Source(standard="XX基坑监测方案", clause="表3 冠梁水平位移", confidence="P")  # type: ignore[arg-type]
 # the designer: cumulative 预警值 30 mm, rate 预警值 3 mm/d (the pack: watch at 70 %, rate on 3 surveys in a row)
 WARNING = WarningValues(cumulative=30.0, rate_per_day=3.0, source=PLAN)
-# the surveyor's daily cumulative change at point ZQT-3, mm (day 0 is the baseline survey)
-SURVEYS = [0.0, 1.0, 2.5, 4.8, 7.1, 9.5, 12.0, 15.5, 17.0, 19.0, 21.0, 23.5, 26.0, 28.2, 30.0]
 
 
 def evaluator(tmp_path: Path, rules: RulesConfig | None = None) -> tuple[Evaluator, Baselines]:
