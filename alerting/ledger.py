@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import date, datetime
 from typing import Any
 
@@ -113,6 +114,17 @@ def ledger_rows(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool
     return out
 
 
+# Exports are data, never code (OWASP "CSV injection"): text that a spreadsheet would read as a formula is
+# neutralised, and control characters that Excel cannot store (openpyxl refuses them) are removed.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def clean_text(s: str) -> str:
+    """User text without the control characters a workbook cannot hold (newlines stay)."""
+    return _CONTROL.sub("", s)
+
+
 def _text(v: Cell) -> str:
     if v is None:
         return ""
@@ -120,7 +132,22 @@ def _text(v: Cell) -> str:
         return v.strftime("%Y-%m-%d %H:%M")
     if isinstance(v, date):
         return v.isoformat()
+    if isinstance(v, str):
+        s = clean_text(v)
+        # a leading quote makes Excel, WPS and LibreOffice show the text instead of evaluating it
+        return "'" + s if s.startswith(_FORMULA_START) else s
     return str(v)
+
+
+def _put(ws: Worksheet, row: int, col: int, v: Any) -> Any:
+    """A cell whose text is always text: openpyxl turns a string starting with '=' into a formula otherwise."""
+    cell = ws.cell(row, col)
+    if isinstance(v, str):
+        cell.value = clean_text(v)
+        cell.data_type = "s"
+    else:
+        cell.value = v
+    return cell
 
 
 def _csv(header: tuple[str, ...], rows: list[tuple[Cell, ...]]) -> bytes:
@@ -149,13 +176,13 @@ def _form_head(ws: Worksheet, hazards: Hazards, title: str, width: int) -> int:
     ws.merge_cells(start_row=1, start_column=1, end_row=1, end_column=width)
     today = hazards.local_date(hazards.clock())
     ws.cell(2, 1, "报送单位（盖章）：")
-    ws.cell(2, 2, cfg.reporting_unit or "")
+    _put(ws, 2, 2, cfg.reporting_unit or "")
     ws.cell(2, 4, "时间：")
     ws.cell(2, 5, today).number_format = "yyyy-mm-dd"
     ws.cell(3, 1, "联系人：")
-    ws.cell(3, 2, cfg.contact or "")
+    _put(ws, 3, 2, cfg.contact or "")
     ws.cell(3, 4, "联系方式：")
-    ws.cell(3, 5, cfg.contact_phone or "")
+    _put(ws, 3, 5, cfg.contact_phone or "")
     return 5
 
 
@@ -188,7 +215,7 @@ def ledger_xlsx(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool
         ws.column_dimensions[get_column_letter(c)].width = _WIDTHS[c - 1]
     for r, row in enumerate(rows, start=first + 1):
         for c, v in enumerate(row.values(), start=1):
-            cell = ws.cell(r, c, v)
+            cell = _put(ws, r, c, v)
             cell.border = _BOX
             cell.alignment = Alignment(vertical="top", wrap_text=True)
             if isinstance(v, datetime):

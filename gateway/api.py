@@ -77,9 +77,17 @@ class ReasonBody(_Body):
     why: str = Field(min_length=1)
 
 
+_FIRST_DAY, _LAST_DAY = date(1970, 1, 2), date(2261, 12, 31)  # what int64 ns (SQLite, InfluxDB) can hold
+
+
 def _range_ns(tz: str, since: date | None, until: date | None) -> tuple[int | None, int | None]:
-    """Calendar dates in the site's time zone -> [start of `since`, end of `until`) in ns."""
+    """Calendar dates in the site's time zone -> [start of `since`, end of `until`) in ns.
+
+    Dates beyond what int64 nanoseconds hold are clamped (nothing is recorded there): 9999-12-31 means "to the end",
+    not an overflow and a 500."""
     z = ZoneInfo(tz)
+    since = min(max(since, _FIRST_DAY), _LAST_DAY) if since else None
+    until = min(max(until, _FIRST_DAY), _LAST_DAY) if until else None
     lo = int(datetime.combine(since, time(0), z).timestamp() * 1e9) if since else None
     hi = None
     if until:

@@ -270,7 +270,9 @@ def add_health_routes(app: FastAPI, gw: Gateway) -> None:
     """GET /health, open like /healthz (load balancers and the site's monitoring call it without a login)."""
     from fastapi.responses import JSONResponse  # here: a gateway without an HTTP section never loads FastAPI
 
-    @app.get("/health")
+    # response_model=None: this module's annotations are strings (PEP 563) and JSONResponse is imported locally,
+    # so FastAPI could not resolve the return type and /openapi.json answered 500
+    @app.get("/health", response_model=None, response_class=JSONResponse)
     def health() -> JSONResponse:
         code, body = health_report(gw)
         return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})

@@ -319,3 +319,42 @@ def test_stats_exports(hz: Hazards) -> None:
     assert [r[1] for r in table] == [1, 2, 3, 4, 5, 6]
     assert [r[3] for r in table] == [2, 1, 2, 0, 2, 1]
     assert [r[2] for r in table] == [label for _, label in STATS_ITEMS]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ['=HYPERLINK("http://evil.example","整改照片")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1"],
+)
+def test_exports_are_data_not_code(tmp_path: Path, typed: str) -> None:
+    """OWASP CSV injection: what a user typed downloads as text in CSV and XLSX, never as a formula."""
+    from alerting.ledger import ledger_csv, ledger_xlsx
+
+    clock = FakeClock(ns(2025, 6, 2, 9))
+    hz = Hazards(connect(tmp_path / "state.db"), clock, HazardConfig(reporting_unit="=1+1 项目部"))
+    hid = Site(hz, clock).new("self_check", typed)
+    hz.confirm(hid, actor="wang", role=M, klass="general")
+    lo, hi = ns(2025, 6, 1), ns(2025, 7, 1)
+    rows = list(csv.reader(io.StringIO(ledger_csv(hz, lo, hi, False).decode("utf-8-sig"))))
+    cell = next(c for c in rows[1] if typed.strip("\t\r") in c)
+    assert cell.startswith("'")  # the quote turns a formula into text for Excel, WPS and LibreOffice
+    wb = load_workbook(io.BytesIO(ledger_xlsx(hz, lo, hi, False)))
+    ws = wb.active
+    assert ws is not None
+    cells = [c for row in ws.iter_rows() for c in row if c.value is not None]
+    assert all(c.data_type != "f" for c in cells)  # no formula anywhere, the form's header block included
+    stored = hz.get(hid)["description"]  # as the record holds it (leading blanks trimmed)
+    assert any(c.value in (stored, stored.replace("\r", "\n")) for c in cells)  # the text itself, as text
+
+
+def test_control_characters_never_break_a_download(tmp_path: Path) -> None:
+    from alerting.ledger import ledger_csv, ledger_xlsx
+
+    clock = FakeClock(ns(2025, 6, 2, 9))
+    hz = Hazards(connect(tmp_path / "state.db"), clock, HazardConfig())
+    hid = Site(hz, clock).new("self_check", "脚手架\x0b连墙件\x00缺失\n第二行")
+    hz.confirm(hid, actor="wang", role=M, klass="general")
+    lo, hi = ns(2025, 6, 1), ns(2025, 7, 1)
+    assert "脚手架连墙件缺失\n第二行" in ledger_csv(hz, lo, hi, False).decode("utf-8-sig")
+    ws = load_workbook(io.BytesIO(ledger_xlsx(hz, lo, hi, False))).active
+    assert ws is not None
+    assert any(c.value == "脚手架连墙件缺失\n第二行" for row in ws.iter_rows() for c in row)
