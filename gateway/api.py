@@ -511,6 +511,21 @@ class _Server(uvicorn.Server):
         yield
 
 
+def bounded_api(gw: "Gateway") -> Any:
+    """The API behind its request-body limits (gateway/limits.py), as configured under `http:`."""
+    from gateway.limits import BodyLimit
+
+    h = gw.cfg.http
+    assert h is not None
+    return BodyLimit(
+        build_api(gw),  # type: ignore[arg-type]
+        h.max_body_bytes,
+        {"/api/login": h.max_login_body_bytes, "/api/surveys": h.max_upload_bytes},
+        h.body_timeout_s,
+        on_refused=lambda code: gw.metrics.http_refused.update([code]),
+    )
+
+
 async def serve_api(gw: "Gateway", host: str, port: int) -> None:
-    config = uvicorn.Config(build_api(gw), host=host, port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(bounded_api(gw), host=host, port=port, log_level="warning", lifespan="off")
     await _Server(config).serve()

@@ -295,6 +295,16 @@ class HttpConfig(_Base):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8780, ge=1, le=65535)
+    # request bodies are refused (413) over these sizes before they are read; a body stalled mid-way gets 408
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024**2)] = 1024**2
+    max_login_body_bytes: Annotated[int, Field(ge=256, le=64 * 1024)] = 4096
+    max_upload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024**2)] = 16 * 1024**2  # survey files, base64
+    body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("max_body_bytes", "max_login_body_bytes", "max_upload_bytes", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> Any:
+        return _size(v)
 
 
 class SiteConfig(_Base):

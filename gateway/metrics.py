@@ -58,6 +58,7 @@ class Metrics:
     clock_skewed: set[str] = field(default_factory=set)  # devices whose clock is off now
     series_collisions: Counter[str] = field(default_factory=Counter)  # by device
     line_failures: Counter[str] = field(default_factory=Counter)  # by Modbus line: failed opens / uses
+    http_refused: Counter[str] = field(default_factory=Counter)  # by HTTP status: bodies too large (413), slow (408)
     lines_down: dict[str, str] = field(default_factory=dict)  # line id -> reason, while it cannot be opened
     protocol_errors: Counter[str] = field(default_factory=Counter)  # by device
     polls: Counter[str] = field(default_factory=Counter)  # by device
@@ -174,6 +175,12 @@ class Metrics:
             c,
             "Failures to open or use a Modbus line (serial settings refused, no such port, DNS), by line.",
             by("line", self.line_failures),
+        )
+        family(
+            "sitegw_http_refused_total",
+            c,
+            "HTTP requests refused before their body was read: 413 too large, 408 too slow.",
+            by("code", self.http_refused),
         )
         family(
             "sitegw_protocol_errors_total", c, "Modbus exception answers by device.", by("device", self.protocol_errors)
