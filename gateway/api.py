@@ -514,11 +514,17 @@ class _Server(uvicorn.Server):
 def bounded_api(gw: "Gateway") -> Any:
     """The API behind its request-body limits (gateway/limits.py), as configured under `http:`."""
     from gateway.limits import BodyLimit
+    from gateway.origin import SameOriginWrites
 
     h = gw.cfg.http
     assert h is not None
-    return BodyLimit(
+    guarded = SameOriginWrites(
         build_api(gw),  # type: ignore[arg-type]
+        h.allowed_origins,
+        on_refused=lambda code: gw.metrics.http_refused.update(["403-cross-site"]),
+    )
+    return BodyLimit(
+        guarded,
         h.max_body_bytes,
         {"/api/login": h.max_login_body_bytes, "/api/surveys": h.max_upload_bytes},
         h.body_timeout_s,

@@ -300,6 +300,9 @@ class HttpConfig(_Base):
     max_login_body_bytes: Annotated[int, Field(ge=256, le=64 * 1024)] = 4096
     max_upload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024**2)] = 16 * 1024**2  # survey files, base64
     body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # origins besides the gateway's own (its Host header) whose pages may change things, e.g. the public URL of a
+    # TLS reverse proxy in front of it: "https://gw.site.example"
+    allowed_origins: list[str] = []
 
     @field_validator("max_body_bytes", "max_login_body_bytes", "max_upload_bytes", mode="before")
     @classmethod
