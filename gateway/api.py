@@ -188,9 +188,10 @@ def build_api(gw: "Gateway") -> FastAPI:
     # ---- login ----
 
     @app.post("/api/login")
-    async def login(body: LoginBody, response: Response) -> dict[str, Any]:
+    async def login(body: LoginBody, request: Request, response: Response) -> dict[str, Any]:
+        source = request.client.host if request.client else "-"
         try:
-            token, user, expires = await eng.auth.alogin(body.username, body.password)
+            token, user, expires = await eng.auth.alogin(body.username, body.password, source)
         except AuthError as err:
             raise HTTPException(401, str(err)) from None
         max_age = int((expires - eng.clock()) / 1e9)

@@ -37,6 +37,12 @@ class User:
     display_name: str = ""
 
 
+def safe_name(name: str) -> str:
+    """A user name as typed at the login, fit for the audit log: printable, at most 64 characters."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in name)[:64]
+    return clean + ("…" if len(name) > 64 else "")
+
+
 class AuthError(Exception):
     """Login refused; the message is safe to show (it never says which of user or password was wrong)."""
 
@@ -62,7 +68,10 @@ class Auth:
             if len(value) < 32:  # a token is a password nobody types: demand a long random one
                 raise ValueError(f"auth.tokens {t.name}: {t.token_env} must hold a random token of 32+ characters")
             self._tokens[_token_hash(value)] = User(t.name, t.role_enum, "API token")
-        self._fails: dict[str, deque[int]] = defaultdict(deque)
+        # failed logins per (source address, user) and per source address: a stranger who types wrong passwords
+        # locks out only his own address, never the officer at the site office
+        self._fails: dict[tuple[str, str], deque[int]] = defaultdict(deque)
+        self._source_fails: dict[str, deque[int]] = defaultdict(deque)
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))  # salt and digest no password matches
         if not cfg.users and not cfg.tokens:
             log.warning("no users configured (auth.users): the API refuses every request that needs a login")
@@ -71,41 +80,56 @@ class Auth:
     def _hash(password: str, salt: bytes) -> bytes:
         return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
 
-    def login(self, name: str, password: str) -> tuple[str, User, int]:
+    def login(self, name: str, password: str, source: str = "-") -> tuple[str, User, int]:
         """Check a login and open a session: (token, user, expires_ns). Blocks for the scrypt (tens of ms)."""
-        now, entry, salt, digest = self._begin(name)
-        return self._finish(name, now, entry, self._hash(password, salt), digest)
+        now, entry, salt, digest = self._begin(name, source)
+        return self._finish(name, source, now, entry, self._hash(password, salt), digest)
 
-    async def alogin(self, name: str, password: str) -> tuple[str, User, int]:
+    async def alogin(self, name: str, password: str, source: str = "-") -> tuple[str, User, int]:
         """`login` for the event loop: the scrypt runs in a worker thread, so a stream of login attempts does not
-        stall readings and alarms; the database work stays on the loop's thread (the connection is shared)."""
-        now, entry, salt, digest = self._begin(name)
+        stall readings and alarms; the database work stays on the loop's thread (the connection is shared). After
+        failures from the same address the answer comes later each time (0.25 s doubling, at most 8 s)."""
+        now, entry, salt, digest = self._begin(name, source)
+        recent = len(self._fails[(source, name)]) - 1  # this attempt is counted already
+        if recent > 0:
+            await asyncio.sleep(min(0.25 * 2 ** (recent - 1), 8.0))
         got = await asyncio.to_thread(self._hash, password, salt)
-        return self._finish(name, now, entry, got, digest)
+        return self._finish(name, source, now, entry, got, digest)
 
-    def _begin(self, name: str) -> tuple[int, tuple[User, bytes, bytes] | None, bytes, bytes]:
+    def _recent(self, q: deque[int], now: int) -> deque[int]:
+        while q and q[0] < now - _FAIL_WINDOW_NS:
+            q.popleft()
+        return q
+
+    def _begin(self, name: str, source: str) -> tuple[int, tuple[User, bytes, bytes] | None, bytes, bytes]:
         now = self.clock()
-        fails = self._fails[name]
-        while fails and fails[0] < now - _FAIL_WINDOW_NS:
-            fails.popleft()
-        if len(fails) >= self.cfg.max_failed_logins:
-            raise AuthError("too many failed logins; try again in 15 minutes")
+        fails = self._recent(self._fails[(source, name)], now)
+        by_source = self._recent(self._source_fails[source], now)
+        if len(fails) >= self.cfg.max_failed_logins or len(by_source) >= 4 * self.cfg.max_failed_logins:
+            with tx(self.conn):
+                audit(self.conn, now, safe_name(name), "auth.login_throttled", f"source:{source}")
+            raise AuthError("too many failed logins from this address; try again in 15 minutes")
         # counted as a failure until proven right: attempts waiting for their hash at the same time cannot all slip
         # under the limit
         fails.append(now)
+        by_source.append(now)
         entry = self._users.get(name)
         # an unknown name costs the same scrypt as a known one: a faster refusal would tell which part was wrong
         salt, digest = (entry[1], entry[2]) if entry is not None else self._decoy
         return now, entry, salt, digest
 
     def _finish(
-        self, name: str, now: int, entry: tuple[User, bytes, bytes] | None, got: bytes, digest: bytes
+        self, name: str, source: str, now: int, entry: tuple[User, bytes, bytes] | None, got: bytes, digest: bytes
     ) -> tuple[str, User, int]:
         if entry is None or not hmac.compare_digest(got, digest):
+            shown = safe_name(name)
             with tx(self.conn):
-                audit(self.conn, now, name, "auth.login_failed", f"user:{name}")
+                audit(self.conn, now, shown, "auth.login_failed", f"user:{shown}", None, {"source": source})
             raise AuthError("wrong user name or password")
-        self._fails[name].clear()
+        self._fails[(source, name)].clear()
+        src = self._source_fails[source]
+        if src:
+            src.pop()  # this attempt was right: it no longer counts against the address
         token = secrets.token_urlsafe(32)
         expires = now + int(self.cfg.session_ttl_s * 1e9)
         user = entry[0]
