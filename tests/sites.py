@@ -56,3 +56,19 @@ def write_site(
 
 def db_of(cfg: SiteConfig) -> str:
     return cfg.sink.database  # type: ignore[union-attr]
+
+
+def officer_site(path: Path, influx_port: int, monkeypatch: Any, password: str) -> tuple[SiteConfig, int]:
+    """A site with one survey point, an HTTP endpoint on a free port and one officer, `zhang`, with `password`."""
+    from services import local
+
+    monkeypatch.setenv("T_PW_ZHANG", password)
+    http = local.free_port()
+    cfg = write_site(
+        path / "site.yaml",
+        influx_port=influx_port,
+        http_port=http,
+        devices=[{"id": "P1", "profile": "excavation_survey_v1", "expected_interval_s": 86400}],
+        auth={"users": [{"name": "zhang", "role": "officer", "password_env": "T_PW_ZHANG"}]},
+    )
+    return cfg, http

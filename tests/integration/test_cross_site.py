@@ -11,7 +11,7 @@ import pytest
 from gateway.app import Gateway
 from services import local
 from services.local import Service, wait_for
-from tests.sites import write_site
+from tests.sites import officer_site
 
 PASSWORD = "Anquan-Yuan-4412"
 HAZARD = {"unit_name": "测试项目", "description": "东侧临边防护缺失", "source": "self_check"}
@@ -20,15 +20,7 @@ HAZARD = {"unit_name": "测试项目", "description": "东侧临边防护缺失"
 async def test_text_plain_and_foreign_origin_writes_change_nothing(
     tmp_path: Path, influxdb: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("T_PW_ZHANG", PASSWORD)
-    http = local.free_port()
-    cfg = write_site(
-        tmp_path / "site.yaml",
-        influx_port=influxdb.port,
-        http_port=http,
-        devices=[{"id": "P1", "profile": "excavation_survey_v1", "expected_interval_s": 86400}],
-        auth={"users": [{"name": "zhang", "role": "officer", "password_env": "T_PW_ZHANG"}]},
-    )
+    cfg, http = officer_site(tmp_path, influxdb.port, monkeypatch, PASSWORD)
     base = f"http://127.0.0.1:{http}"
     async with Gateway(cfg, fsync=False) as gw, httpx.AsyncClient(base_url=base) as browser:
         await asyncio.to_thread(wait_for, lambda: not local.port_free(http), 10, what="the HTTP endpoint")

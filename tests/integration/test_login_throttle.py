@@ -13,7 +13,7 @@ from alerting.db import audit_rows
 from gateway.app import Gateway
 from services import local
 from services.local import Service, wait_for
-from tests.sites import write_site
+from tests.sites import officer_site
 
 PASSWORD = "Anquan-Yuan-4412"
 
@@ -25,15 +25,7 @@ def client(base: str, address: str) -> httpx.AsyncClient:
 async def test_five_failures_from_one_address_do_not_lock_out_another(
     tmp_path: Path, influxdb: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("T_PW_ZHANG", PASSWORD)
-    http = local.free_port()
-    cfg = write_site(
-        tmp_path / "site.yaml",
-        influx_port=influxdb.port,
-        http_port=http,
-        devices=[{"id": "P1", "profile": "excavation_survey_v1", "expected_interval_s": 86400}],
-        auth={"users": [{"name": "zhang", "role": "officer", "password_env": "T_PW_ZHANG"}]},
-    )
+    cfg, http = officer_site(tmp_path, influxdb.port, monkeypatch, PASSWORD)
     base = f"http://127.0.0.1:{http}"
     async with (
         Gateway(cfg, fsync=False) as gw,
