@@ -229,8 +229,14 @@ class Escalation:
         while True:
             await self.step(lookup_alarm)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that meets the wake-up in the
+            # same loop turn (CPython gh-86296); this loop then ran on and a gateway's shutdown hung behind it
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._sleep_s(max_sleep_s))
+                async with asyncio.timeout(self._sleep_s(max_sleep_s)):
+                    await self._wake.wait()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
 
     def _sleep_s(self, cap: float) -> float:
         now = self.clock()
