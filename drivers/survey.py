@@ -218,3 +218,33 @@ def parse_survey(data: bytes, filename: str, tz: tzinfo) -> SurveyFile:
     if not rows and not problems:
         problems.append(Problem(0, "", "the file has a header but no rows"))
     return SurveyFile(rows, problems, hi + 1)
+
+
+def item_quantity(text: str, allowed: list[str]) -> str:
+    """The quantity a report's item names: a catalog name or title (水平位移), or the one title a longer item holds
+    (冠梁水平位移 names 水平位移). ValueError lists what the point reports."""
+    from gateway import quantities
+
+    for q in allowed:
+        qq = quantities.lookup(q)
+        if text in (q, qq.title_zh, qq.title_en):
+            return q
+    near = [q for q in allowed if quantities.lookup(q).title_zh in text]
+    if len(near) == 1:
+        return near[0]
+    names = ", ".join(f"{q} ({quantities.lookup(q).title_zh})" for q in allowed)
+    raise ValueError(f"{text!r} is not a quantity this point reports ({names})")
+
+
+def in_catalog_unit(value: float, unit: str | None, quantity: str) -> float:
+    """The value in its quantity's catalog unit; ValueError when the report's unit does not convert."""
+    from gateway import quantities
+
+    target = quantities.lookup(quantity).unit
+    if not unit or unit == target:
+        return value
+    try:
+        conv = quantities.converter(unit, target)
+    except ValueError:
+        raise ValueError(f"unit {unit!r} does not convert to {quantity}'s unit {target!r}") from None
+    return conv(value) if conv else value

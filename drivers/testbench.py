@@ -136,7 +136,7 @@ def decode_registers(profile: ModbusProfile, text: str, site_tz: str, receive_ns
 
 def decode_survey(profile: SurveyProfile, data: bytes, filename: str, site_tz: str) -> Decoded:
     """A surveyor's file as the profile's points would take it (no site: any point id, the row's item)."""
-    from drivers.survey import parse_survey
+    from drivers.survey import in_catalog_unit, item_quantity, parse_survey
     from drivers.timefmt import parse_zone
 
     d = Decoded("survey")
@@ -147,18 +147,14 @@ def decode_survey(profile: SurveyProfile, data: bytes, filename: str, site_tz: s
         return d
     d.errors += [str(p) for p in parsed.problems]
     for r in parsed.rows:
-        q = next(
-            (q for q in profile.quantities if r.item and (r.item == q or quantities.lookup(q).title_zh in r.item)),
-            profile.quantities[0] if r.item is None and len(profile.quantities) == 1 else None,
-        )
-        if q is None:
-            d.errors.append(f"row {r.row}: item {r.item!r} is not one of {profile.quantities}")
+        try:  # the same item and unit rules as an import (gateway/surveys.py), without a site
+            if r.item is None and len(profile.quantities) != 1:
+                raise ValueError("no item column (监测项目) and the profile reports several quantities")
+            q = item_quantity(r.item, profile.quantities) if r.item else profile.quantities[0]
+            value = in_catalog_unit(r.value, r.unit, q)
+        except ValueError as err:
+            d.errors.append(f"row {r.row}: {err}")
             continue
-        value = r.value
-        target = quantities.lookup(q).unit
-        if r.unit and r.unit != target:
-            conv = quantities.converter(r.unit, target)
-            value = conv(value) if conv else value
         d.readings.append(Reading(r.point, q, value, r.ts_ns))
     return d
 

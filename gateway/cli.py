@@ -18,6 +18,8 @@ from drivers.modbus.plan import plan_reads
 from drivers.profile import ModbusProfile, MqttProfile
 from gateway import dashboards, quantities
 from gateway.config import ConfigError, SiteConfig, load_config
+from gateway.rule_view import rule_plan
+from gateway.survey_cli import import_survey
 
 log = logging.getLogger("sitegw")
 
@@ -136,66 +138,6 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
     return "\n".join(out)
 
 
-def rule_plan(by_device: dict[str, list[Any]], devices: dict[str, Any]) -> list[str]:
-    """Every rule as it runs on each device: every level with its threshold, deadband, delays, window and
-    consecutive count, and the source of each number; devices where a rule runs alike share one entry."""
-    from alerting.binding import bind
-    from alerting.rules import default_rules
-
-    pack = default_rules()
-    groups: dict[str, dict[tuple[str, ...], list[str]]] = {}
-    for dev in sorted(by_device):
-        for rule in by_device[dev]:
-            b, why = bind(rule, dev, devices[dev])
-            if b is None:
-                lines: tuple[str, ...] = (f"inactive: {why}",)
-            else:
-                lines = _bound_lines(b, pack.get(rule.id))
-            groups.setdefault(rule.id, {}).setdefault(lines, []).append(dev)
-    out: list[str] = []
-    for rid, by_lines in groups.items():
-        r = pack.get(rid) or by_device[next(iter(next(iter(by_lines.values()))))][0]
-        out.append(f"  {rid}  {r.title_zh} — {r.quantity} [{r.measured_unit}], {r.measure}, {r.direction}")
-        for lines, devs in by_lines.items():
-            out.append(f"    {', '.join(devs)}: {lines[0]}")
-            out.extend(f"      {ln}" for ln in lines[1:])
-    return out
-
-
-def _bound_lines(b: Any, default: Any) -> tuple[str, ...]:
-    rule = b.rule
-    unit = rule.measured_unit
-    levels = []
-    sources = []
-    for level, value, th in b.thresholds:
-        op = {"high": "≥", "low": "≤", "abs": "|x| ≥"}[rule.direction]
-        run = f" on {th.consecutive} readings in a row" if th.consecutive > 1 else ""
-        levels.append(f"{level.zh} {op} {value:g} {unit}{run}")
-        sources.append(f"{level.zh} {value:g}: {th.source.cite()}" + (f" ({th.source.note})" if th.source.note else ""))
-        if th.consecutive > 1 and th.consecutive_source is not None:
-            sources.append(f"{level.zh} count {th.consecutive}: {th.consecutive_source.cite()}")
-    tuning = [
-        f"deadband {rule.deadband:g} {unit}",
-        f"on-delay {rule.on_delay_s:g} s",
-        f"off-delay {rule.off_delay_s:g} s",
-    ]
-    if rule.measure in ("rate_per_day", "rate_percent_of_warning", "window_mean"):
-        tuning.append(f"window {rule.window:g} s")
-    if rule.consecutive_days is not None:
-        cd = rule.consecutive_days
-        tuning.append(f"{cd.days} calendar days at {cd.fraction:.0%}")
-    same = default is not None and all(
-        getattr(rule, k) == getattr(default, k) for k in ("deadband", "on_delay_s", "off_delay_s", "window_s")
-    )
-    origin = "the rule pack" if same else "the site's rules.overrides"
-    gates = [f"{c.quantity} {c.op} {c.value:g}" for c in rule.when]
-    lines = ["; ".join(levels), "; ".join(tuning) + f" (from {origin})"]
-    if gates:
-        lines.append("only while " + " and ".join(gates))
-    lines.extend(sources)
-    return tuple(lines)
-
-
 def _rule_summary(cfg: SiteConfig) -> list[str]:
     """Effective alarm rules per device kind (defaults + the site's overrides), and the project values still owed."""
     from alerting.derived import DeviceContext
@@ -298,52 +240,6 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
         else:
             print(f"{d.id} ({d.name}): FAILED: {failed.get(d.id, 'no data')}")
     return 0 if not failed else 1
-
-
-def import_survey(args: argparse.Namespace) -> int:
-    """POST the file to the gateway: 0 imported, 1 refused (every row and column printed), 2 unusable request."""
-    import base64
-    import os
-
-    import httpx
-
-    token = os.environ.get(args.token_env)
-    if not token:
-        print(
-            f"error: environment variable {args.token_env} is not set (an API token of role officer)", file=sys.stderr
-        )
-        return 2
-    try:
-        data = args.file.read_bytes()
-    except OSError as err:
-        print(f"error: {args.file}: {err.strerror}", file=sys.stderr)
-        return 2
-    body: dict[str, Any] = {"filename": args.file.name, "content_b64": base64.b64encode(data).decode()}
-    if args.quantity:
-        body["quantity"] = args.quantity
-    try:
-        r = httpx.post(
-            f"{args.url.rstrip('/')}/api/surveys", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60
-        )
-    except httpx.HTTPError as err:
-        print(f"error: {args.url}: {err}", file=sys.stderr)
-        return 2
-    if r.status_code == 200:
-        res = r.json()
-        print(f"imported {res['rows']} row(s) for {', '.join(res['points'])} (import #{res['import_id']})")
-        if res["baselines_set"]:
-            print(f"baseline 0 set for {', '.join(res['baselines_set'])} (cumulative values)")
-        return 0
-    detail: dict[str, Any] = (
-        r.json() if r.headers.get("content-type", "").startswith("application/json") else {"detail": r.text}
-    )
-    print(f"refused ({r.status_code}): nothing was imported", file=sys.stderr)
-    for e in detail.get("errors") or []:
-        where = f"row {e['row']}, column {e['column']}: " if e.get("row") else ""
-        print(f"  {where}{e['message']}", file=sys.stderr)
-    if not detail.get("errors"):
-        print(f"  {detail.get('detail')}", file=sys.stderr)
-    return 1 if r.status_code == 422 else 2
 
 
 async def _run(cfg: SiteConfig) -> None:

@@ -11,9 +11,8 @@ from typing import Any
 from alerting.baselines import Baselines
 from alerting.db import Clock, audit, tx
 from drivers.profile import SurveyProfile
-from drivers.survey import MAX_ERRORS, Problem, SurveyRow, parse_survey
+from drivers.survey import MAX_ERRORS, Problem, SurveyRow, in_catalog_unit, item_quantity, parse_survey
 from drivers.timefmt import parse_zone
-from gateway import quantities
 from gateway.config import SiteConfig
 from gateway.model import Reading
 
@@ -107,15 +106,7 @@ class SurveyImporter:
         """The row's quantity: its item column, else the import's, else the point's only one."""
         text = row.item or given
         if text:
-            for q in allowed:
-                qq = quantities.lookup(q)
-                if text in (q, qq.title_zh, qq.title_en):
-                    return q
-            near = [q for q in allowed if quantities.lookup(q).title_zh in text]
-            if len(near) == 1:  # 冠梁水平位移 names 水平位移
-                return near[0]
-            names = ", ".join(f"{q} ({quantities.lookup(q).title_zh})" for q in allowed)
-            raise ValueError(f"{text!r} is not a quantity this point reports ({names})")
+            return item_quantity(text, allowed)
         own = [q for q in self.warning_keys.get(device, []) if q in allowed]
         if len(allowed) == 1 or len(own) == 1:
             return allowed[0] if len(allowed) == 1 else own[0]
@@ -144,16 +135,12 @@ class SurveyImporter:
             except ValueError as err:
                 problems.append(Problem(r.row, col.get("item", col["point"]), str(err)))
                 continue
-            target = quantities.lookup(q).unit
-            value = r.value
-            if r.unit and r.unit != target:
-                try:
-                    conv = quantities.converter(r.unit, target)
-                except ValueError:
-                    where = col.get("unit", col.get("cumulative", col.get("value", "")))
-                    problems.append(Problem(r.row, where, f"unit {r.unit!r} does not convert to {q}'s unit {target!r}"))
-                    continue
-                value = conv(value) if conv else value
+            try:
+                value = in_catalog_unit(r.value, r.unit, q)
+            except ValueError as err:
+                where = col.get("unit", col.get("cumulative", col.get("value", "")))
+                problems.append(Problem(r.row, where, str(err)))
+                continue
             if r.ts_ns > now + self.max_ahead_ns.get(device, 300 * NS):
                 problems.append(Problem(r.row, col["time"], "the survey time is in the future"))
                 continue
