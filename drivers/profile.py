@@ -163,16 +163,21 @@ class RegisterPoint(_Base):
         return self
 
 
-class ModbusProfile(_Base):
+class _ProfileHead(_Base):
+    """What every profile carries whatever its transport."""
+
     id: str
     kind: DeviceKind
     title: str
-    transport: Literal["modbus"]
-    sources: list[str] = []  # where the register map comes from (manual, open-source driver), for the reader
-    address_base: AddressBase
-    order: Order = Order.ABCD  # default for multi-register values
+    sources: list[str] = []  # where the map comes from (manual, open-source driver), for the reader
     auxiliary: list[AuxQuantity] = []
     quality_maps: dict[str, QualityMap] = {}
+
+
+class ModbusProfile(_ProfileHead):
+    transport: Literal["modbus"]
+    address_base: AddressBase
+    order: Order = Order.ABCD  # default for multi-register values
     clock: RegisterClock | None = None  # the device's own clock in registers: readings carry its time
     points: list[RegisterPoint] = Field(min_length=1)
 
@@ -346,14 +351,8 @@ class PayloadMap(_Base):
         return self
 
 
-class MqttProfile(_Base):
-    id: str
-    kind: DeviceKind
-    title: str
+class MqttProfile(_ProfileHead):
     transport: Literal["mqtt"]
-    sources: list[str] = []
-    auxiliary: list[AuxQuantity] = []
-    quality_maps: dict[str, QualityMap] = {}
     payload: PayloadMap
 
     @model_validator(mode="after")
@@ -375,17 +374,11 @@ class MqttProfile(_Base):
         return names
 
 
-class SurveyProfile(_Base):
+class SurveyProfile(_ProfileHead):
     """A point whose readings come from surveys brought in as files (人工监测, a third-party firm's daily report),
     through `sitegw import`, the API or the console: no driver polls it."""
 
-    id: str
-    kind: DeviceKind
-    title: str
     transport: Literal["survey"]
-    sources: list[str] = []
-    auxiliary: list[AuxQuantity] = []
-    quality_maps: dict[str, QualityMap] = {}
     quantities: list[str] = Field(min_length=1)  # what its surveys may report (a file's item column picks one)
 
     @model_validator(mode="after")
