@@ -44,7 +44,10 @@ def connect(path: Path | str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
+    # short: this connection is used on the event loop, and only another process (an operator's sqlite3 shell, a
+    # backup) ever holds the lock; a refused write is retried (alarms by the evaluator, escalation by its supervisor)
+    # instead of stalling readings for seconds
+    conn.execute("PRAGMA busy_timeout=250")
     conn.executescript(_AUDIT)
     return conn
 
@@ -60,7 +63,8 @@ def tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     try:
         yield conn
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error)
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

@@ -6,18 +6,19 @@ import asyncio
 import logging
 import math
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from alerting.baselines import Baselines
-from alerting.db import Clock, connect, wall_clock
+from alerting.db import Clock, connect, tx, wall_clock
 from alerting.derived import Deriver, DeviceContext
 from alerting.escalation import Escalation
 from alerting.evaluator import Evaluator, Transition
 from alerting.hazards import Hazards
-from alerting.lifecycle import AlarmState, Lifecycle
+from alerting.lifecycle import AlarmState, Lifecycle, UnknownAlarm
 from alerting.messages import SiteInfo, local_time
-from alerting.notifiers import MqttNotifier, MqttTarget, Notifier, build_notifier
+from alerting.notifiers import Message, MqttNotifier, MqttTarget, Notifier, build_notifier
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
 from alerting.roles import Role
@@ -65,6 +66,7 @@ class AlarmEngine:
             max_shelve_s=cfg.alarms.max_shelve_s,
         )
         self.hazards = Hazards(self.conn, clock, cfg.hazards)
+        self.hazards.alarm_state = self._alarm_state
         self.site = SiteInfo(
             site_name=cfg.site.name,
             tz=cfg.site.timezone,
@@ -89,6 +91,7 @@ class AlarmEngine:
         self.event_sink: Callable[[bytes, int], None] | None = None
         self._event_lines: list[str] = []
         self._last_event = (0, 0)  # (alarm id, ns) of the last queued event line
+        self._offline: dict[str, bool] = {}  # device -> offline, a suppression change not yet stored
         self.lifecycle.hooks.append(self._queue_event_line)
         from gateway.auth import Auth  # the API's logins share this database
 
@@ -105,6 +108,12 @@ class AlarmEngine:
                 self.lifecycle.apply(
                     Transition(a.rule, a.device, a.quantity, Level.NORMAL, a.level, a.value, None, now, "cancelled")
                 )
+
+    def _alarm_state(self, alarm_id: int) -> str | None:
+        try:
+            return str(self.lifecycle.get(alarm_id).state)
+        except UnknownAlarm:
+            return None
 
     def _queue_event_line(self, conn: object, ev: Any) -> None:
         a = ev.alarm
@@ -154,20 +163,46 @@ class AlarmEngine:
             now = self.clock()
             for r in batch:
                 if r.quantity == "up":
-                    if r.value == 0:
-                        self.lifecycle.suppress(r.device, _OFFLINE)
-                    else:
-                        self.lifecycle.unsuppress(r.device, _OFFLINE)
+                    self._offline[r.device] = r.value == 0
+            self._apply_offline()
             self._apply(self.evaluator.observe_batch(batch, now))
             self.store_events()
         except Exception:
             self.metrics.alarm_errors += 1
             log.exception("alarm evaluation failed for a batch of %d readings; readings are stored anyway", len(batch))
 
+    def _apply_offline(self) -> None:
+        """Suppress (or release) the alarms of devices that went offline (came back); kept and retried on the next
+        tick while the database refuses the write."""
+        for device, offline in list(self._offline.items()):
+            try:
+                if offline:
+                    self.lifecycle.suppress(device, _OFFLINE)
+                else:
+                    self.lifecycle.unsuppress(device, _OFFLINE)
+            except sqlite3.OperationalError as err:
+                self._store_failed(err, f"{'suppressing' if offline else 'releasing'} the alarms of {device}")
+                return
+            del self._offline[device]
+            self._store_ok()
+
     def _apply(self, transitions: list[Transition]) -> None:
+        failed: dict[tuple[str, str, str], list[Transition]] = {}  # first unstored transition and later ones
         for t in transitions:
+            key = (t.rule, t.device, t.quantity)
+            if key in failed:  # rewound below: the evaluator asks for the change again
+                failed[key].append(t)
+                continue
+            mark = len(self._event_lines)
+            try:
+                events = self.lifecycle.apply(t)
+            except Exception as err:
+                del self._event_lines[mark:]  # the transaction rolled back: its alarm events did not happen
+                failed[key] = [t]
+                self._store_failed(err, f"{t.rule} on {t.device}, {t.old.name} -> {t.new.name}")
+                continue
+            self._store_ok()
             self.metrics.alarm_transitions += 1
-            events = self.lifecycle.apply(t)
             for ev in events:
                 log.info(
                     "alarm %s %s: %s on %s (%s) level %s value %s",
@@ -179,6 +214,24 @@ class AlarmEngine:
                     ev.alarm.level.name,
                     ev.alarm.value,
                 )
+        for ts in failed.values():
+            self.evaluator.unstored(ts[0], ts[-1])
+
+    def _store_failed(self, err: Exception, what: str) -> None:
+        """A write the database refused (disk full, locked): counted, in /health, retried (transitions by the
+        evaluator, the rest on the next tick)."""
+        self.metrics.state_store_failures += 1  # not alarm_errors: /health shows this one while it lasts
+        why = f"{type(err).__name__}: {err}"[:300]
+        if self.metrics.state_store_error is None:  # the traceback once per episode; every refusal is counted
+            log.error("alarm database refused a write (%s); it is retried until it is stored", what, exc_info=err)
+        else:
+            log.debug("alarm database still refuses writes (%s): %s", what, why)
+        self.metrics.state_store_error = why
+
+    def _store_ok(self) -> None:
+        if self.metrics.state_store_error is not None:
+            log.warning("alarm database accepts writes again (after: %s)", self.metrics.state_store_error)
+            self.metrics.state_store_error = None
 
     # ---- hazards ----
 
@@ -211,27 +264,56 @@ class AlarmEngine:
 
     # ---- time ----
 
+    def _probe_store(self) -> None:
+        """While the database refuses writes, try a one-row write each tick: health clears when it works again,
+        even when no alarm changes to prove it."""
+        with tx(self.conn):
+            self.conn.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at_ns INTEGER)")
+            self.conn.execute("INSERT OR REPLACE INTO store_probe(id, at_ns) VALUES (1, ?)", (self.clock(),))
+        self._store_ok()
+
     def tick(self) -> None:
         try:
+            if self.metrics.state_store_error is not None:
+                self._probe_store()
+            self._apply_offline()
             self._apply(self.evaluator.tick(self.clock()))
             self.lifecycle.tick()
             self.store_events()  # also the events of operator actions (ack, shelve ...) taken through the API
+        except sqlite3.OperationalError as err:  # the database (full, locked): shown in /health while it lasts
+            self._store_failed(err, "the alarm clock's tick")
         except Exception:
             self.metrics.alarm_errors += 1
             log.exception("alarm tick failed")
 
-    async def run(self, tick_s: float = 1.0) -> None:
-        tasks = [asyncio.create_task(self.escalation.run(self.lifecycle.get), name="escalation")]
-        # the siren channels connect now, not at the first alarm
-        tasks += [asyncio.create_task(n.warm()) for n in self.notifiers.values() if isinstance(n, MqttNotifier)]
-        try:
-            while True:
-                self.tick()
-                await asyncio.sleep(tick_s)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async def run_ticks(self, tick_s: float = 1.0) -> None:
+        """Time for the evaluator and the lifecycle (delays, shelving, retries of unstored transitions)."""
+        while True:
+            self.tick()
+            await asyncio.sleep(tick_s)
+
+    async def run_escalation(self) -> None:
+        """The escalation loop. Supervised by the gateway: if its database fails it is restarted, and everything that
+        fell due meanwhile is delivered once it runs again (steps and deliveries are rows, not in-memory timers)."""
+        await self.escalation.run(self.lifecycle.get)
+
+    async def warm_sirens(self) -> None:
+        """The siren channels connect now, not at the first alarm."""
+        await asyncio.gather(*(n.warm() for n in self.notifiers.values() if isinstance(n, MqttNotifier)))
+
+    async def gateway_fault(self, subject: str, text: str, data: dict[str, Any]) -> None:
+        """Tell the sirens directly that the gateway itself is failing: this path uses no database, so it works when
+        the alarm database is the component that failed. Sent once per fault episode and once on recovery."""
+        for n in self.notifiers.values():
+            if isinstance(n, MqttNotifier):
+                msg = Message(f"sitegw:gateway:{data.get('task')}:{self.clock()}", 1, subject, text, data)
+                try:
+                    res = await n.send(msg, [])
+                except Exception:
+                    log.exception("channel %s: the gateway-fault message could not be sent", n.id)
+                    continue
+                if not res.ok:
+                    log.error("channel %s: the gateway-fault message could not be sent: %s", n.id, res.detail)
 
     def _hazard_notices(self, now: int) -> list[tuple[int, str, str, dict[str, Any]]]:
         out = []

@@ -267,6 +267,8 @@ class Escalation:
         for st in due:
             try:
                 self._fire(st, now, lookup_alarm)
+            except sqlite3.OperationalError:
+                raise  # the database itself (full, locked): the loop's supervisor reports it and restarts the loop
             except Exception:
                 # one step that cannot fire (e.g. propose_hazard failed) must neither stop the other alarms'
                 # escalation nor kill the loop; its transaction rolled back, so it stays pending and is tried again

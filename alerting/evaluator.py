@@ -141,6 +141,33 @@ class Evaluator:
         st.level, st.candidate, st.pending = Level(level), None, None
         self._waiting.discard((rule, device, quantity))
 
+    def unstored(self, t: Transition, last: Transition | None = None) -> None:
+        """`t` could not be stored (the state database refused the write): rewind to the level before it, so the
+        change is asked for again, confirmed at once on the next reading or tick (its delay has already run), and
+        the alarm is raised once the database takes writes again. The evaluator never holds a level that the
+        alarm record does not. `last` is the latest transition of the same rule and point in the batch, if any."""
+        key = (t.rule, t.device, t.quantity)
+        st = self._state.get(key)
+        if st is None:
+            return
+        if t.phase == "pending":
+            st.pending = None  # announce the candidate again with the next evaluation
+            return
+        if t.phase == "cancelled":
+            return  # the pending row stays until the next change of this rule closes or raises it
+        believed = st.level
+        st.level = t.old
+        if believed == t.old:
+            st.candidate = None
+            self._waiting.discard(key)
+            return
+        # keep the excursion's start: its delay has run out, so the retry confirms without waiting for it again
+        st.since_ns = min(st.since_ns, t.at_ns)
+        lt = last or t
+        st.candidate, st.cand_threshold, st.cand_value, st.cand_source = believed, lt.threshold, lt.value, lt.source_ns
+        st.pending = None
+        self._waiting.add(key)
+
     def _find(self, rule: str, device: str) -> Bound | None:
         for b in self._calendar + self._any_point.get(device, []):
             if b.rule.id == rule and b.device == device:

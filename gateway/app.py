@@ -22,6 +22,7 @@ from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import ModbusProfile, MqttProfile
 from drivers.timefmt import TimestampSpec, parse_zone
 from gateway.config import ConfigError, InfluxV1Sink, SiteConfig, TlsVerify
+from gateway.faults import FaultNotices
 from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_tags
 from gateway.metrics import Metrics
@@ -31,6 +32,7 @@ from gateway.selfmon import run_selfmon
 from gateway.spool import Spool
 from gateway.supervisor import LineOwner, Liveness, watch_liveness
 from gateway.surveys import SurveyImporter
+from gateway.tasks import TaskSupervisor
 from gateway.writer import SpoolDrainer
 
 log = logging.getLogger("sitegw")
@@ -209,6 +211,9 @@ class Gateway:
             if routes
         ]
         self.surveys = SurveyImporter(cfg, self.alarms.conn, self.alarms.baselines, self._survey_submit, clock)
+        self.tasks = TaskSupervisor(self.metrics)
+        self.faults = FaultNotices(self.metrics, self.alarms.gateway_fault, cfg.site.name or cfg.site.id)
+        self.tasks.on_fault.append(self.faults.task_changed)
         self._stack = AsyncExitStack()
 
     async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
@@ -244,21 +249,30 @@ class Gateway:
         self._stack.push_async_callback(self.writer.aclose)
         tg = asyncio.TaskGroup()
         await self._stack.enter_async_context(tg)
+        # every long-running task under the supervisor: a failure is logged, counted, shown in /health, sent to the
+        # sirens, and the task restarts with growing pauses; none can end unnoticed or take the others down
+        sup = self.tasks
+        spawn = sup.spawn
         self._owned = [
-            tg.create_task(self.pipeline.run(), name="pipeline"),
-            tg.create_task(self.drainer.run(), name="spool-drainer"),
-            tg.create_task(watch_liveness(self.liveness, self.pipeline.submit), name="liveness"),
-            tg.create_task(self.alarms.run(), name="alarms"),
-            tg.create_task(run_selfmon(self), name="selfmon"),
+            spawn(tg, "pipeline", self.pipeline.run),
+            spawn(tg, "spool-drainer", self.drainer.run),
+            spawn(tg, "liveness", lambda: watch_liveness(self.liveness, self.pipeline.submit)),
+            spawn(tg, "alarm-clock", self.alarms.run_ticks),
+            spawn(tg, "escalation", self.alarms.run_escalation),
+            spawn(tg, "gateway-faults", self.faults.run),
+            spawn(tg, "selfmon", lambda: run_selfmon(self)),
         ]
+        # start-up jobs: done once they succeed (not in _owned, whose tasks must all keep running)
+        self._jobs = [spawn(tg, "siren-connect", self.alarms.warm_sirens, once=True)]
         for lo in self.lines:
-            self._owned.append(tg.create_task(lo.run(), name=f"modbus-line-{lo.link.line.id}"))
+            self._owned.append(spawn(tg, f"modbus-line-{lo.link.line.id}", lo.run))
         for s in self.sessions:
-            self._owned.append(tg.create_task(s.run(), name=f"mqtt-{s.p.id}"))
+            self._owned.append(spawn(tg, f"mqtt-{s.p.id}", s.run))
         if self.cfg.http is not None:
             from gateway.api import serve_api
 
-            self._owned.append(tg.create_task(serve_api(self, self.cfg.http.host, self.cfg.http.port), name="http"))
+            http = self.cfg.http
+            self._owned.append(spawn(tg, "http", lambda: serve_api(self, http.host, http.port)))
         log.info(
             "gateway %s: %d devices, %d Modbus line(s), %d broker(s), sink %s, spool %s",
             self.cfg.site.id,
@@ -273,18 +287,20 @@ class Gateway:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for t in self._owned:
+        for t in self._owned + self._jobs:
             t.cancel()
         await self._stack.__aexit__(et, e, tb)
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every reading received so far is in the database (tests, graceful shutdown)."""
         deadline = time.monotonic() + timeout_s
-        await asyncio.wait_for(self.pipeline.drained(), timeout_s)
+        async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can lose a cancel (CPython gh-86296)
+            await self.pipeline.drained()
         while self.spool.pending_bytes() and (left := deadline - time.monotonic()) > 0:
             self.spool.ack_event.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.spool.ack_event.wait(), left)
+                async with asyncio.timeout(left):
+                    await self.spool.ack_event.wait()
         return self.spool.pending_bytes() == 0
 
     def metrics_text(self) -> str:

@@ -64,6 +64,10 @@ class Metrics:
     polls: Counter[str] = field(default_factory=Counter)  # by device
     poll_failures: Counter[str] = field(default_factory=Counter)  # by device
     up: dict[str, int] = field(default_factory=dict)
+    task_failures: Counter[str] = field(default_factory=Counter)  # supervised tasks that raised or ended, by task
+    task_restarts: Counter[str] = field(default_factory=Counter)  # by task
+    state_store_failures: int = 0  # writes the alarm database refused
+    state_store_error: str | None = None  # the alarm database refused the last write (disk full, locked); None when ok
     loop_stalls: int = 0  # the liveness timer woke up > 1 s late: the gateway itself was stalled
     alarm_transitions: int = 0
     alarm_errors: int = 0  # exceptions in alarm evaluation (readings are stored regardless)
@@ -141,6 +145,27 @@ class Metrics:
             )
             one("sitegw_spool_bound_bytes", g, "The spool's bound on disk (spool.max_bytes).", live.spool_max_bytes)
         one("sitegw_loop_stalls_total", c, "Times the gateway's event loop was stalled for over 1 s.", self.loop_stalls)
+        family(
+            "sitegw_task_failures_total",
+            c,
+            "Failures of the gateway's supervised tasks (an exception, or the task ended), by task.",
+            by("task", self.task_failures),
+        )
+        family(
+            "sitegw_task_restarts_total", c, "Restarts of supervised tasks, by task.", by("task", self.task_restarts)
+        )
+        one(
+            "sitegw_state_store_failures_total",
+            c,
+            "Writes the alarm database refused (disk full, locked); each is retried.",
+            self.state_store_failures,
+        )
+        one(
+            "sitegw_state_store_ok",
+            g,
+            "1 while the alarm database accepts writes; 0 after a refused write until one succeeds.",
+            int(self.state_store_error is None),
+        )
         one("sitegw_alarm_transitions_total", c, "Alarm state transitions.", self.alarm_transitions)
         one("sitegw_alarm_errors_total", c, "Exceptions in alarm evaluation.", self.alarm_errors)
         family(

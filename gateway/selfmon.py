@@ -179,6 +179,29 @@ class SelfMonitor:
                     f"MQTT broker(s) not connected: {', '.join(brokers)}",
                 )
             )
+        broken = gw.tasks.failing()
+        if broken:
+            tasks = [h.report(now) for h in broken]
+            out.append(
+                _reason(
+                    "tasks_failing",
+                    {"tasks": tasks},
+                    "网关任务故障（自动重启中）："
+                    + "；".join(f"{t['task']}: {t['error']}（已重启 {t['restarts']} 次）" for t in tasks),
+                    "gateway task(s) failing (restarting with backoff): "
+                    + "; ".join(f"{t['task']}: {t['error']} ({t['restarts']} restart(s))" for t in tasks),
+                )
+            )
+        if m.state_store_error is not None:
+            out.append(
+                _reason(
+                    "alarm_store_failing",
+                    {"error": m.state_store_error, "state_file": str(gw.cfg.alarms.state_file)},
+                    f"报警数据库无法写入（{m.state_store_error}）：新报警待写入后才会记录和通知，数据照常存储",
+                    f"the alarm database refuses writes ({m.state_store_error}): new alarms are raised and notified "
+                    "once it takes writes again; readings are stored",
+                )
+            )
         base = self._base(now, RECENT_S)
         if (n := m.alarm_errors - base.alarm_errors) > 0:
             out.append(

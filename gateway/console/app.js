@@ -23,6 +23,7 @@ const I18N = {
     state_rtn_unacked: "已恢复未确认", state_latched: "锁定", state_normal: "正常",
     hz_found: "已发现", hz_confirmed: "已确认", hz_rectifying: "整改中", hz_submitted: "待复查", hz_reopened: "重新打开",
     hz_closed: "已销号", hz_dismissed: "已排除",
+    gw_degraded: "网关降级运行", gw_unreachable: "无法连接网关",
   },
   en: {
     login_title: "Sign in to SiteGW", username: "User name", password: "Password", login: "Sign in", logout: "Sign out",
@@ -34,7 +35,7 @@ const I18N = {
     since: "since", by: "by", change: "change", rate: "rate", baseline: "baseline", history: "Recent history",
     minutes: "min", no_hazards: "No open hazards", deadline: "deadline", days_left: "{n} days left",
     overdue: "{n} days overdue", due_today: "due today", sound_blocked: "Click the page to enable alarm sound",
-    stream_stale: "stream timed out",
+    stream_stale: "stream timed out", gw_degraded: "Gateway degraded", gw_unreachable: "Gateway unreachable",
     kind_tower_crane: "Tower crane", kind_excavation: "Excavation", kind_formwork: "Formwork", kind_gas: "Gas detector",
     measured: "measured", surveys: "Survey import",
     survey_import: "Import survey results (CSV / XLSX; the whole file or nothing)",
@@ -157,6 +158,7 @@ function renderAll() {
   renderTiles();
   renderBanner();
   renderHazards();
+  renderHealth();
   if (S.device) renderDevice();
 }
 
@@ -527,6 +529,7 @@ async function start() {
   renderAll();
   route();
   connect();
+  loadHealth();
 }
 
 $("#login-form").addEventListener("submit", async (ev) => {
@@ -567,6 +570,28 @@ setInterval(() => {
   // heartbeats come every heartbeat_s: two missed ones mean the stream is dead even if the socket looks open
   if (S.es && S.meta && Date.now() - S.lastEvent > 2.5 * S.meta.heartbeat_s * 1000) { streamState("lost"); connect(); }
 }, 1000);
+// the gateway's own state (/health): a failing task, a full disk, a database down show here in words, whatever
+// else still works; the alarm banner above cannot say it when the alarm database is what failed
+async function loadHealth() {
+  let body;
+  try {
+    const r = await fetch("/health", { cache: "no-store" });
+    body = await r.json();
+  } catch (e) {
+    body = { status: "unreachable", reasons: [] };
+  }
+  S.health = body;
+  renderHealth();
+}
+function renderHealth() {
+  const box = $("#gw-health"), body = S.health;
+  if (!body || body.status === "ready" || body.status === "starting") { box.hidden = true; return; }
+  const title = body.status === "unreachable" ? t("gw_unreachable") : t("gw_degraded");
+  box.replaceChildren(el("strong", {}, title), ...(body.reasons || []).map((r) => el("div", {}, S.lang === "en" ? r.en : r.zh)));
+  box.dataset.status = body.status;
+  box.hidden = false;
+}
+setInterval(() => { if (S.meta) loadHealth(); }, 5000);
 setInterval(() => { if (S.meta) api("GET", "/api/hazards").then((h) => { S.hazards = h; renderHazards(); }).catch(() => {}); }, 30000);
 setInterval(() => { if (S.meta) loadRates().then(() => S.dirty.size || renderTiles()); }, 60000);
 applyStatic();

@@ -9,6 +9,7 @@ import itertools
 import math
 import os
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -243,6 +244,22 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         text = await officer.inner_text(row)
         assert "Alarm" in text and "acknowledged" in text and alarm["title_en"] in text
         assert await officer.inner_text("#lang") == "中文"
+
+        # ---- the gateway's own faults show on every console: the alarm database locked by another process ----
+        assert await wall.is_hidden("#gw-health")
+        other = sqlite3.connect(cfg.alarms.state_file, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            sim.set_values("GAS-01", {"lel": 60.0})  # 危险: its raise meets the lock
+            await wall.wait_for_selector("#gw-health:not([hidden])", timeout=15_000)
+            assert "报警数据库无法写入" in await wall.inner_text("#gw-health")
+            await officer.wait_for_selector("#gw-health:not([hidden])", timeout=15_000)
+            assert "alarm database refuses writes" in await officer.inner_text("#gw-health")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await wall.wait_for_selector("#gw-health", state="hidden", timeout=15_000)
+        await wall.wait_for_selector(f"{row}.lvl-3", timeout=5_000)  # the raise stored once the lock was gone
         await wall_ctx.close()
 
 

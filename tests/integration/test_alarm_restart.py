@@ -3,22 +3,19 @@ already sent is not sent again, the pending tier fires once on time, and an ackn
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as paho
 
 from services import local
 from services.local import Service, wait_for
+from tests.gas import Detector
 from tests.receivers import HttpReceiver, http_receiver
 from tests.sites import write_site
 
@@ -34,31 +31,6 @@ def start(site: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]
             cwd=ROOT,
             env={**os.environ, **env},
         )
-
-
-class Detector(threading.Thread):
-    """A gas detector publishing %LEL every 0.2 s until stopped."""
-
-    def __init__(self, port: int, lel: float) -> None:
-        super().__init__(daemon=True)
-        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="gas-det-restart")
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-        self.lel = lel
-        self.stop_ev = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_ev.wait(0.2):
-            now = datetime.now(UTC).isoformat()
-            doc = {"sn": "GAS-R1", "time": now, "readings": [{"gas": "EX", "value": self.lel, "unit": "%LEL"}],
-                   "status": {"fault": 0, "cal": 0}}  # fmt: skip
-            self.c.publish("site/r/gas/GAS-R1", json.dumps(doc), qos=1)
-
-    def close(self) -> None:
-        self.stop_ev.set()
-        self.join(2)
-        self.c.loop_stop()
-        self.c.disconnect()
 
 
 def tier_posts(hook: HttpReceiver, tier: str) -> list[Any]:

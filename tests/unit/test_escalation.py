@@ -828,3 +828,58 @@ async def test_propose_hazard_tier_opens_one_hazard_in_the_firing_transaction(
     last = s.hooks()[-1]
     assert ids(last) == ["zhao"] and last["data"]["hazard_id"] == 42
     assert "已自动登记隐患 #42" in last["text"]
+
+
+async def test_a_notifier_raising_something_unexpected_is_retried_and_other_deliveries_go_on(
+    make_site: SiteFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = await make_site(
+        [{"after_s": 0, "roles": ["safety_officer"], "channels": ["hook", "mail"]}], retry_base_s=5, max_attempts=3
+    )
+    real = s.notifiers["mail"]
+    calls = []
+
+    class Broken:
+        id = "mail"
+
+        async def send(self, msg: Any, to: Any) -> Any:
+            calls.append(msg.key)
+            if len(calls) == 1:
+                raise KeyError("a notifier bug nobody foresaw")
+            return await real.send(msg, to)
+
+        async def aclose(self) -> None:
+            await real.aclose()
+
+    s.esc.notifiers["mail"] = Broken()  # type: ignore[assignment]
+    s.raise_("GD-01")
+    with caplog.at_level(logging.ERROR, logger="sitegw.escalation"):
+        await s.step()
+    assert len(s.hooks()) == 1  # the webhook went out in the same pass
+    mail = next(d for d in s.rows("esc_deliveries") if d["channel"] == "mail")
+    assert (mail["status"], mail["attempts"], mail["last_error"]) == ("retry", 1, "KeyError")
+    assert any("unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
+    s.clock.advance(5)
+    await s.step()
+    mail = next(d for d in s.rows("esc_deliveries") if d["channel"] == "mail")
+    assert mail["status"] == "sent" and len(s.mails()) == 1 and len(set(calls)) == 1  # one key for both attempts
+
+
+async def test_a_database_error_while_firing_leaves_the_step_pending_and_ends_the_pass(
+    make_site: SiteFactory, tmp_path: Path
+) -> None:
+    """The loop's supervisor restarts the pass; the step fires once when the database takes writes again."""
+    s = await make_site(FIRST)
+    aid = s.raise_("GD-01")
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await s.step()
+        assert s.steps(aid)[("1", 0, 0)]["status"] == "pending" and not s.hooks()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await s.step()
+    await s.step()
+    assert s.steps(aid)[("1", 0, 0)]["status"] == "fired" and len(s.hooks()) == 1

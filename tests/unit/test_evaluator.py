@@ -66,6 +66,35 @@ def test_tick_confirms_delays_without_new_readings() -> None:
     assert ev.tick(100 * S) == []
 
 
+def test_a_transition_that_was_not_stored_is_asked_for_again_without_a_new_delay() -> None:
+    """The alarm database refused the raise: the evaluator rewinds, and the next tick (or reading) confirms again
+    at once, since the on-delay had already run; a clear that was not stored is retried the same way."""
+    ev = gas_ev(lel(on=5, off=10))
+    feed(ev, [(0, 30)])
+    (t,) = ev.tick(5 * S)
+    assert (t.phase, t.new) == ("confirmed", Level.ALARM)
+    ev.unstored(t)
+    assert ev.level("gas.lel", "G") is Level.NORMAL  # never a level the alarm record does not have
+    (again,) = ev.tick(6 * S)
+    assert (again.phase, again.old, again.new, again.value) == ("confirmed", Level.NORMAL, Level.ALARM, 30)
+    assert again.threshold is not None and again.threshold.value == 25
+    assert feed(ev, [(7, 31)]) == []  # stored this time: no third raise
+    # a higher level in the same batch after the refused one: the retry asks for the latest level at once
+    ev2 = gas_ev(lel())
+    first, second = ev2.observe(Reading("G", "lel", 30, 0), 0) + ev2.observe(Reading("G", "lel", 60, S), S)
+    ev2.unstored(first, second)
+    assert ev2.level("gas.lel", "G") is Level.NORMAL
+    (t2,) = ev2.tick(2 * S)
+    assert (t2.old, t2.new, t2.value) == (Level.NORMAL, Level.DANGER, 60)
+    # a clear that was not stored: the level stays until the clear is stored
+    feed(ev, [(8, 0)])
+    (clear,) = ev.tick(18 * S)
+    ev.unstored(clear)
+    assert ev.level("gas.lel", "G") is Level.ALARM
+    (clear2,) = ev.tick(19 * S)
+    assert (clear2.old, clear2.new) == (Level.ALARM, Level.NORMAL)
+
+
 def test_value_back_during_off_delay_keeps_the_level_silently() -> None:
     ev = gas_ev(lel(off=10))
     assert feed(ev, [(0, 30), (1, 0), (5, 30), (12, 30)]) == [("confirmed", 0, 2, 0.0)]
