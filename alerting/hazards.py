@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
@@ -140,6 +141,7 @@ CREATE TABLE IF NOT EXISTS hazard_record (
     report_due_ns INTEGER, reported_at_ns INTEGER, reported_by TEXT, report_to TEXT, report_ref TEXT,
     submitted_at_ns INTEGER, submitted_by TEXT, evidence TEXT,
     accepted_at_ns INTEGER, accepted_by TEXT, completed_on TEXT,                       -- accepted = closed (销号)
+    accept_note TEXT,                     -- accepted while its source alarm was still active: the acceptor's reason
     dismiss_reason TEXT,
     reject_count INTEGER NOT NULL DEFAULT 0, reopen_count INTEGER NOT NULL DEFAULT 0,
     found_at_ns INTEGER NOT NULL, found_by TEXT NOT NULL, updated_at_ns INTEGER NOT NULL
@@ -183,6 +185,12 @@ class Hazards:
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
         conn.executescript(_SCHEMA)
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(hazard_record)")}
+        if "accept_note" not in cols:  # a state file from before the column
+            conn.execute("ALTER TABLE hazard_record ADD COLUMN accept_note TEXT")
+        # alarm id -> its state ("active_unacked", ...) or None when there is no such alarm on this site; wired by
+        # the alarm engine (the alarms live in the same database, in the lifecycle's tables)
+        self.alarm_state: Callable[[int], str | None] | None = None
 
     # ---- local time -----------------------------------------------------------------------------------------
 
@@ -272,6 +280,8 @@ class Hazards:
             raise HazardBadRequest(f"source must be one of {get_args(HazardSource)}, not {source!r}")
         if origin == "alarm" and alarm_id is None:
             raise HazardBadRequest("alarm_id is required for a hazard from an alarm")
+        if alarm_id is not None and self.alarm_state is not None and self.alarm_state(alarm_id) is None:
+            raise HazardBadRequest(f"alarm_id {alarm_id}: there is no such alarm on this site")
         now = self.clock()
         found = now if found_ns is None else found_ns
         if found > now:
@@ -522,17 +532,37 @@ class Hazards:
             self._move(row, now, actor, "submit", "submitted", "rectification submitted", updates)
 
     def accept(
-        self, hazard_id: int, *, actor: str, role: Role, completed_on: date | None = None, why: str | None = None
+        self,
+        hazard_id: int,
+        *,
+        actor: str,
+        role: Role,
+        completed_on: date | None = None,
+        why: str | None = None,
+        active_alarm_reason: str | None = None,
     ) -> None:
         """submitted → closed (验收销号) by someone other than the responsible person; stops every clock.
 
-        `completed_on` (actual completion date) defaults to the local day the rectification was submitted."""
+        `completed_on` (actual completion date) defaults to the local day the rectification was submitted. A hazard
+        whose source alarm is still active is not closed unless `active_alarm_reason` says why (e.g. the sensor
+        itself is being replaced); the reason is kept and shown in the ledger."""
         require(role, Role.MANAGER, "hazard accept")
         now = self.clock()
         with tx(self.conn):
             row = self._expect(hazard_id, "accept", ("submitted",))
             if actor.strip().casefold() == (row["responsible"] or "").strip().casefold():
                 raise HazardError(f"the responsible person {actor!r} cannot accept their own rectification")
+            note = None
+            state = self.alarm_state(row["alarm_id"]) if row["alarm_id"] is not None and self.alarm_state else None
+            if state in ("active_unacked", "active_acked"):
+                reason = (active_alarm_reason or "").strip()
+                if not reason:
+                    raise HazardError(
+                        f"hazard {hazard_id}: its source alarm #{row['alarm_id']} is still {state}; rectification "
+                        "is not shown to work while the alarm stands. Accept only with active_alarm_reason saying "
+                        "why (it is recorded and shown in the ledger)"
+                    )
+                note = f"源报警 #{row['alarm_id']} 仍在报警（{state}）时验收：{reason}"
             done = completed_on or self.local_date(row["submitted_at_ns"])
             if done > self.local_date(now) or done < self.local_date(row["found_at_ns"]):
                 raise HazardBadRequest(f"completed_on {done} must lie between the day found and today")
@@ -540,7 +570,8 @@ class Hazards:
                 "UPDATE hazard_clock SET stopped_ns = ? WHERE hazard_id = ? AND stopped_ns IS NULL", (now, hazard_id)
             )
             updates = {"accepted_at_ns": now, "accepted_by": actor, "completed_on": done.isoformat()}
-            self._move(row, now, actor, "accept", "closed", why or "accepted and closed (销号)", updates)
+            updates["accept_note"] = note
+            self._move(row, now, actor, "accept", "closed", why or note or "accepted and closed (销号)", updates)
 
     def reject(self, hazard_id: int, *, actor: str, role: Role, reason: str) -> None:
         """submitted → rectifying: the re-inspection failed. The original deadline clock runs again."""
@@ -570,6 +601,7 @@ class Hazards:
                 "accepted_at_ns": None,
                 "accepted_by": None,
                 "completed_on": None,
+                "accept_note": None,
             }
             self._move(row, now, actor, "reopen", "reopened", reason, updates)
 

@@ -43,11 +43,12 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "实际完成整改日期",
     "验收人",
     "验收日期",
+    "验收说明",
     "挂牌督办",
     "销号日期",
 )
 LEDGER_COLUMNS = FORM_COLUMNS + EXTRA_COLUMNS
-_WIDTHS = (6, 12, 12, 16, 24, 40, 30, 14, 16, 40, 10, 8, 20, 14, 36, 17, 12, 10, 14, 10, 12, 10, 12)
+_WIDTHS = (6, 12, 12, 16, 24, 40, 30, 14, 16, 40, 10, 8, 20, 14, 36, 17, 12, 10, 14, 10, 12, 30, 10, 12)
 
 # block A (总体情况) of 附件1, in the form's order and wording
 STATS_ITEMS: tuple[tuple[str, str], ...] = (
@@ -107,6 +108,7 @@ def ledger_rows(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool
             _date(h["completed_on"]),
             h["accepted_by"],
             accepted,
+            h["accept_note"],
             LISTING_ZH[h["listing"]] or None,
             accepted if h["status"] == "closed" else None,
         )

@@ -118,6 +118,7 @@ def site(tmp_path: Path, mqtt: int, influx: int, http: int) -> SiteConfig:
         auth={
             "users": [{"name": n, "role": r, "password_env": f"T_PW_{n.upper()}"} for n, r in USERS.items()],
             "session_ttl_s": 40 * 86400,  # the hazard test moves the clock by days; expiry is not under test here
+            "session_idle_s": 40 * 86400,
         },
     )
 
@@ -833,9 +834,16 @@ async def test_hazard_loop_over_http_and_the_exports(
             and r.json()["detail"] == "the responsible person 'li' cannot accept their own rectification"
         )
         t_accept = s.clock.advance(3600)
+        # the source alarm still stands (30 %LEL): closing the record now is refused unless the reason is recorded
         r = await act("wang", "accept", {})
+        assert r.status_code == 409 and f"source alarm #{alarm.id} is still active_unacked" in r.json()["detail"]
+        assert (await s.call("view", "GET", f"/api/hazards/{hid}")).json()["status"] == "submitted"
+        override = "探测器本体故障待更换，现场已复测 LEL 0%"
+        r = await act("wang", "accept", {"active_alarm_reason": override})
         assert r.status_code == 200
         h = r.json()
+        note = f"源报警 #{alarm.id} 仍在报警（active_unacked）时验收：{override}"
+        assert h["accept_note"] == note
         assert (h["status"], h["accepted_by"], h["accepted_at_ns"], h["completed_on"]) == (
             "closed",
             "wang",
@@ -854,11 +862,14 @@ async def test_hazard_loop_over_http_and_the_exports(
         assert [(a, act_) for a, act_, _, _, _ in audited] == [
             (x["actor"], f"hazard.{x['action']}") for x in full["history"]
         ]
-        assert audited[1][3:] == ("有限空间内作业人员未撤出", t_confirm) and audited[-1][4] == t_accept
+        assert audited[1][3:] == ("有限空间内作业人员未撤出", t_confirm) and audited[-1][3:] == (note, t_accept)
 
         # three manual records: an inspection's major hazard still open, a general one, a dismissed one
         s.clock.advance(60)
         report = {"unit_name": UNIT, "source": "inspection"}
+        forged = {**report, "description": "伪造报警来源", "origin": "alarm", "alarm_id": 9999}
+        r = await s.call("zhang", "POST", "/api/hazards", forged)
+        assert r.status_code == 422 and r.json()["detail"] == "alarm_id 9999: there is no such alarm on this site"
         h2 = (await s.call("zhang", "POST", "/api/hazards", {**report, "description": "基坑东侧超挖2米未支护"})).json()[
             "id"
         ]
@@ -919,6 +930,7 @@ async def test_hazard_loop_over_http_and_the_exports(
                 "状态",
                 "实际完成整改日期",
                 "验收人",
+                "验收说明",
                 "挂牌督办",
                 "销号日期",
             )
@@ -931,6 +943,7 @@ async def test_hazard_loop_over_http_and_the_exports(
             "状态": "已销号",
             "实际完成整改日期": datetime(2025, 3, 15),
             "验收人": "wang",
+            "验收说明": note,
             "挂牌督办": "县级",
             "销号日期": datetime(2025, 3, 15),
         }

@@ -329,6 +329,35 @@ def test_acceptor_must_not_be_the_responsible_person(hz: Hazards) -> None:
     assert hz.get(hid)["accepted_by"] == "wang"
 
 
+def test_a_hazard_from_an_alarm_needs_the_alarm_and_closes_only_when_it_stands_no_more(hz: Hazards) -> None:
+    states: dict[int, str] = {7: "active_acked"}
+    hz.alarm_state = states.get  # the engine wires the lifecycle here; a dict plays this site's alarm table
+    with pytest.raises(HazardError, match="alarm_id 8: there is no such alarm on this site"):
+        manual(hz, origin="alarm", alarm_id=8)
+    hid = manual(hz, origin="alarm", alarm_id=7)
+    hz.confirm(hid, actor="wang", role=Role.MANAGER, klass="general")
+    hz.assign(hid, actor="wang", role=Role.MANAGER, responsible="zhao", measures="通风", deadline=date(2025, 3, 20))
+    hz.submit(hid, actor="li", role=Role.OFFICER, evidence="照片")
+    for reason in (None, "  "):
+        with pytest.raises(HazardError, match="source alarm #7 is still active_acked"):
+            hz.accept(hid, actor="wang", role=Role.MANAGER, active_alarm_reason=reason)
+    assert hz.get(hid)["status"] == "submitted"
+    hz.accept(hid, actor="wang", role=Role.MANAGER, active_alarm_reason="传感器待更换")
+    h = hz.get(hid)
+    assert (h["status"], h["accept_note"]) == ("closed", "源报警 #7 仍在报警（active_acked）时验收：传感器待更换")
+    assert hz.history(hid)[-1]["why"] == h["accept_note"]
+    hz.reopen(hid, actor="wang", role=Role.MANAGER, reason="复查不合格")
+    assert hz.get(hid)["accept_note"] is None
+    # once the alarm is back to normal, acceptance needs no reason and records none
+    hid2 = manual(hz, origin="alarm", alarm_id=7)
+    hz.confirm(hid2, actor="wang", role=Role.MANAGER, klass="general")
+    hz.assign(hid2, actor="wang", role=Role.MANAGER, responsible="zhao", measures="通风", deadline=date(2025, 3, 20))
+    hz.submit(hid2, actor="li", role=Role.OFFICER, evidence="照片")
+    states[7] = "normal"
+    hz.accept(hid2, actor="wang", role=Role.MANAGER)
+    assert (hz.get(hid2)["status"], hz.get(hid2)["accept_note"]) == ("closed", None)
+
+
 def test_2022_basis_only_for_hazards_found_before_2024_12_13(hz: Hazards, clock: FakeClock) -> None:
     before = manual(hz, found_ns=ns(2024, 12, 12, 23, 59))
     after = manual(hz, found_ns=ns(2024, 12, 13, 0, 1))

@@ -234,6 +234,7 @@ def test_ledger_xlsx_cell_by_cell(hz: Hazards) -> None:
         datetime(2025, 6, 10),
         "qian",
         datetime(2025, 6, 10),
+        None,  # 验收说明: accepted with no source alarm standing
         "县级",
         datetime(2025, 6, 10),
     ]
@@ -241,9 +242,12 @@ def test_ledger_xlsx_cell_by_cell(hz: Hazards) -> None:
     assert ws.cell(6, 16).number_format == "yyyy-mm-dd hh:mm"
     b = [c.value for c in ws[7]]
     assert b[6:10] == ["建质规〔2024〕5号 第五条第（四）项第1目", datetime(2025, 7, 15), "抽查检查", "加设支撑"]
-    assert b[12:23] == [None, None, None, datetime(2025, 6, 5, 10), "zhao", "整改中", None, None, None, "市级", None]
+    assert b[12:24] == [
+        *(None, None, None, datetime(2025, 6, 5, 10), "zhao", "整改中"),
+        *(None, None, None, None, "市级", None),
+    ]
     h = [c.value for c in ws[9]]
-    assert (h[5], h[17], h[18], h[20], h[22]) == ("卸料平台超载", "已重新打开", None, None, None)
+    assert (h[5], h[17], h[18], h[20], h[21], h[23]) == ("卸料平台超载", "已重新打开", None, None, None, None)
     f = [c.value for c in ws[10]]
     assert (f[5], f[15], f[7]) == ("高支模立杆轴力超设计值", datetime(2025, 6, 30, 23, 30), None)
     assert ws.max_row == 10
