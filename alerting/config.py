@@ -180,7 +180,9 @@ class ApiTokenConfig(_B):
 class AuthConfig(_B):
     users: list[UserConfig] = []
     tokens: list[ApiTokenConfig] = []
-    session_ttl_s: float = Field(default=12 * 3600, gt=0)  # a shift plus handover
+    session_ttl_s: float = Field(default=12 * 3600, gt=0)  # absolute: a shift plus handover, however active
+    # idle: a session no request used for this long ends (an open console polls, so only abandoned ones end)
+    session_idle_s: float = Field(default=30 * 60, gt=0)
     max_failed_logins: int = Field(default=5, ge=1)  # per user per 15 min, then refused until the window passes
 
     @field_validator("users")

@@ -24,9 +24,11 @@ CREATE TABLE IF NOT EXISTS auth_sessions (
     user TEXT NOT NULL,
     role TEXT NOT NULL,
     created_ns INTEGER NOT NULL,
-    expires_ns INTEGER NOT NULL
+    expires_ns INTEGER NOT NULL,    -- absolute expiry (auth.session_ttl_s after the login)
+    last_seen_ns INTEGER            -- idle expiry: auth.session_idle_s after this (updated at most once a minute)
 );
 """
+_TOUCH_NS = 60 * 10**9  # last_seen_ns is written at most this often: not one fsync per request
 _FAIL_WINDOW_NS = 15 * 60 * 10**9
 
 
@@ -53,6 +55,8 @@ class Auth:
         self.cfg = cfg
         self.clock = clock
         conn.executescript(_SCHEMA)
+        if "last_seen_ns" not in {r[1] for r in conn.execute("PRAGMA table_info(auth_sessions)")}:
+            conn.execute("ALTER TABLE auth_sessions ADD COLUMN last_seen_ns INTEGER")  # a state file from before
         self._users: dict[str, tuple[User, bytes, bytes]] = {}
         missing = [u.password_env for u in cfg.users if not os.environ.get(u.password_env)]
         if missing:
@@ -134,10 +138,14 @@ class Auth:
         expires = now + int(self.cfg.session_ttl_s * 1e9)
         user = entry[0]
         with tx(self.conn):
-            self.conn.execute("DELETE FROM auth_sessions WHERE expires_ns < ?", (now,))
+            idle = now - int(self.cfg.session_idle_s * 1e9)
             self.conn.execute(
-                "INSERT INTO auth_sessions VALUES (?, ?, ?, ?, ?)",
-                (_token_hash(token), user.name, user.role.name.lower(), now, expires),
+                "DELETE FROM auth_sessions WHERE expires_ns < ? OR COALESCE(last_seen_ns, created_ns) < ?", (now, idle)
+            )
+            self.conn.execute(
+                "INSERT INTO auth_sessions(token_hash, user, role, created_ns, expires_ns, last_seen_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (_token_hash(token), user.name, user.role.name.lower(), now, expires, now),
             )
             audit(self.conn, now, user.name, "auth.login", f"user:{user.name}")
         return token, user, expires
@@ -146,11 +154,22 @@ class Auth:
         machine = self._tokens.get(_token_hash(token))
         if machine is not None:
             return machine
+        key = _token_hash(token)
         row = self.conn.execute(
-            "SELECT user, expires_ns FROM auth_sessions WHERE token_hash = ?", (_token_hash(token),)
+            "SELECT user, created_ns, expires_ns, last_seen_ns FROM auth_sessions WHERE token_hash = ?", (key,)
         ).fetchone()
-        if row is None or row["expires_ns"] < self.clock():
+        now = self.clock()
+        if row is None or row["expires_ns"] < now:
             return None
+        seen = row["last_seen_ns"] if row["last_seen_ns"] is not None else row["created_ns"]
+        if now - seen > int(self.cfg.session_idle_s * 1e9):
+            return None  # idle too long: the next login replaces it (expired rows are swept at each login)
+        if now - seen >= _TOUCH_NS:
+            try:
+                with tx(self.conn):
+                    self.conn.execute("UPDATE auth_sessions SET last_seen_ns = ? WHERE token_hash = ?", (now, key))
+            except sqlite3.OperationalError as err:  # a full or locked database must not log everyone out
+                log.warning("session activity not recorded: %s", err)
         entry = self._users.get(row["user"])
         return entry[0] if entry else None  # a user removed from the config loses their sessions
 

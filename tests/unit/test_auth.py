@@ -59,6 +59,39 @@ def test_session_expires_and_logout_ends_it(tmp_path: Path, monkeypatch: pytest.
     assert a.user_for(token2) is None
 
 
+def test_a_session_ends_when_idle_and_at_its_absolute_expiry_however_active(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T_PW_LI", "pw-li-123")
+    a = auth(
+        tmp_path,
+        users=[{"name": "li", "role": "manager", "password_env": "T_PW_LI"}],
+        session_ttl_s=3600,
+        session_idle_s=600,
+    )
+    clock: Clock = a.clock  # type: ignore[assignment]
+    start = clock.now = 1_800_000_000 * 10**9
+    token, _, expires = a.login("li", "pw-li-123")
+    assert expires == start + 3600 * 10**9
+    # used every 5 minutes: never idle, but the session still ends an hour after the login
+    for minute in range(5, 60, 5):
+        clock.now = start + minute * 60 * 10**9
+        assert a.user_for(token) is not None, minute
+    clock.now = start + 3600 * 10**9 + 1
+    assert a.user_for(token) is None
+    # idle: ten minutes without a request end it, even though its absolute expiry is far off
+    token2, _, _ = a.login("li", "pw-li-123")
+    clock.now += 9 * 60 * 10**9
+    assert a.user_for(token2) is not None  # 9 min idle: still good, and this request resets the idle clock
+    clock.now += 9 * 60 * 10**9
+    assert a.user_for(token2) is not None
+    clock.now += 10 * 60 * 10**9 + 1
+    assert a.user_for(token2) is None
+    # expired sessions are swept at the next login
+    a.login("li", "pw-li-123")
+    assert a.conn.execute("SELECT COUNT(*) FROM auth_sessions").fetchone()[0] == 1
+
+
 def test_bad_token_config_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("T_SHORT", "abc")
     with pytest.raises(ValueError, match="T_SHORT must hold a random token of 32"):
