@@ -34,6 +34,8 @@ CATALOG: dict[str, Quantity] = {
         # device health seen by the gateway, emitted on change: messages arrive but none decodes; device clock off
         _q("decode_errors", "state", 0, 1, "数据无法解析", "messages do not decode"),
         _q("clock_skew", "state", 0, 1, "设备时钟偏差", "device clock off"),
+        # a reading stamped ahead of the gateway is stored at the gateway's time; this says by how much it was ahead
+        _q("clock_ahead_s", "s", 0, math.inf, "设备时钟超前", "device clock ahead by"),
         # a person's finding on inspection (巡视检查), entered through the API: 1 danger found, 0 cleared
         _q("inspection_danger", "state", 0, 1, "巡视发现危险情况", "danger found by inspection"),
         # tower crane

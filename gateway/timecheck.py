@@ -12,7 +12,7 @@ log = logging.getLogger("sitegw.clock")
 
 NS = 1_000_000_000
 # quantities the gateway itself stamps: never a device clock
-_OWN = frozenset({"up", "decode_errors", "clock_skew"})
+_OWN = frozenset({"up", "decode_errors", "clock_skew", "clock_ahead_s"})
 
 
 class ClockCheck:
@@ -20,8 +20,11 @@ class ClockCheck:
     behind it, is marked UNCERTAIN (kept with the device's time), counted, and the device's `clock_skew` state is
     raised; the device's next reading within its limits lowers it again.
 
-    Live views and the alarm evaluator get readings that are ahead re-stamped with the gateway's time, so a clock
-    that runs months ahead can never freeze a device's latest value, its rates or its history.
+    A reading that is ahead is re-stamped with the gateway's time everywhere, the database included, so a clock that
+    runs months ahead can never freeze a device's latest value, its rates, its history or `last()` in InfluxDB. The
+    time the device claimed is kept beside it: a `clock_ahead_s` field on the same line says how far ahead it was
+    (device time = the line's time + clock_ahead_s), and its `_q` field says UNCERTAIN. A reading that is too old
+    keeps its own time (a device's buffer sent late is history, not the present), marked UNCERTAIN.
     """
 
     def __init__(self, limits: Mapping[str, tuple[float, float]], metrics: Metrics) -> None:
@@ -31,12 +34,15 @@ class ClockCheck:
         self.skewed: dict[str, int] = {}  # device -> 1 while its clock is off
 
     def apply(self, batch: list[Reading], now_ns: int) -> tuple[list[Reading], list[Reading], list[Reading]]:
-        """(readings to store, readings for live views and alarms, clock_skew state changes)."""
+        """(readings to store, readings for live views and alarms, clock_skew state changes and clock_ahead_s
+        marks, to store and show)."""
         stored: list[Reading] | None = None
         live: list[Reading] | None = None
         verdict: dict[str, bool] = {}  # device -> any reading off in this batch
         last: tuple[str, int, bool] | None = None  # (device, ts, off) of the previous reading: messages share a ts
         limits, default = self._limits, self._default
+        marks: list[Reading] = []  # how far ahead each re-stamped device time was
+        ahead_marked: set[tuple[str, int]] = set()
         for i, r in enumerate(batch):
             if r.quantity in _OWN:
                 continue
@@ -54,10 +60,13 @@ class ClockCheck:
                 stored, live = list(batch), list(batch)
             assert live is not None
             q = Quality.UNCERTAIN if r.quality is Quality.GOOD else r.quality
-            stored[i] = Reading(r.device, r.quantity, r.value, r.ts_ns, q)
-            live[i] = Reading(r.device, r.quantity, r.value, min(r.ts_ns, now_ns), q)
+            at = min(r.ts_ns, now_ns)
+            stored[i] = live[i] = Reading(r.device, r.quantity, r.value, at, q)
+            if r.ts_ns > now_ns and (r.device, r.ts_ns) not in ahead_marked:
+                ahead_marked.add((r.device, r.ts_ns))
+                marks.append(Reading(r.device, "clock_ahead_s", (r.ts_ns - now_ns) / NS, now_ns))
             self.metrics.clock_skew_readings[r.device] += 1
-        changes: list[Reading] = []
+        changes: list[Reading] = marks
         for device, off in verdict.items():
             if off != bool(self.skewed.get(device)):
                 self.skewed[device] = int(off)

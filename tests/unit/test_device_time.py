@@ -115,12 +115,17 @@ def test_clock_limits_flag_keep_and_never_freeze_latest() -> None:
     now = T
     ahead = Reading("D", "lel", 30.0, now + 300 * 86400 * NS)  # 300 days ahead
     stored, live, changes = check.apply([ahead], now)
-    assert stored[0].ts_ns == ahead.ts_ns and stored[0].quality is Quality.UNCERTAIN  # kept with the device's time
-    assert live[0].ts_ns == now and live[0].value == 30.0  # live views and alarms see it at the gateway's time
-    assert [(r.quantity, r.value) for r in changes] == [("clock_skew", 1.0)]
+    # stored and shown at the gateway's time, marked; the device's claim is kept as how far ahead it was
+    assert (stored[0].ts_ns, stored[0].value, stored[0].quality) == (now, 30.0, Quality.UNCERTAIN)
+    assert live[0] == stored[0]
+    assert [(r.quantity, r.value, r.ts_ns) for r in changes] == [
+        ("clock_ahead_s", 300 * 86400.0, now),
+        ("clock_skew", 1.0, now),
+    ]
     assert m.clock_skew_readings["D"] == 1 and "D" in m.clock_skewed
     old = Reading("D", "lel", 1.0, now - 2 * 86400 * NS)
-    assert check.apply([old], now)[0][0].quality is Quality.UNCERTAIN
+    stored_old = check.apply([old], now)[0][0]
+    assert stored_old.quality is Quality.UNCERTAIN and stored_old.ts_ns == old.ts_ns  # history keeps its own time
     ok = Reading("D", "lel", 2.0, now - NS)
     stored, live, changes = check.apply([ok], now)
     assert stored[0] is ok and [(r.quantity, r.value) for r in changes] == [("clock_skew", 0.0)]
