@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
 import uvicorn
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, validate_call
 
 from alerting.db import audit_rows
 from alerting.hazards import HazardClass, HazardError, Status
@@ -31,6 +32,10 @@ from gateway.survey_api import add_survey_routes
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+
+# record ids are SQLite integers (64-bit): a larger number in a path is a bad request, not an OverflowError (500)
+RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+Limit = Annotated[int, Query(ge=1, le=5000)]
 
 COOKIE = "sitegw_session"
 CONSOLE = Path(__file__).parent / "console"
@@ -274,7 +279,7 @@ def build_api(gw: "Gateway") -> FastAPI:
         open_only: bool = False,
         since: date | None = None,
         until: date | None = None,
-        limit: int = 500,
+        limit: Limit = 500,
     ) -> list[Any]:
         lo, hi = _range_ns(gw.cfg.site.timezone, since, until)
         rows = eng.lifecycle.query(
@@ -285,12 +290,12 @@ def build_api(gw: "Gateway") -> FastAPI:
             since_ns=lo,
             until_ns=hi,
             open_only=open_only,
-            limit=min(max(limit, 1), 5000),
+            limit=limit,
         )
         return [_alarm_json(a) for a in rows]
 
     @app.get("/api/alarms/{alarm_id}")
-    async def alarm(alarm_id: int, _: Viewer) -> dict[str, Any]:
+    async def alarm(alarm_id: RowId, _: Viewer) -> dict[str, Any]:
         a = eng.lifecycle.get(alarm_id)
         return {
             **_alarm_json(a),
@@ -304,34 +309,34 @@ def build_api(gw: "Gateway") -> FastAPI:
         return {"events": [e.kind for e in evs], "alarm": _alarm_json(evs[-1].alarm) if evs else None}
 
     @app.post("/api/alarms/{alarm_id}/ack")
-    async def ack(alarm_id: int, body: AckBody, user: Officer) -> dict[str, Any]:
+    async def ack(alarm_id: RowId, body: AckBody, user: Officer) -> dict[str, Any]:
         return _events(eng.lifecycle.ack(alarm_id, user.name, body.comment))
 
     @app.post("/api/alarms/{alarm_id}/shelve")
-    async def shelve(alarm_id: int, body: ShelveBody, user: Officer) -> dict[str, Any]:
+    async def shelve(alarm_id: RowId, body: ShelveBody, user: Officer) -> dict[str, Any]:
         return _events(eng.lifecycle.shelve(alarm_id, user.name, body.reason, body.duration_s))
 
     @app.post("/api/alarms/{alarm_id}/unshelve")
-    async def unshelve(alarm_id: int, user: Officer) -> dict[str, Any]:
+    async def unshelve(alarm_id: RowId, user: Officer) -> dict[str, Any]:
         return _events(eng.lifecycle.unshelve(alarm_id, user.name))
 
     @app.post("/api/alarms/{alarm_id}/reset")
-    async def reset(alarm_id: int, body: ResetBody, user: Manager) -> dict[str, Any]:
+    async def reset(alarm_id: RowId, body: ResetBody, user: Manager) -> dict[str, Any]:
         return _events(eng.lifecycle.reset(alarm_id, user.name, body.comment))
 
     @app.post("/api/alarms/{alarm_id}/comment")
-    async def comment(alarm_id: int, body: TextBody, user: Officer) -> dict[str, Any]:
+    async def comment(alarm_id: RowId, body: TextBody, user: Officer) -> dict[str, Any]:
         return _events(eng.lifecycle.comment(alarm_id, user.name, body.text))
 
     @app.post("/api/alarms/{alarm_id}/hazard")
-    async def alarm_to_hazard(alarm_id: int, user: Officer) -> dict[str, Any]:
+    async def alarm_to_hazard(alarm_id: RowId, user: Officer) -> dict[str, Any]:
         """Open a hazard record (found) from an alarm, with its reading, threshold and proposed 判定依据."""
         a = eng.lifecycle.get(alarm_id)
         hid = eng.propose_hazard(a, user.name, user.role)
         return jsonable_encoder(eng.hazards.get(hid))  # type: ignore[no-any-return]
 
     @app.get("/api/deliveries")
-    async def deliveries(_: Manager, limit: int = 200) -> list[dict[str, Any]]:
+    async def deliveries(_: Manager, limit: Limit = 200) -> list[dict[str, Any]]:
         return eng.escalation.deliveries(None, min(max(limit, 1), 5000))
 
     # ---- suppression by design (crane out of service, maintenance) ----
@@ -410,10 +415,7 @@ def build_api(gw: "Gateway") -> FastAPI:
     @app.post("/api/hazards")
     async def report_hazard(request: Request, user: Officer) -> Any:
         body = await _json_object(request)
-        try:
-            hid = eng.hazards.report(actor=user.name, role=user.role, **body)
-        except TypeError as err:
-            raise HTTPException(422, f"report: {err}") from None
+        hid = _checked_call(eng.hazards.report, "report", actor=user.name, role=user.role, **body)
         return jsonable_encoder(eng.hazards.get(hid))
 
     def _hazard_or_404(hazard_id: int) -> dict[str, Any]:
@@ -424,19 +426,16 @@ def build_api(gw: "Gateway") -> FastAPI:
             raise HTTPException(404, f"no hazard {hazard_id}") from None
 
     @app.get("/api/hazards/{hazard_id}")
-    async def hazard(hazard_id: int, _: Viewer) -> Any:
+    async def hazard(hazard_id: RowId, _: Viewer) -> Any:
         return jsonable_encoder({**_hazard_or_404(hazard_id), "history": eng.hazards.history(hazard_id)})
 
     @app.post("/api/hazards/{hazard_id}/{action}")
-    async def hazard_action(hazard_id: int, action: str, request: Request, user: Officer) -> Any:
+    async def hazard_action(hazard_id: RowId, action: str, request: Request, user: Officer) -> Any:
         if action not in eng.hazard_actions:
             raise HTTPException(404, f"unknown hazard action {action!r}; actions: {', '.join(eng.hazard_actions)}")
         body = await _json_object(request)
         _hazard_or_404(hazard_id)
-        try:
-            getattr(eng.hazards, action)(hazard_id, actor=user.name, role=user.role, **body)
-        except TypeError as err:  # an unknown or missing field in the body
-            raise HTTPException(422, f"{action}: {err}") from None
+        _checked_call(getattr(eng.hazards, action), action, hazard_id, actor=user.name, role=user.role, **body)
         return jsonable_encoder(eng.hazards.get(hazard_id))
 
     @app.get("/api/ledger.{fmt}")
@@ -465,7 +464,7 @@ def build_api(gw: "Gateway") -> FastAPI:
     # ---- audit ----
 
     @app.get("/api/audit")
-    async def audit_log(_: Admin, target: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    async def audit_log(_: Admin, target: str | None = None, limit: Limit = 500) -> list[dict[str, Any]]:
         return audit_rows(eng.conn, target, min(max(limit, 1), 10000))
 
     return app
@@ -495,6 +494,16 @@ async def _json_object(request: Request) -> dict[str, Any]:
         if isinstance(body.get(k), str):
             body[k] = date.fromisoformat(body[k])
     return body
+
+
+def _checked_call(fn: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a hazard operation with the body's fields checked against its signature (types, unknown and missing
+    fields): a wrong JSON type is a 422 naming the field, never a TypeError or AttributeError inside (500)."""
+    try:
+        return validate_call(fn)(*args, **kwargs)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in err.errors())
+        raise HTTPException(422, f"{what}: {problems}") from None
 
 
 def _alarm_json(a: Any) -> dict[str, Any]:
@@ -535,4 +544,7 @@ def bounded_api(gw: "Gateway") -> Any:
 
 async def serve_api(gw: "Gateway", host: str, port: int) -> None:
     config = uvicorn.Config(bounded_api(gw), host=host, port=port, log_level="warning", lifespan="off")
-    await _Server(config).serve()
+    try:
+        await _Server(config).serve()
+    except SystemExit:  # uvicorn exits the process when it cannot bind; here that is one task's failure, retried
+        raise OSError(f"the HTTP API cannot listen on {host}:{port} (address in use or not allowed)") from None

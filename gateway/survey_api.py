@@ -5,7 +5,7 @@ import binascii
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,5 +79,7 @@ def add_survey_routes(app: FastAPI, gw: "Gateway", officer: Callable[..., Any], 
         return {"device": dev.id, "danger": body.danger, "alarm_id": alarm.id if alarm else None}
 
     @app.get("/api/surveys")
-    async def survey_imports(_: Annotated[User, Depends(viewer)], limit: int = 100) -> list[dict[str, Any]]:
-        return gw.surveys.imports(min(max(limit, 1), 1000))
+    async def survey_imports(
+        _: Annotated[User, Depends(viewer)], limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
+        return gw.surveys.imports(min(limit, 1000))
