@@ -174,8 +174,9 @@ class Subscriber:
         """The next frame, or None after `timeout_s` with nothing to send (time for a heartbeat)."""
         if not self.queue:
             self.wakeup.clear()
-            try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout_s)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel (CPython gh-86296)
+                async with asyncio.timeout(timeout_s):
+                    await self.wakeup.wait()
             except TimeoutError:
                 return None
         return self.queue.popleft() if self.queue else None

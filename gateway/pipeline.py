@@ -102,8 +102,9 @@ class Pipeline:
             return None
         if not self._q.empty():
             return self._q.get_nowait()
-        try:
-            return await asyncio.wait_for(self._q.get(), due)
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel (CPython gh-86296)
+            async with asyncio.timeout(due):
+                return await self._q.get()
         except TimeoutError:
             return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -82,10 +83,9 @@ class SpoolDrainer:
                         # only backlog, and the replay budget is spent: wait for tokens or for live data
                         wait = max(0.01, (1 - self._tokens) / self.replay_rate)
                         self.spool.data_event.clear()
-                        try:
-                            await asyncio.wait_for(self.spool.data_event.wait(), timeout=wait)
-                        except TimeoutError:
-                            pass
+                        with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel (gh-86296)
+                            async with asyncio.timeout(wait):
+                                await self.spool.data_event.wait()
             except WriteError as err:
                 await self._outage(err)
 
