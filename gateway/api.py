@@ -110,7 +110,11 @@ def build_api(gw: "Gateway") -> FastAPI:
     app = FastAPI(title="SiteGW", docs_url=None, redoc_url=None)
     eng = gw.alarms
     hist = gw.history
-    hist.hub.alarm_json = _alarm_json
+
+    def alarm_json(a: Any) -> dict[str, Any]:
+        return _alarm_json(a, eng.site.units)
+
+    hist.hub.alarm_json = alarm_json
     if hist.hub.on_alarm not in eng.lifecycle.hooks:  # build_api may run more than once on one gateway
         eng.lifecycle.hooks.append(hist.hub.on_alarm)
 
@@ -292,13 +296,13 @@ def build_api(gw: "Gateway") -> FastAPI:
             open_only=open_only,
             limit=limit,
         )
-        return [_alarm_json(a) for a in rows]
+        return [alarm_json(a) for a in rows]
 
     @app.get("/api/alarms/{alarm_id}")
     async def alarm(alarm_id: RowId, _: Viewer) -> dict[str, Any]:
         a = eng.lifecycle.get(alarm_id)
         return {
-            **_alarm_json(a),
+            **alarm_json(a),
             "history": jsonable_encoder(eng.lifecycle.history(alarm_id)),
             "escalation": eng.escalation.steps(alarm_id),
             "deliveries": eng.escalation.deliveries(alarm_id),
@@ -306,7 +310,7 @@ def build_api(gw: "Gateway") -> FastAPI:
 
     def _events(evs: list[Any]) -> dict[str, Any]:
         eng.escalation.wake()
-        return {"events": [e.kind for e in evs], "alarm": _alarm_json(evs[-1].alarm) if evs else None}
+        return {"events": [e.kind for e in evs], "alarm": alarm_json(evs[-1].alarm) if evs else None}
 
     @app.post("/api/alarms/{alarm_id}/ack")
     async def ack(alarm_id: RowId, body: AckBody, user: Officer) -> dict[str, Any]:
@@ -506,8 +510,9 @@ def _checked_call(fn: Callable[..., Any], what: str, *args: Any, **kwargs: Any) 
         raise HTTPException(422, f"{what}: {problems}") from None
 
 
-def _alarm_json(a: Any) -> dict[str, Any]:
+def _alarm_json(a: Any, units: dict[str, str]) -> dict[str, Any]:
     d: dict[str, Any] = jsonable_encoder(a)
+    d["unit"] = units.get(a.rule, "")  # the unit of `value` and `threshold`: what the rule compares
     d["level_zh"] = ("正常", "预警", "报警", "危险")[int(a.level)]
     d["notifiable"] = a.notifiable
     return d

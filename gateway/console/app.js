@@ -24,6 +24,7 @@ const I18N = {
     hz_found: "已发现", hz_confirmed: "已确认", hz_rectifying: "整改中", hz_submitted: "待复查", hz_reopened: "重新打开",
     hz_closed: "已销号", hz_dismissed: "已排除",
     gw_degraded: "网关降级运行", gw_unreachable: "无法连接网关",
+    page_of: "第 {p}/{n} 页", alarm_count: "告警 {n} 条",
   },
   en: {
     login_title: "Sign in to SiteGW", username: "User name", password: "Password", login: "Sign in", logout: "Sign out",
@@ -36,6 +37,7 @@ const I18N = {
     minutes: "min", no_hazards: "No open hazards", deadline: "deadline", days_left: "{n} days left",
     overdue: "{n} days overdue", due_today: "due today", sound_blocked: "Click the page to enable alarm sound",
     stream_stale: "stream timed out", gw_degraded: "Gateway degraded", gw_unreachable: "Gateway unreachable",
+    page_of: "page {p}/{n}", alarm_count: "{n} alarms",
     kind_tower_crane: "Tower crane", kind_excavation: "Excavation", kind_formwork: "Formwork", kind_gas: "Gas detector",
     measured: "measured", surveys: "Survey import",
     survey_import: "Import survey results (CSV / XLSX; the whole file or nothing)",
@@ -120,6 +122,7 @@ function fmt(v) {
   const s = v.toFixed(a >= 1000 ? 0 : a >= 100 ? 1 : 2);
   return /^-0(\.0*)?$/.test(s) ? s.slice(1) : s; // no "-0.00 t" for a hook hanging empty
 }
+function unitSuffix(u) { return u && u !== "state" ? ` ${u}` : ""; }
 function signed(v) { return (v > 0 ? "+" : "") + fmt(v); }
 function timeOf(ns) {
   const tz = (S.meta && S.meta.site.timezone) || undefined;
@@ -225,6 +228,7 @@ function renderTiles() {
   if (!S.meta) return;
   $("#tiles").replaceChildren();
   for (const dev of S.meta.devices) renderTile(dev);
+  wallRelayout();
 }
 
 function renderBanner() {
@@ -232,8 +236,11 @@ function renderBanner() {
     .sort((a, b) => b.level - a.level || (b.raised_ns || 0) - (a.raised_ns || 0));
   const banner = $("#banner");
   banner.className = list.length ? `has-alarms lvl-${list[0].level}` : "";
-  if (!list.length) { banner.replaceChildren(el("div", { class: "quiet" }, t("no_alarms"))); updateSound(); return; }
-  banner.replaceChildren(...list.map((a) => {
+  if (!list.length) {
+    banner.replaceChildren(el("div", { class: "quiet" }, t("no_alarms")));
+    updateSound(); wallRelayout(); return;
+  }
+  banner.replaceChildren(S.kiosk ? alarmSummary(list) : "", ...list.map((a) => {
     const title = S.lang === "en" ? a.title_en : a.title_zh;
     let btn = null;
     if (ACKABLE.has(a.state) && !(a.state === "latched" && a.acked_ns)) {
@@ -247,8 +254,8 @@ function renderBanner() {
       el("span", { class: "title" }, title),
       el("span", { class: "dev" }, a.device),
       // the rule's compared value (e.g. % of rated, change from baseline), not always the raw reading's unit
-      el("span", { class: "val" }, `${t("value")} ${fmt(a.value)}`,
-        a.threshold !== null ? ` / ${t("threshold")} ${fmt(a.threshold)}` : ""),
+      el("span", { class: "val" }, `${t("value")} ${fmt(a.value)}${unitSuffix(a.unit)}`,
+        a.threshold !== null ? ` / ${t("threshold")} ${fmt(a.threshold)}${unitSuffix(a.unit)}` : ""),
       el("span", { class: "src" }, `${t("source")}: ${a.source}`),
       el("span", { class: "state" }, t(`state_${a.state}`) + (a.acked_by ? ` · ${t("by")} ${a.acked_by}` : "")),
       el("span", { class: "when" }, a.raised_ns ? `${t("since")} ${timeOf(a.raised_ns)}` : ""),
@@ -258,12 +265,13 @@ function renderBanner() {
       btn);
   }));
   updateSound();
+  wallRelayout();
 }
 
 function renderHazards() {
   const open = S.hazards.filter((h) => h.status !== "closed" && h.status !== "dismissed");
   const box = $("#hazard-list");
-  if (!open.length) { box.replaceChildren(el("div", { class: "quiet" }, t("no_hazards"))); return; }
+  if (!open.length) { box.replaceChildren(el("div", { class: "quiet" }, t("no_hazards"))); wallRelayout(); return; }
   const today = new Date(new Date().toLocaleDateString("en-CA", { timeZone: S.meta.site.timezone }));
   box.replaceChildren(...open.map((h) => {
     let clock = null;
@@ -278,6 +286,7 @@ function renderHazards() {
       el("span", { class: "desc" }, [h.device, h.description].filter(Boolean).join(" · ")),
       clock);
   }));
+  wallRelayout();
 }
 
 // ---- device page with a small SVG history chart ---------------------------------------------------------------
@@ -502,6 +511,7 @@ function schedule() {
     }
     if (S.device && S.dirty.has(S.device)) renderDevice();
     S.dirty.clear();
+    wallRelayout();  // a tile that grew may no longer fit its page
   }, 100);
 }
 
@@ -530,6 +540,7 @@ async function start() {
   route();
   connect();
   loadHealth();
+  wallStart();
 }
 
 $("#login-form").addEventListener("submit", async (ev) => {

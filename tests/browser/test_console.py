@@ -182,7 +182,7 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         assert await officer.get_attribute(row, "data-state") == "active_unacked"
         assert "lvl-2" in (await officer.get_attribute(row, "class") or "")
         text = await officer.inner_text(row)
-        assert "报警" in text and alarm["title_zh"] in text and "25.00" in text and "GB/T 50493" in text
+        assert "报警" in text and alarm["title_zh"] in text and "25.00 %LEL" in text and "GB/T 50493" in text
         await officer.wait_for_selector("#tile-GAS-01.lvl-2", timeout=2_000)  # the tile takes the alarm's colour
         assert await officer.evaluate("document.body.dataset.sounding") == "true"  # the beep repeats while unacked
         await officer.click("#mute")
