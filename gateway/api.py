@@ -28,6 +28,7 @@ from gateway import quantities
 from gateway.auth import AuthError, User
 from gateway.history import sse
 from gateway.selfmon import add_health_routes
+from gateway.siteplan import jib_length_m, plan_image_response, plan_meta
 from gateway.survey_api import add_survey_routes
 
 if TYPE_CHECKING:
@@ -233,7 +234,16 @@ def build_api(gw: "Gateway") -> FastAPI:
     async def console_meta(user: Viewer) -> dict[str, Any]:
         """What the console needs to draw its tiles: the site, its devices and every quantity's unit and names."""
         devices = [
-            {"id": d.id, "name": d.name, "zone": d.zone, "kind": gw.cfg.kind_of(d).value} for d in gw.cfg.devices
+            {
+                "id": d.id,
+                "name": d.name,
+                "zone": d.zone,
+                "kind": gw.cfg.kind_of(d).value,
+                "position": d.position.model_dump() if d.position else None,
+                "jib_length_m": jib_length_m(d),
+                "wind_limit_ms": d.wind_limit_ms,
+            }
+            for d in gw.cfg.devices
         ]
         units = {n: {"unit": q.unit, "zh": q.title_zh, "en": q.title_en} for n, q in quantities.CATALOG.items()}
         site = gw.cfg.site
@@ -241,9 +251,15 @@ def build_api(gw: "Gateway") -> FastAPI:
             "site": {"id": site.id, "name": site.name, "timezone": site.timezone},
             "user": {"name": user.name, "role": user.role.name.lower(), "display_name": user.display_name},
             "devices": devices,
+            "plan": plan_meta(gw),
             "quantities": units,
             "heartbeat_s": HEARTBEAT_S,
         }
+
+    @app.get("/api/plan/image", response_model=None, response_class=FileResponse)
+    async def plan_image(_: Viewer) -> FileResponse:
+        """The site drawing under the console's plan view (site.plan.image)."""
+        return plan_image_response(gw)
 
     @app.get("/api/stream")
     async def stream(_: Viewer) -> StreamingResponse:

@@ -29,6 +29,7 @@ from drivers.profile import (
 )
 from drivers.timefmt import TimestampFormat, TimestampOverride
 from gateway import quantities
+from gateway.siteplan import PlanPosition, SitePlan, check_image, check_positions
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -53,6 +54,7 @@ class Site(_Base):
     id: str = Field(pattern=_ID)
     name: str = Field(min_length=1)
     timezone: str = "Asia/Shanghai"
+    plan: SitePlan | None = None  # the site drawing the console places devices on (gateway/siteplan.py)
 
     @field_validator("timezone")
     @classmethod
@@ -217,6 +219,9 @@ class Device(_Base):
     timestamp: TimestampOverride | None = None
     # limits of this device's clock (default: the site's `device_clock`)
     device_clock: ClockLimits | None = None
+    # where it stands on the site plan (site.plan), and a tower crane's jib as drawn (default: its chart's radius)
+    position: PlanPosition | None = None
+    jib_length_m: float | None = Field(default=None, gt=0, le=120)
 
     @field_validator("name", "zone")
     @classmethod
@@ -414,6 +419,7 @@ class SiteConfig(_Base):
                         f"{at}: device key {d.key!r} on broker {d.broker} is already {keys[(d.broker, d.key)]}"
                     )
                 keys[(d.broker, d.key)] = d.id
+        check_positions(self.site.plan, self.devices)
         for i, ch in enumerate(self.escalation.channels):
             if isinstance(ch, MqttChannel) and ch.broker not in brokers:
                 raise ValueError(f"escalation.channels[{i}].broker: unknown broker {ch.broker!r}")
@@ -616,4 +622,14 @@ def load_config(path: str | Path) -> SiteConfig:
             ln = ln.model_copy(update={"port": str(base / ln.port)})
         new_lines.append(ln)
     updates["lines"] = new_lines
+    plan = cfg.site.plan
+    if plan is not None and plan.image is not None and not plan.image.is_absolute():
+        plan = plan.model_copy(update={"image": base / plan.image})
+        updates["site"] = cfg.site.model_copy(update={"plan": plan})
+    try:
+        check_image(plan)
+    except ValueError as err:  # worded like the problems above: the file, then the YAML path and what is wrong
+        where, _, what = str(err).partition(": ")
+        line = index.get(("site", "plan", "image"))
+        raise ConfigError(f"{path}: 1 problem(s)\n  {where}{f' (line {line})' if line else ''}: {what}") from None
     return cfg.model_copy(update=updates)

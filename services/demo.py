@@ -73,6 +73,9 @@ def main() -> int:
         shutil.rmtree(RUN)  # a fresh site every time: no stale spool, no old data
     RUN.mkdir(parents=True)
     doc = yaml.safe_load(SITE.read_text(encoding="utf-8"))
+    plan = doc["site"].get("plan") or {}
+    if plan.get("image"):  # the copy lives elsewhere: the drawing stays where demo.yaml is
+        plan["image"] = str(SITE.parent / plan["image"])
     mqtt_port = _port(doc["brokers"][0]["port"])
     influx_port = _port(int(doc["sink"]["url"].rsplit(":", 1)[1]))
     http_port = _port(8780)

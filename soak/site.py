@@ -46,6 +46,9 @@ def write_site(run: Path) -> SoakSite:
     """Copy demo.yaml into `run` the way services/demo.py does, but always on free ports (a soak may run beside
     a demo or the test suite)."""
     doc: dict[str, Any] = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    plan = doc["site"].get("plan") or {}
+    if plan.get("image"):  # the copy lives elsewhere: the drawing stays where demo.yaml is
+        plan["image"] = str(DEMO.parent / plan["image"])
     mqtt_port, influx_port, http_port, control_port = (local.free_port() for _ in range(4))
     doc["brokers"][0]["port"] = mqtt_port
     doc["brokers"][0]["client_id"] = f"sitegw-soak-{run.name}"[:60]

@@ -20,12 +20,15 @@ def write_site(
     lines: list[dict[str, Any]] | None = None,
     spool: dict[str, Any] | None = None,
     http_port: int | None = None,
+    plan: dict[str, Any] | None = None,
     **extra: Any,
 ) -> SiteConfig:
     for d in devices:
         if "broker" in d:
             d.setdefault("expected_interval_s", 1.0)
     doc: dict[str, Any] = {"site": {"id": "t", "name": "测试 工地,A=1"}, "devices": devices}
+    if plan is not None:
+        doc["site"]["plan"] = plan
     if lines:
         doc["lines"] = lines
     if mqtt_port:
@@ -72,3 +75,19 @@ def officer_site(path: Path, influx_port: int, monkeypatch: Any, password: str) 
         auth={"users": [{"name": "zhang", "role": "officer", "password_env": "T_PW_ZHANG"}]},
     )
     return cfg, http
+
+
+def tiny_png(path: Path, w: int = 40, h: int = 30) -> Path:
+    """A real PNG (grey, w x h) for site-plan drawings in tests."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + b"\xc8" * (3 * w) for _ in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+    return path

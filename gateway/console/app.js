@@ -25,6 +25,9 @@ const I18N = {
     hz_closed: "已销号", hz_dismissed: "已排除",
     gw_degraded: "网关降级运行", gw_unreachable: "无法连接网关",
     page_of: "第 {p}/{n} 页", alarm_count: "告警 {n} 条",
+    q_good: "正常", q_uncertain: "可疑", q_bad: "故障", q_not_ready: "未就绪", flag_on: "触发", flag_off: "正常",
+    site_plan: "现场平面图", crane_plan: "塔吊平面图", slew: "回转", radius_l: "幅度", hook: "吊钩高度", wind: "风速",
+    limit: "限值", load_pct: "载荷", moment_pct: "力矩",
   },
   en: {
     login_title: "Sign in to SiteGW", username: "User name", password: "Password", login: "Sign in", logout: "Sign out",
@@ -38,6 +41,9 @@ const I18N = {
     overdue: "{n} days overdue", due_today: "due today", sound_blocked: "Click the page to enable alarm sound",
     stream_stale: "stream timed out", gw_degraded: "Gateway degraded", gw_unreachable: "Gateway unreachable",
     page_of: "page {p}/{n}", alarm_count: "{n} alarms",
+    q_good: "good", q_uncertain: "uncertain", q_bad: "bad", q_not_ready: "not ready", flag_on: "on", flag_off: "off",
+    site_plan: "Site plan", crane_plan: "crane plan view", slew: "Slew", radius_l: "Radius", hook: "Hook height",
+    wind: "Wind", limit: "limit", load_pct: "Load", moment_pct: "Moment",
     kind_tower_crane: "Tower crane", kind_excavation: "Excavation", kind_formwork: "Formwork", kind_gas: "Gas detector",
     measured: "measured", surveys: "Survey import",
     survey_import: "Import survey results (CSV / XLSX; the whole file or nothing)",
@@ -122,6 +128,13 @@ function fmt(v) {
   const s = v.toFixed(a >= 1000 ? 0 : a >= 100 ? 1 : 2);
   return /^-0(\.0*)?$/.test(s) ? s.slice(1) : s; // no "-0.00 t" for a hook hanging empty
 }
+// a value as people read it: on/off states as words (在线 / 离线, 正常 / 触发), measurements with their unit
+function shown(q, v) {
+  const info = qinfo(q);
+  if (!info.state || v === null || v === undefined) return `${fmt(v)}${unitSuffix(info.unit)}`;
+  if (q === "up") return v ? t("online") : t("offline");
+  return v ? t("flag_on") : t("flag_off");
+}
 function unitSuffix(u) { return u && u !== "state" ? ` ${u}` : ""; }
 function signed(v) { return (v > 0 ? "+" : "") + fmt(v); }
 function timeOf(ns) {
@@ -162,6 +175,7 @@ function renderAll() {
   renderBanner();
   renderHazards();
   renderHealth();
+  renderPlan();
   if (S.device) renderDevice();
 }
 
@@ -221,7 +235,9 @@ function renderTile(dev) {
       el("span", { class: "dev-id" }, dev.id),
       el("span", { class: "status" }, st.text)),
     el("div", { class: "dev-name" }, [dev.name, dev.zone].filter(Boolean).join(" · ") || t(`kind_${dev.kind}`)),
-    el("div", { class: "vals" }, tileValues(dev)));
+    dev.kind === "tower_crane"  // values beside the crane seen from above
+      ? el("div", { class: "crane-row" }, el("div", { class: "vals" }, tileValues(dev)), el("div", { class: "crane-mini" }, craneSvg(dev, true)))
+      : el("div", { class: "vals" }, tileValues(dev)));
 }
 
 function renderTiles() {
@@ -294,8 +310,9 @@ function renderHazards() {
 function route() {
   const m = /^#\/device\/(.+)$/.exec(location.hash);
   S.device = m ? decodeURIComponent(m[1]) : null;
-  $("#overview").hidden = !!S.device;
+  $("#overview").hidden = !!S.device || (S.kiosk && params.get("view") === "plan");
   $("#device").hidden = !S.device;
+  if (S.device) $("#plan").hidden = true; else renderPlan();
   if (S.device) { S.chart = null; renderDevice(); loadChart(); }
 }
 
@@ -307,13 +324,14 @@ function renderDevice() {
     const info = qinfo(q);
     const r = vals[q];
     return el("tr", { class: S.chart && S.chart.quantity === q ? "sel" : "", onclick: () => { S.chart = { quantity: q, points: [] }; loadChart(); } },
-      el("td", {}, info.label), el("td", { class: "v", "data-device": dev.id, "data-quantity": q }, `${fmt(r.value)} ${info.unit}`),
-      el("td", { class: `q-${r.quality}` }, r.quality), el("td", {}, timeOf(r.ts_ns)));
+      el("td", {}, info.label), el("td", { class: "v", "data-device": dev.id, "data-quantity": q }, shown(q, r.value)),
+      el("td", { class: `q-${r.quality}` }, t(`q_${r.quality}`)), el("td", {}, timeOf(r.ts_ns)));
   });
   $("#device").replaceChildren(
     el("button", { class: "back control", type: "button", onclick: () => { location.hash = ""; } }, t("back")),
     el("h2", {}, `${dev.id} ${dev.name || ""}`, el("small", {}, ` ${t(`kind_${dev.kind}`)} ${dev.zone || ""}`)),
     el("div", { class: "tile-like" }, tileStatus(dev).text),
+    dev.kind === "tower_crane" ? el("div", { class: "crane-big" }, craneSvg(dev, false)) : "",
     el("h3", {}, `${t("history")} (60 ${t("minutes")})${S.chart ? " · " + qinfo(S.chart.quantity).label : ""}`),
     el("div", { id: "chart" }, S.chart ? chartSvg(S.chart.points, qinfo(S.chart.quantity).unit) : ""),
     el("table", { class: "values" }, el("tbody", {}, rows)));
@@ -510,6 +528,7 @@ function schedule() {
       if (dev) renderTile(dev);
     }
     if (S.device && S.dirty.has(S.device)) renderDevice();
+    if (S.meta.plan && [...S.dirty].some((id) => (S.meta.devices.find((d) => d.id === id) || {}).position)) renderPlan();
     S.dirty.clear();
     wallRelayout();  // a tile that grew may no longer fit its page
   }, 100);

@@ -26,7 +26,7 @@ from gateway.model import Quality, Reading
 from services import local
 from services.local import Service
 from simulators.runner import SiteSimulator
-from tests.sites import write_site
+from tests.sites import tiny_png, write_site
 
 CHROMIUM = "/usr/lib/chromium/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +55,12 @@ def site(tmp_path: Path, mqtt: int, influx: int, http: int) -> SiteConfig:
                 "unit_id": 1,
                 "poll_interval_s": 0.25,
                 "timeout_s": 0.2,
+                "position": {"x_m": 40, "y_m": 30},
+                "jib_length_m": 50,
             },
             {
                 "id": "FW-A01",
+                "position": {"x_m": 90, "y_m": 20},
                 "name": "高支模A区 测点01",
                 "profile": "formwork_mqtt_v1",
                 "broker": "b",
@@ -66,6 +69,7 @@ def site(tmp_path: Path, mqtt: int, influx: int, http: int) -> SiteConfig:
             },
             {
                 "id": "GAS-01",
+                "position": {"x_m": 100, "y_m": 60},
                 "name": "1号集水井",
                 "zone": "有限空间",
                 "profile": "gas_4in1_mqtt_v1",
@@ -74,6 +78,7 @@ def site(tmp_path: Path, mqtt: int, influx: int, http: int) -> SiteConfig:
                 "expected_interval_s": 1.0,
             },
         ],
+        plan={"width_m": 120, "height_m": 80, "image": tiny_png(tmp_path / "plan.png").name},
         auth={
             "users": [
                 {"name": "zhang", "role": "officer", "password_env": "T_PW_ZHANG", "display_name": "张安全"},
@@ -167,6 +172,50 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         # the device page draws recent history from memory
         await officer.click("#tile-TC-01")
         await officer.wait_for_selector("#device svg.chart polyline", timeout=10_000)
+
+        # ---- the crane drawn live: jib at the slew angle, trolley at the radius, within a second of the reading ----
+        jib = 50.0  # jib_length_m of the site file: the jib as drawn
+        for slew, radius in ((90.0, 20.0), (215.5, 35.0)):
+            sim.set_values("TC-01", {"slew_angle": slew, "radius": radius})
+
+            async def served(s: float = slew, r: float = radius) -> bool:
+                v = (await api.get("/api/latest", headers=officer_h)).json()["TC-01"]
+                return bool(v["slew_angle"]["value"] == s and v["radius"]["value"] == r)
+
+            await until(served, f"slew {slew} in the API", 10)
+            await officer.wait_for_function(  # the page follows within a second of the gateway having it
+                f"(() => {{ const e = document.querySelector('#device svg.crane'); return e && "
+                f"e.dataset.slew === '{slew:.2f}' && e.dataset.radius === '{radius:.2f}'; }})()",
+                timeout=1_000,
+            )
+            jib_g = officer.locator("#device svg.crane .jib")
+            assert await jib_g.get_attribute("transform") == f"rotate({slew:.2f})"
+            trolley_y = float(await officer.locator("#device svg.crane .trolley").get_attribute("y") or "nan")
+            assert math.isclose(trolley_y, -radius * 100 / jib - 4, abs_tol=0.01)
+            assert await officer.locator(f"#tile-TC-01 svg.crane[data-slew='{slew:.2f}']").count() == 1
+        await officer.screenshot(path=str(ARTIFACTS / "console-crane.png"), full_page=True)
+        await officer.click("#device .back")
+
+        # ---- the site plan: every placed device, coloured, the crane's jib pointing at its slew ----
+        await officer.wait_for_selector("#plan svg.siteplan", timeout=5_000)
+        placed = await officer.eval_on_selector_all("#plan svg .pt", "els => els.map(e => e.dataset.device)")
+        assert sorted(placed) == ["FW-A01", "GAS-01", "TC-01"]
+        end = await officer.eval_on_selector(
+            "#plan .pt[data-device='TC-01'] .jib", "e => [e.getAttribute('x2'), e.getAttribute('y2')]"
+        )
+        rad = math.radians(215.5)
+        assert math.isclose(float(end[0]), 40 + math.sin(rad) * jib, abs_tol=0.01)
+        assert math.isclose(float(end[1]), 30 - math.cos(rad) * jib, abs_tol=0.01)
+        assert "ok" in (await officer.get_attribute("#plan .pt[data-device='TC-01']", "class") or "")
+        await officer.screenshot(path=str(ARTIFACTS / "console-plan.png"), full_page=True)
+        assert await officer.locator("#plan svg image").get_attribute("href") == "/api/plan/image"
+        img = await api.get("/api/plan/image", headers=officer_h)
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+        assert img.content == (tmp_path / "plan.png").read_bytes()
+        assert (await api.get("/api/plan/image")).status_code == 401
+        await officer.click("#plan .pt[data-device='GAS-01'] .dot")
+        await officer.wait_for_selector("#device h2", timeout=5_000)
+        assert "GAS-01" in await officer.inner_text("#device h2")
         await officer.click("#device .back")
 
         # ---- a gas leak: the alarm appears in the banner within 2 s of being raised in the API ----
@@ -260,6 +309,15 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
             other.close()
         await wall.wait_for_selector("#gw-health", state="hidden", timeout=15_000)
         await wall.wait_for_selector(f"{row}.lvl-3", timeout=5_000)  # the raise stored once the lock was gone
+
+        # ---- a wall screen showing the site plan: the whole plan on one screen, every placed device on it ----
+        await wall.goto(f"{base}/?kiosk=1&view=plan")
+        await wall.wait_for_selector("#plan svg.siteplan .pt[data-device='GAS-01']", timeout=10_000)
+        assert await wall.is_hidden("#overview")
+        box = await wall.eval_on_selector("#plan svg.siteplan", "e => e.getBoundingClientRect().toJSON()")
+        assert box["height"] > 500 and box["bottom"] <= 1080 + 0.5  # fills the screen below the alarms, no scroll
+        assert await wall.evaluate("document.documentElement.scrollHeight <= innerHeight + 1")
+        assert "lvl-3" in (await wall.get_attribute("#plan .pt[data-device='GAS-01']", "class") or "")
         await wall_ctx.close()
 
 

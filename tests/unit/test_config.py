@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,36 @@ def test_check_config_cli(tmp_path: Path) -> None:
     )
     assert res.returncode == 2
     assert "devices[0].unit_id (line 7): Input should be less than or equal to 247; got 300" in res.stderr
+
+
+def test_site_plan_positions_and_drawing_are_checked(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.sites import tiny_png
+
+    doc = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    doc["site"]["plan"]["image"] = str(DEMO.parent / doc["site"]["plan"]["image"])
+    cfg = load_config(write(tmp_path, yaml.safe_dump(doc, allow_unicode=True)))
+    assert cfg.site.plan is not None and cfg.site.plan.image is not None and cfg.site.plan.image.is_file()
+    # the demo places every device on its drawing
+    assert [d.id for d in cfg.devices if d.position is None] == []
+
+    def refused(change: Any, match: str) -> None:
+        d = yaml.safe_load(yaml.safe_dump(doc))
+        change(d)
+        with pytest.raises(ConfigError, match=match):
+            load_config(write(tmp_path, yaml.safe_dump(d, allow_unicode=True)))
+
+    refused(lambda d: d["devices"][0].update(position={"x_m": 250, "y_m": 10}),
+            r"devices\[0\]\.position \(line \d+\): \(250, 10\) m lies outside the plan \(200 x 140 m\)")  # fmt: skip
+    refused(lambda d: d["site"].pop("plan"), r"position \(line \d+\): a position needs site.plan")
+    refused(lambda d: d["site"]["plan"].update(image="nowhere.png"), r"site.plan.image \(line \d+\): .*nowhere.png does not exist")
+    (tmp_path / "plan.svg").write_text("<svg/>")
+    refused(lambda d: d["site"]["plan"].update(image="plan.svg"), r"site.plan.image \(line \d+\): plan.svg: use a PNG, JPEG or WebP drawing")
+    refused(lambda d: d["devices"][0].update(jib_length_m=0), r"jib_length_m")
+    # a drawing relative to the site file
+    doc["site"]["plan"]["image"] = tiny_png(tmp_path / "drawing.png").name
+    assert (
+        load_config(write(tmp_path, yaml.safe_dump(doc, allow_unicode=True))).site.plan.image
+        == tmp_path / "drawing.png"
+    )  # type: ignore[union-attr]

@@ -19,6 +19,10 @@ from gateway.config import ConfigError, SiteConfig, load_config
 
 DEMO_FILE = Path(__file__).parents[2] / "simulators" / "sites" / "demo.yaml"
 DEMO = yaml.safe_load(DEMO_FILE.read_text(encoding="utf-8"))
+DEMO["site"]["plan"]["image"] = str(DEMO_FILE.parent / DEMO["site"]["plan"]["image"])  # the copies live elsewhere
+DEMO_TEXT = DEMO_FILE.read_text(encoding="utf-8").replace(
+    "image: demo-plan.png", f"image: {DEMO_FILE.parent / 'demo-plan.png'}"
+)
 # YAML parsing is pure Python and takes ~50-200 ms for the demo site on a loaded machine: few, rich examples
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60)
 Loc = tuple[str | int, ...]
@@ -323,7 +327,7 @@ def test_check_config_on_a_broken_rules_block_exits_2_with_the_path(
 
 
 def test_demo_site_loads_through_the_fuzz_harness(site_file: Path) -> None:
-    assert isinstance(load(site_file, DEMO_FILE.read_text(encoding="utf-8")), SiteConfig)
+    assert isinstance(load(site_file, DEMO_TEXT), SiteConfig)
 
 
 @pytest.mark.parametrize(
@@ -353,7 +357,7 @@ def test_brokers_that_is_not_a_list_is_a_config_error(site_file: Path) -> None:
 
 
 def test_calibration_due_date_type_survives_the_loader(site_file: Path) -> None:
-    cfg = load(site_file, DEMO_FILE.read_text(encoding="utf-8"))
+    cfg = load(site_file, DEMO_TEXT)
     assert isinstance(cfg, SiteConfig)
     assert [d.calibration_due for d in cfg.devices if d.calibration_due] == [date(2027, 6, 30)]
 

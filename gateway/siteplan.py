@@ -1,0 +1,91 @@
+"""The site plan: its size and drawing, where each device stands, a crane's jib; checked at load, served."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from fastapi.responses import FileResponse
+
+    from gateway.app import Gateway
+
+# a drawing is shown as an <image> in the console: raster only (an SVG file could carry script)
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+MAX_IMAGE_BYTES = 20 * 1024**2
+
+
+class SitePlan(BaseModel):
+    """The plan's extent in metres; x to the right and y downwards from the drawing's top-left corner, as on paper."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width_m: float = Field(gt=0, le=5000)
+    height_m: float = Field(gt=0, le=5000)
+    image: Path | None = None  # the site drawing (PNG / JPEG / WebP), stretched to width_m x height_m
+
+
+class PlanPosition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x_m: float = Field(ge=0)
+    y_m: float = Field(ge=0)
+
+
+def check_positions(plan: SitePlan | None, devices: Sequence[Any]) -> None:
+    """Every `position` lies on the plan, and there is a plan when a device has one (ValueError naming the device)."""
+    for i, d in enumerate(devices):
+        p = d.position
+        if p is None:
+            continue
+        at = f"devices[{i}] ({d.id}).position"
+        if plan is None:
+            raise ValueError(f"{at}: a position needs site.plan (width_m, height_m) to place it on")
+        if p.x_m > plan.width_m or p.y_m > plan.height_m:
+            raise ValueError(
+                f"{at}: ({p.x_m:g}, {p.y_m:g}) m lies outside the plan ({plan.width_m:g} x {plan.height_m:g} m)"
+            )
+
+
+def check_image(plan: SitePlan | None) -> None:
+    """The drawing exists, is a raster type and not too large (called once paths are resolved)."""
+    if plan is None or plan.image is None:
+        return
+    img = plan.image
+    if img.suffix.lower() not in IMAGE_TYPES:
+        raise ValueError(f"site.plan.image: {img.name}: use a PNG, JPEG or WebP drawing ({', '.join(IMAGE_TYPES)})")
+    if not img.is_file():
+        raise ValueError(f"site.plan.image: {img} does not exist")
+    if img.stat().st_size > MAX_IMAGE_BYTES:
+        raise ValueError(f"site.plan.image: {img} is over {MAX_IMAGE_BYTES // 1024**2} MiB")
+
+
+def jib_length_m(device: Any) -> float | None:
+    """A crane's jib as drawn: `jib_length_m`, else the largest radius of its load chart."""
+    if device.jib_length_m is not None:
+        return float(device.jib_length_m)
+    if device.load_chart:
+        return float(max(p.radius_m for p in device.load_chart))
+    return None
+
+
+def plan_meta(gw: Gateway) -> dict[str, Any] | None:
+    plan = gw.cfg.site.plan
+    if plan is None:
+        return None
+    return {"width_m": plan.width_m, "height_m": plan.height_m, "image": plan.image is not None}
+
+
+def plan_image_response(gw: Gateway) -> FileResponse:
+    """GET /api/plan/image: the site drawing (404 when the site has none)."""
+    from fastapi import HTTPException
+    from fastapi.responses import FileResponse
+
+    plan = gw.cfg.site.plan
+    if plan is None or plan.image is None:
+        raise HTTPException(404, "this site has no plan drawing (site.plan.image)")
+    media = IMAGE_TYPES[plan.image.suffix.lower()]
+    return FileResponse(plan.image, media_type=media, headers={"Cache-Control": "max-age=300"})
