@@ -26,6 +26,7 @@ from alerting.rules import Level, Rule, default_rules
 from gateway.influx import encode_line
 from gateway.metrics import Metrics
 from gateway.model import Reading
+from gateway.quantities import quantity_zh
 
 if TYPE_CHECKING:
     from gateway.config import SiteConfig
@@ -251,6 +252,7 @@ class AlarmEngine:
             alarm_id=a.id,
             device=self.site.device_names.get(a.device, a.device),
             point=a.quantity,
+            point_zh=quantity_zh(a.quantity),
             title_zh=a.title_zh,
             level=a.max_level,
             value=a.value,

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from alerting import glossary
 from alerting.db import Clock, audit, tx
 from alerting.roles import Role, require
 from alerting.rules import HazardBasis, Level
@@ -24,18 +25,9 @@ Origin = Literal["alarm", "manual"]
 ListingLevel = Literal["none", "county", "city"]
 ClockKind = Literal["rectify_deadline", "listing_deadline", "report_same_day"]
 
-STATUS_ZH: dict[str, str] = {
-    "found": "待核实",
-    "confirmed": "已判定",
-    "dismissed": "已排除",
-    "rectifying": "整改中",
-    "submitted": "待验收",
-    "closed": "已销号",
-    "reopened": "已重新打开",
-}
-CLASS_ZH: dict[str, str] = {"general": "一般", "major": "重大"}
-SOURCE_ZH: dict[str, str] = {"self_check": "企业自查", "inspection": "抽查检查"}  # wording of the Changji 附件2 column
-LISTING_ZH: dict[str, str] = {"none": "", "county": "县级", "city": "市级"}
+# the ledger's words for them come from the one glossary the console uses too
+STATUS_ZH, CLASS_ZH = glossary.STATUS_ZH, glossary.CLASS_ZH
+SOURCE_ZH, LISTING_ZH = glossary.SOURCE_ZH, glossary.LISTING_ZH
 
 CRITERIA_DOC: dict[str, str] = {"2024": "建质规〔2024〕5号", "2022": "建质规〔2022〕2号"}
 # 建质规〔2024〕5号 is dated 2024-12-13 and effective on issue; it repeals the 2022 edition (art. 18, domain.md §0, §8)
@@ -342,12 +334,15 @@ class Hazards:
         hazard_basis: HazardBasis | None,
         alarm_at_ns: int | None = None,
         measured_ns: int | None = None,
+        point_zh: str | None = None,
     ) -> int:
-        """A found record built from an alarm snapshot. The rule's hazard_basis is only proposed: with one the
-        proposed class is major, and a MANAGER still confirms (an alarm is not yet a 重大事故隐患, domain.md §0)."""
+        """A found record built from an alarm snapshot, described in Chinese (`point_zh` names the measured point,
+        the source is cited as a supervisor reads it; the record keeps the raw point and source). The rule's
+        hazard_basis is only proposed: with one the proposed class is major, and a MANAGER still confirms (an alarm
+        is not yet a 重大事故隐患, domain.md §0)."""
         limit = "" if threshold is None else f"，{level.zh}阈值 {threshold:g}{value_unit}"
-        cited = f"（{provenance}）" if provenance else ""
-        description = f"{device} {title_zh}：{point} 读数 {value:g}{value_unit}{limit}{cited}"
+        cited = f"（{glossary.cite_zh(provenance)}）" if provenance else ""
+        description = f"{device} {title_zh}：{point_zh or point} 读数 {value:g}{value_unit}{limit}{cited}"
         if measured_ns is not None and alarm_at_ns is not None and abs(measured_ns - alarm_at_ns) >= 60 * _NS:
             # a back-dated survey: the ledger shows when it was measured as well as when the alarm was raised
             fmt = "%Y-%m-%d %H:%M"

@@ -188,7 +188,19 @@ def _form_head(ws: Worksheet, hazards: Hazards, title: str, width: int) -> int:
     return 5
 
 
+OPEN_END_NS = 2**62  # what the API passes for "no until": far beyond any record
+
+
 def _range_text(hazards: Hazards, since_ns: int, until_ns: int) -> str:
+    """The period a download covers, as the form's 时间 says it; an open end is said in words (a download without
+    dates used to be titled 1970-01-01 至 2116-02-21)."""
+    today = hazards.local_date(hazards.clock()).isoformat()
+    if since_ns <= 0 and until_ns >= OPEN_END_NS:
+        return f"全部（截至 {today}）"
+    if since_ns <= 0:
+        return f"截至 {hazards.local_date(until_ns - 1).isoformat()}"
+    if until_ns >= OPEN_END_NS:
+        return f"{hazards.local_date(since_ns).isoformat()} 至今（{today}）"
     # until is exclusive: the last day covered is the one before it (until at a local midnight is the usual case)
     last = hazards.local_date(until_ns - 1)
     return f"{hazards.local_date(since_ns).isoformat()} 至 {last.isoformat()}"

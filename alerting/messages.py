@@ -7,17 +7,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from alerting import glossary
 from alerting.rules import Level
 from gateway import quantities
 
-_KIND_ZH = {
-    "tower_crane": "塔吊",
-    "construction_elevator": "施工升降机",
-    "excavation": "基坑",
-    "formwork": "高支模",
-    "gas": "气体检测",
-    "environment": "扬尘噪声",
-}
+_KIND_ZH = {k.removeprefix("kind_"): v for k, v in glossary.ZH.items() if k.startswith("kind_")}  # as the console
 _EVENT_ZH = {
     "raised": "报警",
     "level_up": "报警升级",
@@ -71,7 +65,7 @@ def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) 
         f"{a.title_zh} ({a.title_en})",
         f"状态: {what}, 级别 {level.zh} ({level.name.lower()})",
         f"数值: {_fmt(a.value, unit)}    阈值: {_fmt(a.threshold, unit)}",
-        f"依据: {a.source}",
+        f"依据: {glossary.cite_zh(a.source)}",  # as a supervisor cites it; `data.source` keeps the tag
         f"时间: {local_time(a.raised_ns or a.pending_ns, site.tz)}",
     ]
     measured = getattr(a, "source_ns", None)

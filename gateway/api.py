@@ -18,9 +18,10 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, validate_call
 
+from alerting import glossary
 from alerting.db import audit_rows
 from alerting.hazards import HazardClass, HazardError, Status
-from alerting.ledger import ledger_csv, ledger_xlsx, monthly_stats, stats_csv, stats_xlsx
+from alerting.ledger import OPEN_END_NS, ledger_csv, ledger_xlsx, monthly_stats, stats_csv, stats_xlsx
 from alerting.lifecycle import AlarmState, LifecycleError, UnknownAlarm
 from alerting.roles import Forbidden, Role
 from alerting.rules import HazardBasis, Level
@@ -104,7 +105,7 @@ def _range_ns(tz: str, since: date | None, until: date | None) -> tuple[int | No
 def _span_ns(tz: str, since: date | None, until: date | None) -> tuple[int, int]:
     """Like _range_ns, open ends meaning 'since the beginning' and 'until now and beyond'."""
     lo, hi = _range_ns(tz, since, until)
-    return lo or 0, hi or 2**62
+    return lo or 0, hi or OPEN_END_NS
 
 
 def build_api(gw: "Gateway") -> FastAPI:
@@ -252,6 +253,7 @@ def build_api(gw: "Gateway") -> FastAPI:
             "user": {"name": user.name, "role": user.role.name.lower(), "display_name": user.display_name},
             "devices": devices,
             "plan": plan_meta(gw),
+            "glossary": {"zh": glossary.ZH, "en": glossary.EN},
             "quantities": units,
             "heartbeat_s": HEARTBEAT_S,
         }
@@ -529,6 +531,7 @@ def _checked_call(fn: Callable[..., Any], what: str, *args: Any, **kwargs: Any) 
 def _alarm_json(a: Any, units: dict[str, str]) -> dict[str, Any]:
     d: dict[str, Any] = jsonable_encoder(a)
     d["unit"] = units.get(a.rule, "")  # the unit of `value` and `threshold`: what the rule compares
+    d["source_zh"] = glossary.cite_zh(a.source or "")
     d["level_zh"] = ("正常", "预警", "报警", "危险")[int(a.level)]
     d["notifiable"] = a.notifiable
     return d

@@ -123,6 +123,17 @@ def lookup(name: str) -> Quantity:
     raise KeyError(f"unknown quantity {name!r}; known: {', '.join(sorted(CATALOG))} (depth families: NAME_d<depth>m)")
 
 
+def quantity_zh(name: str) -> str:
+    """A quantity's Chinese name as people read it (a depth family with its depth: 深层水平位移 10 m); the raw name
+    when the catalog does not know it."""
+    try:
+        title = lookup(name).title_zh
+    except KeyError:
+        return name
+    m = _FAMILY.match(name)
+    return f"{title} {m['depth']} m" if m else title
+
+
 def is_plausible(name: str, value: float) -> bool:
     q = lookup(name)
     return math.isfinite(value) and q.low <= value <= q.high

@@ -13,19 +13,13 @@ const I18N = {
     change: "累计变化", rate: "速率", baseline: "初始值", history: "近期曲线", minutes: "分钟",
     no_hazards: "无未销号隐患", deadline: "整改期限", days_left: "剩余 {n} 天", overdue: "超期 {n} 天", due_today: "今日到期",
     sound_blocked: "点击页面以启用告警声音", stream_stale: "数据流超时",
-    kind_tower_crane: "塔吊", kind_excavation: "深基坑", kind_formwork: "高支模", kind_gas: "有限空间气体",
     measured: "测于", surveys: "监测数据导入", survey_import: "导入测量成果（CSV / XLSX，整份文件要么全部导入，要么全部拒绝）",
     survey_ok: "已导入 {n} 行：{points}（导入编号 {id}）", survey_refused: "整份文件未导入：",
     row_col: "第 {row} 行，{col} 列：", survey_sending: "正在导入…",
-    kind_construction_elevator: "施工升降机", kind_environment: "扬尘噪声", decode_errors: "解码错误", clock_skew: "时钟偏差",
-    level_0: "正常", level_1: "预警", level_2: "报警", level_3: "危险",
-    state_pending: "待确认中", state_active_unacked: "未确认", state_active_acked: "已确认",
-    state_rtn_unacked: "已恢复未确认", state_latched: "锁定", state_normal: "正常",
-    hz_found: "已发现", hz_confirmed: "已确认", hz_rectifying: "整改中", hz_submitted: "待复查", hz_reopened: "重新打开",
-    hz_closed: "已销号", hz_dismissed: "已排除",
+    decode_errors: "解码错误", clock_skew: "时钟偏差",
     gw_degraded: "网关降级运行", gw_unreachable: "无法连接网关",
     page_of: "第 {p}/{n} 页", alarm_count: "告警 {n} 条",
-    q_good: "正常", q_uncertain: "可疑", q_bad: "故障", q_not_ready: "未就绪", flag_on: "触发", flag_off: "正常",
+    flag_on: "触发", flag_off: "正常",
     site_plan: "现场平面图", crane_plan: "塔吊平面图", slew: "回转", radius_l: "幅度", hook: "吊钩高度", wind: "风速",
     limit: "限值", load_pct: "载荷", moment_pct: "力矩",
   },
@@ -41,21 +35,15 @@ const I18N = {
     overdue: "{n} days overdue", due_today: "due today", sound_blocked: "Click the page to enable alarm sound",
     stream_stale: "stream timed out", gw_degraded: "Gateway degraded", gw_unreachable: "Gateway unreachable",
     page_of: "page {p}/{n}", alarm_count: "{n} alarms",
-    q_good: "good", q_uncertain: "uncertain", q_bad: "bad", q_not_ready: "not ready", flag_on: "on", flag_off: "off",
+    flag_on: "on", flag_off: "off",
     site_plan: "Site plan", crane_plan: "crane plan view", slew: "Slew", radius_l: "Radius", hook: "Hook height",
     wind: "Wind", limit: "limit", load_pct: "Load", moment_pct: "Moment",
-    kind_tower_crane: "Tower crane", kind_excavation: "Excavation", kind_formwork: "Formwork", kind_gas: "Gas detector",
     measured: "measured", surveys: "Survey import",
     survey_import: "Import survey results (CSV / XLSX; the whole file or nothing)",
     survey_ok: "Imported {n} row(s): {points} (import {id})", survey_refused: "Refused, nothing imported:",
     row_col: "row {row}, column {col}: ", survey_sending: "Importing…",
-    kind_construction_elevator: "Construction elevator", kind_environment: "Dust and noise", decode_errors: "decode errors",
+    decode_errors: "decode errors",
     clock_skew: "clock off",
-    level_0: "Normal", level_1: "Pre-warning", level_2: "Alarm", level_3: "Danger",
-    state_pending: "pending", state_active_unacked: "unacknowledged", state_active_acked: "acknowledged",
-    state_rtn_unacked: "cleared, unacknowledged", state_latched: "latched", state_normal: "normal",
-    hz_found: "found", hz_confirmed: "confirmed", hz_rectifying: "rectifying", hz_submitted: "awaiting re-inspection",
-    hz_reopened: "reopened", hz_closed: "closed", hz_dismissed: "dismissed",
   },
 };
 
@@ -81,8 +69,11 @@ const S = {
 };
 
 const $ = (sel) => document.querySelector(sel);
+// the console's own words, then the gateway's glossary (states, levels, roles, qualities, kinds: one vocabulary
+// with the ledger and the API)
 function t(key, vars) {
-  let s = (I18N[S.lang] || I18N.zh)[key] ?? I18N.zh[key] ?? key;
+  const g = (S.meta && S.meta.glossary) || {};
+  let s = (I18N[S.lang] || I18N.zh)[key] ?? (g[S.lang] || {})[key] ?? I18N.zh[key] ?? (g.zh || {})[key] ?? key;
   for (const [k, v] of Object.entries(vars || {})) s = s.replace(`{${k}}`, v);
   return s;
 }
@@ -164,7 +155,7 @@ function applyStatic() {
   if (S.meta) {
     $("#site-name").textContent = S.meta.site.name || S.meta.site.id;
     const u = S.meta.user;
-    $("#who").textContent = `${u.display_name || u.name} · ${u.role}`;
+    $("#who").textContent = `${u.display_name || u.name} · ${t(`role_${u.role}`)}`;
   }
   renderStream();
 }
@@ -272,7 +263,8 @@ function renderBanner() {
       // the rule's compared value (e.g. % of rated, change from baseline), not always the raw reading's unit
       el("span", { class: "val" }, `${t("value")} ${fmt(a.value)}${unitSuffix(a.unit)}`,
         a.threshold !== null ? ` / ${t("threshold")} ${fmt(a.threshold)}${unitSuffix(a.unit)}` : ""),
-      el("span", { class: "src" }, `${t("source")}: ${a.source}`),
+      // zh readers see the citation a supervisor knows; the confidence tag stays in the tooltip (details)
+      el("span", { class: "src", title: a.source }, `${t("source")}: ${S.lang === "en" ? a.source : a.source_zh || a.source}`),
       el("span", { class: "state" }, t(`state_${a.state}`) + (a.acked_by ? ` · ${t("by")} ${a.acked_by}` : "")),
       el("span", { class: "when" }, a.raised_ns ? `${t("since")} ${timeOf(a.raised_ns)}` : ""),
       // a back-dated survey or buffered data: when it was measured, beside when the gateway raised it
@@ -538,6 +530,7 @@ function schedule() {
 
 function showLogin() {
   if (S.es) { S.es.close(); S.es = null; }
+  document.body.dataset.loggedIn = "0";  // no 退出, 静音 or user name before anyone logged in
   streamState("off");
   $("#main").hidden = true;
   $("#login").hidden = false;
@@ -553,6 +546,7 @@ async function start() {
   }
   $("#login").hidden = true;
   $("#main").hidden = false;
+  document.body.dataset.loggedIn = "1";
   document.body.dataset.role = S.meta.user.role;
   $("#surveys").hidden = S.kiosk || !canAck();  // officers and above bring in surveyors' results
   renderAll();

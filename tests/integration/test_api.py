@@ -758,7 +758,7 @@ async def test_hazard_loop_over_http_and_the_exports(
             alarm.raised_ns,
         )
         description = h["description"]
-        assert description.startswith(f"{GAS_NAME} 可燃气体浓度超限：lel 读数 30%LEL，报警阈值 25%LEL")
+        assert description.startswith(f"{GAS_NAME} 可燃气体浓度超限：可燃气体 读数 30%LEL，报警阈值 25%LEL")
         assert (await s.call("zhang", "POST", f"/api/alarms/{alarm.id}/hazard")).json()["id"] == hid  # one per alarm
 
         async def act(who: str, action: str, body: dict[str, Any]) -> httpx.Response:

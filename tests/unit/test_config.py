@@ -164,9 +164,11 @@ def test_site_plan_positions_and_drawing_are_checked(tmp_path: Path) -> None:
     refused(lambda d: d["devices"][0].update(position={"x_m": 250, "y_m": 10}),
             r"devices\[0\]\.position \(line \d+\): \(250, 10\) m lies outside the plan \(200 x 140 m\)")  # fmt: skip
     refused(lambda d: d["site"].pop("plan"), r"position \(line \d+\): a position needs site.plan")
-    refused(lambda d: d["site"]["plan"].update(image="nowhere.png"), r"site.plan.image \(line \d+\): .*nowhere.png does not exist")
+    missing = r"site.plan.image \(line \d+\): .*nowhere.png does not exist"
+    refused(lambda d: d["site"]["plan"].update(image="nowhere.png"), missing)
     (tmp_path / "plan.svg").write_text("<svg/>")
-    refused(lambda d: d["site"]["plan"].update(image="plan.svg"), r"site.plan.image \(line \d+\): plan.svg: use a PNG, JPEG or WebP drawing")
+    svg = r"site.plan.image \(line \d+\): plan.svg: use a PNG, JPEG or WebP drawing"
+    refused(lambda d: d["site"]["plan"].update(image="plan.svg"), svg)
     refused(lambda d: d["devices"][0].update(jib_length_m=0), r"jib_length_m")
     # a drawing relative to the site file
     doc["site"]["plan"]["image"] = tiny_png(tmp_path / "drawing.png").name

@@ -208,7 +208,7 @@ async def test_tiers_fire_in_order_at_their_delays_and_repeat_while_unacknowledg
     await s.step()
     [first] = s.hooks()
     assert ids(first) == ["zhang"]
-    assert first["subject"] == "【报警】气体检测 1号气体探测器 (地下室) 可燃气体浓度超限 31 %LEL"
+    assert first["subject"] == "【报警】有限空间气体 1号气体探测器 (地下室) 可燃气体浓度超限 31 %LEL"
     assert first["data"]["event"] == "raised" and first["data"]["tier"] == 0 and first["data"]["repeat"] == 0
     assert f"{SITE.console_url}/alarms/{aid}" in first["text"]
 

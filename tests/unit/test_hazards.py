@@ -106,7 +106,7 @@ def test_alarm_to_closed_loop_with_audit_and_history(hz: Hazards, clock: FakeClo
         3,
     )
     assert (h["proposed_class"], h["proposed_version"], h["proposed_article"]) == ("major", "2024", "8(四)")
-    assert h["description"] == "TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006 [S+]）"
+    assert h["description"] == "TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006）"
     assert (h["prefecture"], h["county"], h["sector"]) == ("昌吉州", "昌吉市", "房屋市政工程施工")
     assert h["found_at_ns"] == clock.t - 60 * S
     assert h["klass"] is None  # proposed only: a person classifies

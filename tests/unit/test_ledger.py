@@ -165,7 +165,7 @@ def ids_by_description(hz: Hazards) -> dict[str, int]:
 def test_ledger_rows_select_classified_hazards_found_in_range(hz: Hazards) -> None:
     rows = ledger_rows(hz, JUNE_START, JULY_START, major_only=True)
     assert [r["隐患内容"] for r in rows] == [
-        "TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006 [S+]）",
+        "TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006）",
         "基坑水平位移超设计控制值未处理",
         "连墙件整层缺失",
         "卸料平台超载",
@@ -218,12 +218,12 @@ def test_ledger_xlsx_cell_by_cell(hz: Hazards) -> None:
         "昌吉市",
         "房屋市政工程施工",
         "昌吉某住宅项目",
-        "TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006 [S+]）",
+        "TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006）",
         "建质规〔2024〕5号 第八条第（四）项",
         datetime(2025, 6, 20),
         "企业自查",
         "更换力矩限制器",
-        ids["TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006 [S+]）"],
+        ids["TC1 力矩：moment_ratio 读数 112%，危险阈值 110%（GB 5144-2006）"],
         "重大",
         "TC1/moment_ratio",
         "112%",
