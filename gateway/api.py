@@ -243,6 +243,11 @@ def build_api(gw: "Gateway") -> FastAPI:
                 "position": d.position.model_dump() if d.position else None,
                 "jib_length_m": jib_length_m(d),
                 "wind_limit_ms": d.wind_limit_ms,
+                # for the alarm lines on the device page's chart: %-of-design rules and the design 预警值 in force
+                "design_values": d.design_values,
+                "warning": {
+                    q: {"cumulative": w.cumulative, "rate": w.rate} for q, w in eng.devices[d.id].warning_values.items()
+                },
             }
             for d in gw.cfg.devices
         ]

@@ -21,7 +21,7 @@ const I18N = {
     page_of: "第 {p}/{n} 页", alarm_count: "告警 {n} 条",
     flag_on: "触发", flag_off: "正常",
     site_plan: "现场平面图", crane_plan: "塔吊平面图", slew: "回转", radius_l: "幅度", hook: "吊钩高度", wind: "风速",
-    limit: "限值", load_pct: "载荷", moment_pct: "力矩",
+    limit: "限值", load_pct: "载荷", moment_pct: "力矩", reading: "读数",
   },
   en: {
     login_title: "Sign in to SiteGW", username: "User name", password: "Password", login: "Sign in", logout: "Sign out",
@@ -37,7 +37,7 @@ const I18N = {
     page_of: "page {p}/{n}", alarm_count: "{n} alarms",
     flag_on: "on", flag_off: "off",
     site_plan: "Site plan", crane_plan: "crane plan view", slew: "Slew", radius_l: "Radius", hook: "Hook height",
-    wind: "Wind", limit: "limit", load_pct: "Load", moment_pct: "Moment",
+    wind: "Wind", limit: "limit", load_pct: "Load", moment_pct: "Moment", reading: "reading",
     measured: "measured", surveys: "Survey import",
     survey_import: "Import survey results (CSV / XLSX; the whole file or nothing)",
     survey_ok: "Imported {n} row(s): {points} (import {id})", survey_refused: "Refused, nothing imported:",
@@ -305,61 +305,8 @@ function route() {
   $("#overview").hidden = !!S.device || (S.kiosk && params.get("view") === "plan");
   $("#device").hidden = !S.device;
   if (S.device) $("#plan").hidden = true; else renderPlan();
-  if (S.device) { S.chart = null; renderDevice(); loadChart(); }
-}
-
-function renderDevice() {
-  const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
-  if (!dev) return;
-  const vals = S.latest[dev.id] || {};
-  const rows = Object.keys(vals).sort().map((q) => {
-    const info = qinfo(q);
-    const r = vals[q];
-    return el("tr", { class: S.chart && S.chart.quantity === q ? "sel" : "", onclick: () => { S.chart = { quantity: q, points: [] }; loadChart(); } },
-      el("td", {}, info.label), el("td", { class: "v", "data-device": dev.id, "data-quantity": q }, shown(q, r.value)),
-      el("td", { class: `q-${r.quality}` }, t(`q_${r.quality}`)), el("td", {}, timeOf(r.ts_ns)));
-  });
-  $("#device").replaceChildren(
-    el("button", { class: "back control", type: "button", onclick: () => { location.hash = ""; } }, t("back")),
-    el("h2", {}, `${dev.id} ${dev.name || ""}`, el("small", {}, ` ${t(`kind_${dev.kind}`)} ${dev.zone || ""}`)),
-    el("div", { class: "tile-like" }, tileStatus(dev).text),
-    dev.kind === "tower_crane" ? el("div", { class: "crane-big" }, craneSvg(dev, false)) : "",
-    el("h3", {}, `${t("history")} (60 ${t("minutes")})${S.chart ? " · " + qinfo(S.chart.quantity).label : ""}`),
-    el("div", { id: "chart" }, S.chart ? chartSvg(S.chart.points, qinfo(S.chart.quantity).unit) : ""),
-    el("table", { class: "values" }, el("tbody", {}, rows)));
-}
-
-async function loadChart() {
-  const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
-  if (!dev) return;
-  const q = (S.chart && S.chart.quantity) || (KEY_QUANTITIES[dev.kind] || Object.keys(S.latest[dev.id] || {}).filter((x) => x !== "up"))[0];
-  if (!q) return;
-  try {
-    const h = await api("GET", `/api/history/${encodeURIComponent(dev.id)}?quantity=${encodeURIComponent(q)}&minutes=60`);
-    S.chart = { quantity: q, points: h.series[0].points.map((p) => [p[0] / 1e6, p[1]]) };
-  } catch (e) { S.chart = { quantity: q, points: [] }; }
-  renderDevice();
-}
-
-function chartSvg(points, unit) {
-  const W = 600, H = 200, P = 36;
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("class", "chart");
-  const pts = points.filter((p) => p[1] !== null);
-  if (pts.length < 2) { svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">${t("no_data")}</text>`; return svg; }
-  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs) || x0 + 1;
-  let y0 = Math.min(...ys), y1 = Math.max(...ys);
-  if (y0 === y1) { y0 -= 1; y1 += 1; }
-  const sx = (x) => P + ((x - x0) / (x1 - x0 || 1)) * (W - 2 * P);
-  const sy = (y) => H - P / 2 - ((y - y0) / (y1 - y0)) * (H - P);
-  const line = pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
-  const hm = (ms) => new Date(ms).toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: S.meta.site.timezone });
-  svg.innerHTML = `<polyline fill="none" stroke="currentColor" stroke-width="2" points="${line}"/>` +
-    `<text x="2" y="${P / 2 + 4}">${fmt(y1)} ${unit}</text><text x="2" y="${H - 4}">${fmt(y0)} ${unit}</text>` +
-    `<text x="${P}" y="${H - 2}" class="tx">${hm(x0)}</text><text x="${W - P}" y="${H - 2}" text-anchor="end" class="tx">${hm(x1)}</text>`;
-  return svg;
+  // baselines may have been set since the last resync (a survey import, a manager): fetched afresh for the page
+  if (S.device) { S.chart = null; renderDevice(); Promise.all([loadRules(S.device), loadBaselines()]).then(loadChart); }
 }
 
 // ---- alarms: acknowledge and sound ----------------------------------------------------------------------------
@@ -458,12 +405,19 @@ async function resync() {
   S.latest = latest;
   S.alarms = new Map();
   for (const a of alarms) setAlarm(a);
-  S.baselines = {};
-  for (const b of baselines) S.baselines[`${b.device}/${b.quantity}`] = b.value;
+  setBaselines(baselines);
   S.hazards = hazards;
   await loadRates();
   streamState("live");
   renderAll();
+}
+
+function setBaselines(list) {
+  S.baselines = {};
+  for (const b of list) S.baselines[`${b.device}/${b.quantity}`] = b.value;
+}
+async function loadBaselines() {
+  try { setBaselines(await api("GET", "/api/baselines")); } catch (e) { /* keep the ones we have */ }
 }
 
 async function loadRates() {

@@ -172,6 +172,12 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         # the device page draws recent history from memory
         await officer.click("#tile-TC-01")
         await officer.wait_for_selector("#device svg.chart polyline", timeout=10_000)
+        # drawn against the alarm lines of the crane's rules: tc.moment_ratio 90 / 100 / 110 % (GB 5144-2006)
+        assert await officer.get_attribute("#device svg.chart", "data-quantity") == "load_moment_ratio"
+        lines = await officer.eval_on_selector_all(
+            "#device svg.chart .alarm-line", "els => els.map(e => [Number(e.dataset.level), Number(e.dataset.value)])"
+        )
+        assert sorted(lines) == [[1, 90.0], [2, 100.0], [3, 110.0]], lines
 
         # ---- the crane drawn live: jib at the slew angle, trolley at the radius, within a second of the reading ----
         jib = 50.0  # jib_length_m of the site file: the jib as drawn
@@ -314,6 +320,8 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         await wall.goto(f"{base}/?kiosk=1&view=plan")
         await wall.wait_for_selector("#plan svg.siteplan .pt[data-device='GAS-01']", timeout=10_000)
         assert await wall.is_hidden("#overview")
+        # the plan is redrawn with every reading: measure one that is laid out
+        await wall.wait_for_function("document.querySelector('#plan svg.siteplan').getBoundingClientRect().height > 0")
         box = await wall.eval_on_selector("#plan svg.siteplan", "e => e.getBoundingClientRect().toJSON()")
         assert box["height"] > 500 and box["bottom"] <= 1080 + 0.5  # fills the screen below the alarms, no scroll
         assert await wall.evaluate("document.documentElement.scrollHeight <= innerHeight + 1")

@@ -78,6 +78,19 @@ async def test_the_console_imports_a_report_or_lists_what_is_wrong(
         await page.screenshot(path=str(tmp_path / "survey.png"))
         # the imported surveys raised the excavation alarms: the banner shows the 报警 with when it was measured
         await page.wait_for_selector("#banner .alarm", timeout=10_000)
+        # the device page shows what the rules compare (the change from the baseline) beside the surveyed reading
+        await page.goto(f"{base}/#/device/ZQT-3")
+        cell = page.locator("#device td.v[data-quantity='horizontal_displacement']")
+        await cell.wait_for(timeout=10_000)
+        baselines = (await api.get("/api/baselines", headers=await _auth(api, "wang"))).json()
+        assert [(b["device"], b["quantity"]) for b in baselines] == [("ZQT-3", "horizontal_displacement")]
+        change = 30.0 - baselines[0]["value"]
+        await page.wait_for_function(
+            "document.querySelector(\"#device td.v[data-quantity='horizontal_displacement']\").innerText"
+            ".startsWith('累计变化')",
+            timeout=5_000,
+        )
+        assert await cell.inner_text() == f"累计变化 {'+' if change > 0 else ''}{change:.2f} mm (读数 30.00 mm)"
         r = await api.post("/api/login", json={"username": "screen", "password": PASSWORDS["screen"]})
         assert r.status_code == 200
         viewer = await browser.new_page()
@@ -93,3 +106,9 @@ async def test_the_console_imports_a_report_or_lists_what_is_wrong(
             headers={"Authorization": f"Bearer {r.json()['token']}"},
         )
         assert forced.status_code == 403
+
+
+async def _auth(api: httpx.AsyncClient, user: str) -> dict[str, str]:
+    r = await api.post("/api/login", json={"username": user, "password": PASSWORDS[user]})
+    api.cookies.clear()
+    return {"Authorization": f"Bearer {r.json()['token']}"}

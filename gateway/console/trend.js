@@ -1,0 +1,120 @@
+// The device page: every value (the one the rules compare beside the raw one), and the recent trend of the chosen
+// quantity drawn against the alarm lines the device's rules put on it. Loaded after app.js; uses its globals.
+"use strict";
+
+const DEPTH_KEY = /^(.*?)_d(\d+(?:\.\d+)?)m$/;
+// quantities in reading order: inclinometer depths by depth (2 m, 4 m, 10 m), not as text (10 m before 2 m)
+function byQuantity(a, b) {
+  const ma = DEPTH_KEY.exec(a), mb = DEPTH_KEY.exec(b);
+  if (ma && mb && ma[1] === mb[1]) return Number(ma[2]) - Number(mb[2]);
+  return (ma ? ma[1] : a).localeCompare(mb ? mb[1] : b) || a.localeCompare(b);
+}
+function baseOf(q) { const m = DEPTH_KEY.exec(q); return m ? m[1] : q; }
+
+// an excavation point compares the change from its baseline (初始值): that is what is drawn and shown first
+function compared(dev, q) {
+  const base = S.baselines[`${dev.id}/${q}`] ?? S.baselines[`${dev.id}/${baseOf(q)}`];
+  return dev.kind === "excavation" && base !== undefined ? base : null;
+}
+
+async function loadRules(device) {
+  S.rules = S.rules || {};
+  if (S.rules[device]) return;
+  try { S.rules[device] = (await api("GET", `/api/rules?device=${encodeURIComponent(device)}`))[device] || []; }
+  catch (e) { S.rules[device] = []; }
+}
+
+// The alarm lines of a quantity on a device, in the units the chart shows: [{level, value}]
+function alarmLines(dev, q) {
+  const out = [];
+  const base = baseOf(q);
+  for (const rule of (S.rules && S.rules[dev.id]) || []) {
+    if (rule.quantity !== base && rule.quantity !== q) continue;
+    for (const th of rule.thresholds) {
+      if (th.value === null || th.value === undefined) continue;
+      let v = null;
+      if (rule.measure === "value" || rule.measure === "window_mean") v = th.value;
+      else if (rule.measure === "percent_of_design" && (dev.design_values || {})[base]) v = (th.value / 100) * dev.design_values[base];
+      else if (rule.measure === "change_from_baseline" && compared(dev, q) !== null) v = th.value;
+      else if (rule.measure === "percent_of_warning" && compared(dev, q) !== null) {
+        const w = (dev.warning || {})[base];
+        if (w && w.cumulative) v = (th.value / 100) * w.cumulative;
+      }
+      if (v !== null) out.push({ level: th.level, value: v });
+      if (v !== null && rule.direction === "abs") out.push({ level: th.level, value: -v });
+    }
+  }
+  // two rules may put the same line (the moment alarm and the limiter's check at 110 %): drawn once
+  const seen = new Set();
+  return out.filter((l) => { const k = `${l.level}/${l.value}`; if (seen.has(k)) return false; seen.add(k); return true; });
+}
+
+function renderDevice() {
+  const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
+  if (!dev) return;
+  const vals = S.latest[dev.id] || {};
+  const rows = Object.keys(vals).sort(byQuantity).map((q) => {
+    const info = qinfo(q);
+    const r = vals[q];
+    const base = compared(dev, q);
+    const cell = base !== null && r.value !== null
+      ? [el("span", { class: "chg" }, `${t("change")} ${signed(r.value - base)}${unitSuffix(info.unit)}`),
+        el("span", { class: "raw" }, ` (${t("reading")} ${shown(q, r.value)})`)]
+      : [shown(q, r.value)];
+    return el("tr", { class: S.chart && S.chart.quantity === q ? "sel" : "", onclick: () => { S.chart = { quantity: q, points: [] }; loadChart(); } },
+      el("td", {}, info.label), el("td", { class: "v", "data-device": dev.id, "data-quantity": q, "data-raw": String(r.value) }, ...cell),
+      el("td", { class: `q-${r.quality}` }, t(`q_${r.quality}`)), el("td", {}, timeOf(r.ts_ns)));
+  });
+  const q = S.chart && S.chart.quantity;
+  $("#device").replaceChildren(
+    el("button", { class: "back control", type: "button", onclick: () => { location.hash = ""; } }, t("back")),
+    el("h2", {}, `${dev.id} ${dev.name || ""}`, el("small", {}, ` ${t(`kind_${dev.kind}`)} ${dev.zone || ""}`)),
+    el("div", { class: "tile-like" }, tileStatus(dev).text),
+    dev.kind === "tower_crane" ? el("div", { class: "crane-big" }, craneSvg(dev, false)) : "",
+    el("h3", {}, `${t("history")} (60 ${t("minutes")})${q ? " · " + qinfo(q).label + (compared(dev, q) !== null ? ` · ${t("change")}` : "") : ""}`),
+    el("div", { id: "chart" }, q ? chartSvg(dev, q, S.chart.points) : ""),
+    el("table", { class: "values" }, el("tbody", {}, rows)));
+}
+
+async function loadChart() {
+  const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
+  if (!dev) return;
+  const q = (S.chart && S.chart.quantity) || (KEY_QUANTITIES[dev.kind] || Object.keys(S.latest[dev.id] || {}).filter((x) => x !== "up").sort(byQuantity))[0];
+  if (!q) return;
+  try {
+    const h = await api("GET", `/api/history/${encodeURIComponent(dev.id)}?quantity=${encodeURIComponent(q)}&minutes=60`);
+    S.chart = { quantity: q, points: h.series[0].points.map((p) => [p[0] / 1e6, p[1]]) };
+  } catch (e) { S.chart = { quantity: q, points: [] }; }
+  renderDevice();
+}
+
+// The trend against its alarm lines: the y range takes the lines in, so the headroom to 报警 is what one sees.
+function chartSvg(dev, q, points) {
+  const W = 600, H = 220, L = 64, R = 70, T = 10, B = 24; // margins: y labels left, line labels right, times below
+  const unit = unitSuffix(qinfo(q).unit);
+  const base = compared(dev, q);
+  const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", "data-quantity": q });
+  const pts = points.filter((p) => p[1] !== null).map((p) => [p[0], base !== null ? p[1] - base : p[1]]);
+  if (pts.length < 2) { svg.append(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, t("no_data"))); return svg; }
+  const lines = alarmLines(dev, q);
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs) || x0 + 1;
+  let y0 = Math.min(...ys, ...lines.map((l) => l.value)), y1 = Math.max(...ys, ...lines.map((l) => l.value));
+  if (y0 === y1) { y0 -= 1; y1 += 1; }
+  const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
+  const sx = (x) => L + ((x - x0) / (x1 - x0 || 1)) * (W - L - R);
+  const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+  const hm = (ms) => new Date(ms).toLocaleTimeString(S.lang === "en" ? "en-GB" : "zh-CN", { hour12: false, timeZone: S.meta.site.timezone });
+  for (const l of lines) {
+    const y = sy(l.value).toFixed(1);
+    svg.append(svgEl("line", { x1: L, x2: W - R, y1: y, y2: y, class: `alarm-line lvl-${l.level}`, "data-level": l.level, "data-value": l.value }),
+      svgEl("text", { x: W - R + 4, y: Number(y) + 4, class: `lbl lvl-${l.level}` }, `${t(`level_${l.level}`)} ${fmt(l.value)}`));
+  }
+  svg.append(
+    svgEl("polyline", { fill: "none", stroke: "currentColor", "stroke-width": 2, points: pts.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ") }),
+    svgEl("text", { x: L - 4, y: T + 10, "text-anchor": "end" }, `${fmt(y1)}${unit}`),
+    svgEl("text", { x: L - 4, y: H - B, "text-anchor": "end" }, `${fmt(y0)}${unit}`),
+    svgEl("text", { x: L, y: H - 6, class: "tx" }, hm(x0)),
+    svgEl("text", { x: W - R, y: H - 6, "text-anchor": "end", class: "tx" }, hm(x1)));
+  return svg;
+}
