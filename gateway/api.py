@@ -286,6 +286,15 @@ def build_api(gw: "Gateway") -> FastAPI:
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
 
+    @app.get("/api/trend/{device}")
+    async def trend(
+        device: str, _: Viewer, quantity: str, days: Annotated[int, Query(ge=1, le=180)] = 30
+    ) -> dict[str, Any]:
+        """An excavation point's last value of each site day (from the state database, kept 180 days)."""
+        _known(device)
+        points = gw.daily.series(device, quantity, days)
+        return {"device": device, "quantity": quantity, "days": days, "points": [[ts, v] for ts, v in points]}
+
     @app.get("/api/history/{device}")
     async def history(device: str, _: Viewer, quantity: str | None = None, minutes: float = 60.0) -> dict[str, Any]:
         """Recent values from memory (no InfluxDB): one quantity, or every quantity of the device."""

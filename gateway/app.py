@@ -22,6 +22,7 @@ from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import ModbusProfile, MqttProfile
 from drivers.timefmt import TimestampSpec, parse_zone
 from gateway.config import ConfigError, InfluxV1Sink, SiteConfig, TlsVerify
+from gateway.daily import DailyValues
 from gateway.faults import FaultNotices
 from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_tags
@@ -181,6 +182,10 @@ class Gateway:
         self.pipeline.listeners.append(self.alarms.on_readings)
         self.history = History(series=expected_series(cfg))  # recent values and live events for the console
         self.pipeline.listeners.append(self.history.add)
+        # excavation points' last value per day, for the console's trends over days (kept in the state database)
+        pits = [d.id for d in cfg.devices if cfg.kind_of(d).value == "excavation"]
+        self.daily = DailyValues(self.alarms.conn, cfg.site.timezone, pits)
+        self.pipeline.listeners.append(self.daily.add)
         self.writer = build_writer(cfg)
         self.drainer = SpoolDrainer(
             self.spool,
@@ -216,6 +221,12 @@ class Gateway:
         self.tasks.on_fault.append(self.faults.task_changed)
         self._stack = AsyncExitStack()
 
+    def _flush_daily(self) -> None:
+        try:
+            self.daily.flush()
+        except Exception:  # a full disk at shutdown: the days written by the last periodic flush remain
+            log.exception("writing the last daily values at shutdown failed")
+
     async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         self.metrics.readings_by_driver["mqtt"] += len(readings)
         now = time.monotonic()
@@ -246,6 +257,7 @@ class Gateway:
         self.spool.open()
         self._stack.callback(self.spool.close)
         self._stack.push_async_callback(self.alarms.aclose)
+        self._stack.callback(self._flush_daily)  # before the database closes (the stack unwinds in reverse)
         self._stack.push_async_callback(self.writer.aclose)
         tg = asyncio.TaskGroup()
         await self._stack.enter_async_context(tg)
@@ -261,6 +273,7 @@ class Gateway:
             spawn(tg, "escalation", self.alarms.run_escalation),
             spawn(tg, "gateway-faults", self.faults.run),
             spawn(tg, "selfmon", lambda: run_selfmon(self)),
+            spawn(tg, "daily-values", self.daily.run),
         ]
         # start-up jobs: done once they succeed (not in _owned, whose tasks must all keep running)
         self._jobs = [spawn(tg, "siren-connect", self.alarms.warm_sirens, once=True)]

@@ -21,7 +21,8 @@ const I18N = {
     page_of: "第 {p}/{n} 页", alarm_count: "告警 {n} 条",
     flag_on: "触发", flag_off: "正常",
     site_plan: "现场平面图", crane_plan: "塔吊平面图", slew: "回转", radius_l: "幅度", hook: "吊钩高度", wind: "风速",
-    limit: "限值", load_pct: "载荷", moment_pct: "力矩", reading: "读数",
+    limit: "限值", load_pct: "载荷", moment_pct: "力矩", reading: "读数", days_trend: "近 30 天（每日末次值）",
+    days_rate: "近 30 天变化速率",
   },
   en: {
     login_title: "Sign in to SiteGW", username: "User name", password: "Password", login: "Sign in", logout: "Sign out",
@@ -38,6 +39,7 @@ const I18N = {
     flag_on: "on", flag_off: "off",
     site_plan: "Site plan", crane_plan: "crane plan view", slew: "Slew", radius_l: "Radius", hook: "Hook height",
     wind: "Wind", limit: "limit", load_pct: "Load", moment_pct: "Moment", reading: "reading",
+    days_trend: "Last 30 days (each day's last value)", days_rate: "Rate over the last 30 days",
     measured: "measured", surveys: "Survey import",
     survey_import: "Import survey results (CSV / XLSX; the whole file or nothing)",
     survey_ok: "Imported {n} row(s): {points} (import {id})", survey_refused: "Refused, nothing imported:",

@@ -12,7 +12,7 @@ import pytest
 from gateway.app import Gateway
 from services import local
 from services.local import Service
-from tests.browser.test_console import CHROMIUM, chromium
+from tests.browser.test_console import ARTIFACTS, CHROMIUM, chromium
 from tests.integration.test_survey_import import report
 from tests.sites import write_site
 from tests.surveys import PLAN, SURVEYS, survey_days
@@ -91,6 +91,17 @@ async def test_the_console_imports_a_report_or_lists_what_is_wrong(
             timeout=5_000,
         )
         assert await cell.inner_text() == f"累计变化 {'+' if change > 0 else ''}{change:.2f} mm (读数 30.00 mm)"
+        # over days, against the point's 预警值 lines: 70 % and 100 % of 30 mm, and of 3 mm/d for the rate
+        await page.wait_for_selector("#chart-days svg.chart circle.day", timeout=10_000)
+        assert await page.locator("#chart-days circle.day").count() == len(SURVEYS)
+        levels = "els => els.map(e => [Number(e.dataset.level), Math.round(Number(e.dataset.value) * 100) / 100])"
+        # displacement is judged either way (|change|): the lines stand on both sides
+        days_lines = sorted(await page.eval_on_selector_all("#chart-days .alarm-line", levels))
+        assert days_lines == [[1, -21.0], [1, 21.0], [2, -30.0], [2, 30.0]]
+        assert await page.locator("#chart-rate circle.day").count() == len(SURVEYS) - 1
+        rate_lines = sorted(await page.eval_on_selector_all("#chart-rate .alarm-line", levels))
+        assert [x for x in rate_lines if x[1] > 0] == [[1, 2.1], [2, 3.0]]
+        await page.screenshot(path=str(ARTIFACTS / "console-excavation.png"), full_page=True)
         r = await api.post("/api/login", json={"username": "screen", "password": PASSWORDS["screen"]})
         assert r.status_code == 200
         viewer = await browser.new_page()

@@ -1,0 +1,95 @@
+"""Each excavation point's last value per site day, kept for months in the state database: trends over days."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from alerting.db import tx
+from gateway.model import Quality, Reading
+
+log = logging.getLogger("sitegw.daily")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS daily_values (
+    device TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    day TEXT NOT NULL,              -- the site's local day, ISO
+    ts_ns INTEGER NOT NULL,         -- the reading's own time (a survey's time)
+    value REAL NOT NULL,
+    PRIMARY KEY (device, quantity, day)
+);
+"""
+NS = 1_000_000_000
+
+
+class DailyValues:
+    """The last valid reading of each (device, quantity) per local day, for the devices given (excavation points:
+    surveyed daily or gauged every few seconds, judged by their change over days, GB 50497-2019 §8). Readings are
+    taken in memory as they pass; a supervised task writes the changed days once a minute (never one write per
+    reading) and drops days older than `keep_days`."""
+
+    def __init__(self, conn: sqlite3.Connection, tz: str, devices: Iterable[str], keep_days: int = 180) -> None:
+        self.conn = conn
+        self.zone = ZoneInfo(tz)
+        self.devices = frozenset(devices)
+        self.keep_days = keep_days
+        conn.executescript(_SCHEMA)
+        self._days: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
+        for r in conn.execute("SELECT device, quantity, day, ts_ns, value FROM daily_values ORDER BY day"):
+            self._days.setdefault((r[0], r[1]), {})[r[2]] = (int(r[3]), float(r[4]))
+        self._dirty: set[tuple[str, str, str]] = set()
+
+    def add(self, batch: list[Reading]) -> None:
+        """Pipeline listener: O(1) per reading of a watched device, nothing else."""
+        if not self.devices:
+            return
+        for r in batch:
+            if r.device not in self.devices or r.quality in (Quality.BAD, Quality.NOT_READY) or r.value != r.value:
+                continue
+            day = datetime.fromtimestamp(r.ts_ns / NS, self.zone).date().isoformat()
+            days = self._days.setdefault((r.device, r.quantity), {})
+            prev = days.get(day)
+            if prev is None or prev[0] <= r.ts_ns:
+                days[day] = (r.ts_ns, r.value)
+                self._dirty.add((r.device, r.quantity, day))
+
+    def series(self, device: str, quantity: str, days: int, today: date | None = None) -> list[tuple[int, float]]:
+        """(ts_ns, value) of the last reading of each of the last `days` site days, oldest first."""
+        today = today or datetime.now(self.zone).date()
+        first = (today - timedelta(days=days - 1)).isoformat()
+        got = self._days.get((device, quantity), {})
+        return [got[d] for d in sorted(got) if d >= first]
+
+    def quantities(self, device: str) -> list[str]:
+        return sorted(q for d, q in self._days if d == device)
+
+    def flush(self) -> int:
+        """Write the days that changed; drop those past `keep_days`. The number of rows written."""
+        dirty, self._dirty = self._dirty, set()
+        rows = []
+        for dev, q, day in dirty:
+            v = self._days.get((dev, q), {}).get(day)
+            if v is not None:
+                rows.append((dev, q, day, v[0], v[1]))
+        cutoff = (datetime.now(self.zone).date() - timedelta(days=self.keep_days)).isoformat()
+        try:
+            with tx(self.conn):
+                self.conn.executemany("INSERT OR REPLACE INTO daily_values VALUES (?, ?, ?, ?, ?)", rows)
+                self.conn.execute("DELETE FROM daily_values WHERE day < ?", (cutoff,))
+        except sqlite3.OperationalError:
+            self._dirty |= dirty  # kept in memory; written with the next flush once the database takes writes
+            raise
+        for days in self._days.values():
+            for d in [d for d in days if d < cutoff]:
+                del days[d]
+        return len(rows)
+
+    async def run(self, period_s: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            self.flush()

@@ -1,0 +1,60 @@
+"""Daily values of excavation points: the last valid reading per site day, written in batches, kept for months."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from alerting.db import connect
+from gateway.daily import DailyValues
+from gateway.model import Quality, Reading
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+TODAY = datetime.now(TZ).date()  # recent days: older ones than keep_days are dropped at each flush
+
+
+def ns(d: int, h: int) -> int:
+    """Day 8 is two days ago, day 9 yesterday, day 10 today (site time)."""
+    day = TODAY - timedelta(days=10 - d)
+    return int(datetime(day.year, day.month, day.day, h, tzinfo=TZ).timestamp()) * 1_000_000_000
+
+
+def test_last_valid_value_per_site_day_survives_a_restart(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "state.db")
+    dv = DailyValues(conn, "Asia/Shanghai", ["ZQT-3"])
+    dv.add([
+        Reading("ZQT-3", "horizontal_displacement", 1.0, ns(8, 9)),
+        Reading("ZQT-3", "horizontal_displacement", 1.4, ns(8, 17)),
+        Reading("ZQT-3", "horizontal_displacement", 9.9, ns(8, 18), Quality.BAD),  # a fault never becomes the day's
+        Reading("ZQT-3", "horizontal_displacement", 1.2, ns(8, 12)),  # older than the day's last: ignored
+        Reading("ZQT-3", "horizontal_displacement", 2.0, ns(9, 0) + 1),  # 00:00 site time is the next day
+        Reading("GAS-01", "lel", 30.0, ns(9, 9)),  # not an excavation point: not kept
+    ])  # fmt: skip
+    today = TODAY
+    assert dv.series("ZQT-3", "horizontal_displacement", 30, today) == [(ns(8, 17), 1.4), (ns(9, 0) + 1, 2.0)]
+    assert dv.series("ZQT-3", "horizontal_displacement", 1, today) == []  # only today
+    assert dv.quantities("GAS-01") == []
+    assert dv.flush() == 2 and dv.flush() == 0  # only what changed is written
+    conn.close()
+    again = DailyValues(connect(tmp_path / "state.db"), "Asia/Shanghai", ["ZQT-3"])
+    assert again.series("ZQT-3", "horizontal_displacement", 30, today) == [(ns(8, 17), 1.4), (ns(9, 0) + 1, 2.0)]
+
+
+def test_a_refused_write_is_kept_for_the_next_flush(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pytest
+
+    conn = connect(tmp_path / "state.db")
+    dv = DailyValues(conn, "Asia/Shanghai", ["P1"])
+    dv.add([Reading("P1", "settlement", 3.0, ns(9, 9))])
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError):
+        dv.flush()
+    other.execute("ROLLBACK")
+    assert dv.flush() == 1
+    assert conn.execute("SELECT value FROM daily_values").fetchall()[0][0] == 3.0
