@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations` here: FastAPI reads the dependency annotations (Viewer, Officer ...)
 # at run time, and those are local to build_api.
+import base64
+import binascii
 import contextlib
 import time as _time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
@@ -19,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, validate_call
 
 from alerting import glossary
-from alerting.db import audit_rows
+from alerting.db import audit, audit_rows, tx
 from alerting.hazards import HazardClass, HazardError, Status
 from alerting.ledger import OPEN_END_NS, ledger_csv, ledger_xlsx, monthly_stats, stats_csv, stats_xlsx
 from alerting.lifecycle import AlarmState, LifecycleError, UnknownAlarm
@@ -29,7 +31,7 @@ from gateway import quantities
 from gateway.auth import AuthError, User
 from gateway.history import sse
 from gateway.selfmon import add_health_routes
-from gateway.siteplan import jib_length_m, plan_image_response, plan_meta
+from gateway.siteplan import jib_length_m, plan_image_response, plan_meta, store_image
 from gateway.survey_api import add_survey_routes
 
 if TYPE_CHECKING:
@@ -82,6 +84,11 @@ class BaselineBody(_Body):
 
 class ReasonBody(_Body):
     why: str = Field(min_length=1)
+
+
+class PlanImage(_Body):
+    filename: str = Field(min_length=1, max_length=200)  # for the audit log
+    content_b64: str = Field(min_length=4)
 
 
 _FIRST_DAY, _LAST_DAY = date(1970, 1, 2), date(2261, 12, 31)  # what int64 ns (SQLite, InfluxDB) can hold
@@ -265,8 +272,20 @@ def build_api(gw: "Gateway") -> FastAPI:
 
     @app.get("/api/plan/image", response_model=None, response_class=FileResponse)
     async def plan_image(_: Viewer) -> FileResponse:
-        """The site drawing under the console's plan view (site.plan.image)."""
+        """The site drawing under the console's plan view (an admin's upload, else site.plan.image)."""
         return plan_image_response(gw)
+
+    @app.put("/api/plan/image")
+    async def upload_plan_image(body: PlanImage, user: Admin) -> dict[str, Any]:
+        """Replace the site drawing (PNG, JPEG or WebP, checked by its content); audited."""
+        try:
+            data = base64.b64decode(body.content_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("content_b64: not base64") from None
+        path = store_image(gw, data)
+        with tx(eng.conn):
+            audit(eng.conn, eng.clock(), user.name, "plan.image", "plan:image", body.filename, {"bytes": len(data)})
+        return {"image": True, "bytes": len(data), "type": path.suffix.lstrip(".")}
 
     @app.get("/api/stream")
     async def stream(_: Viewer) -> StreamingResponse:
@@ -574,7 +593,11 @@ def bounded_api(gw: "Gateway") -> Any:
     return BodyLimit(
         guarded,
         h.max_body_bytes,
-        {"/api/login": h.max_login_body_bytes, "/api/surveys": h.max_upload_bytes},
+        {
+            "/api/login": h.max_login_body_bytes,
+            "/api/surveys": h.max_upload_bytes,
+            "/api/plan/image": h.max_upload_bytes,
+        },
         h.body_timeout_s,
         on_refused=lambda code: gw.metrics.http_refused.update([code]),
     )

@@ -76,16 +76,65 @@ def plan_meta(gw: Gateway) -> dict[str, Any] | None:
     plan = gw.cfg.site.plan
     if plan is None:
         return None
-    return {"width_m": plan.width_m, "height_m": plan.height_m, "image": plan.image is not None}
+    return {"width_m": plan.width_m, "height_m": plan.height_m, "image": current_image(gw) is not None}
+
+
+# what the first bytes of each accepted drawing are (an upload is checked by its content, not its name)
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"))
+
+
+def image_kind(data: bytes) -> str | None:
+    """The suffix of a PNG, JPEG or WebP image by its content; None for anything else."""
+    for magic, suffix in _MAGIC:
+        if data.startswith(magic):
+            return suffix
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    return None
+
+
+def uploaded_image(gw: Gateway) -> Path | None:
+    """The drawing an admin uploaded (beside the state file), which takes the place of the site file's."""
+    folder = gw.cfg.alarms.state_file.parent
+    found = [folder / f"plan-image{suffix}" for suffix in IMAGE_TYPES if (folder / f"plan-image{suffix}").is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def current_image(gw: Gateway) -> Path | None:
+    plan = gw.cfg.site.plan
+    if plan is None:
+        return None
+    return uploaded_image(gw) or plan.image
+
+
+def store_image(gw: Gateway, data: bytes) -> Path:
+    """Keep an uploaded drawing (checked: a PNG, JPEG or WebP within MAX_IMAGE_BYTES), atomically; ValueError says
+    what is wrong."""
+    if gw.cfg.site.plan is None:
+        raise ValueError("this site has no site.plan (width_m, height_m) in its site file to put a drawing on")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError(f"content_b64: the drawing is over {MAX_IMAGE_BYTES // 1024**2} MiB")
+    suffix = image_kind(data)
+    if suffix is None:
+        raise ValueError("content_b64: not a PNG, JPEG or WebP image (an SVG could carry script)")
+    folder = gw.cfg.alarms.state_file.parent
+    target = folder / f"plan-image{suffix}"
+    tmp = target.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    for other in IMAGE_TYPES:  # one drawing at a time
+        if other != suffix and (folder / f"plan-image{other}").exists():
+            (folder / f"plan-image{other}").unlink()
+    return target
 
 
 def plan_image_response(gw: Gateway) -> FileResponse:
-    """GET /api/plan/image: the site drawing (404 when the site has none)."""
+    """GET /api/plan/image: the site drawing, an admin's upload before the site file's (404 when there is none)."""
     from fastapi import HTTPException
     from fastapi.responses import FileResponse
 
-    plan = gw.cfg.site.plan
-    if plan is None or plan.image is None:
-        raise HTTPException(404, "this site has no plan drawing (site.plan.image)")
-    media = IMAGE_TYPES[plan.image.suffix.lower()]
-    return FileResponse(plan.image, media_type=media, headers={"Cache-Control": "max-age=300"})
+    img = current_image(gw)
+    if img is None:
+        raise HTTPException(404, "this site has no plan drawing (site.plan.image, or an admin's upload)")
+    media = IMAGE_TYPES[img.suffix.lower()]
+    return FileResponse(img, media_type=media, headers={"Cache-Control": "no-cache"})

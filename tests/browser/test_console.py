@@ -320,9 +320,12 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         await wall.goto(f"{base}/?kiosk=1&view=plan")
         await wall.wait_for_selector("#plan svg.siteplan .pt[data-device='GAS-01']", timeout=10_000)
         assert await wall.is_hidden("#overview")
-        # the plan is redrawn with every reading: measure one that is laid out
-        await wall.wait_for_function("document.querySelector('#plan svg.siteplan').getBoundingClientRect().height > 0")
-        box = await wall.eval_on_selector("#plan svg.siteplan", "e => e.getBoundingClientRect().toJSON()")
+        # the plan is redrawn with every reading: measure, in one go, one that is laid out
+        got = await wall.wait_for_function(
+            "(() => { const e = document.querySelector('#plan svg.siteplan');"
+            " const r = e && e.getBoundingClientRect(); return r && r.height > 0 ? r.toJSON() : null; })()"
+        )
+        box = await got.json_value()
         assert box["height"] > 500 and box["bottom"] <= 1080 + 0.5  # fills the screen below the alarms, no scroll
         assert await wall.evaluate("document.documentElement.scrollHeight <= innerHeight + 1")
         assert "lvl-3" in (await wall.get_attribute("#plan .pt[data-device='GAS-01']", "class") or "")

@@ -80,6 +80,7 @@ def test_the_document_has_an_example_for_every_request_body() -> None:
         ("DELETE", "/api/baselines/FW-A01/settlement"),
         ("POST", "/api/surveys"),
         ("POST", "/api/inspections"),
+        ("PUT", "/api/plan/image"),
         ("POST", "/api/hazards"),
         *(("POST", f"/api/hazards/{{id}}/{a}") for a in ("confirm", "assign", "list_supervision", "mark_reported",
                                                            "submit", "accept", "reject", "reopen", "dismiss")),
@@ -117,7 +118,11 @@ async def test_every_example_in_the_api_document_runs_as_shown(
             s.clock.advance(60)
             await asyncio.sleep(0)
             ran += 1
-        assert ran >= 30
+        assert ran >= 33
+        # the drawing the admin uploaded is the one served, and the upload is audited
+        img = await s.api.get("/api/plan/image", headers=await s.as_("view"))
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png" and len(img.content) == 72
+        assert [a[1] for a in s.audit("target = 'plan:image'")] == ["plan.image"]
 
 
 def _site_with_a_survey_point(tmp_path: Path, mqtt: int, influx: int, http: int) -> SiteConfig:
@@ -126,6 +131,7 @@ def _site_with_a_survey_point(tmp_path: Path, mqtt: int, influx: int, http: int)
     _original_site(tmp_path, mqtt, influx, http)
     path = tmp_path / "site.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["site"]["plan"] = {"width_m": 120, "height_m": 80}  # for PUT /api/plan/image
     data["devices"].append(
         {"id": "ZQT-3", "profile": "excavation_survey_v1", "expected_interval_s": 86400, "warning_values": WARNING}
     )
