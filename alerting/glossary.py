@@ -94,3 +94,41 @@ def cite_zh(cite: str) -> str:
     """A rule source for zh-CN readers: the project's English words in Chinese, the confidence tag left out."""
     text = _WORDS.sub(lambda m: SOURCE_WORDS[m.group(0)], _TAG.sub("", cite))
     return _OWN_SECTIONS.sub(r"\1", text).strip()
+
+
+# ---- API refusals in Chinese ---------------------------------------------------------------------------------------
+# The API's `detail` stays in English (scripts and logs read it); `detail_zh` says the same to the console's users.
+_ROLE = re.compile(r"needs role (\w+) \(you are (\w+)\)")
+_STATE = re.compile(r"cannot (\w+) hazard (\d+): it is (\w+); \w+ is allowed from (.+)$")
+_BY_STATUS = {
+    400: "请求有误",
+    401: "请先登录",
+    403: "无权限",
+    404: "未找到",
+    408: "请求超时",
+    409: "当前状态不允许该操作",
+    413: "请求内容过大",
+    415: "请求格式不受支持",
+    422: "请求内容有误",
+    429: "操作过于频繁，请稍后再试",
+}
+_ACTIONS = {
+    "confirm": "判定", "dismiss": "排除", "assign": "安排整改", "list_supervision": "挂牌督办", "submit": "提交复查",
+    "accept": "验收销号", "reject": "退回整改", "reopen": "重新打开", "mark_reported": "登记上报",
+}  # fmt: skip
+
+
+def message_zh(status: int, detail: str) -> str:
+    """A refusal of the API in Chinese: the known ones in full, any other as its kind (the English detail beside)."""
+    m = _ROLE.search(detail)
+    if m:
+        return f"需要{ZH.get(f'role_{m[1]}', m[1])}权限（当前为{ZH.get(f'role_{m[2]}', m[2])}）"
+    if detail in ("login required", "wrong user name or password"):
+        return "请先登录" if detail == "login required" else "用户名或密码错误"
+    m = _STATE.match(detail)
+    if m:
+        allowed = "、".join(ZH.get(f"hz_{s.strip()}", s.strip()) for s in re.split(r" / |,| or ", m[4]) if s.strip())
+        state = ZH.get(f"hz_{m[3]}", m[3])
+        return f"隐患 #{m[2]} 当前为{state}，不能{_ACTIONS.get(m[1], m[1])}（{allowed}时才可以）"
+    return f"{_BY_STATUS.get(status, '请求未完成')}：{detail}"
+

@@ -16,9 +16,11 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, validate_call
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerting import glossary
 from alerting.db import audit, audit_rows, tx
@@ -127,25 +129,44 @@ def build_api(gw: "Gateway") -> FastAPI:
     if hist.hub.on_alarm not in eng.lifecycle.hooks:  # build_api may run more than once on one gateway
         eng.lifecycle.hooks.append(hist.hub.on_alarm)
 
+    # every refusal says why twice: `detail` for scripts and logs, `detail_zh` for the console's users
+    def refusal(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+        if isinstance(detail, str):
+            zh = glossary.message_zh(status, detail)
+        else:  # a validation error's list of problems: name the fields
+            fields = "、".join(".".join(str(x) for x in e.get("loc", ())[1:]) or "body" for e in detail)
+            zh = f"请求内容有误：{fields}"
+        return JSONResponse({"detail": detail, "detail_zh": zh}, status_code=status, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, StarletteHTTPException)
+        return refusal(err.status_code, err.detail, getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, RequestValidationError)
+        return refusal(422, jsonable_encoder(err.errors()))
+
     @app.exception_handler(UnknownAlarm)
     async def _h404(_: Request, err: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=404)
+        return refusal(404, str(err))
 
     @app.exception_handler(LifecycleError)
     async def _h409(_: Request, err: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=409)
+        return refusal(409, str(err))
 
     @app.exception_handler(HazardError)
     async def _hz(_: Request, err: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=409)
+        return refusal(409, str(err))
 
     @app.exception_handler(Forbidden)
     async def _h403(_: Request, err: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=403)
+        return refusal(403, str(err))
 
     @app.exception_handler(ValueError)
     async def _h422(_: Request, err: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=422)
+        return refusal(422, str(err))
 
     def current_user(request: Request) -> User:
         token = None

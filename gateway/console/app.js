@@ -102,7 +102,9 @@ async function api(method, url, body) {
   const r = await fetch(url, init);
   if (r.status === 401 && url !== "/api/login") { showLogin(); throw new HttpError(401, "login required"); }
   const data = await r.json().catch(() => null);
-  if (!r.ok) throw new HttpError(r.status, (data && data.detail) || r.statusText);
+  // refusals come in both languages: the console says them in the reader's
+  const said = data && (S.lang === "en" ? data.detail : data.detail_zh || data.detail);
+  if (!r.ok) throw new HttpError(r.status, (typeof said === "string" && said) || r.statusText);
   return data;
 }
 

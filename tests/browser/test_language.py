@@ -102,6 +102,18 @@ async def test_every_zh_page_is_chinese_and_one_state_has_one_name(
         await page.click("#lang")  # back to Chinese for what follows
         assert "可燃气体" in hz["description"] and "[S+]" not in hz["description"]  # no raw point, no tag
 
+        # a refusal is said in Chinese too: an officer trying a manager's action
+        await page.evaluate(
+            f"api('POST', '/api/hazards/{hz['id']}/confirm', {{klass: 'general'}}).catch((e) => showError(e.message))"
+        )
+        await page.wait_for_selector("#error:not([hidden])", timeout=5_000)
+        assert await page.inner_text("#error") == "需要项目经理权限（当前为安全员）"
+        await page.evaluate(
+            f"api('POST', '/api/hazards/{hz['id']}/submit', {{evidence: 'x'}}).catch((e) => showError(e.message))"
+        )
+        await page.wait_for_function("document.querySelector('#error').innerText.startsWith('隐患')", timeout=5_000)
+        assert await page.inner_text("#error") == f"隐患 #{hz['id']} 当前为待核实，不能提交复查（整改中时才可以）"
+
         # one name per state: the console's word for the hazard's state is the ledger's
         await page.goto(base)
         shown = await page.inner_text(f".hazard[data-hazard-id='{hz['id']}'] .hstatus")

@@ -267,7 +267,7 @@ async def test_logins_sessions_and_secrets(
                 for h in ({}, {"Authorization": "Bearer forged-token"}, {"Cookie": "sitegw_session=forged"}):
                     r = await api.request(method, _sample(route.path), headers=h, json={})
                     assert r.status_code == 401, (method, route.path, h, r.text)
-                    assert r.json() == {"detail": "login required"}
+                    assert r.json() == {"detail": "login required", "detail_zh": "请先登录"}
                     assert r.headers["www-authenticate"] == "Bearer"
                 checked.append((method, route.path))
         assert len(checked) >= 27 and ("POST", "/api/hazards/{hazard_id}/{action}") in checked
@@ -277,7 +277,11 @@ async def test_logins_sessions_and_secrets(
         bad_pw = await s.login("zhang", WRONG)
         no_user = await s.login("nobody", PASSWORDS["zhang"])
         assert bad_pw.status_code == no_user.status_code == 401
-        assert bad_pw.json() == no_user.json() == {"detail": "wrong user name or password"}
+        assert (
+            bad_pw.json()
+            == no_user.json()
+            == {"detail": "wrong user name or password", "detail_zh": "用户名或密码错误"}
+        )
         assert "set-cookie" not in bad_pw.headers
 
         # five failures per user (from one address) within 15 min: the sixth is refused even with the right password
