@@ -131,4 +131,3 @@ def message_zh(status: int, detail: str) -> str:
         state = ZH.get(f"hz_{m[3]}", m[3])
         return f"隐患 #{m[2]} 当前为{state}，不能{_ACTIONS.get(m[1], m[1])}（{allowed}时才可以）"
     return f"{_BY_STATUS.get(status, '请求未完成')}：{detail}"
-
