@@ -197,7 +197,7 @@ class AlarmEngine:
             mark = len(self._event_lines)
             try:
                 events = self.lifecycle.apply(t)
-            except Exception as err:
+            except sqlite3.Error as err:  # the store refused it (full, locked, I/O); a bug still propagates
                 del self._event_lines[mark:]  # the transaction rolled back: its alarm events did not happen
                 failed[key] = [t]
                 self._store_failed(err, f"{t.rule} on {t.device}, {t.old.name} -> {t.new.name}")
@@ -306,14 +306,12 @@ class AlarmEngine:
     async def gateway_fault(self, subject: str, text: str, data: dict[str, Any]) -> None:
         """Tell the sirens directly that the gateway itself is failing: this path uses no database, so it works when
         the alarm database is the component that failed. Sent once per fault episode and once on recovery."""
+        msg = Message(f"sitegw:gateway:{data.get('task')}:{self.clock()}", 1, subject, text, data)
         for n in self.notifiers.values():
             if isinstance(n, MqttNotifier):
-                msg = Message(f"sitegw:gateway:{data.get('task')}:{self.clock()}", 1, subject, text, data)
-                try:
-                    res = await n.send(msg, [])
-                except Exception:
-                    log.exception("channel %s: the gateway-fault message could not be sent", n.id)
-                    continue
+                # send() reports broker and TLS failures as its result; anything else is a bug, which the task's
+                # supervisor logs and restarts
+                res = await n.send(msg, [])
                 if not res.ok:
                     log.error("channel %s: the gateway-fault message could not be sent: %s", n.id, res.detail)
 

@@ -25,10 +25,6 @@ Origin = Literal["alarm", "manual"]
 ListingLevel = Literal["none", "county", "city"]
 ClockKind = Literal["rectify_deadline", "listing_deadline", "report_same_day"]
 
-# the ledger's words for them come from the one glossary the console uses too
-STATUS_ZH, CLASS_ZH = glossary.STATUS_ZH, glossary.CLASS_ZH
-SOURCE_ZH, LISTING_ZH = glossary.SOURCE_ZH, glossary.LISTING_ZH
-
 CRITERIA_DOC: dict[str, str] = {"2024": "建质规〔2024〕5号", "2022": "建质规〔2022〕2号"}
 # 建质规〔2024〕5号 is dated 2024-12-13 and effective on issue; it repeals the 2022 edition (art. 18, domain.md §0, §8)
 CRITERIA_2024_ISSUED = date(2024, 12, 13)

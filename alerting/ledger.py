@@ -14,7 +14,8 @@ from openpyxl.styles import Alignment, Border, Font, Side
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from alerting.hazards import CLASS_ZH, LISTING_ZH, SOURCE_ZH, STATUS_ZH, Hazards, basis_citation
+from alerting.glossary import CLASS_ZH, LISTING_ZH, SOURCE_ZH, STATUS_ZH
+from alerting.hazards import Hazards, basis_citation
 
 Cell = str | int | float | date | datetime | None
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -224,7 +225,7 @@ class Gateway:
     def _flush_daily(self) -> None:
         try:
             self.daily.flush()
-        except Exception:  # a full disk at shutdown: the days written by the last periodic flush remain
+        except (sqlite3.Error, OSError):  # a full disk at shutdown: the days of the last periodic flush remain
             log.exception("writing the last daily values at shutdown failed")
 
     async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from gateway.config import SiteConfig, load_config
@@ -91,3 +95,26 @@ def tiny_png(path: Path, w: int = 40, h: int = 30) -> Path:
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
     )
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_gateway(site: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`sitegw run SITE` as its own process (what an operator starts), its output appended to `log`."""
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", str(site)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def http_up(base: str) -> bool:
+    """The gateway's /healthz answers (False while it is not listening yet)."""
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

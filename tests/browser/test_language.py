@@ -18,7 +18,7 @@ from gateway.app import Gateway
 from services import local
 from services.local import Service
 from simulators.runner import SiteSimulator
-from tests.browser.test_console import CHROMIUM, PASSWORDS, chromium, login, site, until
+from tests.browser.test_console import CHROMIUM, PASSWORDS, _healthy, chromium, login, site, until
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
 
@@ -58,7 +58,7 @@ async def test_every_zh_page_is_chinese_and_one_state_has_one_name(
         httpx.AsyncClient(base_url=base) as api,
         chromium() as browser,
     ):
-        await until(lambda: _up(api), "the HTTP endpoint")
+        await until(lambda: _healthy(api), "the HTTP endpoint")
         page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
         await page.goto(base)
         await page.wait_for_selector("#login-form")
@@ -130,13 +130,6 @@ async def test_every_zh_page_is_chinese_and_one_state_has_one_name(
         assert r.status_code == 403  # an officer may not classify; the manager's word is tested in the API tests
         rows = list(csv.reader(io.StringIO((await api.get("/api/ledger.csv", headers=auth)).text.lstrip("\ufeff"))))
         assert rows[0][0] == "序号"
-
-
-async def _up(api: httpx.AsyncClient) -> bool:
-    try:
-        return (await api.get("/healthz")).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def _alarm(gw: Gateway) -> int | None:

@@ -18,7 +18,7 @@ from playwright.async_api import Page
 from gateway.app import Gateway
 from services import local
 from services.local import Service
-from tests.browser.test_console import ARTIFACTS, CHROMIUM, chromium, until
+from tests.browser.test_console import ARTIFACTS, CHROMIUM, _healthy, chromium, until
 from tests.sites import write_site
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")
@@ -90,7 +90,7 @@ async def test_every_alarm_and_device_is_shown_within_one_paging_cycle(
     )
     ARTIFACTS.mkdir(exist_ok=True)
     async with Gateway(cfg, fsync=False) as gw, httpx.AsyncClient(base_url=base) as api, chromium() as browser:
-        await until(lambda: _up(api), "the HTTP endpoint")
+        await until(lambda: _healthy(api), "the HTTP endpoint")
         await asyncio.to_thread(publish, mosquitto.port, dict.fromkeys(IDS, 2.0))
         await until(lambda: _seen(gw, N_DEVICES), "a reading from every detector", 30)
 
@@ -129,13 +129,6 @@ async def test_every_alarm_and_device_is_shown_within_one_paging_cycle(
                 assert "第 1/" in summary  # the summary says which page of alarms is shown
             await page.screenshot(path=str(ARTIFACTS / f"wall-{name}.png"))
             await ctx.close()
-
-
-async def _up(api: httpx.AsyncClient) -> bool:
-    try:
-        return (await api.get("/healthz")).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 async def _seen(gw: Gateway, n: int) -> bool:

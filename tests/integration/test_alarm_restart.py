@@ -3,10 +3,8 @@ already sent is not sent again, the pending tier fires once on time, and an ackn
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,20 +15,10 @@ from services import local
 from services.local import Service, wait_for
 from tests.gas import Detector
 from tests.receivers import HttpReceiver, http_receiver
+from tests.sites import start_gateway as start
 from tests.sites import write_site
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def start(site: Path, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", str(site)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, **env},
-        )
 
 
 def tier_posts(hook: HttpReceiver, tier: str) -> list[Any]:

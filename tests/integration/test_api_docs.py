@@ -3,7 +3,6 @@ status and the fields the ```json block after it shows must match. A request bod
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ import yaml
 from gateway.config import SiteConfig, load_config
 from services.local import Service
 from tests.integration import test_api as harness
-from tests.integration.test_api import PASSWORDS, USERS, running, until
+from tests.integration.test_api import running, until
 from tests.surveys import WARNING
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
@@ -102,7 +101,6 @@ async def test_every_example_in_the_api_document_runs_as_shown(
         await s.crane(bypass=0)
         await until(lambda: s.alarm("tc.bypass_switch", "TC-M1", lambda a: a.state == "latched"), "latched")
         assert [a.id for a in s.gw.alarms.lifecycle.open_alarms()] == [1, 2]
-        assert set(USERS) == set(PASSWORDS)
 
         ran = 0
         for ex in examples():
@@ -116,7 +114,6 @@ async def test_every_example_in_the_api_document_runs_as_shown(
             if ex["path"] == "/api/logout":
                 s.headers.pop(ex["user"], None)
             s.clock.advance(60)
-            await asyncio.sleep(0)
             ran += 1
         assert ran >= 33
         # the drawing the admin uploaded is the one served, and the upload is audited

@@ -5,8 +5,6 @@ shrinking, no example database. Cases that once found a 5xx are kept below as pl
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from services import local
 from services.local import Service, wait_for
-from tests.sites import write_site
+from tests.sites import http_up, start_gateway, write_site
 from tests.surveys import PLAN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,27 +49,15 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory, mosquitto: Service, in
             "tokens": [{"name": "fuzzer", "role": "admin", "token_env": "T_FUZZ_TOKEN"}],
         },
     )
-    env = {**os.environ, "T_PW_FUZZ": "pw-fuzz-1", "T_FUZZ_TOKEN": TOKEN}
-    with open(tmp / "gateway.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", str(site)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env=env,
-        )  # fmt: skip
+    proc = start_gateway(site, tmp / "gateway.log", {"T_PW_FUZZ": "pw-fuzz-1", "T_FUZZ_TOKEN": TOKEN})
     base = f"http://127.0.0.1:{http}"
     try:
-        wait_for(lambda: _up(base), 30, 0.2, "the gateway's HTTP API")
+        wait_for(lambda: http_up(base), 30, 0.2, "the gateway's HTTP API")
         yield base
     finally:
         proc.terminate()
         proc.wait(20)
         assert "Traceback" not in (tmp / "gateway.log").read_text(), "the gateway logged an unhandled error"
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 @pytest.fixture(scope="module")

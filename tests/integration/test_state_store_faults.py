@@ -25,7 +25,7 @@ from services import local
 from services.local import Service, rows, wait_for
 from tests.gas import Detector
 from tests.receivers import HttpReceiver, http_receiver
-from tests.sites import db_of, write_site
+from tests.sites import db_of, start_gateway, write_site
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,13 +131,6 @@ def site(tmp: Path, state: Path, mqtt: int, influx: int, http: int, hook: HttpRe
     return path
 
 
-def start(path: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run", str(path)], stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-
-
 def max_gap_s(influx: int, db: str, device: str, since_ns: int) -> tuple[int, float]:
     """(readings stored, the largest gap between consecutive stored readings) of a device since `since_ns`."""
     got = rows(influx, db, f"SELECT lel FROM gas WHERE device = '{device}' AND time >= {since_ns} ORDER BY time")
@@ -153,7 +146,7 @@ def test_alarm_database_on_a_full_disk(tmp_path: Path, mosquitto: Service, influ
         siren = Siren(mosquitto.port, "t/siren")
         a = Detector(mosquitto.port, 30.0, sn="GAS-A", prefix="site/f/gas")  # 报警 >= 25 %LEL (GB/T 50493-2019)
         b = Detector(mosquitto.port, 5.0, sn="GAS-B", prefix="site/f/gas")
-        gw = start(path, tmp_path / "gateway.log")
+        gw = start_gateway(path, tmp_path / "gateway.log")
         try:
             a.start()
             b.start()
@@ -222,7 +215,7 @@ def test_alarm_database_locked_by_another_process(tmp_path: Path, mosquitto: Ser
     with http_receiver() as hook:
         path = site(tmp_path, state, mosquitto.port, influxdb.port, http, hook)
         a = Detector(mosquitto.port, 5.0, sn="GAS-A", prefix="site/f/gas")
-        gw = start(path, tmp_path / "gateway.log")
+        gw = start_gateway(path, tmp_path / "gateway.log")
         holder = None
         try:
             a.start()
