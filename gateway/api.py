@@ -29,7 +29,7 @@ from alerting.ledger import OPEN_END_NS, ledger_csv, ledger_xlsx, monthly_stats,
 from alerting.lifecycle import AlarmState, LifecycleError, UnknownAlarm
 from alerting.roles import Forbidden, Role
 from alerting.rules import HazardBasis, Level
-from gateway import quantities
+from gateway import quantities, refusals
 from gateway.auth import AuthError, User
 from gateway.history import sse
 from gateway.selfmon import add_health_routes
@@ -130,18 +130,17 @@ def build_api(gw: "Gateway") -> FastAPI:
         eng.lifecycle.hooks.append(hist.hub.on_alarm)
 
     # every refusal says why twice: `detail` for scripts and logs, `detail_zh` for the console's users
-    def refusal(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-        if isinstance(detail, str):
-            zh = glossary.message_zh(status, detail)
-        else:  # a validation error's list of problems: name the fields
-            fields = "、".join(".".join(str(x) for x in e.get("loc", ())[1:]) or "body" for e in detail)
-            zh = f"请求内容有误：{fields}"
+    def refusal(status: int, detail: Any, headers: dict[str, str] | None = None, zh: str | None = None) -> JSONResponse:
+        if zh is None and isinstance(detail, str):
+            zh = refusals.message_zh(status, detail)
+        elif zh is None:  # a validation error's list of problems: name the fields
+            zh = f"请求内容有误：{refusals.fields_zh([tuple(e.get('loc', ())) for e in detail])}"
         return JSONResponse({"detail": detail, "detail_zh": zh}, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, StarletteHTTPException)
-        return refusal(err.status_code, err.detail, getattr(err, "headers", None))
+        return refusal(err.status_code, err.detail, getattr(err, "headers", None), getattr(err, "zh", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: Exception) -> JSONResponse:
@@ -579,7 +578,16 @@ def _checked_call(fn: Callable[..., Any], what: str, *args: Any, **kwargs: Any) 
         return validate_call(fn)(*args, **kwargs)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in err.errors())
-        raise HTTPException(422, f"{what}: {problems}") from None
+        zh = refusals.fields_zh([("body", *e["loc"]) for e in err.errors()])
+        raise Refused(422, f"{what}: {problems}", f"{refusals.ACTIONS.get(what, what)}的请求内容有误：{zh}") from None
+
+
+class Refused(HTTPException):
+    """An HTTP refusal whose Chinese wording is given where it is raised (built from the request, not a pattern)."""
+
+    def __init__(self, status: int, detail: str, zh: str) -> None:
+        super().__init__(status, detail)
+        self.zh = zh
 
 
 def _alarm_json(a: Any, units: dict[str, str]) -> dict[str, Any]:

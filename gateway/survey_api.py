@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerting.db import audit, tx
+from gateway import refusals
 from gateway.auth import User
 from gateway.model import Reading
 from gateway.surveys import SurveyRefused
@@ -42,8 +43,12 @@ def add_survey_routes(app: FastAPI, gw: "Gateway", officer: Callable[..., Any], 
     @app.exception_handler(SurveyRefused)
     async def _refused(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, SurveyRefused)
-        errors = [{"row": p.row, "column": p.column, "message": p.message} for p in err.problems]
-        return JSONResponse({"detail": str(err), "errors": errors}, status_code=422)
+        errors = [
+            {"row": p.row, "column": p.column, "message": p.message, "message_zh": refusals.message_zh(422, p.message)}
+            for p in err.problems
+        ]
+        zh = f"测量文件未导入：{len(errors)} 处问题"
+        return JSONResponse({"detail": str(err), "detail_zh": zh, "errors": errors}, status_code=422)
 
     @app.post("/api/surveys")
     async def import_survey(body: SurveyUpload, user: Annotated[User, Depends(officer)]) -> dict[str, Any]:

@@ -348,8 +348,8 @@ $("#survey-file").addEventListener("change", async (ev) => {
   } else {
     out.append(el("p", { class: "err" }, t("survey_refused")));
     const list = el("ul", { class: "err" });
-    for (const e of data.errors || [{ row: 0, column: "", message: data.detail }]) {
-      list.append(el("li", {}, (e.row ? t("row_col", { row: e.row, col: e.column }) : "") + e.message));
+    for (const e of data.errors || [{ row: 0, column: "", message: data.detail, message_zh: data.detail_zh }]) {
+      list.append(el("li", {}, (e.row ? t("row_col", { row: e.row, col: e.column }) : "") + (S.lang === "en" ? e.message : e.message_zh || e.message)));
     }
     out.append(list);
   }

@@ -68,8 +68,8 @@ async def test_the_console_imports_a_report_or_lists_what_is_wrong(
         await page.wait_for_selector("#survey-result ul.err li", timeout=10_000)
         items = await page.locator("#survey-result li").all_inner_texts()
         assert items == [
-            "第 10 行，累计变化量(mm) 列：'15,5 mm' is not a number",
-            "第 12 行，累计变化量(mm) 列：'十九' is not a number",
+            "第 10 行，累计变化量(mm) 列：'15,5 mm' 不是数字",
+            "第 12 行，累计变化量(mm) 列：'十九' 不是数字",
         ]
         assert "整份文件未导入" in await page.inner_text("#survey-result")
         await page.set_input_files("#survey-file", str(tmp_path / "good.xlsx"))
