@@ -14,7 +14,7 @@ from openpyxl.styles import Alignment, Border, Font, Side
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
-from alerting.glossary import CLASS_ZH, LISTING_ZH, SOURCE_ZH, STATUS_ZH
+from alerting.glossary import CLASS_ZH, LISTING_ZH, SOURCE_ZH, STATUS_ZH, cite_zh
 from alerting.hazards import Hazards, basis_citation
 
 Cell = str | int | float | date | datetime | None
@@ -83,9 +83,9 @@ def ledger_rows(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool
         reading = None if h["value"] is None else f"{h['value']:g}{unit}"
         limit = None
         if h["threshold"] is not None or h["provenance"]:
-            limit = " ".join(
-                x for x in (f"{h['threshold']:g}{unit}" if h["threshold"] is not None else None, h["provenance"]) if x
-            )
+            shown = f"{h['threshold']:g}{unit}" if h["threshold"] is not None else None
+            # cited as a supervisor reads it: the confidence tag stays in the alarm's details
+            limit = " ".join(x for x in (shown, cite_zh(h["provenance"] or "")) if x)
         accepted = hazards.local_date(h["accepted_at_ns"]) if h["accepted_at_ns"] else None
         values: tuple[Cell, ...] = (
             len(out) + 1,

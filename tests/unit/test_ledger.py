@@ -227,7 +227,7 @@ def test_ledger_xlsx_cell_by_cell(hz: Hazards) -> None:
         "重大",
         "TC1/moment_ratio",
         "112%",
-        "110% GB 5144-2006 [S+]",
+        "110% GB 5144-2006",  # the confidence tag is for the details, not the ledger
         datetime(2025, 6, 2, 9, 0),
         "zhao",
         "已销号",
