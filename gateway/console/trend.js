@@ -79,7 +79,7 @@ function renderDevice() {
     dev.kind === "tower_crane" ? el("div", { class: "crane-big" }, craneSvg(dev, false)) : "",
     // a surveyed point has no last hour to show: its days follow
     ...(q && S.chart.days && S.chart.points.length < 2 ? [] : [
-      el("h3", {}, `${t("history")} (60 ${t("minutes")})${q ? " · " + qinfo(q).label + (compared(dev, q) !== null ? ` · ${t("change")}` : "") : ""}`),
+      el("h3", { class: "history" }, `${t("history")} (${chartMinutes(dev)} ${t("minutes")})${q ? " · " + qinfo(q).label + (compared(dev, q) !== null ? ` · ${t("change")}` : "") : ""}`),
       el("div", { id: "chart" }, q ? chartSvg(dev, q, S.chart.points) : "")]),
     ...(q && S.chart.days ? [
       el("h3", {}, `${t("days_trend")} · ${qinfo(q).label}${compared(dev, q) !== null ? ` · ${t("change")}` : ""}`),
@@ -90,13 +90,16 @@ function renderDevice() {
     el("table", { class: "values" }, el("tbody", {}, rows)));
 }
 
+// a concrete pour lasts hours: a formwork point shows the whole window the gateway keeps (2 h), others the last hour
+function chartMinutes(dev) { return dev.kind === "formwork" ? 120 : 60; }
+
 async function loadChart() {
   const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
   if (!dev) return;
   const q = (S.chart && S.chart.quantity) || (KEY_QUANTITIES[dev.kind] || Object.keys(S.latest[dev.id] || {}).filter((x) => x !== "up").sort(byQuantity))[0];
   if (!q) return;
   try {
-    const h = await api("GET", `/api/history/${encodeURIComponent(dev.id)}?quantity=${encodeURIComponent(q)}&minutes=60`);
+    const h = await api("GET", `/api/history/${encodeURIComponent(dev.id)}?quantity=${encodeURIComponent(q)}&minutes=${chartMinutes(dev)}`);
     S.chart = { quantity: q, points: h.series[0].points.map((p) => [p[0] / 1e6, p[1]]) };
   } catch (e) { S.chart = { quantity: q, points: [] }; }
   if (dev.kind === "excavation") {  // judged over days (GB 50497): the last value of each day, 30 days

@@ -222,6 +222,12 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         await officer.click("#plan .pt[data-device='GAS-01'] .dot")
         await officer.wait_for_selector("#device h2", timeout=5_000)
         assert "GAS-01" in await officer.inner_text("#device h2")
+        assert "60 分钟" in await officer.inner_text("#device h3.history")  # gas: the last hour
+        await officer.click("#device .back")
+        # a formwork point during a pour: its settlement over the 2 h the gateway keeps
+        await officer.click("#plan .pt[data-device='FW-A01'] .dot")
+        await officer.wait_for_selector("#device svg.chart[data-quantity='settlement']", timeout=10_000)
+        assert "120 分钟" in await officer.inner_text("#device h3.history")
         await officer.click("#device .back")
 
         # ---- a gas leak: the alarm appears in the banner within 2 s of being raised in the API ----
