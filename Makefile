@@ -14,6 +14,7 @@ demo: deps venv
 	$(PY) -m services.demo
 
 test: deps venv
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider
 
 soak: deps venv

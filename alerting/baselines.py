@@ -7,36 +7,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from alerting.db import Clock, audit, tx
-from gateway import quantities
-
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS baseline_current (
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    value REAL NOT NULL,
-    set_ns INTEGER NOT NULL,
-    set_by TEXT NOT NULL,
-    why TEXT,
-    reading_ts_ns INTEGER,        -- the reading the value was taken from, when it came from one
-    PRIMARY KEY (device, quantity)
-)""",
-    """
-CREATE TABLE IF NOT EXISTS baseline_history (
-    id INTEGER PRIMARY KEY,
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    action TEXT NOT NULL CHECK (action IN ('set', 'reset')),
-    at_ns INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    why TEXT,
-    old REAL,                     -- NULL: there was no baseline
-    new REAL,                     -- NULL: reset
-    reading_ts_ns INTEGER
-)""",
-    "CREATE INDEX IF NOT EXISTS baseline_history_point ON baseline_history(device, quantity)",
-)
+from alerting.db import audit, tx
+from telemetry import quantities
+from telemetry.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +46,6 @@ class Baselines:
     def __init__(self, conn: sqlite3.Connection, clock: Clock) -> None:
         self.conn = conn
         self.clock = clock
-        for stmt in _SCHEMA:  # not executescript: it would COMMIT a transaction the caller has open
-            conn.execute(stmt)
         self._cache: dict[tuple[str, str], Baseline] = {}
         self._stale = False  # written inside an outer transaction whose outcome is not known yet
         self.reload()

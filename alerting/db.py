@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-Clock = Callable[[], int]  # ns since the epoch, UTC; injected everywhere so tests can run days in milliseconds
-
-
-def wall_clock() -> int:
-    return time.time_ns()
-
-
-_AUDIT = """
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY,
-    at_ns INTEGER NOT NULL,
-    actor TEXT NOT NULL,          -- a user name, or 'system'
-    action TEXT NOT NULL,         -- e.g. alarm.ack, hazard.transition, baseline.set
-    target TEXT NOT NULL,         -- e.g. alarm:12, hazard:3, baseline:inc1/horizontal_displacement
-    why TEXT,
-    detail TEXT                   -- JSON
-);
-CREATE INDEX IF NOT EXISTS audit_target ON audit(target);
-"""
+from alerting.schema import migrate, refuse_newer
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -41,6 +22,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
+    refuse_newer(conn)  # before WAL mode is written into the file's header: a newer release's file stays untouched
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -48,7 +30,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
     # backup) ever holds the lock; a refused write is retried (alarms by the evaluator, escalation by its supervisor)
     # instead of stalling readings for seconds
     conn.execute("PRAGMA busy_timeout=250")
-    conn.executescript(_AUDIT)
+    migrate(conn)  # every table, at this release's version (alerting/schema.py)
     return conn
 
 

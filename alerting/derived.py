@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
 
 from alerting.config import WarningValues
 from alerting.rules import Source
-from drivers.profile import AnyProfile, ModbusProfile
-from gateway import quantities
-from gateway.model import Quality, Reading
-
-if TYPE_CHECKING:  # the site config will embed the rules section (alerting.overrides): no import cycle at run time
-    from gateway.config import SiteConfig
+from telemetry import quantities
+from telemetry.reading import Quality, Reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,30 +28,6 @@ class DeviceContext:
     provides: frozenset[str] | None = None
     # excavation points: the design 预警值 by base quantity, resolved (min of absolute and %h x h)
     warning_values: Mapping[str, WarningLimit] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, cfg: SiteConfig) -> dict[str, DeviceContext]:
-        """Device id -> context, for every device of a site config."""
-        out: dict[str, DeviceContext] = {}
-        for d in cfg.devices:
-            chart = tuple(sorted((p.radius_m, p.rated_load_t) for p in d.load_chart or ()))
-            out[d.id] = cls(
-                kind=cfg.kind_of(d).value,
-                load_chart=chart,
-                wind_limit_ms=d.wind_limit_ms,
-                design_values=dict(d.design_values),
-                calibration_due=d.calibration_due,
-                # Modbus devices are polled: their poll interval is the interval readings are expected at
-                expected_interval_s=d.expected_interval_s or d.poll_interval_s,
-                provides=_provides(cfg.profile_of(d)),
-                warning_values={
-                    q: WarningLimit.resolve(q, w, d.excavation_depth_m) for q, w in d.warning_values.items()
-                },
-            )
-        return out
-
-
-from_config = DeviceContext.from_config
 
 
 @dataclass(frozen=True)
@@ -94,8 +65,8 @@ _ALWAYS = frozenset({"up", "calibration_due", "decode_errors", "clock_skew", "in
 _DERIVED = {"load_ratio": "load"}
 
 
-def _provides(prof: AnyProfile) -> frozenset[str]:
-    names = [p.quantity for p in prof.points] if isinstance(prof, ModbusProfile) else prof.quantity_names()
+def provides(names: Iterable[str]) -> frozenset[str]:
+    """The base quantities a device with these reported quantities provides to rules (derived and implicit ones in)."""
     base = {quantities.lookup(n).name for n in names}
     base |= {d for d, src in _DERIVED.items() if src in base}
     return frozenset(base | _ALWAYS)

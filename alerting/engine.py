@@ -8,10 +8,11 @@ import math
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from alerting.baselines import Baselines
-from alerting.db import Clock, connect, tx, wall_clock
+from alerting.counters import AlarmCounters
+from alerting.db import connect, tx
 from alerting.derived import Deriver, DeviceContext
 from alerting.escalation import Escalation
 from alerting.evaluator import Evaluator, Transition
@@ -23,13 +24,11 @@ from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
 from alerting.roles import Role
 from alerting.rules import Level, Rule, default_rules
-from gateway.influx import encode_line
-from gateway.metrics import Metrics
-from gateway.model import Reading
-from gateway.quantities import quantity_zh
-
-if TYPE_CHECKING:
-    from gateway.config import SiteConfig
+from alerting.setup import AlarmSetup
+from telemetry.clock import Clock, wall_clock
+from telemetry.lineproto import encode_line
+from telemetry.quantities import quantity_zh
+from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw.alarms")
 
@@ -43,20 +42,20 @@ class AlarmEngine:
 
     def __init__(
         self,
-        cfg: SiteConfig,
+        cfg: AlarmSetup,
         clock: Clock = wall_clock,
         mqtt_targets: Mapping[str, MqttTarget] | None = None,
-        metrics: Metrics | None = None,
+        metrics: AlarmCounters | None = None,
     ) -> None:
         self.cfg = cfg
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or AlarmCounters()
         self.clock = clock
         self.conn = connect(cfg.alarms.state_file)
-        self.devices: dict[str, DeviceContext] = DeviceContext.from_config(cfg)
+        self.devices: dict[str, DeviceContext] = dict(cfg.devices)
         self.rules: dict[str, Rule] = default_rules()
         self.rules_by_device = resolve_rules(self.rules, cfg.rules, self.devices)
         self.baselines = Baselines(self.conn, clock)
-        self.evaluator = Evaluator(self.rules_by_device, self.devices, self.baselines, cfg.site.timezone)
+        self.evaluator = Evaluator(self.rules_by_device, self.devices, self.baselines, cfg.timezone)
         self.deriver = Deriver(self.devices)
         self.lifecycle = Lifecycle(
             self.conn,
@@ -69,11 +68,11 @@ class AlarmEngine:
         self.hazards = Hazards(self.conn, clock, cfg.hazards)
         self.hazards.alarm_state = self._alarm_state
         self.site = SiteInfo(
-            site_name=cfg.site.name,
-            tz=cfg.site.timezone,
+            site_name=cfg.site_name,
+            tz=cfg.timezone,
             console_url=cfg.alarms.console_url,
-            device_names={d.id: (d.name or d.id) + (f" ({d.zone})" if d.zone else "") for d in cfg.devices},
-            device_kinds={d.id: cfg.kind_of(d).value for d in cfg.devices},
+            device_names=dict(cfg.device_names),
+            device_kinds={d: c.kind for d, c in cfg.devices.items()},
             units={rid: r.measured_unit for rid, r in self.rules.items()},
         )
         targets = mqtt_targets or {}
@@ -94,9 +93,6 @@ class AlarmEngine:
         self._last_event = (0, 0)  # (alarm id, ns) of the last queued event line
         self._offline: dict[str, bool] = {}  # device -> offline, a suppression change not yet stored
         self.lifecycle.hooks.append(self._queue_event_line)
-        from gateway.auth import Auth  # the API's logins share this database
-
-        self.auth = Auth(self.conn, cfg.auth, clock)
         # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
         # still above its threshold does not raise a duplicate and a value back to normal does clear it
         now = clock()
@@ -119,7 +115,7 @@ class AlarmEngine:
     def _queue_event_line(self, conn: object, ev: Any) -> None:
         a = ev.alarm
         tags = {
-            "site": self.cfg.site.id,
+            "site": self.cfg.site_id,
             "device": a.device,
             "rule": a.rule,
             "kind": self.site.device_kinds.get(a.device, a.kind),
@@ -248,7 +244,7 @@ class AlarmEngine:
         return self.hazards.propose_from_alarm(
             actor=actor,
             role=role,
-            unit_name=self.cfg.hazards.reporting_unit or self.cfg.site.name,
+            unit_name=self.cfg.hazards.reporting_unit or self.cfg.site_name,
             alarm_id=a.id,
             device=self.site.device_names.get(a.device, a.device),
             point=a.quantity,
@@ -270,7 +266,6 @@ class AlarmEngine:
         """While the database refuses writes, try a one-row write each tick: health clears when it works again,
         even when no alarm changes to prove it."""
         with tx(self.conn):
-            self.conn.execute("CREATE TABLE IF NOT EXISTS store_probe (id INTEGER PRIMARY KEY, at_ns INTEGER)")
             self.conn.execute("INSERT OR REPLACE INTO store_probe(id, at_ns) VALUES (1, ?)", (self.clock(),))
         self._store_ok()
 

@@ -14,66 +14,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from alerting.config import EscalationConfig, PolicyConfig
-from alerting.db import Clock, tx
+from alerting.db import tx
 from alerting.messages import SiteInfo, alarm_message, digest
 from alerting.notifiers import Message, Notifier, Person
+from telemetry.clock import Clock
 
 log = logging.getLogger("sitegw.escalation")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS esc_steps (
-    id INTEGER PRIMARY KEY,
-    alarm_id INTEGER NOT NULL,
-    episode TEXT NOT NULL,          -- one escalation run: the raise (or re-raise, or return from shelving)
-    policy TEXT NOT NULL,
-    tier INTEGER NOT NULL,
-    seq INTEGER NOT NULL,           -- 0 = first notice, 1.. = repeats while unacknowledged
-    due_ns INTEGER NOT NULL,
-    status TEXT NOT NULL,           -- pending | fired | cancelled
-    fired_ns INTEGER,
-    cancelled_ns INTEGER,
-    cancel_reason TEXT,
-    UNIQUE (alarm_id, episode, tier, seq)
-);
-CREATE INDEX IF NOT EXISTS esc_steps_due ON esc_steps(status, due_ns);
-CREATE TABLE IF NOT EXISTS esc_outbox (
-    id INTEGER PRIMARY KEY,
-    step_id INTEGER,
-    alarm_id INTEGER,
-    hazard_id INTEGER,
-    channel TEXT NOT NULL,
-    recipients TEXT NOT NULL,       -- JSON list of person ids
-    group_key TEXT NOT NULL,        -- channel|sorted recipient ids: grouping and rate limiting happen per key
-    level INTEGER NOT NULL,
-    subject TEXT NOT NULL,
-    text TEXT NOT NULL,
-    data TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    status TEXT NOT NULL,           -- queued | sent | cancelled | failed
-    delivery_id INTEGER,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS esc_outbox_status ON esc_outbox(status, group_key);
-CREATE TABLE IF NOT EXISTS esc_deliveries (
-    id INTEGER PRIMARY KEY,
-    channel TEXT NOT NULL,
-    group_key TEXT NOT NULL,
-    recipients TEXT NOT NULL,
-    key TEXT NOT NULL UNIQUE,       -- idempotency key sent with the message (webhook header, MQTT field)
-    level INTEGER NOT NULL,
-    subject TEXT NOT NULL,
-    text TEXT NOT NULL,
-    data TEXT NOT NULL,
-    items INTEGER NOT NULL,
-    status TEXT NOT NULL,           -- sending | sent | retry | failed
-    attempts INTEGER NOT NULL,
-    created_ns INTEGER NOT NULL,
-    next_try_ns INTEGER,
-    sent_ns INTEGER,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS esc_deliveries_group ON esc_deliveries(group_key, created_ns);
-"""
 
 _STOP = {"acked": "acknowledged", "closed": "closed", "reset": "reset", "shelved": "shelved",
          "suppressed": "suppressed by design", "cleared": "returned to normal"}  # fmt: skip
@@ -128,7 +75,6 @@ class Escalation:
         self.hazard_source: Callable[[int], list[tuple[int, str, str, dict[str, Any]]]] | None = None
         self.propose_hazard: Callable[[Any], int] | None = None  # alarm -> hazard id, for tiers with propose_hazard
         self._wake = asyncio.Event()
-        conn.executescript(_SCHEMA)
         # a crash while sending: we cannot know whether it went out, so send it again (same key)
         with tx(conn):
             conn.execute("UPDATE esc_deliveries SET status = 'retry', next_try_ns = 0 WHERE status = 'sending'")

@@ -14,8 +14,8 @@ from alerting.binding import Bound, bind
 from alerting.derived import DeviceContext
 from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
 from alerting.windows import DailySeries, SeriesWindow
-from gateway import quantities
-from gateway.model import Quality, Reading
+from telemetry import quantities
+from telemetry.reading import Quality, Reading
 
 NS = 1_000_000_000
 

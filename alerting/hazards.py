@@ -14,9 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from alerting import glossary
-from alerting.db import Clock, audit, tx
+from alerting.db import audit, tx
 from alerting.roles import Role, require
 from alerting.rules import HazardBasis, Level
+from telemetry.clock import Clock
 
 Status = Literal["found", "confirmed", "dismissed", "rectifying", "submitted", "closed", "reopened"]
 HazardClass = Literal["general", "major"]
@@ -110,54 +111,6 @@ def basis_citation(version: str, article: str) -> str:
     return f"{CRITERIA_DOC[version]} {text}"
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS hazard_record (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    status TEXT NOT NULL,
-    origin TEXT NOT NULL,                 -- alarm | manual
-    source TEXT NOT NULL,                 -- self_check | inspection (an alarm of the site's own monitoring: self_check)
-    unit_name TEXT NOT NULL,              -- 隐患单位名称
-    prefecture TEXT, county TEXT, sector TEXT NOT NULL,
-    description TEXT NOT NULL,            -- 隐患内容
-    device TEXT, point TEXT, alarm_id INTEGER, alarm_level INTEGER,
-    value REAL, threshold REAL, value_unit TEXT, provenance TEXT,
-    proposed_class TEXT, proposed_version TEXT, proposed_article TEXT, proposed_text TEXT,
-    klass TEXT, basis_version TEXT, basis_article TEXT, basis_text TEXT,
-    confirmed_at_ns INTEGER, confirmed_by TEXT,
-    responsible TEXT, measures TEXT, funds REAL, deadline TEXT, emergency_plan TEXT,   -- deadline: ISO local date
-    listing TEXT NOT NULL DEFAULT 'none', listed_at_ns INTEGER, listed_by TEXT, listing_due_ns INTEGER,
-    report_due_ns INTEGER, reported_at_ns INTEGER, reported_by TEXT, report_to TEXT, report_ref TEXT,
-    submitted_at_ns INTEGER, submitted_by TEXT, evidence TEXT,
-    accepted_at_ns INTEGER, accepted_by TEXT, completed_on TEXT,                       -- accepted = closed (销号)
-    accept_note TEXT,                     -- accepted while its source alarm was still active: the acceptor's reason
-    dismiss_reason TEXT,
-    reject_count INTEGER NOT NULL DEFAULT 0, reopen_count INTEGER NOT NULL DEFAULT 0,
-    found_at_ns INTEGER NOT NULL, found_by TEXT NOT NULL, updated_at_ns INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS hazard_record_found ON hazard_record(found_at_ns);
-CREATE TABLE IF NOT EXISTS hazard_history (
-    id INTEGER PRIMARY KEY,
-    hazard_id INTEGER NOT NULL REFERENCES hazard_record(id),
-    at_ns INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    from_status TEXT,
-    to_status TEXT NOT NULL,
-    why TEXT,
-    detail TEXT                           -- JSON
-);
-CREATE INDEX IF NOT EXISTS hazard_history_hazard ON hazard_history(hazard_id);
-CREATE TABLE IF NOT EXISTS hazard_clock (
-    hazard_id INTEGER NOT NULL REFERENCES hazard_record(id),
-    kind TEXT NOT NULL,
-    due_ns INTEGER NOT NULL,
-    fired_ns INTEGER,                     -- set once by fire_overdue: a clock notifies once, across restarts
-    stopped_ns INTEGER,                   -- set when the obligation is met (report made, rectification submitted, 销号)
-    PRIMARY KEY (hazard_id, kind)
-);
-"""
-
-
 def _need(value: str | None, name: str) -> str:
     if value is None or not value.strip():
         raise HazardBadRequest(f"{name} is required")
@@ -172,10 +125,6 @@ class Hazards:
         self.clock = clock
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
-        conn.executescript(_SCHEMA)
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(hazard_record)")}
-        if "accept_note" not in cols:  # a state file from before the column
-            conn.execute("ALTER TABLE hazard_record ADD COLUMN accept_note TEXT")
         # alarm id -> its state ("active_unacked", ...) or None when there is no such alarm on this site; wired by
         # the alarm engine (the alarms live in the same database, in the lifecycle's tables)
         self.alarm_state: Callable[[int], str | None] | None = None

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from alerting.db import Clock, audit, tx
+from alerting.db import audit, tx
 from alerting.evaluator import Transition
 from alerting.rules import Level, Rule
+from telemetry.clock import Clock
 
 NS = 1_000_000_000
 SYSTEM = "system"
@@ -125,70 +126,6 @@ class BadRequest(ValueError, LifecycleError):
 
 Hook = Callable[[sqlite3.Connection, AlarmEvent], None]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarm_alarms (
-    id INTEGER PRIMARY KEY,
-    rule TEXT NOT NULL,
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    category TEXT NOT NULL CHECK (category IN ('value', 'health')),
-    state TEXT NOT NULL
-        CHECK (state IN ('pending', 'active_unacked', 'active_acked', 'rtn_unacked', 'latched', 'normal')),
-    level INTEGER NOT NULL,
-    max_level INTEGER NOT NULL,
-    value REAL NOT NULL,
-    threshold REAL,
-    source TEXT NOT NULL,
-    title_zh TEXT NOT NULL,
-    title_en TEXT NOT NULL,
-    pending_ns INTEGER,
-    raised_ns INTEGER,
-    acked_ns INTEGER,
-    acked_by TEXT,
-    cleared_ns INTEGER,
-    closed_ns INTEGER,
-    shelved_until_ns INTEGER,
-    shelved_by TEXT,
-    shelve_reason TEXT,
-    suppressed_by TEXT,
-    chattering INTEGER NOT NULL DEFAULT 0,
-    raise_count INTEGER NOT NULL DEFAULT 0,
-    source_ns INTEGER
-);
--- one open alarm per rule x device x quantity, enforced by the database and not only by this module
-CREATE UNIQUE INDEX IF NOT EXISTS alarm_alarms_one_open ON alarm_alarms(rule, device, quantity)
-    WHERE state != 'normal';
-CREATE INDEX IF NOT EXISTS alarm_alarms_open_device ON alarm_alarms(device) WHERE state != 'normal';
-CREATE INDEX IF NOT EXISTS alarm_alarms_start ON alarm_alarms(COALESCE(raised_ns, pending_ns));
-CREATE TABLE IF NOT EXISTS alarm_log (
-    id INTEGER PRIMARY KEY,
-    alarm_id INTEGER NOT NULL REFERENCES alarm_alarms(id),
-    at_ns INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    text TEXT,
-    level INTEGER NOT NULL,
-    value REAL NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alarm_log_alarm ON alarm_log(alarm_id, id);
--- raise times per rule x device x quantity (not per row: an acked alarm that flaps opens a new row each time)
-CREATE TABLE IF NOT EXISTS alarm_raises (
-    rule TEXT NOT NULL,
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    at_ns INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alarm_raises_key ON alarm_raises(rule, device, quantity, at_ns);
-CREATE TABLE IF NOT EXISTS alarm_suppressions (
-    device TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    since_ns INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    PRIMARY KEY (device, reason)
-);
-"""
 
 _Kinds = Sequence[tuple[EventKind, str | None]]
 
@@ -244,12 +181,6 @@ class Lifecycle:
         # one connection may be shared by threads (check_same_thread=False); tx() would let a second thread
         # silently join the first one's transaction, so this module's changes are serialised here
         self._lock = threading.RLock()
-        conn.executescript(_SCHEMA)
-        # a state file of the previous release has no source_ns column yet: add it (NULL for its rows)
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(alarm_alarms)")}
-        if "source_ns" not in cols:
-            with tx(conn):
-                conn.execute("ALTER TABLE alarm_alarms ADD COLUMN source_ns INTEGER")
 
     # ---- transitions from the evaluator -------------------------------------------------------------------
 

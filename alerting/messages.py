@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from alerting import glossary
 from alerting.rules import Level
-from gateway import quantities
+from telemetry import quantities
 
 _KIND_ZH = {k.removeprefix("kind_"): v for k, v in glossary.ZH.items() if k.startswith("kind_")}  # as the console
 _EVENT_ZH = {

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from alerting.baselines import Baselines
 from alerting.derived import DeviceContext
 from alerting.rules import Condition, ConsecutiveDays, Level, Rule, Source
-from gateway import quantities
+from telemetry import quantities
 
 
 class _B(BaseModel):

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gateway import quantities
+from telemetry import quantities
 
 PACK_DIR = Path(__file__).parent / "packs"
 
@@ -40,7 +40,7 @@ class Confidence(StrEnum):
 
 
 class RuleKind(StrEnum):
-    """The device kinds of `drivers.profile.DeviceKind` plus ANY, for device-health rules that fit every kind.
+    """The device kinds of `telemetry.kinds.DeviceKind` plus ANY, for device-health rules that fit every kind.
 
     A StrEnum with the same values: `rule.kind == "gas"`, `rule.kind.value` and `rule.applies_to(device_kind)`
     work as with DeviceKind (a test keeps the member list in step with DeviceKind)."""

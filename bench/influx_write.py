@@ -11,12 +11,13 @@ import aiohttp
 
 from bench import common
 from bench.common import Options, Result
-from gateway.influx import InfluxV1Writer, encode_readings, series_tags
+from gateway.influx import InfluxV1Writer
 from gateway.metrics import Metrics
-from gateway.model import Quality, Reading
 from gateway.spool import Spool
 from gateway.writer import SpoolDrainer
 from services import local
+from telemetry.lineproto import encode_readings, series_tags
+from telemetry.reading import Quality, Reading
 
 NAME = "influx_write"
 DEVICES = 200

@@ -22,16 +22,17 @@ import yaml
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
 
+from drivers.modbus.config import ModbusRtuLine, ModbusTcpLine
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import Block
 from drivers.profile import Table
 from gateway.app import build_line_devices
-from gateway.config import ModbusRtuLine, ModbusTcpLine, SiteConfig, load_config
+from gateway.config import SiteConfig, load_config
 from gateway.metrics import Metrics
-from gateway.model import Reading
 from gateway.supervisor import LineOwner, Liveness
 from services.local import free_port, stop_process
+from telemetry.reading import Reading
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO / ".run" / "bench"

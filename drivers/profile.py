@@ -10,25 +10,15 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.modbus.codec import INT_RANGE, WIDTH, DataType, Order
 from drivers.quality import QualityMap, QualityName, sentinel_table
+from drivers.registers import INT_RANGE, WIDTH, DataType, Order
 from drivers.timefmt import RegisterClock, TimestampFormat, TimestampSpec
-from gateway import quantities
+from telemetry import quantities
+from telemetry.kinds import DeviceKind
 
 __all__ = ["TimestampFormat", "TimestampSpec"]  # re-exported: profiles and simulators name them from here
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-
-
-class DeviceKind(StrEnum):
-    """Device kinds; each is one InfluxDB measurement."""
-
-    TOWER_CRANE = "tower_crane"
-    CONSTRUCTION_ELEVATOR = "construction_elevator"  # 施工升降机
-    EXCAVATION = "excavation"
-    FORMWORK = "formwork"
-    GAS = "gas"
-    ENVIRONMENT = "environment"  # 扬尘 / 噪声 monitors on the same gateway
 
 
 class Table(StrEnum):

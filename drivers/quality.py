@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from gateway.model import Quality
+from telemetry.reading import Quality
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 

@@ -223,7 +223,7 @@ def parse_survey(data: bytes, filename: str, tz: tzinfo) -> SurveyFile:
 def item_quantity(text: str, allowed: list[str]) -> str:
     """The quantity a report's item names: a catalog name or title (水平位移), or the one title a longer item holds
     (冠梁水平位移 names 水平位移). ValueError lists what the point reports."""
-    from gateway import quantities
+    from telemetry import quantities
 
     for q in allowed:
         qq = quantities.lookup(q)
@@ -238,7 +238,7 @@ def item_quantity(text: str, allowed: list[str]) -> str:
 
 def in_catalog_unit(value: float, unit: str | None, quantity: str) -> float:
     """The value in its quantity's catalog unit; ValueError when the report's unit does not convert."""
-    from gateway import quantities
+    from telemetry import quantities
 
     target = quantities.lookup(quantity).unit
     if not unit or unit == target:

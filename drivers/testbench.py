@@ -29,8 +29,8 @@ from drivers.profile import (
 )
 from drivers.quality import QualityName
 from drivers.timefmt import parse_zone
-from gateway import quantities
-from gateway.model import Quality, Reading
+from telemetry import quantities
+from telemetry.reading import Quality, Reading
 
 SAMPLES = "samples"  # the folder beside a profile folder that holds <profile id>.yaml golden samples
 _Q = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad", Quality.NOT_READY: "not_ready"}

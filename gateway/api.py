@@ -29,15 +29,16 @@ from alerting.ledger import OPEN_END_NS, ledger_csv, ledger_xlsx, monthly_stats,
 from alerting.lifecycle import AlarmState, LifecycleError, UnknownAlarm
 from alerting.roles import Forbidden, Role
 from alerting.rules import HazardBasis, Level
-from gateway import quantities, refusals
+from gateway import refusals
 from gateway.auth import AuthError, User
 from gateway.history import sse
 from gateway.selfmon import add_health_routes
 from gateway.siteplan import jib_length_m, plan_image_response, plan_meta, store_image
 from gateway.survey_api import add_survey_routes
+from telemetry import quantities
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.parts import GatewayParts
 
 # record ids are SQLite integers (64-bit): a larger number in a path is a bad request, not an OverflowError (500)
 RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
@@ -117,7 +118,7 @@ def _span_ns(tz: str, since: date | None, until: date | None) -> tuple[int, int]
     return lo or 0, hi or OPEN_END_NS
 
 
-def build_api(gw: "Gateway") -> FastAPI:
+def build_api(gw: "GatewayParts") -> FastAPI:
     app = FastAPI(title="SiteGW", docs_url=None, redoc_url=None)
     eng = gw.alarms
     hist = gw.history
@@ -173,7 +174,7 @@ def build_api(gw: "Gateway") -> FastAPI:
         if h.lower().startswith("bearer "):
             token = h[7:].strip()
         token = token or request.cookies.get(COOKIE)
-        user = eng.auth.user_for(token) if token else None
+        user = gw.auth.user_for(token) if token else None
         if user is None:
             raise HTTPException(401, "login required", headers={"WWW-Authenticate": "Bearer"})
         return user
@@ -229,7 +230,7 @@ def build_api(gw: "Gateway") -> FastAPI:
     async def login(body: LoginBody, request: Request, response: Response) -> dict[str, Any]:
         source = request.client.host if request.client else "-"
         try:
-            token, user, expires = await eng.auth.alogin(body.username, body.password, source)
+            token, user, expires = await gw.auth.alogin(body.username, body.password, source)
         except AuthError as err:
             raise HTTPException(401, str(err)) from None
         max_age = int((expires - eng.clock()) / 1e9)
@@ -241,7 +242,7 @@ def build_api(gw: "Gateway") -> FastAPI:
         h = request.headers.get("authorization", "")
         token = h[7:].strip() if h.lower().startswith("bearer ") else request.cookies.get(COOKIE)
         if token:
-            eng.auth.logout(token)
+            gw.auth.logout(token)
         response.delete_cookie(COOKIE)
         return {"user": user.name, "status": "logged out"}
 
@@ -284,7 +285,7 @@ def build_api(gw: "Gateway") -> FastAPI:
             "site": {"id": site.id, "name": site.name, "timezone": site.timezone},
             "user": {"name": user.name, "role": user.role.name.lower(), "display_name": user.display_name},
             "devices": devices,
-            "plan": plan_meta(gw),
+            "plan": plan_meta(gw.cfg.site.plan, gw.cfg.alarms.state_file.parent),
             "glossary": {"zh": glossary.ZH, "en": glossary.EN},
             "quantities": units,
             "heartbeat_s": HEARTBEAT_S,
@@ -293,7 +294,7 @@ def build_api(gw: "Gateway") -> FastAPI:
     @app.get("/api/plan/image", response_model=None, response_class=FileResponse)
     async def plan_image(_: Viewer) -> FileResponse:
         """The site drawing under the console's plan view (an admin's upload, else site.plan.image)."""
-        return plan_image_response(gw)
+        return plan_image_response(gw.cfg.site.plan, gw.cfg.alarms.state_file.parent)
 
     @app.put("/api/plan/image")
     async def upload_plan_image(body: PlanImage, user: Admin) -> dict[str, Any]:
@@ -302,7 +303,7 @@ def build_api(gw: "Gateway") -> FastAPI:
             data = base64.b64decode(body.content_b64, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("content_b64: not base64") from None
-        path = store_image(gw, data)
+        path = store_image(gw.cfg.site.plan, gw.cfg.alarms.state_file.parent, data)
         with tx(eng.conn):
             audit(eng.conn, eng.clock(), user.name, "plan.image", "plan:image", body.filename, {"bytes": len(data)})
         return {"image": True, "bytes": len(data), "type": path.suffix.lstrip(".")}
@@ -607,7 +608,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bounded_api(gw: "Gateway") -> Any:
+def bounded_api(gw: "GatewayParts") -> Any:
     """The API behind its request-body limits (gateway/limits.py), as configured under `http:`."""
     from gateway.limits import BodyLimit
     from gateway.origin import SameOriginWrites
@@ -632,7 +633,7 @@ def bounded_api(gw: "Gateway") -> Any:
     )
 
 
-async def serve_api(gw: "Gateway", host: str, port: int) -> None:
+async def serve_api(gw: "GatewayParts", host: str, port: int) -> None:
     config = uvicorn.Config(bounded_api(gw), host=host, port=port, log_level="warning", lifespan="off")
     try:
         await _Server(config).serve()

@@ -12,23 +12,24 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
 
-from alerting.db import Clock, wall_clock
 from alerting.engine import AlarmEngine
 from alerting.notifiers import MqttTarget
+from alerting.schema import SchemaError
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_device
+from drivers.mqtt.config import Broker, TlsVerify
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import ModbusProfile, MqttProfile
 from drivers.timefmt import TimestampSpec, parse_zone
-from gateway.config import ConfigError, InfluxV1Sink, SiteConfig, TlsVerify
+from gateway.auth import Auth
+from gateway.config import ConfigError, InfluxV1Sink, SiteConfig
 from gateway.daily import DailyValues
 from gateway.faults import FaultNotices
 from gateway.history import History
-from gateway.influx import InfluxV1Writer, InfluxV2Writer, SeriesTags, series_tags
+from gateway.influx import InfluxV1Writer, InfluxV2Writer
 from gateway.metrics import Metrics
-from gateway.model import Reading
 from gateway.pipeline import Pipeline
 from gateway.selfmon import run_selfmon
 from gateway.spool import Spool
@@ -36,6 +37,9 @@ from gateway.supervisor import LineOwner, Liveness, watch_liveness
 from gateway.surveys import SurveyImporter
 from gateway.tasks import TaskSupervisor
 from gateway.writer import SpoolDrainer
+from telemetry.clock import Clock, wall_clock
+from telemetry.lineproto import SeriesTags, series_tags
+from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw")
 
@@ -110,7 +114,7 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
             port=b.port,
             client_id=b.client_id or f"sitegw-{cfg.site.id}-{b.id}",
             username=b.username,
-            password=b.password(),
+            password=_password(b),
             protocol_v5=b.protocol.value == "5",
             keepalive_s=b.keepalive_s,
             dead_letter_topic=b.dead_letter_topic,
@@ -121,6 +125,13 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
             use_tls=tls is not None,
         )
     return out
+
+
+def _password(b: Broker) -> str | None:
+    try:
+        return b.password()
+    except ValueError as err:  # the secret is not in the environment: a config error like any other
+        raise ConfigError(str(err)) from None
 
 
 def mqtt_target(p: BrokerParams) -> MqttTarget:
@@ -175,8 +186,11 @@ class Gateway:
         self.pipeline = Pipeline(self.spool, self.series, self.metrics, clock_limits=cfg.clock_limits(), now_ns=clock)
         params = broker_params(cfg)
         try:
-            self.alarms = AlarmEngine(cfg, clock, {bid: mqtt_target(p) for bid, p in params.items()}, self.metrics)
-        except ValueError as err:  # a missing secret in the environment, an unusable override
+            self.alarms = AlarmEngine(
+                cfg.alarm_setup(), clock, {bid: mqtt_target(p) for bid, p in params.items()}, self.metrics
+            )
+            self.auth = Auth(self.alarms.conn, cfg.auth, clock)  # the API's logins share the state database
+        except (ValueError, SchemaError) as err:  # a missing secret, an unusable override, a newer state file
             raise ConfigError(str(err)) from None
         self.pipeline.derive = self.alarms.derive
         self.alarms.event_sink = self.spool.append

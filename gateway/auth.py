@@ -13,21 +13,12 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from alerting.config import AuthConfig
-from alerting.db import Clock, audit, tx
+from alerting.db import audit, tx
 from alerting.roles import Role
+from telemetry.clock import Clock
 
 log = logging.getLogger("sitegw.auth")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS auth_sessions (
-    token_hash TEXT PRIMARY KEY,    -- sha256 of the token: a copied database file does not hand out sessions
-    user TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created_ns INTEGER NOT NULL,
-    expires_ns INTEGER NOT NULL,    -- absolute expiry (auth.session_ttl_s after the login)
-    last_seen_ns INTEGER            -- idle expiry: auth.session_idle_s after this (updated at most once a minute)
-);
-"""
 _TOUCH_NS = 60 * 10**9  # last_seen_ns is written at most this often: not one fsync per request
 _FAIL_WINDOW_NS = 15 * 60 * 10**9
 
@@ -54,9 +45,6 @@ class Auth:
         self.conn = conn
         self.cfg = cfg
         self.clock = clock
-        conn.executescript(_SCHEMA)
-        if "last_seen_ns" not in {r[1] for r in conn.execute("PRAGMA table_info(auth_sessions)")}:
-            conn.execute("ALTER TABLE auth_sessions ADD COLUMN last_seen_ns INTEGER")  # a state file from before
         self._users: dict[str, tuple[User, bytes, bytes]] = {}
         missing = [u.password_env for u in cfg.users if not os.environ.get(u.password_env)]
         if missing:

@@ -16,10 +16,11 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.modbus.plan import plan_reads
 from drivers.profile import ModbusProfile, MqttProfile
-from gateway import dashboards, quantities
+from gateway import dashboards
 from gateway.config import ConfigError, SiteConfig, load_config
 from gateway.rule_view import rule_plan
 from gateway.survey_cli import import_survey
+from telemetry import quantities
 
 log = logging.getLogger("sitegw")
 
@@ -37,7 +38,7 @@ def _setup_logging(level: str) -> None:
 
 def unmapped_bits(prof: ModbusProfile) -> list[str]:
     """Status words of which only some bits are mapped and the word itself is not stored: the rest would be lost."""
-    from drivers.modbus.codec import DataType
+    from drivers.registers import DataType
 
     bits: dict[tuple[str, int], set[int]] = {}
     whole: set[tuple[str, int]] = set()
@@ -140,11 +141,10 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
 
 def _rule_summary(cfg: SiteConfig) -> list[str]:
     """Effective alarm rules per device kind (defaults + the site's overrides), and the project values still owed."""
-    from alerting.derived import DeviceContext
     from alerting.overrides import missing_values, resolve_rules
     from alerting.rules import default_rules
 
-    devices = DeviceContext.from_config(cfg)
+    devices = cfg.device_contexts()
     by_device = resolve_rules(default_rules(), cfg.rules, devices)
     kinds = sorted({cfg.kind_of(d).value for d in cfg.devices})
     seen: dict[str, Any] = {}
@@ -189,8 +189,8 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     from drivers.mqtt.session import MqttSession
     from gateway.app import broker_params, build_line_devices, build_routes
     from gateway.metrics import Metrics
-    from gateway.model import Reading
     from gateway.supervisor import LineOwner, Liveness
+    from telemetry.reading import Reading
 
     found: dict[str, list[Reading]] = {}
     failed: dict[str, str] = {}

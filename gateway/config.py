@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import os
 import re
 from datetime import date
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,12 +13,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig, WarningValues
+from alerting.derived import DeviceContext, WarningLimit, provides
 from alerting.hazards import HazardConfig
 from alerting.notifiers.config import MqttChannel
-from alerting.overrides import RulesConfig
+from alerting.overrides import RulesConfig, resolve_rules
+from alerting.rules import default_rules
+from alerting.setup import AlarmSetup
+from drivers.modbus.config import Line, ModbusOptions, ModbusRtuLine
+from drivers.mqtt.config import Broker
 from drivers.profile import (
     AnyProfile,
-    DeviceKind,
     ModbusProfile,
     ProfileError,
     SurveyProfile,
@@ -28,8 +30,9 @@ from drivers.profile import (
     load_profile_file,
 )
 from drivers.timefmt import TimestampFormat, TimestampOverride
-from gateway import quantities
 from gateway.siteplan import PlanPosition, SitePlan, check_image, check_positions
+from telemetry import quantities
+from telemetry.kinds import DeviceKind
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -71,103 +74,6 @@ class Site(_Base):
         if _NO_CONTROL.search(v):
             raise ValueError("must not contain control characters (newline, tab)")
         return v
-
-
-class Parity(StrEnum):
-    NONE = "N"
-    EVEN = "E"
-    ODD = "O"
-
-
-class ModbusTcpLine(_Base):
-    id: str = Field(pattern=_ID)
-    type: Literal["modbus_tcp"]
-    host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
-
-
-class ModbusRtuOverTcpLine(_Base):
-    """RTU frames (with CRC) over a TCP socket: serial device servers (串口服务器) in transparent mode."""
-
-    id: str = Field(pattern=_ID)
-    type: Literal["modbus_rtu_over_tcp"]
-    host: str
-    port: int = Field(ge=1, le=65535)
-    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
-    inter_frame_gap_ms: float = Field(default=5.0, ge=0, le=1000)
-
-
-class ModbusRtuLine(_Base):
-    id: str = Field(pattern=_ID)
-    type: Literal["modbus_rtu"]
-    port: str  # /dev/ttyUSB0, or a pty link
-    baudrate: int = Field(default=9600, ge=300, le=921600)
-    parity: Parity = Parity.NONE
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    inter_frame_gap_ms: float | None = Field(default=None, ge=0, le=1000)
-
-    @property
-    def gap_s(self) -> float:
-        """Inter-frame gap: configured, or 3.5 character times (11 bits each), at least 1.75 ms above 19200 baud."""
-        if self.inter_frame_gap_ms is not None:
-            return self.inter_frame_gap_ms / 1000
-        return max(3.5 * 11 / self.baudrate, 0.00175)
-
-
-Line = Annotated[ModbusTcpLine | ModbusRtuOverTcpLine | ModbusRtuLine, Field(discriminator="type")]
-
-
-class TlsVerify(StrEnum):
-    FULL = "full"
-    NONE = "none"  # only for a broker on the same host with a self-signed cert; logged as a warning
-
-
-class Tls(_Base):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    verify: TlsVerify = TlsVerify.FULL
-
-    @model_validator(mode="after")
-    def _pair(self) -> Tls:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together (client certificate authentication)")
-        return self
-
-
-class MqttProtocol(StrEnum):
-    V311 = "3.1.1"
-    V5 = "5"
-
-
-class Broker(_Base):
-    id: str = Field(pattern=_ID)
-    host: str
-    port: int = Field(default=1883, ge=1, le=65535)
-    client_id: str | None = None  # default: sitegw-<site>-<broker>; stable so the broker keeps the session
-    username: str | None = None
-    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    tls: Tls | None = None
-    protocol: MqttProtocol = MqttProtocol.V311
-
-    @field_validator("protocol", mode="before")
-    @classmethod
-    def _protocol(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, (int, float)) else v  # `protocol: 5` unquoted in YAML
-
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    dead_letter_topic: str = "sitegw/deadletter"
-
-    def password(self) -> str | None:
-        """The password from the environment; never stored in YAML."""
-        if self.password_env is None:
-            return None
-        value = os.environ.get(self.password_env)
-        if value is None:
-            raise ConfigError(f"brokers.{self.id}: environment variable {self.password_env} is not set")
-        return value
 
 
 class ClockLimits(_Base):
@@ -286,13 +192,6 @@ class InfluxV2Sink(_Base):
 
 
 Sink = Annotated[InfluxV1Sink | InfluxV2Sink, Field(discriminator="type")]
-
-
-class ModbusOptions(_Base):
-    max_gap: int = Field(default=8, ge=0, le=124)  # unused registers read to merge two blocks
-    max_block: int = Field(default=125, ge=1, le=125)
-    breaker_failures: int = Field(default=3, ge=1, le=100)  # consecutive failed polls that open the breaker
-    breaker_max_backoff_s: float = Field(default=30.0, gt=0)
 
 
 class HttpConfig(_Base):
@@ -445,11 +344,40 @@ class SiteConfig(_Base):
     def _check_rules(self) -> None:
         """The `rules:` block against the default packs and the devices, at load time: `check-config` and `run`
         refuse a bad override alike, naming its YAML path (a level the rule lacks, an unknown rule or device)."""
-        from alerting.derived import DeviceContext  # the alarm engine reads this config: imported when needed
-        from alerting.overrides import resolve_rules
-        from alerting.rules import default_rules
+        resolve_rules(default_rules(), self.rules, self.device_contexts())
 
-        resolve_rules(default_rules(), self.rules, DeviceContext.from_config(self))
+    def device_contexts(self) -> dict[str, DeviceContext]:
+        """Device id -> what its rules and the deriver need of it (kind, chart, design values, what it reports)."""
+        out: dict[str, DeviceContext] = {}
+        for d in self.devices:
+            out[d.id] = DeviceContext(
+                kind=self.kind_of(d).value,
+                load_chart=tuple(sorted((p.radius_m, p.rated_load_t) for p in d.load_chart or ())),
+                wind_limit_ms=d.wind_limit_ms,
+                design_values=dict(d.design_values),
+                calibration_due=d.calibration_due,
+                # Modbus devices are polled: their poll interval is the interval readings are expected at
+                expected_interval_s=d.expected_interval_s or d.poll_interval_s,
+                provides=provides(self.profile_of(d).quantity_names()),
+                warning_values={
+                    q: WarningLimit.resolve(q, w, d.excavation_depth_m) for q, w in d.warning_values.items()
+                },
+            )
+        return out
+
+    def alarm_setup(self) -> AlarmSetup:
+        """What the alarm engine is given of this site."""
+        return AlarmSetup(
+            site_id=self.site.id,
+            site_name=self.site.name,
+            timezone=self.site.timezone,
+            devices=self.device_contexts(),
+            device_names={d.id: (d.name or d.id) + (f" ({d.zone})" if d.zone else "") for d in self.devices},
+            alarms=self.alarms,
+            rules=self.rules,
+            escalation=self.escalation,
+            hazards=self.hazards,
+        )
 
     def profiles(self) -> dict[str, AnyProfile]:
         return _profiles(tuple(self.profile_dirs))

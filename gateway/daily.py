@@ -10,20 +10,10 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from alerting.db import tx
-from gateway.model import Quality, Reading
+from telemetry.reading import Quality, Reading
 
 log = logging.getLogger("sitegw.daily")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS daily_values (
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    day TEXT NOT NULL,              -- the site's local day, ISO
-    ts_ns INTEGER NOT NULL,         -- the reading's own time (a survey's time)
-    value REAL NOT NULL,
-    PRIMARY KEY (device, quantity, day)
-);
-"""
 NS = 1_000_000_000
 
 
@@ -38,7 +28,6 @@ class DailyValues:
         self.zone = ZoneInfo(tz)
         self.devices = frozenset(devices)
         self.keep_days = keep_days
-        conn.executescript(_SCHEMA)
         self._days: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
         for r in conn.execute("SELECT device, quantity, day, ts_ns, value FROM daily_values ORDER BY day"):
             self._days.setdefault((r[0], r[1]), {})[r[2]] = (int(r[3]), float(r[4]))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerting.lifecycle import AlarmEvent
-from gateway.model import Reading
+from telemetry.reading import Reading
 
 NS = 1_000_000_000
 

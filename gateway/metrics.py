@@ -7,6 +7,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from alerting.counters import AlarmCounters
+
 # the drivers whose readings are counted apart (sitegw_driver_readings_total); always rendered, even at 0
 DRIVERS = ("modbus", "mqtt", "survey", "derived", "liveness")
 
@@ -40,7 +42,7 @@ Labels = tuple[tuple[str, str], ...]
 
 
 @dataclass
-class Metrics:
+class Metrics(AlarmCounters):
     readings_in: int = 0  # readings accepted by the pipeline (and spooled)
     readings_implausible: int = 0
     lines_spooled: int = 0
@@ -66,12 +68,7 @@ class Metrics:
     up: dict[str, int] = field(default_factory=dict)
     task_failures: Counter[str] = field(default_factory=Counter)  # supervised tasks that raised or ended, by task
     task_restarts: Counter[str] = field(default_factory=Counter)  # by task
-    state_store_failures: int = 0  # writes the alarm database refused
-    state_store_error: str | None = None  # the alarm database refused the last write (disk full, locked); None when ok
     loop_stalls: int = 0  # the liveness timer woke up > 1 s late: the gateway itself was stalled
-    alarm_transitions: int = 0
-    alarm_errors: int = 0  # exceptions in alarm evaluation (readings are stored regardless)
-    deliveries: Counter[tuple[str, str]] = field(default_factory=Counter)  # by (channel, outcome)
     readings_by_driver: Counter[str] = field(default_factory=Counter)  # handed to the pipeline, by DRIVERS
     poll_seconds: dict[str, Summary] = field(default_factory=dict)  # Modbus poll latency by line
     live: Callable[[], LiveFigures] | None = field(default=None, repr=False)

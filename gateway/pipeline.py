@@ -8,12 +8,12 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
-from gateway import quantities
-from gateway.influx import SeriesTags, encode_readings
 from gateway.metrics import Metrics
-from gateway.model import Quality, Reading
 from gateway.spool import Spool
 from gateway.timecheck import ClockCheck
+from telemetry import quantities
+from telemetry.lineproto import SeriesTags, encode_readings
+from telemetry.reading import Quality, Reading
 
 log = logging.getLogger("sitegw.pipeline")
 

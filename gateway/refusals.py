@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 
 from alerting.glossary import ZH
-from gateway import quantities
+from telemetry import quantities
 
 # `detail` stays English for scripts and logs; `detail_zh` is what the console shows. A refusal with no pattern here
 # is said as its kind only (a test keeps every refusal the code can raise matched, so that is a framework message).

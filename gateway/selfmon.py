@@ -11,14 +11,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.influx import encode_line
 from gateway.metrics import LiveFigures
-from gateway.model import Reading
+from telemetry.lineproto import encode_line
+from telemetry.reading import Reading
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from gateway.app import Gateway
+    from gateway.parts import GatewayParts
 
 log = logging.getLogger("sitegw.selfmon")
 
@@ -49,7 +49,7 @@ def _reason(code: str, detail: dict[str, Any], zh: str, en: str) -> dict[str, An
 class SelfMonitor:
     """Per-gateway state of self-monitoring: whether the first sweep ran, and a short history of counters."""
 
-    def __init__(self, gw: Gateway) -> None:
+    def __init__(self, gw: GatewayParts) -> None:
         self._gw = weakref.ref(gw)  # kept in a WeakKeyDictionary keyed by the gateway: no strong cycle
         self.swept = False
         self.instrumented = False
@@ -58,7 +58,7 @@ class SelfMonitor:
         self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0)])
 
     @property
-    def gw(self) -> Gateway:
+    def gw(self) -> GatewayParts:
         gw = self._gw()
         assert gw is not None, "gateway gone"
         return gw
@@ -253,17 +253,17 @@ def _failed(deliveries: Counter[tuple[str, str]]) -> Counter[str]:
     return Counter({ch: n for (ch, outcome), n in deliveries.items() if outcome == "failed" and n})
 
 
-_monitors: weakref.WeakKeyDictionary[Gateway, SelfMonitor] = weakref.WeakKeyDictionary()
+_monitors: weakref.WeakKeyDictionary[GatewayParts, SelfMonitor] = weakref.WeakKeyDictionary()
 
 
-def monitor_of(gw: Gateway) -> SelfMonitor:
+def monitor_of(gw: GatewayParts) -> SelfMonitor:
     mon = _monitors.get(gw)
     if mon is None:
         mon = _monitors[gw] = SelfMonitor(gw)
     return mon
 
 
-def live_figures(gw: Gateway) -> LiveFigures:
+def live_figures(gw: GatewayParts) -> LiveFigures:
     return LiveFigures(
         spool_oldest_age_s=round(gw.spool.oldest_pending_age_s(), 3),
         spool_max_bytes=gw.spool.max_bytes,
@@ -273,7 +273,7 @@ def live_figures(gw: Gateway) -> LiveFigures:
     )
 
 
-def health_report(gw: Gateway) -> tuple[int, dict[str, Any]]:
+def health_report(gw: GatewayParts) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for GET /health: `starting` 503 before the first sweep, else `ready` or `degraded` 200."""
     mon = monitor_of(gw)
     site = gw.cfg.site.id
@@ -289,7 +289,7 @@ def health_report(gw: Gateway) -> tuple[int, dict[str, Any]]:
     return 200, {"status": "ready", "site": site, "reasons": [], "zh": "网关运行正常", "en": "gateway ready"}
 
 
-def add_health_routes(app: FastAPI, gw: Gateway) -> None:
+def add_health_routes(app: FastAPI, gw: GatewayParts) -> None:
     """GET /health, open like /healthz (load balancers and the site's monitoring call it without a login)."""
     from fastapi.responses import JSONResponse  # here: a gateway without an HTTP section never loads FastAPI
 
@@ -301,7 +301,7 @@ def add_health_routes(app: FastAPI, gw: Gateway) -> None:
         return JSONResponse(body, status_code=code, headers={"Cache-Control": "no-store"})
 
 
-def health_line(gw: Gateway, ts_ns: int | None = None) -> str:
+def health_line(gw: GatewayParts, ts_ns: int | None = None) -> str:
     """The `sitegw` line; field names are the contract with the gateway-health Grafana dashboard."""
     m = gw.metrics
     fields: dict[str, float | int | str | bool] = {
@@ -319,7 +319,7 @@ def health_line(gw: Gateway, ts_ns: int | None = None) -> str:
     return encode_line("sitegw", {"site": gw.cfg.site.id}, fields, ts_ns or time.time_ns())
 
 
-async def run_selfmon(gw: Gateway, period_s: float | None = None) -> None:
+async def run_selfmon(gw: GatewayParts, period_s: float | None = None) -> None:
     """Sweep every SWEEP_S; every `period_s` (default PERIOD_S) append the `sitegw` line to the spool, so the
     gateway's own figures survive a database outage like the readings do."""
     period = PERIOD_S if period_s is None else period_s

@@ -11,8 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from fastapi.responses import FileResponse
 
-    from gateway.app import Gateway
-
 # a drawing is shown as an <image> in the console: raster only (an SVG file could carry script)
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 MAX_IMAGE_BYTES = 20 * 1024**2
@@ -72,11 +70,13 @@ def jib_length_m(device: Any) -> float | None:
     return None
 
 
-def plan_meta(gw: Gateway) -> dict[str, Any] | None:
-    plan = gw.cfg.site.plan
+# `folder` below is where an admin's upload is kept: the state file's folder
+
+
+def plan_meta(plan: SitePlan | None, folder: Path) -> dict[str, Any] | None:
     if plan is None:
         return None
-    return {"width_m": plan.width_m, "height_m": plan.height_m, "image": current_image(gw) is not None}
+    return {"width_m": plan.width_m, "height_m": plan.height_m, "image": current_image(plan, folder) is not None}
 
 
 # what the first bytes of each accepted drawing are (an upload is checked by its content, not its name)
@@ -93,31 +93,28 @@ def image_kind(data: bytes) -> str | None:
     return None
 
 
-def uploaded_image(gw: Gateway) -> Path | None:
+def uploaded_image(folder: Path) -> Path | None:
     """The drawing an admin uploaded (beside the state file), which takes the place of the site file's."""
-    folder = gw.cfg.alarms.state_file.parent
     found = [folder / f"plan-image{suffix}" for suffix in IMAGE_TYPES if (folder / f"plan-image{suffix}").is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def current_image(gw: Gateway) -> Path | None:
-    plan = gw.cfg.site.plan
+def current_image(plan: SitePlan | None, folder: Path) -> Path | None:
     if plan is None:
         return None
-    return uploaded_image(gw) or plan.image
+    return uploaded_image(folder) or plan.image
 
 
-def store_image(gw: Gateway, data: bytes) -> Path:
+def store_image(plan: SitePlan | None, folder: Path, data: bytes) -> Path:
     """Keep an uploaded drawing (checked: a PNG, JPEG or WebP within MAX_IMAGE_BYTES), atomically; ValueError says
     what is wrong."""
-    if gw.cfg.site.plan is None:
+    if plan is None:
         raise ValueError("this site has no site.plan (width_m, height_m) in its site file to put a drawing on")
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"content_b64: the drawing is over {MAX_IMAGE_BYTES // 1024**2} MiB")
     suffix = image_kind(data)
     if suffix is None:
         raise ValueError("content_b64: not a PNG, JPEG or WebP image (an SVG could carry script)")
-    folder = gw.cfg.alarms.state_file.parent
     target = folder / f"plan-image{suffix}"
     tmp = target.with_suffix(".part")
     tmp.write_bytes(data)
@@ -128,12 +125,12 @@ def store_image(gw: Gateway, data: bytes) -> Path:
     return target
 
 
-def plan_image_response(gw: Gateway) -> FileResponse:
+def plan_image_response(plan: SitePlan | None, folder: Path) -> FileResponse:
     """GET /api/plan/image: the site drawing, an admin's upload before the site file's (404 when there is none)."""
     from fastapi import HTTPException
     from fastapi.responses import FileResponse
 
-    img = current_image(gw)
+    img = current_image(plan, folder)
     if img is None:
         raise HTTPException(404, "this site has no plan drawing (site.plan.image, or an admin's upload)")
     media = IMAGE_TYPES[img.suffix.lower()]

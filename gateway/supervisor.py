@@ -15,7 +15,7 @@ from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from gateway.metrics import Metrics
-from gateway.model import Reading
+from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw.supervisor")
 

@@ -12,11 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from alerting.db import audit, tx
 from gateway import refusals
 from gateway.auth import User
-from gateway.model import Reading
 from gateway.surveys import SurveyRefused
+from telemetry.reading import Reading
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.parts import GatewayParts
 
 MAX_FILE_BYTES = 10 * 1024 * 1024  # a month of daily results for a few hundred points is well under 1 MB
 
@@ -39,7 +39,9 @@ class Inspection(BaseModel):
     danger: bool = True  # false: the condition is gone (the alarm clears)
 
 
-def add_survey_routes(app: FastAPI, gw: "Gateway", officer: Callable[..., Any], viewer: Callable[..., Any]) -> None:
+def add_survey_routes(
+    app: FastAPI, gw: "GatewayParts", officer: Callable[..., Any], viewer: Callable[..., Any]
+) -> None:
     @app.exception_handler(SurveyRefused)
     async def _refused(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, SurveyRefused)

@@ -9,34 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerting.baselines import Baselines
-from alerting.db import Clock, audit, tx
+from alerting.db import audit, tx
 from drivers.profile import SurveyProfile
 from drivers.survey import MAX_ERRORS, Problem, SurveyRow, in_catalog_unit, item_quantity, parse_survey
 from drivers.timefmt import parse_zone
 from gateway.config import SiteConfig
-from gateway.model import Reading
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS survey_imports (
-    id INTEGER PRIMARY KEY,
-    at_ns INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    first_ns INTEGER NOT NULL,
-    last_ns INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS survey_results (
-    device TEXT NOT NULL,
-    quantity TEXT NOT NULL,
-    ts_ns INTEGER NOT NULL,
-    value REAL NOT NULL,
-    reported_rate REAL,
-    import_id INTEGER NOT NULL REFERENCES survey_imports(id),
-    PRIMARY KEY (device, quantity, ts_ns)
-);
-"""
+from telemetry.clock import Clock
+from telemetry.reading import Reading
 
 Submit = Callable[[list[Reading]], Awaitable[None]]
 NS = 1_000_000_000
@@ -98,7 +77,6 @@ class SurveyImporter:
                 self.points[d.key] = (d.id, list(prof.quantities))
         self.warning_keys = {d.id: list(d.warning_values) for d in cfg.devices}
         self.max_ahead_ns = {d: int(a * NS) for d, (a, _age) in cfg.clock_limits().items()}
-        conn.executescript(_SCHEMA)
 
     # ---- checking ----------------------------------------------------------------------------------------------
 

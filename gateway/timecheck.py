@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from gateway.metrics import Metrics
-from gateway.model import Quality, Reading
+from telemetry.reading import Quality, Reading
 
 log = logging.getLogger("sitegw.clock")
 

@@ -16,8 +16,8 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from drivers.modbus.config import ModbusRtuLine, ModbusRtuOverTcpLine, ModbusTcpLine
 from drivers.profile import Table
-from gateway.config import ModbusRtuLine, ModbusRtuOverTcpLine, ModbusTcpLine
 from simulators.device import DeviceSim
 from simulators.faults import FaultMode
 

@@ -10,8 +10,8 @@ import ssl
 
 import aiomqtt
 
+from drivers.mqtt.config import Broker, MqttProtocol, TlsVerify
 from drivers.profile import MqttProfile
-from gateway.config import Broker, MqttProtocol, TlsVerify
 from simulators.device import DeviceSim
 from simulators.faults import FaultMode, malformed_payload
 from simulators.payloads import topic_for

@@ -7,9 +7,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.profile import MqttProfile, TimestampFormat
-from gateway import quantities
 from gateway.config import Device
 from simulators.registers import from_device_unit, to_device_unit
+from telemetry import quantities
 
 _DIGITS = 4  # decimals a device prints; 1e-4 deg is 0.0017 permille
 

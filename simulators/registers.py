@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from drivers.modbus import codec
-from drivers.modbus.codec import INT_RANGE, WIDTH, DataType
 from drivers.profile import ModbusProfile, RegisterPoint, Table
-from gateway import quantities
+from drivers.registers import INT_RANGE, WIDTH, DataType
+from telemetry import quantities
 
 Image = dict[Table, dict[int, int | bool]]
 

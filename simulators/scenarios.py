@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.profile import DeviceKind
+from telemetry.kinds import DeviceKind
 
 
 @dataclass(frozen=True, slots=True)

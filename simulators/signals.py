@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from drivers.profile import DeviceKind
 from gateway.config import Device
 from simulators.scenarios import Scenario
+from telemetry.kinds import DeviceKind
 
 Values = dict[str, float]
 

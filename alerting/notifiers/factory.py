@@ -5,7 +5,6 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 
-from alerting.db import Clock, wall_clock
 from alerting.notifiers.base import Notifier
 from alerting.notifiers.config import (
     ChannelConfig,
@@ -20,6 +19,7 @@ from alerting.notifiers.mqtt import MqttNotifier, MqttTarget
 from alerting.notifiers.robots import DingTalkNotifier, FeishuNotifier, WeComNotifier
 from alerting.notifiers.smtp import EmailNotifier
 from alerting.notifiers.webhook import WebhookNotifier
+from telemetry.clock import Clock, wall_clock
 
 
 def _need(cfg: ChannelConfig, env: Mapping[str, str], name: str) -> str:

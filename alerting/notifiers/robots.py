@@ -11,9 +11,9 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from alerting.db import Clock
 from alerting.notifiers.base import Message, Person, Scrubber, SendResult, people_with, report, url_secrets
 from alerting.notifiers.jsonpost import JsonPoster, Reply, classify_status
+from telemetry.clock import Clock
 
 # Codes that mean "too fast / busy, try later"; every other non-zero code (bad signature 310000 / 19021, invalid
 # token 300001 / 93000, keyword missing, IP not allowed, bad message) will fail the same way next time.

@@ -11,8 +11,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Literal
 
-from alerting.db import Clock
 from alerting.notifiers.base import Message, Person, Scrubber, SendResult, report
+from telemetry.clock import Clock
 
 Security = Literal["starttls", "ssl", "none"]
 

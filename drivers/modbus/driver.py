@@ -12,7 +12,7 @@ from drivers.modbus.codec import DataType, decode, registers_to_bytes, to_canoni
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import CLOCK, Block, DevicePlan
 from drivers.timefmt import decode_register_clock
-from gateway.model import Quality, Reading
+from telemetry.reading import Quality, Reading
 
 
 @dataclass(slots=True)

@@ -14,9 +14,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from drivers.errors import DeviceUnreachable, DriverError, LineUnavailable, ProtocolError
+from drivers.modbus.config import ModbusRtuLine, ModbusRtuOverTcpLine, ModbusTcpLine
 from drivers.modbus.errors import check_response, line_errors, os_reason, translate
 from drivers.profile import Table
-from gateway.config import ModbusRtuLine, ModbusRtuOverTcpLine, ModbusTcpLine
 
 log = logging.getLogger("sitegw.modbus")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from drivers.modbus.codec import WIDTH, DataType, Order
 from drivers.profile import ModbusProfile, Table
 from drivers.quality import QualityMap, QualityName
+from drivers.registers import WIDTH, DataType, Order
 from drivers.timefmt import RegisterClock
-from gateway import quantities
-from gateway.model import Quality
+from telemetry import quantities
+from telemetry.reading import Quality
 
 CLOCK = "@clock"  # the pseudo point of a register clock inside a block (never a reading)
 

@@ -13,8 +13,8 @@ from drivers.mqtt.hj212 import parse_hj212
 from drivers.profile import MqttProfile, PayloadMap
 from drivers.quality import QualityMap, Sentinels
 from drivers.timefmt import TimeParser, TimestampFormat, TimestampSpec
-from gateway import quantities
-from gateway.model import Quality, Reading
+from telemetry import quantities
+from telemetry.reading import Quality, Reading
 
 
 def _split(path: str) -> tuple[str | int, ...]:

@@ -20,7 +20,7 @@ from paho.mqtt.matcher import MQTTMatcher
 
 from drivers.errors import ProtocolError
 from drivers.mqtt.payloads import PayloadDecoder
-from gateway.model import Reading
+from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw.mqtt")
 

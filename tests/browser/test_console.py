@@ -22,10 +22,10 @@ from playwright.async_api import Browser, Page, async_playwright
 from gateway.app import Gateway
 from gateway.config import SiteConfig
 from gateway.history import History
-from gateway.model import Quality, Reading
 from services import local
 from services.local import Service
 from simulators.runner import SiteSimulator
+from telemetry.reading import Quality, Reading
 from tests.sites import tiny_png, write_site
 
 CHROMIUM = "/usr/lib/chromium/chromium"

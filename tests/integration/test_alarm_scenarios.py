@@ -16,15 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alerting.db import audit_rows, connect, wall_clock
+from alerting.db import audit_rows, connect
 from alerting.lifecycle import Alarm, AlarmState, Lifecycle
 from alerting.rules import Level, default_rules
 from gateway.app import Gateway
 from gateway.config import SiteConfig
-from gateway.model import Quality, Reading
 from services import local
 from services.local import Service, wait_for
 from simulators.runner import SiteSimulator
+from telemetry.clock import wall_clock
+from telemetry.reading import Quality, Reading
 from tests.sites import write_site
 
 # Scenario steps (gust, pour, leak) run on the simulator's clock, in seconds; --time-scale only speeds the

@@ -9,8 +9,9 @@ import itertools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.influx import InfluxV1Writer, encode_line
+from gateway.influx import InfluxV1Writer
 from services.local import Service, rows
+from telemetry.lineproto import encode_line
 
 # Tag values and keys: what config validation lets through: no control characters (InfluxDB cannot store
 # newlines in tags), no backslash (1.x keeps a doubled one doubled and cannot store one before a separator),

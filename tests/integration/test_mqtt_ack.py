@@ -13,8 +13,8 @@ import paho.mqtt.client as paho
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, builtin_profiles
-from gateway.model import Reading
 from services.local import Service
+from telemetry.reading import Reading
 
 
 def session(port: int, submit: Callable[..., object]) -> MqttSession:

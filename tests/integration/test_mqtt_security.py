@@ -11,8 +11,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
+from drivers.mqtt.config import Tls
 from gateway.app import Gateway
-from gateway.config import Tls
 from services import local
 from services.local import Service, rows, wait_for
 from tests.sites import db_of, write_site

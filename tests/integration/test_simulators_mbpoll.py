@@ -12,9 +12,9 @@ import pytest
 
 from drivers.modbus import codec
 from drivers.profile import ModbusProfile
-from gateway import quantities
 from gateway.config import SiteConfig, load_config
 from simulators.runner import SiteSimulator
+from telemetry import quantities
 
 SITE = """
 site: {{id: t, name: test}}

@@ -8,13 +8,14 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from gateway.influx import InfluxV1Writer, series_tags
+from gateway.influx import InfluxV1Writer
 from gateway.metrics import Metrics
-from gateway.model import Quality, Reading
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from gateway.writer import SpoolDrainer
 from services.local import Service, rows, wait_for
+from telemetry.lineproto import series_tags
+from telemetry.reading import Quality, Reading
 
 
 @contextlib.asynccontextmanager

@@ -77,7 +77,14 @@ async def test_a_surveyors_report_refused_whole_then_imported(
 
         r = await api.post("/api/surveys", json=body(report(days, bad)))
         assert r.status_code == 422
-        assert r.json()["errors"] == [{"row": 10, "column": "累计变化量(mm)", "message": "'15,5 mm' is not a number"}]
+        assert r.json()["errors"] == [
+            {
+                "row": 10,
+                "column": "累计变化量(mm)",
+                "message": "'15,5 mm' is not a number",
+                "message_zh": "'15,5 mm' 不是数字",  # the console shows this one to zh-CN users
+            }
+        ]
         assert (await api.get("/api/surveys")).json() == []  # nothing of it was kept
         assert gw.metrics.readings_by_driver["survey"] == 0
 

@@ -10,8 +10,8 @@ import pytest
 from alerting.derived import DeviceContext
 from alerting.evaluator import Evaluator
 from alerting.rules import Confidence, Level, PackError, Rule, RuleKind, default_rules, load_pack
-from drivers.profile import DeviceKind
-from gateway.model import Quality, Reading
+from telemetry.kinds import DeviceKind
+from telemetry.reading import Quality, Reading
 
 S = 1_000_000_000  # ns per second
 

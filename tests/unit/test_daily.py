@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from alerting.db import connect
 from gateway.daily import DailyValues
-from gateway.model import Quality, Reading
+from telemetry.reading import Quality, Reading
 
 TZ = ZoneInfo("Asia/Shanghai")
 

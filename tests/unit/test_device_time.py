@@ -18,8 +18,8 @@ from drivers.timefmt import (
     strptime_pattern,
 )
 from gateway.metrics import Metrics
-from gateway.model import Quality, Reading
 from gateway.timecheck import ClockCheck
+from telemetry.reading import Quality, Reading
 
 NS = 1_000_000_000
 T = int(datetime(2026, 11, 21, 0, 15, 2, tzinfo=UTC).timestamp()) * NS  # 08:15:02 in Shanghai

@@ -14,7 +14,7 @@ from alerting.evaluator import Transition
 from alerting.lifecycle import AlarmState
 from alerting.roles import Role
 from alerting.rules import HazardBasis, Level
-from gateway.model import Reading
+from telemetry.reading import Reading
 from tests.receivers import HttpReceiver, http_receiver
 from tests.sites import write_site
 
@@ -52,7 +52,7 @@ def engine(tmp_path: Path, hook: HttpReceiver, clock: Clock) -> AlarmEngine:
         },
         hazards={"reporting_unit": "测试建设公司 项目部"},
     )
-    return AlarmEngine(cfg, clock)
+    return AlarmEngine(cfg.alarm_setup(), clock)
 
 
 def posts(hook: HttpReceiver) -> list[dict[str, object]]:

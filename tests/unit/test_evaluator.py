@@ -9,7 +9,7 @@ from alerting.db import connect
 from alerting.derived import DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator, Transition
 from alerting.rules import Confidence, Level, Rule, Source, default_rules
-from gateway.model import Quality, Reading
+from telemetry.reading import Quality, Reading
 
 S = 1_000_000_000
 

@@ -18,7 +18,7 @@ from alerting.derived import DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator, Transition
 from alerting.overrides import RulesConfig, resolve_rules
 from alerting.rules import Confidence, Level, Source, default_rules
-from gateway.model import Reading
+from telemetry.reading import Reading
 
 S = 1_000_000_000
 DAY = 86400 * S

@@ -16,7 +16,7 @@ from alerting.derived import DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator, Transition
 from alerting.overrides import RulesConfig, resolve_rules
 from alerting.rules import Level, Source, default_rules
-from gateway.model import Reading
+from telemetry.reading import Reading
 from tests.surveys import SURVEYS  # the surveyor's daily cumulative change at point ZQT-3, mm
 
 S = 1_000_000_000

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway import quantities
-from gateway.influx import encode_line, encode_readings, series_tags
-from gateway.model import Quality, Reading
+from telemetry import quantities
+from telemetry.lineproto import encode_line, encode_readings, series_tags
+from telemetry.reading import Quality, Reading
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=150)
 FieldValue = float | int | str | bool

@@ -17,8 +17,8 @@ from drivers.mqtt.payloads import PayloadDecoder
 from drivers.profile import MqttProfile, builtin_profiles
 from drivers.testbench import load_samples, profile_samples
 from drivers.timefmt import TimeParser, TimestampFormat, TimestampSpec
-from gateway import quantities
-from gateway.model import Quality, Reading
+from telemetry import quantities
+from telemetry.reading import Quality, Reading
 
 PROFILES = {p.id: p for p in builtin_profiles().values() if isinstance(p, MqttProfile)}
 DECODERS = {pid: PayloadDecoder(p) for pid, p in PROFILES.items()}

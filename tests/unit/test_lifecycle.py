@@ -650,12 +650,15 @@ def test_unique_index_rejects_a_second_open_row_even_by_hand(lc: Lifecycle, cloc
 
 def test_a_state_file_without_source_times_gets_the_column(tmp_path: Path) -> None:
     """A state file written before alarms carried the reading's time: its rows read with source_ns None."""
-    from alerting import lifecycle as lcm
+    import sqlite3
 
-    old_schema = lcm._SCHEMA.replace(",\n    source_ns INTEGER\n);", "\n);", 1)
+    from alerting import schema
+
+    # the first version's tables as that release wrote them, without the column, and no schema version yet
+    old_schema = schema._V1.replace(",\n    source_ns INTEGER\n);", "\n);", 1)
     assert "source_ns" not in old_schema.split("CREATE TABLE IF NOT EXISTS alarm_log")[0]
     db = tmp_path / "old.db"
-    conn = connect(db)
+    conn = sqlite3.connect(db)
     conn.executescript(old_schema)
     conn.execute(
         "INSERT INTO alarm_alarms(rule, device, quantity, kind, category, state, level, max_level, value, source,"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.influx import encode_line, encode_readings, series_tags
-from gateway.model import Quality, Reading
+from telemetry.lineproto import encode_line, encode_readings, series_tags
+from telemetry.reading import Quality, Reading
 
 
 def test_escaping() -> None:

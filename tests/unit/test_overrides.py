@@ -14,7 +14,7 @@ from alerting.derived import DeviceContext
 from alerting.evaluator import Evaluator
 from alerting.overrides import RulesConfig, missing_values, resolve_rules
 from alerting.rules import Level, Rule, default_rules
-from gateway.model import Reading
+from telemetry.reading import Reading
 
 DEVICES = {
     "inc1": DeviceContext("excavation"),

@@ -10,7 +10,7 @@ import pytest
 from drivers.errors import ProtocolError
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.profile import MqttProfile, builtin_profiles
-from gateway.model import Quality
+from telemetry.reading import Quality
 
 
 def dec(name: str) -> PayloadDecoder:

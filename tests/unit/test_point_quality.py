@@ -17,12 +17,12 @@ from alerting.rules import Level, default_rules
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, load_profile_file
-from gateway.influx import encode_readings, series_tags
 from gateway.metrics import Metrics
-from gateway.model import Quality, Reading
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from gateway.supervisor import Liveness
+from telemetry.lineproto import encode_readings, series_tags
+from telemetry.reading import Quality, Reading
 
 NS = 1_000_000_000
 T0 = 1_795_224_600 * NS

@@ -12,7 +12,7 @@ from alerting.db import connect
 from alerting.derived import Deriver, DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator, Transition
 from alerting.rules import Confidence, Level, Source, default_rules
-from gateway.model import Quality, Reading
+from telemetry.reading import Quality, Reading
 
 S = 1_000_000_000
 T0 = int(dt.datetime(2025, 6, 2, 8, 0, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()) * S

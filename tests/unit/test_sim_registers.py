@@ -17,13 +17,13 @@ from drivers.modbus.driver import decode_block
 from drivers.modbus.plan import plan_reads
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.profile import ModbusProfile, MqttProfile, RegisterPoint, Table, builtin_profiles
-from gateway import quantities
 from gateway.config import Device, LoadChartPoint
-from gateway.model import Reading
 from simulators import payloads, registers
 from simulators.faults import FaultMode, malformed_payload, parse_mode
 from simulators.scenarios import Scenario
 from simulators.signals import CraneModel, ExcavationModel, GasModel, rng_for
+from telemetry import quantities
+from telemetry.reading import Reading
 
 PROFILES = builtin_profiles()
 CRANE = PROFILES["tower_crane_tcp_v1"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.influx import series_tags
 from gateway.metrics import Metrics
-from gateway.model import Reading
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
+from telemetry.lineproto import series_tags
+from telemetry.reading import Reading
 
 
 def lines(a: int, b: int) -> bytes:

@@ -13,8 +13,8 @@ from alerting.baselines import Baselines
 from alerting.db import connect
 from drivers.survey import parse_survey
 from gateway.config import SiteConfig
-from gateway.model import Reading
 from gateway.surveys import SurveyImporter, SurveyRefused
+from telemetry.reading import Reading
 
 TZ = ZoneInfo("Asia/Shanghai")
 NS = 1_000_000_000

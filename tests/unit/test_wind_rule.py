@@ -6,7 +6,7 @@ from alerting.derived import DeviceContext
 from alerting.evaluator import Evaluator
 from alerting.overrides import RulesConfig, resolve_rules
 from alerting.rules import Level, default_rules
-from gateway.model import Reading
+from telemetry.reading import Reading
 
 S = 1_000_000_000
 PLAN = {"standard": "XX塔吊专项方案", "clause": "6.2 风速", "confidence": "P"}

@@ -1,0 +1,63 @@
+"""The Modbus driver's config: its lines (TCP, RTU over TCP, RTU on a serial port) and the poll planner's options."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from drivers.config import ID, DriverModel
+
+
+class Parity(StrEnum):
+    NONE = "N"
+    EVEN = "E"
+    ODD = "O"
+
+
+class ModbusTcpLine(DriverModel):
+    id: str = Field(pattern=ID)
+    type: Literal["modbus_tcp"]
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class ModbusRtuOverTcpLine(DriverModel):
+    """RTU frames (with CRC) over a TCP socket: serial device servers (串口服务器) in transparent mode."""
+
+    id: str = Field(pattern=ID)
+    type: Literal["modbus_rtu_over_tcp"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    inter_frame_gap_ms: float = Field(default=5.0, ge=0, le=1000)
+
+
+class ModbusRtuLine(DriverModel):
+    id: str = Field(pattern=ID)
+    type: Literal["modbus_rtu"]
+    port: str  # /dev/ttyUSB0, or a pty link
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    parity: Parity = Parity.NONE
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    inter_frame_gap_ms: float | None = Field(default=None, ge=0, le=1000)
+
+    @property
+    def gap_s(self) -> float:
+        """Inter-frame gap: configured, or 3.5 character times (11 bits each), at least 1.75 ms above 19200 baud."""
+        if self.inter_frame_gap_ms is not None:
+            return self.inter_frame_gap_ms / 1000
+        return max(3.5 * 11 / self.baudrate, 0.00175)
+
+
+Line = Annotated[ModbusTcpLine | ModbusRtuOverTcpLine | ModbusRtuLine, Field(discriminator="type")]
+
+
+class ModbusOptions(DriverModel):
+    max_gap: int = Field(default=8, ge=0, le=124)  # unused registers read to merge two blocks
+    max_block: int = Field(default=125, ge=1, le=125)
+    breaker_failures: int = Field(default=3, ge=1, le=100)  # consecutive failed polls that open the breaker
+    breaker_max_backoff_s: float = Field(default=30.0, gt=0)

@@ -1,0 +1,110 @@
+"""InfluxDB line protocol: escaping, one line, and a batch of readings with their series tags."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from telemetry.reading import Quality, Reading
+
+# InfluxDB 1.x unescapes only `\,` `\=` `\ ` in names and tags (a doubled backslash stays doubled), so a
+# backslash is written as is; config validation keeps backslashes and control characters out of tag values.
+_MEAS = str.maketrans({",": "\\,", " ": "\\ "})
+_TAG = str.maketrans({",": "\\,", " ": "\\ ", "=": "\\="})
+_STR = str.maketrans({'"': '\\"', "\\": "\\\\"})
+
+
+def escape_measurement(s: str) -> str:
+    return s.translate(_MEAS)
+
+
+def escape_key(s: str) -> str:
+    """Tag keys, tag values and field keys."""
+    return s.translate(_TAG)
+
+
+def escape_string(s: str) -> str:
+    """A string field value, without its quotes."""
+    return s.translate(_STR)
+
+
+def format_float(v: float) -> str:
+    # repr() is the shortest string that round-trips exactly, so values read back bit-identical
+    # (InfluxDB parses exponents such as 1e-07); callers never pass NaN or infinities
+    return repr(float(v))
+
+
+def encode_line(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool], ts_ns: int
+) -> str:
+    """One line; tags with empty values are left out (InfluxDB cannot store them)."""
+    parts = [escape_measurement(measurement)]
+    for k in sorted(tags):
+        tv = tags[k]
+        if tv != "":
+            parts.append(f"{escape_key(k)}={escape_key(tv)}")
+    fs = []
+    for k, v in fields.items():
+        if isinstance(v, bool):
+            fv = "true" if v else "false"
+        elif isinstance(v, int):
+            fv = f"{v}i"
+        elif isinstance(v, float):
+            fv = format_float(v)
+        else:
+            fv = f'"{escape_string(v)}"'
+        fs.append(f"{escape_key(k)}={fv}")
+    return f"{','.join(parts)} {','.join(fs)} {ts_ns}\n"
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesTags:
+    """What a device contributes to every line: measurement (its kind) and the escaped tag set."""
+
+    measurement: str
+    tagset: str  # pre-escaped ",k=v,k=v" so the hot path does no escaping
+
+
+def series_tags(kind: str, site: str, device: str, zone: str) -> SeriesTags:
+    tags = {"site": site, "device": device, "zone": zone}
+    tagset = "".join(f",{k}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
+    return SeriesTags(escape_measurement(kind), tagset)
+
+
+_field_keys: dict[str, str] = {}  # quantity -> escaped field key; quantities are few (catalog + configured depths)
+
+
+def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags]) -> tuple[bytes, int, int]:
+    """Group readings by (device, timestamp) into lines: one field per quantity.
+
+    Quality other than GOOD is stored as an integer field `<quantity>_q` (1 uncertain, 2 bad, 3 not ready); a
+    non-finite value cannot be stored, so only its quality is (BAD, or NOT_READY when the device said so).
+    Returns (bytes, lines, readings encoded).
+    """
+    groups: dict[tuple[str, int], list[Reading]] = {}
+    for r in readings:
+        groups.setdefault((r.device, r.ts_ns), []).append(r)
+    out: list[str] = []
+    n = 0
+    for (device, ts), rs in groups.items():
+        st = series.get(device)
+        if st is None:
+            continue
+        # one field per key: the pipeline moves a different reading of a series at the same time by 1 ns, so a key
+        # repeated here is the same reading delivered twice (a duplicate field in a line would be ambiguous)
+        fields: dict[str, str] = {}
+        for r in rs:
+            key = _field_keys.get(r.quantity)
+            if key is None:
+                key = _field_keys[r.quantity] = escape_key(r.quantity)
+            if math.isfinite(r.value):
+                fields[key] = f"{key}={format_float(r.value)}"
+                if r.quality is not Quality.GOOD:
+                    fields[key + "_q"] = f"{key}_q={int(r.quality)}i"
+            else:  # no value (NaN, a sentinel): only its quality, not ready (3) when the device said so, else bad
+                q = Quality.NOT_READY if r.quality is Quality.NOT_READY else Quality.BAD
+                fields[key + "_q"] = f"{key}_q={int(q)}i"
+            n += 1
+        out.append(f"{st.measurement}{st.tagset} {','.join(fields.values())} {ts}\n")
+    return "".join(out).encode(), len(out), n
