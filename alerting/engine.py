@@ -232,9 +232,6 @@ class AlarmEngine:
 
     # ---- hazards ----
 
-    hazard_actions = ("confirm", "dismiss", "assign", "list_supervision", "mark_reported", "submit", "accept",
-                      "reject", "reopen")  # fmt: skip
-
     def propose_hazard(self, a: Any, actor: str, role: Role) -> int:
         """A hazard record (found) from an alarm; the rule's 判定依据 is proposed, a manager confirms it."""
         existing = self.hazards.open_for_alarm(a.id)

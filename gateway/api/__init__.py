@@ -1,0 +1,71 @@
+"""The gateway's HTTP API: one router per subject over shared dependencies (deps), the app, and its server."""
+
+import contextlib
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from gateway.api import alarms, audit, auth, baselines, hazards, health, live, reports, surveys
+from gateway.api.deps import alarm_json, install_refusals
+from gateway.parts import GatewayParts
+
+__all__ = ["bounded_api", "build_api", "serve_api"]
+
+
+def build_api(gw: GatewayParts) -> FastAPI:
+    """The app: open health and console files, then the login-protected routers, every refusal in two languages."""
+    app = FastAPI(title="SiteGW", docs_url=None, redoc_url=None)
+    app.state.parts = gw  # what the login dependency reads (gateway/api/deps.py)
+    eng, hub = gw.alarms, gw.history.hub
+    hub.alarm_json = lambda a: alarm_json(a, eng.site.units)
+    if hub.on_alarm not in eng.lifecycle.hooks:  # build_api may run more than once on one gateway
+        eng.lifecycle.hooks.append(hub.on_alarm)
+    install_refusals(app)
+    surveys.install_refusal(app)
+    health.mount(app, gw)
+    for subject in (auth, live, alarms, baselines, hazards, reports, audit, surveys):
+        app.include_router(subject.router(gw))
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the CLI owns SIGINT/SIGTERM and stops every task in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bounded_api(gw: GatewayParts) -> Any:
+    """The API behind its request-body limits (gateway/limits.py), as configured under `http:`."""
+    from gateway.limits import BodyLimit
+    from gateway.origin import SameOriginWrites
+
+    h = gw.cfg.http
+    assert h is not None
+    guarded = SameOriginWrites(
+        build_api(gw),  # type: ignore[arg-type]
+        h.allowed_origins,
+        on_refused=lambda code: gw.metrics.http_refused.update(["403-cross-site"]),
+    )
+    return BodyLimit(
+        guarded,
+        h.max_body_bytes,
+        {
+            "/api/login": h.max_login_body_bytes,
+            "/api/surveys": h.max_upload_bytes,
+            "/api/plan/image": h.max_upload_bytes,
+        },
+        h.body_timeout_s,
+        on_refused=lambda code: gw.metrics.http_refused.update([code]),
+    )
+
+
+async def serve_api(gw: GatewayParts, host: str, port: int) -> None:
+    config = uvicorn.Config(bounded_api(gw), host=host, port=port, log_level="warning", lifespan="off")
+    try:
+        await _Server(config).serve()
+    except SystemExit:  # uvicorn exits the process when it cannot bind; here that is one task's failure, retried
+        raise OSError(f"the HTTP API cannot listen on {host}:{port} (address in use or not allowed)") from None

@@ -1,0 +1,156 @@
+"""What every router shares: login and role dependencies, id and limit bounds, site dates as ns, refusal replies."""
+
+# No `from __future__ import annotations` in this package: FastAPI reads the dependency annotations at run time.
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, time
+from typing import TYPE_CHECKING, Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alerting import glossary
+from alerting.hazards import HazardError
+from alerting.ledger import OPEN_END_NS
+from alerting.lifecycle import LifecycleError, UnknownAlarm
+from alerting.roles import Forbidden, Role
+from gateway import refusals
+from gateway.auth import User
+
+if TYPE_CHECKING:
+    from gateway.parts import GatewayParts
+
+COOKIE = "sitegw_session"
+
+# record ids are SQLite integers (64-bit): a larger number in a path is a bad request, not an OverflowError (500)
+RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+Limit = Annotated[int, Query(ge=1, le=5000)]
+
+
+def parts(request: Request) -> "GatewayParts":
+    """The running gateway's parts, as build_api put them on the app."""
+    return request.app.state.parts  # type: ignore[no-any-return]
+
+
+def session_token(request: Request) -> str | None:
+    """A bearer token (scripts) or the console's session cookie."""
+    h = request.headers.get("authorization", "")
+    if h.lower().startswith("bearer "):
+        return h[7:].strip() or None
+    return request.cookies.get(COOKIE)
+
+
+def current_user(request: Request) -> User:
+    token = session_token(request)
+    user = parts(request).auth.user_for(token) if token else None
+    if user is None:
+        raise HTTPException(401, "login required", headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+def role(needed: Role) -> Callable[[User], Awaitable[User]]:
+    async def dep(user: Annotated[User, Depends(current_user)]) -> User:
+        if user.role < needed:
+            raise HTTPException(403, f"needs role {needed.name.lower()} (you are {user.role.name.lower()})")
+        return user
+
+    return dep
+
+
+Viewer = Annotated[User, Depends(role(Role.VIEWER))]
+Officer = Annotated[User, Depends(role(Role.OFFICER))]
+Manager = Annotated[User, Depends(role(Role.MANAGER))]
+Admin = Annotated[User, Depends(role(Role.ADMIN))]
+
+
+def known_device(gw: "GatewayParts", device: str) -> None:
+    if device not in gw.alarms.devices:
+        raise HTTPException(404, f"unknown device {device!r}")
+
+
+_FIRST_DAY, _LAST_DAY = date(1970, 1, 2), date(2261, 12, 31)  # what int64 ns (SQLite, InfluxDB) can hold
+
+
+def range_ns(tz: str, since: date | None, until: date | None) -> tuple[int | None, int | None]:
+    """Calendar dates in the site's time zone -> [start of `since`, end of `until`) in ns.
+
+    Dates beyond what int64 nanoseconds hold are clamped (nothing is recorded there): 9999-12-31 means "to the end",
+    not an overflow and a 500."""
+    z = ZoneInfo(tz)
+    since = min(max(since, _FIRST_DAY), _LAST_DAY) if since else None
+    until = min(max(until, _FIRST_DAY), _LAST_DAY) if until else None
+    lo = int(datetime.combine(since, time(0), z).timestamp() * 1e9) if since else None
+    hi = None
+    if until:
+        hi = int(datetime.combine(until, time(0), z).timestamp() * 1e9) + 86400 * 10**9
+    return lo, hi
+
+
+def span_ns(tz: str, since: date | None, until: date | None) -> tuple[int, int]:
+    """Like range_ns, open ends meaning 'since the beginning' and 'until now and beyond'."""
+    lo, hi = range_ns(tz, since, until)
+    return lo or 0, hi or OPEN_END_NS
+
+
+def alarm_json(a: Any, units: dict[str, str]) -> dict[str, Any]:
+    d: dict[str, Any] = jsonable_encoder(a)
+    d["unit"] = units.get(a.rule, "")  # the unit of `value` and `threshold`: what the rule compares
+    d["source_zh"] = glossary.cite_zh(a.source or "")
+    d["level_zh"] = ("正常", "预警", "报警", "危险")[int(a.level)]
+    d["notifiable"] = a.notifiable
+    return d
+
+
+class Refused(HTTPException):
+    """An HTTP refusal whose Chinese wording is given where it is raised (built from the request, not a pattern)."""
+
+    def __init__(self, status: int, detail: str, zh: str) -> None:
+        super().__init__(status, detail)
+        self.zh = zh
+
+
+def refusal(status: int, detail: Any, headers: dict[str, str] | None = None, zh: str | None = None) -> JSONResponse:
+    """Every refusal says why twice: `detail` for scripts and logs, `detail_zh` for the console's users."""
+    if zh is None and isinstance(detail, str):
+        zh = refusals.message_zh(status, detail)
+    elif zh is None:  # a validation error's list of problems: name the fields
+        zh = f"请求内容有误：{refusals.fields_zh([tuple(e.get('loc', ())) for e in detail])}"
+    return JSONResponse({"detail": detail, "detail_zh": zh}, status_code=status, headers=headers)
+
+
+def install_refusals(app: FastAPI) -> None:
+    """Each kind of refusal to its status: unknown alarm 404, a refused state change 409, a role 403, bad input 422."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, StarletteHTTPException)
+        return refusal(err.status_code, err.detail, getattr(err, "headers", None), getattr(err, "zh", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, RequestValidationError)
+        return refusal(422, jsonable_encoder(err.errors()))
+
+    @app.exception_handler(UnknownAlarm)
+    async def _h404(_: Request, err: Exception) -> JSONResponse:
+        return refusal(404, str(err))
+
+    @app.exception_handler(LifecycleError)
+    async def _h409(_: Request, err: Exception) -> JSONResponse:
+        return refusal(409, str(err))
+
+    @app.exception_handler(HazardError)
+    async def _hz(_: Request, err: Exception) -> JSONResponse:
+        return refusal(409, str(err))
+
+    @app.exception_handler(Forbidden)
+    async def _h403(_: Request, err: Exception) -> JSONResponse:
+        return refusal(403, str(err))
+
+    @app.exception_handler(ValueError)
+    async def _h422(_: Request, err: Exception) -> JSONResponse:
+        return refusal(422, str(err))

@@ -1,0 +1,121 @@
+"""Routes of what is happening now: latest values, the console's site description, the plan drawing, the live event
+stream, recent history from memory and an excavation point's days."""
+
+import base64
+import binascii
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, StreamingResponse
+
+from alerting import glossary
+from alerting.db import audit, tx
+from gateway.api.bodies import PlanImage
+from gateway.api.deps import Admin, Viewer, known_device
+from gateway.history import sse
+from gateway.parts import GatewayParts
+from gateway.siteplan import jib_length_m, plan_image_response, plan_meta, store_image
+from telemetry import quantities
+
+HEARTBEAT_S = 15.0  # SSE keep-alive: proxies and phones drop a silent connection; the page shows a stale stream
+
+
+def router(gw: GatewayParts) -> APIRouter:
+    r = APIRouter()
+    eng, hist = gw.alarms, gw.history
+    uploads = gw.cfg.alarms.state_file.parent  # an admin's plan drawing is kept beside the state file
+
+    @r.get("/api/latest")
+    async def latest(_: Viewer) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for (dev, q), rd in gw.pipeline.latest.items():
+            out.setdefault(dev, {})[q] = {"value": rd.value, "ts_ns": rd.ts_ns, "quality": rd.quality.name.lower()}
+        return out
+
+    @r.get("/api/console")
+    async def console_meta(user: Viewer) -> dict[str, Any]:
+        """What the console needs to draw its tiles: the site, its devices and every quantity's unit and names."""
+        devices = [
+            {
+                "id": d.id,
+                "name": d.name,
+                "zone": d.zone,
+                "kind": gw.cfg.kind_of(d).value,
+                "position": d.position.model_dump() if d.position else None,
+                "jib_length_m": jib_length_m(d),
+                "wind_limit_ms": d.wind_limit_ms,
+                # for the alarm lines on the device page's chart: %-of-design rules and the design 预警值 in force
+                "design_values": d.design_values,
+                "warning": {
+                    q: {"cumulative": w.cumulative, "rate": w.rate} for q, w in eng.devices[d.id].warning_values.items()
+                },
+            }
+            for d in gw.cfg.devices
+        ]
+        units = {n: {"unit": q.unit, "zh": q.title_zh, "en": q.title_en} for n, q in quantities.CATALOG.items()}
+        site = gw.cfg.site
+        return {
+            "site": {"id": site.id, "name": site.name, "timezone": site.timezone},
+            "user": {"name": user.name, "role": user.role.name.lower(), "display_name": user.display_name},
+            "devices": devices,
+            "plan": plan_meta(site.plan, uploads),
+            "glossary": {"zh": glossary.ZH, "en": glossary.EN},
+            "quantities": units,
+            "heartbeat_s": HEARTBEAT_S,
+        }
+
+    @r.get("/api/plan/image", response_model=None, response_class=FileResponse)
+    async def plan_image(_: Viewer) -> FileResponse:
+        """The site drawing under the console's plan view (an admin's upload, else site.plan.image)."""
+        return plan_image_response(gw.cfg.site.plan, uploads)
+
+    @r.put("/api/plan/image")
+    async def upload_plan_image(body: PlanImage, user: Admin) -> dict[str, Any]:
+        """Replace the site drawing (PNG, JPEG or WebP, checked by its content); audited."""
+        try:
+            data = base64.b64decode(body.content_b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("content_b64: not base64") from None
+        path = store_image(gw.cfg.site.plan, uploads, data)
+        with tx(eng.conn):
+            audit(eng.conn, eng.clock(), user.name, "plan.image", "plan:image", body.filename, {"bytes": len(data)})
+        return {"image": True, "bytes": len(data), "type": path.suffix.lstrip(".")}
+
+    @r.get("/api/stream")
+    async def stream(_: Viewer) -> StreamingResponse:
+        """Server-Sent Events: `reading` per pipeline batch, `alarm` per lifecycle change, `heartbeat` when quiet,
+        `resync` when this client fell behind and its queue was dropped (fetch /api/latest and /api/alarms again)."""
+
+        async def frames() -> AsyncIterator[str]:
+            sub = hist.hub.subscribe()  # here, not outside: the finally below then always unsubscribes
+            try:
+                yield "retry: 3000\n" + sse("hello", {"ts_ns": time.time_ns()})
+                while True:
+                    frame = await sub.next(HEARTBEAT_S)
+                    yield frame if frame is not None else sse("heartbeat", {"ts_ns": time.time_ns()})
+            finally:
+                hist.hub.unsubscribe(sub)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+
+    @r.get("/api/trend/{device}")
+    async def trend(
+        device: str, _: Viewer, quantity: str, days: Annotated[int, Query(ge=1, le=180)] = 30
+    ) -> dict[str, Any]:
+        """An excavation point's last value of each site day (from the state database, kept 180 days)."""
+        known_device(gw, device)
+        points = gw.daily.series(device, quantity, days)
+        return {"device": device, "quantity": quantity, "days": days, "points": [[ts, v] for ts, v in points]}
+
+    @r.get("/api/history/{device}")
+    async def history(device: str, _: Viewer, quantity: str | None = None, minutes: float = 60.0) -> dict[str, Any]:
+        """Recent values from memory (no InfluxDB): one quantity, or every quantity of the device."""
+        known_device(gw, device)
+        minutes = min(max(minutes, 1.0), hist.window_ns / 60e9)
+        names = [quantity] if quantity else hist.quantities(device)
+        return {"device": device, "minutes": minutes, "series": [hist.series(device, q, minutes) for q in names]}
+
+    return r
