@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from alerting.alarms import AlarmState, Lifecycle, UnknownAlarm
 from alerting.baselines import Baselines
 from alerting.counters import AlarmCounters
 from alerting.db import connect, tx
@@ -17,7 +18,6 @@ from alerting.derived import Deriver, DeviceContext
 from alerting.escalation import Escalation
 from alerting.evaluator import Evaluator, Transition
 from alerting.hazards import Hazards
-from alerting.lifecycle import AlarmState, Lifecycle, UnknownAlarm
 from alerting.messages import SiteInfo, local_time
 from alerting.notifiers import Message, MqttNotifier, MqttTarget, Notifier, build_notifier
 from alerting.notifiers.config import MqttChannel

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alerting.lifecycle import AlarmEvent
+from alerting.alarms import AlarmEvent
 from telemetry.reading import Reading
 
 NS = 1_000_000_000

@@ -1,5 +1,4 @@
-"""Routes of alarms: the list and one alarm with its history, the operator's actions, deliveries, suppression by
-design (a device out of service) and the rules in force."""
+"""Routes of alarms: list, one with its history, operator actions, deliveries, suppression by design, the rules."""
 
 from datetime import date
 from typing import Any
@@ -7,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 
-from alerting.lifecycle import AlarmEvent, AlarmState
+from alerting.alarms import AlarmEvent, AlarmState
 from alerting.rules import Level
 from gateway.api.bodies import AckBody, ResetBody, ShelveBody, SuppressBody, TextBody
 from gateway.api.deps import Admin, Limit, Manager, Officer, RowId, Viewer, alarm_json, known_device, range_ns

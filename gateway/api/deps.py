@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerting import glossary
+from alerting.alarms import LifecycleError, UnknownAlarm
 from alerting.hazards import HazardError
 from alerting.ledger import OPEN_END_NS
-from alerting.lifecycle import LifecycleError, UnknownAlarm
 from alerting.roles import Forbidden, Role
 from gateway import refusals
 from gateway.auth import User

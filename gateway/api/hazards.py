@@ -1,5 +1,4 @@
-"""Routes of hazard records: the list, one record with its history, reporting one, and each step of the closed loop
-(发现 → 判定 → 整改 → 复查 → 销号), each with its own body model."""
+"""Routes of hazard records: the list, one with its history, a report, each step of 发现 → 整改 → 复查 → 销号."""
 
 from collections.abc import Callable
 from datetime import date

@@ -1,5 +1,4 @@
-"""Routes of what is happening now: latest values, the console's site description, the plan drawing, the live event
-stream, recent history from memory and an excavation point's days."""
+"""Routes of what happens now: latest values, the console's site, the plan drawing, the live stream, recent history."""
 
 import base64
 import binascii

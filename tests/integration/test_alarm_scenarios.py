@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from alerting.alarms import Alarm, AlarmState, Lifecycle
 from alerting.db import audit_rows, connect
-from alerting.lifecycle import Alarm, AlarmState, Lifecycle
 from alerting.rules import Level, default_rules
 from gateway.app import Gateway
 from gateway.config import SiteConfig

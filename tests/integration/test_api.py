@@ -23,7 +23,7 @@ import pytest
 from openpyxl import load_workbook
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerting.lifecycle import Alarm
+from alerting.alarms import Alarm
 from gateway.api import build_api
 from gateway.app import Gateway
 from gateway.config import SiteConfig

@@ -31,7 +31,7 @@ import paho.mqtt.client as paho
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from alerting.lifecycle import AlarmState
+from alerting.alarms import AlarmState
 from gateway.app import Gateway
 from gateway.selfmon import health_report
 from services import local

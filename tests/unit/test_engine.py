@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from alerting.alarms import AlarmState
 from alerting.engine import AlarmEngine
 from alerting.evaluator import Transition
-from alerting.lifecycle import AlarmState
 from alerting.roles import Role
 from alerting.rules import HazardBasis, Level
 from telemetry.reading import Reading

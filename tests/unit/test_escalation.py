@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from alerting.alarms import AlarmEvent, AlarmState, Lifecycle
 from alerting.config import EscalationConfig
 from alerting.db import audit_rows, connect
 from alerting.escalation import Escalation, Roster
 from alerting.evaluator import Transition
-from alerting.lifecycle import AlarmEvent, AlarmState, Lifecycle
 from alerting.messages import SiteInfo
 from alerting.notifiers import Notifier, build_notifier
 from alerting.rules import Level, default_rules

@@ -128,8 +128,8 @@ def test_check_config_shows_the_whole_rule_per_device(capsys: pytest.CaptureFixt
 
 def test_an_alarm_carries_the_surveys_time_and_the_time_it_was_raised(tmp_path: Path) -> None:
     """Surveys brought in a day late: evaluated on their own times, raised at the gateway's; both are kept."""
+    from alerting.alarms import Lifecycle
     from alerting.hazards import HazardConfig, Hazards
-    from alerting.lifecycle import Lifecycle
     from alerting.messages import SiteInfo, alarm_message
     from alerting.roles import Role
 

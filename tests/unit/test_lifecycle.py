@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from alerting.db import audit_rows, connect
-from alerting.evaluator import Transition
-from alerting.lifecycle import (
+from alerting.alarms import (
     Alarm,
     AlarmEvent,
     AlarmState,
@@ -24,6 +22,8 @@ from alerting.lifecycle import (
     LifecycleError,
     UnknownAlarm,
 )
+from alerting.db import audit_rows, connect
+from alerting.evaluator import Transition
 from alerting.rules import Level, Rule, default_rules
 
 S = 1_000_000_000
@@ -607,7 +607,7 @@ def test_kill_9_keeps_every_committed_change(db: Path) -> None:
         import os, signal
         from alerting.db import connect
         from alerting.evaluator import Transition
-        from alerting.lifecycle import Lifecycle
+        from alerting.alarms import Lifecycle
         from alerting.rules import Level, default_rules
         lc = Lifecycle(connect({str(db)!r}), default_rules(), lambda: {T0})
         ev = lc.apply(Transition("gas.lel", "g1", "lel", Level.NORMAL, Level.DANGER, 60.0, None, {T0}))

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
+from alerting.alarms import AlarmEvent, AlarmState, Lifecycle, LifecycleError, UnknownAlarm
 from alerting.db import connect
 from alerting.evaluator import Transition
-from alerting.lifecycle import AlarmEvent, AlarmState, Lifecycle, LifecycleError, UnknownAlarm
 from alerting.rules import Level, Rule, default_rules
 
 S = 1_000_000_000

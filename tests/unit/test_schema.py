@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from alerting.alarms import AlarmState, Lifecycle
 from alerting.baselines import Baselines
 from alerting.db import connect
 from alerting.hazards import HazardConfig, Hazards
-from alerting.lifecycle import AlarmState, Lifecycle
 from alerting.rules import default_rules
 from alerting.schema import LATEST, MIGRATIONS, SchemaError, migrate, statements, version
 from gateway.daily import DailyValues

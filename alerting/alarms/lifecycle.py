@@ -4,133 +4,31 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from alerting.alarms.model import (
+    ACTIVE_STATES,
+    NS,
+    SYSTEM,
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    BadRequest,
+    EventKind,
+    Hook,
+    LifecycleError,
+)
+from alerting.alarms.store import AlarmStore
 from alerting.db import audit, tx
 from alerting.evaluator import Transition
 from alerting.rules import Level, Rule
 from telemetry.clock import Clock
 
-NS = 1_000_000_000
-SYSTEM = "system"
-
-
-class AlarmState(StrEnum):
-    PENDING = "pending"  # condition present, on-delay running: visible, never notified
-    ACTIVE_UNACKED = "active_unacked"
-    ACTIVE_ACKED = "active_acked"
-    RTN_UNACKED = "rtn_unacked"  # returned to normal before anyone acknowledged it
-    LATCHED = "latched"  # rule.latch: the condition cleared but a person must reset it after inspection
-    NORMAL = "normal"  # closed (history row)
-
-
-ACTIVE_STATES = frozenset({AlarmState.ACTIVE_UNACKED, AlarmState.ACTIVE_ACKED})
-
-EventKind = Literal[
-    "raised",
-    "level_up",
-    "level_down",
-    "acked",
-    "cleared",
-    "closed",
-    "latched",
-    "reset",
-    "shelved",
-    "unshelved",
-    "suppressed",
-    "unsuppressed",
-    "chattering",
-    "comment",
-]
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    """A snapshot of one alarm row. `level` is the alarm's severity (the candidate level while PENDING, the last
-    active level once returned to normal); `max_level` the highest it reached."""
-
-    id: int
-    rule: str
-    device: str
-    quantity: str
-    kind: str
-    category: str
-    state: AlarmState
-    level: Level
-    max_level: Level
-    value: float
-    threshold: float | None
-    source: str
-    title_zh: str
-    title_en: str
-    pending_ns: int | None
-    raised_ns: int | None
-    acked_ns: int | None
-    acked_by: str | None
-    cleared_ns: int | None
-    closed_ns: int | None
-    shelved_until_ns: int | None
-    shelved_by: str | None
-    shelve_reason: str | None
-    suppressed_by: str | None  # comma-joined suppression reasons of the device, None when not suppressed
-    chattering: bool
-    raise_count: int  # how often this row was raised (first raise and re-raises from RTN / LATCHED)
-    # when the value behind the last raise, level change or clear was measured (a survey's time, a device's clock);
-    # `raised_ns` is when the gateway raised it. None for calendar rules and rows written before this column
-    source_ns: int | None = None
-
-    @property
-    def open(self) -> bool:
-        return self.state is not AlarmState.NORMAL
-
-    @property
-    def shelved(self) -> bool:
-        return self.shelved_until_ns is not None
-
-    @property
-    def notifiable(self) -> bool:
-        """Whether people should be chased about it now: active, unacknowledged, not shelved, not suppressed."""
-        return self.state is AlarmState.ACTIVE_UNACKED and self.shelved_until_ns is None and self.suppressed_by is None
-
-    @property
-    def condition_level(self) -> Level:
-        """The level the evaluator should restore after a restart: the alarm level while active, else NORMAL
-        (a PENDING candidate had not served its on-delay; RTN / LATCHED alarms have no condition any more)."""
-        return self.level if self.state in ACTIVE_STATES else Level.NORMAL
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmEvent:
-    kind: EventKind
-    alarm: Alarm  # snapshot after the whole change (all events of one call carry the same snapshot)
-    at_ns: int
-    actor: str  # "system" for automatic changes
-    text: str | None = None
-
-
-class LifecycleError(Exception):
-    """An operator action that the alarm's current state does not allow; the message says why (HTTP 409)."""
-
-
-class UnknownAlarm(LifecycleError):
-    """No alarm with that id (HTTP 404)."""
-
-
-class BadRequest(ValueError, LifecycleError):
-    """An argument that is never valid (blank reason, shelve duration out of range): HTTP 422. ValueError comes
-    first in the bases so a handler lookup by MRO finds the ValueError (422) handler before the 409 one."""
-
-
-Hook = Callable[[sqlite3.Connection, AlarmEvent], None]
-
-
 _Kinds = Sequence[tuple[EventKind, str | None]]
 
 
-class Lifecycle:
+class Lifecycle(AlarmStore):
     """Alarm records following ISA-18.2 / OPC UA Alarms & Conditions, all state in SQLite.
 
     - One open (non-NORMAL) alarm per (rule, device, quantity), enforced by a UNIQUE partial index.
@@ -437,144 +335,6 @@ class Lifecycle:
                 out += self._emit(r["id"], [(kind, reason)], actor, now)
         return out
 
-    def suppressions(self, device: str | None = None) -> list[tuple[str, str, int, str]]:
-        """(device, reason, since_ns, actor) of the current suppressions."""
-        sql = "SELECT device, reason, since_ns, actor FROM alarm_suppressions"
-        args: tuple[str, ...] = ()
-        if device is not None:
-            sql, args = sql + " WHERE device = ?", (device,)
-        rows = self.conn.execute(sql + " ORDER BY device, reason", args).fetchall()
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
-
-    def _has_suppression(self, device: str, reason: str) -> bool:
-        q = "SELECT 1 FROM alarm_suppressions WHERE device = ? AND reason = ?"
-        return self.conn.execute(q, (device, reason)).fetchone() is not None
-
-    def _suppressed_by(self, device: str) -> str | None:
-        rows = self.conn.execute(
-            "SELECT reason FROM alarm_suppressions WHERE device = ? ORDER BY reason", (device,)
-        ).fetchall()
-        return ",".join(r[0] for r in rows) or None
-
-    # ---- reading ------------------------------------------------------------------------------------------
-
-    def get(self, alarm_id: int) -> Alarm:
-        return self._get(alarm_id)
-
-    def open_alarms(self) -> list[Alarm]:
-        """Every alarm not closed, oldest first (the gateway restores evaluator levels from `condition_level`)."""
-        rows = self.conn.execute("SELECT * FROM alarm_alarms WHERE state != 'normal' ORDER BY id").fetchall()
-        return [_alarm(r) for r in rows]
-
-    def query(
-        self,
-        *,
-        state: AlarmState | None = None,
-        device: str | None = None,
-        rule: str | None = None,
-        min_level: Level | None = None,
-        since_ns: int | None = None,
-        until_ns: int | None = None,
-        open_only: bool = False,
-        limit: int = 500,
-    ) -> list[Alarm]:
-        """Alarms newest first. `min_level` compares the highest level reached; since/until the start time
-        (raised, or pending if it never was)."""
-        where: list[str] = []
-        args: list[Any] = []
-        for col, val in (("state", state), ("device", device), ("rule", rule)):
-            if val is not None:
-                where.append(f"{col} = ?")
-                args.append(str(val))
-        if min_level is not None:
-            where.append("max_level >= ?")
-            args.append(int(min_level))
-        if since_ns is not None:
-            where.append("COALESCE(raised_ns, pending_ns) >= ?")
-            args.append(since_ns)
-        if until_ns is not None:
-            where.append("COALESCE(raised_ns, pending_ns) < ?")
-            args.append(until_ns)
-        if open_only:
-            where.append("state != 'normal'")
-        sql = "SELECT * FROM alarm_alarms" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [_alarm(r) for r in rows]
-
-    def history(self, alarm_id: int) -> list[dict[str, Any]]:
-        """The alarm's own log, oldest first: at_ns, kind, actor, text, level, value, state."""
-        self._get(alarm_id)
-        rows = self.conn.execute(
-            "SELECT at_ns, kind, actor, text, level, value, state FROM alarm_log WHERE alarm_id = ? ORDER BY id",
-            (alarm_id,),
-        ).fetchall()
-        return [{**dict(r), "level": Level(r["level"])} for r in rows]
-
-    # ---- internals ----------------------------------------------------------------------------------------
-
-    def _get(self, alarm_id: int) -> Alarm:
-        r = self.conn.execute("SELECT * FROM alarm_alarms WHERE id = ?", (alarm_id,)).fetchone()
-        if r is None:
-            raise UnknownAlarm(f"no alarm {alarm_id}")
-        return _alarm(r)
-
-    def _open_row(self, rule: str, device: str, quantity: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self.conn.execute(
-            "SELECT * FROM alarm_alarms WHERE rule = ? AND device = ? AND quantity = ? AND state != 'normal'",
-            (rule, device, quantity),
-        ).fetchone()
-        return row
-
-    @staticmethod
-    def _threshold(rule: Rule, t: Transition) -> tuple[float | None, str]:
-        th = t.threshold
-        if th is None:  # the evaluator always names the crossed threshold going up; fall back to the rule's
-            th = next((x for x in rule.thresholds if x.level == t.new), None)
-        return (th.value, th.source.cite()) if th is not None else (None, "")
-
-    def _insert(self, rule: Rule, t: Transition, state: AlarmState) -> int:
-        th, src = self._threshold(rule, t)
-        suppressed = self._suppressed_by(t.device) if rule.category == "value" and rule.suppress_by_design else None
-        cur = self.conn.execute(
-            "INSERT INTO alarm_alarms(rule, device, quantity, kind, category, state, level, max_level, value,"
-            " threshold, source, title_zh, title_en, pending_ns, raised_ns, suppressed_by, source_ns)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                t.rule,
-                t.device,
-                t.quantity,
-                rule.kind.value,
-                rule.category,
-                state.value,
-                int(t.new),
-                int(t.new),
-                t.value,
-                th,
-                src,
-                rule.title_zh,
-                rule.title_en,
-                t.at_ns if state is AlarmState.PENDING else None,
-                t.at_ns if state is not AlarmState.PENDING else None,
-                suppressed,
-                t.source_ns,
-            ),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
-
-    def _update(self, alarm_id: int, **cols: Any) -> None:
-        # column names come from this module only, never from callers
-        sets = ", ".join(f"{k} = ?" for k in cols)
-        vals = [v.value if isinstance(v, StrEnum) else int(v) if isinstance(v, Level) else v for v in cols.values()]
-        self.conn.execute(f"UPDATE alarm_alarms SET {sets} WHERE id = ?", (*vals, alarm_id))
-
-    def _log(self, alarm_id: int, kind: str, actor: str, at_ns: int, text: str | None) -> None:
-        self.conn.execute(
-            "INSERT INTO alarm_log(alarm_id, at_ns, kind, actor, text, level, value, state)"
-            " SELECT id, ?, ?, ?, ?, level, value, state FROM alarm_alarms WHERE id = ?",
-            (at_ns, kind, actor, text, alarm_id),
-        )
-
     def _emit(self, alarm_id: int, kinds: _Kinds, actor: str, at_ns: int) -> list[AlarmEvent]:
         """Log the events and run the hooks, still inside the caller's transaction."""
         snap = self._get(alarm_id)
@@ -586,35 +346,3 @@ class Lifecycle:
                 hook(self.conn, ev)
             out.append(ev)
         return out
-
-
-def _alarm(r: sqlite3.Row) -> Alarm:
-    return Alarm(
-        id=r["id"],
-        rule=r["rule"],
-        device=r["device"],
-        quantity=r["quantity"],
-        kind=r["kind"],
-        category=r["category"],
-        state=AlarmState(r["state"]),
-        level=Level(r["level"]),
-        max_level=Level(r["max_level"]),
-        value=r["value"],
-        threshold=r["threshold"],
-        source=r["source"],
-        title_zh=r["title_zh"],
-        title_en=r["title_en"],
-        pending_ns=r["pending_ns"],
-        raised_ns=r["raised_ns"],
-        acked_ns=r["acked_ns"],
-        acked_by=r["acked_by"],
-        cleared_ns=r["cleared_ns"],
-        closed_ns=r["closed_ns"],
-        shelved_until_ns=r["shelved_until_ns"],
-        shelved_by=r["shelved_by"],
-        shelve_reason=r["shelve_reason"],
-        suppressed_by=r["suppressed_by"],
-        chattering=bool(r["chattering"]),
-        raise_count=r["raise_count"],
-        source_ns=r["source_ns"],
-    )
