@@ -1,187 +1,29 @@
-"""Hazard (隐患) records and their closed loop: report → confirm → rectify → submit → accept (销号), with clocks."""
+"""The hazard workflow (隐患闭环): report → confirm → rectify → submit → accept (销号), with its clocks and roles."""
 
 from __future__ import annotations
 
-import json
-import re
-import sqlite3
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from alerting import glossary
-from alerting.db import audit, tx
+from alerting.db import tx
+from alerting.hazards.citation import CRITERIA_2024_ISSUED, normalize_article
+from alerting.hazards.clocks import HazardClocks
+from alerting.hazards.model import (
+    NS,
+    HazardBadRequest,
+    HazardClass,
+    HazardError,
+    HazardSource,
+    Origin,
+    need,
+)
 from alerting.roles import Role, require
 from alerting.rules import HazardBasis, Level
-from telemetry.clock import Clock
-
-Status = Literal["found", "confirmed", "dismissed", "rectifying", "submitted", "closed", "reopened"]
-HazardClass = Literal["general", "major"]
-HazardSource = Literal["self_check", "inspection"]
-Origin = Literal["alarm", "manual"]
-ListingLevel = Literal["none", "county", "city"]
-ClockKind = Literal["rectify_deadline", "listing_deadline", "report_same_day"]
-
-CRITERIA_DOC: dict[str, str] = {"2024": "建质规〔2024〕5号", "2022": "建质规〔2022〕2号"}
-# 建质规〔2024〕5号 is dated 2024-12-13 and effective on issue; it repeals the 2022 edition (art. 18, domain.md §0, §8)
-CRITERIA_2024_ISSUED = date(2024, 12, 13)
-
-_NS = 1_000_000_000
-# "8(四)", "5(四)1", "17": article, optional item (项) in Chinese numerals, optional sub-item (目)
-_ARTICLE = re.compile(r"^(\d{1,2})(?:[(（]([一二三四五六七八九十]{1,3})[)）](\d{1,2})?)?$")
-_DIGITS = "零一二三四五六七八九"
 
 
-class HazardError(Exception):
-    """A refused hazard operation: wrong state (the message says which states allow it) or a missing field."""
-
-
-class HazardBadRequest(ValueError, HazardError):
-    """Input that is never valid (a missing or malformed field), as opposed to a state that forbids the action:
-    the API answers 422 for these (ValueError first in the bases) and 409 for the rest."""
-
-
-class HazardConfig(BaseModel):
-    """Per-jurisdiction settings of the hazard workflow and the header of the exported forms."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # seed 004 [P]: 重大隐患"市级60日、县级30日"闭环整改; local campaign rules, so configurable per jurisdiction
-    county_listing_days: int = Field(default=30, ge=1)
-    city_listing_days: int = Field(default=60, ge=1)
-    timezone: str = "Asia/Shanghai"  # "same day" and deadline dates are local days
-    region_prefecture: str | None = None  # 地（州、市）
-    region_county: str | None = None  # 县（市、区）
-    sector: str = "房屋市政工程施工"  # 行业领域
-    reporting_unit: str | None = None  # 报送单位
-    contact: str | None = None  # 联系人
-    contact_phone: str | None = None  # 联系方式
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r}") from None
-        return v
-
-
-@dataclass(frozen=True, slots=True)
-class DueClock:
-    """A running hazard clock; `overdue` once `now >= due_ns` (due_ns is the first instant past the deadline)."""
-
-    hazard_id: int
-    kind: ClockKind
-    due_ns: int
-    overdue: bool
-
-
-def _zh_number(n: int) -> str:
-    if n < 10:
-        return _DIGITS[n]
-    tens, ones = divmod(n, 10)
-    return ("" if tens == 1 else _DIGITS[tens]) + "十" + (_DIGITS[ones] if ones else "")
-
-
-def normalize_article(article: str) -> str:
-    """'8（四）' -> '8(四)'; raises HazardError unless it reads article[(item)[sub-item]]."""
-    m = _ARTICLE.match(article.strip())
-    if m is None:
-        raise HazardBadRequest(f"basis article {article!r} must read like 8(四), 5(四)1 or 17")
-    num, item, sub = m.groups()
-    return num + (f"({item})" if item else "") + (sub or "")
-
-
-def basis_citation(version: str, article: str) -> str:
-    """'2024', '8(四)' -> '建质规〔2024〕5号 第八条第（四）项'; '5(四)1' -> '... 第五条第（四）项第1目'."""
-    m = _ARTICLE.match(article)
-    if m is None or version not in CRITERIA_DOC:
-        return f"{CRITERIA_DOC.get(version, version)} {article}"
-    num, item, sub = m.groups()
-    text = f"第{_zh_number(int(num))}条"
-    if item:
-        text += f"第（{item}）项"
-    if sub:
-        text += f"第{sub}目"
-    return f"{CRITERIA_DOC[version]} {text}"
-
-
-def _need(value: str | None, name: str) -> str:
-    if value is None or not value.strip():
-        raise HazardBadRequest(f"{name} is required")
-    return value.strip()
-
-
-class Hazards:
+class Hazards(HazardClocks):
     """The hazard ledger in the shared state database. Every change: role check, one tx, audit row, history row."""
-
-    def __init__(self, conn: sqlite3.Connection, clock: Clock, cfg: HazardConfig) -> None:
-        self.conn = conn
-        self.clock = clock
-        self.cfg = cfg
-        self.tz = ZoneInfo(cfg.timezone)
-        # alarm id -> its state ("active_unacked", ...) or None when there is no such alarm on this site; wired by
-        # the alarm engine (the alarms live in the same database, in the lifecycle's tables)
-        self.alarm_state: Callable[[int], str | None] | None = None
-
-    # ---- local time -----------------------------------------------------------------------------------------
-
-    def local_date(self, ns: int) -> date:
-        return datetime.fromtimestamp(ns // _NS, self.tz).date()
-
-    def local_datetime(self, ns: int) -> datetime:
-        """Naive local wall time (for forms and spreadsheets, which carry no zone)."""
-        return datetime.fromtimestamp(ns // _NS, self.tz).replace(tzinfo=None)
-
-    def end_of_day_ns(self, d: date) -> int:
-        """The first instant after local day `d`: its deadline passes at the following local midnight."""
-        nxt = datetime.combine(d + timedelta(days=1), datetime.min.time(), tzinfo=self.tz)
-        return int(nxt.timestamp()) * _NS
-
-    # ---- reading --------------------------------------------------------------------------------------------
-
-    def get(self, hazard_id: int) -> dict[str, Any]:
-        row = self.conn.execute("SELECT * FROM hazard_record WHERE id = ?", (hazard_id,)).fetchone()
-        if row is None:
-            raise HazardError(f"no hazard {hazard_id}")
-        return dict(row)
-
-    def open_for_alarm(self, alarm_id: int) -> int | None:
-        """The id of the hazard opened from this alarm that is not closed or dismissed, if any."""
-        row = self.conn.execute(
-            "SELECT id FROM hazard_record WHERE alarm_id = ? AND status NOT IN ('closed', 'dismissed')", (alarm_id,)
-        ).fetchone()
-        return None if row is None else int(row["id"])
-
-    def query(
-        self,
-        status: Status | None = None,
-        klass: HazardClass | None = None,
-        since_ns: int | None = None,
-        until_ns: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Hazards by status and confirmed class, found in [since_ns, until_ns), oldest first."""
-        sql, args = "SELECT * FROM hazard_record WHERE 1=1", []
-        for clause, arg in (
-            (" AND status = ?", status),
-            (" AND klass = ?", klass),
-            (" AND found_at_ns >= ?", since_ns),
-            (" AND found_at_ns < ?", until_ns),
-        ):
-            if arg is not None:
-                sql += clause
-                args.append(arg)
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY found_at_ns, id", args).fetchall()]
-
-    def history(self, hazard_id: int) -> list[dict[str, Any]]:
-        self.get(hazard_id)
-        rows = self.conn.execute("SELECT * FROM hazard_history WHERE hazard_id = ? ORDER BY id", (hazard_id,))
-        return [{**dict(r), "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows.fetchall()]
 
     # ---- reporting ------------------------------------------------------------------------------------------
 
@@ -211,8 +53,8 @@ class Hazards:
     ) -> int:
         """Record a found hazard (→ found). `found_ns` lets an inspection be entered after the day it was found."""
         require(role, Role.OFFICER, "hazard report")
-        unit_name = _need(unit_name, "unit_name (隐患单位名称)")
-        description = _need(description, "description (隐患内容)")
+        unit_name = need(unit_name, "unit_name (隐患单位名称)")
+        description = need(description, "description (隐患内容)")
         if source not in get_args(HazardSource):
             raise HazardBadRequest(f"source must be one of {get_args(HazardSource)}, not {source!r}")
         if origin == "alarm" and alarm_id is None:
@@ -288,11 +130,11 @@ class Hazards:
         limit = "" if threshold is None else f"，{level.zh}阈值 {threshold:g}{value_unit}"
         cited = f"（{glossary.cite_zh(provenance)}）" if provenance else ""
         description = f"{device} {title_zh}：{point_zh or point} 读数 {value:g}{value_unit}{limit}{cited}"
-        if measured_ns is not None and alarm_at_ns is not None and abs(measured_ns - alarm_at_ns) >= 60 * _NS:
+        if measured_ns is not None and alarm_at_ns is not None and abs(measured_ns - alarm_at_ns) >= 60 * NS:
             # a back-dated survey: the ledger shows when it was measured as well as when the alarm was raised
             fmt = "%Y-%m-%d %H:%M"
-            measured = datetime.fromtimestamp(measured_ns // _NS, self.tz).strftime(fmt)
-            raised = datetime.fromtimestamp(alarm_at_ns // _NS, self.tz).strftime(fmt)
+            measured = datetime.fromtimestamp(measured_ns // NS, self.tz).strftime(fmt)
+            raised = datetime.fromtimestamp(alarm_at_ns // NS, self.tz).strftime(fmt)
             description += f"（测量时间 {measured}，报警时间 {raised}）"
         return self.report(
             actor=actor,
@@ -365,7 +207,7 @@ class Hazards:
     def dismiss(self, hazard_id: int, *, actor: str, role: Role, reason: str) -> None:
         """found → dismissed (e.g. a communication outage, not a failed safety device)."""
         require(role, Role.MANAGER, "hazard dismiss")
-        reason = _need(reason, "reason")
+        reason = need(reason, "reason")
         now = self.clock()
         with tx(self.conn):
             row = self._expect(hazard_id, "dismiss", ("found",))
@@ -390,8 +232,8 @@ class Hazards:
         with tx(self.conn):
             row = self._expect(hazard_id, "assign", ("confirmed", "reopened"))
             updates: dict[str, Any] = {
-                "responsible": _need(responsible, "responsible (责任人)"),
-                "measures": _need(measures, "measures (整改措施)"),
+                "responsible": need(responsible, "responsible (责任人)"),
+                "measures": need(measures, "measures (整改措施)"),
                 "deadline": deadline.isoformat(),
                 "funds": funds,
                 "emergency_plan": emergency_plan.strip() if emergency_plan else None,
@@ -401,7 +243,7 @@ class Hazards:
             if row["klass"] == "major":
                 if funds is None:
                     raise HazardBadRequest("funds (资金) is required for a major hazard")
-                _need(emergency_plan, "emergency_plan (应急预案)")
+                need(emergency_plan, "emergency_plan (应急预案)")
             if funds is not None and funds < 0:
                 raise HazardBadRequest("funds must not be negative")
             self._start_clock(hazard_id, "rectify_deadline", self.end_of_day_ns(deadline))
@@ -444,7 +286,7 @@ class Hazards:
     ) -> None:
         """Record the same-day report of a confirmed major hazard to the 住建 department; stops its clock."""
         require(role, Role.MANAGER, "hazard mark_reported")
-        to = _need(to, "to (receiving department)")
+        to = need(to, "to (receiving department)")
         now = self.clock()
         at = now if reported_ns is None else reported_ns
         if at > now:
@@ -463,7 +305,7 @@ class Hazards:
     def submit(self, hazard_id: int, *, actor: str, role: Role, evidence: str) -> None:
         """rectifying → submitted (rectification done, awaiting re-inspection); stops the deadline clock."""
         require(role, Role.OFFICER, "hazard submit")
-        evidence = _need(evidence, "evidence (整改证据)")
+        evidence = need(evidence, "evidence (整改证据)")
         now = self.clock()
         with tx(self.conn):
             row = self._expect(hazard_id, "submit", ("rectifying",))
@@ -516,7 +358,7 @@ class Hazards:
     def reject(self, hazard_id: int, *, actor: str, role: Role, reason: str) -> None:
         """submitted → rectifying: the re-inspection failed. The original deadline clock runs again."""
         require(role, Role.MANAGER, "hazard reject")
-        reason = _need(reason, "reason")
+        reason = need(reason, "reason")
         now = self.clock()
         with tx(self.conn):
             row = self._expect(hazard_id, "reject", ("submitted",))
@@ -528,7 +370,7 @@ class Hazards:
         """closed → reopened (then assign again). Listing and unmade-report clocks resume; a clock that already
         fired does not fire again. Acceptance fields are cleared; the history keeps them."""
         require(role, Role.MANAGER, "hazard reopen")
-        reason = _need(reason, "reason")
+        reason = need(reason, "reason")
         now = self.clock()
         with tx(self.conn):
             row = self._expect(hazard_id, "reopen", ("closed",))
@@ -544,88 +386,3 @@ class Hazards:
                 "accept_note": None,
             }
             self._move(row, now, actor, "reopen", "reopened", reason, updates)
-
-    # ---- clocks ---------------------------------------------------------------------------------------------
-
-    def due_clocks(self, now_ns: int) -> list[DueClock]:
-        """Every running clock, soonest first."""
-        rows = self.conn.execute(
-            "SELECT hazard_id, kind, due_ns FROM hazard_clock WHERE stopped_ns IS NULL ORDER BY due_ns, hazard_id"
-        ).fetchall()
-        return [DueClock(r["hazard_id"], r["kind"], r["due_ns"], now_ns >= r["due_ns"]) for r in rows]
-
-    def fire_overdue(self, now_ns: int) -> list[DueClock]:
-        """Clocks that are overdue and were never fired; marks them fired in the same tx (each fires once)."""
-        with tx(self.conn):
-            rows = self.conn.execute(
-                "SELECT hazard_id, kind, due_ns FROM hazard_clock"
-                " WHERE stopped_ns IS NULL AND fired_ns IS NULL AND due_ns <= ? ORDER BY due_ns, hazard_id",
-                (now_ns,),
-            ).fetchall()
-            out = []
-            for r in rows:
-                hid, kind = r["hazard_id"], r["kind"]
-                self.conn.execute(
-                    "UPDATE hazard_clock SET fired_ns = ? WHERE hazard_id = ? AND kind = ?", (now_ns, hid, kind)
-                )
-                status = self.get(hid)["status"]
-                self._log(hid, now_ns, "system", f"overdue:{kind}", status, status, f"{kind} overdue", None)
-                out.append(DueClock(hid, kind, r["due_ns"], True))
-            return out
-
-    # ---- internals ------------------------------------------------------------------------------------------
-
-    def _expect(self, hazard_id: int, action: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-        row = self.get(hazard_id)
-        if row["status"] not in allowed:
-            raise HazardError(
-                f"cannot {action} hazard {hazard_id}: it is {row['status']}; {action} is allowed from "
-                f"{' / '.join(allowed)}"
-            )
-        return row
-
-    def _move(
-        self, row: dict[str, Any], now: int, actor: str, action: str, to: str, why: str, updates: dict[str, Any]
-    ) -> None:
-        cols = {**updates, "status": to, "updated_at_ns": now}
-        sets = ", ".join(f"{c} = ?" for c in cols)  # column names are ours, never user input
-        self.conn.execute(f"UPDATE hazard_record SET {sets} WHERE id = ?", (*cols.values(), row["id"]))
-        self._log(row["id"], now, actor, action, row["status"], to, why, updates)
-
-    def _log(
-        self,
-        hazard_id: int,
-        now: int,
-        actor: str,
-        action: str,
-        frm: str | None,
-        to: str,
-        why: str,
-        detail: dict[str, Any] | None,
-    ) -> None:
-        full = {"from": frm, "to": to, **(detail or {})}
-        self.conn.execute(
-            "INSERT INTO hazard_history(hazard_id, at_ns, actor, action, from_status, to_status, why, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (hazard_id, now, actor, action, frm, to, why, json.dumps(full, ensure_ascii=False)),
-        )
-        audit(self.conn, now, actor, f"hazard.{action}", f"hazard:{hazard_id}", why, full)
-
-    def _start_clock(self, hazard_id: int, kind: ClockKind, due_ns: int) -> None:
-        # a new deadline is a new obligation: it may fire again even if the old one did
-        self.conn.execute(
-            "INSERT INTO hazard_clock(hazard_id, kind, due_ns) VALUES (?, ?, ?) ON CONFLICT(hazard_id, kind)"
-            " DO UPDATE SET due_ns = excluded.due_ns, stopped_ns = NULL, fired_ns = NULL",
-            (hazard_id, kind, due_ns),
-        )
-
-    def _stop_clock(self, hazard_id: int, kind: ClockKind, now: int) -> None:
-        self.conn.execute(
-            "UPDATE hazard_clock SET stopped_ns = ? WHERE hazard_id = ? AND kind = ? AND stopped_ns IS NULL",
-            (now, hazard_id, kind),
-        )
-
-    def _resume_clock(self, hazard_id: int, kind: ClockKind) -> None:
-        self.conn.execute(
-            "UPDATE hazard_clock SET stopped_ns = NULL WHERE hazard_id = ? AND kind = ?", (hazard_id, kind)
-        )
