@@ -1,0 +1,160 @@
+"""Reading a site YAML: every problem at once, each named by its YAML path and line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from drivers.modbus.config import ModbusRtuLine
+from drivers.profile import (
+    ProfileError,
+)
+from gateway.config.site import SiteConfig
+from gateway.siteplan import check_image
+
+_CROSS = re.compile(r"^(?P<coll>[a-z_.]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
+
+
+class ConfigError(Exception):
+    """A site config that cannot be used; the message names the file, YAML path and line."""
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a scalar its tag cannot build (2027-02-30, `!!int abc`) is a YAML error with its line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        # PyYAML's constructors fail this way on `!!int ''` (IndexError), `!!bool x` (KeyError), `!!timestamp x`
+        except (ValueError, LookupError, TypeError, AttributeError) as err:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read as {node.tag}: {err}", node.start_mark
+            ) from None
+
+
+def _line_index(
+    node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int], seen: set[int] | None = None
+) -> None:
+    # an alias repeats a node already indexed at its anchor (and `&a [*a]` is a cycle): index each node once
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                _line_index(v, (*path, k.value), out, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _line_index(v, (*path, i), out, seen)
+
+
+_PLAIN_KEY = re.compile(r"[\w\-\[\]]+")  # field names and pydantic's `[key]`; any other key is quoted
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for x in loc:
+        if isinstance(x, int):
+            parts.append(f"[{x}]")
+        elif not _PLAIN_KEY.fullmatch(str(x)):  # a key with a newline, a dot or ': ' would garble the path
+            parts.append(f"[{str(x)!r}]")
+        else:
+            parts.append(("." if parts else "") + str(x))
+    return "".join(parts) or "(top level)"
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic puts the union tag (e.g. 'modbus_tcp') into the path of discriminated unions: drop it
+    tags = {"modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp", "influxdb_v1", "influxdb_v2"}
+    return tuple(x for x in loc if not (isinstance(x, str) and x in tags))
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Load and validate a site YAML. Raises ConfigError with every problem, each with its YAML path and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.load(text, Loader=_SafeLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except RecursionError:  # the parser recurses once per level of nesting
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'site', 'devices', 'sink', ...")
+    base = path.resolve().parent
+    if isinstance(data.get("profile_dirs"), list):
+        data["profile_dirs"] = [
+            str(base / p) if isinstance(p, str) and not p.startswith("/") else p for p in data["profile_dirs"]
+        ]
+    for b in data["brokers"] if isinstance(data.get("brokers"), list) else []:
+        tls = b.get("tls") if isinstance(b, dict) else None
+        if isinstance(tls, dict):
+            for k in ("ca_file", "cert_file", "key_file"):
+                if isinstance(tls.get(k), str) and not tls[k].startswith("/"):
+                    tls[k] = str(base / tls[k])
+    index: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), index)
+    try:
+        cfg = SiteConfig.model_validate(data)
+    except ValidationError as err:
+        msgs = [f"{path}: {err.error_count()} problem(s)"]
+        for e in err.errors():
+            loc = _clean_loc(tuple(e["loc"]))
+            msg = e["msg"].removeprefix("Value error, ")
+            m = _CROSS.match(msg)
+            if not loc and m:  # cross-field checks name their path at the start of the message
+                loc = (*m["coll"].split("."), int(m["idx"])) + ((m["field"],) if m["field"] else ())
+                msg = msg[m.end() :].lstrip(": ")
+            line = None
+            for n in range(len(loc), -1, -1):
+                if loc[:n] in index:
+                    line = index[loc[:n]]
+                    break
+            where = f"{_fmt_loc(loc)} (line {line})" if line else _fmt_loc(loc)
+            if e["type"] == "extra_forbidden":
+                msg = "unknown field (check the spelling; see README, configuration reference)"
+            elif e["type"] == "missing":
+                msg = "required field is missing"
+            got = e.get("input")
+            if e["type"] not in ("missing", "extra_forbidden") and not isinstance(got, (dict, list)):
+                msg += f"; got {got!r}"
+            if e["type"] != "value_error":  # pydantic quotes some inputs (a union tag) with their newlines raw
+                msg = msg.replace("\r", "\\r").replace("\n", "\\n")
+            msgs.append(f"  {where}: {msg}")
+        raise ConfigError("\n".join(msgs)) from None
+    except ProfileError as err:
+        raise ConfigError(str(err)) from None
+    # relative paths are relative to the config file, so a site folder can move as a whole
+    updates: dict[str, Any] = {}
+    if not cfg.spool.dir.is_absolute():
+        updates["spool"] = cfg.spool.model_copy(update={"dir": base / cfg.spool.dir})
+    if not cfg.alarms.state_file.is_absolute():
+        updates["alarms"] = cfg.alarms.model_copy(update={"state_file": base / cfg.alarms.state_file})
+    new_lines = []
+    for ln in cfg.lines:
+        if isinstance(ln, ModbusRtuLine) and not ln.port.startswith("/"):
+            ln = ln.model_copy(update={"port": str(base / ln.port)})
+        new_lines.append(ln)
+    updates["lines"] = new_lines
+    plan = cfg.site.plan
+    if plan is not None and plan.image is not None and not plan.image.is_absolute():
+        plan = plan.model_copy(update={"image": base / plan.image})
+        updates["site"] = cfg.site.model_copy(update={"plan": plan})
+    try:
+        check_image(plan)
+    except ValueError as err:  # worded like the problems above: the file, then the YAML path and what is wrong
+        where, _, what = str(err).partition(": ")
+        line = index.get(("site", "plan", "image"))
+        raise ConfigError(f"{path}: 1 problem(s)\n  {where}{f' (line {line})' if line else ''}: {what}") from None
+    return cfg.model_copy(update=updates)

@@ -1,0 +1,194 @@
+"""The site file's sections as strict, frozen models: site, devices, spool, sink, HTTP."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from alerting.config import WarningValues
+from drivers.timefmt import TimestampOverride
+from gateway.siteplan import PlanPosition, SitePlan
+
+_Strict = ConfigDict(extra="forbid", frozen=True)
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_NO_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # newlines and tabs cannot be stored in InfluxDB tags
+
+
+class _Base(BaseModel):
+    model_config = _Strict
+
+
+def _size(v: Any) -> Any:
+    """Accept byte sizes as integers or '256MiB' / '64KiB' / '1GiB' strings."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(B|KiB|MiB|GiB)?\s*", v)
+        if not m:
+            raise ValueError("expected a size such as 268435456, '256MiB' or '64KiB'")
+        return int(m[1]) * {"B": 1, None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[m[2]]
+    return v
+
+
+class Site(_Base):
+    id: str = Field(pattern=_ID)
+    name: str = Field(min_length=1)
+    timezone: str = "Asia/Shanghai"
+    plan: SitePlan | None = None  # the site drawing the console places devices on (gateway/siteplan.py)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Asia' is a folder, a name too long
+            raise ValueError(f"unknown IANA time zone {v!r} (e.g. 'Asia/Shanghai')") from None
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if _NO_CONTROL.search(v):
+            raise ValueError("must not contain control characters (newline, tab)")
+        return v
+
+
+class ClockLimits(_Base):
+    """How far a device's clock may be from the gateway's before its readings are flagged (quality uncertain,
+    counted, `health.clock_skew`). Engineering defaults, not from a standard: 5 minutes ahead covers RTC drift
+    over months; 7 days behind lets a detector back-fill its buffer after a week without a link."""
+
+    max_ahead_s: float = Field(default=300.0, gt=0, le=10 * 365 * 86400)
+    max_age_s: float = Field(default=7 * 86400.0, gt=0, le=10 * 365 * 86400)
+
+
+class LoadChartPoint(_Base):
+    radius_m: float = Field(gt=0)
+    rated_load_t: float = Field(gt=0)
+
+
+class Device(_Base):
+    id: str = Field(pattern=_ID)
+    name: str = ""
+    profile: str
+    zone: str = ""
+    # Modbus
+    line: str | None = None
+    unit_id: int | None = Field(default=None, ge=1, le=247)  # 0 is broadcast: no unit answers it
+    poll_interval_s: float = Field(default=1.0, gt=0, le=86400)
+    timeout_s: float = Field(default=0.5, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=5)
+    # MQTT
+    broker: str | None = None
+    topic: str | None = None
+    match: str | None = None  # the id the device uses for itself in topic/payload (default: `id`)
+    # Liveness: `up` drops to 0 after this long without a good reading (default 3 x the expected interval)
+    expected_interval_s: float | None = Field(default=None, gt=0)
+    stale_factor: float = Field(default=3.0, ge=1.0, le=100)
+    # Tower crane: the manufacturer's load chart, for simulators and %-of-rated rules
+    load_chart: list[LoadChartPoint] | None = None
+    # Tower crane: the manufacturer's working-limit wind speed (工作极限风速, from the manual); the wind alarm uses
+    # the stricter of it and the standard's stop-lifting value
+    wind_limit_ms: float | None = Field(default=None, gt=0, le=75)
+    # Design values for %-of-design rules, by quantity (e.g. strut_force: 3000 kN, axial_force: 40 kN)
+    design_values: dict[str, float] = {}
+    # Date the device's calibration (标定/检定) falls due; after it a health alarm "calibration overdue" is raised
+    calibration_due: date | None = None
+    # Excavation points: the design 预警值 per monitored quantity (base name: deep_displacement covers every depth)
+    # and the excavation depth h for 预警值 given as % of h
+    warning_values: dict[str, WarningValues] = {}
+    excavation_depth_m: float | None = Field(default=None, gt=0, le=200)
+    # MQTT: this device writes its time differently from its model (another zone, format or pattern)
+    timestamp: TimestampOverride | None = None
+    # limits of this device's clock (default: the site's `device_clock`)
+    device_clock: ClockLimits | None = None
+    # where it stands on the site plan (site.plan), and a tower crane's jib as drawn (default: its chart's radius)
+    position: PlanPosition | None = None
+    jib_length_m: float | None = Field(default=None, gt=0, le=120)
+
+    @field_validator("name", "zone")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        if _NO_CONTROL.search(v):
+            raise ValueError("must not contain control characters (newline, tab)")
+        if "\\" in v:
+            raise ValueError("must not contain a backslash (InfluxDB 1.x cannot store it reliably in a tag)")
+        return v
+
+    @property
+    def key(self) -> str:
+        return self.match or self.id
+
+    @property
+    def stale_after_s(self) -> float:
+        return (self.expected_interval_s or self.poll_interval_s) * self.stale_factor
+
+
+class SpoolConfig(_Base):
+    dir: Path = Path("var/spool")
+    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024**2
+    segment_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024**2
+    replay_lines_per_s: float = Field(default=20000, gt=0)
+    batch_lines: int = Field(default=5000, ge=1, le=100000)
+    sync_interval_s: float = Field(default=1.0, ge=0, le=60)
+
+    @field_validator("max_bytes", "segment_bytes", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> Any:
+        return _size(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> SpoolConfig:
+        if self.segment_bytes * 2 > self.max_bytes:
+            raise ValueError("segment_bytes must be at most half of max_bytes")
+        return self
+
+
+class InfluxV1Sink(_Base):
+    """InfluxDB 1.x through its /write endpoint (raw line protocol), read with InfluxQL."""
+
+    type: Literal["influxdb_v1"]
+    url: str = Field(pattern=r"^https?://")
+    database: str = Field(min_length=1)
+    retention_policy: str | None = None
+    username: str | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    create_database: bool = True
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class InfluxV2Sink(_Base):
+    """InfluxDB 2.x / 3.x (or anything with /api/v2/write) through influxdb-client."""
+
+    type: Literal["influxdb_v2"]
+    url: str = Field(pattern=r"^https?://")
+    org: str
+    bucket: str
+    token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+Sink = Annotated[InfluxV1Sink | InfluxV2Sink, Field(discriminator="type")]
+
+
+class HttpConfig(_Base):
+    """The gateway's own HTTP endpoint: /healthz, /metrics (Prometheus), /api/latest. Loopback by default."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=1, le=65535)
+    # request bodies are refused (413) over these sizes before they are read; a body stalled mid-way gets 408
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024**2)] = 1024**2
+    max_login_body_bytes: Annotated[int, Field(ge=256, le=64 * 1024)] = 4096
+    max_upload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024**2)] = 16 * 1024**2  # survey files, base64
+    body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # origins besides the gateway's own (its Host header) whose pages may change things, e.g. the public URL of a
+    # TLS reverse proxy in front of it: "https://gw.site.example"
+    allowed_origins: list[str] = []
+
+    @field_validator("max_body_bytes", "max_login_body_bytes", "max_upload_bytes", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> Any:
+        return _size(v)
