@@ -1,0 +1,152 @@
+"""What a rule compares, from a reading: the value, % of design, change from baseline, a rate, a mean, a run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from alerting.baselines import Baselines
+from alerting.binding import Bound
+from alerting.derived import DeviceContext
+from alerting.rules import Level
+from alerting.windows import DailySeries, SeriesWindow
+from telemetry import quantities
+from telemetry.reading import Reading
+
+NS = 1_000_000_000
+
+
+class Measures:
+    """The evaluator's measures, with the state they need: the windows of rates and means (on the readings' own
+    timestamps), each point's daily series, the runs of frozen values and the reading before the latest."""
+
+    def __init__(
+        self,
+        devices: Mapping[str, DeviceContext],
+        baselines: Baselines | None,
+        tz: str,
+        latest: dict[str, dict[str, float]],  # the evaluator's latest non-BAD values: a down device freezes no run
+    ) -> None:
+        self.devices = devices
+        self.baselines = baselines
+        self.tz = tz
+        self._latest = latest
+        self._measured: dict[str, bool] = {}  # quantity -> a measurement (not an on/off state)
+        self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
+        self._daily: dict[tuple[str, str], DailySeries] = {}
+        self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
+        # rates: (device, quantity) -> (ts, value) of the reading before the latest, and the latest's ts
+        self._prev: dict[tuple[str, str], tuple[int, float, int]] = {}
+
+    def is_measured(self, quantity: str) -> bool:
+        m = self._measured.get(quantity)
+        if m is None:
+            try:
+                m = quantities.lookup(quantity).unit != "state"
+            except KeyError:
+                m = False
+            self._measured[quantity] = m
+        return m
+
+    def measure(self, b: Bound, r: Reading, fed: set[int]) -> float | None:
+        rule = b.rule
+        m = rule.measure
+        v = r.value
+        if m == "value":
+            pass
+        elif m == "percent_of_design":
+            assert b.design is not None
+            v = v / b.design * 100.0
+        elif m == "change_from_baseline":
+            assert self.baselines is not None
+            base = self.baselines.get(r.device, r.quantity)
+            if base is None:
+                return None  # inactive until someone sets the point's baseline
+            v = v - base.value
+        elif m == "percent_of_warning":
+            assert self.baselines is not None and b.design is not None
+            base = self.baselines.get(r.device, r.quantity)
+            if base is None:
+                return None  # inactive until someone sets the point's baseline (初始值)
+            v = (v - base.value) / b.design * 100.0
+        elif m in ("rate_per_day", "window_mean", "rate_percent_of_warning"):
+            w = self._window(b, r)
+            if id(w) not in fed:
+                self._previous(r, w)
+                w.add(r.ts_ns, r.value)
+                fed.add(id(w))
+            if m != "window_mean":
+                slope = w.slope_per_day(r.ts_ns)
+                if slope is None:
+                    slope = self._survey_rate(r)
+                if rule.consecutive_days is not None:
+                    self.daily_series(r).add(r.ts_ns, r.value)
+                if m == "rate_percent_of_warning" and slope is not None:
+                    assert b.design is not None
+                    return slope / b.design * 100.0
+                return slope
+            # GBZ 2.1 defines PC-TWA and PC-STEL over a fixed reference time (8 h, 15 min) with time not exposed
+            # counting as zero; that is the figure the limits are written for. The early warning of an exposure
+            # that has only begun is the instantaneous set point's job (gas.co alarms at the TWA value at once).
+            return w.time_weighted_mean(r.ts_ns, unmeasured_as_zero=True)
+        elif m == "frozen":
+            key = (r.device, r.quantity)
+            if self._latest.get(r.device, {}).get("up", 1.0) == 0:
+                self._runs.pop(key, None)  # while the device is down, its values say nothing about the sensor
+                return None
+            last = self._runs.get(key)
+            run = last[1] + 1 if last is not None and last[0] == r.value else 1
+            self._runs[key] = (r.value, run)
+            return float(run)
+        if not math.isfinite(v):
+            return None
+        return v
+
+    def _previous(self, r: Reading, w: SeriesWindow) -> None:
+        """Remember the last valid reading before this one: the survey rate needs it after the window lost it."""
+        last = w.last()
+        if last is not None and last[0] < r.ts_ns:
+            self._prev[(r.device, r.quantity)] = (last[0], last[1], r.ts_ns)
+
+    def _survey_rate(self, r: Reading) -> float | None:
+        """Change since the previous valid reading / days between them: the rate of surveys too sparse for the
+        window's least-squares slope (a daily survey has two points in 24 h). Under 1 h apart says nothing."""
+        prev = self._prev.get((r.device, r.quantity))
+        if prev is None or prev[2] != r.ts_ns:
+            return None
+        dt_ns = r.ts_ns - prev[0]
+        if dt_ns < 3600 * NS:
+            return None
+        return (r.value - prev[1]) / (dt_ns / (86400 * NS))
+
+    def _window(self, b: Bound, r: Reading) -> SeriesWindow:
+        span = b.rule.window
+        key = (r.device, r.quantity, span)
+        w = self._windows.get(key)
+        if w is None:
+            interval = self.devices[r.device].expected_interval_s
+            # room for one window of samples up front; the window grows itself if the device reports faster
+            cap = 256 if not interval else min(max(math.ceil(span / interval) + 8, 16), 65536)
+            w = self._windows[key] = SeriesWindow(span, capacity=cap)
+        return w
+
+    def daily_series(self, r: Reading) -> DailySeries:
+        key = (r.device, r.quantity)
+        d = self._daily.get(key)
+        if d is None:
+            d = self._daily[key] = DailySeries(self.tz)
+        return d
+
+    def consecutive(self, b: Bound, r: Reading) -> set[Level]:
+        cd = b.rule.consecutive_days
+        assert cd is not None
+        daily = self.daily_series(r)
+        return {
+            level
+            for level, value, _ in b.thresholds
+            if daily.consecutive_days_at_least(cd.fraction * value, cd.days, r.ts_ns)
+        }
+
+    def daily_rate(self, b: Bound, r: Reading) -> float | None:
+        rates = self.daily_series(r).daily_rates(r.ts_ns)
+        return rates[-1][1] if rates else None
