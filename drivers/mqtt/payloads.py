@@ -10,7 +10,8 @@ from typing import Any
 
 from drivers.errors import ProtocolError
 from drivers.mqtt.hj212 import parse_hj212
-from drivers.profile import MqttProfile, PayloadMap
+from drivers.payload_map import PayloadMap
+from drivers.profile import MqttProfile
 from drivers.quality import QualityMap, Sentinels
 from drivers.timefmt import TimeParser, TimestampFormat, TimestampSpec
 from telemetry import quantities
