@@ -14,6 +14,8 @@ demo: deps venv
 	$(PY) -m services.demo
 
 test: deps venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider
 

@@ -1,8 +1,8 @@
-"""No cross-site writes: state-changing API requests must be JSON and, when a browser says where they come from,
-come from the gateway's own origin (OWASP CSRF: verifying origin with standard headers)."""
+"""No cross-site writes: a state-changing request is JSON and, from a browser, from the gateway's own origin."""
 
 from __future__ import annotations
 
+# OWASP CSRF cheat sheet: verifying origin with standard headers (Origin, else Referer) when a browser sends them.
 import json
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit

@@ -1,13 +1,11 @@
-"""Durable, byte-bounded spool of line-protocol lines between the pipeline and the database writer.
-
-Layout: `seg-<16 digits>.lp` files, append-only, plus `acked.json` ({segment: acknowledged byte offset}).
-A line leaves the spool only when the writer acknowledges it after the database accepted it. Appends are
-fsynced per batch; a torn tail line left by `kill -9` is cut on open. Over the bound, the oldest segment is
-dropped and every line in it is counted, never silently.
-"""
+"""Durable, byte-bounded spool of line-protocol lines between the pipeline and the database writer."""
 
 from __future__ import annotations
 
+# Layout: `seg-<16 digits>.lp` files, append-only, plus `acked.json` ({segment: acknowledged byte offset}).
+# A line leaves the spool only when the writer acknowledges it after the database accepted it. Appends are
+# fsynced per batch; a torn tail line left by `kill -9` is cut on open. Over the bound, the oldest segment is
+# dropped and every line in it is counted, never silently.
 import asyncio
 import json
 import logging

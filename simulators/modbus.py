@@ -137,7 +137,7 @@ class ModbusLine:
             return  # other lines drop the unit's requests in _filter
         offline = next(iter(self.devices.values())).fault is FaultMode.OFFLINE
         if offline and self.server is not None:
-            await self.server.shutdown()  # also closes established connections: the gateway sees a reset
+            await self.server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus: untyped; closes connections too
             self.server = None
         elif not offline and self.server is None:
             await self._listen()
@@ -172,7 +172,7 @@ class ModbusLine:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.shutdown()
+            await self.server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it untyped
             self.server = None
         if self.socat is not None and self.socat.returncode is None:
             self.socat.terminate()

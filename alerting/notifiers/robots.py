@@ -1,8 +1,8 @@
-"""Chat-group robots of Chinese workplaces: DingTalk (钉钉) custom robot, WeCom (企业微信) group robot, Feishu (飞书)
-custom bot. Each posts one message and reads the robot's own result code, since they answer HTTP 200 on failure."""
+"""Chat-group robots: DingTalk (钉钉), WeCom (企业微信) and Feishu (飞书); each checks the robot's own result code."""
 
 from __future__ import annotations
 
+# Each posts one message and reads the robot's own result code, since they answer HTTP 200 on failure.
 import base64
 import hashlib
 import hmac

@@ -1,8 +1,8 @@
-"""One MQTT session per broker: stable client id, persistent session, QoS 1, re-subscribe after every reconnect,
-routing of messages to payload decoders, and a dead-letter topic for what does not decode."""
+"""One MQTT session per broker: stable client id, persistent session, QoS 1, dead letters for what does not decode."""
 
 from __future__ import annotations
 
+# It re-subscribes after every reconnect and routes each message to the payload decoders of the devices on it.
 import asyncio
 import base64
 import functools
