@@ -1,24 +1,25 @@
 // Drawings from live readings: a tower crane seen from above (jib at its slew angle, trolley at its radius, load and
-// moment against the chart), and the site plan with every placed device and each crane's jib. Loaded after app.js.
-"use strict";
+// moment against the chart), and the site plan with every placed device and each crane's jib. An ES module.
+import { $, api, fmt, params, S, t, worstAlarm } from "./core.js";
+import { tileStatus } from "./tiles.js";
 
-const SVGNS = "http://www.w3.org/2000/svg";
+export const SVGNS = "http://www.w3.org/2000/svg";
 
-function svgEl(tag, attrs, ...kids) {
+export function svgEl(tag, attrs, ...kids) {
   const e = document.createElementNS(SVGNS, tag);
   for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) e.setAttribute(k, v);
   for (const k of kids.flat()) if (k !== null && k !== undefined) e.append(k instanceof Node ? k : String(k));
   return e;
 }
-function num(vals, q) {
+export function num(vals, q) {
   const r = vals && vals[q];
   return r && r.value !== null && r.quality !== "bad" ? r.value : null;
 }
 // slew as the sensor counts it may run past ±360° (the cable loom unwinds later); drawn modulo a turn
-function slewOf(vals) { const s = num(vals, "slew_angle"); return s === null ? null : ((s % 360) + 360) % 360; }
+export function slewOf(vals) { const s = num(vals, "slew_angle"); return s === null ? null : ((s % 360) + 360) % 360; }
 
 // A bar from 0 to 120 % with marks at 90 % (预警) and 100 % (报警), for load and moment as % of the chart.
-function ratioBar(y, label, pct) {
+export function ratioBar(y, label, pct) {
   const w = 200, x0 = -100, full = 120;
   const at = (p) => x0 + (Math.max(0, Math.min(full, p)) / full) * w;
   const cls = pct === null ? "" : pct >= 100 ? "lvl-2" : pct >= 90 ? "lvl-1" : "ok";
@@ -31,7 +32,7 @@ function ratioBar(y, label, pct) {
 }
 
 // The crane from above. 0° points up (the drawing's north), clockwise, as slew sensors count.
-function craneSvg(dev, mini) {
+export function craneSvg(dev, mini) {
   const vals = S.latest[dev.id] || {};
   // the jib is 100 drawing units long; without a known length (no jib_length_m, no load chart) the trolley is placed
   // on a 60 m scale and the label says the length is unknown
@@ -68,7 +69,7 @@ function craneSvg(dev, mini) {
 
 // The site plan: the drawing (or a 10 m grid), every placed device coloured by its state, each crane's reach and
 // jib; a click opens the device.
-function planSvg() {
+export function planSvg() {
   const plan = S.meta && S.meta.plan;
   if (!plan) return null;
   const W = plan.width_m, H = plan.height_m, u = Math.max(W, H) / 100; // one drawing unit in metres
@@ -102,7 +103,7 @@ function planSvg() {
   return svg;
 }
 
-function renderPlan() {
+export function renderPlan() {
   const box = $("#plan");
   if (!box) return;
   const svg = planSvg();

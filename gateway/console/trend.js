@@ -1,23 +1,25 @@
 // The device page: every value (the one the rules compare beside the raw one), and the recent trend of the chosen
-// quantity drawn against the alarm lines the device's rules put on it. Loaded after app.js; uses its globals.
-"use strict";
+// quantity drawn against the alarm lines the device's rules put on it. An ES module.
+import { $, api, el, fmt, KEY_QUANTITIES, qinfo, S, shown, signed, t, timeOf, unitSuffix } from "./core.js";
+import { craneSvg, svgEl } from "./plan.js";
+import { tileStatus } from "./tiles.js";
 
-const DEPTH_KEY = /^(.*?)_d(\d+(?:\.\d+)?)m$/;
+export const DEPTH_KEY = /^(.*?)_d(\d+(?:\.\d+)?)m$/;
 // quantities in reading order: inclinometer depths by depth (2 m, 4 m, 10 m), not as text (10 m before 2 m)
-function byQuantity(a, b) {
+export function byQuantity(a, b) {
   const ma = DEPTH_KEY.exec(a), mb = DEPTH_KEY.exec(b);
   if (ma && mb && ma[1] === mb[1]) return Number(ma[2]) - Number(mb[2]);
   return (ma ? ma[1] : a).localeCompare(mb ? mb[1] : b) || a.localeCompare(b);
 }
-function baseOf(q) { const m = DEPTH_KEY.exec(q); return m ? m[1] : q; }
+export function baseOf(q) { const m = DEPTH_KEY.exec(q); return m ? m[1] : q; }
 
 // an excavation point compares the change from its baseline (初始值): that is what is drawn and shown first
-function compared(dev, q) {
+export function compared(dev, q) {
   const base = S.baselines[`${dev.id}/${q}`] ?? S.baselines[`${dev.id}/${baseOf(q)}`];
   return dev.kind === "excavation" && base !== undefined ? base : null;
 }
 
-async function loadRules(device) {
+export async function loadRules(device) {
   S.rules = S.rules || {};
   if (S.rules[device]) return;
   try { S.rules[device] = (await api("GET", `/api/rules?device=${encodeURIComponent(device)}`))[device] || []; }
@@ -26,7 +28,7 @@ async function loadRules(device) {
 
 // The alarm lines of a quantity on a device, in the units the chart shows: [{level, value}]; `rate`: the lines of
 // its rate rules (per day) instead
-function alarmLines(dev, q, rate = false) {
+export function alarmLines(dev, q, rate = false) {
   const out = [];
   const base = baseOf(q);
   for (const rule of (S.rules && S.rules[dev.id]) || []) {
@@ -55,7 +57,7 @@ function alarmLines(dev, q, rate = false) {
   return out.filter((l) => { const k = `${l.level}/${l.value}`; if (seen.has(k)) return false; seen.add(k); return true; });
 }
 
-function renderDevice() {
+export function renderDevice() {
   const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
   if (!dev) return;
   const vals = S.latest[dev.id] || {};
@@ -91,9 +93,9 @@ function renderDevice() {
 }
 
 // a concrete pour lasts hours: a formwork point shows the whole window the gateway keeps (2 h), others the last hour
-function chartMinutes(dev) { return dev.kind === "formwork" ? 120 : 60; }
+export function chartMinutes(dev) { return dev.kind === "formwork" ? 120 : 60; }
 
-async function loadChart() {
+export async function loadChart() {
   const dev = S.meta && S.meta.devices.find((d) => d.id === S.device);
   if (!dev) return;
   const q = (S.chart && S.chart.quantity) || (KEY_QUANTITIES[dev.kind] || Object.keys(S.latest[dev.id] || {}).filter((x) => x !== "up").sort(byQuantity))[0];
@@ -112,7 +114,7 @@ async function loadChart() {
 }
 
 // The trend against its alarm lines: the y range takes the lines in, so the headroom to 报警 is what one sees.
-function chartSvg(dev, q, points, opts = {}) {
+export function chartSvg(dev, q, points, opts = {}) {
   const W = 600, H = 220, L = 64, R = 70, T = 10, B = 24; // margins: y labels left, line labels right, times below
   const unit = unitSuffix(qinfo(q).unit) + (opts.rate ? "/d" : "");
   const base = opts.rate ? null : compared(dev, q);  // a rate is the same from any baseline
@@ -147,7 +149,7 @@ function chartSvg(dev, q, points, opts = {}) {
 }
 
 // the change per day between consecutive days' values (a survey's rate, GB 50497 practice), at the later day
-function dailyRates(days) {
+export function dailyRates(days) {
   const out = [];
   for (let i = 1; i < days.length; i++) {
     const dt = (days[i][0] - days[i - 1][0]) / 86400000;
@@ -155,4 +157,3 @@ function dailyRates(days) {
   }
   return out;
 }
-

@@ -1,8 +1,9 @@
 // Wall screen (?kiosk=1): alarms, device tiles and hazards laid out to the screen; what does not fit is paged with a
-// page indicator, never cut off or scrolled (nobody touches a wall screen). Loaded after app.js; uses its globals.
-"use strict";
+// page indicator, never cut off or scrolled (nobody touches a wall screen). An ES module.
+import { $, el, params, S, shown, t } from "./core.js";
+import { start } from "./main.js";
 
-const WALL = {
+export const WALL = {
   page: { banner: 0, tiles: 0, hazards: 0 },
   pages: { banner: 1, tiles: 1, hazards: 1 },
   pageMs: Math.max(1, Number(params.get("page_s")) || 10) * 1000,
@@ -11,7 +12,7 @@ const WALL = {
 
 // Show `items` from `start` on; hide those before it and every one from the first that does not fit inside `box`
 // (one layout pass). Returns the index after the last one shown; at least one is shown, so nothing stalls.
-function fitFrom(box, items, start) {
+export function fitFrom(box, items, start) {
   items.forEach((e, i) => { e.hidden = i < start; });
   const bottom = box.getBoundingClientRect().bottom + 0.5;
   let cut = items.length;
@@ -23,7 +24,7 @@ function fitFrom(box, items, start) {
 }
 
 // Lay out one section at its current page: the page boundaries are measured afresh (values change heights).
-function pageSection(name, box, items) {
+export function pageSection(name, box, items) {
   const starts = [0];
   for (let s = 0; ;) {
     const cut = fitFrom(box, items, s);
@@ -39,9 +40,9 @@ function pageSection(name, box, items) {
   return { page: p + 1, pages: n, shown: items.filter((e) => !e.hidden).length };
 }
 
-function pageLabel(info) { return info.pages > 1 ? t("page_of", { p: info.page, n: info.pages }) : ""; }
+export function pageLabel(info) { return info.pages > 1 ? t("page_of", { p: info.page, n: info.pages }) : ""; }
 
-function wallLayout() {
+export function wallLayout() {
   if (!S.kiosk || !S.meta) return;
   const banner = $("#banner");
   const alarms = [...banner.querySelectorAll(":scope > .alarm")];
@@ -63,13 +64,13 @@ function wallLayout() {
 
 // after any redraw, once per burst of redraws (a timer, not requestAnimationFrame: that one pauses in a page the
 // browser thinks is not visible, and a wall screen's page may be one)
-function wallRelayout() {
+export function wallRelayout() {
   if (!S.kiosk || WALL.raf) return;
   WALL.raf = setTimeout(() => { WALL.raf = 0; wallLayout(); }, 0);
 }
 
 // Above the alarm rows on a wall screen: how many there are per level, and which page is shown.
-function alarmSummary(list) {
+export function alarmSummary(list) {
   const counts = [3, 2, 1].map((lvl) => [lvl, list.filter((a) => a.level === lvl).length]).filter(([, n]) => n);
   return el("div", { class: "alarm-summary" },
     el("span", {}, t("alarm_count", { n: list.length })),
@@ -78,12 +79,12 @@ function alarmSummary(list) {
 }
 
 // the next page of every section that has more than one
-function wallFlip() {
+export function wallFlip() {
   for (const k of Object.keys(WALL.page)) WALL.page[k] = (WALL.page[k] + 1) % WALL.pages[k];
   wallLayout();
 }
 
-function wallStart() {
+export function wallStart() {
   if (!S.kiosk || WALL.timer) return;
   WALL.timer = setInterval(wallFlip, WALL.pageMs);
   window.addEventListener("resize", wallRelayout);

@@ -1,0 +1,99 @@
+// The live stream (SSE) and what it keeps fresh: latest values, alarms, baselines and rates; resync when behind.
+import { $, api, S, t } from "./core.js";
+import { start } from "./main.js";
+import { renderPlan } from "./plan.js";
+import { renderAll, renderBanner, renderTile, setAlarm } from "./tiles.js";
+import { renderDevice } from "./trend.js";
+import { wallRelayout } from "./wall.js";
+
+export function renderStream() {
+  const s = $("#stream-state");
+  const state = s.dataset.state;
+  s.textContent = state === "live" ? `● ${t("live")}` : state === "resync" ? t("resyncing") : state === "off" ? "" : t("reconnecting");
+}
+export function streamState(state) { $("#stream-state").dataset.state = state; renderStream(); }
+
+export async function resync() {
+  streamState("resync");
+  const [latest, alarms, baselines, hazards] = await Promise.all([
+    api("GET", "/api/latest"), api("GET", "/api/alarms?open_only=true"), api("GET", "/api/baselines"), api("GET", "/api/hazards"),
+  ]);
+  S.latest = latest;
+  S.alarms = new Map();
+  for (const a of alarms) setAlarm(a);
+  setBaselines(baselines);
+  S.hazards = hazards;
+  await loadRates();
+  streamState("live");
+  renderAll();
+}
+
+export function setBaselines(list) {
+  S.baselines = {};
+  for (const b of list) S.baselines[`${b.device}/${b.quantity}`] = b.value;
+}
+export async function loadBaselines() {
+  try { setBaselines(await api("GET", "/api/baselines")); } catch (e) { /* keep the ones we have */ }
+}
+
+export async function loadRates() {
+  for (const dev of S.meta.devices.filter((d) => d.kind === "excavation")) {
+    try {
+      const h = await api("GET", `/api/history/${encodeURIComponent(dev.id)}?minutes=120`);
+      S.rates[dev.id] = Object.fromEntries(h.series.map((s) => [s.quantity, s.rate_per_day]));
+    } catch (e) { /* keep the previous rates */ }
+  }
+}
+
+export function connect() {
+  if (S.es) S.es.close();
+  const es = new EventSource("/api/stream");
+  S.es = es;
+  es.addEventListener("hello", () => { S.lastEvent = Date.now(); resync().catch(() => streamState("lost")); });
+  es.addEventListener("resync", () => { S.lastEvent = Date.now(); resync().catch(() => streamState("lost")); });
+  es.addEventListener("heartbeat", () => { S.lastEvent = Date.now(); });
+  es.addEventListener("reading", (ev) => {
+    S.lastEvent = Date.now();
+    for (const [dev, q, value, ts, quality] of JSON.parse(ev.data)) {
+      const d = S.latest[dev] || (S.latest[dev] = {});
+      const prev = d[q];
+      if (!prev || prev.ts_ns <= ts) d[q] = { value, ts_ns: ts, quality };
+      if (S.chart && S.device === dev && S.chart.quantity === q && value !== null) S.chart.points.push([ts / 1e6, value]);
+      S.dirty.add(dev);
+    }
+    schedule();
+  });
+  es.addEventListener("alarm", (ev) => {
+    S.lastEvent = Date.now();
+    const e = JSON.parse(ev.data);
+    setAlarm(e.alarm);
+    renderBanner();
+    S.dirty.add(e.alarm.device);
+    schedule();
+  });
+  es.onerror = () => {
+    streamState("lost");
+    // EventSource retries by itself, except after an HTTP error (e.g. 401 when the session expired)
+    if (es.readyState === EventSource.CLOSED) {
+      api("GET", "/api/me").then(() => setTimeout(connect, 3000)).catch(() => {});
+    }
+  };
+}
+
+export function schedule() {
+  if (S.raf) return;
+  // coalesce a burst of readings into one repaint per frame (and at most every 250 ms)
+  S.raf = setTimeout(() => {
+    S.raf = 0;
+    for (const id of S.dirty) {
+      const dev = S.meta.devices.find((d) => d.id === id);
+      if (dev) renderTile(dev);
+    }
+    if (S.device && S.dirty.has(S.device)) renderDevice();
+    if (S.meta.plan && [...S.dirty].some((id) => (S.meta.devices.find((d) => d.id === id) || {}).position)) renderPlan();
+    S.dirty.clear();
+    wallRelayout();  // a tile that grew may no longer fit its page
+  }, 100);
+}
+
+// ---- login and start ------------------------------------------------------------------------------------------
