@@ -7,10 +7,10 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from alerting.alarms import AlarmState, Lifecycle, UnknownAlarm
+from alerting.alarms import AlarmState, Hook, Lifecycle, UnknownAlarm
 from alerting.baselines import Baselines
 from alerting.counters import AlarmCounters
 from alerting.db import connect, tx
@@ -46,7 +46,11 @@ class AlarmEngine:
         clock: Clock = wall_clock,
         mqtt_targets: Mapping[str, MqttTarget] | None = None,
         metrics: AlarmCounters | None = None,
+        event_sink: Callable[[bytes, int], None] | None = None,
+        alarm_hooks: Sequence[Hook] = (),
     ) -> None:
+        """`event_sink` takes the alarm_events lines (the gateway's spool); `alarm_hooks` run after the engine's own
+        on every alarm change, inside its transaction (the console's live stream)."""
         self.cfg = cfg
         self.metrics = metrics or AlarmCounters()
         self.clock = clock
@@ -57,16 +61,6 @@ class AlarmEngine:
         self.baselines = Baselines(self.conn, clock)
         self.evaluator = Evaluator(self.rules_by_device, self.devices, self.baselines, cfg.timezone)
         self.deriver = Deriver(self.devices)
-        self.lifecycle = Lifecycle(
-            self.conn,
-            self.rules,
-            clock,
-            chatter_count=cfg.alarms.chatter_count,
-            chatter_window_s=cfg.alarms.chatter_window_s,
-            max_shelve_s=cfg.alarms.max_shelve_s,
-        )
-        self.hazards = Hazards(self.conn, clock, cfg.hazards)
-        self.hazards.alarm_state = self._alarm_state
         self.site = SiteInfo(
             site_name=cfg.site_name,
             tz=cfg.timezone,
@@ -81,18 +75,31 @@ class AlarmEngine:
             target = targets.get(ch.broker) if isinstance(ch, MqttChannel) else None
             self.notifiers[ch.id] = build_notifier(ch, os.environ, target, clock=clock)
         self.escalation = Escalation(
-            self.conn, cfg.escalation, self.notifiers, clock, self.site, on_delivery=self._delivered
+            self.conn,
+            cfg.escalation,
+            self.notifiers,
+            clock,
+            self.site,
+            on_delivery=self._delivered,
+            hazard_source=self._hazard_notices,
+            propose_hazard=lambda a: self.propose_hazard(a, "system", Role.ADMIN),
         )
-        self.escalation.hazard_source = self._hazard_notices
-        self.escalation.propose_hazard = lambda a: self.propose_hazard(a, "system", Role.ADMIN)
-        self.lifecycle.hooks.append(self.escalation.on_event)
         # alarm events also go to InfluxDB (measurement alarm_events) for Grafana annotations and tables; the hook
         # runs inside the SQLite transaction, so it only queues the line; `store_events` hands them to the spool
-        self.event_sink: Callable[[bytes, int], None] | None = None
+        self.event_sink = event_sink
         self._event_lines: list[str] = []
         self._last_event = (0, 0)  # (alarm id, ns) of the last queued event line
         self._offline: dict[str, bool] = {}  # device -> offline, a suppression change not yet stored
-        self.lifecycle.hooks.append(self._queue_event_line)
+        self.lifecycle = Lifecycle(
+            self.conn,
+            self.rules,
+            clock,
+            chatter_count=cfg.alarms.chatter_count,
+            chatter_window_s=cfg.alarms.chatter_window_s,
+            max_shelve_s=cfg.alarms.max_shelve_s,
+            hooks=[self.escalation.on_event, self._queue_event_line, *alarm_hooks],
+        )
+        self.hazards = Hazards(self.conn, clock, cfg.hazards, alarm_state=self._alarm_state)
         # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
         # still above its threshold does not raise a duplicate and a value back to normal does clear it
         now = clock()

@@ -64,6 +64,8 @@ class Escalation:
         clock: Clock,
         site: SiteInfo,
         on_delivery: Callable[[str, str], None] | None = None,
+        hazard_source: Callable[[int], list[tuple[int, str, str, dict[str, Any]]]] | None = None,
+        propose_hazard: Callable[[Any], int] | None = None,
     ) -> None:
         self.conn = conn
         self.cfg = cfg
@@ -72,8 +74,8 @@ class Escalation:
         self.site = site
         self.roster = Roster(cfg, site.tz)
         self.on_delivery = on_delivery  # (channel, status) for metrics
-        self.hazard_source: Callable[[int], list[tuple[int, str, str, dict[str, Any]]]] | None = None
-        self.propose_hazard: Callable[[Any], int] | None = None  # alarm -> hazard id, for tiers with propose_hazard
+        self.hazard_source = hazard_source  # hazard notices due (overdue clocks), as digest items
+        self.propose_hazard = propose_hazard  # alarm -> hazard id, for tiers with propose_hazard
         self._wake = asyncio.Event()
         # a crash while sending: we cannot know whether it went out, so send it again (same key)
         with tx(conn):

@@ -23,6 +23,7 @@ from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
 from drivers.profile import ModbusProfile, MqttProfile
 from drivers.timefmt import TimestampSpec, parse_zone
+from gateway.api.deps import alarm_json
 from gateway.auth import Auth
 from gateway.config import ConfigError, InfluxV1Sink, SiteConfig
 from gateway.daily import DailyValues
@@ -31,7 +32,7 @@ from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
-from gateway.selfmon import run_selfmon
+from gateway.selfmon import live_figures, run_selfmon
 from gateway.spool import Spool
 from gateway.supervisor import LineOwner, Liveness, watch_liveness
 from gateway.surveys import SurveyImporter
@@ -173,8 +174,18 @@ class Gateway:
     """`async with Gateway(cfg) as gw:` runs everything in one TaskGroup until the block exits."""
 
     def __init__(self, cfg: SiteConfig, fsync: bool = True, clock: Clock = wall_clock) -> None:
+        """The one place the parts are connected, each given what it uses when it is built (nothing is set on a
+        part afterwards). The topology, in the order a reading travels:
+
+            drivers (Modbus lines, MQTT sessions) ─▶ Liveness (`up`) ─▶ Pipeline ─┬▶ AlarmEngine.derive (inline)
+                                                                                ├▶ listeners: AlarmEngine, History,
+                                                                                │  DailyValues
+                                                                                └▶ Spool ─▶ SpoolDrainer ─▶ writer
+            AlarmEngine ─▶ Lifecycle hooks: Escalation, alarm_events lines (─▶ Spool), History's live hub (SSE)
+            TaskSupervisor ─▶ FaultNotices (sirens, no database); API and /health read GatewayParts
+        """
         self.cfg = cfg
-        self.metrics = Metrics()
+        self.metrics = Metrics(live=lambda: live_figures(self))  # the figures read at render time (/metrics)
         self.spool = Spool(
             cfg.spool.dir,
             cfg.spool.max_bytes,
@@ -183,24 +194,33 @@ class Gateway:
             sync_interval_s=cfg.spool.sync_interval_s,
         )
         self.series = build_series(cfg)
-        self.pipeline = Pipeline(self.spool, self.series, self.metrics, clock_limits=cfg.clock_limits(), now_ns=clock)
+        # recent values and live events for the console; an alarm is sent as the API shows it (units of its rule)
+        self.history = History(series=expected_series(cfg), alarm_json=lambda a: alarm_json(a, self.alarms.site.units))
         params = broker_params(cfg)
         try:
             self.alarms = AlarmEngine(
-                cfg.alarm_setup(), clock, {bid: mqtt_target(p) for bid, p in params.items()}, self.metrics
+                cfg.alarm_setup(),
+                clock,
+                {bid: mqtt_target(p) for bid, p in params.items()},
+                self.metrics,
+                event_sink=self.spool.append,
+                alarm_hooks=[self.history.hub.on_alarm],
             )
             self.auth = Auth(self.alarms.conn, cfg.auth, clock)  # the API's logins share the state database
         except (ValueError, SchemaError) as err:  # a missing secret, an unusable override, a newer state file
             raise ConfigError(str(err)) from None
-        self.pipeline.derive = self.alarms.derive
-        self.alarms.event_sink = self.spool.append
-        self.pipeline.listeners.append(self.alarms.on_readings)
-        self.history = History(series=expected_series(cfg))  # recent values and live events for the console
-        self.pipeline.listeners.append(self.history.add)
         # excavation points' last value per day, for the console's trends over days (kept in the state database)
         pits = [d.id for d in cfg.devices if cfg.kind_of(d).value == "excavation"]
         self.daily = DailyValues(self.alarms.conn, cfg.site.timezone, pits)
-        self.pipeline.listeners.append(self.daily.add)
+        self.pipeline = Pipeline(
+            self.spool,
+            self.series,
+            self.metrics,
+            clock_limits=cfg.clock_limits(),
+            now_ns=clock,
+            derive=self.alarms.derive,
+            listeners=[self.alarms.on_readings, self.history.add, self.daily.add],
+        )
         self.writer = build_writer(cfg)
         self.drainer = SpoolDrainer(
             self.spool,
@@ -231,9 +251,8 @@ class Gateway:
             if routes
         ]
         self.surveys = SurveyImporter(cfg, self.alarms.conn, self.alarms.baselines, self._survey_submit, clock)
-        self.tasks = TaskSupervisor(self.metrics)
         self.faults = FaultNotices(self.metrics, self.alarms.gateway_fault, cfg.site.name or cfg.site.id)
-        self.tasks.on_fault.append(self.faults.task_changed)
+        self.tasks = TaskSupervisor(self.metrics, on_fault=[self.faults.task_changed])
         self._stack = AsyncExitStack()
 
     def _flush_daily(self) -> None:

@@ -82,7 +82,12 @@ class History:
     """
 
     def __init__(
-        self, window_s: float = 7200.0, max_points: int = 1440, budget_points: int = 1_000_000, series: int = 0
+        self,
+        window_s: float = 7200.0,
+        max_points: int = 1440,
+        budget_points: int = 1_000_000,
+        series: int = 0,
+        alarm_json: Callable[[Any], dict[str, Any]] | None = None,
     ) -> None:
         if window_s <= 0 or max_points < 2:
             raise ValueError("window_s must be positive and max_points at least 2")
@@ -91,7 +96,7 @@ class History:
         self.budget_points = budget_points
         self.expected_series = series
         self._rings: dict[tuple[str, str], _Ring] = {}
-        self.hub = LiveHub()
+        self.hub = LiveHub(alarm_json=alarm_json)
 
     def _new_ring(self) -> _Ring:
         # more series than expected (a depth family grew) only make the newer rings coarser: the budget holds
@@ -189,10 +194,11 @@ def sse(event: str, data: Any) -> str:
 class LiveHub:
     """Fan-out of live events to SSE subscribers; publishing never blocks and never waits on a client."""
 
-    def __init__(self, queue_events: int = 256) -> None:
+    def __init__(self, queue_events: int = 256, alarm_json: Callable[[Any], dict[str, Any]] | None = None) -> None:
         self.queue_events = queue_events
         self.subscribers: set[Subscriber] = set()
-        self.alarm_json: Callable[[Any], dict[str, Any]] = lambda a: {"id": getattr(a, "id", None)}
+        # the alarm as the API shows it (the gateway passes gateway.api.deps.alarm_json with the rules' units)
+        self.alarm_json = alarm_json or (lambda a: {"id": getattr(a, "id", None)})
 
     def subscribe(self) -> Subscriber:
         sub = Subscriber(self.queue_events, asyncio.get_running_loop())

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from gateway.metrics import Metrics
 from gateway.spool import Spool
@@ -32,6 +32,8 @@ class Pipeline:
         max_batch_readings: int = 20000,
         clock_limits: Mapping[str, tuple[float, float]] | None = None,
         now_ns: Callable[[], int] = time.time_ns,
+        derive: Callable[[list[Reading]], list[Reading]] | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.now_ns = now_ns  # the gateway's clock (injected in tests), against which device clocks are checked
         self.spool = spool
@@ -43,9 +45,9 @@ class Pipeline:
         self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
         self.max_batch = max_batch_readings
         self.latest: dict[tuple[str, str], Reading] = {}
-        self.listeners: list[Listener] = []
+        self.listeners: list[Listener] = list(listeners)  # each sees every batch after quality marking, in order
         # derived readings (e.g. crane load as % of its load chart) join the batch before it is stored and evaluated
-        self.derive: Callable[[list[Reading]], list[Reading]] | None = None
+        self.derive = derive
         self._ranges = {name: (q.low, q.high) for name, q in quantities.CATALOG.items()}
         self._idle = asyncio.Event()
         self._idle.set()

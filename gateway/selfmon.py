@@ -52,7 +52,6 @@ class SelfMonitor:
     def __init__(self, gw: GatewayParts) -> None:
         self._gw = weakref.ref(gw)  # kept in a WeakKeyDictionary keyed by the gateway: no strong cycle
         self.swept = False
-        self.instrumented = False
         self.db_down_since: float | None = None
         # the gateway's counters start at 0 with it, so a zero snapshot is the honest baseline
         self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0)])
@@ -235,18 +234,6 @@ class SelfMonitor:
             )
         return out
 
-    def instrument(self) -> None:
-        """Install the live /metrics figures (once per gateway).
-
-        MQTT and derived readings are counted where they enter (Gateway._mqtt_submit, Pipeline.process).
-        """
-        if self.instrumented:
-            return
-        self.instrumented = True
-        gw = self.gw
-        metrics = gw.metrics
-        metrics.live = lambda: live_figures(gw)
-
 
 def _failed(deliveries: Counter[tuple[str, str]]) -> Counter[str]:
     """Deliveries given up on (retries exhausted or not retryable), by channel."""
@@ -324,7 +311,6 @@ async def run_selfmon(gw: GatewayParts, period_s: float | None = None) -> None:
     gateway's own figures survive a database outage like the readings do."""
     period = PERIOD_S if period_s is None else period_s
     mon = monitor_of(gw)
-    mon.instrument()  # before the first await: no MQTT message is handled before the counting is in place
     next_line = 0.0
     disk_warned = False
     while True:

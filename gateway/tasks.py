@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,13 +58,14 @@ class TaskSupervisor:
         base_backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
         healthy_after_s: float = 10.0,
+        on_fault: Sequence[FaultHook] = (),
     ) -> None:
         self.metrics = metrics
         self.base_backoff_s = base_backoff_s
         self.max_backoff_s = max_backoff_s
         self.healthy_after_s = healthy_after_s
         self.tasks: dict[str, TaskHealth] = {}
-        self.on_fault: list[FaultHook] = []
+        self.on_fault: list[FaultHook] = list(on_fault)
 
     def spawn(self, tg: asyncio.TaskGroup, name: str, factory: Factory, once: bool = False) -> asyncio.Task[None]:
         """Run `factory()` under supervision. `once`: a start-up job that may finish (retried only if it fails)."""

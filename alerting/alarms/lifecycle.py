@@ -66,6 +66,7 @@ class Lifecycle(AlarmStore):
         chatter_count: int = 3,
         chatter_window_s: float = 60.0,
         max_shelve_s: float = 8 * 3600,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         if chatter_count < 1 or chatter_window_s <= 0 or max_shelve_s <= 0:
             raise ValueError("chatter_count, chatter_window_s and max_shelve_s must be positive")
@@ -75,7 +76,7 @@ class Lifecycle(AlarmStore):
         self.chatter_count = chatter_count
         self.chatter_window_ns = int(chatter_window_s * NS)
         self.max_shelve_s = max_shelve_s
-        self.hooks: list[Hook] = []
+        self.hooks: list[Hook] = list(hooks)  # run in this order inside the transaction of each change
         # one connection may be shared by threads (check_same_thread=False); tx() would let a second thread
         # silently join the first one's transaction, so this module's changes are serialised here
         self._lock = threading.RLock()

@@ -17,14 +17,20 @@ from telemetry.clock import Clock
 class HazardStore:
     """The hazard_record and hazard_history rows (alerting/schema.py); every write goes with an audit row."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: Clock, cfg: HazardConfig) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        clock: Clock,
+        cfg: HazardConfig,
+        alarm_state: Callable[[int], str | None] | None = None,
+    ) -> None:
         self.conn = conn
         self.clock = clock
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
-        # alarm id -> its state ("active_unacked", ...) or None when there is no such alarm on this site; wired by
+        # alarm id -> its state ("active_unacked", ...) or None when there is no such alarm on this site; given by
         # the alarm engine (the alarms live in the same database, in the lifecycle's tables)
-        self.alarm_state: Callable[[int], str | None] | None = None
+        self.alarm_state = alarm_state
 
     # ---- local time -----------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from gateway.api import alarms, audit, auth, baselines, hazards, health, live, reports, surveys
-from gateway.api.deps import alarm_json, install_refusals
+from gateway.api.deps import install_refusals
 from gateway.parts import GatewayParts
 
 __all__ = ["bounded_api", "build_api", "serve_api"]
@@ -18,10 +18,6 @@ def build_api(gw: GatewayParts) -> FastAPI:
     """The app: open health and console files, then the login-protected routers, every refusal in two languages."""
     app = FastAPI(title="SiteGW", docs_url=None, redoc_url=None)
     app.state.parts = gw  # what the login dependency reads (gateway/api/deps.py)
-    eng, hub = gw.alarms, gw.history.hub
-    hub.alarm_json = lambda a: alarm_json(a, eng.site.units)
-    if hub.on_alarm not in eng.lifecycle.hooks:  # build_api may run more than once on one gateway
-        eng.lifecycle.hooks.append(hub.on_alarm)
     install_refusals(app)
     surveys.install_refusal(app)
     health.mount(app, gw)
