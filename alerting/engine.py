@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from alerting.alarms import AlarmState, Hook, Lifecycle, UnknownAlarm
@@ -19,7 +19,7 @@ from alerting.escalation import Escalation
 from alerting.evaluator import Evaluator, Transition
 from alerting.hazards import Hazards
 from alerting.messages import SiteInfo, local_time
-from alerting.notifiers import Message, MqttNotifier, MqttTarget, Notifier, build_notifier
+from alerting.notifiers import Message, MqttNotifier, Notifier, Publisher, build_notifier
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
 from alerting.roles import Role
@@ -44,7 +44,7 @@ class AlarmEngine:
         self,
         cfg: AlarmSetup,
         clock: Clock = wall_clock,
-        mqtt_targets: Mapping[str, MqttTarget] | None = None,
+        mqtt_publisher: Callable[[str, float], Publisher | None] | None = None,
         metrics: AlarmCounters | None = None,
         event_sink: Callable[[bytes, int], None] | None = None,
         alarm_hooks: Sequence[Hook] = (),
@@ -69,11 +69,11 @@ class AlarmEngine:
             device_kinds={d: c.kind for d, c in cfg.devices.items()},
             units={rid: r.measured_unit for rid, r in self.rules.items()},
         )
-        targets = mqtt_targets or {}
         self.notifiers: dict[str, Notifier] = {}
         for ch in cfg.escalation.channels:
-            target = targets.get(ch.broker) if isinstance(ch, MqttChannel) else None
-            self.notifiers[ch.id] = build_notifier(ch, os.environ, target, clock=clock)
+            # an MQTT channel (the site's siren) gets its own held connection to its broker, with its own timeout
+            pub = mqtt_publisher(ch.broker, ch.timeout_s) if isinstance(ch, MqttChannel) and mqtt_publisher else None
+            self.notifiers[ch.id] = build_notifier(ch, os.environ, pub, clock=clock)
         self.escalation = Escalation(
             self.conn,
             cfg.escalation,

@@ -13,14 +13,14 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 
 from alerting.engine import AlarmEngine
-from alerting.notifiers import MqttTarget
 from alerting.schema import SchemaError
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_device
+from drivers.mqtt.client import BrokerParams, HeldPublisher
 from drivers.mqtt.config import Broker, TlsVerify
 from drivers.mqtt.payloads import PayloadDecoder
-from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
+from drivers.mqtt.session import MqttDeviceRoute, MqttSession
 from drivers.profile import ModbusProfile, MqttProfile
 from drivers.timefmt import TimestampSpec, parse_zone
 from gateway.api.deps import alarm_json
@@ -135,20 +135,9 @@ def _password(b: Broker) -> str | None:
         raise ConfigError(str(err)) from None
 
 
-def mqtt_target(p: BrokerParams) -> MqttTarget:
-    """The same broker connection for the alarm siren / LED-board channels as for the devices (own client id)."""
-    return MqttTarget(
-        host=p.host,
-        port=p.port,
-        username=p.username,
-        password=p.password,
-        tls_ca=p.tls_ca,
-        tls_cert=p.tls_cert,
-        tls_key=p.tls_key,
-        tls_verify=p.tls_verify,
-        use_tls=p.use_tls,
-        client_id=f"{p.client_id}-notify",
-    )
+def publisher_for(params: dict[str, BrokerParams]) -> Callable[[str, float], HeldPublisher | None]:
+    """An MQTT notify channel's own held connection to a broker of the site (a `-notify` client id)."""
+    return lambda broker, timeout_s: HeldPublisher(params[broker], timeout_s=timeout_s) if broker in params else None
 
 
 def build_routes(cfg: SiteConfig) -> dict[str, list[MqttDeviceRoute]]:
@@ -201,7 +190,7 @@ class Gateway:
             self.alarms = AlarmEngine(
                 cfg.alarm_setup(),
                 clock,
-                {bid: mqtt_target(p) for bid, p in params.items()},
+                publisher_for(params),
                 self.metrics,
                 event_sink=self.spool.append,
                 alarm_hooks=[self.history.hub.on_alarm],

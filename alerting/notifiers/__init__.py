@@ -11,7 +11,7 @@ from alerting.notifiers.config import (
     WeComChannel,
 )
 from alerting.notifiers.factory import build_notifier
-from alerting.notifiers.mqtt import MqttNotifier, MqttTarget
+from alerting.notifiers.mqtt import MqttNotifier, Publisher
 from alerting.notifiers.robots import DingTalkNotifier, FeishuNotifier, WeComNotifier, dingtalk_sign, feishu_sign
 from alerting.notifiers.smtp import EmailNotifier
 from alerting.notifiers.webhook import WebhookNotifier
@@ -27,9 +27,9 @@ __all__ = [
     "Message",
     "MqttChannel",
     "MqttNotifier",
-    "MqttTarget",
     "Notifier",
     "Person",
+    "Publisher",
     "SendResult",
     "WeComChannel",
     "WeComNotifier",

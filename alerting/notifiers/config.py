@@ -20,7 +20,7 @@ class _Channel(BaseModel):
 
 class MqttChannel(_Channel):
     type: Literal["mqtt"]
-    broker: str  # id of a broker in the site config; the gateway resolves it into an MqttTarget
+    broker: str  # id of a broker in the site config; the gateway opens the channel its own connection to it
     topic: str = Field(min_length=1, pattern=r"^[^#+]+$")  # a publish topic has no wildcards
     qos: Literal[0, 1, 2] = 1
     retain: bool = False

@@ -15,7 +15,7 @@ from alerting.notifiers.config import (
     WebhookChannel,
     WeComChannel,
 )
-from alerting.notifiers.mqtt import MqttNotifier, MqttTarget
+from alerting.notifiers.mqtt import MqttNotifier, Publisher
 from alerting.notifiers.robots import DingTalkNotifier, FeishuNotifier, WeComNotifier
 from alerting.notifiers.smtp import EmailNotifier
 from alerting.notifiers.webhook import WebhookNotifier
@@ -43,14 +43,15 @@ def _maybe(cfg: ChannelConfig, env: Mapping[str, str], name: str | None) -> str 
 
 
 def build_notifier(
-    cfg: ChannelConfig, env: Mapping[str, str], mqtt: MqttTarget | None, clock: Clock = wall_clock
+    cfg: ChannelConfig, env: Mapping[str, str], mqtt: Publisher | None, clock: Clock = wall_clock
 ) -> Notifier:
-    """`mqtt`: the resolved broker of an MQTT channel (None for the others). `clock` stamps robot signatures
+    """`mqtt`: the MQTT channel's connection to its broker, opened by the gateway with the channel's timeout (None
+    for the other channels). `clock` stamps robot signatures
     and the email Date header. Raises ValueError naming the channel for a missing env var or broker."""
     if isinstance(cfg, MqttChannel):
         if mqtt is None:
             raise ValueError(f"notify channel {cfg.id}: broker {cfg.broker} was not resolved")
-        return MqttNotifier(cfg.id, mqtt, cfg.topic, cfg.qos, cfg.retain, cfg.timeout_s)
+        return MqttNotifier(cfg.id, mqtt, cfg.topic, cfg.qos, cfg.retain)
     if isinstance(cfg, WebhookChannel):
         headers = {h: _need(cfg, env, var) for h, var in cfg.headers_env.items()}
         return WebhookNotifier(cfg.id, str(cfg.url), headers, cfg.timeout_s)

@@ -9,16 +9,22 @@ import functools
 import json
 import logging
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiomqtt
-from paho.mqtt.matcher import MQTTMatcher
-
 from drivers.errors import ProtocolError
+from drivers.mqtt.client import (
+    BrokerParams,
+    Client,
+    Message,
+    MqttCodeError,
+    MqttError,
+    TopicMatcher,
+    refused_credentials,
+    subscriber,
+)
 from drivers.mqtt.payloads import PayloadDecoder
 from telemetry.reading import Reading
 
@@ -31,24 +37,6 @@ class MqttDeviceRoute:
     key: str  # the id the device uses for itself in its topic or payload
     topic: str  # subscription filter
     decoder: PayloadDecoder
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerParams:
-    id: str
-    host: str
-    port: int
-    client_id: str
-    username: str | None
-    password: str | None
-    protocol_v5: bool
-    keepalive_s: int
-    dead_letter_topic: str
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tls_verify: bool = True
-    use_tls: bool = False
 
 
 OnSpooled = Callable[[], object]  # its return value is ignored
@@ -84,11 +72,11 @@ class MqttSession:
             if dec.profile.id != r.decoder.profile.id:
                 raise ValueError(f"broker {params.id}: topic filter {r.topic!r} is used by two profiles")
             keys[r.key] = r.device_id
-        self._matcher = MQTTMatcher()  # type: ignore[no-untyped-call]
+        self._matcher = TopicMatcher()  # type: ignore[no-untyped-call]
         for f, (dec, keys) in self._by_filter.items():
             self._matcher[f] = (f, dec, keys)
         self.connected = asyncio.Event()
-        self.client: aiomqtt.Client | None = None
+        self.client: Client | None = None
         self.connects = 0
         self.reconnects = 0  # successful connects after the first, i.e. after a lost connection
         self._warned: set[tuple[str, str]] = set()
@@ -96,50 +84,13 @@ class MqttSession:
         self._sole = {f: next(iter(keys.values())) for f, (_d, keys) in self._by_filter.items() if len(keys) == 1}
         self._last_receive_ns = 0
 
-    def _client(self) -> aiomqtt.Client:
-        tls_params = None
-        if self.p.use_tls:
-            tls_params = aiomqtt.TLSParameters(
-                ca_certs=self.p.tls_ca,
-                certfile=self.p.tls_cert,
-                keyfile=self.p.tls_key,
-                cert_reqs=ssl.CERT_REQUIRED if self.p.tls_verify else ssl.CERT_NONE,
-            )
-        kwargs: dict[str, Any] = {}
-        if self.p.protocol_v5:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = 7 * 24 * 3600  # keep our subscriptions and queued QoS 1 messages
-            kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
-        else:
-            kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
-        client = aiomqtt.Client(
-            self.p.host,
-            self.p.port,
-            identifier=self.p.client_id,
-            username=self.p.username,
-            password=self.p.password,
-            keepalive=self.p.keepalive_s,
-            tls_params=tls_params,
-            tls_insecure=(not self.p.tls_verify) if self.p.use_tls else None,
-            max_queued_incoming_messages=0,
-            **kwargs,
-        )
-        # Acknowledge a QoS 1 message only once its readings are in the spool (or it is dead-lettered): a crash
-        # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
-        # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
-        client._client.manual_ack_set(True)
-        return client
-
     async def run(self) -> None:
         """Reconnect loop: the backoff depends on the error class (refused credentials back off long)."""
         backoff = 0.2
         warned = False
         while True:
             try:
-                async with self._client() as client:
+                async with subscriber(self.p) as client:
                     self.client = client
                     for f in self.filters:
                         await client.subscribe(f, qos=1)
@@ -152,7 +103,7 @@ class MqttSession:
                     warned = False
                     backoff = 0.2
                     ack = client._client.ack
-                    queued: asyncio.Queue[aiomqtt.Message] = client._queue
+                    queued: asyncio.Queue[Message] = client._queue
                     async for msg in client.messages:
                         # Take everything paho has already queued as one batch: one hand-over to the pipeline
                         # instead of one per message (aiomqtt's iterator costs a task and an asyncio.wait per
@@ -164,9 +115,9 @@ class MqttSession:
                         await self.handle_batch(
                             [(m.topic.value, m.payload, functools.partial(ack, m.mid, m.qos)) for m in batch]
                         )
-            except aiomqtt.MqttCodeError as err:
+            except MqttCodeError as err:
                 self.connected.clear()
-                auth = getattr(err, "rc", None) in (4, 5, 134, 135)
+                auth = refused_credentials(err)
                 if not warned:
                     log.warning(
                         "broker %s (%s:%d): %s%s",
@@ -178,7 +129,7 @@ class MqttSession:
                     )
                     warned = True
                 delay = 30.0 if auth else backoff
-            except aiomqtt.MqttError as err:
+            except MqttError as err:
                 self.connected.clear()
                 if not warned:
                     log.warning(
@@ -284,5 +235,5 @@ class MqttSession:
         if self.client is not None:
             try:
                 await self.client.publish(self.p.dead_letter_topic, json.dumps(body, ensure_ascii=False), qos=1)
-            except aiomqtt.MqttError as err:
+            except MqttError as err:
                 log.warning("dead letter could not be published to %s: %s", self.p.dead_letter_topic, err)

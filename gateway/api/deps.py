@@ -1,6 +1,8 @@
 """What every router shares: login and role dependencies, id and limit bounds, site dates as ns, refusal replies."""
 
 # No `from __future__ import annotations` in this package: FastAPI reads the dependency annotations at run time.
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -65,6 +67,14 @@ Viewer = Annotated[User, Depends(role(Role.VIEWER))]
 Officer = Annotated[User, Depends(role(Role.OFFICER))]
 Manager = Annotated[User, Depends(role(Role.MANAGER))]
 Admin = Annotated[User, Depends(role(Role.ADMIN))]
+
+
+def decoded(content_b64: str) -> bytes:
+    """An uploaded file's content (a drawing, a survey), refused as a bad request when it is not base64."""
+    try:
+        return base64.b64decode(content_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("content_b64: not base64") from None
 
 
 def known_device(gw: "GatewayParts", device: str) -> None:

@@ -1,7 +1,5 @@
 """Routes of what happens now: latest values, the console's site, the plan drawing, the live stream, recent history."""
 
-import base64
-import binascii
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -12,7 +10,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from alerting import glossary
 from alerting.db import audit, tx
 from gateway.api.bodies import PlanImage
-from gateway.api.deps import Admin, Viewer, known_device
+from gateway.api.deps import Admin, Viewer, decoded, known_device
 from gateway.history import sse
 from gateway.parts import GatewayParts
 from gateway.siteplan import jib_length_m, plan_image_response, plan_meta, store_image
@@ -73,10 +71,7 @@ def router(gw: GatewayParts) -> APIRouter:
     @r.put("/api/plan/image")
     async def upload_plan_image(body: PlanImage, user: Admin) -> dict[str, Any]:
         """Replace the site drawing (PNG, JPEG or WebP, checked by its content); audited."""
-        try:
-            data = base64.b64decode(body.content_b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("content_b64: not base64") from None
+        data = decoded(body.content_b64)
         path = store_image(gw.cfg.site.plan, uploads, data)
         with tx(eng.conn):
             audit(eng.conn, eng.clock(), user.name, "plan.image", "plan:image", body.filename, {"bytes": len(data)})

@@ -1,7 +1,5 @@
 """Routes of people's field input: surveyors' CSV / XLSX results, and inspection findings (巡视检查)."""
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -10,7 +8,7 @@ from fastapi.responses import JSONResponse
 from alerting.db import audit, tx
 from gateway import refusals
 from gateway.api.bodies import Inspection, SurveyUpload
-from gateway.api.deps import Officer, Viewer
+from gateway.api.deps import Officer, Viewer, decoded
 from gateway.parts import GatewayParts
 from gateway.surveys import SurveyRefused
 from telemetry.reading import Reading
@@ -37,10 +35,7 @@ def router(gw: GatewayParts) -> APIRouter:
     @r.post("/api/surveys")
     async def import_survey(body: SurveyUpload, user: Officer) -> dict[str, Any]:
         """Import a surveyor's results whole or not at all; alarms are evaluated on the survey times."""
-        try:
-            data = base64.b64decode(body.content_b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("content_b64: not base64") from None
+        data = decoded(body.content_b64)
         result = await gw.surveys.import_file(data, body.filename, user.name, body.quantity)
         return result.as_dict()
 

@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
+from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
-from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
+from drivers.mqtt.session import MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, builtin_profiles
 from services.local import Service
 from telemetry.reading import Reading

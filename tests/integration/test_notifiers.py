@@ -20,12 +20,12 @@ from alerting.notifiers import (
     ChannelConfig,
     Message,
     MqttNotifier,
-    MqttTarget,
     Notifier,
     Person,
     SendResult,
     build_notifier,
 )
+from drivers.mqtt.client import BrokerParams, HeldPublisher
 from services import local as services
 from tests.receivers import HttpReceiver, Reply, http_receiver, smtp_server
 
@@ -63,7 +63,7 @@ HOOK_TOKEN = "Bearer hook-token-5f2e9a"
 ALL_SECRETS = (DING_SECRET, DING_TOKEN, FEISHU_SECRET, FEISHU_HOOK, WECOM_KEY, SMTP_PASSWORD, HOOK_TOKEN)
 
 
-def notifier(cfg: dict[str, Any], env: dict[str, str] | None = None, mqtt: MqttTarget | None = None) -> Notifier:
+def notifier(cfg: dict[str, Any], env: dict[str, str] | None = None, mqtt: HeldPublisher | None = None) -> Notifier:
     return build_notifier(CHANNEL.validate_python(cfg), env or {}, mqtt, clock=clock)
 
 
@@ -126,7 +126,7 @@ def test_missing_env_var_names_channel_and_variable() -> None:
 
 async def test_mqtt_publishes_event_json_with_qos1(mosquitto: services.Service) -> None:
     topic = "sitegw/test/notify/siren"
-    target = MqttTarget(host="127.0.0.1", port=mosquitto.port, client_id="sitegw-test-notify")
+    target = HeldPublisher(BrokerParams.at("127.0.0.1", mosquitto.port), client_id="sitegw-test-notify")
     async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
         await sub.subscribe(topic, qos=1)
         async with aclosing(notifier({"type": "mqtt", "id": "siren", "broker": "b", "topic": topic}, mqtt=target)) as n:
@@ -151,7 +151,9 @@ async def test_mqtt_broker_down_is_retryable(tmp_path: Path) -> None:
     own.start()
     try:
         cfg = {"type": "mqtt", "id": "siren", "broker": "b", "topic": "site/siren", "timeout_s": 2}
-        async with aclosing(notifier(cfg, mqtt=MqttTarget(host="127.0.0.1", port=own.port))) as n:
+        async with aclosing(
+            notifier(cfg, mqtt=HeldPublisher(BrokerParams.at("127.0.0.1", own.port), timeout_s=2))
+        ) as n:
             first = await n.send(MSG, [])
             own.stop()
             second = await n.send(MSG, [])
@@ -169,7 +171,9 @@ async def test_mqtt_keeps_its_connection_and_reconnects_after_a_broker_restart(t
     got: list[bytes] = []
     try:
         cfg = {"type": "mqtt", "id": "siren", "broker": "b", "topic": topic, "timeout_s": 2}
-        async with aclosing(notifier(cfg, mqtt=MqttTarget(host="127.0.0.1", port=own.port))) as n:
+        async with aclosing(
+            notifier(cfg, mqtt=HeldPublisher(BrokerParams.at("127.0.0.1", own.port), timeout_s=2))
+        ) as n:
             assert isinstance(n, MqttNotifier)
             async with aiomqtt.Client("127.0.0.1", own.port) as sub:
                 await sub.subscribe(topic, qos=1)
@@ -207,10 +211,14 @@ def auth_mosquitto(tmp_path: Path) -> Iterator[services.Service]:
 
 async def test_mqtt_refused_credentials_are_not_retryable(auth_mosquitto: services.Service) -> None:
     cfg = {"type": "mqtt", "id": "siren", "broker": "b", "topic": "site/siren", "timeout_s": 2}
-    good_target = MqttTarget(host="127.0.0.1", port=auth_mosquitto.port, username="siren", password="right-password")
+    good_target = HeldPublisher(
+        BrokerParams.at("127.0.0.1", auth_mosquitto.port, username="siren", password="right-password"), timeout_s=2
+    )
     async with aclosing(notifier(cfg, mqtt=good_target)) as n:
         good = await n.send(MSG, [])
-    bad_target = MqttTarget(host="127.0.0.1", port=auth_mosquitto.port, username="siren", password=SMTP_PASSWORD)
+    bad_target = HeldPublisher(
+        BrokerParams.at("127.0.0.1", auth_mosquitto.port, username="siren", password=SMTP_PASSWORD), timeout_s=2
+    )
     async with aclosing(notifier(cfg, mqtt=bad_target)) as n:
         bad = no_secret(await n.send(MSG, []))
     assert good.ok, good

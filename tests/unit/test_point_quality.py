@@ -14,8 +14,9 @@ import yaml
 from alerting.derived import DeviceContext
 from alerting.evaluator import Evaluator
 from alerting.rules import Level, default_rules
+from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
-from drivers.mqtt.session import BrokerParams, MqttDeviceRoute, MqttSession
+from drivers.mqtt.session import MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, load_profile_file
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline

@@ -1,0 +1,177 @@
+"""The one module that speaks aiomqtt: a broker's parameters, the subscriber's client, and a held publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import ssl
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.matcher import MQTTMatcher
+
+# what the session and the gateway use of the library, named here so no other module imports it
+Client = aiomqtt.Client
+Message = aiomqtt.Message
+MqttError = aiomqtt.MqttError
+MqttCodeError = aiomqtt.MqttCodeError
+TopicMatcher = MQTTMatcher
+
+# CONNACK codes of refused credentials (MQTT 3.1.1: 4 bad user name or password, 5 not authorised; MQTT 5: 134, 135):
+# they fail the same way next time, so they are retried slowly (a session) or not at all (a notification)
+AUTH_CODES = frozenset({4, 5, 134, 135})
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerParams:
+    """A broker as the gateway resolved it from its config: the password read from the environment."""
+
+    id: str
+    host: str
+    port: int
+    client_id: str
+    username: str | None
+    password: str | None
+    protocol_v5: bool
+    keepalive_s: int
+    dead_letter_topic: str
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify: bool = True
+    use_tls: bool = False
+
+    @classmethod
+    def at(cls, host: str, port: int = 1883, **kw: Any) -> BrokerParams:
+        """A broker by address with the defaults of a site file (tests and tools)."""
+        base: dict[str, Any] = {
+            "id": "b", "client_id": "sitegw", "username": None, "password": None, "protocol_v5": False,
+            "keepalive_s": 30, "dead_letter_topic": "sitegw/deadletter",
+        }  # fmt: skip
+        return cls(host=host, port=port, **{**base, **kw})
+
+
+def refused_credentials(err: BaseException) -> bool:
+    return isinstance(err, aiomqtt.MqttCodeError) and getattr(err.rc, "value", err.rc) in AUTH_CODES
+
+
+def _tls(p: BrokerParams) -> dict[str, Any]:
+    if not p.use_tls:
+        return {"tls_params": None, "tls_insecure": None}
+    params = aiomqtt.TLSParameters(
+        ca_certs=p.tls_ca,
+        certfile=p.tls_cert,
+        keyfile=p.tls_key,
+        cert_reqs=ssl.CERT_REQUIRED if p.tls_verify else ssl.CERT_NONE,
+    )
+    return {"tls_params": params, "tls_insecure": not p.tls_verify}
+
+
+def subscriber(p: BrokerParams) -> aiomqtt.Client:
+    """The devices' session: the stable client id, a persistent session, QoS 1 messages acknowledged by hand."""
+    kwargs: dict[str, Any] = {}
+    if p.protocol_v5:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 7 * 24 * 3600  # keep our subscriptions and queued QoS 1 messages
+        kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
+    else:
+        kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
+    client = aiomqtt.Client(
+        p.host,
+        p.port,
+        identifier=p.client_id,
+        username=p.username,
+        password=p.password,
+        keepalive=p.keepalive_s,
+        max_queued_incoming_messages=0,
+        **_tls(p),
+        **kwargs,
+    )
+    # Acknowledge a QoS 1 message only once its readings are in the spool (or it is dead-lettered): a crash
+    # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
+    # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
+    client._client.manual_ack_set(True)
+    return client
+
+
+class HeldPublisher:
+    """One broker connection for publishing, opened at the first message and kept: a siren must sound within
+    milliseconds of the alarm, and a connection per message cost several round trips (CONNECT, CONNACK, DISCONNECT)
+    on a gateway busy with its input (`bench/alarm_latency.py`). A held connection can be half-open and fail only at
+    the PUBACK timeout, so a publish that fails on a held connection is tried once more on a fresh one. Each
+    connection's client id gets a random suffix, so a new connection never makes the broker drop one still closing.
+
+    Failures are the standard library's: PermissionError for refused credentials (they fail the same way next
+    time), ConnectionError for the rest (refused, reset, timeout); an unreadable TLS file raises as it is. Their
+    messages never carry the password."""
+
+    def __init__(self, p: BrokerParams, client_id: str | None = None, timeout_s: float = 10.0) -> None:
+        self.p = replace(p, client_id=client_id or f"{p.client_id}-notify")
+        self.timeout_s = timeout_s
+        self._client: aiomqtt.Client | None = None
+        self._lock = asyncio.Lock()  # one connection attempt at a time; publishes share the connection
+        self.connects = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.p.host}:{self.p.port}"
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.p.password, "***") if self.p.password else text
+
+    def _error(self, err: aiomqtt.MqttError) -> OSError:
+        detail = self._scrub(f"broker {self.address}: {err}")
+        return PermissionError(detail) if refused_credentials(err) else ConnectionError(detail)
+
+    async def _connection(self) -> aiomqtt.Client:
+        async with self._lock:
+            if self._client is None:
+                client = aiomqtt.Client(
+                    self.p.host,
+                    self.p.port,
+                    identifier=f"{self.p.client_id}-{secrets.token_hex(4)}",
+                    username=self.p.username,
+                    password=self.p.password,
+                    timeout=self.timeout_s,
+                    clean_session=True,
+                    **_tls(self.p),
+                )
+                try:
+                    await client.__aenter__()  # connects; raises MqttError when refused or unreachable
+                except aiomqtt.MqttError as err:
+                    raise self._error(err) from None
+                self._client = client
+                self.connects += 1
+            return self._client
+
+    async def _drop(self, client: aiomqtt.Client) -> None:
+        if self._client is client:
+            self._client = None
+        with contextlib.suppress(Exception):  # the connection is gone or going; nothing to report from closing it
+            await client.__aexit__(None, None, None)
+
+    async def connect(self) -> None:
+        await self._connection()
+
+    async def publish(self, topic: str, payload: str | bytes, qos: int = 1, retain: bool = False) -> None:
+        """Returns after the PUBACK for QoS 1 (PUBCOMP for 2); raises PermissionError or ConnectionError."""
+        while True:
+            held = self._client is not None
+            client = await self._connection()
+            try:
+                await client.publish(topic, payload, qos=qos, retain=retain)
+                return
+            except aiomqtt.MqttError as err:
+                await self._drop(client)
+                if not held:
+                    raise self._error(err) from None
+                # the held connection had died: once more on a fresh one
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._drop(self._client)
