@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -41,17 +40,16 @@ from gateway.writer import SpoolDrainer
 from telemetry.clock import Clock, wall_clock
 from telemetry.lineproto import SeriesTags, series_tags
 from telemetry.reading import Reading
+from telemetry.secrets import MissingSecret, secret
 
 log = logging.getLogger("sitegw")
 
 
 def _env(name: str | None, what: str) -> str | None:
-    if name is None:
-        return None
-    v = os.environ.get(name)
-    if v is None:
-        raise ConfigError(f"{what}: environment variable {name} is not set")
-    return v
+    try:
+        return None if name is None else secret(name, what)
+    except MissingSecret as err:  # a config error like any other: `sitegw run` says it and exits 2
+        raise ConfigError(str(err)) from None
 
 
 def build_writer(cfg: SiteConfig) -> InfluxV1Writer | InfluxV2Writer:
@@ -129,10 +127,7 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
 
 
 def _password(b: Broker) -> str | None:
-    try:
-        return b.password()
-    except ValueError as err:  # the secret is not in the environment: a config error like any other
-        raise ConfigError(str(err)) from None
+    return _env(b.password_env, f"brokers.{b.id}")
 
 
 def publisher_for(params: dict[str, BrokerParams]) -> Callable[[str, float], HeldPublisher | None]:

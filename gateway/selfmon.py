@@ -46,6 +46,12 @@ def _reason(code: str, detail: dict[str, Any], zh: str, en: str) -> dict[str, An
     return {"code": code, "detail": detail, "zh": zh, "en": en}
 
 
+def _listed(code: str, names: list[str], detail: dict[str, Any], zh: str, en: str) -> dict[str, Any]:
+    """A reason naming the devices, lines or brokers at fault: `{n}` is their count, `{names}` the list."""
+    n = len(names)
+    return _reason(code, detail, zh.format(n=n, names="、".join(names)), en.format(n=n, names=", ".join(names)))
+
+
 class SelfMonitor:
     """Per-gateway state of self-monitoring: whether the first sweep ran, and a short history of counters."""
 
@@ -126,34 +132,33 @@ class SelfMonitor:
             )
         offline = sorted(d for d, v in m.up.items() if v == 0)
         if offline:
-            names = "、".join(offline)
+            detail = {"devices": offline, "count": len(offline), "total": len(gw.cfg.devices)}
             out.append(
-                _reason(
-                    "devices_offline",
-                    {"devices": offline, "count": len(offline), "total": len(gw.cfg.devices)},
-                    f"{len(offline)} 台设备离线：{names}",
-                    f"{len(offline)} device(s) offline: {', '.join(offline)}",
-                )
+                _listed("devices_offline", offline, detail, "{n} 台设备离线：{names}", "{n} device(s) offline: {names}")
             )
         failing = sorted(m.decode_failing)
         if failing:
+            detail = {"devices": failing, "dead_letters": {d: m.dead_letters_by_device[d] for d in failing}}
+            zh = "{n} 台设备的数据无法解析（消息在到达，见死信）：{names}"
             out.append(
-                _reason(
+                _listed(
                     "decode_errors",
-                    {"devices": failing, "dead_letters": {d: m.dead_letters_by_device[d] for d in failing}},
-                    f"{len(failing)} 台设备的数据无法解析（消息在到达，见死信）：{'、'.join(failing)}",
-                    f"{len(failing)} device(s) send messages that do not decode (see the dead letters): "
-                    + ", ".join(failing),
+                    failing,
+                    detail,
+                    zh,
+                    "{n} device(s) send messages that do not decode (see the dead letters): {names}",
                 )
             )
         skewed = sorted(m.clock_skewed)
         if skewed:
+            zh = "{n} 台设备时钟偏差过大（数据已保存并标记为可疑）：{names}"
             out.append(
-                _reason(
+                _listed(
                     "clock_skew",
+                    skewed,
                     {"devices": skewed},
-                    f"{len(skewed)} 台设备时钟偏差过大（数据已保存并标记为可疑）：{'、'.join(skewed)}",
-                    f"{len(skewed)} device clock(s) off (readings kept, marked uncertain): {', '.join(skewed)}",
+                    zh,
+                    "{n} device clock(s) off (readings kept, marked uncertain): {names}",
                 )
             )
         if m.lines_down:
@@ -170,14 +175,8 @@ class SelfMonitor:
             )
         brokers = sorted(s.p.id for s in gw.sessions if not s.connected.is_set())
         if brokers:
-            out.append(
-                _reason(
-                    "mqtt_disconnected",
-                    {"brokers": brokers},
-                    f"MQTT 服务器未连接：{'、'.join(brokers)}",
-                    f"MQTT broker(s) not connected: {', '.join(brokers)}",
-                )
-            )
+            zh, en = "MQTT 服务器未连接：{names}", "MQTT broker(s) not connected: {names}"
+            out.append(_listed("mqtt_disconnected", brokers, {"brokers": brokers}, zh, en))
         broken = gw.tasks.failing()
         if broken:
             tasks = [h.report(now) for h in broken]

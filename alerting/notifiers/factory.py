@@ -20,13 +20,11 @@ from alerting.notifiers.robots import DingTalkNotifier, FeishuNotifier, WeComNot
 from alerting.notifiers.smtp import EmailNotifier
 from alerting.notifiers.webhook import WebhookNotifier
 from telemetry.clock import Clock, wall_clock
+from telemetry.secrets import secret
 
 
 def _need(cfg: ChannelConfig, env: Mapping[str, str], name: str) -> str:
-    value = env.get(name)
-    if not value:
-        raise ValueError(f"notify channel {cfg.id}: environment variable {name} is not set")
-    return value
+    return secret(name, f"notify channel {cfg.id}", env, allow_empty=False)
 
 
 def _url(cfg: ChannelConfig, env: Mapping[str, str], name: str) -> str:

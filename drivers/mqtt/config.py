@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -52,12 +51,3 @@ class Broker(DriverModel):
 
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     dead_letter_topic: str = "sitegw/deadletter"
-
-    def password(self) -> str | None:
-        """The password from the environment; never stored in YAML."""
-        if self.password_env is None:
-            return None
-        value = os.environ.get(self.password_env)
-        if value is None:
-            raise ValueError(f"brokers.{self.id}: environment variable {self.password_env} is not set")
-        return value
