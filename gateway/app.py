@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -33,7 +34,7 @@ from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.selfmon import live_figures, run_selfmon
 from gateway.spool import Spool
-from gateway.supervisor import LineOwner, Liveness, watch_liveness
+from gateway.supervisor import LineOwner, Liveness, marking_seen, run_stream, watch_liveness
 from gateway.surveys import SurveyImporter
 from gateway.tasks import TaskSupervisor
 from gateway.writer import SpoolDrainer
@@ -229,8 +230,11 @@ class Gateway:
             for ln in cfg.lines
             if (devs := line_devices[ln.id])
         ]
+        mqtt_in = marking_seen(
+            self.liveness, self.pipeline.submit, lambda n: self.metrics.readings_by_driver.update({"mqtt": n})
+        )
         self.sessions = [
-            MqttSession(params[bid], routes, self._mqtt_submit, self._dead_letter, self._on_message)
+            MqttSession(params[bid], routes, mqtt_in, self._dead_letter, self._on_message)
             for bid, routes in build_routes(cfg).items()
             if routes
         ]
@@ -244,17 +248,6 @@ class Gateway:
             self.daily.flush()
         except (sqlite3.Error, OSError):  # a full disk at shutdown: the days of the last periodic flush remain
             log.exception("writing the last daily values at shutdown failed")
-
-    async def _mqtt_submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        self.metrics.readings_by_driver["mqtt"] += len(readings)
-        now = time.monotonic()
-        ups = []
-        for dev in {r.device for r in readings}:
-            up = self.liveness.seen(dev, now)
-            if up:
-                ups.append(up)
-        ups.extend(self.liveness.take())
-        await self.pipeline.submit(readings + ups if ups else readings, on_spooled)
 
     async def _survey_submit(self, readings: list[Reading]) -> None:
         self.metrics.readings_by_driver["survey"] += len(readings)
@@ -298,7 +291,7 @@ class Gateway:
         for lo in self.lines:
             self._owned.append(spawn(tg, f"modbus-line-{lo.link.line.id}", lo.run))
         for s in self.sessions:
-            self._owned.append(spawn(tg, f"mqtt-{s.p.id}", s.run))
+            self._owned.append(spawn(tg, f"mqtt-{s.p.id}", functools.partial(run_stream, s)))
         if self.cfg.http is not None:
             from gateway.api import serve_api
 

@@ -189,7 +189,7 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     from drivers.mqtt.session import MqttSession
     from gateway.app import broker_params, build_line_devices, build_routes
     from gateway.metrics import Metrics
-    from gateway.supervisor import LineOwner, Liveness
+    from gateway.supervisor import LineOwner, Liveness, run_stream
     from telemetry.reading import Reading
 
     found: dict[str, list[Reading]] = {}
@@ -222,7 +222,7 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     mqtt_devices.update(r.device_id for rs in routes.values() for r in rs)
     if mqtt_devices:
         sessions = [MqttSession(params[b], rs, collect, _print_dead_letter) for b, rs in routes.items() if rs]
-        tasks = [asyncio.create_task(s.run(), name=f"once-mqtt-{s.p.id}") for s in sessions]
+        tasks = [asyncio.create_task(run_stream(s), name=f"once-mqtt-{s.p.id}") for s in sessions]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(all_heard.wait(), timeout_s)
         for t in tasks:

@@ -1,4 +1,4 @@
-"""Supervision: one owner task per Modbus line (schedule, retries, circuit breakers) and device liveness (`up`)."""
+"""Supervision of drivers: a task per Modbus line (schedule, breakers), a reconnect loop per stream, liveness (`up`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable
-from drivers.modbus.driver import ModbusDevice
+from drivers.modbus.driver import ModbusDevice, PollResult
 from drivers.modbus.link import ModbusLink
 from gateway.metrics import Metrics
 from telemetry.reading import Reading
@@ -20,6 +21,8 @@ from telemetry.reading import Reading
 log = logging.getLogger("sitegw.supervisor")
 
 Submit = Callable[[list[Reading]], Awaitable[None]]
+# a streaming driver's: with what to call once the batch is spooled (an MQTT message is acknowledged then)
+StreamSubmit = Callable[[list[Reading], Callable[[], object] | None], Awaitable[None]]
 
 
 class Liveness:
@@ -159,6 +162,64 @@ class Breaker:
         self.backoff_s = min(max(interval, self.backoff_s * 2 or interval * 2), self.max_backoff_s)
         self.open_until = now + self.backoff_s * (0.9 + 0.2 * random.random())
         return True
+
+
+class PolledDriver(Protocol):
+    """A device read on a schedule over a line the supervisor owns (drivers.modbus.driver.ModbusDevice)."""
+
+    device_id: str
+
+    async def poll(self, link: ModbusLink) -> PollResult: ...
+
+
+class StreamingDriver(Protocol):
+    """A connection that delivers readings as they come (drivers.mqtt.session.MqttSession); `stream` lives one
+    connection, `errors` are what end one, `retry_after` a driver's own wait for an error, the texts its log lines."""
+
+    errors: tuple[type[BaseException], ...]
+
+    async def stream(self, on_connected: Callable[[], None]) -> None: ...
+    def retry_after(self, err: BaseException) -> float | None: ...
+    def describe(self, err: BaseException) -> str: ...
+    def restored(self) -> str: ...
+
+
+async def run_stream(driver: StreamingDriver, first_s: float = 0.2, max_s: float = 5.0) -> None:
+    """Keep a streaming driver connected: back off from `first_s` doubling to `max_s` (±20 % jitter), start over once
+    connected, wait what the driver asks where its error says so (refused credentials: long); the first failure of
+    an episode is logged, and the recovery."""
+    backoff, warned = first_s, False
+
+    def connected() -> None:
+        nonlocal backoff, warned
+        if warned:
+            log.info("%s", driver.restored())
+        backoff, warned = first_s, False
+
+    while True:
+        delay = backoff
+        try:
+            await driver.stream(connected)
+        except driver.errors as err:
+            if not warned:
+                log.warning("%s", driver.describe(err))
+                warned = True
+            delay = driver.retry_after(err) or backoff
+        backoff = min(backoff * 2, max_s)
+        await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+
+
+def marking_seen(liveness: Liveness, submit: StreamSubmit, counted: Callable[[int], None]) -> StreamSubmit:
+    """A streaming driver's submit: the devices of each batch are marked seen, their `up` readings join it."""
+
+    async def seen_then_submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        counted(len(readings))
+        now = time.monotonic()
+        ups = [up for dev in {r.device for r in readings} if (up := liveness.seen(dev, now)) is not None]
+        ups.extend(liveness.take())
+        await submit(readings + ups if ups else readings, on_spooled)
+
+    return seen_then_submit
 
 
 class LineOwner:

@@ -8,7 +8,6 @@ import base64
 import functools
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,66 +83,54 @@ class MqttSession:
         self._sole = {f: next(iter(keys.values())) for f, (_d, keys) in self._by_filter.items() if len(keys) == 1}
         self._last_receive_ns = 0
 
-    async def run(self) -> None:
-        """Reconnect loop: the backoff depends on the error class (refused credentials back off long)."""
-        backoff = 0.2
-        warned = False
-        while True:
-            try:
-                async with subscriber(self.p) as client:
-                    self.client = client
-                    for f in self.filters:
-                        await client.subscribe(f, qos=1)
-                    self.connects += 1
-                    if self.connects > 1:
-                        self.reconnects += 1
-                    self.connected.set()
-                    if warned:
-                        log.info("broker %s: reconnected, %d subscription(s) restored", self.p.id, len(self.filters))
-                    warned = False
-                    backoff = 0.2
-                    ack = client._client.ack
-                    queued: asyncio.Queue[Message] = client._queue
-                    async for msg in client.messages:
-                        # Take everything paho has already queued as one batch: one hand-over to the pipeline
-                        # instead of one per message (aiomqtt's iterator costs a task and an asyncio.wait per
-                        # message). The queue is aiomqtt's own (pinned < 3); the broker's in-flight window
-                        # bounds it for QoS 1, since we acknowledge only after spooling.
-                        batch = [msg]
-                        while len(batch) < MAX_BATCH_MESSAGES and not queued.empty():
-                            batch.append(queued.get_nowait())
-                        await self.handle_batch(
-                            [(m.topic.value, m.payload, functools.partial(ack, m.mid, m.qos)) for m in batch]
-                        )
-            except MqttCodeError as err:
-                self.connected.clear()
-                auth = refused_credentials(err)
-                if not warned:
-                    log.warning(
-                        "broker %s (%s:%d): %s%s",
-                        self.p.id,
-                        self.p.host,
-                        self.p.port,
-                        err,
-                        " (credentials refused: check username / password_env)" if auth else "",
+    # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
+    # (gateway/supervisor.py, run_stream)
+
+    errors: tuple[type[BaseException], ...] = (MqttError,)  # what ends a connection (anything else is a bug)
+
+    async def stream(self, on_connected: Callable[[], None]) -> None:
+        """One connection to the broker: subscribe, then hand messages to the pipeline until the connection ends
+        (an MqttError says why). `on_connected` is called once the subscriptions are in place."""
+        try:
+            async with subscriber(self.p) as client:
+                self.client = client
+                for f in self.filters:
+                    await client.subscribe(f, qos=1)
+                self.connects += 1
+                if self.connects > 1:
+                    self.reconnects += 1
+                self.connected.set()
+                on_connected()
+                ack = client._client.ack
+                queued: asyncio.Queue[Message] = client._queue
+                async for msg in client.messages:
+                    # Take everything paho has already queued as one batch: one hand-over to the pipeline
+                    # instead of one per message (aiomqtt's iterator costs a task and an asyncio.wait per
+                    # message). The queue is aiomqtt's own (pinned < 3); the broker's in-flight window
+                    # bounds it for QoS 1, since we acknowledge only after spooling.
+                    batch = [msg]
+                    while len(batch) < MAX_BATCH_MESSAGES and not queued.empty():
+                        batch.append(queued.get_nowait())
+                    await self.handle_batch(
+                        [(m.topic.value, m.payload, functools.partial(ack, m.mid, m.qos)) for m in batch]
                     )
-                    warned = True
-                delay = 30.0 if auth else backoff
-            except MqttError as err:
-                self.connected.clear()
-                if not warned:
-                    log.warning(
-                        "broker %s (%s:%d): connection lost or refused: %s; retrying",
-                        self.p.id,
-                        self.p.host,
-                        self.p.port,
-                        err,
-                    )
-                    warned = True
-                delay = backoff
+        finally:
             self.client = None
-            backoff = min(backoff * 2, 5.0)
-            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+            self.connected.clear()
+
+    def retry_after(self, err: BaseException) -> float | None:
+        """Refused credentials fail the same way next time: wait 30 s; anything else takes the usual backoff."""
+        return 30.0 if refused_credentials(err) else None
+
+    def describe(self, err: BaseException) -> str:
+        where = f"broker {self.p.id} ({self.p.host}:{self.p.port})"
+        if isinstance(err, MqttCodeError):
+            hint = " (credentials refused: check username / password_env)" if refused_credentials(err) else ""
+            return f"{where}: {err}{hint}"
+        return f"{where}: connection lost or refused: {err}; retrying"
+
+    def restored(self) -> str:
+        return f"broker {self.p.id}: reconnected, {len(self.filters)} subscription(s) restored"
 
     async def handle_batch(self, msgs: list[tuple[str, Any, OnSpooled | None]]) -> None:
         """Route messages that arrived together and hand their readings to the pipeline in one batch.

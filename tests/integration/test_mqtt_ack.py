@@ -14,6 +14,7 @@ from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, builtin_profiles
+from gateway.supervisor import run_stream
 from services.local import Service
 from telemetry.reading import Reading
 
@@ -37,7 +38,7 @@ def session(port: int, submit: Callable[..., object]) -> MqttSession:
 
 
 async def run_until(s: MqttSession, done: asyncio.Event, wait_s: float) -> None:
-    task = asyncio.create_task(s.run(), name="mqtt-session")
+    task = asyncio.create_task(run_stream(s), name="mqtt-session")
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), wait_s)
