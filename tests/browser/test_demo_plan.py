@@ -40,7 +40,7 @@ def demo_site(tmp_path: Path, mqtt: int, influx: int, http: int) -> Path:
     return path
 
 
-# read in one go, so the jib and the reading it was drawn from are the same moment
+# the plan as drawn and the latest readings, read in one go
 PLAN_JS = """() => [...document.querySelectorAll('#plan svg.siteplan .pt')].map(g => {
   const dot = g.querySelector('.dot'), jib = g.querySelector('.jib');
   const vals = S.latest[g.dataset.device] || {};
@@ -77,12 +77,27 @@ async def test_the_demo_sites_plan_shows_every_device_in_place(
         await page.goto(f"{base}/?kiosk=1&view=plan")
         await page.wait_for_selector("#plan svg.siteplan", timeout=10_000)
 
+        last: list[dict[str, Any]] = []
+
+        def drawn_at_slew(p: dict[str, Any]) -> bool:
+            # the plan is redrawn on the next animation frame after a reading: it follows, a frame behind at most
+            if not p["jib"] or p["slew"] is None:
+                return False
+            x1, y1, x2, y2 = p["jib"]
+            drawn = math.degrees(math.atan2(x2 - x1, -(y2 - y1))) % 360  # north is up: 0 points to -y, 90 to +x
+            return min(abs(drawn - p["slew"]), 360 - abs(drawn - p["slew"])) < 0.01
+
         async def all_live() -> list[dict[str, Any]] | None:
             pts: list[dict[str, Any]] = await page.evaluate(PLAN_JS)
+            last[:] = pts
             live = len(pts) == len(where) and all("nodata" not in p["cls"] and "offline" not in p["cls"] for p in pts)
-            return pts if live and all(p["jib"] for p in pts if p["id"] in cranes) else None
+            return pts if live and all(drawn_at_slew(p) for p in pts if p["id"] in cranes) else None
 
-        pts = await until(all_live, "every demo device live on the plan, both jibs drawn", 60)
+        try:
+            pts = await until(all_live, "every demo device live on the plan, each jib at its slew", 90)
+        except AssertionError:
+            shown = {p["id"]: (p["cls"], p["jib"], p["slew"]) for p in last}
+            raise AssertionError(f"not every demo device is live on the plan, each jib at its slew: {shown}") from None
         await page.screenshot(path=str(ARTIFACTS / "wall-plan-demo.png"))
         assert await page.locator("#plan svg image").get_attribute("href") == "/api/plan/image"
         for p in pts:
@@ -93,10 +108,7 @@ async def test_the_demo_sites_plan_shows_every_device_in_place(
             x1, y1, x2, y2 = p["jib"]
             assert (x1, y1) == pytest.approx(where[p["id"]])
             assert math.hypot(x2 - x1, y2 - y1) == pytest.approx(cranes[p["id"]], abs=1e-6)
-            # north is up: slew 0 points to -y, 90 to +x
-            drawn = math.degrees(math.atan2(x2 - x1, -(y2 - y1))) % 360
-            assert p["slew"] is not None
-            assert min(abs(drawn - p["slew"]), 360 - abs(drawn - p["slew"])) < 0.01, (p["id"], drawn, p["slew"])
+            assert drawn_at_slew(p), p
         # the plan fits the wall screen: the whole drawing is on it, nothing scrolls
         box = await page.locator("#plan svg.siteplan").bounding_box()
         assert box is not None and box["y"] + box["height"] <= 1080 and box["x"] + box["width"] <= 1920
