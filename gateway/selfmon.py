@@ -200,37 +200,26 @@ class SelfMonitor:
                     "once it takes writes again; readings are stored",
                 )
             )
-        base = self._base(now, RECENT_S)
-        if (n := m.alarm_errors - base.alarm_errors) > 0:
-            out.append(
-                _reason(
-                    "alarm_engine_errors",
-                    {"count": n, "window_s": RECENT_S},
-                    f"近 1 小时报警引擎出错 {n} 次（数据照常存储，报警可能漏判）",
-                    f"{n} alarm engine error(s) in the last hour (readings are stored; alarms may be missed)",
-                )
-            )
+        # counts over a recent window: how many since the snapshot that old (the counters only ever grow)
+        base, stall_base = self._base(now, RECENT_S), self._base(now, STALL_WINDOW_S)
         failed = _failed(m.deliveries)
-        if (n := sum(failed.values()) - base.notify_failed) > 0:
-            channels = sorted(failed)
-            out.append(
-                _reason(
-                    "notification_failures",
-                    {"count": n, "window_s": RECENT_S, "channels": channels},
-                    f"近 1 小时有 {n} 条报警通知发送失败（通道：{'、'.join(channels)}）",
-                    f"{n} notification(s) failed in the last hour (channels: {', '.join(channels)})",
-                )
-            )
-        stall_base = self._base(now, STALL_WINDOW_S)
-        if (n := m.loop_stalls - stall_base.loop_stalls) > 0:
-            out.append(
-                _reason(
-                    "loop_stalls",
-                    {"count": n, "window_s": STALL_WINDOW_S},
-                    f"近 10 分钟网关自身卡顿 {n} 次（主机过载或磁盘阻塞）",
-                    f"the gateway itself stalled {n} time(s) in the last 10 minutes (host overloaded or disk blocked)",
-                )
-            )
+        channels = sorted(failed)
+        recent: tuple[tuple[str, int, float, dict[str, Any], str, str], ...] = (
+            ("alarm_engine_errors", m.alarm_errors - base.alarm_errors, RECENT_S, {},
+             "近 1 小时报警引擎出错 {n} 次（数据照常存储，报警可能漏判）",
+             "{n} alarm engine error(s) in the last hour (readings are stored; alarms may be missed)"),
+            ("notification_failures", sum(failed.values()) - base.notify_failed, RECENT_S, {"channels": channels},
+             "近 1 小时有 {n} 条报警通知发送失败（通道：{zh_names}）",
+             "{n} notification(s) failed in the last hour (channels: {names})"),
+            ("loop_stalls", m.loop_stalls - stall_base.loop_stalls, STALL_WINDOW_S, {},
+             "近 10 分钟网关自身卡顿 {n} 次（主机过载或磁盘阻塞）",
+             "the gateway itself stalled {n} time(s) in the last 10 minutes (host overloaded or disk blocked)"),
+        )  # fmt: skip
+        for code, n, window_s, extra, zh, en in recent:
+            if n > 0:
+                detail = {"count": n, "window_s": window_s, **extra}
+                words = {"n": n, "zh_names": "、".join(channels), "names": ", ".join(channels)}
+                out.append(_reason(code, detail, zh.format(**words), en.format(**words)))
         return out
 
 

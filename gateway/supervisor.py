@@ -8,12 +8,12 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable
-from drivers.modbus.driver import ModbusDevice, PollResult
+from drivers.modbus.driver import PollResult
 from drivers.modbus.link import ModbusLink
 from gateway.metrics import Metrics
 from telemetry.reading import Reading
@@ -135,7 +135,7 @@ async def watch_liveness(liveness: Liveness, submit: Submit, period_s: float = 0
 class _Slot:
     due: float
     seq: int
-    dev: ModbusDevice = field(compare=False)
+    dev: PolledDriver = field(compare=False)
     interval: float = field(compare=False)
 
 
@@ -229,7 +229,7 @@ class LineOwner:
     def __init__(
         self,
         link: ModbusLink,
-        devices: list[tuple[ModbusDevice, float]],
+        devices: Sequence[tuple[PolledDriver, float]],
         submit: Submit,
         liveness: Liveness,
         metrics: Metrics,
@@ -280,14 +280,14 @@ class LineOwner:
         finally:
             self.link.close()
 
-    async def poll_once(self, dev: ModbusDevice) -> list[Reading]:
+    async def poll_once(self, dev: PolledDriver) -> list[Reading]:
         """For `sitegw once`: one poll, errors raised."""
         res = await dev.poll(self.link)
         for e in res.errors:
             log.error("device %s: %s", dev.device_id, e)
         return res.readings
 
-    def _unexpected(self, dev: ModbusDevice, interval: float, err: Exception) -> None:
+    def _unexpected(self, dev: PolledDriver, interval: float, err: Exception) -> None:
         line = self.link.line.id
         self.metrics.line_failures[line] += 1
         self.metrics.poll_failures[dev.device_id] += 1
@@ -307,7 +307,7 @@ class LineOwner:
             log.warning("%s; its devices (%s) are down until it opens; retrying with backoff", err, names)
         self._line_down = str(err)
 
-    async def _poll(self, dev: ModbusDevice, interval: float) -> None:
+    async def _poll(self, dev: PolledDriver, interval: float) -> None:
         name = dev.device_id
         self.metrics.polls[name] += 1
         now = time.monotonic()
