@@ -227,9 +227,17 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
             await asyncio.wait_for(all_heard.wait(), timeout_s)
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # bounded and owned here (this command, not the gateway's supervisor): a session that failed by itself is
+        # said, with its traceback, and charged to its devices rather than reported as silence
+        ended = await asyncio.gather(*tasks, return_exceptions=True)
+        for (broker, rs), end in zip(((b, rs) for b, rs in routes.items() if rs), ended, strict=True):
+            if isinstance(end, Exception):
+                log.error("broker %s: the MQTT session failed", broker, exc_info=end)
+                for route in rs:
+                    if route.device_id not in found:
+                        failed.setdefault(route.device_id, f"MQTT session failed: {type(end).__name__}: {end}")
         for silent in mqtt_devices - found.keys():
-            failed[silent] = f"no message within {timeout_s:g} s"
+            failed.setdefault(silent, f"no message within {timeout_s:g} s")
     for d in cfg.devices:
         if d.id in found:
             print(f"{d.id} ({d.name})")
