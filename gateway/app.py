@@ -40,7 +40,6 @@ from gateway.tasks import TaskSupervisor
 from gateway.writer import SpoolDrainer
 from telemetry.clock import Clock, wall_clock
 from telemetry.lineproto import SeriesTags, series_tags
-from telemetry.reading import Reading
 from telemetry.secrets import MissingSecret, secret
 
 log = logging.getLogger("sitegw")
@@ -230,15 +229,20 @@ class Gateway:
             for ln in cfg.lines
             if (devs := line_devices[ln.id])
         ]
-        mqtt_in = marking_seen(
-            self.liveness, self.pipeline.submit, lambda n: self.metrics.readings_by_driver.update({"mqtt": n})
-        )
+
+        def heard(driver: str) -> Callable[[int], None]:  # readings counted by the driver they came from
+            return lambda n: self.metrics.readings_by_driver.update({driver: n})
+
+        mqtt_in = marking_seen(self.liveness, self.pipeline.submit, heard("mqtt"))
+        survey_in = marking_seen(self.liveness, self.pipeline.submit, heard("survey"))
         self.sessions = [
             MqttSession(params[bid], routes, mqtt_in, self._dead_letter, self._on_message)
             for bid, routes in build_routes(cfg).items()
             if routes
         ]
-        self.surveys = SurveyImporter(cfg, self.alarms.conn, self.alarms.baselines, self._survey_submit, clock)
+        self.surveys = SurveyImporter(
+            cfg, self.alarms.conn, self.alarms.baselines, lambda rs: survey_in(rs, None), clock
+        )
         self.faults = FaultNotices(self.metrics, self.alarms.gateway_fault, cfg.site.name or cfg.site.id)
         self.tasks = TaskSupervisor(self.metrics, on_fault=[self.faults.task_changed])
         self._stack = AsyncExitStack()
@@ -248,12 +252,6 @@ class Gateway:
             self.daily.flush()
         except (sqlite3.Error, OSError):  # a full disk at shutdown: the days of the last periodic flush remain
             log.exception("writing the last daily values at shutdown failed")
-
-    async def _survey_submit(self, readings: list[Reading]) -> None:
-        self.metrics.readings_by_driver["survey"] += len(readings)
-        now = time.monotonic()
-        ups = [up for dev in sorted({r.device for r in readings}) if (up := self.liveness.seen(dev, now))]
-        await self.pipeline.submit(readings + ups)
 
     def _dead_letter(self, kind: str, message: str, device: str | None = None) -> None:
         self.metrics.dead_letters[kind] += 1

@@ -75,16 +75,14 @@ _PATTERNS: list[tuple[str, str]] = [
     (r"login required", "请先登录"),
     (r"wrong user name or password", "用户名或密码错误"),
     (r"too many failed logins from this address; try again in 15 minutes", "该地址登录失败次数过多，请 15 分钟后再试"),
-    (r"(?P<what>.+) needs role (?P<role>\w+) \(you are (?P<role2>\w+)\)", "需要{role}权限（当前为{role2}）"),
-    (r"needs role (?P<role>\w+) \(you are (?P<role2>\w+)\)", "需要{role}权限（当前为{role2}）"),
+    (r"(?:.+ )?needs role (?P<role>\w+) \(you are (?P<role2>\w+)\)", "需要{role}权限（当前为{role2}）"),
     (r"unknown role (?P<v>.+); roles: (?P<roles>.+)", "未知角色 {v}（可选：{roles}）"),
     (r"actor and role come from the login, not the body", "操作人和角色取自登录信息，不能写在请求里"),
     # requests
     (r"body must be a JSON object", "请求内容须为 JSON 对象"),
     (r"(?P<field>\w+): not base64", "{field}不是有效的 base64 编码"),
     (r"window_s must be positive and max_points at least 2", "时间窗须为正数，点数至少为 2"),
-    (r"unknown device (?P<v>.+)", "未知设备 {v}"),
-    (r"device: unknown device (?P<v>.+)", "未知设备 {v}"),
+    (r"(?:device: )?unknown device (?P<v>.+)", "未知设备 {v}"),
     (r"device: (?P<v>.+) is not an excavation point \(exc\.inspection_danger does not apply\)",
      "{v} 不是基坑监测点，不能登记巡查危险"),
     # alarms

@@ -210,12 +210,13 @@ async def run_stream(driver: StreamingDriver, first_s: float = 0.2, max_s: float
 
 
 def marking_seen(liveness: Liveness, submit: StreamSubmit, counted: Callable[[int], None]) -> StreamSubmit:
-    """A streaming driver's submit: the devices of each batch are marked seen, their `up` readings join it."""
+    """The submit of a driver whose devices are heard rather than polled (MQTT, survey files): the devices of each
+    batch are marked seen, their `up` readings (and pending health readings) join it."""
 
     async def seen_then_submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         counted(len(readings))
         now = time.monotonic()
-        ups = [up for dev in {r.device for r in readings} if (up := liveness.seen(dev, now)) is not None]
+        ups = [up for dev in sorted({r.device for r in readings}) if (up := liveness.seen(dev, now)) is not None]
         ups.extend(liveness.take())
         await submit(readings + ups if ups else readings, on_spooled)
 

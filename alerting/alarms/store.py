@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Mapping
 from enum import StrEnum
@@ -158,33 +159,10 @@ class AlarmStore:
         )
 
 
+# the row's columns are the snapshot's fields, by name; these are stored as plain values
+_TYPED = {"state": AlarmState, "level": Level, "max_level": Level, "chattering": bool}
+_FIELDS = tuple(f.name for f in dataclasses.fields(Alarm))
+
+
 def _alarm(r: sqlite3.Row) -> Alarm:
-    return Alarm(
-        id=r["id"],
-        rule=r["rule"],
-        device=r["device"],
-        quantity=r["quantity"],
-        kind=r["kind"],
-        category=r["category"],
-        state=AlarmState(r["state"]),
-        level=Level(r["level"]),
-        max_level=Level(r["max_level"]),
-        value=r["value"],
-        threshold=r["threshold"],
-        source=r["source"],
-        title_zh=r["title_zh"],
-        title_en=r["title_en"],
-        pending_ns=r["pending_ns"],
-        raised_ns=r["raised_ns"],
-        acked_ns=r["acked_ns"],
-        acked_by=r["acked_by"],
-        cleared_ns=r["cleared_ns"],
-        closed_ns=r["closed_ns"],
-        shelved_until_ns=r["shelved_until_ns"],
-        shelved_by=r["shelved_by"],
-        shelve_reason=r["shelve_reason"],
-        suppressed_by=r["suppressed_by"],
-        chattering=bool(r["chattering"]),
-        raise_count=r["raise_count"],
-        source_ns=r["source_ns"],
-    )
+    return Alarm(**{c: _TYPED[c](r[c]) if c in _TYPED else r[c] for c in _FIELDS})

@@ -145,22 +145,19 @@ def install_refusals(app: FastAPI) -> None:
         assert isinstance(err, RequestValidationError)
         return refusal(422, jsonable_encoder(err.errors()))
 
-    @app.exception_handler(UnknownAlarm)
-    async def _h404(_: Request, err: Exception) -> JSONResponse:
-        return refusal(404, str(err))
+    def said_as(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(_: Request, err: Exception) -> JSONResponse:
+            return refusal(status, str(err))
 
-    @app.exception_handler(LifecycleError)
-    async def _h409(_: Request, err: Exception) -> JSONResponse:
-        return refusal(409, str(err))
+        return handler
 
-    @app.exception_handler(HazardError)
-    async def _hz(_: Request, err: Exception) -> JSONResponse:
-        return refusal(409, str(err))
-
-    @app.exception_handler(Forbidden)
-    async def _h403(_: Request, err: Exception) -> JSONResponse:
-        return refusal(403, str(err))
-
-    @app.exception_handler(ValueError)
-    async def _h422(_: Request, err: Exception) -> JSONResponse:
-        return refusal(422, str(err))
+    # the handler is found by the exception's class (its MRO): UnknownAlarm before LifecycleError, and the bad
+    # requests of both workflows (ValueError first in their bases) before their state refusals
+    for exc, status in (
+        (UnknownAlarm, 404),
+        (LifecycleError, 409),
+        (HazardError, 409),
+        (Forbidden, 403),
+        (ValueError, 422),
+    ):
+        app.add_exception_handler(exc, said_as(status))
