@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from alerting.alarms import AlarmState, Hook, Lifecycle, UnknownAlarm
+from alerting.alarms import Alarm, AlarmEvent, AlarmState, Hook, Lifecycle, UnknownAlarm
 from alerting.baselines import Baselines
 from alerting.counters import AlarmCounters
 from alerting.db import connect, tx
@@ -18,7 +18,7 @@ from alerting.derived import Deriver, DeviceContext
 from alerting.escalation import Escalation
 from alerting.evaluator import Evaluator, Transition
 from alerting.hazards import Hazards
-from alerting.messages import SiteInfo, local_time
+from alerting.messages import Notice, SiteInfo, local_time
 from alerting.notifiers import Message, MqttNotifier, Notifier, Publisher, build_notifier
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
@@ -119,7 +119,7 @@ class AlarmEngine:
         except UnknownAlarm:
             return None
 
-    def _queue_event_line(self, conn: object, ev: Any) -> None:
+    def _queue_event_line(self, conn: object, ev: AlarmEvent) -> None:
         a = ev.alarm
         tags = {
             "site": self.cfg.site_id,
@@ -239,7 +239,7 @@ class AlarmEngine:
 
     # ---- hazards ----
 
-    def propose_hazard(self, a: Any, actor: str, role: Role) -> int:
+    def propose_hazard(self, a: Alarm, actor: str, role: Role) -> int:
         """A hazard record (found) from an alarm; the rule's 判定依据 is proposed, a manager confirms it."""
         existing = self.hazards.open_for_alarm(a.id)
         if existing is not None:  # one open hazard per alarm: a second click shows the same record
@@ -261,7 +261,7 @@ class AlarmEngine:
             provenance=a.source,
             hazard_basis=self.rules[a.rule].hazard_basis if a.rule in self.rules else None,
             alarm_at_ns=a.raised_ns,
-            measured_ns=getattr(a, "source_ns", None),
+            measured_ns=a.source_ns,
         )
 
     # ---- time ----
@@ -314,7 +314,7 @@ class AlarmEngine:
                 if not res.ok:
                     log.error("channel %s: the gateway-fault message could not be sent: %s", n.id, res.detail)
 
-    def _hazard_notices(self, now: int) -> list[tuple[int, str, str, dict[str, Any]]]:
+    def _hazard_notices(self, now: int) -> list[Notice]:
         out = []
         what = {
             "rectify_deadline": "整改期限已过",

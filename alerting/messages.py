@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from alerting import glossary
+from alerting.alarms.model import Alarm
 from alerting.rules import Level
 from telemetry import quantities
 
@@ -19,6 +20,10 @@ _EVENT_ZH = {
     "acked": "已确认",
     "cleared": "已恢复正常",
 }
+
+
+Notice = tuple[int, str, str, dict[str, Any]]
+"""A message before it is sent: (level or hazard id, subject, text, data)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +50,8 @@ def local_time(ns: int | None, tz: str) -> str:
     return datetime.fromtimestamp(ns / 1e9, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) -> tuple[str, str, dict[str, Any]]:
-    """(subject, text, data) for one event of one alarm (`a` is a lifecycle Alarm snapshot)."""
+def alarm_message(a: Alarm, event: str, site: SiteInfo, actor: str | None = None) -> tuple[str, str, dict[str, Any]]:
+    """(subject, text, data) for one event of one alarm."""
     unit = site.units.get(a.rule)
     if unit is None:
         try:
@@ -68,7 +73,7 @@ def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) 
         f"依据: {glossary.cite_zh(a.source)}",  # as a supervisor cites it; `data.source` keeps the tag
         f"时间: {local_time(a.raised_ns or a.pending_ns, site.tz)}",
     ]
-    measured = getattr(a, "source_ns", None)
+    measured = a.source_ns
     if measured is not None and abs(measured - (a.raised_ns or a.pending_ns or measured)) >= 60 * 1_000_000_000:
         # a back-dated survey or buffered data: when it was measured is not when the gateway raised it
         lines.append(f"测量时间: {local_time(measured, site.tz)} (报警时间见上)")
@@ -93,13 +98,13 @@ def alarm_message(a: Any, event: str, site: SiteInfo, actor: str | None = None) 
         "unit": unit,
         "source": a.source,
         "raised_ns": a.raised_ns,
-        "source_ns": getattr(a, "source_ns", None),
+        "source_ns": a.source_ns,
         "site": site.site_name,
     }
     return subject, "\n".join(lines), data
 
 
-def digest(items: list[tuple[int, str, str, dict[str, Any]]]) -> tuple[int, str, str, dict[str, Any]]:
+def digest(items: list[Notice]) -> Notice:
     """Merge several queued messages (level, subject, text, data) for one channel + recipients into one."""
     if len(items) == 1:
         return items[0]

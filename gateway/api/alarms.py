@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 
-from alerting.alarms import AlarmEvent, AlarmState
+from alerting.alarms import Alarm, AlarmEvent, AlarmState
 from alerting.rules import Level
 from gateway.api.bodies import AckBody, ResetBody, ShelveBody, SuppressBody, TextBody
 from gateway.api.deps import Admin, Limit, Manager, Officer, RowId, Viewer, alarm_json, known_device, range_ns
@@ -17,7 +17,7 @@ def router(gw: GatewayParts) -> APIRouter:
     r = APIRouter()
     eng = gw.alarms
 
-    def as_json(a: Any) -> dict[str, Any]:
+    def as_json(a: Alarm) -> dict[str, Any]:
         return alarm_json(a, eng.site.units)
 
     def events(evs: list[AlarmEvent]) -> dict[str, Any]:

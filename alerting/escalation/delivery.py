@@ -1,0 +1,137 @@
+"""Stage 3, delivery: a group's queued messages go out as one digest, retried with backoff; every attempt logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from alerting.config import EscalationConfig
+from alerting.db import tx
+from alerting.escalation.roster import Roster
+from alerting.messages import digest
+from alerting.notifiers import Message, Notifier
+from telemetry.clock import Clock
+
+log = logging.getLogger("sitegw.escalation")
+
+
+class Delivery:
+    """Rows of esc_deliveries and the attempts to send them. At-least-once for the one message in flight at a crash
+    (it carries a stable idempotency key); everything else exactly once."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        cfg: EscalationConfig,
+        notifiers: Mapping[str, Notifier],
+        roster: Roster,
+        clock: Clock,
+        on_delivery: Callable[[str, str], None] | None,
+    ) -> None:
+        self.conn = conn
+        self.cfg = cfg
+        self.notifiers = notifiers
+        self.roster = roster
+        self.clock = clock
+        self.on_delivery = on_delivery  # (channel, status) for metrics
+        self.window_ns = int(cfg.group_window_s * 1e9)
+
+    def recover(self) -> None:
+        """A crash while sending: we cannot know whether it went out, so send it again (same key)."""
+        with tx(self.conn):
+            self.conn.execute("UPDATE esc_deliveries SET status = 'retry', next_try_ns = 0 WHERE status = 'sending'")
+
+    def grouping(self, group_key: str, now: int) -> bool:
+        """Whether a group was sent to within the window: its queued messages wait and go out as one digest."""
+        last = self.conn.execute(
+            "SELECT MAX(created_ns) FROM esc_deliveries WHERE group_key = ?", (group_key,)
+        ).fetchone()[0]
+        return last is not None and now < last + self.window_ns
+
+    def open(self, group_key: str, rows: list[sqlite3.Row], now: int) -> int:
+        """One delivery for a group's queued rows (in the caller's transaction, which marks the rows sent)."""
+        items = [(r["level"], r["subject"], r["text"], json.loads(r["data"])) for r in rows]
+        level, subject, text, data = digest(items)
+        cur = self.conn.execute(
+            "INSERT INTO esc_deliveries(channel, group_key, recipients, key, level, subject, text, data, items,"
+            " status, attempts, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'retry', 0, ?)",
+            (rows[0]["channel"], group_key, rows[0]["recipients"], f"sitegw:delivery:{rows[0]['id']}",
+             level, subject, text, json.dumps(data, ensure_ascii=False), len(rows), now),
+        )  # fmt: skip
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def due_retries(self, now: int) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT id FROM esc_deliveries WHERE status = 'retry' AND COALESCE(next_try_ns, 0) <= ?", (now,)
+        ).fetchall()
+        return [r["id"] for r in rows]
+
+    def next_due(self) -> int | None:
+        """The earliest retry, or the end of the earliest window a queued message waits for."""
+        got = self.conn.execute(
+            "SELECT MIN(t) FROM (SELECT MIN(next_try_ns) t FROM esc_deliveries WHERE status = 'retry'"
+            " UNION ALL SELECT MIN((SELECT MAX(d.created_ns) FROM esc_deliveries d WHERE d.group_key = o.group_key))"
+            " + ? FROM esc_outbox o WHERE o.status = 'queued')",
+            (self.window_ns,),
+        ).fetchone()[0]
+        return None if got is None else int(got)
+
+    async def attempt(self, delivery_id: int) -> None:
+        d = self.conn.execute("SELECT * FROM esc_deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        n = self.notifiers.get(d["channel"])
+        attempts = d["attempts"] + 1
+        with tx(self.conn):
+            self.conn.execute(
+                "UPDATE esc_deliveries SET status = 'sending', attempts = ? WHERE id = ?", (attempts, delivery_id)
+            )
+        if n is None:
+            ok, retryable, detail = False, False, f"channel {d['channel']!r} is not configured"
+        else:
+            people = [self.roster.people[p] for p in json.loads(d["recipients"]) if p in self.roster.people]
+            msg = Message(d["key"], d["level"], d["subject"], d["text"], json.loads(d["data"]))
+            try:
+                res = await n.send(msg, people)
+                ok, retryable, detail = res.ok, res.retryable, res.detail
+            except Exception as err:  # a notifier bug must not stop escalation of other alarms
+                log.exception("channel %s: unexpected error", d["channel"])
+                ok, retryable, detail = False, True, f"{type(err).__name__}"
+        now = self.clock()
+        if ok:
+            status, nxt = "sent", None
+        elif retryable and attempts < self.cfg.max_attempts:
+            status = "retry"
+            nxt = now + int(min(self.cfg.retry_max_s, self.cfg.retry_base_s * 2 ** (attempts - 1)) * 1e9)
+        else:
+            status, nxt = "failed", None
+        with tx(self.conn):
+            self.conn.execute(
+                "UPDATE esc_deliveries SET status = ?, next_try_ns = ?, sent_ns = ?, last_error = ? WHERE id = ?",
+                (status, nxt, now if ok else None, None if ok else detail, delivery_id),
+            )
+        if status == "failed":
+            log.error("delivery %s on %s failed after %d attempt(s): %s", delivery_id, d["channel"], attempts, detail)
+        elif status == "retry":
+            log.warning("delivery %s on %s: %s; retrying", delivery_id, d["channel"], detail)
+        if self.on_delivery:
+            self.on_delivery(d["channel"], status)
+
+    def listing(self, alarm_id: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        if alarm_id is None:
+            rows = self.conn.execute("SELECT * FROM esc_deliveries ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self.conn.execute(
+                "SELECT DISTINCT d.* FROM esc_deliveries d JOIN esc_outbox o ON o.delivery_id = d.id"
+                " WHERE o.alarm_id = ? ORDER BY d.id DESC LIMIT ?",
+                (alarm_id, limit),
+            ).fetchall()
+        out = []
+        for r in rows:
+            x = dict(r)
+            x["recipients"] = json.loads(x["recipients"])
+            x.pop("data", None)
+            out.append(x)
+        return out

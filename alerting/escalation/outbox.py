@@ -1,0 +1,116 @@
+"""Stage 2, outbox: a fired tier, a follow-up or a hazard notice as one queued message per channel and recipients."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from alerting.alarms.model import Alarm
+from alerting.config import TierConfig
+from alerting.escalation.roster import Roster
+from alerting.messages import Notice, SiteInfo, alarm_message
+
+log = logging.getLogger("sitegw.escalation")
+
+ProposeHazard = Callable[[Alarm], int]
+"""alarm -> the id of the hazard record opened for it (a tier with propose_hazard)."""
+
+
+class Outbox:
+    """Writes esc_outbox rows. The caller owns the transaction: a tier's messages are queued in the transaction that
+    marks it fired, a follow-up in the alarm change's, a hazard notice in the one that marks its clock fired."""
+
+    def __init__(self, conn: sqlite3.Connection, roster: Roster, site: SiteInfo) -> None:
+        self.conn = conn
+        self.roster = roster
+        self.site = site
+
+    def fire(
+        self, step: sqlite3.Row, tier: TierConfig, a: Alarm, now: int, propose_hazard: ProposeHazard | None
+    ) -> None:
+        """A due tier's message to whoever is on duty for its roles, on each of its channels."""
+        event = "repeat" if step["seq"] else ("level_up" if "L" in step["episode"] else "raised")
+        subject, text, data = alarm_message(a, event, self.site)
+        data = {**data, "tier": step["tier"], "repeat": step["seq"]}
+        if tier.propose_hazard and propose_hazard is not None:
+            # in a savepoint of the firing transaction: if registering the hazard fails, its writes are undone
+            # but the tier still goes out (the people must hear of the alarm) and says to register it by hand
+            self.conn.execute("SAVEPOINT propose")
+            try:
+                data["hazard_id"] = propose_hazard(a)
+                text += f"\n已自动登记隐患 #{data['hazard_id']} (待确认 判定)"
+            except Exception:
+                self.conn.execute("ROLLBACK TO propose")
+                log.exception("alarm %s: the hazard record could not be opened; the tier is sent anyway", a.id)
+                text += "\n自动登记隐患失败, 请手工登记 (register the hazard by hand)"
+            self.conn.execute("RELEASE propose")
+        self.enqueue(now, tier.roles, tier.channels, int(a.level), subject, text, data, step["id"], a.id, None)
+
+    def enqueue(
+        self,
+        now: int,
+        roles: Sequence[str],
+        channels: Sequence[str],
+        level: int,
+        subject: str,
+        text: str,
+        data: dict[str, Any],
+        step_id: int | None,
+        alarm_id: int | None,
+        hazard_id: int | None,
+    ) -> None:
+        people = {p.id: p for role in roles for p in self.roster.on_duty(role, now)}
+        ids = sorted(people)
+        for ch in channels:
+            status, err = ("queued", None) if ids else ("failed", f"nobody on duty for {', '.join(roles)}")
+            if not ids:
+                log.error("alarm %s: %s; message not sent on %s", alarm_id, err, ch)
+            self.conn.execute(
+                "INSERT INTO esc_outbox(step_id, alarm_id, hazard_id, channel, recipients, group_key, level, subject,"
+                " text, data, created_ns, status, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (step_id, alarm_id, hazard_id, ch, json.dumps(ids), f"{ch}|{','.join(ids)}", level, subject, text,
+                 json.dumps(data, ensure_ascii=False), now, status, err),
+            )  # fmt: skip
+
+    def hazard_notices(self, now: int, notices: list[Notice], roles: Sequence[str], channels: Sequence[str]) -> None:
+        for hazard_id, subject, text, data in notices:
+            self.enqueue(now, roles, channels, 2, subject, text, data, None, None, hazard_id)
+
+    def follow_up(self, conn: sqlite3.Connection, a: Alarm, kind: str, at_ns: int, actor: str) -> None:
+        """Tell everyone who was told about the alarm that it was acknowledged / is back to normal."""
+        rows = conn.execute(
+            "SELECT DISTINCT channel, recipients, group_key FROM esc_outbox WHERE alarm_id = ? AND status = 'sent'",
+            (a.id,),
+        ).fetchall()
+        subject, text, data = alarm_message(a, kind, self.site, actor)
+        for r in rows:
+            conn.execute(
+                "INSERT INTO esc_outbox(alarm_id, channel, recipients, group_key, level, subject, text, data,"
+                " created_ns, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+                (a.id, r["channel"], r["recipients"], r["group_key"], 0, subject, text, json.dumps(data), at_ns),
+            )
+
+    @staticmethod
+    def cancel(conn: sqlite3.Connection, alarm_id: int, reason: str) -> None:
+        conn.execute(
+            "UPDATE esc_outbox SET status = 'cancelled', error = ? WHERE alarm_id = ? AND status = 'queued'",
+            (reason, alarm_id),
+        )
+
+    def queued_groups(self) -> list[str]:
+        rows = self.conn.execute("SELECT DISTINCT group_key FROM esc_outbox WHERE status = 'queued' ORDER BY 1")
+        return [r[0] for r in rows]
+
+    def queued(self, group_key: str) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM esc_outbox WHERE status = 'queued' AND group_key = ? ORDER BY id", (group_key,)
+        ).fetchall()
+
+    def mark_sent(self, delivery_id: int, rows: list[sqlite3.Row]) -> None:
+        self.conn.executemany(
+            "UPDATE esc_outbox SET status = 'sent', delivery_id = ? WHERE id = ?",
+            [(delivery_id, r["id"]) for r in rows],
+        )

@@ -1,0 +1,177 @@
+"""The escalation loop: alarm changes into the schedule, due tiers into the outbox, ready groups out for delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from alerting.alarms.model import Alarm, AlarmEvent
+from alerting.config import EscalationConfig
+from alerting.db import tx
+from alerting.escalation.delivery import Delivery
+from alerting.escalation.outbox import Outbox, ProposeHazard
+from alerting.escalation.roster import Roster
+from alerting.escalation.schedule import Schedule
+from alerting.messages import Notice, SiteInfo
+from alerting.notifiers import Notifier
+from telemetry.clock import Clock
+
+log = logging.getLogger("sitegw.escalation")
+
+_STOP = {"acked": "acknowledged", "closed": "closed", "reset": "reset", "shelved": "shelved",
+         "suppressed": "suppressed by design", "cleared": "returned to normal"}  # fmt: skip
+
+HazardSource = Callable[[int], list[Notice]]
+"""now -> the hazard notices that fell due (overdue clocks), marked fired in the caller's transaction."""
+
+
+class Escalation:
+    """Schedules tiers when an alarm is raised and cancels them when it is acknowledged, in the same SQLite
+    transaction as the alarm change (a lifecycle hook). A loop fires due tiers into the outbox, groups the outbox per
+    channel and recipients, and delivers with retries; every attempt is in the delivery log. Each stage's rows are
+    the only state, so a crash or a restart of the loop loses nothing that fell due meanwhile."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        cfg: EscalationConfig,
+        notifiers: Mapping[str, Notifier],
+        clock: Clock,
+        site: SiteInfo,
+        on_delivery: Callable[[str, str], None] | None = None,
+        hazard_source: HazardSource | None = None,
+        propose_hazard: ProposeHazard | None = None,
+    ) -> None:
+        self.conn = conn
+        self.cfg = cfg
+        self.notifiers = notifiers
+        self.clock = clock
+        self.roster = Roster(cfg, site.tz)
+        self.hazard_source = hazard_source
+        self.propose_hazard = propose_hazard
+        self.schedule = Schedule(cfg, site.device_kinds)
+        self.outbox = Outbox(conn, self.roster, site)
+        self.delivery = Delivery(conn, cfg, notifiers, self.roster, clock, on_delivery)
+        self._wake = asyncio.Event()
+        self.delivery.recover()
+
+    # ---- the lifecycle hook (inside the alarm change's transaction) ----
+
+    def on_event(self, conn: sqlite3.Connection, ev: AlarmEvent) -> None:
+        a = ev.alarm
+        if ev.kind in ("raised", "chattering", "level_up", "unshelved", "unsuppressed"):
+            if not a.notifiable or (ev.kind == "raised" and a.chattering):
+                # a chattering alarm: its re-raises start nothing new; the one escalation started by the raise that
+                # made it chattering ("chattering" follows that "raised") runs on until someone acknowledges it
+                return
+            if ev.kind in ("unshelved", "unsuppressed") and str(a.state) != "active_unacked":
+                return
+            if ev.kind in ("raised", "chattering"):
+                episode = f"{a.raise_count}"
+            elif ev.kind == "level_up":
+                # a higher level is a new escalation from the first tier (ISA-18.2: it must be acknowledged again)
+                self._cancel(conn, a.id, ev.at_ns, "superseded by a higher level")
+                # at_ns too: the level may go up to the same level again (2->3, down to 2, up to 3) within one raise,
+                # and an episode that already exists would make INSERT OR IGNORE schedule nothing at all
+                episode = f"{a.raise_count}L{int(a.level)}.{ev.at_ns}"
+            else:
+                episode = f"{a.raise_count}.{ev.at_ns}"
+            self.schedule.plan(conn, a, episode, ev.at_ns)
+        elif ev.kind == "cleared" and a.chattering:
+            pass  # flapping: neither stop chasing nor send a "back to normal" per swing; the ack stops it
+        elif ev.kind in _STOP:
+            self._cancel(conn, a.id, ev.at_ns, _STOP[ev.kind])
+            if ev.kind in ("acked", "cleared"):
+                self.outbox.follow_up(conn, a, ev.kind, ev.at_ns, ev.actor)
+        self._wake.set()
+
+    def _cancel(self, conn: sqlite3.Connection, alarm_id: int, at_ns: int, reason: str) -> None:
+        self.schedule.cancel(conn, alarm_id, at_ns, reason)
+        self.outbox.cancel(conn, alarm_id, reason)
+
+    # ---- the loop ----
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, lookup_alarm: Callable[[int], Alarm], max_sleep_s: float = 1.0) -> None:
+        while True:
+            await self.step(lookup_alarm)
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that meets the wake-up in the
+            # same loop turn (CPython gh-86296); this loop then ran on and a gateway's shutdown hung behind it
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._sleep_s(max_sleep_s)):
+                    await self._wake.wait()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
+
+    def _sleep_s(self, cap: float) -> float:
+        due = [t for t in (self.schedule.next_due(self.conn), self.delivery.next_due()) if t is not None]
+        if not due:
+            return cap
+        return max(0.0, min(cap, (min(due) - self.clock()) / 1e9))
+
+    async def step(self, lookup_alarm: Callable[[int], Alarm]) -> None:
+        """One pass through the stages: due tiers into the outbox, hazard clocks, then every group and retry that
+        is ready goes out."""
+        now = self.clock()
+        self._fire_due(now, lookup_alarm)
+        if self.hazard_source is not None and self.cfg.hazard_notices is not None:
+            hn = self.cfg.hazard_notices
+            with tx(self.conn):  # the clocks are marked fired in the same transaction as their notice is queued
+                self.outbox.hazard_notices(now, self.hazard_source(now), hn.roles, hn.channels)
+        await self._deliver_ready(now)
+
+    def _fire_due(self, now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
+        for st in self.schedule.due(self.conn, now):
+            try:
+                self._fire(st, now, lookup_alarm)
+            except sqlite3.OperationalError:
+                raise  # the database itself (full, locked): the loop's supervisor reports it and restarts the loop
+            except Exception:
+                # one step that cannot fire (e.g. propose_hazard failed) must neither stop the other alarms'
+                # escalation nor kill the loop; its transaction rolled back, so it stays pending and is tried again
+                log.exception("escalation step %s of alarm %s could not fire; retrying", st["id"], st["alarm_id"])
+
+    def _fire(self, st: sqlite3.Row, now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
+        a = lookup_alarm(st["alarm_id"])
+        pol = next((p for p in self.cfg.policies if p.id == st["policy"]), None)
+        with tx(self.conn):
+            if not self.schedule.is_pending(self.conn, st["id"]):
+                return
+            if pol is None or st["tier"] >= len(pol.tiers):
+                self.schedule.drop(self.conn, st["id"], now, "policy no longer in the configuration")
+                return
+            self.schedule.mark_fired(self.conn, st["id"], now)
+            self.outbox.fire(st, pol.tiers[st["tier"]], a, now, self.propose_hazard)
+
+    async def _deliver_ready(self, now: int) -> None:
+        jobs: list[int] = []
+        for group in self.outbox.queued_groups():
+            if self.delivery.grouping(group, now):
+                continue  # sent to within the window: the queued ones go out as one digest when it ends
+            with tx(self.conn):
+                rows = self.outbox.queued(group)
+                if not rows:
+                    continue
+                did = self.delivery.open(group, rows, now)
+                self.outbox.mark_sent(did, rows)
+            jobs.append(did)
+        jobs.extend(self.delivery.due_retries(now))
+        if jobs:
+            await asyncio.gather(*(self.delivery.attempt(d) for d in dict.fromkeys(jobs)))
+            self._wake.set()
+
+    # ---- queries for the API ----
+
+    def steps(self, alarm_id: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.schedule.steps(self.conn, alarm_id)]
+
+    def deliveries(self, alarm_id: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        return self.delivery.listing(alarm_id, limit)
