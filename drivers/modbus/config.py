@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from drivers.config import ID, DriverModel
+from drivers.config import ID, Claims, DeviceEntry, DriverModel
 
 
 class Parity(StrEnum):
@@ -61,3 +61,20 @@ class ModbusOptions(DriverModel):
     max_block: int = Field(default=125, ge=1, le=125)
     breaker_failures: int = Field(default=3, ge=1, le=100)  # consecutive failed polls that open the breaker
     breaker_max_backoff_s: float = Field(default=30.0, gt=0)
+
+
+def check_device(at: str, d: DeviceEntry, claims: Claims) -> None:
+    """A polled device: on a defined line, at a unit id nobody else has there, answering within its poll interval."""
+    if d.line is None or d.unit_id is None:
+        raise ValueError(f"{at}: a Modbus device needs 'line' and 'unit_id'")
+    if d.broker or d.topic:
+        raise ValueError(f"{at}: a Modbus device takes no 'broker'/'topic'")
+    if d.timestamp is not None:
+        raise ValueError(f"{at}.timestamp: a Modbus device's time is its profile's register clock")
+    if d.line not in claims.lines:
+        raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(claims.lines) or 'none'}")
+    if d.timeout_s >= d.poll_interval_s:
+        raise ValueError(f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s")
+    other = claims.units.setdefault((d.line, d.unit_id), d.id)
+    if other != d.id:
+        raise ValueError(f"{at}.unit_id: {d.unit_id} on line {d.line} is already {other}")

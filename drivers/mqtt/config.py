@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.config import ID, DriverModel
+from drivers.config import ID, Claims, DeviceEntry, DriverModel
+from drivers.profile import MqttProfile
+from drivers.timefmt import TimestampFormat
 
 
 class TlsVerify(StrEnum):
@@ -51,3 +53,41 @@ class Broker(DriverModel):
 
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     dead_letter_topic: str = "sitegw/deadletter"
+
+
+def check_device(at: str, d: DeviceEntry, prof: MqttProfile, claims: Claims) -> None:
+    """A device that publishes: on a defined broker, under a topic filter its profile alone reads, with a key no
+    other device on that broker uses, and a time override its profile can apply."""
+    if d.broker is None or d.topic is None:
+        raise ValueError(f"{at}: an MQTT device needs 'broker' and 'topic'")
+    if d.line or d.unit_id is not None:
+        raise ValueError(f"{at}: an MQTT device takes no 'line'/'unit_id'")
+    if d.broker not in claims.brokers:
+        raise ValueError(f"{at}.broker: unknown broker {d.broker!r}")
+    if d.expected_interval_s is None:
+        raise ValueError(
+            f"{at}.expected_interval_s: required for an MQTT device (how often it publishes; "
+            f"`up` drops to 0 after stale_factor x this without a message)"
+        )
+    other = claims.filters.setdefault((d.broker, d.topic), prof.id)
+    if other != prof.id:
+        raise ValueError(f"{at}.topic: {d.topic!r} is already used by a {other} device; one profile per topic filter")
+    seg = prof.payload.device_key.segment
+    if seg is not None:
+        levels = d.topic.split("/")
+        if seg >= len(levels) or levels[seg] not in ("+", d.key):
+            raise ValueError(
+                f"{at}.topic: profile {prof.id} takes the device id from topic level {seg} (0-based), "
+                f"but level {seg} of {d.topic!r} is neither '+' nor {d.key!r}"
+            )
+    if d.timestamp is not None:
+        try:
+            spec = d.timestamp.apply(prof.payload.timestamp)
+        except ValueError as err:
+            msg = str(err).splitlines()[-1].strip().removeprefix("Value error, ")
+            raise ValueError(f"{at}.timestamp: {msg}") from None
+        if spec.format is not TimestampFormat.RECEIVE and prof.payload.timestamp.path is None:
+            raise ValueError(f"{at}.timestamp: profile {prof.id} has no time field to read")
+    other = claims.keys.setdefault((d.broker, d.key), d.id)
+    if other != d.id:
+        raise ValueError(f"{at}: device key {d.key!r} on broker {d.broker} is already {other}")

@@ -14,16 +14,11 @@ from alerting.notifiers.config import MqttChannel
 from alerting.overrides import RulesConfig, resolve_rules
 from alerting.rules import default_rules
 from alerting.setup import AlarmSetup
+from drivers.config import Claims
 from drivers.modbus.config import Line, ModbusOptions
 from drivers.mqtt.config import Broker
-from drivers.profile import (
-    AnyProfile,
-    ModbusProfile,
-    SurveyProfile,
-    builtin_profiles,
-    load_profile_file,
-)
-from drivers.timefmt import TimestampFormat
+from drivers.profile import AnyProfile, builtin_profiles, load_profile_file
+from drivers.registry import driver_of
 from gateway.config.sections import (
     ClockLimits,
     Device,
@@ -62,90 +57,18 @@ class SiteConfig(BaseModel):
         _unique("lines", [x.id for x in self.lines])
         _unique("brokers", [x.id for x in self.brokers])
         _unique("devices", [x.id for x in self.devices])
-        lines = {x.id: x for x in self.lines}
-        brokers = {x.id for x in self.brokers}
         profiles = self.profiles()
-        units: dict[tuple[str, int], str] = {}
-        keys: dict[tuple[str, str], str] = {}
-        filters: dict[tuple[str, str], str] = {}
-        survey_keys: dict[str, str] = {}  # the point id a surveyor's file uses -> device id
+        # each device is checked by the driver its profile names (drivers/registry.py)
+        claims = Claims(lines=tuple(x.id for x in self.lines), brokers=tuple(x.id for x in self.brokers))
         for i, d in enumerate(self.devices):
             at = f"devices[{i}] ({d.id})"
             prof = profiles.get(d.profile)
             if prof is None:
                 raise ValueError(f"{at}.profile: unknown profile {d.profile!r}; known: {', '.join(sorted(profiles))}")
-            if isinstance(prof, ModbusProfile):
-                if d.line is None or d.unit_id is None:
-                    raise ValueError(f"{at}: a Modbus device needs 'line' and 'unit_id'")
-                if d.broker or d.topic:
-                    raise ValueError(f"{at}: a Modbus device takes no 'broker'/'topic'")
-                if d.timestamp is not None:
-                    raise ValueError(f"{at}.timestamp: a Modbus device's time is its profile's register clock")
-                if d.line not in lines:
-                    raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(lines) or 'none'}")
-                if d.timeout_s >= d.poll_interval_s:
-                    raise ValueError(
-                        f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s"
-                    )
-                if (d.line, d.unit_id) in units:
-                    raise ValueError(
-                        f"{at}.unit_id: {d.unit_id} on line {d.line} is already {units[(d.line, d.unit_id)]}"
-                    )
-                units[(d.line, d.unit_id)] = d.id
-            elif isinstance(prof, SurveyProfile):
-                if d.line or d.unit_id is not None or d.broker or d.topic:
-                    raise ValueError(f"{at}: a survey point takes no 'line'/'unit_id'/'broker'/'topic'")
-                if d.expected_interval_s is None:
-                    raise ValueError(
-                        f"{at}.expected_interval_s: required for a survey point (how often it is surveyed; "
-                        f"`up` drops to 0 after stale_factor x this without a survey)"
-                    )
-                if d.timestamp is not None:
-                    raise ValueError(f"{at}.timestamp: a survey point's time is each row's survey time")
-                other_key = survey_keys.setdefault(d.key, d.id)
-                if other_key != d.id:
-                    raise ValueError(f"{at}: survey point id {d.key!r} is already {other_key}")
-            else:
-                if d.broker is None or d.topic is None:
-                    raise ValueError(f"{at}: an MQTT device needs 'broker' and 'topic'")
-                if d.line or d.unit_id is not None:
-                    raise ValueError(f"{at}: an MQTT device takes no 'line'/'unit_id'")
-                if d.broker not in brokers:
-                    raise ValueError(f"{at}.broker: unknown broker {d.broker!r}")
-                if d.expected_interval_s is None:
-                    raise ValueError(
-                        f"{at}.expected_interval_s: required for an MQTT device (how often it publishes; "
-                        f"`up` drops to 0 after stale_factor x this without a message)"
-                    )
-                other = filters.setdefault((d.broker, d.topic), prof.id)
-                if other != prof.id:
-                    raise ValueError(
-                        f"{at}.topic: {d.topic!r} is already used by a {other} device; one profile per topic filter"
-                    )
-                seg = prof.payload.device_key.segment
-                if seg is not None:
-                    levels = d.topic.split("/")
-                    if seg >= len(levels) or levels[seg] not in ("+", d.key):
-                        raise ValueError(
-                            f"{at}.topic: profile {prof.id} takes the device id from topic level {seg} (0-based), "
-                            f"but level {seg} of {d.topic!r} is neither '+' nor {d.key!r}"
-                        )
-                if d.timestamp is not None:
-                    try:
-                        spec = d.timestamp.apply(prof.payload.timestamp)
-                    except ValueError as err:
-                        msg = str(err).splitlines()[-1].strip().removeprefix("Value error, ")
-                        raise ValueError(f"{at}.timestamp: {msg}") from None
-                    if spec.format is not TimestampFormat.RECEIVE and prof.payload.timestamp.path is None:
-                        raise ValueError(f"{at}.timestamp: profile {prof.id} has no time field to read")
-                if (d.broker, d.key) in keys:
-                    raise ValueError(
-                        f"{at}: device key {d.key!r} on broker {d.broker} is already {keys[(d.broker, d.key)]}"
-                    )
-                keys[(d.broker, d.key)] = d.id
+            driver_of(prof).check_device(at, d, prof, claims)
         check_positions(self.site.plan, self.devices)
         for i, ch in enumerate(self.escalation.channels):
-            if isinstance(ch, MqttChannel) and ch.broker not in brokers:
+            if isinstance(ch, MqttChannel) and ch.broker not in claims.brokers:
                 raise ValueError(f"escalation.channels[{i}].broker: unknown broker {ch.broker!r}")
         for i, dv in enumerate(self.devices):
             for q in dv.design_values:
@@ -219,7 +142,7 @@ class SiteConfig(BaseModel):
         for d in self.devices:
             lim = d.device_clock or self.device_clock
             age = lim.max_age_s
-            if d.device_clock is None and isinstance(self.profile_of(d), SurveyProfile):
+            if d.device_clock is None and driver_of(self.profile_of(d)).late_data:
                 age = 10 * 365 * 86400.0  # a survey brought in weeks later is late, not a clock that is off
             out[d.id] = (lim.max_ahead_s, age)
         return out

@@ -176,3 +176,29 @@ def test_site_plan_positions_and_drawing_are_checked(tmp_path: Path) -> None:
         load_config(write(tmp_path, yaml.safe_dump(doc, allow_unicode=True))).site.plan.image
         == tmp_path / "drawing.png"
     )  # type: ignore[union-attr]
+
+
+def test_every_profile_transport_has_exactly_one_driver() -> None:
+    """The registry is the one place a transport is known: each profile model's transport has its driver, whose
+    profile model is that one, and every built-in profile is read by one of them."""
+    from typing import get_args
+
+    from drivers.profile import AnyProfile, builtin_profiles
+    from drivers.registry import DRIVERS, driver_of
+
+    models = {get_args(m.model_fields["transport"].annotation)[0]: m for m in get_args(AnyProfile)}
+    assert {t: d.profile for t, d in DRIVERS.items()} == models
+    assert {driver_of(p).transport for p in builtin_profiles().values()} == set(DRIVERS)
+    assert [t for t, d in DRIVERS.items() if d.late_data] == ["survey"]
+
+
+def test_each_driver_checks_its_own_devices_and_claims_across_the_site(tmp_path: Path) -> None:
+    """A survey point refuses a Modbus line; a second device on one unit id is named by the one that has it."""
+    survey = "  - {id: ZQT-1, profile: excavation_survey_v1, line: l1, expected_interval_s: 86400}\n"
+    msg = error_of(tmp_path, GOOD.replace("sink:", survey + "sink:"))
+    assert "devices[2] (line 9): a survey point takes no 'line'/'unit_id'/'broker'/'topic'" in msg, msg
+    twin = "  - {id: TC-02, profile: tower_crane_tcp_v1, line: l1, unit_id: 1}\n"
+    msg = error_of(tmp_path, GOOD.replace("sink:", twin + "sink:"))
+    assert "devices[2].unit_id (line 9): 1 on line l1 is already TC-01" in msg, msg
+    cfg = load_config(write(tmp_path, GOOD.replace("sink:", survey.replace("line: l1, ", "") + "sink:")))
+    assert cfg.clock_limits()["ZQT-1"][1] > 365 * 86400 > cfg.clock_limits()["FW-1"][1]  # surveys come late
