@@ -30,7 +30,7 @@ from drivers.profile import Table
 from gateway.app import build_line_devices
 from gateway.config import SiteConfig, load_config
 from gateway.metrics import Metrics
-from gateway.supervisor import LineOwner, Liveness
+from gateway.supervisor import LineOwner, Liveness, poll_device
 from services.local import free_port, stop_process
 from telemetry.reading import Reading
 
@@ -383,7 +383,7 @@ async def _cycles(link: ModbusLink, devices: list[ModbusDevice], cycles: int) ->
     t0 = time.monotonic()
     for _ in range(cycles):
         for dev in devices:
-            res = await dev.poll(link)
+            res = await poll_device(dev, link)
             readings += len(res.readings)
     return link.requests - req0, link.failures - fail0, readings, time.monotonic() - t0
 

@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable
+from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable, ProtocolError
 from drivers.modbus.driver import PollResult
 from drivers.modbus.link import ModbusLink
+from drivers.modbus.plan import Block
 from gateway.metrics import Metrics
 from telemetry.reading import Reading
 
@@ -165,11 +166,45 @@ class Breaker:
 
 
 class PolledDriver(Protocol):
-    """A device read on a schedule over a line the supervisor owns (drivers.modbus.driver.ModbusDevice)."""
+    """A device read on a schedule over a line the supervisor owns (drivers.modbus.driver.ModbusDevice): the
+    requests of one poll, one attempt at each, and the decoding of what came back. Retries, timing and `up` are
+    the supervisor's."""
 
     device_id: str
+    retries: int  # further attempts at a request the device did not answer
 
-    async def poll(self, link: ModbusLink) -> PollResult: ...
+    def requests(self) -> Sequence[Block]: ...
+    async def fetch(self, link: ModbusLink, request: Block) -> list[int] | list[bool]: ...
+    def decode(self, got: list[tuple[Block, list[int] | list[bool]]], receive_ns: int, out: PollResult) -> None: ...
+
+
+async def poll_device(dev: PolledDriver, link: ModbusLink) -> PollResult:
+    """One poll: every request, each tried 1 + `retries` times while the device does not answer (then the poll
+    fails: DeviceUnreachable / DeviceBusy); a request answered with an error is reported in `errors` and the other
+    requests' readings are still decoded. One timestamp per poll, so one poll is one row in InfluxDB."""
+    out = PollResult()
+    receive_ns = 0
+    got: list[tuple[Block, list[int] | list[bool]]] = []
+    for req in dev.requests():
+        attempt = 0
+        while True:
+            try:
+                data = await dev.fetch(link, req)
+                break
+            except (DeviceUnreachable, DeviceBusy):
+                if attempt >= dev.retries:
+                    raise
+                attempt += 1
+            except ProtocolError as err:
+                out.errors.append(err)
+                data = None
+                break
+        if data is not None:
+            receive_ns = receive_ns or time.time_ns()
+            got.append((req, data))
+    if got:
+        dev.decode(got, receive_ns, out)
+    return out
 
 
 class StreamingDriver(Protocol):
@@ -283,7 +318,7 @@ class LineOwner:
 
     async def poll_once(self, dev: PolledDriver) -> list[Reading]:
         """For `sitegw once`: one poll, errors raised."""
-        res = await dev.poll(self.link)
+        res = await poll_device(dev, self.link)
         for e in res.errors:
             log.error("device %s: %s", dev.device_id, e)
         return res.readings
@@ -313,7 +348,7 @@ class LineOwner:
         self.metrics.polls[name] += 1
         now = time.monotonic()
         try:
-            res = await dev.poll(self.link)
+            res = await poll_device(dev, self.link)
         except (DeviceUnreachable, DeviceBusy) as err:
             # failed polls count too: a timeout is the latency the neighbours on the bus pay
             self.metrics.observe_poll(self.link.line.id, time.monotonic() - now)

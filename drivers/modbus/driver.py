@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
-from drivers.errors import DeviceBusy, DeviceUnreachable, ProtocolError
+from drivers.errors import ProtocolError
 from drivers.modbus.codec import DataType, decode, registers_to_bytes, to_canonical
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import CLOCK, Block, DevicePlan
@@ -22,7 +21,9 @@ class PollResult:
 
 
 class ModbusDevice:
-    """One device on a line; constructed from config with no I/O."""
+    """One device on a line; constructed from config with no I/O. Its poll (the requests, their retries and the
+    timing) is run by the supervisor (gateway/supervisor.py `poll_device`); this holds what to read and how to
+    decode it."""
 
     def __init__(
         self,
@@ -41,32 +42,18 @@ class ModbusDevice:
         self.retries = retries
         self.clock_zone = clock_zone
 
-    async def poll(self, link: ModbusLink) -> PollResult:
-        """Read every block. An unreachable device raises; a block answered with an exception is reported in
-        `errors` and the other blocks' readings are still returned."""
-        out = PollResult()
-        ts_ns = 0  # one timestamp per poll, so one poll is one row in InfluxDB
-        got: list[tuple[Block, list[int] | list[bool]]] = []
-        for block in self.blocks:
-            attempt = 0
-            while True:
-                try:
-                    data = await link.read(block.table, block.address, block.count, self.unit_id, self.timeout_s)
-                    break
-                except (DeviceUnreachable, DeviceBusy):
-                    if attempt >= self.retries:
-                        raise
-                    attempt += 1
-                except ProtocolError as err:
-                    out.errors.append(err)
-                    data = None
-                    break
-            if data is not None:
-                ts_ns = ts_ns or time.time_ns()
-                got.append((block, data))
-        if got:
-            decode_poll(self.device_id, self.plan, got, ts_ns, out, self.clock_zone)
-        return out
+    def requests(self) -> list[Block]:
+        """What one poll reads, in order: the planned blocks."""
+        return self.blocks
+
+    async def fetch(self, link: ModbusLink, block: Block) -> list[int] | list[bool]:
+        """One block, one attempt. An unreachable or busy device raises (the supervisor retries); an exception
+        response raises ProtocolError (the block is lost, the poll goes on)."""
+        return await link.read(block.table, block.address, block.count, self.unit_id, self.timeout_s)
+
+    def decode(self, got: list[tuple[Block, list[int] | list[bool]]], receive_ns: int, out: PollResult) -> None:
+        """The blocks one poll read -> readings appended to `out`, with the device's time and quality."""
+        decode_poll(self.device_id, self.plan, got, receive_ns, out, self.clock_zone)
 
 
 def decode_poll(
