@@ -75,6 +75,10 @@ class Spool:
         self.data_event = asyncio.Event()  # set on append: the writer has work
         self.ack_event = asyncio.Event()  # set on ack: for whoever waits for the spool to drain
         self._state = self.dir / "acked.json"
+        # segments from this sequence number on hold live data, drained in order at full speed; older ones are the
+        # backlog an outage (or a restart) left behind, replayed at a limited rate. A segment that fills up is
+        # not an outage: the live data goes on in the next one and stays live.
+        self.live_from = 1
 
     # ---- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -101,6 +105,7 @@ class Spool:
         else:
             self._new_segment(1)
         last = self.segments[-1]
+        self.live_from = last.seq  # appends go on in the last file; everything older is backlog from before
         self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if self.pending_bytes():
             self.data_event.set()
@@ -187,8 +192,11 @@ class Spool:
             return None
         return self._unsynced_since + self.sync_interval_s - time.monotonic()
 
-    def roll(self) -> None:
-        """Start a new segment; the writer treats older segments as backlog to replay at a limited rate."""
+    def roll(self, backlog: bool = False) -> None:
+        """Start a new segment. With `backlog` (the database is unreachable) every older segment becomes backlog,
+        replayed at a limited rate once it is back; a roll because a segment is full keeps them live."""
+        if backlog:
+            self.live_from = self.segments[-1].seq + (self.segments[-1].size > 0)
         if self.segments[-1].size == 0:
             return
         assert self._fd is not None
@@ -268,11 +276,18 @@ class Spool:
         return 0.0
 
     def live_segment(self) -> Segment:
+        """The oldest live segment with unacknowledged lines (the newest when all are drained): live data in order
+        across the segments it filled."""
+        for s in self.segments:
+            if s.seq >= self.live_from and s.acked < s.size:
+                return s
         return self.segments[-1]
 
     def backlog_segment(self) -> Segment | None:
-        """The oldest segment, other than the live one, with unacknowledged lines."""
-        for s in self.segments[:-1]:
+        """The oldest segment from before the last outage or restart with unacknowledged lines."""
+        for s in self.segments:
+            if s.seq >= self.live_from:
+                break
             if s.acked < s.size:
                 return s
         return None

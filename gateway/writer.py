@@ -165,7 +165,7 @@ class SpoolDrainer:
         # attempt's interval are live data, sent at once, not the tail of the backlog. Rolling only once the database
         # was seen again put the readings of that last interval behind the whole replay (live data 7.6 s behind
         # after a 10-minute outage in the outage benchmark).
-        self.spool.roll()
+        self.spool.roll(backlog=True)
         delay = self._backoff * (0.8 + 0.4 * random.random())
         # capped at 2 s: one small request every 2 s costs nothing, and after an outage the wall screens must show
         # live data again within seconds (the outage benchmark measured 17.5 s behind with a 15 s cap)

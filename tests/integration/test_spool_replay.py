@@ -43,7 +43,7 @@ async def test_live_readings_overtake_the_backlog(tmp_path: Path, influxdb: Serv
             ),
             1000,
         )
-    spool.roll()  # as the drainer does at every failed write during an outage
+    spool.roll(backlog=True)  # as the drainer does at every failed write during an outage
     writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
     metrics = Metrics()
     drainer = SpoolDrainer(
@@ -116,3 +116,28 @@ async def test_streaming_lines_are_gathered_into_few_writes(tmp_path: Path, infl
     assert metrics.lines_written == 101
     assert metrics.write_batches <= 3  # the lone line, then the stream gathered (not one request per line)
     assert len(rows(influxdb.port, db, "SELECT v FROM st")) == 100
+
+
+async def test_a_segment_that_fills_is_not_an_outage(tmp_path: Path, influxdb: Service) -> None:
+    """Every batch fills a small segment, so each roll leaves lines not yet written behind it: they stay live
+    (written in order, at full speed), none is counted as replayed, and all of them arrive."""
+    db = "segment_roll"
+    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=4096)
+    spool.open()
+    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
+    metrics = Metrics()
+    drainer = SpoolDrainer(spool, writer, metrics, 5000, 100.0, tmp_path / "rejected.lp")
+    total = 3000
+    async with draining(drainer):
+        for start in range(0, total, 150):  # ~7 KB a batch: each one rolls the segment it lands in
+            spool.append(
+                b"".join(
+                    f"roll,device=D v={i} {1_700_000_000_000_000_000 + i}\n".encode() for i in range(start, start + 150)
+                ),
+                150,
+            )
+            await asyncio.sleep(0)
+        await asyncio.to_thread(wait_for, lambda: spool.pending_bytes() == 0, 30, what="spool drained")
+    assert len(list((tmp_path / "spool").glob("seg-*.lp"))) <= 2
+    assert rows(influxdb.port, db, "SELECT count(v) FROM roll")[0]["count"] == total
+    assert (metrics.lines_replayed, metrics.write_failures, spool.dropped_lines) == (0, 0, 0)

@@ -102,3 +102,36 @@ async def test_pipeline_fsyncs_before_an_ack_and_polled_lines_within_the_interva
         b"gas_detector,device=D,site=s lel=1.0 1795224600000000000",
         b"gas_detector,device=D,site=s lel=2.0 1795224600000000001",
     ]
+
+
+def read_all(sp: Spool, which: str) -> list[bytes]:
+    out: list[bytes] = []
+    while (seg := sp.backlog_segment() if which == "backlog" else sp.live_segment()) is not None:
+        ch = sp.read(seg, 4)
+        if ch is None:
+            break
+        out.extend(ch.data.splitlines())
+        sp.ack(ch)
+    return out
+
+
+def test_a_full_segment_stays_live_and_only_an_outage_leaves_backlog(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    sp.open()
+    for i in range(0, 30, 3):
+        sp.append(lines(i, i + 3), 3)
+    assert len(sp.segments) > 2  # it rolled as segments filled
+    assert sp.backlog_segment() is None  # and none of it is backlog: the database never failed
+    assert read_all(sp, "live") == lines(0, 30).splitlines()  # live, in order, across the segments
+    sp.append(lines(30, 33), 3)
+    sp.roll(backlog=True)  # the database failed: what it did not take is backlog
+    sp.append(lines(33, 35), 2)
+    assert read_all(sp, "live") == lines(33, 35).splitlines()  # what came after the failure goes first
+    assert read_all(sp, "backlog") == lines(30, 33).splitlines()
+    sp.append(lines(35, 36), 1)
+    sp.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
+    again.open()  # after a restart the older files are backlog; the last one, appended to again, is live
+    again.append(lines(36, 37), 1)
+    assert read_all(again, "live") == lines(35, 37).splitlines() and again.backlog_segment() is None
+    again.close()
