@@ -1,6 +1,7 @@
 """A bare paho subscriber in a process of its own (QoS 1, counts only): the RSS baseline of the memory benchmark.
 
-`python -m bench.bare_sub --port P --topic T` runs until SIGTERM and prints the number of messages it received.
+`python -m bench.bare_sub --port P --topic T` runs until SIGTERM and prints the number of messages it received;
+with `--count-file F` it also writes that number to F on SIGUSR1, and F holds 0 once its subscription is acknowledged.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -17,6 +19,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--topic", required=True)
+    ap.add_argument("--count-file", type=Path)
     a = ap.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -28,6 +31,10 @@ def main() -> None:
 
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare-sub")
     c.on_message = on_message
+    if a.count_file is not None:
+        f: Path = a.count_file
+        c.on_subscribe = lambda *_: f.write_text("0")
+        signal.signal(signal.SIGUSR1, lambda *_: f.write_text(str(n)))
     c.connect("127.0.0.1", a.port)
     c.subscribe(a.topic, qos=1)
     c.loop_start()

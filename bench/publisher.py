@@ -1,8 +1,8 @@
 """Simulated MQTT devices in a process of their own: 10-field crane JSON on `<prefix>/<device>/data`, paced or flat out.
 
 `python -m bench.publisher --port P --devices 200 --rate 0 --duration 20 --stats FILE` publishes round-robin over the
-devices (rate 0: as fast as paho can with QoS 1) and writes {"published", "elapsed_s"} to FILE when it stops
-(after --duration or on SIGTERM).
+devices (rate 0: as fast as paho can with QoS 1) and, when it stops (after --duration or on SIGTERM), writes
+{"published", "elapsed_s", "start_ns", "end_ns"} to FILE: the wall-clock times of its first and last publish.
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main() -> None:
     topics = [f"{a.prefix}/{device_id(a.first + i)}/data" for i in range(a.devices)]
     last_ts = [0] * a.devices  # one timestamp per device and message: two equal ones would be one point
     t0 = time.monotonic()
+    wall0 = time.time_ns()
     n = 0
     while not stop:
         now = time.monotonic()
@@ -120,12 +121,13 @@ def main() -> None:
             time.sleep(0.001)  # paho's queue is full: the broker has not acknowledged enough yet
         n += 1
     elapsed = time.monotonic() - t0
+    wall1 = time.time_ns()
     deadline = time.monotonic() + 5
     while c.want_write() and time.monotonic() < deadline:  # let the queued tail go out
         time.sleep(0.01)
     c.loop_stop()
     c.disconnect()
-    a.stats.write_text(json.dumps({"published": n, "elapsed_s": elapsed}))
+    a.stats.write_text(json.dumps({"published": n, "elapsed_s": elapsed, "start_ns": wall0, "end_ns": wall1}))
 
 
 if __name__ == "__main__":
