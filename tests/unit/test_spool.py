@@ -135,3 +135,40 @@ def test_a_full_segment_stays_live_and_only_an_outage_leaves_backlog(tmp_path: P
     again.append(lines(36, 37), 1)
     assert read_all(again, "live") == lines(35, 37).splitlines() and again.backlog_segment() is None
     again.close()
+
+
+def test_fsync_runs_inline_only_while_the_disk_is_quick() -> None:
+    from gateway.spool import FAST_FSYNC_S, SLOW_FSYNC_S, FsyncTimer
+
+    t = FsyncTimer()
+    assert not t.inline  # the first fsync goes to a worker thread: nothing is known of the disk yet
+    for _ in range(3):
+        t.took(FAST_FSYNC_S / 5)
+    assert t.inline  # quick ones: inline, no thread hop
+    t.took(SLOW_FSYNC_S * 3)
+    assert not t.inline  # one slow one sends it back to the thread at once
+    t.took(FAST_FSYNC_S / 5)
+    assert not t.inline  # and it stays there until the average is quick again
+    for _ in range(20):
+        t.took(FAST_FSYNC_S / 5)
+    assert t.inline
+    for _ in range(20):
+        t.took(FAST_FSYNC_S * 1.5)  # steadily a little slower than the hop is worth, never "slow"
+    assert not t.inline
+
+
+async def test_a_spool_on_a_quick_disk_stops_paying_the_thread_hop(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    sp.open()
+    for i in range(30):
+        sp.write(lines(i, i + 1), 1)
+        await sp.sync_async()
+    assert sp.fsyncs.thread_syncs + sp.fsyncs.inline_syncs == 30
+    assert sp.fsyncs.thread_syncs >= 1  # the first, at least
+    if sp.fsyncs.avg_s is not None and sp.fsyncs.avg_s < 0.0005 / 2:
+        assert sp.fsyncs.inline_syncs > 0  # this disk is quick: it moved inline
+    sp.close()
+    again = Spool(tmp_path, 1 << 20, 1 << 16)
+    again.open()
+    assert read_all(again, "live") == lines(0, 30).splitlines()  # both ways, every line is there
+    again.close()
