@@ -6,16 +6,16 @@ import csv
 import io
 import re
 from datetime import date, datetime
-from typing import Any
-
-# openpyxl ships no type stubs and types-openpyxl is not a dev dependency (yet)
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Border, Font, Side
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.worksheet import Worksheet
+from typing import TYPE_CHECKING, Any
 
 from alerting.glossary import CLASS_ZH, LISTING_ZH, SOURCE_ZH, STATUS_ZH, cite_zh
 from alerting.hazards import Hazards, basis_citation
+
+if TYPE_CHECKING:
+    from openpyxl import Workbook
+    from openpyxl.styles import Border
+    from openpyxl.worksheet.worksheet import Worksheet
+# openpyxl itself is imported by the first workbook export: a gateway that never exports does not carry its ~5 MB
 
 Cell = str | int | float | date | datetime | None
 
@@ -167,12 +167,17 @@ def ledger_csv(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool)
     return _csv(LEDGER_COLUMNS, [tuple(r.values()) for r in rows])
 
 
-_THIN = Side(style="thin")
-_BOX = Border(left=_THIN, right=_THIN, top=_THIN, bottom=_THIN)
+def _box() -> Border:
+    from openpyxl.styles import Border, Side
+
+    thin = Side(style="thin")
+    return Border(left=thin, right=thin, top=thin, bottom=thin)
 
 
 def _form_head(ws: Worksheet, hazards: Hazards, title: str, width: int) -> int:
     """Title and the 报送单位 / 时间 / 联系人 / 联系方式 block like the paper form; returns the next free row."""
+    from openpyxl.styles import Alignment, Font
+
     cfg = hazards.cfg
     ws.cell(1, 1, title).font = Font(bold=True, size=14)
     ws.cell(1, 1).alignment = Alignment(horizontal="center")
@@ -215,6 +220,11 @@ def _save(wb: Workbook) -> bytes:
 
 def ledger_xlsx(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool) -> bytes:
     """The ledger as a workbook shaped like 附件2: title, header block, bold bordered header, real dates."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
+
+    box = _box()
     rows = ledger_rows(hazards, since_ns, until_ns, major_only)
     wb = Workbook()
     ws = wb.active
@@ -226,12 +236,12 @@ def ledger_xlsx(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool
         cell = ws.cell(first, c, name)
         cell.font = Font(bold=True)
         cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
-        cell.border = _BOX
+        cell.border = box
         ws.column_dimensions[get_column_letter(c)].width = _WIDTHS[c - 1]
     for r, row in enumerate(rows, start=first + 1):
         for c, v in enumerate(row.values(), start=1):
             cell = _put(ws, r, c, v)
-            cell.border = _BOX
+            cell.border = box
             cell.alignment = Alignment(vertical="top", wrap_text=True)
             if isinstance(v, datetime):
                 cell.number_format = "yyyy-mm-dd hh:mm"
@@ -283,6 +293,11 @@ def stats_csv(hazards: Hazards, since_ns: int, until_ns: int) -> bytes:
 
 def stats_xlsx(hazards: Hazards, since_ns: int, until_ns: int) -> bytes:
     """Block A as a workbook shaped like 附件1: title, header block, 总体情况 | 序号 | 项目 | 数量."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+    from openpyxl.utils import get_column_letter
+
+    box = _box()
     stats = monthly_stats(hazards, since_ns, until_ns)
     wb = Workbook()
     ws = wb.active
@@ -293,13 +308,13 @@ def stats_xlsx(hazards: Hazards, since_ns: int, until_ns: int) -> bytes:
     for c, (name, width) in enumerate((("", 10), ("序号", 6), ("项目", 46), ("数量（个）", 12)), start=1):
         cell = ws.cell(first, c, name)
         cell.font = Font(bold=True)
-        cell.border = _BOX
+        cell.border = box
         ws.column_dimensions[get_column_letter(c)].width = width
     ws.column_dimensions["E"].width = 14
     for i, (key, label) in enumerate(STATS_ITEMS, start=1):
         r = first + i
         for c, v in enumerate(("总体情况" if i == 1 else None, i, label, stats[key]), start=1):
-            ws.cell(r, c, v).border = _BOX
+            ws.cell(r, c, v).border = box
     ws.merge_cells(start_row=first + 1, start_column=1, end_row=first + len(STATS_ITEMS), end_column=1)
     ws.cell(first + 1, 1).alignment = Alignment(vertical="center", horizontal="center")
     return _save(wb)
