@@ -33,8 +33,14 @@ def main() -> None:
     c.on_message = on_message
     if a.count_file is not None:
         f: Path = a.count_file
-        c.on_subscribe = lambda *_: f.write_text("0")
-        signal.signal(signal.SIGUSR1, lambda *_: f.write_text(str(n)))
+
+        def report(text: str) -> None:  # whole or not at all: the reader waits for the file to exist
+            tmp = f.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(f)
+
+        c.on_subscribe = lambda *_: report("0")
+        signal.signal(signal.SIGUSR1, lambda *_: report(str(n)))
     c.connect("127.0.0.1", a.port)
     c.subscribe(a.topic, qos=1)
     c.loop_start()

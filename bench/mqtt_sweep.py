@@ -197,10 +197,13 @@ def measure(subject: Subject, mq: Service, db: Service, wd: Path, rate: float, s
         return cpu_s(subject.pid), cpu_s(db_pid) if db_pid else 0.0
 
     pub = common.Publisher(wd, mq.port, DEVICES, rate, WARM_S + seconds).start()
-    time.sleep(WARM_S)
-    (c0, d0), lo_ms = cpus(), time.time_ns() // 1_000_000
-    before = subject.count(None, None) if name == "bare_paho" else 0
-    stats = pub.wait()
+    try:
+        time.sleep(WARM_S)
+        (c0, d0), lo_ms = cpus(), time.time_ns() // 1_000_000
+        before = subject.count(None, None) if name == "bare_paho" else 0
+        stats = pub.wait()
+    finally:
+        pub.stop()  # a failed run must not leave its publisher feeding the next subject
     hi_ms = int(stats.get("end_ns", time.time_ns())) // 1_000_000  # the last publish, not the publisher's exit
     if name == "bare_paho":
         readings = subject.count(None, None) - before  # it counts as it receives: nothing to catch up

@@ -204,13 +204,14 @@ class Spool:
             self._unsynced_since = None
             os.fsync(self._fd)
 
-    async def sync_async(self) -> None:
+    async def sync_async(self, busy: bool = False) -> None:
         """`sync` with the fsync in a worker thread: the event loop goes on taking input meanwhile, and what arrives
-        during one fsync makes the next batch (group commit paced by the disk, with no timer)."""
+        during one fsync makes the next batch (group commit paced by the disk, with no timer). On a quick disk and
+        with nothing else waiting (`busy` False), the fsync runs inline: the thread hop would cost more than it."""
         if self._unsynced_since is not None:
             assert self._fd is not None
             self._unsynced_since = None
-            if self.fsyncs.inline:  # this disk syncs in well under a millisecond: no thread hop
+            if self.fsyncs.inline and not busy:  # no thread hop, nothing to overlap it with
                 self.fsyncs.inline_syncs += 1
                 t0 = time.perf_counter()
                 os.fsync(self._fd)

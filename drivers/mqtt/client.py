@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -177,44 +175,3 @@ class HeldPublisher:
     async def aclose(self) -> None:
         if self._client is not None:
             await self._drop(self._client)
-
-
-_CLOSED: Any = object()  # put into the message queue when the connection ends
-Acked = tuple[Message, Callable[[], object]]  # a message and the function that acknowledges it to the broker
-
-
-async def message_batches(client: Client, max_messages: int) -> AsyncIterator[list[Acked]]:
-    """The messages of a connection as they arrive, each batch everything paho has queued (at most
-    `max_messages`), each message with the function that acknowledges it (QoS 1: the caller acknowledges once the
-    readings are durable). Raises MqttError when the connection ends, after the messages that came before it.
-
-    aiomqtt's own iterator creates a task and an asyncio.wait per message; here one callback on the disconnect
-    future puts a marker into the queue instead, and waiting for a batch is one `Queue.get`. The queue and the
-    future are aiomqtt's own (pinned < 3)."""
-    queue: asyncio.Queue[Message] = client._queue
-    gone: asyncio.Future[None] = client._disconnected
-    ack = client._client.ack
-
-    def closed(_f: asyncio.Future[None]) -> None:
-        queue.put_nowait(_CLOSED)
-
-    gone.add_done_callback(closed)
-    try:
-        ended = False
-        while not ended:
-            item = await queue.get()
-            batch: list[Acked] = []
-            while True:
-                if item is _CLOSED:
-                    ended = True
-                    break
-                batch.append((item, functools.partial(ack, item.mid, item.qos)))
-                if len(batch) >= max_messages or queue.empty():
-                    break
-                item = queue.get_nowait()
-            if batch:
-                yield batch
-        cause = None if gone.cancelled() else gone.exception()
-        raise MqttError("Disconnected during message iteration") from cause
-    finally:
-        gone.remove_done_callback(closed)

@@ -17,10 +17,10 @@ from drivers.errors import ProtocolError
 from drivers.mqtt.client import (
     BrokerParams,
     Client,
+    Message,
     MqttCodeError,
     MqttError,
     TopicMatcher,
-    message_batches,
     refused_credentials,
     subscriber,
 )
@@ -101,10 +101,19 @@ class MqttSession:
                     self.reconnects += 1
                 self.connected.set()
                 on_connected()
-                # one hand-over to the pipeline per batch of what has arrived, not one per message; the broker's
-                # in-flight window bounds a batch for QoS 1, since we acknowledge only after spooling
-                async for batch in message_batches(client, MAX_BATCH_MESSAGES):
-                    await self.handle_batch([(m.topic.value, m.payload, ack) for m, ack in batch])
+                ack = client._client.ack
+                queued: asyncio.Queue[Message] = client._queue
+                async for msg in client.messages:
+                    # Take everything paho has already queued as one batch: one hand-over to the pipeline
+                    # instead of one per message (aiomqtt's iterator costs a task and an asyncio.wait per
+                    # message). The queue is aiomqtt's own (pinned < 3); the broker's in-flight window
+                    # bounds it for QoS 1, since we acknowledge only after spooling.
+                    batch = [msg]
+                    while len(batch) < MAX_BATCH_MESSAGES and not queued.empty():
+                        batch.append(queued.get_nowait())
+                    await self.handle_batch(
+                        [(m.topic.value, m.payload, functools.partial(ack, m.mid, m.qos)) for m in batch]
+                    )
         finally:
             self.client = None
             self.connected.clear()

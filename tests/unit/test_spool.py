@@ -172,3 +172,20 @@ async def test_a_spool_on_a_quick_disk_stops_paying_the_thread_hop(tmp_path: Pat
     again.open()
     assert read_all(again, "live") == lines(0, 30).splitlines()  # both ways, every line is there
     again.close()
+
+
+async def test_with_input_queued_the_fsync_stays_in_the_thread(tmp_path: Path) -> None:
+    """Inline only when nothing else waits: with input queued, the thread lets the next batch be taken meanwhile."""
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16)
+    sp.open()
+    sp.fsyncs.inline = True  # as on a quick disk
+    sp.fsyncs.avg_s = 0.0001
+    sp.write(lines(0, 1), 1)
+    await sp.sync_async(busy=True)
+    assert (sp.fsyncs.thread_syncs, sp.fsyncs.inline_syncs) == (1, 0)
+    sp.fsyncs.inline = True  # whatever that fsync took on this machine's disk
+    sp.write(lines(1, 2), 1)
+    await sp.sync_async(busy=False)
+    assert (sp.fsyncs.thread_syncs, sp.fsyncs.inline_syncs) == (1, 1)
+    assert sp.sync_due_in() is None  # synced either way
+    sp.close()
