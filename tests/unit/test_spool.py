@@ -16,16 +16,20 @@ def lines(a: int, b: int) -> bytes:
     return b"".join(f"m,device=d v={i} {i}\n".encode() for i in range(a, b))
 
 
-def drain(sp: Spool) -> list[bytes]:
-    out = []
-    while True:
-        seg = sp.backlog_segment() or sp.live_segment()
-        ch = sp.read(seg, 7)
+def read_all(sp: Spool, which: str) -> list[bytes]:
+    out: list[bytes] = []
+    while (seg := sp.backlog_segment() if which == "backlog" else sp.live_segment()) is not None:
+        ch = sp.read(seg, 4)
         if ch is None:
             break
         out.extend(ch.data.splitlines())
         sp.ack(ch)
     return out
+
+
+def drain(sp: Spool) -> list[bytes]:
+    """Everything pending, as the writer takes it: the backlog in order, then live data."""
+    return read_all(sp, "backlog") + read_all(sp, "live")
 
 
 def test_append_read_ack_in_order(tmp_path: Path) -> None:
@@ -102,17 +106,6 @@ async def test_pipeline_fsyncs_before_an_ack_and_polled_lines_within_the_interva
         b"gas_detector,device=D,site=s lel=1.0 1795224600000000000",
         b"gas_detector,device=D,site=s lel=2.0 1795224600000000001",
     ]
-
-
-def read_all(sp: Spool, which: str) -> list[bytes]:
-    out: list[bytes] = []
-    while (seg := sp.backlog_segment() if which == "backlog" else sp.live_segment()) is not None:
-        ch = sp.read(seg, 4)
-        if ch is None:
-            break
-        out.extend(ch.data.splitlines())
-        sp.ack(ch)
-    return out
 
 
 def test_a_full_segment_stays_live_and_only_an_outage_leaves_backlog(tmp_path: Path) -> None:
