@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers import survey
+from drivers import survey_config as survey
 from drivers.config import Claims, DeviceEntry
 from drivers.modbus import config as modbus
 from drivers.mqtt import config as mqtt

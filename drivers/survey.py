@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
 
-from drivers.config import Claims, DeviceEntry
-
 MAX_ROWS = 20_000
 MAX_ERRORS = 200
 _HEADER_ROWS = 10  # a report often has a title and a project line above the table's header
@@ -250,19 +248,3 @@ def in_catalog_unit(value: float, unit: str | None, quantity: str) -> float:
     except ValueError:
         raise ValueError(f"unit {unit!r} does not convert to {quantity}'s unit {target!r}") from None
     return conv(value) if conv else value
-
-
-def check_device(at: str, d: DeviceEntry, claims: Claims) -> None:
-    """A survey point: no line or broker, surveyed at a stated interval, its own id in the surveyors' files."""
-    if d.line or d.unit_id is not None or d.broker or d.topic:
-        raise ValueError(f"{at}: a survey point takes no 'line'/'unit_id'/'broker'/'topic'")
-    if d.expected_interval_s is None:
-        raise ValueError(
-            f"{at}.expected_interval_s: required for a survey point (how often it is surveyed; "
-            f"`up` drops to 0 after stale_factor x this without a survey)"
-        )
-    if d.timestamp is not None:
-        raise ValueError(f"{at}.timestamp: a survey point's time is each row's survey time")
-    other = claims.survey_keys.setdefault(d.key, d.id)
-    if other != d.id:
-        raise ValueError(f"{at}: survey point id {d.key!r} is already {other}")

@@ -317,6 +317,8 @@ class Gateway:
         """Wait until every reading received so far is in the database (tests, graceful shutdown)."""
         deadline = time.monotonic() + timeout_s
         async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can lose a cancel (CPython gh-86296)
+            for s in self.sessions:  # messages already counted may still be on their way to the pipeline
+                await s.settled.wait()
             await self.pipeline.drained()
         while self.spool.pending_bytes() and (left := deadline - time.monotonic()) > 0:
             self.spool.ack_event.clear()

@@ -82,6 +82,10 @@ class MqttSession:
         # filter -> its only device, so a message that does not parse at all is still charged to its device
         self._sole = {f: next(iter(keys.values())) for f, (_d, keys) in self._by_filter.items() if len(keys) == 1}
         self._last_receive_ns = 0
+        # clear while a batch is being decoded and handed over: messages counted as received may still be on their
+        # way to the pipeline (a dead letter is published in between), which Gateway.flush must wait for
+        self.settled = asyncio.Event()
+        self.settled.set()
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -143,18 +147,22 @@ class MqttSession:
         # InfluxDB point (same series, same timestamp) and all but the last would be lost.
         receive_ns = max(time.time_ns(), self._last_receive_ns + 1)
         self._last_receive_ns = receive_ns + len(msgs) - 1
-        if self.on_message:
-            self.on_message(len(msgs))
-        readings: list[Reading] = []
-        acks: list[OnSpooled] = []
-        for i, (topic, payload, ack) in enumerate(msgs):
-            if await self._decode(topic, payload, receive_ns + i, readings):
-                if ack:
-                    acks.append(ack)
-            elif ack:
-                ack()
-        if readings or acks:
-            await self.submit(readings, functools.partial(_call_all, acks) if acks else None)
+        self.settled.clear()
+        try:
+            if self.on_message:
+                self.on_message(len(msgs))
+            readings: list[Reading] = []
+            acks: list[OnSpooled] = []
+            for i, (topic, payload, ack) in enumerate(msgs):
+                if await self._decode(topic, payload, receive_ns + i, readings):
+                    if ack:
+                        acks.append(ack)
+                elif ack:
+                    ack()
+            if readings or acks:
+                await self.submit(readings, functools.partial(_call_all, acks) if acks else None)
+        finally:
+            self.settled.set()
 
     async def _decode(self, topic: str, payload: Any, receive_ns: int, out: list[Reading]) -> bool:
         """Append the message's readings to `out`; False when nothing in it could be used (it was dead-lettered)."""
