@@ -77,12 +77,6 @@ def write_site(path: Path, lines: list[dict[str, Any]], devices: list[dict[str, 
     return load_config(path)
 
 
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def proc_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -73,25 +73,11 @@ class Run:
         }
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def influx_query(port: int, db: str, q: str) -> list[list[Any]]:
-    url = f"http://127.0.0.1:{port}/query?" + urllib.parse.urlencode({"db": db, "q": q})
-    with urllib.request.urlopen(url, timeout=10) as r:
-        doc = json.loads(r.read())
-    series = doc["results"][0].get("series") or []
-    return [row for s in series for row in s["values"]]
-
-
 def stored(port: int, db: str, lo_ms: int | None = None, hi_ms: int | None = None) -> int:
     """Readings of the bench crane in `db` (points x fields), optionally only those timestamped in [lo, hi)."""
     where = f" WHERE time >= {lo_ms}ms AND time < {hi_ms}ms" if lo_ms is not None else ""
-    rows = influx_query(port, db, f"SELECT count(load) FROM tower_crane{where}")
-    return int(rows[0][1]) * FIELDS_PER_MESSAGE if rows else 0
+    rows = local.rows(port, db, f"SELECT count(load) FROM tower_crane{where}")
+    return int(rows[0]["count"]) * FIELDS_PER_MESSAGE if rows else 0
 
 
 def create_db(port: int, db: str) -> None:
@@ -194,7 +180,7 @@ def measure(subject: Subject, mq: Service, db: Service, wd: Path, rate: float, s
     db_pid = db.proc.pid if db.proc else None
 
     def cpus() -> tuple[float, float]:
-        return cpu_s(subject.pid), cpu_s(db_pid) if db_pid else 0.0
+        return common.proc_cpu_s(subject.pid), common.proc_cpu_s(db_pid) if db_pid else 0.0
 
     pub = common.Publisher(wd, mq.port, DEVICES, rate, WARM_S + seconds).start()
     try:

@@ -19,7 +19,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.modbus_poll import RUN_DIR, Servers, fresh_dir, opt, proc_cpu_s, proc_rss_mib, row, write_site
+from bench.common import proc_cpu_s
+from bench.modbus_poll import RUN_DIR, Servers, fresh_dir, opt, proc_rss_mib, row, write_site
 from services.local import Service, free_port, influxdb, mosquitto, stop_process, wait_port
 
 PEER = Path(__file__).resolve().parent / "peer"
