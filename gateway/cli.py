@@ -223,10 +223,13 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     if mqtt_devices:
         sessions = [MqttSession(params[b], rs, collect, _print_dead_letter) for b, rs in routes.items() if rs]
         tasks = [asyncio.create_task(run_stream(s), name=f"once-mqtt-{s.p.id}") for s in sessions]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_heard.wait(), timeout_s)
-        for t in tasks:
-            t.cancel()
+        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel (CPython gh-86296)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await all_heard.wait()
+        finally:  # also when the command itself is interrupted: no session outlives it
+            for t in tasks:
+                t.cancel()
         # bounded and owned here (this command, not the gateway's supervisor): a session that failed by itself is
         # said, with its traceback, and charged to its devices rather than reported as silence
         ended = await asyncio.gather(*tasks, return_exceptions=True)
