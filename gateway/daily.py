@@ -32,6 +32,23 @@ class DailyValues:
         for r in conn.execute("SELECT device, quantity, day, ts_ns, value FROM daily_values ORDER BY day"):
             self._days.setdefault((r[0], r[1]), {})[r[2]] = (int(r[3]), float(r[4]))
         self._dirty: set[tuple[str, str, str]] = set()
+        self._span = (0, 0, "")  # [start_ns, end_ns) of the last local day seen, and its ISO date
+
+    def _day(self, ts_ns: int) -> str:
+        """The site-local date of `ts_ns`. A zone lookup per reading was the biggest cost of a polled excavation
+        site's pipeline; nearly every reading falls in the day of the one before it, so that day's bounds are kept."""
+        lo, hi, day = self._span
+        if lo <= ts_ns < hi:
+            return day
+        local = datetime.fromtimestamp(ts_ns / NS, self.zone)
+        d = local.date()
+        start = datetime(d.year, d.month, d.day, tzinfo=self.zone)
+        end = start + timedelta(days=1)  # wall-clock arithmetic: the next local midnight, DST or not
+        lo_s, hi_s = int(start.timestamp()), int(end.timestamp())
+        # where a DST change skips midnight itself the bounds are off by the shift: such a day is not kept
+        if datetime.fromtimestamp(lo_s, self.zone).date() == d == datetime.fromtimestamp(hi_s - 1, self.zone).date():
+            self._span = (lo_s * NS, hi_s * NS, d.isoformat())
+        return d.isoformat()
 
     def add(self, batch: list[Reading]) -> None:
         """Pipeline listener: O(1) per reading of a watched device, nothing else."""
@@ -40,7 +57,7 @@ class DailyValues:
         for r in batch:
             if r.device not in self.devices or r.quality in (Quality.BAD, Quality.NOT_READY) or r.value != r.value:
                 continue
-            day = datetime.fromtimestamp(r.ts_ns / NS, self.zone).date().isoformat()
+            day = self._day(r.ts_ns)
             days = self._days.setdefault((r.device, r.quantity), {})
             prev = days.get(day)
             if prev is None or prev[0] <= r.ts_ns:

@@ -58,3 +58,20 @@ def test_a_refused_write_is_kept_for_the_next_flush(tmp_path: Path) -> None:
     other.execute("ROLLBACK")
     assert dv.flush() == 1
     assert conn.execute("SELECT value FROM daily_values").fetchall()[0][0] == 3.0
+
+
+def test_site_day_of_each_reading_matches_the_zone_across_midnights_and_dst(tmp_path: Path) -> None:
+    """The day bounds kept between readings give the date a zone lookup gives, also on the days DST changes
+    (Berlin: at 02:00; Santiago and Havana: at midnight itself, where a day's start does not exist). Every
+    transition of these zones is on a whole hour: readings one second either side of every hour of three years."""
+    for tz in ("Asia/Shanghai", "Europe/Berlin", "America/Santiago", "America/Havana"):
+        zone = ZoneInfo(tz)
+        dv = DailyValues(connect(tmp_path / f"{tz.replace('/', '_')}.db"), tz, [])
+        first = int(datetime(2022, 1, 1, tzinfo=zone).timestamp()) // 3600
+        kept = 0
+        for hour in range(first, first + 3 * 366 * 24):
+            for ts_ns in (hour * 3600 * 10**9 - 10**6, hour * 3600 * 10**9, hour * 3600 * 10**9 + 10**9):
+                assert dv._day(ts_ns) == datetime.fromtimestamp(ts_ns / 1e9, zone).date().isoformat(), (tz, ts_ns)
+                kept += dv._span[0] <= ts_ns < dv._span[1]
+        # and the bounds were kept: all but the readings around a day that has no midnight came from them
+        assert kept > 0.99 * 3 * 3 * 366 * 24, (tz, kept)
