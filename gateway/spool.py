@@ -43,6 +43,9 @@ def _sync_and_close(fd: int) -> float:
 # SLOW_FSYNC_S inline sends the spool back to the thread at once: a slow disk never holds the loop twice in a row.
 FAST_FSYNC_S = 0.0005
 SLOW_FSYNC_S = 0.002
+# After a kill -9 the lines acknowledged since acked.json was last written are sent again (and overwrite the same
+# points): at most this many seconds of them.
+STATE_SAVE_S = 1.0
 
 
 class FsyncTimer:
@@ -99,6 +102,8 @@ class Spool:
         self.acked_lines = 0
         self._dropping = False  # inside a drop episode: log once
         self._state_dirty = False  # acknowledged offsets changed since acked.json was written
+        self._state_saved_at = 0.0  # monotonic time of the last write of acked.json
+        self.state_saves = 0
         self.data_event = asyncio.Event()  # set on append: the writer has work
         self.ack_event = asyncio.Event()  # set on ack: for whoever waits for the spool to drain
         self._state = self.dir / "acked.json"
@@ -382,12 +387,28 @@ class Spool:
 
     def _save_state(self) -> None:
         self._state_dirty = False
+        self.state_saves += 1
         _write_state(self._state, self._state_json(), ".tmp")
 
-    async def save_state_async(self) -> None:
+    @property
+    def state_dirty(self) -> bool:
+        """Acknowledged offsets changed since acked.json was written."""
+        return self._state_dirty
+
+    def state_save_due_in(self) -> float:
+        """Seconds until `save_state_async` writes changed offsets without being forced (0: now)."""
+        return max(0.0, self._state_saved_at + STATE_SAVE_S - time.monotonic())
+
+    async def save_state_async(self, force: bool = False) -> None:
         """Write the acknowledged offsets, if they changed, from a worker thread: a rename can wait behind other
         files' fsyncs, and the event loop must not (such waits were 30+ ms stalls in the alarm-latency benchmark).
-        A stale file, if a synchronous save overtakes this one, only means lines sent again after a restart."""
-        if self._state_dirty:
+        A stale file, if a synchronous save overtakes this one, only means lines sent again after a restart.
+
+        While data streams, at most once per STATE_SAVE_S (one file write per database write was a tenth of a
+        polled site's CPU); `force` when the writer goes idle, so a quiet spool's file is never behind."""
+        now = time.monotonic()
+        if self._state_dirty and (force or now - self._state_saved_at >= STATE_SAVE_S):
             self._state_dirty = False
+            self._state_saved_at = now
+            self.state_saves += 1
             await asyncio.to_thread(_write_state, self._state, self._state_json(), ".tmp-async")

@@ -63,6 +63,15 @@ class SpoolDrainer:
             backlog = self.spool.backlog_segment()
             if chunk is None and backlog is None:
                 self.spool.data_event.clear()
+                if self.spool.state_dirty:
+                    # idle with offsets not yet on disk: they are saved when their second is up, unless lines come
+                    # first (then the next write saves them, on time)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.spool.state_save_due_in()):
+                            await self.spool.data_event.wait()
+                    if not self.spool.data_event.is_set():
+                        await self.spool.save_state_async(force=True)
+                    continue
                 await self.spool.data_event.wait()
                 continue
             try:
