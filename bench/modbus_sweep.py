@@ -83,6 +83,7 @@ def run_bare(wd: Path, ports: list[int], poll_s: float, servers: Servers, second
 
 
 def _side(pid: int, servers: Servers, count: Callable[[], int], seconds: float) -> Side:
+    common.pin_subject(pid)
     time.sleep(WARM_S)
     r0, c0, q0, t0 = count(), common.proc_cpu_s(pid), servers.requests(), time.monotonic()
     time.sleep(seconds)
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--subjects", default=",".join(SUBJECTS))
     ap.add_argument("--short", action="store_true", help="10 and 200 devices, 10 s windows")
+    ap.add_argument("--pin", action="store_true", help="each subject on a CPU of its own, everything else on the rest")
     ap.add_argument("--json", type=Path, default=common.RUN_DIR / "modbus_sweep.json")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -210,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown subject(s) {sorted(unknown)}; choose from {', '.join(SUBJECTS)}")
     notes: list[str] = []
+    if a.pin:
+        cpu = common.pin_harness()
+        notes.append(f"pinned: each subject alone on CPU {cpu}" if cpu is not None else "--pin ignored: one CPU")
     if "thingsboard" in subjects:
         try:
             notes.append(f"peer: thingsboard-gateway {tb_install()}")

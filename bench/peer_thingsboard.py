@@ -19,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import proc_cpu_s
+from bench.common import ROOT, pin_subject, proc_cpu_s
 from bench.modbus_poll import RUN_DIR, Servers, fresh_dir, opt, proc_rss_mib, row, write_site
 from services.local import Service, free_port, influxdb, mosquitto, stop_process, wait_port
 
@@ -59,6 +59,7 @@ class Side:
 
 
 def _measure(pid: int, servers: Servers, readings: Callable[[], int], warm_s: float, seconds: float) -> Side:
+    pin_subject(pid)
     time.sleep(warm_s)
     r0, c0, q0, t0 = readings(), proc_cpu_s(pid), servers.requests(), time.monotonic()
     time.sleep(seconds)
@@ -87,6 +88,9 @@ def run_ours(workdir: Path, site: Path, http_port: int, servers: Servers, warm_s
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "--log-level", "warning", "run", str(site)],
             cwd=workdir,
+            # the gateway of this tree, not whatever the venv's editable install points at (a worktree's bench
+            # would otherwise measure another checkout's code: cwd is the run's own directory, not the tree)
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
