@@ -16,53 +16,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.spool_sync import FsyncTimer, sync_and_close, write_state
+
 log = logging.getLogger("sitegw.spool")
 
 _SEG = re.compile(r"^seg-(\d{16})\.lp$")
 
 
-def _write_state(path: Path, text: str, tmp_suffix: str) -> None:
-    # No fsync: a lost ack after a power cut only means a resend, which overwrites the same points.
-    tmp = path.with_suffix(tmp_suffix)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _sync_and_close(fd: int) -> float:
-    """fsync a duplicate descriptor and close it; how long the fsync took."""
-    try:
-        t0 = time.perf_counter()
-        os.fsync(fd)
-        return time.perf_counter() - t0
-    finally:
-        os.close(fd)
-
-
-# An fsync quicker than this costs the event loop less inline than the hop to a worker thread and back (submit,
-# wake the worker, wake the loop through its self-pipe: ~100 µs of CPU at every batch). One that takes longer than
-# SLOW_FSYNC_S inline sends the spool back to the thread at once: a slow disk never holds the loop twice in a row.
-FAST_FSYNC_S = 0.0005
-SLOW_FSYNC_S = 0.002
 # After a kill -9 the lines acknowledged since acked.json was last written are sent again (and overwrite the same
 # points): at most this many seconds of them.
 STATE_SAVE_S = 1.0
-
-
-class FsyncTimer:
-    """Decides where the next fsync runs from how long the recent ones took (a moving average)."""
-
-    def __init__(self) -> None:
-        self.avg_s: float | None = None
-        self.inline = False
-        self.inline_syncs = 0
-        self.thread_syncs = 0
-
-    def took(self, seconds: float) -> None:
-        self.avg_s = seconds if self.avg_s is None else 0.8 * self.avg_s + 0.2 * seconds
-        if seconds > SLOW_FSYNC_S:
-            self.inline, self.avg_s = False, seconds
-        else:
-            self.inline = self.avg_s < FAST_FSYNC_S
 
 
 @dataclass(slots=True)
@@ -225,7 +188,7 @@ class Spool:
             # a duplicate descriptor, closed by the thread: a roll may close ours meanwhile, a cancelled wait here
             # leaves nothing behind
             self.fsyncs.thread_syncs += 1
-            self.fsyncs.took(await asyncio.to_thread(_sync_and_close, os.dup(self._fd)))
+            self.fsyncs.took(await asyncio.to_thread(sync_and_close, os.dup(self._fd)))
 
     def sync_due_in(self) -> float | None:
         """Seconds until written lines must be fsynced (<= 0: now); None when everything written is on disk."""
@@ -388,7 +351,7 @@ class Spool:
     def _save_state(self) -> None:
         self._state_dirty = False
         self.state_saves += 1
-        _write_state(self._state, self._state_json(), ".tmp")
+        write_state(self._state, self._state_json(), ".tmp")
 
     @property
     def state_dirty(self) -> bool:
@@ -411,4 +374,4 @@ class Spool:
             self._state_dirty = False
             self._state_saved_at = now
             self.state_saves += 1
-            await asyncio.to_thread(_write_state, self._state, self._state_json(), ".tmp-async")
+            await asyncio.to_thread(write_state, self._state, self._state_json(), ".tmp-async")

@@ -131,7 +131,7 @@ def test_a_full_segment_stays_live_and_only_an_outage_leaves_backlog(tmp_path: P
 
 
 def test_fsync_runs_inline_only_while_the_disk_is_quick() -> None:
-    from gateway.spool import FAST_FSYNC_S, SLOW_FSYNC_S, FsyncTimer
+    from gateway.spool_sync import FAST_FSYNC_S, SLOW_FSYNC_S, FsyncTimer
 
     t = FsyncTimer()
     assert not t.inline  # the first fsync goes to a worker thread: nothing is known of the disk yet
