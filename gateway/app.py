@@ -213,6 +213,7 @@ class Gateway:
             cfg.spool.batch_lines,
             cfg.spool.replay_lines_per_s,
             cfg.spool.dir / "rejected.lp",
+            linger_s=cfg.spool.write_linger_s,
         )
         self.liveness = Liveness(self.metrics, {d.id: d.stale_after_s for d in cfg.devices})
         line_devices = build_line_devices(cfg)

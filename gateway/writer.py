@@ -35,7 +35,7 @@ class SpoolDrainer:
         batch_lines: int,
         replay_lines_per_s: float,
         rejected_file: Path,
-        linger_s: float = 0.1,
+        linger_s: float = 1.0,  # spool.write_linger_s
     ) -> None:
         self.spool = spool
         self.writer = writer

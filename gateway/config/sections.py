@@ -134,6 +134,7 @@ class SpoolConfig(_Base):
     replay_lines_per_s: float = Field(default=20000, gt=0)
     batch_lines: int = Field(default=5000, ge=1, le=100000)
     sync_interval_s: float = Field(default=1.0, ge=0, le=60)
+    write_linger_s: float = Field(default=1.0, ge=0, le=10)
 
     @field_validator("max_bytes", "segment_bytes", mode="before")
     @classmethod
