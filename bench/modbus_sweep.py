@@ -91,12 +91,60 @@ def _side(pid: int, servers: Servers, count: Callable[[], int], seconds: float) 
     return Side(r1 - r0, c1 - c0, t1 - t0, q1 - q0, common.rss_mb(pid) or 0.0)
 
 
+def distinct_ports(n: int, taken: set[int]) -> list[int]:
+    """`n` free loopback ports, no two alike and none in `taken`: the kernel may hand the same free port out twice
+    in 200 asks (a birthday collision over the ephemeral range), and two servers cannot listen on one."""
+    out: list[int] = []
+    while len(out) < n:
+        p = local.free_port()
+        if p not in taken:
+            taken.add(p)
+            out.append(p)
+    return out
+
+
+@dataclass
+class Size:
+    """One site size, set up: its devices' servers running, its site file written."""
+
+    n: int
+    poll_s: float
+    wd: Path
+    site: Path
+    http_port: int
+    ports: list[int]
+    devices: list[dict[str, Any]]
+    mq: Service
+    servers: Servers | None = None
+
+
 def one_size(n: int, poll_s: float, seconds: float, rounds: int, subjects: list[str], notes: list[str]) -> list[Run]:
     wd0 = common.fresh_dir(common.RUN_DIR / "modbus_sweep" / f"n{n}")
     mq: Service = local.mosquitto(wd0 / "mosquitto")
     db: Service = local.influxdb(wd0 / "influxdb")
+    runs: list[Run] = []
+    with common.running(mq, db):
+        size = _size(wd0, n, poll_s, mq, db)  # ports chosen once the services listen: none of theirs is given twice
+        with Servers(size.site, wd0) as size.servers:
+            for rnd in range(rounds):
+                k = rnd % len(subjects)  # rotated per round, so no subject always runs on a warmer machine
+                for name in subjects[k:] + subjects[:k]:
+                    wd = common.fresh_dir(wd0 / f"{name}-{rnd}")
+                    print(f"   {name}, {n} devices every {poll_s:g} s (round {rnd + 1}) ...", flush=True)
+                    try:
+                        side = _run(name, wd, size, seconds)
+                    except Exception as err:  # one subject failing leaves the others' figures standing
+                        notes.append(f"{name} with {n} devices: {type(err).__name__}: {err}")
+                        continue
+                    runs.append(
+                        Run(name, n, poll_s, side.readings, side.cpu_s, side.wall_s, side.requests, side.rss_mib)
+                    )
+    return runs
+
+
+def _size(wd0: Path, n: int, poll_s: float, mq: Service, db: Service) -> Size:
     http_port = local.free_port()
-    ports = [local.free_port() for _ in range(n)]
+    ports = distinct_ports(n, {http_port, mq.port, db.port})
     lines = [{"id": f"l{i:03d}", "type": "modbus_tcp", "host": "127.0.0.1", "port": p} for i, p in enumerate(ports)]
     devices = [
         {"id": f"D{i:03d}", "profile": "bench_float10_v1", "line": f"l{i:03d}", "unit_id": 1}
@@ -112,44 +160,20 @@ def one_size(n: int, poll_s: float, seconds: float, rounds: int, subjects: list[
         sink={"type": "influxdb_v1", "url": f"http://127.0.0.1:{db.port}", "database": "bench"},
         http={"port": http_port},
     )
-    runs: list[Run] = []
-    with common.running(mq, db), Servers(site, wd0) as servers:
-        for rnd in range(rounds):
-            k = rnd % len(subjects)  # rotated per round, so no subject always runs on a warmer machine
-            for name in subjects[k:] + subjects[:k]:
-                wd = common.fresh_dir(wd0 / f"{name}-{rnd}")
-                print(f"   {name}, {n} devices every {poll_s:g} s (round {rnd + 1}) ...", flush=True)
-                try:
-                    side = _run(name, wd, site, http_port, ports, devices, poll_s, mq, servers, seconds)
-                except Exception as err:  # one subject failing leaves the others' figures standing
-                    notes.append(f"{name} with {n} devices: {type(err).__name__}: {err}")
-                    continue
-                runs.append(Run(name, n, poll_s, side.readings, side.cpu_s, side.wall_s, side.requests, side.rss_mib))
-    return runs
+    return Size(n, poll_s, wd0, site, http_port, ports, devices, mq)
 
 
-def _run(
-    name: str,
-    wd: Path,
-    site: Path,
-    http_port: int,
-    ports: list[int],
-    devices: list[dict[str, Any]],
-    poll_s: float,
-    mq: Service,
-    servers: Servers,
-    seconds: float,
-) -> Side:
+def _run(name: str, wd: Path, size: Size, seconds: float) -> Side:
+    assert size.servers is not None
     if name == "bare_pymodbus":
-        return run_bare(wd, ports, poll_s, servers, seconds)
+        return run_bare(wd, size.ports, size.poll_s, size.servers, seconds)
     if name == "sitegw":
-        return run_ours(wd, site, http_port, servers, WARM_S, seconds)
-    counter = TelemetryCounter(mq.port)
+        return run_ours(wd, size.site, size.http_port, size.servers, WARM_S, seconds)
+    counter = TelemetryCounter(size.mq.port)
     try:
-        conf = tb_config(
-            wd, mq.port, [(str(d["id"]), p) for d, p in zip(devices, ports, strict=True)], int(poll_s * 1000)
-        )
-        return run_tb(wd, conf, counter, servers, WARM_S, seconds)
+        names = [(str(d["id"]), p) for d, p in zip(size.devices, size.ports, strict=True)]
+        conf = tb_config(wd, size.mq.port, names, int(size.poll_s * 1000))
+        return run_tb(wd, conf, counter, size.servers, WARM_S, seconds)
     finally:
         counter.close()
 
@@ -224,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== modbus_sweep: {sizes} devices x {VALUES} float32 every {a.poll_s:g} s, {seconds:g} s windows")
     runs: list[Run] = []
     for n in sizes:
-        runs += one_size(n, a.poll_s, seconds, a.rounds, subjects, notes)
+        try:
+            runs += one_size(n, a.poll_s, seconds, a.rounds, subjects, notes)
+        except Exception as err:  # a size that cannot be set up leaves the other sizes' figures standing
+            notes.append(f"{n} devices: {type(err).__name__}: {err}")
     report = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": common.machine_facts(),
