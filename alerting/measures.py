@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from alerting.baselines import Baselines
 from alerting.binding import Bound
 from alerting.derived import DeviceContext
 from alerting.rules import Level
-from alerting.windows import DailySeries, SeriesWindow
 from telemetry import quantities
 from telemetry.reading import Reading
+
+if TYPE_CHECKING:  # numpy (11 MB) is imported with the first windowed rule: crane and formwork packs have none
+    from alerting.windows import DailySeries, SeriesWindow
 
 NS = 1_000_000_000
 
@@ -127,6 +130,8 @@ class Measures:
             interval = self.devices[r.device].expected_interval_s
             # room for one window of samples up front; the window grows itself if the device reports faster
             cap = 256 if not interval else min(max(math.ceil(span / interval) + 8, 16), 65536)
+            from alerting.windows import SeriesWindow
+
             w = self._windows[key] = SeriesWindow(span, capacity=cap)
         return w
 
@@ -134,6 +139,8 @@ class Measures:
         key = (r.device, r.quantity)
         d = self._daily.get(key)
         if d is None:
+            from alerting.windows import DailySeries
+
             d = self._daily[key] = DailySeries(self.tz)
         return d
 
