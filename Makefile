@@ -4,8 +4,9 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll openssl python3-venv chromium fonts-wqy-microhei
-APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl chromium
+APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll openssl python3-venv chromium fonts-wqy-microhei \
+	nats-server postgresql
+APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl chromium nats-server pg_ctlcluster
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test soak bench deps venv lint typecheck check clean

@@ -1,0 +1,203 @@
+"""The regional hub's real services for tests and the demo: a NATS JetStream cluster on loopback, and PostgreSQL."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.local import free_port, need, stop_process, wait_for, wait_port
+
+
+@dataclass
+class NatsNode:
+    name: str
+    client_port: int
+    route_port: int
+    mqtt_port: int
+    monitor_port: int
+    conf: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.client_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def jsz(self) -> dict[str, object]:
+        """The node's JetStream report (/jsz on its monitoring port)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/jsz", timeout=2) as r:
+            doc: dict[str, object] = json.loads(r.read())
+            return doc
+
+
+@dataclass
+class NatsCluster:
+    """`n` nats-server processes routed into one cluster, JetStream and MQTT on each (Debian's nats-server 2.9:
+    MQTT 3.1.1 with QoS 1, no `$share` subscriptions)."""
+
+    workdir: Path
+    nodes: list[NatsNode] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            self.start_node(node, wait_leader=False)
+        self.wait_leader(timeout)
+
+    def start_node(self, node: NatsNode, wait_leader: bool = True) -> None:
+        with open(node.log, "ab") as fh:
+            node.proc = subprocess.Popen(
+                [need("nats-server"), "-c", str(node.conf)], stdout=fh, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        wait_port(node.client_port, proc=node.proc)
+        if wait_leader:
+            self.wait_leader()
+
+    def wait_leader(self, timeout: float = 30.0) -> str:
+        """Until every running node sees the same JetStream meta leader; its name."""
+
+        def leader() -> str | None:
+            seen = set()
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                try:
+                    meta = node.jsz().get("meta_cluster")
+                except (OSError, urllib.error.URLError, ValueError):
+                    return None
+                seen.add(meta.get("leader") if isinstance(meta, dict) else None)
+            return seen.pop() if len(seen) == 1 and None not in seen else None
+
+        name: str = wait_for(leader, timeout, 0.1, "a JetStream meta leader seen by every running node")
+        return name
+
+    def kill_node(self, node: NatsNode) -> None:
+        """kill -9: no goodbye to its peers, as a node lost to a power cut."""
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None:
+                stop_process(node.proc)
+
+
+def nats_cluster(workdir: Path, n: int = 3, name: str = "sitegw-region") -> NatsCluster:
+    """A cluster of `n` nodes under `workdir` (one store dir and log each); start() it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = NatsCluster(workdir)
+    taken: set[int] = set()
+
+    def port() -> int:
+        while (p := free_port()) in taken:
+            pass
+        taken.add(p)
+        return p
+
+    for i in range(1, n + 1):
+        cluster.nodes.append(
+            NatsNode(f"n{i}", port(), port(), port(), port(), workdir / f"n{i}.conf", workdir / f"n{i}.log")
+        )
+    routes = ", ".join(f"nats-route://127.0.0.1:{nd.route_port}" for nd in cluster.nodes)
+    for nd in cluster.nodes:
+        store = workdir / nd.name
+        nd.conf.write_text(
+            f"server_name: {nd.name}\nlisten: 127.0.0.1:{nd.client_port}\nhttp: 127.0.0.1:{nd.monitor_port}\n"
+            f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
+            f"cluster {{ name: {name}, listen: 127.0.0.1:{nd.route_port}, routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{nd.mqtt_port} }}\n"
+        )
+    return cluster
+
+
+def _pg_bin(name: str) -> str:
+    """A PostgreSQL server binary: Debian keeps them out of PATH, in /usr/lib/postgresql/<major>/bin."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is not installed; run `make deps` (it apt-installs postgresql)")
+    return found
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster of its own in a temp dir, trust auth on 127.0.0.1 only, user `sitegw`. PostgreSQL
+    refuses to run as root: as root the server runs as the `postgres` system user (the dir is given to it)."""
+
+    dir: Path
+    port: int
+    user: str = "sitegw"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def _as(self) -> str | None:
+        return "postgres" if os.geteuid() == 0 else None
+
+    def init(self) -> None:
+        argv = [_pg_bin("initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", self.user, "--no-sync"]
+        subprocess.run(argv, check=True, capture_output=True, user=self._as, cwd=self.dir)
+
+    def start(self, timeout: float = 30.0) -> None:
+        logfile = self.dir / "postgres.log"
+        since = logfile.stat().st_size if logfile.exists() else 0  # a restart's readiness, not the last start's
+        argv = [_pg_bin("postgres"), "-D", str(self.dir / "data"), "-p", str(self.port), "-k", str(self.dir)]
+        with open(logfile, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [*argv, "-c", "listen_addresses=127.0.0.1"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self._as,
+                cwd=self.dir,
+            )
+        wait_port(self.port, timeout, self.proc)
+        deadline = time.monotonic() + timeout
+        while b"ready to accept connections" not in logfile.read_bytes()[since:]:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"PostgreSQL did not become ready; see {self.dir / 'postgres.log'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, 30)  # SIGTERM: a "smart" shutdown, then kill
+
+    def kill(self) -> None:
+        """kill -9 of the postmaster: it recovers from its WAL at the next start."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres() -> Postgres:
+    """An initialised, not yet started cluster in a fresh dir under the system temp dir (the test's own tmp dirs
+    are root's alone, and the server may have to run as `postgres`); remove() it when done."""
+    d = Path(tempfile.mkdtemp(prefix="sitegw-pg-"))
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+    pg = Postgres(d, free_port())
+    pg.init()
+    return pg
