@@ -18,6 +18,7 @@ from alerting.derived import Deriver, DeviceContext
 from alerting.escalation import Escalation
 from alerting.evaluator import Evaluator, Transition
 from alerting.hazards import Hazards
+from alerting.hazards.store import HazardHook
 from alerting.messages import Notice, SiteInfo, local_time
 from alerting.notifiers import Message, MqttNotifier, Notifier, Publisher, build_notifier
 from alerting.notifiers.config import MqttChannel
@@ -48,6 +49,7 @@ class AlarmEngine:
         metrics: AlarmCounters | None = None,
         event_sink: Callable[[bytes, int], None] | None = None,
         alarm_hooks: Sequence[Hook] = (),
+        hazard_hooks: Sequence[HazardHook] = (),
     ) -> None:
         """`event_sink` takes the alarm_events lines (the gateway's spool); `alarm_hooks` run after the engine's own
         on every alarm change, inside its transaction (the console's live stream)."""
@@ -99,7 +101,7 @@ class AlarmEngine:
             max_shelve_s=cfg.alarms.max_shelve_s,
             hooks=[self.escalation.on_event, self._queue_event_line, *alarm_hooks],
         )
-        self.hazards = Hazards(self.conn, clock, cfg.hazards, alarm_state=self._alarm_state)
+        self.hazards = Hazards(self.conn, clock, cfg.hazards, alarm_state=self._alarm_state, hooks=hazard_hooks)
         # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
         # still above its threshold does not raise a duplicate and a value back to normal does clear it
         now = clock()

@@ -272,6 +272,22 @@ def _v2(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
+# The uplink to a regional hub (issue 16): every alarm event and hazard change is written here in the transaction of
+# the change (a transactional outbox) and deleted once the hub's broker has acknowledged it. `seq` orders a site's
+# events and never repeats (AUTOINCREMENT); the file's random `epoch` keeps the ids of a new state file apart from
+# those of the one it replaced, so the hub never takes a new event for a duplicate of an old one.
+_V3 = """
+CREATE TABLE IF NOT EXISTS uplink_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,           -- alarm.raised, alarm.acked, ..., hazard.confirm, ...
+    body TEXT NOT NULL            -- JSON
+);
+CREATE TABLE IF NOT EXISTS uplink_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+INSERT OR IGNORE INTO uplink_meta VALUES ('epoch', lower(hex(randomblob(8))));
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         for stmt in statements(sql):
@@ -291,6 +307,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the release before versioning", _script(_V1)),
     Migration(2, "columns added without a version: alarm source_ns, hazard accept_note, session last_seen_ns", _v2),
+    Migration(3, "the uplink outbox (alarm events and hazard changes for a regional hub)", _script(_V3)),
 )
 LATEST = MIGRATIONS[-1].version
 

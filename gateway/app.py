@@ -11,9 +11,11 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from alerting.engine import AlarmEngine
 from alerting.schema import SchemaError
+from alerting.uplink import UplinkOutbox
 from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_device
@@ -41,6 +43,9 @@ from gateway.writer import SpoolDrainer
 from telemetry.clock import Clock, wall_clock
 from telemetry.lineproto import SeriesTags, series_tags
 from telemetry.secrets import MissingSecret, secret
+
+if TYPE_CHECKING:
+    from gateway.uplink import Uplink
 
 log = logging.getLogger("sitegw")
 
@@ -181,6 +186,8 @@ class Gateway:
         # recent values and live events for the console; an alarm is sent as the API shows it (units of its rule)
         self.history = History(series=expected_series(cfg), alarm_json=lambda a: alarm_json(a, self.alarms.site.units))
         params = broker_params(cfg)
+        # alarm events and hazard changes for a regional hub, written in the transaction of each change
+        self.outbox = UplinkOutbox(cfg.site.id) if cfg.uplink is not None else None
         try:
             self.alarms = AlarmEngine(
                 cfg.alarm_setup(),
@@ -188,7 +195,8 @@ class Gateway:
                 publisher_for(params),
                 self.metrics,
                 event_sink=self.spool.append,
-                alarm_hooks=[self.history.hub.on_alarm],
+                alarm_hooks=[self.history.hub.on_alarm, *([self.outbox.on_alarm] if self.outbox else [])],
+                hazard_hooks=[self.outbox.on_hazard] if self.outbox else [],
             )
             self.auth = Auth(self.alarms.conn, cfg.auth, clock)  # the API's logins share the state database
         except (ValueError, SchemaError) as err:  # a missing secret, an unusable override, a newer state file
@@ -244,6 +252,11 @@ class Gateway:
         self.surveys = SurveyImporter(
             cfg, self.alarms.conn, self.alarms.baselines, lambda rs: survey_in(rs, None), clock
         )
+        self.uplink: Uplink | None = None
+        if self.outbox is not None and cfg.uplink is not None:
+            from gateway.uplink import Uplink  # nats-py only where a hub is configured
+
+            self.uplink = Uplink(self.outbox, self.alarms.conn, cfg.uplink, cfg.site.id, self.metrics)
         self.faults = FaultNotices(self.metrics, self.alarms.gateway_fault, cfg.site.name or cfg.site.id)
         self.tasks = TaskSupervisor(self.metrics, on_fault=[self.faults.task_changed])
         self._stack = AsyncExitStack()
@@ -287,6 +300,8 @@ class Gateway:
         ]
         # start-up jobs: done once they succeed (not in _owned, whose tasks must all keep running)
         self._jobs = [spawn(tg, "siren-connect", self.alarms.warm_sirens, once=True)]
+        if self.uplink is not None:
+            self._owned.append(spawn(tg, "uplink", self.uplink.run))
         for lo in self.lines:
             self._owned.append(spawn(tg, f"modbus-line-{lo.link.line.id}", lo.run))
         for s in self.sessions:

@@ -71,6 +71,10 @@ class Metrics(AlarmCounters):
     loop_stalls: int = 0  # the liveness timer woke up > 1 s late: the gateway itself was stalled
     readings_by_driver: Counter[str] = field(default_factory=Counter)  # handed to the pipeline, by DRIVERS
     poll_seconds: dict[str, Summary] = field(default_factory=dict)  # Modbus poll latency by line
+    uplink_sent: int = 0  # events the regional hub's cluster acknowledged
+    uplink_failures: int = 0  # failed connects and publishes (retried)
+    uplink_backlog: int | None = None  # events in the outbox; None: no uplink configured
+    uplink_oldest_ns: int | None = None
     live: Callable[[], LiveFigures] | None = field(default=None, repr=False)
 
     def observe_write(self, seconds: float, lines: int, replay: bool) -> None:
@@ -125,6 +129,10 @@ class Metrics(AlarmCounters):
         one("sitegw_write_failures_total", c, "Retryable write failures (database down).", self.write_failures)
         one("sitegw_rejected_lines_total", c, "Lines the database refused, kept in rejected.lp.", self.rejected_lines)
         one("sitegw_mqtt_messages_total", c, "MQTT messages received.", self.mqtt_messages)
+        if self.uplink_backlog is not None:
+            one("sitegw_uplink_sent_total", c, "Events the regional hub's cluster acknowledged.", self.uplink_sent)
+            one("sitegw_uplink_failures_total", c, "Failed sends to the regional hub (retried).", self.uplink_failures)
+            one("sitegw_uplink_backlog", g, "Events waiting in the uplink outbox.", self.uplink_backlog)
         one("sitegw_spool_pending_bytes", g, "Spooled bytes not yet acknowledged by the database.", spool_pending_bytes)
         one("sitegw_spool_disk_bytes", g, "Bytes of the spool segments on disk.", spool_disk_bytes)
         one(

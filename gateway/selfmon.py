@@ -177,6 +177,20 @@ class SelfMonitor:
         if brokers:
             zh, en = "MQTT 服务器未连接：{names}", "MQTT broker(s) not connected: {names}"
             out.append(_listed("mqtt_disconnected", brokers, {"brokers": brokers}, zh, en))
+        up = gw.cfg.uplink
+        if up is not None and m.uplink_oldest_ns is not None:
+            behind_s = (time.time_ns() - m.uplink_oldest_ns) / 1e9
+            if behind_s > up.behind_after_s:
+                out.append(
+                    _reason(
+                        "uplink_behind",
+                        {"events": m.uplink_backlog, "oldest_age_s": round(behind_s, 1), "servers": up.servers},
+                        f"{m.uplink_backlog} 条事件未能上报区域监管平台，最早的已等待 {behind_s:.0f} 秒"
+                        "（本地保存，恢复后按序补报）",
+                        f"{m.uplink_backlog} event(s) not yet sent to the regional hub, the oldest {behind_s:.0f} s "
+                        "old (kept here, sent in order once it is reachable)",
+                    )
+                )
         broken = gw.tasks.failing()
         if broken:
             tasks = [h.report(now) for h in broken]

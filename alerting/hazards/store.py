@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,6 +12,10 @@ from zoneinfo import ZoneInfo
 from alerting.db import audit
 from alerting.hazards.model import NS, HazardClass, HazardConfig, HazardError, Status
 from telemetry.clock import Clock
+
+# Run with each change of a hazard record, inside its transaction: (connection, {hazard_id, at_ns, actor, action,
+# from, to, why, ...detail}).
+HazardHook = Callable[[sqlite3.Connection, dict[str, Any]], None]
 
 
 class HazardStore:
@@ -23,8 +27,12 @@ class HazardStore:
         clock: Clock,
         cfg: HazardConfig,
         alarm_state: Callable[[int], str | None] | None = None,
+        hooks: Sequence[HazardHook] = (),
     ) -> None:
         self.conn = conn
+        # each change, inside its transaction (the uplink outbox): {hazard_id, at_ns, actor, action, from, to, why,
+        # detail}; a hook that raises rolls the change back with it
+        self.hooks = list(hooks)
         self.clock = clock
         self.cfg = cfg
         self.tz = ZoneInfo(cfg.timezone)
@@ -123,3 +131,7 @@ class HazardStore:
             (hazard_id, now, actor, action, frm, to, why, json.dumps(full, ensure_ascii=False)),
         )
         audit(self.conn, now, actor, f"hazard.{action}", f"hazard:{hazard_id}", why, full)
+        if self.hooks:
+            change = {"hazard_id": hazard_id, "at_ns": now, "actor": actor, "action": action, "why": why, **full}
+            for hook in self.hooks:
+                hook(self.conn, change)

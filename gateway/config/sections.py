@@ -175,6 +175,19 @@ class InfluxV2Sink(_Base):
 Sink = Annotated[InfluxV1Sink | InfluxV2Sink, Field(discriminator="type")]
 
 
+class UplinkConfig(_Base):
+    """Alarm events and hazard changes to a regional hub's NATS JetStream cluster (store-and-forward, in order)."""
+
+    servers: list[Annotated[str, Field(pattern=r"^(nats|tls)://[^\s/]+$")]] = Field(min_length=1)
+    # events go to <subject_prefix>.<site id>.events; the hub's stream must take that subject
+    subject_prefix: str = Field(default="sitegw", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+    user: str | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)  # for each publish's acknowledgement
+    # /health says `uplink_behind` while the oldest unsent event is older than this
+    behind_after_s: float = Field(default=60.0, gt=0)
+
+
 class HttpConfig(_Base):
     """The gateway's own HTTP endpoint: /healthz, /metrics (Prometheus), /api/latest. Loopback by default."""
 

@@ -26,6 +26,7 @@ from gateway.config.sections import (
     Sink,
     Site,
     SpoolConfig,
+    UplinkConfig,
 )
 from gateway.siteplan import check_positions
 from telemetry import quantities
@@ -51,6 +52,7 @@ class SiteConfig(BaseModel):
     escalation: EscalationConfig = EscalationConfig()
     hazards: HazardConfig = HazardConfig()
     auth: AuthConfig = AuthConfig()
+    uplink: UplinkConfig | None = None  # to a regional hub; none: the site stands alone
 
     @model_validator(mode="after")
     def _cross(self) -> SiteConfig:

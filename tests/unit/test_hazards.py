@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -517,3 +518,30 @@ def test_basis_citation_text() -> None:
     assert normalize_article(" 14（三） ") == "14(三)"
     with pytest.raises(HazardError):
         normalize_article("第八条")
+
+
+def test_each_hazard_change_is_in_the_uplink_outbox_with_it_and_a_refused_one_is_not(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The uplink outbox is written in the change's own transaction: every change of the closed loop has its
+    event, in order; a refused change (wrong state, wrong role) leaves neither a change nor an event."""
+    from alerting.uplink import UplinkOutbox
+
+    conn = connect(tmp_path / "state.db")
+    box = UplinkOutbox("site-7")
+    box.bind(conn)
+    hz = Hazards(conn, clock, HazardConfig(region_prefecture="昌吉州", region_county="昌吉市"), hooks=[box.on_hazard])
+    hid = manual(hz)
+    with pytest.raises(HazardError):
+        hz.accept(hid, actor="zhao", role=Role.MANAGER)  # not submitted yet: refused
+    with pytest.raises(Forbidden):
+        hz.dismiss(hid, actor="li", role=Role.OFFICER, reason="误报")  # an officer may not dismiss
+    hz.dismiss(hid, actor="zhao", role=Role.MANAGER, reason="误报")
+    events = box.pending(100)
+    history = [r["action"] for r in hz.history(hid)]
+    assert [e.kind for e in events] == [f"hazard.{a}" for a in history] and len(events) >= 2
+    assert [e.event_id for e in events] == [f"site-7:{box.epoch}:{e.seq}" for e in events]
+    assert all(json.loads(e.body)["data"]["hazard_id"] == hid for e in events)
+    box.delete_through(events[-1].seq)
+    assert box.backlog() == (0, None)
+    conn.close()

@@ -83,13 +83,13 @@ def test_the_size_rule_reads_real_files() -> None:
 
 
 def test_a_running_gateway_does_not_import_what_only_exports_and_web_channels_need() -> None:
-    """openpyxl (workbook exports), httpx (webhook and robot channels) and numpy (windowed rules: rates and means)
-    are imported when first used: together about 20 MB a site without them would carry (the memory benchmark's
-    2 000 cranes)."""
+    """openpyxl (workbook exports), httpx (webhook and robot channels), numpy (windowed rules: rates and means) and
+    nats-py (the uplink to a regional hub) are imported when first used: together about 20 MB a site without them
+    would carry (the memory benchmark's 2 000 cranes)."""
     import subprocess
     import sys
 
-    lazy = "{'openpyxl', 'httpx', 'numpy'}"
+    lazy = "{'openpyxl', 'httpx', 'numpy', 'nats'}"
     code = f"import sys, gateway.app, gateway.api, gateway.cli; print(sorted({lazy} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,0 +1,118 @@
+"""The uplink sender: the outbox's events to the regional hub's NATS JetStream cluster, in order, deleted on its ack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from alerting.uplink import UplinkOutbox
+from gateway.config.sections import UplinkConfig
+from gateway.metrics import Metrics
+
+log = logging.getLogger("sitegw.uplink")
+
+BATCH = 200  # events read from the outbox per round; each is published and acknowledged on its own
+# Any NATS error (no servers, timeouts, no responders while a stream leader is elected, a closed connection) and
+# any socket error leave the event in the outbox to be sent again; the stream and the hub drop a resend by its id.
+RETRYABLE = (nats.errors.Error, OSError)
+
+
+class Uplink:
+    """One supervised task. Store and forward: an event leaves the outbox only after the cluster acknowledged it
+    (stored on a quorum of its replicas), so a site offline for days sends everything when it is back, oldest
+    first. The event id is sent as `Nats-Msg-Id` and in the body: a resend after a lost acknowledgement is dropped
+    by the stream's duplicate window and, beyond it, by the hub (idempotent on the id)."""
+
+    def __init__(
+        self, outbox: UplinkOutbox, outbox_conn: sqlite3.Connection, cfg: UplinkConfig, site_id: str, metrics: Metrics
+    ) -> None:
+        self.outbox = outbox
+        self.cfg = cfg
+        self.subject = f"{cfg.subject_prefix}.{site_id}.events"
+        self.metrics = metrics
+        self.wake = asyncio.Event()  # set by the outbox when an event is added
+        outbox.bind(outbox_conn, self.wake.set)
+        self._nc: Client | None = None
+        self._down_since: float | None = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """The backlog gauges (events waiting, age of the oldest) from the outbox."""
+        n, oldest = self.outbox.backlog()
+        self.metrics.uplink_backlog = n
+        self.metrics.uplink_oldest_ns = oldest
+
+    async def _connect(self) -> Client:
+        password = os.environ.get(self.cfg.password_env) if self.cfg.password_env else None
+        return await nats.connect(
+            servers=list(self.cfg.servers),
+            user=self.cfg.user,
+            password=password,
+            name="sitegw-uplink",
+            connect_timeout=self.cfg.timeout_s,
+            max_reconnect_attempts=-1,  # the client reconnects by itself; a publish meanwhile fails and is retried
+            reconnect_time_wait=1.0,
+            allow_reconnect=True,
+        )
+
+    async def run(self) -> None:
+        backoff = 0.5
+        try:
+            while True:
+                try:
+                    if self._nc is None or self._nc.is_closed:
+                        self._nc = await self._connect()
+                    sent = await self._send_all(self._nc)
+                    backoff = 0.5
+                    if self._down_since is not None:
+                        log.info("regional hub reachable again after %.0f s", time.monotonic() - self._down_since)
+                        self._down_since = None
+                    if not sent:
+                        self.wake.clear()
+                        with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel (gh-86296)
+                            async with asyncio.timeout(1.0):
+                                await self.wake.wait()
+                except RETRYABLE as err:
+                    self.metrics.uplink_failures += 1
+                    if self._down_since is None:
+                        self._down_since = time.monotonic()
+                        log.warning("regional hub not reachable (%s); events stay in the outbox", err or type(err))
+                    self.refresh()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            if self._nc is not None and not self._nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
+
+    async def _send_all(self, nc: Client) -> int:
+        """Publish the outbox in order until it is empty; the number sent."""
+        js = nc.jetstream()
+        total = 0
+        while events := self.outbox.pending(BATCH):
+            acked = None
+            try:
+                for ev in events:
+                    await js.publish(
+                        self.subject,
+                        ev.body.encode(),
+                        timeout=self.cfg.timeout_s,
+                        headers={"Nats-Msg-Id": ev.event_id},
+                    )
+                    acked = ev.seq
+                    total += 1
+                    self.metrics.uplink_sent += 1
+            finally:
+                if acked is not None:  # what was acknowledged leaves, even when a later publish failed
+                    self.outbox.delete_through(acked)
+                    self.refresh()
+        self.refresh()
+        return total
