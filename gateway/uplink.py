@@ -25,6 +25,10 @@ BATCH = 200  # events read from the outbox per round; each is published and ackn
 RETRYABLE = (nats.errors.Error, OSError)
 
 
+async def _nats_error(err: Exception) -> None:
+    log.debug("NATS: %s: %s", type(err).__name__, err)  # the send loop reports the outage once, with its length
+
+
 class Uplink:
     """One supervised task. Store and forward: an event leaves the outbox only after the cluster acknowledged it
     (stored on a quorum of its replicas), so a site offline for days sends everything when it is back, oldest
@@ -61,6 +65,7 @@ class Uplink:
             max_reconnect_attempts=-1,  # the client reconnects by itself; a publish meanwhile fails and is retried
             reconnect_time_wait=1.0,
             allow_reconnect=True,
+            error_cb=_nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
         )
 
     async def run(self) -> None:

@@ -1,0 +1,129 @@
+"""One hub replica: fetch site events from the shared durable JetStream consumer, store them, then acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import psycopg
+from nats.js.api import ConsumerConfig, StreamConfig
+
+from hub.ingest import BadEvent, Event, apply, parse, reject
+from hub.schema import migrate
+
+log = logging.getLogger("sitegw.hub")
+
+
+@dataclass
+class HubConfig:
+    servers: list[str]
+    dsn: str
+    stream: str = "SITES"
+    subjects: list[str] = field(default_factory=lambda: ["sitegw.*.events"])
+    durable: str = "hub"  # one consumer shared by every replica: each event goes to one of them
+    replicas: int = 3  # of the stream, when this hub creates it
+    batch: int = 200
+    ack_wait_s: float = 30.0  # an event fetched by a replica that died is delivered again after this
+
+
+@dataclass
+class HubStats:
+    stored: int = 0  # new events committed to PostgreSQL
+    duplicates: int = 0  # redelivered events already there
+    rejected: int = 0
+    db_failures: int = 0
+
+
+async def ensure_stream(js: Any, cfg: HubConfig) -> None:
+    """The sites' stream (R3 file storage by default), created when missing; an existing one is left as it is."""
+    try:
+        await js.stream_info(cfg.stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(StreamConfig(name=cfg.stream, subjects=cfg.subjects, num_replicas=cfg.replicas))
+
+
+async def _nats_error(err: Exception) -> None:
+    log.warning("NATS: %s: %s", type(err).__name__, err)
+
+
+class Hub:
+    """Stateless: any number run at once against one stream and one database. A batch is committed to PostgreSQL
+    before any of its messages is acknowledged, so a replica killed mid-batch loses nothing (the messages come
+    again after `ack_wait_s`) and duplicates nothing (events are stored once by id)."""
+
+    def __init__(self, cfg: HubConfig) -> None:
+        self.cfg = cfg
+        self.stats = HubStats()
+        self._db: psycopg.Connection[Any] | None = None
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        if self._db is None or self._db.closed or self._db.broken:
+            self._db = psycopg.connect(self.cfg.dsn, autocommit=True)
+            migrate(self._db)
+        return self._db
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        nc = await nats.connect(
+            servers=self.cfg.servers,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=_nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
+        )
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js, self.cfg)
+            sub = await js.pull_subscribe(
+                self.cfg.subjects[0] if len(self.cfg.subjects) == 1 else ">",
+                durable=self.cfg.durable,
+                stream=self.cfg.stream,
+                config=ConsumerConfig(ack_wait=self.cfg.ack_wait_s, max_ack_pending=10 * self.cfg.batch),
+            )
+            backoff = 0.5
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.cfg.batch, timeout=1.0)
+                except nats.errors.TimeoutError:
+                    continue
+                except nats.errors.Error as err:
+                    log.warning("fetching from %s: %s; retrying", self.cfg.stream, err)
+                    await asyncio.sleep(backoff)
+                    continue
+                try:
+                    await asyncio.to_thread(self._store, msgs)
+                    backoff = 0.5
+                except psycopg.Error as err:
+                    # nothing acknowledged: the batch comes again (to this replica or another) once it is back
+                    self.stats.db_failures += 1
+                    log.warning("PostgreSQL: %s; %d events wait in the stream", err, len(msgs))
+                    for m in msgs:  # back to the stream at once (for any replica), not after ack_wait
+                        await m.nak(delay=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(2 * backoff, 10.0)
+                    continue
+                for m in msgs:
+                    await m.ack()
+        finally:
+            await nc.close()
+            if self._db is not None:
+                self._db.close()
+
+    def _store(self, msgs: list[Any]) -> None:
+        """Parse and commit one fetched batch (in a worker thread: psycopg's calls block)."""
+        conn = self._conn()
+        good: list[Event] = []
+        for m in msgs:
+            try:
+                good.append(parse(m.data, m.subject))
+            except BadEvent as err:
+                self.stats.rejected += 1
+                log.error("rejected: %s", err)
+                reject(conn, m.subject, m.data, str(err))
+        new = apply(conn, good)
+        self.stats.stored += new
+        self.stats.duplicates += len(good) - new

@@ -1,0 +1,116 @@
+"""Site events into PostgreSQL: each stored once by its id, the alarm state moved only by a newer event of its site."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+
+class BadEvent(ValueError):
+    """An event the hub cannot store (not JSON, a field missing or of the wrong type); the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    site: str
+    epoch: str
+    seq: int
+    kind: str
+    at_ns: int
+    data: dict[str, Any]
+
+
+def parse(raw: bytes, subject: str) -> Event:
+    """A site's event as the uplink sends it (gateway/uplink.py, alerting/uplink.py); the site in the id, the body
+    and the subject must agree, so a site cannot speak for another even where the broker lets it publish."""
+    try:
+        doc = json.loads(raw)
+        eid, site, seq, kind, at_ns, data = doc["id"], doc["site"], doc["seq"], doc["kind"], doc["at_ns"], doc["data"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadEvent(f"{subject}: not a site event ({type(err).__name__}: {err})") from None
+    if not (isinstance(eid, str) and isinstance(site, str) and isinstance(kind, str) and isinstance(data, dict)):
+        raise BadEvent(f"{subject}: id, site and kind must be strings and data an object")
+    if not (isinstance(seq, int) and isinstance(at_ns, int)):
+        raise BadEvent(f"{subject} {eid}: seq and at_ns must be integers")
+    parts = eid.split(":")
+    if len(parts) != 3 or parts[0] != site or parts[2] != str(seq):
+        raise BadEvent(f"{subject} {eid}: the id is not <site>:<epoch>:<seq> of site {site!r}, seq {seq}")
+    if subject.split(".")[-2:-1] != [site]:
+        raise BadEvent(f"{subject} {eid}: published under another site's subject")
+    if kind.startswith("alarm."):
+        missing = [k for k, t in _ALARM_FIELDS.items() if not isinstance(data.get(k), t)]
+        if missing:
+            raise BadEvent(f"{subject} {eid}: alarm event without a valid {', '.join(missing)}")
+    return Event(eid, site, parts[1], seq, kind, at_ns, data)
+
+
+_ALARM_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "alarm_id": int,
+    "rule": str,
+    "device": str,
+    "quantity": str,
+    "state": str,
+    "level": int,
+    "source": str,
+    "value": (int, float, type(None)),
+    "threshold": (int, float, type(None)),
+}
+
+
+def reject(conn: psycopg.Connection[Any], subject: str, raw: bytes, why: str) -> None:
+    """Keep an event the hub cannot store, with the reason (dead letters: counted, never silently dropped)."""
+    with conn.transaction():
+        conn.execute("INSERT INTO rejected_events (subject, raw, reason) VALUES (%s, %s, %s)", (subject, raw, why))
+
+
+def apply(conn: psycopg.Connection[Any], events: list[Event]) -> int:
+    """Store a batch in one transaction; the number of events new to the hub. A redelivered event (the same id)
+    changes nothing: exactly-once state from at-least-once delivery."""
+    new = 0
+    with conn.transaction():
+        for ev in events:
+            cur = conn.execute(
+                "INSERT INTO events (id, site, epoch, seq, kind, at_ns, data) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING RETURNING 1",
+                (ev.id, ev.site, ev.epoch, ev.seq, ev.kind, ev.at_ns, json.dumps(ev.data, ensure_ascii=False)),
+            )
+            if cur.fetchone() is None:
+                continue
+            new += 1
+            if ev.kind.startswith("alarm."):
+                _alarm(conn, ev)
+    return new
+
+
+def _alarm(conn: psycopg.Connection[Any], ev: Event) -> None:
+    d = ev.data
+    conn.execute(
+        """
+        INSERT INTO site_alarms AS a (site, epoch, alarm_id, rule, device, quantity, state, level, value, threshold,
+                                      source, changed_at_ns, last_seq)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (site, epoch, alarm_id) DO UPDATE SET
+            state = excluded.state, level = excluded.level, value = excluded.value, threshold = excluded.threshold,
+            source = excluded.source, changed_at_ns = excluded.changed_at_ns, last_seq = excluded.last_seq
+        WHERE a.last_seq < excluded.last_seq
+        """,
+        (
+            ev.site,
+            ev.epoch,
+            d["alarm_id"],
+            d["rule"],
+            d["device"],
+            d["quantity"],
+            d["state"],
+            d["level"],
+            d.get("value"),
+            d.get("threshold"),
+            d["source"],
+            ev.at_ns,
+            ev.seq,
+        ),
+    )

@@ -1,0 +1,74 @@
+"""The hub's PostgreSQL schema and its versioned migrations (a row in hub_schema per version applied)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+# Append only: a released migration is never edited; a change is a new version.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "site events, and the current state of every site's alarms",
+        """
+        -- every event of every site, once (the id is the site's "<site>:<state-file epoch>:<seq>")
+        CREATE TABLE events (
+            id text PRIMARY KEY,
+            site text NOT NULL,
+            epoch text NOT NULL,
+            seq bigint NOT NULL,
+            kind text NOT NULL,
+            at_ns bigint NOT NULL,
+            data jsonb NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (site, epoch, seq)
+        );
+        CREATE INDEX events_kind_at ON events (kind, at_ns);
+        -- each alarm as its site last reported it; an event older than the one applied (by seq) changes nothing
+        CREATE TABLE site_alarms (
+            site text NOT NULL,
+            epoch text NOT NULL,
+            alarm_id bigint NOT NULL,
+            rule text NOT NULL,
+            device text NOT NULL,
+            quantity text NOT NULL,
+            state text NOT NULL,
+            level int NOT NULL,
+            value double precision,
+            threshold double precision,
+            source text NOT NULL,
+            changed_at_ns bigint NOT NULL,
+            last_seq bigint NOT NULL,
+            PRIMARY KEY (site, epoch, alarm_id)
+        );
+        CREATE INDEX site_alarms_open ON site_alarms (site) WHERE state <> 'normal';
+        -- what could not be stored, with why (dead letters)
+        CREATE TABLE rejected_events (
+            id bigserial PRIMARY KEY,
+            subject text NOT NULL,
+            raw bytea NOT NULL,
+            reason text NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+)
+LATEST = MIGRATIONS[-1][0]
+
+
+def migrate(conn: psycopg.Connection[Any]) -> int:
+    """Bring the database to LATEST; the version it had. Safe with several hubs starting at once: the first one
+    migrates under an advisory lock, the others wait for it and find nothing to do."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7460113)")  # any constant, the same in every replica
+        conn.execute("CREATE TABLE IF NOT EXISTS hub_schema (version int NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM hub_schema").fetchone()
+        had = int(row[0]) if row and row[0] is not None else 0
+        if had > LATEST:
+            raise RuntimeError(f"the hub database has schema version {had}, from a newer SiteGW (this knows {LATEST})")
+        for version, _what, sql in MIGRATIONS:
+            if version > had:
+                conn.execute(sql)
+                conn.execute("INSERT INTO hub_schema VALUES (%s)", (version,))
+    return had
