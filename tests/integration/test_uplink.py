@@ -18,14 +18,17 @@ from nats.js.api import StreamConfig
 
 from services import local
 from services.local import Service, wait_for
-from services.regional import NatsCluster, nats_cluster
+from services.regional import NatsCluster, NatsUser, nats_cluster
 from tests.gas import Detector
 from tests.sites import http_up, start_gateway, write_site
+
+HUB_PW = "hub-secret-1"
+SITE_PW = "site-t-secret-1"
 
 
 async def _stream(urls: list[str]) -> list[dict[str, Any]]:
     """Every event in the hub's stream, in stream order (an ephemeral ordered consumer reads it all)."""
-    nc = await nats.connect(servers=urls)
+    nc = await nats.connect(servers=urls, user="hub", password=HUB_PW)
     try:
         js = nc.jetstream()
         info = await js.stream_info("HUB")
@@ -42,7 +45,7 @@ async def _stream(urls: list[str]) -> list[dict[str, Any]]:
 
 
 async def _add_stream(urls: list[str]) -> None:
-    nc = await nats.connect(servers=urls)
+    nc = await nats.connect(servers=urls, user="hub", password=HUB_PW)
     try:
         await nc.jetstream().add_stream(StreamConfig(name="HUB", subjects=["sitegw.*.events"], num_replicas=3))
     finally:
@@ -64,7 +67,9 @@ def _reasons(base: str) -> set[str]:
 def test_alarm_events_reach_the_hub_in_order_once_through_an_outage_and_a_kill(
     tmp_path: Path, mosquitto: Service, influxdb: Service
 ) -> None:
-    cluster: NatsCluster = nats_cluster(tmp_path / "nats")
+    # per-site credentials: the site's login may publish only its own subject
+    users = [NatsUser("hub", HUB_PW), NatsUser("site-t", SITE_PW, site="t")]
+    cluster: NatsCluster = nats_cluster(tmp_path / "nats", users=users)
     cluster.start()
     http = local.free_port()
     base = f"http://127.0.0.1:{http}"
@@ -75,11 +80,18 @@ def test_alarm_events_reach_the_hub_in_order_once_through_an_outage_and_a_kill(
         mqtt_port=mosquitto.port,
         http_port=http,
         devices=[{"id": "GAS-U1", "profile": "gas_4in1_mqtt_v1", "broker": "b", "topic": "site/u/gas/+"}],
-        uplink={"servers": cluster.urls, "behind_after_s": 1.0, "timeout_s": 2.0},
+        uplink={
+            "servers": cluster.urls,
+            "user": "site-t",
+            "password_env": "T_UPLINK_PW",
+            "behind_after_s": 1.0,
+            "timeout_s": 2.0,
+        },
     )
+    env = {"T_UPLINK_PW": SITE_PW}
     log = tmp_path / "gateway.log"
     det = Detector(mosquitto.port, lel=30.0, sn="GAS-U1", prefix="site/u/gas")  # 报警 >= 25 %LEL
-    gw = start_gateway(site, log)
+    gw = start_gateway(site, log, env)
     try:
         asyncio.run(_add_stream(cluster.urls))
         wait_for(lambda: http_up(base), 30, 0.2, "the gateway's HTTP")
@@ -92,7 +104,7 @@ def test_alarm_events_reach_the_hub_in_order_once_through_an_outage_and_a_kill(
         gw.send_signal(signal.SIGKILL)  # and the gateway dies with events in its outbox
         gw.wait(10)
         det.lel = 30.0  # raised again while the gateway is down: it sees it after the restart
-        gw = start_gateway(site, log)
+        gw = start_gateway(site, log, env)
         wait_for(lambda: http_up(base), 30, 0.2, "the gateway's HTTP after kill -9")
         wait_for(lambda: "uplink_behind" in _reasons(base), 30, 0.3, "/health: still behind after the restart")
 
