@@ -45,7 +45,28 @@ def parse(raw: bytes, subject: str) -> Event:
         missing = [k for k, t in _ALARM_FIELDS.items() if not isinstance(data.get(k), t)]
         if missing:
             raise BadEvent(f"{subject} {eid}: alarm event without a valid {', '.join(missing)}")
+    elif kind.startswith("hazard."):
+        rec = data.get("record")
+        if not isinstance(data.get("hazard_id"), int) or not isinstance(rec, dict):
+            raise BadEvent(f"{subject} {eid}: hazard event without a valid hazard_id and record")
+        missing = [k for k, t in _HAZARD_FIELDS.items() if not isinstance(rec.get(k), t)]
+        if missing:
+            raise BadEvent(f"{subject} {eid}: hazard record without a valid {', '.join(missing)}")
     return Event(eid, site, parts[1], seq, kind, at_ns, data)
+
+
+_OPT_INT = (int, type(None))
+_HAZARD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "status": str,
+    "klass": (str, type(None)),
+    "listing": str,
+    "listing_due_ns": _OPT_INT,
+    "report_due_ns": _OPT_INT,
+    "reported_at_ns": _OPT_INT,
+    "found_at_ns": int,
+    "unit_name": str,
+    "description": str,
+}
 
 
 _ALARM_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -83,7 +104,44 @@ def apply(conn: psycopg.Connection[Any], events: list[Event]) -> int:
             new += 1
             if ev.kind.startswith("alarm."):
                 _alarm(conn, ev)
+            elif ev.kind.startswith("hazard."):
+                _hazard(conn, ev)
     return new
+
+
+def _hazard(conn: psycopg.Connection[Any], ev: Event) -> None:
+    r = ev.data["record"]
+    conn.execute(
+        """
+        INSERT INTO site_hazards AS h (site, epoch, hazard_id, status, klass, listing, listing_due_ns, report_due_ns,
+                                       reported_at_ns, found_at_ns, unit_name, description, record, changed_at_ns,
+                                       last_seq)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (site, epoch, hazard_id) DO UPDATE SET
+            status = excluded.status, klass = excluded.klass, listing = excluded.listing,
+            listing_due_ns = excluded.listing_due_ns, report_due_ns = excluded.report_due_ns,
+            reported_at_ns = excluded.reported_at_ns, record = excluded.record,
+            changed_at_ns = excluded.changed_at_ns, last_seq = excluded.last_seq
+        WHERE h.last_seq < excluded.last_seq
+        """,
+        (
+            ev.site,
+            ev.epoch,
+            ev.data["hazard_id"],
+            r["status"],
+            r["klass"],
+            r["listing"],
+            r["listing_due_ns"],
+            r["report_due_ns"],
+            r["reported_at_ns"],
+            r["found_at_ns"],
+            r["unit_name"],
+            r["description"],
+            json.dumps(r, ensure_ascii=False, default=str),
+            ev.at_ns,
+            ev.seq,
+        ),
+    )
 
 
 def _alarm(conn: psycopg.Connection[Any], ev: Event) -> None:

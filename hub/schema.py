@@ -53,6 +53,31 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        "the current state of every site's hazard records (major hazards' report clocks, 挂牌督办 deadlines)",
+        """
+        CREATE TABLE site_hazards (
+            site text NOT NULL,
+            epoch text NOT NULL,
+            hazard_id bigint NOT NULL,
+            status text NOT NULL,
+            klass text,                    -- major | general, once confirmed
+            listing text NOT NULL,         -- none | county | city (挂牌督办)
+            listing_due_ns bigint,
+            report_due_ns bigint,          -- a major hazard's same-day report clock
+            reported_at_ns bigint,
+            found_at_ns bigint NOT NULL,
+            unit_name text NOT NULL,
+            description text NOT NULL,
+            record jsonb NOT NULL,         -- the whole record as the site last reported it
+            changed_at_ns bigint NOT NULL,
+            last_seq bigint NOT NULL,
+            PRIMARY KEY (site, epoch, hazard_id)
+        );
+        CREATE INDEX site_hazards_open ON site_hazards (site) WHERE status NOT IN ('closed', 'dismissed');
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -132,6 +132,8 @@ class HazardStore:
         )
         audit(self.conn, now, actor, f"hazard.{action}", f"hazard:{hazard_id}", why, full)
         if self.hooks:
+            # the record as it stands after the change: whoever reads the events (a regional hub) needs no other
             change = {"hazard_id": hazard_id, "at_ns": now, "actor": actor, "action": action, "why": why, **full}
+            change["record"] = self.get(hazard_id)
             for hook in self.hooks:
                 hook(self.conn, change)

@@ -10,7 +10,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,11 @@ import nats.js.errors
 import psycopg
 import pytest
 
+from alerting.db import connect
+from alerting.hazards import HazardConfig, Hazards
+from alerting.roles import Role
+from alerting.rules import HazardBasis
+from alerting.uplink import UplinkOutbox
 from services.local import stop_process, wait_for
 from services.regional import NatsCluster, Postgres, nats_cluster, postgres
 
@@ -68,7 +75,7 @@ def event(site: str, seq: int) -> dict[str, Any]:
     return {"id": f"{site}:e1:{seq}", "site": site, "seq": seq, "kind": f"alarm.{kind}", "at_ns": seq, "data": data}
 
 
-async def publish_sites(cluster: NatsCluster, faults: dict[int, Any]) -> None:
+async def publish_sites(cluster: NatsCluster, faults: dict[int, Any], extra: list[bytes]) -> None:
     """Every site's events in order, each retried until acknowledged (as the uplink does); `faults[n]` runs once
     the n-th round (one event of each site) is acknowledged."""
     nc = await nats.connect(servers=cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
@@ -86,10 +93,30 @@ async def publish_sites(cluster: NatsCluster, faults: dict[int, Any]) -> None:
                         await asyncio.sleep(0.2)
             if seq in faults:
                 await asyncio.to_thread(faults[seq])
+        for body in extra:  # site s1's hazard events, as its uplink sends them
+            await js.publish("sitegw.s1.events", body, timeout=5, headers={"Nats-Msg-Id": json.loads(body)["id"]})
         # and one a site should never send (site s2's event under s1's subject): kept with its reason, nothing else
         await js.publish("sitegw.s1.events", json.dumps(event("s2", PER_SITE + 1)).encode(), timeout=5)
     finally:
         await nc.close()
+
+
+def site_hazard_events(tmp_path: Path) -> list[bytes]:
+    """Site s1's hazard events as a site makes them: a real hazard store with the uplink outbox on a state file,
+    a major hazard reported, confirmed and assigned (its same-day report clock running)."""
+    conn = connect(tmp_path / "s1-state.db")
+    box = UplinkOutbox("s1")
+    box.bind(conn)
+    hz = Hazards(conn, time.time_ns, HazardConfig(), hooks=[box.on_hazard])
+    hid = hz.report(actor="li", role=Role.OFFICER, unit_name="某某项目", description="塔吊力矩限制器失效",
+                    source="inspection")  # fmt: skip
+    basis = HazardBasis(version="2024", article="8(四)", text_zh="起重机械安全装置不齐全、失效或者被违规拆除、破坏")
+    hz.confirm(hid, actor="wang", role=Role.MANAGER, klass="major", basis=basis)
+    hz.assign(hid, actor="wang", role=Role.MANAGER, responsible="zhao", measures="更换力矩限制器",
+              deadline=date.today() + timedelta(days=10), funds=12000, emergency_plan="停用塔吊")  # fmt: skip
+    out = [e.body.encode() for e in box.pending(100)]
+    conn.close()
+    return out
 
 
 def stored(pg: Postgres) -> int:
@@ -120,8 +147,9 @@ def test_three_sites_two_replicas_and_every_fault_leave_an_exact_account(
 
     try:
         faults = {40: kill_replica_a, 90: kill_postgres, 140: kill_nats_node, 170: replica_a_back}
-        asyncio.run(publish_sites(cluster, faults))
-        total = len(SITES) * PER_SITE
+        hazards = site_hazard_events(tmp_path)
+        asyncio.run(publish_sites(cluster, faults, hazards))
+        total = len(SITES) * PER_SITE + len(hazards)
         wait_for(lambda: stored(pg) == total, 90, 0.5, f"{total} events in PostgreSQL")
         wait_for(lambda: _rejected(pg), 30, 0.5, "the bad event kept")
     finally:
@@ -129,7 +157,8 @@ def test_three_sites_two_replicas_and_every_fault_leave_an_exact_account(
             stop_process(h, 10)  # type: ignore[arg-type]
     with psycopg.connect(pg.dsn) as conn:
         for site in SITES:
-            seqs = [r[0] for r in conn.execute("SELECT seq FROM events WHERE site = %s ORDER BY seq", (site,))]
+            q = "SELECT seq FROM events WHERE site = %s AND epoch = 'e1' ORDER BY seq"
+            seqs = [r[0] for r in conn.execute(q, (site,))]
             assert seqs == list(range(1, PER_SITE + 1)), site  # every event of the site, once
             alarms = conn.execute(
                 "SELECT alarm_id, state, last_seq FROM site_alarms WHERE site = %s ORDER BY alarm_id", (site,)
@@ -137,6 +166,10 @@ def test_three_sites_two_replicas_and_every_fault_leave_an_exact_account(
             # each alarm in the state of its last event, whichever replica applied which event in which order
             assert alarms == [(k, "normal", 3 * k) for k in range(1, PER_SITE // 3 + 1)], site
         reasons = [r[0] for r in conn.execute("SELECT reason FROM rejected_events")]
+        # the major hazard as the site last reported it: assigned (rectifying), its report clock set
+        hz = conn.execute("SELECT status, klass, report_due_ns, record->>'responsible' FROM site_hazards").fetchall()
+        assert len(hazards) == 3 and len(hz) == 1
+        assert hz[0][0] == "rectifying" and hz[0][1] == "major" and hz[0][2] is not None and hz[0][3] == "zhao"
     assert len(reasons) == 1 and "published under another site's subject" in reasons[0]
     hub_log = b"".join(lg.read_bytes() for lg in logs)
     assert b"PostgreSQL" in hub_log  # the replicas saw the database go and come back
