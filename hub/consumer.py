@@ -77,13 +77,9 @@ class Hub:
         )
         try:
             js = nc.jetstream()
-            await ensure_stream(js, self.cfg)
-            sub = await js.pull_subscribe(
-                self.cfg.subjects[0] if len(self.cfg.subjects) == 1 else ">",
-                durable=self.cfg.durable,
-                stream=self.cfg.stream,
-                config=ConsumerConfig(ack_wait=self.cfg.ack_wait_s, max_ack_pending=10 * self.cfg.batch),
-            )
+            sub = await self._subscribe(js, stop)
+            if sub is None:
+                return
             backoff = 0.5
             while not stop.is_set():
                 try:
@@ -112,6 +108,25 @@ class Hub:
             await nc.close()
             if self._db is not None:
                 self._db.close()
+
+    async def _subscribe(self, js: Any, stop: asyncio.Event) -> Any:
+        """The stream (created when missing) and the shared durable consumer; retried while the cluster cannot
+        answer (no meta leader for a few seconds after a node is lost). None when stopped meanwhile."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await ensure_stream(js, self.cfg)
+                return await js.pull_subscribe(
+                    self.cfg.subjects[0] if len(self.cfg.subjects) == 1 else ">",
+                    durable=self.cfg.durable,
+                    stream=self.cfg.stream,
+                    config=ConsumerConfig(ack_wait=self.cfg.ack_wait_s, max_ack_pending=10 * self.cfg.batch),
+                )
+            except nats.errors.Error as err:
+                log.warning("stream %s not ready (%s: %s); retrying", self.cfg.stream, type(err).__name__, err)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 10.0)
+        return None
 
     def _store(self, msgs: list[Any]) -> None:
         """Parse and commit one fetched batch (in a worker thread: psycopg's calls block)."""

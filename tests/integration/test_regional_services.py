@@ -74,10 +74,17 @@ async def _publish(nc: nats.NATS, subject: str, event_id: str, deadline_s: float
 async def _drain(nc: nats.NATS, durable: str, want: int, within_s: float = 30.0) -> list[bytes]:
     """Fetch from the durable pull consumer until `want` messages came (each acked) or `within_s` passed."""
     js = nc.jetstream()
-    sub = await js.pull_subscribe("site.*.events", durable=durable, config=ConsumerConfig(ack_wait=5))
-    got: list[bytes] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
+    while True:  # as the hub does: the consumer's creation waits for a meta leader after a node is lost
+        try:
+            sub = await js.pull_subscribe("site.*.events", durable=durable, config=ConsumerConfig(ack_wait=5))
+            break
+        except nats.errors.Error:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    got: list[bytes] = []
     while len(got) < want and loop.time() < deadline:
         try:
             for m in await sub.fetch(50, timeout=1):
