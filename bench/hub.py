@@ -116,7 +116,7 @@ def through_hub(urls: list[str], dsn: str, k: int, sites: int, events: int, wd: 
             lat = [
                 r[0]
                 for r in c.execute(
-                    "SELECT (extract(epoch FROM received_at) * 1e9 - at_ns) / 1e6 FROM events ORDER BY 1"
+                    "SELECT ((extract(epoch FROM received_at) * 1e9 - at_ns) / 1e6)::float8 FROM events ORDER BY 1"
                 )
             ]
         cpu = sum(common.proc_cpu_s(h.pid) for h in hubs)
