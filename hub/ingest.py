@@ -90,29 +90,43 @@ def reject(conn: psycopg.Connection[Any], subject: str, raw: bytes, why: str) ->
 
 def apply(conn: psycopg.Connection[Any], events: list[Event]) -> int:
     """Store a batch in one transaction; the number of events new to the hub. A redelivered event (the same id)
-    changes nothing: exactly-once state from at-least-once delivery."""
-    new = 0
+    changes nothing: exactly-once state from at-least-once delivery. One statement stores the batch's events and
+    returns the ids new to the hub; the projections of those go in one pipelined executemany each (row-by-row
+    statements cost the hub a round trip per event, 282 CPU-ms per 1 000 events in bench/hub.py)."""
+    if not events:
+        return 0
     with conn.transaction():
-        for ev in events:
-            cur = conn.execute(
-                "INSERT INTO events (id, site, epoch, seq, kind, at_ns, data) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (id) DO NOTHING RETURNING 1",
-                (ev.id, ev.site, ev.epoch, ev.seq, ev.kind, ev.at_ns, json.dumps(ev.data, ensure_ascii=False)),
-            )
-            if cur.fetchone() is None:
-                continue
-            new += 1
-            if ev.kind.startswith("alarm."):
-                _alarm(conn, ev)
-            elif ev.kind.startswith("hazard."):
-                _hazard(conn, ev)
-    return new
+        cur = conn.cursor()
+        cur.execute(
+            "INSERT INTO events (id, site, epoch, seq, kind, at_ns, data) SELECT * FROM unnest("
+            "%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[], %s::jsonb[])"
+            " ON CONFLICT (id) DO NOTHING RETURNING id",
+            (
+                [e.id for e in events],
+                [e.site for e in events],
+                [e.epoch for e in events],
+                [e.seq for e in events],
+                [e.kind for e in events],
+                [e.at_ns for e in events],
+                [json.dumps(e.data, ensure_ascii=False) for e in events],
+            ),
+        )
+        fresh = {r[0] for r in cur.fetchall()}
+        new: list[Event] = []
+        for e in events:  # in the batch's order; an id twice in one batch counts once
+            if e.id in fresh:
+                fresh.discard(e.id)
+                new.append(e)
+        alarms = [_alarm_row(e) for e in new if e.kind.startswith("alarm.")]
+        if alarms:
+            cur.executemany(_ALARM_UPSERT, alarms)
+        hazards = [_hazard_row(e) for e in new if e.kind.startswith("hazard.")]
+        if hazards:
+            cur.executemany(_HAZARD_UPSERT, hazards)
+    return len(new)
 
 
-def _hazard(conn: psycopg.Connection[Any], ev: Event) -> None:
-    r = ev.data["record"]
-    conn.execute(
-        """
+_HAZARD_UPSERT = """
         INSERT INTO site_hazards AS h (site, epoch, hazard_id, status, klass, listing, listing_due_ns, report_due_ns,
                                        reported_at_ns, found_at_ns, unit_name, description, record, changed_at_ns,
                                        last_seq)
@@ -123,31 +137,31 @@ def _hazard(conn: psycopg.Connection[Any], ev: Event) -> None:
             reported_at_ns = excluded.reported_at_ns, record = excluded.record,
             changed_at_ns = excluded.changed_at_ns, last_seq = excluded.last_seq
         WHERE h.last_seq < excluded.last_seq
-        """,
-        (
-            ev.site,
-            ev.epoch,
-            ev.data["hazard_id"],
-            r["status"],
-            r["klass"],
-            r["listing"],
-            r["listing_due_ns"],
-            r["report_due_ns"],
-            r["reported_at_ns"],
-            r["found_at_ns"],
-            r["unit_name"],
-            r["description"],
-            json.dumps(r, ensure_ascii=False, default=str),
-            ev.at_ns,
-            ev.seq,
-        ),
+        """
+
+
+def _hazard_row(ev: Event) -> tuple[Any, ...]:
+    r = ev.data["record"]
+    return (
+        ev.site,
+        ev.epoch,
+        ev.data["hazard_id"],
+        r["status"],
+        r["klass"],
+        r["listing"],
+        r["listing_due_ns"],
+        r["report_due_ns"],
+        r["reported_at_ns"],
+        r["found_at_ns"],
+        r["unit_name"],
+        r["description"],
+        json.dumps(r, ensure_ascii=False, default=str),
+        ev.at_ns,
+        ev.seq,
     )
 
 
-def _alarm(conn: psycopg.Connection[Any], ev: Event) -> None:
-    d = ev.data
-    conn.execute(
-        """
+_ALARM_UPSERT = """
         INSERT INTO site_alarms AS a (site, epoch, alarm_id, rule, device, quantity, state, level, value, threshold,
                                       source, changed_at_ns, last_seq)
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -155,20 +169,23 @@ def _alarm(conn: psycopg.Connection[Any], ev: Event) -> None:
             state = excluded.state, level = excluded.level, value = excluded.value, threshold = excluded.threshold,
             source = excluded.source, changed_at_ns = excluded.changed_at_ns, last_seq = excluded.last_seq
         WHERE a.last_seq < excluded.last_seq
-        """,
-        (
-            ev.site,
-            ev.epoch,
-            d["alarm_id"],
-            d["rule"],
-            d["device"],
-            d["quantity"],
-            d["state"],
-            d["level"],
-            d.get("value"),
-            d.get("threshold"),
-            d["source"],
-            ev.at_ns,
-            ev.seq,
-        ),
+        """
+
+
+def _alarm_row(ev: Event) -> tuple[Any, ...]:
+    d = ev.data
+    return (
+        ev.site,
+        ev.epoch,
+        d["alarm_id"],
+        d["rule"],
+        d["device"],
+        d["quantity"],
+        d["state"],
+        d["level"],
+        d.get("value"),
+        d.get("threshold"),
+        d["source"],
+        ev.at_ns,
+        ev.seq,
     )
