@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
-from bench.modbus_poll import Servers, write_site
-from bench.peer_thingsboard import PEER, VALUES, Side, TelemetryCounter, run_ours, run_tb, tb_config, tb_install
+from bench.modbus_poll import Servers
+from bench.peer_thingsboard import VALUES, Side, TelemetryCounter, float10_site, run_ours, run_tb, tb_config, tb_install
 from services import local
 from services.local import Service
 
@@ -145,21 +145,7 @@ def one_size(n: int, poll_s: float, seconds: float, rounds: int, subjects: list[
 def _size(wd0: Path, n: int, poll_s: float, mq: Service, db: Service) -> Size:
     http_port = local.free_port()
     ports = distinct_ports(n, {http_port, mq.port, db.port})
-    lines = [{"id": f"l{i:03d}", "type": "modbus_tcp", "host": "127.0.0.1", "port": p} for i, p in enumerate(ports)]
-    devices = [
-        {"id": f"D{i:03d}", "profile": "bench_float10_v1", "line": f"l{i:03d}", "unit_id": 1}
-        | {"poll_interval_s": poll_s, "timeout_s": min(0.5, poll_s / 2)}
-        for i in range(n)
-    ]
-    site = wd0 / "site.yaml"
-    write_site(
-        site,
-        lines,
-        devices,
-        profile_dirs=[str(PEER / "profiles")],
-        sink={"type": "influxdb_v1", "url": f"http://127.0.0.1:{db.port}", "database": "bench"},
-        http={"port": http_port},
-    )
+    site, devices = float10_site(wd0, ports, poll_s, db.port, http_port)
     return Size(n, poll_s, wd0, site, http_port, ports, devices, mq)
 
 

@@ -217,18 +217,17 @@ def run_tb(
 # ---------------------------------------------------------------- the comparison
 
 
-def compare(n: int, poll_s: float, warm_s: float, seconds: float) -> list[dict[str, Any]]:
-    version = tb_install()
-    workdir = fresh_dir("peer_thingsboard")
-    mq: Service = mosquitto(workdir / "mosquitto")
-    db: Service = influxdb(workdir / "influxdb")
-    http_port = free_port()
-    ports = [free_port() for _ in range(n)]
-    lines = [{"id": f"l{i:02d}", "type": "modbus_tcp", "host": "127.0.0.1", "port": p} for i, p in enumerate(ports)]
+def float10_site(
+    workdir: Path, ports: list[int], poll_s: float, db_port: int, http_port: int
+) -> tuple[Path, list[dict[str, Any]]]:
+    """The site file of the Modbus comparisons: one bench_float10_v1 device per TCP port, polled every `poll_s`,
+    writing to InfluxDB; its path and its device entries."""
+    w = max(2, len(str(len(ports) - 1)))
+    lines = [{"id": f"l{i:0{w}d}", "type": "modbus_tcp", "host": "127.0.0.1", "port": p} for i, p in enumerate(ports)]
     devices = [
-        {"id": f"D{i:02d}", "profile": "bench_float10_v1", "line": f"l{i:02d}", "unit_id": 1}
+        {"id": f"D{i:0{w}d}", "profile": "bench_float10_v1", "line": f"l{i:0{w}d}", "unit_id": 1}
         | {"poll_interval_s": poll_s, "timeout_s": min(0.5, poll_s / 2)}
-        for i in range(n)
+        for i in range(len(ports))
     ]
     site = workdir / "site.yaml"
     write_site(
@@ -236,9 +235,20 @@ def compare(n: int, poll_s: float, warm_s: float, seconds: float) -> list[dict[s
         lines,
         devices,
         profile_dirs=[str(PEER / "profiles")],
-        sink={"type": "influxdb_v1", "url": f"http://127.0.0.1:{db.port}", "database": "bench"},
+        sink={"type": "influxdb_v1", "url": f"http://127.0.0.1:{db_port}", "database": "bench"},
         http={"port": http_port},
     )
+    return site, devices
+
+
+def compare(n: int, poll_s: float, warm_s: float, seconds: float) -> list[dict[str, Any]]:
+    version = tb_install()
+    workdir = fresh_dir("peer_thingsboard")
+    mq: Service = mosquitto(workdir / "mosquitto")
+    db: Service = influxdb(workdir / "influxdb")
+    http_port = free_port()
+    ports = [free_port() for _ in range(n)]
+    site, devices = float10_site(workdir, ports, poll_s, db.port, http_port)
     mq.start()
     db.start()
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from services import local as services
+from services.regional import NatsCluster, Postgres, nats_cluster, postgres
 
 
 def _running(svc: services.Service) -> Iterator[services.Service]:
@@ -55,3 +56,26 @@ async def _no_leaked_tasks() -> None:  # type: ignore[misc]
     if leaked:
         await asyncio.gather(*leaked, return_exceptions=True)
     assert not leaked, f"leaked tasks: {[t.get_name() for t in leaked]}"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """A 3-node NATS JetStream cluster of the test's own (the regional hub's broker)."""
+    c = nats_cluster(tmp_path / "nats")
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture
+def pg() -> Iterator[Postgres]:
+    """A PostgreSQL cluster of the test's own, started (the regional hub's store)."""
+    p = postgres()
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+        p.remove()

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import nats
 import nats.errors
 import nats.js.errors
 import psycopg
-import pytest
 
 from alerting.db import connect
 from alerting.hazards import HazardConfig, Hazards
@@ -28,33 +26,12 @@ from alerting.roles import Role
 from alerting.rules import HazardBasis
 from alerting.uplink import UplinkOutbox
 from services.local import stop_process, wait_for
-from services.regional import NatsCluster, Postgres, nats_cluster, postgres
+from services.regional import NatsCluster, Postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ("s1", "s2", "s3")
 PER_SITE = 240
 STATES = ("active_unacked", "active_acked", "normal")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    c = nats_cluster(tmp_path / "nats")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def pg() -> Iterator[Postgres]:
-    p = postgres()
-    try:
-        p.start()
-        yield p
-    finally:
-        p.stop()
-        p.remove()
 
 
 def replica(cluster: NatsCluster, pg: Postgres, log: Path) -> subprocess.Popen[bytes]:

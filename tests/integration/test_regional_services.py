@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
@@ -17,28 +17,7 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 from paho.mqtt.enums import CallbackAPIVersion
 
-from services.regional import NatsCluster, NatsUser, Postgres, nats_cluster, postgres
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    c = nats_cluster(tmp_path / "nats")
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def pg() -> Iterator[Postgres]:
-    p = postgres()
-    try:
-        p.start()
-        yield p
-    finally:
-        p.stop()
-        p.remove()
+from services.regional import NatsCluster, NatsUser, Postgres, nats_cluster
 
 
 @pytest.fixture
