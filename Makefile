@@ -9,10 +9,14 @@ APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll o
 APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl chromium nats-server pg_ctlcluster
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test soak bench deps venv lint typecheck check clean
+.PHONY: demo demo-region test soak bench deps venv lint typecheck check clean
 
 demo: deps venv
 	$(PY) -m services.demo
+
+# three simulated sites and the regional hub (NATS ×3, PostgreSQL, two hub replicas); prints the hub's URL
+demo-region: deps venv
+	$(PY) -m services.demo_region
 
 test: deps venv
 	$(VENV)/bin/ruff check .

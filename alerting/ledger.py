@@ -6,10 +6,10 @@ import csv
 import io
 import re
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from alerting.glossary import CLASS_ZH, LISTING_ZH, SOURCE_ZH, STATUS_ZH, cite_zh
-from alerting.hazards import Hazards, basis_citation
+from alerting.hazards import basis_citation
 
 if TYPE_CHECKING:
     from openpyxl import Workbook
@@ -18,6 +18,35 @@ if TYPE_CHECKING:
 # openpyxl itself is imported by the first workbook export: a gateway that never exports does not carry its ~5 MB
 
 Cell = str | int | float | date | datetime | None
+
+
+class FormUnit(Protocol):
+    """Who files the form (its header block): the site's hazard config, or a region at the hub."""
+
+    @property
+    def reporting_unit(self) -> str | None: ...
+    @property
+    def contact(self) -> str | None: ...
+    @property
+    def contact_phone(self) -> str | None: ...
+
+
+class HazardSource(Protocol):
+    """What the forms read: one site's hazard store (alerting.hazards.Hazards), or a region's records at the hub
+    (hub/reports.py), so the hub's 附件1 and 附件2 are counted by the same code as each site's."""
+
+    @property
+    def cfg(self) -> FormUnit: ...
+    def clock(self) -> int: ...
+    def query(
+        self, status: Any = None, klass: Any = None, since_ns: int | None = None, until_ns: int | None = None
+    ) -> list[dict[str, Any]]: ...
+    def history(self, hazard_id: Any) -> list[dict[str, Any]]: ...
+    def local_date(self, ns: int) -> date: ...
+    def local_datetime(self, ns: int) -> datetime: ...
+
+
+Hazards = HazardSource  # the name every function below was written with
 
 # the ten columns of 附件2, in the form's order, then the columns domain.md §6.4 says the form lacks
 FORM_COLUMNS: tuple[str, ...] = (

@@ -254,9 +254,12 @@ class Gateway:
         )
         self.uplink: Uplink | None = None
         if self.outbox is not None and cfg.uplink is not None:
+            from gateway.selfmon import site_status
             from gateway.uplink import Uplink  # nats-py only where a hub is configured
 
-            self.uplink = Uplink(self.outbox, self.alarms.conn, cfg.uplink, cfg.site.id, self.metrics)
+            self.uplink = Uplink(
+                self.outbox, self.alarms.conn, cfg.uplink, cfg.site.id, self.metrics, lambda: site_status(self)
+            )
         self.faults = FaultNotices(self.metrics, self.alarms.gateway_fault, cfg.site.name or cfg.site.id)
         self.tasks = TaskSupervisor(self.metrics, on_fault=[self.faults.task_changed])
         self._stack = AsyncExitStack()

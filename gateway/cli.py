@@ -20,6 +20,7 @@ from gateway import dashboards
 from gateway.config import ConfigError, SiteConfig, load_config
 from gateway.rule_view import rule_plan
 from gateway.survey_cli import import_survey
+from hub import cli as hub_cli  # argparse only at import; psycopg and nats-py load when the hub runs
 from telemetry import quantities
 
 log = logging.getLogger("sitegw")
@@ -273,28 +274,6 @@ async def _run(cfg: SiteConfig) -> None:
             pass
 
 
-def _hub(args: argparse.Namespace) -> int:
-    import os
-
-    from hub.consumer import Hub, HubConfig
-
-    dsn = os.environ.get(args.dsn_env)
-    if not dsn:  # the DSN carries the password: from the environment, never the command line
-        print(f"sitegw hub: set {args.dsn_env} to the PostgreSQL DSN (postgresql://user:pw@host:port/db)")
-        return 2
-    cfg = HubConfig(args.servers.split(","), dsn, stream=args.stream, ack_wait_s=args.ack_wait_s)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await Hub(cfg).run(stop)
-
-    asyncio.run(run())
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sitegw", description="SiteGW edge telemetry gateway for construction sites")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -321,18 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     p_imp.add_argument("--url", default="http://127.0.0.1:8780", help="the gateway's HTTP endpoint")
     p_imp.add_argument("--token-env", default="SITEGW_TOKEN", help="environment variable holding an API token")
     p_imp.add_argument("--quantity", help="the item of every row, for a file without a 监测项目 column")
-    p_hub = sub.add_parser("hub", help="run one replica of the regional hub: site events from NATS into PostgreSQL")
-    p_hub.add_argument("--servers", required=True, help="NATS URLs of the regional cluster, comma-separated")
-    p_hub.add_argument("--dsn-env", default="SITEGW_HUB_DSN", help="environment variable holding the PostgreSQL DSN")
-    p_hub.add_argument("--stream", default="SITES")
-    p_hub.add_argument("--ack-wait-s", type=float, default=30.0, help="redelivery of what a dead replica fetched")
+    hub_cli.add_cli(sub)
     dashboards.add_cli(sub)
     args = ap.parse_args(argv)
     _setup_logging(args.log_level)
     if args.cmd == "dashboards":  # talks to Grafana, needs no site config
         return dashboards.run_cli(args)
     if args.cmd == "hub":  # no site config either; psycopg and nats-py only here
-        return _hub(args)
+        return hub_cli.run_cli(args)
     if args.cmd == "import":
         return import_survey(args)
     if args.cmd == "test-profile":

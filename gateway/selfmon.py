@@ -278,6 +278,20 @@ def health_report(gw: GatewayParts) -> tuple[int, dict[str, Any]]:
     return 200, {"status": "ready", "site": site, "reasons": [], "zh": "网关运行正常", "en": "gateway ready"}
 
 
+def site_status(gw: GatewayParts) -> dict[str, Any]:
+    """What a regional hub shows of this site between its events: health and its reasons, each device's link."""
+    _code, health = health_report(gw)
+    m = gw.metrics
+    return {
+        "name": gw.cfg.site.name or gw.cfg.site.id,
+        "health": health["status"],
+        "reasons": [r["code"] for r in health["reasons"]],
+        "zh": health["zh"],
+        "devices": {d.id: bool(m.up.get(d.id, 0)) for d in gw.cfg.devices},
+        "uplink_backlog": m.uplink_backlog or 0,
+    }
+
+
 def add_health_routes(app: FastAPI, gw: GatewayParts) -> None:
     """GET /health, open like /healthz (load balancers and the site's monitoring call it without a login)."""
     from fastapi.responses import JSONResponse  # here: a gateway without an HTTP section never loads FastAPI

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import Any
 
 import nats
 import nats.errors
@@ -36,11 +39,23 @@ class Uplink:
     by the stream's duplicate window and, beyond it, by the hub (idempotent on the id)."""
 
     def __init__(
-        self, outbox: UplinkOutbox, outbox_conn: sqlite3.Connection, cfg: UplinkConfig, site_id: str, metrics: Metrics
+        self,
+        outbox: UplinkOutbox,
+        outbox_conn: sqlite3.Connection,
+        cfg: UplinkConfig,
+        site_id: str,
+        metrics: Metrics,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.outbox = outbox
         self.cfg = cfg
+        self.site_id = site_id
         self.subject = f"{cfg.subject_prefix}.{site_id}.events"
+        # the heartbeat: plain NATS, not the stream (a lost one is replaced by the next; a site offline for days
+        # has nothing to catch up on here, its events carry the history)
+        self.status_subject = f"{cfg.subject_prefix}.{site_id}.status"
+        self.status = status
+        self._status_due = 0.0
         self.metrics = metrics
         self.wake = asyncio.Event()  # set by the outbox when an event is added
         outbox.bind(outbox_conn, self.wake.set)
@@ -76,6 +91,7 @@ class Uplink:
                     if self._nc is None or self._nc.is_closed:
                         self._nc = await self._connect()
                     sent = await self._send_all(self._nc)
+                    await self._send_status(self._nc)
                     backoff = 0.5
                     if self._down_since is not None:
                         log.info("regional hub reachable again after %.0f s", time.monotonic() - self._down_since)
@@ -97,6 +113,14 @@ class Uplink:
             if self._nc is not None and not self._nc.is_closed:
                 with contextlib.suppress(Exception):
                     await self._nc.close()
+
+    async def _send_status(self, nc: Client) -> None:
+        now = time.monotonic()
+        if self.status is None or now < self._status_due or not nc.is_connected:
+            return
+        body = {"site": self.site_id, "at_ns": time.time_ns(), **self.status()}
+        await nc.publish(self.status_subject, json.dumps(body, ensure_ascii=False).encode())
+        self._status_due = now + self.cfg.status_s
 
     async def _send_all(self, nc: Client) -> int:
         """Publish the outbox in order until it is empty; the number sent."""

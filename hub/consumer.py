@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ import nats.js.errors
 import psycopg
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from hub.ingest import BadEvent, Event, apply, parse, reject
+from hub.ingest import BadEvent, Event, apply, parse, parse_status, reject, store_status
 from hub.schema import migrate
 
 log = logging.getLogger("sitegw.hub")
@@ -25,6 +26,9 @@ class HubConfig:
     dsn: str
     stream: str = "SITES"
     subjects: list[str] = field(default_factory=lambda: ["sitegw.*.events"])
+    status_subject: str = "sitegw.*.status"  # the sites' heartbeats, plain NATS (a queue group across replicas)
+    user: str | None = None
+    password: str | None = None
     durable: str = "hub"  # one consumer shared by every replica: each event goes to one of them
     replicas: int = 3  # of the stream, when this hub creates it
     batch: int = 200
@@ -60,6 +64,7 @@ class Hub:
         self.cfg = cfg
         self.stats = HubStats()
         self._db: psycopg.Connection[Any] | None = None
+        self._statuses: dict[str, tuple[int, str]] = {}  # site -> (at_ns, body) not yet stored: the latest only
 
     def _conn(self) -> psycopg.Connection[Any]:
         if self._db is None or self._db.closed or self._db.broken:
@@ -74,14 +79,19 @@ class Hub:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             error_cb=_nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
+            user=self.cfg.user,
+            password=self.cfg.password,
         )
         try:
+            await nc.subscribe(self.cfg.status_subject, queue="hub-status", cb=self._on_status)
             js = nc.jetstream()
             sub = await self._subscribe(js, stop)
             if sub is None:
                 return
             backoff = 0.5
             while not stop.is_set():
+                if self._statuses:
+                    await self._flush_statuses()
                 try:
                     msgs = await sub.fetch(self.cfg.batch, timeout=1.0)
                 except nats.errors.TimeoutError:
@@ -127,6 +137,27 @@ class Hub:
                 await asyncio.sleep(backoff)
                 backoff = min(2 * backoff, 10.0)
         return None
+
+    async def _on_status(self, msg: Any) -> None:
+        try:
+            site, at_ns, body = parse_status(msg.data, msg.subject)
+        except BadEvent as err:
+            self.stats.rejected += 1
+            log.error("rejected: %s", err)
+            return
+        if site not in self._statuses or self._statuses[site][0] <= at_ns:
+            self._statuses[site] = (at_ns, json.dumps(body, ensure_ascii=False))
+
+    async def _flush_statuses(self) -> None:
+        batch, self._statuses = self._statuses, {}
+        try:
+            await asyncio.to_thread(lambda: store_status(self._conn(), batch))
+        except psycopg.Error as err:
+            # a status is replaced by the next within a minute: keep the newest for the next try, say it once
+            self.stats.db_failures += 1
+            log.warning("PostgreSQL: %s; %d site statuses not stored", err, len(batch))
+            for site, v in batch.items():
+                self._statuses.setdefault(site, v)
 
     def _store(self, msgs: list[Any]) -> None:
         """Parse and commit one fetched batch (in a worker thread: psycopg's calls block)."""

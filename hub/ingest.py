@@ -82,6 +82,33 @@ _ALARM_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def parse_status(raw: bytes, subject: str) -> tuple[str, int, dict[str, Any]]:
+    """A site's status (gateway/uplink.py): (site, at_ns, body); the subject's site and the body's must agree."""
+    try:
+        doc = json.loads(raw)
+        site, at_ns = doc["site"], doc["at_ns"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadEvent(f"{subject}: not a site status ({type(err).__name__}: {err})") from None
+    if not isinstance(doc, dict) or not isinstance(site, str) or not isinstance(at_ns, int):
+        raise BadEvent(f"{subject}: a status needs a string site and an integer at_ns")
+    if subject.split(".")[-2:-1] != [site]:
+        raise BadEvent(f"{subject}: status of {site!r} published under another site's subject")
+    if not isinstance(doc.get("devices", {}), dict):
+        raise BadEvent(f"{subject}: devices must be an object")
+    return site, at_ns, doc
+
+
+def store_status(conn: psycopg.Connection[Any], statuses: dict[str, tuple[int, str]]) -> None:
+    """The latest status of each site; an older one (by the site's clock) than what is stored changes nothing."""
+    with conn.transaction():
+        conn.cursor().executemany(
+            "INSERT INTO site_status AS s (site, at_ns, body) VALUES (%s, %s, %s)"
+            " ON CONFLICT (site) DO UPDATE SET at_ns = excluded.at_ns, body = excluded.body, received_at = now()"
+            " WHERE s.at_ns <= excluded.at_ns",
+            [(site, at_ns, body) for site, (at_ns, body) in statuses.items()],
+        )
+
+
 def reject(conn: psycopg.Connection[Any], subject: str, raw: bytes, why: str) -> None:
     """Keep an event the hub cannot store, with the reason (dead letters: counted, never silently dropped)."""
     with conn.transaction():

@@ -78,6 +78,34 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX site_hazards_open ON site_hazards (site) WHERE status NOT IN ('closed', 'dismissed');
         """,
     ),
+    (
+        3,
+        "each site's latest status (its heartbeat), and the hub's logins and audit trail",
+        """
+        -- the last status a site sent (devices, health, backlog); online while received_at is recent (hub clock)
+        CREATE TABLE site_status (
+            site text PRIMARY KEY,
+            at_ns bigint NOT NULL,          -- the site's clock
+            body jsonb NOT NULL,
+            received_at timestamptz NOT NULL DEFAULT now()
+        );
+        -- sessions live here so that any replica answers a user who logged in at another
+        CREATE TABLE hub_sessions (
+            token_hash text PRIMARY KEY,
+            user_name text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL
+        );
+        CREATE TABLE hub_audit (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            actor text NOT NULL,
+            action text NOT NULL,
+            target text NOT NULL,
+            detail jsonb
+        );
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

@@ -108,8 +108,8 @@ class NatsCluster:
 
 @dataclass(frozen=True)
 class NatsUser:
-    """A login of the cluster. A site's (`site` set) may publish only its own events subject and receive only
-    replies (the acknowledgements of its publishes); one without `site` (the hub) may do anything."""
+    """A login of the cluster. A site's (`site` set) may publish only its own events and status subjects and
+    receive only replies (the acknowledgements of its publishes); one without `site` (the hub) may do anything."""
 
     user: str
     password: str
@@ -120,7 +120,7 @@ class NatsUser:
         head = f'{{ user: "{self.user}", password: "{self.password}"'
         if self.site is None:
             return head + " }"
-        pub = f'"{self.prefix}.{self.site}.events"'
+        pub = f'"{self.prefix}.{self.site}.events", "{self.prefix}.{self.site}.status"'
         return head + f', permissions: {{ publish: {{ allow: [{pub}] }}, subscribe: {{ allow: ["_INBOX.>"] }} }} }}'
 
 

@@ -186,6 +186,9 @@ class UplinkConfig(_Base):
     timeout_s: float = Field(default=5.0, gt=0, le=60)  # for each publish's acknowledgement
     # /health says `uplink_behind` while the oldest unsent event is older than this
     behind_after_s: float = Field(default=60.0, gt=0)
+    # the site's status (health, devices online, backlog) to <subject_prefix>.<site id>.status this often; the hub
+    # shows a site offline when none came for its offline_after_s
+    status_s: float = Field(default=30.0, ge=1, le=3600)
 
 
 class HttpConfig(_Base):
