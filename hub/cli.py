@@ -67,7 +67,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"sitegw hub: {err}")
         return 2
     except (RuntimeError, SystemExit) as err:  # uvicorn exits when it cannot listen
-        log.error("hub replica stopped: %s", err or "the web page could not listen")
+        log.error("hub replica stopped: %s", err or "the web page could not listen", exc_info=err.__cause__)
         return 1
     return 0
 
@@ -112,5 +112,10 @@ async def _run(cfg: HubConfig, settings: HubSettings | None) -> None:
         await asyncio.wait(parts)
         await app.state.db.close()
     for t in ended:
-        if t.cancelled() or t.exception() is not None or not stopping.done():
-            raise RuntimeError(f"the {t.get_name()} ended: {t.exception() if not t.cancelled() else 'cancelled'}")
+        if t.cancelled():
+            raise RuntimeError(f"the {t.get_name()} was cancelled")
+        err = t.exception()
+        if err is not None:
+            raise RuntimeError(f"the {t.get_name()} failed: {type(err).__name__}: {err}") from err
+        if not stopping.done():
+            raise RuntimeError(f"the {t.get_name()} ended by itself")

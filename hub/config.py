@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,8 +41,9 @@ class Region(_Base):
     def _shape(self) -> Region:
         for c in self.children:
             if c.level != _BELOW.get(self.level):
-                below = _BELOW.get(self.level, "no region")
-                raise ValueError(f"{self.code}: a {self.level} holds {below}s, not {c.level} {c.code}")
+                below = _BELOW.get(self.level)
+                want = f"a {below}" if below else "no region (projects only)"
+                raise ValueError(f"{self.code}: under a {self.level} comes {want}, not the {c.level} {c.code}")
         if self.projects and self.level != "county":
             raise ValueError(f"{self.code}: projects belong to a county, not a {self.level}")
         return self
@@ -104,9 +106,9 @@ class HubSettings(_Base):
         codes: set[str] = set()
         sites: dict[str, str] = {}
         projects: set[str] = set()
-        stack = [self.region]
+        stack = deque([self.region])  # in the file's order: a duplicate is named after its first place
         while stack:
-            r = stack.pop()
+            r = stack.popleft()
             if r.code in codes:
                 raise ValueError(f"region code {r.code} appears twice")
             codes.add(r.code)

@@ -94,7 +94,7 @@ class Hub:
                     await self._flush_statuses()
                 try:
                     msgs = await sub.fetch(self.cfg.batch, timeout=1.0)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing came
                     continue
                 except nats.errors.Error as err:
                     log.warning("fetching from %s: %s; retrying", self.cfg.stream, err)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 
+from alerting.glossary import CLASS_ZH, LISTING_ZH, STATUS_ZH
 from hub.regions import RegionTree
 
 NS = 1_000_000_000
@@ -118,8 +119,11 @@ def _hazard(tree: RegionTree, row: tuple[Any, ...], now_ns: int) -> dict[str, An
         "key": f"{site}:{epoch}:{hid}",
         "hazard_id": hid,
         "status": status,
+        "status_zh": STATUS_ZH.get(status, status),
         "klass": klass,
+        "klass_zh": CLASS_ZH.get(klass, klass) if klass else "待判定",
         "listing": listing,
+        "listing_zh": LISTING_ZH.get(listing, listing),
         "found_at_ns": found,
         "unit_name": unit,
         "description": desc,

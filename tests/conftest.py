@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from services import local as services
+from services.demo_region import Region
 from services.regional import NatsCluster, Postgres, nats_cluster, postgres
 
 
@@ -79,3 +80,15 @@ def pg() -> Iterator[Postgres]:
     finally:
         p.stop()
         p.remove()
+
+
+@pytest.fixture
+def region(tmp_path: Path) -> Iterator[Region]:
+    """The demo region (services/demo_region.py), started: three site gateways with simulators, a 3-node NATS
+    cluster, PostgreSQL and two hub replicas; sites show offline at the hub 6 s after their last status."""
+    r = Region(tmp_path / "region", offline_after_s=6.0)
+    try:
+        r.start()
+        yield r
+    finally:
+        r.stop()
