@@ -1,6 +1,5 @@
 """The hub's HTTP API and web page for the people above the sites, each answer scoped to the user's part of the tree."""
 
-
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator

@@ -232,7 +232,9 @@ def call(base: str, method: str, path: str, body: Any = None, token: str = "") -
             return json.loads(r.read())
     except urllib.error.HTTPError as err:  # the same error, its message saying why (the answer's detail)
         why = err.read().decode(errors="replace")[:500]
-        raise urllib.error.HTTPError(err.url, err.code, f"{method} {path}: {err.code} {why}", err.headers, None) from None
+        raise urllib.error.HTTPError(
+            err.url, err.code, f"{method} {path}: {err.code} {why}", err.headers, None
+        ) from None
 
 
 def login(base: str, user: str, password: str) -> str:

@@ -52,7 +52,8 @@ def test_a_valid_tree_places_every_site_and_scopes_each_user(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        (lambda d: d["region"]["children"][0].update(level="county"), "3201: under a county comes no region (projects only), not the county 320102"),
+        (lambda d: d["region"]["children"][0].update(level="county"),
+         "3201: under a county comes no region (projects only), not the county 320102"),
         (lambda d: d["region"]["children"][1]["children"][0]["projects"][0]["sites"].append("a1"),
          "site a1 is in two projects: P1 and P2"),
         (lambda d: d["users"][0].update(region="9999"), "user city: no region 9999 in the tree"),
