@@ -385,8 +385,16 @@ def test_dockerfile_base_image_user_and_entrypoint() -> None:
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the gateway must not run as root"
     assert ("ENTRYPOINT", '["sitegw"]') in instr
     runs = " ".join(a for i, a in instr if i == "RUN")
-    assert "pip install --constraint docker/constraints.txt ." in runs
+    assert 'pip install --constraint docker/constraints.txt ".${SITEGW_EXTRAS}"' in runs
     assert "useradd --system" in runs and users[-1] in runs
+
+
+def test_dockerfile_copies_every_package_the_project_installs() -> None:
+    # a package left out builds an image whose first import fails (telemetry/ once was)
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    wanted = {p.rstrip("*") + "/" for p in include["find"]["include"]}
+    copied = {a.split()[0] for i, a in _dockerfile() if i == "COPY"}
+    assert wanted <= copied, f"not copied into the image: {sorted(wanted - copied)}"
 
 
 def test_dockerfile_has_a_healthcheck_here_or_in_compose() -> None:
