@@ -33,6 +33,7 @@ bench: deps venv
 	$(PY) -m bench.peer_thingsboard --short
 	$(PY) -m bench.mqtt_sweep --short
 	$(PY) -m bench.modbus_sweep --short
+	$(PY) -m bench.hub --short
 
 deps:
 	@missing=""; for b in $(APT_BINS); do PATH="$$PATH:/usr/sbin" command -v $$b >/dev/null || missing="$$missing $$b"; done; \

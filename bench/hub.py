@@ -1,9 +1,10 @@
 """The regional hub: events/s from many sites through a 3-node NATS JetStream cluster and 1, 2, 3 `sitegw hub`
 replicas into PostgreSQL, site commit -> PostgreSQL commit latency, beside a bare COPY and a batched INSERT.
 
-`python -m bench.hub [--sites 1000] [--events 20000] [--replicas 1,2,3]` prints a table and writes
-`.run/bench/hub.json`. The sites are lightweight publishers (one process, 50 concurrent tasks, each event an alarm
-event of the uplink's format, stamped when it is published), not full gateways.
+`python -m bench.hub [--sites 1000] [--events 20000] [--replicas 1,2,3] [--paced 1000] [--short]` prints a table
+and writes `.run/bench/hub.json`: each replica count flat out, then two replicas at a steady offered rate (the
+latency a site sees below saturation). The sites are lightweight publishers (one process, 50 concurrent tasks,
+each event an alarm event of the uplink's format, stamped when it is published), not full gateways.
 """
 
 from __future__ import annotations
@@ -48,14 +49,18 @@ def event(site: int, seq: int) -> bytes:
     return json.dumps(doc).encode()
 
 
-async def publish(urls: list[str], sites: int, events: int) -> float:
-    """Every event once (retried until acknowledged), spread over the sites; the publishing rate."""
+async def publish(urls: list[str], sites: int, events: int, rate: float | None = None) -> float:
+    """Every event once (retried until acknowledged), spread over the sites; the publishing rate. With `rate`,
+    offered at that many events/s in all (each task on its own schedule), else as fast as acknowledged."""
     nc = await nats.connect(servers=urls)
     js = nc.jetstream()
     per_task = events // TASKS
+    start = time.monotonic()
 
     async def worker(t: int) -> None:
         for i in range(per_task):
+            if rate is not None:  # the i-th event of this task is due at (i * TASKS + t) / rate
+                await asyncio.sleep(max(0.0, start + (i * TASKS + t) / rate - time.monotonic()))
             n = t * per_task + i
             site, seq = n % sites, n // sites + 1
             body = event(site, seq)
@@ -83,8 +88,9 @@ def count(dsn: str) -> int:
 
 
 def reset(dsn: str, urls: list[str]) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("DROP TABLE IF EXISTS events, site_alarms, site_hazards, rejected_events, hub_schema, bare CASCADE")
+    with psycopg.connect(dsn, autocommit=True) as c:  # every table of every migration, whatever they are
+        c.execute("DROP SCHEMA public CASCADE")
+        c.execute("CREATE SCHEMA public")
 
     async def drop() -> None:
         nc = await nats.connect(servers=urls)
@@ -97,7 +103,9 @@ def reset(dsn: str, urls: list[str]) -> None:
     asyncio.run(drop())
 
 
-def through_hub(urls: list[str], dsn: str, k: int, sites: int, events: int, wd: Path) -> dict[str, Any]:
+def through_hub(
+    urls: list[str], dsn: str, k: int, sites: int, events: int, wd: Path, rate: float | None = None
+) -> dict[str, Any]:
     reset(dsn, urls)
     env = {**os.environ, "SITEGW_HUB_DSN": dsn}
     argv = [sys.executable, "-m", "gateway.cli", "--log-level", "warning", "hub", "--servers", ",".join(urls)]
@@ -108,7 +116,7 @@ def through_hub(urls: list[str], dsn: str, k: int, sites: int, events: int, wd: 
     try:
         wait_for(lambda: _has_stream(urls), 30, 0.2, "the hub's stream")
         t0 = time.monotonic()
-        pub_rate = asyncio.run(publish(urls, sites, events))
+        pub_rate = asyncio.run(publish(urls, sites, events, rate))
         total = events // TASKS * TASKS
         wait_for(lambda: count(dsn) >= total, 600, 0.2, f"{total} events in PostgreSQL")
         dt = time.monotonic() - t0
@@ -125,6 +133,7 @@ def through_hub(urls: list[str], dsn: str, k: int, sites: int, events: int, wd: 
             stop_process(h, 10)  # type: ignore[arg-type]
     return {
         "replicas": k,
+        "offered_per_s": rate,
         "events": total,
         "events_per_s": total / dt,
         "published_per_s": pub_rate,
@@ -181,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sites", type=int, default=1000)
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--replicas", default="1,2,3")
+    ap.add_argument("--paced", type=float, default=1000.0, help="events/s offered in the latency run (2 replicas)")
+    ap.add_argument("--short", action="store_true", help="5 000 events, replicas 1 and 2 (make bench)")
     ap.add_argument("--json", type=Path, default=common.RUN_DIR / "hub.json")
     a = ap.parse_args(argv)
+    if a.short:
+        a.events, a.replicas = min(a.events, 5000), "1,2"
     wd = common.fresh_dir(common.RUN_DIR / "hub")
     cluster = nats_cluster(wd / "nats")
     pg = postgres()
@@ -193,16 +206,23 @@ def main(argv: list[str] | None = None) -> int:
         for k in [int(x) for x in a.replicas.split(",")]:
             print(f"   {k} replica(s), {a.events} events from {a.sites} sites ...", flush=True)
             runs.append(through_hub(cluster.urls, pg.dsn, k, a.sites, a.events, wd))
+        # latency at a steady rate below saturation (flat out, p50/p99 are the queue the burst builds)
+        print(f"   2 replicas, {a.events} events offered at {a.paced:,.0f}/s ...", flush=True)
+        runs.append(through_hub(cluster.urls, pg.dsn, 2, a.sites, a.events, wd, a.paced))
         base = bare(pg.dsn, a.events, a.sites)
     finally:
         cluster.stop()
         pg.stop()
         pg.remove()
-    head = f"{'replicas':>8} {'events/s':>9} {'published/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'hub CPU-ms/1k':>14}"
+    head = (
+        f"{'replicas':>8} {'offered':>9} {'events/s':>9} {'published/s':>12} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'hub CPU-ms/1k':>14}"
+    )
     lines = [head, "-" * len(head)]
     for r in runs:
+        offered = "flat out" if r["offered_per_s"] is None else f"{r['offered_per_s']:,.0f}/s"
         lines.append(
-            f"{r['replicas']:>8} {r['events_per_s']:>9,.0f} {r['published_per_s']:>12,.0f} "
+            f"{r['replicas']:>8} {offered:>9} {r['events_per_s']:>9,.0f} {r['published_per_s']:>12,.0f} "
             f"{r['p50_ms']:>8,.0f} {r['p99_ms']:>8,.0f} {r['hub_cpu_ms_per_1k']:>14,.1f}"
         )
     lines.append(

@@ -82,8 +82,10 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         3,
         "each site's latest status (its heartbeat), and the hub's logins and audit trail",
         """
-        -- the last status a site sent (devices, health, backlog); online while received_at is recent (hub clock)
-        CREATE TABLE site_status (
+        -- the last status a site sent (devices, health, backlog); online while received_at is recent (hub clock).
+        -- UNLOGGED: no WAL for a row every site rewrites every 30 s (a province's heartbeats would be most of the
+        -- database's write volume); PostgreSQL empties it after a crash and the sites refill it within status_s
+        CREATE UNLOGGED TABLE site_status (
             site text PRIMARY KEY,
             at_ns bigint NOT NULL,          -- the site's clock
             body jsonb NOT NULL,

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from services import local
-from services.regional import NatsCluster, NatsUser, Postgres, nats_cluster, postgres
+from services.regional import Link, NatsCluster, NatsUser, Postgres, nats_cluster, postgres
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "simulators" / "sites" / "demo.yaml"
@@ -65,6 +65,16 @@ class Site:
     control: int
     passwords: dict[str, str]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)  # its uplink's way to each node, when the region cuts links
+    site_file: Path | None = None
+
+    def cut_uplink(self) -> None:
+        for ln in self.links:
+            ln.cut()
+
+    def restore_uplink(self) -> None:
+        for ln in self.links:
+            ln.restore()
 
     @property
     def base(self) -> str:
@@ -80,7 +90,7 @@ def _sites(tree: dict[str, Any], path: tuple[str, ...] = ()) -> list[tuple[dict[
     return out
 
 
-def site_doc(site: Site, mqtt: int, influx: int, nats_urls: list[str]) -> dict[str, Any]:
+def site_doc(site: Site, mqtt: int, influx: int, nats_urls: list[str], behind_after_s: float = 30) -> dict[str, Any]:
     """demo.yaml cut to its MQTT devices (high formwork and the gas detector), on this site's topics and ports."""
     text = DEMO.read_text(encoding="utf-8").replace("site/demo/", f"site/{site.id}/")
     doc: dict[str, Any] = yaml.safe_load(text.replace("sitegw/demo/", f"sitegw/{site.id}/"))
@@ -96,15 +106,24 @@ def site_doc(site: Site, mqtt: int, influx: int, nats_urls: list[str]) -> dict[s
     doc["auth"]["users"] = [{**u, "password_env": f"{u['password_env']}_{site.id.upper().replace('-', '_')}"}
                             for u in doc["auth"]["users"]]  # fmt: skip
     doc["uplink"] = {"servers": nats_urls, "user": f"site-{site.id}", "password_env": "SITEGW_UPLINK_PW",
-                     "status_s": 5, "behind_after_s": 30}  # fmt: skip
+                     "status_s": 5, "behind_after_s": behind_after_s}  # fmt: skip
     return doc
 
 
 class Region:
     """Every process of the demo region, started in order and stopped in reverse; tests use it too."""
 
-    def __init__(self, run: Path, hub_ports: tuple[int, int] | None = None, offline_after_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        run: Path,
+        hub_ports: tuple[int, int] | None = None,
+        offline_after_s: float = 20.0,
+        cuttable: bool = False,
+        behind_after_s: float = 30.0,
+    ) -> None:
         self.run = run
+        self.cuttable = cuttable  # each site's uplink through a Link per node (tests take a site's uplink away)
+        self.behind_after_s = behind_after_s
         self.hub_ports = hub_ports or (local.free_port(), local.free_port())
         self.offline_after_s = offline_after_s
         self.services: list[local.Service] = []
@@ -164,6 +183,16 @@ class Region:
             path = self.run / f"hub-{i}.yaml"
             path.write_text(yaml.safe_dump(cfg, allow_unicode=True, sort_keys=False), encoding="utf-8")
             self.hubs.append(self._spawn(["hub", "--config", str(path)], self.run / f"hub-{i}.log"))
+        self.wait_hubs()
+
+    def restart_hub(self, i: int) -> None:
+        """Replica i again, as its supervisor would start it after a crash."""
+        if self.hubs[i].poll() is None:
+            raise RuntimeError(f"hub replica {i} is still running")
+        self.hubs[i] = self._spawn(["hub", "--config", str(self.run / f"hub-{i}.yaml")], self.run / f"hub-{i}.log")
+        self.wait_hubs()
+
+    def wait_hubs(self) -> None:
         for port in self.hub_ports:
             local.wait_for(lambda p=port: _up(f"http://127.0.0.1:{p}/healthz"), 60, 0.2, f"hub replica on :{port}")
 
@@ -175,8 +204,14 @@ class Region:
     def _start_site(self, s: Site, mqtt: int, influx: int) -> None:
         assert self.cluster is not None
         s.dir.mkdir(parents=True, exist_ok=True)
-        doc = site_doc(s, mqtt, influx, self.cluster.urls)
+        urls = self.cluster.urls
+        if self.cuttable:
+            s.links = [Link(local.free_port(), n.client_port) for n in self.cluster.nodes]
+            s.restore_uplink()
+            urls = [ln.url for ln in s.links]
+        doc = site_doc(s, mqtt, influx, urls, self.behind_after_s)
         site = s.dir / "site.yaml"
+        s.site_file = site
         site.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
         env = dict(self.env, SITEGW_UPLINK_PW=self.nats_passwords[s.id])
         for u in doc["auth"]["users"]:
@@ -204,6 +239,8 @@ class Region:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for s in self.sites:
+            s.cut_uplink()
         if self.cluster is not None:
             self.cluster.stop()
         if self.pg is not None:

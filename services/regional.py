@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -149,11 +150,39 @@ def nats_cluster(
         nd.conf.write_text(
             f"server_name: {nd.name}\nlisten: 127.0.0.1:{nd.client_port}\nhttp: 127.0.0.1:{nd.monitor_port}\n"
             f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
-            f"cluster {{ name: {name}, listen: 127.0.0.1:{nd.route_port}, routes: [{routes}] }}\n"
+            # no_advertise: a client keeps to the URLs it was given (a site behind NAT or a proxy could not reach
+            # the nodes' own addresses; and a test that cuts a site's links must not be bypassed)
+            f"cluster {{ name: {name}, listen: 127.0.0.1:{nd.route_port}, routes: [{routes}], no_advertise: true }}\n"
             f"mqtt {{ listen: 127.0.0.1:{nd.mqtt_port} }}\n"
             + (f"authorization {{ users: [ {', '.join(u.conf() for u in users)} ] }}\n" if users else "")
         )
     return cluster
+
+
+@dataclass
+class Link:
+    """A TCP link that can be cut for real: socat forwarding a loopback port to a NATS node. `cut()` kills it and
+    every connection through it (the peer sees its socket closed), `restore()` listens again on the same port."""
+
+    port: int
+    target: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def restore(self) -> None:
+        argv = [need("socat"), f"TCP-LISTEN:{self.port},bind=127.0.0.1,reuseaddr,fork", f"TCP:127.0.0.1:{self.target}"]
+        # its own process group: the forked children (one per connection) go with it on cut()
+        self.proc = subprocess.Popen(argv, start_new_session=True)
+        wait_port(self.port, proc=self.proc)
+
+    def cut(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
 
 
 def _pg_bin(name: str) -> str:
