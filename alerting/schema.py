@@ -288,6 +288,24 @@ INSERT OR IGNORE INTO uplink_meta VALUES ('epoch', lower(hex(randomblob(8))));
 """
 
 
+# Supervision notices (督办通知) from the regional hub: kept by the hub's id (a resend changes nothing), each
+# receipt and acknowledgement reported back through the outbox in the same transaction.
+_V4 = """
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY,       -- the hub's id
+    sent_ns INTEGER NOT NULL,     -- when the hub's user sent it
+    sent_by TEXT NOT NULL,        -- who, as the hub names them (user and office)
+    text TEXT NOT NULL,
+    hazard_id INTEGER,            -- this site's hazard it is about, if any
+    due TEXT,                     -- ISO local date the authority expects an answer by, if any
+    received_ns INTEGER NOT NULL,
+    acked_ns INTEGER,
+    acked_by TEXT,
+    ack_note TEXT
+);
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         for stmt in statements(sql):
@@ -308,6 +326,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of the release before versioning", _script(_V1)),
     Migration(2, "columns added without a version: alarm source_ns, hazard accept_note, session last_seen_ns", _v2),
     Migration(3, "the uplink outbox (alarm events and hazard changes for a regional hub)", _script(_V3)),
+    Migration(4, "supervision notices (督办通知) received from the regional hub", _script(_V4)),
 )
 LATEST = MIGRATIONS[-1].version
 

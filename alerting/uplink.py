@@ -83,6 +83,10 @@ class UplinkOutbox:
         """Hazard store hook: every state change of a hazard record (发现 → 整改 → 复查 → 销号)."""
         self._add(conn, f"hazard.{change['action']}", int(change["at_ns"]), change)
 
+    def on_notice(self, conn: sqlite3.Connection, kind: str, at_ns: int, body: dict[str, Any]) -> None:
+        """Notice hook: a supervision notice received from the hub, or acknowledged here."""
+        self._add(conn, kind, at_ns, body)
+
     def pending(self, limit: int) -> list[OutboxEvent]:
         """The oldest `limit` events not yet acknowledged by the hub's broker, in order."""
         rows = self.conn.execute(

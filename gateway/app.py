@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from alerting.engine import AlarmEngine
+from alerting.notices import Notices
 from alerting.schema import SchemaError
 from alerting.uplink import UplinkOutbox
 from drivers.modbus.driver import ModbusDevice
@@ -27,13 +28,14 @@ from drivers.profile import ModbusProfile, MqttProfile
 from drivers.timefmt import TimestampSpec, parse_zone
 from gateway.api.deps import alarm_json
 from gateway.auth import Auth
-from gateway.config import ConfigError, InfluxV1Sink, SiteConfig
+from gateway.config import ConfigError, InfluxV1Sink, Sink, SiteConfig
 from gateway.daily import DailyValues
 from gateway.faults import FaultNotices
 from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer
 from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, SpoolIn
+from gateway.second_sink import SecondSink, SpoolTee, second_sink_metrics
 from gateway.selfmon import live_figures, run_selfmon
 from gateway.spool import Spool
 from gateway.supervisor import LineOwner, Liveness, marking_seen, run_stream, watch_liveness
@@ -57,19 +59,18 @@ def _env(name: str | None, what: str) -> str | None:
         raise ConfigError(str(err)) from None
 
 
-def build_writer(cfg: SiteConfig) -> InfluxV1Writer | InfluxV2Writer:
-    s = cfg.sink
+def build_writer(s: Sink, where: str = "sink") -> InfluxV1Writer | InfluxV2Writer:
     if isinstance(s, InfluxV1Sink):
         return InfluxV1Writer(
             s.url,
             s.database,
             s.retention_policy,
             s.username,
-            _env(s.password_env, "sink.password_env"),
+            _env(s.password_env, f"{where}.password_env"),
             s.timeout_s,
             s.create_database,
         )
-    return InfluxV2Writer(s.url, s.org, s.bucket, _env(s.token_env, "sink.token_env"), s.timeout_s)
+    return InfluxV2Writer(s.url, s.org, s.bucket, _env(s.token_env, f"{where}.token_env"), s.timeout_s)
 
 
 def build_series(cfg: SiteConfig) -> dict[str, SeriesTags]:
@@ -182,6 +183,12 @@ class Gateway:
             fsync=fsync,
             sync_interval_s=cfg.spool.sync_interval_s,
         )
+        # a second database for the same readings, behind a spool of its own (second_sink:)
+        self.second: SecondSink | None = None
+        spool_in: SpoolIn = self.spool
+        if cfg.second_sink is not None:
+            self.second = SecondSink(cfg.second_sink, build_writer(cfg.second_sink.sink, "second_sink.sink"), fsync)
+            spool_in = SpoolTee(self.spool, self.second.spool)
         self.series = build_series(cfg)
         # recent values and live events for the console; an alarm is sent as the API shows it (units of its rule)
         self.history = History(series=expected_series(cfg), alarm_json=lambda a: alarm_json(a, self.alarms.site.units))
@@ -194,7 +201,7 @@ class Gateway:
                 clock,
                 publisher_for(params),
                 self.metrics,
-                event_sink=self.spool.append,
+                event_sink=spool_in.append,
                 alarm_hooks=[self.history.hub.on_alarm, *([self.outbox.on_alarm] if self.outbox else [])],
                 hazard_hooks=[self.outbox.on_hazard] if self.outbox else [],
             )
@@ -205,7 +212,7 @@ class Gateway:
         pits = [d.id for d in cfg.devices if cfg.kind_of(d).value == "excavation"]
         self.daily = DailyValues(self.alarms.conn, cfg.site.timezone, pits)
         self.pipeline = Pipeline(
-            self.spool,
+            spool_in,
             self.series,
             self.metrics,
             clock_limits=cfg.clock_limits(),
@@ -213,7 +220,7 @@ class Gateway:
             derive=self.alarms.derive,
             listeners=[self.alarms.on_readings, self.history.add, self.daily.add],
         )
-        self.writer = build_writer(cfg)
+        self.writer = build_writer(cfg.sink)
         self.drainer = SpoolDrainer(
             self.spool,
             self.writer,
@@ -252,13 +259,21 @@ class Gateway:
         self.surveys = SurveyImporter(
             cfg, self.alarms.conn, self.alarms.baselines, lambda rs: survey_in(rs, None), clock
         )
+        # supervision notices from the regional hub (none arrive without an uplink; the API lists them anyway)
+        self.notices = Notices(self.alarms.conn, clock, self.outbox.on_notice if self.outbox else None)
         self.uplink: Uplink | None = None
         if self.outbox is not None and cfg.uplink is not None:
             from gateway.selfmon import site_status
             from gateway.uplink import Uplink  # nats-py only where a hub is configured
 
             self.uplink = Uplink(
-                self.outbox, self.alarms.conn, cfg.uplink, cfg.site.id, self.metrics, lambda: site_status(self)
+                self.outbox,
+                self.alarms.conn,
+                cfg.uplink,
+                cfg.site.id,
+                self.metrics,
+                lambda: site_status(self),
+                self.notices,
             )
         self.faults = FaultNotices(self.metrics, self.alarms.gateway_fault, cfg.site.name or cfg.site.id)
         self.tasks = TaskSupervisor(self.metrics, on_fault=[self.faults.task_changed])
@@ -282,6 +297,10 @@ class Gateway:
     async def __aenter__(self) -> Gateway:
         self.spool.open()
         self._stack.callback(self.spool.close)
+        if self.second is not None:
+            self.second.spool.open()
+            self._stack.callback(self.second.spool.close)
+            self._stack.push_async_callback(self.second.writer.aclose)
         self._stack.push_async_callback(self.alarms.aclose)
         self._stack.callback(self._flush_daily)  # before the database closes (the stack unwinds in reverse)
         self._stack.push_async_callback(self.writer.aclose)
@@ -305,6 +324,8 @@ class Gateway:
         self._jobs = [spawn(tg, "siren-connect", self.alarms.warm_sirens, once=True)]
         if self.uplink is not None:
             self._owned.append(spawn(tg, "uplink", self.uplink.run))
+        if self.second is not None:
+            self._owned.append(spawn(tg, "second-sink-drainer", self.second.drainer.run))
         for lo in self.lines:
             self._owned.append(spawn(tg, f"modbus-line-{lo.link.line.id}", lo.run))
         for s in self.sessions:
@@ -347,4 +368,5 @@ class Gateway:
         return self.spool.pending_bytes() == 0
 
     def metrics_text(self) -> str:
-        return self.metrics.render(self.spool.pending_bytes(), self.spool.dropped_lines, self.spool.disk_bytes())
+        first = self.metrics.render(self.spool.pending_bytes(), self.spool.dropped_lines, self.spool.disk_bytes())
+        return first + second_sink_metrics(self.second)

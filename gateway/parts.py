@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from alerting.engine import AlarmEngine
+from alerting.notices import Notices
 from drivers.mqtt.session import MqttSession
 from gateway.auth import Auth
 from gateway.config import SiteConfig
@@ -13,6 +14,7 @@ from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.second_sink import SecondSink
 from gateway.spool import Spool
 from gateway.surveys import SurveyImporter
 from gateway.tasks import TaskSupervisor
@@ -35,6 +37,10 @@ class GatewayParts(Protocol):
     def daily(self) -> DailyValues: ...
     @property
     def surveys(self) -> SurveyImporter: ...
+    @property
+    def notices(self) -> Notices: ...
+    @property
+    def second(self) -> SecondSink | None: ...
     @property
     def pipeline(self) -> Pipeline: ...
     @property

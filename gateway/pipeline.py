@@ -7,9 +7,9 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from gateway.metrics import Metrics
-from gateway.spool import Spool
 from gateway.timecheck import ClockCheck
 from telemetry import quantities
 from telemetry.lineproto import SeriesTags, encode_readings
@@ -20,12 +20,22 @@ log = logging.getLogger("sitegw.pipeline")
 Listener = Callable[[list[Reading]], None]
 
 
+class SpoolIn(Protocol):
+    """Where the pipeline puts its batches: the spool (gateway/spool.py), or the spools of both sinks
+    (gateway/second_sink.py SpoolTee)."""
+
+    def write(self, data: bytes, lines: int) -> None: ...
+    def append(self, data: bytes, lines: int) -> None: ...
+    def sync_due_in(self) -> float | None: ...
+    async def sync_async(self, busy: bool = False) -> None: ...
+
+
 class Pipeline:
     """Drivers submit batches; one task processes everything queued as one batch (one spool write + fsync)."""
 
     def __init__(
         self,
-        spool: Spool,
+        spool: SpoolIn,
         series: Mapping[str, SeriesTags],
         metrics: Metrics,
         queue_batches: int = 10000,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.metrics import LiveFigures
+from gateway.second_sink import second_sink_reasons
 from telemetry.lineproto import encode_line
 from telemetry.reading import Reading
 
@@ -120,6 +121,7 @@ class SelfMonitor:
                     f"spool at {pct} % of its bound ({bound} bytes); when full, the oldest data is dropped",
                 )
             )
+        out += second_sink_reasons(gw.second, SPOOL_FULL_RATIO)
         age = gw.spool.oldest_pending_age_s()
         if age > SPOOL_AGE_LIMIT_S:
             out.append(

@@ -16,6 +16,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client
 
+from alerting.notices import NoticeError, Notices
 from alerting.uplink import UplinkOutbox
 from gateway.config.sections import UplinkConfig
 from gateway.metrics import Metrics
@@ -46,6 +47,7 @@ class Uplink:
         site_id: str,
         metrics: Metrics,
         status: Callable[[], dict[str, Any]] | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self.outbox = outbox
         self.cfg = cfg
@@ -56,6 +58,10 @@ class Uplink:
         self.status_subject = f"{cfg.subject_prefix}.{site_id}.status"
         self.status = status
         self._status_due = 0.0
+        # supervision notices: asked for with each status (request/reply; the hub keeps them until this site's
+        # receipt event reaches it, so a site offline for days gets them when it is back)
+        self.notices = notices
+        self.notices_subject = f"{cfg.subject_prefix}.{site_id}.notices"
         self.metrics = metrics
         self.wake = asyncio.Event()  # set by the outbox when an event is added
         outbox.bind(outbox_conn, self.wake.set)
@@ -121,6 +127,25 @@ class Uplink:
         body = {"site": self.site_id, "at_ns": time.time_ns(), **self.status()}
         await nc.publish(self.status_subject, json.dumps(body, ensure_ascii=False).encode())
         self._status_due = now + self.cfg.status_s
+        if self.notices is not None:
+            await self._fetch_notices(nc)
+
+    async def _fetch_notices(self, nc: Client) -> None:
+        try:
+            reply = await nc.request(self.notices_subject, b"{}", timeout=self.cfg.timeout_s)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return  # no hub replica answering now: asked again with the next status
+        assert self.notices is not None
+        try:
+            items = json.loads(reply.data)
+            if not isinstance(items, list):
+                raise NoticeError("not a list")
+            new = self.notices.receive(items)
+        except (ValueError, NoticeError) as err:  # the hub's answer, not ours to drop silently: said, retried
+            log.error("supervision notices from the hub unreadable (%s): %.200r", err, reply.data)
+            return
+        for nid in new:
+            log.warning("supervision notice %d received from the regional hub", nid)
 
     async def _send_all(self, nc: Client) -> int:
         """Publish the outbox in order until it is empty; the number sent."""

@@ -36,7 +36,9 @@ class SpoolDrainer:
         replay_lines_per_s: float,
         rejected_file: Path,
         linger_s: float = 1.0,  # spool.write_linger_s
+        label: str = "database",  # how the logs name its sink ("second sink" for second_sink:)
     ) -> None:
+        self.label = label
         self.spool = spool
         self.writer = writer
         self.metrics = metrics
@@ -50,6 +52,11 @@ class SpoolDrainer:
         self.db_up = True
         self.linger_s = linger_s
         self._last_live_write = 0.0
+
+    @property
+    def down_since(self) -> float | None:
+        """time.monotonic() of the first failed write of the current outage; None while writes succeed."""
+        return self._outage_since
 
     async def run(self) -> None:
         from gateway.influx import WriteError
@@ -131,7 +138,8 @@ class SpoolDrainer:
             # No roll here: one was made at every failed attempt (see _outage), so the live segment holds only what
             # came since the last one, and it goes first; the older segments are the backlog, replayed in order.
             log.info(
-                "database %s reachable again after %.1f s; replaying %d bytes of backlog at <= %g lines/s",
+                "%s %s reachable again after %.1f s; replaying %d bytes of backlog at <= %g lines/s",
+                self.label,
                 self.writer.target,
                 down,
                 self.spool.pending_bytes(),
@@ -146,7 +154,7 @@ class SpoolDrainer:
         if len(lines) == 1:
             self.metrics.rejected_lines += 1
             self._keep_rejected(lines[0], err)
-            log.error("database rejected a line (kept in %s): %s", self.rejected_file, err)
+            log.error("%s rejected a line (kept in %s): %s", self.label, self.rejected_file, err)
             return
         mid = len(lines) // 2
         for half in (b"".join(lines[:mid]), b"".join(lines[mid:])):
@@ -167,9 +175,9 @@ class SpoolDrainer:
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             self.db_up = False
-            log.warning("database write failed, readings stay in the spool until it is back: %s", err)
+            log.warning("%s write failed, readings stay in its spool until it is back: %s", self.label, err)
         else:
-            log.debug("database still unreachable: %s", err)
+            log.debug("%s still unreachable: %s", self.label, err)
         # Separate what came until now from what comes next: when the database is back, the readings of the last
         # attempt's interval are live data, sent at once, not the tail of the backlog. Rolling only once the database
         # was seen again put the readings of that last interval behind the whole replay (live data 7.6 s behind

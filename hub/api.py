@@ -12,12 +12,12 @@ import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from psycopg import AsyncConnection
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.limits import BodyLimit
 from gateway.origin import SameOriginWrites
 from hub import reports, views
-from hub.auth import HubAuth, LoginRefused
+from hub.auth import HubAuth, LoginRefused, audit
 from hub.config import HubSettings, HubUser
 from hub.regions import RegionTree
 
@@ -48,6 +48,13 @@ class Db:
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+class NoticeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=2000)
+    hazard_id: int | None = Field(default=None, ge=1)  # the site's hazard it is about
+    due: date | None = None  # when an answer is expected
 
 
 class Login(BaseModel):
@@ -145,6 +152,32 @@ def create_app(cfg: HubSettings, dsn: str) -> FastAPI:
         async with db.use() as conn:
             return await views.site_detail(conn, tree, site, cfg.offline_after_s, tz)
 
+    @app.post("/api/sites/{site}/notices", status_code=201)
+    async def send_notice(site: str, body: NoticeBody, user: User) -> dict[str, Any]:
+        """A supervision notice (督办通知) to a site: kept here, fetched by the site with its next status, its
+        receipt and acknowledgement reported back through the site's uplink."""
+        if user.role != "supervisor":
+            raise HTTPException(403, f"sending a supervision notice needs role supervisor ({user.name} is {user.role})")
+        if not tree.may_see(user, site):
+            raise HTTPException(404, f"no site {site} in {user.name}'s scope")
+        office = _unit_name(tree, user, None)
+        by = f"{user.display_name or user.name}（{office}）" if office else (user.display_name or user.name)
+        async with db.use() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO notices (site, sent_by, text, hazard_id, due) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (site, by, body.text, body.hazard_id, body.due),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            await audit(conn, user.name, "notice.send", f"site:{site}", {"notice": row[0], "text": body.text})
+        return {"id": row[0], "site": site, "sent_by": by}
+
+    @app.get("/api/notices")
+    async def notices(user: User, region: str | None = None) -> list[dict[str, Any]]:
+        visible = await scope(user, region)
+        async with db.use() as conn:
+            return await views.notices(conn, tree, visible)
+
     @app.get("/api/major-hazards")
     async def majors(user: User, region: str | None = None) -> list[dict[str, Any]]:
         visible = await scope(user, region)
@@ -202,10 +235,10 @@ def create_app(cfg: HubSettings, dsn: str) -> FastAPI:
 
 
 def bounded(app: FastAPI) -> Any:
-    """Every request body bounded before it is read (a login is the only body the hub takes), and no write from
-    another site's page (the session is a cookie)."""
+    """Every request body bounded before it is read (a login, a notice of at most 2 000 characters), and no write
+    from another site's page (the session is a cookie)."""
     guarded = SameOriginWrites(app, [])  # type: ignore[arg-type]
-    return BodyLimit(guarded, default_bytes=4096, per_path={}, chunk_timeout_s=10.0)
+    return BodyLimit(guarded, default_bytes=16 * 1024, per_path={"/api/login": 4096}, chunk_timeout_s=10.0)
 
 
 def _attach(name: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import nats.js.errors
 import psycopg
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from hub.ingest import BadEvent, Event, apply, parse, parse_status, reject, store_status
+from hub.ingest import BadEvent, Event, apply, parse, parse_status, pending_notices, reject, store_status
 from hub.schema import migrate
 
 log = logging.getLogger("sitegw.hub")
@@ -27,6 +28,7 @@ class HubConfig:
     stream: str = "SITES"
     subjects: list[str] = field(default_factory=lambda: ["sitegw.*.events"])
     status_subject: str = "sitegw.*.status"  # the sites' heartbeats, plain NATS (a queue group across replicas)
+    notices_subject: str = "sitegw.*.notices"  # a site asking for its supervision notices (request / reply)
     user: str | None = None
     password: str | None = None
     durable: str = "hub"  # one consumer shared by every replica: each event goes to one of them
@@ -64,6 +66,8 @@ class Hub:
         self.cfg = cfg
         self.stats = HubStats()
         self._db: psycopg.Connection[Any] | None = None
+        self._notice_db: psycopg.Connection[Any] | None = None  # its own: the batch's thread holds the other
+        self._notice_lock = threading.Lock()
         self._statuses: dict[str, tuple[int, str]] = {}  # site -> (at_ns, body) not yet stored: the latest only
 
     def _conn(self) -> psycopg.Connection[Any]:
@@ -84,6 +88,7 @@ class Hub:
         )
         try:
             await nc.subscribe(self.cfg.status_subject, queue="hub-status", cb=self._on_status)
+            await nc.subscribe(self.cfg.notices_subject, queue="hub-notices", cb=self._on_notices)
             js = nc.jetstream()
             sub = await self._subscribe(js, stop)
             if sub is None:
@@ -116,8 +121,9 @@ class Hub:
                     await m.ack()
         finally:
             await nc.close()
-            if self._db is not None:
-                self._db.close()
+            for db in (self._db, self._notice_db):
+                if db is not None:
+                    db.close()
 
     async def _subscribe(self, js: Any, stop: asyncio.Event) -> Any:
         """The stream (created when missing) and the shared durable consumer; retried while the cluster cannot
@@ -147,6 +153,23 @@ class Hub:
             return
         if site not in self._statuses or self._statuses[site][0] <= at_ns:
             self._statuses[site] = (at_ns, json.dumps(body, ensure_ascii=False))
+
+    async def _on_notices(self, msg: Any) -> None:
+        """A site's request for its notices: those it has not confirmed (none while the database is away: the
+        site asks again with its next status)."""
+        site = msg.subject.split(".")[-2]
+        try:
+            items = await asyncio.to_thread(self._pending_notices, site)
+        except psycopg.Error as err:
+            log.warning("PostgreSQL: %s; %s's notices not sent this time", err, site)
+            return
+        await msg.respond(json.dumps(items, ensure_ascii=False).encode())
+
+    def _pending_notices(self, site: str) -> list[dict[str, Any]]:
+        with self._notice_lock:  # worker threads, one request at a time on the connection
+            if self._notice_db is None or self._notice_db.closed or self._notice_db.broken:
+                self._notice_db = psycopg.connect(self.cfg.dsn, autocommit=True)
+            return pending_notices(self._notice_db, site)
 
     async def _flush_statuses(self) -> None:
         batch, self._statuses = self._statuses, {}

@@ -45,6 +45,9 @@ def parse(raw: bytes, subject: str) -> Event:
         missing = [k for k, t in _ALARM_FIELDS.items() if not isinstance(data.get(k), t)]
         if missing:
             raise BadEvent(f"{subject} {eid}: alarm event without a valid {', '.join(missing)}")
+    elif kind.startswith("notice."):
+        if not isinstance(data.get("notice_id"), int):
+            raise BadEvent(f"{subject} {eid}: notice event without an integer notice_id")
     elif kind.startswith("hazard."):
         rec = data.get("record")
         if not isinstance(data.get("hazard_id"), int) or not isinstance(rec, dict):
@@ -109,6 +112,19 @@ def store_status(conn: psycopg.Connection[Any], statuses: dict[str, tuple[int, s
         )
 
 
+def pending_notices(conn: psycopg.Connection[Any], site: str) -> list[dict[str, Any]]:
+    """The notices a site has not confirmed, oldest first, as the site's uplink takes them (alerting/notices.py)."""
+    rows = conn.execute(
+        "SELECT id, (extract(epoch FROM created_at) * 1e9)::bigint, sent_by, text, hazard_id, due FROM notices"
+        " WHERE site = %s AND received_at_ns IS NULL ORDER BY id",
+        (site,),
+    ).fetchall()
+    return [
+        {"id": i, "sent_ns": ns, "sent_by": by, "text": t, "hazard_id": h, "due": d.isoformat() if d else None}
+        for i, ns, by, t, h, d in rows
+    ]
+
+
 def reject(conn: psycopg.Connection[Any], subject: str, raw: bytes, why: str) -> None:
     """Keep an event the hub cannot store, with the reason (dead letters: counted, never silently dropped)."""
     with conn.transaction():
@@ -150,6 +166,23 @@ def apply(conn: psycopg.Connection[Any], events: list[Event]) -> int:
         hazards = [_hazard_row(e) for e in new if e.kind.startswith("hazard.")]
         if hazards:
             cur.executemany(_HAZARD_UPSERT, hazards)
+        received = [(e.at_ns, e.data["notice_id"], e.site) for e in new if e.kind == "notice.received"]
+        if received:  # a notice of another site is not this site's to confirm: the site column guards it
+            cur.executemany(
+                "UPDATE notices SET received_at_ns = COALESCE(received_at_ns, %s) WHERE id = %s AND site = %s",
+                received,
+            )
+        acked = [
+            (e.at_ns, str(e.data.get("by") or ""), str(e.data.get("note") or ""), e.data["notice_id"], e.site)
+            for e in new
+            if e.kind == "notice.acked"
+        ]
+        if acked:
+            cur.executemany(
+                "UPDATE notices SET acked_at_ns = %s, acked_by = %s, ack_note = %s,"
+                " received_at_ns = COALESCE(received_at_ns, %s) WHERE id = %s AND site = %s",
+                [(a, b, c, a, d, e) for a, b, c, d, e in acked],
+            )
     return len(new)
 
 

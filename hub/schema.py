@@ -108,6 +108,27 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        4,
+        "supervision notices (督办通知) to the sites, with their receipt and acknowledgement",
+        """
+        CREATE TABLE notices (
+            id bigserial PRIMARY KEY,
+            site text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            sent_by text NOT NULL,          -- the hub user, and the office they speak for
+            text text NOT NULL,
+            hazard_id bigint,               -- the site's hazard it is about, if any
+            due date,                       -- when an answer is expected, if set
+            received_at_ns bigint,          -- the site's receipt (its clock), from its notice.received event
+            acked_at_ns bigint,             -- a manager's acknowledgement at the site
+            acked_by text,
+            ack_note text
+        );
+        -- what the sites have not confirmed yet: sent again with every request of theirs until they do
+        CREATE INDEX notices_unreceived ON notices (site) WHERE received_at_ns IS NULL;
+        """,
+    ),
 )
 LATEST = MIGRATIONS[-1][0]
 

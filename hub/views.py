@@ -182,4 +182,25 @@ async def site_detail(
         (site, list(OPEN)),
     )
     hazards = [_hazard(tree, r, now_ns) for r in await cur.fetchall()]
-    return {**state, "status": row[0] if row else None, "alarms_active": alarms, "hazards_open": hazards}
+    return {
+        **state,
+        "status": row[0] if row else None,
+        "alarms_active": alarms,
+        "hazards_open": hazards,
+        "notices": await notices(conn, tree, [site]),
+    }
+
+
+async def notices(conn: AsyncConnection[Any], tree: RegionTree, sites: list[str]) -> list[dict[str, Any]]:
+    """Supervision notices to these sites, newest first: sent (by whom), received at the site, acknowledged."""
+    cur = await conn.execute(
+        "SELECT id, site, created_at, sent_by, text, hazard_id, due, received_at_ns, acked_at_ns, acked_by, ack_note"
+        " FROM notices WHERE site = ANY(%s) ORDER BY id DESC",
+        (sites,),
+    )
+    out = []
+    for nid, site, created, by, text, hid, due, rec, acked, acked_by, note in await cur.fetchall():
+        out.append({**where(tree, site), "id": nid, "created_at": created.isoformat(), "sent_by": by, "text": text,
+                    "hazard_id": hid, "due": due.isoformat() if due else None, "received_ns": rec,
+                    "acked_ns": acked, "acked_by": acked_by, "ack_note": note})  # fmt: skip
+    return out

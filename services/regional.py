@@ -109,8 +109,9 @@ class NatsCluster:
 
 @dataclass(frozen=True)
 class NatsUser:
-    """A login of the cluster. A site's (`site` set) may publish only its own events and status subjects and
-    receive only replies (the acknowledgements of its publishes); one without `site` (the hub) may do anything."""
+    """A login of the cluster. A site's (`site` set) may publish only its own events and status subjects and its
+    request for notices, and receive only replies (acknowledgements, its notices); one without `site` (the hub) may
+    do anything."""
 
     user: str
     password: str
@@ -121,7 +122,7 @@ class NatsUser:
         head = f'{{ user: "{self.user}", password: "{self.password}"'
         if self.site is None:
             return head + " }"
-        pub = f'"{self.prefix}.{self.site}.events", "{self.prefix}.{self.site}.status"'
+        pub = ", ".join(f'"{self.prefix}.{self.site}.{x}"' for x in ("events", "status", "notices"))
         return head + f', permissions: {{ publish: {{ allow: [{pub}] }}, subscribe: {{ allow: ["_INBOX.>"] }} }} }}'
 
 

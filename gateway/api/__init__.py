@@ -7,7 +7,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.api import alarms, audit, auth, baselines, hazards, health, live, reports, surveys
+from gateway.api import alarms, audit, auth, baselines, hazards, health, live, notices, reports, surveys
 from gateway.api.deps import install_refusals
 from gateway.parts import GatewayParts
 
@@ -21,7 +21,7 @@ def build_api(gw: GatewayParts) -> FastAPI:
     install_refusals(app)
     surveys.install_refusal(app)
     health.mount(app, gw)
-    for subject in (auth, live, alarms, baselines, hazards, reports, audit, surveys):
+    for subject in (auth, live, alarms, baselines, hazards, reports, audit, surveys, notices):
         app.include_router(subject.router(gw))
     return app
 

@@ -139,6 +139,10 @@ def load_config(path: str | Path) -> SiteConfig:
     updates: dict[str, Any] = {}
     if not cfg.spool.dir.is_absolute():
         updates["spool"] = cfg.spool.model_copy(update={"dir": base / cfg.spool.dir})
+    second = cfg.second_sink
+    if second is not None and not second.spool.dir.is_absolute():
+        spool2 = second.spool.model_copy(update={"dir": base / second.spool.dir})
+        updates["second_sink"] = second.model_copy(update={"spool": spool2})
     if not cfg.alarms.state_file.is_absolute():
         updates["alarms"] = cfg.alarms.model_copy(update={"state_file": base / cfg.alarms.state_file})
     new_lines = []

@@ -175,6 +175,14 @@ class InfluxV2Sink(_Base):
 Sink = Annotated[InfluxV1Sink | InfluxV2Sink, Field(discriminator="type")]
 
 
+class SecondSinkConfig(_Base):
+    """A second database for the same readings (a region's central VictoriaMetrics or InfluxDB), behind its own
+    spool: an outage of either fills only its own bound, and each catches up on its own."""
+
+    sink: Sink
+    spool: SpoolConfig  # its own dir (required: never the first sink's)
+
+
 class UplinkConfig(_Base):
     """Alarm events and hazard changes to a regional hub's NATS JetStream cluster (store-and-forward, in order)."""
 

@@ -23,6 +23,7 @@ from gateway.config.sections import (
     ClockLimits,
     Device,
     HttpConfig,
+    SecondSinkConfig,
     Sink,
     Site,
     SpoolConfig,
@@ -53,9 +54,12 @@ class SiteConfig(BaseModel):
     hazards: HazardConfig = HazardConfig()
     auth: AuthConfig = AuthConfig()
     uplink: UplinkConfig | None = None  # to a regional hub; none: the site stands alone
+    second_sink: SecondSinkConfig | None = None  # the same readings to a central database, with its own spool
 
     @model_validator(mode="after")
     def _cross(self) -> SiteConfig:
+        if self.second_sink is not None and self.second_sink.spool.dir == self.spool.dir:
+            raise ValueError("second_sink.spool.dir: must differ from spool.dir (each sink has a spool of its own)")
         _unique("lines", [x.id for x in self.lines])
         _unique("brokers", [x.id for x in self.brokers])
         _unique("devices", [x.id for x in self.devices])

@@ -4,6 +4,8 @@ export const I18N = {
   zh: {
     login_title: "登录 SiteGW", username: "用户名", password: "密码", login: "登录", logout: "退出",
     login_failed: "登录失败", devices: "设备", hazards: "隐患", lang_switch: "English",
+    notices: "督办通知", notice_from: "发文", notice_due: "回复期限", notice_answer: "整改安排（必填）",
+    notice_ack: "签收", notice_acked: "已签收",
     mute: "静音", unmute: "取消静音", live: "实时", reconnecting: "连接中断，重连中…", resyncing: "同步中…",
     online: "在线", offline: "离线", no_data: "无数据", ack: "确认", acked: "已确认", ack_needs_officer: "需要安全员权限",
     forbidden: "无权限 (403)", ack_failed: "确认失败", no_alarms: "无活动告警", back: "← 返回",
@@ -25,6 +27,8 @@ export const I18N = {
   en: {
     login_title: "Sign in to SiteGW", username: "User name", password: "Password", login: "Sign in", logout: "Sign out",
     login_failed: "Sign-in failed", devices: "Devices", hazards: "Hazards", lang_switch: "中文",
+    notices: "Supervision notices", notice_from: "from", notice_due: "answer by", notice_answer: "What the site does (required)",
+    notice_ack: "Acknowledge", notice_acked: "acknowledged",
     mute: "Mute", unmute: "Unmute", live: "Live", reconnecting: "Connection lost, reconnecting…", resyncing: "Resyncing…",
     online: "online", offline: "offline", no_data: "no data", ack: "Acknowledge", acked: "Acknowledged",
     ack_needs_officer: "needs the officer role", forbidden: "Not allowed (403)", ack_failed: "Acknowledge failed",

@@ -4,6 +4,7 @@ import { connect, loadRates, streamState } from "./stream.js";
 import { slewOf } from "./plan.js";
 import { ack, applyStatic, beep, renderAll, renderHazards, renderTiles, route, showError, updateSound } from "./tiles.js";
 import { wallFlip, wallLayout, wallStart } from "./wall.js";
+import { loadNotices } from "./notices.js";
 
 export function showLogin() {
   if (S.es) { S.es.close(); S.es = null; }
@@ -30,6 +31,7 @@ export async function start() {
   route();
   connect();
   loadHealth();
+  loadNotices();
   wallStart();
 }
 
@@ -94,6 +96,7 @@ export function renderHealth() {
 }
 setInterval(() => { if (S.meta) loadHealth(); }, 5000);
 setInterval(() => { if (S.meta) api("GET", "/api/hazards").then((h) => { S.hazards = h; renderHazards(); }).catch(() => {}); }, 30000);
+setInterval(() => { if (S.meta) loadNotices(); }, 15000);
 setInterval(() => { if (S.meta) loadRates().then(() => S.dirty.size || renderTiles()); }, 60000);
 applyStatic();
 start();

@@ -58,11 +58,14 @@ def reasons(site: Site) -> set[str]:
 
 
 def site_log(site: Site) -> tuple[int, dict[int, str], dict[int, tuple[str, str]]]:
-    """From the site's own state file: how many events it made (alarm log + hazard history rows: one uplink event
-    each), each alarm's state, each hazard's (status, listing)."""
+    """From the site's own state file: how many events it made (alarm log and hazard history rows, notices received
+    and acknowledged: one uplink event each), each alarm's state, each hazard's (status, listing)."""
     db = sqlite3.connect(site.dir / "state" / "sitegw.db")
     try:
-        n = db.execute("SELECT (SELECT count(*) FROM alarm_log) + (SELECT count(*) FROM hazard_history)").fetchone()[0]
+        n = db.execute(
+            "SELECT (SELECT count(*) FROM alarm_log) + (SELECT count(*) FROM hazard_history)"
+            " + (SELECT count(*) FROM notices) + (SELECT count(*) FROM notices WHERE acked_ns IS NOT NULL)"
+        ).fetchone()[0]
         # an alarm the hub knows of is one with an event (a pending one has none yet)
         alarms = dict(db.execute("SELECT id, state FROM alarm_alarms WHERE id IN (SELECT alarm_id FROM alarm_log)"))
         hazards = {r[0]: (r[1], r[2]) for r in db.execute("SELECT id, status, listing FROM hazard_record")}
@@ -99,6 +102,8 @@ def test_a_site_cut_off_through_every_fault_catches_up_with_an_exact_account(cut
     call(jn.base, "POST", f"/api/hazards/{h_jn}/assign", {"responsible": "赵工", "measures": "更换", "deadline": due,
          "funds": 8000, "emergency_plan": "停用"}, mgr)  # fmt: skip
     gas(jn, 2.0)
+    # and the province sends it a supervision notice it cannot fetch yet
+    notice = call(hub, "POST", f"/api/sites/{jn.id}/notices", {"text": "立即排查燃气泄漏原因"}, tok)["id"]
     wait_for(lambda: "uplink_behind" in reasons(jn), 30, 0.3, "/health at 江宁区: uplink_behind")
     wait_for(lambda: not online()[jn.id], 30, 0.5, "江宁区 offline at the hub")
 
@@ -118,6 +123,8 @@ def test_a_site_cut_off_through_every_fault_catches_up_with_an_exact_account(cut
     jn.restore_uplink()  # back: the outbox drains by itself, oldest first
     wait_for(lambda: "uplink_behind" not in reasons(jn), 60, 0.3, "江宁区's uplink caught up")
     wait_for(lambda: online()[jn.id], 30, 0.5, "江宁区 online again at the hub")
+    got = wait_for(lambda: call(jn.base, "GET", "/api/notices", None, mgr), 30, 0.3, "the notice at 江宁区")
+    assert [n["id"] for n in got] == [notice]  # once, though the hub offered it until the receipt came back
 
     for s in region.sites:
         made, alarms, hazards = site_log(s)
@@ -140,5 +147,10 @@ def test_a_site_cut_off_through_every_fault_catches_up_with_an_exact_account(cut
         kinds = [r[0] for r in c.execute("SELECT kind FROM events WHERE site = %s ORDER BY seq", (jn.id,))]
     assert [k for k in kinds if k.startswith("alarm.")][:3] == ["alarm.raised", "alarm.acked", "alarm.cleared"]
     assert [k for k in kinds if k.startswith("hazard.")] == ["hazard.report", "hazard.confirm", "hazard.assign"]
+    assert kinds.count("notice.received") == 1
+    with psycopg.connect(region.pg.dsn) as c:
+        assert c.execute("SELECT received_at_ns IS NOT NULL FROM notices WHERE id = %s", (notice,)).fetchone() == (
+            True,
+        )
     assert h_xw2 == 2
     assert (region.pg.dir / "postgres.log").read_bytes().count(b"ready to accept connections") >= 2

@@ -29,6 +29,14 @@ def refused(base: str, path: str, token: str) -> int:
     return 200
 
 
+def posted(base: str, path: str, body: Any, token: str) -> int:
+    try:
+        call(base, "POST", path, body, token)
+    except urllib.error.HTTPError as err:
+        return err.code
+    return 200
+
+
 def raw(base: str, path: str, token: str) -> bytes:
     import urllib.request
 
@@ -132,6 +140,29 @@ def test_the_hub_shows_each_user_their_region_with_clocks_statistics_and_site_st
     assert ledger is not None
     ids = [r[10] for r in ledger.iter_rows(min_row=6, values_only=True) if r[0] is not None]
     assert sorted(ids) == sorted([f"{xw.id}-{h_xw}", f"{gs.id}-{h_gs}"])
+
+    # a supervision notice (督办通知) from the province down to 姑苏区: the site fetches it with its next status, a
+    # manager acknowledges it there, and the hub sees the receipt and the answer; a viewer may not send one
+    text = "请于3日内完成深基坑支护整改并书面报告"
+    body = {"text": text, "hazard_id": h_gs, "due": due}
+    assert posted(hub, f"/api/sites/{gs.id}/notices", body, tok["nanjing"]) == 403
+    sent = call(hub, "POST", f"/api/sites/{gs.id}/notices", body, tok["sheng"])
+    got = wait_for(lambda: call(gs.base, "GET", "/api/notices", None, mgr[gs.id]), 30, 0.3, "the notice at 姑苏区")
+    assert [(n["id"], n["text"], n["hazard_id"], n["due"]) for n in got] == [(sent["id"], text, h_gs, due)]
+    assert "省住建厅 安监处" in got[0]["sent_by"] and got[0]["acked_ns"] is None
+    assert posted(gs.base, f"/api/notices/{sent['id']}/ack", {"note": "x"}, off[gs.id]) == 403  # an officer: no
+    call(gs.base, "POST", f"/api/notices/{sent['id']}/ack", {"note": "已安排整改，3日内报告"}, mgr[gs.id])
+    assert posted(gs.base, f"/api/notices/{sent['id']}/ack", {"note": "again"}, mgr[gs.id]) == 409
+
+    def answered() -> list[dict[str, Any]] | None:
+        ns = call(hub, "GET", "/api/notices", None, tok["sheng"])
+        return ns if ns and ns[0]["acked_ns"] else None
+
+    (n,) = wait_for(answered, 30, 0.3, "the site's answer at the hub")
+    assert (
+        n["site"] == gs.id and n["received_ns"] and n["acked_by"] == "li" and n["ack_note"] == "已安排整改，3日内报告"
+    )
+    assert call(hub, "GET", "/api/notices", None, tok["nanjing"]) == []  # 苏州's notice is not 南京's
 
     # a site's gateway dies: the hub shows it offline once its status stops coming
     jn.procs[-1].send_signal(signal.SIGKILL)

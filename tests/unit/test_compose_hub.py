@@ -116,5 +116,6 @@ def test_the_site_logins_example_lets_a_site_publish_only_its_own_subjects() -> 
     for site, allowed in sites:
         assert sorted(a.strip().strip('"') for a in allowed.split(",")) == [
             f"sitegw.{site}.events",
+            f"sitegw.{site}.notices",
             f"sitegw.{site}.status",
         ]

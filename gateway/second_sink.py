@@ -1,0 +1,106 @@
+"""A second database for the same readings (second_sink:): its own spool, writer, drainer and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from gateway.config.sections import SecondSinkConfig
+from gateway.influx import InfluxV1Writer, InfluxV2Writer
+from gateway.metrics import Metrics
+from gateway.spool import Spool
+from gateway.writer import SpoolDrainer
+
+
+class SecondSink:
+    """Everything the first sink has, apart: an outage of the central database fills only this spool's bound and
+    never holds back the site's own database, and the reverse."""
+
+    def __init__(self, cfg: SecondSinkConfig, writer: InfluxV1Writer | InfluxV2Writer, fsync: bool) -> None:
+        self.cfg = cfg
+        sp = cfg.spool
+        self.spool = Spool(sp.dir, sp.max_bytes, sp.segment_bytes, fsync=fsync, sync_interval_s=sp.sync_interval_s)
+        self.writer = writer
+        self.metrics = Metrics()  # its own write counters: the first sink's figures stay the first sink's
+        self.drainer = SpoolDrainer(
+            self.spool,
+            writer,
+            self.metrics,
+            sp.batch_lines,
+            sp.replay_lines_per_s,
+            sp.dir / "rejected.lp",
+            linger_s=sp.write_linger_s,
+            label="second sink",
+        )
+
+
+class SpoolTee:
+    """What the pipeline and the alarm engine write to: the first spool and the second sink's, the same bytes to
+    each. An fsync is due when either's is; both run at once."""
+
+    def __init__(self, first: Spool, second: Spool) -> None:
+        self.first = first
+        self.second = second
+
+    def write(self, data: bytes, lines: int) -> None:
+        self.first.write(data, lines)
+        self.second.write(data, lines)
+
+    def append(self, data: bytes, lines: int) -> None:
+        self.first.append(data, lines)
+        self.second.append(data, lines)
+
+    def sync_due_in(self) -> float | None:
+        dues = [d for d in (self.first.sync_due_in(), self.second.sync_due_in()) if d is not None]
+        return min(dues) if dues else None
+
+    async def sync_async(self, busy: bool = False) -> None:
+        await asyncio.gather(self.first.sync_async(busy), self.second.sync_async(busy))
+
+
+def second_sink_reasons(second: SecondSink | None, full_ratio: float) -> list[dict[str, Any]]:
+    """/health's reasons for the second sink: its database not writable, its spool filling (its own bound)."""
+    if second is None:
+        return []
+    out: list[dict[str, Any]] = []
+    target = second.writer.target
+    since = second.drainer.down_since
+    if since is not None:
+        down = round(time.monotonic() - since, 1)
+        out.append({
+            "code": "second_sink_down",
+            "detail": {"target": target, "down_for_s": down, "write_failures": second.metrics.write_failures},
+            "zh": f"第二数据库无法写入（{target}），数据暂存在其本地缓存中，恢复后补写",
+            "en": f"second sink not writable ({target}); its readings wait in its own spool until it is back",
+        })  # fmt: skip
+    disk, bound = second.spool.disk_bytes(), second.spool.max_bytes
+    if disk > bound * full_ratio:
+        pct = round(100.0 * disk / bound, 1)
+        out.append({
+            "code": "second_sink_spool_filling",
+            "detail": {"disk_bytes": disk, "max_bytes": bound, "percent": pct},
+            "zh": f"第二数据库的本地缓存已用 {pct}%（上限 {bound} 字节）；满后将丢弃其最早的数据",
+            "en": f"the second sink's spool at {pct} % of its bound ({bound} bytes); when full, its oldest data goes",
+        })  # fmt: skip
+    return out
+
+
+def second_sink_metrics(second: SecondSink | None) -> str:
+    """Its figures for /metrics (Prometheus text), beside the first sink's."""
+    if second is None:
+        return ""
+    m = second.metrics
+    rows = (
+        ("sitegw_second_sink_lines_written_total", "counter", "Lines the second sink's database accepted.",
+         m.lines_written),
+        ("sitegw_second_sink_write_failures_total", "counter", "Failed writes to the second sink (retried).",
+         m.write_failures),
+        ("sitegw_second_sink_spool_pending_bytes", "gauge", "Bytes in the second sink's spool not yet written.",
+         second.spool.pending_bytes()),
+        ("sitegw_second_sink_spool_dropped_lines_total", "counter", "Lines its spool dropped at its bound.",
+         second.spool.dropped_lines),
+        ("sitegw_second_sink_up", "gauge", "1 while the second sink's database takes writes.",
+         int(second.drainer.down_since is None)),
+    )  # fmt: skip
+    return "".join(f"# HELP {n} {h}\n# TYPE {n} {t}\n{n} {v}\n" for n, t, h, v in rows)
