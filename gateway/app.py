@@ -264,6 +264,10 @@ class Gateway:
         self.uplink: Uplink | None = None
         if self.outbox is not None and cfg.uplink is not None:
             from gateway.selfmon import site_status
+
+            for f in (cfg.uplink.ca_file, cfg.uplink.cert_file, cfg.uplink.key_file):
+                if f is not None and not f.is_file():
+                    raise ConfigError(f"uplink: {f} does not exist")
             from gateway.uplink import Uplink  # nats-py only where a hub is configured
 
             self.uplink = Uplink(

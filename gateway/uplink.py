@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import sqlite3
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -29,8 +31,19 @@ BATCH = 200  # events read from the outbox per round; each is published and ackn
 RETRYABLE = (nats.errors.Error, OSError)
 
 
-async def _nats_error(err: Exception) -> None:
-    log.debug("NATS: %s: %s", type(err).__name__, err)  # the send loop reports the outage once, with its length
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None, servers: Sequence[str]
+) -> ssl.SSLContext | None:
+    """The TLS context for tls:// servers: the server's certificate checked against `ca_file` (or the system's
+    CAs) and its name; this side's certificate when given. None for nats:// servers."""
+    if not any(s.startswith("tls://") for s in servers):
+        return None
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if cert_file is not None and key_file is not None:
+        ctx.load_cert_chain(str(cert_file), str(key_file))
+    return ctx
+
+
 
 
 class Uplink:
@@ -67,7 +80,14 @@ class Uplink:
         outbox.bind(outbox_conn, self.wake.set)
         self._nc: Client | None = None
         self._down_since: float | None = None
+        self._last_error = ""
         self.refresh()
+
+    async def _nats_error(self, err: Exception) -> None:
+        # the send loop reports the outage once, with its length, and names the client's last error (a TLS
+        # certificate refused, a login refused) that a bounded connect would otherwise hide behind its timeout
+        self._last_error = f"{type(err).__name__}: {err}"
+        log.debug("NATS: %s", self._last_error)
 
     def refresh(self) -> None:
         """The backlog gauges (events waiting, age of the oldest) from the outbox."""
@@ -78,6 +98,7 @@ class Uplink:
     async def _connect(self) -> Client:
         password = os.environ.get(self.cfg.password_env) if self.cfg.password_env else None
         return await nats.connect(
+            tls=tls_context(self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file, self.cfg.servers),
             servers=list(self.cfg.servers),
             user=self.cfg.user,
             password=password,
@@ -86,7 +107,7 @@ class Uplink:
             max_reconnect_attempts=-1,  # the client reconnects by itself; a publish meanwhile fails and is retried
             reconnect_time_wait=1.0,
             allow_reconnect=True,
-            error_cb=_nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
+            error_cb=self._nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
         )
 
     async def run(self) -> None:
@@ -95,7 +116,10 @@ class Uplink:
             while True:
                 try:
                     if self._nc is None or self._nc.is_closed:
-                        self._nc = await self._connect()
+                        # bounded: nats-py retries a first connect without end (max_reconnect_attempts=-1), and a
+                        # cluster it cannot reach or verify (TLS) must show as an outage, not a silent wait
+                        async with asyncio.timeout(max(10.0, 3 * self.cfg.timeout_s)):
+                            self._nc = await self._connect()
                     sent = await self._send_all(self._nc)
                     await self._send_status(self._nc)
                     backoff = 0.5
@@ -111,7 +135,10 @@ class Uplink:
                     self.metrics.uplink_failures += 1
                     if self._down_since is None:
                         self._down_since = time.monotonic()
-                        log.warning("regional hub not reachable (%s); events stay in the outbox", err or type(err))
+                        why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                        if self._last_error:
+                            why += f"; last from the client: {self._last_error}"
+                        log.warning("regional hub not reachable (%s); events stay in the outbox", why)
                     self.refresh()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 30.0)

@@ -32,6 +32,7 @@ def add_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def consumer_config(settings: HubSettings | None, args: argparse.Namespace) -> tuple[HubConfig, str]:
     """The consumer's settings from the file, each overridden by its flag; and the name of the DSN's variable."""
+    from gateway.uplink import tls_context
     from hub.consumer import HubConfig
 
     nats_cfg = settings.nats if settings else NatsSection(servers=(args.servers or "").split(","))
@@ -44,6 +45,7 @@ def consumer_config(settings: HubSettings | None, args: argparse.Namespace) -> t
         ack_wait_s=args.ack_wait_s or nats_cfg.ack_wait_s,
         user=nats_cfg.user,
         password=os.environ.get(nats_cfg.password_env) if nats_cfg.password_env else None,
+        tls=tls_context(nats_cfg.ca_file, nats_cfg.cert_file, nats_cfg.key_file, nats_cfg.servers),
     )
     return cfg, dsn_env
 

@@ -73,6 +73,10 @@ class NatsSection(_Base):
     stream: str = "SITES"
     replicas: int = Field(default=3, ge=1, le=5)  # of the stream, when the hub creates it
     ack_wait_s: float = Field(default=30.0, gt=0)  # redelivery of what a dead replica fetched
+    # TLS (with tls:// servers): the CA of the cluster's certificates, and the hub's own where the cluster asks
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
 
 
 class HttpSection(_Base):
@@ -141,10 +145,17 @@ def load_hub_config(path: Path) -> HubSettings:
     except (OSError, yaml.YAMLError) as err:
         raise HubConfigError(f"{path}: {err}") from None
     try:
-        return HubSettings.model_validate(doc)
+        cfg = HubSettings.model_validate(doc)
     except ValidationError as err:
         lines = [f"{path}: {err.error_count()} error(s)"]
         for e in err.errors():
             where = ".".join(str(x) for x in e["loc"]) or "(top)"
             lines.append(f"  {where}: {e['msg']}")
         raise HubConfigError("\n".join(lines)) from None
+    # TLS files relative to the config file, like a site's; they must exist (a typo stops the replica here)
+    files = {k: getattr(cfg.nats, k) for k in ("ca_file", "cert_file", "key_file")}
+    files = {k: (v if v is None or v.is_absolute() else path.parent / v) for k, v in files.items()}
+    for k, v in files.items():
+        if v is not None and not v.is_file():
+            raise HubConfigError(f"{path}: nats.{k}: {v} does not exist")
+    return cfg.model_copy(update={"nats": cfg.nats.model_copy(update=files)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class HubConfig:
     notices_subject: str = "sitegw.*.notices"  # a site asking for its supervision notices (request / reply)
     user: str | None = None
     password: str | None = None
+    tls: ssl.SSLContext | None = None  # for tls:// servers
     durable: str = "hub"  # one consumer shared by every replica: each event goes to one of them
     replicas: int = 3  # of the stream, when this hub creates it
     batch: int = 200
@@ -85,6 +87,7 @@ class Hub:
             error_cb=_nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
             user=self.cfg.user,
             password=self.cfg.password,
+            tls=self.cfg.tls,
         )
         try:
             await nc.subscribe(self.cfg.status_subject, queue="hub-status", cb=self._on_status)

@@ -127,10 +127,15 @@ class NatsUser:
 
 
 def nats_cluster(
-    workdir: Path, n: int = 3, name: str = "sitegw-region", users: list[NatsUser] | None = None
+    workdir: Path,
+    n: int = 3,
+    name: str = "sitegw-region",
+    users: list[NatsUser] | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> NatsCluster:
     """A cluster of `n` nodes under `workdir` (one store dir and log each); start() it. With `users`, every
-    client must log in as one of them (per-site credentials); without, anyone may connect."""
+    client must log in as one of them (per-site credentials); without, anyone may connect. With `tls`, clients
+    must speak TLS (tls:// URLs) and check the nodes' certificate."""
     workdir.mkdir(parents=True, exist_ok=True)
     cluster = NatsCluster(workdir)
     taken: set[int] = set()
@@ -155,6 +160,8 @@ def nats_cluster(
             # the nodes' own addresses; and a test that cuts a site's links must not be bypassed)
             f"cluster {{ name: {name}, listen: 127.0.0.1:{nd.route_port}, routes: [{routes}], no_advertise: true }}\n"
             f"mqtt {{ listen: 127.0.0.1:{nd.mqtt_port} }}\n"
+            # clients only: with `tls` (certificate, key) every client connection must be TLS
+            + (f'tls {{ cert_file: "{tls[0]}", key_file: "{tls[1]}" }}\n' if tls else "")
             + (f"authorization {{ users: [ {', '.join(u.conf() for u in users)} ] }}\n" if users else "")
         )
     return cluster

@@ -102,6 +102,11 @@ def load_config(path: str | Path) -> SiteConfig:
             for k in ("ca_file", "cert_file", "key_file"):
                 if isinstance(tls.get(k), str) and not tls[k].startswith("/"):
                     tls[k] = str(base / tls[k])
+    up = data.get("uplink")
+    if isinstance(up, dict):
+        for k in ("ca_file", "cert_file", "key_file"):
+            if isinstance(up.get(k), str) and not up[k].startswith("/"):
+                up[k] = str(base / up[k])
     index: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _line_index(node, (), index)

@@ -197,6 +197,21 @@ class UplinkConfig(_Base):
     # the site's status (health, devices online, backlog) to <subject_prefix>.<site id>.status this often; the hub
     # shows a site offline when none came for its offline_after_s
     status_s: float = Field(default=30.0, ge=1, le=3600)
+    # TLS (with tls:// servers): the CA that signed the cluster's certificates (default: the system's), and this
+    # site's own certificate and key where the cluster asks for client certificates
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> UplinkConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (this site's client certificate)")
+        if any(f is not None for f in (self.ca_file, self.cert_file)) and not all(
+            s.startswith("tls://") for s in self.servers
+        ):
+            raise ValueError("ca_file / cert_file are for tls:// servers; every server must then be tls://")
+        return self
 
 
 class HttpConfig(_Base):
