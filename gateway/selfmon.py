@@ -339,7 +339,8 @@ async def run_selfmon(gw: GatewayParts, period_s: float | None = None) -> None:
             continue
         next_line = now + period
         try:
-            gw.spool.append(health_line(gw).encode(), 1)
+            # to both sinks where there are two: the region's dashboards read every site's figures centrally
+            gw.pipeline.spool.append(health_line(gw).encode(), 1)
         except OSError as err:  # the pipeline meets the same disk and reports it; never stop the gateway here
             if not disk_warned:
                 log.error("selfmon: could not append the sitegw line to the spool: %s", err)

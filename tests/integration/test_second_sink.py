@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,41 @@ def _influx_ms(port: int, db: str) -> list[int]:
 def _vm_ms(port: int) -> list[int]:
     series = vm_export(port, '{__name__="gas_lel",device="GAS-S2"}')
     return sorted(t for s in series for t in s["timestamps"])
+
+
+REGION = Path(__file__).resolve().parents[2] / "docker" / "hub-grafana" / "dashboards" / "region.json"
+
+
+def _promql(port: int, expr: str) -> list[dict[str, Any]]:
+    """An instant query as Grafana's Prometheus data source sends it ($site at its "All" value); VictoriaMetrics
+    answers 422 to a query it cannot parse, which fails the test."""
+    q = urllib.parse.urlencode({"query": expr.replace("$site", ".*"), "time": f"{time.time():.3f}"})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?{q}", timeout=5) as r:
+        doc = json.loads(r.read())
+    assert doc["status"] == "success", (expr, doc)
+    result: list[dict[str, Any]] = doc["data"]["result"]
+    return result
+
+
+def region_dashboard_answers(port: int) -> None:
+    """The region's Grafana dashboard (docker-compose.hub.yml) run against what this site's second sink wrote:
+    every query parses; the gateway's and the gas panels have this site's series; the kinds it has no device of
+    have none."""
+    dash = json.loads(REGION.read_text(encoding="utf-8"))
+    exprs = {p["title"]: p["targets"][0]["expr"] for p in dash["panels"]}
+    assert len(exprs) == 7
+    got = {title: _promql(port, e) for title, e in exprs.items()}
+    sites = {title: {r["metric"].get("site") for r in rs} for title, rs in got.items()}
+    assert sites["各工地网关 Gateways (last 5 min)"] == {"t"}
+    assert float(got["各工地网关 Gateways (last 5 min)"][0]["value"][1]) == 1.0  # its one device online
+    assert sites["待写入 Spool backlog by site"] == {"t"}
+    assert sites["可燃气体 LEL max by site"] == {"t"}
+    assert {r["metric"]["device"] for r in got["可燃气体 LEL max by site"]} == {"GAS-S2"}
+    for kind in ("塔吊力矩 Load moment ratio", "基坑 Horizontal displacement", "高支模 Settlement"):
+        assert got[kind] == [], kind
+    var = dash["templating"]["list"][0]["query"]["query"]  # label_values(sitegw_devices_total, site)
+    metric = var.split("(")[1].split(",")[0]
+    assert {r["metric"]["site"] for r in _promql(port, f"last_over_time({metric}[1h])")} == {"t"}
 
 
 def test_the_central_database_down_holds_back_nothing_and_catches_up_exactly(
@@ -92,6 +128,7 @@ def test_the_central_database_down_holds_back_nothing_and_catches_up_exactly(
             return a if a and a == b else None
 
         both = wait_for(same, 30, 0.5, "the same readings in both databases")
+        region_dashboard_answers(vm.port)
     finally:
         det.close()
         if gw.poll() is None:
