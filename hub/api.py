@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +19,7 @@ from gateway.origin import SameOriginWrites
 from hub import reports, views
 from hub.auth import HubAuth, LoginRefused, audit
 from hub.config import HubSettings, HubUser
+from hub.consumer import Hub
 from hub.regions import RegionTree
 
 STATIC = Path(__file__).with_name("static")
@@ -81,7 +82,7 @@ def month_span(tz: ZoneInfo, month: str | None, cumulative: bool) -> tuple[int, 
     return (0 if cumulative else int(lo.timestamp()) * NS), int(hi.timestamp()) * NS, text
 
 
-def create_app(cfg: HubSettings, dsn: str) -> FastAPI:
+def create_app(cfg: HubSettings, dsn: str, consumer: Hub | None = None) -> FastAPI:
     http = cfg.http
     assert http is not None
     tree = RegionTree(cfg.region)
@@ -222,10 +223,15 @@ def create_app(cfg: HubSettings, dsn: str) -> FastAPI:
         return Response(body, media_type=XLSX, headers=_attach("ledger.xlsx"))
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
+    async def healthz() -> JSONResponse:
+        """This replica: its database answers, and (where it consumes) its consumer is connected and fetching;
+        503 with the problems otherwise (for the load balancer, Compose's healthcheck and monitoring)."""
         async with db.use() as conn:
             await conn.execute("SELECT 1")
-        return {"status": "ok"}
+        if consumer is None:
+            return JSONResponse({"status": "ok"})
+        ok, figures = consumer.health()
+        return JSONResponse({"status": "ok" if ok else "degraded", **figures}, status_code=200 if ok else 503)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -88,7 +88,8 @@ async def _run(cfg: HubConfig, settings: HubSettings | None) -> None:
 
     from hub.api import bounded, create_app
 
-    app = create_app(settings, cfg.dsn)
+    hub = Hub(cfg)
+    app = create_app(settings, cfg.dsn, hub)
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -101,7 +102,7 @@ async def _run(cfg: HubConfig, settings: HubSettings | None) -> None:
     # both parts run as long as the replica; either ending on its own ends the replica, loudly, for its supervisor
     # (systemd, compose) to restart: a hub that consumes without its page, or the reverse, would go unnoticed
     parts = {
-        asyncio.create_task(Hub(cfg).run(stop), name="hub consumer"),
+        asyncio.create_task(hub.run(stop), name="hub consumer"),
         asyncio.create_task(server.serve(), name="hub web page"),
     }
     stopping = asyncio.create_task(stop.wait())

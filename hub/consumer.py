@@ -7,6 +7,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import psycopg
+from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
 
 from hub.ingest import BadEvent, Event, apply, parse, parse_status, pending_notices, reject, store_status
@@ -70,6 +72,9 @@ class Hub:
         self._db: psycopg.Connection[Any] | None = None
         self._notice_db: psycopg.Connection[Any] | None = None  # its own: the batch's thread holds the other
         self._notice_lock = threading.Lock()
+        self._nc: Client | None = None
+        self._fetch_ok_at: float | None = None  # monotonic: the last fetch the cluster answered
+        self._db_ok = True
         self._statuses: dict[str, tuple[int, str]] = {}  # site -> (at_ns, body) not yet stored: the latest only
 
     def _conn(self) -> psycopg.Connection[Any]:
@@ -78,17 +83,58 @@ class Hub:
             migrate(self._db)
         return self._db
 
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(healthy, figures) for the replica's /healthz: connected to the cluster, the consumer fetching (a fetch
+        answered, with or without events, within the last 10 s), PostgreSQL taking the last batch."""
+        now = time.monotonic()
+        connected = self._nc is not None and self._nc.is_connected
+        fetch_age = None if self._fetch_ok_at is None else round(now - self._fetch_ok_at, 1)
+        problems = []
+        if not connected:
+            problems.append("not connected to the NATS cluster")
+        if fetch_age is None or fetch_age > 10.0:
+            problems.append("the shared consumer is not fetching")
+        if not self._db_ok:
+            problems.append("PostgreSQL refused the last batch")
+        figures = {
+            "nats_connected": connected,
+            "last_fetch_s_ago": fetch_age,
+            "database_ok": self._db_ok,
+            "problems": problems,
+            **vars(self.stats),
+        }
+        return not problems, figures
+
+    async def _connect(self, stop: asyncio.Event) -> Client | None:
+        """The cluster, retried (each try bounded: nats-py retries a first connect without end) and said once per
+        outage; None when stopped meanwhile."""
+        backoff, said = 0.5, False
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(15.0):
+                    return await nats.connect(
+                        servers=self.cfg.servers,
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=0.5,
+                        error_cb=_nats_error,  # one line, not nats-py's traceback for each refused reconnect
+                        user=self.cfg.user,
+                        password=self.cfg.password,
+                        tls=self.cfg.tls,
+                    )
+            except (nats.errors.Error, OSError) as err:  # TimeoutError is an OSError
+                if not said:
+                    log.warning("NATS cluster %s not reachable (%s); retrying", self.cfg.servers, err or type(err))
+                    said = True
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 10.0)
+        return None
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        nc = await nats.connect(
-            servers=self.cfg.servers,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            error_cb=_nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
-            user=self.cfg.user,
-            password=self.cfg.password,
-            tls=self.cfg.tls,
-        )
+        nc = await self._connect(stop)
+        if nc is None:
+            return
+        self._nc = nc
         try:
             await nc.subscribe(self.cfg.status_subject, queue="hub-status", cb=self._on_status)
             await nc.subscribe(self.cfg.notices_subject, queue="hub-notices", cb=self._on_notices)
@@ -103,16 +149,20 @@ class Hub:
                 try:
                     msgs = await sub.fetch(self.cfg.batch, timeout=1.0)
                 except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either when nothing came
+                    self._fetch_ok_at = time.monotonic()
                     continue
                 except nats.errors.Error as err:
                     log.warning("fetching from %s: %s; retrying", self.cfg.stream, err)
                     await asyncio.sleep(backoff)
                     continue
+                self._fetch_ok_at = time.monotonic()
                 try:
                     await asyncio.to_thread(self._store, msgs)
                     backoff = 0.5
+                    self._db_ok = True
                 except psycopg.Error as err:
                     # nothing acknowledged: the batch comes again (to this replica or another) once it is back
+                    self._db_ok = False
                     self.stats.db_failures += 1
                     log.warning("PostgreSQL: %s; %d events wait in the stream", err, len(msgs))
                     for m in msgs:  # back to the stream at once (for any replica), not after ack_wait

@@ -170,3 +170,19 @@ def test_the_hub_shows_each_user_their_region_with_clocks_statistics_and_site_st
     gone = wait_for(lambda: [s for s in call(hub, "GET", "/api/sites", None, tok["nanjing"])["sites"]
                              if not s["online"]], 30, 0.5, "江宁区's site offline at the hub")  # fmt: skip
     assert [s["site"] for s in gone] == [jn.id]
+
+    # each replica's /healthz: consuming and connected; with the whole cluster gone, 503 and why
+    health = call(hub_b, "GET", "/healthz")
+    assert health["status"] == "ok" and health["nats_connected"] and health["problems"] == []
+    assert region.cluster is not None
+    region.cluster.stop()
+
+    def refused_health() -> dict[str, Any] | None:
+        try:
+            call(hub, "GET", "/healthz")
+        except urllib.error.HTTPError as err:
+            return {"code": err.code, "why": str(err)}
+        return None
+
+    down = wait_for(refused_health, 30, 0.5, "/healthz 503 with the cluster gone")
+    assert down["code"] == 503 and "not connected to the NATS cluster" in down["why"]
