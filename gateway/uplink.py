@@ -44,8 +44,6 @@ def tls_context(
     return ctx
 
 
-
-
 class Uplink:
     """One supervised task. Store and forward: an event leaves the outbox only after the cluster acknowledged it
     (stored on a quorum of its replicas), so a site offline for days sends everything when it is back, oldest
