@@ -25,15 +25,18 @@ class Notices:
         self.clock = clock
         self.hook = hook
 
-    def receive(self, items: list[dict[str, Any]]) -> list[int]:
-        """Store the notices the hub sent that are new here; their ids. One the site has is skipped (the hub
-        sends a notice until it hears of the receipt), so a resend changes nothing."""
+    def receive(self, items: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
+        """Store the notices the hub sent that are new here: (their ids, what was wrong with the ones that could
+        not be kept). One the site has is skipped (the hub sends a notice until it hears of the receipt), so a
+        resend changes nothing; a malformed one does not hold back the others."""
         new: list[int] = []
+        bad: list[str] = []
         for n in items:
-            nid = n.get("id")
-            text = n.get("text")
+            nid = n.get("id") if isinstance(n, dict) else None
+            text = n.get("text") if isinstance(n, dict) else None
             if not isinstance(nid, int) or not isinstance(text, str) or not text.strip():
-                raise NoticeError(f"a notice needs an integer id and a text: {str(n)[:200]}")
+                bad.append(f"a notice needs an integer id and a text: {str(n)[:200]}")
+                continue
             with tx(self.conn):
                 if self.conn.execute("SELECT 1 FROM notices WHERE id = ?", (nid,)).fetchone():
                     continue
@@ -49,7 +52,7 @@ class Notices:
                 if self.hook is not None:
                     self.hook(self.conn, "notice.received", now, {"notice_id": nid})
             new.append(nid)
-        return new
+        return new, bad
 
     def ack(self, notice_id: int, *, actor: str, role: Role, note: str) -> None:
         """The site's answer: read and in hand (签收), with what it is doing about it."""

@@ -188,7 +188,7 @@ class Gateway:
         spool_in: SpoolIn = self.spool
         if cfg.second_sink is not None:
             self.second = SecondSink(cfg.second_sink, build_writer(cfg.second_sink.sink, "second_sink.sink"), fsync)
-            spool_in = SpoolTee(self.spool, self.second.spool)
+            spool_in = SpoolTee(self.spool, self.second)
         self.series = build_series(cfg)
         # recent values and live events for the console; an alarm is sent as the API shows it (units of its rule)
         self.history = History(series=expected_series(cfg), alarm_json=lambda a: alarm_json(a, self.alarms.site.units))

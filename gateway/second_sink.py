@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -11,6 +12,8 @@ from gateway.influx import InfluxV1Writer, InfluxV2Writer
 from gateway.metrics import Metrics
 from gateway.spool import Spool
 from gateway.writer import SpoolDrainer
+
+log = logging.getLogger("sitegw.second_sink")
 
 
 class SecondSink:
@@ -33,30 +36,58 @@ class SecondSink:
             linger_s=sp.write_linger_s,
             label="second sink",
         )
+        # its spool's own disk trouble (full, read-only): counted and shown, never passed on to the first sink
+        self.spool_errors = 0
+        self.spool_error: str | None = None  # the last one, until a write succeeds again
 
 
 class SpoolTee:
     """What the pipeline and the alarm engine write to: the first spool and the second sink's, the same bytes to
-    each. An fsync is due when either's is; both run at once."""
+    each. An fsync is due when either's is; both run at once. The first spool's errors go to the caller as
+    before (the pipeline reports them); the second's are the second sink's own (counted, logged, in /health):
+    they never stop a reading from reaching the first sink."""
 
-    def __init__(self, first: Spool, second: Spool) -> None:
+    def __init__(self, first: Spool, second: SecondSink) -> None:
         self.first = first
-        self.second = second
+        self.sink = second
+        self.second = second.spool
+
+    def _failed(self, what: str, err: OSError) -> None:
+        self.sink.spool_errors += 1
+        if self.sink.spool_error is None:
+            log.error("second sink's spool: %s failed (%s); its readings are lost until it works again", what, err)
+        self.sink.spool_error = f"{what}: {err}"
 
     def write(self, data: bytes, lines: int) -> None:
         self.first.write(data, lines)
-        self.second.write(data, lines)
+        try:
+            self.second.write(data, lines)
+            self.sink.spool_error = None
+        except OSError as err:
+            self._failed("write", err)
 
     def append(self, data: bytes, lines: int) -> None:
         self.first.append(data, lines)
-        self.second.append(data, lines)
+        try:
+            self.second.append(data, lines)
+            self.sink.spool_error = None
+        except OSError as err:
+            self._failed("append", err)
 
     def sync_due_in(self) -> float | None:
         dues = [d for d in (self.first.sync_due_in(), self.second.sync_due_in()) if d is not None]
         return min(dues) if dues else None
 
     async def sync_async(self, busy: bool = False) -> None:
-        await asyncio.gather(self.first.sync_async(busy), self.second.sync_async(busy))
+        first, second = await asyncio.gather(
+            self.first.sync_async(busy), self.second.sync_async(busy), return_exceptions=True
+        )
+        if isinstance(second, OSError):
+            self._failed("fsync", second)
+        elif isinstance(second, BaseException):
+            raise second
+        if isinstance(first, BaseException):
+            raise first
 
 
 def second_sink_reasons(second: SecondSink | None, full_ratio: float) -> list[dict[str, Any]]:
@@ -73,6 +104,13 @@ def second_sink_reasons(second: SecondSink | None, full_ratio: float) -> list[di
             "detail": {"target": target, "down_for_s": down, "write_failures": second.metrics.write_failures},
             "zh": f"第二数据库无法写入（{target}），数据暂存在其本地缓存中，恢复后补写",
             "en": f"second sink not writable ({target}); its readings wait in its own spool until it is back",
+        })  # fmt: skip
+    if second.spool_error is not None:
+        out.append({
+            "code": "second_sink_spool_failing",
+            "detail": {"error": second.spool_error, "errors": second.spool_errors},
+            "zh": f"第二数据库的本地缓存无法写入（{second.spool_error}），这期间的数据不会写入第二数据库",
+            "en": f"the second sink's spool cannot be written ({second.spool_error}); meanwhile its readings are lost",
         })  # fmt: skip
     disk, bound = second.spool.disk_bytes(), second.spool.max_bytes
     if disk > bound * full_ratio:

@@ -31,6 +31,11 @@ BATCH = 200  # events read from the outbox per round; each is published and ackn
 RETRYABLE = (nats.errors.Error, OSError)
 
 
+def inbox_prefix(site_id: str) -> str:
+    """Where a site's replies come: `_INBOX_<site>`; its cluster login may subscribe to `_INBOX_<site>.>` only."""
+    return f"_INBOX_{site_id}"
+
+
 def tls_context(
     ca_file: Path | None, cert_file: Path | None, key_file: Path | None, servers: Sequence[str]
 ) -> ssl.SSLContext | None:
@@ -106,6 +111,9 @@ class Uplink:
             reconnect_time_wait=1.0,
             allow_reconnect=True,
             error_cb=self._nats_error,  # one line, not nats-py's traceback for each node that refuses a reconnect
+            # replies (the stream's acknowledgements, this site's notices) on a prefix of this site's own: a site's
+            # login may subscribe only to it, so no site reads another's replies
+            inbox_prefix=inbox_prefix(self.site_id).encode(),
         )
 
     async def run(self) -> None:
@@ -149,7 +157,8 @@ class Uplink:
         now = time.monotonic()
         if self.status is None or now < self._status_due or not nc.is_connected:
             return
-        body = {"site": self.site_id, "at_ns": time.time_ns(), **self.status()}
+        # the epoch of this state file: the hub shows the open alarms and hazards of the current one only
+        body = {"site": self.site_id, "at_ns": time.time_ns(), "epoch": self.outbox.epoch, **self.status()}
         await nc.publish(self.status_subject, json.dumps(body, ensure_ascii=False).encode())
         self._status_due = now + self.cfg.status_s
         if self.notices is not None:
@@ -165,10 +174,12 @@ class Uplink:
             items = json.loads(reply.data)
             if not isinstance(items, list):
                 raise NoticeError("not a list")
-            new = self.notices.receive(items)
+            new, bad = self.notices.receive(items)
         except (ValueError, NoticeError) as err:  # the hub's answer, not ours to drop silently: said, retried
             log.error("supervision notices from the hub unreadable (%s): %.200r", err, reply.data)
             return
+        for why in bad:
+            log.error("a supervision notice from the hub could not be kept: %s", why)
         for nid in new:
             log.warning("supervision notice %d received from the regional hub", nid)
 

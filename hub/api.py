@@ -52,8 +52,8 @@ class Db:
 
 
 class NoticeBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=2000)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    text: str = Field(min_length=1, max_length=2000)  # stripped first: a notice of spaces says nothing
     hazard_id: int | None = Field(default=None, ge=1)  # the site's hazard it is about
     due: date | None = None  # when an answer is expected
 
@@ -92,9 +92,13 @@ def create_app(cfg: HubSettings, dsn: str, consumer: Hub | None = None) -> FastA
     app = FastAPI(title="SiteGW regional hub", docs_url=None, redoc_url=None)
     app.state.db = db
 
-    async def current(request: Request) -> HubUser:
+    def token_of(request: Request) -> str:
+        """The session of a request: the Authorization header's (API clients) or else the cookie's (the page)."""
         header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else request.cookies.get("hub_session", "")
+        return header[7:] if header.lower().startswith("bearer ") else request.cookies.get("hub_session", "")
+
+    async def current(request: Request) -> HubUser:
+        token = token_of(request)
         if not token:
             raise HTTPException(401, "log in first")
         async with db.use() as conn:
@@ -129,9 +133,8 @@ def create_app(cfg: HubSettings, dsn: str, consumer: Hub | None = None) -> FastA
 
     @app.post("/api/logout")
     async def logout(request: Request, response: Response, user: User) -> dict[str, str]:
-        token = request.cookies.get("hub_session") or request.headers.get("authorization", "")[7:]
         async with db.use() as conn:
-            await auth.logout(conn, token)
+            await auth.logout(conn, token_of(request))  # the session `current` found, not another
         response.delete_cookie("hub_session")
         return {"logged_out": user.name}
 
@@ -161,6 +164,10 @@ def create_app(cfg: HubSettings, dsn: str, consumer: Hub | None = None) -> FastA
             raise HTTPException(403, f"sending a supervision notice needs role supervisor ({user.name} is {user.role})")
         if not tree.may_see(user, site):
             raise HTTPException(404, f"no site {site} in {user.name}'s scope")
+        async with db.use() as conn:
+            known = site in tree.known_sites() or site in await views.reporting_sites(conn)
+        if not known:  # a typo would wait at the hub for a site that never asks
+            raise HTTPException(404, f"no site {site}: neither in the region tree nor reporting")
         office = _unit_name(tree, user, None)
         by = f"{user.display_name or user.name}（{office}）" if office else (user.display_name or user.name)
         async with db.use() as conn, conn.transaction():

@@ -50,24 +50,31 @@ class HubAuth:
             salt = secrets.token_bytes(16)
             self._digests[u.name] = (salt, _hash(os.environ[u.password_env], salt))  # only a hash is kept
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))
-        self._fails: dict[str, deque[float]] = defaultdict(deque)  # per source address, in this replica
+        # failed logins per (source address, user) and per source address, in this replica: behind the region's
+        # TLS proxy every login may come from one address, so a stranger's wrong passwords lock out only the name
+        # he tries (and the address as a whole only at 4x the limit), never everyone
+        self._fails: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._source_fails: dict[str, deque[float]] = defaultdict(deque)
 
     async def login(self, conn: AsyncConnection[Any], name: str, password: str, source: str) -> tuple[str, HubUser]:
         now = time.monotonic()
-        fails = self._fails[source]
-        while fails and fails[0] < now - _FAIL_WINDOW_S:
-            fails.popleft()
-        if len(fails) >= self.http.max_failed_logins:
+        fails, by_source = self._fails[(source, name[:64])], self._source_fails[source]
+        for q in (fails, by_source):
+            while q and q[0] < now - _FAIL_WINDOW_S:
+                q.popleft()
+        if len(fails) >= self.http.max_failed_logins or len(by_source) >= 4 * self.http.max_failed_logins:
             await audit(conn, name[:64], "auth.login_throttled", f"source:{source}")
             raise LoginRefused("too many failed logins from this address; try again in 15 minutes")
         fails.append(now)
+        by_source.append(now)
         salt, digest = self._digests.get(name, self._decoy)  # an unknown name costs the same scrypt
         got = await asyncio.to_thread(_hash, password, salt)
         user = self.users.get(name)
         if user is None or not hmac.compare_digest(got, digest):
             await audit(conn, name[:64], "auth.login_failed", f"source:{source}")
             raise LoginRefused("wrong user name or password")
-        fails.pop()
+        fails.clear()
+        by_source.pop()  # this attempt was right: it does not count against the address
         token = secrets.token_urlsafe(32)
         async with conn.transaction():
             await conn.execute("DELETE FROM hub_sessions WHERE expires_at < now()")

@@ -239,13 +239,29 @@ class Hub:
         """Parse and commit one fetched batch (in a worker thread: psycopg's calls block)."""
         conn = self._conn()
         good: list[Event] = []
+        good_msgs: list[Any] = []
         for m in msgs:
             try:
                 good.append(parse(m.data, m.subject))
+                good_msgs.append(m)
             except BadEvent as err:
                 self.stats.rejected += 1
                 log.error("rejected: %s", err)
                 reject(conn, m.subject, m.data, str(err))
-        new = apply(conn, good)
+        try:
+            new = apply(conn, good)
+        except psycopg.DataError:
+            # one event PostgreSQL refuses as data (parse() catches what it knows of): the batch one by one, the
+            # refused one kept with its reason, so it cannot hold up every site's events behind it
+            new = 0
+            by_id = {id(e): m for e, m in zip(good, good_msgs, strict=True)}
+            for e in good:
+                try:
+                    new += apply(conn, [e])
+                except psycopg.DataError as err:
+                    m = by_id[id(e)]
+                    self.stats.rejected += 1
+                    log.error("rejected by PostgreSQL: %s %s: %s", m.subject, e.id, err)
+                    reject(conn, m.subject, m.data, f"{e.id}: PostgreSQL refused it: {err}")
         self.stats.stored += new
         self.stats.duplicates += len(good) - new

@@ -28,14 +28,18 @@ def parse(raw: bytes, subject: str) -> Event:
     """A site's event as the uplink sends it (gateway/uplink.py, alerting/uplink.py); the site in the id, the body
     and the subject must agree, so a site cannot speak for another even where the broker lets it publish."""
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, parse_constant=_no_constant)
         eid, site, seq, kind, at_ns, data = doc["id"], doc["site"], doc["seq"], doc["kind"], doc["at_ns"], doc["data"]
     except (ValueError, KeyError, TypeError) as err:
         raise BadEvent(f"{subject}: not a site event ({type(err).__name__}: {err})") from None
+    # what PostgreSQL would refuse must be refused here, with the reason: refused there, it would come back as a
+    # database error and hold up every site's events behind it
+    if _has_nul(doc):
+        raise BadEvent(f"{subject}: a string holds a NUL character (PostgreSQL's text and jsonb cannot)")
     if not (isinstance(eid, str) and isinstance(site, str) and isinstance(kind, str) and isinstance(data, dict)):
         raise BadEvent(f"{subject}: id, site and kind must be strings and data an object")
-    if not (isinstance(seq, int) and isinstance(at_ns, int)):
-        raise BadEvent(f"{subject} {eid}: seq and at_ns must be integers")
+    if not (_bigint(seq) and _bigint(at_ns)):
+        raise BadEvent(f"{subject} {eid}: seq and at_ns must be 64-bit integers")
     parts = eid.split(":")
     if len(parts) != 3 or parts[0] != site or parts[2] != str(seq):
         raise BadEvent(f"{subject} {eid}: the id is not <site>:<epoch>:<seq> of site {site!r}, seq {seq}")
@@ -43,19 +47,43 @@ def parse(raw: bytes, subject: str) -> Event:
         raise BadEvent(f"{subject} {eid}: published under another site's subject")
     if kind.startswith("alarm."):
         missing = [k for k, t in _ALARM_FIELDS.items() if not isinstance(data.get(k), t)]
+        if not missing and not (_bigint(data["alarm_id"]) and -(2**31) <= data["level"] < 2**31):
+            missing = ["alarm_id / level (out of range)"]
         if missing:
             raise BadEvent(f"{subject} {eid}: alarm event without a valid {', '.join(missing)}")
     elif kind.startswith("notice."):
-        if not isinstance(data.get("notice_id"), int):
+        if not _bigint(data.get("notice_id")):
             raise BadEvent(f"{subject} {eid}: notice event without an integer notice_id")
     elif kind.startswith("hazard."):
         rec = data.get("record")
         if not isinstance(data.get("hazard_id"), int) or not isinstance(rec, dict):
             raise BadEvent(f"{subject} {eid}: hazard event without a valid hazard_id and record")
         missing = [k for k, t in _HAZARD_FIELDS.items() if not isinstance(rec.get(k), t)]
+        ints = [data["hazard_id"], *(rec.get(k) for k in ("listing_due_ns", "report_due_ns", "reported_at_ns",
+                                                           "found_at_ns"))]  # fmt: skip
+        if not missing and not all(v is None or _bigint(v) for v in ints):
+            missing = ["hazard_id / clock (out of range)"]
         if missing:
             raise BadEvent(f"{subject} {eid}: hazard record without a valid {', '.join(missing)}")
     return Event(eid, site, parts[1], seq, kind, at_ns, data)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")  # Python reads NaN and Infinity; jsonb refuses them
+
+
+def _bigint(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+
+
+def _has_nul(v: Any) -> bool:
+    if isinstance(v, str):
+        return "\x00" in v
+    if isinstance(v, dict):
+        return any(_has_nul(k) or _has_nul(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_has_nul(x) for x in v)
+    return False
 
 
 _OPT_INT = (int, type(None))
@@ -102,12 +130,14 @@ def parse_status(raw: bytes, subject: str) -> tuple[str, int, dict[str, Any]]:
 
 
 def store_status(conn: psycopg.Connection[Any], statuses: dict[str, tuple[int, str]]) -> None:
-    """The latest status of each site; an older one (by the site's clock) than what is stored changes nothing."""
+    """The latest status of each site; an older one (by the site's clock) than what is stored changes nothing,
+    unless what is stored is from the future (a site clock that ran ahead and was set right)."""
     with conn.transaction():
         conn.cursor().executemany(
             "INSERT INTO site_status AS s (site, at_ns, body) VALUES (%s, %s, %s)"
             " ON CONFLICT (site) DO UPDATE SET at_ns = excluded.at_ns, body = excluded.body, received_at = now()"
-            " WHERE s.at_ns <= excluded.at_ns",
+            # a status stored from a site clock that ran ahead (beyond the hub's clock) does not block the next
+            " WHERE s.at_ns <= excluded.at_ns OR s.at_ns > (extract(epoch FROM now()) * 1e9)::bigint + 60000000000",
             [(site, at_ns, body) for site, (at_ns, body) in statuses.items()],
         )
 
@@ -125,10 +155,17 @@ def pending_notices(conn: psycopg.Connection[Any], site: str) -> list[dict[str, 
     ]
 
 
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\\0")  # text columns cannot hold NUL; the raw bytes keep it
+
+
 def reject(conn: psycopg.Connection[Any], subject: str, raw: bytes, why: str) -> None:
     """Keep an event the hub cannot store, with the reason (dead letters: counted, never silently dropped)."""
     with conn.transaction():
-        conn.execute("INSERT INTO rejected_events (subject, raw, reason) VALUES (%s, %s, %s)", (subject, raw, why))
+        conn.execute(
+            "INSERT INTO rejected_events (subject, raw, reason) VALUES (%s, %s, %s)",
+            (_clean(subject), raw, _clean(why)),
+        )
 
 
 def apply(conn: psycopg.Connection[Any], events: list[Event]) -> int:

@@ -70,26 +70,38 @@ async def region_hazards(
 ) -> dict[str, RegionHazards]:
     """Per site: its records (as last reported) and each record's history (from its hazard events, in order)."""
     recs: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    cur = await conn.execute("SELECT site, hazard_id, record FROM site_hazards WHERE site = ANY(%s)", (sites,))
-    for site, hid, rec in await cur.fetchall():
+    cur = await conn.execute(
+        "SELECT site, epoch, hazard_id, record, count(*) OVER (PARTITION BY site) >"
+        " count(*) OVER (PARTITION BY site, epoch) FROM site_hazards WHERE site = ANY(%s)",
+        (sites,),
+    )
+    rows = await cur.fetchall()
+    # the form's 隐患编号: "<site>-<id>"; a site whose state file was replaced numbers from 1 again, so its
+    # records carry their file's epoch too ("<site>-<epoch>-<id>"), and histories never mix
+    replaced = {site for site, _e, _h, _r, several in rows if several}
+
+    def key(site: str, epoch: str, hid: Any) -> str:
+        return f"{site}-{epoch}-{hid}" if site in replaced else f"{site}-{hid}"
+
+    for site, epoch, hid, rec, _several in rows:
         county = next((r.name for r in tree.placement(site).path if r.level == "county"), None)
         city = next((r.name for r in tree.placement(site).path if r.level == "city"), None)
         recs[site].append(
             {
                 **rec,
-                "id": f"{site}-{hid}",
+                "id": key(site, epoch, hid),
                 "prefecture": rec.get("prefecture") or city,
                 "county": rec.get("county") or county,
             }
         )
     hist: dict[str, list[dict[str, Any]]] = defaultdict(list)
     cur = await conn.execute(
-        "SELECT site, data->>'hazard_id', at_ns, data->>'action', data->>'to' FROM events"
+        "SELECT site, epoch, data->>'hazard_id', at_ns, data->>'action', data->>'to' FROM events"
         " WHERE site = ANY(%s) AND kind LIKE 'hazard.%%' ORDER BY site, epoch, seq",
         (sites,),
     )
-    for site, hid, at_ns, action, to in await cur.fetchall():
-        hist[f"{site}-{hid}"].append({"at_ns": at_ns, "action": action, "to_status": to})
+    for site, epoch, hid, at_ns, action, to in await cur.fetchall():
+        hist[key(site, epoch, hid)].append({"at_ns": at_ns, "action": action, "to_status": to})
     return {s: RegionHazards(recs.get(s, []), hist, tz, unit) for s in sites}
 
 

@@ -13,6 +13,11 @@ from alerting.glossary import CLASS_ZH, LISTING_ZH, STATUS_ZH
 from hub.regions import RegionTree
 
 NS = 1_000_000_000
+# a site's current state file only: after a site's state file was replaced (a new epoch, ids from 1 again), the
+# old file's open alarms and hazards are history, not work (the epoch comes with each status, gateway/uplink.py)
+CURRENT = (
+    " AND {t}.epoch = COALESCE((SELECT st.body->>'epoch' FROM site_status st WHERE st.site = {t}.site), {t}.epoch)"
+)
 OPEN = ("closed", "dismissed")  # a hazard in neither is open
 RECTIFYING = ("rectifying", "reopened")  # its rectification deadline runs
 
@@ -82,7 +87,8 @@ async def site_states(
         )
     cur = await conn.execute(
         "SELECT site, level, count(*) FROM site_alarms WHERE site = ANY(%s)"
-        " AND state IN ('active_unacked', 'active_acked') GROUP BY site, level",
+        + CURRENT.format(t="site_alarms")
+        + " AND state IN ('active_unacked', 'active_acked') GROUP BY site, level",
         (sites,),
     )
     for site, level, n in await cur.fetchall():
@@ -92,7 +98,9 @@ async def site_states(
         " count(*) FILTER (WHERE (report_due_ns < %s AND reported_at_ns IS NULL)"
         "   OR (listing <> 'none' AND listing_due_ns < %s)"
         "   OR (status = ANY(%s) AND record->>'deadline' < %s))"
-        " FROM site_hazards WHERE site = ANY(%s) AND status <> ALL(%s) GROUP BY site",
+        " FROM site_hazards WHERE site = ANY(%s) AND status <> ALL(%s)"
+        + CURRENT.format(t="site_hazards")
+        + " GROUP BY site",
         (now_ns, now_ns, list(RECTIFYING), today, sites, list(OPEN)),
     )
     for site, n, major, overdue in await cur.fetchall():
@@ -145,7 +153,8 @@ async def major_hazards(conn: AsyncConnection[Any], tree: RegionTree, sites: lis
     now_ns = time.time_ns()
     cur = await conn.execute(
         f"SELECT {_HAZARD_COLS} FROM site_hazards WHERE site = ANY(%s) AND klass = 'major' AND status <> ALL(%s)"
-        " ORDER BY reported_at_ns IS NOT NULL, report_due_ns, found_at_ns",
+        + CURRENT.format(t="site_hazards")
+        + " ORDER BY reported_at_ns IS NOT NULL, report_due_ns, found_at_ns",
         (sites, list(OPEN)),
     )
     return [_hazard(tree, r, now_ns) for r in await cur.fetchall()]
@@ -156,7 +165,8 @@ async def listed_hazards(conn: AsyncConnection[Any], tree: RegionTree, sites: li
     now_ns = time.time_ns()
     cur = await conn.execute(
         f"SELECT {_HAZARD_COLS} FROM site_hazards WHERE site = ANY(%s) AND listing <> 'none' AND status <> ALL(%s)"
-        " ORDER BY listing_due_ns NULLS LAST, found_at_ns",
+        + CURRENT.format(t="site_hazards")
+        + " ORDER BY listing_due_ns NULLS LAST, found_at_ns",
         (sites, list(OPEN)),
     )
     return [_hazard(tree, r, now_ns) for r in await cur.fetchall()]
@@ -172,13 +182,17 @@ async def site_detail(
     row = await cur.fetchone()
     cur = await conn.execute(
         "SELECT alarm_id, rule, device, quantity, state, level, value, threshold, source, changed_at_ns"
-        " FROM site_alarms WHERE site = %s AND state <> 'normal' ORDER BY level DESC, changed_at_ns",
+        " FROM site_alarms WHERE site = %s AND state <> 'normal'"
+        + CURRENT.format(t="site_alarms")
+        + " ORDER BY level DESC, changed_at_ns",
         (site,),
     )
     cols = ("alarm_id", "rule", "device", "quantity", "state", "level", "value", "threshold", "source", "changed_at_ns")
     alarms = [dict(zip(cols, r, strict=True)) for r in await cur.fetchall()]
     cur = await conn.execute(
-        f"SELECT {_HAZARD_COLS} FROM site_hazards WHERE site = %s AND status <> ALL(%s) ORDER BY found_at_ns",
+        f"SELECT {_HAZARD_COLS} FROM site_hazards WHERE site = %s AND status <> ALL(%s)"
+        + CURRENT.format(t="site_hazards")
+        + " ORDER BY found_at_ns",
         (site, list(OPEN)),
     )
     hazards = [_hazard(tree, r, now_ns) for r in await cur.fetchall()]

@@ -110,8 +110,8 @@ class NatsCluster:
 @dataclass(frozen=True)
 class NatsUser:
     """A login of the cluster. A site's (`site` set) may publish only its own events and status subjects and its
-    request for notices, and receive only replies (acknowledgements, its notices); one without `site` (the hub) may
-    do anything."""
+    request for notices, and receive only replies on its own inbox prefix `_INBOX_<site>` (acknowledgements, its
+    notices); one without `site` (the hub) may do anything."""
 
     user: str
     password: str
@@ -123,7 +123,9 @@ class NatsUser:
         if self.site is None:
             return head + " }"
         pub = ", ".join(f'"{self.prefix}.{self.site}.{x}"' for x in ("events", "status", "notices"))
-        return head + f', permissions: {{ publish: {{ allow: [{pub}] }}, subscribe: {{ allow: ["_INBOX.>"] }} }} }}'
+        # replies only on the site's own inbox prefix (gateway/uplink.py inbox_prefix): not another site's notices
+        sub = f'"_INBOX_{self.site}.>"'
+        return head + f", permissions: {{ publish: {{ allow: [{pub}] }}, subscribe: {{ allow: [{sub}] }} }} }}"
 
 
 def nats_cluster(

@@ -145,9 +145,12 @@ def load_config(path: str | Path) -> SiteConfig:
     if not cfg.spool.dir.is_absolute():
         updates["spool"] = cfg.spool.model_copy(update={"dir": base / cfg.spool.dir})
     second = cfg.second_sink
-    if second is not None and not second.spool.dir.is_absolute():
-        spool2 = second.spool.model_copy(update={"dir": base / second.spool.dir})
-        updates["second_sink"] = second.model_copy(update={"spool": spool2})
+    if second is not None:
+        dir2 = second.spool.dir if second.spool.dir.is_absolute() else base / second.spool.dir
+        first = cfg.spool.dir if cfg.spool.dir.is_absolute() else base / cfg.spool.dir
+        if dir2.resolve() == first.resolve():  # as written they may differ and still be one folder
+            raise ConfigError(f"{path}: second_sink.spool.dir: {dir2} is spool.dir's folder; each sink has its own")
+        updates["second_sink"] = second.model_copy(update={"spool": second.spool.model_copy(update={"dir": dir2})})
     if not cfg.alarms.state_file.is_absolute():
         updates["alarms"] = cfg.alarms.model_copy(update={"state_file": base / cfg.alarms.state_file})
     new_lines = []

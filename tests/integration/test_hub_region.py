@@ -5,13 +5,17 @@ region's 附件1 figures are the sum of the sites' own; a site whose gateway die
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import signal
+import time
 import urllib.error
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import nats
 from openpyxl import load_workbook
 
 from alerting.ledger import STATS_ITEMS
@@ -27,6 +31,17 @@ def refused(base: str, path: str, token: str) -> int:
     except urllib.error.HTTPError as err:
         return err.code
     return 200
+
+
+async def status_as(region: Region, site: str, body: dict[str, Any]) -> None:
+    """A status for `site` as the hub's login may publish it (a site's own would come from its gateway)."""
+    assert region.cluster is not None
+    nc = await nats.connect(servers=region.cluster.urls, user="hub", password=region.nats_passwords["hub"])
+    try:
+        await nc.publish(f"sitegw.{site}.status", json.dumps(body).encode())
+        await nc.flush()
+    finally:
+        await nc.close()
 
 
 def posted(base: str, path: str, body: Any, token: str) -> int:
@@ -163,6 +178,24 @@ def test_the_hub_shows_each_user_their_region_with_clocks_statistics_and_site_st
         n["site"] == gs.id and n["received_ns"] and n["acked_by"] == "li" and n["ack_note"] == "已安排整改，3日内报告"
     )
     assert call(hub, "GET", "/api/notices", None, tok["nanjing"]) == []  # 苏州's notice is not 南京's
+
+    assert posted(hub, f"/api/sites/{gs.id}/notices", {"text": "   "}, tok["sheng"]) == 422  # says nothing
+    assert posted(hub, "/api/sites/nj-typo-01/notices", {"text": "x"}, tok["sheng"]) == 404  # no such site
+
+    # wrong passwords for one name lock out that name only (behind the region's proxy all logins share an address)
+    for _ in range(5):
+        assert posted(hub, "/api/login", {"username": "xuanwu", "password": "wrong"}, "") == 401
+    assert posted(hub, "/api/login", {"username": "xuanwu", "password": region.hub_passwords["xuanwu"]}, "") == 401
+    assert login(hub, "nanjing", region.hub_passwords["nanjing"])
+
+    # a site whose state file was replaced (a new epoch, ids from 1 again): the old file's open hazards are
+    # history, not work; the hub goes by the epoch each status carries
+    detail = call(hub, "GET", f"/api/sites/{gs.id}", None, tok["sheng"])
+    assert detail["status"]["epoch"] and [h["hazard_id"] for h in detail["hazards_open"]] == [h_gs]
+    gs.procs[-1].send_signal(signal.SIGTERM)  # its gateway stops (else its next status brings its epoch back)
+    gs.procs[-1].wait(20)
+    asyncio.run(status_as(region, gs.id, {**detail["status"], "epoch": "0000000000000000", "at_ns": time.time_ns()}))
+    wait_for(lambda: call(hub, "GET", "/api/major-hazards", None, tok["sheng"]) == [], 30, 0.3, "old epoch set aside")
 
     # a site's gateway dies: the hub shows it offline once its status stops coming
     jn.procs[-1].send_signal(signal.SIGKILL)

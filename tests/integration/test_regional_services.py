@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import paho.mqtt.client as paho
@@ -137,10 +138,26 @@ async def test_a_site_login_publishes_only_its_own_events(tmp_path: Path) -> Non
     try:
         hub = await nats.connect(servers=c.urls, user="hub", password="hub-pw-1")
         await hub.jetstream().add_stream(StreamConfig(name="SITES", subjects=["sitegw.*.events"], num_replicas=3))
-        s1 = await nats.connect(servers=c.urls, user="s1", password="s1-pw-1", error_cb=_quiet)
+        s1 = await nats.connect(
+            servers=c.urls, user="s1", password="s1-pw-1", error_cb=_quiet, inbox_prefix=b"_INBOX_s1"
+        )
         js = s1.jetstream()
         ack = await js.publish("sitegw.s1.events", b'{"id": "s1-own"}', timeout=5)
         assert ack.stream == "SITES"
+        # replies reach a site on its own inbox prefix only: it cannot listen to another site's (its notices)
+        seen: list[bytes] = []
+
+        async def spy(m: Any) -> None:
+            seen.append(m.data)
+
+        await s1.subscribe("_INBOX_s2.>", cb=spy)
+        await s1.subscribe("_INBOX.>", cb=spy)
+        await s1.flush()
+        await hub.publish("_INBOX_s2.abc", b"a notice for s2")
+        await hub.publish("_INBOX.abc", b"someone's reply")
+        await hub.flush()
+        await asyncio.sleep(0.5)
+        assert seen == []
         with pytest.raises(nats.errors.TimeoutError):  # the server drops it: no acknowledgement ever comes
             await js.publish("sitegw.s2.events", b'{"id": "s1-as-s2"}', timeout=2)
         info = await hub.jetstream().stream_info("SITES")

@@ -139,3 +139,53 @@ def test_the_central_database_down_holds_back_nothing_and_catches_up_exactly(
     # closed may not have left its client: the two databases agree on every one that arrived)
     assert det.published - 2 <= len(both) <= det.published and len(set(both)) == len(both)
     assert "second sink write failed" in log.read_text(encoding="utf-8")
+
+
+def test_the_second_sinks_full_disk_costs_the_first_sink_nothing(
+    tmp_path: Path, mosquitto: Service, influxdb: Service
+) -> None:
+    """The second sink's spool on a 16 KiB filesystem that fills (its database unreachable, so nothing drains):
+    /health says its spool is failing, and every reading still reaches the site's own InfluxDB."""
+    from tests.integration.test_state_store_faults import small_tmpfs
+
+    http = local.free_port()
+    base = f"http://127.0.0.1:{http}"
+    site = tmp_path / "site.yaml"
+    with small_tmpfs(tmp_path / "spool-central", "16k") as central:
+        cfg = write_site(
+            site,
+            influx_port=influxdb.port,
+            mqtt_port=mosquitto.port,
+            http_port=http,
+            devices=[{"id": "GAS-S3", "profile": "gas_4in1_mqtt_v1", "broker": "b", "topic": "site/s3/gas/+"}],
+            second_sink={
+                "sink": {"type": "influxdb_v1", "url": f"http://127.0.0.1:{local.free_port()}", "database": "sites",
+                         "create_database": False},  # nobody listens there
+                "spool": {"dir": str(central), "max_bytes": "8MiB", "segment_bytes": "1MiB"},
+            },
+        )  # fmt: skip
+        db = cfg.sink.database  # type: ignore[union-attr]
+        det = Detector(mosquitto.port, lel=3.0, sn="GAS-S3", prefix="site/s3/gas", period_s=0.05)
+        gw = start_gateway(site, tmp_path / "gateway.log")
+        try:
+            wait_for(lambda: http_up(base), 30, 0.2, "the gateway's HTTP")
+            det.start()
+
+            def failing() -> dict[str, Any] | None:
+                reasons = {r["code"]: r for r in _get(base, "/health").get("reasons", [])}
+                return reasons.get("second_sink_spool_failing")
+
+            why = wait_for(failing, 60, 0.3, "/health: second_sink_spool_failing")
+            assert "No space left on device" in why["detail"]["error"]
+            det.close()
+            time.sleep(1.0)
+            gw.send_signal(signal.SIGTERM)
+            gw.wait(20)
+        finally:
+            det.close()
+            if gw.poll() is None:
+                gw.kill()
+                gw.wait()
+    got = wait_for(lambda: (n := len(rows(influxdb.port, db, "SELECT lel FROM gas WHERE device = 'GAS-S3'")))
+                   >= det.published - 2 and n, 30, 0.5, "every reading in the site's own InfluxDB")  # fmt: skip
+    assert det.published - 2 <= got <= det.published

@@ -25,8 +25,8 @@ def store(tmp_path: Path) -> tuple[Notices, UplinkOutbox]:
 def test_a_notice_resent_by_the_hub_is_kept_once_and_its_receipt_reported_once(tmp_path: Path) -> None:
     nts, box = store(tmp_path)
     item = {"id": 7, "sent_ns": 5, "sent_by": "省住建厅", "text": "立即整改", "hazard_id": 3, "due": "2026-12-10"}
-    assert nts.receive([item]) == [7]
-    assert nts.receive([item, {**item, "id": 8, "hazard_id": None}]) == [8]  # 7 again changes nothing
+    assert nts.receive([item]) == ([7], [])
+    assert nts.receive([item, {**item, "id": 8, "hazard_id": None}]) == ([8], [])  # 7 again changes nothing
     got = nts.list()
     assert [(n["id"], n["hazard_id"], n["due"], n["acked_ns"]) for n in got] == [(8, None, "2026-12-10", None),
                                                                               (7, 3, "2026-12-10", None)]  # fmt: skip
@@ -55,8 +55,8 @@ def test_a_manager_acknowledges_once_with_an_answer_and_the_hub_hears_it(tmp_pat
     assert [r["action"] for r in audit_rows(nts.conn, "notice:1")] == ["notice.ack", "notice.received"]
 
 
-def test_a_malformed_notice_is_refused_whole_with_what_is_wrong(tmp_path: Path) -> None:
+def test_a_malformed_notice_is_said_and_does_not_hold_back_the_others(tmp_path: Path) -> None:
     nts, box = store(tmp_path)
-    with pytest.raises(NoticeError, match="integer id and a text"):
-        nts.receive([{"id": "9", "text": "x"}])
-    assert nts.list() == [] and box.pending(10) == []
+    new, bad = nts.receive([{"id": "9", "text": "x"}, {"id": 10, "text": "  "}, {"id": 11, "text": "整改"}])
+    assert new == [11] and len(bad) == 2 and all("integer id and a text" in b for b in bad)
+    assert [n["id"] for n in nts.list()] == [11] and len(box.pending(10)) == 1
