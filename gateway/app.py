@@ -268,6 +268,7 @@ class Gateway:
             for f in (cfg.uplink.ca_file, cfg.uplink.cert_file, cfg.uplink.key_file):
                 if f is not None and not f.is_file():
                     raise ConfigError(f"uplink: {f} does not exist")
+            _env(cfg.uplink.password_env, "uplink.password_env")  # set, or `sitegw run` says so and exits 2
             from gateway.uplink import Uplink  # nats-py only where a hub is configured
 
             self.uplink = Uplink(
@@ -358,7 +359,8 @@ class Gateway:
         await self._stack.__aexit__(et, e, tb)
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every reading received so far is in the database (tests, graceful shutdown)."""
+        """Wait until every reading received so far is in the (first) database (tests, graceful shutdown). A
+        second sink's lines wait in its own spool on disk and go at the next start: nothing is lost there."""
         deadline = time.monotonic() + timeout_s
         async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can lose a cancel (CPython gh-86296)
             for s in self.sessions:  # messages already counted may still be on their way to the pipeline

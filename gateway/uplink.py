@@ -126,6 +126,7 @@ class Uplink:
                         # cluster it cannot reach or verify (TLS) must show as an outage, not a silent wait
                         async with asyncio.timeout(max(10.0, 3 * self.cfg.timeout_s)):
                             self._nc = await self._connect()
+                    self.wake.clear()  # before sending: an event added meanwhile wakes the next round
                     sent = await self._send_all(self._nc)
                     await self._send_status(self._nc)
                     backoff = 0.5
@@ -133,7 +134,6 @@ class Uplink:
                         log.info("regional hub reachable again after %.0f s", time.monotonic() - self._down_since)
                         self._down_since = None
                     if not sent:
-                        self.wake.clear()
                         with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel (gh-86296)
                             async with asyncio.timeout(1.0):
                                 await self.wake.wait()
@@ -157,6 +157,17 @@ class Uplink:
         now = time.monotonic()
         if self.status is None or now < self._status_due or not nc.is_connected:
             return
+        try:
+            await self._status_and_notices(nc, now)
+        except RETRYABLE:
+            raise  # the cluster's trouble: the send loop's outage handling
+        except Exception:  # ours (a status figure, the notice store): said and counted, never the events' end
+            self.metrics.uplink_failures += 1
+            self._status_due = now + self.cfg.status_s
+            log.exception("uplink: the site's status or its notices failed; events go on")
+
+    async def _status_and_notices(self, nc: Client, now: float) -> None:
+        assert self.status is not None
         # the epoch of this state file: the hub shows the open alarms and hazards of the current one only
         body = {"site": self.site_id, "at_ns": time.time_ns(), "epoch": self.outbox.epoch, **self.status()}
         await nc.publish(self.status_subject, json.dumps(body, ensure_ascii=False).encode())
@@ -188,6 +199,7 @@ class Uplink:
         js = nc.jetstream()
         total = 0
         while events := self.outbox.pending(BATCH):
+            await self._send_status(nc)  # when due: a site catching up shows online and gets its notices
             acked = None
             try:
                 for ev in events:

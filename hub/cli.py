@@ -59,6 +59,10 @@ def run_cli(args: argparse.Namespace) -> int:
     except HubConfigError as err:
         print(f"sitegw hub: {err}")
         return 2
+    nats_pw = settings.nats.password_env if settings else None
+    if nats_pw and not os.environ.get(nats_pw):  # else it would connect without a password and be refused forever
+        print(f"sitegw hub: set {nats_pw} to the hub's NATS password (nats.password_env)")
+        return 2
     cfg, dsn_env = consumer_config(settings, args)
     if not cfg.dsn:  # the DSN carries the password: from the environment, never the command line
         print(f"sitegw hub: set {dsn_env} to the PostgreSQL DSN (postgresql://user:pw@host:port/db)")
@@ -114,6 +118,9 @@ async def _run(cfg: HubConfig, settings: HubSettings | None) -> None:
         server.should_exit = True
         await asyncio.wait(parts)
         await app.state.db.close()
+    for p in parts - set(ended):  # a part that failed while the replica was stopping: said, not dropped
+        if not p.cancelled() and p.exception() is not None:
+            log.error("the %s failed while stopping: %s", p.get_name(), p.exception())
     for t in ended:
         if t.cancelled():
             raise RuntimeError(f"the {t.get_name()} was cancelled")

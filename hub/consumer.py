@@ -24,6 +24,12 @@ from hub.schema import migrate
 log = logging.getLogger("sitegw.hub")
 
 
+# a PostgreSQL host that stops answering fails a connect in 5 s and a dead connection within ~1 min (TCP
+# keepalives), instead of blocking the fetch loop and the shutdown for minutes
+_PG_OPTS: dict[str, Any] = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                            "keepalives_count": 3}  # fmt: skip
+
+
 @dataclass
 class HubConfig:
     servers: list[str]
@@ -74,18 +80,19 @@ class Hub:
         self._notice_lock = threading.Lock()
         self._nc: Client | None = None
         self._fetch_ok_at: float | None = None  # monotonic: the last fetch the cluster answered
-        self._db_ok = True
+        self._db_failed_at: float | None = None  # monotonic: PostgreSQL's last refusal, until a write succeeds
         self._statuses: dict[str, tuple[int, str]] = {}  # site -> (at_ns, body) not yet stored: the latest only
 
     def _conn(self) -> psycopg.Connection[Any]:
         if self._db is None or self._db.closed or self._db.broken:
-            self._db = psycopg.connect(self.cfg.dsn, autocommit=True)
+            self._db = psycopg.connect(self.cfg.dsn, autocommit=True, **_PG_OPTS)
             migrate(self._db)
         return self._db
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, figures) for the replica's /healthz: connected to the cluster, the consumer fetching (a fetch
-        answered, with or without events, within the last 10 s), PostgreSQL taking the last batch."""
+        """(healthy, figures) for the replica's /healthz: connected to the cluster, the consumer's fetch loop
+        running (a fetch returned, with or without events, within the last 10 s), no write refused by PostgreSQL
+        in the last 30 s."""
         now = time.monotonic()
         connected = self._nc is not None and self._nc.is_connected
         fetch_age = None if self._fetch_ok_at is None else round(now - self._fetch_ok_at, 1)
@@ -94,12 +101,14 @@ class Hub:
             problems.append("not connected to the NATS cluster")
         if fetch_age is None or fetch_age > 10.0:
             problems.append("the shared consumer is not fetching")
-        if not self._db_ok:
-            problems.append("PostgreSQL refused the last batch")
+        # a refusal counts while recent: a replica that handed its failed batch back may get no other for long
+        db_ok = self._db_failed_at is None or now - self._db_failed_at > 30.0
+        if not db_ok:
+            problems.append("PostgreSQL refused a write in the last 30 s")
         figures = {
             "nats_connected": connected,
             "last_fetch_s_ago": fetch_age,
-            "database_ok": self._db_ok,
+            "database_ok": db_ok,
             "problems": problems,
             **vars(self.stats),
         }
@@ -131,6 +140,11 @@ class Hub:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        try:  # the schema at start, so the web API of a hub no site has reached yet finds its tables
+            await asyncio.to_thread(self._conn)
+        except psycopg.Error as err:
+            self._db_failed_at = time.monotonic()
+            log.warning("PostgreSQL not reachable at start (%s); retried with the first batch", err)
         nc = await self._connect(stop)
         if nc is None:
             return
@@ -159,10 +173,10 @@ class Hub:
                 try:
                     await asyncio.to_thread(self._store, msgs)
                     backoff = 0.5
-                    self._db_ok = True
+                    self._db_failed_at = None
                 except psycopg.Error as err:
                     # nothing acknowledged: the batch comes again (to this replica or another) once it is back
-                    self._db_ok = False
+                    self._db_failed_at = time.monotonic()
                     self.stats.db_failures += 1
                     log.warning("PostgreSQL: %s; %d events wait in the stream", err, len(msgs))
                     for m in msgs:  # back to the stream at once (for any replica), not after ack_wait
@@ -221,14 +235,28 @@ class Hub:
     def _pending_notices(self, site: str) -> list[dict[str, Any]]:
         with self._notice_lock:  # worker threads, one request at a time on the connection
             if self._notice_db is None or self._notice_db.closed or self._notice_db.broken:
-                self._notice_db = psycopg.connect(self.cfg.dsn, autocommit=True)
+                self._notice_db = psycopg.connect(self.cfg.dsn, autocommit=True, **_PG_OPTS)
             return pending_notices(self._notice_db, site)
+
+    def _store_statuses(self, batch: dict[str, tuple[int, str]]) -> None:
+        conn = self._conn()
+        try:
+            store_status(conn, batch)
+        except psycopg.DataError:  # one site's status refused as data: the others stored, that one dropped, said
+            for site, v in batch.items():
+                try:
+                    store_status(conn, {site: v})
+                except psycopg.DataError as err:
+                    self.stats.rejected += 1
+                    log.error("status of %s refused by PostgreSQL: %s", site, err)
+        self._db_failed_at = None
 
     async def _flush_statuses(self) -> None:
         batch, self._statuses = self._statuses, {}
         try:
-            await asyncio.to_thread(lambda: store_status(self._conn(), batch))
+            await asyncio.to_thread(self._store_statuses, batch)
         except psycopg.Error as err:
+            self._db_failed_at = time.monotonic()
             # a status is replaced by the next within a minute: keep the newest for the next try, say it once
             self.stats.db_failures += 1
             log.warning("PostgreSQL: %s; %d site statuses not stored", err, len(batch))

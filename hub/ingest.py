@@ -116,12 +116,14 @@ _ALARM_FIELDS: dict[str, type | tuple[type, ...]] = {
 def parse_status(raw: bytes, subject: str) -> tuple[str, int, dict[str, Any]]:
     """A site's status (gateway/uplink.py): (site, at_ns, body); the subject's site and the body's must agree."""
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, parse_constant=_no_constant)
         site, at_ns = doc["site"], doc["at_ns"]
     except (ValueError, KeyError, TypeError) as err:
         raise BadEvent(f"{subject}: not a site status ({type(err).__name__}: {err})") from None
-    if not isinstance(doc, dict) or not isinstance(site, str) or not isinstance(at_ns, int):
-        raise BadEvent(f"{subject}: a status needs a string site and an integer at_ns")
+    if not isinstance(doc, dict) or not isinstance(site, str) or not _bigint(at_ns):
+        raise BadEvent(f"{subject}: a status needs a string site and a 64-bit integer at_ns")
+    if _has_nul(doc):  # refused here: refused by PostgreSQL, it would hold up every site's status behind it
+        raise BadEvent(f"{subject}: a string holds a NUL character")
     if subject.split(".")[-2:-1] != [site]:
         raise BadEvent(f"{subject}: status of {site!r} published under another site's subject")
     if not isinstance(doc.get("devices", {}), dict):

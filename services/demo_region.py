@@ -140,13 +140,21 @@ class Region:
         return f"http://127.0.0.1:{self.hub_ports[0]}"
 
     def start(self) -> None:
+        """Everything, in order; whatever started is stopped again when a later part fails."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
         mq = local.mosquitto(self.run / "mosquitto")
+        self.services.append(mq)  # before start(): one that fails to come up is stopped too
         mq.start()
-        self.services.append(mq)
         influx = local.influxdb(self.run / "influxdb")
-        influx.start()
         self.services.append(influx)
+        influx.start()
         for project, sid, city, county in _sites(TREE):
             pw = {u: secrets.token_urlsafe(9) for u in ("admin", "zhang", "li", "screen")}
             self.sites.append(
@@ -158,7 +166,7 @@ class Region:
         users += [NatsUser(f"site-{s.id}", self.nats_passwords[s.id], site=s.id) for s in self.sites]
         self.cluster = nats_cluster(self.run / "nats", users=users)
         self.cluster.start()
-        self.pg = postgres()
+        self.pg = postgres()  # removed by stop(), also when start() fails
         self.pg.start()
         self._start_hubs()
         for s in self.sites:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -189,8 +190,10 @@ class Link:
         wait_port(self.port, proc=self.proc)
 
     def cut(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            # the group even when socat's parent is gone: its forked children hold the open connections
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
 

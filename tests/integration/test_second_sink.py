@@ -116,8 +116,12 @@ def test_the_central_database_down_holds_back_nothing_and_catches_up_exactly(
         metrics = _get(base, "/metrics")
         assert "sitegw_second_sink_up 0" in metrics and "sitegw_second_sink_write_failures_total 0" not in metrics
         vm.start()  # back: its spool drains by itself
-        wait_for(lambda: "second_sink_down" not in {r["code"] for r in _get(base, "/health").get("reasons", [])},
-                 60, 0.3, "/health: second sink back")  # fmt: skip
+
+        def back() -> bool:
+            doc = _get(base, "/health")  # {} while it does not answer: not "back"
+            return "reasons" in doc and "second_sink_down" not in {r["code"] for r in doc["reasons"]}
+
+        wait_for(back, 60, 0.3, "/health: second sink back")
         det.close()
         time.sleep(1.0)
         gw.send_signal(signal.SIGTERM)

@@ -112,7 +112,10 @@ def test_nats_server_accepts_the_node_config_with_the_example_logins(tmp_path: P
 def test_the_site_logins_example_lets_a_site_publish_only_its_own_subjects() -> None:
     text = (ROOT / "secrets" / "nats-users.conf.example").read_text(encoding="utf-8")
     sites = re.findall(r"user: site-([\w-]+).*?publish: \{ allow: \[([^\]]*)\]", text, re.S)
-    assert sites
+    subs = re.findall(r"user: site-([\w-]+).*?subscribe: \{ allow: \[([^\]]*)\]", text, re.S)
+    assert sites and subs
+    for site, allowed in subs:  # its replies only on its own inbox prefix (gateway/uplink.py inbox_prefix)
+        assert [a.strip().strip('"') for a in allowed.split(",")] == [f"_INBOX_{site}.>"]
     for site, allowed in sites:
         assert sorted(a.strip().strip('"') for a in allowed.split(",")) == [
             f"sitegw.{site}.events",
