@@ -50,8 +50,17 @@ async def _no_leaked_tasks() -> None:  # type: ignore[misc]
     """Fail a test that leaves asyncio tasks running (pymodbus's conftest does the same)."""
     before = set(asyncio.all_tasks())
     yield
-    await asyncio.sleep(0)
-    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+
+    def running() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+
+    # a task finishing its last step (an HTTP connection's cycle after its server stopped: seen once in CI under
+    # load) is not a leak: up to 1 s to end by itself; one still running then is
+    for i in range(20):
+        await asyncio.sleep(0 if i == 0 else 0.05)
+        if not running():
+            break
+    leaked = running()
     for t in leaked:
         t.cancel()
     if leaked:

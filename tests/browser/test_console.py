@@ -389,6 +389,20 @@ def test_history_holds_its_point_budget_whatever_the_number_of_devices() -> None
     assert len(small.series("TC-01", "load", minutes=120)["points"]) == 1440
 
 
+def test_history_rings_share_their_arrays_and_never_mix_their_points() -> None:
+    # every ring is a slice of three shared arrays: series added later (growing the arrays) and rings wrapping
+    # around keep their own points, each series its own values
+    h = History(window_s=60.0, max_points=8, budget_points=10_000, series=3)
+    t0 = 1_750_000_000 * NS
+    for i in range(100):  # a new series joins every 30 s; each wraps its 8 points many times
+        h.add([Reading(f"D{k}", "q", k * 1000.0 + i, t0 + i * NS) for k in range(1 + i // 30)])
+    assert len(h._arena[0]) == 4 * 8  # four rings of 8 points, no array of their own
+    for k in range(4):
+        pts = h.series(f"D{k}", "q", minutes=1)["points"]
+        assert pts[-1][1] == k * 1000.0 + 99 and all(int(v) // 1000 == k for _, v, _ in pts), k
+        assert all(a[0] < b[0] for a, b in itertools.pairwise(pts))
+
+
 async def test_slow_client_queue_is_bounded_and_told_to_resync() -> None:
     h = History()
     slow = h.hub.subscribe()
