@@ -46,8 +46,6 @@ class HazardSource(Protocol):
     def local_datetime(self, ns: int) -> datetime: ...
 
 
-Hazards = HazardSource  # the name every function below was written with
-
 # the ten columns of 附件2, in the form's order, then the columns domain.md §6.4 says the form lacks
 FORM_COLUMNS: tuple[str, ...] = (
     "序号",
@@ -95,7 +93,7 @@ def _date(iso: str | None) -> date | None:
     return date.fromisoformat(iso) if iso else None
 
 
-def ledger_rows(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool) -> list[dict[str, Cell]]:
+def ledger_rows(hazards: HazardSource, since_ns: int, until_ns: int, major_only: bool) -> list[dict[str, Cell]]:
     """One row per classified hazard found in [since_ns, until_ns), keyed by LEDGER_COLUMNS, oldest first.
 
     Unconfirmed (found) and dismissed records are left out: a hazard enters the ledger once verified and classified
@@ -190,7 +188,7 @@ def _csv(header: tuple[str, ...], rows: list[tuple[Cell, ...]]) -> bytes:
     return buf.getvalue().encode("utf-8-sig")  # the BOM makes Excel read UTF-8 rather than the ANSI code page
 
 
-def ledger_csv(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool) -> bytes:
+def ledger_csv(hazards: HazardSource, since_ns: int, until_ns: int, major_only: bool) -> bytes:
     """The ledger as CSV for machines and Excel: one header row, then data (no title block); ISO dates."""
     rows = ledger_rows(hazards, since_ns, until_ns, major_only)
     return _csv(LEDGER_COLUMNS, [tuple(r.values()) for r in rows])
@@ -203,7 +201,7 @@ def _box() -> Border:
     return Border(left=thin, right=thin, top=thin, bottom=thin)
 
 
-def _form_head(ws: Worksheet, hazards: Hazards, title: str, width: int) -> int:
+def _form_head(ws: Worksheet, hazards: HazardSource, title: str, width: int) -> int:
     """Title and the 报送单位 / 时间 / 联系人 / 联系方式 block like the paper form; returns the next free row."""
     from openpyxl.styles import Alignment, Font
 
@@ -226,7 +224,7 @@ def _form_head(ws: Worksheet, hazards: Hazards, title: str, width: int) -> int:
 OPEN_END_NS = 2**62  # what the API passes for "no until": far beyond any record
 
 
-def _range_text(hazards: Hazards, since_ns: int, until_ns: int) -> str:
+def _range_text(hazards: HazardSource, since_ns: int, until_ns: int) -> str:
     """The period a download covers, as the form's 时间 says it; an open end is said in words (a download without
     dates used to be titled 1970-01-01 至 2116-02-21)."""
     today = hazards.local_date(hazards.clock()).isoformat()
@@ -247,7 +245,7 @@ def _save(wb: Workbook) -> bytes:
     return buf.getvalue()
 
 
-def ledger_xlsx(hazards: Hazards, since_ns: int, until_ns: int, major_only: bool) -> bytes:
+def ledger_xlsx(hazards: HazardSource, since_ns: int, until_ns: int, major_only: bool) -> bytes:
     """The ledger as a workbook shaped like 附件2: title, header block, bold bordered header, real dates."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font
@@ -289,7 +287,7 @@ def _status_at(history: list[dict[str, Any]], at_ns: int) -> str | None:
     return status
 
 
-def monthly_stats(hazards: Hazards, since_ns: int, until_ns: int) -> dict[str, int]:
+def monthly_stats(hazards: HazardSource, since_ns: int, until_ns: int) -> dict[str, int]:
     """Block A (总体情况) of the 附件1 调度表 for the range [since_ns, until_ns).
 
     Counted: hazards *found* in the range (found_at in [since_ns, until_ns)) and *confirmed major* before
@@ -312,7 +310,7 @@ def monthly_stats(hazards: Hazards, since_ns: int, until_ns: int) -> dict[str, i
     return counts
 
 
-def stats_csv(hazards: Hazards, since_ns: int, until_ns: int) -> bytes:
+def stats_csv(hazards: HazardSource, since_ns: int, until_ns: int) -> bytes:
     """Block A as CSV: 序号, 项目, 数量（个）, 统计区间 — one row per item of the form."""
     stats = monthly_stats(hazards, since_ns, until_ns)
     span = _range_text(hazards, since_ns, until_ns)
@@ -320,7 +318,7 @@ def stats_csv(hazards: Hazards, since_ns: int, until_ns: int) -> bytes:
     return _csv(("序号", "项目", "数量（个）", "统计区间"), rows)
 
 
-def stats_xlsx(hazards: Hazards, since_ns: int, until_ns: int) -> bytes:
+def stats_xlsx(hazards: HazardSource, since_ns: int, until_ns: int) -> bytes:
     """Block A as a workbook shaped like 附件1: title, header block, 总体情况 | 序号 | 项目 | 数量."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font

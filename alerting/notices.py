@@ -19,6 +19,18 @@ class NoticeError(ValueError):
     """A refused notice operation; the message says why."""
 
 
+def _malformed(n: Any) -> str | None:
+    """Why a notice from the hub cannot be kept, or None: each field of the type its column takes."""
+    if not isinstance(n, dict):
+        return "a notice is an object"
+    if not isinstance(n.get("id"), int) or not isinstance(n.get("text"), str) or not n["text"].strip():
+        return "a notice needs an integer id and a text"
+    for key, kinds in (("sent_ns", (int, type(None))), ("hazard_id", (int, type(None))), ("due", (str, type(None)))):
+        if not isinstance(n.get(key), kinds):
+            return f"a notice's {key} is of the wrong type"
+    return None
+
+
 class Notices:
     def __init__(self, conn: sqlite3.Connection, clock: Clock, hook: NoticeHook | None = None) -> None:
         self.conn = conn
@@ -32,21 +44,20 @@ class Notices:
         new: list[int] = []
         bad: list[str] = []
         for n in items:
-            nid = n.get("id") if isinstance(n, dict) else None
-            text = n.get("text") if isinstance(n, dict) else None
-            if not isinstance(nid, int) or not isinstance(text, str) or not text.strip():
-                bad.append(f"a notice needs an integer id and a text: {str(n)[:200]}")
+            why = _malformed(n)
+            if why is not None:
+                bad.append(f"{why}: {str(n)[:200]}")
                 continue
+            nid, text = n["id"], n["text"]
             with tx(self.conn):
                 if self.conn.execute("SELECT 1 FROM notices WHERE id = ?", (nid,)).fetchone():
                     continue
                 now = self.clock()
-                hazard = n.get("hazard_id")
                 self.conn.execute(
                     "INSERT INTO notices (id, sent_ns, sent_by, text, hazard_id, due, received_ns)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (nid, int(n.get("sent_ns") or 0), str(n.get("sent_by") or "?"), text,
-                     hazard if isinstance(hazard, int) else None, n.get("due"), now),
+                    (nid, n.get("sent_ns") or 0, str(n.get("sent_by") or "?"), text, n.get("hazard_id"),
+                     n.get("due"), now),
                 )  # fmt: skip
                 audit(self.conn, now, "hub", "notice.received", f"notice:{nid}", None, {"by": n.get("sent_by")})
                 if self.hook is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config.sections import SecondSinkConfig
@@ -60,19 +61,18 @@ class SpoolTee:
 
     def write(self, data: bytes, lines: int) -> None:
         self.first.write(data, lines)
-        try:
-            self.second.write(data, lines)
-            self.sink.spool_error = None
-        except OSError as err:
-            self._failed("write", err)
+        self._second("write", self.second.write, data, lines)
 
     def append(self, data: bytes, lines: int) -> None:
         self.first.append(data, lines)
+        self._second("append", self.second.append, data, lines)
+
+    def _second(self, what: str, op: Callable[[bytes, int], None], data: bytes, lines: int) -> None:
         try:
-            self.second.append(data, lines)
+            op(data, lines)
             self.sink.spool_error = None
         except OSError as err:
-            self._failed("append", err)
+            self._failed(what, err)
 
     def sync_due_in(self) -> float | None:
         dues = [d for d in (self.first.sync_due_in(), self.second.sync_due_in()) if d is not None]

@@ -161,7 +161,7 @@ class Uplink:
             await self._status_and_notices(nc, now)
         except RETRYABLE:
             raise  # the cluster's trouble: the send loop's outage handling
-        except Exception:  # ours (a status figure, the notice store): said and counted, never the events' end
+        except sqlite3.Error:  # the notice store (a full or locked state file): said and counted, not the events' end
             self.metrics.uplink_failures += 1
             self._status_due = now + self.cfg.status_s
             log.exception("uplink: the site's status or its notices failed; events go on")

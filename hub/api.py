@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerting.ledger import OPEN_END_NS, ledger_xlsx
 from gateway.limits import BodyLimit
 from gateway.origin import SameOriginWrites
 from hub import reports, views
@@ -116,8 +117,10 @@ def create_app(cfg: HubSettings, dsn: str, consumer: Hub | None = None) -> FastA
                 raise HTTPException(404, f"no region {region}")
             if user.region is not None and not tree.within(region, user.region):
                 raise HTTPException(403, f"region {region} is outside {user.name}'s scope ({user.region})")
-        async with db.use() as conn:
-            reporting = await views.reporting_sites(conn)
+        reporting: set[str] = set()
+        if (region or user.region or tree.root.code) == tree.root.code:  # unplaced sites show at the root only
+            async with db.use() as conn:
+                reporting = await views.reporting_sites(conn)
         return tree.visible(user, reporting, region)
 
     @app.post("/api/login")
@@ -226,7 +229,8 @@ def create_app(cfg: HubSettings, dsn: str, consumer: Hub | None = None) -> FastA
         _visible, parts = await per_site(user, region)
         unit = reports.Unit(_unit_name(tree, user, region))
         whole = reports.merged(list(parts.values()), tz, unit)
-        body = await asyncio.to_thread(reports.region_ledger_xlsx, whole, 0, 2**62, major_only)
+        # 附件2 across the region's projects: the sites' own ledger form, one row per classified hazard of any site
+        body = await asyncio.to_thread(ledger_xlsx, whole, 0, OPEN_END_NS, major_only)
         return Response(body, media_type=XLSX, headers=_attach("ledger.xlsx"))
 
     @app.get("/healthz")

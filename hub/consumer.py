@@ -282,12 +282,10 @@ class Hub:
             # one event PostgreSQL refuses as data (parse() catches what it knows of): the batch one by one, the
             # refused one kept with its reason, so it cannot hold up every site's events behind it
             new = 0
-            by_id = {id(e): m for e, m in zip(good, good_msgs, strict=True)}
-            for e in good:
+            for e, m in zip(good, good_msgs, strict=True):
                 try:
                     new += apply(conn, [e])
                 except psycopg.DataError as err:
-                    m = by_id[id(e)]
                     self.stats.rejected += 1
                     log.error("rejected by PostgreSQL: %s %s: %s", m.subject, e.id, err)
                     reject(conn, m.subject, m.data, f"{e.id}: PostgreSQL refused it: {err}")

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 
-from alerting.ledger import STATS_ITEMS, ledger_xlsx, monthly_stats
+from alerting.ledger import STATS_ITEMS, monthly_stats
 from hub.regions import RegionTree
 
 NS = 1_000_000_000
@@ -160,8 +160,3 @@ def stats_by_region_xlsx(rows: list[dict[str, Any]], title: str) -> bytes:
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
-
-
-def region_ledger_xlsx(all_: RegionHazards, since_ns: int, until_ns: int, major_only: bool) -> bytes:
-    """附件2 across the region's projects: the sites' ledger form, one row per classified hazard of any site."""
-    return ledger_xlsx(all_, since_ns, until_ns, major_only)

@@ -148,28 +148,30 @@ _HAZARD_COLS = (
 )
 
 
-async def major_hazards(conn: AsyncConnection[Any], tree: RegionTree, sites: list[str]) -> list[dict[str, Any]]:
-    """Open major hazards (重大事故隐患), each with its same-day report clock, the unreported first."""
+async def _open_hazards(
+    conn: AsyncConnection[Any], tree: RegionTree, sites: list[str], which: str, order: str
+) -> list[dict[str, Any]]:
+    """The open hazards of these sites' current state files that `which` selects, in `order` (both ours)."""
     now_ns = time.time_ns()
     cur = await conn.execute(
-        f"SELECT {_HAZARD_COLS} FROM site_hazards WHERE site = ANY(%s) AND klass = 'major' AND status <> ALL(%s)"
+        f"SELECT {_HAZARD_COLS} FROM site_hazards WHERE site = ANY(%s) AND {which} AND status <> ALL(%s)"
         + CURRENT.format(t="site_hazards")
-        + " ORDER BY reported_at_ns IS NOT NULL, report_due_ns, found_at_ns",
+        + f" ORDER BY {order}",
         (sites, list(OPEN)),
     )
     return [_hazard(tree, r, now_ns) for r in await cur.fetchall()]
+
+
+async def major_hazards(conn: AsyncConnection[Any], tree: RegionTree, sites: list[str]) -> list[dict[str, Any]]:
+    """Open major hazards (重大事故隐患), each with its same-day report clock, the unreported first."""
+    return await _open_hazards(
+        conn, tree, sites, "klass = 'major'", "reported_at_ns IS NOT NULL, report_due_ns, found_at_ns"
+    )
 
 
 async def listed_hazards(conn: AsyncConnection[Any], tree: RegionTree, sites: list[str]) -> list[dict[str, Any]]:
     """挂牌督办 hazards not yet closed, soonest deadline first, with the days left."""
-    now_ns = time.time_ns()
-    cur = await conn.execute(
-        f"SELECT {_HAZARD_COLS} FROM site_hazards WHERE site = ANY(%s) AND listing <> 'none' AND status <> ALL(%s)"
-        + CURRENT.format(t="site_hazards")
-        + " ORDER BY listing_due_ns NULLS LAST, found_at_ns",
-        (sites, list(OPEN)),
-    )
-    return [_hazard(tree, r, now_ns) for r in await cur.fetchall()]
+    return await _open_hazards(conn, tree, sites, "listing <> 'none'", "listing_due_ns NULLS LAST, found_at_ns")
 
 
 async def site_detail(

@@ -118,3 +118,19 @@ def http_up(base: str) -> bool:
         return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def health(base: str) -> dict[str, Any] | None:
+    """GET /health once the gateway has swept (ready or degraded); None while it does not answer or is starting,
+    so that a check for a reason's absence cannot pass on a gateway that is not up."""
+    try:
+        doc: dict[str, Any] = httpx.get(f"{base}/health", timeout=3).json()
+    except (httpx.TransportError, ValueError):
+        return None
+    return doc if doc.get("status") in ("ready", "degraded") else None
+
+
+def reasons(base: str) -> dict[str, dict[str, Any]] | None:
+    """/health's reasons by code (each with its detail); None as for `health`."""
+    doc = health(base)
+    return None if doc is None else {r["code"]: r for r in doc["reasons"]}

@@ -15,16 +15,12 @@ from typing import Any
 from services import local
 from services.local import Service, rows, vm_export, wait_for
 from tests.gas import Detector
-from tests.sites import http_up, start_gateway, write_site
+from tests.sites import http_up, reasons, start_gateway, write_site
 
 
-def _get(base: str, path: str) -> Any:
-    try:
-        with urllib.request.urlopen(base + path, timeout=3) as r:
-            body = r.read().decode()
-            return json.loads(body) if path == "/health" else body
-    except OSError:
-        return {} if path == "/health" else ""
+def _metrics(base: str) -> str:
+    with urllib.request.urlopen(base + "/metrics", timeout=3) as r:
+        return r.read().decode()
 
 
 def _influx_ms(port: int, db: str) -> list[int]:
@@ -107,21 +103,19 @@ def test_the_central_database_down_holds_back_nothing_and_catches_up_exactly(
         det.start()
         wait_for(lambda: len(_vm_ms(vm.port)) >= 10, 30, 0.3, "readings in VictoriaMetrics")
         vm.stop()  # the central database goes away
-        wait_for(lambda: "second_sink_down" in {r["code"] for r in _get(base, "/health").get("reasons", [])},
+        wait_for(lambda: "second_sink_down" in (reasons(base) or {}),
                  30, 0.3, "/health: second_sink_down")  # fmt: skip
-        codes = {r["code"] for r in _get(base, "/health")["reasons"]}
+        codes = reasons(base)
+        assert codes is not None
         assert "database_down" not in codes  # the site's own database is not held back
         n = len(_influx_ms(influxdb.port, db))
         wait_for(lambda: len(_influx_ms(influxdb.port, db)) >= n + 20, 30, 0.3, "InfluxDB written meanwhile")
-        metrics = _get(base, "/metrics")
+        metrics = _metrics(base)
         assert "sitegw_second_sink_up 0" in metrics and "sitegw_second_sink_write_failures_total 0" not in metrics
         vm.start()  # back: its spool drains by itself
 
-        def back() -> bool:
-            doc = _get(base, "/health")  # {} while it does not answer: not "back"
-            return "reasons" in doc and "second_sink_down" not in {r["code"] for r in doc["reasons"]}
-
-        wait_for(back, 60, 0.3, "/health: second sink back")
+        wait_for(lambda: (r := reasons(base)) is not None and "second_sink_down" not in r, 60, 0.3,
+                 "/health: second sink back")  # fmt: skip
         det.close()
         time.sleep(1.0)
         gw.send_signal(signal.SIGTERM)
@@ -176,8 +170,7 @@ def test_the_second_sinks_full_disk_costs_the_first_sink_nothing(
             det.start()
 
             def failing() -> dict[str, Any] | None:
-                reasons = {r["code"]: r for r in _get(base, "/health").get("reasons", [])}
-                return reasons.get("second_sink_spool_failing")
+                return (reasons(base) or {}).get("second_sink_spool_failing")
 
             why = wait_for(failing, 60, 0.3, "/health: second_sink_spool_failing")
             assert "No space left on device" in why["detail"]["error"]

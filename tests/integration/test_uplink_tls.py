@@ -12,7 +12,6 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nats
 from nats.js.api import StreamConfig
 
@@ -21,7 +20,7 @@ from services.local import Service, wait_for
 from services.regional import NatsUser, nats_cluster
 from tests.gas import Detector
 from tests.integration.test_mqtt_security import make_certs
-from tests.sites import http_up, start_gateway, write_site
+from tests.sites import http_up, reasons, start_gateway, write_site
 
 HUB_PW = "hub-tls-secret-1"
 SITE_PW = "site-t-tls-secret-1"
@@ -46,18 +45,6 @@ async def _hub(urls: list[str], ca: Path, add: bool = False) -> list[dict[str, A
         return out
     finally:
         await nc.close()
-
-
-def _reasons(base: str) -> set[str] | None:
-    """/health's reasons once the gateway has swept (ready or degraded); None before, or while it does not answer
-    (so that a check for a reason's absence cannot pass on a gateway that is not up yet)."""
-    try:
-        doc = httpx.get(f"{base}/health", timeout=2).json()
-    except (httpx.TransportError, ValueError):
-        return None
-    if doc.get("status") not in ("ready", "degraded"):
-        return None
-    return {r["code"] for r in doc.get("reasons", [])}
 
 
 def test_the_uplink_speaks_tls_and_refuses_a_cluster_it_cannot_verify(
@@ -101,7 +88,7 @@ def test_the_uplink_speaks_tls_and_refuses_a_cluster_it_cannot_verify(
         asyncio.run(_hub(urls, good / "ca.crt", add=True))
         wait_for(lambda: http_up(base), 30, 0.2, "the gateway's HTTP")
         det.start()
-        wait_for(lambda: "uplink_behind" in (_reasons(base) or ()), 30, 0.3, "/health: uplink_behind (CA refused)")
+        wait_for(lambda: "uplink_behind" in (reasons(base) or {}), 30, 0.3, "/health: uplink_behind (CA refused)")
         assert asyncio.run(_hub(urls, good / "ca.crt")) == []  # nothing got through
         assert "CERTIFICATE_VERIFY_FAILED" in log.read_text(encoding="utf-8")
         gw.send_signal(signal.SIGTERM)
@@ -109,7 +96,7 @@ def test_the_uplink_speaks_tls_and_refuses_a_cluster_it_cannot_verify(
         cfg = configure(good / "ca.crt")  # the right CA: the same outbox goes out
         gw = start_gateway(site, log, env)
         wait_for(lambda: http_up(base), 30, 0.2, "the gateway's HTTP after the restart")
-        wait_for(lambda: (r := _reasons(base)) is not None and "uplink_behind" not in r, 60, 0.3,
+        wait_for(lambda: (r := reasons(base)) is not None and "uplink_behind" not in r, 60, 0.3,
                  "/health: uplink caught up over TLS")  # fmt: skip
         det.close()
         gw.send_signal(signal.SIGTERM)
