@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -67,6 +68,12 @@ _DERIVED = {"load_ratio": "load"}
 
 def provides(names: Iterable[str]) -> frozenset[str]:
     """The base quantities a device with these reported quantities provides to rules (derived and implicit ones in)."""
+    return _provides(tuple(names))
+
+
+@functools.lru_cache(maxsize=256)
+def _provides(names: tuple[str, ...]) -> frozenset[str]:
+    # one set per profile, not per device: 2 000 devices of one profile held 2 000 equal sets (2.5 MB)
     base = {quantities.lookup(n).name for n in names}
     base |= {d for d, src in _DERIVED.items() if src in base}
     return frozenset(base | _ALWAYS)

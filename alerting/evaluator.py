@@ -85,8 +85,10 @@ class Evaluator:
         self.baselines = baselines
         self.tz = tz
         self._zone = ZoneInfo(tz)
-        # (device, base quantity) -> bound rules: a reading finds its rules with one or two dict lookups
-        self._by_key: dict[tuple[str, str], list[Bound]] = {}
+        # device -> base quantity -> bound rules: a reading finds its rules with two or three dict lookups (nested
+        # dicts and tuples, not (device, quantity) keys and lists: 2 000 devices' 24 000 keys held 2.9 MB)
+        self._by_key: dict[str, dict[str, tuple[Bound, ...]]] = {}
+        by_key: dict[str, dict[str, list[Bound]]] = {}
         self._calendar: list[Bound] = []
         self._any_point: dict[str, list[Bound]] = {}  # device -> point_fault rules
         self.inactive: list[tuple[str, str, str]] = []  # (device, rule id, why) of rules that cannot run
@@ -103,7 +105,8 @@ class Evaluator:
                 elif rule.quantity == ANY_POINT:
                     self._any_point.setdefault(device, []).append(b)
                 else:
-                    self._by_key.setdefault((device, rule.quantity), []).append(b)
+                    by_key.setdefault(device, {}).setdefault(rule.quantity, []).append(b)
+        self._by_key = {d: {q: tuple(bs) for q, bs in qs.items()} for d, qs in by_key.items()}
         self._base: dict[str, str | None] = {}  # reading quantity -> catalog base name (depth families)
         self._latest: dict[str, dict[str, float]] = {}  # device -> quantity -> latest non-BAD value (gates)
         # what each rule compares (a change, a rate, a mean, a run), with the windows and series behind it
@@ -167,11 +170,10 @@ class Evaluator:
         for b in self._calendar + self._any_point.get(device, []):
             if b.rule.id == rule and b.device == device:
                 return b
-        for (d, _), bs in self._by_key.items():
-            if d == device:
-                for b in bs:
-                    if b.rule.id == rule:
-                        return b
+        for bs in self._by_key.get(device, {}).values():
+            for b in bs:
+                if b.rule.id == rule:
+                    return b
         return None
 
     # ---- readings -----------------------------------------------------------------------------------------------
@@ -194,8 +196,11 @@ class Evaluator:
         if r.quality.valid:
             self._latest.setdefault(r.device, {})[r.quantity] = r.value
 
-    def _bounds(self, r: Reading) -> list[Bound] | None:
-        bs = self._by_key.get((r.device, r.quantity))
+    def _bounds(self, r: Reading) -> tuple[Bound, ...] | None:
+        mine = self._by_key.get(r.device)
+        if mine is None:
+            return None
+        bs = mine.get(r.quantity)
         if bs is not None:
             return bs
         if r.quantity not in self._base:
@@ -205,7 +210,7 @@ class Evaluator:
                 base = None
             self._base[r.quantity] = base if base != r.quantity else None
         base = self._base[r.quantity]
-        return None if base is None else self._by_key.get((r.device, base))
+        return None if base is None else mine.get(base)
 
     def _point_fault(self, r: Reading, now_ns: int) -> list[Transition]:
         """The point's fault condition: raised by a BAD reading, cleared by the point's next valid one."""

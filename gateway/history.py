@@ -16,6 +16,12 @@ from alerting.alarms import AlarmEvent
 from telemetry.reading import Reading
 
 NS = 1_000_000_000
+MS = 1_000_000  # ns in a ms
+# A ring's times are uint32 ms after its t0 (49.7 days). It moves t0 up past REBASE_MS (24.8 days); with a window
+# of at most a week an offset then never passes 24.8 + 2 × 7 days (the last point, one window after the oldest
+# held, one more to a reading in the same bucket).
+REBASE_MS = 2**31
+MAX_WINDOW_S = 7 * 86400.0
 
 
 def _finite(v: float) -> float | None:
@@ -23,65 +29,92 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+Arena = tuple["array[int]", "array[float]", "array[int]"]  # times, values, qualities
+
+
 class _Ring:
-    """The points of one series: a slice [base, base + cap) of the history's three shared arrays, used circularly
-    (17 bytes a point). A deque of (ts, value, quality) tuples took about 140 bytes a point (2 000 devices grew
-    ~25 MB a minute for two hours); three arrays of its own per ring cost ~240 bytes of headers each (6 MB for the
-    24 000 series of 2 000 devices), which the shared arrays do not."""
+    """The points of one series: a slice [base, base + cap) of the history's three shared arrays, used circularly.
 
-    __slots__ = ("base", "bucket_ns", "cap", "n", "q", "start", "ts", "v")
+    A point is 9 bytes: its time in ms after the ring's own `t0` (uint32), its value as float32 (7 significant
+    digits: this is the console's chart, InfluxDB and /api/latest keep every value exact) and its quality. A deque
+    of (ts, value, quality) tuples took about 140 bytes a point (2 000 devices grew ~25 MB a minute for two
+    hours); three arrays of its own per ring cost ~240 bytes of headers each, which the shared arrays do not; 8-byte
+    times and values took 17 bytes a point (17 MB of the 2 000-device site's 122 MB)."""
 
-    def __init__(self, arena: tuple[array[int], array[float], array[int]], cap: int, bucket_ns: int) -> None:
+    __slots__ = ("base", "bucket_ms", "cap", "n", "q", "start", "t0", "ts", "v")
+
+    def __init__(self, arena: Arena, cap: int, bucket_ms: int) -> None:
         self.ts, self.v, self.q = arena
         self.base = len(self.ts)
         # the arrays grow by this ring's slice (their objects stay, so every ring's references stay good)
-        self.ts.frombytes(bytes(8 * cap))
-        self.v.frombytes(bytes(8 * cap))
+        self.ts.frombytes(bytes(4 * cap))
+        self.v.frombytes(bytes(4 * cap))
         self.q.frombytes(bytes(cap))
         self.cap = cap
-        self.bucket_ns = bucket_ns
+        self.bucket_ms = bucket_ms
         self.start = 0
         self.n = 0
+        self.t0 = 0  # ms since the epoch that offset 0 stands for
 
-    def add(self, ts: int, v: float, q: int, window_ns: int) -> None:
+    def add(self, ts_ns: int, v: float, q: int, window_ms: int) -> None:
         b, tsa = self.base, self.ts
+        ms = ts_ns // MS
+        off = ms - self.t0
         if self.n:
             last = b + (self.start + self.n - 1) % self.cap
-            last_ts = tsa[last]
-            if ts < last_ts:
+            last_off = tsa[last]
+            if off < last_off:
                 return  # a late or replayed reading: the ring is for the live view, kept in time order
-            if ts // self.bucket_ns == last_ts // self.bucket_ns:
-                tsa[last], self.v[last], self.q[last] = ts, v, q  # same bucket: keep the newest value
+            if off - last_off > window_ms:
+                self.n = 0  # quiet for longer than the window: nothing it holds is still shown
+            elif ms // self.bucket_ms == (self.t0 + last_off) // self.bucket_ms:
+                tsa[last], self.v[last], self.q[last] = off, v, q  # same bucket: keep the newest value
                 return
+            elif off > REBASE_MS:
+                # weeks after t0: count from the oldest point held instead (at most two windows back), so the
+                # offsets stay far from uint32's end however long the gateway runs
+                shift = tsa[b + self.start]
+                for k in range(self.n):
+                    tsa[b + (self.start + k) % self.cap] -= shift
+                self.t0 += shift
+                off -= shift
+        if not self.n:
+            self.start, self.t0, off = 0, ms, 0
         if self.n < self.cap:
             i = (self.start + self.n) % self.cap
             self.n += 1
         else:  # full: the new point takes the oldest one's place
             i = self.start
             self.start = (self.start + 1) % self.cap
-        tsa[b + i], self.v[b + i], self.q[b + i] = ts, v, q
-        horizon = ts - window_ns
+        tsa[b + i], self.v[b + i], self.q[b + i] = off, v, q
+        horizon = off - window_ms
         while tsa[b + self.start] < horizon:
             self.start = (self.start + 1) % self.cap
             self.n -= 1
 
     def points(self, since_ns: int) -> list[tuple[int, float, int]]:
-        b, out = self.base, []
+        b, out, t0 = self.base, [], self.t0
         for k in range(self.n):
             i = b + (self.start + k) % self.cap
-            if self.ts[i] >= since_ns:
-                out.append((self.ts[i], self.v[i], self.q[i]))
+            ts = (t0 + self.ts[i]) * MS
+            if ts >= since_ns:
+                out.append((ts, _float32(self.v[i]), self.q[i]))
         return out
 
     def last_ts(self) -> int:
-        return self.ts[self.base + (self.start + self.n - 1) % self.cap]
+        return (self.t0 + self.ts[self.base + (self.start + self.n - 1) % self.cap]) * MS
+
+
+def _float32(v: float) -> float:
+    # the shortest decimal a float32 holds exactly enough (7 significant digits): 20.9, not 20.899999618530273
+    return float(f"{v:.7g}") if math.isfinite(v) else v
 
 
 class History:
     """One ring per (device, quantity): the last `window_s`, at most `max_points` points (one per bucket).
 
     A crane polled 4 times a second makes 28 800 readings in 2 h; the ring keeps the newest reading of each
-    window_s / points bucket instead. All rings together hold at most `budget_points` points (17 MB by default),
+    window_s / points bucket instead. All rings together hold at most `budget_points` points (9 MB by default),
     whatever the number of devices: with `series` expected series, each ring gets budget / series points (at most
     `max_points`), so a site of 2 000 devices sees its last 2 h in coarser buckets, not an ever larger process.
     It is a pipeline listener: add() runs inline in the pipeline task, so it only appends and never waits.
@@ -95,20 +128,21 @@ class History:
         series: int = 0,
         alarm_json: Callable[[Any], dict[str, Any]] | None = None,
     ) -> None:
-        if window_s <= 0 or max_points < 2:
-            raise ValueError("window_s must be positive and max_points at least 2")
+        if not 0 < window_s <= MAX_WINDOW_S or max_points < 2:
+            raise ValueError("window_s must be positive and at most a week (604800 s), and max_points at least 2")
         self.window_ns = int(window_s * NS)
+        self.window_ms = self.window_ns // MS
         self.max_points = max_points
         self.budget_points = budget_points
         self.expected_series = series
         self._rings: dict[tuple[str, str], _Ring] = {}
-        self._arena: tuple[array[int], array[float], array[int]] = (array("q"), array("d"), array("b"))
+        self._arena: Arena = (array("I"), array("f"), array("b"))
         self.hub = LiveHub(alarm_json=alarm_json)
 
     def _new_ring(self) -> _Ring:
         # more series than expected (a depth family grew) only make the newer rings coarser: the budget holds
         cap = max(2, min(self.max_points, self.budget_points // max(self.expected_series, len(self._rings) + 1)))
-        return _Ring(self._arena, cap, max(1, self.window_ns // cap))
+        return _Ring(self._arena, cap, max(1, self.window_ms // cap))
 
     def add(self, batch: list[Reading]) -> None:
         """Pipeline listener: store the batch in the rings, then hand it to the live subscribers as one event."""
@@ -117,7 +151,7 @@ class History:
             ring = rings.get((r.device, r.quantity))
             if ring is None:
                 ring = rings[(r.device, r.quantity)] = self._new_ring()
-            ring.add(r.ts_ns, r.value, int(r.quality), self.window_ns)
+            ring.add(r.ts_ns, r.value, int(r.quality), self.window_ms)
         if batch and self.hub.subscribers:
             rows = [[r.device, r.quantity, _finite(r.value), r.ts_ns, r.quality.name.lower()] for r in batch]
             self.hub.publish("reading", rows)

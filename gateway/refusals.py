@@ -81,7 +81,10 @@ _PATTERNS: list[tuple[str, str]] = [
     # requests
     (r"body must be a JSON object", "请求内容须为 JSON 对象"),
     (r"(?P<field>\w+): not base64", "{field}不是有效的 base64 编码"),
-    (r"window_s must be positive and max_points at least 2", "时间窗须为正数，点数至少为 2"),
+    (
+        r"window_s must be positive and at most a week \(604800 s\), and max_points at least 2",
+        "时间窗须为正数且不超过一周（604800 秒），点数至少为 2",
+    ),
     (r"(?:device: )?unknown device (?P<v>.+)", "未知设备 {v}"),
     (r"device: (?P<v>.+) is not an excavation point \(exc\.inspection_danger does not apply\)",
      "{v} 不是基坑监测点，不能登记巡查危险"),

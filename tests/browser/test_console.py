@@ -403,6 +403,32 @@ def test_history_rings_share_their_arrays_and_never_mix_their_points() -> None:
         assert all(a[0] < b[0] for a, b in itertools.pairwise(pts))
 
 
+def test_history_keeps_9_bytes_a_point_for_weeks_of_uptime_and_shows_7_digits() -> None:
+    # times are uint32 ms after a ring's t0 and values float32: 60 days of a reading a minute never overflow (the
+    # ring moves t0 up), every time shown is the reading's to the ms, every value to 7 significant digits
+    h = History(window_s=7200.0, max_points=200, budget_points=1_000, series=2)
+    t0 = 1_750_000_000 * NS + 123_456_789  # not on a whole second: times are kept to the ms
+    minute = 60 * NS
+    days = 60
+    for i in range(days * 1440):
+        h.add([Reading("TC-01", "load", 20.9 + (i % 7), t0 + i * minute)])
+    assert h._arena[0].itemsize == 4 and h._arena[1].itemsize == 4 and h._arena[2].itemsize == 1
+    pts = h.series("TC-01", "load", minutes=120)["points"]
+    last = days * 1440 - 1
+    assert len(pts) == 121  # two hours a minute apart, both ends in
+    assert [ts for ts, _, _ in pts] == [(t0 + k * minute) // 1_000_000 * 1_000_000 for k in range(last - 120, last + 1)]
+    assert [v for _, v, _ in pts] == [round(20.9 + (k % 7), 1) for k in range(last - 120, last + 1)]
+    # quiet for 60 days, then a reading: only it is shown; a value beyond float32 shows as null, like NaN
+    h.add([Reading("TC-01", "load", 123.456789, t0 + (last + 60 * 1440) * minute)])
+    assert h.series("TC-01", "load", minutes=120)["points"] == [
+        [(t0 + (last + 60 * 1440) * minute) // 1_000_000 * 1_000_000, 123.4568, 0]
+    ]
+    h.add([Reading("TC-01", "load", 1e39, t0 + (last + 60 * 1440 + 1) * minute, Quality.UNCERTAIN)])
+    assert h.series("TC-01", "load", minutes=120)["points"][-1][1:] == [None, 1]
+    with pytest.raises(ValueError, match="window_s"):
+        History(window_s=8 * 86400.0)
+
+
 async def test_slow_client_queue_is_bounded_and_told_to_resync() -> None:
     h = History()
     slow = h.hub.subscribe()
