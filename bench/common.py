@@ -210,7 +210,11 @@ class GatewayProc:
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
             )
-        local.wait_port(self.http_port, timeout, self.proc)
+        try:
+            local.wait_port(self.http_port, timeout, self.proc)
+        except BaseException:
+            self.stop()  # a gateway that never came up must not stay behind, loading the next benchmarks
+            raise
 
     @property
     def pid(self) -> int:
