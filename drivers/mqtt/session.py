@@ -21,6 +21,7 @@ from drivers.mqtt.client import (
     MqttCodeError,
     MqttError,
     TopicMatcher,
+    batch_acker,
     refused_credentials,
     subscriber,
 )
@@ -86,6 +87,8 @@ class MqttSession:
         # way to the pipeline (a dead letter is published in between), which Gateway.flush must wait for
         self.settled = asyncio.Event()
         self.settled.set()
+        # acknowledges a batch's messages once they are spooled (one socket write for the batch while connected)
+        self._ack_all: Callable[[list[OnSpooled]], None] = _call_all
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -105,7 +108,7 @@ class MqttSession:
                     self.reconnects += 1
                 self.connected.set()
                 on_connected()
-                ack = client._client.ack
+                ack, self._ack_all = batch_acker(client)
                 queued: asyncio.Queue[Message] = client._queue
                 async for msg in client.messages:
                     # Take everything paho has already queued as one batch: one hand-over to the pipeline
@@ -160,7 +163,7 @@ class MqttSession:
                 elif ack:
                     ack()
             if readings or acks:
-                await self.submit(readings, functools.partial(_call_all, acks) if acks else None)
+                await self.submit(readings, functools.partial(self._ack_all, acks) if acks else None)
         finally:
             self.settled.set()
 

@@ -124,3 +124,57 @@ async def test_a_batch_of_messages_is_one_submission_and_a_bad_one_is_acked_afte
     assert on_spooled is not None
     on_spooled()
     assert acked == ["bad", "good", "2"]
+
+
+async def test_a_batch_is_acknowledged_with_one_write_and_never_delivered_again(mosquitto: Service) -> None:
+    # 40 messages held unacknowledged (the broker's in-flight window lets 20 through at a time), then each batch is
+    # acknowledged the way the pipeline does it once spooled: the PUBACKs leave at once, with no socket writer
+    # registered for them (paho's register-write callback is not called while the socket takes them), and none of
+    # the 40 is delivered again to the persistent session
+    values: list[float] = []
+    registered: list[int] = []
+    all_in = asyncio.Event()
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        values.extend(r.value for r in readings)
+        assert on_spooled is not None and s.client is not None
+        paho_client = s.client._client
+        if not registered:  # count the registrations from the first batch on
+            inner = paho_client.on_socket_register_write
+            registered.append(0)
+
+            def counting(*a: object) -> None:
+                registered[0] += 1
+                inner(*a)
+
+            paho_client.on_socket_register_write = counting
+        before = registered[0]
+        on_spooled()
+        assert registered[0] == before  # nothing registered: written at once
+        assert not paho_client._out_packet  # every PUBACK of the batch is on the socket
+        if len(values) >= 40:
+            all_in.set()
+
+    s = session(mosquitto.port, submit)
+    task = asyncio.create_task(run_until(s, all_in, 20), name="session")
+    await asyncio.wait_for(s.connected.wait(), 10)
+    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    dev.connect("127.0.0.1", mosquitto.port)
+    dev.loop_start()
+    for i in range(40):
+        dev.publish(
+            "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000 + i, "data": {"settlement": i}}), qos=1
+        )
+    await asyncio.sleep(0)
+    await task
+    dev.loop_stop()
+    dev.disconnect()
+    assert sorted(values) == [float(i) for i in range(40)]
+
+    again: list[list[Reading]] = []
+
+    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        again.append(readings)
+
+    await run_until(session(mosquitto.port, record), asyncio.Event(), 2.0)
+    assert again == []  # every one was acknowledged
