@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # numpy (11 MB) is imported with the first windowed rule: cra
     from alerting.windows import DailySeries, SeriesWindow
 
 NS = 1_000_000_000
+WINDOWED = frozenset({"rate_per_day", "window_mean", "rate_percent_of_warning"})  # the measures kept in a window
 
 
 class Measures:
@@ -40,6 +41,11 @@ class Measures:
         self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
         # rates: (device, quantity) -> (ts, value) of the reading before the latest, and the latest's ts
         self._prev: dict[tuple[str, str], tuple[int, float, int]] = {}
+
+    @staticmethod
+    def load_windows() -> None:
+        """Import the windows (and numpy) ahead of the first windowed rule's first reading."""
+        import alerting.windows  # noqa: F401
 
     def is_measured(self, quantity: str) -> bool:
         m = self._measured.get(quantity)
@@ -72,7 +78,7 @@ class Measures:
             if base is None:
                 return None  # inactive until someone sets the point's baseline (初始值)
             v = (v - base.value) / b.design * 100.0
-        elif m in ("rate_per_day", "window_mean", "rate_percent_of_warning"):
+        elif m in WINDOWED:
             w = self._window(b, r)
             if id(w) not in fed:
                 self._previous(r, w)

@@ -184,6 +184,9 @@ def run(opts: Options) -> Result:
             "clear": _stats(clear_ms),
             "all": _stats(all_ms),
             "lost": lost,
+            # each alarm's latency in order, so an outlier can be placed (the first one? every tenth?)
+            "raise_ms": [round(x, 2) for x in raise_ms],
+            "clear_ms": [round(x, 2) for x in clear_ms],
         }
     )
     if lost:
