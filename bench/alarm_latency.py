@@ -140,6 +140,8 @@ def run(opts: Options) -> Result:
                 # 3. alarms: raise (30 %LEL), then clear (5 %LEL), on a rotating detector
                 raise_ms: list[float] = []
                 clear_ms: list[float] = []
+                # each alarm's latency in order, None where its siren message was not seen (placing outliers)
+                in_order: dict[str, list[float | None]] = {"raise_ms": [], "clear_ms": []}
                 lost = 0
                 seen = 0
                 for k in range(n_alarms):
@@ -150,12 +152,14 @@ def run(opts: Options) -> Result:
                         got = siren.next_kept(seen, WAIT_S)
                         if got is None:
                             lost += 1
+                            in_order["raise_ms" if into is raise_ms else "clear_ms"].append(None)
                             continue
                         seen += 1
                         data = json.loads(got[1]).get("data", {})
                         if data.get("device") not in (None, f"GAS-{det:02d}"):
                             notes.append(f"siren message for {data.get('device')} while waiting for GAS-{det:02d}")
                         into.append((got[0] - t) * 1000)
+                        in_order["raise_ms" if into is raise_ms else "clear_ms"].append(round(into[-1], 2))
                         time.sleep(0.1)
                 m1, t1 = gw.metrics(), time.monotonic()
                 bg_stats = bg.stop()
@@ -184,9 +188,7 @@ def run(opts: Options) -> Result:
             "clear": _stats(clear_ms),
             "all": _stats(all_ms),
             "lost": lost,
-            # each alarm's latency in order, so an outlier can be placed (the first one? every tenth?)
-            "raise_ms": [round(x, 2) for x in raise_ms],
-            "clear_ms": [round(x, 2) for x in clear_ms],
+            **in_order,
         }
     )
     if lost:

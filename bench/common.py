@@ -106,7 +106,17 @@ def _tool_version(argv: list[str]) -> str:
 
 def machine_facts() -> dict[str, Any]:
     pkgs: dict[str, str | None] = {}
-    names = ("sitegw", "paho-mqtt", "aiomqtt", "aiohttp", "httpx", "pydantic", "numpy", "fastapi", "uvicorn")
+    names: tuple[str, ...] = (
+        "sitegw",
+        "paho-mqtt",
+        "aiomqtt",
+        "aiohttp",
+        "httpx",
+        "pydantic",
+        "numpy",
+        "fastapi",
+        "uvicorn",
+    )
     names += ("pymodbus",)
     for p in names:
         try:

@@ -130,7 +130,7 @@ def through_hub(
         cpu = sum(common.proc_cpu_s(h.pid) for h in hubs)
     finally:
         for h in hubs:
-            stop_process(h, 10)  # type: ignore[arg-type]
+            stop_process(h, 10)
     return {
         "replicas": k,
         "offered_per_s": rate,

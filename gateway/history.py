@@ -35,11 +35,11 @@ Arena = tuple["array[int]", "array[float]", "array[int]"]  # times, values, qual
 class _Ring:
     """The points of one series: a slice [base, base + cap) of the history's three shared arrays, used circularly.
 
-    A point is 9 bytes: its time in ms after the ring's own `t0` (uint32), its value as float32 (7 significant
-    digits: this is the console's chart, InfluxDB and /api/latest keep every value exact) and its quality. A deque
-    of (ts, value, quality) tuples took about 140 bytes a point (2 000 devices grew ~25 MB a minute for two
-    hours); three arrays of its own per ring cost ~240 bytes of headers each, which the shared arrays do not; 8-byte
-    times and values took 17 bytes a point (17 MB of the 2 000-device site's 122 MB)."""
+    A point is 9 bytes: its time in ms after the ring's own `t0` (uint32), its value as float32 (shown to 7
+    significant digits; float32 holds 6-9: this is the console's chart, InfluxDB and /api/latest keep every value
+    exact) and its quality. A deque of (ts, value, quality) tuples took about 140 bytes a point (2 000 devices grew
+    ~25 MB a minute for two hours); three arrays of its own per ring cost ~240 bytes of headers each, which the shared
+    arrays do not; 8-byte times and values took 17 bytes a point (17 MB of the 2 000-device site's 122 MB)."""
 
     __slots__ = ("base", "bucket_ms", "cap", "n", "q", "start", "t0", "ts", "v")
 
@@ -106,7 +106,7 @@ class _Ring:
 
 
 def _float32(v: float) -> float:
-    # the shortest decimal a float32 holds exactly enough (7 significant digits): 20.9, not 20.899999618530273
+    # a float32 shown to 7 significant digits (it holds 6-9): 20.9, not 20.899999618530273
     return float(f"{v:.7g}") if math.isfinite(v) else v
 
 

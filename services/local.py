@@ -45,7 +45,7 @@ def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> bool:
     """Ask a child to stop (`sig`), wait up to `timeout_s`, then kill it. True when it stopped by itself."""
     if proc.poll() is not None:
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import ssl
 from collections.abc import Callable
@@ -14,6 +15,8 @@ import aiomqtt
 from paho.mqtt.matcher import MQTTMatcher
 
 # what the session and the gateway use of the library, named here so no other module imports it
+log = logging.getLogger("sitegw.mqtt")
+
 Client = aiomqtt.Client
 Message = aiomqtt.Message
 MqttError = aiomqtt.MqttError
@@ -116,15 +119,32 @@ def batch_acker(client: aiomqtt.Client) -> tuple[Callable[[int, int], object], C
     the flag still works this way."""
     paho = client._client
 
+    def lost(err: Exception) -> None:
+        # as aiomqtt's own writer does: the connection ends (the session reconnects, the broker delivers what was
+        # not acknowledged again); the error never reaches the pipeline task that called us
+        log.warning("broker connection failed while acknowledging a batch: %s", err)
+        if not client._disconnected.done():
+            client._disconnected.set_exception(err)
+
     def ack_all(acks: list[Ack]) -> None:
         held = paho._registered_write
         paho._registered_write = True
         try:
             for ack in acks:
                 ack()
+        except Exception as err:  # paho re-raises its callbacks' errors: see lost()
+            lost(err)
         finally:
             paho._registered_write = held
-        paho.loop_write()  # registers a writer only when the socket would block (or keeps the one there)
+        if held:
+            # a writer is registered, or its registration is on its way through call_soon_threadsafe: it writes
+            # these too. Writing here would unregister it before it is added, and then nothing would remove it (a
+            # writable socket's writer runs every loop turn: a core at 100 %)
+            return
+        try:
+            paho.loop_write()  # registers a writer only when the socket would block
+        except Exception as err:  # the same
+            lost(err)
 
     return paho.ack, ack_all
 

@@ -123,6 +123,7 @@ class MqttSession:
                     )
         finally:
             self.client = None
+            self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
             self.connected.clear()
 
     def retry_after(self, err: BaseException) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import selectors
 from collections.abc import Callable
 
 import paho.mqtt.client as paho
@@ -178,3 +179,51 @@ async def test_a_batch_is_acknowledged_with_one_write_and_never_delivered_again(
 
     await run_until(session(mosquitto.port, record), asyncio.Event(), 2.0)
     assert again == []  # every one was acknowledged
+
+
+async def test_a_batch_acked_while_a_writer_is_on_its_way_leaves_it_to_that_writer(mosquitto: Service) -> None:
+    # a packet queued the usual way (here a publish) has its socket writer on its way through call_soon_threadsafe:
+    # the batch's PUBACKs wait for that writer instead of being written at once (which would unregister the writer
+    # before it is added, leaving a writer nothing removes: the loop would spin); then everything leaves and no
+    # writer stays behind
+    checked = asyncio.Event()
+    found: list[str] = []
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        assert on_spooled is not None and s.client is not None
+        p = s.client._client
+        p.publish("ack/other", b"x", qos=0)
+        assert p._registered_write  # its writer is on its way
+        on_spooled()
+        if not p._out_packet:
+            found.append("written before the writer was added")
+        loop = asyncio.get_running_loop()
+        fd = p.socket().fileno()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            writing = bool(loop._selector.get_key(fd).events & selectors.EVENT_WRITE)  # type: ignore[attr-defined]
+            if not p._out_packet and not writing and not p._registered_write:
+                break
+        else:
+            found.append(f"left behind: {len(p._out_packet)} packet(s), writer registered {writing}")
+        checked.set()
+
+    s = session(mosquitto.port, submit)
+    task = asyncio.create_task(run_until(s, checked, 20), name="session")
+    await asyncio.wait_for(s.connected.wait(), 10)
+    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    dev.connect("127.0.0.1", mosquitto.port)
+    dev.loop_start()
+    dev.publish("ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 1.0}}), qos=1)
+    await task
+    dev.loop_stop()
+    dev.disconnect()
+    assert checked.is_set() and found == []
+
+    again: list[list[Reading]] = []
+
+    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        again.append(readings)
+
+    await run_until(session(mosquitto.port, record), asyncio.Event(), 2.0)
+    assert again == []  # its PUBACK went out
