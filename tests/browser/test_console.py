@@ -5,7 +5,6 @@ plus the bounded history rings and per-client event queues behind it."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import os
 import shutil
@@ -21,11 +20,9 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from gateway.app import Gateway
 from gateway.config import SiteConfig
-from gateway.history import History
 from services import local
 from services.local import Service
 from simulators.runner import SiteSimulator
-from telemetry.reading import Quality, Reading
 from tests.sites import tiny_png, write_site
 
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -343,112 +340,3 @@ async def _healthy(api: httpx.AsyncClient) -> bool:
         return (await api.get("/healthz")).status_code == 200
     except httpx.TransportError:
         return False
-
-
-# ---- the stores behind the console, without a browser -------------------------------------------------------------
-
-
-def test_history_ring_is_bounded_in_points_and_time_and_keeps_the_newest() -> None:
-    h = History(window_s=60.0, max_points=10)  # buckets of 6 s
-    t0 = 1_750_000_000 * NS
-    for i in range(2000):  # 500 s of a crane polled 4 times a second
-        h.add([Reading("TC-01", "load", float(i), t0 + i * NS // 4)])
-    s = h.series("TC-01", "load", minutes=60)
-    pts = s["points"]
-    assert 1 < len(pts) <= 10
-    assert pts[-1][1] == 1999.0  # the newest value is never lost to bucketing
-    assert pts[-1][0] - pts[0][0] <= 60 * NS
-    assert all(a[0] < b[0] for a, b in itertools.pairwise(pts))
-    assert s["rate_per_day"] == pytest.approx(4 * 86400, rel=0.01)  # 4 units per second
-    # a late reading does not go back into the past of the ring
-    h.add([Reading("TC-01", "load", -1.0, t0)])
-    assert h.series("TC-01", "load", 60)["points"] == pts
-    # NaN is shown as null, and bad points do not count towards the rate
-    h.add([Reading("GAS-01", "lel", math.nan, t0, Quality.BAD)])
-    assert h.series("GAS-01", "lel", 60) == {
-        "device": "GAS-01",
-        "quantity": "lel",
-        "points": [[t0, None, 2]],
-        "rate_per_day": None,
-    }
-
-
-def test_history_holds_its_point_budget_whatever_the_number_of_devices() -> None:
-    h = History(window_s=7200.0, max_points=1440, budget_points=2_000, series=200)  # 10 points a series
-    t0 = 1_750_000_000 * NS
-    for i in range(0, 7200, 5):  # 2 h of 200 series, one reading every 5 s
-        h.add([Reading(f"GAS-{k:04d}", "lel", float(i), t0 + i * NS) for k in range(200)])
-    assert h.points() <= 2_000
-    s = h.series("GAS-0199", "lel", minutes=120)
-    assert 2 <= len(s["points"]) <= 10
-    assert s["points"][-1][1] == 7195.0  # coarser, but the newest value is there
-    assert s["rate_per_day"] == pytest.approx(86400, rel=0.01)
-    small = History(window_s=7200.0, max_points=1440, budget_points=2_000, series=1)  # a small site keeps full detail
-    for i in range(0, 7200, 5):
-        small.add([Reading("TC-01", "load", float(i), t0 + i * NS)])
-    assert len(small.series("TC-01", "load", minutes=120)["points"]) == 1440
-
-
-def test_history_rings_share_their_arrays_and_never_mix_their_points() -> None:
-    # every ring is a slice of three shared arrays: series added later (growing the arrays) and rings wrapping
-    # around keep their own points, each series its own values
-    h = History(window_s=60.0, max_points=8, budget_points=10_000, series=3)
-    t0 = 1_750_000_000 * NS
-    for i in range(100):  # a new series joins every 30 s; each wraps its 8 points many times
-        h.add([Reading(f"D{k}", "q", k * 1000.0 + i, t0 + i * NS) for k in range(1 + i // 30)])
-    assert len(h._arena[0]) == 4 * 8  # four rings of 8 points, no array of their own
-    for k in range(4):
-        pts = h.series(f"D{k}", "q", minutes=1)["points"]
-        assert pts[-1][1] == k * 1000.0 + 99 and all(int(v) // 1000 == k for _, v, _ in pts), k
-        assert all(a[0] < b[0] for a, b in itertools.pairwise(pts))
-
-
-def test_history_keeps_9_bytes_a_point_for_weeks_of_uptime_and_shows_7_digits() -> None:
-    # times are uint32 ms after a ring's t0 and values float32: 60 days of a reading a minute never overflow (the
-    # ring moves t0 up), every time shown is the reading's to the ms, every value to 7 significant digits
-    h = History(window_s=7200.0, max_points=200, budget_points=1_000, series=2)
-    t0 = 1_750_000_000 * NS + 123_456_789  # not on a whole second: times are kept to the ms
-    minute = 60 * NS
-    days = 60
-    for i in range(days * 1440):
-        h.add([Reading("TC-01", "load", 20.9 + (i % 7), t0 + i * minute)])
-    assert h._arena[0].itemsize == 4 and h._arena[1].itemsize == 4 and h._arena[2].itemsize == 1
-    pts = h.series("TC-01", "load", minutes=120)["points"]
-    last = days * 1440 - 1
-    assert len(pts) == 121  # two hours a minute apart, both ends in
-    assert [ts for ts, _, _ in pts] == [(t0 + k * minute) // 1_000_000 * 1_000_000 for k in range(last - 120, last + 1)]
-    assert [v for _, v, _ in pts] == [round(20.9 + (k % 7), 1) for k in range(last - 120, last + 1)]
-    # quiet for 60 days, then a reading: only it is shown; a value beyond float32 shows as null, like NaN
-    h.add([Reading("TC-01", "load", 123.456789, t0 + (last + 60 * 1440) * minute)])
-    assert h.series("TC-01", "load", minutes=120)["points"] == [
-        [(t0 + (last + 60 * 1440) * minute) // 1_000_000 * 1_000_000, 123.4568, 0]
-    ]
-    h.add([Reading("TC-01", "load", 1e39, t0 + (last + 60 * 1440 + 1) * minute, Quality.UNCERTAIN)])
-    assert h.series("TC-01", "load", minutes=120)["points"][-1][1:] == [None, 1]
-    with pytest.raises(ValueError, match="window_s"):
-        History(window_s=8 * 86400.0)
-
-
-async def test_slow_client_queue_is_bounded_and_told_to_resync() -> None:
-    h = History()
-    slow = h.hub.subscribe()
-    fast = h.hub.subscribe()
-    t0 = 1_750_000_000 * NS
-    got: list[str] = []
-    for i in range(1000):
-        h.add([Reading("GAS-01", "lel", float(i), t0 + i * NS)])
-        frame = await fast.next(1.0)
-        assert frame is not None
-        got.append(frame)
-        assert len(slow.queue) <= h.hub.queue_events
-    assert all(f.startswith("event: reading\n") for f in got)
-    assert got[-1].endswith('["GAS-01","lel",999.0,' + str(t0 + 999 * NS) + ',"good"]]\n\n')
-    # the slow client missed events: its queue was emptied with a resync marker first, then newer events follow
-    first = await slow.next(1.0)
-    assert first is not None and first.startswith("event: resync\n")
-    assert slow.dropped > 0 and len(slow.queue) < h.hub.queue_events
-    h.hub.unsubscribe(slow)
-    h.hub.unsubscribe(fast)
-    assert await fast.next(0.05) is None  # nothing more: the stream would send a heartbeat
-    h.add([Reading("GAS-01", "lel", 1.0, t0 + 2000 * NS)])
-    assert not fast.queue
