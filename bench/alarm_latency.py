@@ -146,20 +146,20 @@ def run(opts: Options) -> Result:
                 seen = 0
                 for k in range(n_alarms):
                     det = k % DETECTORS
-                    for lel, into in ((30.0, raise_ms), (5.0, clear_ms)):
+                    for lel, into, key in ((30.0, raise_ms, "raise_ms"), (5.0, clear_ms, "clear_ms")):
                         t = time.perf_counter()
                         pubc.publish(f"bench/gas/SN-{det:02d}", gas_message(det, lel), qos=1)
                         got = siren.next_kept(seen, WAIT_S)
                         if got is None:
                             lost += 1
-                            in_order["raise_ms" if into is raise_ms else "clear_ms"].append(None)
+                            in_order[key].append(None)
                             continue
                         seen += 1
                         data = json.loads(got[1]).get("data", {})
                         if data.get("device") not in (None, f"GAS-{det:02d}"):
                             notes.append(f"siren message for {data.get('device')} while waiting for GAS-{det:02d}")
                         into.append((got[0] - t) * 1000)
-                        in_order["raise_ms" if into is raise_ms else "clear_ms"].append(round(into[-1], 2))
+                        in_order[key].append(round(into[-1], 2))
                         time.sleep(0.1)
                 m1, t1 = gw.metrics(), time.monotonic()
                 bg_stats = bg.stop()

@@ -106,7 +106,7 @@ def _tool_version(argv: list[str]) -> str:
 
 def machine_facts() -> dict[str, Any]:
     pkgs: dict[str, str | None] = {}
-    names: tuple[str, ...] = (
+    names = (
         "sitegw",
         "paho-mqtt",
         "aiomqtt",
@@ -116,8 +116,8 @@ def machine_facts() -> dict[str, Any]:
         "numpy",
         "fastapi",
         "uvicorn",
+        "pymodbus",
     )
-    names += ("pymodbus",)
     for p in names:
         try:
             pkgs[p] = metadata.version(p)

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import selectors
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as paho
 
@@ -48,6 +48,32 @@ async def run_until(s: MqttSession, done: asyncio.Event, wait_s: float) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+@contextlib.contextmanager
+def device(port: int) -> Iterator[paho.Client]:
+    """A device publishing to the broker (paho's own thread), gone when the block ends."""
+    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    dev.connect("127.0.0.1", port)
+    dev.loop_start()
+    try:
+        yield dev
+    finally:
+        dev.loop_stop()
+        dev.disconnect()
+
+
+async def delivered_again(port: int) -> list[list[Reading]]:
+    """What the broker delivers to a new session on the same persistent client id within 2 s (acknowledged)."""
+    got: list[list[Reading]] = []
+
+    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        got.append(readings)
+        if on_spooled:
+            on_spooled()
+
+    await run_until(session(port, record), asyncio.Event(), 2.0)
+    return got
+
+
 async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto: Service) -> None:
     got: list[list[Reading]] = []
     first = asyncio.Event()
@@ -59,14 +85,10 @@ async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto
     s1 = session(mosquitto.port, never_spooled)
     t1 = asyncio.create_task(run_until(s1, first, 10), name="session-1")
     await asyncio.wait_for(s1.connected.wait(), 10)
-    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    dev.connect("127.0.0.1", mosquitto.port)
-    dev.loop_start()
-    dev.publish(
-        "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 3.25}}), qos=1
-    ).wait_for_publish(5)
-    dev.loop_stop()
-    dev.disconnect()
+    with device(mosquitto.port) as dev:
+        dev.publish(
+            "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 3.25}}), qos=1
+        ).wait_for_publish(5)
     await t1
     assert [[r.value for r in rs] for rs in got] == [[3.25]]
 
@@ -82,16 +104,7 @@ async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto
     await run_until(session(mosquitto.port, spooled), again, 10)
     assert [[r.value for r in rs] for rs in redelivered] == [[3.25]]  # the broker delivered it again
 
-    third: list[list[Reading]] = []
-    nothing = asyncio.Event()
-
-    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        third.append(readings)
-        if on_spooled:
-            on_spooled()
-
-    await run_until(session(mosquitto.port, record), nothing, 2.0)
-    assert third == []  # acknowledged once spooled: not delivered a third time
+    assert await delivered_again(mosquitto.port) == []  # acknowledged once spooled: not delivered a third time
 
 
 async def test_a_batch_of_messages_is_one_submission_and_a_bad_one_is_acked_after_its_dead_letter() -> None:
@@ -159,26 +172,14 @@ async def test_a_batch_is_acknowledged_with_one_write_and_never_delivered_again(
     s = session(mosquitto.port, submit)
     task = asyncio.create_task(run_until(s, all_in, 20), name="session")
     await asyncio.wait_for(s.connected.wait(), 10)
-    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    dev.connect("127.0.0.1", mosquitto.port)
-    dev.loop_start()
-    for i in range(40):
-        dev.publish(
-            "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000 + i, "data": {"settlement": i}}), qos=1
-        )
-    await asyncio.sleep(0)
-    await task
-    dev.loop_stop()
-    dev.disconnect()
+    with device(mosquitto.port) as dev:
+        for i in range(40):
+            dev.publish(
+                "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000 + i, "data": {"settlement": i}}), qos=1
+            )
+        await task
     assert sorted(values) == [float(i) for i in range(40)]
-
-    again: list[list[Reading]] = []
-
-    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        again.append(readings)
-
-    await run_until(session(mosquitto.port, record), asyncio.Event(), 2.0)
-    assert again == []  # every one was acknowledged
+    assert await delivered_again(mosquitto.port) == []  # every one was acknowledged
 
 
 async def test_a_batch_acked_while_a_writer_is_on_its_way_leaves_it_to_that_writer(mosquitto: Service) -> None:
@@ -211,19 +212,10 @@ async def test_a_batch_acked_while_a_writer_is_on_its_way_leaves_it_to_that_writ
     s = session(mosquitto.port, submit)
     task = asyncio.create_task(run_until(s, checked, 20), name="session")
     await asyncio.wait_for(s.connected.wait(), 10)
-    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    dev.connect("127.0.0.1", mosquitto.port)
-    dev.loop_start()
-    dev.publish("ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 1.0}}), qos=1)
-    await task
-    dev.loop_stop()
-    dev.disconnect()
+    with device(mosquitto.port) as dev:
+        dev.publish(
+            "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 1.0}}), qos=1
+        )
+        await task
     assert checked.is_set() and found == []
-
-    again: list[list[Reading]] = []
-
-    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        again.append(readings)
-
-    await run_until(session(mosquitto.port, record), asyncio.Event(), 2.0)
-    assert again == []  # its PUBACK went out
+    assert await delivered_again(mosquitto.port) == []  # its PUBACK went out
