@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,11 +17,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now that this process has not handed out before. It is drawn from below the kernel's
+    ephemeral range: a port from `bind(0)` can be given again to the next caller, or to some process's outgoing
+    connection, before the service it was picked for binds it (a CI run once had a hub replica's port taken by a
+    NATS node picked later)."""
+    low = _ephemeral_low()
+    lo, hi = (10000, low - 1) if low > 12000 else (1024, 65535)
+    rng = random.SystemRandom()
+    for _ in range(2000):
+        port = rng.randint(lo, hi)
+        if port not in _handed_out and port_free(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free loopback port in {lo}-{hi} after 2000 tries")
 
 
 def port_free(port: int) -> bool:

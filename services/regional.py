@@ -141,17 +141,17 @@ def nats_cluster(
     must speak TLS (tls:// URLs) and check the nodes' certificate."""
     workdir.mkdir(parents=True, exist_ok=True)
     cluster = NatsCluster(workdir)
-    taken: set[int] = set()
-
-    def port() -> int:
-        while (p := free_port()) in taken:
-            pass
-        taken.add(p)
-        return p
-
     for i in range(1, n + 1):
         cluster.nodes.append(
-            NatsNode(f"n{i}", port(), port(), port(), port(), workdir / f"n{i}.conf", workdir / f"n{i}.log")
+            NatsNode(
+                f"n{i}",
+                free_port(),
+                free_port(),
+                free_port(),
+                free_port(),
+                workdir / f"n{i}.conf",
+                workdir / f"n{i}.log",
+            )
         )
     routes = ", ".join(f"nats-route://127.0.0.1:{nd.route_port}" for nd in cluster.nodes)
     for nd in cluster.nodes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from drivers.modbus import codec
 from drivers.profile import ModbusProfile
 from gateway.config import SiteConfig, load_config
+from services.local import free_port
 from simulators.runner import SiteSimulator
 from telemetry import quantities
 
@@ -55,16 +55,10 @@ CRANE_PINS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> SiteConfig:
     path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(port=_free_port()), encoding="utf-8")
+    path.write_text(SITE.format(port=free_port()), encoding="utf-8")
     return load_config(path)
 
 
