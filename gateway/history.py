@@ -29,80 +29,93 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-Arena = tuple["array[int]", "array[float]", "array[int]"]  # times, values, qualities
-
-
-class _Ring:
-    """The points of one series: a slice [base, base + cap) of the history's three shared arrays, used circularly.
+class _Rings:
+    """Every series' points, as columns: ring i is the slice [base[i], base[i] + cap[i]) of three shared point
+    arrays, used circularly, and its state (start, n, t0, bucket) is entry i of six more arrays.
 
     A point is 9 bytes: its time in ms after the ring's own `t0` (uint32), its value as float32 (shown to 7
     significant digits; float32 holds 6-9: this is the console's chart, InfluxDB and /api/latest keep every value
     exact) and its quality. A deque of (ts, value, quality) tuples took about 140 bytes a point (2 000 devices grew
-    ~25 MB a minute for two hours); three arrays of its own per ring cost ~240 bytes of headers each, which the shared
-    arrays do not; 8-byte times and values took 17 bytes a point (17 MB of the 2 000-device site's 122 MB)."""
+    ~25 MB a minute for two hours); three arrays of their own per ring cost ~240 bytes of headers each; 8-byte times
+    and values took 17 bytes a point (17 MB of the 2 000-device site's 122 MB). A ring is 40 bytes of columns: as
+    an object with its own int fields it took ~190 (4 MB and 22 000 objects for the collector to walk at 2 000
+    devices)."""
 
-    __slots__ = ("base", "bucket_ms", "cap", "n", "q", "start", "t0", "ts", "v")
+    __slots__ = ("base", "bucket_ms", "cap", "end_ms", "last", "n", "q", "start", "t0", "ts", "v")
 
-    def __init__(self, arena: Arena, cap: int, bucket_ms: int) -> None:
-        self.ts, self.v, self.q = arena
-        self.base = len(self.ts)
-        # the arrays grow by this ring's slice (their objects stay, so every ring's references stay good)
+    def __init__(self) -> None:
+        self.ts, self.v, self.q = array("I"), array("f"), array("b")
+        self.base, self.cap, self.bucket_ms = array("I"), array("I"), array("I")
+        self.start, self.n = array("I"), array("I")
+        self.t0 = array("q")  # ms since the epoch that ring i's offset 0 stands for
+        # the newest point's index in the point arrays, and the ms its bucket ends at: a reading in that bucket
+        # (most of them: a bucket holds many readings) replaces the point after four lookups
+        self.last = array("I")
+        self.end_ms = array("q")
+
+    def new(self, cap: int, bucket_ms: int) -> int:
+        i = len(self.base)
+        self.base.append(len(self.ts))
+        self.cap.append(cap)
+        self.bucket_ms.append(bucket_ms)
+        for col in (self.start, self.n, self.t0, self.last, self.end_ms):
+            col.append(0)
+        # the point arrays grow by this ring's slice (their objects stay, so every ring's offsets stay good)
         self.ts.frombytes(bytes(4 * cap))
         self.v.frombytes(bytes(4 * cap))
         self.q.frombytes(bytes(cap))
-        self.cap = cap
-        self.bucket_ms = bucket_ms
-        self.start = 0
-        self.n = 0
-        self.t0 = 0  # ms since the epoch that offset 0 stands for
+        return i
 
-    def add(self, ts_ns: int, v: float, q: int, window_ms: int) -> None:
-        b, tsa = self.base, self.ts
+    def add(self, i: int, ts_ns: int, v: float, q: int, window_ms: int) -> None:
         ms = ts_ns // MS
-        off = ms - self.t0
-        if self.n:
-            last = b + (self.start + self.n - 1) % self.cap
-            last_off = tsa[last]
-            if off < last_off:
-                return  # a late or replayed reading: the ring is for the live view, kept in time order
+        if ms < self.end_ms[i]:  # in the newest point's bucket, or older
+            last, off = self.last[i], ms - self.t0[i]
+            if off >= self.ts[last]:  # the newest value of the bucket is kept
+                self.ts[last], self.v[last], self.q[last] = off, v, q
+            # else a late or replayed reading: the ring is for the live view, kept in time order
+            return
+        b, cap, start, n, t0, tsa = self.base[i], self.cap[i], self.start[i], self.n[i], self.t0[i], self.ts
+        off = ms - t0
+        if n:
+            last_off = tsa[self.last[i]]
             if off - last_off > window_ms:
-                self.n = 0  # quiet for longer than the window: nothing it holds is still shown
-            elif ms // self.bucket_ms == (self.t0 + last_off) // self.bucket_ms:
-                tsa[last], self.v[last], self.q[last] = off, v, q  # same bucket: keep the newest value
-                return
+                n = 0  # quiet for longer than the window: nothing it holds is still shown
             elif off > REBASE_MS:
                 # weeks after t0: count from the oldest point held instead (at most two windows back), so the
                 # offsets stay far from uint32's end however long the gateway runs
-                shift = tsa[b + self.start]
-                for k in range(self.n):
-                    tsa[b + (self.start + k) % self.cap] -= shift
-                self.t0 += shift
+                shift = tsa[b + start]
+                for k in range(n):
+                    tsa[b + (start + k) % cap] -= shift
+                t0 += shift
                 off -= shift
-        if not self.n:
-            self.start, self.t0, off = 0, ms, 0
-        if self.n < self.cap:
-            i = (self.start + self.n) % self.cap
-            self.n += 1
+        if not n:
+            start, t0, off = 0, ms, 0
+        if n < cap:
+            j = (start + n) % cap
+            n += 1
         else:  # full: the new point takes the oldest one's place
-            i = self.start
-            self.start = (self.start + 1) % self.cap
-        tsa[b + i], self.v[b + i], self.q[b + i] = off, v, q
+            j = start
+            start = (start + 1) % cap
+        tsa[b + j], self.v[b + j], self.q[b + j] = off, v, q
         horizon = off - window_ms
-        while tsa[b + self.start] < horizon:
-            self.start = (self.start + 1) % self.cap
-            self.n -= 1
+        while tsa[b + start] < horizon:
+            start = (start + 1) % cap
+            n -= 1
+        bucket = self.bucket_ms[i]
+        self.start[i], self.n[i], self.t0[i], self.last[i] = start, n, t0, b + j
+        self.end_ms[i] = (ms // bucket + 1) * bucket
 
-    def points(self, since_ns: int) -> list[tuple[int, float, int]]:
-        b, out, t0 = self.base, [], self.t0
-        for k in range(self.n):
-            i = b + (self.start + k) % self.cap
-            ts = (t0 + self.ts[i]) * MS
+    def points(self, i: int, since_ns: int) -> list[tuple[int, float, int]]:
+        b, cap, start, t0, out = self.base[i], self.cap[i], self.start[i], self.t0[i], []
+        for k in range(self.n[i]):
+            j = b + (start + k) % cap
+            ts = (t0 + self.ts[j]) * MS
             if ts >= since_ns:
-                out.append((ts, _float32(self.v[i]), self.q[i]))
+                out.append((ts, _float32(self.v[j]), self.q[j]))
         return out
 
-    def last_ts(self) -> int:
-        return (self.t0 + self.ts[self.base + (self.start + self.n - 1) % self.cap]) * MS
+    def last_ts(self, i: int) -> int:
+        return (self.t0[i] + self.ts[self.last[i]]) * MS
 
 
 def _float32(v: float) -> float:
@@ -135,44 +148,44 @@ class History:
         self.max_points = max_points
         self.budget_points = budget_points
         self.expected_series = series
-        self._rings: dict[tuple[str, str], _Ring] = {}
-        self._arena: Arena = (array("I"), array("f"), array("b"))
+        self._ids: dict[tuple[str, str], int] = {}  # (device, quantity) -> its ring
+        self._rings = _Rings()
         self.hub = LiveHub(alarm_json=alarm_json)
 
-    def _new_ring(self) -> _Ring:
+    def _new_ring(self) -> int:
         # more series than expected (a depth family grew) only make the newer rings coarser: the budget holds
-        cap = max(2, min(self.max_points, self.budget_points // max(self.expected_series, len(self._rings) + 1)))
-        return _Ring(self._arena, cap, max(1, self.window_ms // cap))
+        cap = max(2, min(self.max_points, self.budget_points // max(self.expected_series, len(self._ids) + 1)))
+        return self._rings.new(cap, max(1, self.window_ms // cap))
 
     def add(self, batch: list[Reading]) -> None:
         """Pipeline listener: store the batch in the rings, then hand it to the live subscribers as one event."""
-        rings = self._rings
+        ids, add, window_ms = self._ids, self._rings.add, self.window_ms
         for r in batch:
-            ring = rings.get((r.device, r.quantity))
-            if ring is None:
-                ring = rings[(r.device, r.quantity)] = self._new_ring()
-            ring.add(r.ts_ns, r.value, int(r.quality), self.window_ms)
+            i = ids.get((r.device, r.quantity))
+            if i is None:
+                i = ids[(r.device, r.quantity)] = self._new_ring()
+            add(i, r.ts_ns, r.value, int(r.quality), window_ms)
         if batch and self.hub.subscribers:
             rows = [[r.device, r.quantity, _finite(r.value), r.ts_ns, r.quality.name.lower()] for r in batch]
             self.hub.publish("reading", rows)
 
     def points(self) -> int:
         """Points held now, over all rings (for tests and the memory benchmark's report)."""
-        return sum(r.n for r in self._rings.values())
+        return sum(self._rings.n)
 
     def quantities(self, device: str) -> list[str]:
-        return sorted(q for d, q in self._rings if d == device)
+        return sorted(q for d, q in self._ids if d == device)
 
     def devices(self) -> set[str]:
-        return {d for d, _ in self._rings}
+        return {d for d, _ in self._ids}
 
     def series(self, device: str, quantity: str, minutes: float, now_ns: int | None = None) -> dict[str, Any]:
         """Points of the last `minutes` (before the newest point, or `now_ns`) and the slope over them per day."""
-        ring = self._rings.get((device, quantity))
-        if ring is None or not ring.n:
+        i = self._ids.get((device, quantity))
+        if i is None or not self._rings.n[i]:
             return {"device": device, "quantity": quantity, "points": [], "rate_per_day": None}
-        end = now_ns if now_ns is not None else ring.last_ts()
-        pts = ring.points(end - int(minutes * 60 * NS))
+        end = now_ns if now_ns is not None else self._rings.last_ts(i)
+        pts = self._rings.points(i, end - int(minutes * 60 * NS))
         return {
             "device": device,
             "quantity": quantity,

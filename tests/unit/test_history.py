@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
+from typing import Any
 
 import pytest
 
@@ -62,7 +64,7 @@ def test_history_rings_share_their_arrays_and_never_mix_their_points() -> None:
     t0 = 1_750_000_000 * NS
     for i in range(100):  # a new series joins every 30 s; each wraps its 8 points many times
         h.add([Reading(f"D{k}", "q", k * 1000.0 + i, t0 + i * NS) for k in range(1 + i // 30)])
-    assert len(h._arena[0]) == 4 * 8  # four rings of 8 points, no array of their own
+    assert len(h._rings.ts) == 4 * 8 and len(h._rings.base) == 4  # four rings of 8 points, no array of their own
     for k in range(4):
         pts = h.series(f"D{k}", "q", minutes=1)["points"]
         assert pts[-1][1] == k * 1000.0 + 99 and all(int(v) // 1000 == k for _, v, _ in pts), k
@@ -78,7 +80,7 @@ def test_history_keeps_9_bytes_a_point_for_weeks_of_uptime_and_shows_7_digits() 
     days = 60
     for i in range(days * 1440):
         h.add([Reading("TC-01", "load", 20.9 + (i % 7), t0 + i * minute)])
-    assert h._arena[0].itemsize == 4 and h._arena[1].itemsize == 4 and h._arena[2].itemsize == 1
+    assert h._rings.ts.itemsize == 4 and h._rings.v.itemsize == 4 and h._rings.q.itemsize == 1
     pts = h.series("TC-01", "load", minutes=120)["points"]
     last = days * 1440 - 1
     assert len(pts) == 121  # two hours a minute apart, both ends in
@@ -93,6 +95,45 @@ def test_history_keeps_9_bytes_a_point_for_weeks_of_uptime_and_shows_7_digits() 
     assert h.series("TC-01", "load", minutes=120)["points"][-1][1:] == [None, 1]
     with pytest.raises(ValueError, match="window_s"):
         History(window_s=8 * 86400.0)
+
+
+def _reference(seq: list[tuple[int, float]], cap: int, bucket_ms: int, window_ms: int) -> list[list[Any]]:
+    """What a ring must show, kept the plain way: a list of (ms, value), the newest of each bucket."""
+    pts: list[tuple[int, float]] = []
+    for ms, v in seq:
+        if pts and ms < pts[-1][0]:
+            continue  # late
+        if pts and ms - pts[-1][0] > window_ms:
+            pts = []
+        elif pts and ms // bucket_ms == pts[-1][0] // bucket_ms:
+            pts[-1] = (ms, v)
+            continue
+        pts.append((ms, v))
+        pts = [p for p in pts[-cap:] if p[0] >= ms - window_ms]
+    return [[ms * 1_000_000, v, 0] for ms, v in pts]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_history_rings_show_what_a_plain_list_would_through_bursts_gaps_and_late_readings(seed: int) -> None:
+    # the rings are columns with a fast path for a reading in the newest point's bucket: five interleaved series
+    # of bursts, late readings and quiet spells longer than the window must show what the plain model shows
+    rnd = random.Random(seed)
+    h = History(window_s=60.0, max_points=12, budget_points=60, series=5)  # 12 points of 5 s a series
+    t0 = 1_750_000_000_000
+    seqs: dict[str, list[tuple[int, float]]] = {f"D{k}": [] for k in range(5)}
+    clock = dict.fromkeys(seqs, t0)
+    for step in range(3000):
+        dev = rnd.choice(list(seqs))
+        jump = rnd.choice([0, 1, 7, 250, 1000, 4999, 5000, 20_000, 61_000, -3000, -40])
+        if jump >= 0:
+            clock[dev] += jump
+        ms = clock[dev] + min(jump, 0)  # a negative jump is one late reading; the clock stays
+        v = float(step)
+        seqs[dev].append((ms, v))
+        h.add([Reading(dev, "q", v, ms * 1_000_000)])
+    for dev, seq in seqs.items():
+        want = _reference(seq, 12, 5000, 60_000)
+        assert want and h.series(dev, "q", minutes=10)["points"] == want, dev
 
 
 async def test_slow_client_queue_is_bounded_and_told_to_resync() -> None:
