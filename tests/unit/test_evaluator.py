@@ -183,3 +183,17 @@ def test_unknown_devices_and_quantities_are_ignored() -> None:
     assert ev.observe(Reading("X", "lel", 80, 0), 0) == []
     assert ev.observe(Reading("G", "co", 80, 0), 0) == []
     assert ev.observe(Reading("G", "weird_q", 80, 0), 0) == []
+
+
+def test_devices_of_one_model_share_their_thresholds_and_a_stricter_device_keeps_its_own() -> None:
+    # 2 000 cranes of one model bound 20 000 equal threshold tuples; equal ones are now one object, and a crane
+    # with its own (stricter) wind limit still alarms on its own value
+    rules = [r for r in default_rules().values() if r.kind.value == "tower_crane"]
+    same = DeviceContext("tower_crane", wind_limit_ms=None)
+    strict = DeviceContext("tower_crane", wind_limit_ms=9.0)
+    ev = Evaluator({d: rules for d in ("A", "B", "C")}, {"A": same, "B": same, "C": strict})
+    wind = next(r.id for r in rules if any(t.stricter_of_device for t in r.thresholds))
+    a, b, c = (ev._find(wind, d) for d in "ABC")
+    assert a is not None and b is not None and c is not None
+    assert a.thresholds is b.thresholds and a.thresholds is not c.thresholds
+    assert 9.0 in {v for _, v, _ in c.thresholds} and 9.0 not in {v for _, v, _ in a.thresholds}
