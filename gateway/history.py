@@ -148,22 +148,28 @@ class History:
         self.max_points = max_points
         self.budget_points = budget_points
         self.expected_series = series
-        self._ids: dict[tuple[str, str], int] = {}  # (device, quantity) -> its ring
+        # device -> quantity -> its ring (nested: 2 000 devices' 22 000 (device, quantity) keys took 1.4 MB)
+        self._ids: dict[str, dict[str, int]] = {}
+        self._n_rings = 0
         self._rings = _Rings()
         self.hub = LiveHub(alarm_json=alarm_json)
 
     def _new_ring(self) -> int:
         # more series than expected (a depth family grew) only make the newer rings coarser: the budget holds
-        cap = max(2, min(self.max_points, self.budget_points // max(self.expected_series, len(self._ids) + 1)))
+        self._n_rings += 1
+        cap = max(2, min(self.max_points, self.budget_points // max(self.expected_series, self._n_rings)))
         return self._rings.new(cap, max(1, self.window_ms // cap))
 
     def add(self, batch: list[Reading]) -> None:
         """Pipeline listener: store the batch in the rings, then hand it to the live subscribers as one event."""
         ids, add, window_ms = self._ids, self._rings.add, self.window_ms
         for r in batch:
-            i = ids.get((r.device, r.quantity))
+            mine = ids.get(r.device)
+            if mine is None:
+                mine = ids[r.device] = {}
+            i = mine.get(r.quantity)
             if i is None:
-                i = ids[(r.device, r.quantity)] = self._new_ring()
+                i = mine[r.quantity] = self._new_ring()
             add(i, r.ts_ns, r.value, int(r.quality), window_ms)
         if batch and self.hub.subscribers:
             rows = [[r.device, r.quantity, _finite(r.value), r.ts_ns, r.quality.name.lower()] for r in batch]
@@ -174,14 +180,14 @@ class History:
         return sum(self._rings.n)
 
     def quantities(self, device: str) -> list[str]:
-        return sorted(q for d, q in self._ids if d == device)
+        return sorted(self._ids.get(device, ()))
 
     def devices(self) -> set[str]:
-        return {d for d, _ in self._ids}
+        return set(self._ids)
 
     def series(self, device: str, quantity: str, minutes: float, now_ns: int | None = None) -> dict[str, Any]:
         """Points of the last `minutes` (before the newest point, or `now_ns`) and the slope over them per day."""
-        i = self._ids.get((device, quantity))
+        i = self._ids.get(device, {}).get(quantity)
         if i is None or not self._rings.n[i]:
             return {"device": device, "quantity": quantity, "points": [], "rate_per_day": None}
         end = now_ns if now_ns is not None else self._rings.last_ts(i)
