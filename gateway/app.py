@@ -219,6 +219,8 @@ class Gateway:
             now_ns=clock,
             derive=self.alarms.derive,
             listeners=[self.alarms.on_readings, self.history.add, self.daily.add],
+            ack_linger_s=cfg.spool.ack_linger_s,
+            ack_linger_messages=cfg.spool.ack_linger_messages,
         )
         self.writer = build_writer(cfg.sink)
         self.drainer = SpoolDrainer(

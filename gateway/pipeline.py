@@ -44,6 +44,8 @@ class Pipeline:
         now_ns: Callable[[], int] = time.time_ns,
         derive: Callable[[list[Reading]], list[Reading]] | None = None,
         listeners: Sequence[Listener] = (),
+        ack_linger_s: float = 0.0,
+        ack_linger_messages: int = 1,
     ) -> None:
         self.now_ns = now_ns  # the gateway's clock (injected in tests), against which device clocks are checked
         self.spool = spool
@@ -61,6 +63,14 @@ class Pipeline:
         self._ranges = {name: (q.low, q.high) for name, q in quantities.CATALOG.items()}
         self._idle = asyncio.Event()
         self._idle.set()
+        # Acknowledgements waiting for their fsync (see run): up to `ack_linger_s` after the first of them, so that
+        # messages arriving a few ms apart share one fsync, and never for more than `ack_linger_messages` messages,
+        # which would hold the broker's in-flight window (Mosquitto's is 20) and slow what it sends.
+        self.ack_linger_s = ack_linger_s
+        self.ack_linger_messages = ack_linger_messages
+        self._acks: list[Callable[[], object]] = []
+        self._acks_messages = 0
+        self._acks_since = 0.0
 
     async def submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         """Hand over a batch; waits (back-pressure to the driver) only when the intake is full.
@@ -79,37 +89,55 @@ class Pipeline:
     async def run(self) -> None:
         while True:
             item = await self._next()
-            if item is None:  # nothing came in while written lines waited for their fsync: sync them now
-                await self.spool.sync_async()
-                continue
-            readings, cb = item
-            # Group commit: everything queued meanwhile is one batch, one write and at most one fsync.
-            batch = list(readings)
-            callbacks = [cb] if cb else []
-            while len(batch) < self.max_batch and not self._q.empty():
-                readings, cb = self._q.get_nowait()
-                batch.extend(readings)
-                if cb:
-                    callbacks.append(cb)
-            self.spool.write(*self.evaluate(batch))
-            # The lines are safe from kill -9 now (in the kernel). The fsync, for power cuts, is due at once when
-            # someone waits on it (an MQTT message is acknowledged to the broker only after it), else within the
-            # spool's sync_interval_s: a Modbus site polling 100 times a second would otherwise fsync 100 times a
-            # second, half of its CPU. It runs in a worker thread, so the drivers go on queueing meanwhile and the
-            # busier the site, the bigger the next batch; a lone reading on a quiet site is processed at once.
-            due = self.spool.sync_due_in()
-            if callbacks or (due is not None and due <= 0):
+            if item is not None:
+                readings, cb = item
+                # Group commit: everything queued meanwhile is one batch, one write and at most one fsync.
+                batch = list(readings)
+                self._wait_for_sync(cb)
+                while len(batch) < self.max_batch and not self._q.empty():
+                    readings, cb = self._q.get_nowait()
+                    batch.extend(readings)
+                    self._wait_for_sync(cb)
+                # Alarms, the console and the latest values see the batch now; only acknowledgements wait below.
+                self.spool.write(*self.evaluate(batch))
+            # The lines are safe from kill -9 now (in the kernel). The fsync, for power cuts, is due soon when
+            # someone waits on it (an MQTT message is acknowledged to the broker only after it: within
+            # ack_linger_s, so that one fsync serves the messages of a few ms instead of each of them), else within
+            # the spool's sync_interval_s: a Modbus site polling 100 times a second would otherwise fsync 100 times
+            # a second, half of its CPU. It runs in a worker thread, so the drivers go on queueing meanwhile and
+            # the busier the site, the bigger the next batch; a lone reading on a quiet site is processed at once.
+            due = self._sync_due_in()
+            if due is not None and due <= 0:
+                acks, self._acks, self._acks_messages = self._acks, [], 0
                 # with more input already queued, the fsync goes to the thread so the next batch is taken in
                 # meanwhile (bigger batches, fewer fsyncs at high rates); with none, inline is cheaper
                 await self.spool.sync_async(busy=not self._q.empty())
-            for cb in callbacks:
-                cb()
-            if self._q.empty():
+                for cb in acks:
+                    cb()
+            if self._q.empty() and not self._acks:
                 self._idle.set()
+
+    def _wait_for_sync(self, cb: Callable[[], object] | None) -> None:
+        if cb is None:
+            return
+        if not self._acks:
+            self._acks_since = time.monotonic()
+        self._acks.append(cb)
+        # an MQTT batch's acknowledger says how many messages it acknowledges; anything else counts as one
+        self._acks_messages += getattr(cb, "messages", 1)
+
+    def _sync_due_in(self) -> float | None:
+        """Seconds until the fsync is due (<= 0: now); None when nothing written or waiting needs one."""
+        due = self.spool.sync_due_in()
+        if self._acks:
+            if self._acks_messages >= self.ack_linger_messages or due is None:
+                return 0.0  # enough waiting; or everything is on disk already (no fsync) and they go at once
+            due = min(due, self._acks_since + self.ack_linger_s - time.monotonic())
+        return due
 
     async def _next(self) -> tuple[list[Reading], Callable[[], object] | None] | None:
         """The next submission, or None when written lines are due for their fsync before one arrives."""
-        due = self.spool.sync_due_in()
+        due = self._sync_due_in()
         if due is None:
             return await self._q.get()
         if due <= 0:

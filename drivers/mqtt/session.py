@@ -51,6 +51,23 @@ def _call_all(fns: list[OnSpooled]) -> None:
         fn()
 
 
+@dataclass(frozen=True, slots=True)
+class BatchAck:
+    """Acknowledges a batch's messages once their readings are spooled. `messages` tells the pipeline how many
+    messages wait on it: it lets acknowledgements wait a few ms to share an fsync, but not so many of them that
+    the broker's in-flight window fills."""
+
+    ack_all: Callable[[list[OnSpooled]], None]
+    acks: list[OnSpooled]
+
+    @property
+    def messages(self) -> int:
+        return len(self.acks)
+
+    def __call__(self) -> None:
+        self.ack_all(self.acks)
+
+
 class MqttSession:
     def __init__(
         self,
@@ -164,7 +181,7 @@ class MqttSession:
                 elif ack:
                     ack()
             if readings or acks:
-                await self.submit(readings, functools.partial(self._ack_all, acks) if acks else None)
+                await self.submit(readings, BatchAck(self._ack_all, acks) if acks else None)
         finally:
             self.settled.set()
 

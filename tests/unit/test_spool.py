@@ -108,6 +108,47 @@ async def test_pipeline_fsyncs_before_an_ack_and_polled_lines_within_the_interva
     ]
 
 
+class _Acks:
+    """An MQTT batch's acknowledger as the pipeline sees it: callable, and how many messages it acknowledges."""
+
+    def __init__(self, sp: Spool, log: list[tuple[int, bool]], messages: int) -> None:
+        self.sp, self.log, self.messages = sp, log, messages
+
+    def __call__(self) -> None:
+        self.log.append((self.messages, self.sp.sync_due_in() is None))
+
+
+async def test_acknowledgements_linger_to_share_one_fsync_but_never_fill_the_in_flight_window(tmp_path: Path) -> None:
+    # messages arriving a few ms apart: one fsync for all of them, each acknowledged only after it; as many as
+    # ack_linger_messages waiting: the fsync is at once, whatever is left of the linger
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=5.0)
+    sp.open()
+    tags = {"D": series_tags("gas_detector", "s", "D", "")}
+    pipe = Pipeline(sp, tags, Metrics(), ack_linger_s=0.5, ack_linger_messages=10)
+    task = asyncio.create_task(pipe.run())
+    ts = 1_795_224_600_000_000_000
+    acked: list[tuple[int, bool]] = []
+    try:
+        for i in range(4):  # 4 batches of 2 messages, 10 ms apart: inside the linger, under the bound
+            await pipe.submit([Reading("D", "lel", float(i), ts + i)], _Acks(sp, acked, 2))
+            await asyncio.sleep(0.01)
+        assert acked == [] and sp.fsyncs.inline_syncs + sp.fsyncs.thread_syncs == 0
+        await pipe.drained()  # the linger ends: one fsync, then every acknowledgement
+        assert acked == [(2, True)] * 4
+        assert sp.fsyncs.inline_syncs + sp.fsyncs.thread_syncs == 1
+        acked.clear()
+        await pipe.submit([Reading("D", "lel", 9.0, ts + 9)], _Acks(sp, acked, 4))
+        await pipe.submit([Reading("D", "lel", 10.0, ts + 10)], _Acks(sp, acked, 6))  # 10 waiting: at once
+        async with asyncio.timeout(0.4):  # well inside the 0.5 s linger
+            await pipe.drained()
+        assert acked == [(4, True), (6, True)]
+        assert sp.fsyncs.inline_syncs + sp.fsyncs.thread_syncs == 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sp.close()
+
+
 def test_a_full_segment_stays_live_and_only_an_outage_leaves_backlog(tmp_path: Path) -> None:
     sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=200)
     sp.open()
