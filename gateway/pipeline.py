@@ -64,8 +64,8 @@ class Pipeline:
         self._idle = asyncio.Event()
         self._idle.set()
         # Acknowledgements waiting for their fsync (see run): up to `ack_linger_s` after the first of them, so that
-        # messages arriving a few ms apart share one fsync, and never for more than `ack_linger_messages` messages,
-        # which would hold the broker's in-flight window (Mosquitto's is 20) and slow what it sends.
+        # messages arriving a few ms apart share one fsync, and never for more than `ack_linger_messages` messages:
+        # each one held back delays what the broker sends next, alarm-raising messages included (docs/configuration.md)
         self.ack_linger_s = ack_linger_s
         self.ack_linger_messages = ack_linger_messages
         self._acks: list[Callable[[], object]] = []

@@ -16,4 +16,3 @@ def test_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
     for p in ports[:20]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", p))
-
