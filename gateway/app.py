@@ -18,7 +18,6 @@ from alerting.notices import Notices
 from alerting.schema import SchemaError
 from alerting.uplink import UplinkOutbox
 from drivers.modbus.driver import ModbusDevice
-from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_device
 from drivers.mqtt.client import BrokerParams, HeldPublisher
 from drivers.mqtt.config import Broker, TlsVerify
@@ -234,6 +233,8 @@ class Gateway:
         )
         self.liveness = Liveness(self.metrics, {d.id: d.stale_after_s for d in cfg.devices})
         line_devices = build_line_devices(cfg)
+        if cfg.lines:  # pymodbus and pyserial load only here: an MQTT-only site does without them (1.5 MB of RSS)
+            from drivers.modbus.link import ModbusLink
         self.lines = [
             LineOwner(
                 ModbusLink(ln),

@@ -10,14 +10,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable, ProtocolError
 from drivers.modbus.driver import PollResult
-from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import Block
 from gateway.metrics import Metrics
 from telemetry.reading import Reading
+
+if TYPE_CHECKING:  # pymodbus loads only on a site with Modbus lines (gateway.app)
+    from drivers.modbus.link import ModbusLink
 
 log = logging.getLogger("sitegw.supervisor")
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from typing import TYPE_CHECKING
 
 from drivers.errors import ProtocolError
 from drivers.modbus.codec import DataType, decode, registers_to_bytes, to_canonical
-from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import CLOCK, Block, DevicePlan
 from drivers.timefmt import decode_register_clock
 from telemetry.reading import Quality, Reading
+
+if TYPE_CHECKING:  # the link (and pymodbus) load only on a site with Modbus lines (gateway.app)
+    from drivers.modbus.link import ModbusLink
 
 
 @dataclass(slots=True)
