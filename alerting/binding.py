@@ -11,10 +11,10 @@ from alerting.rules import Confidence, Level, Rule, Source, Threshold
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """One rule on one device, with the thresholds in force there (values set, device limits applied)."""
+    """A rule with the thresholds in force on a device (values set, device limits applied). It names no device:
+    devices where the same thresholds are in force share one (the evaluator keys its state by device)."""
 
     rule: Rule
-    device: str
     thresholds: tuple[tuple[Level, float, Threshold], ...]
     design: float | None  # percent_of_design: the device's design value; *_of_warning: the point's design 预警值
 
@@ -108,4 +108,4 @@ def bind(rule: Rule, device: str, ctx: DeviceContext, baselines: bool = True) ->
         why = "no calibration_due"
     if why:
         return None, why
-    return Bound(rule, device, ths, design), ""
+    return Bound(rule, ths, design), ""

@@ -185,7 +185,7 @@ def test_unknown_devices_and_quantities_are_ignored() -> None:
     assert ev.observe(Reading("G", "weird_q", 80, 0), 0) == []
 
 
-def test_devices_of_one_model_share_their_thresholds_and_a_stricter_device_keeps_its_own() -> None:
+def test_devices_of_one_model_share_their_bound_rules_and_a_stricter_device_keeps_its_own() -> None:
     # 2 000 cranes of one model bound 20 000 equal threshold tuples; equal ones are now one object, and a crane
     # with its own (stricter) wind limit still alarms on its own value
     rules = [r for r in default_rules().values() if r.kind.value == "tower_crane"]
@@ -197,6 +197,13 @@ def test_devices_of_one_model_share_their_thresholds_and_a_stricter_device_keeps
     assert a is not None and b is not None and c is not None
     assert a.thresholds is b.thresholds and a.thresholds is not c.thresholds
     assert 9.0 in {v for _, v, _ in c.thresholds} and 9.0 not in {v for _, v, _ in a.thresholds}
+    # the bound rules name no device, so alike devices share them and their whole table; levels stay per device
+    assert a is b and ev._by_key["A"] is ev._by_key["B"] and ev._by_key["A"] is not ev._by_key["C"]
+    got = ev.observe_batch([Reading("A", "wind_speed", 11.5, S), Reading("B", "wind_speed", 2.0, S)], S)
+    assert {(t.device, int(t.new)) for t in got if t.phase == "confirmed"} == {("A", 2)}
+    assert ev.level(wind, "A", "wind_speed") == Level(2) and ev.level(wind, "B", "wind_speed") == Level(0)
+    got = ev.observe_batch([Reading("C", "wind_speed", 9.5, 2 * S)], 2 * S)  # its own 9 m/s
+    assert {(t.device, int(t.new)) for t in got if t.phase == "confirmed"} == {("C", 2)}
 
 
 def test_only_the_values_gates_read_are_kept_and_gates_still_see_them() -> None:
@@ -212,6 +219,6 @@ def test_only_the_values_gates_read_are_kept_and_gates_still_see_them() -> None:
     ev.observe_batch([*batch, Reading("TC", vq, 0.0, S)], S)
     assert set(ev._latest["TC"]) == {"load", "wind_speed", "hoisting_up"} | ({vq} & gated)
     b = ev._find(verticality.id, "TC")
-    assert b is not None and ev._gate_open(b)  # idle: the gate holds
+    assert b is not None and ev._gate_open(b, "TC")  # idle: the gate holds
     ev.observe_batch([Reading("TC", "load", 3.0, 2 * S)], 2 * S)
-    assert not ev._gate_open(b)  # lifting: closed
+    assert not ev._gate_open(b, "TC")  # lifting: closed
