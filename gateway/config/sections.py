@@ -70,6 +70,9 @@ class LoadChartPoint(_Base):
     rated_load_t: float = Field(gt=0)
 
 
+_FIELDS_SET: dict[frozenset[str], set[str]] = {}
+
+
 class Device(_Base):
     id: str = Field(pattern=_ID)
     name: str = ""
@@ -117,6 +120,13 @@ class Device(_Base):
         if "\\" in v:
             raise ValueError("must not contain a backslash (InfluxDB 1.x cannot store it reliably in a tag)")
         return v
+
+    def model_post_init(self, context: Any, /) -> None:
+        # The devices of a site file set the same few fields: one set of their names serves them all (pydantic kept
+        # a 728-byte set for each of 2 000 devices, 1.4 MB). Safe to share: the model is frozen, and model_copy
+        # copies the set before it changes it.
+        fields = self.__pydantic_fields_set__
+        object.__setattr__(self, "__pydantic_fields_set__", _FIELDS_SET.setdefault(frozenset(fields), fields))
 
     @property
     def key(self) -> str:

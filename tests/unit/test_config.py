@@ -38,6 +38,21 @@ def error_of(tmp_path: Path, text: str) -> str:
     return str(ei.value)
 
 
+def test_devices_that_set_the_same_fields_share_one_set_of_their_names(tmp_path: Path) -> None:
+    # pydantic keeps the names of the fields a model was given; 2 000 devices kept 2 000 equal sets (1.4 MB)
+    text = GOOD.replace(
+        "  - {id: TC-01, profile: tower_crane_tcp_v1, line: l1, unit_id: 1}\n",
+        "  - {id: TC-01, profile: tower_crane_tcp_v1, line: l1, unit_id: 1}\n"
+        "  - {id: TC-02, profile: tower_crane_tcp_v1, line: l1, unit_id: 2}\n",
+    )
+    tc1, tc2, fw = load_config(write(tmp_path, text)).devices
+    assert tc1.model_fields_set is tc2.model_fields_set == {"id", "profile", "line", "unit_id"}
+    assert fw.model_fields_set is not tc1.model_fields_set
+    renamed = tc1.model_copy(update={"name": "1号塔吊"})  # a copy changes its own set, never the shared one
+    assert renamed.model_fields_set == {"id", "profile", "line", "unit_id", "name"}
+    assert tc2.model_fields_set == {"id", "profile", "line", "unit_id"}
+
+
 def test_demo_site_loads() -> None:
     cfg = load_config(DEMO)
     kinds = {cfg.kind_of(d).value for d in cfg.devices}
