@@ -75,7 +75,7 @@ class SurveyImporter:
             prof = cfg.profile_of(d)
             if isinstance(prof, SurveyProfile):
                 self.points[d.key] = (d.id, list(prof.quantities))
-        self.warning_keys = {d.id: list(d.warning_values) for d in cfg.devices}
+        self.warning_keys = {d.id: list(d.warning_values) for d in cfg.devices if d.warning_values}
         self.max_ahead_ns = {d: int(a * NS) for d, (a, _age) in cfg.clock_limits().items()}
 
     # ---- checking ----------------------------------------------------------------------------------------------
