@@ -93,13 +93,18 @@ class Pipeline:
                 readings, cb = item
                 # Group commit: everything queued meanwhile is one batch, one write and at most one fsync.
                 batch = list(readings)
-                self._wait_for_sync(cb)
+                callbacks = [cb] if cb else []
                 while len(batch) < self.max_batch and not self._q.empty():
                     readings, cb = self._q.get_nowait()
                     batch.extend(readings)
-                    self._wait_for_sync(cb)
+                    if cb:
+                        callbacks.append(cb)
                 # Alarms, the console and the latest values see the batch now; only acknowledgements wait below.
                 self.spool.write(*self.evaluate(batch))
+                # only once the lines are written: if that raised, this task ends with them unacknowledged (the
+                # broker sends them again), and its restart must not find them waiting for an fsync as if written
+                for cb in callbacks:
+                    self._wait_for_sync(cb)
             # The lines are safe from kill -9 now (in the kernel). The fsync, for power cuts, is due soon when
             # someone waits on it (an MQTT message is acknowledged to the broker only after it: within
             # ack_linger_s, so that one fsync serves the messages of a few ms instead of each of them), else within
@@ -117,9 +122,7 @@ class Pipeline:
             if self._q.empty() and not self._acks:
                 self._idle.set()
 
-    def _wait_for_sync(self, cb: Callable[[], object] | None) -> None:
-        if cb is None:
-            return
+    def _wait_for_sync(self, cb: Callable[[], object]) -> None:
         if not self._acks:
             self._acks_since = time.monotonic()
         self._acks.append(cb)

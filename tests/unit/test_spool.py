@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
+
+import pytest
 
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -146,6 +149,44 @@ async def test_acknowledgements_linger_to_share_one_fsync_but_never_fill_the_in_
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        sp.close()
+
+
+class _FullOnce(Spool):
+    """The spool's disk full for one write (ENOSPC), as a full tmpfs answers, then free again."""
+
+    full = True
+
+    def write(self, data: bytes, lines: int) -> None:
+        if self.full:
+            self.full = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write(data, lines)
+
+
+async def test_a_batch_whose_write_failed_is_never_acknowledged_by_the_restarted_pipeline(tmp_path: Path) -> None:
+    # the write raises, the pipeline task ends and its supervisor starts run() again on the same pipeline: the
+    # message whose lines never reached the spool must stay unacknowledged (the broker sends it again), while the
+    # next one is acknowledged after its own write and fsync
+    sp = _FullOnce(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
+    sp.open()
+    pipe = Pipeline(sp, {"D": series_tags("gas_detector", "s", "D", "")}, Metrics(), ack_linger_s=0.01)
+    ts = 1_795_224_600_000_000_000
+    acked: list[tuple[int, bool]] = []
+    try:
+        await pipe.submit([Reading("D", "lel", 1.0, ts)], _Acks(sp, acked, 1))
+        with pytest.raises(OSError, match="No space"):
+            await pipe.run()
+        task = asyncio.create_task(pipe.run())  # as gateway.tasks restarts it
+        await asyncio.sleep(0.1)
+        assert acked == []
+        await pipe.submit([Reading("D", "lel", 2.0, ts + 1)], _Acks(sp, acked, 1))
+        async with asyncio.timeout(5):
+            await pipe.drained()
+        assert acked == [(1, True)]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
         sp.close()
 
 
