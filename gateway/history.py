@@ -150,14 +150,12 @@ class History:
         self.expected_series = series
         # device -> quantity -> its ring (nested: 2 000 devices' 22 000 (device, quantity) keys took 1.4 MB)
         self._ids: dict[str, dict[str, int]] = {}
-        self._n_rings = 0
         self._rings = _Rings()
         self.hub = LiveHub(alarm_json=alarm_json)
 
     def _new_ring(self) -> int:
         # more series than expected (a depth family grew) only make the newer rings coarser: the budget holds
-        self._n_rings += 1
-        cap = max(2, min(self.max_points, self.budget_points // max(self.expected_series, self._n_rings)))
+        cap = max(2, min(self.max_points, self.budget_points // max(self.expected_series, len(self._rings.base) + 1)))
         return self._rings.new(cap, max(1, self.window_ms // cap))
 
     def add(self, batch: list[Reading]) -> None:

@@ -103,8 +103,7 @@ class Pipeline:
                 self.spool.write(*self.evaluate(batch))
                 # only once the lines are written: if that raised, this task ends with them unacknowledged (the
                 # broker sends them again), and its restart must not find them waiting for an fsync as if written
-                for cb in callbacks:
-                    self._wait_for_sync(cb)
+                self._wait_for_sync(callbacks)
             # The lines are safe from kill -9 now (in the kernel). The fsync, for power cuts, is due soon when
             # someone waits on it (an MQTT message is acknowledged to the broker only after it: within
             # ack_linger_s, so that one fsync serves the messages of a few ms instead of each of them), else within
@@ -122,12 +121,12 @@ class Pipeline:
             if self._q.empty() and not self._acks:
                 self._idle.set()
 
-    def _wait_for_sync(self, cb: Callable[[], object]) -> None:
-        if not self._acks:
+    def _wait_for_sync(self, callbacks: list[Callable[[], object]]) -> None:
+        if callbacks and not self._acks:
             self._acks_since = time.monotonic()
-        self._acks.append(cb)
+        self._acks.extend(callbacks)
         # an MQTT batch's acknowledger says how many messages it acknowledges; anything else counts as one
-        self._acks_messages += getattr(cb, "messages", 1)
+        self._acks_messages += sum(getattr(cb, "messages", 1) for cb in callbacks)
 
     def _sync_due_in(self) -> float | None:
         """Seconds until the fsync is due (<= 0: now); None when nothing written or waiting needs one."""

@@ -61,6 +61,12 @@ def device(port: int) -> Iterator[paho.Client]:
         dev.disconnect()
 
 
+def publish_settlement(dev: paho.Client, value: float, ts_ms: int = 1795224600_000) -> paho.MQTTMessageInfo:
+    """FW-1's formwork message (QoS 1) with one settlement value."""
+    body = json.dumps({"ts": ts_ms, "data": {"settlement": value}})
+    return dev.publish("ack/site/formwork/FW-1/data", body, qos=1)
+
+
 async def delivered_again(port: int) -> list[list[Reading]]:
     """What the broker delivers to a new session on the same persistent client id within 2 s (acknowledged)."""
     got: list[list[Reading]] = []
@@ -86,9 +92,7 @@ async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto
     t1 = asyncio.create_task(run_until(s1, first, 10), name="session-1")
     await asyncio.wait_for(s1.connected.wait(), 10)
     with device(mosquitto.port) as dev:
-        dev.publish(
-            "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 3.25}}), qos=1
-        ).wait_for_publish(5)
+        publish_settlement(dev, 3.25).wait_for_publish(5)
     await t1
     assert [[r.value for r in rs] for rs in got] == [[3.25]]
 
@@ -174,9 +178,7 @@ async def test_a_batch_is_acknowledged_with_one_write_and_never_delivered_again(
     await asyncio.wait_for(s.connected.wait(), 10)
     with device(mosquitto.port) as dev:
         for i in range(40):
-            dev.publish(
-                "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000 + i, "data": {"settlement": i}}), qos=1
-            )
+            publish_settlement(dev, i, 1795224600_000 + i)
         await task
     assert sorted(values) == [float(i) for i in range(40)]
     assert await delivered_again(mosquitto.port) == []  # every one was acknowledged
@@ -213,9 +215,7 @@ async def test_a_batch_acked_while_a_writer_is_on_its_way_leaves_it_to_that_writ
     task = asyncio.create_task(run_until(s, checked, 20), name="session")
     await asyncio.wait_for(s.connected.wait(), 10)
     with device(mosquitto.port) as dev:
-        dev.publish(
-            "ack/site/formwork/FW-1/data", json.dumps({"ts": 1795224600_000, "data": {"settlement": 1.0}}), qos=1
-        )
+        publish_settlement(dev, 1.0)
         await task
     assert checked.is_set() and found == []
     assert await delivered_again(mosquitto.port) == []  # its PUBACK went out
