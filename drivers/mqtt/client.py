@@ -21,7 +21,49 @@ Client = aiomqtt.Client
 Message = aiomqtt.Message
 MqttError = aiomqtt.MqttError
 MqttCodeError = aiomqtt.MqttCodeError
-TopicMatcher = MQTTMatcher
+
+
+class TopicMatcher:
+    """MQTT topic filters -> values (paho's matcher: `+`, `#`, `$` topics), each topic's matches remembered.
+
+    paho's `iter_match` builds a recursive closure per lookup: a reference cycle, garbage that only the cyclic
+    collector frees. paho looks up every message this way (its filtered callbacks, even with none) and so did the
+    session: two cycles a message, whose collections stalled the event loop for milliseconds (the alarm latency's
+    tail). A site has few topics; a flood of distinct ones only empties the memory now and then."""
+
+    MAX_TOPICS = 4096
+
+    def __init__(self) -> None:
+        self._filters = MQTTMatcher()  # type: ignore[no-untyped-call]
+        self._seen: dict[str, tuple[Any, ...]] = {}
+
+    def __setitem__(self, topic_filter: str, value: Any) -> None:
+        self._filters[topic_filter] = value
+        self._seen.clear()
+
+    def __delitem__(self, topic_filter: str) -> None:  # paho's message_callback_remove
+        del self._filters[topic_filter]  # type: ignore[no-untyped-call]
+        self._seen.clear()
+
+    def __getitem__(self, topic_filter: str) -> Any:
+        return self._filters[topic_filter]
+
+    def iter_match(self, topic: str) -> tuple[Any, ...]:
+        """The values of every filter that matches `topic`."""
+        got = self._seen.get(topic)
+        if got is None:
+            got = tuple(self._filters.iter_match(topic))  # type: ignore[no-untyped-call]
+            if len(self._seen) >= self.MAX_TOPICS:
+                self._seen.clear()
+            self._seen[topic] = got
+        return got
+
+
+def _no_cycles(client: aiomqtt.Client) -> aiomqtt.Client:
+    # paho's own lookup of filtered callbacks, made for every message received (see TopicMatcher)
+    client._client._on_message_filtered = TopicMatcher()  # type: ignore[assignment]
+    return client
+
 
 # CONNACK codes of refused credentials (MQTT 3.1.1: 4 bad user name or password, 5 not authorised; MQTT 5: 134, 135):
 # they fail the same way next time, so they are retried slowly (a session) or not at all (a notification)
@@ -100,7 +142,7 @@ def subscriber(p: BrokerParams) -> aiomqtt.Client:
     # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
     # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
     client._client.manual_ack_set(True)
-    return client
+    return _no_cycles(client)
 
 
 Ack = Callable[[], object]  # acknowledges one message

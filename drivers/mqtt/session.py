@@ -89,7 +89,7 @@ class MqttSession:
             if dec.profile.id != r.decoder.profile.id:
                 raise ValueError(f"broker {params.id}: topic filter {r.topic!r} is used by two profiles")
             keys[r.key] = r.device_id
-        self._matcher = TopicMatcher()  # type: ignore[no-untyped-call]
+        self._matcher = TopicMatcher()
         for f, (dec, keys) in self._by_filter.items():
             self._matcher[f] = (f, dec, keys)
         self.connected = asyncio.Event()
@@ -188,7 +188,7 @@ class MqttSession:
     async def _decode(self, topic: str, payload: Any, receive_ns: int, out: list[Reading]) -> bool:
         """Append the message's readings to `out`; False when nothing in it could be used (it was dead-lettered)."""
         matched = False
-        for flt, dec, keys in self._matcher.iter_match(topic):  # type: ignore[no-untyped-call]
+        for flt, dec, keys in self._matcher.iter_match(topic):
             matched = True
             device: str | None = self._sole.get(flt)
             try:
