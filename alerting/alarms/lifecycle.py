@@ -83,10 +83,11 @@ class Lifecycle(AlarmStore):
 
     # ---- transitions from the evaluator -------------------------------------------------------------------
 
-    def apply(self, t: Transition) -> list[AlarmEvent]:
-        """Turn one evaluator transition into alarm changes (actor "system", at t.at_ns)."""
+    def apply(self, t: Transition, durable: bool = True) -> list[AlarmEvent]:
+        """Turn one evaluator transition into alarm changes (actor "system", at t.at_ns). `durable=False` commits
+        without the fsync (see db.tx): the caller has the write-ahead log synced soon after (`sync_wal`)."""
         rule = self.rules[t.rule]  # KeyError for an unknown rule, before anything is written
-        with self._lock, tx(self.conn):
+        with self._lock, tx(self.conn, durable=durable):
             row = self._open_row(t.rule, t.device, t.quantity)
             if t.phase == "pending":
                 if row is None and t.new > Level.NORMAL:

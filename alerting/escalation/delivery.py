@@ -80,14 +80,21 @@ class Delivery:
         ).fetchone()[0]
         return None if got is None else int(got)
 
-    async def attempt(self, delivery_id: int) -> None:
-        d = self.conn.execute("SELECT * FROM esc_deliveries WHERE id = ?", (delivery_id,)).fetchone()
-        n = self.notifiers.get(d["channel"])
-        attempts = d["attempts"] + 1
+    def start(self, delivery_id: int) -> sqlite3.Row:
+        """Mark a delivery as being sent (in the caller's transaction, committed before `send`): a crash from here
+        on sends it again at the next start (`recover`), under the same key."""
         with tx(self.conn):
             self.conn.execute(
-                "UPDATE esc_deliveries SET status = 'sending', attempts = ? WHERE id = ?", (attempts, delivery_id)
+                "UPDATE esc_deliveries SET status = 'sending', attempts = attempts + 1 WHERE id = ?", (delivery_id,)
             )
+            row: sqlite3.Row = self.conn.execute("SELECT * FROM esc_deliveries WHERE id = ?", (delivery_id,)).fetchone()
+        return row
+
+    async def send(self, d: sqlite3.Row) -> None:
+        """One attempt at a started delivery; its outcome (sent, retry at, failed) is committed after it."""
+        delivery_id = d["id"]
+        n = self.notifiers.get(d["channel"])
+        attempts = d["attempts"]
         if n is None:
             ok, retryable, detail = False, False, f"channel {d['channel']!r} is not configured"
         else:
@@ -107,6 +114,7 @@ class Delivery:
             nxt = now + int(min(self.cfg.retry_max_s, self.cfg.retry_base_s * 2 ** (attempts - 1)) * 1e9)
         else:
             status, nxt = "failed", None
+        # durable (after the send, off the alarm's path): it also writes the step that started the send to disk
         with tx(self.conn):
             self.conn.execute(
                 "UPDATE esc_deliveries SET status = ?, next_try_ns = ?, sent_ns = ?, last_error = ? WHERE id = ?",

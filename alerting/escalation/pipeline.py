@@ -11,7 +11,7 @@ from typing import Any
 
 from alerting.alarms.model import Alarm, AlarmEvent
 from alerting.config import EscalationConfig
-from alerting.db import tx
+from alerting.db import sync_wal, tx, wal_path
 from alerting.escalation.delivery import Delivery
 from alerting.escalation.outbox import Outbox, ProposeHazard
 from alerting.escalation.roster import Roster
@@ -57,6 +57,11 @@ class Escalation:
         self.outbox = Outbox(conn, self.roster, site)
         self.delivery = Delivery(conn, cfg, notifiers, self.roster, clock, on_delivery)
         self._wake = asyncio.Event()
+        # alarm changes committed without their fsync (the engine's, from readings) wait for this loop to sync the
+        # write-ahead log, right after the sends they start (`sync_soon`)
+        self._wal = wal_path(conn)
+        self._sync_due = False
+        self.wal_syncs = 0
         self.delivery.recover()
 
     # ---- the lifecycle hook (inside the alarm change's transaction) ----
@@ -98,6 +103,12 @@ class Escalation:
     def wake(self) -> None:
         self._wake.set()
 
+    def sync_soon(self) -> None:
+        """Changes were committed without an fsync: the loop writes them to disk at its next step, after the sends
+        that step starts (a siren does not wait for the disk)."""
+        self._sync_due = True
+        self._wake.set()
+
     async def run(self, lookup_alarm: Callable[[int], Alarm], max_sleep_s: float = 1.0) -> None:
         while True:
             await self.step(lookup_alarm)
@@ -112,6 +123,8 @@ class Escalation:
                 raise asyncio.CancelledError
 
     def _sleep_s(self, cap: float) -> float:
+        if self._sync_due:
+            return 0.0
         due = [t for t in (self.schedule.next_due(self.conn), self.delivery.next_due()) if t is not None]
         if not due:
             return cap
@@ -121,12 +134,27 @@ class Escalation:
         """One pass through the stages: due tiers into the outbox, hazard clocks, then every group and retry that
         is ready goes out."""
         now = self.clock()
-        self._fire_due(now, lookup_alarm)
-        if self.hazard_source is not None and self.cfg.hazard_notices is not None:
-            hn = self.cfg.hazard_notices
-            with tx(self.conn):  # the clocks are marked fired in the same transaction as their notice is queued
-                self.outbox.hazard_notices(now, self.hazard_source(now), hn.roles, hn.channels)
-        await self._deliver_ready(now)
+        sync, self._sync_due = self._sync_due, False
+        # Every stage up to the send is one transaction, committed without an fsync: a tier due at once (the
+        # siren) waited for three fsyncs after the alarm's own, ~1 ms each on a busy disk. The outcome of the send
+        # is committed with an fsync, which writes this one to disk too; lost to a power cut before that, the step
+        # is redone from the alarm and schedule rows it came from (durable) and sends again: at-least-once, as for
+        # a message in flight at a crash. Each stage's failure still rolls back only its own part (a savepoint), as
+        # when they were transactions of their own.
+        with tx(self.conn, durable=False):
+            self._fire_due(now, lookup_alarm)
+            if self.hazard_source is not None and self.cfg.hazard_notices is not None:
+                hn = self.cfg.hazard_notices
+                with tx(self.conn):  # the clocks are marked fired in the same transaction as their notice is queued
+                    self.outbox.hazard_notices(now, self.hazard_source(now), hn.roles, hn.channels)
+            started = self._start_ready(now)
+        if started:
+            await asyncio.gather(*(self.delivery.send(d) for d in started))
+            self._wake.set()  # each outcome was committed with an fsync, which wrote everything before it too
+        elif sync and self._wal is not None:
+            # in a worker thread: the loop goes on taking readings meanwhile
+            await asyncio.to_thread(sync_wal, self._wal)
+            self.wal_syncs += 1
 
     def _fire_due(self, now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
         for st in self.schedule.due(self.conn, now):
@@ -151,7 +179,9 @@ class Escalation:
             self.schedule.mark_fired(self.conn, st["id"], now)
             self.outbox.fire(st, pol.tiers[st["tier"]], a, now, self.propose_hazard)
 
-    async def _deliver_ready(self, now: int) -> None:
+    def _start_ready(self, now: int) -> list[sqlite3.Row]:
+        """Open a delivery for every group that is ready and start it, with every retry that is due (in the
+        caller's transaction: they are sent once it is committed)."""
         jobs: list[int] = []
         for group in self.outbox.queued_groups():
             if self.delivery.grouping(group, now):
@@ -164,9 +194,7 @@ class Escalation:
                 self.outbox.mark_sent(did, rows)
             jobs.append(did)
         jobs.extend(self.delivery.due_retries(now))
-        if jobs:
-            await asyncio.gather(*(self.delivery.attempt(d) for d in dict.fromkeys(jobs)))
-            self._wake.set()
+        return [self.delivery.start(d) for d in dict.fromkeys(jobs)]
 
     # ---- queries for the API ----
 
