@@ -179,7 +179,7 @@ class Spool:
         if self._unsynced_since is not None:
             assert self._fd is not None
             self._unsynced_since = None
-            if self.fsyncs.inline and not busy:  # no thread hop, nothing to overlap it with
+            if self.fsyncs.inline_now() and not busy:  # no thread hop, nothing to overlap it with
                 self.fsyncs.inline_syncs += 1
                 t0 = time.perf_counter()
                 os.fsync(self._fd)

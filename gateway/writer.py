@@ -122,7 +122,11 @@ class SpoolDrainer:
 
         t0 = time.perf_counter()
         try:
-            await self.writer.write(chunk.data)
+            self.spool.fsyncs.db_writes += 1
+            try:
+                await self.writer.write(chunk.data)
+            finally:
+                self.spool.fsyncs.db_writes -= 1
         except WriteError as err:
             if err.retryable:
                 raise
