@@ -201,6 +201,7 @@ class Gateway:
                 publisher_for(params),
                 self.metrics,
                 event_sink=spool_in.append,
+                event_write=spool_in.write,  # the pipeline's own fsync follows (its sync rules, docs/configuration.md)
                 alarm_hooks=[self.history.hub.on_alarm, *([self.outbox.on_alarm] if self.outbox else [])],
                 hazard_hooks=[self.outbox.on_hazard] if self.outbox else [],
             )
