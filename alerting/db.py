@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +16,7 @@ def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating) the database. Autocommit mode: writers group statements with `tx()`.
 
     synchronous=FULL: an acknowledged alarm or a sent escalation must survive a power cut, not only a kill -9;
-    these writes are rare (transitions, not readings). The one exception, `tx(durable=False)`, is the escalation
-    step between an alarm and its siren (see `tx`).
+    these writes are rare (transitions, not readings), so the fsync cost does not matter.
     """
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,16 +35,10 @@ def connect(path: Path | str) -> sqlite3.Connection:
 
 
 @contextmanager
-def tx(conn: sqlite3.Connection, durable: bool = True) -> Iterator[sqlite3.Connection]:
+def tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One atomic write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception). Nests: an inner call
     is a savepoint of the outer transaction, so a module can call another module's writer inside its own change,
-    and an inner change that fails (and is caught) leaves nothing behind while the outer one goes on.
-
-    `durable=False` commits without the fsync (synchronous=NORMAL for this one commit): safe from a crash, and on
-    a power cut it may be lost, with everything committed after it up to the next durable commit, which writes it
-    to disk too. Only for changes that are done again when lost and followed by a durable commit: an escalation
-    step's bookkeeping, redone from the durable alarm and schedule rows it came from, its sends at-least-once
-    anyway, each send's outcome committed durably."""
+    and an inner change that fails (and is caught) leaves nothing behind while the outer one goes on."""
     if conn.in_transaction:
         conn.execute("SAVEPOINT tx")
         try:
@@ -58,39 +50,14 @@ def tx(conn: sqlite3.Connection, durable: bool = True) -> Iterator[sqlite3.Conne
             raise
         conn.execute("RELEASE tx")
         return
-    if not durable:
-        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error)
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        if not durable:
-            conn.execute("PRAGMA synchronous=FULL")
-
-
-def wal_path(conn: sqlite3.Connection) -> Path | None:
-    """The write-ahead log of the connection's main database (None in memory)."""
-    main = next((r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"), "")
-    return Path(main + "-wal") if main else None
-
-
-def sync_wal(path: Path) -> None:
-    """fsync the write-ahead log: every transaction committed into it so far is on disk (what a commit with
-    synchronous=FULL does for its own). Safe from any thread: it touches the file, not the connection."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:  # checkpointed and removed: everything is in the database file, synced by then
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        yield conn
+    except BaseException:
+        if conn.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error)
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def audit(

@@ -173,6 +173,8 @@ class AlarmEngine:
 
     def on_readings(self, batch: list[Reading]) -> None:
         try:
+            if self._event_lines:  # an operator's action since the last tick: its events are durable when stored
+                self.store_events()
             now = self.clock()
             for r in batch:
                 if r.quantity == "up":
@@ -208,15 +210,13 @@ class AlarmEngine:
                 continue
             mark = len(self._event_lines)
             try:
-                # no fsync before the siren: the escalation loop syncs once its sends are out (sync_soon below)
-                events = self.lifecycle.apply(t, durable=False)
+                events = self.lifecycle.apply(t)
             except sqlite3.Error as err:  # the store refused it (full, locked, I/O); a bug still propagates
                 del self._event_lines[mark:]  # the transaction rolled back: its alarm events did not happen
                 failed[key] = [t]
                 self._store_failed(err, f"{t.rule} on {t.device}, {t.old.name} -> {t.new.name}")
                 continue
             self._store_ok()
-            self.escalation.sync_soon()
             self.metrics.alarm_transitions += 1
             for ev in events:
                 log.info(

@@ -83,11 +83,10 @@ class Lifecycle(AlarmStore):
 
     # ---- transitions from the evaluator -------------------------------------------------------------------
 
-    def apply(self, t: Transition, durable: bool = True) -> list[AlarmEvent]:
-        """Turn one evaluator transition into alarm changes (actor "system", at t.at_ns). `durable=False` commits
-        without the fsync (see db.tx): the caller has the write-ahead log synced soon after (`sync_wal`)."""
+    def apply(self, t: Transition) -> list[AlarmEvent]:
+        """Turn one evaluator transition into alarm changes (actor "system", at t.at_ns)."""
         rule = self.rules[t.rule]  # KeyError for an unknown rule, before anything is written
-        with self._lock, tx(self.conn, durable=durable):
+        with self._lock, tx(self.conn):
             row = self._open_row(t.rule, t.device, t.quantity)
             if t.phase == "pending":
                 if row is None and t.new > Level.NORMAL:

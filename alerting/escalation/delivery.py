@@ -114,7 +114,6 @@ class Delivery:
             nxt = now + int(min(self.cfg.retry_max_s, self.cfg.retry_base_s * 2 ** (attempts - 1)) * 1e9)
         else:
             status, nxt = "failed", None
-        # durable (after the send, off the alarm's path): it also writes the step that started the send to disk
         with tx(self.conn):
             self.conn.execute(
                 "UPDATE esc_deliveries SET status = ?, next_try_ns = ?, sent_ns = ?, last_error = ? WHERE id = ?",

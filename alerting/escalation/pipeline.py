@@ -11,7 +11,7 @@ from typing import Any
 
 from alerting.alarms.model import Alarm, AlarmEvent
 from alerting.config import EscalationConfig
-from alerting.db import sync_wal, tx, wal_path
+from alerting.db import tx
 from alerting.escalation.delivery import Delivery
 from alerting.escalation.outbox import Outbox, ProposeHazard
 from alerting.escalation.roster import Roster
@@ -57,11 +57,6 @@ class Escalation:
         self.outbox = Outbox(conn, self.roster, site)
         self.delivery = Delivery(conn, cfg, notifiers, self.roster, clock, on_delivery)
         self._wake = asyncio.Event()
-        # alarm changes committed without their fsync (the engine's, from readings) wait for this loop to sync the
-        # write-ahead log, right after the sends they start (`sync_soon`)
-        self._wal = wal_path(conn)
-        self._sync_due = False
-        self.wal_syncs = 0
         self.delivery.recover()
 
     # ---- the lifecycle hook (inside the alarm change's transaction) ----
@@ -103,12 +98,6 @@ class Escalation:
     def wake(self) -> None:
         self._wake.set()
 
-    def sync_soon(self) -> None:
-        """Changes were committed without an fsync: the loop writes them to disk at its next step, after the sends
-        that step starts (a siren does not wait for the disk)."""
-        self._sync_due = True
-        self._wake.set()
-
     async def run(self, lookup_alarm: Callable[[int], Alarm], max_sleep_s: float = 1.0) -> None:
         while True:
             await self.step(lookup_alarm)
@@ -123,8 +112,6 @@ class Escalation:
                 raise asyncio.CancelledError
 
     def _sleep_s(self, cap: float) -> float:
-        if self._sync_due:
-            return 0.0
         due = [t for t in (self.schedule.next_due(self.conn), self.delivery.next_due()) if t is not None]
         if not due:
             return cap
@@ -134,14 +121,10 @@ class Escalation:
         """One pass through the stages: due tiers into the outbox, hazard clocks, then every group and retry that
         is ready goes out."""
         now = self.clock()
-        sync, self._sync_due = self._sync_due, False
-        # Every stage up to the send is one transaction, committed without an fsync: a tier due at once (the
-        # siren) waited for three fsyncs after the alarm's own, ~1 ms each on a busy disk. The outcome of the send
-        # is committed with an fsync, which writes this one to disk too; lost to a power cut before that, the step
-        # is redone from the alarm and schedule rows it came from (durable) and sends again: at-least-once, as for
-        # a message in flight at a crash. Each stage's failure still rolls back only its own part (a savepoint), as
-        # when they were transactions of their own.
-        with tx(self.conn, durable=False):
+        # Every stage up to the send is one transaction: each commit is an fsync (synchronous=FULL), and a tier due
+        # at once (the siren) waited for three of them after the alarm's own, ~0.4 ms each, more on a busy disk.
+        # A stage that fails on its own (a step that cannot fire) still rolls back only its part (a savepoint).
+        with tx(self.conn):
             self._fire_due(now, lookup_alarm)
             if self.hazard_source is not None and self.cfg.hazard_notices is not None:
                 hn = self.cfg.hazard_notices
@@ -150,11 +133,7 @@ class Escalation:
             started = self._start_ready(now)
         if started:
             await asyncio.gather(*(self.delivery.send(d) for d in started))
-            self._wake.set()  # each outcome was committed with an fsync, which wrote everything before it too
-        elif sync and self._wal is not None:
-            # in a worker thread: the loop goes on taking readings meanwhile
-            await asyncio.to_thread(sync_wal, self._wal)
-            self.wal_syncs += 1
+            self._wake.set()
 
     def _fire_due(self, now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
         for st in self.schedule.due(self.conn, now):
@@ -163,6 +142,10 @@ class Escalation:
             except sqlite3.OperationalError:
                 raise  # the database itself (full, locked): the loop's supervisor reports it and restarts the loop
             except Exception:
+                if not self.conn.in_transaction:
+                    # SQLite rolled the whole step back (out of memory, a corrupt page): nothing of it stands, and a
+                    # later stage would commit on its own; the pass ends, the supervisor restarts the loop
+                    raise
                 # one step that cannot fire (e.g. propose_hazard failed) must neither stop the other alarms'
                 # escalation nor kill the loop; its transaction rolled back, so it stays pending and is tried again
                 log.exception("escalation step %s of alarm %s could not fire; retrying", st["id"], st["alarm_id"])

@@ -46,7 +46,9 @@ def session_token(request: Request) -> str | None:
     return request.cookies.get(COOKIE)
 
 
-def current_user(request: Request) -> User:
+async def current_user(request: Request) -> User:
+    # async: FastAPI runs a plain def dependency in a worker thread, and this one writes to the state database
+    # (a session's last activity) on the connection the event loop uses, which could join the loop's transaction
     token = session_token(request)
     user = parts(request).auth.user_for(token) if token else None
     if user is None:

@@ -151,7 +151,7 @@ async def test_alarm_events_from_readings_wait_for_the_pipelines_fsync_and_an_op
 ) -> None:
     """An alarm raised inline in the pipeline put its InfluxDB event line in the spool with an fsync of its own,
     in the event loop before the siren (~0.3 ms, up to 5 on a busy disk); the pipeline fsyncs it with its batch
-    now. Events of an operator's action (stored at the next tick) are still durable when stored."""
+    now. Events of an operator's action are still durable when stored, at the next tick or the next batch."""
     clock = Clock()
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
     spool.open()
@@ -163,10 +163,14 @@ async def test_alarm_events_from_readings_wait_for_the_pipelines_fsync_and_an_op
         assert written.startswith(b"alarm_events,") and b'event="raised"' in written
         assert spool.sync_due_in() is not None  # in the file, not yet fsynced: the pipeline's sync comes next
         spool.sync()
-        eng.lifecycle.ack(a.id, "wang", "on my way")
-        eng.tick()
+        eng.lifecycle.ack(a.id, "wang", "on my way")  # through the API: its event waits for the tick
+        clock.now += S
+        eng.on_readings([Reading("G1", "lel", 31.0, clock.now)])  # a batch comes first
         assert b'event="acked"' in spool.segments[-1].path.read_bytes()
         assert spool.sync_due_in() is None  # fsynced when stored
+        eng.lifecycle.shelve(a.id, "wang", "sensor being replaced", 600)
+        eng.tick()
+        assert b'event="shelved"' in spool.segments[-1].path.read_bytes() and spool.sync_due_in() is None
     finally:
         await eng.aclose()
         spool.close()
