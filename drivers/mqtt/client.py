@@ -32,17 +32,21 @@ class TopicMatcher:
     tail). A site has few topics; a flood of distinct ones only empties the memory now and then."""
 
     MAX_TOPICS = 4096
+    MAX_REMEMBERED_CHARS = 512  # topics may be 64 KiB long: longer ones are looked up each time, never kept
 
     def __init__(self) -> None:
         self._filters = MQTTMatcher()  # type: ignore[no-untyped-call]
+        self._keys: set[str] = set()  # none (paho's filtered callbacks, as we use it): nothing to remember
         self._seen: dict[str, tuple[Any, ...]] = {}
 
     def __setitem__(self, topic_filter: str, value: Any) -> None:
         self._filters[topic_filter] = value
+        self._keys.add(topic_filter)
         self._seen.clear()
 
     def __delitem__(self, topic_filter: str) -> None:  # paho's message_callback_remove
         del self._filters[topic_filter]  # type: ignore[no-untyped-call]
+        self._keys.discard(topic_filter)
         self._seen.clear()
 
     def __getitem__(self, topic_filter: str) -> Any:
@@ -50,9 +54,13 @@ class TopicMatcher:
 
     def iter_match(self, topic: str) -> tuple[Any, ...]:
         """The values of every filter that matches `topic`."""
+        if not self._keys:
+            return ()
         got = self._seen.get(topic)
         if got is None:
             got = tuple(self._filters.iter_match(topic))  # type: ignore[no-untyped-call]
+            if len(topic) > self.MAX_REMEMBERED_CHARS:
+                return got
             if len(self._seen) >= self.MAX_TOPICS:
                 self._seen.clear()
             self._seen[topic] = got

@@ -28,6 +28,7 @@ def test_it_matches_what_paho_matches_and_remembers_nothing_stale() -> None:
 
 def test_repeated_lookups_make_no_garbage_and_a_flood_of_topics_is_bounded() -> None:
     m = TopicMatcher()
+    assert m.iter_match("dev/1/data") == () and not m._seen  # no filters (paho's callbacks): nothing remembered
     m["dev/+/data"] = "d"
     m.iter_match("dev/1/data")
     gc.collect()
@@ -41,3 +42,6 @@ def test_repeated_lookups_make_no_garbage_and_a_flood_of_topics_is_bounded() -> 
     for i in itertools.islice(itertools.count(), 3 * TopicMatcher.MAX_TOPICS):
         assert m.iter_match(f"dev/{i}/data") == ("d",)
     assert len(m._seen) <= TopicMatcher.MAX_TOPICS
+    m._seen.clear()
+    long = "dev/" + "x" * TopicMatcher.MAX_REMEMBERED_CHARS + "/data"
+    assert m.iter_match(long) == ("d",) and not m._seen  # answered, not kept
