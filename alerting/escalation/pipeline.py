@@ -121,11 +121,15 @@ class Escalation:
         """One pass through the stages: due tiers into the outbox, hazard clocks, then every group and retry that
         is ready goes out."""
         now = self.clock()
+        due = self.schedule.due(self.conn, now)
+        hazard_clocks = self.hazard_source is not None and self.cfg.hazard_notices is not None
+        if not (due or hazard_clocks or self.outbox.queued_groups() or self.delivery.due_retries(now)):
+            return  # nothing to write: no transaction (a write lock held by another process must not fail the loop)
         # Every stage up to the send is one transaction: each commit is an fsync (synchronous=FULL), and a tier due
         # at once (the siren) waited for three of them after the alarm's own, ~0.4 ms each, more on a busy disk.
         # A stage that fails on its own (a step that cannot fire) still rolls back only its part (a savepoint).
         with tx(self.conn):
-            self._fire_due(now, lookup_alarm)
+            self._fire_due(due, now, lookup_alarm)
             if self.hazard_source is not None and self.cfg.hazard_notices is not None:
                 hn = self.cfg.hazard_notices
                 with tx(self.conn):  # the clocks are marked fired in the same transaction as their notice is queued
@@ -135,8 +139,8 @@ class Escalation:
             await asyncio.gather(*(self.delivery.send(d) for d in started))
             self._wake.set()
 
-    def _fire_due(self, now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
-        for st in self.schedule.due(self.conn, now):
+    def _fire_due(self, due: list[sqlite3.Row], now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
+        for st in due:
             try:
                 self._fire(st, now, lookup_alarm)
             except sqlite3.OperationalError:

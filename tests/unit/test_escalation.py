@@ -926,3 +926,23 @@ async def test_between_an_alarm_and_its_siren_there_is_one_commit_for_the_whole_
     assert commits.log == ["commit", "commit", "send", "commit"]  # the raise, the step, the outcome
     assert len(s.hooks()) == 1 and s.rows("esc_deliveries")[0]["status"] == "sent"
     assert s.steps(aid)[("1", 0, 0)]["status"] == "fired"
+
+
+async def test_a_pass_with_nothing_due_takes_no_write_lock(make_site: SiteFactory, tmp_path: Path) -> None:
+    """Another process holding the database's write lock (an operator's sqlite3 shell, a backup) must not fail a
+    pass that has nothing to write: the loop's supervisor would restart it with growing pauses, and /health would
+    stay degraded for them after the lock is gone."""
+    s = await make_site([{"after_s": 600, "roles": ["safety_officer"], "channels": ["hook"]}])
+    s.raise_("GD-01")
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        await s.step()  # the tier is due in 10 minutes: nothing to write now
+        s.clock.advance(600)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await s.step()  # now there is
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await s.step()
+    assert len(s.hooks()) == 1
