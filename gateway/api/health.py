@@ -23,7 +23,9 @@ def router(gw: GatewayParts) -> APIRouter:
             "database_up": gw.drainer.db_up,
             "spool_pending_bytes": gw.spool.pending_bytes(),
             "spool_dropped_lines": gw.spool.dropped_lines,
-            "devices_up": {d: v for d, v in gw.metrics.up.items()},
+            # dict() copies in one step under the GIL: this route runs in a worker thread (a plain def) while the
+            # event loop adds devices; a comprehension could see the dict change size mid-way
+            "devices_up": dict(gw.metrics.up),
             "alarm_engine_errors": gw.metrics.alarm_errors,
         }
 
