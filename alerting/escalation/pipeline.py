@@ -122,16 +122,15 @@ class Escalation:
         is ready goes out."""
         now = self.clock()
         due = self.schedule.due(self.conn, now)
-        hazard_clocks = self.hazard_source is not None and self.cfg.hazard_notices is not None
-        if not (due or hazard_clocks or self.outbox.queued_groups() or self.delivery.due_retries(now)):
+        hn = self.cfg.hazard_notices if self.hazard_source is not None else None
+        if not (due or hn or self.outbox.queued_groups() or self.delivery.due_retries(now)):
             return  # nothing to write: no transaction (a write lock held by another process must not fail the loop)
         # Every stage up to the send is one transaction: each commit is an fsync (synchronous=FULL), and a tier due
         # at once (the siren) waited for three of them after the alarm's own, ~0.4 ms each, more on a busy disk.
         # A stage that fails on its own (a step that cannot fire) still rolls back only its part (a savepoint).
         with tx(self.conn):
             self._fire_due(due, now, lookup_alarm)
-            if self.hazard_source is not None and self.cfg.hazard_notices is not None:
-                hn = self.cfg.hazard_notices
+            if hn is not None and self.hazard_source is not None:
                 with tx(self.conn):  # the clocks are marked fired in the same transaction as their notice is queued
                     self.outbox.hazard_notices(now, self.hazard_source(now), hn.roles, hn.channels)
             started = self._start_ready(now)
