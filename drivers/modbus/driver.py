@@ -8,7 +8,7 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING
 
 from drivers.errors import ProtocolError
-from drivers.modbus.codec import DataType, decode, registers_to_bytes, to_canonical
+from drivers.modbus.codec import registers_to_bytes
 from drivers.modbus.plan import CLOCK, Block, DevicePlan
 from drivers.timefmt import decode_register_clock
 from telemetry.reading import Quality, Reading
@@ -126,23 +126,5 @@ def decode_block(device: str, block: Block, data: list[int] | list[bool], ts_ns:
         for p in block.points:
             out.append(Reading(device, p.quantity, 1.0 if data[p.offset] else 0.0, ts_ns))
         return
-    raw = registers_to_bytes(data)  # type: ignore[arg-type]
-    for p in block.points:
-        if p.quantity == CLOCK:
-            continue
-        chunk = raw[p.offset * 2 : (p.offset + p.width) * 2]
-        x: int | float
-        if p.nbits > 1:  # a multi-bit field of a status word (a state enum in bits 0-3)
-            x = (int.from_bytes(to_canonical(chunk, p.order), "big") >> p.bit) & ((1 << p.nbits) - 1)
-        else:
-            x = decode(chunk, p.dtype, p.order, p.bit)
-        if p.invalid and x in p.invalid:  # 0x7FFF, 0xFFFF, -9999: the device says "no value"
-            out.append(Reading(device, p.quantity, math.nan, ts_ns, p.invalid[x]))
-            continue
-        v = float(x)
-        if p.dtype is not DataType.BIT:
-            v = v * p.scale + p.add
-            if p.convert is not None:
-                v = p.convert(v)
-        q = Quality.GOOD if math.isfinite(v) else Quality.BAD  # NaN floats from a device: keep, flag
-        out.append(Reading(device, p.quantity, v, ts_ns, q))
+    assert block.codec is not None  # every register block has one (plan.Block)
+    block.codec.decode(registers_to_bytes(data), device, ts_ns, out)  # type: ignore[arg-type]

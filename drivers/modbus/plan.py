@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from drivers.modbus.blockcodec import BlockCodec
 from drivers.profile import ModbusProfile, Table
 from drivers.quality import QualityMap, QualityName
 from drivers.registers import WIDTH, DataType, Order
@@ -40,6 +41,12 @@ class Block:
     address: int
     count: int
     points: tuple[PointPlan, ...]
+    # the register points compiled into one unpack, worked out once here (bit tables have none)
+    codec: BlockCodec | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.table.is_bit:
+            object.__setattr__(self, "codec", BlockCodec(self.points, CLOCK))
 
     def describe(self) -> str:
         fc = self.table.function_code
