@@ -82,29 +82,37 @@ def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags
     non-finite value cannot be stored, so only its quality is (BAD, or NOT_READY when the device said so).
     Returns (bytes, lines, readings encoded).
     """
-    groups: dict[tuple[str, int], list[Reading]] = {}
-    for r in readings:
-        groups.setdefault((r.device, r.ts_ns), []).append(r)
-    out: list[str] = []
+    # A poll or a message is a run of readings of one device at one time: the line is looked up once per run, not
+    # once per reading (a reading of the same line further on, such as a derived value, still joins it).
+    lines: dict[tuple[str, int], dict[str, str]] = {}
+    fields: dict[str, str] | None = None
+    device: str | None = None  # the run's, None before the first reading
+    ts = 0
+    keys, isfinite, good = _field_keys, math.isfinite, Quality.GOOD
     n = 0
-    for (device, ts), rs in groups.items():
-        st = series.get(device)
-        if st is None:
-            continue
+    for r in readings:
+        if r.ts_ns != ts or r.device != device:
+            device, ts = r.device, r.ts_ns
+            fields = lines.get((device, ts))
+            if fields is None and device in series:
+                fields = lines[(device, ts)] = {}
+        if fields is None:
+            continue  # a device with no series (not configured here): not stored
+        key = keys.get(r.quantity)
+        if key is None:
+            key = keys[r.quantity] = escape_key(r.quantity)
         # one field per key: the pipeline moves a different reading of a series at the same time by 1 ns, so a key
         # repeated here is the same reading delivered twice (a duplicate field in a line would be ambiguous)
-        fields: dict[str, str] = {}
-        for r in rs:
-            key = _field_keys.get(r.quantity)
-            if key is None:
-                key = _field_keys[r.quantity] = escape_key(r.quantity)
-            if math.isfinite(r.value):
-                fields[key] = f"{key}={format_float(r.value)}"
-                if r.quality is not Quality.GOOD:
-                    fields[key + "_q"] = f"{key}_q={int(r.quality)}i"
-            else:  # no value (NaN, a sentinel): only its quality, not ready (3) when the device said so, else bad
-                q = Quality.NOT_READY if r.quality is Quality.NOT_READY else Quality.BAD
-                fields[key + "_q"] = f"{key}_q={int(q)}i"
-            n += 1
-        out.append(f"{st.measurement}{st.tagset} {','.join(fields.values())} {ts}\n")
+        if isfinite(r.value):
+            fields[key] = f"{key}={float(r.value)!r}"  # format_float, inline: once per reading
+            if r.quality is not good:
+                fields[key + "_q"] = f"{key}_q={int(r.quality)}i"
+        else:  # no value (NaN, a sentinel): only its quality, not ready (3) when the device said so, else bad
+            q = Quality.NOT_READY if r.quality is Quality.NOT_READY else Quality.BAD
+            fields[key + "_q"] = f"{key}_q={int(q)}i"
+        n += 1
+    out = []
+    for (dev, t), fs in lines.items():
+        st = series[dev]
+        out.append(f"{st.measurement}{st.tagset} {','.join(fs.values())} {t}\n")
     return "".join(out).encode(), len(out), n
