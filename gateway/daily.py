@@ -54,15 +54,28 @@ class DailyValues:
         """Pipeline listener: O(1) per reading of a watched device, nothing else."""
         if not self.devices:
             return
+        devices, days, dirty = self.devices, self._days, self._dirty
+        bad, not_ready = Quality.BAD, Quality.NOT_READY
+        lo, hi, day = self._span
         for r in batch:
-            if r.device not in self.devices or r.quality in (Quality.BAD, Quality.NOT_READY) or r.value != r.value:
+            if r.device not in devices:
                 continue
-            day = self._day(r.ts_ns)
-            days = self._days.setdefault((r.device, r.quantity), {})
-            prev = days.get(day)
-            if prev is None or prev[0] <= r.ts_ns:
-                days[day] = (r.ts_ns, r.value)
-                self._dirty.add((r.device, r.quantity, day))
+            q, v, ts = r.quality, r.value, r.ts_ns
+            if q is bad or q is not_ready or v != v:
+                continue
+            if not lo <= ts < hi:  # another day than the last reading's (or the first reading): its bounds
+                day = self._day(ts)
+                lo, hi, spanned = self._span
+                if spanned != day:  # a day whose bounds are not kept (see _day): looked up for every reading
+                    lo = hi = 0
+            key = (r.device, r.quantity)
+            kept = days.get(key)
+            if kept is None:
+                kept = days[key] = {}
+            prev = kept.get(day)
+            if prev is None or prev[0] <= ts:
+                kept[day] = (ts, v)
+                dirty.add((r.device, r.quantity, day))
 
     def series(self, device: str, quantity: str, days: int, today: date | None = None) -> list[tuple[int, float]]:
         """(ts_ns, value) of the last reading of each of the last `days` site days, oldest first."""

@@ -75,3 +75,23 @@ def test_site_day_of_each_reading_matches_the_zone_across_midnights_and_dst(tmp_
                 kept += dv._span[0] <= ts_ns < dv._span[1]
         # and the bounds were kept: all but the readings around a day that has no midnight came from them
         assert kept > 0.99 * 3 * 3 * 366 * 24, (tz, kept)
+
+
+def test_each_reading_is_kept_under_its_own_site_day_across_midnights_and_dst(tmp_path: Path) -> None:
+    """The listener keeps the last day's bounds between readings: a reading still lands in the day a zone lookup
+    gives, on the days without a midnight too (Santiago, Havana), and a late one of the day before after it."""
+    for tz in ("Europe/Berlin", "America/Santiago", "America/Havana"):
+        zone = ZoneInfo(tz)
+        dv = DailyValues(connect(tmp_path / f"{tz.replace('/', '_')}.db"), tz, ["P1"])
+        day = datetime(2022, 1, 1).date()
+        for _ in range(3 * 366):
+            before = day - timedelta(days=1)
+            noon = int(datetime(day.year, day.month, day.day, 12, tzinfo=zone).timestamp()) * 10**9
+            late = int(datetime(before.year, before.month, before.day, 23, 59, 30, tzinfo=zone).timestamp()) * 10**9
+            # the day before, this day, then the day before again: the bounds kept must be those of the reading's day
+            r = [Reading("P1", "settlement", 3.0, late - 10**9), Reading("P1", "settlement", 1.0, noon)]
+            dv.add([*r, Reading("P1", "settlement", 2.0, late)])
+            kept = dv._days[("P1", "settlement")]
+            assert kept[day.isoformat()] == (noon, 1.0), (tz, day)
+            assert kept[before.isoformat()] == (late, 2.0), (tz, before)
+            day += timedelta(days=1)
