@@ -202,56 +202,59 @@ class Evaluator:
 
     def observe(self, reading: Reading, now_ns: int) -> list[Transition]:
         self._remember(reading)
-        return self._evaluate(reading, now_ns)
+        out: list[Transition] = []
+        self._evaluate(reading, now_ns, out)
+        return out
 
     def observe_batch(self, readings: Iterable[Reading], now_ns: int) -> list[Transition]:
         """A batch (one poll, one message): gates see the batch's own values, whatever the order inside it."""
         batch = list(readings)
+        kept = self._kept
         for r in batch:
-            self._remember(r)
+            if r.quantity in kept:
+                self._remember(r)
         out: list[Transition] = []
+        evaluate = self._evaluate
         for r in batch:
-            out.extend(self._evaluate(r, now_ns))
+            evaluate(r, now_ns, out)
         return out
 
     def _remember(self, r: Reading) -> None:
         if r.quantity in self._kept and r.quality.valid:
             self._latest.setdefault(r.device, {})[r.quantity] = r.value
 
-    def _bounds(self, r: Reading) -> tuple[Bound, ...] | None:
-        mine = self._by_key.get(r.device)
-        if mine is None:
-            return None
-        bs = mine.get(r.quantity)
-        if bs is not None:
-            return bs
-        if r.quantity not in self._base:
+    def _base_bounds(self, mine: dict[str, tuple[Bound, ...]], quantity: str) -> tuple[Bound, ...] | None:
+        """The rules of a quantity's catalog base (depth families share their base's rules)."""
+        if quantity not in self._base:
             try:
-                base: str | None = quantities.lookup(r.quantity).name  # depth families share their base's rules
+                base: str | None = quantities.lookup(quantity).name
             except KeyError:
                 base = None
-            self._base[r.quantity] = base if base != r.quantity else None
-        base = self._base[r.quantity]
+            self._base[quantity] = base if base != quantity else None
+        base = self._base[quantity]
         return None if base is None else mine.get(base)
 
-    def _point_fault(self, r: Reading, now_ns: int) -> list[Transition]:
-        """The point's fault condition: raised by a BAD reading, cleared by the point's next valid one."""
-        out: list[Transition] = []
-        for b in self._any_point.get(r.device, ()):
-            if r.quality is Quality.BAD:
-                out.extend(self._step(b, r.device, r.quantity, 1.0, set(), now_ns, r.ts_ns))
-            elif r.quality.valid and (b.rule.id, r.device, r.quantity) in self._state:
-                out.extend(self._step(b, r.device, r.quantity, 0.0, set(), now_ns, r.ts_ns))
-        return out
-
-    def _evaluate(self, r: Reading, now_ns: int) -> list[Transition]:
-        out: list[Transition] = []
-        if r.device in self._any_point and r.quality is not Quality.NOT_READY and r.quantity != "up":
-            if self.measures.is_measured(r.quantity):
-                out = self._point_fault(r, now_ns)
-        bounds = self._bounds(r)
-        if not bounds:
-            return out
+    def _evaluate(self, r: Reading, now_ns: int, out: list[Transition]) -> None:
+        """The reading's transitions, appended to `out`. Every reading of a site passes here, most of them with
+        nothing to change: the checks that say so come first, inline (a call each cost as much as the checks)."""
+        faults = self._any_point.get(r.device)
+        q = r.quality
+        if faults and q is not Quality.NOT_READY and r.quantity != "up" and self.measures.is_measured(r.quantity):
+            # the point's fault condition: raised by a BAD reading, cleared by the point's next valid one
+            bad = q is Quality.BAD  # else valid: GOOD or UNCERTAIN
+            for b in faults:
+                if bad:
+                    out.extend(self._step(b, r.device, r.quantity, 1.0, set(), now_ns, r.ts_ns))
+                elif (b.rule.id, r.device, r.quantity) in self._state:
+                    out.extend(self._step(b, r.device, r.quantity, 0.0, set(), now_ns, r.ts_ns))
+        mine = self._by_key.get(r.device)
+        if mine is None:
+            return
+        bounds = mine.get(r.quantity)
+        if bounds is None:
+            bounds = self._base_bounds(mine, r.quantity)
+            if not bounds:
+                return
         fed: set[int] = set()  # windows fed by this reading (rules may share one)
         for b in bounds:
             rule = b.rule
@@ -270,7 +273,6 @@ class Evaluator:
                 # verticality deviation go away, it only stops us from measuring it validly.
                 continue
             out.extend(self._step(b, r.device, r.quantity, v, extra, now_ns, r.ts_ns))
-        return out
 
     def _gate_open(self, b: Bound, device: str) -> bool:
         if not b.rule.when:
