@@ -196,25 +196,30 @@ class Pipeline:
         if self.clock is not None:
             batch, live, skew = self.clock.apply(batch, self.now_ns())
         marked: list[Reading] = []
-        shown: list[Reading] = marked if live is batch else []
+        same = live is batch  # no device clock was corrected (the usual case)
+        shown: list[Reading] = marked if same else []
+        # every reading passes this loop: its lookups are held in locals, the range's method called only for a
+        # quantity not seen before
+        ranges, latest, good, append = self._ranges, self.latest, Quality.GOOD, marked.append
         for i, r in enumerate(batch):
-            low, high = self._range(r.quantity)
-            if r.quality is Quality.GOOD and not (low <= r.value <= high):
+            rng = ranges.get(r.quantity) or self._range(r.quantity)
+            if r.quality is good and not (rng[0] <= r.value <= rng[1]):
                 # implausible: keep it, flag it, never clamp (NaN fails the comparison too)
                 r = Reading(r.device, r.quantity, r.value, r.ts_ns, Quality.UNCERTAIN)
                 self.metrics.readings_implausible += 1
             key = (r.device, r.quantity)
-            prev = self.latest.get(key)
+            prev = latest.get(key)
             if prev is not None and prev.ts_ns == r.ts_ns:
                 r = self._collision(prev, r)
-            marked.append(r)
-            v = r if live is batch else live[i]
-            if live is not batch:
+            append(r)
+            v = r
+            if not same:
+                v = live[i]
                 if v.quality is not r.quality:
                     v = Reading(v.device, v.quantity, v.value, v.ts_ns, r.quality)
                 shown.append(v)
             if prev is None or prev.ts_ns <= v.ts_ns:
-                self.latest[key] = v
+                latest[key] = v
         if skew:
             marked.extend(skew)
             if shown is not marked:
