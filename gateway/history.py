@@ -160,7 +160,10 @@ class History:
 
     def add(self, batch: list[Reading]) -> None:
         """Pipeline listener: store the batch in the rings, then hand it to the live subscribers as one event."""
-        ids, add, window_ms = self._ids, self._rings.add, self.window_ms
+        ids, rings, window_ms = self._ids, self._rings, self.window_ms
+        # _Rings.add's first case, inline: a reading in its ring's newest bucket (most of them: a 5 s bucket holds
+        # fifty of a 10 Hz poll) replaces that point in place; the arrays only grow in place, so these stay theirs
+        end_ms, last_at, t0, tsa, va, qa = rings.end_ms, rings.last, rings.t0, rings.ts, rings.v, rings.q
         for r in batch:
             mine = ids.get(r.device)
             if mine is None:
@@ -168,7 +171,14 @@ class History:
             i = mine.get(r.quantity)
             if i is None:
                 i = mine[r.quantity] = self._new_ring()
-            add(i, r.ts_ns, r.value, int(r.quality), window_ms)
+            ms = r.ts_ns // MS
+            if ms < end_ms[i]:
+                last = last_at[i]
+                off = ms - t0[i]
+                if off >= tsa[last]:  # the newest value of the bucket is kept (an older one: see _Rings.add)
+                    tsa[last], va[last], qa[last] = off, r.value, r.quality
+                continue
+            rings.add(i, r.ts_ns, r.value, r.quality, window_ms)
         if batch and self.hub.subscribers:
             rows = [[r.device, r.quantity, _finite(r.value), r.ts_ns, r.quality.name.lower()] for r in batch]
             self.hub.publish("reading", rows)
