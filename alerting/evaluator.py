@@ -223,8 +223,9 @@ class Evaluator:
         if r.quantity in self._kept and r.quality.valid:
             self._latest.setdefault(r.device, {})[r.quantity] = r.value
 
-    def _base_bounds(self, mine: dict[str, tuple[Bound, ...]], quantity: str) -> tuple[Bound, ...] | None:
-        """The rules of a quantity's catalog base (depth families share their base's rules)."""
+    def _base_bounds(self, mine: dict[str, tuple[Bound, ...]], quantity: str) -> tuple[Bound, ...]:
+        """The rules of a quantity's catalog base (depth families share their base's rules), kept in the device's
+        table under the quantity itself, () for none: looked up once per table and quantity, not per reading."""
         if quantity not in self._base:
             try:
                 base: str | None = quantities.lookup(quantity).name
@@ -232,7 +233,8 @@ class Evaluator:
                 base = None
             self._base[quantity] = base if base != quantity else None
         base = self._base[quantity]
-        return None if base is None else mine.get(base)
+        bounds = mine[quantity] = (mine.get(base) if base is not None else None) or ()
+        return bounds
 
     def _evaluate(self, r: Reading, now_ns: int, out: list[Transition]) -> None:
         """The reading's transitions, appended to `out`. Every reading of a site passes here, most of them with
