@@ -9,13 +9,38 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from drivers.registers import DataType, Order
 from telemetry.reading import Quality, Reading
 
-if TYPE_CHECKING:
-    from drivers.modbus.plan import PointPlan
+
+class PointPlan(Protocol):
+    """What the codec reads of a planned point (drivers.modbus.plan.PointPlan, which plans blocks with a codec)."""
+
+    @property
+    def quantity(self) -> str: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def dtype(self) -> DataType: ...
+    @property
+    def order(self) -> Order: ...
+    @property
+    def bit(self) -> int: ...
+    @property
+    def scale(self) -> float: ...
+    @property
+    def add(self) -> float: ...
+    @property
+    def convert(self) -> Callable[[float], float] | None: ...
+    @property
+    def invalid(self) -> Mapping[int | float, Quality] | None: ...
+    @property
+    def nbits(self) -> int: ...
+
 
 _SIGNED: dict[DataType, str] = {
     DataType.INT16: "h",
