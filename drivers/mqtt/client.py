@@ -7,11 +7,12 @@ import contextlib
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.matcher import MQTTMatcher
 
 # what the session and the gateway use of the library, named here so no other module imports it
@@ -71,6 +72,81 @@ def _no_cycles(client: aiomqtt.Client) -> aiomqtt.Client:
     # paho's own lookup of filtered callbacks, made for every message received (see TopicMatcher)
     client._client._on_message_filtered = TopicMatcher()  # type: ignore[assignment]
     return client
+
+
+READS_PER_WAKE = 64  # packets read per wake of the socket at most: the loop's other callbacks wait meanwhile
+
+
+def _read_what_came(client: aiomqtt.Client) -> aiomqtt.Client:
+    """The socket's reader takes every packet that has arrived, not one per event-loop turn.
+
+    paho 2's loop_read reads one packet whatever it is asked (its max_packets is ignored), so aiomqtt's reader gave
+    the gateway one message per loop turn: a burst of 20 was 20 turns, each with its own wake of the session and
+    the pipeline, and a gas message behind it waited for all of them. This reader goes on until the socket has
+    nothing more (at most READS_PER_WAKE packets); errors end the connection as aiomqtt's own reader does.
+    aiomqtt and paho are pinned (< 3); tests/integration/test_mqtt_ack.py checks a burst comes as one batch."""
+    paho = client._client
+    opened = paho.on_socket_open  # aiomqtt's: adds its reader and starts its keep-alive task
+    assert opened is not None
+
+    def read() -> None:
+        try:
+            for _ in range(READS_PER_WAKE):
+                sock = paho._sock
+                if sock is None:
+                    return
+                rc = paho._packet_read()
+                if rc > 0:  # an error: handled as paho's loop_read does (closes, reports the disconnect)
+                    paho._loop_rc_handle(rc)
+                    return
+                # nothing more on the socket (TLS may still hold decrypted bytes: see aiomqtt's reader)
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN and not (hasattr(sock, "pending") and sock.pending() > 0):
+                    return
+        except Exception as err:  # a broken connection (BrokenPipe, ...): ended as aiomqtt's own reader ends it
+            if not client._disconnected.done():
+                client._disconnected.set_exception(err)
+
+    def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
+        opened(c, userdata, sock)
+        # paho calls this from the thread it connects in; queued after aiomqtt's own, so this reader replaces it
+        client._loop.call_soon_threadsafe(client._loop.add_reader, sock.fileno(), read)
+
+    paho.on_socket_open = on_socket_open
+    return client
+
+
+_LOST: Any = object()  # put in the message queue when the connection ends
+
+
+def message_batches(client: aiomqtt.Client, limit: int) -> Callable[[], Awaitable[list[Message]]]:
+    """`next_batch()`: the messages received so far, at least one (it waits for it), at most `limit`; MqttError once
+    the connection has ended and its messages are taken. Call it once connected.
+
+    aiomqtt's iterator waits for each message with a new task and an asyncio.wait on the queue and the disconnect
+    (two to three loop turns, a twentieth of the gateway's CPU at 500 msg/s); here the queue's own getter is
+    awaited, and the end of the connection puts a marker in the queue. The queue is aiomqtt's own (pinned < 3),
+    unbounded (max_queued_incoming_messages=0): the broker's in-flight window bounds it, since acknowledgements
+    follow the spool."""
+    queue: asyncio.Queue[Any] = client._queue
+    client._disconnected.add_done_callback(lambda _f: queue.put_nowait(_LOST))
+    ended = False
+
+    async def next_batch() -> list[Message]:
+        nonlocal ended
+        if not ended:
+            batch: list[Message] = []
+            item = await queue.get()
+            while item is not _LOST:
+                batch.append(item)
+                if len(batch) >= limit or queue.empty():
+                    return batch
+                item = queue.get_nowait()
+            ended = True
+            if batch:
+                return batch  # the connection's last messages first; the next call says it ended
+        raise MqttError("Disconnected during message iteration") from client._disconnected.exception()
+
+    return next_batch
 
 
 # CONNACK codes of refused credentials (MQTT 3.1.1: 4 bad user name or password, 5 not authorised; MQTT 5: 134, 135):
@@ -150,7 +226,7 @@ def subscriber(p: BrokerParams) -> aiomqtt.Client:
     # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
     # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
     client._client.manual_ack_set(True)
-    return _no_cycles(client)
+    return _read_what_came(_no_cycles(client))
 
 
 Ack = Callable[[], object]  # acknowledges one message

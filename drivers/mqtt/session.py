@@ -17,11 +17,11 @@ from drivers.errors import ProtocolError
 from drivers.mqtt.client import (
     BrokerParams,
     Client,
-    Message,
     MqttCodeError,
     MqttError,
     TopicMatcher,
     batch_acker,
+    message_batches,
     refused_credentials,
     subscriber,
 )
@@ -126,15 +126,10 @@ class MqttSession:
                 self.connected.set()
                 on_connected()
                 ack, self._ack_all = batch_acker(client)
-                queued: asyncio.Queue[Message] = client._queue
-                async for msg in client.messages:
-                    # Take everything paho has already queued as one batch: one hand-over to the pipeline
-                    # instead of one per message (aiomqtt's iterator costs a task and an asyncio.wait per
-                    # message). The queue is aiomqtt's own (pinned < 3); the broker's in-flight window
-                    # bounds it for QoS 1, since we acknowledge only after spooling.
-                    batch = [msg]
-                    while len(batch) < MAX_BATCH_MESSAGES and not queued.empty():
-                        batch.append(queued.get_nowait())
+                # everything received so far as one batch: one hand-over to the pipeline, not one per message
+                next_batch = message_batches(client, MAX_BATCH_MESSAGES)
+                while True:
+                    batch = await next_batch()
                     await self.handle_batch(
                         [(m.topic.value, m.payload, functools.partial(ack, m.mid, m.qos)) for m in batch]
                     )

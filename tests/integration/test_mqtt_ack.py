@@ -9,6 +9,7 @@ import contextlib
 import gc
 import json
 import selectors
+import time
 from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as paho
@@ -257,3 +258,35 @@ async def test_receiving_messages_leaves_no_reference_cycles_for_the_collector(m
         await task
     assert len(values) == n + 1
     assert cyclic < n // 10, f"{cyclic} objects in reference cycles after {n} messages"
+
+
+async def test_messages_already_on_the_socket_come_as_one_batch(mosquitto: Service) -> None:
+    """paho reads one packet per call whatever it is asked, and aiomqtt's reader called it once per event-loop turn:
+    a burst that arrived while the gateway was busy came in as one batch per turn (each its own hand-over to the
+    pipeline, and a gas message behind it waited for all of them). The session's reader takes everything the socket
+    holds (drivers/mqtt/client.py `_read_what_came`)."""
+    sizes: list[int] = []
+    first, all_in = asyncio.Event(), asyncio.Event()
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        sizes.append(len(readings))
+        if on_spooled:
+            on_spooled()
+        first.set()
+        if sum(sizes) >= 21:
+            all_in.set()
+
+    s = session(mosquitto.port, submit)
+    task = asyncio.create_task(run_until(s, all_in, 20), name="session")
+    await asyncio.wait_for(s.connected.wait(), 10)
+    with device(mosquitto.port) as dev:
+        publish_settlement(dev, -1.0)
+        await asyncio.wait_for(first.wait(), 10)
+        # the gateway busy (its event loop blocked) while a burst of 20 (the broker's in-flight window) arrives
+        sent = [publish_settlement(dev, i, 1795224600_001 + i) for i in range(20)]
+        for info in sent:
+            info.wait_for_publish(5)
+        time.sleep(0.5)  # noqa: ASYNC251 (the point: the loop blocked while the broker forwards them)
+        await asyncio.wait_for(all_in.wait(), 10)
+        await task
+    assert sizes == [1, 20]
