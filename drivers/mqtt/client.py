@@ -89,6 +89,10 @@ def _read_what_came(client: aiomqtt.Client) -> aiomqtt.Client:
     opened = paho.on_socket_open  # aiomqtt's: adds its reader and starts its keep-alive task
     assert opened is not None
 
+    def decrypted(sock: Any) -> bool:
+        # bytes TLS has read off the socket and decrypted but paho has not taken yet: they never wake the loop
+        return hasattr(sock, "pending") and sock.pending() > 0
+
     def read() -> None:
         try:
             for _ in range(READS_PER_WAKE):
@@ -99,9 +103,12 @@ def _read_what_came(client: aiomqtt.Client) -> aiomqtt.Client:
                 if rc > 0:  # an error: handled as paho's loop_read does (closes, reports the disconnect)
                     paho._loop_rc_handle(rc)
                     return
-                # nothing more on the socket (TLS may still hold decrypted bytes: see aiomqtt's reader)
-                if rc == MQTTErrorCode.MQTT_ERR_AGAIN and not (hasattr(sock, "pending") and sock.pending() > 0):
-                    return
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN and not decrypted(sock):
+                    return  # nothing more
+            # READS_PER_WAKE taken and more may wait: what is left on the socket wakes the loop again, what TLS
+            # holds decrypted does not (a record with many small packets), so it is read on the next loop turn
+            if paho._sock is not None and decrypted(paho._sock):
+                client._loop.call_soon(read)
         except Exception as err:  # a broken connection (BrokenPipe, ...): ended as aiomqtt's own reader ends it
             if not client._disconnected.done():
                 client._disconnected.set_exception(err)

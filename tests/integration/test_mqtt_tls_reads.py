@@ -1,0 +1,115 @@
+"""The session's socket reader over TLS (drivers/mqtt/client.py `_read_what_came`): packets that arrived in one TLS
+record are all read, also past the reader's per-wake limit, though decrypted bytes never wake the event loop.
+
+Mosquitto writes each packet in a record of its own, so the broker here is a minimal MQTT 3.1.1 server over real
+TLS (Python's ssl, the test CA of test_mqtt_security) that sends a burst of QoS 0 publishes in one write."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import drivers.mqtt.client as mqtt_client
+from drivers.mqtt.client import BrokerParams
+from drivers.mqtt.payloads import PayloadDecoder
+from drivers.mqtt.session import MqttDeviceRoute, MqttSession
+from drivers.profile import MqttProfile, builtin_profiles
+from gateway.supervisor import run_stream
+from telemetry.reading import Reading
+from tests.integration.test_mqtt_security import make_certs
+
+TOPIC = "tls/site/formwork/FW-1/data"
+
+
+async def _packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One MQTT packet: (type and flags byte, body)."""
+    head = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        length |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return head, await reader.readexactly(length)
+
+
+def _publish(topic: str, payload: bytes) -> bytes:
+    """A QoS 0 PUBLISH (remaining length under 128 bytes)."""
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload
+    assert len(body) < 128
+    return bytes([0x30, len(body)]) + body
+
+
+@pytest.mark.parametrize("per_wake", [1, 64])
+async def test_a_burst_in_one_tls_record_is_read_whole(
+    tmp_path: Path, per_wake: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_certs(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
+    n = 5
+    burst = b"".join(
+        _publish(TOPIC, json.dumps({"ts": 1795224600_000 + i, "data": {"settlement": float(i)}}).encode())
+        for i in range(n)
+    )
+
+    async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head, body = await _packet(reader)
+                if head >> 4 == 1:  # CONNECT -> CONNACK
+                    writer.write(bytes([0x20, 2, 0, 0]))
+                elif head >> 4 == 8:  # SUBSCRIBE -> SUBACK (QoS 0 granted), then the burst in one write
+                    writer.write(bytes([0x90, 3]) + body[:2] + b"\x00")
+                    await writer.drain()
+                    writer.write(burst)  # one write, one TLS record: five packets
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(broker, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    # the reader's limit per wake: 1 leaves four decrypted packets that no socket event announces
+    monkeypatch.setattr(mqtt_client, "READS_PER_WAKE", per_wake)
+    got: list[float] = []
+    all_in = asyncio.Event()
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        got.extend(r.value for r in readings)
+        if on_spooled:
+            on_spooled()
+        if len(got) >= n:
+            all_in.set()
+
+    prof = builtin_profiles()["formwork_mqtt_v1"]
+    assert isinstance(prof, MqttProfile)
+    params = BrokerParams(
+        id="b",
+        host="127.0.0.1",
+        port=port,
+        client_id="sitegw-tls-reads",
+        username=None,
+        password=None,
+        protocol_v5=False,
+        keepalive_s=60,  # no keep-alive traffic within the test to wake the reader by chance
+        dead_letter_topic="t/dl",
+        tls_ca=str(tmp_path / "ca.crt"),
+        use_tls=True,
+    )
+    route = MqttDeviceRoute("FW-1", "FW-1", "tls/site/formwork/+/data", PayloadDecoder(prof))
+    s = MqttSession(params, [route], submit, lambda kind, msg, device: None)  # type: ignore[arg-type]
+    task = asyncio.create_task(run_stream(s), name="mqtt-session")
+    try:
+        await asyncio.wait_for(all_in.wait(), 10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+        await server.wait_closed()
+    assert got == [float(i) for i in range(n)]
