@@ -105,8 +105,8 @@ class BlockCodec:
         # the values' bytes in canonical order, gathered from the wire bytes (one C call; None: already in place)
         self._arrange: Callable[[bytes], bytes] | None = None
         if positions != list(range(len(positions))):
-            get = itemgetter(*positions) if len(positions) > 1 else (lambda raw, i=positions[0]: (raw[i],))
-            self._arrange = lambda raw: bytes(get(raw))
+            gather = itemgetter(*positions)  # a point is at least one register: two positions or more, so a tuple
+            self._arrange = lambda raw: bytes(gather(raw))
         self._points = tuple(pts)
 
     def decode(self, raw: bytes, device: str, ts_ns: int, out: list[Reading]) -> None:
