@@ -1,4 +1,4 @@
-"""A block compiled into one unpack (drivers/modbus/blockcodec.py) decodes exactly as codec.decode does point by point."""
+"""A block compiled into one unpack (drivers/modbus/blockcodec.py) decodes as codec.decode does point by point."""
 
 from __future__ import annotations
 
