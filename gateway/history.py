@@ -66,14 +66,9 @@ class _Rings:
         self.q.frombytes(bytes(cap))
         return i
 
-    def add(self, i: int, ts_ns: int, v: float, q: int, window_ms: int) -> None:
-        ms = ts_ns // MS
-        if ms < self.end_ms[i]:  # in the newest point's bucket, or older
-            last, off = self.last[i], ms - self.t0[i]
-            if off >= self.ts[last]:  # the newest value of the bucket is kept
-                self.ts[last], self.v[last], self.q[last] = off, v, q
-            # else a late or replayed reading: the ring is for the live view, kept in time order
-            return
+    def push(self, i: int, ms: int, v: float, q: int, window_ms: int) -> None:
+        """A reading past ring i's newest bucket (at or after `end_ms[i]`): a new point. One in the newest bucket, or
+        older, is History.add's (inline: most readings are)."""
         b, cap, start, n, t0, tsa = self.base[i], self.cap[i], self.start[i], self.n[i], self.t0[i], self.ts
         off = ms - t0
         if n:
@@ -161,8 +156,8 @@ class History:
     def add(self, batch: list[Reading]) -> None:
         """Pipeline listener: store the batch in the rings, then hand it to the live subscribers as one event."""
         ids, rings, window_ms = self._ids, self._rings, self.window_ms
-        # _Rings.add's first case, inline: a reading in its ring's newest bucket (most of them: a 5 s bucket holds
-        # fifty of a 10 Hz poll) replaces that point in place; the arrays only grow in place, so these stay theirs
+        # a reading in its ring's newest bucket (most of them: a 5 s bucket holds fifty of a 10 Hz poll) replaces that
+        # point here, without a call; the arrays only grow in place, so these stay theirs
         end_ms, last_at, t0, tsa, va, qa = rings.end_ms, rings.last, rings.t0, rings.ts, rings.v, rings.q
         for r in batch:
             mine = ids.get(r.device)
@@ -175,10 +170,11 @@ class History:
             if ms < end_ms[i]:
                 last = last_at[i]
                 off = ms - t0[i]
-                if off >= tsa[last]:  # the newest value of the bucket is kept (an older one: see _Rings.add)
+                if off >= tsa[last]:  # the newest value of the bucket is kept
                     tsa[last], va[last], qa[last] = off, r.value, r.quality
+                # else a late or replayed reading: the ring is for the live view, kept in time order
                 continue
-            rings.add(i, r.ts_ns, r.value, r.quality, window_ms)
+            rings.push(i, ms, r.value, r.quality, window_ms)
         if batch and self.hub.subscribers:
             rows = [[r.device, r.quantity, _finite(r.value), r.ts_ns, r.quality.name.lower()] for r in batch]
             self.hub.publish("reading", rows)
