@@ -11,6 +11,8 @@ import json
 import selectors
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
 
 import paho.mqtt.client as paho
 
@@ -23,10 +25,13 @@ from services.local import Service
 from telemetry.reading import Reading
 
 
-def session(port: int, submit: Callable[..., object]) -> MqttSession:
+def session(
+    port: int, submit: Callable[..., object], topic: str = "ack/site/formwork/+/data", **params: Any
+) -> MqttSession:
+    """A session for formwork device FW-1 on `topic`; `params` override the broker's (BrokerParams fields)."""
     prof = builtin_profiles()["formwork_mqtt_v1"]
     assert isinstance(prof, MqttProfile)
-    params = BrokerParams(
+    broker = BrokerParams(
         id="b",
         host="127.0.0.1",
         port=port,
@@ -37,8 +42,8 @@ def session(port: int, submit: Callable[..., object]) -> MqttSession:
         keepalive_s=30,
         dead_letter_topic="t/dl",
     )
-    route = MqttDeviceRoute("FW-1", "FW-1", "ack/site/formwork/+/data", PayloadDecoder(prof))
-    return MqttSession(params, [route], submit, lambda kind, msg, device: None)  # type: ignore[arg-type]
+    route = MqttDeviceRoute("FW-1", "FW-1", topic, PayloadDecoder(prof))
+    return MqttSession(replace(broker, **params), [route], submit, lambda kind, msg, device: None)  # type: ignore[arg-type]
 
 
 async def run_until(s: MqttSession, done: asyncio.Event, wait_s: float) -> None:

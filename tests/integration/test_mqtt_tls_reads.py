@@ -15,12 +15,9 @@ from pathlib import Path
 import pytest
 
 import drivers.mqtt.client as mqtt_client
-from drivers.mqtt.client import BrokerParams
-from drivers.mqtt.payloads import PayloadDecoder
-from drivers.mqtt.session import MqttDeviceRoute, MqttSession
-from drivers.profile import MqttProfile, builtin_profiles
 from gateway.supervisor import run_stream
 from telemetry.reading import Reading
+from tests.integration.test_mqtt_ack import session
 from tests.integration.test_mqtt_security import make_certs
 
 TOPIC = "tls/site/formwork/FW-1/data"
@@ -87,23 +84,15 @@ async def test_a_burst_in_one_tls_record_is_read_whole(
         if len(got) >= n:
             all_in.set()
 
-    prof = builtin_profiles()["formwork_mqtt_v1"]
-    assert isinstance(prof, MqttProfile)
-    params = BrokerParams(
-        id="b",
-        host="127.0.0.1",
-        port=port,
+    s = session(
+        port,
+        submit,
+        "tls/site/formwork/+/data",
         client_id="sitegw-tls-reads",
-        username=None,
-        password=None,
-        protocol_v5=False,
         keepalive_s=60,  # no keep-alive traffic within the test to wake the reader by chance
-        dead_letter_topic="t/dl",
         tls_ca=str(tmp_path / "ca.crt"),
         use_tls=True,
     )
-    route = MqttDeviceRoute("FW-1", "FW-1", "tls/site/formwork/+/data", PayloadDecoder(prof))
-    s = MqttSession(params, [route], submit, lambda kind, msg, device: None)  # type: ignore[arg-type]
     task = asyncio.create_task(run_stream(s), name="mqtt-session")
     try:
         await asyncio.wait_for(all_in.wait(), 10)
