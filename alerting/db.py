@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,30 +34,60 @@ def connect(path: Path | str) -> sqlite3.Connection:
     return conn
 
 
+# Callbacks waiting for a transaction to commit, per connection: one list per nesting level (the transaction, then
+# each savepoint inside it), so a savepoint that rolls back takes its callbacks with it.
+_after: dict[int, list[list[Callable[[], None]]]] = {}
+
+
+def after_commit(conn: sqlite3.Connection, fn: Callable[[], None]) -> bool:
+    """Run `fn` once the `tx()` in progress on `conn` has committed (never if it rolls back); False, and nothing
+    registered, outside one. For work that must wait until a change is durable (sending a siren's message)."""
+    levels = _after.get(id(conn))
+    if not levels or not conn.in_transaction:
+        return False
+    levels[-1].append(fn)
+    return True
+
+
 @contextmanager
 def tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One atomic write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any exception). Nests: an inner call
     is a savepoint of the outer transaction, so a module can call another module's writer inside its own change,
     and an inner change that fails (and is caught) leaves nothing behind while the outer one goes on."""
     if conn.in_transaction:
+        levels = _after.get(id(conn))
+        if levels is not None:
+            levels.append([])
         conn.execute("SAVEPOINT tx")
         try:
             yield conn
         except BaseException:
+            if levels is not None:
+                levels.pop()  # what was to follow this part's commit goes with it
             if conn.in_transaction:  # after SQLITE_FULL or an I/O error SQLite may have rolled back everything
                 conn.execute("ROLLBACK TO tx")
                 conn.execute("RELEASE tx")
             raise
         conn.execute("RELEASE tx")
+        if levels is not None:
+            done = levels.pop()
+            levels[-1].extend(done)
         return
     conn.execute("BEGIN IMMEDIATE")
+    key = id(conn)
+    _after[key] = [[]]
     try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error)
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error)
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    finally:
+        levels = _after.pop(key)
+    for fn in levels[0]:
+        fn()
 
 
 def audit(

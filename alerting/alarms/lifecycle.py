@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from alerting.alarms.model import (
@@ -80,6 +81,12 @@ class Lifecycle(AlarmStore):
         # one connection may be shared by threads (check_same_thread=False); tx() would let a second thread
         # silently join the first one's transaction, so this module's changes are serialised here
         self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction around several changes (each `apply` then a savepoint of it), serialised like them."""
+        with self._lock, tx(self.conn) as conn:
+            yield conn
 
     # ---- transitions from the evaluator -------------------------------------------------------------------
 

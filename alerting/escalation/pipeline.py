@@ -11,7 +11,7 @@ from typing import Any
 
 from alerting.alarms.model import Alarm, AlarmEvent
 from alerting.config import EscalationConfig
-from alerting.db import tx
+from alerting.db import after_commit, tx
 from alerting.escalation.delivery import Delivery
 from alerting.escalation.outbox import Outbox, ProposeHazard
 from alerting.escalation.roster import Roster
@@ -57,6 +57,9 @@ class Escalation:
         self.outbox = Outbox(conn, self.roster, site)
         self.delivery = Delivery(conn, cfg, notifiers, self.roster, clock, on_delivery)
         self._wake = asyncio.Event()
+        # deliveries started in the transaction of the alarm changes that made them due (fire_at_once), to be sent
+        # by the loop as soon as that transaction has committed
+        self._ready: list[sqlite3.Row] = []
         self.delivery.recover()
 
     # ---- the lifecycle hook (inside the alarm change's transaction) ----
@@ -89,6 +92,36 @@ class Escalation:
                 self.outbox.follow_up(conn, a, ev.kind, ev.at_ns, ev.actor)
         self._wake.set()
 
+    def fire_at_once(self, lookup_alarm: Callable[[int], Alarm]) -> None:
+        """In the caller's transaction (a batch of alarm changes): fire the tiers due now and start their
+        deliveries, to be sent as soon as it commits. The siren then waits for that one commit (an fsync), not for
+        another of the loop's own and a turn of the loop. Alarms raised together still go out as one digest. A tier
+        that registers a hazard waits for the loop, as does everything when this fails (the changes stand)."""
+        now = self.clock()
+        due = [st for st in self.schedule.due(self.conn, now) if not self._proposes(st)]
+        if not due:
+            return
+        started: list[sqlite3.Row] = []
+        try:
+            with tx(self.conn):  # a savepoint: if it fails, the alarm changes stand and the loop fires the tiers
+                if not after_commit(self.conn, lambda: self._send_soon(started)):
+                    return  # not inside tx(): the loop fires them after the commit, as any other due tier
+                self._fire_due(due, now, lookup_alarm)
+                started.extend(self._start_ready(now))
+        except sqlite3.Error as err:
+            if not self.conn.in_transaction:
+                raise  # SQLite gave up the caller's whole transaction: the caller rewinds its changes
+            log.warning("tiers due at once could not be fired with their alarms (%s); the loop fires them", err)
+
+    def _proposes(self, st: sqlite3.Row) -> bool:
+        pol = next((p for p in self.cfg.policies if p.id == st["policy"]), None)
+        return pol is not None and st["tier"] < len(pol.tiers) and pol.tiers[st["tier"]].propose_hazard
+
+    def _send_soon(self, started: list[sqlite3.Row]) -> None:
+        if started:
+            self._ready.extend(started)
+            self._wake.set()
+
     def _cancel(self, conn: sqlite3.Connection, alarm_id: int, at_ns: int, reason: str) -> None:
         self.schedule.cancel(conn, alarm_id, at_ns, reason)
         self.outbox.cancel(conn, alarm_id, reason)
@@ -102,6 +135,8 @@ class Escalation:
         while True:
             await self.step(lookup_alarm)
             self._wake.clear()
+            if self._ready:  # started by alarm changes while this step was sending
+                continue
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancel that meets the wake-up in the
             # same loop turn (CPython gh-86296); this loop then ran on and a gateway's shutdown hung behind it
             with contextlib.suppress(TimeoutError):
@@ -120,6 +155,9 @@ class Escalation:
     async def step(self, lookup_alarm: Callable[[int], Alarm]) -> None:
         """One pass through the stages: due tiers into the outbox, hazard clocks, then every group and retry that
         is ready goes out."""
+        if self._ready:  # started in their alarms' committed transaction: they go out first
+            ready, self._ready = self._ready, []
+            await self._send(ready)
         now = self.clock()
         due = self.schedule.due(self.conn, now)
         hn = self.cfg.hazard_notices if self.hazard_source is not None else None
@@ -135,8 +173,16 @@ class Escalation:
                     self.outbox.hazard_notices(now, self.hazard_source(now), hn.roles, hn.channels)
             started = self._start_ready(now)
         if started:
-            await asyncio.gather(*(self.delivery.send(d) for d in started))
+            await self._send(started)
             self._wake.set()
+
+    async def _send(self, deliveries: list[sqlite3.Row]) -> None:
+        """One delivery (a siren's, usually) is awaited in this task: gather would give it a task of its own, which
+        runs only at the loop's next turn, after whatever else is ready (a pipeline batch, its fsync)."""
+        if len(deliveries) == 1:
+            await self.delivery.send(deliveries[0])
+        else:
+            await asyncio.gather(*(self.delivery.send(d) for d in deliveries))
 
     def _fire_due(self, due: list[sqlite3.Row], now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
         for st in due:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alerting.db import connect, tx
+from alerting.db import after_commit, connect, tx
 
 
 @pytest.fixture
@@ -41,3 +41,39 @@ def test_an_inner_failure_not_caught_rolls_back_the_outer_change_too(conn: sqlit
             conn.execute("INSERT INTO t VALUES (2)")
             raise ValueError("boom")
     assert values(conn) == [] and not conn.in_transaction
+
+
+def test_after_commit_runs_once_the_outer_transaction_committed_and_never_for_a_part_rolled_back(
+    conn: sqlite3.Connection,
+) -> None:
+    ran: list[str] = []
+    assert not after_commit(conn, lambda: ran.append("outside"))  # no transaction: nothing to wait for
+    with tx(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert after_commit(conn, lambda: ran.append("outer"))
+        with tx(conn):
+            assert after_commit(conn, lambda: ran.append("kept savepoint"))
+        with pytest.raises(ValueError), tx(conn):
+            conn.execute("INSERT INTO t VALUES (2)")
+            assert after_commit(conn, lambda: ran.append("rolled-back savepoint"))
+            raise ValueError("this step cannot fire")
+        assert ran == []  # nothing before the commit
+    assert ran == ["outer", "kept savepoint"]
+    assert values(conn) == [1]
+
+    with pytest.raises(ValueError), tx(conn):
+        conn.execute("INSERT INTO t VALUES (3)")
+        after_commit(conn, lambda: ran.append("rolled back"))
+        raise ValueError("boom")
+    with tx(conn):
+        pass  # a later transaction does not inherit what the rolled-back one registered
+    assert ran == ["outer", "kept savepoint"] and values(conn) == [1]
+
+
+def test_after_commit_sees_the_change_durable_for_other_connections(conn: sqlite3.Connection, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "state.db")
+    seen: list[list[int]] = []
+    with tx(conn):
+        conn.execute("INSERT INTO t VALUES (7)")
+        after_commit(conn, lambda: seen.append([r[0] for r in other.execute("SELECT x FROM t")]))
+    assert seen == [[7]]

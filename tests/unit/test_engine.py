@@ -3,13 +3,14 @@ offline suppression by design, a hazard from an alarm, and an overdue hazard clo
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from alerting.alarms import AlarmState
+from alerting.alarms import AlarmEvent, AlarmState
 from alerting.engine import AlarmEngine
 from alerting.evaluator import Transition
 from alerting.roles import Role
@@ -19,6 +20,7 @@ from gateway.spool import Spool
 from telemetry.reading import Reading
 from tests.receivers import HttpReceiver, http_receiver
 from tests.sites import write_site
+from tests.unit.test_escalation import Commits
 
 T0 = int(datetime(2026, 11, 23, 2, 0, tzinfo=UTC).timestamp() * 1e9)  # Monday 10:00 in Shanghai
 S = 10**9
@@ -174,3 +176,68 @@ async def test_alarm_events_from_readings_wait_for_the_pipelines_fsync_and_an_op
     finally:
         await eng.aclose()
         spool.close()
+
+
+async def test_a_batchs_alarms_and_their_first_tier_are_one_commit_before_the_siren(
+    tmp_path: Path, hook: HttpReceiver
+) -> None:
+    """Each commit is an fsync (synchronous=FULL), in the pipeline's path: a transition was one, and the tier due at
+    once another in the escalation loop before its message went out. Now the batch's changes and the tier are one
+    transaction; the message goes out when the loop next runs, and two alarms raised together are one digest."""
+    clock = Clock()
+    eng = engine(tmp_path, hook, clock)
+    commits = Commits(eng.conn)
+    commits.mark_sends(eng.escalation.notifiers)  # type: ignore[arg-type]
+    try:
+        eng.on_readings([Reading("G1", "lel", 30.0, T0), Reading("G1", "h2s", 20.0, T0)])
+        assert sorted(a.rule for a in eng.lifecycle.open_alarms()) == ["gas.h2s", "gas.lel"]
+        assert commits.log == ["commit"]
+        [d] = eng.escalation.deliveries()
+        assert (d["status"], d["items"], d["attempts"]) == ("sending", 2, 1)  # started, not sent before the loop
+        assert posts(hook) == []
+        await eng.escalation.step(eng.lifecycle.get)
+        # the batch; the message; its outcome (then the pass's own transaction: hazard clocks are configured)
+        assert commits.log[:3] == ["commit", "send", "commit"]
+        [msg] = posts(hook)
+        assert len(msg["data"]["items"]) == 2  # type: ignore[index]
+        assert eng.escalation.deliveries()[0]["status"] == "sent" and eng.metrics.alarm_transitions == 2
+    finally:
+        await eng.aclose()
+
+
+async def test_a_batch_the_database_gives_up_whole_is_rewound_and_stored_with_the_next_reading(
+    tmp_path: Path, hook: HttpReceiver
+) -> None:
+    """SQLite rolls back the whole transaction on some errors (disk full, I/O): none of the batch's alarms
+    happened, so none is notified, none of their events is written, and the evaluator asks for all of them again."""
+    clock = Clock()
+    failing = {"left": 1}
+
+    def gives_up(conn: sqlite3.Connection, ev: AlarmEvent) -> None:
+        if ev.alarm.rule == "gas.h2s" and failing["left"]:
+            failing["left"] -= 1
+            conn.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL
+            raise sqlite3.OperationalError("database or disk is full")
+
+    lines: list[bytes] = []
+    eng = AlarmEngine(
+        alarm_setup(tmp_path, hook), clock, alarm_hooks=[gives_up], event_sink=lambda b, n: lines.append(b)
+    )
+    try:
+        eng.on_readings([Reading("G1", "lel", 30.0, T0), Reading("G1", "h2s", 20.0, T0)])
+        assert eng.lifecycle.open_alarms() == [] and eng.escalation.deliveries() == [] and lines == []
+        assert eng.metrics.alarm_transitions == 0 and eng.metrics.state_store_failures == 1
+        assert eng.metrics.state_store_error is not None and "disk is full" in eng.metrics.state_store_error
+        await eng.escalation.step(eng.lifecycle.get)
+        assert posts(hook) == []
+
+        clock.now += S
+        eng.on_readings([Reading("G1", "lel", 30.5, clock.now), Reading("G1", "h2s", 20.5, clock.now)])
+        assert sorted(a.rule for a in eng.lifecycle.open_alarms()) == ["gas.h2s", "gas.lel"]
+        assert eng.metrics.state_store_error is None and eng.metrics.alarm_transitions == 2
+        await eng.escalation.step(eng.lifecycle.get)
+        [msg] = posts(hook)
+        assert len(msg["data"]["items"]) == 2
+        assert sum(b.count(b'event="raised"') for b in lines) == 2
+    finally:
+        await eng.aclose()

@@ -902,25 +902,30 @@ class Commits:
     def mark(self, what: str) -> None:
         self.log.append(what)
 
+    def mark_sends(self, notifiers: dict[str, Any], channel: str = "hook") -> None:
+        """Each send on `channel` goes into the log where it happens."""
+        real = notifiers[channel]
+        mark = self.mark
+
+        class Marking:
+            id = channel
+
+            async def send(self, msg: Any, to: Any) -> Any:
+                mark("send")
+                return await real.send(msg, to)
+
+            async def aclose(self) -> None:
+                await real.aclose()
+
+        notifiers[channel] = Marking()
+
 
 async def test_between_an_alarm_and_its_siren_there_is_one_commit_for_the_whole_step(make_site: SiteFactory) -> None:
     """Each commit is an fsync (synchronous=FULL, ~0.4 ms, more on a busy disk): the step's stages (fire the tier,
     open the delivery, mark it being sent) were three, after the alarm's own."""
     s = await make_site(FIRST)
     commits = Commits(s.conn)
-    real = s.notifiers["hook"]
-
-    class Marking:
-        id = "hook"
-
-        async def send(self, msg: Any, to: Any) -> Any:
-            commits.mark("send")
-            return await real.send(msg, to)
-
-        async def aclose(self) -> None:
-            await real.aclose()
-
-    s.esc.notifiers["hook"] = Marking()  # type: ignore[assignment]
+    commits.mark_sends(s.esc.notifiers)  # type: ignore[arg-type]
     aid = s.raise_("GD-01")
     await s.step()
     assert commits.log == ["commit", "commit", "send", "commit"]  # the raise, the step, the outcome
