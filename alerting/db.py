@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from alerting.schema import migrate, refuse_newer
+
+log = logging.getLogger("sitegw.alarms")
 
 
 def connect(path: Path | str) -> sqlite3.Connection:
@@ -75,19 +78,25 @@ def tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         return
     conn.execute("BEGIN IMMEDIATE")
     key = id(conn)
-    _after[key] = [[]]
+    levels = _after[key] = [[]]
     try:
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:  # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error)
+            # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error); a COMMIT that failed
+            # (busy, a deferred constraint) leaves the transaction open, and every later tx() would be its savepoint
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
     finally:
-        levels = _after.pop(key)
+        if _after.get(key) is levels:  # a transaction opened meanwhile after SQLite ended this one has its own
+            del _after[key]
     for fn in levels[0]:
-        fn()
+        try:
+            fn()
+        except Exception:  # the change is committed: a failing follow-up must not make the caller think otherwise
+            log.exception("a follow-up of a committed transaction failed")
 
 
 def audit(

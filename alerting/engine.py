@@ -235,12 +235,14 @@ class AlarmEngine:
                     applied += 1
                 if stored:
                     self.escalation.fire_at_once(self.lifecycle.get)
-        except sqlite3.Error as err:  # the whole transaction is gone (or its commit failed): none of it happened
+        except BaseException as err:  # the whole transaction is gone (or its commit failed): none of it happened
             del self._event_lines[mark:]
+            for ts in by_key.values():
+                self._rewind(ts)
+            if not isinstance(err, sqlite3.Error):
+                raise  # a bug (in a hook, in escalation): on_readings counts and logs it
             self._store_failed(err, f"{len(transitions)} alarm change(s), the first {transitions[0].rule} on "
                                f"{transitions[0].device}")  # fmt: skip
-            for ts in by_key.values():
-                self.evaluator.unstored(ts[0], ts[-1])
             return
         self.metrics.alarm_transitions += applied
         if applied:
@@ -257,7 +259,13 @@ class AlarmEngine:
                 ev.alarm.value,
             )
         for ts in failed.values():
-            self.evaluator.unstored(ts[0], ts[-1])
+            self._rewind(ts)
+
+    def _rewind(self, ts: list[Transition]) -> None:
+        """The evaluator asks again for a rule's unstored transitions `ts` (in order): from the first confirmed one,
+        if any (a cancelled candidate ahead of it, e.g. before a clear, changes no level to rewind)."""
+        first = next((t for t in ts if t.phase == "confirmed"), ts[0])
+        self.evaluator.unstored(first, ts[-1])
 
     def _store_failed(self, err: Exception, what: str) -> None:
         """A write the database refused (disk full, locked): counted, in /health, retried (transitions by the

@@ -95,12 +95,13 @@ class Escalation:
     def fire_at_once(self, lookup_alarm: Callable[[int], Alarm]) -> None:
         """In the caller's transaction (a batch of alarm changes): fire the tiers due now and start their
         deliveries, to be sent as soon as it commits. The siren then waits for that one commit (an fsync), not for
-        another of the loop's own and a turn of the loop. Alarms raised together still go out as one digest. A tier
-        that registers a hazard waits for the loop, as does everything when this fails (the changes stand)."""
+        another of the loop's own and a turn of the loop. Alarms raised together still go out as one digest: when a
+        tier that registers a hazard is due, all of them wait for the loop, as they do when this fails (the alarm
+        changes stand)."""
         now = self.clock()
-        due = [st for st in self.schedule.due(self.conn, now) if not self._proposes(st)]
-        if not due:
-            return
+        due = self.schedule.due(self.conn, now)
+        if not due or any(self._proposes(st) for st in due):
+            return  # a hazard tier is due with them: the loop fires them all in one step, one digest
         started: list[sqlite3.Row] = []
         try:
             with tx(self.conn):  # a savepoint: if it fails, the alarm changes stand and the loop fires the tiers
@@ -108,10 +109,10 @@ class Escalation:
                     return  # not inside tx(): the loop fires them after the commit, as any other due tier
                 self._fire_due(due, now, lookup_alarm)
                 started.extend(self._start_ready(now))
-        except sqlite3.Error as err:
+        except Exception:  # whatever fails here, the alarm changes must stand: the loop does this again
             if not self.conn.in_transaction:
                 raise  # SQLite gave up the caller's whole transaction: the caller rewinds its changes
-            log.warning("tiers due at once could not be fired with their alarms (%s); the loop fires them", err)
+            log.exception("tiers due at once could not be fired with their alarms; the escalation loop fires them")
 
     def _proposes(self, st: sqlite3.Row) -> bool:
         pol = next((p for p in self.cfg.policies if p.id == st["policy"]), None)

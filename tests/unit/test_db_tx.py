@@ -77,3 +77,36 @@ def test_after_commit_sees_the_change_durable_for_other_connections(conn: sqlite
         conn.execute("INSERT INTO t VALUES (7)")
         after_commit(conn, lambda: seen.append([r[0] for r in other.execute("SELECT x FROM t")]))
     assert seen == [[7]]
+
+
+def test_a_commit_that_fails_rolls_back_and_leaves_no_transaction_open(conn: sqlite3.Connection) -> None:
+    """A COMMIT can fail and leave the transaction open (busy, a deferred constraint): every later tx() would then be
+    a savepoint of it, and nothing would ever be committed again."""
+    conn.execute("CREATE TABLE parent(id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE child(parent_id INTEGER REFERENCES parent(id))")
+    ran: list[str] = []
+    with pytest.raises(sqlite3.IntegrityError), tx(conn):
+        conn.execute("PRAGMA defer_foreign_keys=ON")  # the constraint is checked at COMMIT
+        conn.execute("INSERT INTO child VALUES (999)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        after_commit(conn, lambda: ran.append("sent"))
+    assert not conn.in_transaction and values(conn) == [] and ran == []
+    with tx(conn):
+        conn.execute("INSERT INTO t VALUES (2)")
+    assert values(conn) == [2]
+
+
+def test_a_failing_follow_up_is_logged_and_the_commit_stands(
+    conn: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("a bug after the commit")
+
+    with tx(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+        after_commit(conn, broken)
+        after_commit(conn, lambda: ran.append("second"))
+    assert values(conn) == [1] and ran == ["second"]
+    assert "a follow-up of a committed transaction failed" in caplog.text and "a bug after the commit" in caplog.text

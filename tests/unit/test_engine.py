@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,16 @@ def hook() -> Iterator[HttpReceiver]:
         yield rx
 
 
-def alarm_setup(tmp_path: Path, hook: HttpReceiver) -> AlarmSetup:
+FIRST_TIER = {"after_s": 0, "roles": ["safety_officer"], "channels": ["hook"]}
+
+
+def alarm_setup(
+    tmp_path: Path,
+    hook: HttpReceiver,
+    policies: list[dict[str, Any]] | None = None,
+    group_window_s: float = 0,
+    **extra: Any,
+) -> AlarmSetup:
     cfg = write_site(
         tmp_path / "site.yaml",
         influx_port=18086,
@@ -50,11 +60,12 @@ def alarm_setup(tmp_path: Path, hook: HttpReceiver) -> AlarmSetup:
             "people": [{"id": "wang", "name": "王工"}],
             "duty": [{"role": "safety_officer", "people": ["wang"]}],
             "channels": [{"id": "hook", "type": "webhook", "url": f"{hook.url}/n"}],
-            "policies": [{"id": "all", "tiers": [{"after_s": 0, "roles": ["safety_officer"], "channels": ["hook"]}]}],
+            "policies": policies or [{"id": "all", "tiers": [FIRST_TIER]}],
             "hazard_notices": {"roles": ["safety_officer"], "channels": ["hook"]},
-            "group_window_s": 0,
+            "group_window_s": group_window_s,
         },
         hazards={"reporting_unit": "测试建设公司 项目部"},
+        **extra,
     )
     return cfg.alarm_setup()
 
@@ -239,5 +250,120 @@ async def test_a_batch_the_database_gives_up_whole_is_rewound_and_stored_with_th
         [msg] = posts(hook)
         assert len(msg["data"]["items"]) == 2
         assert sum(b.count(b'event="raised"') for b in lines) == 2
+    finally:
+        await eng.aclose()
+
+
+async def test_a_bug_while_firing_the_tiers_at_once_leaves_the_alarms_stored_and_the_loop_sends(
+    tmp_path: Path, hook: HttpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The alarm changes must not depend on escalation: a failure in firing the tiers with them (here, opening the
+    delivery) is logged, and the escalation loop fires them as for any other due tier."""
+    clock = Clock()
+    eng = engine(tmp_path, hook, clock)
+    real_open = eng.escalation.delivery.open
+    calls = {"n": 0}
+
+    def open_once_broken(*a: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug in the escalation stage")
+        return real_open(*a)
+
+    eng.escalation.delivery.open = open_once_broken  # type: ignore[method-assign]
+    try:
+        eng.on_readings([Reading("G1", "lel", 30.0, T0)])
+        assert [a.rule for a in eng.lifecycle.open_alarms()] == ["gas.lel"] and eng.metrics.alarm_errors == 0
+        assert "tiers due at once could not be fired" in caplog.text and eng.escalation.deliveries() == []
+        await eng.escalation.step(eng.lifecycle.get)
+        [msg] = posts(hook)
+        assert msg["data"]["rule"] == "gas.lel"  # type: ignore[index]
+    finally:
+        await eng.aclose()
+
+
+async def test_a_bug_in_an_alarm_hook_rewinds_the_whole_batch(tmp_path: Path, hook: HttpReceiver) -> None:
+    """A hook that raises rolls the batch's transaction back: none of its alarms or events happened, and the
+    evaluator asks for them again (they are stored with the next reading once the hook works)."""
+    clock = Clock()
+    broken = {"on": True}
+
+    def hook_bug(conn: sqlite3.Connection, ev: AlarmEvent) -> None:
+        if broken["on"] and ev.alarm.rule == "gas.h2s":
+            raise RuntimeError("a bug in the console's stream")
+
+    lines: list[bytes] = []
+    eng = AlarmEngine(
+        alarm_setup(tmp_path, hook), clock, alarm_hooks=[hook_bug], event_sink=lambda b, n: lines.append(b)
+    )
+    try:
+        eng.on_readings([Reading("G1", "lel", 30.0, T0), Reading("G1", "h2s", 20.0, T0)])
+        assert eng.lifecycle.open_alarms() == [] and eng.metrics.alarm_errors == 1
+        broken["on"] = False
+        clock.now += S
+        eng.on_readings([Reading("G1", "lel", 30.5, clock.now), Reading("G1", "h2s", 20.5, clock.now)])
+        assert sorted(a.rule for a in eng.lifecycle.open_alarms()) == ["gas.h2s", "gas.lel"]
+        assert sum(b.count(b'event="raised"') for b in lines) == 2  # no line of the rolled-back batch
+    finally:
+        await eng.aclose()
+
+
+async def test_a_lost_clear_behind_a_cancelled_candidate_is_asked_for_again(tmp_path: Path, hook: HttpReceiver) -> None:
+    """One reading can cancel an upward candidate and clear the alarm ([cancelled 2->3, confirmed 2->0]); if the
+    batch is lost, the evaluator must go back to the alarm's level from the clear, or the alarm never clears."""
+    rules = {
+        "overrides": [
+            {"rule": "gas.lel", "on_delay_s": 5, "off_delay_s": 0, "source": {"standard": "test", "confidence": "P"}}
+        ]
+    }
+    clock = Clock()
+    give_up = {"on": False}
+
+    def gives_up(conn: sqlite3.Connection, ev: AlarmEvent) -> None:
+        if give_up["on"] and ev.kind == "cleared":
+            give_up["on"] = False
+            conn.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL or an I/O error
+            raise sqlite3.OperationalError("database or disk is full")
+
+    eng = AlarmEngine(alarm_setup(tmp_path, hook, rules=rules), clock, alarm_hooks=[gives_up])
+    try:
+        eng.on_readings([Reading("G1", "lel", 30.0, T0)])  # a candidate at 报警, waiting for its on-delay
+        clock.now += 6 * S
+        eng.tick()
+        [a] = eng.lifecycle.open_alarms()
+        assert (a.level, a.state) == (Level.ALARM, AlarmState.ACTIVE_UNACKED)
+        clock.now += S
+        eng.on_readings([Reading("G1", "lel", 60.0, clock.now)])  # a candidate at 危险
+        clock.now += S
+        give_up["on"] = True
+        eng.on_readings([Reading("G1", "lel", 1.0, clock.now)])  # cancelled 2->3, cleared 2->0: the batch is lost
+        assert eng.metrics.state_store_failures == 1 and eng.lifecycle.open_alarms()[0].state is a.state
+        clock.now += S
+        eng.on_readings([Reading("G1", "lel", 1.0, clock.now)])
+        [a] = eng.lifecycle.open_alarms()
+        assert a.state is AlarmState.RTN_UNACKED
+    finally:
+        await eng.aclose()
+
+
+async def test_alarms_of_one_batch_are_one_digest_when_one_of_their_tiers_registers_a_hazard(
+    tmp_path: Path, hook: HttpReceiver
+) -> None:
+    """A tier that registers a hazard is fired by the escalation loop: the other tiers due with it wait for it there,
+    so that both go out as one digest instead of one now and the other after the group window."""
+    policies = [
+        {"id": "lel", "match": {"rules": ["gas.lel"]}, "tiers": [{**FIRST_TIER, "propose_hazard": True}]},
+        {"id": "all", "tiers": [FIRST_TIER]},
+    ]
+    clock = Clock()
+    eng = AlarmEngine(alarm_setup(tmp_path, hook, policies, group_window_s=60), clock)
+    try:
+        eng.on_readings([Reading("G1", "lel", 30.0, T0), Reading("G1", "h2s", 20.0, T0)])
+        assert eng.escalation.deliveries() == []  # nothing started with the alarms
+        await eng.escalation.step(eng.lifecycle.get)
+        [msg] = posts(hook)
+        assert len(msg["data"]["items"]) == 2  # type: ignore[index]
+        lel = next(a for a in eng.lifecycle.open_alarms() if a.rule == "gas.lel")
+        assert "已自动登记隐患" in msg["text"] and eng.hazards.open_for_alarm(lel.id) is not None  # type: ignore[operator]
     finally:
         await eng.aclose()
