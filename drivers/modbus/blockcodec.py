@@ -9,37 +9,26 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Protocol
 
 from drivers.registers import DataType, Order
 from telemetry.reading import Quality, Reading
 
 
-class PointPlan(Protocol):
-    """What the codec reads of a planned point (drivers.modbus.plan.PointPlan, which plans blocks with a codec)."""
+@dataclass(frozen=True, slots=True)
+class PointPlan:
+    """How to turn a slice of a block into one canonical value (planned by drivers.modbus.plan)."""
 
-    @property
-    def quantity(self) -> str: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def dtype(self) -> DataType: ...
-    @property
-    def order(self) -> Order: ...
-    @property
-    def bit(self) -> int: ...
-    @property
-    def scale(self) -> float: ...
-    @property
-    def add(self) -> float: ...
-    @property
-    def convert(self) -> Callable[[float], float] | None: ...
-    @property
-    def invalid(self) -> Mapping[int | float, Quality] | None: ...
-    @property
-    def nbits(self) -> int: ...
+    quantity: str
+    offset: int  # registers (or bits) from the block start
+    width: int
+    dtype: DataType
+    order: Order
+    bit: int
+    scale: float
+    add: float
+    convert: Callable[[float], float] | None  # non-linear unit conversion applied after scale/offset
+    invalid: Mapping[int | float, Quality] | None = None  # raw sentinel values -> quality (no value)
+    nbits: int = 1  # type bit: width of the bit field from `bit`
 
 
 _SIGNED: dict[DataType, str] = {

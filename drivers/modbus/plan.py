@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from drivers.modbus.blockcodec import BlockCodec
+from drivers.modbus.blockcodec import BlockCodec, PointPlan
 from drivers.profile import ModbusProfile, Table
 from drivers.quality import QualityMap, QualityName
 from drivers.registers import WIDTH, DataType, Order
@@ -14,23 +14,6 @@ from telemetry import quantities
 from telemetry.reading import Quality
 
 CLOCK = "@clock"  # the pseudo point of a register clock inside a block (never a reading)
-
-
-@dataclass(frozen=True, slots=True)
-class PointPlan:
-    """How to turn a slice of a block into one canonical value."""
-
-    quantity: str
-    offset: int  # registers (or bits) from the block start
-    width: int
-    dtype: DataType
-    order: Order
-    bit: int
-    scale: float
-    add: float
-    convert: Callable[[float], float] | None  # non-linear unit conversion applied after scale/offset
-    invalid: Mapping[int | float, Quality] | None = None  # raw sentinel values -> quality (no value)
-    nbits: int = 1  # type bit: width of the bit field from `bit`
 
 
 @dataclass(frozen=True, slots=True)

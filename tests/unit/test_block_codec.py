@@ -7,9 +7,10 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drivers.modbus.blockcodec import PointPlan
 from drivers.modbus.codec import WIDTH, DataType, Order, decode, registers_to_bytes, to_canonical
 from drivers.modbus.driver import decode_block
-from drivers.modbus.plan import CLOCK, Block, PointPlan
+from drivers.modbus.plan import CLOCK, Block
 from drivers.profile import Table
 from telemetry.reading import Quality, Reading
 
