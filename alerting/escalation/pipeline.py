@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from alerting.alarms.model import Alarm, AlarmEvent
-from alerting.config import EscalationConfig
+from alerting.config import EscalationConfig, TierConfig
 from alerting.db import after_commit, tx
 from alerting.escalation.delivery import Delivery
 from alerting.escalation.outbox import Outbox, ProposeHazard
@@ -115,8 +115,13 @@ class Escalation:
             log.exception("tiers due at once could not be fired with their alarms; the escalation loop fires them")
 
     def _proposes(self, st: sqlite3.Row) -> bool:
+        tier = self._tier(st)
+        return tier is not None and tier.propose_hazard
+
+    def _tier(self, st: sqlite3.Row) -> TierConfig | None:
+        """A step's tier in the configuration; None when its policy or tier is no longer there."""
         pol = next((p for p in self.cfg.policies if p.id == st["policy"]), None)
-        return pol is not None and st["tier"] < len(pol.tiers) and pol.tiers[st["tier"]].propose_hazard
+        return pol.tiers[st["tier"]] if pol is not None and st["tier"] < len(pol.tiers) else None
 
     def _send_soon(self, started: list[sqlite3.Row]) -> None:
         if started:
@@ -202,15 +207,15 @@ class Escalation:
 
     def _fire(self, st: sqlite3.Row, now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
         a = lookup_alarm(st["alarm_id"])
-        pol = next((p for p in self.cfg.policies if p.id == st["policy"]), None)
+        tier = self._tier(st)
         with tx(self.conn):
             if not self.schedule.is_pending(self.conn, st["id"]):
                 return
-            if pol is None or st["tier"] >= len(pol.tiers):
+            if tier is None:
                 self.schedule.drop(self.conn, st["id"], now, "policy no longer in the configuration")
                 return
             self.schedule.mark_fired(self.conn, st["id"], now)
-            self.outbox.fire(st, pol.tiers[st["tier"]], a, now, self.propose_hazard)
+            self.outbox.fire(st, tier, a, now, self.propose_hazard)
 
     def _start_ready(self, now: int) -> list[sqlite3.Row]:
         """Open a delivery for every group that is ready and start it, with every retry that is due (in the
