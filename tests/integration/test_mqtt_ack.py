@@ -56,6 +56,16 @@ async def run_until(s: MqttSession, done: asyncio.Event, wait_s: float) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def subscribed(
+    port: int, submit: Callable[..., object], done: asyncio.Event
+) -> tuple[MqttSession, asyncio.Task[None]]:
+    """A session running (until `done`, 20 s at most) in a task, returned once its subscriptions are in place."""
+    s = session(port, submit)
+    task = asyncio.create_task(run_until(s, done, 20), name="session")
+    await asyncio.wait_for(s.connected.wait(), 10)
+    return s, task
+
+
 @contextlib.contextmanager
 def device(port: int) -> Iterator[paho.Client]:
     """A device publishing to the broker (paho's own thread), gone when the block ends."""
@@ -181,9 +191,7 @@ async def test_a_batch_is_acknowledged_with_one_write_and_never_delivered_again(
         if len(values) >= 40:
             all_in.set()
 
-    s = session(mosquitto.port, submit)
-    task = asyncio.create_task(run_until(s, all_in, 20), name="session")
-    await asyncio.wait_for(s.connected.wait(), 10)
+    s, task = await subscribed(mosquitto.port, submit, all_in)
     with device(mosquitto.port) as dev:
         for i in range(40):
             publish_settlement(dev, i, 1795224600_000 + i)
@@ -219,9 +227,7 @@ async def test_a_batch_acked_while_a_writer_is_on_its_way_leaves_it_to_that_writ
             found.append(f"left behind: {len(p._out_packet)} packet(s), writer registered {writing}")
         checked.set()
 
-    s = session(mosquitto.port, submit)
-    task = asyncio.create_task(run_until(s, checked, 20), name="session")
-    await asyncio.wait_for(s.connected.wait(), 10)
+    s, task = await subscribed(mosquitto.port, submit, checked)
     with device(mosquitto.port) as dev:
         publish_settlement(dev, 1.0)
         await task
@@ -245,9 +251,7 @@ async def test_receiving_messages_leaves_no_reference_cycles_for_the_collector(m
         if len(values) > n:
             all_in.set()
 
-    s = session(mosquitto.port, submit)
-    task = asyncio.create_task(run_until(s, all_in, 20), name="session")
-    await asyncio.wait_for(s.connected.wait(), 10)
+    _, task = await subscribed(mosquitto.port, submit, all_in)
     with device(mosquitto.port) as dev:
         publish_settlement(dev, -1.0)  # a topic's first message is looked up in the filters once
         await asyncio.wait_for(first.wait(), 10)
@@ -281,9 +285,7 @@ async def test_messages_already_on_the_socket_come_as_one_batch(mosquitto: Servi
         if sum(sizes) >= 21:
             all_in.set()
 
-    s = session(mosquitto.port, submit)
-    task = asyncio.create_task(run_until(s, all_in, 20), name="session")
-    await asyncio.wait_for(s.connected.wait(), 10)
+    _, task = await subscribed(mosquitto.port, submit, all_in)
     with device(mosquitto.port) as dev:
         publish_settlement(dev, -1.0)
         await asyncio.wait_for(first.wait(), 10)
