@@ -18,6 +18,12 @@ export async function resync() {
   const [latest, alarms, baselines, hazards] = await Promise.all([
     api("GET", "/api/latest"), api("GET", "/api/alarms?open_only=true"), api("GET", "/api/baselines"), api("GET", "/api/hazards"),
   ]);
+  // Readings that came on the stream while the snapshot was on its way are newer than it: keep them. A device's
+  // `up` is sent once, when it changes, so one replaced by the older snapshot stayed "no data" until the next change.
+  for (const [dev, qs] of Object.entries(S.latest)) {
+    const d = latest[dev] || (latest[dev] = {});
+    for (const [q, r] of Object.entries(qs)) if (!d[q] || d[q].ts_ns < r.ts_ns) d[q] = r;
+  }
   S.latest = latest;
   S.alarms = new Map();
   for (const a of alarms) setAlarm(a);
