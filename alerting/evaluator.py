@@ -262,6 +262,15 @@ class Evaluator:
             rule = b.rule
             if rule.category == "value" and not r.quality.valid:
                 continue
+            quiet = b.quiet
+            if quiet is not None:
+                # below every threshold with no level, candidate or announcement standing: stepping the rule
+                # would change nothing, whether its gate is open or not (NaN compares false: the full path)
+                sign, limit = quiet
+                if (r.value * sign if sign else abs(r.value)) < limit:
+                    st = self._state.get((rule.id, r.device, r.quantity))
+                    if st is not None and not st.level and st.candidate is None and st.pending is None:
+                        continue
             extra: set[Level] = set()
             v = self.measures.measure(b, r, fed)
             if rule.consecutive_days is not None:
