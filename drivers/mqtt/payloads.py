@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -79,6 +79,13 @@ class _Field:
     qmap: QualityMap | None = None
     bits_as: str | None = None
     bit: int | None = None
+    # a path of one or two object keys (most fields), looked up inline by `readings`: (key, key or None); else None
+    keys: tuple[str, str | None] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        p = self.path
+        plain = 1 <= len(p) <= 2 and all(isinstance(k, str) for k in p)
+        object.__setattr__(self, "keys", (p[0], p[1] if len(p) == 2 else None) if plain else None)
 
 
 def _conv(quantity: str, unit: str | None, scale: float) -> tuple[float, float, Callable[[float], float] | None]:
@@ -245,9 +252,16 @@ class PayloadDecoder:
             quality = Quality.BAD
         elif self._flag(doc, self._not_ready_path):
             quality = Quality.NOT_READY
-        sentinels = self._sentinels
+        sentinels = self._sentinels if self._sentinels else None
+        plain = type(doc) is dict
         for f in self._fields:
-            v = _get(doc, f.path)
+            keys = f.keys
+            if keys is not None and plain:  # what _get does for such a path, without its loop and checks
+                v = doc.get(keys[0], _MISSING)
+                if keys[1] is not None and v is not _MISSING:
+                    v = v.get(keys[1], _MISSING) if isinstance(v, dict) else _MISSING
+            else:
+                v = _get(doc, f.path)
             if v is _MISSING:
                 continue  # devices omit fields they do not measure right now; that is not an error
             q = Quality.GOOD if f.state else quality
@@ -264,7 +278,7 @@ class PayloadDecoder:
             elif type(v) is float:  # the common case, without _number's checks
                 x = v
             else:
-                if sentinels:
+                if sentinels is not None:
                     sq = sentinels.match(v)
                     if sq is not None:  # "--" while warming up, "ERR", -9999: kept as "no value" with its quality
                         out.append(Reading(device, f.quantity, math.nan, ts_ns, sq.worst(q)))
@@ -274,7 +288,7 @@ class PayloadDecoder:
                 except ProtocolError as err:
                     errors.append(err)
                     continue
-            if sentinels and x in sentinels.numbers:
+            if sentinels is not None and x in sentinels.numbers:
                 out.append(Reading(device, f.quantity, math.nan, ts_ns, sentinels.numbers[x].worst(q)))
                 continue
             x = x * f.scale + f.add

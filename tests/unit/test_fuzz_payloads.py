@@ -481,3 +481,24 @@ def test_unparseable_json_is_a_protocol_error() -> None:
     for raw in (b"[" * 100_000, b"9" * 5000):
         with pytest.raises(ProtocolError, match="payload is not JSON"):
             dec.parse(raw)
+
+
+def _walking(dec: PayloadDecoder) -> PayloadDecoder:
+    """The decoder with every field looked up by `_get`'s walk of its path, not `readings`' inline lookup."""
+    walk = copy.copy(dec)
+    walk._fields = [copy.copy(f) for f in dec._fields]
+    for f in walk._fields:
+        object.__setattr__(f, "keys", None)
+    return walk
+
+
+WALKING = {pid: _walking(dec) for pid, dec in DECODERS.items()}
+
+
+@FUZZ
+@given(pid=st.sampled_from(ALL), doc=json_values | profile_like)
+@example(pid="formwork_mqtt_v1", doc={"data": {"settlement": 1.5, "tilt": [0.2]}, "status": [{"fault": 1}]})
+@example(pid="formwork_mqtt_v1", doc={"data": {"0": 1, "settlement": -0.0}, "status": {"fault": 0, "cal": True}})
+def test_the_inline_field_lookup_reads_what_the_path_walk_reads(pid: str, doc: Any) -> None:
+    assert any(f.keys is not None and f.keys[1] is not None for f in DECODERS["formwork_mqtt_v1"]._fields)
+    assert repr(DECODERS[pid].readings("D", doc, TS_NS)) == repr(WALKING[pid].readings("D", doc, TS_NS))
