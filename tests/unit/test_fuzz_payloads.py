@@ -502,3 +502,22 @@ WALKING = {pid: _walking(dec) for pid, dec in DECODERS.items()}
 def test_the_inline_field_lookup_reads_what_the_path_walk_reads(pid: str, doc: Any) -> None:
     assert any(f.keys is not None and f.keys[1] is not None for f in DECODERS["formwork_mqtt_v1"]._fields)
     assert repr(DECODERS[pid].readings("D", doc, TS_NS)) == repr(WALKING[pid].readings("D", doc, TS_NS))
+
+
+def test_only_paths_of_one_or_two_object_keys_are_looked_up_inline() -> None:
+    from drivers.mqtt.payloads import _Field, _get, _split
+
+    def field(path: str) -> _Field:
+        return _Field(_split(path), "load", 1.0, 0.0, None)
+
+    assert field("load").keys == ("load", None)
+    assert field("d.load").keys == ("d", "load")
+    # a digit names an array item or the object key "0" (_get tries both): always the walk
+    assert field("data.0").keys is None and field("0").keys is None
+    assert field("a.b.c").keys is None
+    doc = {"data": {"0": 1.5}, "d": [{"load": 2.0}]}
+    assert _get(doc, field("data.0").path) == 1.5
+    dec = copy.copy(DECODERS["formwork_mqtt_v1"])
+    dec._fields = [field("data.0"), field("d.load")]
+    (r,), errors = dec.readings("D", doc, TS_NS)
+    assert (r.value, errors) == (1.5, [])  # "d" holds a list: no "load" under it, and nothing reported

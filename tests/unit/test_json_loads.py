@@ -38,7 +38,10 @@ def outcome(load: Any, data: bytes) -> tuple[str, Any]:
 def check(data: bytes) -> None:
     want, got = outcome(json.loads, data), outcome(loads_json, data)
     assert want[0] == got[0], data[:80]
-    assert same(want[1], got[1]), data[:80]
+    if data.count(b"[") + data.count(b"{") > 200:  # too deep, maybe, for same(); repr says the same, flatly
+        assert repr(want[1]) == repr(got[1]), data[:80]
+    else:
+        assert same(want[1], got[1]), data[:80]
 
 
 SCALARS = st.one_of(
@@ -93,6 +96,10 @@ def test_arbitrary_bytes_fail_or_read_alike(data: bytes) -> None:
         b'"\xff"',
         b'"a\tb"',  # a raw control character: json refuses it
         b"[" * 1100 + b"]" * 1100,  # deeper than orjson reads
+        b"[" * 1000 + b"]" * 1000,  # deeper than json reads, not than orjson: json refuses it
+        b'{"a":' * 600 + b"1" + b"}" * 600,
+        b"[" * 511 + b"]" * 511,
+        b"[" + b"[]," * 700 + b"[]]",  # many brackets, shallow
         b"1" * 5000,  # over Python's digit limit
         b" \n{} ",
         b"",
