@@ -264,12 +264,12 @@ class Evaluator:
                 continue
             quiet = b.quiet
             if quiet is not None:
-                # below every threshold with no level, candidate or announcement standing: stepping the rule
-                # would change nothing, whether its gate is open or not (NaN compares false: the full path)
+                # below every threshold, at rest (no state yet, or no level, candidate or announcement): stepping
+                # the rule would change nothing, whether its gate is open or not (NaN compares false: full path)
                 sign, limit = quiet
                 if (r.value * sign if sign else abs(r.value)) < limit:
                     st = self._state.get((rule.id, r.device, r.quantity))
-                    if st is not None and not st.level and st.candidate is None and st.pending is None:
+                    if st is None or (not st.level and st.candidate is None and st.pending is None):
                         continue
             extra: set[Level] = set()
             v = self.measures.measure(b, r, fed)
