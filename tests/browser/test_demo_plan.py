@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from gateway.app import Gateway
-from gateway.config import load_config
+from gateway.config import SiteConfig, load_config
 from services import local
 from services.local import Service
 from simulators.runner import SiteSimulator
@@ -40,6 +40,23 @@ def demo_site(tmp_path: Path, mqtt: int, influx: int, http: int) -> Path:
     return path
 
 
+def demo_config(
+    tmp_path: Path, mosquitto: Service, influxdb: Service, monkeypatch: pytest.MonkeyPatch
+) -> tuple[SiteConfig, str]:
+    """The demo site's config on this test's services (its users' passwords in the environment), and its API URL."""
+    for user in ("ADMIN", "ZHANG", "LI", "SCREEN"):
+        monkeypatch.setenv(f"SITEGW_DEMO_PW_{user}", PASSWORD)
+    http = local.free_port()
+    return load_config(demo_site(tmp_path, mosquitto.port, influxdb.port, http)), f"http://127.0.0.1:{http}"
+
+
+async def fill_login(page: Any, base: str) -> None:
+    """The console's login form, filled in as the wall screen's user (not yet submitted)."""
+    await page.goto(f"{base}/")
+    await page.fill("#login-form input[name=username]", "screen")
+    await page.fill("#login-form input[name=password]", PASSWORD)
+
+
 # the plan as drawn and the latest readings, read in one go
 PLAN_JS = """() => [...document.querySelectorAll('#plan svg.siteplan .pt')].map(g => {
   const dot = g.querySelector('.dot'), jib = g.querySelector('.jib');
@@ -52,11 +69,7 @@ PLAN_JS = """() => [...document.querySelectorAll('#plan svg.siteplan .pt')].map(
 async def test_the_demo_sites_plan_shows_every_device_in_place(
     tmp_path: Path, mosquitto: Service, influxdb: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for user in ("ADMIN", "ZHANG", "LI", "SCREEN"):
-        monkeypatch.setenv(f"SITEGW_DEMO_PW_{user}", PASSWORD)
-    http = local.free_port()
-    base = f"http://127.0.0.1:{http}"
-    cfg = load_config(demo_site(tmp_path, mosquitto.port, influxdb.port, http))
+    cfg, base = demo_config(tmp_path, mosquitto, influxdb, monkeypatch)
     where = {d.id: (d.position.x_m, d.position.y_m) for d in cfg.devices if d.position is not None}
     assert len(where) == len(cfg.devices) == 9  # the demo places every device
     cranes = {d.id: d.jib_length_m for d in cfg.devices if d.jib_length_m}
@@ -69,9 +82,7 @@ async def test_the_demo_sites_plan_shows_every_device_in_place(
     ):
         await until(lambda: _healthy(api), "the gateway's HTTP API", 30)
         page = await browser.new_page(viewport={"width": 1920, "height": 1080})
-        await page.goto(f"{base}/")
-        await page.fill("#login-form input[name=username]", "screen")
-        await page.fill("#login-form input[name=password]", PASSWORD)
+        await fill_login(page, base)
         await page.click("#login-form button[type=submit]")
         await page.wait_for_selector("#stream-state[data-state='live']", timeout=10_000)
         await page.goto(f"{base}/?kiosk=1&view=plan")
@@ -122,11 +133,7 @@ async def test_readings_that_arrive_while_the_console_loads_its_snapshot_are_kep
     replace what it had with the snapshot when that arrived: a reading that came meanwhile was lost, and a device's
     `up`, sent once, left its tile "no data" for good (the demo plan test failed so about one run in ten). Here the
     snapshot is held back until the gateway has newer readings, and the console must show those."""
-    for user in ("ADMIN", "ZHANG", "LI", "SCREEN"):
-        monkeypatch.setenv(f"SITEGW_DEMO_PW_{user}", PASSWORD)
-    http = local.free_port()
-    base = f"http://127.0.0.1:{http}"
-    cfg = load_config(demo_site(tmp_path, mosquitto.port, influxdb.port, http))
+    cfg, base = demo_config(tmp_path, mosquitto, influxdb, monkeypatch)
     held: dict[str, Any] = {}
     async with (
         SiteSimulator(cfg, scenario="normal") as _sim,
@@ -136,9 +143,7 @@ async def test_readings_that_arrive_while_the_console_loads_its_snapshot_are_kep
     ):
         await until(lambda: _healthy(api), "the gateway's HTTP API", 30)
         page = await browser.new_page()
-        await page.goto(f"{base}/")
-        await page.fill("#login-form input[name=username]", "screen")
-        await page.fill("#login-form input[name=password]", PASSWORD)
+        await fill_login(page, base)
 
         async def hold_back(route: Any) -> None:
             got = await route.fetch()
