@@ -9,12 +9,14 @@ import contextlib
 import gc
 import json
 import selectors
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 
 from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
@@ -297,3 +299,44 @@ async def test_messages_already_on_the_socket_come_as_one_batch(mosquitto: Servi
         await asyncio.wait_for(all_in.wait(), 10)
         await task
     assert sizes == [1, 20]
+
+
+async def test_every_wake_of_the_reader_asks_for_quick_tcp_acknowledgements(
+    mosquitto: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mosquitto leaves Nagle's algorithm on (set_tcp_nodelay false): it holds its next PUBLISH until its last one
+    is acknowledged at the TCP level. While the pipeline holds PUBACKs back to share an fsync, nothing goes back to
+    carry that acknowledgement, and the kernel's delayed-ACK timer paced the broker (8 ms a message, median, with
+    3 or more held; bench/README.md). The reader sets TCP_QUICKACK at every wake (the kernel does not keep it), and
+    the session's socket has Nagle off on our side. Timing is the benchmark's; this checks the mechanism."""
+    calls: list[tuple[int, int, int, int]] = []
+    real = socket.socket.setsockopt
+
+    def recording(self: socket.socket, level: int, opt: int, value: Any, *rest: Any) -> None:
+        if level == socket.IPPROTO_TCP:
+            calls.append((self.fileno(), level, opt, value))
+        real(self, level, opt, value, *rest)
+
+    monkeypatch.setattr(socket.socket, "setsockopt", recording)
+    fds: set[int] = set()
+    batches: list[int] = []
+    all_in = asyncio.Event()
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        assert s.client is not None
+        fds.add(s.client._client.socket().fileno())
+        batches.append(len(readings))  # held: no PUBACK goes back
+        if sum(batches) >= 10:
+            all_in.set()
+
+    s, task = await subscribed(mosquitto.port, submit, all_in)
+    with device(mosquitto.port) as dev:
+        for i in range(10):
+            publish_settlement(dev, i, 1795224600_000 + i).wait_for_publish(5)
+            await asyncio.sleep(0.02)
+        await task
+    assert len(fds) == 1 and sum(batches) == 10
+    (fd,) = fds
+    quick = [c for c in calls if c[0] == fd and c[2] == socket.TCP_QUICKACK and c[3] == 1]
+    assert len(quick) >= len(batches)  # a wake reads at least one batch
+    assert (fd, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in calls
