@@ -30,6 +30,21 @@ class SpoolIn(Protocol):
     async def sync_async(self, busy: bool = False) -> None: ...
 
 
+def acknowledge(callbacks: list[Callable[[], object]]) -> None:
+    """Run the callbacks an fsync made due. Those that acknowledge MQTT messages (drivers/mqtt/session.py BatchAck:
+    `ack_all` and `acks`) are joined per connection, so the PUBACKs of every batch that shared the fsync leave in
+    one socket write, not one per batch (a batch is often a single message); each connection's keep their order."""
+    joined: dict[int, tuple[Callable[[list[Callable[[], object]]], None], list[Callable[[], object]]]] = {}
+    for cb in callbacks:
+        ack_all = getattr(cb, "ack_all", None)
+        if ack_all is None:
+            cb()
+        else:
+            joined.setdefault(id(ack_all), (ack_all, []))[1].extend(cb.acks)  # type: ignore[attr-defined]
+    for ack_all, acks in joined.values():
+        ack_all(acks)
+
+
 class Pipeline:
     """Drivers submit batches; one task processes everything queued as one batch (one spool write + fsync)."""
 
@@ -116,8 +131,7 @@ class Pipeline:
                 # with more input already queued, the fsync goes to the thread so the next batch is taken in
                 # meanwhile (bigger batches, fewer fsyncs at high rates); with none, inline is cheaper
                 await self.spool.sync_async(busy=not self._q.empty())
-                for cb in acks:
-                    cb()
+                acknowledge(acks)
             if self._q.empty() and not self._acks:
                 self._idle.set()
 
