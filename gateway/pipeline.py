@@ -35,14 +35,19 @@ def acknowledge(callbacks: list[Callable[[], object]]) -> None:
     `ack_all` and `acks`) are joined per connection, so the PUBACKs of every batch that shared the fsync leave in
     one socket write, not one per batch (a batch is often a single message); each connection's keep their order."""
     joined: dict[int, tuple[Callable[[list[Callable[[], object]]], None], list[Callable[[], object]]]] = {}
+    other: list[Callable[[], object]] = []
     for cb in callbacks:
         ack_all = getattr(cb, "ack_all", None)
         if ack_all is None:
-            cb()
+            other.append(cb)
         else:
             joined.setdefault(id(ack_all), (ack_all, []))[1].extend(cb.acks)  # type: ignore[attr-defined]
-    for ack_all, acks in joined.values():
-        ack_all(acks)
+    try:
+        for cb in other:
+            cb()
+    finally:  # one that raises must not keep the messages from their acknowledgement
+        for ack_all, acks in joined.values():
+            ack_all(acks)
 
 
 class Pipeline:
@@ -80,7 +85,7 @@ class Pipeline:
         self._idle.set()
         # Acknowledgements waiting for their fsync (see run): up to `ack_linger_s` after the first of them, so that
         # messages arriving a few ms apart share one fsync, and never for more than `ack_linger_messages` messages:
-        # each one held back delays what the broker sends next, alarm-raising messages included (docs/configuration.md)
+        # a broker sends no more than its in-flight window unacknowledged (20 on Mosquitto; docs/configuration.md)
         self.ack_linger_s = ack_linger_s
         self.ack_linger_messages = ack_linger_messages
         self._acks: list[Callable[[], object]] = []

@@ -54,8 +54,8 @@ def _call_all(fns: list[OnSpooled]) -> None:
 @dataclass(frozen=True, slots=True)
 class BatchAck:
     """Acknowledges a batch's messages once their readings are spooled. `messages` tells the pipeline how many
-    messages wait on it: it lets acknowledgements wait a few ms to share an fsync, but only a few of them, since each
-    one held back delays what the broker sends next."""
+    messages wait on it: it lets acknowledgements wait a few ms to share an fsync, but only a few of them, since a
+    broker sends no more than its in-flight window unacknowledged."""
 
     ack_all: Callable[[list[OnSpooled]], None]
     acks: list[OnSpooled]
