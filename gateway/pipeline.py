@@ -50,6 +50,16 @@ def acknowledge(callbacks: list[Callable[[], object]]) -> None:
             ack_all(acks)
 
 
+def redeliver(callbacks: list[Callable[[], object]]) -> None:
+    """The spool refused these callbacks' readings (its write or fsync failed): have their messages delivered again
+    (an MQTT batch's BatchAck ends the connection they came on). Callbacks of anything else are dropped: nothing
+    acknowledges a Modbus poll."""
+    for cb in callbacks:
+        again = getattr(cb, "redeliver", None)
+        if again is not None:
+            again()
+
+
 class Pipeline:
     """Drivers submit batches; one task processes everything queued as one batch (one spool write + fsync)."""
 
@@ -120,9 +130,13 @@ class Pipeline:
                     if cb:
                         callbacks.append(cb)
                 # Alarms, the console and the latest values see the batch now; only acknowledgements wait below.
-                self.spool.write(*self.evaluate(batch))
-                # only once the lines are written: if that raised, this task ends with them unacknowledged (the
-                # broker sends them again), and its restart must not find them waiting for an fsync as if written
+                try:
+                    self.spool.write(*self.evaluate(batch))
+                except Exception:
+                    # this task ends (its supervisor restarts it) with the messages unacknowledged and delivered
+                    # again; its restart must not find them waiting for an fsync as if written
+                    redeliver(callbacks)
+                    raise
                 self._wait_for_sync(callbacks)
             # The lines are safe from kill -9 now (in the kernel). The fsync, for power cuts, is due soon when
             # someone waits on it (an MQTT message is acknowledged to the broker only after it: within
@@ -135,7 +149,11 @@ class Pipeline:
                 acks, self._acks, self._acks_messages = self._acks, [], 0
                 # with more input already queued, the fsync goes to the thread so the next batch is taken in
                 # meanwhile (bigger batches, fewer fsyncs at high rates); with none, inline is cheaper
-                await self.spool.sync_async(busy=not self._q.empty())
+                try:
+                    await self.spool.sync_async(busy=not self._q.empty())
+                except Exception:
+                    redeliver(acks)  # not durable: never acknowledged, delivered again
+                    raise
                 acknowledge(acks)
             if self._q.empty() and not self._acks:
                 self._idle.set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 # fsynced per batch; a torn tail line left by `kill -9` is cut on open. Over the bound, the oldest segment is
 # dropped and every line in it is counted, never silently.
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -152,7 +153,13 @@ class Spool:
         if not data:
             return
         assert self._fd is not None, "spool not open"
-        os.write(self._fd, data)
+        written = os.write(self._fd, data)
+        if written != len(data):
+            # the disk filled up inside the batch: take the torn part back (the file holds whole lines only, and the
+            # readers go by `size`) and fail as a full disk does; the caller has the batch delivered again
+            os.ftruncate(self._fd, self.segments[-1].size)
+            raise OSError(errno.ENOSPC, f"spool segment {self.segments[-1].path.name}: disk full after {written} of "
+                          f"{len(data)} bytes (taken back)")  # fmt: skip
         if self.fsync and self._unsynced_since is None:
             self._unsynced_since = time.monotonic()
         active = self.segments[-1]

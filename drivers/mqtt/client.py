@@ -269,6 +269,22 @@ def subscriber(p: BrokerParams) -> aiomqtt.Client:
 Ack = Callable[[], object]  # acknowledges one message
 
 
+def redeliverer(client: aiomqtt.Client) -> Callable[[], None]:
+    """`redeliver()` ends the connection, so that the broker delivers again what it holds unacknowledged on it: for
+    messages whose readings could not be made durable (the spool's write or fsync failed). Left unacknowledged on a
+    live connection they would be sent again only at the next reconnect, and meanwhile each would hold a place in
+    the broker's in-flight window (20 on Mosquitto) until, full, it sent nothing more. The session reconnects with
+    its usual backoff (gateway/supervisor.py run_stream); a connection already gone is left as it is."""
+
+    def redeliver() -> None:
+        if not client._disconnected.done():
+            client._disconnected.set_exception(
+                aiomqtt.MqttError("readings not durable in the spool: reconnecting so the broker delivers them again")
+            )
+
+    return redeliver
+
+
 def batch_acker(client: aiomqtt.Client) -> tuple[Callable[[int, int], object], Callable[[list[Ack]], None]]:
     """(ack, ack_all) for the messages of `client`: ack(mid, qos) acknowledges one message (a callable per message,
     for `ack_all`), ack_all(acks) a batch of them with one write to the socket.

@@ -22,6 +22,7 @@ from drivers.mqtt.client import (
     TopicMatcher,
     batch_acker,
     message_batches,
+    redeliverer,
     refused_credentials,
     subscriber,
 )
@@ -51,6 +52,10 @@ def _call_all(fns: list[OnSpooled]) -> None:
         fn()
 
 
+def _gone() -> None:
+    """A connection that has ended: the broker delivers what it left unacknowledged again at the next one."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchAck:
     """Acknowledges a batch's messages once their readings are spooled. `messages` tells the pipeline how many
@@ -59,6 +64,8 @@ class BatchAck:
 
     ack_all: Callable[[list[OnSpooled]], None]
     acks: list[OnSpooled]
+    # when the readings could not be spooled: ends the connection the messages came on (client.py redeliverer)
+    redeliver: Callable[[], None] = _gone
 
     @property
     def messages(self) -> int:
@@ -106,6 +113,7 @@ class MqttSession:
         self.settled.set()
         # acknowledges a batch's messages once they are spooled (one socket write for the batch while connected)
         self._ack_all: Callable[[list[OnSpooled]], None] = _call_all
+        self._redeliver: Callable[[], None] = _gone
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -126,6 +134,7 @@ class MqttSession:
                 self.connected.set()
                 on_connected()
                 ack, self._ack_all = batch_acker(client)
+                self._redeliver = redeliverer(client)
                 # everything received so far as one batch: one hand-over to the pipeline, not one per message
                 next_batch = message_batches(client, MAX_BATCH_MESSAGES)
                 while True:
@@ -136,6 +145,7 @@ class MqttSession:
         finally:
             self.client = None
             self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
+            self._redeliver = _gone
             self.connected.clear()
 
     def retry_after(self, err: BaseException) -> float | None:
@@ -176,7 +186,7 @@ class MqttSession:
                 elif ack:
                     ack()
             if readings or acks:
-                await self.submit(readings, BatchAck(self._ack_all, acks) if acks else None)
+                await self.submit(readings, BatchAck(self._ack_all, acks, self._redeliver) if acks else None)
         finally:
             self.settled.set()
 

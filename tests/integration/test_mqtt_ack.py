@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -22,8 +23,12 @@ from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, builtin_profiles
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.spool import Spool
 from gateway.supervisor import run_stream
 from services.local import Service
+from telemetry.lineproto import series_tags
 from telemetry.reading import Reading
 
 
@@ -346,3 +351,56 @@ async def test_every_wake_of_the_reader_asks_for_quick_tcp_acknowledgements(
     assert len(quick) >= len(batches)  # a wake reads at least one batch
     assert (fd, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in calls
     assert await delivered_again(mosquitto.port) == []  # acknowledged in the end: nothing left for the next test
+
+
+async def test_a_message_the_spool_could_not_store_is_delivered_again_at_once(
+    mosquitto: Service, tmp_path: Path
+) -> None:
+    """The spool's disk full (a small tmpfs, filled by another file): its write fails and the pipeline task ends,
+    its supervisor starting it again. The message must come again. Left unacknowledged on a connection that stays
+    up, the broker would send it only at the next reconnect, and each such message would hold a place in its
+    in-flight window (20 on Mosquitto) until, full, it sent nothing more. The session's connection is ended
+    instead, and the broker delivers it again on the next one, stored this time and acknowledged."""
+    from tests.integration.test_state_store_faults import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "spool", "64k") as d:
+        sp = Spool(d, max_bytes=32 * 1024, segment_bytes=8192, sync_interval_s=1.0)
+        sp.open()
+        filler = d / "filler"
+        fill(filler)
+        pipe = Pipeline(sp, {"FW-1": series_tags("formwork", "s", "FW-1", "")}, Metrics(), ack_linger_s=0.01)
+        failures: list[str] = []
+
+        async def supervised_pipeline() -> None:  # as gateway.tasks restarts it
+            while True:
+                try:
+                    await pipe.run()
+                except OSError as err:
+                    failures.append(str(err))
+                    filler.unlink()  # room again for the next attempt
+                    await asyncio.sleep(0.05)
+
+        s = session(mosquitto.port, pipe.submit)
+        tasks = [
+            asyncio.create_task(run_stream(s), name="session"),
+            asyncio.create_task(supervised_pipeline(), name="pipeline"),
+        ]
+        try:
+            await asyncio.wait_for(s.connected.wait(), 10)
+            with device(mosquitto.port) as dev:
+                publish_settlement(dev, 7.5).wait_for_publish(5)
+                for _ in range(200):  # stored once the broker delivered it again
+                    if sp.appended_lines:
+                        break
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(pipe.drained(), 10)  # fsynced and acknowledged
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            sp.close()
+        assert len(failures) == 1 and "No space left" in failures[0]
+        assert s.reconnects == 1  # the connection the message came on was ended, and a new one made
+        stored = b"".join(seg.path.read_bytes() for seg in sp.segments).splitlines()
+        assert len(stored) == 1 and b"settlement=7.5" in stored[0]  # once: the failed write left nothing behind
+    assert await delivered_again(mosquitto.port) == []  # acknowledged in the end

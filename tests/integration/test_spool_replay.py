@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from gateway.influx import InfluxV1Writer
 from gateway.metrics import Metrics
@@ -176,3 +179,27 @@ async def test_acked_offsets_are_saved_once_a_second_while_streaming_and_soon_af
     assert metrics.write_batches >= 10  # many database writes ...
     assert saves_while_streaming <= streamed_s / STATE_SAVE_S + 2  # ... few saves of their offsets
     assert metrics.lines_written == i
+
+
+def test_a_write_the_full_disk_cut_short_is_taken_back_whole(tmp_path: Path) -> None:
+    """A batch bigger than what is left on the disk: the kernel writes part of it and says so (a short write), the
+    next call would say ENOSPC. The spool takes the part back and fails as a full disk does, so its file never
+    holds a torn line (which the database would refuse, or merge with the next); once there is room, it goes on."""
+    from tests.integration.test_state_store_faults import fill, small_tmpfs
+
+    with small_tmpfs(tmp_path / "spool", "64k") as d:
+        sp = Spool(d, max_bytes=1 << 20, segment_bytes=1 << 20, sync_interval_s=1.0)
+        sp.open()
+        first = b"m,d=D v=1 1\n"
+        sp.write(first, 1)  # the segment's first page, with room left in it
+        fill(d / "filler")
+        big = b"".join(b"m,d=D v=%d %d\n" % (i, i) for i in range(2, 2000))  # far more than that room
+        with pytest.raises(OSError, match="disk full after") as err:
+            sp.write(big, 1998)
+        assert err.value.errno == errno.ENOSPC
+        seg = sp.segments[-1]
+        assert seg.path.read_bytes() == first and seg.size == len(first) and sp.appended_lines == 1
+        (d / "filler").unlink()
+        sp.write(big, 1998)
+        assert seg.path.read_bytes() == first + big
+        sp.close()

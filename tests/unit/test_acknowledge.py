@@ -1,11 +1,21 @@
-"""The acknowledgements one fsync made due: each connection's MQTT batches joined into one PUBACK write."""
+"""The acknowledgements one fsync made due: each connection's MQTT batches joined into one PUBACK write; and the
+messages whose readings the spool could not make durable, delivered again instead."""
 
 from __future__ import annotations
 
+import asyncio
+import errno
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from drivers.mqtt.session import BatchAck
-from gateway.pipeline import acknowledge
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline, acknowledge
+from gateway.spool import Spool
+from telemetry.lineproto import series_tags
+from telemetry.reading import Reading
 
 
 def test_the_batches_of_one_connection_leave_in_one_write_in_their_order() -> None:
@@ -46,3 +56,42 @@ def test_single_message_batches_sharing_an_fsync_are_one_call() -> None:
 
     acknowledge([BatchAck(ack_all, [lambda: None]) for _ in range(7)])
     assert calls == [7]
+
+
+class _FsyncFails(Spool):
+    """A spool whose disk answers the fsync with EIO once (a dying SD card), then works again."""
+
+    failed = False
+
+    async def sync_async(self, busy: bool = False) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EIO, "Input/output error")
+        await super().sync_async(busy)
+
+
+async def test_messages_whose_fsync_failed_are_delivered_again_not_acknowledged(tmp_path: Path) -> None:
+    sp = _FsyncFails(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
+    sp.open()
+    pipe = Pipeline(sp, {"D": series_tags("gas_detector", "s", "D", "")}, Metrics(), ack_linger_s=0.0)
+    events: list[str] = []
+    ts = 1_795_224_600_000_000_000
+
+    def batch(name: str) -> BatchAck:
+        return BatchAck(lambda acks: events.extend(f"ack {a()}" for a in acks), [lambda: name],
+                        lambda: events.append(f"again {name}"))  # fmt: skip
+
+    try:
+        await pipe.submit([Reading("D", "lel", 1.0, ts)], batch("m1"))
+        with pytest.raises(OSError, match="Input/output"):
+            await pipe.run()
+        assert events == ["again m1"]  # never acknowledged: its connection is ended and the broker sends it again
+        task = asyncio.create_task(pipe.run())  # as gateway.tasks restarts it
+        await pipe.submit([Reading("D", "lel", 1.0, ts)], batch("m1"))  # the redelivery
+        async with asyncio.timeout(5):
+            await pipe.drained()
+        assert events == ["again m1", "ack m1"]
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        sp.close()
