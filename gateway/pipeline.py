@@ -130,11 +130,14 @@ class Pipeline:
                     if cb:
                         callbacks.append(cb)
                 # Alarms, the console and the latest values see the batch now; only acknowledgements wait below.
+                data, lines = self.evaluate(batch)
                 try:
-                    self.spool.write(*self.evaluate(batch))
-                except Exception:
-                    # this task ends (its supervisor restarts it) with the messages unacknowledged and delivered
-                    # again; its restart must not find them waiting for an fsync as if written
+                    self.spool.write(data, lines)
+                except OSError:
+                    # the disk refused them: this task ends (its supervisor restarts it) with the messages
+                    # unacknowledged and delivered again; its restart must not find them waiting for an fsync as if
+                    # written. (A bug in the evaluation is not redelivered: the same message would meet it again
+                    # and hold back everything that comes with it; it stays unacknowledged until a reconnect.)
                     redeliver(callbacks)
                     raise
                 self._wait_for_sync(callbacks)
@@ -151,7 +154,7 @@ class Pipeline:
                 # meanwhile (bigger batches, fewer fsyncs at high rates); with none, inline is cheaper
                 try:
                     await self.spool.sync_async(busy=not self._q.empty())
-                except Exception:
+                except OSError:
                     redeliver(acks)  # not durable: never acknowledged, delivered again
                     raise
                 acknowledge(acks)
