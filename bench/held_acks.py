@@ -3,7 +3,7 @@ TCP_QUICKACK, on a real Mosquitto (its default set_tcp_nodelay false, and with i
 
 `python -m bench.held_acks [--rate 1000] [--seconds 3] [--groups 1,2,3,5,10]` prints publish -> receive latency
 per group size. The gateway holds acknowledgements back to share an fsync (spool.ack_linger_messages); this shows
-what that costs the broker's next deliveries and what drivers/mqtt/client.py `quick_ack` gives back.
+what that costs the broker's next deliveries and what drivers/mqtt/sockopts.py `quick_ack` gives back.
 """
 
 from __future__ import annotations
