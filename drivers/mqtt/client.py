@@ -7,21 +7,21 @@ import contextlib
 import logging
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiomqtt
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.client import PUBACK, PUBCOMP
 from paho.mqtt.matcher import MQTTMatcher
 
-from drivers.mqtt.sockopts import no_delay, quick_ack
+from drivers.mqtt.reader import Inbox
 
 # what the session and the gateway use of the library, named here so no other module imports it
 log = logging.getLogger("sitegw.mqtt")
 
 Client = aiomqtt.Client
-Message = aiomqtt.Message
 MqttError = aiomqtt.MqttError
 MqttCodeError = aiomqtt.MqttCodeError
 
@@ -76,90 +76,6 @@ def _no_cycles(client: aiomqtt.Client) -> aiomqtt.Client:
     return client
 
 
-READS_PER_WAKE = 64  # packets read per wake of the socket at most: the loop's other callbacks wait meanwhile
-
-
-def _read_what_came(client: aiomqtt.Client) -> aiomqtt.Client:
-    """The socket's reader takes every packet that has arrived, not one per event-loop turn.
-
-    paho 2's loop_read reads one packet whatever it is asked (its max_packets is ignored), so aiomqtt's reader gave
-    the gateway one message per loop turn: a burst of 20 was 20 turns, each with its own wake of the session and
-    the pipeline, and a gas message behind it waited for all of them. This reader goes on until the socket has
-    nothing more (at most READS_PER_WAKE packets); errors end the connection as aiomqtt's own reader does.
-    aiomqtt and paho are pinned (< 3); tests/integration/test_mqtt_ack.py checks a burst comes as one batch."""
-    paho = client._client
-    opened = paho.on_socket_open  # aiomqtt's: adds its reader and starts its keep-alive task
-    assert opened is not None
-
-    def decrypted(sock: Any) -> bool:
-        # bytes TLS has read off the socket and decrypted but paho has not taken yet: they never wake the loop
-        return hasattr(sock, "pending") and sock.pending() > 0
-
-    def read() -> None:
-        try:
-            quick_ack(paho._sock)
-            for _ in range(READS_PER_WAKE):
-                sock = paho._sock
-                if sock is None:
-                    return
-                rc = paho._packet_read()
-                if rc > 0:  # an error: handled as paho's loop_read does (closes, reports the disconnect)
-                    paho._loop_rc_handle(rc)
-                    return
-                if rc == MQTTErrorCode.MQTT_ERR_AGAIN and not decrypted(sock):
-                    return  # nothing more
-            # READS_PER_WAKE taken and more may wait: what is left on the socket wakes the loop again, what TLS
-            # holds decrypted does not (a record with many small packets), so it is read on the next loop turn
-            if paho._sock is not None and decrypted(paho._sock):
-                client._loop.call_soon(read)
-        except Exception as err:  # a broken connection (BrokenPipe, ...): ended as aiomqtt's own reader ends it
-            if not client._disconnected.done():
-                client._disconnected.set_exception(err)
-
-    def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
-        opened(c, userdata, sock)
-        no_delay(sock)
-        # paho calls this from the thread it connects in; queued after aiomqtt's own, so this reader replaces it
-        client._loop.call_soon_threadsafe(client._loop.add_reader, sock.fileno(), read)
-
-    paho.on_socket_open = on_socket_open
-    return client
-
-
-_LOST: Any = object()  # put in the message queue when the connection ends
-
-
-def message_batches(client: aiomqtt.Client, limit: int) -> Callable[[], Awaitable[list[Message]]]:
-    """`next_batch()`: the messages received so far, at least one (it waits for it), at most `limit`; MqttError once
-    the connection has ended and its messages are taken. Call it once connected.
-
-    aiomqtt's iterator waits for each message with a new task and an asyncio.wait on the queue and the disconnect
-    (two to three loop turns, a twentieth of the gateway's CPU at 500 msg/s); here the queue's own getter is
-    awaited, and the end of the connection puts a marker in the queue. The queue is aiomqtt's own (pinned < 3),
-    unbounded (max_queued_incoming_messages=0): the broker's in-flight window bounds it, since acknowledgements
-    follow the spool."""
-    queue: asyncio.Queue[Any] = client._queue
-    client._disconnected.add_done_callback(lambda _f: queue.put_nowait(_LOST))
-    ended = False
-
-    async def next_batch() -> list[Message]:
-        nonlocal ended
-        if not ended:
-            batch: list[Message] = []
-            item = await queue.get()
-            while item is not _LOST:
-                batch.append(item)
-                if len(batch) >= limit or queue.empty():
-                    return batch
-                item = queue.get_nowait()
-            ended = True
-            if batch:
-                return batch  # the connection's last messages first; the next call says it ended
-        raise MqttError("Disconnected during message iteration") from client._disconnected.exception()
-
-    return next_batch
-
-
 # CONNACK codes of refused credentials (MQTT 3.1.1: 4 bad user name or password, 5 not authorised; MQTT 5: 134, 135):
 # they fail the same way next time, so they are retried slowly (a session) or not at all (a notification)
 AUTH_CODES = frozenset({4, 5, 134, 135})
@@ -210,8 +126,9 @@ def _tls(p: BrokerParams) -> dict[str, Any]:
     return {"tls_params": params, "tls_insecure": not p.tls_verify}
 
 
-def subscriber(p: BrokerParams) -> aiomqtt.Client:
-    """The devices' session: the stable client id, a persistent session, QoS 1 messages acknowledged by hand."""
+def subscriber(p: BrokerParams) -> tuple[aiomqtt.Client, Inbox]:
+    """The devices' session: the stable client id, a persistent session, QoS 1 messages acknowledged by hand; and
+    the inbox its messages arrive in (drivers/mqtt/reader.py)."""
     kwargs: dict[str, Any] = {}
     if p.protocol_v5:
         from paho.mqtt.packettypes import PacketTypes
@@ -237,7 +154,7 @@ def subscriber(p: BrokerParams) -> aiomqtt.Client:
     # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
     # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
     client._client.manual_ack_set(True)
-    return _read_what_came(_no_cycles(client))
+    return _no_cycles(client), Inbox(client)
 
 
 Ack = Callable[[], object]  # acknowledges one message
@@ -282,6 +199,7 @@ def batch_acker(client: aiomqtt.Client) -> tuple[Callable[[int, int], object], C
     def ack_all(acks: list[Ack]) -> None:
         held = paho._registered_write
         paho._registered_write = True
+        queued = len(paho._out_packet)
         try:
             for ack in acks:
                 ack()
@@ -289,6 +207,7 @@ def batch_acker(client: aiomqtt.Client) -> tuple[Callable[[int, int], object], C
             lost(err)
         finally:
             paho._registered_write = held
+        _join_acks(paho._out_packet, queued)
         if held:
             # a writer is registered, or its registration is on its way through call_soon_threadsafe: it writes
             # these too. Writing here would unregister it before it is added, and then nothing would remove it (a
@@ -300,6 +219,25 @@ def batch_acker(client: aiomqtt.Client) -> tuple[Callable[[int, int], object], C
             lost(err)
 
     return paho.ack, ack_all
+
+
+_ACKS = frozenset({PUBACK, PUBCOMP})
+
+
+def _join_acks(out: deque[Any], start: int) -> None:
+    """paho writes each packet it has queued with a send() of its own: the acknowledgements queued from `start` on
+    become one packet, so a batch's PUBACKs leave in one system call and one TCP segment. Only untouched PUBACK and
+    PUBCOMP packets are joined; paho does nothing on writing those but write them."""
+    n = len(out) - start
+    if n < 2:
+        return
+    tail = [out.pop() for _ in range(n)]
+    tail.reverse()
+    if any(p["pos"] or p["command"] not in _ACKS for p in tail):
+        out.extend(tail)
+        return
+    data = b"".join(p["packet"] for p in tail)
+    out.append({"command": PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None})
 
 
 class HeldPublisher:

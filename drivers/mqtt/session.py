@@ -21,12 +21,12 @@ from drivers.mqtt.client import (
     MqttError,
     TopicMatcher,
     batch_acker,
-    message_batches,
     redeliverer,
     refused_credentials,
     subscriber,
 )
 from drivers.mqtt.payloads import PayloadDecoder
+from drivers.mqtt.reader import Inbox
 from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw.mqtt")
@@ -101,6 +101,7 @@ class MqttSession:
             self._matcher[f] = (f, dec, keys)
         self.connected = asyncio.Event()
         self.client: Client | None = None
+        self.inbox: Inbox | None = None  # the connection's received messages (drivers/mqtt/reader.py)
         self.connects = 0
         self.reconnects = 0  # successful connects after the first, i.e. after a lost connection
         self._warned: set[tuple[str, str]] = set()
@@ -124,8 +125,9 @@ class MqttSession:
         """One connection to the broker: subscribe, then hand messages to the pipeline until the connection ends
         (an MqttError says why). `on_connected` is called once the subscriptions are in place."""
         try:
-            async with subscriber(self.p) as client:
-                self.client = client
+            client, inbox = subscriber(self.p)
+            async with client:
+                self.client, self.inbox = client, inbox
                 for f in self.filters:
                     await client.subscribe(f, qos=1)
                 self.connects += 1
@@ -136,14 +138,14 @@ class MqttSession:
                 ack, self._ack_all = batch_acker(client)
                 self._redeliver = redeliverer(client)
                 # everything received so far as one batch: one hand-over to the pipeline, not one per message
-                next_batch = message_batches(client, MAX_BATCH_MESSAGES)
+                inbox.watch()
                 while True:
-                    batch = await next_batch()
+                    batch = await inbox.next_batch(MAX_BATCH_MESSAGES)
                     await self.handle_batch(
-                        [(m.topic.value, m.payload, functools.partial(ack, m.mid, m.qos)) for m in batch]
+                        [(topic, payload, functools.partial(ack, mid, qos)) for topic, payload, mid, qos in batch]
                     )
         finally:
-            self.client = None
+            self.client, self.inbox = None, None
             self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
             self._redeliver = _gone
             self.connected.clear()

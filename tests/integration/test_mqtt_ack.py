@@ -280,30 +280,52 @@ async def test_messages_already_on_the_socket_come_as_one_batch(mosquitto: Servi
     """paho reads one packet per call whatever it is asked, and aiomqtt's reader called it once per event-loop turn:
     a burst that arrived while the gateway was busy came in as one batch per turn (each its own hand-over to the
     pipeline, and a gas message behind it waited for all of them). The session's reader takes everything the socket
-    holds (drivers/mqtt/client.py `_read_what_came`)."""
+    holds (drivers/mqtt/reader.py `Inbox`), with one recv for all of them (paho alone asks for each packet in three
+    pieces or more), and their PUBACKs leave in one send (paho alone sends each queued packet on its own)."""
     sizes: list[int] = []
+    sends: list[int] = []
     first, all_in = asyncio.Event(), asyncio.Event()
 
     async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         sizes.append(len(readings))
-        if on_spooled:
-            on_spooled()
+        assert s.client is not None
+        p = s.client._client
+        real = p._sock_send
+        sent: list[int] = []
+
+        def counting(buf: bytes) -> int:
+            sent.append(len(buf))
+            return real(buf)
+
+        p._sock_send = counting  # type: ignore[method-assign]
+        try:
+            if on_spooled:
+                on_spooled()
+        finally:
+            del p._sock_send  # paho's own method again
+        sends.append(len(sent))
         first.set()
         if sum(sizes) >= 21:
             all_in.set()
 
-    _, task = await subscribed(mosquitto.port, submit, all_in)
+    s, task = await subscribed(mosquitto.port, submit, all_in)
     with device(mosquitto.port) as dev:
         publish_settlement(dev, -1.0)
         await asyncio.wait_for(first.wait(), 10)
+        assert s.inbox is not None
+        recvs = s.inbox.recvs
         # the gateway busy (its event loop blocked) while a burst of 20 (the broker's in-flight window) arrives
         sent = [publish_settlement(dev, i, 1795224600_001 + i) for i in range(20)]
         for info in sent:
             info.wait_for_publish(5)
         time.sleep(0.5)  # noqa: ASYNC251 (the point: the loop blocked while the broker forwards them)
         await asyncio.wait_for(all_in.wait(), 10)
+        assert s.inbox is not None
+        burst_recvs = s.inbox.recvs - recvs
         await task
     assert sizes == [1, 20]
+    assert burst_recvs <= 2, f"{burst_recvs} recv calls for a burst of 20 already on the socket"
+    assert sends == [1, 1]  # the 20 PUBACKs in one send
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")

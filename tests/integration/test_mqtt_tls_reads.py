@@ -1,5 +1,6 @@
-"""The session's socket reader over TLS (drivers/mqtt/client.py `_read_what_came`): packets that arrived in one TLS
-record are all read, also past the reader's per-wake limit, though decrypted bytes never wake the event loop.
+"""The session's socket reader over TLS (drivers/mqtt/reader.py `Inbox`): packets that arrived in one TLS record are
+all read, also past the reader's per-wake limit, though decrypted bytes (and bytes it read off the socket already)
+never wake the event loop.
 
 Mosquitto writes each packet in a record of its own, so the broker here is a minimal MQTT 3.1.1 server over real
 TLS (Python's ssl, the test CA of test_mqtt_security) that sends a burst of QoS 0 publishes in one write."""
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import drivers.mqtt.client as mqtt_client
+import drivers.mqtt.reader as mqtt_reader
 from gateway.supervisor import run_stream
 from telemetry.reading import Reading
 from tests.integration.test_mqtt_ack import session
@@ -73,7 +74,7 @@ async def test_a_burst_in_one_tls_record_is_read_whole(
     server = await asyncio.start_server(broker, "127.0.0.1", 0, ssl=server_ctx)
     port = server.sockets[0].getsockname()[1]
     # the reader's limit per wake: 1 leaves four decrypted packets that no socket event announces
-    monkeypatch.setattr(mqtt_client, "READS_PER_WAKE", per_wake)
+    monkeypatch.setattr(mqtt_reader, "READS_PER_WAKE", per_wake)
     got: list[float] = []
     all_in = asyncio.Event()
 
