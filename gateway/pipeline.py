@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -60,6 +61,9 @@ def redeliver(callbacks: list[Callable[[], object]]) -> None:
             again()
 
 
+_TICK: tuple[list[Reading], None] = ([], None)  # in the queue: an fsync may be due (Pipeline._next)
+
+
 class Pipeline:
     """Drivers submit batches; one task processes everything queued as one batch (one spool write + fsync)."""
 
@@ -101,6 +105,7 @@ class Pipeline:
         self._acks: list[Callable[[], object]] = []
         self._acks_messages = 0
         self._acks_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None  # puts _TICK in the queue when an fsync falls due (_next)
 
     async def submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         """Hand over a batch; waits (back-pressure to the driver) only when the intake is full.
@@ -125,7 +130,7 @@ class Pipeline:
                 batch = list(readings)
                 callbacks = [cb] if cb else []
                 while len(batch) < self.max_batch and not self._q.empty():
-                    readings, cb = self._q.get_nowait()
+                    readings, cb = self._q.get_nowait()  # (a _TICK adds nothing)
                     batch.extend(readings)
                     if cb:
                         callbacks.append(cb)
@@ -178,19 +183,33 @@ class Pipeline:
         return due
 
     async def _next(self) -> tuple[list[Reading], Callable[[], object] | None] | None:
-        """The next submission, or None when written lines are due for their fsync before one arrives."""
+        """The next submission, or None when written lines may be due for their fsync (`run` checks) before one
+        arrives. The deadline is a timer that puts _TICK in the queue, armed once per deadline: a timeout around
+        each wait (asyncio.timeout) cost a timer, a context and three lookups of the running loop per batch."""
         due = self._sync_due_in()
         if due is None:
-            return await self._q.get()
-        if due <= 0:
+            if self._timer is not None:
+                self._timer.cancel()  # nothing to sync: its tick would only wake an idle loop
+                self._timer = None
+            item = await self._q.get()
+        elif due <= 0:
             return None
-        if not self._q.empty():
-            return self._q.get_nowait()
-        try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel (CPython gh-86296)
-            async with asyncio.timeout(due):
-                return await self._q.get()
-        except TimeoutError:
-            return None
+        elif not self._q.empty():
+            item = self._q.get_nowait()
+        else:
+            loop = asyncio.get_running_loop()
+            when = loop.time() + due
+            if self._timer is None or self._timer.when() > when:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(when, self._tick)
+            item = await self._q.get()
+        return None if item is _TICK else item
+
+    def _tick(self) -> None:
+        self._timer = None
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the task anyway
+            self._q.put_nowait(_TICK)
 
     def _collision(self, prev: Reading, r: Reading) -> Reading:
         """Two readings of one series at one timestamp: InfluxDB would keep only the last. Equal ones are a

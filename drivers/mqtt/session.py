@@ -181,19 +181,28 @@ class MqttSession:
                 self.on_message(len(msgs))
             readings: list[Reading] = []
             acks: list[OnSpooled] = []
+            letters: list[tuple[Any, ...]] = []  # dead letters, published after the batch is decoded
+            dead: list[OnSpooled] = []  # the messages nothing in was usable: acknowledged once their letter is out
             for i, (topic, payload, ack) in enumerate(msgs):
-                if await self._decode(topic, payload, receive_ns + i, readings):
+                if self._decode(topic, payload, receive_ns + i, readings, letters):
                     if ack:
                         acks.append(ack)
                 elif ack:
-                    ack()
+                    dead.append(ack)
+            for letter in letters:
+                await self.dead_letter(*letter)
+            for ack in dead:
+                ack()
             if readings or acks:
                 await self.submit(readings, BatchAck(self._ack_all, acks, self._redeliver) if acks else None)
         finally:
             self.settled.set()
 
-    async def _decode(self, topic: str, payload: Any, receive_ns: int, out: list[Reading]) -> bool:
-        """Append the message's readings to `out`; False when nothing in it could be used (it was dead-lettered)."""
+    def _decode(
+        self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]
+    ) -> bool:
+        """Append the message's readings to `out` and its dead letters' arguments to `letters`; False when nothing
+        in it could be used. Not a coroutine: one per message cost more than the decoding of a small payload."""
         matched = False
         for flt, dec, keys in self._matcher.iter_match(topic):
             matched = True
@@ -207,25 +216,27 @@ class MqttSession:
                 ts = dec.timestamp_ns(doc, receive_ns, device)
                 readings, errors = dec.readings(device, doc, ts)
             except ProtocolError as err:
-                await self.dead_letter(topic, payload, str(err), "decode", device)
+                letters.append((topic, payload, str(err), "decode", device))
                 continue
             if errors:
                 # partial message: the good fields go in; one dead letter says what was stored and what was refused
                 stored = sorted({r.quantity for r in readings})
-                await self.dead_letter(
-                    topic,
-                    payload,
-                    f"device {device}: {'; '.join(str(e) for e in errors)}",
-                    "field",
-                    device,
-                    {"stored": stored, "refused": [str(e) for e in errors]},
+                letters.append(
+                    (
+                        topic,
+                        payload,
+                        f"device {device}: {'; '.join(str(e) for e in errors)}",
+                        "field",
+                        device,
+                        {"stored": stored, "refused": [str(e) for e in errors]},
+                    )
                 )
             if not readings:
                 continue  # nothing usable: dead-lettered above, acknowledged by the caller
             out.extend(readings)
             return True
         if not matched:
-            await self.dead_letter(topic, payload, "no subscription filter matches", "route")
+            letters.append((topic, payload, "no subscription filter matches", "route"))
         return False
 
     async def dead_letter(
