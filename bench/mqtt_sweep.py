@@ -182,6 +182,7 @@ def measure(subject: Subject, mq: Service, db: Service, wd: Path, rate: float, s
     def cpus() -> tuple[float, float]:
         return common.proc_cpu_s(subject.pid), common.proc_cpu_s(db_pid) if db_pid else 0.0
 
+    common.pin_subject(subject.pid)  # with --pin: the subject alone on its CPU
     pub = common.Publisher(wd, mq.port, DEVICES, rate, WARM_S + seconds).start()
     try:
         time.sleep(WARM_S)
@@ -319,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subjects", default=",".join(SUBJECTS))
     ap.add_argument("--short", action="store_true", help="500 and 4000 msg/s, 10 s windows")
     ap.add_argument("--json", type=Path, default=common.RUN_DIR / "mqtt_sweep.json")
+    ap.add_argument("--pin", action="store_true", help="each subject on a CPU of its own, everything else on the rest")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rates = [500.0, 4000.0] if a.short else [float(x) for x in a.rates.split(",")]
@@ -327,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(subjects) - set(SUBJECTS)
     if unknown:
         ap.error(f"unknown subject(s) {sorted(unknown)}; choose from {', '.join(SUBJECTS)}")
+    pinned = None
+    if a.pin:
+        cpu = common.pin_harness()
+        pinned = f"pinned: each subject alone on CPU {cpu}" if cpu is not None else "--pin ignored: one CPU"
     print(f"== mqtt_sweep: {DEVICES} devices x {FIELDS_PER_MESSAGE} fields, rates {rates}, {seconds:g} s windows")
     report = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -336,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": seconds,
         **sweep(rates, seconds, a.rounds, subjects),
     }
+    if pinned:
+        report["notes"].insert(0, pinned)
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(report["table"])
