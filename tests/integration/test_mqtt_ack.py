@@ -328,6 +328,37 @@ async def test_messages_already_on_the_socket_come_as_one_batch(mosquitto: Servi
     assert sends == [1, 1]  # the 20 PUBACKs in one send
 
 
+async def test_a_message_longer_than_one_read_comes_whole_between_short_ones(mosquitto: Service) -> None:
+    """The reader serves paho from one read of up to 64 KiB (drivers/mqtt/reader.py RECV_BYTES): a 300 KiB message
+    takes several reads, and wakes, with the short messages before and after it in the same reads; each comes
+    whole and in order."""
+    values: list[float] = []
+    all_in = asyncio.Event()
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        values.extend(r.value for r in readings)
+        if on_spooled:
+            on_spooled()
+        if len(values) >= 3:
+            all_in.set()
+
+    s, task = await subscribed(mosquitto.port, submit, all_in)
+    pad = "x" * 300_000
+    big = json.dumps({"ts": 1795224600_001, "data": {"settlement": 2.0}, "note": pad})
+    with device(mosquitto.port) as dev:
+        first = publish_settlement(dev, 1.0)
+        long = dev.publish("ack/site/formwork/FW-1/data", big, qos=1)
+        last = publish_settlement(dev, 3.0, 1795224600_002)
+        for info in (first, long, last):
+            info.wait_for_publish(5)
+        await asyncio.wait_for(all_in.wait(), 10)
+        assert s.inbox is not None
+        reads = s.inbox.recvs
+        await task
+    assert values == [1.0, 2.0, 3.0]
+    assert reads >= 300_000 // 65536  # it did take several reads
+
+
 @pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
 async def test_every_wake_of_the_reader_asks_for_quick_tcp_acknowledgements(
     mosquitto: Service, monkeypatch: pytest.MonkeyPatch

@@ -1,0 +1,104 @@
+"""A submission the pipeline's task would take at once (it waits on an empty queue) is processed in the submitter's
+turn (gateway/pipeline.py `_take`); what goes wrong there ends the task as if it had met it itself."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from pathlib import Path
+
+import pytest
+
+from drivers.mqtt.session import BatchAck
+from gateway.metrics import Metrics
+from gateway.pipeline import Pipeline
+from gateway.spool import Spool
+from telemetry.lineproto import series_tags
+from telemetry.reading import Reading
+
+TS = 1_795_224_600_000_000_000
+SERIES = {"D": series_tags("gas_detector", "s", "D", "")}
+
+
+def _spool(tmp_path: Path) -> Spool:
+    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
+    sp.open()
+    return sp
+
+
+async def _waiting(pipe: Pipeline) -> asyncio.Task[None]:
+    task = asyncio.create_task(pipe.run())
+    for _ in range(3):  # into its wait on the empty queue
+        await asyncio.sleep(0)
+    return task
+
+
+def _batch(events: list[str], name: str) -> BatchAck:
+    return BatchAck(lambda acks: events.extend(f"ack {a()}" for a in acks), [lambda: name],
+                    lambda: events.append(f"again {name}"))  # fmt: skip
+
+
+async def test_a_batch_is_evaluated_before_submit_returns_and_acknowledged_after_its_fsync(tmp_path: Path) -> None:
+    sp = _spool(tmp_path)
+    seen: list[list[float]] = []
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics(), listeners=[lambda b: seen.append([r.value for r in b])], ack_linger_s=0.05,
+                    ack_linger_messages=10)  # fmt: skip
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], _batch(events, "m1"))
+        # no turn of the loop in between: the alarms and the latest values have it already, the spool too
+        assert seen == [[26.0]]
+        assert pipe.latest[("D", "lel")].value == 26.0
+        assert sp.appended_lines == 1
+        assert events == []  # its acknowledgement waits for the fsync (ack_linger_s)
+        await pipe.submit([Reading("D", "lel", 27.0, TS + 1)], _batch(events, "m2"))
+        assert seen == [[26.0], [27.0]]
+        async with asyncio.timeout(5):
+            await pipe.drained()
+        assert events == ["ack m1", "ack m2"]  # one fsync for both, from the task's timer
+        assert sp.sync_due_in() is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sp.close()
+
+
+async def test_an_evaluation_error_met_in_the_submitters_turn_ends_the_task_with_it(tmp_path: Path) -> None:
+    sp = _spool(tmp_path)
+    events: list[str] = []
+
+    def broken(batch: list[Reading]) -> None:
+        raise RuntimeError("a bug in a listener")
+
+    pipe = Pipeline(sp, SERIES, Metrics(), listeners=[broken])
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], _batch(events, "m1"))  # the driver is not the one failing
+        async with asyncio.timeout(5):
+            with pytest.raises(RuntimeError, match="a bug in a listener"):
+                await task  # the task's supervisor (gateway/tasks.py) logs, counts and restarts it
+        assert events == []  # neither acknowledged nor redelivered: the same message would meet the same bug
+    finally:
+        sp.close()
+
+
+class _Full(Spool):
+    def write(self, data: bytes, lines: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_a_write_the_disk_refuses_in_the_submitters_turn_is_delivered_again(tmp_path: Path) -> None:
+    sp = _Full(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
+    sp.open()
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics())
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], _batch(events, "m1"))
+        assert events == ["again m1"]  # its connection ends at once: the broker sends it again
+        async with asyncio.timeout(5):
+            with pytest.raises(OSError, match="No space"):
+                await task
+    finally:
+        sp.close()
