@@ -107,17 +107,19 @@ class Pipeline:
         self._acks_since = 0.0
         self._timer: asyncio.TimerHandle | None = None  # puts _TICK in the queue when an fsync falls due (_next)
         self._waiting = False  # the run task waits on the empty queue: a submission is processed at once (_take)
+        self._open = True  # no submission processed inline in this loop turn yet
         self._failed: Exception | None = None  # what _take met, for the run task to raise
 
     async def submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        """Hand over a batch; waits (back-pressure to the driver) only when the intake is full.
+        """Hand over a batch; waits (back-pressure to the driver) only when the intake is full. When the pipeline's
+        task waits on an empty intake, the batch is evaluated and written here, in the caller's turn (`_take`).
 
         `on_spooled` runs once the batch is durable in the spool: the MQTT driver acknowledges the message
         to the broker only then, so a `kill -9` before that point makes the broker deliver it again.
         """
         if readings or on_spooled:
             self._idle.clear()
-            if self._waiting and self._q.empty() and self._failed is None:
+            if self._waiting and self._open and self._q.empty() and self._failed is None:
                 self._take(readings, on_spooled)
                 return
             await self._q.put((readings, on_spooled))
@@ -127,6 +129,10 @@ class Pipeline:
         submitter's turn instead: one task switch and a loop turn less per batch at site rates, where every
         message is a batch of its own. The fsync and acknowledgements stay the run task's (woken when due);
         an error is raised there, where the supervisor sees it, as if the task had met it itself."""
+        # the other submissions of this loop turn (200 Modbus devices answering together) queue up and make one
+        # batch for the task, as before: group commit is kept where there is something to group
+        self._open = False
+        asyncio.get_running_loop().call_soon(self._reopen)
         callbacks = [cb] if cb else []
         try:
             data, lines = self.evaluate(list(readings))
@@ -147,6 +153,9 @@ class Pipeline:
             self._arm(due)
         if not self._acks:
             self._idle.set()  # in the spool (as the run task would have said)
+
+    def _reopen(self) -> None:
+        self._open = True
 
     async def drained(self) -> None:
         """Wait until everything submitted so far is in the spool."""
@@ -217,6 +226,7 @@ class Pipeline:
         """The next submission, or None when written lines may be due for their fsync (`run` checks) before one
         arrives. The deadline is a timer that puts _TICK in the queue, armed once per deadline: a timeout around
         each wait (asyncio.timeout) cost a timer, a context and three lookups of the running loop per batch."""
+        self._raise_failed()  # (a task restarted after one that never resumed to raise it)
         due = self._sync_due_in()
         if due is None:
             if self._timer is not None:
@@ -232,17 +242,27 @@ class Pipeline:
         self._waiting = True
         try:
             item = await self._q.get()
+        except asyncio.CancelledError:
+            if self._failed is not None:  # stopped before it could raise what _take met: said here, not lost
+                log.error("pipeline stopped with an error from a batch not yet reported", exc_info=self._failed)
+                self._failed = None
+            raise
         finally:
             self._waiting = False
+        self._raise_failed()
+        return None if item is _TICK else item
+
+    def _raise_failed(self) -> None:
         if self._failed is not None:
             err, self._failed = self._failed, None
             raise err
-        return None if item is _TICK else item
 
     def _arm(self, due: float) -> None:
         loop = asyncio.get_running_loop()
         when = loop.time() + due
-        if self._timer is None or self._timer.when() > when:
+        # one deadline, worked out again at each batch from two clock reads, differs by a few µs each time: within
+        # a ms the timer armed is kept (a cancelled timer stays in the loop's heap until it is cleaned)
+        if self._timer is None or self._timer.when() > when + 0.001:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(when, self._tick)

@@ -168,7 +168,7 @@ class MqttSession:
         """Route messages that arrived together and hand their readings to the pipeline in one batch.
 
         `payload` is bytes from paho (aiomqtt types it as a union); `ack` acknowledges a message to the broker:
-        after its readings are durable, or right after its dead letter went out when nothing in it decoded.
+        after its readings are durable, or once the batch's dead letters went out when nothing in it decoded.
         """
         # Every message gets its own receive time, in arrival order and never repeated: a profile without a device
         # clock must not stamp a batch the broker delivered together once, or its messages would merge into one

@@ -52,11 +52,19 @@ async def test_a_batch_is_evaluated_before_submit_returns_and_acknowledged_after
         assert pipe.latest[("D", "lel")].value == 26.0
         assert sp.appended_lines == 1
         assert events == []  # its acknowledgement waits for the fsync (ack_linger_s)
+        # the rest of this loop turn queues up for the task, as one batch (200 Modbus devices answering together)
         await pipe.submit([Reading("D", "lel", 27.0, TS + 1)], _batch(events, "m2"))
-        assert seen == [[26.0], [27.0]]
+        await pipe.submit([Reading("D", "lel", 28.0, TS + 2)], _batch(events, "m3"))
+        assert seen == [[26.0]]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert seen == [[26.0], [27.0, 28.0]]
+        # and in a later turn, with the task waiting again, at once once more
+        await pipe.submit([Reading("D", "lel", 29.0, TS + 3)], _batch(events, "m4"))
+        assert seen == [[26.0], [27.0, 28.0], [29.0]]
         async with asyncio.timeout(5):
             await pipe.drained()
-        assert events == ["ack m1", "ack m2"]  # one fsync for both, from the task's timer
+        assert events == ["ack m1", "ack m2", "ack m3", "ack m4"]  # one fsync for all, from the task's timer
         assert sp.sync_due_in() is None
     finally:
         task.cancel()
