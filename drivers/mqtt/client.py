@@ -1,4 +1,4 @@
-"""The one module that speaks aiomqtt: a broker's parameters, the subscriber's client, and a held publisher."""
+"""Where aiomqtt and paho are spoken (with the socket reader, reader.py): brokers, the subscriber, a held publisher."""
 
 from __future__ import annotations
 
