@@ -133,19 +133,12 @@ class Pipeline:
         # batch for the task, as before: group commit is kept where there is something to group
         self._open = False
         asyncio.get_running_loop().call_soon(self._reopen)
-        callbacks = [cb] if cb else []
         try:
-            data, lines = self.evaluate(list(readings))
-            try:
-                self.spool.write(data, lines)
-            except OSError:
-                redeliver(callbacks)  # as in run
-                raise
+            self._store(list(readings), [cb] if cb else [])
         except Exception as err:  # handed to the run task, which raises it (gateway/tasks.py restarts it)
             self._failed = err
             self._wake()
             return
-        self._wait_for_sync(callbacks)
         due = self._sync_due_in()
         if due is not None and due <= 0:
             self._wake()
@@ -174,18 +167,7 @@ class Pipeline:
                     batch.extend(readings)
                     if cb:
                         callbacks.append(cb)
-                # Alarms, the console and the latest values see the batch now; only acknowledgements wait below.
-                data, lines = self.evaluate(batch)
-                try:
-                    self.spool.write(data, lines)
-                except OSError:
-                    # the disk refused them: this task ends (its supervisor restarts it) with the messages
-                    # unacknowledged and delivered again; its restart must not find them waiting for an fsync as if
-                    # written. (A bug in the evaluation is not redelivered: the same message would meet it again
-                    # and hold back everything that comes with it; it stays unacknowledged until a reconnect.)
-                    redeliver(callbacks)
-                    raise
-                self._wait_for_sync(callbacks)
+                self._store(batch, callbacks)
             # The lines are safe from kill -9 now (in the kernel). The fsync, for power cuts, is due soon when
             # someone waits on it (an MQTT message is acknowledged to the broker only after it: within
             # ack_linger_s, so that one fsync serves the messages of a few ms instead of each of them), else within
@@ -205,6 +187,21 @@ class Pipeline:
                 acknowledge(acks)
             if self._q.empty() and not self._acks:
                 self._idle.set()
+
+    def _store(self, batch: list[Reading], callbacks: list[Callable[[], object]]) -> None:
+        """Alarms, the console and the latest values see the batch now; it goes to the spool, and its callbacks
+        wait for the fsync (only acknowledgements wait)."""
+        data, lines = self.evaluate(batch)
+        try:
+            self.spool.write(data, lines)
+        except OSError:
+            # the disk refused them: the task ends (its supervisor restarts it) with the messages unacknowledged and
+            # delivered again; its restart must not find them waiting for an fsync as if written. (A bug in the
+            # evaluation is not redelivered: the same message would meet it again and hold back everything that
+            # comes with it; it stays unacknowledged until a reconnect.)
+            redeliver(callbacks)
+            raise
+        self._wait_for_sync(callbacks)
 
     def _wait_for_sync(self, callbacks: list[Callable[[], object]]) -> None:
         if callbacks and not self._acks:
