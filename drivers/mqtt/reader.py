@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.client import MQTTMessage
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
 from drivers.mqtt.sockopts import no_delay, quick_ack
 
@@ -31,6 +32,11 @@ class Inbox:
     - **The messages straight to the session.** aiomqtt wraps each in a Message of its own and queues it, and the
       session waited for each with the queue's getter; here paho's message goes into a list and the session is woken
       once per wake with all of them (`next_batch`).
+    - **A QoS 0 / 1 PUBLISH taken off the buffer here** (`_take_publishes`, MQTT 3.1.1 only), not through paho's
+      packet reader, handler, MQTTMessage, logging and callback locks: those were a sixth of the gateway's CPU per
+      message at site rates, where every message is a wake of its own (see `_take_publishes`). Everything else
+      (CONNACK, SUBACK, PINGRESP, QoS 2, a packet cut by the end of a read, MQTT 5) is paho's, read from the same
+      buffer.
 
     Errors end the connection as aiomqtt's own reader does. aiomqtt and paho are pinned (< 3):
     tests/integration/test_mqtt_ack.py checks a burst comes as one batch, in one read, its PUBACKs in one send, and
@@ -48,6 +54,10 @@ class Inbox:
         self._buf_sock: Any = None
         self._drained = False  # the last recv took less than asked (plain TCP): the socket was empty then
         self.recvs = 0  # system calls made, for the tests
+        self.taken = 0  # PUBLISH packets taken off the buffer here, not by paho (`_take_publishes`), for the tests
+        # MQTT 5 puts properties in a PUBLISH: those are paho's to decode
+        self._fast = paho._protocol != MQTTProtocolVersion.MQTTv5
+        self._topics: dict[bytes, str] = {}  # a device's topic comes again and again: decoded once
         paho.on_message = self._on_message
         paho._sock_recv = self._recv  # type: ignore[method-assign]
         opened = paho.on_socket_open  # aiomqtt's: adds its reader and starts its keep-alive task
@@ -65,30 +75,94 @@ class Inbox:
 
     def _recv(self, bufsize: int) -> bytes:
         """paho's `_sock_recv`: `bufsize` bytes at most, from what was read off the socket at once."""
-        paho = self._paho
-        sock = paho._sock
-        if sock is None:
-            raise ConnectionError("self._sock is None")
-        if self._pos >= len(self._buf) or self._buf_sock is not sock:
-            try:
-                data = sock.recv(RECV_BYTES)
-            except ssl.SSLWantReadError as err:  # the same translations as paho's own _sock_recv
-                raise BlockingIOError() from err
-            except ssl.SSLWantWriteError as err:
-                paho._call_socket_register_write()
-                raise BlockingIOError() from err
-            self.recvs += 1
-            # less than asked: the socket was empty then. Not over TLS, whose recv returns one record at most
-            # (Mosquitto writes a record per packet): there the loop reads on until it finds nothing
-            self._drained = len(data) < RECV_BYTES and not isinstance(sock, ssl.SSLSocket)
+        if self._pos >= len(self._buf) or self._buf_sock is not self._paho._sock:
+            data = self._fill()
             if len(data) <= bufsize:  # all of it (or b"": the broker closed the connection)
                 self._buf, self._pos = b"", 0
                 return data
-            self._buf, self._pos, self._buf_sock = data, 0, sock
         pos = self._pos
         out = self._buf[pos : pos + bufsize]
         self._pos = pos + len(out)
         return out
+
+    def _fill(self) -> bytes:
+        """One read off the socket into the buffer (BlockingIOError: nothing there)."""
+        paho = self._paho
+        sock = paho._sock
+        if sock is None:
+            raise ConnectionError("self._sock is None")
+        try:
+            data = sock.recv(RECV_BYTES)
+        except ssl.SSLWantReadError as err:  # the same translations as paho's own _sock_recv
+            raise BlockingIOError() from err
+        except ssl.SSLWantWriteError as err:
+            paho._call_socket_register_write()
+            raise BlockingIOError() from err
+        self.recvs += 1
+        # less than asked: the socket was empty then. Not over TLS, whose recv returns one record at most
+        # (Mosquitto writes a record per packet): there the loop reads on until it finds nothing
+        self._drained = len(data) < RECV_BYTES and not isinstance(sock, ssl.SSLSocket)
+        self._buf, self._pos, self._buf_sock = data, 0, sock
+        return data
+
+    def _take_publishes(self, limit: int) -> int:
+        """Take the complete QoS 0 and 1 PUBLISH packets at the head of the buffer as messages (`limit` at most);
+        how many.
+
+        paho's way for each (MQTT 3.1.1): `_packet_read` asks `_recv` for the first byte, the length a byte at a time
+        and the rest, resetting an 8-key dict per packet and taking a lock twice; `decode_publish` unpacks with
+        format strings built per packet; an MQTTMessage gets its fields set one by one; a debug log line is
+        formatted-or-not; `_handle_on_message` takes two locks and matches the topic against filtered callbacks
+        (there are none). Here a packet is sliced off the buffer where it lies. Stops at anything else (paho's):
+        another packet type, QoS 2, a packet not wholly in the buffer, an empty or non-UTF-8 topic, a length that
+        does not add up. paho's keep-alive sees the bytes as received, as its own reader would have said."""
+        if not self._fast or self._paho._in_packet["command"] != 0 or self._buf_sock is not self._paho._sock:
+            return 0  # paho is inside a packet (or the buffer is an old connection's)
+        buf, pos, end = self._buf, self._pos, len(self._buf)
+        items, topics, n = self._items, self._topics, 0
+        gone = self.client._disconnected.done()  # as in _on_message: nothing handed out on an ended connection
+        # the shortest PUBLISH is 5 bytes: header, length, a 2-byte topic length and a 1-byte topic
+        while n < limit and pos + 4 < end:
+            head = buf[pos]
+            qos = (head >> 1) & 3
+            if head & 0xF0 != 0x30 or qos > 1:
+                break
+            i, length, shift = pos + 1, 0, 0
+            while i < end and shift <= 21:  # the remaining length: at most 4 bytes of 7 bits
+                b = buf[i]
+                i += 1
+                length |= (b & 0x7F) << shift
+                shift += 7
+                if b < 0x80:
+                    break
+            else:
+                break  # cut by the end of the buffer, or more than 4 bytes (paho says it is malformed)
+            stop = i + length
+            if stop > end:
+                break  # the rest is not here yet: paho reads it on
+            tlen = (buf[i] << 8 | buf[i + 1]) if i + 2 <= stop else 0
+            j = i + 2 + tlen + (2 if qos else 0)
+            if tlen == 0 or j > stop:
+                break
+            raw = buf[i + 2 : i + 2 + tlen]
+            topic = topics.get(raw)
+            if topic is None:
+                try:
+                    topic = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+                if len(topics) < 10000:  # bounded: a broker sending ever new topics must not grow it forever
+                    topics[raw] = topic
+            mid = (buf[j - 2] << 8 | buf[j - 1]) if qos else 0
+            if not gone:
+                items.append((topic, buf[j:stop], mid, qos))
+            pos = stop
+            n += 1
+        if n:
+            self._pos = pos
+            self.taken += n
+            self._paho._last_bytes_received = time.monotonic()  # paho's time_func; its keep-alive reads it
+        return n
 
     def _buffered(self) -> bool:
         return self._pos < len(self._buf) and self._buf_sock is self._paho._sock
@@ -105,10 +179,26 @@ class Inbox:
         paho = self._paho
         try:
             quick_ack(paho._sock)
-            for _ in range(READS_PER_WAKE):
+            budget = READS_PER_WAKE
+            while budget > 0:
                 sock = paho._sock
                 if sock is None:
                     break
+                if self._fast and paho._in_packet["command"] == 0:
+                    if not self._buffered():
+                        try:
+                            self._fill()
+                        except BlockingIOError:
+                            break  # nothing there
+                        except OSError:
+                            pass  # paho's read below meets it too, and ends the connection its way
+                    taken = self._take_publishes(budget)
+                    if taken:
+                        budget -= taken
+                        if not self._buffered() and not _decrypted(sock) and self._drained:
+                            break
+                        continue
+                budget -= 1
                 rc = paho._packet_read()
                 if rc > 0:  # an error: handled as paho's loop_read does (closes, reports the disconnect)
                     paho._loop_rc_handle(rc)
