@@ -118,21 +118,34 @@ class Pipeline:
         to the broker only then, so a `kill -9` before that point makes the broker deliver it again.
         """
         if readings or on_spooled:
-            self._idle.clear()
-            if self._waiting and self._open and self._q.empty() and self._failed is None:
-                self._take(readings, on_spooled)
+            if self.ready_now():
+                # the other submissions of this loop turn (200 Modbus devices answering together) queue up and
+                # make one batch for the task: group commit is kept where there is something to group
+                self._open = False
+                asyncio.get_running_loop().call_soon(self._reopen)
+                self.take_now(readings, on_spooled)
                 return
+            self._idle.clear()
             await self._q.put((readings, on_spooled))
+
+    def ready_now(self) -> bool:
+        """The run task waits on an empty intake (and no task has handed over a batch in this loop turn yet): a
+        batch handed over now is processed at once, in the caller's turn (`take_now`)."""
+        return self._waiting and self._open and self._failed is None and self._q.empty()
+
+    def take_now(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        """`submit` without its coroutine, for a caller that is not one: the MQTT reader's callback
+        (drivers/mqtt/session.py `handle_now`), whose batch is all its socket held, so it leaves the loop turn open
+        (no callback more to reopen it); only right after `ready_now` said yes, in the same turn."""
+        if readings or on_spooled:
+            self._idle.clear()
+            self._take(readings, on_spooled)
 
     def _take(self, readings: list[Reading], cb: Callable[[], object] | None) -> None:
         """A submission the run task would have taken at once (it waits on an empty queue), processed in the
         submitter's turn instead: one task switch and a loop turn less per batch at site rates, where every
         message is a batch of its own. The fsync and acknowledgements stay the run task's (woken when due);
         an error is raised there, where the supervisor sees it, as if the task had met it itself."""
-        # the other submissions of this loop turn (200 Modbus devices answering together) queue up and make one
-        # batch for the task, as before: group commit is kept where there is something to group
-        self._open = False
-        asyncio.get_running_loop().call_soon(self._reopen)
         try:
             self._store(list(readings), [cb] if cb else [])
         except Exception as err:  # handed to the run task, which raises it (gateway/tasks.py restarts it)

@@ -246,20 +246,6 @@ async def run_stream(driver: StreamingDriver, first_s: float = 0.2, max_s: float
         await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
 
 
-def marking_seen(liveness: Liveness, submit: StreamSubmit, counted: Callable[[int], None]) -> StreamSubmit:
-    """The submit of a driver whose devices are heard rather than polled (MQTT, survey files): the devices of each
-    batch are marked seen, their `up` readings (and pending health readings) join it."""
-
-    async def seen_then_submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        counted(len(readings))
-        now = time.monotonic()
-        ups = [up for dev in sorted({r.device for r in readings}) if (up := liveness.seen(dev, now)) is not None]
-        ups.extend(liveness.take())
-        await submit(readings + ups if ups else readings, on_spooled)
-
-    return seen_then_submit
-
-
 class LineOwner:
     """The one task that talks to a physical line. Polls each device on its own schedule; a dead device trips
     its breaker and costs the others at most one timeout per backoff period."""

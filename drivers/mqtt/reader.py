@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -57,6 +58,10 @@ class Inbox:
         self.taken = 0  # PUBLISH packets taken off the buffer here, not by paho (`_take_publishes`), for the tests
         # MQTT 5 puts properties in a PUBLISH: those are paho's to decode
         self._fast = paho._protocol != MQTTProtocolVersion.MQTTv5
+        # the session's handler of a wake's messages in this callback (True: handled), tried when the session
+        # waits for them (`next_batch`); the session's task takes them otherwise
+        self.on_batch: Callable[[list[Received]], bool] | None = None
+        self.limit = 0  # the most messages next_batch hands out at once: a bigger wake is the task's
         self._topics: dict[bytes, str] = {}  # a device's topic comes again and again: decoded once
         paho.on_message = self._on_message
         paho._sock_recv = self._recv  # type: ignore[method-assign]
@@ -217,8 +222,20 @@ class Inbox:
         except Exception as err:  # a broken connection (BrokenPipe, ...): ended as aiomqtt's own reader ends it
             if not self.client._disconnected.done():
                 self.client._disconnected.set_exception(err)
-        if self._items and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter = self._waiter
+        if self._items and waiter is not None and not waiter.done():
+            handle = self.on_batch
+            if handle is not None and len(self._items) <= self.limit:
+                items = self._items
+                try:
+                    if handle(items):
+                        self._items = []
+                        return
+                except Exception as err:  # a bug: raised in the session's task (where the supervisor sees it)
+                    self._items = []  # never acknowledged: delivered again on the next connection
+                    waiter.set_exception(err)
+                    return
+            waiter.set_result(None)
 
     # ---- the session's side
 
@@ -234,6 +251,7 @@ class Inbox:
     async def next_batch(self, limit: int) -> list[Received]:
         """The messages received so far, at least one (it waits for it), at most `limit`; MqttError once the
         connection has ended and its messages are taken."""
+        self.limit = limit
         while not self._items:
             if self._ended:
                 raise aiomqtt.MqttError("Disconnected during message iteration") from (

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from drivers.errors import ProtocolError
 from drivers.mqtt.client import (
@@ -26,7 +26,7 @@ from drivers.mqtt.client import (
     subscriber,
 )
 from drivers.mqtt.payloads import PayloadDecoder
-from drivers.mqtt.reader import Inbox
+from drivers.mqtt.reader import Inbox, Received
 from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw.mqtt")
@@ -44,6 +44,16 @@ OnSpooled = Callable[[], object]  # its return value is ignored
 Submit = Callable[[list[Reading], OnSpooled | None], Awaitable[None]]
 OnDeadLetter = Callable[[str, str, str | None], None]  # (reason class, message, device or None) for metrics
 OnMessage = Callable[[int], None]  # messages received
+
+
+class SubmitNow(Protocol):
+    """A hand-over that needs no coroutine when the pipeline can take a batch at once (gateway/supervisor.py
+    SeenSubmit): `now` only right after `ready` said yes, in the same loop turn."""
+
+    def ready(self) -> bool: ...
+    def now(self, readings: list[Reading], on_spooled: OnSpooled | None) -> None: ...
+
+
 MAX_BATCH_MESSAGES = 1000
 
 
@@ -83,9 +93,11 @@ class MqttSession:
         submit: Submit,
         on_dead_letter: OnDeadLetter,
         on_message: OnMessage | None = None,
+        now: SubmitNow | None = None,
     ) -> None:
         self.p = params
         self.submit = submit
+        self._now = now  # the at-once hand-over, used from the reader's callback (handle_now)
         self.on_dead_letter = on_dead_letter
         self.on_message = on_message
         self.filters = sorted({r.topic for r in routes})
@@ -115,6 +127,7 @@ class MqttSession:
         # acknowledges a batch's messages once they are spooled (one socket write for the batch while connected)
         self._ack_all: Callable[[list[OnSpooled]], None] = _call_all
         self._redeliver: Callable[[], None] = _gone
+        self._ack: Callable[[int, int], object] | None = None  # the connection's acknowledger of one message
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -136,16 +149,19 @@ class MqttSession:
                 self.connected.set()
                 on_connected()
                 ack, self._ack_all = batch_acker(client)
+                self._ack = ack
                 self._redeliver = redeliverer(client)
                 # everything received so far as one batch: one hand-over to the pipeline, not one per message
                 inbox.watch()
+                if self._now is not None:
+                    inbox.on_batch = self.handle_now
                 while True:
                     batch = await inbox.next_batch(MAX_BATCH_MESSAGES)
                     await self.handle_batch(
                         [(topic, payload, functools.partial(ack, mid, qos)) for topic, payload, mid, qos in batch]
                     )
         finally:
-            self.client, self.inbox = None, None
+            self.client, self.inbox, self._ack = None, None, None
             self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
             self._redeliver = _gone
             self.connected.clear()
@@ -197,6 +213,36 @@ class MqttSession:
                 await self.submit(readings, BatchAck(self._ack_all, acks, self._redeliver) if acks else None)
         finally:
             self.settled.set()
+
+    def handle_now(self, msgs: list[Received]) -> bool:
+        """One wake of the reader handled in its callback (drivers/mqtt/reader.py `Inbox.on_batch`), as
+        `handle_batch` would, when the pipeline takes the readings at once: no task woken, no loop turn more, at
+        site rates where every message is a wake of its own. False, having done nothing, when it cannot: the
+        pipeline has a queue, or a dead letter is to be published (the session's task takes them then)."""
+        now, ack = self._now, self._ack
+        if now is None or ack is None or not now.ready():
+            return False
+        receive_ns = max(time.time_ns(), self._last_receive_ns + 1)
+        readings: list[Reading] = []
+        acks: list[OnSpooled] = []
+        letters: list[tuple[Any, ...]] = []
+        dead: list[OnSpooled] = []
+        for i, (topic, payload, mid, qos) in enumerate(msgs):
+            one: OnSpooled = functools.partial(ack, mid, qos)
+            if self._decode(topic, payload, receive_ns + i, readings, letters):
+                acks.append(one)
+            else:
+                dead.append(one)
+        if letters:
+            return False  # its publishing is a coroutine: the task decodes them again (bad input only)
+        self._last_receive_ns = receive_ns + len(msgs) - 1
+        if self.on_message:
+            self.on_message(len(msgs))
+        for one in dead:  # (nothing usable and nothing wrong: no letter to wait for)
+            one()
+        if readings or acks:
+            now.now(readings, BatchAck(self._ack_all, acks, self._redeliver) if acks else None)
+        return True
 
     def _decode(
         self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]

@@ -62,11 +62,11 @@ def stream(rng: random.Random, n: int) -> tuple[bytes, list[tuple[str, bytes, in
     """n packets: QoS 0 and 1 PUBLISHes (topics with CJK, payloads whose length takes 1 to 3 bytes, one longer than
     a read), PINGRESPs between them; and the messages they carry."""
     packets, messages = [], []
-    for i in range(n):
+    for _ in range(n):
         if rng.random() < 0.1:
             packets.append(PINGRESP)
             continue
-        topic = f"site/{rng.choice(['塔吊', 'gas', 'jk'])}/C{rng.randrange(10**rng.randrange(1, 40))}/data"
+        topic = f"site/{rng.choice(['塔吊', 'gas', 'jk'])}/C{rng.randrange(10 ** rng.randrange(1, 40))}/data"
         size = rng.choice([0, 1, 90, 120, 126, 16_370, 16_400, 2_097_000 // 32, RECV_BYTES + 7])
         payload = rng.randbytes(size)
         qos = rng.randrange(2)

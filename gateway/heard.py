@@ -1,0 +1,54 @@
+"""The submit of drivers whose devices are heard rather than polled (MQTT, survey files): liveness on the way in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from gateway.supervisor import Liveness, StreamSubmit
+from telemetry.reading import Reading
+
+
+class SeenSubmit:
+    """The submit of a driver whose devices are heard rather than polled (MQTT, survey files): the devices of each
+    batch are marked seen, their `up` readings (and pending health readings) join it. `ready` / `now`: the same
+    without a coroutine, when the pipeline takes a batch at once (gateway/pipeline.py `ready_now`): the MQTT session
+    hands over a wake of its reader from the reader's callback then, with no task to wake."""
+
+    def __init__(
+        self,
+        liveness: Liveness,
+        submit: StreamSubmit,
+        counted: Callable[[int], None],
+        ready: Callable[[], bool] | None = None,
+        now: Callable[[list[Reading], Callable[[], object] | None], None] | None = None,
+    ) -> None:
+        self.liveness = liveness
+        self._submit = submit
+        self.counted = counted
+        self._ready = ready
+        self._now = now
+
+    async def __call__(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        await self._submit(self._seen(readings), on_spooled)
+
+    def ready(self) -> bool:
+        return self._ready is not None and self._ready()
+
+    def now(self, readings: list[Reading], on_spooled: Callable[[], object] | None) -> None:
+        """Hand over at once; only right after `ready` said yes, in the same loop turn."""
+        assert self._now is not None
+        self._now(self._seen(readings), on_spooled)
+
+    def _seen(self, readings: list[Reading]) -> list[Reading]:
+        self.counted(len(readings))
+        now = time.monotonic()
+        liveness = self.liveness
+        ups = [up for dev in sorted({r.device for r in readings}) if (up := liveness.seen(dev, now)) is not None]
+        ups.extend(liveness.take())
+        return readings + ups if ups else readings
+
+
+def marking_seen(liveness: Liveness, submit: StreamSubmit, counted: Callable[[int], None]) -> SeenSubmit:
+    """SeenSubmit without the at-once hand-over (survey files)."""
+    return SeenSubmit(liveness, submit, counted)
