@@ -56,8 +56,10 @@ class Inbox:
         self._drained = False  # the last recv took less than asked (plain TCP): the socket was empty then
         self.recvs = 0  # system calls made, for the tests
         self.taken = 0  # PUBLISH packets taken off the buffer here, not by paho (`_take_publishes`), for the tests
-        # MQTT 5 puts properties in a PUBLISH: those are paho's to decode
-        self._fast = paho._protocol != MQTTProtocolVersion.MQTTv5
+        # MQTT 5 puts properties in a PUBLISH: those are paho's to decode. And only with manual acknowledgement
+        # (subscriber() sets it): otherwise paho's handler sends a QoS 1 message's PUBACK, which this never does
+        self._fast = paho._protocol != MQTTProtocolVersion.MQTTv5 and bool(paho._manual_ack)
+        self._error: OSError | None = None  # a read error met by `read`, for paho's next read to meet
         # the session's handler of a wake's messages in this callback (True: handled), tried when the session
         # waits for them (`next_batch`); the session's task takes them otherwise
         self.on_batch: Callable[[list[Received]], bool] | None = None
@@ -80,6 +82,9 @@ class Inbox:
 
     def _recv(self, bufsize: int) -> bytes:
         """paho's `_sock_recv`: `bufsize` bytes at most, from what was read off the socket at once."""
+        if self._error is not None:  # what `read` met first: paho reports it (its log line) and ends the connection
+            err, self._error = self._error, None
+            raise err
         if self._pos >= len(self._buf) or self._buf_sock is not self._paho._sock:
             data = self._fill()
             if len(data) <= bufsize:  # all of it (or b"": the broker closed the connection)
@@ -195,8 +200,8 @@ class Inbox:
                             self._fill()
                         except BlockingIOError:
                             break  # nothing there
-                        except OSError:
-                            pass  # paho's read below meets it too, and ends the connection its way
+                        except OSError as err:
+                            self._error = err  # paho's read below meets it, and ends the connection its way
                     taken = self._take_publishes(budget)
                     if taken:
                         budget -= taken
@@ -222,6 +227,10 @@ class Inbox:
         except Exception as err:  # a broken connection (BrokenPipe, ...): ended as aiomqtt's own reader ends it
             if not self.client._disconnected.done():
                 self.client._disconnected.set_exception(err)
+        if self._items and self.client._disconnected.done():
+            # the connection ended in this wake: what came before it is not handed out either (its acknowledgements
+            # would go nowhere); the broker delivers it again on the next connection
+            self._items = []
         waiter = self._waiter
         if self._items and waiter is not None and not waiter.done():
             handle = self.on_batch

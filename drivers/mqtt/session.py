@@ -47,7 +47,7 @@ OnMessage = Callable[[int], None]  # messages received
 
 
 class SubmitNow(Protocol):
-    """A hand-over that needs no coroutine when the pipeline can take a batch at once (gateway/supervisor.py
+    """A hand-over that needs no coroutine when the pipeline can take a batch at once (gateway/heard.py
     SeenSubmit): `now` only right after `ready` said yes, in the same loop turn."""
 
     def ready(self) -> bool: ...

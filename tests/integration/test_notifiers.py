@@ -146,6 +146,37 @@ async def test_mqtt_publishes_event_json_with_qos1(mosquitto: services.Service) 
     }
 
 
+async def test_mqtt_siren_leaves_in_the_senders_turn(mosquitto: services.Service) -> None:
+    """The siren's PUBLISH is on the socket before the event loop runs anything else (drivers/mqtt/client.py
+    `publish_now`): aiomqtt's publish left it queued until a writer, registered through call_soon_threadsafe, ran
+    two loop turns later, behind whatever else was ready. The send still returns only after the PUBACK."""
+    target = HeldPublisher(BrokerParams.at("127.0.0.1", mosquitto.port), client_id="sitegw-test-turn")
+    await target.connect()
+    publish: asyncio.Task[None] | None = None
+    try:
+        client = target._client
+        assert client is not None
+        paho = client._client
+        sent: list[bytes] = []
+        real = paho._sock_send
+
+        def recording(buf: bytes) -> int:
+            sent.append(bytes(buf))
+            return real(buf)
+
+        paho._sock_send = recording  # type: ignore[method-assign]
+        publish = asyncio.create_task(target.publish("sitegw/test/notify/turn", b"siren", qos=1))
+        await asyncio.sleep(0)  # the task's first step, and nothing after it
+        assert len(sent) == 1 and b"sitegw/test/notify/turn" in sent[0] and not paho._out_packet
+        assert not publish.done()  # waits for the PUBACK
+        await asyncio.wait_for(publish, 10)
+    finally:
+        if publish is not None and not publish.done():
+            publish.cancel()
+            await asyncio.gather(publish, return_exceptions=True)
+        await target.aclose()
+
+
 async def test_mqtt_broker_down_is_retryable(tmp_path: Path) -> None:
     own = services.mosquitto(tmp_path / "own-mosquitto")
     own.start()

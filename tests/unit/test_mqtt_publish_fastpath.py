@@ -169,3 +169,44 @@ async def test_a_malformed_packet_ends_the_connection_as_paho_would() -> None:
             w.close()
     assert got[True] == got[False] == [("t/ok", b"1", 1, 1)]
     assert ended[True] and ended[False]
+
+
+class ResetOnce:
+    """A socket whose first recv fails as a reset connection does, then reads on (what review found swallowed)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.failed = False
+
+    def recv(self, n: int) -> bytes:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return self.sock.recv(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+async def test_a_read_error_ends_the_connection_either_way(fast: bool) -> None:
+    """paho meets the error (and logs it) whether or not the reader's own decoding read first; nothing after it
+    is handed out."""
+    w = Wire(fast)
+    paho = w.client._client
+    paho._sock = ResetOnce(w.ours)
+    try:
+        w.feed(publish(b"t/after", b"1", 1, 1))
+        assert w.got == []
+        assert paho._sock is None  # paho ended the connection
+    finally:
+        w.close()
+
+
+async def test_without_manual_acknowledgement_paho_decodes() -> None:
+    """The reader never sends a PUBACK: with paho acknowledging on receipt (not how the session runs it), every
+    PUBLISH stays paho's, and paho acknowledges it."""
+    client = aiomqtt.Client("127.0.0.1", 1)
+    assert not Inbox(client)._fast
+    client._client.manual_ack_set(True)
+    assert Inbox(client)._fast
