@@ -83,7 +83,7 @@ class SeriesWindow:
     def _evict(self, cutoff_ns: int) -> None:
         live = self._ts[self._head : self._end]
         # index of the newest sample at or before the cutoff: it stays as the value in force at the span start
-        keep_from = int(np.searchsorted(live, cutoff_ns, side="right")) - 1
+        keep_from = int(live.searchsorted(cutoff_ns, side="right")) - 1
         if keep_from > 0:
             self._head += keep_from
 
@@ -103,15 +103,17 @@ class SeriesWindow:
         """Values and their step-hold durations clipped to [now - span, now]; None if no sample lies in it."""
         ts, v = self._live()
         start = now_ns - span_ns
-        lo = int(np.searchsorted(ts, start, side="left"))  # first sample at or after the span start
-        hi = int(np.searchsorted(ts, now_ns, side="right"))  # one past the last sample at or before now
+        # (the arrays' own methods and operators: numpy's module-level wrappers cost more than the work on the short
+        # arrays a live window holds, and every gas reading with a TWA or STEL rule pays this twice)
+        lo = int(ts.searchsorted(start, side="left"))  # first sample at or after the span start
+        hi = int(ts.searchsorted(now_ns, side="right"))  # one past the last sample at or before now
         if lo >= hi:
             return None
         first = max(lo - 1, 0)  # the sample in force at the span start, if kept
         edges = np.empty(hi - first + 1, dtype=np.int64)
         np.maximum(ts[first:hi], start, out=edges[:-1])
         edges[-1] = now_ns
-        return v[first:hi], np.diff(edges)
+        return v[first:hi], edges[1:] - edges[:-1]
 
     def time_weighted_mean(
         self, now_ns: int, span_s: float | None = None, *, unmeasured_as_zero: bool = False
@@ -153,8 +155,8 @@ class SeriesWindow:
         displacements). None with fewer than `min_points` samples or under 1 h between the first and last."""
         span_ns = self._span_ns_of(span_s)
         ts, v = self._live()
-        lo = int(np.searchsorted(ts, now_ns - span_ns, side="left"))
-        hi = int(np.searchsorted(ts, now_ns, side="right"))
+        lo = int(ts.searchsorted(now_ns - span_ns, side="left"))
+        hi = int(ts.searchsorted(now_ns, side="right"))
         n = hi - lo
         if n < max(min_points, 2) or int(ts[hi - 1]) - int(ts[lo]) < _MIN_SLOPE_COVER_NS:
             return None
