@@ -145,7 +145,7 @@ class SpoolConfig(_Base):
     batch_lines: int = Field(default=5000, ge=1, le=100000)
     sync_interval_s: float = Field(default=1.0, ge=0, le=60)
     write_linger_s: float = Field(default=1.0, ge=0, le=10)
-    ack_linger_s: float = Field(default=0.01, ge=0, le=1)
+    ack_linger_s: float = Field(default=0.02, ge=0, le=1)
     # below the broker's in-flight window for the gateway (20 on Mosquitto): docs/configuration.md
     ack_linger_messages: int = Field(default=10, ge=1, le=10000)
 
