@@ -295,6 +295,9 @@ class HeldPublisher:
             self._client = None
         with contextlib.suppress(Exception):  # the connection is gone or going; nothing to report from closing it
             await client.__aexit__(None, None, None)
+        gone = client._disconnected
+        if gone.done() and not gone.cancelled():
+            gone.exception()  # why it ended was met (and reported) by the publish: not "never retrieved" at exit
 
     async def connect(self) -> None:
         await self._connection()
@@ -337,11 +340,13 @@ async def publish_now(client: aiomqtt.Client, topic: str, payload: str | bytes, 
         )
     if not held:  # (a writer registered, or on its way, writes it: see batch_acker)
         try:
-            paho.loop_write()  # registers a writer only when the socket would block
+            rc = paho.loop_write()  # registers a writer only when the socket would block
         except Exception as err:  # a broken connection: ended as aiomqtt's writer ends it
             if not client._disconnected.done():
                 client._disconnected.set_exception(err)
             raise aiomqtt.MqttError(f"publish failed: {err}") from err
+        if rc > 0:  # paho met a broken connection and closed it: no PUBACK will come, so no waiting for one
+            raise aiomqtt.MqttCodeError(rc, "Could not publish message")
     if info.is_published():
         return
     confirmation = asyncio.Event()

@@ -230,9 +230,10 @@ class Inbox:
             if not self.client._disconnected.done():
                 self.client._disconnected.set_exception(err)
         if self._items and self.client._disconnected.done():
-            # the connection ended in this wake: what came before it is not handed out either (its acknowledgements
-            # would go nowhere); the broker delivers it again on the next connection
-            self._items = []
+            # the connection ended in this wake: its QoS 1 messages are not handed out either (their acknowledgements
+            # would go nowhere; the broker delivers them again on the next connection); QoS 0 ones would never come
+            # again, and need no acknowledgement
+            self._items = [m for m in self._items if m[3] == 0]
         waiter = self._waiter
         if self._items and waiter is not None and not waiter.done():
             handle = self.on_batch

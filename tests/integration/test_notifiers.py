@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import aclosing
@@ -175,6 +176,22 @@ async def test_mqtt_siren_leaves_in_the_senders_turn(mosquitto: services.Service
             publish.cancel()
             await asyncio.gather(publish, return_exceptions=True)
         await target.aclose()
+
+
+async def test_mqtt_siren_on_a_connection_found_broken_goes_on_a_new_one_at_once(mosquitto: services.Service) -> None:
+    """The held connection breaks under the siren's write (here: our side can no longer send): paho closes it and
+    says so with a return code; the send must not wait the PUBACK's timeout (30 s here) on a connection that is
+    gone, but go again on a fresh one."""
+    target = HeldPublisher(BrokerParams.at("127.0.0.1", mosquitto.port), client_id="sitegw-test-broken", timeout_s=30)
+    await target.connect()
+    first = target._client
+    assert first is not None
+    first._client._sock.shutdown(socket.SHUT_WR)  # the next send fails with EPIPE
+    cfg = {"type": "mqtt", "id": "siren", "broker": "b", "topic": "sitegw/test/notify/broken"}
+    async with aclosing(notifier(cfg, mqtt=target)) as n:
+        result = await asyncio.wait_for(n.send(MSG, [ZHANG]), 10)
+    assert result == SendResult(True, False, "sent")
+    assert target.connects == 2 and target._client is not first
 
 
 async def test_mqtt_broker_down_is_retryable(tmp_path: Path) -> None:

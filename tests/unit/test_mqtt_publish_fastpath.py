@@ -210,3 +210,18 @@ async def test_without_manual_acknowledgement_paho_decodes() -> None:
     assert not Inbox(client)._fast
     client._client.manual_ack_set(True)
     assert Inbox(client)._fast
+
+
+@pytest.mark.parametrize("fast", [False, True])
+async def test_a_connection_ended_in_the_same_wake_keeps_its_qos0_messages(fast: bool) -> None:
+    """Messages read just before the connection ended: a QoS 1 one is not handed out (its acknowledgement would go
+    nowhere; the broker delivers it again), a QoS 0 one is (it would never come again, and needs none)."""
+    w = Wire(fast)
+    w.client._connected.set_result(None)  # as after CONNACK: the disconnect is reported (aiomqtt's on_disconnect)
+    try:
+        w.feed(publish(b"t/q0", b"0", 0) + publish(b"t/q1", b"1", 1, 1) + publish(b"", b"bad", 1, 2))
+        assert w.client._disconnected.done()
+        assert w.got == [("t/q0", b"0", 0, 0)]
+    finally:
+        w.close()
+        w.client._disconnected.exception()  # retrieved: no "never retrieved" warning
