@@ -129,8 +129,9 @@ class Inbox:
         (there are none). Here a packet is sliced off the buffer where it lies. Stops at anything else (paho's):
         another packet type, QoS 2, a packet not wholly in the buffer, an empty or non-UTF-8 topic, a length that
         does not add up. paho's keep-alive sees the bytes as received, as its own reader would have said."""
-        if not self._fast or self._paho._in_packet["command"] != 0 or self._buf_sock is not self._paho._sock:
-            return 0  # paho is inside a packet (or the buffer is an old connection's)
+        # (called by `read` only with `_fast` on and paho between packets)
+        if self._buf_sock is not self._paho._sock:
+            return 0  # the buffer is an old connection's
         buf, pos, end = self._buf, self._pos, len(self._buf)
         items, topics, n = self._items, self._topics, 0
         gone = self.client._disconnected.done()  # as in _on_message: nothing handed out on an ended connection
@@ -244,9 +245,8 @@ class Inbox:
             # the session's task, and what the next reads bring joins its batch meanwhile (one spool write and one
             # evaluation for hundreds): handed over read by read, flat-out ingest fell 4-7 % (interleaved pairs)
             if handle is not None and not burst and len(self._items) <= AT_ONCE:
-                items = self._items
                 try:
-                    if handle(items):
+                    if handle(self._items):
                         self._items = []
                         return
                 except Exception as err:  # a bug: raised in the session's task (where the supervisor sees it)

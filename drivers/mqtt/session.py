@@ -157,9 +157,7 @@ class MqttSession:
                     inbox.on_batch = self.handle_now
                 while True:
                     batch = await inbox.next_batch(MAX_BATCH_MESSAGES)
-                    await self.handle_batch(
-                        [(topic, payload, functools.partial(ack, mid, qos)) for topic, payload, mid, qos in batch]
-                    )
+                    await self.handle_batch(_with_acks(batch, ack))
         finally:
             self.client, self.inbox, self._ack = None, None, None
             self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
@@ -195,16 +193,7 @@ class MqttSession:
         try:
             if self.on_message:
                 self.on_message(len(msgs))
-            readings: list[Reading] = []
-            acks: list[OnSpooled] = []
-            letters: list[tuple[Any, ...]] = []  # dead letters, published after the batch is decoded
-            dead: list[OnSpooled] = []  # the messages nothing in was usable: acknowledged once their letter is out
-            for i, (topic, payload, ack) in enumerate(msgs):
-                if self._decode(topic, payload, receive_ns + i, readings, letters):
-                    if ack:
-                        acks.append(ack)
-                elif ack:
-                    dead.append(ack)
+            readings, acks, letters, dead = self._decode_all(msgs, receive_ns)
             for letter in letters:
                 await self.dead_letter(*letter)
             for ack in dead:
@@ -222,17 +211,8 @@ class MqttSession:
         now, ack = self._now, self._ack
         if now is None or ack is None or not now.ready():
             return False
-        receive_ns = max(time.time_ns(), self._last_receive_ns + 1)
-        readings: list[Reading] = []
-        acks: list[OnSpooled] = []
-        letters: list[tuple[Any, ...]] = []
-        dead: list[OnSpooled] = []
-        for i, (topic, payload, mid, qos) in enumerate(msgs):
-            one: OnSpooled = functools.partial(ack, mid, qos)
-            if self._decode(topic, payload, receive_ns + i, readings, letters):
-                acks.append(one)
-            else:
-                dead.append(one)
+        receive_ns = max(time.time_ns(), self._last_receive_ns + 1)  # (as in handle_batch)
+        readings, acks, letters, dead = self._decode_all(_with_acks(msgs, ack), receive_ns)
         if letters:
             return False  # its publishing is a coroutine: the task decodes them again (bad input only)
         self._last_receive_ns = receive_ns + len(msgs) - 1
@@ -243,6 +223,24 @@ class MqttSession:
         if readings or acks:
             now.now(readings, BatchAck(self._ack_all, acks, self._redeliver) if acks else None)
         return True
+
+    def _decode_all(
+        self, msgs: list[tuple[str, Any, OnSpooled | None]], receive_ns: int
+    ) -> tuple[list[Reading], list[OnSpooled], list[tuple[Any, ...]], list[OnSpooled]]:
+        """Messages that arrived together, the i-th received at `receive_ns` + i: their readings; the acknowledgers
+        of those that gave some; the dead letters' arguments (published after the batch is decoded); and the
+        acknowledgers of those nothing in was usable (acknowledged once their letter is out)."""
+        readings: list[Reading] = []
+        acks: list[OnSpooled] = []
+        letters: list[tuple[Any, ...]] = []
+        dead: list[OnSpooled] = []
+        for i, (topic, payload, ack) in enumerate(msgs):
+            if self._decode(topic, payload, receive_ns + i, readings, letters):
+                if ack:
+                    acks.append(ack)
+            elif ack:
+                dead.append(ack)
+        return readings, acks, letters, dead
 
     def _decode(
         self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]
@@ -317,3 +315,8 @@ class MqttSession:
                 await self.client.publish(self.p.dead_letter_topic, json.dumps(body, ensure_ascii=False), qos=1)
             except MqttError as err:
                 log.warning("dead letter could not be published to %s: %s", self.p.dead_letter_topic, err)
+
+
+def _with_acks(msgs: list[Received], ack: Callable[[int, int], object]) -> list[tuple[str, Any, OnSpooled | None]]:
+    """The reader's messages as the session decodes them: each with the function that acknowledges it."""
+    return [(topic, payload, functools.partial(ack, mid, qos)) for topic, payload, mid, qos in msgs]

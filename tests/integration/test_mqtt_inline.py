@@ -5,15 +5,13 @@ where it cannot (a dead letter to publish), the task as before, the order kept."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
@@ -26,6 +24,7 @@ from gateway.spool import Spool
 from gateway.supervisor import Liveness, run_stream
 from services.local import Service
 from telemetry.lineproto import series_tags
+from tests.integration.test_mqtt_ack import device
 
 TOPIC = "inline/site/formwork/FW-1/data"
 
@@ -81,18 +80,6 @@ class Site:
         """The settlement lines in the spool (FW-1's `up` line aside)."""
         lines = b"".join(seg.path.read_bytes() for seg in self.spool.segments).splitlines()
         return [line for line in lines if b"settlement=" in line]
-
-
-@contextlib.contextmanager
-def device(port: int) -> Iterator[paho.Client]:
-    dev = paho.Client(CallbackAPIVersion.VERSION2)
-    dev.connect("127.0.0.1", port)
-    dev.loop_start()
-    try:
-        yield dev
-    finally:
-        dev.loop_stop()
-        dev.disconnect()
 
 
 def settlement(dev: paho.Client, value: float, ts_ms: int) -> None:
