@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import ssl
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -196,17 +197,33 @@ def batch_acker(client: aiomqtt.Client) -> tuple[Callable[[int, int], object], C
         if not client._disconnected.done():
             client._disconnected.set_exception(err)
 
+    # the QoS 1 messages acknowledged inside ack_all: their PUBACKs are packed here, not one by one by paho (a
+    # packet dict, a log call and a queue check each: a tenth of the commit's work at site rates)
+    collecting: list[int] | None = None
+
+    def ack(mid: int, qos: int) -> object:
+        if collecting is not None and qos == 1 and paho._manual_ack:
+            collecting.append(mid)
+            return None
+        return paho.ack(mid, qos)
+
     def ack_all(acks: list[Ack]) -> None:
+        nonlocal collecting
         held = paho._registered_write
         paho._registered_write = True
         queued = len(paho._out_packet)
+        mids = collecting = []
         try:
-            for ack in acks:
-                ack()
+            for one in acks:
+                one()
         except Exception as err:  # paho re-raises its callbacks' errors: see lost()
             lost(err)
         finally:
+            collecting = None
             paho._registered_write = held
+        if mids:
+            data = struct.pack(f">{len(mids)}I", *[_PUBACK_OF | mid for mid in mids])  # 0x40 0x02 mid (§3.4)
+            paho._out_packet.append(_ack_packet(data))
         _join_acks(paho._out_packet, queued)
         if held:
             # a writer is registered, or its registration is on its way through call_soon_threadsafe: it writes
@@ -218,10 +235,16 @@ def batch_acker(client: aiomqtt.Client) -> tuple[Callable[[int, int], object], C
         except Exception as err:  # the same
             lost(err)
 
-    return paho.ack, ack_all
+    return ack, ack_all
 
 
 _ACKS = frozenset({PUBACK, PUBCOMP})
+_PUBACK_OF = (PUBACK << 24) | (2 << 16)  # a PUBACK's fixed header (remaining length 2), above its 16-bit mid
+
+
+def _ack_packet(data: bytes) -> Any:  # (paho's _OutPacket, a private TypedDict)
+    """Acknowledgements as one packet in paho's outgoing queue."""
+    return {"command": PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None}
 
 
 def _join_acks(out: deque[Any], start: int) -> None:
@@ -236,8 +259,7 @@ def _join_acks(out: deque[Any], start: int) -> None:
     if any(p["pos"] or p["command"] not in _ACKS for p in tail):
         out.extend(tail)
         return
-    data = b"".join(p["packet"] for p in tail)
-    out.append({"command": PUBACK, "mid": 0, "qos": 1, "pos": 0, "to_process": len(data), "packet": data, "info": None})
+    out.append(_ack_packet(b"".join(p["packet"] for p in tail)))
 
 
 class HeldPublisher:
