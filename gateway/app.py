@@ -168,8 +168,8 @@ class Gateway:
         part afterwards). The topology, in the order a reading travels:
 
             drivers (Modbus lines, MQTT sessions) ─▶ Liveness (`up`) ─▶ Pipeline ─┬▶ AlarmEngine.derive (inline)
-                                                                                ├▶ listeners: AlarmEngine, History,
-                                                                                │  DailyValues
+                                                                                ├▶ listeners: AlarmEngine; later
+                                                                                │  (at the spool): History, DailyValues
                                                                                 └▶ Spool ─▶ SpoolDrainer ─▶ writer
             AlarmEngine ─▶ Lifecycle hooks: Escalation, alarm_events lines (─▶ Spool), History's live hub (SSE)
             TaskSupervisor ─▶ FaultNotices (sirens, no database); API and /health read GatewayParts
@@ -219,7 +219,8 @@ class Gateway:
             clock_limits=cfg.clock_limits(),
             now_ns=clock,
             derive=self.alarms.derive,
-            listeners=[self.alarms.on_readings, self.history.add, self.daily.add],
+            listeners=[self.alarms.on_readings],
+            later=[self.history.add, self.daily.add],
             ack_linger_s=cfg.spool.ack_linger_s,
             ack_linger_messages=cfg.spool.ack_linger_messages,
         )

@@ -76,6 +76,9 @@ class BatchAck:
     acks: list[OnSpooled]
     # when the readings could not be spooled: ends the connection the messages came on (client.py redeliverer)
     redeliver: Callable[[], None] = _gone
+    # every message is QoS 1 on the session's persistent connection: until acknowledged, the broker keeps it and
+    # delivers it again, so its readings may wait outside the spool until their fsync (gateway/acks.py held)
+    redeliverable: bool = False
 
     @property
     def messages(self) -> int:
@@ -157,7 +160,7 @@ class MqttSession:
                     inbox.on_batch = self.handle_now
                 while True:
                     batch = await inbox.next_batch(MAX_BATCH_MESSAGES)
-                    await self.handle_batch(_with_acks(batch, ack))
+                    await self.handle_batch(_with_acks(batch, ack), _all_qos1(batch))
         finally:
             self.client, self.inbox, self._ack = None, None, None
             self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
@@ -178,7 +181,7 @@ class MqttSession:
     def restored(self) -> str:
         return f"broker {self.p.id}: reconnected, {len(self.filters)} subscription(s) restored"
 
-    async def handle_batch(self, msgs: list[tuple[str, Any, OnSpooled | None]]) -> None:
+    async def handle_batch(self, msgs: list[tuple[str, Any, OnSpooled | None]], redeliverable: bool = False) -> None:
         """Route messages that arrived together and hand their readings to the pipeline in one batch.
 
         `payload` is bytes from paho (aiomqtt types it as a union); `ack` acknowledges a message to the broker:
@@ -199,7 +202,8 @@ class MqttSession:
             for ack in dead:
                 ack()
             if readings or acks:
-                await self.submit(readings, BatchAck(self._ack_all, acks, self._redeliver) if acks else None)
+                ba = BatchAck(self._ack_all, acks, self._redeliver, redeliverable) if acks else None
+                await self.submit(readings, ba)
         finally:
             self.settled.set()
 
@@ -221,7 +225,7 @@ class MqttSession:
         for one in dead:  # (nothing usable and nothing wrong: no letter to wait for)
             one()
         if readings or acks:
-            now.now(readings, BatchAck(self._ack_all, acks, self._redeliver) if acks else None)
+            now.now(readings, BatchAck(self._ack_all, acks, self._redeliver, _all_qos1(msgs)) if acks else None)
         return True
 
     def _decode_all(
@@ -315,6 +319,15 @@ class MqttSession:
                 await self.client.publish(self.p.dead_letter_topic, json.dumps(body, ensure_ascii=False), qos=1)
             except MqttError as err:
                 log.warning("dead letter could not be published to %s: %s", self.p.dead_letter_topic, err)
+
+
+def _all_qos1(msgs: list[Received]) -> bool:
+    """Every message is QoS 1 (what the session subscribes with): the broker delivers it again until acknowledged.
+    (Not QoS 0, which it never delivers again; nor 2, past its PUBREC only the PUBREL would come again.)"""
+    for m in msgs:
+        if m[3] != 1:
+            return False
+    return True
 
 
 def _with_acks(msgs: list[Received], ack: Callable[[int, int], object]) -> list[tuple[str, Any, OnSpooled | None]]:

@@ -32,12 +32,12 @@ TOPIC = "inline/site/formwork/FW-1/data"
 class Site:
     """Session + pipeline + spool as the gateway wires them (gateway/app.py), the session's calls counted."""
 
-    def __init__(self, port: int, spool_dir: Path, client_id: str) -> None:
+    def __init__(self, port: int, spool_dir: Path, client_id: str, linger_s: float = 0.005, linger_n: int = 1) -> None:
         self.spool = Spool(spool_dir, max_bytes=1 << 20, segment_bytes=1 << 18, sync_interval_s=1.0)
         self.spool.open()
         metrics = Metrics()
         tags = {"FW-1": series_tags("formwork", "s", "FW-1", "")}
-        self.pipe = Pipeline(self.spool, tags, metrics, ack_linger_s=0.005)
+        self.pipe = Pipeline(self.spool, tags, metrics, ack_linger_s=linger_s, ack_linger_messages=linger_n)
         counted: list[int] = []
         live = Liveness(metrics, {"FW-1": 600.0})
         sub = SeenSubmit(live, self.pipe.submit, counted.append, self.pipe.ready_now, self.pipe.take_now)
@@ -66,9 +66,9 @@ class Site:
             self.calls["now"] += took
             return took
 
-        async def handle_batch(msgs: list[Any]) -> None:
+        async def handle_batch(msgs: list[Any], redeliverable: bool = False) -> None:
             self.calls["task"] += 1
-            await task(msgs)
+            await task(msgs, redeliverable)
 
         self.s.handle_now = handle_now  # type: ignore[method-assign]
         self.s.handle_batch = handle_batch  # type: ignore[method-assign]

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from drivers.mqtt.session import BatchAck
+from gateway.acks import acknowledge
 from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline, acknowledge
+from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from telemetry.lineproto import series_tags
 from telemetry.reading import Reading

@@ -110,3 +110,66 @@ async def test_a_write_the_disk_refuses_in_the_submitters_turn_is_delivered_agai
                 await task
     finally:
         sp.close()
+
+
+def _held(events: list[str], name: str) -> BatchAck:
+    """A batch of QoS 1 messages: delivered again unless acknowledged, so its readings may wait for the fsync."""
+    return BatchAck(lambda acks: events.extend(f"ack {a()}" for a in acks), [lambda: name],
+                    lambda: events.append(f"again {name}"), redeliverable=True)  # fmt: skip
+
+
+async def test_held_readings_go_to_the_spool_after_the_later_listeners_and_before_an_unheld_batch(
+    tmp_path: Path,
+) -> None:
+    sp = _spool(tmp_path)
+    now: list[list[float]] = []
+    later: list[list[float]] = []
+    events: list[str] = []
+    pipe = Pipeline(
+        sp,
+        SERIES,
+        Metrics(),
+        listeners=[lambda b: now.append([r.value for r in b])],
+        later=[lambda b: later.append([r.value for r in b])],
+        ack_linger_s=5,
+        ack_linger_messages=10,
+    )
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], _held(events, "m1"))
+        await asyncio.sleep(0)
+        await pipe.submit([Reading("D", "lel", 27.0, TS + 1)], _held(events, "m2"))
+        assert now == [[26.0], [27.0]]  # the alarms see each at once
+        assert later == [] and sp.appended_lines == 0
+        await asyncio.sleep(0)
+        await pipe.submit([Reading("D", "lel", 28.0, TS + 2)])  # a poll: nothing delivers it again
+        assert later == [[26.0, 27.0], [28.0]]  # the held two as one batch, written first
+        assert sp.appended_lines == 3
+        lines = sp.segments[-1].path.read_bytes().splitlines()
+        assert [line.split(b"lel=")[1].split(b" ")[0] for line in lines] == [b"26.0", b"27.0", b"28.0"]
+        assert events == []  # their acknowledgements still wait for the fsync
+        async with asyncio.timeout(10):
+            await pipe.drained()
+        assert events == ["ack m1", "ack m2"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sp.close()
+
+
+async def test_held_readings_the_disk_refuses_at_their_fsync_are_delivered_again(tmp_path: Path) -> None:
+    sp = _Full(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
+    sp.open()
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics(), ack_linger_s=0.01, ack_linger_messages=10)
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], _held(events, "m1"))
+        assert events == []  # held: nothing written yet
+        async with asyncio.timeout(5):
+            with pytest.raises(OSError, match="No space"):
+                await task  # its supervisor restarts it
+        assert events == ["again m1"]  # never acknowledged: its connection ends and the broker sends it again
+        assert pipe._held == [] and pipe._acks == []  # the restarted task finds nothing waiting as if written
+    finally:
+        sp.close()
