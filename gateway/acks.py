@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any, cast
 
 
 def acknowledge(callbacks: list[Callable[[], object]]) -> None:
@@ -39,3 +41,12 @@ def held(cb: Callable[[], object] | None) -> bool:
     """The batch's readings may wait for their fsync outside the spool: every message it came in is delivered
     again unless acknowledged (an MQTT BatchAck of QoS 1 messages on a persistent session)."""
     return getattr(cb, "redeliverable", False) is True
+
+
+def unheld(cb: Callable[[], object] | None) -> Callable[[], object] | None:
+    """`cb` for a batch that also carries readings nobody delivers again (a device's `up`, its health readings):
+    written to the spool at once, not held."""
+    if not held(cb):
+        return cb
+    copy: Callable[[], object] = dataclasses.replace(cast(Any, cb), redeliverable=False)  # (an MQTT BatchAck)
+    return copy

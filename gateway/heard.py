@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from gateway.acks import unheld
 from gateway.supervisor import Liveness, StreamSubmit
 from telemetry.reading import Reading
 
@@ -30,7 +31,8 @@ class SeenSubmit:
         self._now = now
 
     async def __call__(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        await self._submit(self._seen(readings), on_spooled)
+        out = self._seen(readings)
+        await self._submit(out, on_spooled if out is readings else unheld(on_spooled))
 
     def ready(self) -> bool:
         return self._ready is not None and self._ready()
@@ -38,7 +40,8 @@ class SeenSubmit:
     def now(self, readings: list[Reading], on_spooled: Callable[[], object] | None) -> None:
         """Hand over at once; only right after `ready` said yes, in the same loop turn."""
         assert self._now is not None
-        self._now(self._seen(readings), on_spooled)
+        out = self._seen(readings)
+        self._now(out, on_spooled if out is readings else unheld(on_spooled))
 
     def _seen(self, readings: list[Reading]) -> list[Reading]:
         self.counted(len(readings))

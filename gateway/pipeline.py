@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from gateway.acks import acknowledge, held, redeliver
+from gateway.collisions import Collisions
 from gateway.metrics import Metrics
 from gateway.timecheck import ClockCheck
 from telemetry import quantities
@@ -57,7 +57,7 @@ class Pipeline:
         self.spool = spool
         # device clocks are checked when limits are given (the gateway gives them; tools replaying history do not)
         self.clock = ClockCheck(clock_limits, metrics) if clock_limits is not None else None
-        self._colliding: set[str] = set()  # devices in a timestamp-collision episode (logged once)
+        self._collisions = Collisions(metrics)
         self.series = series
         self.metrics = metrics
         self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
@@ -81,7 +81,7 @@ class Pipeline:
         self._acks_since = 0.0
         # batches of redeliverable messages (`held`), marked and evaluated but not yet encoded and written: they go
         # to the spool together just before the fsync their acknowledgements wait for (`_write_held`)
-        self._held: list[tuple[list[Reading], list[Reading]]] = []
+        self._held: list[tuple[list[Reading], list[Reading], list[Callable[[], object]]]] = []
         self._timer: asyncio.TimerHandle | None = None  # puts _TICK in the queue when an fsync falls due (_next)
         self._waiting = False  # the run task waits on the empty queue: a submission is processed at once (_take)
         self._open = True  # no submission processed inline in this loop turn yet
@@ -168,16 +168,18 @@ class Pipeline:
             # the busier the site, the bigger the next batch; a lone reading on a quiet site is processed at once.
             due = self._sync_due_in()
             if due is not None and due <= 0:
+                failed = self._write_held()  # (an OSError ends the task with the held messages redelivered)
                 acks, self._acks, self._acks_messages = self._acks, [], 0
                 # with more input already queued, the fsync goes to the thread so the next batch is taken in
                 # meanwhile (bigger batches, fewer fsyncs at high rates); with none, inline is cheaper
                 try:
-                    self._write_held()
                     await self.spool.sync_async(busy=not self._q.empty())
                 except OSError:
                     redeliver(acks)  # not durable: never acknowledged, delivered again
                     raise
                 acknowledge(acks)
+                if failed is not None:
+                    raise failed
             if self._q.empty() and not self._acks:
                 self._idle.set()
 
@@ -189,11 +191,11 @@ class Pipeline:
         turns. Anything else is written at once, after what is held (the spool keeps the order)."""
         marked, shown = self.mark(batch)
         if hold:
-            self._held.append((marked, shown))
+            self._held.append((marked, shown, callbacks))
             self._wait_for_sync(callbacks)
             return
         try:
-            self._write_held()
+            failed = self._write_held()
             self.spool.write(*self.finish(marked, shown))
         except OSError:
             # the disk refused them: the task ends (its supervisor restarts it) with the messages unacknowledged and
@@ -203,20 +205,47 @@ class Pipeline:
             redeliver(callbacks)
             raise
         self._wait_for_sync(callbacks)
+        if failed is not None:
+            raise failed
 
-    def _write_held(self) -> None:
-        """The held batches to the spool. When the disk refuses them, every acknowledgement waiting is redelivered
-        (those of lines written before them too: their messages come again and are stored once, as equal)."""
-        if self._held:
-            held_, self._held = self._held, []
-            marked = held_[0][0] if len(held_) == 1 else [r for m, _ in held_ for r in m]
-            shown = held_[0][1] if len(held_) == 1 else [r for _, v in held_ for r in v]
-            try:
-                self.spool.write(*self.finish(marked, shown))
-            except OSError:
-                acks, self._acks, self._acks_messages = self._acks, [], 0
-                redeliver(acks)
-                raise
+    def _write_held(self) -> Exception | None:
+        """The held batches to the spool, in one write. A bug met finishing one of them costs that batch only, as
+        it would have unheld: the others are written, its messages are never acknowledged, and the bug is returned
+        for the caller to raise once its own work is done. When the disk refuses the write, the held messages are
+        delivered again (the batches written before them still wait for their fsync)."""
+        if not self._held:
+            return None
+        held_, self._held = self._held, []
+        failed: Exception | None = None
+        try:
+            if len(held_) == 1:
+                data, lines = self.finish(held_[0][0], held_[0][1])
+            else:
+                data, lines = self.finish([r for m, _, _ in held_ for r in m], [r for _, v, _ in held_ for r in v])
+        except Exception as err:
+            # one at a time (the later listeners keep a time's newest value: those before the failing one, seen
+            # twice, change nothing)
+            failed, parts = err, []
+            for marked, shown, callbacks in held_:
+                try:
+                    parts.append(self.finish(marked, shown))
+                except Exception:  # the same bug, met again here: this batch is dropped, never acknowledged
+                    self._forget(callbacks)
+            data, lines = b"".join(d for d, _ in parts), sum(n for _, n in parts)
+        try:
+            self.spool.write(data, lines)
+        except OSError:
+            for _, _, callbacks in held_:
+                self._forget(callbacks)
+                redeliver(callbacks)
+            raise
+        return failed
+
+    def _forget(self, callbacks: list[Callable[[], object]]) -> None:
+        """These callbacks no longer wait for the fsync: their readings were not written."""
+        gone = {id(cb) for cb in callbacks}
+        self._acks = [cb for cb in self._acks if id(cb) not in gone]
+        self._acks_messages = sum(getattr(cb, "messages", 1) for cb in self._acks)
 
     def _wait_for_sync(self, callbacks: list[Callable[[], object]]) -> None:
         if callbacks and not self._acks:
@@ -288,27 +317,6 @@ class Pipeline:
         with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the task anyway
             self._q.put_nowait(_TICK)
 
-    def _collision(self, prev: Reading, r: Reading) -> Reading:
-        """Two readings of one series at one timestamp: InfluxDB would keep only the last. Equal ones are a
-        redelivery (nothing is lost); a different one moves on by 1 ns, is counted and logged once per episode."""
-        same = prev.value == r.value or (math.isnan(prev.value) and math.isnan(r.value))
-        if same and prev.quality is r.quality:
-            return r
-        self.metrics.series_collisions[r.device] += 1
-        if r.device not in self._colliding:
-            self._colliding.add(r.device)
-            log.warning(
-                "device %s: two %s readings at the same timestamp %d (%r, then %r): the second is stored 1 ns later "
-                "so neither is lost; does the device stamp in whole seconds, or send one reading twice? "
-                "(counted in sitegw_series_collisions_total; logged once)",
-                r.device,
-                r.quantity,
-                r.ts_ns,
-                prev.value,
-                r.value,
-            )
-        return Reading(r.device, r.quantity, r.value, r.ts_ns + 1, r.quality)
-
     def _range(self, name: str) -> tuple[float, float]:
         r = self._ranges.get(name)
         if r is None:
@@ -351,7 +359,7 @@ class Pipeline:
             key = (r.device, r.quantity)
             prev = latest.get(key)
             if prev is not None and prev.ts_ns == r.ts_ns:
-                r = self._collision(prev, r)
+                r = self._collisions.settle(prev, r)
             append(r)
             v = r
             if not same:

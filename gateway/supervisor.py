@@ -277,6 +277,7 @@ class LineOwner:
         for i, (dev, interval) in enumerate(self.devices):
             # stagger first polls so devices on one bus do not all fall due at the same instant
             heapq.heappush(heap, _Slot(start + interval * i / max(1, len(self.devices)), i, dev, interval))
+        task = asyncio.current_task()  # (each lookup of the running loop is a getpid() system call on 3.11)
         try:
             while True:
                 slot = heapq.heappop(heap)
@@ -289,7 +290,6 @@ class LineOwner:
                     # The line's boundary: a library error we do not know yet must cost this line a poll, never the
                     # gateway (a TaskGroup would take every other line and the pipeline down with it).
                     self._unexpected(slot.dev, slot.interval, err)
-                task = asyncio.current_task()
                 if task is not None and task.cancelling():  # a cancel swallowed below us (see modbus.link)
                     raise asyncio.CancelledError
                 now = time.monotonic()

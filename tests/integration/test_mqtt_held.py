@@ -30,18 +30,20 @@ async def test_qos1_readings_are_evaluated_at_once_and_written_at_their_fsync_a_
     try:
         await asyncio.wait_for(site.s.connected.wait(), 10)
         with device(mosquitto.port) as dev:
-            for i in range(2):
+            # the first message brings the device's `up` reading, which no broker delivers again: written at once
+            settlement(dev, 0, TS_MS)
+            await until(lambda: values(site) == [0], "the first message written at once, with its `up`")
+            for i in range(1, 3):
                 settlement(dev, i, TS_MS + i)
-                await until(lambda i=i: latest in site.pipe.latest and site.pipe.latest[latest].value == i, "seen")
-            assert values(site) == []  # alarms and /api/latest have them; the spool not yet
-            assert site.spool.appended_lines == 0
+                await until(lambda i=i: site.pipe.latest[latest].value == i, f"message {i} evaluated")
+            assert values(site) == [0]  # alarms and /api/latest have them; the spool not yet
             # a QoS 0 message is never delivered again: written at once, after the two held (the order kept)
-            payload = json.dumps({"ts": TS_MS + 2, "data": {"settlement": 2}})
+            payload = json.dumps({"ts": TS_MS + 3, "data": {"settlement": 3}})
             dev.publish(TOPIC, payload, qos=0).wait_for_publish(5)
-            await until(lambda: values(site) == [0, 1, 2], "the QoS 0 message written with those held before it")
-            settlement(dev, 3, TS_MS + 3)
-            settlement(dev, 4, TS_MS + 4)  # the 4th waiting acknowledgement: the fsync is due
-            await until(lambda: values(site) == [0, 1, 2, 3, 4], "the held ones written at the fsync")
+            await until(lambda: values(site) == [0, 1, 2, 3], "the QoS 0 message written after those held")
+            for i in range(4, 8):  # four more: the fourth acknowledgement waiting makes their fsync due at once
+                settlement(dev, i, TS_MS + i)
+            await until(lambda: values(site) == list(range(8)), "the held ones written at their fsync")
             await asyncio.wait_for(site.pipe.drained(), 10)
             assert site.spool.sync_due_in() is None
     finally:
@@ -59,18 +61,21 @@ async def test_readings_held_when_the_gateway_stops_come_again_from_the_broker(
     try:
         await asyncio.wait_for(site.s.connected.wait(), 10)
         with device(mosquitto.port) as dev:
-            settlement(dev, 7.5, TS_MS)
-            await until(lambda: ("FW-1", "settlement") in site.pipe.latest, "evaluated")
+            settlement(dev, 6.5, TS_MS)  # with the device's `up`: written at once
+            await until(lambda: values(site) == [6.5], "the first message written")
+            settlement(dev, 7.5, TS_MS + 1)
+            await until(lambda: site.pipe.latest[("FW-1", "settlement")].value == 7.5, "evaluated")
     finally:  # stopped inside the linger (as kill -9 would): never written, never acknowledged
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         site.spool.close()
-    assert values(site) == []
+    assert values(site) == [6.5]
     again = Site(mosquitto.port, tmp_path / "spool", "sitegw-held-2")  # the same client id: its session
     tasks = [asyncio.create_task(run_stream(again.s)), asyncio.create_task(again.pipe.run())]
     try:
-        await until(lambda: values(again) == [7.5], "the held message delivered again and written")
+        # both come again (the first was not acknowledged either: its fsync was still to come) and are written
+        await until(lambda: values(again) == [6.5, 6.5, 7.5], "the held message delivered again and written")
         await asyncio.wait_for(again.pipe.drained(), 10)
     finally:
         for t in tasks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -171,5 +172,51 @@ async def test_held_readings_the_disk_refuses_at_their_fsync_are_delivered_again
                 await task  # its supervisor restarts it
         assert events == ["again m1"]  # never acknowledged: its connection ends and the broker sends it again
         assert pipe._held == [] and pipe._acks == []  # the restarted task finds nothing waiting as if written
+    finally:
+        sp.close()
+
+
+def _failing_at(value: float) -> Callable[[list[Reading]], None]:
+    def later(batch: list[Reading]) -> None:
+        if any(r.value == value for r in batch):
+            raise RuntimeError(f"a bug in a later listener, met at {value}")
+
+    return later
+
+
+async def test_a_bug_met_writing_held_batches_costs_only_its_batch_which_is_never_acknowledged(tmp_path: Path) -> None:
+    sp = _spool(tmp_path)
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics(), later=[_failing_at(99.0)], ack_linger_s=0.05, ack_linger_messages=10)
+    task = await _waiting(pipe)
+    try:
+        for name, value, ts in (("m1", 26.0, TS), ("bad", 99.0, TS + 1), ("m3", 27.0, TS + 2)):
+            await pipe.submit([Reading("D", "lel", value, ts)], _held(events, name))
+            await asyncio.sleep(0)
+        async with asyncio.timeout(5):
+            with pytest.raises(RuntimeError, match="met at 99"):
+                await task  # raised once the others are acknowledged: its supervisor logs it and restarts the task
+        assert events == ["ack m1", "ack m3"]  # never "ack bad": the broker keeps it until a reconnect
+        lines = sp.segments[-1].path.read_bytes().splitlines()
+        assert [line.split(b"lel=")[1].split(b" ")[0] for line in lines] == [b"26.0", b"27.0"]
+        assert pipe._acks == [] and pipe._held == []
+    finally:
+        sp.close()
+
+
+async def test_a_bug_met_writing_held_batches_before_a_poll_does_not_cost_the_poll(tmp_path: Path) -> None:
+    sp = _spool(tmp_path)
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics(), later=[_failing_at(99.0)], ack_linger_s=5, ack_linger_messages=10)
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 99.0, TS)], _held(events, "bad"))
+        await asyncio.sleep(0)
+        await pipe.submit([Reading("D", "lel", 28.0, TS + 1)])  # a poll: written, then the bug is raised
+        async with asyncio.timeout(5):
+            with pytest.raises(RuntimeError, match="met at 99"):
+                await task
+        assert sp.appended_lines == 1 and b"lel=28.0" in sp.segments[-1].path.read_bytes()
+        assert pipe._acks == [] and events == []  # nothing will acknowledge "bad"
     finally:
         sp.close()
