@@ -82,6 +82,7 @@ class Pipeline:
         # batches of redeliverable messages (`held`), marked and evaluated but not yet encoded and written: they go
         # to the spool together just before the fsync their acknowledgements wait for (`_write_held`)
         self._held: list[tuple[list[Reading], list[Reading], list[Callable[[], object]]]] = []
+        self._clock_changed = False  # the last `mark` added clock_skew / clock_ahead_s readings
         self._timer: asyncio.TimerHandle | None = None  # puts _TICK in the queue when an fsync falls due (_next)
         self._waiting = False  # the run task waits on the empty queue: a submission is processed at once (_take)
         self._open = True  # no submission processed inline in this loop turn yet
@@ -167,6 +168,7 @@ class Pipeline:
             # a second, half of its CPU. It runs in a worker thread, so the drivers go on queueing meanwhile and
             # the busier the site, the bigger the next batch; a lone reading on a quiet site is processed at once.
             due = self._sync_due_in()
+            failed = None
             if due is not None and due <= 0:
                 failed = self._write_held()  # (an OSError ends the task with the held messages redelivered)
                 acks, self._acks, self._acks_messages = self._acks, [], 0
@@ -178,10 +180,10 @@ class Pipeline:
                     redeliver(acks)  # not durable: never acknowledged, delivered again
                     raise
                 acknowledge(acks)
-                if failed is not None:
-                    raise failed
             if self._q.empty() and not self._acks:
                 self._idle.set()
+            if failed is not None:
+                raise failed
 
     def _store(self, batch: list[Reading], callbacks: list[Callable[[], object]], hold: bool = False) -> None:
         """Alarms and the latest values see the batch now; it goes to the spool, and its callbacks wait for the
@@ -190,7 +192,7 @@ class Pipeline:
         for the ten messages that share an fsync at site rates, instead of one each between other processes'
         turns. Anything else is written at once, after what is held (the spool keeps the order)."""
         marked, shown = self.mark(batch)
-        if hold:
+        if hold and not self._clock_changed:  # (a device clock's state change is not delivered again)
             self._held.append((marked, shown, callbacks))
             self._wait_for_sync(callbacks)
             return
@@ -231,13 +233,20 @@ class Pipeline:
                     parts.append(self.finish(marked, shown))
                 except Exception:  # the same bug, met again here: this batch is dropped, never acknowledged
                     self._forget(callbacks)
+                    log.error(
+                        "a batch held for its fsync (%d readings) is not stored: a bug met writing it; its messages "
+                        "stay unacknowledged until the next connection",
+                        len(marked),
+                        exc_info=True,
+                    )
             data, lines = b"".join(d for d, _ in parts), sum(n for _, n in parts)
         try:
             self.spool.write(data, lines)
-        except OSError:
+        except BaseException as err:  # not written: none of them may be acknowledged
             for _, _, callbacks in held_:
                 self._forget(callbacks)
-                redeliver(callbacks)
+                if isinstance(err, OSError):
+                    redeliver(callbacks)
             raise
         return failed
 
@@ -342,6 +351,7 @@ class Pipeline:
                 batch = batch + extra
         live: list[Reading] = batch
         skew: list[Reading] = []
+        self._clock_changed = False
         if self.clock is not None:
             batch, live, skew = self.clock.apply(batch, self.now_ns())
         marked: list[Reading] = []
@@ -370,6 +380,7 @@ class Pipeline:
             if prev is None or prev.ts_ns <= v.ts_ns:
                 latest[key] = v
         if skew:
+            self._clock_changed = True
             marked.extend(skew)
             if shown is not marked:
                 shown.extend(skew)

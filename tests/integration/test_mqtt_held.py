@@ -32,7 +32,8 @@ async def test_qos1_readings_are_evaluated_at_once_and_written_at_their_fsync_a_
         with device(mosquitto.port) as dev:
             # the first message brings the device's `up` reading, which no broker delivers again: written at once
             settlement(dev, 0, TS_MS)
-            await until(lambda: values(site) == [0], "the first message written at once, with its `up`")
+            # (within 1 s: the linger is 3 s)
+            await until(lambda: values(site) == [0], "the first message written at once, with its `up`", 1.0)
             for i in range(1, 3):
                 settlement(dev, i, TS_MS + i)
                 await until(lambda i=i: site.pipe.latest[latest].value == i, f"message {i} evaluated")

@@ -220,3 +220,50 @@ async def test_a_bug_met_writing_held_batches_before_a_poll_does_not_cost_the_po
         assert pipe._acks == [] and events == []  # nothing will acknowledge "bad"
     finally:
         sp.close()
+
+
+class _FailsSecondWrite(Spool):
+    writes = 0
+
+    def write(self, data: bytes, lines: int) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write(data, lines)
+
+
+async def test_a_refused_held_write_delivers_again_only_the_held_messages(tmp_path: Path) -> None:
+    sp = _FailsSecondWrite(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
+    sp.open()
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics(), ack_linger_s=0.05, ack_linger_messages=10)
+    task = await _waiting(pipe)
+    written = _batch(events, "qos0")  # not delivered again by anyone: written at once (the first write)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], written)
+        await asyncio.sleep(0)
+        await pipe.submit([Reading("D", "lel", 27.0, TS + 1)], _held(events, "held"))
+        async with asyncio.timeout(5):
+            with pytest.raises(OSError, match="No space"):
+                await task  # the held write at the fsync (the second) is refused
+        assert events == ["again held"]  # not the batch already written: it still waits for its fsync
+        assert pipe._acks == [written] and pipe._held == []
+    finally:
+        sp.close()
+
+
+async def test_a_batch_that_changes_a_device_clocks_state_is_written_at_once(tmp_path: Path) -> None:
+    sp = _spool(tmp_path)
+    events: list[str] = []
+    now = TS + 3600 * 1_000_000_000  # the device's clock is an hour behind: its readings are re-stamped
+    pipe = Pipeline(sp, SERIES, Metrics(), clock_limits={"D": (60.0, 600.0)}, now_ns=lambda: now, ack_linger_s=5)
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], _held(events, "m1"))
+        # its clock_skew = 1 is not delivered again by the broker (the check keeps its state in memory)
+        assert sp.appended_lines == 2
+        assert b"clock_skew=1" in sp.segments[-1].path.read_bytes()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sp.close()
