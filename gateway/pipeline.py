@@ -135,7 +135,7 @@ class Pipeline:
             self._wake()
         elif due is not None:
             self._arm(due)
-        if not self._acks:
+        if not self._acks and not self._held:
             self._idle.set()  # in the spool (as the run task would have said)
 
     def _reopen(self) -> None:
@@ -168,9 +168,8 @@ class Pipeline:
             # a second, half of its CPU. It runs in a worker thread, so the drivers go on queueing meanwhile and
             # the busier the site, the bigger the next batch; a lone reading on a quiet site is processed at once.
             due = self._sync_due_in()
-            failed = None
             if due is not None and due <= 0:
-                failed = self._write_held()  # (an OSError ends the task with the held messages redelivered)
+                self._write_held()  # (what it meets ends the task: the held messages are never acknowledged)
                 acks, self._acks, self._acks_messages = self._acks, [], 0
                 # with more input already queued, the fsync goes to the thread so the next batch is taken in
                 # meanwhile (bigger batches, fewer fsyncs at high rates); with none, inline is cheaper
@@ -180,10 +179,8 @@ class Pipeline:
                     redeliver(acks)  # not durable: never acknowledged, delivered again
                     raise
                 acknowledge(acks)
-            if self._q.empty() and not self._acks:
+            if self._q.empty() and not self._acks and not self._held:
                 self._idle.set()
-            if failed is not None:
-                raise failed
 
     def _store(self, batch: list[Reading], callbacks: list[Callable[[], object]], hold: bool = False) -> None:
         """Alarms and the latest values see the batch now; it goes to the spool, and its callbacks wait for the
@@ -193,12 +190,14 @@ class Pipeline:
         turns. Anything else is written at once, after what is held (the spool keeps the order)."""
         marked, shown = self.mark(batch)
         if hold and not self._clock_changed:  # (a device clock's state change is not delivered again)
+            self._linger(callbacks)
             self._held.append((marked, shown, callbacks))
-            self._wait_for_sync(callbacks)
             return
         try:
-            failed = self._write_held()
-            self.spool.write(*self.finish(marked, shown))
+            try:
+                self._write_held()
+            finally:  # a poll behind held batches is written whatever they meet: nothing delivers it again
+                self.spool.write(*self.finish(marked, shown))
         except OSError:
             # the disk refused them: the task ends (its supervisor restarts it) with the messages unacknowledged and
             # delivered again; its restart must not find them waiting for an fsync as if written. (A bug in the
@@ -207,66 +206,42 @@ class Pipeline:
             redeliver(callbacks)
             raise
         self._wait_for_sync(callbacks)
-        if failed is not None:
-            raise failed
 
-    def _write_held(self) -> Exception | None:
-        """The held batches to the spool, in one write. A bug met finishing one of them costs that batch only, as
-        it would have unheld: the others are written, its messages are never acknowledged, and the bug is returned
-        for the caller to raise once its own work is done. When the disk refuses the write, the held messages are
-        delivered again (the batches written before them still wait for their fsync)."""
+    def _write_held(self) -> None:
+        """The held batches to the spool, in one write; only then do their acknowledgements wait for the fsync with
+        the others, so whatever this meets (a bug raised to the supervisor, a refused write: delivered again) leaves
+        none of them to be acknowledged: their messages come again at the next connection."""
         if not self._held:
-            return None
+            return
         held_, self._held = self._held, []
-        failed: Exception | None = None
-        try:
-            if len(held_) == 1:
-                data, lines = self.finish(held_[0][0], held_[0][1])
-            else:
-                data, lines = self.finish([r for m, _, _ in held_ for r in m], [r for _, v, _ in held_ for r in v])
-        except Exception as err:
-            # one at a time (the later listeners keep a time's newest value: those before the failing one, seen
-            # twice, change nothing)
-            failed, parts = err, []
-            for marked, shown, callbacks in held_:
-                try:
-                    parts.append(self.finish(marked, shown))
-                except Exception:  # the same bug, met again here: this batch is dropped, never acknowledged
-                    self._forget(callbacks)
-                    log.error(
-                        "a batch held for its fsync (%d readings) is not stored: a bug met writing it; its messages "
-                        "stay unacknowledged until the next connection",
-                        len(marked),
-                        exc_info=True,
-                    )
-            data, lines = b"".join(d for d, _ in parts), sum(n for _, n in parts)
+        callbacks = [cb for _, _, cbs in held_ for cb in cbs]
+        if len(held_) == 1:
+            data, lines = self.finish(held_[0][0], held_[0][1])
+        else:
+            data, lines = self.finish([r for m, _, _ in held_ for r in m], [r for _, v, _ in held_ for r in v])
         try:
             self.spool.write(data, lines)
-        except BaseException as err:  # not written: none of them may be acknowledged
-            for _, _, callbacks in held_:
-                self._forget(callbacks)
-                if isinstance(err, OSError):
-                    redeliver(callbacks)
+        except OSError:
+            redeliver(callbacks)
             raise
-        return failed
-
-    def _forget(self, callbacks: list[Callable[[], object]]) -> None:
-        """These callbacks no longer wait for the fsync: their readings were not written."""
-        gone = {id(cb) for cb in callbacks}
-        self._acks = [cb for cb in self._acks if id(cb) not in gone]
-        self._acks_messages = sum(getattr(cb, "messages", 1) for cb in self._acks)
+        self._acks.extend(callbacks)
 
     def _wait_for_sync(self, callbacks: list[Callable[[], object]]) -> None:
-        if callbacks and not self._acks:
-            self._acks_since = time.monotonic()
+        self._linger(callbacks)
         self._acks.extend(callbacks)
+
+    def _linger(self, callbacks: list[Callable[[], object]]) -> None:
+        """Count what waits for the fsync, written or held: the linger starts with the first since the last one."""
+        if callbacks and not self._acks and not self._held:
+            self._acks_since = time.monotonic()
+            self._acks_messages = 0
         # an MQTT batch's acknowledger says how many messages it acknowledges; anything else counts as one
         self._acks_messages += sum(getattr(cb, "messages", 1) for cb in callbacks)
 
     def _sync_due_in(self) -> float | None:
         """Seconds until the fsync is due (<= 0: now); None when nothing written or waiting needs one."""
         due = self.spool.sync_due_in()
-        if self._acks:
+        if self._acks or self._held:
             if self._acks_messages >= self.ack_linger_messages or (due is None and not self._held):
                 return 0.0  # enough waiting; or everything is on disk already (no fsync) and they go at once
             linger = self._acks_since + self.ack_linger_s - time.monotonic()
@@ -283,6 +258,8 @@ class Pipeline:
             if self._timer is not None:
                 self._timer.cancel()  # nothing to sync: its tick would only wake an idle loop
                 self._timer = None
+            if self._q.empty():
+                self._idle.set()  # nothing queued, held or waiting (as after a batch that met a bug)
         elif due <= 0:
             return None
         elif not self._q.empty():
