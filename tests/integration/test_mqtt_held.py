@@ -8,7 +8,6 @@ import asyncio
 import json
 from pathlib import Path
 
-from gateway.supervisor import run_stream
 from services.local import Service
 from tests.integration.test_mqtt_ack import device
 from tests.integration.test_mqtt_inline import TOPIC, Site, settlement, until
@@ -25,7 +24,7 @@ async def test_qos1_readings_are_evaluated_at_once_and_written_at_their_fsync_a_
 ) -> None:
     # a linger long enough to look inside it: the fsync comes 3 s after the first message, or with the 4th
     site = Site(mosquitto.port, tmp_path / "spool", "sitegw-held-1", linger_s=3.0, linger_n=4)
-    tasks = [asyncio.create_task(run_stream(site.s)), asyncio.create_task(site.pipe.run())]
+    tasks = site.start()
     latest = ("FW-1", "settlement")
     try:
         await asyncio.wait_for(site.s.connected.wait(), 10)
@@ -48,17 +47,14 @@ async def test_qos1_readings_are_evaluated_at_once_and_written_at_their_fsync_a_
             await asyncio.wait_for(site.pipe.drained(), 10)
             assert site.spool.sync_due_in() is None
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        site.spool.close()
+        await site.stop(tasks)
 
 
 async def test_readings_held_when_the_gateway_stops_come_again_from_the_broker(
     mosquitto: Service, tmp_path: Path
 ) -> None:
     site = Site(mosquitto.port, tmp_path / "spool", "sitegw-held-2", linger_s=30.0, linger_n=100)
-    tasks = [asyncio.create_task(run_stream(site.s)), asyncio.create_task(site.pipe.run())]
+    tasks = site.start()
     try:
         await asyncio.wait_for(site.s.connected.wait(), 10)
         with device(mosquitto.port) as dev:
@@ -67,19 +63,13 @@ async def test_readings_held_when_the_gateway_stops_come_again_from_the_broker(
             settlement(dev, 7.5, TS_MS + 1)
             await until(lambda: site.pipe.latest[("FW-1", "settlement")].value == 7.5, "evaluated")
     finally:  # stopped inside the linger (as kill -9 would): never written, never acknowledged
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        site.spool.close()
+        await site.stop(tasks)
     assert values(site) == [6.5]
     again = Site(mosquitto.port, tmp_path / "spool", "sitegw-held-2")  # the same client id: its session
-    tasks = [asyncio.create_task(run_stream(again.s)), asyncio.create_task(again.pipe.run())]
+    tasks = again.start()
     try:
         # both come again (the first was not acknowledged either: its fsync was still to come) and are written
         await until(lambda: values(again) == [6.5, 6.5, 7.5], "the held message delivered again and written")
         await asyncio.wait_for(again.pipe.drained(), 10)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        again.spool.close()
+        await again.stop(tasks)

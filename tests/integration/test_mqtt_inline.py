@@ -73,6 +73,19 @@ class Site:
         self.s.handle_now = handle_now  # type: ignore[method-assign]
         self.s.handle_batch = handle_batch  # type: ignore[method-assign]
 
+    def start(self) -> list[asyncio.Task[None]]:
+        """The session and the pipeline running, as the gateway's supervisor runs them."""
+        return [
+            asyncio.create_task(run_stream(self.s), name="session"),
+            asyncio.create_task(self.pipe.run(), name="pipeline"),
+        ]
+
+    async def stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.spool.close()
+
     def has(self, n: int) -> Callable[[], bool]:
         return lambda: len(self.stored()) == n
 
@@ -98,10 +111,7 @@ async def test_each_wake_is_taken_in_the_readers_callback_and_a_dead_letter_in_t
     mosquitto: Service, tmp_path: Path
 ) -> None:
     site = Site(mosquitto.port, tmp_path / "spool", "sitegw-inline-1")
-    tasks = [
-        asyncio.create_task(run_stream(site.s), name="session"),
-        asyncio.create_task(site.pipe.run(), name="pipeline"),
-    ]
+    tasks = site.start()
     try:
         await asyncio.wait_for(site.s.connected.wait(), 10)
         with device(mosquitto.port) as dev:
@@ -113,10 +123,7 @@ async def test_each_wake_is_taken_in_the_readers_callback_and_a_dead_letter_in_t
             await until(lambda: len(site.stored()) == 21, "the message after the dead letter spooled")
         await asyncio.wait_for(site.pipe.drained(), 10)
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        site.spool.close()
+        await site.stop(tasks)
     assert site.calls["now"] >= 20  # the 20 (and maybe the one after the letter) without the session's task
     assert site.calls["task"] >= 1  # the dead letter's wake: its publishing is a coroutine
     assert len(site.letters) == 1 and "inline/site/formwork/FW-1/data" in site.letters[0]
