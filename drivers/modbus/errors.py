@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 import termios
 from typing import Any
 
@@ -92,3 +93,8 @@ def line_errors() -> tuple[type[BaseException], ...]:
     """What opening or using a line can raise besides pymodbus's own errors (pyserial wraps OSError as
     SerialException, itself an OSError; termios.error is neither)."""
     return (OSError, termios.error, ValueError)
+
+
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What pymodbus's decoding of a malformed answer PDU can raise."""
+    return (ModbusException, ValueError, IndexError, struct.error)

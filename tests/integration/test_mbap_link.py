@@ -1,0 +1,268 @@
+"""A Modbus TCP line's own connection (drivers/modbus/mbap.py) against pymodbus's server and against scripted
+servers that misbehave on the wire: frames split and joined, late answers, foreign frames, silence, hang-ups.
+
+The scripted servers answer with the examples of the Modbus Application Protocol Specification V1.1b3 (§6.1 read
+coils 20-38, §6.3 read holding registers 108-110, §7 exception code 02), so the expected values are the
+standard's, not ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.errors import DeviceUnreachable, LineUnavailable, ProtocolError
+from drivers.modbus.config import ModbusTcpLine
+from drivers.modbus.link import ModbusLink
+from drivers.profile import Table
+from services.local import free_port
+
+MBAP = struct.Struct(">HHHB")
+# Modbus Application Protocol V1.1b3 §6.3: read holding registers 108-110 (address 0x6B, three registers)
+SPEC_FC3_REQUEST = bytes.fromhex("03 006B 0003")
+SPEC_FC3_RESPONSE = bytes.fromhex("03 06 022B 0000 0064")
+# §6.1: read coils 20-38 (address 0x13, 19 coils)
+SPEC_FC1_REQUEST = bytes.fromhex("01 0013 0013")
+SPEC_FC1_RESPONSE = bytes.fromhex("01 03 CD 6B 05")
+
+
+def line(port: int) -> ModbusTcpLine:
+    return ModbusTcpLine(id="crane", type="modbus_tcp", host="127.0.0.1", port=port, connect_timeout_s=1.0)
+
+
+Answer = Callable[[int, int, bytes], list[bytes | float]]
+
+
+class Scripted:
+    """A TCP server that reads MBAP requests and writes what `answer(tid, unit, pdu)` returns, byte chunks each
+    written (and drained) on its own, so a frame can arrive split or two frames joined; a number is a pause in
+    seconds, b"CLOSE" hangs up."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[tuple[int, int, bytes]] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Scripted:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                tid, _, length, unit = MBAP.unpack(await r.readexactly(MBAP.size))
+                pdu = await r.readexactly(length - 1)
+                self.requests.append((tid, unit, pdu))
+                for chunk in self.answer(tid, unit, pdu):
+                    if isinstance(chunk, float):
+                        await asyncio.sleep(chunk)
+                        continue
+                    if chunk == b"CLOSE":
+                        w.close()
+                        return
+                    w.write(chunk)
+                    await w.drain()
+                    await asyncio.sleep(0.01)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+
+
+def frame(tid: int, unit: int, pdu: bytes) -> bytes:
+    return MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu
+
+
+@pytest.fixture
+async def pymodbus_device() -> AsyncIterator[int]:
+    """pymodbus's own server as the device: holding 100..104 and input 0..2 of unit 7, distinct tables."""
+    port = free_port()
+    dev = SimDevice(
+        id=7,
+        simdata=(
+            [SimData(0, count=8, values=False, datatype=DataType.BITS)],
+            [SimData(0, count=8, values=False, datatype=DataType.BITS)],
+            [SimData(100, count=5, values=[1, 2, 3, 0xFFFF, 40000], datatype=DataType.REGISTERS)],
+            [SimData(0, count=3, values=[11, 12, 13], datatype=DataType.REGISTERS)],
+        ),
+    )
+    server = ModbusTcpServer([dev], address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    try:
+        yield port
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+
+
+async def test_reads_pymodbus_server_registers_and_its_exception_answers(pymodbus_device: int) -> None:
+    link = ModbusLink(line(pymodbus_device))
+    try:
+        assert await link.read(Table.HOLDING, 100, 5, 7, 1.0) == [1, 2, 3, 0xFFFF, 40000]
+        assert await link.read(Table.INPUT, 0, 3, 7, 1.0) == [11, 12, 13]
+        with pytest.raises(ProtocolError, match=r"unit 7 FC3 holding 200\+2: exception 2 \(illegal data address\)"):
+            await link.read(Table.HOLDING, 200, 2, 7, 1.0)
+        assert await link.read(Table.HOLDING, 101, 2, 7, 1.0) == [2, 3]  # the connection goes on after it
+        assert (link.requests, link.failures) == (4, 1)
+    finally:
+        link.close()
+
+
+async def test_the_standards_examples_split_and_joined_on_the_wire() -> None:
+    def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        if pdu == SPEC_FC3_REQUEST:
+            f = frame(tid, unit, SPEC_FC3_RESPONSE)
+            return [f[:3], f[3:9], f[9:]]  # a frame in three segments
+        if pdu == SPEC_FC1_REQUEST:
+            return [frame(tid, unit, SPEC_FC1_RESPONSE)]
+        return [frame(tid, unit, bytes([pdu[0] | 0x80, 2]))]  # §7: illegal data address
+
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            assert await link.read(Table.HOLDING, 0x6B, 3, 1, 1.0) == [0x022B, 0, 0x64]
+            coils = await link.read(Table.COIL, 0x13, 19, 1, 1.0)
+            # CD = coils 27..20, 6B = 35..28, 05 = 38..36 (LSB first): the spec's own reading of its example
+            assert [i + 20 for i, on in enumerate(coils) if on] == [20, 22, 23, 26, 27, 28, 29, 31, 33, 34, 36, 38]
+            with pytest.raises(ProtocolError, match="exception 2 \\(illegal data address\\)"):
+                await link.read(Table.INPUT, 5, 1, 1, 1.0)
+        finally:
+            link.close()
+        # what went on the wire is the standard's request PDU, transaction ids counting up, unit as given
+        assert [p for _, _, p in srv.requests[:2]] == [SPEC_FC3_REQUEST, SPEC_FC1_REQUEST]
+        assert [t for t, _, _ in srv.requests] == [1, 2, 3]
+
+
+async def test_a_late_answer_is_skipped_and_never_taken_for_the_next_request() -> None:
+    def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        if tid == 1:
+            return []  # no answer in time; it comes glued to the next answer instead
+        late = frame(1, unit, SPEC_FC3_RESPONSE)
+        right = frame(tid, unit, bytes.fromhex("03 06 0001 0002 0003"))
+        return [late + right]  # two frames in one segment, the stale one first
+
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            with pytest.raises(DeviceUnreachable, match=r"FC3 holding 107\+3: no response within 0.2 s$"):
+                await link.read(Table.HOLDING, 107, 3, 1, 0.2)
+            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [1, 2, 3]
+        finally:
+            link.close()
+
+
+async def test_silence_names_the_foreign_frame_it_skipped() -> None:
+    """A gateway answering for another unit (a miswired serial side): the request times out, and says why."""
+
+    async with Scripted(lambda tid, unit, pdu: [frame(tid, unit + 1, SPEC_FC3_RESPONSE)]) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            skipped = r"no response within 0\.2 s; an answer for transaction 1 unit 4"
+            with pytest.raises(DeviceUnreachable, match=skipped):
+                await link.read(Table.HOLDING, 107, 3, 3, 0.2)
+        finally:
+            link.close()
+
+
+async def test_a_hang_up_mid_request_fails_it_and_the_next_read_connects_again() -> None:
+    calls = []
+
+    def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        calls.append(tid)
+        return [b"CLOSE"] if len(calls) == 1 else [frame(tid, unit, SPEC_FC3_RESPONSE)]
+
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            with pytest.raises(DeviceUnreachable, match="connection closed by the device"):
+                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+            assert not link.connected
+            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+            assert srv.connections == 2
+        finally:
+            link.close()
+
+
+async def test_a_stream_that_is_not_modbus_tcp_is_refused_and_the_connection_opened_again() -> None:
+    calls = []
+
+    def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        calls.append(tid)
+        if len(calls) == 1:
+            return [b"HTTP/1.1 400 Bad Request\r\n\r\n"]  # something else listens on the port
+        return [frame(tid, unit, SPEC_FC3_RESPONSE)]
+
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            with pytest.raises(ProtocolError, match=r"protocol id 21584 .*not Modbus TCP"):
+                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+            assert srv.connections == 2
+        finally:
+            link.close()
+
+
+async def test_an_answer_pymodbus_cannot_decode_is_a_protocol_error() -> None:
+    # byte count 6, two data bytes: the frame's length is consistent, its PDU is not
+    async with Scripted(lambda tid, unit, pdu: [frame(tid, unit, bytes.fromhex("03 06 0001"))]) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            with pytest.raises(ProtocolError, match="could not be decoded: 03 06 00 01"):
+                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+        finally:
+            link.close()
+
+
+async def test_refused_connection_is_a_line_unavailable_in_words() -> None:
+    link = ModbusLink(line(free_port()))
+    with pytest.raises(LineUnavailable, match=r"line crane \(127.0.0.1:\d+\): cannot open: connection refused"):
+        await link.read(Table.HOLDING, 0, 1, 1, 1.0)
+
+
+async def test_a_cancelled_poll_stops_at_once() -> None:
+    async with Scripted(lambda tid, unit, pdu: []) as srv:  # never answers
+        link = ModbusLink(line(srv.port))
+        try:
+            task = asyncio.create_task(link.read(Table.HOLDING, 0, 1, 1, 30.0))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 2.0)
+        finally:
+            link.close()
+
+
+async def test_a_deadline_is_its_own_request_s_whatever_timer_an_earlier_one_left() -> None:
+    """One timer serves a line's requests. Armed by a long-timeout request it must still fire for a short one after
+    it; firing for an earlier request it must not cut short one still within its own time."""
+    async with Scripted(lambda tid, unit, pdu: [] if tid == 2 else [frame(tid, unit, SPEC_FC3_RESPONSE)]) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            assert await link.read(Table.HOLDING, 107, 3, 1, 5.0) == [0x022B, 0, 0x64]  # arms a timer at +5 s
+            with pytest.raises(DeviceUnreachable, match=r"no response within 0\.2 s"):
+                await asyncio.wait_for(link.read(Table.HOLDING, 107, 3, 1, 0.2), 3.0)  # and not only at +5 s
+        finally:
+            link.close()
+
+    def late(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        return [frame(tid, unit, SPEC_FC3_RESPONSE)] if tid == 1 else [0.5, frame(tid, unit, SPEC_FC3_RESPONSE)]
+
+    async with Scripted(late) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            assert await link.read(Table.HOLDING, 107, 3, 1, 0.3) == [0x022B, 0, 0x64]  # arms a timer at +0.3 s
+            # answered after 0.5 s: the timer fires meanwhile, finds this request within its 2 s, and re-arms
+            assert await link.read(Table.HOLDING, 107, 3, 1, 2.0) == [0x022B, 0, 0x64]
+        finally:
+            link.close()
