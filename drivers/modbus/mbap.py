@@ -30,7 +30,8 @@ READ_RESPONSES: dict[int, type[ModbusPDU]] = {
 class MbapConnection(asyncio.Protocol):
     """One TCP connection to a Modbus server or gateway. The line's owner task is its only caller, so at most one
     request is outstanding: its answer is the frame with its transaction and unit id, anything else (a late answer
-    to a request that timed out) is skipped and named if the request then times out.
+    to a request that timed out) is skipped and named if the request then times out. Transaction id 0 in an
+    answer and unit id 0 in a request match anything, as in pymodbus's client.
 
     pymodbus's client does the same through a general transaction manager (locks, retries, sync and async paths);
     this is the part a gateway polling one request at a time needs, at about half the CPU per request (README,
@@ -74,7 +75,14 @@ class MbapConnection(asyncio.Protocol):
                 break
             frame, buf = buf[MBAP.size : end], buf[end:]
             waiter = self._waiter
-            if waiter is None or waiter.done() or tid != self._tid or unit != self._unit:
+            # as pymodbus's client: a device answering with transaction id 0 (it does not echo it) or to a request
+            # for unit 0 (any device on the far side of a gateway) is taken at its word
+            if (
+                waiter is None
+                or waiter.done()
+                or (tid != self._tid and tid != 0)
+                or (unit != self._unit and self._unit != 0)
+            ):
                 self._skipped = f"; an answer for transaction {tid} unit {unit} was skipped"
                 continue
             pdu = _decode(frame, self._decoder)

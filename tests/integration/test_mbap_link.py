@@ -174,6 +174,18 @@ async def test_silence_names_the_foreign_frame_it_skipped() -> None:
             link.close()
 
 
+async def test_answers_that_do_not_echo_the_transaction_or_that_unit_0_asked_for_are_taken() -> None:
+    """As with pymodbus's client: a device that answers with transaction id 0, or a gateway answering a request
+    for unit 0 with its own unit id, is taken at its word."""
+    async with Scripted(lambda tid, unit, pdu: [frame(0 if unit == 1 else tid, unit or 17, SPEC_FC3_RESPONSE)]) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+            assert await link.read(Table.HOLDING, 107, 3, 0, 1.0) == [0x022B, 0, 0x64]
+        finally:
+            link.close()
+
+
 async def test_a_hang_up_mid_request_fails_it_and_the_next_read_connects_again() -> None:
     calls = []
 
