@@ -185,7 +185,8 @@ class MqttSession:
         """Route messages that arrived together and hand their readings to the pipeline in one batch.
 
         `payload` is bytes from paho (aiomqtt types it as a union); `ack` acknowledges a message to the broker:
-        after its readings are durable, or once the batch's dead letters went out when nothing in it decoded.
+        after its readings are durable. A message nothing in was usable is acknowledged with them, once its dead
+        letter is out: in the order the messages came, as MQTT 3.1.1 §4.6 asks of a receiver's PUBACKs.
         """
         # Every message gets its own receive time, in arrival order and never repeated: a profile without a device
         # clock must not stamp a batch the broker delivered together once, or its messages would merge into one
@@ -196,11 +197,9 @@ class MqttSession:
         try:
             if self.on_message:
                 self.on_message(len(msgs))
-            readings, acks, letters, dead = self._decode_all(msgs, receive_ns)
+            readings, acks, letters = self._decode_all(msgs, receive_ns)
             for letter in letters:
                 await self.dead_letter(*letter)
-            for ack in dead:
-                ack()
             if readings or acks:
                 ba = BatchAck(self._ack_all, acks, self._redeliver, redeliverable) if acks else None
                 await self.submit(readings, ba)
@@ -216,35 +215,31 @@ class MqttSession:
         if now is None or ack is None or not now.ready():
             return False
         receive_ns = max(time.time_ns(), self._last_receive_ns + 1)  # (as in handle_batch)
-        readings, acks, letters, dead = self._decode_all(_with_acks(msgs, ack), receive_ns)
+        readings, acks, letters = self._decode_all(_with_acks(msgs, ack), receive_ns)
         if letters:
             return False  # its publishing is a coroutine: the task decodes them again (bad input only)
         self._last_receive_ns = receive_ns + len(msgs) - 1
         if self.on_message:
             self.on_message(len(msgs))
-        for one in dead:  # (nothing usable and nothing wrong: no letter to wait for)
-            one()
         if readings or acks:
             now.now(readings, BatchAck(self._ack_all, acks, self._redeliver, _all_qos1(msgs)) if acks else None)
         return True
 
     def _decode_all(
         self, msgs: list[tuple[str, Any, OnSpooled | None]], receive_ns: int
-    ) -> tuple[list[Reading], list[OnSpooled], list[tuple[Any, ...]], list[OnSpooled]]:
-        """Messages that arrived together, the i-th received at `receive_ns` + i: their readings; the acknowledgers
-        of those that gave some; the dead letters' arguments (published after the batch is decoded); and the
-        acknowledgers of those nothing in was usable (acknowledged once their letter is out)."""
+    ) -> tuple[list[Reading], list[OnSpooled], list[tuple[Any, ...]]]:
+        """Messages that arrived together, the i-th received at `receive_ns` + i: their readings; every message's
+        acknowledger in arrival order (one that gave nothing usable is acknowledged with the others once its
+        letter is out: an earlier message's PUBACK may not follow it); the dead letters' arguments (published
+        after the batch is decoded)."""
         readings: list[Reading] = []
         acks: list[OnSpooled] = []
         letters: list[tuple[Any, ...]] = []
-        dead: list[OnSpooled] = []
         for i, (topic, payload, ack) in enumerate(msgs):
-            if self._decode(topic, payload, receive_ns + i, readings, letters):
-                if ack:
-                    acks.append(ack)
-            elif ack:
-                dead.append(ack)
-        return readings, acks, letters, dead
+            self._decode(topic, payload, receive_ns + i, readings, letters)
+            if ack:
+                acks.append(ack)
+        return readings, acks, letters
 
     def _decode(
         self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]

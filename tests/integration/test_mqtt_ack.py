@@ -136,7 +136,9 @@ async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto
     assert await delivered_again(mosquitto.port) == []  # acknowledged once spooled: not delivered a third time
 
 
-async def test_a_batch_of_messages_is_one_submission_and_a_bad_one_is_acked_after_its_dead_letter() -> None:
+async def test_a_batch_of_messages_is_one_submission_and_a_bad_one_is_acked_in_its_place_after_its_letter() -> None:
+    """MQTT 3.1.1 §4.6: a receiver sends its PUBACKs in the order the PUBLISHes came. The dead-lettered message in the
+    middle is acknowledged with the others (once its letter is out and their lines are in the spool), in its place."""
     acked: list[str] = []
     submitted: list[tuple[list[Reading], Callable[[], object] | None]] = []
 
@@ -157,7 +159,7 @@ async def test_a_batch_of_messages_is_one_submission_and_a_bad_one_is_acked_afte
             ),
         ]
     )
-    assert acked == ["bad"]  # dead-lettered: acknowledged at once; the others wait for the spool
+    assert acked == []  # the bad one too waits: acknowledging it now would put its PUBACK before "good"'s
     assert len(submitted) == 1  # one hand-over for the batch
     readings, on_spooled = submitted[0]
     assert [(r.quantity, r.value) for r in readings] == [
@@ -166,7 +168,48 @@ async def test_a_batch_of_messages_is_one_submission_and_a_bad_one_is_acked_afte
     ]  # bad field lost only
     assert on_spooled is not None
     on_spooled()
-    assert acked == ["bad", "good", "2"]
+    assert acked == ["good", "bad", "2"]
+
+
+async def test_a_dead_lettered_message_is_not_acknowledged_ahead_of_an_earlier_one(mosquitto: Service) -> None:
+    """On the broker: good, bad, good, and the gateway dies before the good ones are spooled. The bad one's PUBACK
+    may not precede the first good one's (MQTT 3.1.1 §4.6), so it was not sent: all three come again, the bad one
+    is dead-lettered again, and once acknowledged in order nothing comes a third time."""
+    first_run: list[list[Reading]] = []
+    seen = asyncio.Event()
+
+    async def never_spooled(readings: list[Reading], on_spooled: object = None) -> None:
+        first_run.append(readings)
+        if any(r.value == 3.5 for r in readings):
+            seen.set()
+
+    s1 = session(mosquitto.port, never_spooled)
+    t1 = asyncio.create_task(run_until(s1, seen, 10), name="session-1")
+    await asyncio.wait_for(s1.connected.wait(), 10)
+    with device(mosquitto.port) as dev:
+        publish_settlement(dev, 3.25).wait_for_publish(5)
+        dev.publish("ack/site/formwork/FW-1/data", b"{not json", qos=1).wait_for_publish(5)
+        publish_settlement(dev, 3.5, 1795224601_000).wait_for_publish(5)
+    await t1
+    assert [r.value for rs in first_run for r in rs] == [3.25, 3.5]
+
+    again: list[list[Reading]] = []
+    letters: list[str] = []
+    done = asyncio.Event()
+
+    async def spooled(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        again.append(readings)
+        if on_spooled:
+            on_spooled()
+        if any(r.value == 3.5 for r in readings):
+            done.set()
+
+    s2 = session(mosquitto.port, spooled)
+    s2.on_dead_letter = lambda kind, msg, dev: letters.append(kind)
+    await run_until(s2, done, 10)
+    assert [r.value for rs in again for r in rs] == [3.25, 3.5]
+    assert letters == ["decode"]  # the bad one came again: its acknowledgement had waited for the first good one's
+    assert await delivered_again(mosquitto.port) == []
 
 
 async def test_a_batch_is_acknowledged_with_one_write_and_never_delivered_again(mosquitto: Service) -> None:
