@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import struct
 import termios
@@ -80,6 +81,8 @@ def os_reason(err: BaseException, settings: str = "") -> str:
         return f"line settings refused: {err}"
     if isinstance(err, socket.gaierror):
         return f"DNS lookup failed: {err.strerror or err}"
+    if isinstance(err, OSError) and err.errno is None and str(err).startswith(MULTIPLE):
+        return _every_address(str(err)[len(MULTIPLE) :])
     if isinstance(err, OSError):
         words = _ERRNO_WORDS.get(err.errno or -1)
         if words is None:
@@ -87,6 +90,19 @@ def os_reason(err: BaseException, settings: str = "") -> str:
         name = f" ({err.filename})" if err.filename else ""
         return f"{words}{name}"
     return f"{type(err).__name__}: {err}"
+
+
+# asyncio's create_connection when each of a host name's addresses failed differently (Python 3.11): one OSError,
+# no errno, the addresses' errors joined in its message
+MULTIPLE = "Multiple exceptions: "
+
+
+def _every_address(errors: str) -> str:
+    codes = {int(c) for c in re.findall(r"\[Errno (\d+)\]", errors)}
+    words = {_ERRNO_WORDS.get(c) for c in codes}
+    if len(words) == 1 and None not in words:
+        return f"{words.pop()} (at every address of the host)"
+    return f"no address of the host could be reached: {errors}"
 
 
 def line_errors() -> tuple[type[BaseException], ...]:

@@ -129,7 +129,7 @@ class ModbusLink:
         except TimeoutError as err:
             why = f"no answer to connect within {connect_s:g} s"
             raise LineUnavailable(f"line {self.where}: cannot open: {why}") from err
-        except OSError as err:
+        except line_errors() as err:  # (a host name that is not one: UnicodeError from its IDNA encoding)
             raise LineUnavailable(f"line {self.where}: cannot open: {os_reason(err)}") from err
 
     async def _why(self) -> str:
@@ -175,7 +175,14 @@ class ModbusLink:
             self.failures += 1
             why = str(err)
             raise type(err)(f"{self._what(table, address, count, unit)}{'' if why[:1] == ':' else ': '}{why}") from err
+        if rr.function_code != table.function_code:
+            self.failures += 1
+            raise ProtocolError(f"{self._what(table, address, count, unit)}: answered with function code "
+                                f"{rr.function_code}")  # fmt: skip
         if table.is_bit:
+            if len(rr.bits) < count:
+                self.failures += 1
+                raise ProtocolError(f"{self._what(table, address, count, unit)}: {len(rr.bits)} bits in the answer")
             return [bool(b) for b in rr.bits[:count]]
         regs: list[int] = rr.registers
         if len(regs) != count:

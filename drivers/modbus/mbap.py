@@ -59,7 +59,8 @@ class MbapConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        self.closed_why = f"connection lost ({exc})" if exc else "connection closed by the device"
+        if not self.closed_why:  # (not closed by us: close, _abort)
+            self.closed_why = f"connection lost ({exc})" if exc else "connection closed by the device"
         self._fail(DeviceUnreachable(self.closed_why))
 
     def data_received(self, data: bytes) -> None:
@@ -71,6 +72,8 @@ class MbapConnection(asyncio.Protocol):
                 self._abort(f"a frame with protocol id {proto} and length {length} (not Modbus TCP)")
                 return
             end = 6 + length
+            if length == 2 and len(buf) > MBAP.size and buf[MBAP.size] & 0x80:
+                end = 9  # an exception answer whose length left out its code byte: pymodbus's client takes it too
             if len(buf) < end:
                 break
             frame, buf = buf[MBAP.size : end], buf[end:]
@@ -100,7 +103,8 @@ class MbapConnection(asyncio.Protocol):
 
     async def request(self, pdu_bytes: bytes, unit: int, timeout_s: float) -> ModbusPDU:
         """Send one request PDU (function code + data) to `unit`; its answer, decoded. Raises DeviceUnreachable
-        (no answer in time, connection lost) or ProtocolError (an answer that is not a PDU)."""
+        (no answer in time, connection lost, a stream that is not Modbus TCP) or ProtocolError (an answer whose
+        PDU cannot be decoded)."""
         transport = self._transport
         if transport is None or transport.is_closing():
             raise DeviceUnreachable(self.closed_why or "not connected")
@@ -132,27 +136,35 @@ class MbapConnection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return  # nothing waits: the next request arms a timer of its own
         loop = waiter.get_loop()
-        if loop.time() >= self._deadline:
-            waiter.set_exception(DeviceUnreachable(f"no response within {self._timeout_s:g} s{self._skipped}"))
-        else:
+        if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._check_deadline)
+            return
+        why = f"no response within {self._timeout_s:g} s{self._skipped}"
+        if self._buf:  # part of a frame came and the rest did not: where the next frame starts is unknown
+            self._abort(f"{why}; {len(self._buf)} bytes of an answer came without the rest")
+        else:
+            waiter.set_exception(DeviceUnreachable(why))
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.closed_why = "closed"
+        self._fail(DeviceUnreachable("the line was closed"))
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        self.closed_why = "closed"
 
     def _fail(self, err: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(err)
 
     def _abort(self, what: str) -> None:
+        """Out of step with the stream, or not Modbus TCP: the request fails as unanswered (retried, the device's
+        breaker counts it, its `up` reason says this) and the next one opens a new connection."""
         self._buf = b""
-        self._fail(ProtocolError(f"{what}; the connection is closed and opened again"))
+        self.closed_why = f"{what}; the connection is closed and opened again"
+        self._fail(DeviceUnreachable(self.closed_why))
         if self._transport is not None:
             self._transport.abort()
 

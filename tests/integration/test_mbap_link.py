@@ -18,6 +18,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.errors import DeviceUnreachable, LineUnavailable, ProtocolError
 from drivers.modbus.config import ModbusTcpLine
+from drivers.modbus.errors import MULTIPLE, os_reason
 from drivers.modbus.link import ModbusLink
 from drivers.profile import Table
 from services.local import free_port
@@ -205,7 +206,9 @@ async def test_a_hang_up_mid_request_fails_it_and_the_next_read_connects_again()
             link.close()
 
 
-async def test_a_stream_that_is_not_modbus_tcp_is_refused_and_the_connection_opened_again() -> None:
+async def test_a_stream_that_is_not_modbus_tcp_is_unanswered_and_the_connection_opened_again() -> None:
+    """Another service on the port: the request fails as unanswered (retried, counted by the device's breaker),
+    its message saying what came instead, and the next request connects again."""
     calls = []
 
     def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
@@ -217,7 +220,7 @@ async def test_a_stream_that_is_not_modbus_tcp_is_refused_and_the_connection_ope
     async with Scripted(answer) as srv:
         link = ModbusLink(line(srv.port))
         try:
-            with pytest.raises(ProtocolError, match=r"protocol id 21584 .*not Modbus TCP"):
+            with pytest.raises(DeviceUnreachable, match=r"protocol id 21584 .*not Modbus TCP"):
                 await link.read(Table.HOLDING, 107, 3, 1, 1.0)
             assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
             assert srv.connections == 2
@@ -268,13 +271,104 @@ async def test_a_deadline_is_its_own_request_s_whatever_timer_an_earlier_one_lef
             link.close()
 
     def late(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
-        return [frame(tid, unit, SPEC_FC3_RESPONSE)] if tid == 1 else [0.5, frame(tid, unit, SPEC_FC3_RESPONSE)]
+        return [frame(tid, unit, SPEC_FC3_RESPONSE)] if tid == 1 else [2.0, frame(tid, unit, SPEC_FC3_RESPONSE)]
 
     async with Scripted(late) as srv:
         link = ModbusLink(line(srv.port))
         try:
-            assert await link.read(Table.HOLDING, 107, 3, 1, 0.3) == [0x022B, 0, 0x64]  # arms a timer at +0.3 s
-            # answered after 0.5 s: the timer fires meanwhile, finds this request within its 2 s, and re-arms
-            assert await link.read(Table.HOLDING, 107, 3, 1, 2.0) == [0x022B, 0, 0x64]
+            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]  # arms a timer at +1 s
+            # answered after 2 s: the timer fires meanwhile, finds this request within its 5 s, and re-arms
+            assert await link.read(Table.HOLDING, 107, 3, 1, 5.0) == [0x022B, 0, 0x64]
         finally:
             link.close()
+
+
+async def test_half_an_answer_then_silence_reopens_the_connection_and_the_next_answer_is_read() -> None:
+    """The rest of a frame never came: where the next frame starts is unknown, so the connection is opened again
+    rather than the next good answer being read against the stale half."""
+
+    calls: list[int] = []
+
+    def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        calls.append(tid)
+        f = frame(tid, unit, SPEC_FC3_RESPONSE)
+        return [f[:5]] if len(calls) == 1 else [f]
+
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            with pytest.raises(DeviceUnreachable, match=r"no response within 0\.3 s; 5 bytes of an answer came"):
+                await link.read(Table.HOLDING, 107, 3, 1, 0.3)
+            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+            assert srv.connections == 2
+        finally:
+            link.close()
+
+
+async def test_an_exception_answer_whose_length_leaves_out_its_code_is_read_as_pymodbus_reads_it() -> None:
+    """A device that counts unit + function code only (MBAP length 2) in an exception answer: the code byte after
+    it is the frame's, as pymodbus's framer takes it, and the connection goes on in step."""
+
+    def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        if tid == 1:
+            return [MBAP.pack(tid, 0, 2, unit) + bytes([0x83, 0x02])]
+        return [frame(tid, unit, SPEC_FC3_RESPONSE)]
+
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            with pytest.raises(ProtocolError, match=r"exception 2 \(illegal data address\)"):
+                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+            assert srv.connections == 1
+        finally:
+            link.close()
+
+
+async def test_an_answer_to_another_function_or_short_of_bits_is_a_protocol_error() -> None:
+    def answer(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        if pdu[0] == 1:
+            return [frame(tid, unit, bytes.fromhex("01 01 CD"))]  # 8 coils where 19 were asked for
+        return [frame(tid, unit, bytes.fromhex("04 06 022B 0000 0064"))]  # input registers for a holding read
+
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            with pytest.raises(ProtocolError, match="FC3 holding 107\\+3: answered with function code 4"):
+                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+            with pytest.raises(ProtocolError, match="FC1 coil 19\\+19: 8 bits in the answer"):
+                await link.read(Table.COIL, 19, 19, 1, 1.0)
+        finally:
+            link.close()
+
+
+async def test_a_host_name_that_is_not_one_is_a_line_unavailable() -> None:
+    bad = ModbusTcpLine(id="crane", type="modbus_tcp", host="crane..site", port=502, connect_timeout_s=1.0)
+    link = ModbusLink(bad)
+    with pytest.raises(LineUnavailable, match=r"line crane \(crane\.\.site:502\): cannot open: UnicodeError"):
+        await link.read(Table.HOLDING, 0, 1, 1, 1.0)
+
+
+def test_every_address_of_a_host_refusing_is_said_in_words() -> None:
+    """Python 3.11's create_connection, when each of a name's addresses (IPv4 and IPv6) failed: one OSError with
+    no errno, its addresses' errors joined in the message (built here as asyncio builds it)."""
+    refused = [
+        ConnectionRefusedError(111, "Connect call failed ('::1', 502, 0, 0)"),
+        ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 502)"),
+    ]
+    err = OSError(MULTIPLE + ", ".join(str(e) for e in refused))
+    assert os_reason(err) == "connection refused (at every address of the host)"
+    mixed = [refused[0], OSError(113, "Connect call failed ('10.0.0.9', 502)")]
+    err = OSError(MULTIPLE + ", ".join(str(e) for e in mixed))
+    assert os_reason(err).startswith("no address of the host could be reached: [Errno 111]")
+
+
+async def test_closing_the_line_fails_a_request_waiting_on_it() -> None:
+    async with Scripted(lambda tid, unit, pdu: []) as srv:  # never answers
+        link = ModbusLink(line(srv.port))
+        task = asyncio.create_task(link.read(Table.HOLDING, 0, 1, 1, 30.0))
+        await asyncio.sleep(0.2)
+        link.close()
+        with pytest.raises(DeviceUnreachable, match="the line was closed"):
+            await asyncio.wait_for(task, 2.0)
+        assert not link.connected
