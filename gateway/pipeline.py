@@ -215,10 +215,7 @@ class Pipeline:
             return
         held_, self._held = self._held, []
         callbacks = [cb for _, _, cbs in held_ for cb in cbs]
-        if len(held_) == 1:
-            data, lines = self.finish(held_[0][0], held_[0][1])
-        else:
-            data, lines = self.finish([r for m, _, _ in held_ for r in m], [r for _, v, _ in held_ for r in v])
+        data, lines = self.finish([r for m, _, _ in held_ for r in m], [r for _, v, _ in held_ for r in v])
         try:
             self.spool.write(data, lines)
         except OSError:

@@ -171,10 +171,9 @@ class ModbusLink:
             else:
                 rr = await self._pymodbus(READ_REQUEST[table](address=address, count=count, dev_id=unit), timeout_s)
             check_response(rr, "")
-        except DriverError as err:  # said without the request: name it here, where it is known
+        except DriverError as err:  # said without the request (or after an empty one): named here, where it is known
             self.failures += 1
-            why = str(err)
-            raise type(err)(f"{self._what(table, address, count, unit)}{'' if why[:1] == ':' else ': '}{why}") from err
+            raise type(err)(f"{self._what(table, address, count, unit)}: {str(err).removeprefix(': ')}") from err
         if rr.function_code != table.function_code:
             self.failures += 1
             raise ProtocolError(f"{self._what(table, address, count, unit)}: answered with function code "

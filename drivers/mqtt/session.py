@@ -243,9 +243,10 @@ class MqttSession:
 
     def _decode(
         self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]
-    ) -> bool:
-        """Append the message's readings to `out` and its dead letters' arguments to `letters`; False when nothing
-        in it could be used. Not a coroutine: one per message cost more than the decoding of a small payload."""
+    ) -> None:
+        """Append the message's readings to `out` (from the first filter whose decoder gives some) and its dead
+        letters' arguments to `letters`. Not a coroutine: one per message cost more than the decoding of a small
+        payload."""
         matched = False
         for flt, dec, keys in self._matcher.iter_match(topic):
             matched = True
@@ -277,10 +278,9 @@ class MqttSession:
             if not readings:
                 continue  # nothing usable: dead-lettered above, acknowledged by the caller
             out.extend(readings)
-            return True
+            return
         if not matched:
             letters.append((topic, payload, "no subscription filter matches", "route"))
-        return False
 
     async def dead_letter(
         self,
@@ -319,10 +319,7 @@ class MqttSession:
 def _all_qos1(msgs: list[Received]) -> bool:
     """Every message is QoS 1 (what the session subscribes with): the broker delivers it again until acknowledged.
     (Not QoS 0, which it never delivers again; nor 2, past its PUBREC only the PUBREL would come again.)"""
-    for m in msgs:
-        if m[3] != 1:
-            return False
-    return True
+    return all(m[3] == 1 for m in msgs)
 
 
 def _with_acks(msgs: list[Received], ack: Callable[[int, int], object]) -> list[tuple[str, Any, OnSpooled | None]]:

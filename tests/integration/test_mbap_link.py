@@ -9,6 +9,7 @@ standard's, not ours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import AsyncIterator, Callable
 
@@ -81,6 +82,17 @@ class Scripted:
             pass
 
 
+@contextlib.asynccontextmanager
+async def scripted_link(answer: Answer) -> AsyncIterator[tuple[Scripted, ModbusLink]]:
+    """A scripted server and a line's link to it, closed at the end."""
+    async with Scripted(answer) as srv:
+        link = ModbusLink(line(srv.port))
+        try:
+            yield srv, link
+        finally:
+            link.close()
+
+
 def frame(tid: int, unit: int, pdu: bytes) -> bytes:
     return MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu
 
@@ -128,17 +140,13 @@ async def test_the_standards_examples_split_and_joined_on_the_wire() -> None:
             return [frame(tid, unit, SPEC_FC1_RESPONSE)]
         return [frame(tid, unit, bytes([pdu[0] | 0x80, 2]))]  # §7: illegal data address
 
-    async with Scripted(answer) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            assert await link.read(Table.HOLDING, 0x6B, 3, 1, 1.0) == [0x022B, 0, 0x64]
-            coils = await link.read(Table.COIL, 0x13, 19, 1, 1.0)
-            # CD = coils 27..20, 6B = 35..28, 05 = 38..36 (LSB first): the spec's own reading of its example
-            assert [i + 20 for i, on in enumerate(coils) if on] == [20, 22, 23, 26, 27, 28, 29, 31, 33, 34, 36, 38]
-            with pytest.raises(ProtocolError, match="exception 2 \\(illegal data address\\)"):
-                await link.read(Table.INPUT, 5, 1, 1, 1.0)
-        finally:
-            link.close()
+    async with scripted_link(answer) as (srv, link):
+        assert await link.read(Table.HOLDING, 0x6B, 3, 1, 1.0) == [0x022B, 0, 0x64]
+        coils = await link.read(Table.COIL, 0x13, 19, 1, 1.0)
+        # CD = coils 27..20, 6B = 35..28, 05 = 38..36 (LSB first): the spec's own reading of its example
+        assert [i + 20 for i, on in enumerate(coils) if on] == [20, 22, 23, 26, 27, 28, 29, 31, 33, 34, 36, 38]
+        with pytest.raises(ProtocolError, match="exception 2 \\(illegal data address\\)"):
+            await link.read(Table.INPUT, 5, 1, 1, 1.0)
         # what went on the wire is the standard's request PDU, transaction ids counting up, unit as given
         assert [p for _, _, p in srv.requests[:2]] == [SPEC_FC3_REQUEST, SPEC_FC1_REQUEST]
         assert [t for t, _, _ in srv.requests] == [1, 2, 3]
@@ -152,39 +160,29 @@ async def test_a_late_answer_is_skipped_and_never_taken_for_the_next_request() -
         right = frame(tid, unit, bytes.fromhex("03 06 0001 0002 0003"))
         return [late + right]  # two frames in one segment, the stale one first
 
-    async with Scripted(answer) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            with pytest.raises(DeviceUnreachable, match=r"FC3 holding 107\+3: no response within 0.2 s$"):
-                await link.read(Table.HOLDING, 107, 3, 1, 0.2)
-            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [1, 2, 3]
-        finally:
-            link.close()
+    async with scripted_link(answer) as (_srv, link):
+        with pytest.raises(DeviceUnreachable, match=r"FC3 holding 107\+3: no response within 0.2 s$"):
+            await link.read(Table.HOLDING, 107, 3, 1, 0.2)
+        assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [1, 2, 3]
 
 
 async def test_silence_names_the_foreign_frame_it_skipped() -> None:
     """A gateway answering for another unit (a miswired serial side): the request times out, and says why."""
 
-    async with Scripted(lambda tid, unit, pdu: [frame(tid, unit + 1, SPEC_FC3_RESPONSE)]) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            skipped = r"no response within 0\.2 s; an answer for transaction 1 unit 4"
-            with pytest.raises(DeviceUnreachable, match=skipped):
-                await link.read(Table.HOLDING, 107, 3, 3, 0.2)
-        finally:
-            link.close()
+    async with scripted_link(lambda tid, unit, pdu: [frame(tid, unit + 1, SPEC_FC3_RESPONSE)]) as (_srv, link):
+        skipped = r"no response within 0\.2 s; an answer for transaction 1 unit 4"
+        with pytest.raises(DeviceUnreachable, match=skipped):
+            await link.read(Table.HOLDING, 107, 3, 3, 0.2)
 
 
 async def test_answers_that_do_not_echo_the_transaction_or_that_unit_0_asked_for_are_taken() -> None:
     """As with pymodbus's client: a device that answers with transaction id 0, or a gateway answering a request
     for unit 0 with its own unit id, is taken at its word."""
-    async with Scripted(lambda tid, unit, pdu: [frame(0 if unit == 1 else tid, unit or 17, SPEC_FC3_RESPONSE)]) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
-            assert await link.read(Table.HOLDING, 107, 3, 0, 1.0) == [0x022B, 0, 0x64]
-        finally:
-            link.close()
+    async with scripted_link(
+        lambda tid, unit, pdu: [frame(0 if unit == 1 else tid, unit or 17, SPEC_FC3_RESPONSE)]
+    ) as (_srv, link):
+        assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+        assert await link.read(Table.HOLDING, 107, 3, 0, 1.0) == [0x022B, 0, 0x64]
 
 
 async def test_a_hang_up_mid_request_fails_it_and_the_next_read_connects_again() -> None:
@@ -194,16 +192,12 @@ async def test_a_hang_up_mid_request_fails_it_and_the_next_read_connects_again()
         calls.append(tid)
         return [b"CLOSE"] if len(calls) == 1 else [frame(tid, unit, SPEC_FC3_RESPONSE)]
 
-    async with Scripted(answer) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            with pytest.raises(DeviceUnreachable, match="connection closed by the device"):
-                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
-            assert not link.connected
-            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
-            assert srv.connections == 2
-        finally:
-            link.close()
+    async with scripted_link(answer) as (srv, link):
+        with pytest.raises(DeviceUnreachable, match="connection closed by the device"):
+            await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+        assert not link.connected
+        assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+        assert srv.connections == 2
 
 
 async def test_a_stream_that_is_not_modbus_tcp_is_unanswered_and_the_connection_opened_again() -> None:
@@ -217,26 +211,18 @@ async def test_a_stream_that_is_not_modbus_tcp_is_unanswered_and_the_connection_
             return [b"HTTP/1.1 400 Bad Request\r\n\r\n"]  # something else listens on the port
         return [frame(tid, unit, SPEC_FC3_RESPONSE)]
 
-    async with Scripted(answer) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            with pytest.raises(DeviceUnreachable, match=r"protocol id 21584 .*not Modbus TCP"):
-                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
-            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
-            assert srv.connections == 2
-        finally:
-            link.close()
+    async with scripted_link(answer) as (srv, link):
+        with pytest.raises(DeviceUnreachable, match=r"protocol id 21584 .*not Modbus TCP"):
+            await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+        assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+        assert srv.connections == 2
 
 
 async def test_an_answer_pymodbus_cannot_decode_is_a_protocol_error() -> None:
     # byte count 6, two data bytes: the frame's length is consistent, its PDU is not
-    async with Scripted(lambda tid, unit, pdu: [frame(tid, unit, bytes.fromhex("03 06 0001"))]) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            with pytest.raises(ProtocolError, match="could not be decoded: 03 06 00 01"):
-                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
-        finally:
-            link.close()
+    async with scripted_link(lambda tid, unit, pdu: [frame(tid, unit, bytes.fromhex("03 06 0001"))]) as (_srv, link):
+        with pytest.raises(ProtocolError, match="could not be decoded: 03 06 00 01"):
+            await link.read(Table.HOLDING, 107, 3, 1, 1.0)
 
 
 async def test_refused_connection_is_a_line_unavailable_in_words() -> None:
@@ -246,41 +232,33 @@ async def test_refused_connection_is_a_line_unavailable_in_words() -> None:
 
 
 async def test_a_cancelled_poll_stops_at_once() -> None:
-    async with Scripted(lambda tid, unit, pdu: []) as srv:  # never answers
-        link = ModbusLink(line(srv.port))
-        try:
-            task = asyncio.create_task(link.read(Table.HOLDING, 0, 1, 1, 30.0))
-            await asyncio.sleep(0.2)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, 2.0)
-        finally:
-            link.close()
+    async with scripted_link(lambda tid, unit, pdu: []) as (_srv, link):  # never answers
+        task = asyncio.create_task(link.read(Table.HOLDING, 0, 1, 1, 30.0))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 2.0)
 
 
 async def test_a_deadline_is_its_own_request_s_whatever_timer_an_earlier_one_left() -> None:
     """One timer serves a line's requests. Armed by a long-timeout request it must still fire for a short one after
     it; firing for an earlier request it must not cut short one still within its own time."""
-    async with Scripted(lambda tid, unit, pdu: [] if tid == 2 else [frame(tid, unit, SPEC_FC3_RESPONSE)]) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            assert await link.read(Table.HOLDING, 107, 3, 1, 5.0) == [0x022B, 0, 0x64]  # arms a timer at +5 s
-            with pytest.raises(DeviceUnreachable, match=r"no response within 0\.2 s"):
-                await asyncio.wait_for(link.read(Table.HOLDING, 107, 3, 1, 0.2), 3.0)  # and not only at +5 s
-        finally:
-            link.close()
+
+    def not_the_second(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
+        return [] if tid == 2 else [frame(tid, unit, SPEC_FC3_RESPONSE)]
+
+    async with scripted_link(not_the_second) as (_srv, link):
+        assert await link.read(Table.HOLDING, 107, 3, 1, 5.0) == [0x022B, 0, 0x64]  # arms a timer at +5 s
+        with pytest.raises(DeviceUnreachable, match=r"no response within 0\.2 s"):
+            await asyncio.wait_for(link.read(Table.HOLDING, 107, 3, 1, 0.2), 3.0)  # and not only at +5 s
 
     def late(tid: int, unit: int, pdu: bytes) -> list[bytes | float]:
         return [frame(tid, unit, SPEC_FC3_RESPONSE)] if tid == 1 else [2.0, frame(tid, unit, SPEC_FC3_RESPONSE)]
 
-    async with Scripted(late) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]  # arms a timer at +1 s
-            # answered after 2 s: the timer fires meanwhile, finds this request within its 5 s, and re-arms
-            assert await link.read(Table.HOLDING, 107, 3, 1, 5.0) == [0x022B, 0, 0x64]
-        finally:
-            link.close()
+    async with scripted_link(late) as (_srv, link):
+        assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]  # arms a timer at +1 s
+        # answered after 2 s: the timer fires meanwhile, finds this request within its 5 s, and re-arms
+        assert await link.read(Table.HOLDING, 107, 3, 1, 5.0) == [0x022B, 0, 0x64]
 
 
 async def test_half_an_answer_then_silence_reopens_the_connection_and_the_next_answer_is_read() -> None:
@@ -294,15 +272,11 @@ async def test_half_an_answer_then_silence_reopens_the_connection_and_the_next_a
         f = frame(tid, unit, SPEC_FC3_RESPONSE)
         return [f[:5]] if len(calls) == 1 else [f]
 
-    async with Scripted(answer) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            with pytest.raises(DeviceUnreachable, match=r"no response within 0\.3 s; 5 bytes of an answer came"):
-                await link.read(Table.HOLDING, 107, 3, 1, 0.3)
-            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
-            assert srv.connections == 2
-        finally:
-            link.close()
+    async with scripted_link(answer) as (srv, link):
+        with pytest.raises(DeviceUnreachable, match=r"no response within 0\.3 s; 5 bytes of an answer came"):
+            await link.read(Table.HOLDING, 107, 3, 1, 0.3)
+        assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+        assert srv.connections == 2
 
 
 async def test_an_exception_answer_whose_length_leaves_out_its_code_is_read_as_pymodbus_reads_it() -> None:
@@ -314,15 +288,11 @@ async def test_an_exception_answer_whose_length_leaves_out_its_code_is_read_as_p
             return [MBAP.pack(tid, 0, 2, unit) + bytes([0x83, 0x02])]
         return [frame(tid, unit, SPEC_FC3_RESPONSE)]
 
-    async with Scripted(answer) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            with pytest.raises(ProtocolError, match=r"exception 2 \(illegal data address\)"):
-                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
-            assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
-            assert srv.connections == 1
-        finally:
-            link.close()
+    async with scripted_link(answer) as (srv, link):
+        with pytest.raises(ProtocolError, match=r"exception 2 \(illegal data address\)"):
+            await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+        assert await link.read(Table.HOLDING, 107, 3, 1, 1.0) == [0x022B, 0, 0x64]
+        assert srv.connections == 1
 
 
 async def test_an_answer_to_another_function_or_short_of_bits_is_a_protocol_error() -> None:
@@ -331,15 +301,11 @@ async def test_an_answer_to_another_function_or_short_of_bits_is_a_protocol_erro
             return [frame(tid, unit, bytes.fromhex("01 01 CD"))]  # 8 coils where 19 were asked for
         return [frame(tid, unit, bytes.fromhex("04 06 022B 0000 0064"))]  # input registers for a holding read
 
-    async with Scripted(answer) as srv:
-        link = ModbusLink(line(srv.port))
-        try:
-            with pytest.raises(ProtocolError, match="FC3 holding 107\\+3: answered with function code 4"):
-                await link.read(Table.HOLDING, 107, 3, 1, 1.0)
-            with pytest.raises(ProtocolError, match="FC1 coil 19\\+19: 8 bits in the answer"):
-                await link.read(Table.COIL, 19, 19, 1, 1.0)
-        finally:
-            link.close()
+    async with scripted_link(answer) as (_srv, link):
+        with pytest.raises(ProtocolError, match="FC3 holding 107\\+3: answered with function code 4"):
+            await link.read(Table.HOLDING, 107, 3, 1, 1.0)
+        with pytest.raises(ProtocolError, match="FC1 coil 19\\+19: 8 bits in the answer"):
+            await link.read(Table.COIL, 19, 19, 1, 1.0)
 
 
 async def test_a_host_name_that_is_not_one_is_a_line_unavailable() -> None:

@@ -183,9 +183,7 @@ async def test_a_dead_lettered_message_is_not_acknowledged_ahead_of_an_earlier_o
         if any(r.value == 3.5 for r in readings):
             seen.set()
 
-    s1 = session(mosquitto.port, never_spooled)
-    t1 = asyncio.create_task(run_until(s1, seen, 10), name="session-1")
-    await asyncio.wait_for(s1.connected.wait(), 10)
+    _, t1 = await subscribed(mosquitto.port, never_spooled, seen)
     with device(mosquitto.port) as dev:
         publish_settlement(dev, 3.25).wait_for_publish(5)
         dev.publish("ack/site/formwork/FW-1/data", b"{not json", qos=1).wait_for_publish(5)

@@ -21,8 +21,8 @@ TS = 1_795_224_600_000_000_000
 SERIES = {"D": series_tags("gas_detector", "s", "D", "")}
 
 
-def _spool(tmp_path: Path) -> Spool:
-    sp = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
+def _spool(tmp_path: Path, cls: type[Spool] = Spool) -> Spool:
+    sp = cls(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
     sp.open()
     return sp
 
@@ -98,8 +98,7 @@ class _Full(Spool):
 
 
 async def test_a_write_the_disk_refuses_in_the_submitters_turn_is_delivered_again(tmp_path: Path) -> None:
-    sp = _Full(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
-    sp.open()
+    sp = _spool(tmp_path, _Full)
     events: list[str] = []
     pipe = Pipeline(sp, SERIES, Metrics())
     task = await _waiting(pipe)
@@ -158,8 +157,7 @@ async def test_held_readings_go_to_the_spool_after_the_later_listeners_and_befor
 
 
 async def test_held_readings_the_disk_refuses_at_their_fsync_are_delivered_again(tmp_path: Path) -> None:
-    sp = _Full(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
-    sp.open()
+    sp = _spool(tmp_path, _Full)
     events: list[str] = []
     pipe = Pipeline(sp, SERIES, Metrics(), ack_linger_s=0.01, ack_linger_messages=10)
     task = await _waiting(pipe)
@@ -233,8 +231,7 @@ class _FailsSecondWrite(Spool):
 
 
 async def test_a_refused_held_write_delivers_again_only_the_held_messages(tmp_path: Path) -> None:
-    sp = _FailsSecondWrite(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=1.0)
-    sp.open()
+    sp = _spool(tmp_path, _FailsSecondWrite)
     events: list[str] = []
     pipe = Pipeline(sp, SERIES, Metrics(), ack_linger_s=0.05, ack_linger_messages=10)
     task = await _waiting(pipe)
