@@ -16,7 +16,7 @@ from alerting.counters import AlarmCounters
 from alerting.db import connect, tx
 from alerting.derived import Deriver, DeviceContext
 from alerting.escalation import Escalation
-from alerting.evaluator import Evaluator, Transition
+from alerting.evaluator import Evaluator
 from alerting.hazards import Hazards
 from alerting.hazards.store import HazardHook
 from alerting.messages import Notice, SiteInfo, local_time
@@ -26,6 +26,7 @@ from alerting.overrides import resolve_rules
 from alerting.roles import Role
 from alerting.rules import Level, Rule, default_rules
 from alerting.setup import AlarmSetup
+from alerting.transition import Transition
 from telemetry.clock import Clock, wall_clock
 from telemetry.lineproto import encode_line
 from telemetry.quantities import quantity_zh

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 from alerting.baselines import Baselines
@@ -13,32 +12,11 @@ from alerting.binding import Bound, bind
 from alerting.derived import DeviceContext
 from alerting.measures import WINDOWED, Measures
 from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
+from alerting.transition import Transition
 from telemetry import quantities
 from telemetry.reading import Quality, Reading
 
 NS = 1_000_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A rule on a device changed level. `threshold` is the one crossed (None when returning to NORMAL).
-
-    `value` is what the rule compared (its measure, in `Rule.measured_unit`: %, mm/d, a mean, ...)."""
-
-    rule: str
-    device: str
-    quantity: str
-    old: Level
-    new: Level
-    value: float
-    threshold: Threshold | None
-    at_ns: int
-    # confirmed: the level changed. pending: `new` is a candidate whose on-delay just started (level unchanged);
-    # cancelled: that candidate went away before its delay ran out.
-    phase: Literal["confirmed", "pending", "cancelled"] = "confirmed"
-    # the time of the reading the value comes from (a survey's time, a device's clock); `at_ns` is the gateway's
-    # time of the change. They differ for back-dated surveys and buffered data; None for calendar rules
-    source_ns: int | None = None
 
 
 @dataclass(slots=True)
@@ -131,6 +109,9 @@ class Evaluator:
         if any(b.rule.measure in WINDOWED for b in bounds.values()):
             self.measures.load_windows()
         self._state: dict[tuple[str, str, str], _State] = {}  # (rule, device, quantity)
+        # devices with a point-fault state (a BAD reading was seen, or one was restored): only their valid readings
+        # look for a fault to clear; on the others (nearly all, nearly always) a valid reading has nothing to clear
+        self._faulted: set[str] = set()
         self._waiting: set[tuple[str, str, str]] = set()  # states with a candidate, for tick
 
     def _bind(self, rule: Rule, device: str, ctx: DeviceContext) -> Bound | None:
@@ -155,6 +136,8 @@ class Evaluator:
         if bound is None:
             return  # the rule no longer applies to the device (config changed): its alarm clears on its own path
         st = self._state.setdefault((rule, device, quantity), _State(bound))
+        if bound.rule.quantity == ANY_POINT:
+            self._faulted.add(device)
         st.level, st.candidate, st.pending = Level(level), None, None
         self._waiting.discard((rule, device, quantity))
 
@@ -241,9 +224,16 @@ class Evaluator:
         nothing to change: the checks that say so come first, inline (a call each cost as much as the checks)."""
         faults = self._any_point.get(r.device)
         q = r.quality
-        if faults and q is not Quality.NOT_READY and r.quantity != "up" and self.measures.is_measured(r.quantity):
+        if (
+            faults
+            and (q is Quality.BAD or (q is not Quality.NOT_READY and r.device in self._faulted))
+            and r.quantity != "up"
+            and self.measures.is_measured(r.quantity)
+        ):
             # the point's fault condition: raised by a BAD reading, cleared by the point's next valid one
             bad = q is Quality.BAD  # else valid: GOOD or UNCERTAIN
+            if bad:
+                self._faulted.add(r.device)
             for b in faults:
                 if bad:
                     out.extend(self._step(b, r.device, r.quantity, 1.0, set(), now_ns, r.ts_ns))
@@ -257,7 +247,7 @@ class Evaluator:
             bounds = self._base_bounds(mine, r.quantity)
             if not bounds:
                 return
-        fed: set[int] = set()  # windows fed by this reading (rules may share one)
+        fed: set[int] | None = None  # windows fed by this reading (rules may share one); made for the first
         for b in bounds:
             rule = b.rule
             if rule.category == "value" and not r.quality.valid:
@@ -272,6 +262,8 @@ class Evaluator:
                     if st is None or (not st.level and st.candidate is None and st.pending is None):
                         continue
             extra: set[Level] = set()
+            if fed is None:
+                fed = set()
             v = self.measures.measure(b, r, fed)
             if rule.consecutive_days is not None:
                 extra = self.measures.consecutive(b, r)

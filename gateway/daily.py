@@ -31,7 +31,7 @@ class DailyValues:
         self._days: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
         for r in conn.execute("SELECT device, quantity, day, ts_ns, value FROM daily_values ORDER BY day"):
             self._days.setdefault((r[0], r[1]), {})[r[2]] = (int(r[3]), float(r[4]))
-        self._dirty: set[tuple[str, str, str]] = set()
+        self._dirty: dict[str, set[tuple[str, str]]] = {}  # day -> (device, quantity) changed since the last flush
         self._span = (0, 0, "")  # [start_ns, end_ns) of the last local day seen, and its ISO date
 
     def _day(self, ts_ns: int) -> str:
@@ -51,14 +51,21 @@ class DailyValues:
         return d.isoformat()
 
     def add(self, batch: list[Reading]) -> None:
-        """Pipeline listener: O(1) per reading of a watched device, nothing else."""
+        """Pipeline listener: O(1) per reading of a watched device, nothing else. A poll or a message is a run of one
+        device's readings at one time: whether the device is watched, and the day, are looked up once per run."""
         if not self.devices:
             return
         devices, days, dirty = self.devices, self._days, self._dirty
         bad, not_ready = Quality.BAD, Quality.NOT_READY
         lo, hi, day = self._span
+        dev: str | None = None
+        watched = False
+        marks: set[tuple[str, str]] | None = None  # the changed keys of `day`
         for r in batch:
-            if r.device not in devices:
+            if r.device is not dev:
+                dev = r.device
+                watched = dev in devices
+            if not watched:
                 continue
             q, v, ts = r.quality, r.value, r.ts_ns
             if q is bad or q is not_ready or v != v:
@@ -68,14 +75,19 @@ class DailyValues:
                 lo, hi, spanned = self._span
                 if spanned != day:  # a day whose bounds are not kept (see _day): looked up for every reading
                     lo = hi = 0
-            key = (r.device, r.quantity)
+                marks = None
+            key = (dev, r.quantity)
             kept = days.get(key)
             if kept is None:
                 kept = days[key] = {}
             prev = kept.get(day)
             if prev is None or prev[0] <= ts:
                 kept[day] = (ts, v)
-                dirty.add((r.device, r.quantity, day))
+                if marks is None:
+                    marks = dirty.get(day)
+                    if marks is None:
+                        marks = dirty[day] = set()
+                marks.add(key)
 
     def series(self, device: str, quantity: str, days: int, today: date | None = None) -> list[tuple[int, float]]:
         """(ts_ns, value) of the last reading of each of the last `days` site days, oldest first."""
@@ -89,19 +101,22 @@ class DailyValues:
 
     def flush(self) -> int:
         """Write the days that changed; drop those past `keep_days`. The number of rows written."""
-        dirty, self._dirty = self._dirty, set()
+        dirty, self._dirty = self._dirty, {}
         rows = []
-        for dev, q, day in dirty:
-            v = self._days.get((dev, q), {}).get(day)
-            if v is not None:
-                rows.append((dev, q, day, v[0], v[1]))
+        for day, keys in dirty.items():
+            for dev, q in keys:
+                v = self._days.get((dev, q), {}).get(day)
+                if v is not None:
+                    rows.append((dev, q, day, v[0], v[1]))
         cutoff = (datetime.now(self.zone).date() - timedelta(days=self.keep_days)).isoformat()
         try:
             with tx(self.conn):
                 self.conn.executemany("INSERT OR REPLACE INTO daily_values VALUES (?, ?, ?, ?, ?)", rows)
                 self.conn.execute("DELETE FROM daily_values WHERE day < ?", (cutoff,))
         except sqlite3.OperationalError:
-            self._dirty |= dirty  # kept in memory; written with the next flush once the database takes writes
+            # kept in memory; written with the next flush once the database takes writes
+            for day, keys in dirty.items():
+                self._dirty.setdefault(day, set()).update(keys)
             raise
         for days in self._days.values():
             for d in [d for d in days if d < cutoff]:

@@ -159,14 +159,23 @@ class History:
         # a reading in its ring's newest bucket (most of them: a 5 s bucket holds fifty of a 10 Hz poll) replaces that
         # point here, without a call; the arrays only grow in place, so these stay theirs
         end_ms, last_at, t0, tsa, va, qa = rings.end_ms, rings.last, rings.t0, rings.ts, rings.v, rings.q
+        # a poll or a message is a run of one device's readings at one time: its rings and ms are found once per run
+        dev: str | None = None
+        mine: dict[str, int] = {}
+        ts, ms = -1, 0
         for r in batch:
-            mine = ids.get(r.device)
-            if mine is None:
-                mine = ids[r.device] = {}
+            if r.device is not dev:
+                dev = r.device
+                got = ids.get(dev)
+                if got is None:
+                    got = ids[dev] = {}
+                mine = got
             i = mine.get(r.quantity)
             if i is None:
                 i = mine[r.quantity] = self._new_ring()
-            ms = r.ts_ns // MS
+            if r.ts_ns != ts:
+                ts = r.ts_ns
+                ms = ts // MS
             if ms < end_ms[i]:
                 last = last_at[i]
                 off = ms - t0[i]

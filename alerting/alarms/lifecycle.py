@@ -22,8 +22,8 @@ from alerting.alarms.model import (
 )
 from alerting.alarms.store import AlarmStore
 from alerting.db import audit, tx
-from alerting.evaluator import Transition
 from alerting.rules import Level, Rule
+from alerting.transition import Transition
 from telemetry.clock import Clock
 
 _Kinds = Sequence[tuple[EventKind, str | None]]

@@ -9,8 +9,8 @@ from enum import StrEnum
 from typing import Any
 
 from alerting.alarms.model import Alarm, AlarmState, UnknownAlarm
-from alerting.evaluator import Transition
 from alerting.rules import Level, Rule
+from alerting.transition import Transition
 
 
 class AlarmStore:

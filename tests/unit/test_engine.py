@@ -13,10 +13,10 @@ import pytest
 
 from alerting.alarms import AlarmEvent, AlarmState
 from alerting.engine import AlarmEngine
-from alerting.evaluator import Transition
 from alerting.roles import Role
 from alerting.rules import HazardBasis, Level
 from alerting.setup import AlarmSetup
+from alerting.transition import Transition
 from gateway.spool import Spool
 from telemetry.reading import Reading
 from tests.receivers import HttpReceiver, http_receiver

@@ -17,10 +17,10 @@ from alerting.alarms import AlarmEvent, AlarmState, Lifecycle
 from alerting.config import EscalationConfig
 from alerting.db import audit_rows, connect
 from alerting.escalation import Escalation, Roster
-from alerting.evaluator import Transition
 from alerting.messages import SiteInfo
 from alerting.notifiers import Notifier, build_notifier
 from alerting.rules import Level, default_rules
+from alerting.transition import Transition
 from tests.receivers import HttpReceiver, Reply, SmtpReceiver, http_receiver, smtp_server
 
 S = 1_000_000_000

@@ -7,8 +7,9 @@ import pytest
 from alerting.baselines import Baselines
 from alerting.db import connect
 from alerting.derived import DeviceContext, WarningLimit
-from alerting.evaluator import Evaluator, Transition
+from alerting.evaluator import Evaluator
 from alerting.rules import Confidence, Level, Rule, Source, default_rules
+from alerting.transition import Transition
 from telemetry.reading import Quality, Reading
 
 S = 1_000_000_000

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 import alerting.binding
 from alerting.binding import quiet_limit
 from alerting.derived import DeviceContext
-from alerting.evaluator import Evaluator, Transition
+from alerting.evaluator import Evaluator
 from alerting.rules import Level, Rule, default_rules
+from alerting.transition import Transition
 from telemetry.reading import Quality, Reading
 
 S = 1_000_000_000

@@ -13,9 +13,10 @@ from alerting.baselines import Baselines
 from alerting.config import WarningValues
 from alerting.db import connect
 from alerting.derived import DeviceContext, WarningLimit
-from alerting.evaluator import Evaluator, Transition
+from alerting.evaluator import Evaluator
 from alerting.overrides import RulesConfig, resolve_rules
 from alerting.rules import Level, Source, default_rules
+from alerting.transition import Transition
 from telemetry.reading import Reading
 from tests.surveys import SURVEYS  # the surveyor's daily cumulative change at point ZQT-3, mm
 

@@ -23,8 +23,8 @@ from alerting.alarms import (
     UnknownAlarm,
 )
 from alerting.db import audit_rows, connect
-from alerting.evaluator import Transition
 from alerting.rules import Level, Rule, default_rules
+from alerting.transition import Transition
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -606,7 +606,7 @@ def test_kill_9_keeps_every_committed_change(db: Path) -> None:
         f"""
         import os, signal
         from alerting.db import connect
-        from alerting.evaluator import Transition
+        from alerting.transition import Transition
         from alerting.alarms import Lifecycle
         from alerting.rules import Level, default_rules
         lc = Lifecycle(connect({str(db)!r}), default_rules(), lambda: {T0})

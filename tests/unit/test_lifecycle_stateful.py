@@ -17,8 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from alerting.alarms import AlarmEvent, AlarmState, Lifecycle, LifecycleError, UnknownAlarm
 from alerting.db import connect
-from alerting.evaluator import Transition
 from alerting.rules import Level, Rule, default_rules
+from alerting.transition import Transition
 
 S = 1_000_000_000
 T0 = 1_800_000_000 * S

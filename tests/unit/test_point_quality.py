@@ -53,6 +53,15 @@ def test_a_bad_reading_neither_clears_nor_raises_and_opens_a_point_fault() -> No
     assert {(t.rule, t.new) for t in out} == {("health.point_fault", Level.NORMAL), ("gas.lel", Level.NORMAL)}
 
 
+def test_a_point_fault_open_at_a_restart_is_cleared_by_the_next_valid_reading() -> None:
+    # the alarm store restores the open fault into a fresh evaluator, which has seen no BAD reading of its own
+    ev = gas_evaluator()
+    ev.restore("health.point_fault", "G", "lel", Level.ALARM)
+    assert ev.observe(Reading("G", "o2", 20.9, T0), T0) == []  # another point: its fault is not open
+    (t,) = ev.observe(Reading("G", "lel", 3.0, T0 + NS), T0 + NS)
+    assert (t.rule, t.quantity, t.new) == ("health.point_fault", "lel", Level.NORMAL)
+
+
 def test_not_ready_opens_nothing_and_clears_nothing() -> None:
     ev = gas_evaluator()
     ev.observe(Reading("G", "h2s", 15.0, T0), T0)
