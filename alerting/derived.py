@@ -117,9 +117,14 @@ class Deriver:
     def derive(self, batch: list[Reading]) -> list[Reading]:
         """New readings to add to the batch (the gateway stores them with the others)."""
         loads: list[Reading] = []
+        dev: str | None = None
+        crane = False
         for r in batch:
-            ctx = self.devices.get(r.device)
-            if ctx is None or ctx.kind != "tower_crane":
+            if r.device is not dev:  # a poll or a message is a run of one device's readings: looked up once a run
+                dev = r.device
+                ctx = self.devices.get(dev)
+                crane = ctx is not None and ctx.kind == "tower_crane"
+            if not crane:
                 continue
             if r.quantity in ("radius", "rated_load"):
                 self._last.setdefault(r.device, {})[r.quantity] = (r.value, r.quality)

@@ -32,11 +32,16 @@ class Table(StrEnum):
 
     @property
     def function_code(self) -> int:
-        return {"coil": 1, "discrete": 2, "holding": 3, "input": 4}[self.value]
+        return _FUNCTION_CODE[self]
 
     @property
     def is_bit(self) -> bool:
-        return self in (Table.COIL, Table.DISCRETE)
+        return self in _BIT_TABLES
+
+
+# (looked up per request and per block: a dict built per call and the members looked up on the class were not free)
+_FUNCTION_CODE = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+_BIT_TABLES = frozenset({Table.COIL, Table.DISCRETE})
 
 
 class AddressBase(StrEnum):

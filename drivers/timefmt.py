@@ -284,5 +284,9 @@ class TimeParser:
             # floats to the microsecond (a float ns value would lose its last digits); NaN / 1e308: out of range
             us = v * mult / 1000
             ns = round(us) * 1000 if math.isfinite(us) else 0
-        # a time in the wrong unit is a classic DTU misconfiguration: refuse rather than store year 50000
-        return check_range(int(ns), where, v, fmt.value)
+        # a time in the wrong unit is a classic DTU misconfiguration: refuse rather than store year 50000 (checked
+        # here, not by check_range: the format's name, an enum's .value, is a descriptor call on 3.11 per message)
+        ns = int(ns)
+        if not LOW_NS <= ns <= HIGH_NS:
+            check_range(ns, where, v, fmt.value)
+        return ns

@@ -17,7 +17,7 @@ class Quality(IntEnum):
     @property
     def valid(self) -> bool:
         """GOOD or UNCERTAIN: a value that may raise or clear a threshold alarm."""
-        return self <= Quality.UNCERTAIN
+        return self <= 1  # UNCERTAIN (an int: Quality.UNCERTAIN is a descriptor call on 3.11, ~70 ns)
 
     def worst(self, other: Quality) -> Quality:
         """The more serious of two qualities: BAD > NOT_READY > UNCERTAIN > GOOD."""
