@@ -41,6 +41,23 @@ def test_history_ring_is_bounded_in_points_and_time_and_keeps_the_newest() -> No
     }
 
 
+def test_the_open_bucket_shows_its_newest_reading_whenever_it_is_read() -> None:
+    h = History(window_s=60.0, max_points=10)  # buckets of 6 s
+    t0 = 1_750_000_002 * NS  # a bucket starts here
+
+    def shown() -> list[list[Any]]:
+        return h.series("P1", "settlement", 60)["points"]
+
+    h.add([Reading("P1", "settlement", 1.0, t0)])
+    assert shown() == [[t0, 1.0, 0]]
+    h.add([Reading("P1", "settlement", 2.0, t0 + NS)])  # read, then a newer reading of the same bucket
+    assert shown() == [[t0 + NS, 2.0, 0]]
+    h.add([Reading("P1", "settlement", 9.0, t0 + NS // 2)])  # older than the bucket's newest: not shown
+    h.add([Reading("P1", "settlement", 2.5, t0 + 2 * NS, Quality.UNCERTAIN)])
+    h.add([Reading("P1", "settlement", 3.0, t0 + 7 * NS)])  # the next bucket: the first one keeps its newest
+    assert shown() == [[t0 + 2 * NS, 2.5, 1], [t0 + 7 * NS, 3.0, 0]]
+
+
 def test_history_holds_its_point_budget_whatever_the_number_of_devices() -> None:
     h = History(window_s=7200.0, max_points=1440, budget_points=2_000, series=200)  # 10 points a series
     t0 = 1_750_000_000 * NS
