@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.spool_sync import FsyncTimer, sync_and_close, write_state
+from gateway.spool_sync import FsyncTimer, FsyncWorker, write_state
 
 log = logging.getLogger("sitegw.spool")
 
@@ -72,6 +72,7 @@ class Spool:
         self.ack_event = asyncio.Event()  # set on ack: for whoever waits for the spool to drain
         self._state = self.dir / "acked.json"
         self.fsyncs = FsyncTimer()
+        self._fsyncer = FsyncWorker(f"sitegw-fsync-{self.dir.name}")
         # segments from this sequence number on hold live data, drained in order at full speed; older ones are the
         # backlog an outage (or a restart) left behind, replayed at a limited rate. A segment that fills up is
         # not an outage: the live data goes on in the next one and stays live.
@@ -133,6 +134,7 @@ class Spool:
             self.sync()
             os.close(self._fd)
             self._fd = None
+        self._fsyncer.close()
         self._save_state()
 
     def _new_segment(self, seq: int) -> None:
@@ -195,7 +197,7 @@ class Spool:
             # a duplicate descriptor, closed by the thread: a roll may close ours meanwhile, a cancelled wait here
             # leaves nothing behind
             self.fsyncs.thread_syncs += 1
-            self.fsyncs.took(await asyncio.to_thread(sync_and_close, os.dup(self._fd)))
+            self.fsyncs.took(await self._fsyncer.sync(os.dup(self._fd)))
 
     def sync_due_in(self) -> float | None:
         """Seconds until written lines must be fsynced (<= 0: now); None when everything written is on disk."""
