@@ -250,7 +250,7 @@ class Evaluator:
             bounds = self._base_bounds(mine, r.quantity)
             if not bounds:
                 return
-        fed: set[int] | None = None  # windows fed by this reading (rules may share one); made for the first
+        fed: set[int] | None = None  # windows fed by this reading (rules may share one), made for the first rule
         for b in bounds:
             rule = b.rule
             if rule.category == "value" and r.quality > _UNCERTAIN:  # not valid
@@ -265,7 +265,7 @@ class Evaluator:
                     if st is None or (not st.level and st.candidate is None and st.pending is None):
                         continue
             extra: set[Level] = set()
-            if fed is None:
+            if fed is None:  # (past the quiet check: most readings never get here)
                 fed = set()
             v = self.measures.measure(b, r, fed)
             if rule.consecutive_days is not None:
