@@ -33,6 +33,10 @@ class DailyValues:
             self._days.setdefault((r[0], r[1]), {})[r[2]] = (int(r[3]), float(r[4]))
         self._dirty: dict[str, set[tuple[str, str]]] = {}  # day -> (device, quantity) changed since the last flush
         self._span = (0, 0, "")  # [start_ns, end_ns) of the last local day seen, and its ISO date
+        # the newest valid reading of each key in the span's day, held by reference and taken into `_days` when the
+        # span moves to another day or the days are read or flushed (`_fold`): a reference per reading instead of a
+        # tuple, a nested lookup and a set entry
+        self._open: dict[tuple[str, str], Reading] = {}
 
     def _day(self, ts_ns: int) -> str:
         """The site-local date of `ts_ns`. A zone lookup per reading was the biggest cost of a polled excavation
@@ -55,12 +59,11 @@ class DailyValues:
         device's readings at one time: whether the device is watched, and the day, are looked up once per run."""
         if not self.devices:
             return
-        devices, days, dirty = self.devices, self._days, self._dirty
+        devices, opened = self.devices, self._open
         bad, not_ready = Quality.BAD, Quality.NOT_READY
-        lo, hi, day = self._span
+        lo, hi, _ = self._span
         dev: str | None = None
         watched = False
-        marks: set[tuple[str, str]] | None = None  # the changed keys of `day`
         for r in batch:
             if r.device is not dev:
                 dev = r.device
@@ -70,37 +73,51 @@ class DailyValues:
             q, v, ts = r.quality, r.value, r.ts_ns
             if q is bad or q is not_ready or v != v:
                 continue
-            if not lo <= ts < hi:  # another day than the last reading's (or the first reading): its bounds
+            key = (dev, r.quantity)
+            if not lo <= ts < hi:  # another day than the span's (or the first reading): the open day is closed
+                self._fold()
                 day = self._day(ts)
                 lo, hi, spanned = self._span
                 if spanned != day:  # a day whose bounds are not kept (see _day): looked up for every reading
                     lo = hi = 0
-                marks = None
-            key = (dev, r.quantity)
-            kept = days.get(key)
-            if kept is None:
-                kept = days[key] = {}
-            prev = kept.get(day)
-            if prev is None or prev[0] <= ts:
-                kept[day] = (ts, v)
-                if marks is None:
-                    marks = dirty.get(day)
-                    if marks is None:
-                        marks = dirty[day] = set()
-                marks.add(key)
+                    self._keep(key, day, ts, v)
+                    continue
+            prev = opened.get(key)
+            if prev is None or prev.ts_ns <= ts:
+                opened[key] = r
+
+    def _keep(self, key: tuple[str, str], day: str, ts: int, v: float) -> None:
+        kept = self._days.get(key)
+        if kept is None:
+            kept = self._days[key] = {}
+        prev = kept.get(day)
+        if prev is None or prev[0] <= ts:
+            kept[day] = (ts, v)
+            self._dirty.setdefault(day, set()).add(key)
+
+    def _fold(self) -> None:
+        """The open day's readings into `_days` (and the changed keys to write)."""
+        if self._open:
+            day = self._span[2]
+            for key, r in self._open.items():
+                self._keep(key, day, r.ts_ns, r.value)
+            self._open.clear()  # (the same dict: add holds it)
 
     def series(self, device: str, quantity: str, days: int, today: date | None = None) -> list[tuple[int, float]]:
         """(ts_ns, value) of the last reading of each of the last `days` site days, oldest first."""
+        self._fold()
         today = today or datetime.now(self.zone).date()
         first = (today - timedelta(days=days - 1)).isoformat()
         got = self._days.get((device, quantity), {})
         return [got[d] for d in sorted(got) if d >= first]
 
     def quantities(self, device: str) -> list[str]:
+        self._fold()
         return sorted(q for d, q in self._days if d == device)
 
     def flush(self) -> int:
         """Write the days that changed; drop those past `keep_days`. The number of rows written."""
+        self._fold()
         dirty, self._dirty = self._dirty, {}
         rows = []
         for day, keys in dirty.items():

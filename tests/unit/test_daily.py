@@ -43,6 +43,21 @@ def test_last_valid_value_per_site_day_survives_a_restart(tmp_path: Path) -> Non
     assert again.series("ZQT-3", "horizontal_displacement", 30, today) == [(ns(8, 17), 1.4), (ns(9, 0) + 1, 2.0)]
 
 
+def test_a_days_last_reading_is_kept_across_batches_reads_and_flushes(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "state.db")
+    dv = DailyValues(conn, "Asia/Shanghai", ["P1"])
+    dv.add([Reading("P1", "settlement", 1.0, ns(9, 9))])
+    dv.add([Reading("P1", "settlement", 2.0, ns(9, 10))])
+    assert dv.series("P1", "settlement", 2, TODAY) == [(ns(9, 10), 2.0)]
+    dv.add([Reading("P1", "settlement", 5.0, ns(9, 8))])  # older than the day's last, after a read: not kept
+    dv.add([Reading("P1", "settlement", 3.0, ns(9, 11)), Reading("P2", "settlement", 7.0, ns(9, 11))])
+    assert dv.flush() == 1  # one row: P1's day (P2 is not watched)
+    dv.add([Reading("P1", "settlement", 4.0, ns(9, 10))])  # older than the flushed one: nothing to write
+    assert dv.flush() == 0
+    assert dv.series("P1", "settlement", 2, TODAY) == [(ns(9, 11), 3.0)]
+    assert [tuple(r) for r in conn.execute("SELECT ts_ns, value FROM daily_values")] == [(ns(9, 11), 3.0)]
+
+
 def test_a_refused_write_is_kept_for_the_next_flush(tmp_path: Path) -> None:
     import sqlite3
 
@@ -91,7 +106,6 @@ def test_each_reading_is_kept_under_its_own_site_day_across_midnights_and_dst(tm
             # the day before, this day, then the day before again: the bounds kept must be those of the reading's day
             r = [Reading("P1", "settlement", 3.0, late - 10**9), Reading("P1", "settlement", 1.0, noon)]
             dv.add([*r, Reading("P1", "settlement", 2.0, late)])
-            kept = dv._days[("P1", "settlement")]
-            assert kept[day.isoformat()] == (noon, 1.0), (tz, day)
-            assert kept[before.isoformat()] == (late, 2.0), (tz, before)
+            # the day before keeps its later reading, this day its own
+            assert dv.series("P1", "settlement", 2, today=day) == [(late, 2.0), (noon, 1.0)], (tz, day)
             day += timedelta(days=1)
