@@ -76,7 +76,7 @@ class BlockCodec:
     """The register points of one block (the clock's pseudo point is left out: see decode_register_clock), decoded
     exactly as codec.decode does one at a time, in the block's point order."""
 
-    __slots__ = ("_arrange", "_points", "_unpack")
+    __slots__ = ("_arrange", "_plain", "_points", "_unpack")
 
     def __init__(self, points: tuple[PointPlan, ...], skip: str) -> None:
         fmt, positions, pts = [">"], [], []
@@ -97,6 +97,11 @@ class BlockCodec:
             gather = itemgetter(*positions)  # a point is at least one register: two positions or more, so a tuple
             self._arrange = lambda raw: bytes(gather(raw))
         self._points = tuple(pts)
+        # the block's quantities when every point is a plain number (no bit field, sentinel, scale, offset or
+        # conversion: the sweep's float32 registers, most analog blocks): decoded without a look at each point's plan
+        plain = all(not p.mask and not p.invalid and p.scaled and p.scale == 1 and p.add == 0 and p.convert is None
+                    for p in pts)  # fmt: skip
+        self._plain = tuple(p.quantity for p in pts) if plain else None
 
     def decode(self, raw: bytes, device: str, ts_ns: int, out: list[Reading]) -> None:
         """The block's wire bytes -> one reading per point, appended to `out`."""
@@ -104,6 +109,11 @@ class BlockCodec:
             return
         values = self._unpack(self._arrange(raw) if self._arrange else raw)
         append, isfinite = out.append, math.isfinite
+        if self._plain is not None:
+            for quantity, x in zip(self._plain, values, strict=True):
+                v = float(x) + 0.0  # what v * 1.0 + 0.0 gives (a -0.0 becomes 0.0, as below)
+                append(Reading(device, quantity, v, ts_ns, _GOOD if isfinite(v) else _BAD))
+            return
         for p, x in zip(self._points, values, strict=True):
             if p.mask:
                 x = (x >> p.shift) & p.mask
