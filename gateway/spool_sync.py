@@ -46,13 +46,13 @@ class FsyncWorker:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[float] = loop.create_future()
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(self._q,), name=self.name, daemon=True)
             self._thread.start()
         self._q.put((fd, loop, fut))
         return fut
 
-    def _run(self) -> None:
-        while (item := self._q.get()) is not None:
+    def _run(self, q: queue.SimpleQueue[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[float]] | None]) -> None:
+        while (item := q.get()) is not None:
             fd, loop, fut = item
             try:
                 took = sync_and_close(fd)
@@ -62,8 +62,11 @@ class FsyncWorker:
                 _answer(loop, fut, took, None)
 
     def close(self) -> None:
+        """The thread ends after the fsync it may be in; a `sync` after this starts another, on a queue of its own
+        (on a shared one the new thread could take the old one's stop and leave it running)."""
         if self._thread is not None:
             self._q.put(None)
+            self._q = queue.SimpleQueue()
             self._thread = None
 
 

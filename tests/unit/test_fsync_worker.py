@@ -48,3 +48,40 @@ def test_an_fsync_in_the_thread_answers_and_closes_the_descriptor(tmp_path: Path
             worker.close()
 
     asyncio.run(main())
+
+
+def test_a_close_during_an_fsync_then_more_fsyncs_leave_no_thread_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from gateway import spool_sync
+
+    release = threading.Event()
+    real = spool_sync.sync_and_close
+
+    def slow(fd: int) -> float:
+        release.wait(5)
+        return real(fd)
+
+    monkeypatch.setattr(spool_sync, "sync_and_close", slow)
+
+    def fd() -> int:
+        return os.open(tmp_path / "seg", os.O_WRONLY | os.O_CREAT, 0o644)
+
+    async def main() -> None:
+        worker = FsyncWorker("test-fsync-reuse")
+        first = worker.sync(fd())
+        worker.close()  # while the first fsync waits
+        second = worker.sync(fd())  # a new thread, on a queue of its own
+        release.set()
+        await asyncio.gather(first, second)
+        await worker.sync(fd())
+        worker.close()
+
+    asyncio.run(main())
+    for _ in range(200):
+        if not any(t.name == "test-fsync-reuse" for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.01)
+    assert not any(t.name == "test-fsync-reuse" for t in threading.enumerate())
