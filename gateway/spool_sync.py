@@ -27,6 +27,10 @@ def sync_and_close(fd: int) -> float:
         os.close(fd)
 
 
+# a descriptor to fsync and close, and where to answer; None: stop
+_Job = tuple[int, asyncio.AbstractEventLoop, "asyncio.Future[float]"] | None
+
+
 class FsyncWorker:
     """The spool's fsync thread: a descriptor handed over on a C queue, the answer back through one
     `call_soon_threadsafe`. asyncio.to_thread's executor did its thread-count bookkeeping on every submit (a
@@ -35,9 +39,7 @@ class FsyncWorker:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._q: queue.SimpleQueue[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[float]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._q: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def sync(self, fd: int) -> asyncio.Future[float]:
@@ -51,7 +53,7 @@ class FsyncWorker:
         self._q.put((fd, loop, fut))
         return fut
 
-    def _run(self, q: queue.SimpleQueue[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[float]] | None]) -> None:
+    def _run(self, q: queue.SimpleQueue[_Job]) -> None:
         while (item := q.get()) is not None:
             fd, loop, fut = item
             try:

@@ -26,8 +26,8 @@ READ_RESPONSES: dict[int, type[ModbusPDU]] = {
 
 class Registers:
     """A register read's answer (FC3, FC4), decoded here: one `struct` call for its registers where pymodbus's
-    response class unpacks them one at a time (with a ModbusPDU built around them), a twentieth of a large site's
-    main thread. What link.read asks of an answer: its function code, its registers, isError()."""
+    response class unpacks them one at a time (with a ModbusPDU built around them): 3.6 % of the main thread at 200
+    devices (py-spy). What link.read asks of an answer: its function code, its registers, isError()."""
 
     __slots__ = ("function_code", "registers")
 
