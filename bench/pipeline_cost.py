@@ -47,7 +47,10 @@ async def measure(polls: int, per_batch: int, repeat: int) -> list[float]:
                 gw = Gateway(cfg)
                 gw.spool.open()
                 devs: list[ModbusDevice] = [d for ln in build_line_devices(cfg).values() for d, _ in ln]
-                regs = list(struct.unpack(f">{2 * VALUES}H", struct.pack(f">{VALUES}f", *[1.5] * VALUES)))
+                # what the sweep's simulated inclinometers serve: a profile over depth, float32, whose double is
+                # written with 16-17 digits (a value such as 1.5 would make the line protocol look cheaper)
+                vals = [12.7 * (1 - k / VALUES) ** 2 + 0.31 for k in range(VALUES)]
+                regs = list(struct.unpack(f">{2 * VALUES}H", struct.pack(f">{VALUES}f", *vals)))
                 ts = time.time_ns()
                 t0 = time.process_time()
                 for k in range(polls // per_batch):
