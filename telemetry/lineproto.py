@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+import orjson
+
 from telemetry.reading import Quality, Reading
 
 # InfluxDB 1.x unescapes only `\,` `\=` `\ ` in names and tags (a doubled backslash stays doubled), so a
@@ -84,14 +86,15 @@ def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags
     """
     # A poll or a message is a run of readings of one device at one time: the line is looked up once per run, not
     # once per reading (a reading of the same line further on, such as a derived value, still joins it).
-    lines: dict[tuple[str, int], dict[str, str]] = {}
-    fields: dict[str, str] | None = None
+    lines: dict[tuple[str, int], dict[str, str | int]] = {}
+    fields: dict[str, str | int] | None = None  # key -> its value's place in `values`, or the whole `_q` field
+    values: list[float] = []
     device: str | None = None  # the run's, None before the first reading
     ts = 0
     keys, isfinite, good = _field_keys, math.isfinite, Quality.GOOD
     n = 0
     for r in readings:
-        if r.ts_ns != ts or r.device != device:
+        if r.ts_ns != ts or r.device is not device:
             device, ts = r.device, r.ts_ns
             fields = lines.get((device, ts))
             if fields is None and device in series:
@@ -104,15 +107,22 @@ def encode_readings(readings: Iterable[Reading], series: Mapping[str, SeriesTags
         # one field per key: the pipeline moves a different reading of a series at the same time by 1 ns, so a key
         # repeated here is the same reading delivered twice (a duplicate field in a line would be ambiguous)
         if isfinite(r.value):
-            fields[key] = f"{key}={float(r.value)!r}"  # format_float, inline: once per reading
+            fields[key] = len(values)
+            values.append(float(r.value))
             if r.quality is not good:
                 fields[key + "_q"] = f"{key}_q={int(r.quality)}i"
         else:  # no value (NaN, a sentinel): only its quality, not ready (3) when the device said so, else bad
             q = Quality.NOT_READY if r.quality is Quality.NOT_READY else Quality.BAD
             fields[key + "_q"] = f"{key}_q={int(q)}i"
         n += 1
+    # The values are written all at once by orjson: the shortest text that reads back as the same float, as repr()
+    # writes (bit-identical round trips), in a tenth of repr's time per value, which was the biggest single cost of
+    # the line protocol. Its exponents read the same in InfluxDB and VictoriaMetrics ("1e-7", where repr writes
+    # "1e-07"); the values are finite, so the list holds no `null`.
+    texts = orjson.dumps(values)[1:-1].decode().split(",") if values else []
     out = []
     for (dev, t), fs in lines.items():
         st = series[dev]
-        out.append(f"{st.measurement}{st.tagset} {','.join(fs.values())} {t}\n")
+        body = ",".join([f"{k}={texts[x]}" if isinstance(x, int) else x for k, x in fs.items()])
+        out.append(f"{st.measurement}{st.tagset} {body} {t}\n")
     return "".join(out).encode(), len(out), n

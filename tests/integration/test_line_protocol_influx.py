@@ -1,18 +1,23 @@
 """Property: any tag value, field key and string field value our config accepts reads back identical from the
-real InfluxDB 1.6.7 after going through our line protocol encoder and writer."""
+real InfluxDB 1.6.7 after going through our line protocol encoder and writer; every finite value a reading can hold
+reads back bit-identical, in the number forms the readings' encoder writes (orjson's, not repr's)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import struct
+import urllib.request
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway.influx import BODY_SLICE, InfluxV1Writer, SlicedBody
-from services.local import Service, rows
-from telemetry.lineproto import encode_line
+from services.local import Service, rows, vm_export
+from telemetry.lineproto import encode_line, encode_readings, series_tags
+from telemetry.reading import Reading
 
 # Tag values and keys: what config validation lets through: no control characters (InfluxDB cannot store
 # newlines in tags), no backslash (1.x keeps a doubled one doubled and cannot store one before a separator),
@@ -54,6 +59,47 @@ def test_round_trip_through_real_influxdb(
     assert row["zone"] == zone and row["device"] == device, line
     assert row[key] == value, line
     assert float(row["num"]) == number, line  # JSON renders 1e16 as an integer
+
+
+# the forms that differ from repr's: small exponents written "1e-7" (repr "1e-07") or in full ("0.00001"), large
+# ones, the extremes, and float32 values as the sweep's devices send them (16-17 digits)
+_FORMS = [1e-7, 1e-5, -6.906145119080974e-06, 1.4743698512810657e-05, 1e16, 1e22, 5e-324, 1.7976931348623157e308]
+_FORMS += [-0.0, 0.1, 100.0, 123456.78901234567, *struct.unpack(">3f", struct.pack(">3f", 12.7, 0.3, -3.1e-6))]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(numbers=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=20))
+@example(numbers=_FORMS)
+def test_reading_values_read_back_bit_identical(influxdb: Service, victoria: Service, numbers: list[float]) -> None:
+    """InfluxDB returns each value with the same 64 bits; VictoriaMetrics (the second sink, which keeps 12
+    significant digits) takes every number form too."""
+    ts = next(_ts)
+    dev = f"LP-{ts}"  # (the databases live for the session: each example's own series)
+    readings = [Reading(dev, f"v{i}", x, ts) for i, x in enumerate(numbers)]
+    data, lines, n = encode_readings(readings, {dev: series_tags("lpnum", "s", dev, "")})
+    assert (lines, n) == (1, len(numbers))
+
+    async def write() -> None:
+        w = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", "lp_numbers")
+        try:
+            await w.write(data)
+        finally:
+            await w.aclose()
+
+    asyncio.run(write())
+    got = rows(influxdb.port, "lp_numbers", f"SELECT * FROM lpnum WHERE time = {ts}")
+    assert len(got) == 1, data
+    for i, x in enumerate(numbers):
+        back = float(got[0][f"v{i}"])  # (JSON renders 1e16 as an integer, -0.0 as 0)
+        assert back == x and (x == 0 or struct.pack(">d", back) == struct.pack(">d", x)), (i, x, data)
+    urllib.request.urlopen(f"http://127.0.0.1:{victoria.port}/write", data=data, timeout=10).read()
+    exported = vm_export(victoria.port, f'{{__name__=~"lpnum_v.*",device="{dev}"}}')
+    vm = {s["metric"]["__name__"]: s["values"] for s in exported}
+    assert set(vm) == {f"lpnum_v{i}" for i in range(len(numbers))}, data  # every field parsed
+    for i, x in enumerate(numbers):
+        # (its decimal store keeps no value far beyond a sensor's range: 2.5e-297 comes back as another number)
+        if 1e-30 < abs(x) < 1e30:
+            assert any(math.isclose(v, x, rel_tol=1e-11) for v in vm[f"lpnum_v{i}"]), (i, x, data)
 
 
 def test_a_large_body_goes_out_in_slices_with_the_event_loop_free_between_them(influxdb: Service) -> None:
