@@ -11,6 +11,7 @@ from typing import Protocol
 
 from gateway.acks import acknowledge, held, redeliver
 from gateway.collisions import Collisions
+from gateway.latest import Latest
 from gateway.metrics import Metrics
 from gateway.timecheck import ClockCheck
 from telemetry import quantities
@@ -62,7 +63,7 @@ class Pipeline:
         self.metrics = metrics
         self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
         self.max_batch = max_batch_readings
-        self.latest: dict[tuple[str, str], Reading] = {}
+        self.latest = Latest()
         self.listeners: list[Listener] = list(listeners)  # each sees every batch after quality marking, in order
         # listeners that may see a batch when it goes to the spool (the console's history), after `listeners`
         self.later: list[Listener] = list(later)
@@ -333,15 +334,23 @@ class Pipeline:
         shown: list[Reading] = marked if same else []
         # every reading passes this loop: its lookups are held in locals, the range's method called only for a
         # quantity not seen before
-        ranges, latest, good, append = self._ranges, self.latest, Quality.GOOD, marked.append
+        ranges, good, append = self._ranges, Quality.GOOD, marked.append
+        by_device = self.latest.by_device
+        dev: str | None = None  # the run's (a poll or a message: one device's readings), whose latest are `mine`
+        mine: dict[str, Reading] = {}
         for i, r in enumerate(batch):
             rng = ranges.get(r.quantity) or self._range(r.quantity)
             if r.quality is good and not (rng[0] <= r.value <= rng[1]):
                 # implausible: keep it, flag it, never clamp (NaN fails the comparison too)
                 r = Reading(r.device, r.quantity, r.value, r.ts_ns, Quality.UNCERTAIN)
                 self.metrics.readings_implausible += 1
-            key = (r.device, r.quantity)
-            prev = latest.get(key)
+            if r.device is not dev:
+                dev = r.device
+                got = by_device.get(r.device)
+                if got is None:
+                    got = by_device[r.device] = {}
+                mine = got
+            prev = mine.get(r.quantity)
             if prev is not None and prev.ts_ns == r.ts_ns:
                 r = self._collisions.settle(prev, r)
             append(r)
@@ -352,14 +361,14 @@ class Pipeline:
                     v = Reading(v.device, v.quantity, v.value, v.ts_ns, r.quality)
                 shown.append(v)
             if prev is None or prev.ts_ns <= v.ts_ns:
-                latest[key] = v
+                mine[r.quantity] = v
         if skew:
             self._clock_changed = True
             marked.extend(skew)
             if shown is not marked:
                 shown.extend(skew)
             for r in skew:
-                self.latest[(r.device, r.quantity)] = r
+                self.latest.put(r)
         for listener in self.listeners:
             listener(shown)
         return marked, shown
