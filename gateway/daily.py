@@ -33,10 +33,11 @@ class DailyValues:
             self._days.setdefault((r[0], r[1]), {})[r[2]] = (int(r[3]), float(r[4]))
         self._dirty: dict[str, set[tuple[str, str]]] = {}  # day -> (device, quantity) changed since the last flush
         self._span = (0, 0, "")  # [start_ns, end_ns) of the last local day seen, and its ISO date
-        # the newest valid reading of each key in the span's day, held by reference and taken into `_days` when the
-        # span moves to another day or the days are read or flushed (`_fold`): a reference per reading instead of a
-        # tuple, a nested lookup and a set entry
-        self._open: dict[tuple[str, str], Reading] = {}
+        # the newest valid reading of each point in the span's day, by device and quantity, held by reference and
+        # taken into `_days` when the span moves to another day or the days are read or flushed (`_fold`): a
+        # reference per reading instead of a tuple, a nested lookup and a set entry. Keyed by device, then quantity
+        # (strings, whose hashes are kept), not by a (device, quantity) tuple made and hashed twice per reading
+        self._open: dict[str, dict[str, Reading]] = {}
 
     def _day(self, ts_ns: int) -> str:
         """The site-local date of `ts_ns`. A zone lookup per reading was the biggest cost of a polled excavation
@@ -64,27 +65,33 @@ class DailyValues:
         lo, hi, _ = self._span
         dev: str | None = None
         watched = False
+        mine: dict[str, Reading] | None = None  # the run's device's open day, found at its first valid reading
         for r in batch:
             if r.device is not dev:
                 dev = r.device
                 watched = dev in devices
+                mine = None
             if not watched:
                 continue
             q, v, ts = r.quality, r.value, r.ts_ns
             if q is bad or q is not_ready or v != v:
                 continue
-            key = (dev, r.quantity)
             if not lo <= ts < hi:  # another day than the span's (or the first reading): the open day is closed
                 self._fold()
+                mine = None  # (folded: the device's open day is gone)
                 day = self._day(ts)
                 lo, hi, spanned = self._span
                 if spanned != day:  # a day whose bounds are not kept (see _day): looked up for every reading
                     lo = hi = 0
-                    self._keep(key, day, ts, v)
+                    self._keep((r.device, r.quantity), day, ts, v)
                     continue
-            prev = opened.get(key)
+            if mine is None:
+                mine = opened.get(r.device)
+                if mine is None:
+                    mine = opened[r.device] = {}
+            prev = mine.get(r.quantity)
             if prev is None or prev.ts_ns <= ts:
-                opened[key] = r
+                mine[r.quantity] = r
 
     def _keep(self, key: tuple[str, str], day: str, ts: int, v: float) -> None:
         kept = self._days.get(key)
@@ -99,8 +106,9 @@ class DailyValues:
         """The open day's readings into `_days` (and the changed keys to write)."""
         if self._open:
             day = self._span[2]
-            for key, r in self._open.items():
-                self._keep(key, day, r.ts_ns, r.value)
+            for dev, mine in self._open.items():
+                for quantity, r in mine.items():
+                    self._keep((dev, quantity), day, r.ts_ns, r.value)
             self._open.clear()  # (the same dict: add holds it)
 
     def series(self, device: str, quantity: str, days: int, today: date | None = None) -> list[tuple[int, float]]:
