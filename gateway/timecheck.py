@@ -43,22 +43,23 @@ class ClockCheck:
         stored: list[Reading] | None = None
         live: list[Reading] | None = None
         verdict: dict[str, bool] = {}  # device -> any reading off in this batch
-        last: tuple[str, int, bool] | None = None  # (device, ts, off) of the previous reading: messages share a ts
+        # a poll or a message is a run of one device's readings at one time: checked once per run
+        dev: str | None = None
+        ts = 0
+        off = False
         limits, default = self._limits, self._default
         marks: list[Reading] = []  # how far ahead each re-stamped device time was
         ahead_marked: set[tuple[str, int]] = set()
         for i, r in enumerate(batch):
-            if r.quantity in _OWN:
-                continue
-            if last is not None and last[0] == r.device and last[1] == r.ts_ns:
-                off = last[2]
-            else:
-                ahead, age = limits.get(r.device, default)
-                d = r.ts_ns - now_ns
+            if r.device is not dev or r.ts_ns != ts:
+                if r.quantity in _OWN:
+                    continue
+                dev, ts = r.device, r.ts_ns
+                ahead, age = limits.get(dev, default)
+                d = ts - now_ns
                 off = d > ahead or -d > age
-                last = (r.device, r.ts_ns, off)
-                verdict[r.device] = verdict.get(r.device, False) or off
-            if not off:
+                verdict[dev] = verdict.get(dev, False) or off
+            if not off or r.quantity in _OWN:
                 continue
             if stored is None:
                 stored, live = list(batch), list(batch)
