@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 
 from drivers.registers import DataType, Order
-from telemetry.reading import Quality, Reading
+from telemetry.reading import Quality, Reading, make_reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,17 +112,17 @@ class BlockCodec:
         if self._plain is not None:
             for quantity, x in zip(self._plain, values, strict=True):
                 v = float(x) + 0.0  # what v * 1.0 + 0.0 gives (a -0.0 becomes 0.0, as below)
-                append(Reading(device, quantity, v, ts_ns, _GOOD if isfinite(v) else _BAD))
+                append(make_reading(device, quantity, v, ts_ns, _GOOD if isfinite(v) else _BAD))
             return
         for p, x in zip(self._points, values, strict=True):
             if p.mask:
                 x = (x >> p.shift) & p.mask
             if p.invalid and x in p.invalid:  # 0x7FFF, 0xFFFF, -9999: the device says "no value"
-                append(Reading(device, p.quantity, _NAN, ts_ns, p.invalid[x]))
+                append(make_reading(device, p.quantity, _NAN, ts_ns, p.invalid[x]))
                 continue
             v = float(x)
             if p.scaled:
                 v = v * p.scale + p.add
                 if p.convert is not None:
                     v = p.convert(v)
-            append(Reading(device, p.quantity, v, ts_ns, _GOOD if isfinite(v) else _BAD))  # device NaN: kept, BAD
+            append(make_reading(device, p.quantity, v, ts_ns, _GOOD if isfinite(v) else _BAD))  # device NaN: kept, BAD

@@ -11,7 +11,7 @@ from drivers.errors import ProtocolError
 from drivers.modbus.codec import registers_to_bytes
 from drivers.modbus.plan import CLOCK, Block, DevicePlan
 from drivers.timefmt import decode_register_clock
-from telemetry.reading import Quality, Reading
+from telemetry.reading import Quality, Reading, make_reading
 
 if TYPE_CHECKING:  # the link (and pymodbus) load only on a site with Modbus lines (gateway.app)
     from drivers.modbus.link import ModbusLink
@@ -124,7 +124,7 @@ def decode_block(device: str, block: Block, data: list[int] | list[bool], ts_ns:
     """Decode a block's registers (or bits) into readings appended to `out`."""
     if block.table.is_bit:
         for p in block.points:
-            out.append(Reading(device, p.quantity, 1.0 if data[p.offset] else 0.0, ts_ns))
+            out.append(make_reading(device, p.quantity, 1.0 if data[p.offset] else 0.0, ts_ns))
         return
     assert block.codec is not None  # every register block has one (plan.Block)
     block.codec.decode(registers_to_bytes(data), device, ts_ns, out)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from drivers.profile import MqttProfile
 from drivers.quality import QualityMap, Sentinels
 from drivers.timefmt import TimeParser, TimestampFormat, TimestampSpec
 from telemetry import quantities
-from telemetry.reading import Quality, Reading
+from telemetry.reading import Quality, Reading, make_reading
 
 
 def _split(path: str) -> tuple[str | int, ...]:
@@ -302,7 +302,7 @@ class PayloadDecoder:
             x = x * f.scale + f.add
             if f.convert is not None and math.isfinite(x):  # tan(inf) raises; a non-finite value stays BAD
                 x = f.convert(x)
-            out.append(Reading(device, f.quantity, x, ts_ns, q if math.isfinite(x) else Quality.BAD))
+            out.append(make_reading(device, f.quantity, x, ts_ns, q if math.isfinite(x) else Quality.BAD))
         if self._arr is not None and self._arr_path is not None:
             arr = _get(doc, self._arr_path)
             if arr is _MISSING or not isinstance(arr, list):
@@ -352,4 +352,4 @@ class PayloadDecoder:
         x = x * conv[0] + conv[1]
         if conv[2] is not None and math.isfinite(x):
             x = conv[2](x)
-        return Reading(device, quantity, x, ts_ns, quality if math.isfinite(x) else Quality.BAD)
+        return make_reading(device, quantity, x, ts_ns, quality if math.isfinite(x) else Quality.BAD)
