@@ -191,6 +191,9 @@ def test_encode_line_parses_back_to_the_same_values(
 # ---------------------------------------------------------------- encode_readings
 
 QUANTITIES = [*sorted(quantities.CATALOG), "deep_displacement_d5.0m", "deep_displacement_d12m"]
+# names JSON would not write as they are (the encoder's field-by-field path): none comes from a profile, but the
+# encoder takes any
+QUANTITIES += ["f k", "x:y", "温度", "a{b},{c}"]
 devices = st.sampled_from(["TC-01", "PIT.D01", "FW-A_01", "GAS-01", "x"]) | st.from_regex(
     r"\A[A-Za-z0-9][A-Za-z0-9_.\-]{0,10}\Z"  # the config's id pattern
 )
