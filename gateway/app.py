@@ -223,6 +223,7 @@ class Gateway:
             later=[self.history.add, self.daily.add],
             ack_linger_s=cfg.spool.ack_linger_s,
             ack_linger_messages=cfg.spool.ack_linger_messages,
+            poll_linger_s=cfg.spool.sync_interval_s if cfg.spool.write_polls_at_fsync else 0.0,
         )
         self.writer = build_writer(cfg.sink)
         self.drainer = SpoolDrainer(

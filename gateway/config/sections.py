@@ -144,6 +144,8 @@ class SpoolConfig(_Base):
     replay_lines_per_s: float = Field(default=20000, gt=0)
     batch_lines: int = Field(default=5000, ge=1, le=100000)
     sync_interval_s: float = Field(default=1.0, ge=0, le=60)
+    # lines nobody delivers again (Modbus polls) go to the spool file with their fsync: docs/configuration.md
+    write_polls_at_fsync: bool = True
     write_linger_s: float = Field(default=1.0, ge=0, le=10)
     ack_linger_s: float = Field(default=0.02, ge=0, le=1)
     # below the broker's in-flight window for the gateway (20 on Mosquitto): docs/configuration.md
