@@ -24,8 +24,7 @@ Listener = Callable[[list[Reading]], None]
 
 
 class SpoolIn(Protocol):
-    """Where the pipeline puts its batches: the spool (gateway/spool.py), or the spools of both sinks
-    (gateway/second_sink.py SpoolTee)."""
+    """Where batches go: the spool (gateway/spool.py), or both sinks' (gateway/second_sink.py SpoolTee)."""
 
     def write(self, data: bytes, lines: int) -> None: ...
     def append(self, data: bytes, lines: int) -> None: ...
@@ -70,7 +69,7 @@ class Pipeline:
         self.later: list[Listener] = list(later)
         # derived readings (e.g. crane load as % of its load chart) join the batch before it is stored and evaluated
         self.derive = derive
-        self._ranges = {name: (q.low, q.high) for name, q in quantities.CATALOG.items()}
+        self._ranges = quantities.Ranges()
         self._idle = asyncio.Event()
         self._idle.set()
         # Acknowledgements waiting for their fsync (see run): up to `ack_linger_s` after the first of them, so that
@@ -84,12 +83,10 @@ class Pipeline:
         # batches of redeliverable messages (`held`), marked and evaluated but not yet encoded and written: they go
         # to the spool together just before the fsync their acknowledgements wait for (`_write_held`)
         self._held: list[tuple[list[Reading], list[Reading], list[Callable[[], object]]]] = []
-        # Batches nobody waits on (Modbus polls): evaluated and shown at once, then written with the held ones at the
-        # fsync they would have waited for, up to `poll_linger_s` (the spool's sync_interval_s) after the first of
-        # them: one write a second instead of one per poll. A write is the dearest step of a quiet site's poll on
-        # a core that idles between polls (~40 µs, cold); the fsync's timer, already armed, writes them, so this
-        # costs no wake-up. What they risk is what a power cut costs already: the last `poll_linger_s` of polls,
-        # here at a kill -9 too. `drained` (a graceful stop, the API) has them written at once.
+        # Batches nobody waits on (Modbus polls), evaluated and shown at once, are written with the held ones by the
+        # fsync's timer, within `poll_linger_s` (sync_interval_s): one write a second, not one per poll (~40 µs cold
+        # on a core that idles between polls), no wake-up more; a kill -9 loses what a power cut does (`drained`
+        # has them written at once: a graceful stop, the API)
         self.poll_linger_s = poll_linger_s
         self._polls: list[list[Reading]] = []
         self._polls_at = 0.0  # monotonic time of the first of `_polls`
@@ -198,11 +195,11 @@ class Pipeline:
                 self._idle.set()
 
     def _store(self, batch: list[Reading], callbacks: list[Callable[[], object]], hold: bool = False) -> None:
-        """Alarms and the latest values see the batch now; it goes to the spool, and its callbacks wait for the
-        fsync (only acknowledgements wait). A `hold` batch (all its messages delivered again unless acknowledged)
-        is encoded and written with the others held at that fsync: one write and one warm pass of the encoder
-        for the ten messages that share an fsync at site rates, instead of one each between other processes'
-        turns. Anything else is written at once, after what is held (the spool keeps the order)."""
+        """Alarms and the latest values see the batch now; its callbacks wait for the fsync. A `hold` batch (its
+        messages delivered again unless acknowledged) is encoded and written with the others held at that fsync:
+        one write and one warm pass of the encoder for the ten messages sharing an fsync at site rates. So is a
+        batch with no callbacks (`poll_linger_s`), its console updated now. Anything else is written at once,
+        after what is held (the spool keeps the order)."""
         marked, shown = self.mark(batch)
         if hold and not self._clock_changed:  # (a device clock's state change is not delivered again)
             self._linger(callbacks)
@@ -230,15 +227,14 @@ class Pipeline:
         self._wait_for_sync(callbacks)
 
     def _write_held(self) -> None:
-        """The held batches to the spool, in one write; only then do their acknowledgements wait for the fsync with
-        the others, so whatever this meets (a bug raised to the supervisor, a refused write: delivered again) leaves
-        none of them to be acknowledged: their messages come again at the next connection."""
+        """The held batches and waiting polls (their console has them) to the spool, in one write; only then do the
+        acknowledgements wait for the fsync with the others, so whatever this meets (a bug raised to the supervisor,
+        a refused write: delivered again) leaves none to be acknowledged: their messages come again."""
         if not self._held and not self._polls:
             return
         held_, self._held = self._held, []
         polls, self._polls, self._write_now = self._polls, [], False
         callbacks = [cb for _, _, cbs in held_ for cb in cbs]
-        # (the polls' `later` listeners have seen them already)
         marked = [r for m in polls for r in m] + [r for m, _, _ in held_ for r in m]
         data, lines = self.finish(marked, [r for _, v, _ in held_ for r in v])
         try:
@@ -330,13 +326,6 @@ class Pipeline:
         with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the task anyway
             self._q.put_nowait(_TICK)
 
-    def _range(self, name: str) -> tuple[float, float]:
-        r = self._ranges.get(name)
-        if r is None:
-            q = quantities.lookup(name)
-            r = self._ranges[name] = (q.low, q.high)
-        return r
-
     def process(self, batch: list[Reading]) -> None:
         """A batch through everything, spool included, synchronously (tests and tools; `run` overlaps the fsync)."""
         self.spool.append(*self.evaluate(batch))
@@ -361,14 +350,13 @@ class Pipeline:
         marked: list[Reading] = []
         same = live is batch  # no device clock was corrected (the usual case)
         shown: list[Reading] = marked if same else []
-        # every reading passes this loop: its lookups are held in locals, the range's method called only for a
-        # quantity not seen before
+        # every reading passes this loop: its lookups are held in locals
         ranges, good, append = self._ranges, Quality.GOOD, marked.append
         by_device = self.latest.by_device
         dev: str | None = None  # the run's (a poll or a message: one device's readings), whose latest are `mine`
         mine: dict[str, Reading] = {}
         for i, r in enumerate(batch):
-            rng = ranges.get(r.quantity) or self._range(r.quantity)
+            rng = ranges[r.quantity]
             if r.quality is good and not (rng[0] <= r.value <= rng[1]):
                 # implausible: keep it, flag it, never clamp (NaN fails the comparison too)
                 r = Reading(r.device, r.quantity, r.value, r.ts_ns, Quality.UNCERTAIN)

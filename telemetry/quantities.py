@@ -123,6 +123,16 @@ def lookup(name: str) -> Quantity:
     raise KeyError(f"unknown quantity {name!r}; known: {', '.join(sorted(CATALOG))} (depth families: NAME_d<depth>m)")
 
 
+class Ranges(dict[str, tuple[float, float]]):
+    """(low, high) of each quantity by name, its catalog entry looked up on first use (depth families, auxiliary
+    quantities): one dict lookup per reading after that."""
+
+    def __missing__(self, name: str) -> tuple[float, float]:
+        q = lookup(name)
+        r = self[name] = (q.low, q.high)
+        return r
+
+
 def quantity_zh(name: str) -> str:
     """A quantity's Chinese name as people read it (a depth family with its depth: 深层水平位移 10 m); the raw name
     when the catalog does not know it."""
