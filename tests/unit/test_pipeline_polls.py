@@ -5,7 +5,8 @@ waits for the spool (`drained`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from telemetry.lineproto import series_tags
 from telemetry.reading import Reading
+from tests.unit.test_pipeline_inline import _waiting
 
 TS = 1_795_224_600_000_000_000
 SERIES = {"D": series_tags("gas_detector", "s", "D", ""), "M": series_tags("gas_detector", "s", "M", "")}
@@ -42,11 +44,16 @@ def _lines(sp: Spool) -> list[str]:
     return sp.segments[-1].path.read_text().splitlines()
 
 
-async def _running(pipe: Pipeline) -> asyncio.Task[None]:
-    task = asyncio.create_task(pipe.run())
-    for _ in range(3):
-        await asyncio.sleep(0)
-    return task
+@contextlib.asynccontextmanager
+async def _running(pipe: Pipeline, sp: Spool) -> AsyncIterator[None]:
+    """The pipeline's task, waiting on its empty queue; cancelled and the spool closed at the end."""
+    task = await _waiting(pipe)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sp.close()
 
 
 async def _until(cond: Callable[[], bool], what: str) -> None:
@@ -63,8 +70,7 @@ async def test_polls_are_shown_at_once_and_written_together_with_their_fsync(tmp
     console: list[float] = []
     pipe = Pipeline(sp, SERIES, Metrics(), listeners=[lambda b: alarms.extend(r.value for r in b)],
                     later=[lambda b: console.extend(r.value for r in b)], poll_linger_s=0.3)  # fmt: skip
-    task = await _running(pipe)
-    try:
+    async with _running(pipe, sp):
         await pipe.submit([Reading("D", "lel", 1.0, TS)])
         await asyncio.sleep(0)
         await pipe.submit([Reading("D", "lel", 2.0, TS + 1)])
@@ -77,26 +83,17 @@ async def test_polls_are_shown_at_once_and_written_together_with_their_fsync(tmp
         assert [ln.split(" ")[1] for ln in _lines(sp)] == ["lel=1.0", "lel=2.0"]
         await _until(lambda: sp.sync_due_in() is None, "their fsync")
         assert console == [1.0, 2.0]  # the later listeners saw them once
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        sp.close()
 
 
 async def test_someone_waiting_for_the_spool_has_the_polls_written_at_once(tmp_path: Path) -> None:
     sp = _spool(tmp_path)
     pipe = Pipeline(sp, SERIES, Metrics(), poll_linger_s=30.0)
-    task = await _running(pipe)
-    try:
+    async with _running(pipe, sp):
         await pipe.submit([Reading("D", "lel", 1.0, TS)])
         assert sp.appended_lines == 0
         async with asyncio.timeout(5):  # far sooner than the 30 s linger
             await pipe.drained()
         assert sp.appended_lines == 1 and sp.writes == 1
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        sp.close()
 
 
 async def test_a_batch_written_at_once_goes_after_the_polls_before_it(tmp_path: Path) -> None:
@@ -104,16 +101,11 @@ async def test_a_batch_written_at_once_goes_after_the_polls_before_it(tmp_path: 
     order of arrival."""
     sp = _spool(tmp_path)
     pipe = Pipeline(sp, SERIES, Metrics(), poll_linger_s=30.0)
-    task = await _running(pipe)
     events: list[str] = []
-    try:
+    async with _running(pipe, sp):
         await pipe.submit([Reading("D", "lel", 1.0, TS)])
         await asyncio.sleep(0)
         at_once = BatchAck(lambda acks: events.extend(f"ack {a()}" for a in acks), [lambda: "m"],
                            lambda: events.append("again m"), False)  # fmt: skip
         await pipe.submit([Reading("M", "lel", 5.0, TS + 5)], at_once)
         assert [ln.split(",")[1] for ln in _lines(sp)] == ["device=D", "device=M"]  # at once, the poll first
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        sp.close()
