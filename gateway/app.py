@@ -128,6 +128,7 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
             tls_key=str(tls.key_file) if tls and tls.key_file else None,
             tls_verify=not tls or tls.verify is TlsVerify.FULL,
             use_tls=tls is not None,
+            receive_maximum=b.window or 0,
         )
     return out
 

@@ -33,6 +33,9 @@ class SpoolIn(Protocol):
 
 
 _TICK: tuple[list[Reading], None] = ([], None)  # in the queue: an fsync may be due (Pipeline._next)
+# a broker may grant less than the window announced on MQTT 5 (EMQX: its max_inflight, 32), then sends nothing
+# more until acknowledged: with QUIET_AFTER messages waiting, QUIET_S without one ends the linger
+QUIET_AFTER, QUIET_S = 16, 0.01
 
 
 class Pipeline:
@@ -67,25 +70,22 @@ class Pipeline:
         self.listeners: list[Listener] = list(listeners)  # each sees every batch after quality marking, in order
         # listeners that may see a batch when it goes to the spool (the console's history), after `listeners`
         self.later: list[Listener] = list(later)
-        # derived readings (e.g. crane load as % of its load chart) join the batch before it is stored and evaluated
-        self.derive = derive
+        self.derive = derive  # derived readings (crane load as % of its chart) join the batch before it is stored
         self._ranges = quantities.Ranges()
         self._idle = asyncio.Event()
         self._idle.set()
         # Acknowledgements waiting for their fsync (see run): up to `ack_linger_s` after the first of them, so that
-        # messages arriving a few ms apart share one fsync, and never for more than `ack_linger_messages` messages:
-        # a broker sends no more than its in-flight window unacknowledged (20 on Mosquitto; docs/configuration.md)
+        # messages arriving a few ms apart share one fsync, and never for more than `ack_linger_messages` messages
+        # (MQTT 5: `hold`, see _linger): a broker sends no more than its in-flight window unacknowledged
         self.ack_linger_s = ack_linger_s
         self.ack_linger_messages = ack_linger_messages
         self._acks: list[Callable[[], object]] = []
-        self._acks_messages = 0
-        self._acks_since = 0.0
+        self._acks_messages, self._acks_hold, self._acks_since, self._acks_last = 0, 0, 0.0, 0.0
         # batches of redeliverable messages (`held`), marked and evaluated but not yet encoded and written: they go
         # to the spool together just before the fsync their acknowledgements wait for (`_write_held`)
         self._held: list[tuple[list[Reading], list[Reading], list[Callable[[], object]]]] = []
-        # Batches nobody waits on (Modbus polls), evaluated and shown at once, are written with the held ones by the
-        # fsync's timer, within `poll_linger_s` (sync_interval_s): one write a second, not one per poll (~40 µs cold
-        # on a core that idles between polls), no wake-up more; a kill -9 loses what a power cut does (`drained`
+        # Batches nobody waits on (Modbus polls), shown at once, are written with the held ones by the fsync's timer
+        # within `poll_linger_s`: one write a second, not one per poll (~40 µs cold), no wake-up more (`drained`
         # has them written at once: a graceful stop, the API)
         self.poll_linger_s = poll_linger_s
         self._polls: list[list[Reading]] = []
@@ -224,7 +224,8 @@ class Pipeline:
             # comes with it; it stays unacknowledged until a reconnect.)
             redeliver(callbacks)
             raise
-        self._wait_for_sync(callbacks)
+        self._linger(callbacks)
+        self._acks.extend(callbacks)
 
     def _write_held(self) -> None:
         """The held batches and waiting polls (their console has them) to the spool, in one write; only then do the
@@ -244,17 +245,14 @@ class Pipeline:
             raise
         self._acks.extend(callbacks)
 
-    def _wait_for_sync(self, callbacks: list[Callable[[], object]]) -> None:
-        self._linger(callbacks)
-        self._acks.extend(callbacks)
-
     def _linger(self, callbacks: list[Callable[[], object]]) -> None:
         """Count what waits for the fsync, written or held: the linger starts with the first since the last one."""
+        self._acks_last = time.monotonic()
         if callbacks and not self._acks and not self._held:
-            self._acks_since = time.monotonic()
-            self._acks_messages = 0
-        # an MQTT batch's acknowledger says how many messages it acknowledges; anything else counts as one
-        self._acks_messages += sum(getattr(cb, "messages", 1) for cb in callbacks)
+            self._acks_since, self._acks_messages, self._acks_hold = self._acks_last, 0, 1 << 30
+        for cb in callbacks:  # an MQTT batch says how many messages it has, and on MQTT 5 how many may wait (hold)
+            self._acks_messages += getattr(cb, "messages", 1)
+            self._acks_hold = min(self._acks_hold, getattr(cb, "hold", 0) or self.ack_linger_messages)
 
     def _sync_due_in(self) -> float | None:
         """Seconds until the fsync is due (<= 0: now); None when nothing written or waiting needs one."""
@@ -265,10 +263,12 @@ class Pipeline:
             wait = self._polls_at + self.poll_linger_s - time.monotonic()
             due = wait if due is None else min(due, wait)
         if self._acks or self._held:
-            if self._acks_messages >= self.ack_linger_messages or (due is None and not self._held):
+            if self._acks_messages >= self._acks_hold or (due is None and not self._held):
                 return 0.0  # enough waiting; or everything is on disk already (no fsync) and they go at once
-            linger = self._acks_since + self.ack_linger_s - time.monotonic()
-            due = linger if due is None else min(due, linger)
+            linger = self._acks_since + self.ack_linger_s
+            if self._acks_messages >= QUIET_AFTER:  # (only with an MQTT 5 `hold` above it)
+                linger = min(linger, self._acks_last + QUIET_S)
+            due = linger - time.monotonic() if due is None else min(due, linger - time.monotonic())
         return due
 
     async def _next(self) -> tuple[list[Reading], Callable[[], object] | None] | None:

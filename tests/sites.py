@@ -25,6 +25,7 @@ def write_site(
     spool: dict[str, Any] | None = None,
     http_port: int | None = None,
     plan: dict[str, Any] | None = None,
+    broker: dict[str, Any] | None = None,
     **extra: Any,
 ) -> SiteConfig:
     for d in devices:
@@ -43,6 +44,7 @@ def write_site(
                 "port": mqtt_port,
                 "dead_letter_topic": "t/deadletter",
                 "client_id": f"sitegw-test-{path.parent.name}"[:60],
+                **(broker or {}),
             }
         ]
     if influx_port:

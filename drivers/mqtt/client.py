@@ -100,6 +100,7 @@ class BrokerParams:
     tls_key: str | None = None
     tls_verify: bool = True
     use_tls: bool = False
+    receive_maximum: int = 0  # MQTT 5: the in-flight window announced in CONNECT (0: the broker's own)
 
     @classmethod
     def at(cls, host: str, port: int = 1883, **kw: Any) -> BrokerParams:
@@ -137,6 +138,10 @@ def subscriber(p: BrokerParams) -> tuple[aiomqtt.Client, Inbox]:
 
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 7 * 24 * 3600  # keep our subscriptions and queued QoS 1 messages
+        if p.receive_maximum:
+            # more than a broker's default window (Mosquitto: 20) unacknowledged, so that more messages share one
+            # fsync (session.py BatchAck.hold)
+            props.ReceiveMaximum = p.receive_maximum
         kwargs.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
     else:
         kwargs.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)

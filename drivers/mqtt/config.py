@@ -31,6 +31,10 @@ class Tls(DriverModel):
         return self
 
 
+# the in-flight window announced on MQTT 5 unless the site says otherwise (Mosquitto's own default is 20)
+DEFAULT_RECEIVE_MAXIMUM = 1000
+
+
 class MqttProtocol(StrEnum):
     V311 = "3.1.1"
     V5 = "5"
@@ -51,8 +55,27 @@ class Broker(DriverModel):
     def _protocol(cls, v: Any) -> Any:
         return str(v) if isinstance(v, (int, float)) else v  # `protocol: 5` unquoted in YAML
 
+    # MQTT 5: how many QoS 1 messages the broker may send us unacknowledged (CONNECT's Receive Maximum). The gateway
+    # holds up to half of them for one fsync (docs/configuration.md); MQTT 3.1.1 has no such field
+    receive_maximum: int | None = Field(default=None, ge=2, le=65535)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     dead_letter_topic: str = "sitegw/deadletter"
+
+    @model_validator(mode="after")
+    def _window(self) -> Broker:
+        if self.receive_maximum is not None and self.protocol is not MqttProtocol.V5:
+            raise ValueError(
+                "receive_maximum is an MQTT 5 field (protocol: 5); on MQTT 3.1.1 the broker's own in-flight window "
+                "applies (Mosquitto's max_inflight_messages) and spool.ack_linger_messages stays below it"
+            )
+        return self
+
+    @property
+    def window(self) -> int | None:
+        """The in-flight window the gateway announces (MQTT 5), None when it is the broker's to choose."""
+        if self.protocol is MqttProtocol.V5:
+            return self.receive_maximum or DEFAULT_RECEIVE_MAXIMUM
+        return None
 
 
 def check_device(at: str, d: DeviceEntry, prof: MqttProfile, claims: Claims) -> None:

@@ -34,11 +34,12 @@ class Inbox:
     - **The messages straight to the session.** aiomqtt wraps each in a Message of its own and queues it, and the
       session waited for each with the queue's getter; here paho's message goes into a list and the session is woken
       once per wake with all of them (`next_batch`).
-    - **A QoS 0 / 1 PUBLISH taken off the buffer here** (`_take_publishes`, MQTT 3.1.1 only), not through paho's
+    - **A QoS 0 / 1 PUBLISH taken off the buffer here** (`_take_publishes`; on MQTT 5 one without properties), not
+      through paho's
       packet reader, handler, MQTTMessage, logging and callback locks: those were about an eighth of the gateway's
       CPU per message at site rates (33 of ~270 µs at 1 000 msg/s), where every message is a wake of its own (see
-      `_take_publishes`). Everything else (CONNACK, SUBACK, PINGRESP, QoS 2, a packet cut by the end of a read,
-      MQTT 5) is paho's, read from the same buffer.
+      `_take_publishes`). Everything else (CONNACK, SUBACK, PINGRESP, QoS 2, a packet cut by the end of a read, an
+      MQTT 5 PUBLISH with properties) is paho's, read from the same buffer.
     - **A few messages handed over in this callback** (`on_batch`, the session's `handle_now`) while the session
       waits for them: no task to wake. A wake of more than AT_ONCE, or one that left data on the socket, wakes the
       session's task instead, so that a burst makes big batches.
@@ -60,9 +61,11 @@ class Inbox:
         self._drained = False  # the last recv took less than asked (plain TCP): the socket was empty then
         self.recvs = 0  # system calls made, for the tests
         self.taken = 0  # PUBLISH packets taken off the buffer here, not by paho (`_take_publishes`), for the tests
-        # MQTT 5 puts properties in a PUBLISH: those are paho's to decode. And only with manual acknowledgement
-        # (subscriber() sets it): otherwise paho's handler sends a QoS 1 message's PUBACK, which this never does
-        self._fast = paho._protocol != MQTTProtocolVersion.MQTTv5 and bool(paho._manual_ack)
+        # only with manual acknowledgement (subscriber() sets it): otherwise paho's handler sends a QoS 1 message's
+        # PUBACK, which this never does. On MQTT 5 a PUBLISH has a properties' length after its packet id: one
+        # with properties (a topic alias, a device's user properties) is paho's to decode
+        self._fast = bool(paho._manual_ack)
+        self._v5 = paho._protocol == MQTTProtocolVersion.MQTTv5
         self._error: OSError | None = None  # a read error met by `read`, for paho's next read to meet
         # the session's handler of a wake's messages in this callback (True: handled), tried when the session
         # waits for them (`next_batch`); the session's task takes them otherwise
@@ -128,12 +131,13 @@ class Inbox:
         formatted-or-not; `_handle_on_message` takes two locks and matches the topic against filtered callbacks
         (there are none). Here a packet is sliced off the buffer where it lies. Stops at anything else (paho's):
         another packet type, QoS 2, a packet not wholly in the buffer, an empty or non-UTF-8 topic, a length that
-        does not add up. paho's keep-alive sees the bytes as received, as its own reader would have said."""
+        does not add up, MQTT 5 properties. paho's keep-alive sees the bytes as received, as its own reader would
+        have said."""
         # (called by `read` only with `_fast` on and paho between packets)
         if self._buf_sock is not self._paho._sock:
             return 0  # the buffer is an old connection's
         buf, pos, end = self._buf, self._pos, len(self._buf)
-        items, topics, n = self._items, self._topics, 0
+        items, topics, n, v5 = self._items, self._topics, 0, self._v5
         gone = self.client._disconnected.done()  # as in _on_message: nothing handed out on an ended connection
         # the shortest PUBLISH is 5 bytes: header, length, a 2-byte topic length and a 1-byte topic
         while n < limit and pos + 4 < end:
@@ -156,6 +160,10 @@ class Inbox:
                 break  # the rest is not here yet: paho reads it on
             tlen = (buf[i] << 8 | buf[i + 1]) if i + 2 <= stop else 0
             j = i + 2 + tlen + (2 if qos else 0)
+            if v5:  # the properties' length (a variable byte integer): 0, a single zero byte, is all we take
+                if j >= stop or buf[j]:
+                    break
+                j += 1
             if tlen == 0 or j > stop:
                 break
             raw = buf[i + 2 : i + 2 + tlen]
@@ -167,7 +175,7 @@ class Inbox:
                     break
                 if len(topics) < 10000:  # bounded: a broker sending ever new topics must not grow it forever
                     topics[raw] = topic
-            mid = (buf[j - 2] << 8 | buf[j - 1]) if qos else 0
+            mid = (buf[i + 2 + tlen] << 8 | buf[i + 3 + tlen]) if qos else 0
             if not gone:
                 items.append((topic, buf[j:stop], mid, qos))
             pos = stop

@@ -79,6 +79,9 @@ class BatchAck:
     # every message is QoS 1 on the session's persistent connection: until acknowledged, the broker keeps it and
     # delivers it again, so its readings may wait outside the spool until their fsync (gateway/acks.py held)
     redeliverable: bool = False
+    # how many of this broker's messages may wait for one fsync: half the window announced on MQTT 5
+    # (client.py subscriber); 0: the pipeline's ack_linger_messages, below a window the broker chooses
+    hold: int = 0
 
     @property
     def messages(self) -> int:
@@ -131,6 +134,7 @@ class MqttSession:
         self._ack_all: Callable[[list[OnSpooled]], None] = _call_all
         self._redeliver: Callable[[], None] = _gone
         self._ack: Callable[[int, int], object] | None = None  # the connection's acknowledger of one message
+        self._hold = params.receive_maximum // 2
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -201,7 +205,7 @@ class MqttSession:
             for letter in letters:
                 await self.dead_letter(*letter)
             if readings or acks:
-                ba = BatchAck(self._ack_all, acks, self._redeliver, redeliverable) if acks else None
+                ba = BatchAck(self._ack_all, acks, self._redeliver, redeliverable, self._hold) if acks else None
                 await self.submit(readings, ba)
         finally:
             self.settled.set()
@@ -222,7 +226,8 @@ class MqttSession:
         if self.on_message:
             self.on_message(len(msgs))
         if readings or acks:
-            now.now(readings, BatchAck(self._ack_all, acks, self._redeliver, _all_qos1(msgs)) if acks else None)
+            done = BatchAck(self._ack_all, acks, self._redeliver, _all_qos1(msgs), self._hold) if acks else None
+            now.now(readings, done)
         return True
 
     def _decode_all(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ TOPIC = "inline/site/formwork/FW-1/data"
 class Site:
     """Session + pipeline + spool as the gateway wires them (gateway/app.py), the session's calls counted."""
 
-    def __init__(self, port: int, spool_dir: Path, client_id: str, linger_s: float = 0.005, linger_n: int = 1) -> None:
+    def __init__(
+        self, port: int, spool_dir: Path, client_id: str, linger_s: float = 0.005, linger_n: int = 1, **params: Any
+    ) -> None:
         self.spool = Spool(spool_dir, max_bytes=1 << 20, segment_bytes=1 << 18, sync_interval_s=1.0)
         self.spool.open()
         metrics = Metrics()
@@ -54,6 +57,7 @@ class Site:
             keepalive_s=30,
             dead_letter_topic="inline/dl",
         )
+        broker = replace(broker, **params)  # (BrokerParams fields: protocol_v5, receive_maximum)
         route = MqttDeviceRoute("FW-1", "FW-1", "inline/site/formwork/+/data", PayloadDecoder(prof))
         self.letters: list[str] = []
         self.s = MqttSession(broker, [route], sub, lambda kind, msg, dev: self.letters.append(msg), now=sub)

@@ -89,6 +89,17 @@ def test_good_config(tmp_path: Path) -> None:
             "from topic level 3 (0-based), but level 3 of 'a/b/+/c/data' is neither",
         ),
         ("host: 127.0.0.1}\nd", "host: 127.0.0.1, protocol: 5}\nd", None),
+        ("host: 127.0.0.1}\nd", "host: 127.0.0.1, protocol: 5, receive_maximum: 200}\nd", None),
+        (
+            "host: 127.0.0.1}\nd",
+            "host: 127.0.0.1, receive_maximum: 200}\nd",
+            "brokers[0] (line 5): Value error, receive_maximum is an MQTT 5 field (protocol: 5)",
+        ),
+        (
+            "host: 127.0.0.1}\nd",
+            "host: 127.0.0.1, protocol: 5, receive_maximum: 1}\nd",
+            "brokers[0].receive_maximum (line 5): Input should be greater than or equal to 2",
+        ),
         ("unit_id: 1}", "unit_id: 0}", "devices[0].unit_id (line 7): Input should be greater than or equal to 1"),
         (
             "database: d}",

@@ -264,3 +264,54 @@ async def test_a_batch_that_changes_a_device_clocks_state_is_written_at_once(tmp
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         sp.close()
+
+
+def _window(events: list[str], name: str, hold: int) -> BatchAck:
+    """A QoS 1 message from an MQTT 5 broker to which the gateway announced a window of 2 x `hold`."""
+    return BatchAck(lambda acks: events.extend(f"ack {a()}" for a in acks), [lambda: name],
+                    lambda: events.append(f"again {name}"), True, hold)  # fmt: skip
+
+
+async def _submit_apart(pipe: Pipeline, acks: list[BatchAck], first: int = 0) -> None:
+    for k, ack in enumerate(acks, first):
+        await pipe.submit([Reading("D", "lel", float(k), TS + k)], ack)
+        for _ in range(3):  # each its own batch, the task back in its wait
+            await asyncio.sleep(0)
+
+
+async def _acked(events: list[str], n: int) -> None:
+    for _ in range(1000):  # (the fsync is the spool's thread's)
+        if len(events) >= n:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"{n} acknowledgements not within 10 s: {events}")
+
+
+async def test_an_mqtt5_brokers_messages_wait_for_half_its_window_and_others_for_ack_linger_messages(
+    tmp_path: Path,
+) -> None:
+    """On MQTT 5 the gateway announces its in-flight window (drivers/mqtt/client.py `receive_maximum`), so up to
+    half of it may wait for one fsync (`BatchAck.hold`) where ack_linger_messages (below a window the broker
+    chooses) would have synced after 3; a message from anywhere else in the same linger brings that limit back."""
+    sp = _spool(tmp_path)
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics(), ack_linger_s=30, ack_linger_messages=3)
+    task = await _waiting(pipe)
+    try:
+        await _submit_apart(pipe, [_window(events, f"m{k}", 6) for k in range(5)])
+        assert events == [] and sp.appended_lines == 0  # 5 of 6: still lingering (3 would have been enough)
+        await _submit_apart(pipe, [_window(events, "m5", 6)], 5)
+        await _acked(events, 6)
+        assert events == [f"ack m{k}" for k in range(6)]
+        assert sp.appended_lines == 6  # written together just before their fsync
+
+        events.clear()
+        await _submit_apart(pipe, [_window(events, "n0", 6), _held(events, "v3")], 6)
+        assert events == []  # two of the 3.1.1 limit
+        await _submit_apart(pipe, [_window(events, "n2", 6)], 8)
+        await _acked(events, 3)
+        assert events == ["ack n0", "ack v3", "ack n2"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sp.close()

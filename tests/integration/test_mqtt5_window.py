@@ -1,0 +1,147 @@
+"""MQTT 5 on a real Mosquitto: the gateway announces its in-flight window (`receive_maximum`), and the broker then
+sends that many QoS 1 messages unacknowledged where MQTT 3.1.1 gets its `max_inflight_messages` (20); the reader
+takes a PUBLISH without properties off its buffer itself, and leaves one with properties to paho."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from services.local import Service
+from telemetry.reading import Reading
+from tests.integration.test_mqtt_ack import device, publish_settlement, run_until, session
+from tests.integration.test_mqtt_inline import Site, settlement, until
+
+TS_MS = 1795224600_000
+
+
+@contextlib.contextmanager
+def device5(port: int) -> Iterator[paho.Client]:
+    """A device speaking MQTT 5 (paho's own thread)."""
+    dev = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    dev.connect("127.0.0.1", port)
+    dev.loop_start()
+    try:
+        yield dev
+    finally:
+        dev.loop_stop()
+        dev.disconnect()
+
+
+async def _held_until(port: int, n: int, wait_s: float, **params: Any) -> int:
+    """How many of `n` QoS 1 messages a session receives within `wait_s` while it acknowledges none."""
+    got: list[Reading] = []
+    done = asyncio.Event()
+
+    async def never_acked(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        got.extend(readings)
+        if len(got) >= n:
+            done.set()
+
+    s = session(port, never_acked, **params)
+    task = asyncio.create_task(run_until(s, done, wait_s + 10))
+    await asyncio.wait_for(s.connected.wait(), 10)
+    with device(port) as dev:
+        for info in [publish_settlement(dev, float(k), TS_MS + k) for k in range(n)]:
+            info.wait_for_publish(5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), wait_s)
+    done.set()
+    await task
+    return len(got)
+
+
+async def test_an_mqtt5_session_gets_the_window_it_announces(mosquitto: Service) -> None:
+    """With 60 QoS 1 messages waiting and none acknowledged, Mosquitto sends a 3.1.1 session its 20 and an MQTT 5
+    session announcing 100 all 60: what lets the gateway hold more messages for one fsync (BatchAck.hold)."""
+    v311 = await _held_until(mosquitto.port, 60, 1.5, client_id="sitegw-window-311")
+    v5 = await _held_until(mosquitto.port, 60, 10, client_id="sitegw-window-5", protocol_v5=True, receive_maximum=100)
+    assert (v311, v5) == (20, 60)
+
+
+async def test_mqtt5_messages_without_properties_are_taken_off_the_buffer_and_with_them_by_paho(
+    mosquitto: Service,
+) -> None:
+    """The reader's own PUBLISH parser (drivers/mqtt/reader.py `_take_publishes`) skips MQTT 5's empty properties;
+    a message whose properties are not empty (a device's user property) goes through paho. Both come whole, in
+    order, and are acknowledged (never delivered again)."""
+    values: list[float] = []
+    all_in = asyncio.Event()
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        values.extend(r.value for r in readings)
+        if on_spooled:
+            on_spooled()
+        if len(values) >= 3:
+            all_in.set()
+
+    s = session(mosquitto.port, submit, client_id="sitegw-props-5", protocol_v5=True, receive_maximum=100)
+    task = asyncio.create_task(run_until(s, all_in, 20))
+    await asyncio.wait_for(s.connected.wait(), 10)
+    inbox = s.inbox
+    assert inbox is not None
+    taken = inbox.taken
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.UserProperty = [("vendor", "示例")]
+    topic = "ack/site/formwork/FW-1/data"
+    with device5(mosquitto.port) as dev:
+        body = [json.dumps({"ts": TS_MS + k, "data": {"settlement": float(k)}}) for k in range(3)]
+        for info in [
+            dev.publish(topic, body[0], qos=1),
+            dev.publish(topic, body[1], qos=1, properties=props),
+            dev.publish(topic, body[2], qos=1),
+        ]:
+            info.wait_for_publish(5)
+        await asyncio.wait_for(all_in.wait(), 10)
+        await task
+    assert values == [0.0, 1.0, 2.0]
+    assert inbox.taken - taken == 2  # the one with a user property was paho's
+    again: list[float] = []
+
+    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        again.extend(r.value for r in readings)
+        if on_spooled:
+            on_spooled()
+
+    await run_until(session(mosquitto.port, record, client_id="sitegw-props-5", protocol_v5=True), asyncio.Event(), 1.5)
+    assert again == []  # all three were acknowledged
+
+
+async def test_a_broker_granting_less_than_the_window_announced_does_not_stall_the_stream(
+    mosquitto: Service, tmp_path: Path
+) -> None:
+    """EMQX grants an MQTT 5 client the smaller of its Receive Maximum and its own max_inflight (32), and then sends
+    nothing until acknowledged. Here the gateway would hold 50 for one fsync (`hold`, as if it had announced 100)
+    while Mosquitto grants the 20 announced: with 16 or more waiting, 10 ms without a message ends the linger
+    (gateway/pipeline.py QUIET_S), not the 30 s of ack_linger_s, so the 60 messages are all stored and acknowledged
+    within seconds."""
+    site = Site(mosquitto.port, tmp_path / "spool", "sitegw-quiet-5", linger_s=30, linger_n=10,
+                protocol_v5=True, receive_maximum=20)  # fmt: skip
+    site.s._hold = 50
+    tasks = site.start()
+    try:
+        await asyncio.wait_for(site.s.connected.wait(), 10)
+        with device(mosquitto.port) as dev:
+            for k in range(60):
+                settlement(dev, float(k), TS_MS + k)
+            await until(site.has(60), "60 messages stored")
+            await until(lambda: site.pipe._acks == [] and site.pipe._held == [], "every message acknowledged")
+    finally:
+        await site.stop(tasks)
+    again: list[float] = []
+
+    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        again.extend(r.value for r in readings)
+        if on_spooled:
+            on_spooled()
+
+    await run_until(session(mosquitto.port, record, client_id="sitegw-quiet-5", protocol_v5=True), asyncio.Event(), 1.5)
+    assert again == []  # none is delivered again: all 60 were acknowledged
