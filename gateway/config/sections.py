@@ -147,8 +147,9 @@ class SpoolConfig(_Base):
     # lines nobody delivers again (Modbus polls) go to the spool file with their fsync: docs/configuration.md
     write_polls_at_fsync: bool = True
     write_linger_s: float = Field(default=1.0, ge=0, le=10)
-    ack_linger_s: float = Field(default=0.02, ge=0, le=1)
-    # below the broker's in-flight window for the gateway (20 on Mosquitto): docs/configuration.md
+    ack_linger_s: float = Field(default=0.1, ge=0, le=1)
+    # MQTT 3.1.1: below the broker's in-flight window for the gateway (20 on Mosquitto); MQTT 5: half the window the
+    # gateway announces (brokers[].receive_maximum) instead: docs/configuration.md
     ack_linger_messages: int = Field(default=10, ge=1, le=10000)
 
     @field_validator("max_bytes", "segment_bytes", mode="before")
