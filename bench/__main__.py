@@ -58,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     ap.add_argument("--long", action="store_true", help="the long versions (memory 10 min, outage 10 min, ...)")
     ap.add_argument("--json", type=Path, default=common.RUN_DIR / "report.json", help="where the report goes")
+    ap.add_argument(
+        "--mqtt", choices=["5", "3.1.1"], default="5", help="the gateway's MQTT protocol (brokers[].protocol)"
+    )
     args = ap.parse_args(argv)
+    common.MQTT_PROTOCOL = args.mqtt
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, object] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "long": args.long,
+        "gateway_mqtt_protocol": args.mqtt,
         "machine": common.machine_facts(),
         "caveat": "shared 2-core machine with other work running: absolute figures are noisy, compare the ratios",
         "benchmarks": {},

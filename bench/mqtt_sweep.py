@@ -321,8 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--short", action="store_true", help="500 and 4000 msg/s, 10 s windows")
     ap.add_argument("--json", type=Path, default=common.RUN_DIR / "mqtt_sweep.json")
     ap.add_argument("--pin", action="store_true", help="each subject on a CPU of its own, everything else on the rest")
+    ap.add_argument(
+        "--mqtt", choices=["5", "3.1.1"], default="5", help="the gateway's MQTT protocol (brokers[].protocol)"
+    )
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    common.MQTT_PROTOCOL = a.mqtt
     rates = [500.0, 4000.0] if a.short else [float(x) for x in a.rates.split(",")]
     seconds = 10.0 if a.short else a.seconds
     subjects = [s for s in a.subjects.split(",") if s]
@@ -333,13 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.pin:
         cpu = common.pin_harness()
         pinned = f"pinned: each subject alone on CPU {cpu}" if cpu is not None else "--pin ignored: one CPU"
-    print(f"== mqtt_sweep: {DEVICES} devices x {FIELDS_PER_MESSAGE} fields, rates {rates}, {seconds:g} s windows")
+    print(
+        f"== mqtt_sweep: {DEVICES} devices x {FIELDS_PER_MESSAGE} fields, rates {rates}, {seconds:g} s windows, "
+        f"the gateway on MQTT {a.mqtt}"
+    )
     report = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": common.machine_facts(),
         "devices": DEVICES,
         "fields_per_message": FIELDS_PER_MESSAGE,
         "seconds": seconds,
+        "gateway_mqtt_protocol": a.mqtt,
         **sweep(rates, seconds, a.rounds, subjects),
     }
     if pinned:
