@@ -93,7 +93,7 @@ def test_good_config(tmp_path: Path) -> None:
         (
             "host: 127.0.0.1}\nd",
             "host: 127.0.0.1, receive_maximum: 200}\nd",
-            "brokers[0] (line 5): Value error, receive_maximum is an MQTT 5 field (protocol: 5)",
+            "brokers[0] (line 5): receive_maximum is an MQTT 5 field (protocol: 5)",
         ),
         (
             "host: 127.0.0.1}\nd",
