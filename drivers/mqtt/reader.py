@@ -35,11 +35,10 @@ class Inbox:
       session waited for each with the queue's getter; here paho's message goes into a list and the session is woken
       once per wake with all of them (`next_batch`).
     - **A QoS 0 / 1 PUBLISH taken off the buffer here** (`_take_publishes`; on MQTT 5 one without properties), not
-      through paho's
-      packet reader, handler, MQTTMessage, logging and callback locks: those were about an eighth of the gateway's
-      CPU per message at site rates (33 of ~270 µs at 1 000 msg/s), where every message is a wake of its own (see
-      `_take_publishes`). Everything else (CONNACK, SUBACK, PINGRESP, QoS 2, a packet cut by the end of a read, an
-      MQTT 5 PUBLISH with properties) is paho's, read from the same buffer.
+      through paho's packet reader, handler, MQTTMessage, logging and callback locks: those were about an eighth of
+      the gateway's CPU per message at site rates (33 of ~270 µs at 1 000 msg/s), where every message is a wake of
+      its own (see `_take_publishes`). Everything else (CONNACK, SUBACK, PINGRESP, QoS 2, a packet cut by the end of
+      a read, an MQTT 5 PUBLISH with properties) is paho's, read from the same buffer.
     - **A few messages handed over in this callback** (`on_batch`, the session's `handle_now`) while the session
       waits for them: no task to wake. A wake of more than AT_ONCE, or one that left data on the socket, wakes the
       session's task instead, so that a burst makes big batches.
