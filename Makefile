@@ -9,7 +9,7 @@ APT_PKGS := mosquitto mosquitto-clients influxdb victoria-metrics socat mbpoll o
 APT_BINS := mosquitto mosquitto_sub influxd victoria-metrics socat mbpoll openssl chromium nats-server pg_ctlcluster
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-region test soak bench deps venv lint typecheck check clean
+.PHONY: demo demo-region test test-slow soak bench deps venv lint typecheck check clean
 
 demo: deps venv
 	$(PY) -m services.demo
@@ -23,6 +23,10 @@ test: deps venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# the scenario tests of minutes that `make test` leaves out (pytest marker `slow`: the two-minute soak)
+test-slow: deps venv
+	$(PY) -m pytest -q -p no:cacheprovider -m slow
 
 soak: deps venv
 	$(PY) -m soak --minutes 30

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # about 3 minutes: `make test-slow`
 def test_soak_short_balances(tmp_path: Path) -> None:
     # its own services, simulators and gateway, in a subprocess: the soak kills and restarts them at will
     run = tmp_path / "soak"
