@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 
 from services.local import Service
 from telemetry.reading import Reading
-from tests.integration.test_mqtt_ack import device, publish_settlement, run_until, session
+from tests.integration.test_mqtt_ack import collector, delivered_again, device, publish_settlement, run_until, session
 from tests.integration.test_mqtt_inline import Site, settlement, until
 
 TS_MS = 1795224600_000
@@ -73,16 +73,7 @@ async def test_mqtt5_messages_without_properties_are_taken_off_the_buffer_and_wi
     """The reader's own PUBLISH parser (drivers/mqtt/reader.py `_take_publishes`) skips MQTT 5's empty properties;
     a message whose properties are not empty (a device's user property) goes through paho. Both come whole, in
     order, and are acknowledged (never delivered again)."""
-    values: list[float] = []
-    all_in = asyncio.Event()
-
-    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        values.extend(r.value for r in readings)
-        if on_spooled:
-            on_spooled()
-        if len(values) >= 3:
-            all_in.set()
-
+    values, all_in, submit = collector(3)
     s = session(mosquitto.port, submit, client_id="sitegw-props-5", protocol_v5=True, receive_maximum=100)
     task = asyncio.create_task(run_until(s, all_in, 20))
     await asyncio.wait_for(s.connected.wait(), 10)
@@ -104,15 +95,7 @@ async def test_mqtt5_messages_without_properties_are_taken_off_the_buffer_and_wi
         await task
     assert values == [0.0, 1.0, 2.0]
     assert inbox.taken - taken == 2  # the one with a user property was paho's
-    again: list[float] = []
-
-    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        again.extend(r.value for r in readings)
-        if on_spooled:
-            on_spooled()
-
-    await run_until(session(mosquitto.port, record, client_id="sitegw-props-5", protocol_v5=True), asyncio.Event(), 1.5)
-    assert again == []  # all three were acknowledged
+    assert await delivered_again(mosquitto.port, client_id="sitegw-props-5", protocol_v5=True) == []  # all acked
 
 
 async def test_a_broker_granting_less_than_the_window_announced_does_not_stall_the_stream(
@@ -136,12 +119,8 @@ async def test_a_broker_granting_less_than_the_window_announced_does_not_stall_t
             await until(lambda: site.pipe._acks == [] and site.pipe._held == [], "every message acknowledged")
     finally:
         await site.stop(tasks)
-    again: list[float] = []
-
-    async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        again.extend(r.value for r in readings)
-        if on_spooled:
-            on_spooled()
-
-    await run_until(session(mosquitto.port, record, client_id="sitegw-quiet-5", protocol_v5=True), asyncio.Event(), 1.5)
-    assert again == []  # none is delivered again: all 60 were acknowledged
+    # none is delivered again: all 60 were acknowledged
+    again = await delivered_again(
+        mosquitto.port, "inline/site/formwork/+/data", client_id="sitegw-quiet-5", protocol_v5=True
+    )
+    assert again == []

@@ -92,8 +92,9 @@ def publish_settlement(dev: paho.Client, value: float, ts_ms: int = 1795224600_0
     return dev.publish("ack/site/formwork/FW-1/data", body, qos=1)
 
 
-async def delivered_again(port: int) -> list[list[Reading]]:
-    """What the broker delivers to a new session on the same persistent client id within 2 s (acknowledged)."""
+async def delivered_again(port: int, topic: str = "ack/site/formwork/+/data", **params: Any) -> list[list[Reading]]:
+    """What the broker delivers to a new session on the same persistent client id within 2 s (acknowledged);
+    `params` as for `session`."""
     got: list[list[Reading]] = []
 
     async def record(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
@@ -101,8 +102,24 @@ async def delivered_again(port: int) -> list[list[Reading]]:
         if on_spooled:
             on_spooled()
 
-    await run_until(session(port, record), asyncio.Event(), 2.0)
+    await run_until(session(port, record, topic, **params), asyncio.Event(), 2.0)
     return got
+
+
+def collector(n: int) -> tuple[list[float], asyncio.Event, Callable[..., Any]]:
+    """(values, all_in, submit): a pipeline's submit that acknowledges at once, keeps the values and sets all_in
+    at `n` of them."""
+    values: list[float] = []
+    all_in = asyncio.Event()
+
+    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
+        values.extend(r.value for r in readings)
+        if on_spooled:
+            on_spooled()
+        if len(values) >= n:
+            all_in.set()
+
+    return values, all_in, submit
 
 
 async def test_unspooled_message_is_redelivered_and_spooled_one_is_not(mosquitto: Service) -> None:
@@ -373,16 +390,7 @@ async def test_a_message_longer_than_one_read_comes_whole_between_short_ones(mos
     """The reader serves paho from one read of up to 64 KiB (drivers/mqtt/reader.py RECV_BYTES): a 300 KiB message
     takes several reads, and wakes, with the short messages before and after it in the same reads; each comes
     whole and in order."""
-    values: list[float] = []
-    all_in = asyncio.Event()
-
-    async def submit(readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
-        values.extend(r.value for r in readings)
-        if on_spooled:
-            on_spooled()
-        if len(values) >= 3:
-            all_in.set()
-
+    values, all_in, submit = collector(3)
     s, task = await subscribed(mosquitto.port, submit, all_in)
     assert s.inbox is not None
     before = s.inbox.recvs
