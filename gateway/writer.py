@@ -106,8 +106,12 @@ class SpoolDrainer:
                 await self._outage(err)
 
     def _busy(self) -> bool:
-        """The last live write was less than `linger_s` ago and less than a full batch is pending."""
+        """The last live write was less than `linger_s` ago, less than a full batch is pending and no backlog
+        waits. A replay never lingers: with live lines streaming, it went at one backlog segment per linger (one
+        per second, whatever `replay_lines_per_s` said; found by the second sink's outage test)."""
         if not self.linger_s or not self.db_up or time.monotonic() - self._last_live_write >= self.linger_s:
+            return False
+        if self.spool.backlog_segment() is not None:
             return False
         return 0 < self.spool.appended_lines - self.spool.acked_lines < self.batch_lines
 

@@ -121,6 +121,38 @@ async def test_streaming_lines_are_gathered_into_few_writes(tmp_path: Path, infl
     assert len(rows(influxdb.port, db, "SELECT v FROM st")) == 100
 
 
+async def test_a_backlog_of_many_segments_is_replayed_while_live_lines_stream(
+    tmp_path: Path, influxdb: Service
+) -> None:
+    """An outage leaves one segment per failed attempt. With live lines arriving more often than the linger, the
+    replay must not wait for the linger: it went at one segment per live write (per second by default), so after
+    a ten-minute outage the central database took minutes to catch up and a gateway stopped meanwhile left the
+    rest behind."""
+    db = "many_segments"
+    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
+    spool.open()
+    segments, per = 40, 5
+    for k in range(segments):  # what 40 failed attempts left behind
+        spool.append(b"".join(f"bk,device=D v={k * per + i} {1_700_000_000_000_000_000 + k * per + i}\n".encode()
+                              for i in range(per)), per)  # fmt: skip
+        spool.roll(backlog=True)
+    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
+    metrics = Metrics()
+    # a linger far longer than a live line's interval: a replay paced by it would take 40 x 2 s
+    drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=2.0)
+    live = 0
+    async with draining(drainer):
+        while metrics.lines_replayed < segments * per and live < 150:  # live lines every 0.2 s, for up to 30 s
+            spool.append(f"lv,device=D v={live} {1_800_000_000_000_000_000 + live}\n".encode(), 1)
+            live += 1
+            await asyncio.sleep(0.2)
+        replayed = metrics.lines_replayed
+        await asyncio.to_thread(wait_for, lambda: spool.pending_bytes() == 0, 20, what="everything written")
+    assert replayed == segments * per, f"{replayed} of {segments * per} replayed while {live} live lines streamed"
+    assert len(rows(influxdb.port, db, "SELECT v FROM bk")) == segments * per
+    assert len(rows(influxdb.port, db, "SELECT v FROM lv")) == live
+
+
 async def test_a_segment_that_fills_is_not_an_outage(tmp_path: Path, influxdb: Service) -> None:
     """Every batch fills a small segment, so each roll leaves lines not yet written behind it: they stay live
     (written in order, at full speed), none is counted as replayed, and all of them arrive."""
