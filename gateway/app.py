@@ -374,7 +374,7 @@ class Gateway:
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every reading received so far is in the (first) database (tests, graceful shutdown). A
-        second sink's lines wait in its own spool on disk and go at the next start: nothing is lost there."""
+        second sink's lines are waited for by `stop_flush`; what is left waits in its spool for the next start."""
         deadline = time.monotonic() + timeout_s
         async with asyncio.timeout(timeout_s):  # not wait_for: on 3.11 it can lose a cancel (CPython gh-86296)
             for s in self.sessions:  # messages already counted may still be on their way to the pipeline
@@ -386,6 +386,17 @@ class Gateway:
                 async with asyncio.timeout(left):
                     await self.spool.ack_event.wait()
         return self.spool.pending_bytes() == 0
+
+    async def stop_flush(self, timeout_s: float) -> None:
+        """Graceful shutdown: the first database, then the second sink's with what is left of `timeout_s`; what
+        either still lacks stays in its spool on disk and is written at the next start."""
+        t0 = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await self.flush(timeout_s)
+        if self.second is not None and not await self.second.drained(timeout_s - (time.monotonic() - t0)):
+            log.warning("stopping with %d bytes for the second sink in its spool", self.second.spool.pending_bytes())
+        if self.spool.pending_bytes():
+            log.warning("stopping with %d bytes for the database in the spool", self.spool.pending_bytes())
 
     def metrics_text(self) -> str:
         first = self.metrics.render(self.spool.pending_bytes(), self.spool.dropped_lines, self.spool.disk_bytes())

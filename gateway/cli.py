@@ -267,11 +267,8 @@ async def _run(cfg: SiteConfig) -> None:
         # each and were the tail of the alarm latency (bench/alarm_latency.py).
         gc.freeze()
         await stop.wait()
-        log.info("stopping: flushing to the database for up to 5 s (the rest stays in the spool)")
-        try:
-            await gw.flush(5.0)
-        except TimeoutError:
-            pass
+        log.info("stopping: flushing to the database(s) for up to 5 s (the rest stays in the spool)")
+        await gw.stop_flush(5.0)
 
 
 def main(argv: list[str] | None = None) -> int:

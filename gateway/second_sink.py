@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -40,6 +41,21 @@ class SecondSink:
         # its spool's own disk trouble (full, read-only): counted and shown, never passed on to the first sink
         self.spool_errors = 0
         self.spool_error: str | None = None  # the last one, until a write succeeds again
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for its spool to be written out while its database takes writes (graceful
+        shutdown: the central database gets the last readings now, not at the next start). True when nothing is
+        left; a database that is down is not waited for (its lines stay in the spool on disk)."""
+        deadline = time.monotonic() + timeout_s
+        while self.spool.pending_bytes() and self.drainer.down_since is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.spool.ack_event.clear()
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel (gh-86296)
+                async with asyncio.timeout(min(left, 0.5)):  # a re-check of down_since now and then
+                    await self.spool.ack_event.wait()
+        return self.spool.pending_bytes() == 0
 
 
 class SpoolTee:
