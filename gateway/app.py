@@ -388,15 +388,12 @@ class Gateway:
         return self.spool.pending_bytes() == 0
 
     async def stop_flush(self, timeout_s: float) -> None:
-        """Graceful shutdown: the first database, then the second sink's with what is left of `timeout_s`; what
-        either still lacks stays in its spool on disk and is written at the next start."""
-        t0 = time.monotonic()
+        """Graceful shutdown: the first database, then the second sink's in what is left of `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
         with contextlib.suppress(TimeoutError):
             await self.flush(timeout_s)
-        if self.second is not None and not await self.second.drained(timeout_s - (time.monotonic() - t0)):
-            log.warning("stopping with %d bytes for the second sink in its spool", self.second.spool.pending_bytes())
-        if self.spool.pending_bytes():
-            log.warning("stopping with %d bytes for the database in the spool", self.spool.pending_bytes())
+        if self.second is not None:
+            await self.second.drained(deadline - time.monotonic())
 
     def metrics_text(self) -> str:
         first = self.metrics.render(self.spool.pending_bytes(), self.spool.dropped_lines, self.spool.disk_bytes())
