@@ -55,9 +55,9 @@ class SecondSink:
             with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel (gh-86296)
                 async with asyncio.timeout(min(left, 0.5)):  # a re-check of down_since now and then
                     await self.spool.ack_event.wait()
-        if left := self.spool.pending_bytes():
-            log.warning("second sink: %d bytes left in its spool, written at the next start", left)
-        return not left
+        if rest := self.spool.pending_bytes():
+            log.warning("second sink: %d bytes left in its spool, written at the next start", rest)
+        return not rest
 
 
 class SpoolTee:

@@ -166,7 +166,8 @@ def test_the_second_sinks_full_disk_costs_the_first_sink_nothing(
         )  # fmt: skip
         db = cfg.sink.database  # type: ignore[union-attr]
         det = Detector(mosquitto.port, lel=3.0, sn="GAS-S3", prefix="site/s3/gas", period_s=0.05)
-        gw = start_gateway(site, tmp_path / "gateway.log")
+        log = tmp_path / "gateway.log"
+        gw = start_gateway(site, log)
         try:
             wait_for(lambda: http_up(base), 30, 0.2, "the gateway's HTTP")
             det.start()
@@ -188,3 +189,6 @@ def test_the_second_sinks_full_disk_costs_the_first_sink_nothing(
     got = wait_for(lambda: (n := len(rows(influxdb.port, db, "SELECT lel FROM gas WHERE device = 'GAS-S3'")))
                    >= det.published - 2 and n, 30, 0.5, "every reading in the site's own InfluxDB")  # fmt: skip
     assert det.published - 2 <= got <= det.published
+    # the stop says what it leaves in the second sink's spool (its database down: written at the next start)
+    text = log.read_text(encoding="utf-8")
+    assert "second sink: " in text and "bytes left in its spool, written at the next start" in text
