@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +21,6 @@ from tests.integration.test_mqtt_ack import collector, delivered_again, device, 
 from tests.integration.test_mqtt_inline import Site, settlement, until
 
 TS_MS = 1795224600_000
-
-
-@contextlib.contextmanager
-def device5(port: int) -> Iterator[paho.Client]:
-    """A device speaking MQTT 5 (paho's own thread)."""
-    dev = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    dev.connect("127.0.0.1", port)
-    dev.loop_start()
-    try:
-        yield dev
-    finally:
-        dev.loop_stop()
-        dev.disconnect()
 
 
 async def _held_until(port: int, n: int, wait_s: float, **params: Any) -> int:
@@ -83,7 +70,7 @@ async def test_mqtt5_messages_without_properties_are_taken_off_the_buffer_and_wi
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.UserProperty = [("vendor", "示例")]
     topic = "ack/site/formwork/FW-1/data"
-    with device5(mosquitto.port) as dev:
+    with device(mosquitto.port, paho.MQTTv5) as dev:  # a device speaking MQTT 5
         body = [json.dumps({"ts": TS_MS + k, "data": {"settlement": float(k)}}) for k in range(3)]
         for info in [
             dev.publish(topic, body[0], qos=1),

@@ -74,9 +74,9 @@ async def subscribed(
 
 
 @contextlib.contextmanager
-def device(port: int) -> Iterator[paho.Client]:
+def device(port: int, protocol: int = paho.MQTTv311) -> Iterator[paho.Client]:
     """A device publishing to the broker (paho's own thread), gone when the block ends."""
-    dev = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    dev = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=protocol)
     dev.connect("127.0.0.1", port)
     dev.loop_start()
     try:
