@@ -380,12 +380,7 @@ class Gateway:
             for s in self.sessions:  # messages already counted may still be on their way to the pipeline
                 await s.settled.wait()
             await self.pipeline.drained()
-        while self.spool.pending_bytes() and (left := deadline - time.monotonic()) > 0:
-            self.spool.ack_event.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self.spool.ack_event.wait()
-        return self.spool.pending_bytes() == 0
+        return await self.spool.written_by(deadline)
 
     async def stop_flush(self, timeout_s: float) -> None:
         """Graceful shutdown: the first database, then the second sink's in what is left of `timeout_s`."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -47,14 +46,9 @@ class SecondSink:
         shutdown: the central database gets the last readings now, not at the next start). True when nothing is
         left; a database that is down is not waited for (its lines stay in the spool on disk)."""
         deadline = time.monotonic() + timeout_s
-        while self.spool.pending_bytes() and self.drainer.down_since is None:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        while self.drainer.down_since is None and (now := time.monotonic()) < deadline:
+            if await self.spool.written_by(min(deadline, now + 0.5)):  # down_since looked at every 0.5 s
                 break
-            self.spool.ack_event.clear()
-            with contextlib.suppress(TimeoutError):  # not wait_for: it can lose a cancel (gh-86296)
-                async with asyncio.timeout(min(left, 0.5)):  # a re-check of down_since now and then
-                    await self.spool.ack_event.wait()
         if rest := self.spool.pending_bytes():
             log.warning("second sink: %d bytes left in its spool, written at the next start", rest)
         return not rest

@@ -7,6 +7,7 @@ from __future__ import annotations
 # fsynced per batch; a torn tail line left by `kill -9` is cut on open. Over the bound, the oldest segment is
 # dropped and every line in it is counted, never silently.
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -265,6 +266,15 @@ class Spool:
     # ---- reading side ----------------------------------------------------------------------
     def pending_bytes(self) -> int:
         return sum(s.size - s.acked for s in self.segments)
+
+    async def written_by(self, deadline: float) -> bool:
+        """Wait until the database has every line (True) or time.monotonic() reaches `deadline` (False)."""
+        while self.pending_bytes() and (left := deadline - time.monotonic()) > 0:
+            self.ack_event.clear()
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can lose a cancel (CPython gh-86296)
+                async with asyncio.timeout(left):
+                    await self.ack_event.wait()
+        return self.pending_bytes() == 0
 
     def disk_bytes(self) -> int:
         return sum(s.size for s in self.segments)
