@@ -60,6 +60,7 @@ class Escalation:
         # deliveries started in the transaction of the alarm changes that made them due (fire_at_once), to be sent
         # by the loop as soon as that transaction has committed
         self._ready: list[sqlite3.Row] = []
+        self._followed = False  # a follow-up ("back to normal") was queued in the alarm change's transaction
         self.delivery.recover()
 
     # ---- the lifecycle hook (inside the alarm change's transaction) ----
@@ -90,17 +91,19 @@ class Escalation:
             self._cancel(conn, a.id, ev.at_ns, _STOP[ev.kind])
             if ev.kind in ("acked", "cleared"):
                 self.outbox.follow_up(conn, a, ev.kind, ev.at_ns, ev.actor)
+                self._followed = True
         self._wake.set()
 
     def fire_at_once(self, lookup_alarm: Callable[[int], Alarm]) -> None:
         """In the caller's transaction (a batch of alarm changes): fire the tiers due now and start their
-        deliveries, to be sent as soon as it commits. The siren then waits for that one commit (an fsync), not for
-        another of the loop's own and a turn of the loop. Alarms raised together still go out as one digest: when a
-        tier that registers a hazard is due, all of them wait for the loop, as they do when this fails (the alarm
-        changes stand)."""
+        deliveries, with the follow-ups the changes queued ("back to normal"), to be sent as soon as it commits. The
+        siren then waits for that one commit (an fsync), not for another of the loop's own and a turn of the loop.
+        Alarms raised together still go out as one digest: when a tier that registers a hazard is due, all of them
+        wait for the loop, as they do when this fails (the alarm changes stand)."""
+        followed, self._followed = self._followed, False
         now = self.clock()
         due = self.schedule.due(self.conn, now)
-        if not due or any(self._proposes(st) for st in due):
+        if not (due or followed) or any(self._proposes(st) for st in due):
             return  # a hazard tier is due with them: the loop fires them all in one step, one digest
         started: list[sqlite3.Row] = []
         try:
