@@ -81,17 +81,17 @@ class Pipeline:
         self.ack_linger_messages = ack_linger_messages
         self._acks: list[Callable[[], object]] = []
         self._acks_messages, self._acks_hold, self._acks_since, self._acks_last = 0, 0, 0.0, 0.0
-        # batches of redeliverable messages (`held`), marked and evaluated but not yet encoded and written: they go
-        # to the spool together just before the fsync their acknowledgements wait for (`_write_held`)
+        # batches of redeliverable messages (`held`), evaluated, not yet written: they go to the spool together just
+        # before the fsync their acknowledgements wait for (`_write_held`); others with callbacks soon (`_store`)
         self._held: list[tuple[list[Reading], list[Reading], list[Callable[[], object]]]] = []
         # Batches nobody waits on (Modbus polls), shown at once, are written with the held ones by the fsync's timer
-        # within `poll_linger_s`: one write a second, not one per poll (~40 µs cold), no wake-up more (`drained`
-        # has them written at once: a graceful stop, the API)
+        # within `poll_linger_s`: one write a second, not one per poll (`drained` writes them at once)
         self.poll_linger_s = poll_linger_s
         self._polls: list[list[Reading]] = []
         self._polls_at = 0.0  # monotonic time of the first of `_polls`
         self._write_now = False  # `drained` asked for `_polls` to be written now
         self._clock_changed = False  # the last `mark` added clock_skew / clock_ahead_s readings
+        self._soon = False  # `_write_soon` is on its way
         self._timer: asyncio.TimerHandle | None = None  # puts _TICK in the queue when an fsync falls due (_next)
         self._waiting = False  # the run task waits on the empty queue: a submission is processed at once (_take)
         self._open = True  # no submission processed inline in this loop turn yet
@@ -99,11 +99,9 @@ class Pipeline:
 
     async def submit(self, readings: list[Reading], on_spooled: Callable[[], object] | None = None) -> None:
         """Hand over a batch; waits (back-pressure to the driver) only when the intake is full. When the pipeline's
-        task waits on an empty intake, the batch is evaluated and written here, in the caller's turn (`_take`).
-
-        `on_spooled` runs once the batch is durable in the spool: the MQTT driver acknowledges the message
-        to the broker only then, so a `kill -9` before that point makes the broker deliver it again.
-        """
+        task waits on an empty intake, the batch is evaluated here, in the caller's turn (`_take`). `on_spooled`
+        runs once the batch is durable in the spool: the MQTT driver acknowledges the message to the broker only
+        then, so a `kill -9` before that point makes the broker deliver it again."""
         if readings or on_spooled:
             if self.ready_now():
                 # the other submissions of this loop turn (200 Modbus devices answering together) queue up and
@@ -130,21 +128,23 @@ class Pipeline:
 
     def _take(self, readings: list[Reading], cb: Callable[[], object] | None) -> None:
         """A submission the run task would have taken at once (it waits on an empty queue), processed in the
-        submitter's turn instead: one task switch and a loop turn less per batch at site rates, where every
-        message is a batch of its own. The fsync and acknowledgements stay the run task's (woken when due);
-        an error is raised there, where the supervisor sees it, as if the task had met it itself."""
+        submitter's turn instead: a task switch and a loop turn less per batch at site rates. The fsync and the
+        acknowledgements stay the run task's (woken when due); so does an error, raised where the supervisor sees it."""
         try:
             self._store(list(readings), [cb] if cb else [], held(cb))
         except Exception as err:  # handed to the run task, which raises it (gateway/tasks.py restarts it)
             self._failed = err
             self._wake()
             return
+        self._schedule()
+
+    def _schedule(self) -> None:  # (outside the run task) its wake-up for the fsync armed or due now; or idle
         due = self._sync_due_in()
         if due is not None and due <= 0:
             self._wake()
         elif due is not None:
             self._arm(due)
-        if not self._acks and not self._held and not self._polls:
+        if self._q.empty() and not self._acks and not self._held and not self._polls:
             self._idle.set()  # in the spool (as the run task would have said)
 
     def _reopen(self) -> None:
@@ -173,12 +173,10 @@ class Pipeline:
                         callbacks.append(cb)
                     hold = hold and (held(cb) or not readings)
                 self._store(batch, callbacks, hold)
-            # The lines are safe from kill -9 now (in the kernel). The fsync, for power cuts, is due soon when
-            # someone waits on it (an MQTT message is acknowledged to the broker only after it: within
-            # ack_linger_s, so that one fsync serves the messages of a few ms instead of each of them), else within
-            # the spool's sync_interval_s: a Modbus site polling 100 times a second would otherwise fsync 100 times
-            # a second, half of its CPU. It runs in a worker thread, so the drivers go on queueing meanwhile and
-            # the busier the site, the bigger the next batch; a lone reading on a quiet site is processed at once.
+            # Written lines are safe from kill -9 (in the kernel). The fsync, for power cuts, is due soon when someone
+            # waits on it (an MQTT message is acknowledged only after it: within ack_linger_s, so one fsync serves
+            # the messages of a few ms), else within the spool's sync_interval_s (a Modbus site polling 100 times a
+            # second would fsync 100 times a second: half its CPU). In a worker thread when more input is queued.
             due = self._sync_due_in()
             if due is not None and due <= 0:
                 self._write_held()  # (what it meets ends the task: the held messages are never acknowledged)
@@ -197,15 +195,19 @@ class Pipeline:
     def _store(self, batch: list[Reading], callbacks: list[Callable[[], object]], hold: bool = False) -> None:
         """Alarms and the latest values see the batch now; its callbacks wait for the fsync. A `hold` batch (its
         messages delivered again unless acknowledged) is encoded and written with the others held at that fsync:
-        one write and one warm pass of the encoder for the ten messages sharing an fsync at site rates. So is a
-        batch with no callbacks (`poll_linger_s`), its console updated now. Anything else is written at once,
-        after what is held (the spool keeps the order)."""
+        one write and one warm pass of the encoder for the messages sharing it. So is a batch with no callbacks
+        (`poll_linger_s`), its console updated now. Any other batch with callbacks is written, after what is held,
+        in a callback right after this one (`_write_soon`): the tasks its evaluation woke go first, a siren's
+        message (the held write was 1.5-3 ms in front of it at 1 000 msg/s). Anything else is written at once."""
         marked, shown = self.mark(batch)
-        if hold and not self._clock_changed:  # (a device clock's state change is not delivered again)
+        if callbacks:
             self._linger(callbacks)
             self._held.append((marked, shown, callbacks))
+            if (not hold or self._clock_changed) and not self._soon:  # (a clock's change is not delivered again)
+                self._soon = True
+                asyncio.get_running_loop().call_soon(self._write_soon)
             return
-        if not callbacks and self.poll_linger_s > 0 and not self._clock_changed:
+        if self.poll_linger_s > 0 and not self._clock_changed:
             for listener in self.later:
                 listener(shown)
             if not self._polls:
@@ -213,19 +215,20 @@ class Pipeline:
             self._polls.append(marked)
             return
         try:
-            try:
-                self._write_held()
-            finally:  # a poll behind held batches is written whatever they meet: nothing delivers it again
-                self.spool.write(*self.finish(marked, shown))
-        except OSError:
-            # the disk refused them: the task ends (its supervisor restarts it) with the messages unacknowledged and
-            # delivered again; its restart must not find them waiting for an fsync as if written. (A bug in the
-            # evaluation is not redelivered: the same message would meet it again and hold back everything that
-            # comes with it; it stays unacknowledged until a reconnect.)
-            redeliver(callbacks)
-            raise
-        self._linger(callbacks)
-        self._acks.extend(callbacks)
+            self._write_held()
+        finally:  # a poll behind held batches is written whatever they meet: nothing delivers it again
+            self.spool.write(*self.finish(marked, shown))
+
+    def _write_soon(self) -> None:  # (`_store`) what the write meets is raised by the run task, as `_take` hands it
+        self._soon = False
+        try:
+            self._write_held()
+        except Exception as err:  # (the messages of a refused write are delivered again: `_write_held`)
+            self._failed = err
+            self._wake()
+            return
+        if self._waiting:  # (a run task busy with its fsync looks at what is due itself when it is done)
+            self._schedule()
 
     def _write_held(self) -> None:
         """The held batches and waiting polls (their console has them) to the spool, in one write; only then do the
@@ -326,12 +329,10 @@ class Pipeline:
         with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the task anyway
             self._q.put_nowait(_TICK)
 
-    def process(self, batch: list[Reading]) -> None:
-        """A batch through everything, spool included, synchronously (tests and tools; `run` overlaps the fsync)."""
+    def process(self, batch: list[Reading]) -> None:  # synchronously, spool included (tests, tools)
         self.spool.append(*self.evaluate(batch))
 
-    def evaluate(self, batch: list[Reading]) -> tuple[bytes, int]:
-        """Derive, mark quality, update latest values, run the listeners; the batch encoded for the spool."""
+    def evaluate(self, batch: list[Reading]) -> tuple[bytes, int]:  # `mark` and `finish`: the batch encoded
         return self.finish(*self.mark(batch))
 
     def mark(self, batch: list[Reading]) -> tuple[list[Reading], list[Reading]]:
@@ -390,8 +391,7 @@ class Pipeline:
             listener(shown)
         return marked, shown
 
-    def finish(self, marked: list[Reading], shown: list[Reading]) -> tuple[bytes, int]:
-        """Run the `later` listeners; the batch encoded for the spool."""
+    def finish(self, marked: list[Reading], shown: list[Reading]) -> tuple[bytes, int]:  # `later`; encoded
         for listener in self.later:
             listener(shown)
         data, lines, n = encode_readings(marked, self.series)

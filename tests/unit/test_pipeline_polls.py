@@ -108,4 +108,5 @@ async def test_a_batch_written_at_once_goes_after_the_polls_before_it(tmp_path: 
         at_once = BatchAck(lambda acks: events.extend(f"ack {a()}" for a in acks), [lambda: "m"],
                            lambda: events.append("again m"), False)  # fmt: skip
         await pipe.submit([Reading("M", "lel", 5.0, TS + 5)], at_once)
+        await asyncio.sleep(0)  # (right after the callback that evaluated it)
         assert [ln.split(",")[1] for ln in _lines(sp)] == ["device=D", "device=M"]  # at once, the poll first
