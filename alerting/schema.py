@@ -306,6 +306,15 @@ CREATE TABLE IF NOT EXISTS notices (
 """
 
 
+# Indexes for the escalation's queries in an alarm's path, whose tables only grow (a row per message sent): the due
+# retries and the next retry's time were a scan of every delivery ever made, a clear's follow-up one of every message
+# sent, in the transaction before the siren and in each pass of the loop (at least once a second).
+_V5 = """
+CREATE INDEX IF NOT EXISTS esc_deliveries_retry ON esc_deliveries(next_try_ns) WHERE status = 'retry';
+CREATE INDEX IF NOT EXISTS esc_outbox_alarm ON esc_outbox(alarm_id, status);
+"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         for stmt in statements(sql):
@@ -327,6 +336,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "columns added without a version: alarm source_ns, hazard accept_note, session last_seen_ns", _v2),
     Migration(3, "the uplink outbox (alarm events and hazard changes for a regional hub)", _script(_V3)),
     Migration(4, "supervision notices (督办通知) received from the regional hub", _script(_V4)),
+    Migration(5, "indexes for the escalation's retries and follow-ups (their tables only grow)", _script(_V5)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -241,6 +241,56 @@ async def test_a_return_to_normal_is_started_in_the_clears_own_commit(tmp_path: 
         await eng.aclose()
 
 
+async def test_an_alarms_way_to_the_siren_does_not_grow_with_the_messages_sent_before(
+    tmp_path: Path, hook: HttpReceiver
+) -> None:
+    """The escalation's tables only grow (a row per message sent). The due retries and the next retry's time were a
+    scan of every delivery ever made, and a clear's follow-up one of every message sent: in the transaction before
+    the siren, and in every pass of the loop. Counted in SQLite's own steps (its progress handler), not in time."""
+    clock = Clock()
+    eng = engine(tmp_path, hook, clock)
+    steps = [0]
+
+    def counted() -> int:
+        steps[0] += 1
+        return 0
+
+    async def raise_and_clear() -> int:
+        steps[0] = 0
+        eng.conn.set_progress_handler(counted, 100)
+        try:
+            clock.now += 120 * S  # (the chatter rule counts raises within 60 s)
+            eng.on_readings([Reading("G1", "lel", 30.0, clock.now)])
+            await eng.escalation.step(eng.lifecycle.get)
+            eng.on_readings([Reading("G1", "lel", 2.0, clock.now + S)])
+            await eng.escalation.step(eng.lifecycle.get)
+            eng.escalation.delivery.next_due()
+        finally:
+            eng.conn.set_progress_handler(None, 0)
+        return steps[0]
+
+    try:
+        await raise_and_clear()  # (first statements prepared)
+        before = await raise_and_clear()
+        with eng.conn:  # a year of another site's messages: 20 000 sent, one failed retry waiting far ahead
+            eng.conn.executemany(
+                "INSERT INTO esc_deliveries(channel, group_key, recipients, key, level, subject, text, data, items,"
+                " status, attempts, created_ns, next_try_ns) VALUES ('hook', 'hook|li', '[]', ?, 2, 's', 't', '{}', 1,"
+                " ?, 1, 0, ?)",
+                [(f"old:{i}", "sent" if i else "retry", None if i else T0 + 10**15) for i in range(20000)],
+            )
+            eng.conn.executemany(
+                "INSERT INTO esc_outbox(alarm_id, channel, recipients, group_key, level, subject, text, data,"
+                " created_ns, status) VALUES (?, 'hook', '[]', 'hook|li', 2, 's', 't', '{}', 0, 'sent')",
+                [(100000 + i,) for i in range(20000)],
+            )
+        after = await raise_and_clear()
+        assert [p["data"]["event"] for p in posts(hook)][-2:] == ["raised", "cleared"]  # type: ignore[index]
+        assert after < 2 * before, (before, after)  # a scan of 20 000 rows is hundreds of thousands of steps
+    finally:
+        await eng.aclose()
+
+
 async def test_a_batch_the_database_gives_up_whole_is_rewound_and_stored_with_the_next_reading(
     tmp_path: Path, hook: HttpReceiver
 ) -> None:
