@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -150,6 +151,20 @@ class Metrics(AlarmCounters):
             )
             one("sitegw_spool_bound_bytes", g, "The spool's bound on disk (spool.max_bytes).", live.spool_max_bytes)
         one("sitegw_loop_stalls_total", c, "Times the gateway's event loop was stalled for over 1 s.", self.loop_stalls)
+        # the collector stops the event loop for its passes (a full one: ~6 ms at site rates); gateway/cli.py tunes it
+        gens = [str(i) for i in range(3)]
+        family(
+            "python_gc_collections_total",
+            c,
+            "Collections of each generation of Python's garbage collector.",
+            [("", (("generation", gn),), st["collections"]) for gn, st in zip(gens, gc.get_stats(), strict=True)],
+        )
+        family(
+            "sitegw_gc_threshold",
+            g,
+            "Python's collector thresholds (gateway/cli.py GC_YOUNG for generation 0).",
+            [("", (("generation", gn),), v) for gn, v in zip(gens, gc.get_threshold(), strict=True)],
+        )
         family(
             "sitegw_task_failures_total",
             c,
