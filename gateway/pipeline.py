@@ -130,13 +130,19 @@ class Pipeline:
         """A submission the run task would have taken at once (it waits on an empty queue), processed in the
         submitter's turn instead: a task switch and a loop turn less per batch at site rates. The fsync and the
         acknowledgements stay the run task's (woken when due); so does an error, raised where the supervisor sees it."""
+        if self._handed(lambda: self._store(list(readings), [cb] if cb else [], held(cb))):
+            self._schedule()
+
+    def _handed(self, work: Callable[[], None]) -> bool:
+        """`work` outside the run task; what it raises is handed to the task, which raises it where its supervisor
+        sees it (gateway/tasks.py restarts it). False when it raised."""
         try:
-            self._store(list(readings), [cb] if cb else [], held(cb))
-        except Exception as err:  # handed to the run task, which raises it (gateway/tasks.py restarts it)
+            work()
+        except Exception as err:  # not swallowed: raised by the run task
             self._failed = err
             self._wake()
-            return
-        self._schedule()
+            return False
+        return True
 
     def _schedule(self) -> None:  # (outside the run task) its wake-up for the fsync armed or due now; or idle
         due = self._sync_due_in()
@@ -219,15 +225,9 @@ class Pipeline:
         finally:  # a poll behind held batches is written whatever they meet: nothing delivers it again
             self.spool.write(*self.finish(marked, shown))
 
-    def _write_soon(self) -> None:  # (`_store`) what the write meets is raised by the run task, as `_take` hands it
+    def _write_soon(self) -> None:  # (`_store`) what the write meets is raised by the run task (`_handed`)
         self._soon = False
-        try:
-            self._write_held()
-        except Exception as err:  # (the messages of a refused write are delivered again: `_write_held`)
-            self._failed = err
-            self._wake()
-            return
-        if self._waiting:  # (a run task busy with its fsync looks at what is due itself when it is done)
+        if self._handed(self._write_held) and self._waiting:  # (a task in its fsync looks at what is due itself)
             self._schedule()
 
     def _write_held(self) -> None:
