@@ -253,6 +253,7 @@ class MqttSession:
         letters' arguments to `letters`. Not a coroutine: one per message cost more than the decoding of a small
         payload."""
         matched = False
+        empty: tuple[str, PayloadDecoder] | None = None  # a device's message with none of its profile's fields
         for flt, dec, keys in self._matcher.iter_match(topic):
             matched = True
             device: str | None = self._sole.get(flt)
@@ -281,11 +282,17 @@ class MqttSession:
                     )
                 )
             if not readings:
-                continue  # nothing usable: dead-lettered above, acknowledged by the caller
+                if not errors and empty is None:
+                    empty = (device, dec)
+                continue  # nothing usable: dead-lettered (above, or below), acknowledged by the caller
             out.extend(readings)
             return
         if not matched:
             letters.append((topic, payload, "no subscription filter matches", "route"))
+        elif empty is not None:  # not dropped unseen: said and counted like any message that gives nothing
+            device, dec = empty
+            why = f"device {device}: the payload holds none of the fields profile {dec.profile.id} maps"
+            letters.append((topic, payload, why, "field", device, {"stored": [], "refused": []}))
 
     async def dead_letter(
         self,

@@ -95,6 +95,8 @@ async def test_values_arrive_exactly_and_bad_payloads_are_dead_lettered(
                     )
                 if i == 7:
                     dev.pub("site/t/formwork/FW-XX/data", {"ts": t0, "data": {"settlement": 1}})  # unknown device
+                if i == 8:  # none of the profile's fields (a renamed key, a status-only message): said, not dropped
+                    dev.pub("site/t/formwork/FW-A01/data", {"ts": t0 + 8 * 100 + 50, "data": {"settle": 1.5}})
             dev.pub(
                 "site/t/gas/whatever",
                 {
@@ -109,7 +111,7 @@ async def test_values_arrive_exactly_and_bad_payloads_are_dead_lettered(
                     "status": {"fault": 0, "cal": 1},
                 },
             )
-            await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 24, 10, what="24 messages")
+            await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 25, 10, what="25 messages")
             assert await gw.flush(20)
             fw = rows(
                 influxdb.port,
@@ -142,12 +144,21 @@ async def test_values_arrive_exactly_and_bad_payloads_are_dead_lettered(
             assert g["time"] == 1795224600_250_000_000
             ups = rows(influxdb.port, db, "SELECT up FROM formwork, gas")
             assert {r["up"] for r in ups} == {1.0}
-            assert gw.metrics.dead_letters == {"decode": 2, "field": 1}
-        await asyncio.to_thread(wait_for, lambda: len(dlq.msgs) >= 3, 10, what="3 dead letters")
+            assert gw.metrics.dead_letters == {"decode": 2, "field": 2}
+        await asyncio.to_thread(wait_for, lambda: len(dlq.msgs) >= 4, 10, what="4 dead letters")
         reasons = sorted(m["reason"] for m in dlq.msgs)
         assert any("payload is not JSON" in r for r in reasons)
         assert any("no device with key 'FW-XX'" in r for r in reasons)
         assert any("field 'data.settlement' (settlement): expected a number, got str" in r for r in reasons)
+        empty = [m for m in dlq.msgs if "none of the fields" in m["reason"]]
+        assert [m["reason"] for m in empty] == [
+            "device FW-A01: the payload holds none of the fields profile formwork_mqtt_v1 maps"
+        ]
+        assert (empty[0]["device"], empty[0]["stored"], json.loads(empty[0]["payload"])["data"]) == (
+            "FW-A01",
+            [],
+            {"settle": 1.5},
+        )
         assert {m["topic"] for m in dlq.msgs} == {"site/t/formwork/FW-A01/data", "site/t/formwork/FW-XX/data"}
         assert any(m.get("payload") == "{garbage" for m in dlq.msgs)
     finally:
