@@ -387,6 +387,8 @@ class Gateway:
         deadline = time.monotonic() + timeout_s
         with contextlib.suppress(TimeoutError):
             await self.flush(timeout_s)
+        if rest := self.spool.pending_bytes():  # (its database down or slow) kept on disk, as the second sink says
+            log.warning("database: %d bytes left in the spool, written at the next start", rest)
         if self.second is not None:
             await self.second.drained(deadline - time.monotonic())
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 
 from gateway.app import Gateway
-from services.local import Service, rows, wait_for
+from services.local import Service, free_port, rows, wait_for
 from tests.sites import db_of, write_site
 
 
@@ -73,3 +75,26 @@ async def test_influx_outage_loses_nothing(tmp_path: Path, mosquitto: Service, o
     assert [r["settlement"] for r in exact] == [i / 1000 for i in range(n)]
     ups = rows(own_influx.port, db_of(cfg), "SELECT count(up) FROM formwork")
     assert readings_in == 2 * n + ups[0]["count"]  # every reading the gateway counted is in the database
+
+
+async def test_a_stop_with_the_database_down_says_what_it_leaves_in_the_spool(
+    tmp_path: Path, mosquitto: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing lost and nothing silent: the readings a stop could not write wait in the spool, and the stop says how
+    many bytes (the second sink said so of its own spool, the first database did not)."""
+    cfg = write_site(
+        tmp_path / "site.yaml",
+        influx_port=free_port(),  # nobody listens there: every write fails
+        mqtt_port=mosquitto.port,
+        devices=[{"id": "FW-A01", "profile": "formwork_mqtt_v1", "broker": "b", "topic": "site/t/formwork/+/data"}],
+    )
+    async with Gateway(cfg) as gw:
+        await asyncio.wait_for(gw.sessions[0].connected.wait(), 10)
+        assert await asyncio.to_thread(stream, mosquitto.port, 20, threading.Event()) == 20
+        await asyncio.to_thread(wait_for, lambda: gw.metrics.mqtt_messages >= 20, 20, what="the messages in")
+        caplog.set_level(logging.WARNING, logger="sitegw")
+        await gw.stop_flush(1.0)
+        left = gw.spool.pending_bytes()
+        assert gw.metrics.lines_written == 0
+    assert left > 0
+    assert f"database: {left} bytes left in the spool, written at the next start" in caplog.text
