@@ -12,6 +12,7 @@ from typing import Any
 
 from alerting.alarms import Alarm, AlarmEvent, AlarmState, Hook, Lifecycle, UnknownAlarm
 from alerting.baselines import Baselines
+from alerting.checkpoint import WalCheckpointer
 from alerting.counters import AlarmCounters
 from alerting.db import connect, tx
 from alerting.derived import Deriver, DeviceContext
@@ -62,6 +63,7 @@ class AlarmEngine:
         self.metrics = metrics or AlarmCounters()
         self.clock = clock
         self.conn = connect(cfg.alarms.state_file)
+        self.checkpoints = WalCheckpointer(self.conn, cfg.alarms.state_file)  # run by the gateway (app.py)
         self.devices: dict[str, DeviceContext] = dict(cfg.devices)
         self.rules: dict[str, Rule] = default_rules()
         self.rules_by_device = resolve_rules(self.rules, cfg.rules, self.devices)

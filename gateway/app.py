@@ -335,6 +335,7 @@ class Gateway:
             spawn(tg, "liveness", lambda: watch_liveness(self.liveness, self.pipeline.submit)),
             spawn(tg, "alarm-clock", self.alarms.run_ticks),
             spawn(tg, "escalation", self.alarms.run_escalation),
+            spawn(tg, "state-checkpoint", self.alarms.checkpoints.run),
             spawn(tg, "gateway-faults", self.faults.run),
             spawn(tg, "selfmon", lambda: run_selfmon(self)),
             spawn(tg, "daily-values", self.daily.run),

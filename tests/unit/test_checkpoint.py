@@ -1,0 +1,102 @@
+"""The state file's write-ahead log is copied into the database by the checkpointer's worker thread, never inside a
+commit on the event loop's connection (where SQLite does it by itself every 1 000 pages: a 3.5-7 ms stall before a
+siren); when the checkpointer stops, SQLite's own checkpoints come back. On a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from alerting.checkpoint import AUTO_PAGES, WalCheckpointer
+from alerting.db import connect, tx
+
+BLOB = 16_000  # four 4 KiB pages a row: 300 rows take the log well past SQLite's 1 000 pages
+
+
+def _fill(conn: sqlite3.Connection, rows: int = 300) -> None:
+    for _ in range(rows):
+        with tx(conn):
+            conn.execute("INSERT INTO t VALUES (randomblob(?))", (BLOB,))
+
+
+def _state(path: Path) -> sqlite3.Connection:
+    conn = connect(path)
+    conn.execute("CREATE TABLE t(x BLOB)")
+    return conn
+
+
+def _autocheckpoint(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+
+def test_without_the_checkpointer_a_commit_checkpoints(tmp_path: Path) -> None:
+    """What the checkpointer takes off the event loop: SQLite's own checkpoint, in the commit past 1 000 pages."""
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    before = path.stat().st_size
+    _fill(conn)
+    assert path.stat().st_size > before + 150 * BLOB  # the commit past 1 000 pages copied the log into it
+    conn.close()
+
+
+async def test_commits_leave_the_log_to_the_checkpointer_which_copies_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, path, every_s=3600)  # its own passes are not waited for here: called below
+    task = asyncio.create_task(cp.run())
+    try:
+        await asyncio.sleep(0)
+        assert _autocheckpoint(conn) == 0
+        before = path.stat().st_size
+        _fill(conn)
+        assert path.stat().st_size == before  # no commit copied anything into the database file
+        assert await asyncio.to_thread(cp.checkpoint)  # the task's pass, in a worker thread
+        frames, copied = cp.last
+        assert frames == copied >= 300 * 4
+        assert path.stat().st_size > before + 300 * BLOB
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 300
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert _autocheckpoint(conn) == AUTO_PAGES  # stopped: SQLite's own checkpoints are back
+    conn.close()
+
+
+async def test_the_task_checkpoints_after_writes_and_not_while_nothing_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, path, every_s=0.02)
+    task = asyncio.create_task(cp.run())
+    try:
+        await asyncio.sleep(0.1)
+        assert cp.checkpoints == 0  # nothing written since it started (the table was made before)
+        _fill(conn, 10)
+        for _ in range(200):
+            if cp.checkpoints:
+                break
+            await asyncio.sleep(0.02)
+        assert cp.checkpoints == 1 and cp.last[0] == cp.last[1] > 0
+        await asyncio.sleep(0.2)  # ten passes of nothing written
+        assert cp.checkpoints == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    conn.close()
+
+
+async def test_a_checkpointer_that_fails_gives_sqlite_its_own_checkpoints_back(tmp_path: Path) -> None:
+    """Its failure is raised to the supervisor (which logs, counts and restarts it); the log is never left to grow."""
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, tmp_path / "gone" / "state.db", every_s=0.01)  # a file it cannot open
+    task = asyncio.create_task(cp.run())
+    await asyncio.sleep(0)
+    assert _autocheckpoint(conn) == 0
+    _fill(conn, 1)
+    with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
+        await asyncio.wait_for(task, 10)
+    assert _autocheckpoint(conn) == AUTO_PAGES
+    conn.close()
