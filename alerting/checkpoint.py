@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
 # SQLite's own threshold (pages in the log), which every connection has unless told otherwise; the event loop's
 # connection goes back to it whenever the checkpointer is not running
 AUTO_PAGES = 1000
+# the log starts over only when a transaction begins with every frame copied; writes that never pause (a storm of
+# alarm changes) can keep that from happening: past this many pages SQLite's own checkpoints bound it again
+LIMIT_PAGES = 4 * AUTO_PAGES
 
 
 class WalCheckpointer:
@@ -19,9 +23,10 @@ class WalCheckpointer:
     `sitegw run`). While `run` runs, the loop's connection does not checkpoint; this task does, every `every_s`
     seconds in which something was written, from a connection of its own in a worker thread. Its checkpoint is
     PASSIVE, as SQLite's own: it never waits for the writer, and the writer never waits for it (WAL mode lets a
-    commit append to the log while earlier frames are being copied). When the task ends (cancelled, or failed:
-    the supervisor logs, counts and restarts it), SQLite's own checkpoints come back, so the log never grows
-    unbounded."""
+    commit append to the log while earlier frames are being copied). Writes that never pause keep the log from
+    starting over; past LIMIT_PAGES the commits checkpoint again, as SQLite's own do, until a pass finds it short.
+    When the task ends (cancelled, or failed: the supervisor logs, counts and restarts it), SQLite's own
+    checkpoints come back: the log never grows without bound."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path | str, every_s: float = 1.0) -> None:
         self.conn = conn  # the event loop's connection
@@ -37,10 +42,16 @@ class WalCheckpointer:
             while True:
                 await asyncio.sleep(self.every_s)
                 changes = self.conn.total_changes  # rows written by the loop's connection so far
-                if changes != self._seen and await asyncio.to_thread(self.checkpoint):
+                if changes == self._seen:
+                    continue
+                if await asyncio.to_thread(self.checkpoint):
                     self._seen = changes
+                starved = self.last[0] > LIMIT_PAGES
+                self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTO_PAGES if starved else 0}")
         finally:
-            self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTO_PAGES}")
+            # (a connection closed already, by a shutdown that closed it first, needs nothing back)
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTO_PAGES}")
 
     def checkpoint(self) -> bool:
         """One PASSIVE checkpoint (in a worker thread): True when every frame of the log is in the database file

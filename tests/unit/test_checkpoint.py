@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alerting.checkpoint import AUTO_PAGES, WalCheckpointer
+from alerting.checkpoint import AUTO_PAGES, LIMIT_PAGES, WalCheckpointer
 from alerting.db import connect, tx
 
 BLOB = 16_000  # four 4 KiB pages a row: 300 rows take the log well past SQLite's 1 000 pages
@@ -26,6 +26,10 @@ def _state(path: Path) -> sqlite3.Connection:
     conn = connect(path)
     conn.execute("CREATE TABLE t(x BLOB)")
     return conn
+
+
+def _wal_bytes(path: Path) -> int:
+    return Path(f"{path}-wal").stat().st_size
 
 
 def _autocheckpoint(conn: sqlite3.Connection) -> int:
@@ -99,4 +103,29 @@ async def test_a_checkpointer_that_fails_gives_sqlite_its_own_checkpoints_back(t
     with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
         await asyncio.wait_for(task, 10)
     assert _autocheckpoint(conn) == AUTO_PAGES
+    conn.close()
+
+
+async def test_writes_that_never_pause_get_sqlites_own_checkpoints_back_past_the_limit(tmp_path: Path) -> None:
+    """The log starts over only when a transaction begins with all of it copied: a writer that never pauses (an
+    alarm storm) keeps that from happening while the checkpointer copies in its thread, and the log would grow
+    without end. Past LIMIT_PAGES the commits checkpoint again, as SQLite does by itself, and the log stays bounded."""
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, path, every_s=0.005)
+    task = asyncio.create_task(cp.run())
+    autos: set[int] = set()
+    try:
+        await asyncio.sleep(0)
+        for _ in range(3 * LIMIT_PAGES // 4):  # 3 x LIMIT_PAGES pages written, one row of four pages at a time
+            with tx(conn):
+                conn.execute("INSERT INTO t VALUES (randomblob(?))", (BLOB,))
+            autos.add(_autocheckpoint(conn))
+            await asyncio.sleep(0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert cp.checkpoints > 0
+    assert autos == {0, AUTO_PAGES}  # the commits were left alone, until the log passed the limit
+    assert _wal_bytes(path) < 2 * LIMIT_PAGES * 4096  # 3 x LIMIT_PAGES written: bounded, not all of it
     conn.close()
