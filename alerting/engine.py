@@ -63,7 +63,7 @@ class AlarmEngine:
         self.metrics = metrics or AlarmCounters()
         self.clock = clock
         self.conn = connect(cfg.alarms.state_file)
-        self.checkpoints = WalCheckpointer(self.conn, cfg.alarms.state_file)  # run by the gateway (app.py)
+        self.checkpoints = WalCheckpointer(self.conn, cfg.alarms.state_file, cfg.alarms.checkpoint_s)  # (app.py)
         self.devices: dict[str, DeviceContext] = dict(cfg.devices)
         self.rules: dict[str, Rule] = default_rules()
         self.rules_by_device = resolve_rules(self.rules, cfg.rules, self.devices)
