@@ -30,7 +30,8 @@ class WalCheckpointer:
 
     def __init__(self, conn: sqlite3.Connection, path: Path | str, every_s: float = 1.0) -> None:
         self.conn = conn  # the event loop's connection
-        self.path = str(path)
+        # read-write, never created: a path that is not the state file any more is an error, not a new empty file
+        self.uri = Path(path).resolve().as_uri() + "?mode=rw"
         self.every_s = every_s
         self.checkpoints = 0  # run so far
         self.last = (0, 0)  # the last one's frames in the log, and of them in the database file (tests, diagnosis)
@@ -56,7 +57,7 @@ class WalCheckpointer:
     def checkpoint(self) -> bool:
         """One PASSIVE checkpoint (in a worker thread): True when every frame of the log is in the database file
         (a reader of an older snapshot can hold some back; the next pass takes them)."""
-        conn = sqlite3.connect(self.path, isolation_level=None)
+        conn = sqlite3.connect(self.uri, isolation_level=None, uri=True)
         try:
             _busy, log_frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:

@@ -95,7 +95,7 @@ async def test_a_checkpointer_that_fails_gives_sqlite_its_own_checkpoints_back(t
     """Its failure is raised to the supervisor (which logs, counts and restarts it); the log is never left to grow."""
     path = tmp_path / "state.db"
     conn = _state(path)
-    cp = WalCheckpointer(conn, tmp_path / "gone" / "state.db", every_s=0.01)  # a file it cannot open
+    cp = WalCheckpointer(conn, tmp_path / "gone.db", every_s=0.01)  # no such file: opened, never created
     task = asyncio.create_task(cp.run())
     await asyncio.sleep(0)
     assert _autocheckpoint(conn) == 0
@@ -103,6 +103,7 @@ async def test_a_checkpointer_that_fails_gives_sqlite_its_own_checkpoints_back(t
     with pytest.raises(sqlite3.OperationalError, match="unable to open database file"):
         await asyncio.wait_for(task, 10)
     assert _autocheckpoint(conn) == AUTO_PAGES
+    assert not (tmp_path / "gone.db").exists()
     conn.close()
 
 
