@@ -28,11 +28,11 @@ class WalCheckpointer:
     When the task ends (cancelled, or failed: the supervisor logs, counts and restarts it), SQLite's own
     checkpoints come back: the log never grows without bound."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path | str, every_s: float = 1.0) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | str, every_s: float) -> None:
         self.conn = conn  # the event loop's connection
         # read-write, never created: a path that is not the state file any more is an error, not a new empty file
         self.uri = Path(path).resolve().as_uri() + "?mode=rw"
-        self.every_s = every_s
+        self.every_s = every_s  # (alarms.checkpoint_s: its default is the config's, not a second one here)
         self.checkpoints = 0  # run so far
         self.last = (0, 0)  # the last one's frames in the log, and of them in the database file (tests, diagnosis)
         self._seen = conn.total_changes
