@@ -19,7 +19,8 @@ def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating) the database. Autocommit mode: writers group statements with `tx()`.
 
     synchronous=FULL: an acknowledged alarm or a sent escalation must survive a power cut, not only a kill -9;
-    these writes are rare (transitions, not readings), so the fsync cost does not matter.
+    these writes are rare (transitions, not readings). An alarm change from readings has its fsync made beside the
+    siren instead, by a worker thread (alerting/checkpoint.py fsync_behind).
     """
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)

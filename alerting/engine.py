@@ -206,9 +206,10 @@ class AlarmEngine:
 
     def _apply(self, transitions: list[Transition]) -> None:
         """A batch's transitions in one transaction, with the escalation tiers they make due at once (a siren's):
-        one fsync before the siren's message goes out, not one per transition and another for the tier (each
-        about 0.5 ms in the pipeline's path, more on a busy disk). A transition the database refuses is rolled back
-        alone (a savepoint) and asked for again; if SQLite gives up the whole transaction, all of them are."""
+        one commit before the siren's message goes out, not one per transition and another for the tier; its fsync
+        is made beside the siren by the checkpointer's thread (checkpoint.py fsync_behind). A transition the
+        database refuses is rolled back alone (a savepoint) and asked for again; if SQLite gives up the whole
+        transaction, all of them are."""
         if not transitions:
             return
         mark = len(self._event_lines)
@@ -219,7 +220,7 @@ class AlarmEngine:
         stored: list[AlarmEvent] = []
         applied = 0
         try:
-            with self.lifecycle.transaction():
+            with self.checkpoints.fsync_behind(), self.lifecycle.transaction():
                 for t in transitions:
                     key = (t.rule, t.device, t.quantity)
                     if key in failed:  # rewound below: the evaluator asks for the change again

@@ -1,11 +1,15 @@
 """The state file's write-ahead log is copied into the database by the checkpointer's worker thread, never inside a
 commit on the event loop's connection (where SQLite does it by itself every 1 000 pages: a 3.5-7 ms stall before a
-siren); when the checkpointer stops, SQLite's own checkpoints come back. On a real SQLite file."""
+siren); when the checkpointer stops, SQLite's own checkpoints come back. An alarm change's fsync is made by its
+thread beside the siren, not in the commit. On a real SQLite file."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,4 +133,109 @@ async def test_writes_that_never_pause_get_sqlites_own_checkpoints_back_past_the
     assert cp.checkpoints > 0
     assert autos == {0, AUTO_PAGES}  # the commits were left alone, until the log passed the limit
     assert _wal_bytes(path) < 2 * LIMIT_PAGES * 4096  # 3 x LIMIT_PAGES written: bounded, not all of it
+    conn.close()
+
+
+def _synchronous(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """Python's fsyncs as they are made: (the file, made on the main thread)."""
+    made: list[tuple[str, bool]] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        made.append((os.readlink(f"/proc/self/fd/{fd}"), threading.current_thread() is threading.main_thread()))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return made
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 5 s")
+
+
+async def test_a_change_made_behind_is_committed_without_its_fsync_and_the_thread_makes_it(
+    tmp_path: Path, fsyncs: list[tuple[str, bool]]
+) -> None:
+    """The siren no longer waits for its alarm change's fsync: the commit only writes the log (synchronous=NORMAL)
+    and the checkpointer's thread fsyncs it right after, not at its next pass (an hour away here)."""
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, path, every_s=3600)
+    task = asyncio.create_task(cp.run())
+    try:
+        await asyncio.sleep(0)
+        assert cp.running and _synchronous(conn) == 2  # FULL, as alerting/db.py opens it
+        with cp.fsync_behind(), tx(conn):
+            conn.execute("INSERT INTO t VALUES (1)")
+            assert _synchronous(conn) == 1  # NORMAL: SQLite writes the log at the commit, and does not sync it
+        assert _synchronous(conn) == 2  # every other write fsyncs in its commit again
+        assert cp.syncs == 0  # not in the commit's loop turn: the siren's sender goes first
+        await _until(lambda: cp.syncs == 1)
+        assert fsyncs == [(f"{path.resolve()}-wal", False)]  # the log, from a worker thread
+        assert cp.checkpoints == 0
+        with tx(conn):  # a write not made behind leaves the thread nothing to do
+            conn.execute("INSERT INTO t VALUES (2)")
+        await asyncio.sleep(0.05)
+        assert cp.syncs == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    conn.close()
+
+
+async def test_without_the_task_a_change_fsyncs_in_its_commit(tmp_path: Path, fsyncs: list[tuple[str, bool]]) -> None:
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, path, every_s=3600)  # never run
+    with cp.fsync_behind(), tx(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert _synchronous(conn) == 2
+    assert cp.syncs == 0 and fsyncs == []
+    conn.close()
+
+
+async def test_a_task_stopped_before_its_fsync_makes_it_as_it_stops(
+    tmp_path: Path, fsyncs: list[tuple[str, bool]]
+) -> None:
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, path, every_s=3600)
+    task = asyncio.create_task(cp.run())
+    await asyncio.sleep(0)
+    with cp.fsync_behind(), tx(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+    task.cancel()  # in the commit's loop turn: before the task could hand the fsync to its thread
+    await asyncio.gather(task, return_exceptions=True)
+    assert cp.syncs == 1 and fsyncs == [(f"{path.resolve()}-wal", True)]  # on the loop, as the commit would have
+    assert not cp.running
+    conn.close()
+
+
+async def test_a_failing_fsync_is_raised_and_commits_fsync_for_themselves_again(tmp_path: Path) -> None:
+    """The supervisor logs, counts and restarts it (the siren's fault notice, /health); meanwhile nothing is left
+    to it."""
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).close()  # a file with no log: its "-wal" cannot be opened
+    cp = WalCheckpointer(conn, other, every_s=3600)
+    task = asyncio.create_task(cp.run())
+    await asyncio.sleep(0)
+    with cp.fsync_behind(), tx(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(FileNotFoundError, match=r"other\.db-wal"):
+        await asyncio.wait_for(task, 10)
+    assert not cp.running
+    with cp.fsync_behind(), tx(conn):
+        conn.execute("INSERT INTO t VALUES (2)")
+        assert _synchronous(conn) == 2
     conn.close()

@@ -3,6 +3,7 @@ offline suppression by design, a hazard from an alarm, and an overdue hazard clo
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -441,4 +442,34 @@ async def test_alarms_of_one_batch_are_one_digest_when_one_of_their_tiers_regist
         lel = next(a for a in eng.lifecycle.open_alarms() if a.rule == "gas.lel")
         assert "已自动登记隐患" in msg["text"] and eng.hazards.open_for_alarm(lel.id) is not None  # type: ignore[operator]
     finally:
+        await eng.aclose()
+
+
+async def test_an_alarm_change_leaves_its_fsync_to_the_checkpointer_and_a_persons_does_not(
+    tmp_path: Path, hook: HttpReceiver
+) -> None:
+    """A raise from readings is committed without its fsync while the checkpointer runs (its thread makes it beside
+    the siren); an acknowledgement, a person's change, fsyncs in its commit. Seen inside each transaction."""
+    seen: list[tuple[str, int]] = []
+
+    def sync_level(conn: sqlite3.Connection, ev: AlarmEvent) -> None:
+        seen.append((ev.kind, int(conn.execute("PRAGMA synchronous").fetchone()[0])))
+
+    clock = Clock()
+    eng = AlarmEngine(alarm_setup(tmp_path, hook), clock, alarm_hooks=[sync_level])
+    task = asyncio.create_task(eng.checkpoints.run())
+    try:
+        await asyncio.sleep(0)
+        eng.on_readings([Reading("G1", "lel", 30.0, T0)])
+        (a,) = eng.lifecycle.open_alarms()
+        for _ in range(500):
+            if eng.checkpoints.syncs:
+                break
+            await asyncio.sleep(0.01)
+        assert eng.checkpoints.syncs == 1
+        eng.lifecycle.ack(a.id, "王工")
+        assert [level for _, level in seen] == [1, 2] and seen[0][0] != seen[1][0]  # NORMAL (raise), FULL (ack)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await eng.aclose()
