@@ -61,8 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--mqtt", choices=["5", "3.1.1"], default="5", help="the gateway's MQTT protocol (brokers[].protocol)"
     )
+    ap.add_argument(
+        "--alarm-load",
+        type=float,
+        default=None,
+        help="alarm_latency's background messages/s (default 1 000, the brief's 10k readings/s)",
+    )
     args = ap.parse_args(argv)
     common.MQTT_PROTOCOL = args.mqtt
+    common.ALARM_LOAD = args.alarm_load
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "long": args.long,
         "gateway_mqtt_protocol": args.mqtt,
+        "alarm_load": args.alarm_load,
         "machine": common.machine_facts(),
         "caveat": "shared 2-core machine with other work running: absolute figures are noisy, compare the ratios",
         "benchmarks": {},

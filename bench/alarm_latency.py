@@ -101,8 +101,9 @@ def run(opts: Options) -> Result:
         try:
             with common.gateway(site, http) as gw:
                 gw.wait_connected()
-                # 1. can the gateway carry the background load? Offer BG_RATE for 8 s and see what it takes in.
-                calib = common.Publisher(wd, mq.port, BG_DEVICES, BG_RATE, 8).start()
+                # 1. can the gateway carry the background load? Offer it for 8 s and see what it takes in.
+                offered = common.ALARM_LOAD or BG_RATE
+                calib = common.Publisher(wd, mq.port, BG_DEVICES, offered, 8).start()
                 samples = []
                 assert calib.proc is not None
                 while calib.proc.poll() is None:
@@ -110,13 +111,13 @@ def run(opts: Options) -> Result:
                     time.sleep(0.5)
                 cstats = calib.wait()
                 taken = common.rate_between(samples, samples[0][0] + 3, samples[-1][0]) or 0.0
-                details["calibration"] = {"offered_msg_per_s": BG_RATE, "taken_msg_per_s": taken}
-                bg_rate = BG_RATE
-                if taken < 0.9 * BG_RATE:
+                details["calibration"] = {"offered_msg_per_s": offered, "taken_msg_per_s": taken}
+                bg_rate = offered
+                if taken < 0.9 * offered:
                     # a load the gateway cannot carry measures the broker's queue, not alarm latency
                     bg_rate = max(10.0, round(0.7 * taken))
                     notes.append(
-                        f"the gateway took in only {taken:.0f} of {BG_RATE:.0f} msg/s offered; alarms measured under "
+                        f"the gateway took in only {taken:.0f} of {offered:.0f} msg/s offered; alarms measured under "
                         f"{bg_rate:.0f} msg/s (70 % of that) instead of the 10k readings/s aimed at"
                     )
                     published = cstats.get("published", 0)

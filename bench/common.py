@@ -181,6 +181,7 @@ def write_profiles(workdir: Path) -> Path:
 
 # the gateway's MQTT protocol in the benchmarks' sites (`python -m bench.mqtt_sweep --mqtt 3.1.1` to compare)
 MQTT_PROTOCOL = "5"
+ALARM_LOAD: float | None = None  # alarm_latency's background messages/s, when not its own (`--alarm-load`)
 
 
 def write_site(

@@ -129,6 +129,8 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
             tls_verify=not tls or tls.verify is TlsVerify.FULL,
             use_tls=tls is not None,
             receive_maximum=b.window or 0,
+            read_window_s=b.read_window_ms / 1000,
+            read_window_above=b.read_window_above,
         )
     return out
 

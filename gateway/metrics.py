@@ -36,6 +36,7 @@ class LiveFigures:
     spool_max_bytes: int
     mqtt_reconnects: Mapping[str, int]  # by broker id
     mqtt_connected: Mapping[str, int]  # by broker id: 1 connected, 0 not
+    mqtt_read_windows: Mapping[str, int]  # by broker id (drivers/mqtt/reader.py)
     devices_total: int
 
 
@@ -253,6 +254,12 @@ class Metrics(AlarmCounters):
                 by("broker", live.mqtt_reconnects),
             )
             family("sitegw_mqtt_connected", g, "1 while connected to the broker.", by("broker", live.mqtt_connected))
+            family(
+                "sitegw_mqtt_read_windows_total",
+                c,
+                "Reads of the broker's socket held for a read window (above read_window_above msg/s), by broker.",
+                by("broker", live.mqtt_read_windows),
+            )
         family("sitegw_device_up", g, "1 while the device delivers data, 0 when offline.", by("device", self.up))
         one("sitegw_devices_up", g, "Devices online.", sum(self.up.values()))
         one(

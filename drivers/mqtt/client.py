@@ -101,6 +101,8 @@ class BrokerParams:
     tls_verify: bool = True
     use_tls: bool = False
     receive_maximum: int = 0  # MQTT 5: the in-flight window announced in CONNECT (0: the broker's own)
+    read_window_s: float = 0.0  # above `read_window_above` msg/s, the socket is read at most this often (reader.py)
+    read_window_above: int = 1500
 
     @classmethod
     def at(cls, host: str, port: int = 1883, **kw: Any) -> BrokerParams:
@@ -160,7 +162,7 @@ def subscriber(p: BrokerParams) -> tuple[aiomqtt.Client, Inbox]:
     # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
     # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
     client._client.manual_ack_set(True)
-    return _no_cycles(client), Inbox(client)
+    return _no_cycles(client), Inbox(client, p.read_window_s, p.read_window_above)
 
 
 Ack = Callable[[], object]  # acknowledges one message

@@ -60,6 +60,12 @@ class Broker(DriverModel):
     receive_maximum: int | None = Field(default=None, ge=2, le=65535)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     dead_letter_topic: str = "sitegw/deadletter"
+    # Above `read_window_above` messages a second from this broker, its socket is read at most every
+    # `read_window_ms`: each read takes what came meanwhile, one wake and one pipeline batch for several messages
+    # (drivers/mqtt/reader.py). A message then waits at most that much longer, an alarm's too; below the rate,
+    # every message is read as it comes. 0: never.
+    read_window_ms: float = Field(default=2.0, ge=0, le=20)
+    read_window_above: int = Field(default=1500, ge=1)
 
     @model_validator(mode="after")
     def _window(self) -> Broker:

@@ -122,6 +122,7 @@ class MqttSession:
         self.inbox: Inbox | None = None  # the connection's received messages (drivers/mqtt/reader.py)
         self.connects = 0
         self.reconnects = 0  # successful connects after the first, i.e. after a lost connection
+        self._windows_before = 0  # read windows of the connections before this one (reader.py Inbox.windows)
         self._warned: set[tuple[str, str]] = set()
         # filter -> its only device, so a message that does not parse at all is still charged to its device
         self._sole = {f: next(iter(keys.values())) for f, (_d, keys) in self._by_filter.items() if len(keys) == 1}
@@ -166,10 +167,16 @@ class MqttSession:
                     batch = await inbox.next_batch(MAX_BATCH_MESSAGES)
                     await self.handle_batch(_with_acks(batch, ack), _all_qos1(batch))
         finally:
+            self._windows_before = self.read_windows
             self.client, self.inbox, self._ack = None, None, None
             self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
             self._redeliver = _gone
             self.connected.clear()
+
+    @property
+    def read_windows(self) -> int:
+        """Read windows since start (above brokers[].read_window_above messages a second)."""
+        return self._windows_before + (self.inbox.windows if self.inbox is not None else 0)
 
     def retry_after(self, err: BaseException) -> float | None:
         """Refused credentials fail the same way next time: wait 30 s; anything else takes the usual backoff."""
