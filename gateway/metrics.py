@@ -257,7 +257,7 @@ class Metrics(AlarmCounters):
             family(
                 "sitegw_mqtt_read_windows_total",
                 c,
-                "Reads of the broker's socket held for a read window (above read_window_above msg/s), by broker.",
+                "Windows whose messages were handed over together (above read_window_above msg/s), by broker.",
                 by("broker", live.mqtt_read_windows),
             )
         family("sitegw_device_up", g, "1 while the device delivers data, 0 when offline.", by("device", self.up))

@@ -101,7 +101,7 @@ class BrokerParams:
     tls_verify: bool = True
     use_tls: bool = False
     receive_maximum: int = 0  # MQTT 5: the in-flight window announced in CONNECT (0: the broker's own)
-    read_window_s: float = 0.0  # above `read_window_above` msg/s, the socket is read at most this often (reader.py)
+    read_window_s: float = 0.0  # above `read_window_above` msg/s, messages are handed over in windows (reader.py)
     read_window_above: int = 1500
 
     @classmethod

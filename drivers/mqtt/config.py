@@ -60,10 +60,10 @@ class Broker(DriverModel):
     receive_maximum: int | None = Field(default=None, ge=2, le=65535)
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     dead_letter_topic: str = "sitegw/deadletter"
-    # Above `read_window_above` messages a second from this broker, its socket is read at most every
-    # `read_window_ms`: each read takes what came meanwhile, one wake and one pipeline batch for several messages
+    # Above `read_window_above` messages a second from this broker, what is read is handed over when a window of
+    # `read_window_ms` from the first of it ends: one pipeline batch for several messages, not one each
     # (drivers/mqtt/reader.py). A message then waits at most that much longer, an alarm's too; below the rate,
-    # every message is read as it comes. 0: never.
+    # every message is handed over as it comes. 0: never.
     read_window_ms: float = Field(default=2.0, ge=0, le=20)
     read_window_above: int = Field(default=1500, ge=1)
 

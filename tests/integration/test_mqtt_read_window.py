@@ -1,6 +1,6 @@
 """The read window on a real Mosquitto: above brokers[].read_window_above messages a second the session's reader
-takes what came during a window in one read and one batch (one wake, not one per message); below it, every message
-is read as it comes; not a message is lost or reordered either way."""
+hands over what came during a window as one batch (not one per message); below it, every message is handed over
+as it comes; not a message is lost or reordered either way."""
 
 from __future__ import annotations
 
