@@ -80,7 +80,9 @@ class WalCheckpointer:
             self.running = False  # commits fsync for themselves again
             if self._sync_due:  # stopped before its thread made it: made here, on the loop, as the commit would have
                 self._sync_due = False
-                self.sync_log()
+                # no log left: its connection closed first, and SQLite copied the log into the file and fsynced it
+                with contextlib.suppress(FileNotFoundError):
+                    self.sync_log()
             # (a connection closed already, by a shutdown that closed it first, needs nothing back)
             with contextlib.suppress(sqlite3.ProgrammingError):
                 self.conn.execute(f"PRAGMA wal_autocheckpoint={AUTO_PAGES}")
@@ -93,8 +95,9 @@ class WalCheckpointer:
         disk and 3-7 ms behind the spool's and InfluxDB's fsyncs (a probe on `sitegw run`); the siren waited for it.
 
         What it trades: a power cut in the few ms between the commit and the thread's fsync loses the change. The
-        reading that made it is not durable in the spool by then either (its fsync comes after the evaluation), so
-        its MQTT message is not acknowledged and comes again: the alarm is raised again, and sounds again. Changes
+        reading that made it is not durable yet either: its fsync in the spool starts later (after its evaluation,
+        within ack_linger_s), so its QoS 1 message is still unacknowledged and comes again: the alarm is raised
+        again, and sounds again (after a QoS 0 message, the next reading over the threshold does). Changes
         a person makes (acknowledging, shelving) and escalation's writes still fsync in their commit. When the task
         is not running (stopped, failed), every commit fsyncs for itself."""
         conn = self.conn

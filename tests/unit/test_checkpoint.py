@@ -239,3 +239,22 @@ async def test_a_failing_fsync_is_raised_and_commits_fsync_for_themselves_again(
         conn.execute("INSERT INTO t VALUES (2)")
         assert _synchronous(conn) == 2
     conn.close()
+
+
+async def test_a_task_stopped_after_its_connection_closed_has_nothing_left_to_sync(tmp_path: Path) -> None:
+    """Closing the last connection copies the log into the file, fsyncs it and deletes it: nothing is left to make
+    durable, and the stop is a stop, not a failure."""
+    path = tmp_path / "state.db"
+    conn = _state(path)
+    cp = WalCheckpointer(conn, path, every_s=3600)
+    task = asyncio.create_task(cp.run())
+    await asyncio.sleep(0)
+    with cp.fsync_behind(), tx(conn):
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    assert not os.path.exists(f"{path}-wal")  # noqa: ASYNC240 (a test, no loop to keep free)
+    task.cancel()
+    (result,) = await asyncio.gather(task, return_exceptions=True)
+    assert isinstance(result, asyncio.CancelledError)
+    assert cp.syncs == 0
+    assert sqlite3.connect(path).execute("SELECT x FROM t").fetchall() == [(1,)]
