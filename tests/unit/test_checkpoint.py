@@ -154,6 +154,12 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
     return made
 
 
+def _change_behind(cp: WalCheckpointer, conn: sqlite3.Connection, value: int = 1) -> None:
+    """One change made behind: its commit leaves the fsync to the checkpointer (when it runs)."""
+    with cp.fsync_behind(), tx(conn):
+        conn.execute("INSERT INTO t VALUES (?)", (value,))
+
+
 async def _until(cond: Callable[[], bool]) -> None:
     for _ in range(500):
         if cond():
@@ -211,8 +217,7 @@ async def test_a_task_stopped_before_its_fsync_makes_it_as_it_stops(
     cp = WalCheckpointer(conn, path, every_s=3600)
     task = asyncio.create_task(cp.run())
     await asyncio.sleep(0)
-    with cp.fsync_behind(), tx(conn):
-        conn.execute("INSERT INTO t VALUES (1)")
+    _change_behind(cp, conn)
     task.cancel()  # in the commit's loop turn: before the task could hand the fsync to its thread
     await asyncio.gather(task, return_exceptions=True)
     assert cp.syncs == 1 and fsyncs == [(f"{path.resolve()}-wal", True)]  # on the loop, as the commit would have
@@ -230,8 +235,7 @@ async def test_a_failing_fsync_is_raised_and_commits_fsync_for_themselves_again(
     cp = WalCheckpointer(conn, other, every_s=3600)
     task = asyncio.create_task(cp.run())
     await asyncio.sleep(0)
-    with cp.fsync_behind(), tx(conn):
-        conn.execute("INSERT INTO t VALUES (1)")
+    _change_behind(cp, conn)
     with pytest.raises(FileNotFoundError, match=r"other\.db-wal"):
         await asyncio.wait_for(task, 10)
     assert not cp.running
@@ -249,8 +253,7 @@ async def test_a_task_stopped_after_its_connection_closed_has_nothing_left_to_sy
     cp = WalCheckpointer(conn, path, every_s=3600)
     task = asyncio.create_task(cp.run())
     await asyncio.sleep(0)
-    with cp.fsync_behind(), tx(conn):
-        conn.execute("INSERT INTO t VALUES (1)")
+    _change_behind(cp, conn)
     conn.close()
     assert not os.path.exists(f"{path}-wal")  # noqa: ASYNC240 (a test, no loop to keep free)
     task.cancel()
