@@ -283,6 +283,7 @@ class LineOwner:
                 slot = heapq.heappop(heap)
                 delay = slot.due - time.monotonic()
                 if delay > 0:
+                    self.link.idle(delay)  # (its request timer would wake the process for nothing meanwhile)
                     await asyncio.sleep(delay)
                 try:
                     await self._poll(slot.dev, slot.interval)

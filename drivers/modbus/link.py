@@ -221,6 +221,11 @@ class ModbusLink:
         _reraise_lost_cancel()
         return rr
 
+    def idle(self, for_s: float) -> None:
+        """Nothing will be asked of the line for `for_s` seconds (its owner sleeps until its next poll)."""
+        if self._tcp is not None:
+            self._tcp.idle(for_s)
+
     def close(self) -> None:
         if self._tcp is not None:
             self._tcp.close()
