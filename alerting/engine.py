@@ -28,7 +28,7 @@ from alerting.roles import Role
 from alerting.rules import Level, Rule, default_rules
 from alerting.setup import AlarmSetup
 from alerting.transition import Transition
-from telemetry.clock import Clock, wall_clock
+from telemetry.clock import Clock, to_next_tick, wall_clock
 from telemetry.lineproto import encode_line
 from telemetry.quantities import quantity_zh
 from telemetry.reading import Reading
@@ -338,10 +338,12 @@ class AlarmEngine:
             log.exception("alarm tick failed")
 
     async def run_ticks(self, tick_s: float = 1.0) -> None:
-        """Time for the evaluator and the lifecycle (delays, shelving, retries of unstored transitions)."""
+        """Time for the evaluator and the lifecycle (delays, shelving, retries of unstored transitions), on the grid
+        of `tick_s` (telemetry/clock.py to_next_tick: with the polls and the other periodic tasks)."""
+        loop = asyncio.get_running_loop()
         while True:
             self.tick()
-            await asyncio.sleep(tick_s)
+            await asyncio.sleep(to_next_tick(loop.time(), tick_s))
 
     async def run_escalation(self) -> None:
         """The escalation loop. Supervised by the gateway: if its database fails it is restarted, and everything that

@@ -85,10 +85,10 @@ class Pipeline:
         # before the fsync their acknowledgements wait for (`_write_held`); others with callbacks soon (`_store`)
         self._held: list[tuple[list[Reading], list[Reading], list[Callable[[], object]]]] = []
         # Batches nobody waits on (Modbus polls), shown at once, are written with the held ones by the fsync's timer
-        # within `poll_linger_s`: one write a second, not one per poll (`drained` writes them at once)
+        # within `poll_linger_s` (`_polls_due`, monotonic): one write a second, not one per poll (`drained`: now)
         self.poll_linger_s = poll_linger_s
         self._polls: list[list[Reading]] = []
-        self._polls_at = 0.0  # monotonic time of the first of `_polls`
+        self._polls_due = 0.0
         self._write_now = False  # `drained` asked for `_polls` to be written now
         self._clock_changed = False  # the last `mark` added clock_skew / clock_ahead_s readings
         self._soon = False  # `_write_soon` is on its way
@@ -216,8 +216,8 @@ class Pipeline:
         if self.poll_linger_s > 0 and not self._clock_changed:
             for listener in self.later:
                 listener(shown)
-            if not self._polls:
-                self._polls_at = time.monotonic()
+            if not self._polls:  # due within the linger, on its grid (at most 1 s): with the polls' own wake-up
+                self._polls_due = (due := time.monotonic() + self.poll_linger_s) - due % min(1.0, self.poll_linger_s)
             self._polls.append(marked)
             return
         try:
@@ -263,7 +263,7 @@ class Pipeline:
         if self._polls:
             if self._write_now:
                 return 0.0
-            wait = self._polls_at + self.poll_linger_s - time.monotonic()
+            wait = self._polls_due - time.monotonic()
             due = wait if due is None else min(due, wait)
         if self._acks or self._held:
             if self._acks_messages >= self._acks_hold or (due is None and not self._held):

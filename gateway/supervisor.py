@@ -16,6 +16,7 @@ from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable, Proto
 from drivers.modbus.driver import PollResult
 from drivers.modbus.plan import Block
 from gateway.metrics import Metrics
+from telemetry.clock import to_next_tick
 from telemetry.reading import Reading
 
 if TYPE_CHECKING:  # pymodbus loads only on a site with Modbus lines (gateway.app)
@@ -115,14 +116,16 @@ async def watch_liveness(liveness: Liveness, submit: Submit, period_s: float = 0
 
     If this timer itself woke up more than `stall_s` late, the gateway (not the devices) was stalled, e.g. a host
     starved of CPU or a blocking disk: every device would look silent at once. The stall is credited to every
-    device instead of raising a burst of false offline alarms; it is logged and counted.
+    device instead of raising a burst of false offline alarms; it is logged and counted. It wakes on the grid of
+    `period_s` (to_next_tick), with the polls and the other periodic tasks.
     """
-    prev = time.monotonic()
+    loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(period_s)
+        asked = to_next_tick(loop.time(), period_s)
+        prev = time.monotonic()
+        await asyncio.sleep(asked)
         now = time.monotonic()
-        late = now - prev - period_s
-        prev = now
+        late = now - prev - asked
         if late > stall_s:
             liveness.metrics.loop_stalls += 1
             log.warning("the gateway was stalled for %.1f s; staleness checks resume from now", late)
@@ -273,7 +276,11 @@ class LineOwner:
 
     async def run(self) -> None:
         heap: list[_Slot] = []
-        start = time.monotonic()
+        # polls fall due on the grid of their interval (at most a second: the first poll waits no longer), on the
+        # loop's clock, so the devices of every line and the periodic tasks (to_next_tick) wake the process
+        # together, not each on its own
+        now = time.monotonic()
+        start = now + to_next_tick(now, min(1.0, self.devices[0][1])) if self.devices else now
         for i, (dev, interval) in enumerate(self.devices):
             # stagger first polls so devices on one bus do not all fall due at the same instant
             heapq.heappush(heap, _Slot(start + interval * i / max(1, len(self.devices)), i, dev, interval))

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from gateway.metrics import Metrics
 from gateway.spool import Chunk, Spool
+from telemetry.clock import to_next_tick
 
 log = logging.getLogger("sitegw.writer")
 
@@ -64,8 +65,12 @@ class SpoolDrainer:
         while True:
             if self._busy():
                 # Data is streaming in: let it gather for up to `linger_s` so one request (and one ack-state
-                # save) carries many pipeline batches. A reading on a quiet site is written at once.
-                await asyncio.sleep(self._last_live_write + self.linger_s - time.monotonic())
+                # save) carries many pipeline batches. A reading on a quiet site is written at once. A wait of
+                # under a twentieth of the linger is not made: polls written once a second (pipeline.py) came a
+                # few ms before the linger's end, and a wake-up of its own cost more than those ms gather.
+                wait = self._last_live_write + self.linger_s - time.monotonic()
+                if wait > self.linger_s / 20:
+                    await asyncio.sleep(wait)
             chunk = self.spool.read(self.spool.live_segment(), self.batch_lines)
             backlog = self.spool.backlog_segment()
             if chunk is None and backlog is None:
@@ -73,8 +78,11 @@ class SpoolDrainer:
                 if self.spool.state_dirty:
                     # idle with offsets not yet on disk: they are saved when their second is up, unless lines come
                     # first (then the next write saves them, on time)
+                    # (on the next second of the loop's clock after that: with the polls' wake-up, not its own)
+                    due = self.spool.state_save_due_in()
+                    due += to_next_tick(asyncio.get_running_loop().time() + due, 1.0)
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.spool.state_save_due_in()):
+                        async with asyncio.timeout(due):
                             await self.spool.data_event.wait()
                     if not self.spool.data_event.is_set():
                         await self.spool.save_state_async(force=True)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from gateway.api import alarms, audit, auth, baselines, hazards, health, live, notices, reports, surveys
 from gateway.api.deps import install_refusals
 from gateway.parts import GatewayParts
+from telemetry.clock import to_next_tick
 
 __all__ = ["bounded_api", "build_api", "serve_api"]
 
@@ -40,8 +41,9 @@ class _Server(uvicorn.Server):
         # second and refreshes the header each time (on_tick does so when the counter is a multiple of ten): ten
         # wakes a second were a fifth of what an idle gateway spent on its event loop.
         counter = 0
+        loop = asyncio.get_running_loop()
         while not await self.on_tick(counter):
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(to_next_tick(loop.time(), 1.0))  # with the polls and the other periodic tasks
             counter = (counter + 10) % 864000
 
 

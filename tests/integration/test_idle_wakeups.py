@@ -20,7 +20,7 @@ from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_device
 from drivers.profile import ModbusProfile, Table, builtin_profiles
 from gateway.metrics import Metrics
-from gateway.supervisor import LineOwner, Liveness
+from gateway.supervisor import LineOwner, Liveness, watch_liveness
 from telemetry.reading import Reading
 
 MBAP = struct.Struct(">HHHB")
@@ -116,6 +116,38 @@ def test_a_line_polled_every_150_ms_with_a_50_ms_timeout_wakes_once_per_poll() -
         await asyncio.gather(task, return_exceptions=True)
         assert got and polls >= 8 and not metrics.poll_failures["TC-01"]
         # the poll's own timer, and (at the end) the test's: the request timers never wake it
+        assert wakes <= polls + 1, (wakes, polls)
+
+    on_counting_loop(scenario)
+
+
+def test_polls_and_the_liveness_check_started_apart_wake_the_process_together() -> None:
+    """Polls fall due on their interval's grid and the liveness check on its own (0.5 s): started 0.23 s apart, they
+    still wake the process together, not the check in wake-ups of its own."""
+    prof = builtin_profiles()["tower_crane_tcp_v1"]
+    assert isinstance(prof, ModbusProfile)
+    dev = ModbusDevice("TC-01", 1, plan_device(prof, max_gap=0, max_block=125), 0.05, 0)
+
+    async def scenario(sel: CountingSelector, port: int) -> None:
+        metrics = Metrics()
+        liveness = Liveness(metrics, {"TC-01": 30.0})
+
+        async def submit(rs: list[Reading]) -> None:
+            pass
+
+        owner = LineOwner(ModbusLink(line(port)), [(dev, 0.1)], submit, liveness, metrics, 3, 30.0)
+        tasks = [asyncio.create_task(owner.run())]
+        await asyncio.sleep(0.23)
+        tasks.append(asyncio.create_task(watch_liveness(liveness, submit)))
+        await asyncio.sleep(0.3)
+        polls, wakes = metrics.polls["TC-01"], sel.timer_wakes
+        await asyncio.sleep(1.5)
+        polls, wakes = metrics.polls["TC-01"] - polls, sel.timer_wakes - wakes
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert polls >= 10 and not metrics.poll_failures["TC-01"]
+        # the polls' wake-ups and the test's own sleep: three checks of the liveness in them, none of their own
         assert wakes <= polls + 1, (wakes, polls)
 
     on_counting_loop(scenario)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -119,6 +120,27 @@ async def test_streaming_lines_are_gathered_into_few_writes(tmp_path: Path, infl
     assert metrics.lines_written == 101
     assert metrics.write_batches <= 3  # the lone line, then the stream gathered (not one request per line)
     assert len(rows(influxdb.port, db, "SELECT v FROM st")) == 100
+
+
+async def test_a_line_just_before_the_linger_ends_is_written_at_once(tmp_path: Path, influxdb: Service) -> None:
+    """Polls are written once a second (gateway/pipeline.py), a few ms before the drainer's linger of a second ends:
+    a wait under a twentieth of the linger is not made, as its wake-up cost more than what those ms gather."""
+    db = "linger_end"
+    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
+    spool.open()
+    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
+    metrics = Metrics()
+    drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=4.0)
+    async with draining(drainer):
+        t0 = time.monotonic()
+        spool.append(b"le,device=D v=1 1700000000000000000\n", 1)
+        await asyncio.to_thread(wait_for, lambda: metrics.lines_written == 1, 10, what="the first line written")
+        await asyncio.sleep(t0 + 3.85 - time.monotonic())  # 0.15 s of the linger left: less than its twentieth
+        spool.append(b"le,device=D v=2 1700000000000000001\n", 1)
+        await asyncio.to_thread(wait_for, lambda: metrics.lines_written == 2, 10, 0.005, "the second line written")
+        written = time.monotonic()
+    assert written < t0 + 3.97, written - t0  # not at the linger's end (t0 + 4 s or later)
+    assert len(rows(influxdb.port, db, "SELECT v FROM le")) == 2
 
 
 async def test_a_backlog_of_many_segments_is_replayed_while_live_lines_stream(

@@ -110,3 +110,28 @@ async def test_a_batch_written_at_once_goes_after_the_polls_before_it(tmp_path: 
         await pipe.submit([Reading("M", "lel", 5.0, TS + 5)], at_once)
         await asyncio.sleep(0)  # (right after the callback that evaluated it)
         assert [ln.split(",")[1] for ln in _lines(sp)] == ["device=D", "device=M"]  # at once, the poll first
+
+
+async def test_polls_are_written_on_the_grid_of_their_linger_not_a_linger_after_the_first(tmp_path: Path) -> None:
+    """The write's timer falls due on the loop clock's whole second (the linger's grid, at most 1 s), where the polls
+    and the periodic tasks wake the process anyway: not a wake-up of its own. Still within the linger."""
+    loop = asyncio.get_running_loop()
+    written: list[float] = []
+
+    class TimedSpool(CountingSpool):
+        def write(self, data: bytes, lines: int) -> None:
+            written.append(loop.time())
+            super().write(data, lines)
+
+    sp = TimedSpool(tmp_path, max_bytes=1 << 20, segment_bytes=1 << 16, sync_interval_s=0.3)
+    sp.open()
+    pipe = Pipeline(sp, SERIES, Metrics(), poll_linger_s=1.0)
+    async with _running(pipe, sp):
+        await asyncio.sleep(1.5 - loop.time() % 1.0)  # mid-second: the grid is half a linger away
+        at = loop.time()
+        await pipe.submit([Reading("D", "lel", 1.0, TS)])
+        await _until(lambda: bool(written), "the poll written")
+        grid = at - at % 1.0 + 1.0
+        # on the grid (the timer is never early); a linger after the first poll would be 0.4-0.6 s later
+        assert grid <= written[0] < at + 0.85, (at, written[0])
+        assert _lines(sp) and sp.appended_lines == 1
