@@ -76,9 +76,9 @@ class SpoolDrainer:
             if chunk is None and backlog is None:
                 self.spool.data_event.clear()
                 if self.spool.state_dirty:
-                    # idle with offsets not yet on disk: they are saved when their second is up, unless lines come
+                    # idle with offsets not yet on disk: they are saved when their second is up, at the next whole
+                    # second of the loop's clock (with the polls' wake-up, not one of its own), unless lines come
                     # first (then the next write saves them, on time)
-                    # (on the next second of the loop's clock after that: with the polls' wake-up, not its own)
                     due = self.spool.state_save_due_in()
                     due += to_next_tick(asyncio.get_running_loop().time() + due, 1.0)
                     with contextlib.suppress(TimeoutError):
