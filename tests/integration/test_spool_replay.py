@@ -35,6 +35,23 @@ async def draining(drainer: SpoolDrainer) -> AsyncIterator[None]:
         drainer.spool.close()
 
 
+def to_influx(
+    tmp_path: Path,
+    influxdb: Service,
+    db: str,
+    segment_bytes: int = 1 << 20,
+    replay_per_s: float = 20000,
+    linger_s: float = 1.0,
+) -> tuple[Spool, Metrics, SpoolDrainer]:
+    """A spool (64 MiB) and its drainer to database `db` of the test's InfluxDB, 5 000 lines a request."""
+    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=segment_bytes)
+    spool.open()
+    metrics = Metrics()
+    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
+    drainer = SpoolDrainer(spool, writer, metrics, 5000, replay_per_s, tmp_path / "rejected.lp", linger_s=linger_s)
+    return spool, metrics, drainer
+
+
 async def test_live_readings_overtake_the_backlog(tmp_path: Path, influxdb: Service) -> None:
     db = "replay_order"
     spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
@@ -104,12 +121,8 @@ async def test_implausible_values_are_flagged_not_dropped(tmp_path: Path, influx
 
 async def test_streaming_lines_are_gathered_into_few_writes(tmp_path: Path, influxdb: Service) -> None:
     db = "gathered"
-    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
-    spool.open()
-    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
-    metrics = Metrics()
     # a linger far longer than the appends take, so how the writes are grouped does not depend on the machine's speed
-    drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=2.0)
+    spool, metrics, drainer = to_influx(tmp_path, influxdb, db, linger_s=2.0)
     async with draining(drainer):
         spool.append(b"lone,device=D v=1 1700000000000000000\n", 1)  # a quiet site: nothing to gather
         await asyncio.to_thread(wait_for, lambda: metrics.lines_written == 1, 10, what="the lone line written")
@@ -126,11 +139,7 @@ async def test_a_line_just_before_the_linger_ends_is_written_at_once(tmp_path: P
     """Polls are written once a second (gateway/pipeline.py), a few ms before the drainer's linger of a second ends:
     a wait under a twentieth of the linger is not made, as its wake-up cost more than what those ms gather."""
     db = "linger_end"
-    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
-    spool.open()
-    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
-    metrics = Metrics()
-    drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=4.0)
+    spool, metrics, drainer = to_influx(tmp_path, influxdb, db, linger_s=4.0)
     async with draining(drainer):
         t0 = time.monotonic()
         spool.append(b"le,device=D v=1 1700000000000000000\n", 1)
@@ -151,17 +160,13 @@ async def test_a_backlog_of_many_segments_is_replayed_while_live_lines_stream(
     a ten-minute outage the central database took minutes to catch up and a gateway stopped meanwhile left the
     rest behind."""
     db = "many_segments"
-    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
-    spool.open()
+    # a linger far longer than a live line's interval: a replay paced by it would take 40 x 2 s
+    spool, metrics, drainer = to_influx(tmp_path, influxdb, db, linger_s=2.0)
     segments, per = 40, 5
     for k in range(segments):  # what 40 failed attempts left behind
         spool.append(b"".join(f"bk,device=D v={k * per + i} {1_700_000_000_000_000_000 + k * per + i}\n".encode()
                               for i in range(per)), per)  # fmt: skip
         spool.roll(backlog=True)
-    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
-    metrics = Metrics()
-    # a linger far longer than a live line's interval: a replay paced by it would take 40 x 2 s
-    drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=2.0)
     live = 0
     async with draining(drainer):
         while metrics.lines_replayed < segments * per and live < 150:  # live lines every 0.2 s, for up to 30 s
@@ -179,11 +184,7 @@ async def test_a_segment_that_fills_is_not_an_outage(tmp_path: Path, influxdb: S
     """Every batch fills a small segment, so each roll leaves lines not yet written behind it: they stay live
     (written in order, at full speed), none is counted as replayed, and all of them arrive."""
     db = "segment_roll"
-    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=4096)
-    spool.open()
-    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
-    metrics = Metrics()
-    drainer = SpoolDrainer(spool, writer, metrics, 5000, 100.0, tmp_path / "rejected.lp")
+    spool, metrics, drainer = to_influx(tmp_path, influxdb, db, segment_bytes=4096, replay_per_s=100.0)
     total = 3000
     async with draining(drainer):
         for start in range(0, total, 150):  # ~7 KB a batch: each one rolls the segment it lands in
@@ -211,11 +212,7 @@ async def test_acked_offsets_are_saved_once_a_second_while_streaming_and_soon_af
     from gateway.spool import STATE_SAVE_S
 
     db = "state_saves"
-    spool = Spool(tmp_path / "spool", max_bytes=64 << 20, segment_bytes=1 << 20)
-    spool.open()
-    writer = InfluxV1Writer(f"http://127.0.0.1:{influxdb.port}", db)
-    metrics = Metrics()
-    drainer = SpoolDrainer(spool, writer, metrics, 5000, 20000, tmp_path / "rejected.lp", linger_s=0.01)
+    spool, metrics, drainer = to_influx(tmp_path, influxdb, db, linger_s=0.01)
     loop = asyncio.get_running_loop()
     async with draining(drainer):
         t0 = loop.time()

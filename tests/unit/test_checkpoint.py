@@ -160,6 +160,14 @@ def _change_behind(cp: WalCheckpointer, conn: sqlite3.Connection, value: int = 1
         conn.execute("INSERT INTO t VALUES (?)", (value,))
 
 
+async def _running_with_a_change_behind(cp: WalCheckpointer, conn: sqlite3.Connection) -> asyncio.Task[None]:
+    """The checkpointer's task started (into its wait), then one change made behind in the same loop turn."""
+    task = asyncio.create_task(cp.run())
+    await asyncio.sleep(0)
+    _change_behind(cp, conn)
+    return task
+
+
 async def _until(cond: Callable[[], bool]) -> None:
     for _ in range(500):
         if cond():
@@ -215,9 +223,7 @@ async def test_a_task_stopped_before_its_fsync_makes_it_as_it_stops(
     path = tmp_path / "state.db"
     conn = _state(path)
     cp = WalCheckpointer(conn, path, every_s=3600)
-    task = asyncio.create_task(cp.run())
-    await asyncio.sleep(0)
-    _change_behind(cp, conn)
+    task = await _running_with_a_change_behind(cp, conn)
     task.cancel()  # in the commit's loop turn: before the task could hand the fsync to its thread
     await asyncio.gather(task, return_exceptions=True)
     assert cp.syncs == 1 and fsyncs == [(f"{path.resolve()}-wal", True)]  # on the loop, as the commit would have
@@ -233,9 +239,7 @@ async def test_a_failing_fsync_is_raised_and_commits_fsync_for_themselves_again(
     other = tmp_path / "other.db"
     sqlite3.connect(other).close()  # a file with no log: its "-wal" cannot be opened
     cp = WalCheckpointer(conn, other, every_s=3600)
-    task = asyncio.create_task(cp.run())
-    await asyncio.sleep(0)
-    _change_behind(cp, conn)
+    task = await _running_with_a_change_behind(cp, conn)
     with pytest.raises(FileNotFoundError, match=r"other\.db-wal"):
         await asyncio.wait_for(task, 10)
     assert not cp.running
@@ -251,9 +255,7 @@ async def test_a_task_stopped_after_its_connection_closed_has_nothing_left_to_sy
     path = tmp_path / "state.db"
     conn = _state(path)
     cp = WalCheckpointer(conn, path, every_s=3600)
-    task = asyncio.create_task(cp.run())
-    await asyncio.sleep(0)
-    _change_behind(cp, conn)
+    task = await _running_with_a_change_behind(cp, conn)
     conn.close()
     assert not os.path.exists(f"{path}-wal")  # noqa: ASYNC240 (a test, no loop to keep free)
     task.cancel()
