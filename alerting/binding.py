@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from alerting.derived import DeviceContext
-from alerting.rules import Confidence, Level, Rule, Source, Threshold
+from alerting.rules import ANY_POINT, Confidence, Level, Rule, Source, Threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +131,50 @@ def bind(rule: Rule, device: str, ctx: DeviceContext, baselines: bool = True) ->
     if why:
         return None, why
     return Bound(rule, ths, design), ""
+
+
+@dataclass
+class BoundRules:
+    """A site's rules bound to its devices, held as the evaluator looks them up (alerting/evaluator.py)."""
+
+    by_key: dict[str, dict[str, tuple[Bound, ...]]]  # device -> base quantity -> bound rules
+    calendar: list[tuple[str, Bound]]  # (device, calendar rule)
+    any_point: dict[str, list[Bound]]  # device -> point_fault rules
+    inactive: list[tuple[str, str, str]]  # (device, rule id, why) of rules that cannot run
+    unique: list[Bound]  # every bound rule, once
+
+
+def bind_all(
+    rules_by_device: Mapping[str, list[Rule]], devices: Mapping[str, DeviceContext], baselines: bool
+) -> BoundRules:
+    """Every device's rules bound (`bind`). Equal bound rules, their tuples and whole device tables are one object
+    each: 2 000 cranes of one model held 20 000 Bounds, 20 000 tuples and 2 000 dicts that were all alike (~3 MB).
+    Keyed by the ids of objects the interned values hold, so no id is reused while its entry lives."""
+    by_key: dict[str, dict[str, list[Bound]]] = {}
+    out = BoundRules({}, [], {}, [], [])
+    bounds: dict[tuple[int, int, float | None], Bound] = {}
+    for device, rules in rules_by_device.items():
+        ctx = devices.get(device)
+        if ctx is None:
+            raise ValueError(f"rules given for device {device!r}, which has no DeviceContext")
+        for rule in rules:
+            b, why = bind(rule, device, ctx, baselines)
+            if b is None:
+                out.inactive.append((device, rule.id, why))
+                continue
+            b = bounds.setdefault((id(b.rule), id(b.thresholds), b.design), b)
+            if rule.measure == "calendar":
+                out.calendar.append((device, b))
+            elif rule.quantity == ANY_POINT:
+                out.any_point.setdefault(device, []).append(b)
+            else:
+                by_key.setdefault(device, {}).setdefault(rule.quantity, []).append(b)
+    # a reading finds its rules with two or three dict lookups (nested dicts and tuples, not (device, quantity) keys
+    # and lists: 2 000 devices' 24 000 keys held 2.9 MB)
+    tuples: dict[tuple[int, ...], tuple[Bound, ...]] = {}
+    tables: dict[tuple[tuple[str, int], ...], dict[str, tuple[Bound, ...]]] = {}
+    for d, qs in by_key.items():
+        table = {q: tuples.setdefault(tuple(map(id, bs)), tuple(bs)) for q, bs in qs.items()}
+        out.by_key[d] = tables.setdefault(tuple((q, id(t)) for q, t in table.items()), table)
+    out.unique = list(bounds.values())
+    return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from alerting.baselines import Baselines
-from alerting.binding import Bound, bind
+from alerting.binding import Bound, bind_all
 from alerting.derived import DeviceContext
 from alerting.measures import WINDOWED, Measures
 from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
@@ -66,37 +66,11 @@ class Evaluator:
         self.baselines = baselines
         self.tz = tz
         self._zone = ZoneInfo(tz)
-        by_key: dict[str, dict[str, list[Bound]]] = {}
-        self._calendar: list[tuple[str, Bound]] = []  # (device, calendar rule)
-        self._any_point: dict[str, list[Bound]] = {}  # device -> point_fault rules
-        # equal bound rules, their tuples and whole device tables are one object each: 2 000 cranes of one model
-        # held 20 000 Bounds, 20 000 tuples and 2 000 dicts that were all alike (~3 MB). Keyed by the ids of
-        # objects the interned values hold, so no id is reused while its entry lives.
-        bounds: dict[tuple[int, int, float | None], Bound] = {}
-        self.inactive: list[tuple[str, str, str]] = []  # (device, rule id, why) of rules that cannot run
-        for device, rules in rules_by_device.items():
-            ctx = devices.get(device)
-            if ctx is None:
-                raise ValueError(f"rules given for device {device!r}, which has no DeviceContext")
-            for rule in rules:
-                b = self._bind(rule, device, ctx)
-                if b is None:
-                    continue
-                b = bounds.setdefault((id(b.rule), id(b.thresholds), b.design), b)
-                if rule.measure == "calendar":
-                    self._calendar.append((device, b))
-                elif rule.quantity == ANY_POINT:
-                    self._any_point.setdefault(device, []).append(b)
-                else:
-                    by_key.setdefault(device, {}).setdefault(rule.quantity, []).append(b)
-        # device -> base quantity -> bound rules: a reading finds its rules with two or three dict lookups (nested
-        # dicts and tuples, not (device, quantity) keys and lists: 2 000 devices' 24 000 keys held 2.9 MB)
-        tuples: dict[tuple[int, ...], tuple[Bound, ...]] = {}
-        tables: dict[tuple[tuple[str, int], ...], dict[str, tuple[Bound, ...]]] = {}
-        self._by_key: dict[str, dict[str, tuple[Bound, ...]]] = {}
-        for d, qs in by_key.items():
-            table = {q: tuples.setdefault(tuple(map(id, bs)), tuple(bs)) for q, bs in qs.items()}
-            self._by_key[d] = tables.setdefault(tuple((q, id(t)) for q, t in table.items()), table)
+        tables = bind_all(rules_by_device, devices, baselines is not None)
+        self._calendar = tables.calendar  # (device, calendar rule)
+        self._any_point = tables.any_point  # device -> point_fault rules
+        self._by_key = tables.by_key  # device -> base quantity -> bound rules
+        self.inactive = tables.inactive  # (device, rule id, why) of rules that cannot run
         self._base: dict[str, str | None] = {}  # reading quantity -> catalog base name (depth families)
         self._latest: dict[str, dict[str, float]] = {}  # device -> quantity -> latest non-BAD value (gates)
         # only what is read back is kept: gate quantities, and `up` (a down device freezes no run); every quantity
@@ -109,19 +83,13 @@ class Evaluator:
         # numpy and the windows load now, at start-up, when a bound rule needs them (gas means, excavation rates),
         # not with the first reading that does: that blocked the event loop ~60 ms and made the site's first gas
         # alarm after a start 60-130 ms late (the alarm-latency benchmark's first alarm; the others took 4-7 ms)
-        if any(b.rule.measure in WINDOWED for b in bounds.values()):
+        if any(b.rule.measure in WINDOWED for b in tables.unique):
             self.measures.load_windows()
         self._state: dict[tuple[str, str, str], _State] = {}  # (rule, device, quantity)
         # devices with a point-fault state (a BAD reading was seen, or one was restored): only their valid readings
         # look for a fault to clear; on the others (nearly all, nearly always) a valid reading has nothing to clear
         self._faulted: set[str] = set()
         self._waiting: set[tuple[str, str, str]] = set()  # states with a candidate, for tick
-
-    def _bind(self, rule: Rule, device: str, ctx: DeviceContext) -> Bound | None:
-        b, why = bind(rule, device, ctx, self.baselines is not None)
-        if b is None:
-            self.inactive.append((device, rule.id, why))
-        return b
 
     # ---- queries ------------------------------------------------------------------------------------------------
 
