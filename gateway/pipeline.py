@@ -10,13 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from gateway.acks import acknowledge, held, redeliver
-from gateway.collisions import Collisions
 from gateway.latest import Latest
+from gateway.marking import Marker
 from gateway.metrics import Metrics
 from gateway.timecheck import ClockCheck
-from telemetry import quantities
 from telemetry.lineproto import SeriesTags, encode_readings
-from telemetry.reading import Quality, Reading
+from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw.pipeline")
 
@@ -61,17 +60,16 @@ class Pipeline:
         self.spool = spool
         # device clocks are checked when limits are given (the gateway gives them; tools replaying history do not)
         self.clock = ClockCheck(clock_limits, metrics) if clock_limits is not None else None
-        self._collisions = Collisions(metrics)
         self.series = series
         self.metrics = metrics
         self._q: asyncio.Queue[tuple[list[Reading], Callable[[], object] | None]] = asyncio.Queue(maxsize=queue_batches)
         self.max_batch = max_batch_readings
         self.latest = Latest()
+        self._marker = Marker(self.latest, metrics)  # ranges, timestamp collisions, latest values (`mark`)
         self.listeners: list[Listener] = list(listeners)  # each sees every batch after quality marking, in order
         # listeners that may see a batch when it goes to the spool (the console's history), after `listeners`
         self.later: list[Listener] = list(later)
         self.derive = derive  # derived readings (crane load as % of its chart) join the batch before it is stored
-        self._ranges = quantities.Ranges()
         self._idle = asyncio.Event()
         self._idle.set()
         # Acknowledgements waiting for their fsync (see run): up to `ack_linger_s` after the first of them, so that
@@ -130,14 +128,14 @@ class Pipeline:
         """A submission the run task would have taken at once (it waits on an empty queue), processed in the
         submitter's turn instead: a task switch and a loop turn less per batch at site rates. The fsync and the
         acknowledgements stay the run task's (woken when due); so does an error, raised where the supervisor sees it."""
-        if self._handed(lambda: self._store(list(readings), [cb] if cb else [], held(cb))):
+        if self._handed(self._store, readings, [cb] if cb else [], held(cb)):  # (`_store` keeps no caller's list)
             self._schedule()
 
-    def _handed(self, work: Callable[[], None]) -> bool:
-        """`work` outside the run task; what it raises is handed to the task, which raises it where its supervisor
-        sees it (gateway/tasks.py restarts it). False when it raised."""
+    def _handed(self, work: Callable[..., None], *args: object) -> bool:
+        """`work(*args)` outside the run task; what it raises is handed to the task, which raises it where its
+        supervisor sees it (gateway/tasks.py restarts it). False when it raised."""
         try:
-            work()
+            work(*args)
         except Exception as err:  # not swallowed: raised by the run task
             self._failed = err
             self._wake()
@@ -348,38 +346,7 @@ class Pipeline:
         self._clock_changed = False
         if self.clock is not None:
             batch, live, skew = self.clock.apply(batch, self.now_ns())
-        marked: list[Reading] = []
-        same = live is batch  # no device clock was corrected (the usual case)
-        shown: list[Reading] = marked if same else []
-        # every reading passes this loop: its lookups are held in locals
-        ranges, good, append = self._ranges, Quality.GOOD, marked.append
-        by_device = self.latest.by_device
-        dev: str | None = None  # the run's (a poll or a message: one device's readings), whose latest are `mine`
-        mine: dict[str, Reading] = {}
-        for i, r in enumerate(batch):
-            rng = ranges[r.quantity]
-            if r.quality is good and not (rng[0] <= r.value <= rng[1]):
-                # implausible: keep it, flag it, never clamp (NaN fails the comparison too)
-                r = Reading(r.device, r.quantity, r.value, r.ts_ns, Quality.UNCERTAIN)
-                self.metrics.readings_implausible += 1
-            if r.device is not dev:
-                dev = r.device
-                got = by_device.get(r.device)
-                if got is None:
-                    got = by_device[r.device] = {}
-                mine = got
-            prev = mine.get(r.quantity)
-            if prev is not None and prev.ts_ns == r.ts_ns:
-                r = self._collisions.settle(prev, r)
-            append(r)
-            v = r
-            if not same:
-                v = live[i]
-                if v.quality is not r.quality:
-                    v = Reading(v.device, v.quantity, v.value, v.ts_ns, r.quality)
-                shown.append(v)
-            if prev is None or prev.ts_ns <= v.ts_ns:
-                mine[r.quantity] = v
+        marked, shown = self._marker.mark(batch, live)
         if skew:
             self._clock_changed = True
             marked.extend(skew)
