@@ -11,7 +11,7 @@ from datetime import date
 from alerting.config import WarningValues
 from alerting.rules import Source
 from telemetry import quantities
-from telemetry.reading import Quality, Reading
+from telemetry.reading import Quality, Reading, make_reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +91,12 @@ def rated_load_at(chart: tuple[tuple[float, float], ...], radius_m: float) -> tu
     """
     if not chart:
         return None
-    radii = [r for r, _ in chart]
-    if radius_m > radii[-1]:
+    if radius_m > chart[-1][0]:
         return chart[-1][1], True
-    i = bisect.bisect_left(radii, radius_m)
-    if i == 0 or radii[i] == radius_m:
+    # (radius_m,) sorts before every point at radius_m and after every point below it: the chart is searched as
+    # it is, with no list of its radii made per load reading
+    i = bisect.bisect_left(chart, (radius_m,))
+    if i == 0 or chart[i][0] == radius_m:
         return chart[i][1], False
     (r0, l0), (r1, l1) = chart[i - 1], chart[i]
     return l0 + (l1 - l0) * (radius_m - r0) / (r1 - r0), False
@@ -116,22 +117,31 @@ class Deriver:
 
     def derive(self, batch: list[Reading]) -> list[Reading]:
         """New readings to add to the batch (the gateway stores them with the others)."""
-        loads: list[Reading] = []
+        loads: list[Reading] | None = None  # (made for the first load: most batches of a site hold none)
         dev: str | None = None
         crane = False
+        last: dict[str, tuple[float, Quality]] = {}
         for r in batch:
             if r.device is not dev:  # a poll or a message is a run of one device's readings: looked up once a run
                 dev = r.device
                 ctx = self.devices.get(dev)
                 crane = ctx is not None and ctx.kind == "tower_crane"
+                if crane:
+                    got = self._last.get(dev)
+                    if got is None:
+                        got = self._last[dev] = {}
+                    last = got
             if not crane:
                 continue
-            if r.quantity in ("radius", "rated_load"):
-                self._last.setdefault(r.device, {})[r.quantity] = (r.value, r.quality)
-            elif r.quantity == "load":
+            q = r.quantity
+            if q == "load":
+                if loads is None:
+                    loads = []
                 loads.append(r)
+            elif q == "radius" or q == "rated_load":
+                last[q] = (r.value, r.quality)
         out: list[Reading] = []
-        for load in loads:
+        for load in loads or ():
             d = self.derive_one(load)
             if d is not None:
                 out.append(d)
@@ -156,4 +166,4 @@ class Deriver:
             rated, quality = own[0], max(quality, own[1])
         if rated <= 0:
             return None  # a crane reporting 0 t rated (e.g. at the jib end) gives no ratio, not infinity
-        return Reading(load.device, "load_ratio", load.value / rated * 100.0, load.ts_ns, quality)
+        return make_reading(load.device, "load_ratio", load.value / rated * 100.0, load.ts_ns, quality)

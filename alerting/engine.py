@@ -182,7 +182,8 @@ class AlarmEngine:
             for r in batch:
                 if r.quantity == "up":
                     self._offline[r.device] = r.value == 0
-            self._apply_offline()
+            if self._offline:  # (nearly always empty: no list of it made per batch)
+                self._apply_offline()
             self._apply(self.evaluator.observe_batch(batch, now))
             self.store_events(inline=True)
         except Exception:

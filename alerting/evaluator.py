@@ -169,7 +169,26 @@ class Evaluator:
                 self._remember(r)
         out: list[Transition] = []
         evaluate = self._evaluate
+        # a reading of a quantity known to have no rules on its device, and no point fault to raise or clear, has
+        # nothing to evaluate: found here, per run of a device, without a call of `_evaluate` (about half of a
+        # crane's readings)
+        by_key, any_point, faulted, bad, not_ready = self._by_key, self._any_point, self._faulted, _BAD, _NOT_READY
+        dev: str | None = None
+        mine: dict[str, tuple[Bound, ...]] | None = None
+        faults = False  # the device has point-fault rules
         for r in batch:
+            if r.device is not dev:
+                dev = r.device
+                mine = by_key.get(dev)
+                faults = bool(any_point.get(dev))
+            q = r.quality
+            if (
+                (mine is None or mine.get(r.quantity) == ())
+                and q is not bad
+                # (`faulted` looked up per reading: a BAD reading before this one in the batch may have opened one)
+                and (not faults or q is not_ready or r.device not in faulted)
+            ):
+                continue
             evaluate(r, now_ns, out)
         return out
 

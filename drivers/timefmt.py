@@ -232,6 +232,7 @@ class TimeParser:
         self.zone: tzinfo | None = parse_zone(spec.zone, site_tz) if spec.zone else None
         self._pattern = strptime_pattern(spec.pattern) if spec.pattern else None
         self.where = f"timestamp {spec.path!r}"
+        self.ns_per_unit: int | None = _EPOCH_NS.get(self.format)  # an epoch format's unit in ns; None for others
         # time strings already parsed: a site's devices send the same second many times over (every device, every
         # message of that second), and strptime costs ~7 µs a message. Bounded; failures are never kept.
         self._seen: dict[str, int] = {}

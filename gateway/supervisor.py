@@ -61,8 +61,10 @@ class Liveness:
             return Reading(device, "up", 1.0, ts_ns or time.time_ns())
         return None
 
-    def take(self) -> list[Reading]:
+    def take(self) -> Sequence[Reading]:
         """Health readings produced outside a sweep (decode_errors back to 0), to submit with the next batch."""
+        if not self._pending:  # (nearly always: no list made per message)
+            return ()
         out, self._pending = self._pending, []
         return out
 

@@ -40,6 +40,23 @@ class ClockCheck:
     def apply(self, batch: list[Reading], now_ns: int) -> tuple[list[Reading], list[Reading], list[Reading]]:
         """(readings to store, readings for live views and alarms, clock_skew state changes and clock_ahead_s
         marks, to store and show)."""
+        # nearly always every clock is within its limits and none was off before: the batch as it came, nothing to
+        # change, found without the lists, dict and set of the full pass (8 of a message's ~240 µs at 1 000 msg/s)
+        dev: str | None = None
+        ts = 0
+        limits, default, skewed = self._limits, self._default, self.skewed
+        for r in batch:
+            if r.device is not dev or r.ts_ns != ts:
+                if r.quantity in _OWN:
+                    continue
+                dev, ts = r.device, r.ts_ns
+                ahead, age = limits.get(dev, default)
+                d = ts - now_ns
+                if d > ahead or -d > age or (skewed and skewed.get(dev)):
+                    return self._apply(batch, now_ns)
+        return batch, batch, []
+
+    def _apply(self, batch: list[Reading], now_ns: int) -> tuple[list[Reading], list[Reading], list[Reading]]:
         stored: list[Reading] | None = None
         live: list[Reading] | None = None
         verdict: dict[str, bool] = {}  # device -> any reading off in this batch
