@@ -44,10 +44,7 @@ class Marker:
                 self.metrics.readings_implausible += 1
             if r.device is not dev:
                 dev = r.device
-                got = by_device.get(dev)
-                if got is None:
-                    got = by_device[dev] = {}
-                mine = got
+                mine = by_device.setdefault(dev, {})  # (once a run: a poll's or a message's readings)
             prev = mine.get(q)
             if prev is None:
                 mine[q] = r
@@ -71,9 +68,7 @@ class Marker:
             if r.quality is good and not (rng[0] <= r.value <= rng[1]):
                 r = Reading(r.device, r.quantity, r.value, r.ts_ns, Quality.UNCERTAIN)
                 self.metrics.readings_implausible += 1
-            mine = by_device.get(r.device)
-            if mine is None:
-                mine = by_device[r.device] = {}
+            mine = by_device.setdefault(r.device, {})
             prev = mine.get(r.quantity)
             if prev is not None and prev.ts_ns == r.ts_ns:
                 r = self._collisions.settle(prev, r)
