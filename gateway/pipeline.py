@@ -90,7 +90,8 @@ class Pipeline:
         self._write_now = False  # `drained` asked for `_polls` to be written now
         self._clock_changed = False  # the last `mark` added clock_skew / clock_ahead_s readings
         self._soon = False  # `_write_soon` is on its way
-        self._timer: asyncio.TimerHandle | None = None  # puts _TICK in the queue when an fsync falls due (_next)
+        self._timer: asyncio.Handle | None = None  # puts _TICK in the queue when an fsync falls due (_next)
+        self._timer_at = 0.0  # its loop time, kept here: uvloop gives a plain Handle, with no when(), for a 0 ms delay
         self._waiting = False  # the run task waits on the empty queue: a submission is processed at once (_take)
         self._open = True  # no submission processed inline in this loop turn yet
         self._failed: Exception | None = None  # what _take met, for the run task to raise
@@ -314,10 +315,11 @@ class Pipeline:
         when = loop.time() + due
         # one deadline, worked out again at each batch from two clock reads, differs by a few µs each time: within
         # a ms the timer armed is kept (a cancelled timer stays in the loop's heap until it is cleaned)
-        if self._timer is None or self._timer.when() > when + 0.001:
+        if self._timer is None or self._timer_at > when + 0.001:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = loop.call_at(when, self._tick)
+            self._timer_at = when
 
     def _tick(self) -> None:
         self._timer = None

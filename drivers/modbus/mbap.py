@@ -61,7 +61,8 @@ class MbapConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[ModbusPDU | Registers] | None = None
         self._deadline = 0.0
         self._timeout_s = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # its loop time, kept here: uvloop gives a plain Handle, with no when(), for a 0 ms delay
         self._skipped = ""
         self.closed_why = ""
 
@@ -136,10 +137,11 @@ class MbapConnection(asyncio.Protocol):
         self._deadline = deadline = loop.time() + timeout_s
         self._timeout_s = timeout_s
         timer = self._timer
-        if timer is None or timer.when() > deadline:
+        if timer is None or self._timer_at > deadline:
             if timer is not None:
                 timer.cancel()
             self._timer = loop.call_at(deadline, self._check_deadline)
+            self._timer_at = deadline
         try:
             return await waiter
         finally:
@@ -152,7 +154,7 @@ class MbapConnection(asyncio.Protocol):
         rest of a poll on a small site (README, Performance). A timer due after the next request is kept: that
         request's deadline is later still, so the timer serves it (one a second at a 1 s timeout, not ten)."""
         timer = self._timer
-        if timer is not None and self._waiter is None and timer.when() < asyncio.get_running_loop().time() + for_s:
+        if timer is not None and self._waiter is None and self._timer_at < asyncio.get_running_loop().time() + for_s:
             timer.cancel()
             self._timer = None
 
@@ -164,6 +166,7 @@ class MbapConnection(asyncio.Protocol):
         loop = waiter.get_loop()
         if loop.time() < self._deadline:
             self._timer = loop.call_at(self._deadline, self._check_deadline)
+            self._timer_at = self._deadline
             return
         why = f"no response within {self._timeout_s:g} s{self._skipped}"
         if self._buf:  # part of a frame came and the rest did not: where the next frame starts is unknown
