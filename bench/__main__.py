@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="alarm_latency's background messages/s (default 1 000, the brief's 10k readings/s)",
     )
+    ap.add_argument("--loop", choices=common.LOOP_CHOICES, default="auto", help="the gateway's event loop (--loop)")
     args = ap.parse_args(argv)
     common.MQTT_PROTOCOL = args.mqtt
+    common.GATEWAY_LOOP = args.loop
     common.ALARM_LOAD = args.alarm_load
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "long": args.long,
         "gateway_mqtt_protocol": args.mqtt,
         "alarm_load": args.alarm_load,
+        "gateway_loop": args.loop,
         "machine": common.machine_facts(),
         "caveat": "shared 2-core machine with other work running: absolute figures are noisy, compare the ratios",
         "benchmarks": {},

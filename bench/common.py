@@ -182,6 +182,9 @@ def write_profiles(workdir: Path) -> Path:
 # the gateway's MQTT protocol in the benchmarks' sites (`python -m bench.mqtt_sweep --mqtt 3.1.1` to compare)
 MQTT_PROTOCOL = "5"
 ALARM_LOAD: float | None = None  # alarm_latency's background messages/s, when not its own (`--alarm-load`)
+# the gateway's event loop (`sitegw run --loop`; `--loop asyncio` here to compare with Python's own)
+GATEWAY_LOOP = "auto"
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
 
 
 def write_site(
@@ -210,6 +213,11 @@ def database_of(site: Path) -> str:
     return str(yaml.safe_load(site.read_text())["sink"]["database"])
 
 
+def loop_args() -> list[str]:
+    """`sitegw run`'s event loop option, as the benchmark was asked."""
+    return ["--loop", GATEWAY_LOOP]
+
+
 class GatewayProc:
     """`sitegw run SITE` as a subprocess (python -m gateway.cli), its /metrics and /healthz over HTTP."""
 
@@ -221,9 +229,10 @@ class GatewayProc:
         self.log_level = log_level
 
     def start(self, timeout: float = 30.0) -> None:
+        site = self.site
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "--log-level", self.log_level, "run", str(self.site)],
+                [sys.executable, "-m", "gateway.cli", "--log-level", self.log_level, "run", *loop_args(), str(site)],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,

@@ -213,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--short", action="store_true", help="10 and 200 devices, 10 s windows")
     ap.add_argument("--pin", action="store_true", help="each subject on a CPU of its own, everything else on the rest")
     ap.add_argument("--json", type=Path, default=common.RUN_DIR / "modbus_sweep.json")
+    ap.add_argument("--loop", choices=common.LOOP_CHOICES, default="auto", help="the gateway's event loop (--loop)")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    common.GATEWAY_LOOP = a.loop
     sizes = [10, 200] if a.short else [int(x) for x in a.devices.split(",")]
     seconds = 10.0 if a.short else a.seconds
     subjects = [s for s in a.subjects.split(",") if s]
@@ -231,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         except (subprocess.CalledProcessError, OSError) as err:
             subjects.remove("thingsboard")
             notes.append(f"ThingsBoard IoT Gateway could not be installed ({err}); its rows are left out")
-    print(f"== modbus_sweep: {sizes} devices x {VALUES} float32 every {a.poll_s:g} s, {seconds:g} s windows")
+    print(
+        f"== modbus_sweep: {sizes} devices x {VALUES} float32 every {a.poll_s:g} s, {seconds:g} s windows, "
+        f"the gateway's event loop {a.loop}"
+    )
     runs: list[Run] = []
     for n in sizes:
         try:
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": common.machine_facts(),
         "values_per_device": VALUES,
         "poll_s": a.poll_s,
+        "gateway_loop": a.loop,
         "seconds": seconds,
         "runs": [r.to_json() for r in runs],
         "notes": notes,

@@ -324,9 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--mqtt", choices=["5", "3.1.1"], default="5", help="the gateway's MQTT protocol (brokers[].protocol)"
     )
+    ap.add_argument("--loop", choices=common.LOOP_CHOICES, default="auto", help="the gateway's event loop (--loop)")
     a = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     common.MQTT_PROTOCOL = a.mqtt
+    common.GATEWAY_LOOP = a.loop
     rates = [500.0, 4000.0] if a.short else [float(x) for x in a.rates.split(",")]
     seconds = 10.0 if a.short else a.seconds
     subjects = [s for s in a.subjects.split(",") if s]
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         pinned = f"pinned: each subject alone on CPU {cpu}" if cpu is not None else "--pin ignored: one CPU"
     print(
         f"== mqtt_sweep: {DEVICES} devices x {FIELDS_PER_MESSAGE} fields, rates {rates}, {seconds:g} s windows, "
-        f"the gateway on MQTT {a.mqtt}"
+        f"the gateway on MQTT {a.mqtt}, event loop {a.loop}"
     )
     report = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -348,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "fields_per_message": FIELDS_PER_MESSAGE,
         "seconds": seconds,
         "gateway_mqtt_protocol": a.mqtt,
+        "gateway_loop": a.loop,
         **sweep(rates, seconds, a.rounds, subjects),
     }
     if pinned:

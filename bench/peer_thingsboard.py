@@ -19,7 +19,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import ROOT, pin_subject, proc_cpu_s
+from bench.common import ROOT, loop_args, pin_subject, proc_cpu_s
 from bench.modbus_poll import RUN_DIR, Servers, fresh_dir, opt, proc_rss_mib, row, write_site
 from services.local import Service, free_port, influxdb, mosquitto, stop_process, wait_port
 
@@ -86,7 +86,7 @@ def _metric(port: int, name: str) -> float:
 def run_ours(workdir: Path, site: Path, http_port: int, servers: Servers, warm_s: float, seconds: float) -> Side:
     with open(workdir / "sitegw.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--log-level", "warning", "run", str(site)],
+            [sys.executable, "-m", "gateway.cli", "--log-level", "warning", "run", *loop_args(), str(site)],
             cwd=workdir,
             # the gateway of this tree, not whatever the venv's editable install points at (a worktree's bench
             # would otherwise measure another checkout's code: cwd is the run's own directory, not the tree)

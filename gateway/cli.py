@@ -16,7 +16,7 @@ from typing import Any
 from drivers.errors import DriverError
 from drivers.modbus.plan import plan_reads
 from drivers.profile import ModbusProfile, MqttProfile
-from gateway import dashboards
+from gateway import dashboards, eventloop
 from gateway.config import ConfigError, SiteConfig, load_config
 from gateway.rule_view import rule_plan
 from gateway.survey_cli import import_survey
@@ -280,17 +280,22 @@ async def _run(cfg: SiteConfig) -> None:
         await gw.stop_flush(5.0)
 
 
+LOOP_HELP = "event loop: uvloop (auto: when installed; less CPU per message) or Python's own asyncio"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="sitegw", description="SiteGW edge telemetry gateway for construction sites")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_run = sub.add_parser("run", help="run the gateway")
     p_run.add_argument("config", type=Path)
+    p_run.add_argument("--loop", choices=eventloop.CHOICES, default="auto", help=LOOP_HELP)
     p_chk = sub.add_parser("check-config", help="validate a site config and print the resolved plan")
     p_chk.add_argument("config", type=Path)
     p_once = sub.add_parser("once", help="poll/receive once per device and print the readings")
     p_once.add_argument("config", type=Path)
     p_once.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for MQTT devices")
+    p_once.add_argument("--loop", choices=eventloop.CHOICES, default="auto", help=LOOP_HELP)
     p_tp = sub.add_parser(
         "test-profile", help="decode sample payloads or a register dump with a profile; check its golden samples"
     )
@@ -336,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if args.cmd == "once":
-            return asyncio.run(_once(cfg, args.timeout))
-        asyncio.run(_run(cfg))
+            return eventloop.run(lambda: _once(cfg, args.timeout), args.loop)
+        eventloop.run(lambda: _run(cfg), args.loop)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
