@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from typing import Any
 
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
@@ -15,6 +16,7 @@ from drivers.modbus.errors import decode_errors
 # MBAP header (Modbus Messaging on TCP/IP Implementation Guide v1.0b, §3.1.3): transaction id, protocol id (0),
 # length of what follows it (unit id + PDU), unit id
 MBAP = struct.Struct(">HHHB")
+LATE_LOOK_S = 0.001  # a timer this far ahead fires in a later loop turn than this one, after its read of the sockets
 MAX_LENGTH = 254  # unit id + the longest PDU (253 bytes, Modbus Application Protocol v1.1b3 §4.1)
 # bit reads' answers, decoded by their pymodbus classes directly (DecodePDU also formats every PDU it decodes for a
 # debug log, work a poll does not need); register reads' answers are decoded here (Registers)
@@ -62,7 +64,8 @@ class MbapConnection(asyncio.Protocol):
         self._deadline = 0.0
         self._timeout_s = 0.0
         self._timer: asyncio.Handle | None = None
-        self._timer_at = 0.0  # its loop time, kept here: uvloop gives a plain Handle, with no when(), for a 0 ms delay
+        self._timer_at = 0.0  # its due time, kept here: uvloop gives a plain Handle, with no when(), for a 0 ms delay
+        self._late = False  # the deadline passed once: the verdict waits for one more look at the socket
         self._skipped = ""
         self.closed_why = ""
 
@@ -134,13 +137,16 @@ class MbapConnection(asyncio.Protocol):
         # No timer per request: one armed timer checks the deadline of whichever request is waiting when it fires
         # and re-arms for it, so a line polled every 100 ms with a 1 s timeout makes one timer a second, not ten.
         # No wrapping task either: a cancel of the owner reaches the future directly.
-        self._deadline = deadline = loop.time() + timeout_s
+        # The deadline on the monotonic clock itself, not loop.time(): uvloop's is the time its loop turn began, so
+        # a request sent late in a long turn (200 lines answering together) had tens of ms less than its timeout.
+        self._deadline = deadline = time.monotonic() + timeout_s
         self._timeout_s = timeout_s
+        self._late = False
         timer = self._timer
         if timer is None or self._timer_at > deadline:
             if timer is not None:
                 timer.cancel()
-            self._timer = loop.call_at(deadline, self._check_deadline)
+            self._timer = loop.call_later(timeout_s, self._check_deadline)
             self._timer_at = deadline
         try:
             return await waiter
@@ -154,7 +160,7 @@ class MbapConnection(asyncio.Protocol):
         rest of a poll on a small site (README, Performance). A timer due after the next request is kept: that
         request's deadline is later still, so the timer serves it (one a second at a 1 s timeout, not ten)."""
         timer = self._timer
-        if timer is not None and self._waiter is None and self._timer_at < asyncio.get_running_loop().time() + for_s:
+        if timer is not None and self._waiter is None and self._timer_at < time.monotonic() + for_s:
             timer.cancel()
             self._timer = None
 
@@ -164,9 +170,18 @@ class MbapConnection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return  # nothing waits: the next request arms a timer of its own
         loop = waiter.get_loop()
-        if loop.time() < self._deadline:
-            self._timer = loop.call_at(self._deadline, self._check_deadline)
+        now = time.monotonic()
+        if now < self._deadline:  # early by the real clock (uvloop's: whole ms, as its turn began)
+            self._timer = loop.call_later(self._deadline - now, self._check_deadline)
             self._timer_at = self._deadline
+            return
+        if not self._late:
+            # uvloop (libuv) runs due timers before it reads the sockets: after a stall of the process, answers
+            # that came in time would be found late, every line's at once (200 lines timed out together at 200
+            # devices). The verdict waits for one read of the socket; asyncio reads before its timers anyway.
+            self._late = True
+            self._timer = loop.call_later(LATE_LOOK_S, self._check_deadline)
+            self._timer_at = now + LATE_LOOK_S
             return
         why = f"no response within {self._timeout_s:g} s{self._skipped}"
         if self._buf:  # part of a frame came and the rest did not: where the next frame starts is unknown

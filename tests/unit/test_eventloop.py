@@ -1,11 +1,15 @@
 """`--loop`: uvloop by default, Python's asyncio loop on request; and the timers the pipeline and a Modbus TCP line
 keep for themselves work on uvloop, which answers a timer due within half a millisecond with a plain Handle (no
-`when()`): the pipeline read `when()` and its task failed at 1 000 msg/s, restarting again and again."""
+`when()`): the pipeline read `when()` and its task failed at 1 000 msg/s, restarting again and again; and which runs
+due timers before it reads its sockets: a Modbus answer that came in time during a stall was a timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +113,53 @@ def test_a_modbus_lines_deadline_timer_on_uvloop() -> None:
         return got
 
     assert eventloop.run(scenario, "uvloop") == [[0x0001, 0x0203]] * 3
+
+
+def _device_answering_after(sock: socket.socket, delay_s: float) -> threading.Thread:
+    """A Modbus TCP device on the far end of `sock`, in a thread: answers one read of holding registers `delay_s`
+    after it came."""
+
+    def serve() -> None:
+        req = sock.recv(260)
+        time.sleep(delay_s)
+        tid, _proto, _length, unit = MBAP.unpack_from(req)
+        count = int.from_bytes(req[10:12], "big")
+        pdu = bytes([3, 2 * count]) + bytes(range(2 * count))
+        sock.sendall(MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    return th
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_an_answer_in_time_is_taken_after_a_stall_of_the_process(loop: str) -> None:
+    """The device answers 5 ms after the request; the process stalls for 200 ms (a callback that blocks) before it
+    reads its sockets again. uvloop runs due timers before it reads: without a look at the socket after the deadline,
+    the answer that came in time was a timeout (every line's at once at 200 devices)."""
+
+    async def scenario() -> list[int]:
+        running = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        device = _device_answering_after(theirs, 0.005)
+        _, conn = await running.create_connection(MbapConnection, sock=ours)
+        bell, ring = socket.socketpair()
+        bell.setblocking(False)
+
+        def stall() -> None:
+            running.remove_reader(bell.fileno())
+            time.sleep(0.2)
+
+        running.add_reader(bell.fileno(), stall)
+        ring.send(b"!")  # the stall comes in the loop's next read of its sockets, after the request is out
+        try:
+            answer = await conn.request(b"\x03\x00\x00\x00\x02", 1, 0.05)
+        finally:
+            conn.close()
+            device.join(5)
+            for s in (theirs, bell, ring):
+                s.close()
+        assert isinstance(answer, Registers)
+        return list(answer.registers)
+
+    assert eventloop.run(scenario, loop) == [0x0001, 0x0203]
