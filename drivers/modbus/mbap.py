@@ -176,9 +176,9 @@ class MbapConnection(asyncio.Protocol):
             self._timer_at = self._deadline
             return
         if not self._late:
-            # uvloop (libuv) runs due timers before it reads the sockets: after a stall of the process, answers
-            # that came in time would be found late, every line's at once (200 lines timed out together at 200
-            # devices). The verdict waits for one read of the socket; asyncio reads before its timers anyway.
+            # uvloop (libuv) runs due timers before it reads the sockets: after a stall of the process longer than
+            # the timeout, answers that came in time would be found late, every line's at once. The verdict waits
+            # for one read of the socket; asyncio reads before its timers anyway.
             self._late = True
             self._timer = loop.call_later(LATE_LOOK_S, self._check_deadline)
             self._timer_at = now + LATE_LOOK_S
