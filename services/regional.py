@@ -62,6 +62,7 @@ class NatsCluster:
         for node in self.nodes:
             self.start_node(node, wait_leader=False)
         self.wait_leader(timeout)
+        self.wait_peers(timeout)
 
     def start_node(self, node: NatsNode, wait_leader: bool = True) -> None:
         with open(node.log, "ab") as fh:
@@ -95,6 +96,25 @@ class NatsCluster:
 
         name: str = wait_for(leader, timeout, 0.1, "a JetStream meta leader seen by every running node")
         return name
+
+    def wait_peers(self, timeout: float = 30.0) -> None:
+        """Until the meta leader counts every other running node as a current peer. A leader seen by a majority
+        is not enough for an R3 stream: created before that, it was refused ("no suitable peers for placement",
+        err_code 10005, in a clean-clone CI run on a slow machine)."""
+        running = [n for n in self.nodes if n.running]
+
+        def ready() -> bool:
+            for node in running:
+                try:
+                    meta = node.jsz().get("meta_cluster")
+                except (OSError, urllib.error.URLError, ValueError):
+                    continue
+                if isinstance(meta, dict) and isinstance(meta.get("replicas"), list):  # (the leader's report)
+                    current = {r.get("name") for r in meta["replicas"] if isinstance(r, dict) and r.get("current")}
+                    return current >= {n.name for n in running if n is not node}
+            return False
+
+        wait_for(ready, timeout, 0.1, "the JetStream meta leader counting every running node as a current peer")
 
     def kill_node(self, node: NatsNode) -> None:
         """kill -9: no goodbye to its peers, as a node lost to a power cut."""
