@@ -25,6 +25,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench import publisher
+from gateway import eventloop
 from services import local
 from services.local import Service
 
@@ -184,7 +185,7 @@ MQTT_PROTOCOL = "5"
 ALARM_LOAD: float | None = None  # alarm_latency's background messages/s, when not its own (`--alarm-load`)
 # the gateway's event loop (`sitegw run --loop`; `--loop asyncio` here to compare with Python's own)
 GATEWAY_LOOP = "auto"
-LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+LOOP_CHOICES = eventloop.CHOICES
 
 
 def write_site(
@@ -229,10 +230,10 @@ class GatewayProc:
         self.log_level = log_level
 
     def start(self, timeout: float = 30.0) -> None:
-        site = self.site
+        argv = [sys.executable, "-m", "gateway.cli", "--log-level", self.log_level, "run", *loop_args(), str(self.site)]
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "--log-level", self.log_level, "run", *loop_args(), str(site)],
+                argv,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,

@@ -14,8 +14,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from services.local import free_port, need, stop_process, wait_for, wait_port
 
@@ -79,17 +81,7 @@ class NatsCluster:
         a while under load (seen on nats-server 2.9) while the others serve the streams; so may a real cluster."""
 
         def leader() -> str | None:
-            seen: list[str] = []
-            for node in self.nodes:
-                if not node.running:
-                    continue
-                try:
-                    meta = node.jsz().get("meta_cluster")
-                except (OSError, urllib.error.URLError, ValueError):
-                    continue
-                name = meta.get("leader") if isinstance(meta, dict) else None
-                if name:
-                    seen.append(str(name))
+            seen = [str(meta["leader"]) for _node, meta in self._meta_reports() if meta.get("leader")]
             if len(set(seen)) == 1 and len(seen) > len(self.nodes) // 2:
                 return seen[0]
             return None
@@ -101,20 +93,28 @@ class NatsCluster:
         """Until the meta leader counts every other running node as a current peer. A leader seen by a majority
         is not enough for an R3 stream: created before that, it was refused ("no suitable peers for placement",
         err_code 10005, in a clean-clone CI run on a slow machine)."""
-        running = [n for n in self.nodes if n.running]
+        running = {n.name for n in self.nodes if n.running}
 
         def ready() -> bool:
-            for node in running:
-                try:
-                    meta = node.jsz().get("meta_cluster")
-                except (OSError, urllib.error.URLError, ValueError):
-                    continue
-                if isinstance(meta, dict) and isinstance(meta.get("replicas"), list):  # (the leader's report)
+            for node, meta in self._meta_reports():
+                if isinstance(meta.get("replicas"), list):  # (the leader's report)
                     current = {r.get("name") for r in meta["replicas"] if isinstance(r, dict) and r.get("current")}
-                    return current >= {n.name for n in running if n is not node}
+                    return current >= running - {node.name}
             return False
 
         wait_for(ready, timeout, 0.1, "the JetStream meta leader counting every running node as a current peer")
+
+    def _meta_reports(self) -> Iterator[tuple[NatsNode, dict[str, Any]]]:
+        """Each running node that answers, with its JetStream meta group report."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                meta = node.jsz().get("meta_cluster")
+            except (OSError, urllib.error.URLError, ValueError):
+                continue
+            if isinstance(meta, dict):
+                yield node, meta
 
     def kill_node(self, node: NatsNode) -> None:
         """kill -9: no goodbye to its peers, as a node lost to a power cut."""

@@ -74,6 +74,14 @@ def test_the_pipelines_fsync_timer_on_uvloop(tmp_path: Path) -> None:
     eventloop.run(scenario, "uvloop")
 
 
+def _answer(request: bytes) -> bytes:
+    """A device's answer to a read of holding registers: the registers counting up from 0x0001 by 0x0202."""
+    tid, _proto, _length, unit = MBAP.unpack_from(request)
+    count = int.from_bytes(request[10:12], "big")
+    pdu = bytes([3, 2 * count]) + bytes(range(2 * count))
+    return MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu
+
+
 class _Answering(asyncio.Transport):
     """A Modbus TCP device on the far side of the transport: answers a read of holding registers at once (before the
     request awaits), or never (`silent`)."""
@@ -85,10 +93,7 @@ class _Answering(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.silent:
             return
-        tid, _proto, _length, unit = MBAP.unpack_from(bytes(data))
-        count = int.from_bytes(bytes(data)[10:12], "big")
-        pdu = bytes([3, 2 * count]) + bytes(range(2 * count))
-        self.conn.data_received(MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu)
+        self.conn.data_received(_answer(bytes(data)))
 
     def is_closing(self) -> bool:
         return False
@@ -122,10 +127,7 @@ def _device_answering_after(sock: socket.socket, delay_s: float) -> threading.Th
     def serve() -> None:
         req = sock.recv(260)
         time.sleep(delay_s)
-        tid, _proto, _length, unit = MBAP.unpack_from(req)
-        count = int.from_bytes(req[10:12], "big")
-        pdu = bytes([3, 2 * count]) + bytes(range(2 * count))
-        sock.sendall(MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu)
+        sock.sendall(_answer(req))
 
     th = threading.Thread(target=serve, daemon=True)
     th.start()
