@@ -37,6 +37,7 @@ class LiveFigures:
     mqtt_reconnects: Mapping[str, int]  # by broker id
     mqtt_connected: Mapping[str, int]  # by broker id: 1 connected, 0 not
     mqtt_read_windows: Mapping[str, int]  # by broker id (drivers/mqtt/reader.py)
+    mqtt_read_pauses: Mapping[str, int]  # by broker id: the broker sent beyond the window (drivers/mqtt/reader.py)
     devices_total: int
 
 
@@ -259,6 +260,12 @@ class Metrics(AlarmCounters):
                 c,
                 "Windows whose messages were handed over together (above read_window_above msg/s), by broker.",
                 by("broker", live.mqtt_read_windows),
+            )
+            family(
+                "sitegw_mqtt_read_pauses_total",
+                c,
+                "Times the broker's socket was not read: more messages unacknowledged than the window, by broker.",
+                by("broker", live.mqtt_read_pauses),
             )
         family("sitegw_device_up", g, "1 while the device delivers data, 0 when offline.", by("device", self.up))
         one("sitegw_devices_up", g, "Devices online.", sum(self.up.values()))

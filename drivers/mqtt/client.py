@@ -17,7 +17,7 @@ import aiomqtt
 from paho.mqtt.client import PUBACK, PUBCOMP
 from paho.mqtt.matcher import MQTTMatcher
 
-from drivers.mqtt.reader import Inbox
+from drivers.mqtt.reader import UNACKED_311, Inbox
 
 # what the session and the gateway use of the library, named here so no other module imports it
 log = logging.getLogger("sitegw.mqtt")
@@ -162,7 +162,7 @@ def subscriber(p: BrokerParams) -> tuple[aiomqtt.Client, Inbox]:
     # before that leaves it unacknowledged, and the broker delivers it again to our persistent session.
     # aiomqtt 2.x has no option for it, so set it on the paho client it wraps (aiomqtt is pinned < 3).
     client._client.manual_ack_set(True)
-    return _no_cycles(client), Inbox(client, p.read_window_s, p.read_window_above)
+    return _no_cycles(client), Inbox(client, p.read_window_s, p.read_window_above, p.receive_maximum or UNACKED_311)
 
 
 Ack = Callable[[], object]  # acknowledges one message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -12,14 +13,18 @@ import aiomqtt
 from paho.mqtt.client import MQTTMessage
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
+from drivers.mqtt.publish import Received, take_publishes
 from drivers.mqtt.sockopts import no_delay, quick_ack
 
 READS_PER_WAKE = 64  # packets read per wake of the socket at most: the loop's other callbacks wait meanwhile
 AT_ONCE = 4  # at most this many messages of a wake are handed over in the reader's callback (`on_batch`)
 RECV_BYTES = 65536  # read off the socket at once; paho asks for a packet's bytes in three or more pieces
 PACE_TICK_S = 0.1  # the message rate that decides the read window (`_pace`) is counted over this long
+# MQTT 3.1.1 announces no in-flight window (the broker has its own: Mosquitto's 20, or none with 0): the most
+# messages taken in unacknowledged there, as on MQTT 5 the window announced (`Inbox.cap`)
+UNACKED_311 = 1000
 
-Received = tuple[str, bytes, int, int]  # a message as the session takes it: topic, payload, mid, qos
+log = logging.getLogger("sitegw.mqtt")
 
 
 class Inbox:
@@ -54,12 +59,24 @@ class Inbox:
       (Mosquitto's default) the broker held its messages for them (the alarm latency's median went from 2.5 to
       7.3 ms at 2 500 msg/s, not 2 ms more).
 
+    - **No more than `cap` messages unacknowledged** (the window announced on MQTT 5): a broker sends no more, but
+      Mosquitto 2.0.11 sent a whole backlog after a reconnect once the first PUBACK came (18 000 messages against
+      a window of 1 000: its inflight quota, as in eclipse-mosquitto/mosquitto#2301), and the gateway held 68 000 of
+      them decoded in memory (200 MB). With more than `cap` handed out or waiting here, the socket is not read
+      (`_pause`) until acknowledgements bring that to half; the broker's messages wait in TCP and in the broker.
+
     Errors end the connection as aiomqtt's own reader does. aiomqtt and paho are pinned (< 3):
     tests/integration/test_mqtt_ack.py checks a burst comes as one batch, in one read, its PUBACKs in one send, and
     a message longer than a read; tests/integration/test_mqtt_tls_reads.py a burst over TLS."""
 
-    def __init__(self, client: aiomqtt.Client, window_s: float = 0.0, above: int = 1500) -> None:
+    def __init__(
+        self, client: aiomqtt.Client, window_s: float = 0.0, above: int = 1500, cap: int = UNACKED_311
+    ) -> None:
         self.client = client
+        self.cap = cap  # messages handed out and not yet acknowledged, at most (`acked`, `_pause`)
+        self.out = 0  # handed to the session (`next_batch`, `on_batch`) and not yet acknowledged
+        self._paused: int | None = None  # the socket's descriptor while it is not read (`_pause`)
+        self.pauses = 0  # times the socket was not read for a broker beyond the window (metrics, tests)
         self._paho = paho = client._client
         self._items: list[Received] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -141,64 +158,13 @@ class Inbox:
         return data
 
     def _take_publishes(self, limit: int) -> int:
-        """Take the complete QoS 0 and 1 PUBLISH packets at the head of the buffer as messages (`limit` at most);
-        how many.
-
-        paho's way for each (MQTT 3.1.1): `_packet_read` asks `_recv` for the first byte, the length a byte at a time
-        and the rest, resetting an 8-key dict per packet and taking a lock twice; `decode_publish` unpacks with
-        format strings built per packet; an MQTTMessage gets its fields set one by one; a debug log line is
-        formatted-or-not; `_handle_on_message` takes two locks and matches the topic against filtered callbacks
-        (there are none). Here a packet is sliced off the buffer where it lies. Stops at anything else (paho's):
-        another packet type, QoS 2, a packet not wholly in the buffer, an empty or non-UTF-8 topic, a length that
-        does not add up, MQTT 5 properties. paho's keep-alive sees the bytes as received, as its own reader would
-        have said."""
+        """Take the complete QoS 0 and 1 PUBLISH packets at the head of the buffer as messages (`limit` at most), not
+        through paho (drivers/mqtt/publish.py says why and what it leaves to paho); how many."""
         # (called by `read` only with `_fast` on and paho between packets)
         if self._buf_sock is not self._paho._sock:
             return 0  # the buffer is an old connection's
-        buf, pos, end = self._buf, self._pos, len(self._buf)
-        items, topics, n, v5 = self._items, self._topics, 0, self._v5
         gone = self.client._disconnected.done()  # as in _on_message: nothing handed out on an ended connection
-        # the shortest PUBLISH is 5 bytes: header, length, a 2-byte topic length and a 1-byte topic
-        while n < limit and pos + 4 < end:
-            head = buf[pos]
-            qos = (head >> 1) & 3
-            if head & 0xF0 != 0x30 or qos > 1:
-                break
-            i, length, shift = pos + 1, 0, 0
-            while i < end and shift <= 21:  # the remaining length: at most 4 bytes of 7 bits
-                b = buf[i]
-                i += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
-            else:
-                break  # cut by the end of the buffer, or more than 4 bytes (paho says it is malformed)
-            stop = i + length
-            if stop > end:
-                break  # the rest is not here yet: paho reads it on
-            tlen = (buf[i] << 8 | buf[i + 1]) if i + 2 <= stop else 0
-            j = i + 2 + tlen + (2 if qos else 0)
-            if v5:  # the properties' length (a variable byte integer): 0, a single zero byte, is all we take
-                if j >= stop or buf[j]:
-                    break
-                j += 1
-            if tlen == 0 or j > stop:
-                break
-            raw = buf[i + 2 : i + 2 + tlen]
-            topic = topics.get(raw)
-            if topic is None:
-                try:
-                    topic = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    break
-                if len(topics) < 10000:  # bounded: a broker sending ever new topics must not grow it forever
-                    topics[raw] = topic
-            mid = (buf[i + 2 + tlen] << 8 | buf[i + 3 + tlen]) if qos else 0
-            if not gone:
-                items.append((topic, buf[j:stop], mid, qos))
-            pos = stop
-            n += 1
+        n, pos = take_publishes(self._buf, self._pos, limit, self._v5, self._topics, None if gone else self._items)
         if n:
             self._pos = pos
             self.taken += n
@@ -217,6 +183,8 @@ class Inbox:
 
     def read(self) -> None:
         """The socket's reader (the event loop calls it when the socket is readable)."""
+        if self._paused is not None:
+            return  # (a read the loop had scheduled before the pause)
         paho = self._paho
         burst = False  # READS_PER_WAKE taken and more waiting
         before = len(self._items)
@@ -261,9 +229,43 @@ class Inbox:
         except Exception as err:  # a broken connection (BrokenPipe, ...): ended as aiomqtt's own reader ends it
             if not self.client._disconnected.done():
                 self.client._disconnected.set_exception(err)
+        if self.out + len(self._items) > self.cap:
+            self._pause()
         if self.window_s and self._pace(len(self._items) - before):
             return  # handed over at the window's end (`_window_ended`)
         self._hand_over(burst)
+
+    def _pause(self) -> None:
+        """Stop reading the socket: more than `cap` messages are unacknowledged (see the class)."""
+        sock = self._paho._sock
+        if sock is None or self.client._disconnected.done():
+            return
+        self._paused = fd = sock.fileno()
+        self.client._loop.remove_reader(fd)
+        self.pauses += 1
+        if self.pauses == 1:
+            log.warning(
+                "the broker sent more than %d messages unacknowledged (the in-flight window): reading paused until "
+                "they are spooled and acknowledged (seen with Mosquitto 2.0.11 sending a backlog after a reconnect)",
+                self.cap,
+            )
+
+    def _resume(self) -> None:
+        fd, self._paused = self._paused, None
+        sock = self._paho._sock
+        if fd is None or sock is None or sock.fileno() != fd or self.client._disconnected.done():
+            return  # the connection has ended: the next one has a reader of its own
+        self.client._loop.add_reader(fd, self.read)
+        self.client._loop.call_soon(self.read)  # what was read off the socket already does not wake the loop
+
+    def acked(self, n: int) -> None:
+        """`n` messages handed out were acknowledged (the session's ack_all): room for more."""
+        self.out -= n
+        if self._paused is not None and self.out + len(self._items) <= self.cap // 2:
+            self._resume()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and self._items and self.out < self.cap:
+            waiter.set_result(None)
 
     def _hand_over(self, burst: bool) -> None:
         """What was received to the session: in this callback (`on_batch`) or by waking its task."""
@@ -273,16 +275,19 @@ class Inbox:
             # again, and need no acknowledgement
             self._items = [m for m in self._items if m[3] == 0]
         waiter = self._waiter
-        if self._items and waiter is not None and not waiter.done():
+        if self._items and waiter is not None and not waiter.done() and self.out < self.cap:
             handle = self.on_batch
             # only a few, as at site rates where each message is a wake of its own: more (a burst, a backlog) go to
             # the session's task, and what the next reads bring joins its batch meanwhile (one spool write and one
             # evaluation for hundreds): handed over read by read, flat-out ingest fell 4-7 % (interleaved pairs)
             if handle is not None and not burst and len(self._items) <= AT_ONCE:
+                n = len(self._items)
+                self.out += n  # before: the pipeline may acknowledge them in the call (`acked`)
                 try:
                     if handle(self._items):
                         self._items = []
                         return
+                    self.out -= n
                 except Exception as err:  # a bug: raised in the session's task (where the supervisor sees it)
                     self._items = []  # never acknowledged: delivered again on the next connection
                     waiter.set_exception(err)
@@ -326,10 +331,11 @@ class Inbox:
             self._waiter.set_result(None)
 
     async def next_batch(self, limit: int) -> list[Received]:
-        """The messages received so far, at least one (it waits for it), at most `limit`; MqttError once the
-        connection has ended and its messages are taken."""
-        while not self._items:
-            if self._ended:
+        """The messages received so far, at least one (it waits for it), at most `limit` and no more than leaves
+        `cap` unacknowledged (it waits for acknowledgements: `acked`); MqttError once the connection has ended and
+        its messages are taken."""
+        while not self._items or (self.out >= self.cap and not self._ended):
+            if self._ended and not self._items:
                 raise aiomqtt.MqttError("Disconnected during message iteration") from (
                     self.client._disconnected.exception()
                 )
@@ -338,11 +344,14 @@ class Inbox:
                 await self._waiter
             finally:
                 self._waiter = None
+        if not self._ended:
+            limit = min(limit, self.cap - self.out)
         batch = self._items
         if len(batch) > limit:
             batch, self._items = batch[:limit], batch[limit:]
         else:
             self._items = []
+        self.out += len(batch)
         return batch
 
 

@@ -26,7 +26,8 @@ from drivers.mqtt.client import (
     subscriber,
 )
 from drivers.mqtt.payloads import PayloadDecoder
-from drivers.mqtt.reader import Inbox, Received
+from drivers.mqtt.publish import Received
+from drivers.mqtt.reader import Inbox
 from telemetry.reading import Reading
 
 log = logging.getLogger("sitegw.mqtt")
@@ -60,6 +61,21 @@ MAX_BATCH_MESSAGES = 1000
 def _call_all(fns: list[OnSpooled]) -> None:
     for fn in fns:
         fn()
+
+
+def _counted(
+    ack_all: Callable[[list[OnSpooled]], None], acked: Callable[[int], None]
+) -> Callable[[list[OnSpooled]], None]:
+    """`ack_all` that tells the reader how many of its messages were acknowledged (reader.py `Inbox.acked`): it
+    takes in no more than its window unacknowledged."""
+
+    def counted(acks: list[OnSpooled]) -> None:
+        try:
+            ack_all(acks)
+        finally:
+            acked(len(acks))
+
+    return counted
 
 
 def _gone() -> None:
@@ -123,6 +139,7 @@ class MqttSession:
         self.connects = 0
         self.reconnects = 0  # successful connects after the first, i.e. after a lost connection
         self._windows_before = 0  # read windows of the connections before this one (reader.py Inbox.windows)
+        self._pauses_before = 0  # and reading's pauses (Inbox.pauses)
         self._warned: set[tuple[str, str]] = set()
         # filter -> its only device, so a message that does not parse at all is still charged to its device
         self._sole = {f: next(iter(keys.values())) for f, (_d, keys) in self._by_filter.items() if len(keys) == 1}
@@ -156,7 +173,8 @@ class MqttSession:
                     self.reconnects += 1
                 self.connected.set()
                 on_connected()
-                ack, self._ack_all = batch_acker(client)
+                ack, ack_all = batch_acker(client)
+                self._ack_all = _counted(ack_all, inbox.acked)
                 self._ack = ack
                 self._redeliver = redeliverer(client)
                 # everything received so far as one batch: one hand-over to the pipeline, not one per message
@@ -167,7 +185,7 @@ class MqttSession:
                     batch = await inbox.next_batch(MAX_BATCH_MESSAGES)
                     await self.handle_batch(_with_acks(batch, ack), _all_qos1(batch))
         finally:
-            self._windows_before = self.read_windows
+            self._windows_before, self._pauses_before = self.read_windows, self.read_pauses
             self.client, self.inbox, self._ack = None, None, None
             self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
             self._redeliver = _gone
@@ -177,6 +195,11 @@ class MqttSession:
     def read_windows(self) -> int:
         """Read windows since start (above brokers[].read_window_above messages a second)."""
         return self._windows_before + (self.inbox.windows if self.inbox is not None else 0)
+
+    @property
+    def read_pauses(self) -> int:
+        """Times since start the socket was not read: the broker sent more than the window (reader.py `_pause`)."""
+        return self._pauses_before + (self.inbox.pauses if self.inbox is not None else 0)
 
     def retry_after(self, err: BaseException) -> float | None:
         """Refused credentials fail the same way next time: wait 30 s; anything else takes the usual backoff."""

@@ -15,6 +15,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from drivers.mqtt.reader import READS_PER_WAKE
 from services.local import Service
 from telemetry.reading import Reading
 from tests.integration.test_mqtt_ack import collector, delivered_again, device, publish_settlement, run_until, session
@@ -109,5 +110,49 @@ async def test_a_broker_granting_less_than_the_window_announced_does_not_stall_t
     # none is delivered again: all 60 were acknowledged
     again = await delivered_again(
         mosquitto.port, "inline/site/formwork/+/data", client_id="sitegw-quiet-5", protocol_v5=True
+    )
+    assert again == []
+
+
+async def test_a_backlog_sent_beyond_the_window_is_taken_in_no_more_than_the_window_at_once(
+    mosquitto: Service, tmp_path: Path
+) -> None:
+    """Mosquitto 2.0.11 keeps to an MQTT 5 session's window for the backlog it sends after a reconnect only until the
+    first PUBACK; then it sends the rest at once. The reader takes in no more than its window unacknowledged
+    (drivers/mqtt/reader.py `Inbox.cap`): it stops reading the socket until acknowledgements make room, so of 2 000
+    messages waiting for a window of 50 no more than the window and one wake's reads are ever taken in by the
+    session and not yet in the spool (1 151 on the tree before), and every one is stored and acknowledged."""
+    n, window, cid = 2000, 50, "sitegw-backlog-5"
+    first = Site(mosquitto.port, tmp_path / "spool-1", cid, protocol_v5=True, receive_maximum=window)
+    tasks = first.start()
+    await asyncio.wait_for(first.s.connected.wait(), 10)
+    await first.stop(tasks)  # the session stays at the broker, which queues what follows for it
+    with device(mosquitto.port) as dev:
+        for k in range(n):
+            settlement(dev, float(k), TS_MS + k)
+    site = Site(mosquitto.port, tmp_path / "spool-2", cid, protocol_v5=True, receive_maximum=window)
+    tasks = site.start()
+    most, pauses = 0, 0
+    try:
+        await asyncio.wait_for(site.s.connected.wait(), 10)
+        loop = asyncio.get_running_loop()
+        deadline, look = loop.time() + 30, 0.0
+        while loop.time() < deadline:
+            # every loop turn: messages the session took and the spool does not have yet (each is a line of its own)
+            most = max(most, site.handed - site.pipe.metrics.lines_spooled)
+            pauses = getattr(site.s.inbox, "pauses", pauses)
+            if loop.time() >= look:
+                if site.has(n)():
+                    break
+                look = loop.time() + 0.01
+            await asyncio.sleep(0)
+        await until(lambda: site.pipe._acks == [] and site.pipe._held == [], "every message acknowledged")
+    finally:
+        await site.stop(tasks)
+    assert len(site.stored()) == n
+    assert most <= window + READS_PER_WAKE, most
+    assert pauses >= 1, "premise: this Mosquitto sends a backlog beyond the window after a reconnect"
+    again = await delivered_again(
+        mosquitto.port, "inline/site/formwork/+/data", client_id=cid, protocol_v5=True, receive_maximum=window
     )
     assert again == []

@@ -62,16 +62,19 @@ class Site:
         self.letters: list[str] = []
         self.s = MqttSession(broker, [route], sub, lambda kind, msg, dev: self.letters.append(msg), now=sub)
         self.calls = {"tried": 0, "now": 0, "task": 0}
+        self.handed = 0  # messages the session took from its reader
         now, task = self.s.handle_now, self.s.handle_batch
 
         def handle_now(msgs: list[Any]) -> bool:
             self.calls["tried"] += 1
             took = now(msgs)
             self.calls["now"] += took
+            self.handed += len(msgs) if took else 0
             return took
 
         async def handle_batch(msgs: list[Any], redeliverable: bool = False) -> None:
             self.calls["task"] += 1
+            self.handed += len(msgs)
             await task(msgs, redeliverable)
 
         self.s.handle_now = handle_now  # type: ignore[method-assign]

@@ -1,6 +1,7 @@
-"""The session reader's own PUBLISH decoding (drivers/mqtt/reader.py `Inbox._take_publishes`) against paho's: the
-same byte streams, cut at random places, written into a real socket and read by an Inbox with and without it, must
-give the same messages in the same order; paho's decoder (MQTT 3.1.1) is the reference."""
+"""The session reader's own PUBLISH decoding (drivers/mqtt/publish.py, through drivers/mqtt/reader.py
+`Inbox._take_publishes`) against paho's: the same byte streams, cut at random places, written into a real socket and
+read by an Inbox with and without it, must give the same messages in the same order; paho's decoder (MQTT 3.1.1) is
+the reference."""
 
 from __future__ import annotations
 
