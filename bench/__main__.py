@@ -20,6 +20,7 @@ from bench.common import Options, Result
 # name -> module (bench.<module>.run); imported when chosen, so one benchmark's import trouble stays its own
 BENCHMARKS = {
     "mqtt_ingest": "mqtt_ingest",
+    "mqtt_drain": "mqtt_drain",
     "influx_write": "influx_write",
     "alarm_latency": "alarm_latency",
     "memory": "memory",

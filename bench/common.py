@@ -324,13 +324,15 @@ class Publisher:
 class Counter:
     """A bare paho subscriber: counts messages on a topic filter (QoS 1, acknowledged by paho at once)."""
 
-    def __init__(self, port: int, topic: str, client_id: str, keep: bool = False) -> None:
+    def __init__(self, port: int, topic: str, client_id: str, keep: bool = False, persistent: bool = False) -> None:
         self.n = 0
         self.kept: list[tuple[float, bytes]] = []
         self._keep = keep
         self._cond = threading.Condition()
         self._ready = threading.Event()
-        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        # persistent: a session the broker keeps, and queues for, while we are away (MQTT 3.1.1: paho's fastest
+        # here, 26k msg/s taking in a backlog against 11-15k on MQTT 5 with the gateway's window of 1 000)
+        self.c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
         self.c.on_message = self._on_message
         self.c.on_subscribe = lambda *a: self._ready.set()
         self.c.connect("127.0.0.1", port)

@@ -1,9 +1,10 @@
 """The MQTT path's CPU per message in process, paced as a site sends (a wake per message) and hot (back to back).
 
-`python -m bench.mqtt_cost [--messages 5000] [--gap-ms 1] [--repeat 3]` builds the MQTT sweep's gateway (200 tower
-cranes, the ten-field JSON message of `bench/publisher.py`) without a broker and hands its session one message per
-event-loop turn, as the reader's callback does at site rates (`MqttSession.handle_now`: decode, liveness, quality,
-alarms, then the spool's held write and fsync in the pipeline's task). Two ways, alternated per repeat:
+`python -m bench.mqtt_cost [--messages 5000] [--gap-ms 1] [--repeat 3] [--loop auto]` builds the MQTT sweep's
+gateway (200 tower cranes, the ten-field JSON message of `bench/publisher.py`) without a broker and hands its session
+one message per event-loop turn, as the reader's callback does at site rates (`MqttSession.handle_now`: decode,
+liveness, quality, alarms, then the spool's held write and fsync in the pipeline's task). Two ways, alternated per
+repeat:
 
 - `paced`: the loop sleeps `--gap-ms` between messages (1 ms: 1 000 msg/s), so each message finds the CPU as a
   site's does: woken from idle;
@@ -31,6 +32,7 @@ import orjson
 
 from bench import common, publisher
 from drivers.mqtt.session import MqttSession, _with_acks
+from gateway import eventloop
 from gateway.app import Gateway
 from gateway.config import load_config
 from services import local
@@ -123,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--gap-ms", type=float, default=1.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--loop", choices=eventloop.CHOICES, default="auto", help="the event loop (as sitegw run --loop)")
     a = ap.parse_args(argv)
-    got = asyncio.run(measure(a.messages, a.gap_ms / 1000, a.repeat))
-    print(f"CPU-µs per message (median of {a.repeat}), {a.gap_ms:g} ms between messages:")
+    got = eventloop.run(lambda: measure(a.messages, a.gap_ms / 1000, a.repeat), a.loop)
+    print(f"CPU-µs per message (median of {a.repeat}), {a.gap_ms:g} ms between messages, loop {a.loop}:")
     for subject in ("sitegw", "bare"):
         paced, hot = (statistics.median(got[(subject, w)]) for w in ("paced", "hot"))
         every = ", ".join(f"{w} {[round(x, 1) for x in got[(subject, w)]]}" for w in ("paced", "hot"))
