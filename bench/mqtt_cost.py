@@ -34,6 +34,7 @@ from bench import common, publisher
 from drivers.mqtt.session import MqttSession, _with_acks
 from gateway import eventloop
 from gateway.app import Gateway
+from gateway.cli import GC_YOUNG
 from gateway.config import load_config
 from services import local
 
@@ -69,11 +70,14 @@ async def gateway_path(n: int, gap_s: float, hot: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(tmp)
         site = common.write_site(wd, local.free_port(), local.free_port(), 0, common.crane_devices(DEVICES))
-        cwd = os.getcwd()
+        cwd, threshold = os.getcwd(), gc.get_threshold()
         os.chdir(wd)  # the spool and the state database are relative to the site file's directory
         try:
             gw = Gateway(load_config(site))
             gw.spool.open()
+            # the collector as `sitegw run` sets it (gateway/cli.py): what was built at start frozen, gen 0 at 10 000
+            gc.freeze()
+            gc.set_threshold(GC_YOUNG, *threshold[1:])
             session: MqttSession = gw.sessions[0]
             # what a connection sets (drivers/mqtt/session.py `stream`): its acknowledger; there is no broker here
             session._ack = ack = lambda mid, qos: None
@@ -95,6 +99,8 @@ async def gateway_path(n: int, gap_s: float, hot: bool) -> float:
                 gw.spool.close()
                 await gw.alarms.aclose()
         finally:
+            gc.unfreeze()
+            gc.set_threshold(*threshold)
             os.chdir(cwd)
 
 
