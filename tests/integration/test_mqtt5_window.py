@@ -152,6 +152,7 @@ async def test_a_backlog_sent_beyond_the_window_is_taken_in_no_more_than_the_win
     assert len(site.stored()) == n
     assert most <= window + READS_PER_WAKE, most
     assert pauses >= 1, "premise: this Mosquitto sends a backlog beyond the window after a reconnect"
+    assert site.s.read_pauses == pauses  # what sitegw_mqtt_read_pauses_total{broker} shows, kept past the connection
     again = await delivered_again(
         mosquitto.port, "inline/site/formwork/+/data", client_id=cid, protocol_v5=True, receive_maximum=window
     )
