@@ -14,11 +14,11 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 import yaml
@@ -395,6 +395,18 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+T = TypeVar("T")
+
+
+def sample(read: Callable[[], T], going: Callable[[T], bool], every_s: float) -> list[tuple[float, T]]:
+    """(monotonic time, read()) now and every `every_s` after, while `going` says yes of the last value read."""
+    samples = [(time.monotonic(), read())]
+    while going(samples[-1][1]):
+        time.sleep(every_s)
+        samples.append((time.monotonic(), read()))
+    return samples
 
 
 def rate_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from bench import common
 from bench.common import Options, Result
@@ -14,16 +13,6 @@ NAME = "mqtt_ingest"
 DEVICES = 200
 CATCH_UP_S = 60.0  # how long to wait, after publishing, for the gateway to have everything in the database
 WARMUP_S = 3.0  # left out of the sustained rate: connection set-up, first allocations, caches
-
-
-def _sample_until_done(pub: common.Publisher, read: Callable[[], float]) -> list[tuple[float, float]]:
-    samples = []
-    assert pub.proc is not None
-    while pub.proc.poll() is None:
-        samples.append((time.monotonic(), read()))
-        time.sleep(0.5)
-    samples.append((time.monotonic(), read()))
-    return samples
 
 
 def run(opts: Options) -> Result:
@@ -39,7 +28,9 @@ def run(opts: Options) -> Result:
         try:
             pub = common.Publisher(wd, mq.port, DEVICES, 0, duration).start()
             t_start = time.monotonic()
-            samples = _sample_until_done(pub, lambda: float(bare.n))
+            publishing = pub.proc
+            assert publishing is not None
+            samples = common.sample(lambda: float(bare.n), lambda _n: publishing.poll() is None, 0.5)
             pstats = pub.wait()
         finally:
             bare.close()
