@@ -143,7 +143,33 @@ def test_missing_section(tmp_path: Path) -> None:
 
 
 def test_not_yaml(tmp_path: Path) -> None:
-    assert "not valid YAML" in error_of(tmp_path, "site: [unclosed\n")
+    msg = error_of(tmp_path, "site: [unclosed\n")
+    # the message is the Python reader's, with the line and its excerpt, though libyaml read the file first
+    assert "not valid YAML" in msg and "line 2" in msg and "^" in msg
+
+
+@pytest.mark.parametrize("site", [DEMO, DEMO.parents[2] / "docker" / "site.example.yaml"])
+def test_libyaml_reads_a_site_as_the_python_reader_does(monkeypatch: pytest.MonkeyPatch, site: Path) -> None:
+    from gateway.config import loader
+
+    assert loader._FastLoader is not loader._SafeLoader, "PyYAML without libyaml: the fast reader is not tried"
+    fast = load_config(site)
+    monkeypatch.setattr(loader, "_FastLoader", loader._SafeLoader)
+    assert fast == load_config(site)
+
+
+def test_a_python_tag_is_refused_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    msg = error_of(tmp_path, f"site: !!python/object/apply:os.mkdir [{str(marker)!r}]\n")
+    assert "not valid YAML" in msg and "python/object/apply" in msg and not marker.exists()
+
+
+def test_a_file_libyaml_reads_and_python_cannot_compose_still_names_its_problems(tmp_path: Path) -> None:
+    # 600 levels: within libyaml's limit (1 000), past what Python's recursion allows its composer; the problem is
+    # still reported, without a line (PyYAML alone refused the file: "nested too deeply")
+    deep = "{a: " * 600 + "1" + "}" * 600
+    msg = error_of(tmp_path, GOOD.replace("site: {id: s1, name: 测试工地}", f"site: {{id: s1, name: x, z: {deep}}}"))
+    assert "  site.z: unknown field" in msg
 
 
 def test_check_config_cli(tmp_path: Path) -> None:
