@@ -24,6 +24,7 @@ import nats.errors
 import psycopg
 
 from bench import common
+from gateway import eventloop
 from services.local import stop_process, wait_for
 from services.regional import nats_cluster, postgres
 
@@ -104,11 +105,19 @@ def reset(dsn: str, urls: list[str]) -> None:
 
 
 def through_hub(
-    urls: list[str], dsn: str, k: int, sites: int, events: int, wd: Path, rate: float | None = None
+    urls: list[str],
+    dsn: str,
+    k: int,
+    sites: int,
+    events: int,
+    wd: Path,
+    rate: float | None = None,
+    loop: str = "auto",
 ) -> dict[str, Any]:
     reset(dsn, urls)
     env = {**os.environ, "SITEGW_HUB_DSN": dsn}
     argv = [sys.executable, "-m", "gateway.cli", "--log-level", "warning", "hub", "--servers", ",".join(urls)]
+    argv += ["--loop", loop]
     hubs = []
     for i in range(k):
         with open(wd / f"hub-{k}-{i}.log", "ab") as fh:
@@ -192,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicas", default="1,2,3")
     ap.add_argument("--paced", type=float, default=1000.0, help="events/s offered in the latency run (2 replicas)")
     ap.add_argument("--short", action="store_true", help="5 000 events, replicas 1 and 2 (make bench)")
+    ap.add_argument("--loop", choices=eventloop.CHOICES, default="auto", help="the replicas' event loop")
     ap.add_argument("--json", type=Path, default=common.RUN_DIR / "hub.json")
     a = ap.parse_args(argv)
     if a.short:
@@ -205,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         pg.start()
         for k in [int(x) for x in a.replicas.split(",")]:
             print(f"   {k} replica(s), {a.events} events from {a.sites} sites ...", flush=True)
-            runs.append(through_hub(cluster.urls, pg.dsn, k, a.sites, a.events, wd))
+            runs.append(through_hub(cluster.urls, pg.dsn, k, a.sites, a.events, wd, loop=a.loop))
         # latency at a steady rate below saturation (flat out, p50/p99 are the queue the burst builds)
         print(f"   2 replicas, {a.events} events offered at {a.paced:,.0f}/s ...", flush=True)
-        runs.append(through_hub(cluster.urls, pg.dsn, 2, a.sites, a.events, wd, a.paced))
+        runs.append(through_hub(cluster.urls, pg.dsn, 2, a.sites, a.events, wd, a.paced, a.loop))
         base = bare(pg.dsn, a.events, a.sites)
     finally:
         cluster.stop()
@@ -232,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "machine": common.machine_facts(),
         "sites": a.sites,
+        "loop": a.loop,
         "runs": runs,
         "bare": base,
         "table": "\n".join(lines),

@@ -12,6 +12,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway import eventloop
+from gateway.config import ConfigError
 from hub.config import HubConfigError, HubSettings, NatsSection, load_hub_config
 
 if TYPE_CHECKING:
@@ -28,6 +30,9 @@ def add_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dsn-env", default=None, help="environment variable holding the PostgreSQL DSN")
     p.add_argument("--stream", default=None)
     p.add_argument("--ack-wait-s", type=float, default=None, help="redelivery of what a dead replica fetched")
+    p.add_argument(
+        "--loop", choices=eventloop.CHOICES, default="auto", help="event loop: uvloop (auto: when installed) or asyncio"
+    )
 
 
 def consumer_config(settings: HubSettings | None, args: argparse.Namespace) -> tuple[HubConfig, str]:
@@ -68,7 +73,10 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"sitegw hub: set {dsn_env} to the PostgreSQL DSN (postgresql://user:pw@host:port/db)")
         return 2
     try:
-        asyncio.run(_run(cfg, settings))
+        eventloop.run(lambda: _run(cfg, settings), args.loop)
+    except ConfigError as err:  # --loop uvloop where it cannot be imported
+        print(f"sitegw hub: {err}")
+        return 2
     except ValueError as err:  # a user's password variable missing, found when the API starts
         print(f"sitegw hub: {err}")
         return 2

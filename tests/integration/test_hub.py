@@ -163,6 +163,8 @@ def test_three_sites_two_replicas_and_every_fault_leave_an_exact_account(
         assert sum(why in r for r in reasons) == 1, (why, reasons)
     # the database did go and come back (whether a replica was writing at that instant depends on timing)
     assert (pg.dir / "postgres.log").read_bytes().count(b"ready to accept connections") >= 2
+    # the replicas ran on the loop `sitegw hub` takes by default (uvloop, installed with the gateway) through it all
+    assert all(b"event loop: uvloop" in log.read_bytes() for log in logs)
 
 
 def _rejected(pg: Postgres) -> int:
