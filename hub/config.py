@@ -142,7 +142,7 @@ class HubConfigError(ValueError):
 def load_hub_config(path: Path) -> HubSettings:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:  # (the last: a file saved as GBK)
         raise HubConfigError(f"{path}: {err}") from None
     try:
         cfg = HubSettings.model_validate(doc)

@@ -113,9 +113,16 @@ def load_config(path: str | Path) -> SiteConfig:
     """Load and validate a site YAML. Raises ConfigError with every problem, each with its YAML path and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:  # (GBK from a Chinese Windows editor, most often): where, not a traceback
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8: byte {raw[err.start]:#04x} at line {line} (save the file as UTF-8)"
+        ) from None
     try:
         data = yaml.load(text, Loader=_FastLoader)
     except (yaml.YAMLError, RecursionError):

@@ -148,6 +148,16 @@ def test_not_yaml(tmp_path: Path) -> None:
     assert "not valid YAML" in msg and "line 2" in msg and "^" in msg
 
 
+def test_a_file_not_in_utf8_names_the_line(tmp_path: Path) -> None:
+    p = tmp_path / "site.yaml"
+    p.write_bytes(
+        GOOD.replace("测试工地", "x").encode() + "# 测试\n".encode("gbk")
+    )  # a GBK comment after the last line
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert str(ei.value) == f"{p}: not UTF-8: byte 0xb2 at line {GOOD.count(chr(10)) + 1} (save the file as UTF-8)"
+
+
 @pytest.mark.parametrize("site", [DEMO, DEMO.parents[2] / "docker" / "site.example.yaml"])
 def test_libyaml_reads_a_site_as_the_python_reader_does(monkeypatch: pytest.MonkeyPatch, site: Path) -> None:
     from gateway.config import loader

@@ -70,3 +70,11 @@ def test_a_wrong_config_is_refused_with_where_and_why(tmp_path: Path, change: An
     with pytest.raises(HubConfigError) as err:
         load(tmp_path, d)
     assert says in str(err.value) and "hub.yaml" in str(err.value)
+
+
+def test_a_file_not_in_utf8_is_refused_with_where(tmp_path: Path) -> None:
+    p = tmp_path / "hub.yaml"
+    p.write_bytes("timezone: Asia/Shanghai  # 区域\n".encode("gbk"))
+    with pytest.raises(HubConfigError) as err:
+        load_hub_config(p)
+    assert "hub.yaml" in str(err.value) and "can't decode byte 0xc7 in position 27" in str(err.value)
