@@ -119,9 +119,9 @@ def load_config(path: str | Path) -> SiteConfig:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:  # (GBK from a Chinese Windows editor, most often): where, not a traceback
-        line = raw.count(b"\n", 0, err.start) + 1
+        at = raw.count(b"\n", 0, err.start) + 1
         raise ConfigError(
-            f"{path}: not UTF-8: byte {raw[err.start]:#04x} at line {line} (save the file as UTF-8)"
+            f"{path}: not UTF-8: byte {raw[err.start]:#04x} at line {at} (save the file as UTF-8)"
         ) from None
     try:
         data = yaml.load(text, Loader=_FastLoader)
