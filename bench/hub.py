@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(through_hub(cluster.urls, pg.dsn, k, a.sites, a.events, wd, loop=a.loop))
         # latency at a steady rate below saturation (flat out, p50/p99 are the queue the burst builds)
         print(f"   2 replicas, {a.events} events offered at {a.paced:,.0f}/s ...", flush=True)
-        runs.append(through_hub(cluster.urls, pg.dsn, 2, a.sites, a.events, wd, a.paced, a.loop))
+        runs.append(through_hub(cluster.urls, pg.dsn, 2, a.sites, a.events, wd, a.paced, loop=a.loop))
         base = bare(pg.dsn, a.events, a.sites)
     finally:
         cluster.stop()

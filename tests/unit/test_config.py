@@ -150,9 +150,7 @@ def test_not_yaml(tmp_path: Path) -> None:
 
 def test_a_file_not_in_utf8_names_the_line(tmp_path: Path) -> None:
     p = tmp_path / "site.yaml"
-    p.write_bytes(
-        GOOD.replace("测试工地", "x").encode() + "# 测试\n".encode("gbk")
-    )  # a GBK comment after the last line
+    p.write_bytes(GOOD.replace("测试工地", "x").encode() + "# 测试\n".encode("gbk"))  # GBK after the last line
     with pytest.raises(ConfigError) as ei:
         load_config(p)
     assert str(ei.value) == f"{p}: not UTF-8: byte 0xb2 at line {GOOD.count(chr(10)) + 1} (save the file as UTF-8)"
