@@ -87,9 +87,15 @@ class SiteSimulator:
                 self._tasks.append(asyncio.create_task(task, name=f"sim-mqtt-{dev.id}"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:
+            # cancelled again until done: on Python 3.11 asyncio.wait_for (aiomqtt's publish waits on its PUBACK with
+            # it) drops a cancellation that comes as its future completes, and the publisher then went on for good
+            # (a clean-clone CI run hung on it in SiteSimulator's exit, 2026-12-07)
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # (what they raised: none "never retrieved")
         self._tasks.clear()
         for line in self.lines:
             with contextlib.suppress(OSError):  # keep stopping the other lines (and their socat)
