@@ -232,7 +232,7 @@ class Metrics(AlarmCounters):
         family(
             "sitegw_protocol_errors_total", c, "Modbus exception answers by device.", by("device", self.protocol_errors)
         )
-        family("sitegw_polls_total", c, "Modbus polls by device.", by("device", self.polls))
+        family("sitegw_polls_total", c, "Modbus polls started by device (failed ones too).", by("device", self.polls))
         family("sitegw_poll_failures_total", c, "Failed Modbus polls by device.", by("device", self.poll_failures))
         lines = sorted(self.poll_seconds.items())
         family(
