@@ -17,6 +17,7 @@ from drivers.mqtt.publish import Received, take_publishes
 from drivers.mqtt.sockopts import no_delay, quick_ack
 
 READS_PER_WAKE = 64  # packets read per wake of the socket at most: the loop's other callbacks wait meanwhile
+NOT_UTF8_KEPT = 1000  # topics not in UTF-8 remembered for their dead letters' reason: a bound, not a leak
 AT_ONCE = 4  # at most this many messages of a wake are handed over in the reader's callback (`on_batch`)
 RECV_BYTES = 65536  # read off the socket at once; paho asks for a packet's bytes in three or more pieces
 PACE_TICK_S = 0.1  # the message rate that decides the read window (`_pace`) is counted over this long
@@ -98,6 +99,7 @@ class Inbox:
         # waits for them (`next_batch`); the session's task takes them otherwise
         self.on_batch: Callable[[list[Received]], bool] | None = None
         self._topics: dict[bytes, str] = {}  # a device's topic comes again and again: decoded once
+        self.not_utf8: set[str] = set()  # topics that came not in UTF-8, as taken (`_on_message`), for dead letters
         # the read window (`_pace`): the messages counted in the current tick, when it ends, and whether the last
         # tick's rate was above `above`
         self.window_s = window_s
@@ -179,7 +181,17 @@ class Inbox:
         # on it: the broker delivers what came after again on the next connection
         if self.client._disconnected.done():
             return
-        self._items.append((m.topic, m.payload, m.mid, m.qos))  # type: ignore[arg-type]  # paho's payload is bytes
+        try:
+            topic = m.topic
+        except UnicodeDecodeError:
+            # MQTT wants topics in UTF-8, and Mosquitto refuses others from publishers, but nats-server 2.9's MQTT
+            # passes them on. paho's `topic` raised here, the connection ended, the broker sent the message again on
+            # the next, and so on for good: taken with its bytes shown as \xNN, it is dead-lettered and acknowledged
+            # like any message the session cannot use (its dead letter says why: `not_utf8`)
+            topic = m._topic.decode("utf-8", "backslashreplace")
+            if len(self.not_utf8) < NOT_UTF8_KEPT:
+                self.not_utf8.add(topic)
+        self._items.append((topic, m.payload, m.mid, m.qos))  # type: ignore[arg-type]  # paho's payload is bytes
 
     def read(self) -> None:
         """The socket's reader (the event loop calls it when the socket is readable)."""

@@ -333,6 +333,9 @@ class MqttSession:
         device: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
+        inbox = self.inbox
+        if inbox is not None and topic in inbox.not_utf8:
+            reason = f"the topic is not UTF-8 (its bytes shown as \\xNN); {reason}"
         self.on_dead_letter(kind, f"{topic}: {reason}", device)
         # first one per topic and kind at WARNING; the counter metric carries the rest
         level = logging.DEBUG if (kind, topic) in self._warned else logging.WARNING
