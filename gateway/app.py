@@ -40,7 +40,7 @@ from gateway.selfmon import live_figures, run_selfmon
 from gateway.spool import Spool
 from gateway.supervisor import LineOwner, Liveness, run_stream, watch_liveness
 from gateway.surveys import SurveyImporter
-from gateway.tasks import TaskSupervisor
+from gateway.tasks import Recancel, TaskSupervisor
 from gateway.writer import SpoolDrainer
 from telemetry.clock import Clock, wall_clock
 from telemetry.lineproto import SeriesTags, series_tags
@@ -371,9 +371,8 @@ class Gateway:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for t in self._owned + self._jobs:
-            t.cancel()
-        await self._stack.__aexit__(et, e, tb)
+        with Recancel(self._owned + self._jobs):  # cancelled, and again while any goes on (see the class)
+            await self._stack.__aexit__(et, e, tb)
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every reading received so far is in the (first) database (tests, graceful shutdown). A

@@ -136,3 +136,39 @@ class TaskSupervisor:
                 hook(name, reason)
             except Exception:  # a reporting path must never take the keeper down with it
                 log.exception("reporting the state of task %s failed", name)
+
+
+class Recancel:
+    """Cancels the tasks of a stopping gateway and, while it waits for them, again every `every_s` those still
+    running, and says so. On Python 3.11 `asyncio.wait_for` (nats-py's requests, the uplink's publish among them)
+    drops a cancellation that comes as the future it waits on completes; the task then goes on and the stop waits
+    for good (a clean-clone CI run hung so in the site simulator's stop, 2026-12-07). A task that ends within
+    `every_s` of its cancellation (its clean-up included) never sees this."""
+
+    def __init__(self, tasks: Sequence[asyncio.Task[Any]], every_s: float = 5.0) -> None:
+        self.tasks = tasks
+        self.every_s = every_s
+        self.again = 0  # cancellations repeated (tests)
+        for t in tasks:
+            t.cancel()
+        self._handle = asyncio.get_running_loop().call_later(every_s, self._check)
+
+    def _check(self) -> None:
+        left = [t for t in self.tasks if not t.done()]
+        if not left:
+            return
+        self.again += len(left)
+        log.warning("task(s) %s still running %.0f s after being cancelled (Python 3.11's asyncio.wait_for can drop a "
+                    "cancellation): cancelled again", ", ".join(t.get_name() for t in left), self.every_s)  # fmt: skip
+        for t in left:
+            t.cancel()
+        self._handle = asyncio.get_running_loop().call_later(self.every_s, self._check)
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+    def __enter__(self) -> Recancel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
