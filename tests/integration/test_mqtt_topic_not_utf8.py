@@ -1,10 +1,12 @@
-"""A QoS 1 message on a topic that is not UTF-8, from a real broker that passes it on (nats-server 2.9's MQTT):
-dead-lettered and acknowledged once, the connection kept, the messages around it stored."""
+"""A message on a topic that is not UTF-8, from a real broker that passes it on (nats-server 2.9's MQTT), at QoS 1
+and at QoS 0 (a NATS publish): dead-lettered, the first acknowledged once, the connection kept, the messages around
+them stored."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -36,6 +38,17 @@ def _raw_publish(client: paho.Client, topic: bytes, payload: bytes, mid: int) ->
     client.socket().send(bytes([0x32, len(body)]) + body)
 
 
+def _nats_publish(port: int, subject: bytes, payload: bytes) -> None:
+    """A NATS core publish (MQTT subscribers get it at QoS 0, its subject's dots as slashes), in NATS's own text
+    protocol: no client library would send a subject that is not UTF-8."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.recv(4096)  # INFO
+        s.sendall(
+            b'CONNECT {"verbose":false}\r\nPUB ' + subject + b" %d\r\n" % len(payload) + payload + b"\r\nPING\r\n"
+        )
+        assert s.recv(4096).endswith(b"PONG\r\n")
+
+
 async def test_a_topic_not_in_utf8_is_dead_lettered_once_and_the_connection_is_kept(
     tmp_path: Path, influxdb: Service, cluster: NatsCluster
 ) -> None:
@@ -65,19 +78,26 @@ async def test_a_topic_not_in_utf8_is_dead_lettered_once_and_the_connection_is_k
             dev.publish("site/t/formwork/FW-A01/data", good(0), qos=1).wait_for_publish(5)
             _raw_publish(dev, BAD_TOPIC, good(1), mid=60001)
             dev.publish("site/t/formwork/FW-A01/data", good(2), qos=1).wait_for_publish(5)
-            await asyncio.to_thread(wait_for, lambda: len(letters) >= 1 and gw.metrics.mqtt_messages >= 3, 15,
-                                    what="the three messages and a dead letter")  # fmt: skip
-            assert gw.pipeline.latest[("FW-A01", "settlement")].value == 3.0  # the message after it came in
+            await asyncio.to_thread(
+                _nats_publish, cluster.nodes[0].client_port, b"site.t.formwork.GW-\xc3.data", good(3)
+            )
+            dev.publish("site/t/formwork/FW-A01/data", good(4), qos=1).wait_for_publish(5)
+            await asyncio.to_thread(wait_for, lambda: len(letters) >= 2 and gw.metrics.mqtt_messages >= 5, 15,
+                                    what="the five messages and two dead letters")  # fmt: skip
+            assert gw.pipeline.latest[("FW-A01", "settlement")].value == 5.0  # the messages after them came in
             assert await gw.flush(20)
             await asyncio.sleep(3)  # long enough for a reconnect and a redelivery, if the connection had ended
             assert session.connects == 1 and session.reconnects == 0
-            assert gw.metrics.mqtt_messages == 3  # the bad one once: acknowledged, not delivered again
-            assert len(letters) == 1, letters
-            letter = letters[0]
-            assert letter["topic"] == "site/t/formwork/FW-\\xff\\xfe/data"
-            assert letter["reason"].startswith("the topic is not UTF-8 (its bytes shown as \\xNN); ")
-            assert "no device with key" in letter["reason"]  # (the rest: no device has the topic's key)
-            assert sum(gw.metrics.dead_letters.values()) == 1
+            assert gw.metrics.mqtt_messages == 5  # the QoS 1 one once: acknowledged, not delivered again
+            assert len(letters) == 2, letters
+            assert [x["topic"] for x in letters] == [
+                "site/t/formwork/FW-\\xff\\xfe/data",
+                "site/t/formwork/GW-\\xc3/data",
+            ]
+            for letter in letters:
+                assert letter["reason"].startswith("the topic is not UTF-8 (its bytes shown as \\xNN); ")
+                assert "no device with key" in letter["reason"]  # (the rest: no device has the topic's key)
+            assert sum(gw.metrics.dead_letters.values()) == 2
     finally:
         for c in (dev, dlq):
             c.loop_stop()
