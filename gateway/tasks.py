@@ -139,16 +139,18 @@ class TaskSupervisor:
 
 
 class Recancel:
-    """Cancels the tasks of a stopping gateway and, while it waits for them, again every `every_s` those still
-    running, and says so. On Python 3.11 `asyncio.wait_for` (nats-py's requests, the uplink's publish among them)
-    drops a cancellation that comes as the future it waits on completes; the task then goes on and the stop waits
-    for good (a clean-clone CI run hung so in the site simulator's stop, 2026-12-07). A task that ends within
-    `every_s` of its cancellation (its clean-up included) never sees this."""
+    """Cancels the tasks of something stopping (the gateway, the site simulator) and, while it waits for them, again
+    every `every_s` those still running, and says so. On Python 3.11 `asyncio.wait_for` (nats-py's requests, the
+    uplink's publish among them; aiomqtt's publish) drops a cancellation that comes as the future it waits on
+    completes; the task then goes on and the stop waits for good (a clean-clone CI run hung so in the site
+    simulator's stop, 2026-12-07). A task that ends within `every_s` of its cancellation (its clean-up included)
+    never sees this."""
 
     def __init__(self, tasks: Sequence[asyncio.Task[Any]], every_s: float = 5.0) -> None:
         self.tasks = tasks
         self.every_s = every_s
         self.again = 0  # cancellations repeated (tests)
+        self._rounds = 0
         for t in tasks:
             t.cancel()
         self._handle = asyncio.get_running_loop().call_later(every_s, self._check)
@@ -158,8 +160,10 @@ class Recancel:
         if not left:
             return
         self.again += len(left)
+        self._rounds += 1
         log.warning("task(s) %s still running %.0f s after being cancelled (Python 3.11's asyncio.wait_for can drop a "
-                    "cancellation): cancelled again", ", ".join(t.get_name() for t in left), self.every_s)  # fmt: skip
+                    "cancellation): cancelled again", ", ".join(t.get_name() for t in left),
+                    self._rounds * self.every_s)  # fmt: skip
         for t in left:
             t.cancel()
         self._handle = asyncio.get_running_loop().call_later(self.every_s, self._check)

@@ -11,6 +11,7 @@ from types import TracebackType
 
 from drivers.profile import ModbusProfile, SurveyProfile
 from gateway.config import SiteConfig
+from gateway.tasks import Recancel
 from simulators.device import DeviceSim, quantities_of
 from simulators.faults import FaultMode, parse_mode
 from simulators.modbus import ModbusLine
@@ -87,15 +88,10 @@ class SiteSimulator:
                 self._tasks.append(asyncio.create_task(task, name=f"sim-mqtt-{dev.id}"))
 
     async def stop(self) -> None:
-        pending = set(self._tasks)
-        while pending:
-            # cancelled again until done: on Python 3.11 asyncio.wait_for (aiomqtt's publish waits on its PUBACK with
-            # it) drops a cancellation that comes as its future completes, and the publisher then went on for good
-            # (a clean-clone CI run hung on it in SiteSimulator's exit, 2026-12-07)
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=1.0)
-        await asyncio.gather(*self._tasks, return_exceptions=True)  # (what they raised: none "never retrieved")
+        # cancelled again while any goes on: aiomqtt's publish waits on its PUBACK with Python 3.11's asyncio.wait_for,
+        # which can drop a cancellation, and the publisher then went on for good (a CI run hung on it, 2026-12-07)
+        with Recancel(self._tasks, every_s=1.0):
+            await asyncio.gather(*self._tasks, return_exceptions=True)  # (what they raised: none "never retrieved")
         self._tasks.clear()
         for line in self.lines:
             with contextlib.suppress(OSError):  # keep stopping the other lines (and their socat)
