@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.spool_sync import FsyncTimer, FsyncWorker, write_state
+from gateway.spool_sync import FsyncTimer, FsyncWorker, count_lines, write_state
 
 log = logging.getLogger("sitegw.spool")
 
@@ -177,15 +177,24 @@ class Spool:
         self.data_event.set()
 
     def sync(self) -> None:
+        # (a failed fsync kept for the pipeline's waiting acknowledgements is theirs, raised by sync_async; the lines
+        # written since then are fsynced here as usual)
         if self._unsynced_since is not None:
             assert self._fd is not None
             self._unsynced_since = None
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as err:
+                self.fsyncs.fail(err)
+                raise
 
     async def sync_async(self, busy: bool = False) -> None:
         """`sync` with the fsync in a worker thread: the event loop goes on taking input meanwhile, and what arrives
         during one fsync makes the next batch (group commit paced by the disk, with no timer). On a quick disk and
         with nothing else waiting (`busy` False), the fsync runs inline: the thread hop would cost more than it."""
+        failed, self.fsyncs.failed = self.fsyncs.failed, None
+        if failed is not None:
+            raise failed
         if self._unsynced_since is not None:
             assert self._fd is not None
             self._unsynced_since = None
@@ -198,10 +207,17 @@ class Spool:
             # a duplicate descriptor, closed by the thread: a roll may close ours meanwhile, a cancelled wait here
             # leaves nothing behind
             self.fsyncs.thread_syncs += 1
-            self.fsyncs.took(await self._fsyncer.sync(os.dup(self._fd)))
+            try:
+                self.fsyncs.took(await self._fsyncer.sync(os.dup(self._fd)))
+            except OSError as err:
+                if self._unsynced_since is not None:  # lines written meanwhile: their waiters hear it next time
+                    self.fsyncs.fail(err)
+                raise
 
     def sync_due_in(self) -> float | None:
         """Seconds until written lines must be fsynced (<= 0: now); None when everything written is on disk."""
+        if self.fsyncs.failed is not None:
+            return 0.0  # the next sync_async raises it to those waiting
         if self._unsynced_since is None:
             return None
         return self._unsynced_since + self.sync_interval_s - time.monotonic()
@@ -233,7 +249,7 @@ class Spool:
             return
         while self.disk_bytes() > self.max_bytes and len(self.segments) > 1:
             seg = self.segments.pop(0)
-            n = self._count_lines(seg, seg.acked, seg.size)
+            n = count_lines(seg.path, seg.acked, seg.size)
             self.dropped_lines += n
             seg.path.unlink(missing_ok=True)
             if not self._dropping:
@@ -246,22 +262,6 @@ class Spool:
                     self.dropped_lines,
                 )
         self._save_state()
-
-    @staticmethod
-    def _count_lines(seg: Segment, start: int, end: int) -> int:
-        if end <= start:
-            return 0
-        n = 0
-        with open(seg.path, "rb") as fh:
-            fh.seek(start)
-            remaining = end - start
-            while remaining > 0:
-                buf = fh.read(min(remaining, 1 << 20))
-                if not buf:
-                    break
-                n += buf.count(b"\n")
-                remaining -= len(buf)
-        return n
 
     # ---- reading side ----------------------------------------------------------------------
     def pending_bytes(self) -> int:

@@ -1,8 +1,9 @@
-"""When and where the spool's fsyncs run (inline or in a worker thread, from how long they take), and its state file."""
+"""When and where the spool's fsyncs run (inline or in a thread), what a failed one owes, its state file and lines."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -17,6 +18,23 @@ def write_state(path: Path, text: str, tmp_suffix: str) -> None:
     os.replace(tmp, path)
 
 
+def count_lines(path: Path, start: int, end: int) -> int:
+    """Lines in bytes [start, end) of a segment file."""
+    if end <= start:
+        return 0
+    n = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        remaining = end - start
+        while remaining > 0:
+            buf = fh.read(min(remaining, 1 << 20))
+            if not buf:
+                break
+            n += buf.count(b"\n")
+            remaining -= len(buf)
+    return n
+
+
 def sync_and_close(fd: int) -> float:
     """fsync a duplicate descriptor and close it; how long the fsync took."""
     try:
@@ -26,6 +44,8 @@ def sync_and_close(fd: int) -> float:
     finally:
         os.close(fd)
 
+
+log = logging.getLogger("sitegw.spool")
 
 # a descriptor to fsync and close, and where to answer; None: stop
 _Job = tuple[int, asyncio.AbstractEventLoop, "asyncio.Future[float]"] | None
@@ -107,6 +127,20 @@ class FsyncTimer:
         self.inline_syncs = 0
         self.thread_syncs = 0
         self.db_writes = 0  # database writes in flight, counted by the spool's drainer (see inline_now)
+        # a failed fsync, kept for the acknowledgements waiting on the spool's next fsync (`fail`): the pipeline's
+        # Spool.sync_async raises it once and forgets it
+        self.failed: OSError | None = None
+        self.failures = 0
+
+    def fail(self, err: OSError) -> None:
+        """An fsync failed where those who wait on it may not hear it: in a call by someone else (the alarm engine's
+        event lines, a roll), or in the thread while more lines were written. The lines written before it may never
+        reach the disk, and Linux reports a file's write-back error once: the next fsync of the file would succeed
+        without them. So the MQTT messages waiting on it must be delivered again, not acknowledged: the pipeline's
+        next `sync_async` raises this (its acknowledgements are then redelivered, gateway/acks.py)."""
+        self.failed = err
+        self.failures += 1
+        log.error("spool: an fsync failed (%s): the messages waiting on it are delivered again, not acknowledged", err)
 
     def inline_now(self) -> bool:
         """Whether the next fsync runs inline. Never while a database write is in flight: the database fsyncs its
