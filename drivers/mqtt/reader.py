@@ -14,13 +14,14 @@ from paho.mqtt.client import MQTTMessage
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
 from drivers.mqtt.publish import Received, take_publishes
-from drivers.mqtt.sockopts import no_delay, quick_ack
+from drivers.mqtt.sockopts import no_delay, quick_ack, unread_bytes
 
 READS_PER_WAKE = 64  # packets read per wake of the socket at most: the loop's other callbacks wait meanwhile
 NOT_UTF8_KEPT = 1000  # topics not in UTF-8 remembered for their dead letters' reason: a bound, not a leak
 AT_ONCE = 4  # at most this many messages of a wake are handed over in the reader's callback (`on_batch`)
 RECV_BYTES = 65536  # read off the socket at once; paho asks for a packet's bytes in three or more pieces
 PACE_TICK_S = 0.1  # the message rate that decides the read window (`_pace`) is counted over this long
+PAUSED_ALIVE_S = 1.0  # while reading is paused, how often bytes waiting unread count as received (`_paused_alive`)
 # MQTT 3.1.1 announces no in-flight window (the broker has its own: Mosquitto's 20, or none with 0): the most
 # messages taken in unacknowledged there, as on MQTT 5 the window announced (`Inbox.cap`)
 UNACKED_311 = 1000
@@ -64,7 +65,8 @@ class Inbox:
       Mosquitto 2.0.11 sent a whole backlog after a reconnect once the first PUBACK came (18 000 messages against
       a window of 1 000: its inflight quota, as in eclipse-mosquitto/mosquitto#2301), and the gateway held 68 000 of
       them decoded in memory (200 MB). With more than `cap` handed out or waiting here, the socket is not read
-      (`_pause`) until acknowledgements bring that to half; the broker's messages wait in TCP and in the broker.
+      (`_pause`) until acknowledgements bring that to half; the broker's messages wait in TCP and in the broker,
+      and count as received for paho's keep-alive (`_paused_alive`): its PINGRESP waits unread behind them.
 
     Errors end the connection as aiomqtt's own reader does. aiomqtt and paho are pinned (< 3):
     tests/integration/test_mqtt_ack.py checks a burst comes as one batch, in one read, its PUBACKs in one send, and
@@ -78,6 +80,7 @@ class Inbox:
         self.out = 0  # handed to the session (`next_batch`, `on_batch`) and not yet acknowledged
         self._paused: int | None = None  # the socket's descriptor while it is not read (`_pause`)
         self.pauses = 0  # times the socket was not read for a broker beyond the window (metrics, tests)
+        self._alive: asyncio.TimerHandle | None = None  # `_paused_alive`, while paused
         self._paho = paho = client._client
         self._items: list[Received] = []
         self._waiter: asyncio.Future[None] | None = None
@@ -255,12 +258,29 @@ class Inbox:
         self._paused = fd = sock.fileno()
         self.client._loop.remove_reader(fd)
         self.pauses += 1
+        if self._alive is None:
+            self._alive = self.client._loop.call_later(PAUSED_ALIVE_S, self._paused_alive)
         if self.pauses == 1:
             log.warning(
                 "the broker sent more than %d messages unacknowledged (the in-flight window): reading paused until "
                 "they are spooled and acknowledged (seen with Mosquitto 2.0.11 sending a backlog after a reconnect)",
                 self.cap,
             )
+
+    def _paused_alive(self) -> None:
+        """While the socket is not read, paho's keep-alive sees no bytes come, the broker's PINGRESP included (it
+        waits unread behind the messages): after twice the keep-alive it ended a live connection, and the broker
+        then sent its backlog again. Bytes waiting on the socket came from the broker: they count as received. A
+        broker gone while reading is paused is found once reading resumes (its messages wait for the spool meanwhile,
+        unacknowledged); one silent with nothing waiting is found by the keep-alive as before."""
+        self._alive = None
+        sock = self._paho._sock
+        if self._paused is None or sock is None or sock.fileno() != self._paused or self.client._disconnected.done():
+            return
+        if unread_bytes(sock) > 0:
+            with self._paho._msgtime_mutex:
+                self._paho._last_bytes_received = time.monotonic()  # (paho's time_func)
+        self._alive = self.client._loop.call_later(PAUSED_ALIVE_S, self._paused_alive)
 
     def _resume(self) -> None:
         fd, self._paused = self._paused, None

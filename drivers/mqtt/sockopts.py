@@ -1,9 +1,12 @@
-"""TCP options for the session's broker connection: acknowledgements sent at once, and no Nagle on our side."""
+"""TCP options for the session's broker connection (acknowledgements at once, no Nagle on our side); bytes unread."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import socket
+import struct
+import termios
 from typing import Any
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -31,3 +34,13 @@ def no_delay(sock: Any) -> None:
     and a PUBACK held back for a TCP acknowledgement would hold the broker's window with it."""
     with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def unread_bytes(sock: Any) -> int:
+    """Bytes the kernel holds for the socket, not yet read (encrypted ones too, on TLS); 0 when it cannot say."""
+    try:
+        got = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except (OSError, ValueError, AttributeError):  # closed (fileno -1), or not a socket
+        return 0
+    n: int = struct.unpack("i", got)[0]
+    return n

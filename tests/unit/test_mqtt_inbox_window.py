@@ -1,13 +1,17 @@
 """The reader's bound on messages unacknowledged (drivers/mqtt/reader.py `Inbox.cap`): a broker that sends more than
-the window gets no more taken in; the socket is read again once acknowledgements bring it to half the window."""
+the window gets no more taken in; the socket is read again once acknowledgements bring it to half the window; and
+the pause does not end a live connection by paho's keep-alive."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import replace
+from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import _ConnectionState
 
 from drivers.mqtt.client import BrokerParams, subscriber
 from drivers.mqtt.reader import UNACKED_311, Inbox
@@ -90,3 +94,74 @@ async def test_the_bound_is_the_window_announced_or_1000_on_mqtt_311() -> None:
     _, v311 = subscriber(base)
     _, v5 = subscriber(replace(base, protocol_v5=True, receive_maximum=100))
     assert (v311.cap, v5.cap) == (UNACKED_311, 100) == (1000, 100)
+
+
+PINGRESP = b"\xd0\x00"
+
+
+def _connected(inbox: Inbox, gone: list[Any]) -> None:
+    """paho's state as on a connection with a 5 s keep-alive, writing its packets straight to the socket pair."""
+    paho = inbox._paho
+    paho._state = _ConnectionState.MQTT_CS_CONNECTED
+    paho._keepalive = 5
+    paho.on_socket_register_write = None
+    paho.on_disconnect = lambda *a: gone.append(a)
+
+
+def _a_keepalive_without_bytes(inbox: Inbox) -> None:
+    """As if six seconds had passed since anything was read, a PINGREQ sent and no answer read (a 5 s keep-alive)."""
+    paho = inbox._paho
+    paho._last_bytes_received = paho._last_msg_out = paho._ping_t = time.monotonic() - 6
+
+
+async def test_while_reading_is_paused_bytes_waiting_unread_keep_the_connection() -> None:
+    # Found by a review: paused, the reader read nothing, the broker's PINGRESP included, and paho's keep-alive ended
+    # the live connection after twice the keep-alive (the broker then sent its backlog again)
+    inbox, ours, broker = wired(cap=10)
+    gone: list[Any] = []
+    _connected(inbox, gone)
+    paho = inbox._paho
+    try:
+        broker.sendall(messages(1, 30))
+        inbox.read()
+        assert inbox._paused is not None and inbox._alive is not None
+        broker.sendall(messages(31, 5) + PINGRESP)  # the broker is there: its answer waits behind its messages
+        _a_keepalive_without_bytes(inbox)
+        inbox._paused_alive()  # (its timer's call)
+        paho.loop_misc()  # (aiomqtt's, every second): the keep-alive check
+        assert (paho._sock, gone) == (ours, [])
+        assert broker.recv(16) == b"\xc0\x00"  # a PINGREQ went out, as the keep-alive asks
+
+        for _ in range(3):  # spooled and acknowledged: reading resumes, the answer is read
+            batch = await asyncio.wait_for(inbox.next_batch(1000), 5)
+            inbox.acked(len(batch))
+        await asyncio.sleep(0)
+        assert inbox._paused is None and paho._ping_t == 0
+    finally:
+        if inbox._alive is not None:
+            inbox._alive.cancel()
+        asyncio.get_running_loop().remove_reader(ours.fileno())
+        broker.close()
+        ours.close()
+
+
+async def test_while_reading_is_paused_a_broker_silent_with_nothing_waiting_is_still_found_dead() -> None:
+    inbox, ours, broker = wired(cap=10)
+    gone: list[Any] = []
+    _connected(inbox, gone)
+    try:
+        broker.sendall(messages(1, 30))
+        inbox.read()
+        assert inbox._paused is not None
+        _a_keepalive_without_bytes(inbox)  # and nothing on the socket: no answer to the PINGREQ
+        inbox._paused_alive()
+        inbox._paho.loop_misc()
+        assert inbox._paho._sock is None and "Keep alive timeout" in str(gone[0])  # ended by the keep-alive
+        assert inbox._alive is not None
+        inbox._paused_alive()  # the timer's next call: the connection is gone, it stops
+        assert inbox._alive is None
+    finally:
+        if inbox._alive is not None:
+            inbox._alive.cancel()
+        broker.close()
+        ours.close()
