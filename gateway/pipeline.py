@@ -190,8 +190,9 @@ class Pipeline:
                 # meanwhile (bigger batches, fewer fsyncs at high rates); with none, inline is cheaper
                 try:
                     await self.spool.sync_async(busy=not self._q.empty())
-                except OSError:
-                    redeliver(acks)  # not durable: never acknowledged, delivered again
+                except BaseException as err:  # not durable (or a bug): never acknowledged, delivered again
+                    if not isinstance(err, asyncio.CancelledError):  # (stopping: the connections end with it)
+                        redeliver(acks)
                     raise
                 acknowledge(acks)
             if self._q.empty() and not self._acks and not self._held and not self._polls:
@@ -204,7 +205,13 @@ class Pipeline:
         (`poll_linger_s`), its console updated now. Any other batch with callbacks is written, after what is held,
         in a callback right after this one (`_write_soon`): the tasks its evaluation woke go first, a siren's
         message (the held write was 1.5-3 ms in front of it at 1 000 msg/s). Anything else is written at once."""
-        marked, shown = self.mark(batch)
+        try:
+            marked, shown = self.mark(batch)
+        except BaseException:
+            # a bug met by its evaluation: its messages come again on a new connection (the task is restarted), not
+            # left unacknowledged on this one holding places in the broker's in-flight window until it sends nothing
+            redeliver(callbacks)
+            raise
         if callbacks:
             self._linger(callbacks)
             self._held.append((marked, shown, callbacks))
@@ -232,17 +239,16 @@ class Pipeline:
     def _write_held(self) -> None:
         """The held batches and waiting polls (their console has them) to the spool, in one write; only then do the
         acknowledgements wait for the fsync with the others, so whatever this meets (a bug raised to the supervisor,
-        a refused write: delivered again) leaves none to be acknowledged: their messages come again."""
+        a refused write) leaves none to be acknowledged: their messages are delivered again (`redeliver`)."""
         if not self._held and not self._polls:
             return
         held_, self._held = self._held, []
         polls, self._polls, self._write_now = self._polls, [], False
         callbacks = [cb for _, _, cbs in held_ for cb in cbs]
         marked = [r for m in polls for r in m] + [r for m, _, _ in held_ for r in m]
-        data, lines = self.finish(marked, [r for _, v, _ in held_ for r in v])
         try:
-            self.spool.write(data, lines)
-        except OSError:
+            self.spool.write(*self.finish(marked, [r for _, v, _ in held_ for r in v]))
+        except BaseException:  # a refused write or a bug (in a `later` listener, the encoder): delivered again
             redeliver(callbacks)
             raise
         self._acks.extend(callbacks)

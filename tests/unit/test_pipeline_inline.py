@@ -123,7 +123,29 @@ async def test_an_evaluation_error_met_in_the_submitters_turn_ends_the_task_with
         async with asyncio.timeout(5):
             with pytest.raises(RuntimeError, match="a bug in a listener"):
                 await task  # the task's supervisor (gateway/tasks.py) logs, counts and restarts it
-        assert events == []  # neither acknowledged nor redelivered: the same message would meet the same bug
+        # not acknowledged, and delivered again on a new connection (found by a review: it was left unacknowledged
+        # on the live one, holding a place in the broker's in-flight window until, full, the broker sent nothing)
+        assert events == ["again m1"]
+    finally:
+        sp.close()
+
+
+class _Broken(Spool):
+    async def sync_async(self, busy: bool = False) -> None:
+        raise AssertionError("a bug in the fsync's bookkeeping")
+
+
+async def test_a_bug_met_by_the_fsync_delivers_the_waiting_messages_again(tmp_path: Path) -> None:
+    sp = _spool(tmp_path, _Broken)
+    events: list[str] = []
+    pipe = Pipeline(sp, SERIES, Metrics())
+    task = await _waiting(pipe)
+    try:
+        await pipe.submit([Reading("D", "lel", 26.0, TS)], _batch(events, "m1"))
+        async with asyncio.timeout(5):
+            with pytest.raises(AssertionError, match="bookkeeping"):
+                await task
+        assert events == ["again m1"]  # written, but never acknowledged: delivered again
     finally:
         sp.close()
 
@@ -217,7 +239,7 @@ def _failing_at(value: float) -> Callable[[list[Reading]], None]:
     return later
 
 
-async def test_a_bug_met_writing_held_batches_reaches_the_supervisor_with_none_of_them_acknowledged(
+async def test_a_bug_met_writing_held_batches_reaches_the_supervisor_with_all_of_them_delivered_again(
     tmp_path: Path,
 ) -> None:
     sp = _spool(tmp_path)
@@ -231,8 +253,9 @@ async def test_a_bug_met_writing_held_batches_reaches_the_supervisor_with_none_o
         async with asyncio.timeout(5):
             with pytest.raises(RuntimeError, match="met at 99"):
                 await task  # its supervisor logs it and restarts the task
-        # none acknowledged (the broker keeps them until the next connection), none written as if they were
-        assert events == [] and sp.appended_lines == 0
+        # none acknowledged, none written as if they were: all delivered again on a new connection (they were left
+        # unacknowledged on the live one until a review found it: each held a place in the broker's window)
+        assert events == ["again m1", "again bad", "again m3"] and sp.appended_lines == 0
         assert pipe._acks == [] and pipe._held == []
     finally:
         sp.close()
@@ -251,7 +274,7 @@ async def test_a_bug_met_writing_held_batches_before_a_poll_does_not_cost_the_po
             with pytest.raises(RuntimeError, match="met at 99"):
                 await task
         assert sp.appended_lines == 1 and b"lel=28.0" in sp.segments[-1].path.read_bytes()
-        assert pipe._acks == [] and events == []  # nothing will acknowledge "bad"
+        assert pipe._acks == [] and events == ["again bad"]  # never acknowledged: delivered again
     finally:
         sp.close()
 
