@@ -86,7 +86,7 @@ async def gateway_path(n: int, gap_s: float, hot: bool) -> float:
             msgs = _messages(n)
 
             async def one(k: int) -> None:
-                batch = [(*msgs[k], k, 1)]
+                batch = [(*msgs[k], k, 1, False)]
                 if not session.handle_now(batch):  # the pipeline's task in its fsync: the session's task hands it
                     await session.handle_batch(_with_acks(batch, ack), True)  # over (queued), as on a connection
 

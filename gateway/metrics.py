@@ -38,6 +38,7 @@ class LiveFigures:
     mqtt_connected: Mapping[str, int]  # by broker id: 1 connected, 0 not
     mqtt_read_windows: Mapping[str, int]  # by broker id (drivers/mqtt/reader.py)
     mqtt_read_pauses: Mapping[str, int]  # by broker id: the broker sent beyond the window (drivers/mqtt/reader.py)
+    mqtt_retained: Mapping[str, int]  # by broker id: retained messages not decoded (drivers/mqtt/session.py)
     devices_total: int
 
 
@@ -266,6 +267,12 @@ class Metrics(AlarmCounters):
                 c,
                 "Times the broker's socket was not read: more messages unacknowledged than the window, by broker.",
                 by("broker", live.mqtt_read_pauses),
+            )
+            family(
+                "sitegw_mqtt_retained_ignored_total",
+                c,
+                "Retained messages (the broker's copies of earlier ones, sent on subscribing): acknowledged, not read.",
+                by("broker", live.mqtt_retained),
             )
         family("sitegw_device_up", g, "1 while the device delivers data, 0 when offline.", by("device", self.up))
         one("sitegw_devices_up", g, "Devices online.", sum(self.up.values()))

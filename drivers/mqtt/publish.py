@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-Received = tuple[str, bytes, int, int]  # a message as the session takes it: topic, payload, mid, qos
+# a message as the session takes it: topic, payload, mid, qos, and whether it is a retained message (sent because
+# the session subscribed: the broker's copy of an earlier message, not a new one; paho's to decode)
+Received = tuple[str, bytes, int, int, bool]
 
 TOPICS_KEPT = 10000  # decoded topics remembered: a broker sending ever new topics must not grow them forever
 
@@ -18,14 +20,15 @@ def take_publishes(
     strings built per packet; an MQTTMessage gets its fields set one by one; a debug log line is formatted-or-not;
     `_handle_on_message` takes two locks and matches the topic against filtered callbacks (there are none). Here a
     packet is sliced off the buffer where it lies. Stops at anything else (paho's, read from the same buffer):
-    another packet type, QoS 2, a packet not wholly in the buffer, an empty or non-UTF-8 topic, a length that does
-    not add up, MQTT 5 properties (`v5`: a PUBLISH carries a properties' length; only an empty one is taken)."""
+    another packet type, QoS 2, a retained message, a packet not wholly in the buffer, an empty or non-UTF-8 topic,
+    a length that does not add up, MQTT 5 properties (`v5`: a PUBLISH carries a properties' length; only an empty
+    one is taken)."""
     end, n = len(buf), 0
     # the shortest PUBLISH is 5 bytes: header, length, a 2-byte topic length and a 1-byte topic
     while n < limit and pos + 4 < end:
         head = buf[pos]
         qos = (head >> 1) & 3
-        if head & 0xF0 != 0x30 or qos > 1:
+        if head & 0xF1 != 0x30 or qos > 1:  # (0x01: RETAIN, rare: paho's)
             break
         i, length, shift = pos + 1, 0, 0
         while i < end and shift <= 21:  # the remaining length: at most 4 bytes of 7 bits
@@ -59,7 +62,7 @@ def take_publishes(
                 topics[raw] = topic
         mid = (buf[i + 2 + tlen] << 8 | buf[i + 3 + tlen]) if qos else 0
         if items is not None:
-            items.append((topic, buf[j:stop], mid, qos))
+            items.append((topic, buf[j:stop], mid, qos, False))
         pos = stop
         n += 1
     return n, pos

@@ -194,7 +194,7 @@ class Inbox:
             topic = m._topic.decode("utf-8", "backslashreplace")
             if len(self.not_utf8) < NOT_UTF8_KEPT:
                 self.not_utf8.add(topic)
-        self._items.append((topic, m.payload, m.mid, m.qos))  # type: ignore[arg-type]  # paho's payload is bytes
+        self._items.append((topic, m.payload, m.mid, m.qos, m.retain))  # type: ignore[arg-type]  # (bytes)
 
     def read(self) -> None:
         """The socket's reader (the event loop calls it when the socket is readable)."""

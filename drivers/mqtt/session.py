@@ -153,6 +153,7 @@ class MqttSession:
         self._redeliver: Callable[[], None] = _gone
         self._ack: Callable[[int, int], object] | None = None  # the connection's acknowledger of one message
         self._hold = params.receive_maximum // 2
+        self.retained = 0  # retained messages acknowledged and not decoded (`_retained`)
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -271,10 +272,23 @@ class MqttSession:
         acks: list[OnSpooled] = []
         letters: list[tuple[Any, ...]] = []
         for i, (topic, payload, ack) in enumerate(msgs):
-            self._decode(topic, payload, receive_ns + i, readings, letters)
+            if payload is not RETAINED:
+                self._decode(topic, payload, receive_ns + i, readings, letters)
+            else:
+                self._retained(topic)
             if ack:
                 acks.append(ack)
         return readings, acks, letters
+
+    def _retained(self, topic: str) -> None:
+        """A retained message: the broker's copy of an earlier message, sent because the session subscribed (again
+        at every reconnect; MQTT 3.1.1 §3.3.1.3, 5 §3.3.1.3). Decoded, it was a stale value stamped with the time it
+        came (profiles without a device clock), a device marked back online, a device clock taken as far behind; its
+        message came live already, or is queued for this persistent session: acknowledged, counted, not decoded."""
+        self.retained += 1
+        level = logging.DEBUG if ("retained", topic) in self._warned else logging.INFO
+        self._warned.add(("retained", topic))
+        log.log(level, "retained message on %s ignored: the broker's copy of an earlier message, not a new one", topic)
 
     def _decode(
         self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]
@@ -367,6 +381,12 @@ def _all_qos1(msgs: list[Received]) -> bool:
     return all(m[3] == 1 for m in msgs)
 
 
+RETAINED = object()  # in place of a retained message's payload (`_with_acks`): acknowledged, not decoded
+
+
 def _with_acks(msgs: list[Received], ack: Callable[[int, int], object]) -> list[tuple[str, Any, OnSpooled | None]]:
     """The reader's messages as the session decodes them: each with the function that acknowledges it."""
-    return [(topic, payload, functools.partial(ack, mid, qos)) for topic, payload, mid, qos in msgs]
+    return [
+        (topic, RETAINED if retain else payload, functools.partial(ack, mid, qos))
+        for topic, payload, mid, qos, retain in msgs
+    ]

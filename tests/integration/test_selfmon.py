@@ -290,6 +290,7 @@ async def test_offline_device_broker_restart_and_metrics(
             assert val(m, "sitegw_mqtt_reconnects_total", broker="b") == 0
             assert val(m, "sitegw_mqtt_read_windows_total", broker="b") == 0  # a device's few messages: no window
             assert val(m, "sitegw_mqtt_read_pauses_total", broker="b") == 0  # nor more than the window at once
+            assert val(m, "sitegw_mqtt_retained_ignored_total", broker="b") == 0  # nothing retained on its topics
             assert val(m, "sitegw_spool_bound_bytes") == cfg.spool.max_bytes
             assert val(m, "sitegw_readings_total") > 0 and val(m, "sitegw_lines_written_total") > 0
 
