@@ -95,8 +95,11 @@ class Outbox:
 
     @staticmethod
     def cancel(conn: sqlite3.Connection, alarm_id: int, reason: str) -> None:
+        """The alarm's tier messages not yet sent (an acknowledged or cleared alarm chases nobody): not its follow-ups,
+        which the same change (or the one just before it: "cleared" then "closed") queued for those already told."""
         conn.execute(
-            "UPDATE esc_outbox SET status = 'cancelled', error = ? WHERE alarm_id = ? AND status = 'queued'",
+            "UPDATE esc_outbox SET status = 'cancelled', error = ? WHERE alarm_id = ? AND status = 'queued'"
+            " AND step_id IS NOT NULL",
             (reason, alarm_id),
         )
 

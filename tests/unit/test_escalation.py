@@ -951,3 +951,32 @@ async def test_a_pass_with_nothing_due_takes_no_write_lock(make_site: SiteFactor
         other.close()
     await s.step()
     assert len(s.hooks()) == 1
+
+
+async def test_back_to_normal_reaches_those_told_whether_acknowledged_before_or_after(make_site: SiteFactory) -> None:
+    # Found by a review: the "closed" that follows "cleared" (or "acked") in the same change cancelled every message
+    # of the alarm still queued, the follow-up just queued included: nobody heard that the alarm was over
+    s = await make_site(FIRST)
+    aid = s.raise_("GD-01")
+    await s.step()
+    s.clock.advance(120)
+    s.lc.ack(aid, "zhang_officer")  # acknowledged, then back to normal: the common way
+    await s.step()
+    s.clock.advance(120)
+    assert [e.kind for e in s.change("GD-01", Level.NORMAL, 10.0)] == ["cleared", "closed"]
+    await s.step()
+    assert [h["data"]["event"] for h in s.hooks()] == ["raised", "acked", "cleared"]
+
+    s.clock.advance(120)  # (past the group window: its raise goes out at once)
+    other = s.raise_("GD-02")
+    await s.step()
+    assert s.hooks()[3]["data"]["event"] == "raised"
+    s.clock.advance(10)
+    s.change("GD-02", Level.NORMAL, 10.0)  # back to normal unacknowledged, then acknowledged before the next pass
+    assert [e.kind for e in s.lc.ack(other, "zhang_officer")] == ["acked", "closed"]
+    s.clock.advance(300)
+    await s.step()
+    told = s.hooks()[4:]
+    said = " ".join(h["text"] for h in told)
+    assert "恢复" in said and "zhang_officer" in said, told  # both follow-ups went out (one digest or two)
+    assert s.rows("esc_outbox", "status = 'cancelled'") == []
