@@ -12,7 +12,9 @@ import numpy.typing as npt
 
 NS = 1_000_000_000  # ns per second
 DAY_NS = 86_400 * NS
-_MIN_SLOPE_COVER_NS = 3_600 * NS  # under an hour of data, a per-day slope extrapolates noise 24-fold or more
+# a per-day slope needs half its span of data, an hour at least: over an hour of 10-minute readings with 0.2 mm of
+# noise it was ±5 mm/d, and a still excavation point alarmed against a 3 mm/d rate after most restarts (a review)
+_MIN_SLOPE_COVER_NS = 3_600 * NS
 
 
 class SeriesWindow:
@@ -152,13 +154,15 @@ class SeriesWindow:
 
     def slope_per_day(self, now_ns: int, span_s: float | None = None, min_points: int = 3) -> float | None:
         """Least-squares slope of value against time over [now - span, now], in units per day (mm/d for
-        displacements). None with fewer than `min_points` samples or under 1 h between the first and last."""
+        displacements). None with fewer than `min_points` samples, or less than half the span (an hour at least)
+        between the first and last: the first 12 h after a start for a 24 h rate window, which the windows do not
+        outlive."""
         span_ns = self._span_ns_of(span_s)
         ts, v = self._live()
         lo = int(ts.searchsorted(now_ns - span_ns, side="left"))
         hi = int(ts.searchsorted(now_ns, side="right"))
         n = hi - lo
-        if n < max(min_points, 2) or int(ts[hi - 1]) - int(ts[lo]) < _MIN_SLOPE_COVER_NS:
+        if n < max(min_points, 2) or int(ts[hi - 1]) - int(ts[lo]) < max(_MIN_SLOPE_COVER_NS, span_ns // 2):
             return None
         # relative to the first sample: ns since the epoch squared would lose the float64 mantissa
         x = (ts[lo:hi] - ts[lo]).astype(np.float64) / DAY_NS

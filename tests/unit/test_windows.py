@@ -229,6 +229,22 @@ def test_slope_of_a_noisy_2_5_mm_per_day_drift(seed: int) -> None:
     assert abs(slope - 2.5) < 5 * se
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_a_still_point_read_every_10_min_has_no_rate_until_half_its_window_then_a_small_one(seed: int) -> None:
+    # Found by a review: with an hour of data enough, the 24 h slope of a still point (0.2 mm of noise, 10-minute
+    # readings) after a start was often beyond a 3 mm/d rate 预警值: a false 报警 after most restarts
+    rng = np.random.default_rng(seed)
+    w = SeriesWindow(86_400)
+    t0 = 1_700_000_000 * S
+    for i in range(73):  # 12 h
+        now = t0 + i * 10 * MIN
+        w.add(now, 5.0 + float(rng.normal(0.0, 0.2)))
+        if i < 72:
+            assert w.slope_per_day(now) is None, i  # under half the window: no rate
+    slope = w.slope_per_day(now)
+    assert slope is not None and abs(slope) < 1.0  # 12 h: standard error 0.16 mm/d
+
+
 def test_slope_uses_only_the_span_and_needs_points_and_an_hour() -> None:
     w = SeriesWindow(2 * 86_400)
     # flat for a day, then 4 mm/d: the last 12 h see only the 4 mm/d part
