@@ -240,7 +240,9 @@ class Evaluator:
         fed: set[int] | None = None  # windows fed by this reading (rules may share one), made for the first rule
         for b in bounds:
             rule = b.rule
-            if rule.category == "value" and r.quality > _UNCERTAIN:  # not valid
+            # not valid: no value rule sees it, nor a health rule on a measured value (a BAD moment of 655.35 % raised
+            # the latched limiter-bypass alarm, found by a review); flags (sensor_fault, up...) are read whatever it is
+            if r.quality > _UNCERTAIN and (rule.category == "value" or self.measures.is_measured(r.quantity)):
                 continue
             quiet = b.quiet
             if quiet is not None:

@@ -223,3 +223,15 @@ def test_only_the_values_gates_read_are_kept_and_gates_still_see_them() -> None:
     assert b is not None and ev._gate_open(b, "TC")  # idle: the gate holds
     ev.observe_batch([Reading("TC", "load", 3.0, 2 * S)], 2 * S)
     assert not ev._gate_open(b, "TC")  # lifting: closed
+
+
+@pytest.mark.parametrize("quality", [Quality.BAD, Quality.NOT_READY])
+def test_an_invalid_moment_does_not_raise_the_limiter_bypass_alarm(quality: Quality) -> None:
+    # Found by a review: tc.limiter_bypass is a health rule on a measured value, and health rules saw invalid
+    # readings: a faulted moment channel (655.35 %, BAD) while hoisting raised its latched 危险
+    rule = default_rules()["tc.limiter_bypass"]
+    ev = Evaluator({"TC": [rule]}, {"TC": DeviceContext("tower_crane")})
+    hoisting = Reading("TC", "hoisting_up", 1.0, 1 * S)
+    assert ev.observe_batch([hoisting, Reading("TC", "load_moment_ratio", 655.35, 1 * S, quality)], 1 * S) == []
+    (t,) = ev.observe_batch([hoisting, Reading("TC", "load_moment_ratio", 120.0, 2 * S)], 2 * S)
+    assert (t.rule, t.new) == ("tc.limiter_bypass", Level.DANGER)  # a valid one still does
