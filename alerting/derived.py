@@ -153,17 +153,17 @@ class Deriver:
         radius = last.get("radius")
         if radius is None:
             return None
-        quality = max(load.quality, radius[1])
+        quality = load.quality.worst(radius[1])  # (not max: NOT_READY is 3, BAD 2, and BAD is the worse)
         found = rated_load_at(ctx.load_chart, radius[0])
         if found is not None:
             rated, beyond = found
             if beyond:
-                quality = max(quality, Quality.UNCERTAIN)
+                quality = quality.worst(Quality.UNCERTAIN)
         else:
             own = last.get("rated_load")
             if own is None:
                 return None
-            rated, quality = own[0], max(quality, own[1])
+            rated, quality = own[0], quality.worst(own[1])
         if rated <= 0:
             return None  # a crane reporting 0 t rated (e.g. at the jib end) gives no ratio, not infinity
         return make_reading(load.device, "load_ratio", load.value / rated * 100.0, load.ts_ns, quality)

@@ -334,6 +334,21 @@ def test_load_ratio_without_chart_uses_rated_load_and_last_radius() -> None:
     assert r.quality is Quality.UNCERTAIN and r.value == pytest.approx(110.0)
 
 
+@pytest.mark.parametrize(
+    "load_q, radius_q, expect",
+    [
+        (Quality.BAD, Quality.NOT_READY, Quality.BAD),  # found by a review: max() of the enum gave NOT_READY
+        (Quality.NOT_READY, Quality.BAD, Quality.BAD),
+        (Quality.GOOD, Quality.NOT_READY, Quality.NOT_READY),
+        (Quality.UNCERTAIN, Quality.GOOD, Quality.UNCERTAIN),
+    ],
+)
+def test_load_ratio_takes_the_worst_quality_of_its_inputs(load_q: Quality, radius_q: Quality, expect: Quality) -> None:
+    d = Deriver({"TC": DeviceContext(kind="tower_crane", load_chart=CHART)})
+    (r,) = d.derive([Reading("TC", "radius", 20.0, T0, radius_q), Reading("TC", "load", 1.0, T0, load_q)])
+    assert r.quality is expect  # BAD > NOT_READY > UNCERTAIN > GOOD (telemetry/reading.py Quality.worst)
+
+
 def test_load_ratio_feeds_the_load_rule() -> None:
     d = Deriver({"TC": DeviceContext(kind="tower_crane", load_chart=CHART)})
     ev = crane(["tc.load_ratio"], load_chart=CHART)
