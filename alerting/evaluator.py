@@ -38,22 +38,20 @@ class _State:
 class Evaluator:
     """Evaluates every device's effective rules inline on each reading.
 
-    A level is entered at its threshold and left only when the measured value is back by the rule's deadband;
-    a change of level waits `on_delay_s` (going up) or `off_delay_s` (going down); `tick` confirms delays that run
-    out without a new reading and evaluates calendar rules.
+    A level is entered at its threshold and left only when the measured value is back by the rule's deadband; a
+    change of level waits `on_delay_s` (going up) or `off_delay_s` (going down); `tick` confirms delays that run out
+    without a new reading and evaluates calendar rules.
 
     Quality (ISA-18.2's bad-quality rule): a BAD or NOT_READY reading neither raises nor clears a value alarm; the
     level stays where it was. A BAD reading opens the point's fault condition instead (`point_fault` rules, one per
     point), which the point's next valid reading clears; NOT_READY (warming up, calibrating) opens nothing and
-    clears nothing. Health rules on flags (sensor_fault) see every reading.
-    UNCERTAIN readings ARE evaluated, both ways: UNCERTAIN means implausible for the quantity, a device clock off
-    by more than its limits, or back-filled from a device buffer; the value was really measured and an implausible
-    one may be a real extreme (a gas reading over range) — dropping it could hide a danger, while the alarm shows
-    the value for a person to judge.
+    clears nothing. Health rules on flags (sensor_fault) see every reading. UNCERTAIN readings ARE evaluated, both
+    ways: UNCERTAIN means implausible for the quantity, a device clock off by more than its limits, or back-filled
+    from a device buffer; the value was really measured and an implausible one may be a real extreme (a gas reading
+    over range) — dropping it could hide a danger, while the alarm shows the value for a person to judge.
 
-    Windows (rates, means) and daily series run on the readings' own timestamps, so a device clock that differs
-    from the gateway's skews neither; delays run on `now_ns`.
-    """
+    Windows (rates, means) and daily series run on the readings' own timestamps, so a device clock that differs from
+    the gateway's skews neither; delays run on `now_ns`."""
 
     def __init__(
         self,
@@ -121,11 +119,10 @@ class Evaluator:
         st = self._state.get(key)
         if st is None:
             return
-        if t.phase == "pending":
-            st.pending = None  # announce the candidate again with the next evaluation
-            return
-        if t.phase == "cancelled":
-            return  # the pending row stays until the next change of this rule closes or raises it
+        if t.phase in ("pending", "cancelled"):
+            if t.phase == "pending":
+                st.pending = None  # announce the candidate again with the next evaluation
+            return  # (a cancelled one: the pending row stays until the next change of this rule closes or raises it)
         believed = st.level
         st.level = t.old
         if believed == t.old:
@@ -243,6 +240,11 @@ class Evaluator:
             # not valid: no value rule sees it, nor a health rule on a measured value (a BAD moment of 655.35 % raised
             # the latched limiter-bypass alarm, found by a review); flags (sensor_fault, up...) are read whatever it is
             if r.quality > _UNCERTAIN and (rule.category == "value" or self.measures.is_measured(r.quantity)):
+                # nor does an off-delay run out on one: a lull's reading no longer stands (BAD winds cleared wind)
+                st = self._state.get(key := (rule.id, r.device, r.quantity))
+                if st is not None and st.candidate is not None and st.candidate < st.level:
+                    st.candidate = None
+                    self._waiting.discard(key)
                 continue
             quiet = b.quiet
             if quiet is not None:
@@ -266,6 +268,7 @@ class Evaluator:
             if not self._gate_open(b, r.device):
                 # The level is kept while the gate is closed: a crane that starts working does not make a
                 # verticality deviation go away, it only stops us from measuring it validly.
+                out.extend(self._withdraw((rule.id, r.device, r.quantity), now_ns))
                 continue
             out.extend(self._step(b, r.device, r.quantity, v, extra, now_ns, r.ts_ns))
 
@@ -348,6 +351,17 @@ class Evaluator:
                 out.append(Transition(rule, device, quantity, st.level, target, v, crossed, now_ns, "pending", src_ns))
         return out
 
+    def _withdraw(self, key: tuple[str, str, str], now_ns: int) -> list[Transition]:
+        """A delayed change taken back as its gate closed: a tilt seen before the crane worked was confirmed once
+        it was idle again (a review). The level stays; a pending raise is cancelled."""
+        st = self._state.get(key)
+        if st is None or st.candidate is None:
+            return []
+        out = [self._cancelled(st, key, st.cand_value, now_ns)] if st.pending is not None else []
+        st.candidate, st.pending = None, None
+        self._waiting.discard(key)
+        return out
+
     @staticmethod
     def _cancelled(st: _State, key: tuple[str, str, str], v: float, now_ns: int) -> Transition:
         assert st.pending is not None
@@ -370,7 +384,9 @@ class Evaluator:
         out: list[Transition] = []
         for key in sorted(self._waiting):
             st = self._state[key]
-            if st.candidate is None or not self._gate_open(st.bound, key[1]):
+            if st.candidate is not None and not self._gate_open(st.bound, key[1]):
+                out.extend(self._withdraw(key, now_ns))
+            if st.candidate is None:
                 continue
             rule = st.bound.rule
             delay_s = rule.on_delay_s if st.candidate > st.level else rule.off_delay_s

@@ -235,3 +235,50 @@ def test_an_invalid_moment_does_not_raise_the_limiter_bypass_alarm(quality: Qual
     assert ev.observe_batch([hoisting, Reading("TC", "load_moment_ratio", 655.35, 1 * S, quality)], 1 * S) == []
     (t,) = ev.observe_batch([hoisting, Reading("TC", "load_moment_ratio", 120.0, 2 * S)], 2 * S)
     assert (t.rule, t.new) == ("tc.limiter_bypass", Level.DANGER)  # a valid one still does
+
+
+def _crane(rule: Rule) -> Evaluator:
+    return Evaluator({"TC": [rule]}, {"TC": DeviceContext("tower_crane")})
+
+
+def _at(ev: Evaluator, sec: float, *readings: tuple[str, float, Quality]) -> list[tuple[str, int, int]]:
+    now = int(sec * S)
+    got = ev.observe_batch([Reading("TC", q, v, now, qual) for q, v, qual in readings], now) + ev.tick(now)
+    return [(t.phase, int(t.old), int(t.new)) for t in got]
+
+
+G, B = Quality.GOOD, Quality.BAD
+
+
+@pytest.mark.parametrize("quality", [Quality.BAD, Quality.NOT_READY])
+def test_an_off_delay_does_not_run_out_on_invalid_readings(quality: Quality) -> None:
+    # Found by a review: wind 13 m/s, one lull at 7 started the off-delay, and the BAD readings after it let the
+    # delay run out: the alarm cleared while the anemometer said nothing valid
+    ev = _crane(default_rules()["tc.wind"].model_copy(update={"off_delay_s": 60}))
+    assert _at(ev, 0, ("wind_speed", 13.0, G)) == [("confirmed", 0, 2)]
+    assert _at(ev, 5, ("wind_speed", 7.0, G)) == []  # the off-delay starts
+    for sec in range(10, 120, 10):
+        assert _at(ev, sec, ("wind_speed", 14.0, quality)) == []
+    assert ev.level("tc.wind", "TC", "wind_speed") == Level.ALARM
+    assert _at(ev, 130, ("wind_speed", 7.0, G)) == []  # a valid lull starts it again
+    assert _at(ev, 190, ("wind_speed", 7.0, G)) == [("confirmed", 2, 0)]
+
+
+def test_a_delay_does_not_run_on_while_its_gate_is_closed() -> None:
+    # Found by a review: verticality is judged only with the crane idle; a tilt seen before it lifted was confirmed
+    # at the first tick once it was idle again, whatever the tilt was by then
+    calm = (("load", 0.0, G), ("wind_speed", 1.0, G))
+    ev = _crane(default_rules()["tc.tilt_x"].model_copy(update={"on_delay_s": 60}))
+    assert _at(ev, 0, *calm, ("tilt_x", 5.0, G)) == [("pending", 0, 2)]
+    assert _at(ev, 20, ("load", 3.0, G)) == [("cancelled", 0, 2)]  # lifting: the pending raise is taken back
+    assert _at(ev, 30, ("tilt_x", 1.0, G)) == []  # (not evaluated: the gate is closed)
+    assert _at(ev, 90, ("load", 0.0, G)) == [] and _at(ev, 91) == []  # idle again: nothing confirmed
+    assert ev.level("tc.tilt_x", "TC", "tilt_x") == Level.NORMAL
+    assert _at(ev, 95, ("tilt_x", 5.0, G)) == [("pending", 0, 2)]  # a tilt seen idle starts the delay again
+
+    ev = _crane(default_rules()["tc.tilt_x"].model_copy(update={"off_delay_s": 60}))
+    assert _at(ev, 0, *calm, ("tilt_x", 5.0, G)) == [("confirmed", 0, 2)]
+    assert _at(ev, 10, ("tilt_x", 3.9, G)) == []  # the off-delay starts
+    assert _at(ev, 20, ("load", 3.0, G)) == []
+    assert _at(ev, 90, ("load", 0.0, G)) == [] and _at(ev, 91) == []
+    assert ev.level("tc.tilt_x", "TC", "tilt_x") == Level.ALARM  # not cleared on the reading before the lift
