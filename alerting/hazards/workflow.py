@@ -292,7 +292,10 @@ class Hazards(HazardClocks):
         if at > now:
             raise HazardBadRequest("reported_ns lies in the future")
         with tx(self.conn):
-            row = self._expect(hazard_id, "mark_reported", ("confirmed", "rectifying", "submitted", "reopened"))
+            # (closed too: a major hazard fixed at once is still reported the same day, seed 002, domain.md §6.2)
+            row = self._expect(
+                hazard_id, "mark_reported", ("confirmed", "rectifying", "submitted", "reopened", "closed")
+            )
             if row["report_due_ns"] is None:
                 raise HazardError(f"hazard {hazard_id} is not a confirmed major hazard: no report is due")
             if row["reported_at_ns"] is not None:
@@ -323,7 +326,9 @@ class Hazards(HazardClocks):
         why: str | None = None,
         active_alarm_reason: str | None = None,
     ) -> None:
-        """submitted → closed (验收销号) by someone other than the responsible person; stops every clock.
+        """submitted → closed (验收销号) by someone other than the responsible person; stops its clocks but the
+        same-day report's, which runs until the report is recorded: fixing a major hazard at once does not lift the
+        duty to report it the day it is found (seed 002; a review found the report then neither due nor possible).
 
         `completed_on` (actual completion date) defaults to the local day the rectification was submitted. A hazard
         whose source alarm is still active is not closed unless `active_alarm_reason` says why (e.g. the sensor
@@ -349,7 +354,9 @@ class Hazards(HazardClocks):
             if done > self.local_date(now) or done < self.local_date(row["found_at_ns"]):
                 raise HazardBadRequest(f"completed_on {done} must lie between the day found and today")
             self.conn.execute(
-                "UPDATE hazard_clock SET stopped_ns = ? WHERE hazard_id = ? AND stopped_ns IS NULL", (now, hazard_id)
+                "UPDATE hazard_clock SET stopped_ns = ? WHERE hazard_id = ? AND stopped_ns IS NULL"
+                " AND kind != 'report_same_day'",
+                (now, hazard_id),
             )
             updates = {"accepted_at_ns": now, "accepted_by": actor, "completed_on": done.isoformat()}
             updates["accept_note"] = note

@@ -391,6 +391,23 @@ def test_same_day_report_due_at_local_midnight(hz: Hazards, clock: FakeClock) ->
         hz.mark_reported(hid, actor="wang", role=Role.MANAGER, to="住建局")
 
 
+def test_a_major_hazard_closed_the_day_it_is_found_is_still_to_be_reported(hz: Hazards, clock: FakeClock) -> None:
+    # Found by a review: 销号 stopped every clock, the same-day report's too, and a closed hazard could not be marked
+    # reported: fixed at once, a major hazard went unreported with nothing due (seed 002: report the same day)
+    hid = major_rectifying(hz, deadline=date(2025, 3, 10))
+    clock.t = ns(2025, 3, 10, 11)
+    hz.submit(hid, actor="zhao", role=Role.OFFICER, evidence="已更换")
+    clock.t = ns(2025, 3, 10, 12)
+    hz.accept(hid, actor="wang", role=Role.MANAGER)
+    assert hz.get(hid)["status"] == "closed"
+    due = ns(2025, 3, 11)
+    assert hz.due_clocks(due) == [DueClock(hid, "report_same_day", due, True)]  # the report is still due
+    assert [c.kind for c in hz.fire_overdue(due)] == ["report_same_day"]  # and its overdue notice goes out
+    clock.t = ns(2025, 3, 11, 9)
+    hz.mark_reported(hid, actor="wang", role=Role.MANAGER, to="住建局", reported_ns=ns(2025, 3, 10, 15))
+    assert hz.get(hid)["reported_at_ns"] == ns(2025, 3, 10, 15) and hz.due_clocks(due + S) == []
+
+
 @pytest.mark.parametrize(
     ("cfg", "level", "due"),
     [
@@ -454,8 +471,9 @@ def test_clocks_fire_once_across_restarts(tmp_path: Path, clock: FakeClock) -> N
     hz.submit(hid, actor="zhao", role=Role.OFFICER, evidence="照片")
     assert {c.kind for c in hz.due_clocks(clock.t)} == {"report_same_day", "listing_deadline"}
     hz.accept(hid, actor="wang", role=Role.MANAGER)
-    assert hz.due_clocks(ns(2026, 1, 1)) == []
-    assert hz.fire_overdue(ns(2026, 1, 1)) == []  # closed: the listing deadline never fires
+    # closed: the listing deadline never fires; the report, never made, is still due (its notice went out once)
+    assert [c.kind for c in hz.due_clocks(ns(2026, 1, 1))] == ["report_same_day"]
+    assert hz.fire_overdue(ns(2026, 1, 1)) == []
 
     # reopened: the listing clock runs again; a new rectification deadline is a new clock that fires once more
     hz.reopen(hid, actor="wang", role=Role.MANAGER, reason="复发")
