@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from alerting.alarms.model import Alarm, AlarmEvent
@@ -177,13 +177,19 @@ class Escalation:
         # A stage that fails on its own (a step that cannot fire) still rolls back only its part (a savepoint).
         with tx(self.conn):
             self._fire_due(due, now, lookup_alarm)
-            if hn is not None and self.hazard_source is not None:
+            # Overdue hazard clocks are fired only with someone on duty to tell: every deadline falls due at local
+            # midnight, and a notice with nobody on duty failed while its clock was marked fired: the day shift
+            # never heard of it (a review). They wait, overdue and shown so on the console, for the next one on duty.
+            if hn is not None and self.hazard_source is not None and self._on_duty(hn.roles, now):
                 with tx(self.conn):  # the clocks are marked fired in the same transaction as their notice is queued
                     self.outbox.hazard_notices(now, self.hazard_source(now), hn.roles, hn.channels)
             started = self._start_ready(now)
         if started:
             await self._send(started)
             self._wake.set()
+
+    def _on_duty(self, roles: Sequence[str], now: int) -> bool:
+        return any(self.roster.on_duty(role, now) for role in roles)
 
     async def _send(self, deliveries: list[sqlite3.Row]) -> None:
         """One delivery (a siren's, usually) is awaited in this task: gather would give it a task of its own, which

@@ -980,3 +980,25 @@ async def test_back_to_normal_reaches_those_told_whether_acknowledged_before_or_
     said = " ".join(h["text"] for h in told)
     assert "恢复" in said and "zhang_officer" in said, told  # both follow-ups went out (one digest or two)
     assert s.rows("esc_outbox", "status = 'cancelled'") == []
+
+
+async def test_overdue_hazard_clocks_wait_for_someone_on_duty_to_tell(make_site: SiteFactory) -> None:
+    # Found by a review: deadlines fall due at local midnight, and the notice of one found nobody on duty for a
+    # day-shift role, failed, and its clock was marked fired all the same: nobody ever heard of it
+    s = await make_site(FIRST, hazard_notices={"roles": ["project_manager"], "channels": ["mail"]})
+    fired: list[int] = []
+    s.clock.now = at(2024, 6, 4, 0, 0)  # Tuesday 00:00: li (project manager, weekdays 08:00-20:00) is off duty
+
+    def overdue(now: int) -> list[tuple[int, str, str, dict[str, Any]]]:
+        fired.append(now)  # (marks the clocks fired: called only when their notice can be queued)
+        return [(7, "【隐患逾期】#7 整改期限已过", "隐患 #7 整改期限已过", {"hazard_id": 7})] if len(fired) == 1 else []
+
+    s.esc.hazard_source = overdue
+    await s.step()
+    assert fired == [] and s.rows("esc_outbox") == []  # not fired, nothing failed: it waits
+    s.clock.now = at(2024, 6, 4, 8, 30)  # li on duty
+    await s.step()
+    await s.step()
+    [(subject, to, _)] = s.mails()
+    assert subject == "【隐患逾期】#7 整改期限已过" and "li@site.test" in to
+    assert fired and s.rows("esc_outbox", "status = 'failed'") == []
