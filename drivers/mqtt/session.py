@@ -232,7 +232,8 @@ class MqttSession:
         try:
             if self.on_message:
                 self.on_message(len(msgs))
-            readings, acks, letters = self._decode_all(msgs, receive_ns)
+            readings, acks, letters, retained = self._decode_all(msgs, receive_ns)
+            self._retained(retained)
             for letter in letters:
                 await self.dead_letter(*letter)
             if readings or acks:
@@ -250,9 +251,10 @@ class MqttSession:
         if now is None or ack is None or not now.ready():
             return False
         receive_ns = max(time.time_ns(), self._last_receive_ns + 1)  # (as in handle_batch)
-        readings, acks, letters = self._decode_all(_with_acks(msgs, ack), receive_ns)
+        readings, acks, letters, retained = self._decode_all(_with_acks(msgs, ack), receive_ns)
         if letters:
             return False  # its publishing is a coroutine: the task decodes them again (bad input only)
+        self._retained(retained)
         self._last_receive_ns = receive_ns + len(msgs) - 1
         if self.on_message:
             self.on_message(len(msgs))
@@ -263,32 +265,34 @@ class MqttSession:
 
     def _decode_all(
         self, msgs: list[tuple[str, Any, OnSpooled | None]], receive_ns: int
-    ) -> tuple[list[Reading], list[OnSpooled], list[tuple[Any, ...]]]:
+    ) -> tuple[list[Reading], list[OnSpooled], list[tuple[Any, ...]], list[str]]:
         """Messages that arrived together, the i-th received at `receive_ns` + i: their readings; every message's
         acknowledger in arrival order (one that gave nothing usable is acknowledged with the others once its
         letter is out: an earlier message's PUBACK may not follow it); the dead letters' arguments (published
-        after the batch is decoded)."""
+        after the batch is decoded); the topics of retained messages, not decoded (`_retained`)."""
         readings: list[Reading] = []
         acks: list[OnSpooled] = []
         letters: list[tuple[Any, ...]] = []
+        retained: list[str] = []  # (counted by the caller: a batch with letters is decoded twice, `handle_now`)
         for i, (topic, payload, ack) in enumerate(msgs):
             if payload is not RETAINED:
                 self._decode(topic, payload, receive_ns + i, readings, letters)
             else:
-                self._retained(topic)
+                retained.append(topic)
             if ack:
                 acks.append(ack)
-        return readings, acks, letters
+        return readings, acks, letters, retained
 
-    def _retained(self, topic: str) -> None:
+    def _retained(self, topics: list[str]) -> None:
         """A retained message: the broker's copy of an earlier message, sent because the session subscribed (again
         at every reconnect; MQTT 3.1.1 §3.3.1.3, 5 §3.3.1.3). Decoded, it was a stale value stamped with the time it
         came (profiles without a device clock), a device marked back online, a device clock taken as far behind; its
         message came live already, or is queued for this persistent session: acknowledged, counted, not decoded."""
-        self.retained += 1
-        level = logging.DEBUG if ("retained", topic) in self._warned else logging.INFO
-        self._warned.add(("retained", topic))
-        log.log(level, "retained message on %s ignored: the broker's copy of an earlier message, not a new one", topic)
+        for topic in topics:
+            self.retained += 1
+            level = logging.DEBUG if ("retained", topic) in self._warned else logging.INFO
+            self._warned.add(("retained", topic))
+            log.log(level, "retained message on %s ignored: the broker's copy of an earlier message", topic)
 
     def _decode(
         self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]

@@ -16,7 +16,7 @@ from alerting.evaluator import Evaluator
 from alerting.rules import Level, default_rules
 from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
-from drivers.mqtt.session import MqttDeviceRoute, MqttSession
+from drivers.mqtt.session import RETAINED, MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, load_profile_file
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
@@ -197,3 +197,31 @@ def test_a_device_whose_messages_arrive_but_never_decode_is_decode_errors_not_of
     lv.seen("G", 5.0)  # a message decodes again
     assert [(r.quantity, r.value) for r in lv.take()] == [("decode_errors", 0.0)]
     assert lv.sweep(20.0)[-1].quantity == "up"  # then silence: offline, as before
+
+
+def test_a_retained_message_beside_a_dead_letter_is_counted_once() -> None:
+    # the reader's callback decodes a wake's messages, and hands them to the session's task when one is to be
+    # dead-lettered, which decodes them again: the retained one among them is counted by whoever hands it on
+    prof = _profile_receive()
+    got: list[list[Reading]] = []
+
+    async def submit(rs: list[Reading], cb: Any = None) -> None:
+        got.append(rs)
+
+    class Ready:  # the pipeline taking a batch at once (gateway/heard.py SeenSubmit)
+        def ready(self) -> bool:
+            return True
+
+        def now(self, rs: list[Reading], cb: Any) -> None:
+            got.append(rs)
+
+    params = BrokerParams("b", "127.0.0.1", 1, "c", None, None, False, 30, "dl")
+    route = MqttDeviceRoute("D", "D", "t/+", PayloadDecoder(prof))
+    s = MqttSession(params, [route], submit, lambda *a: None, now=Ready())
+    s._ack = lambda mid, qos: None
+    wake = [("t/D", b'{"v": 1}', 1, 1, True), ("t/D", b"not json", 2, 1, False), ("t/D", b'{"v": 2}', 3, 1, False)]
+    assert s.handle_now(wake) is False  # a dead letter to publish: the task's
+    assert s.retained == 0
+    asyncio.run(s.handle_batch([(t, p, None) if not r else (t, RETAINED, None) for t, p, _, _, r in wake]))
+    assert s.retained == 1 and [r.value for rs in got for r in rs] == [2.0]  # the retained one not read
+    assert s.handle_now([("t/D", b'{"v": 3}', 4, 1, True)]) is True and s.retained == 2
