@@ -243,8 +243,7 @@ class Evaluator:
                 # nor does an off-delay run out on one: a lull's reading no longer stands (BAD winds cleared wind)
                 st = self._state.get(key := (rule.id, r.device, r.quantity))
                 if st is not None and st.candidate is not None and st.candidate < st.level:
-                    st.candidate = None
-                    self._waiting.discard(key)
+                    self._withdraw(st, key, st.cand_value, now_ns)  # (a clear: no pending announcement to cancel)
                 continue
             quiet = b.quiet
             if quiet is not None:
@@ -268,7 +267,9 @@ class Evaluator:
             if not self._gate_open(b, r.device):
                 # The level is kept while the gate is closed: a crane that starts working does not make a
                 # verticality deviation go away, it only stops us from measuring it validly.
-                out.extend(self._withdraw((rule.id, r.device, r.quantity), now_ns))
+                st = self._state.get(key := (rule.id, r.device, r.quantity))
+                if st is not None:
+                    out.extend(self._withdraw(st, key, st.cand_value, now_ns))
                 continue
             out.extend(self._step(b, r.device, r.quantity, v, extra, now_ns, r.ts_ns))
 
@@ -326,14 +327,10 @@ class Evaluator:
         now_ns: int,
         src_ns: int | None = None,
     ) -> list[Transition]:
+        if target == st.level:
+            return self._withdraw(st, key, v, now_ns)
         rule, device, quantity = key
         out: list[Transition] = []
-        if target == st.level:
-            if st.pending is not None:
-                out.append(self._cancelled(st, key, v, now_ns))
-            st.candidate, st.pending = None, None
-            self._waiting.discard(key)
-            return out
         up = target > st.level
         if st.candidate is None or (st.candidate > st.level) != up:
             if st.pending is not None:  # an upward candidate turned into a downward one
@@ -351,13 +348,11 @@ class Evaluator:
                 out.append(Transition(rule, device, quantity, st.level, target, v, crossed, now_ns, "pending", src_ns))
         return out
 
-    def _withdraw(self, key: tuple[str, str, str], now_ns: int) -> list[Transition]:
-        """A delayed change taken back as its gate closed: a tilt seen before the crane worked was confirmed once
-        it was idle again (a review). The level stays; a pending raise is cancelled."""
-        st = self._state.get(key)
-        if st is None or st.candidate is None:
-            return []
-        out = [self._cancelled(st, key, st.cand_value, now_ns)] if st.pending is not None else []
+    def _withdraw(self, st: _State, key: tuple[str, str, str], v: float, now_ns: int) -> list[Transition]:
+        """A change waiting for its delay taken back, the level kept: the value is back (`_move`), or its gate
+        closed (a tilt seen before the crane worked was confirmed once it was idle again, a review), or an invalid
+        reading came (a clear). A pending raise is cancelled, at `v`."""
+        out = [self._cancelled(st, key, v, now_ns)] if st.pending is not None else []
         st.candidate, st.pending = None, None
         self._waiting.discard(key)
         return out
@@ -385,7 +380,7 @@ class Evaluator:
         for key in sorted(self._waiting):
             st = self._state[key]
             if st.candidate is not None and not self._gate_open(st.bound, key[1]):
-                out.extend(self._withdraw(key, now_ns))
+                out.extend(self._withdraw(st, key, st.cand_value, now_ns))
             if st.candidate is None:
                 continue
             rule = st.bound.rule
