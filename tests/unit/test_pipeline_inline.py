@@ -135,37 +135,32 @@ class _Broken(Spool):
         raise AssertionError("a bug in the fsync's bookkeeping")
 
 
-async def test_a_bug_met_by_the_fsync_delivers_the_waiting_messages_again(tmp_path: Path) -> None:
-    sp = _spool(tmp_path, _Broken)
-    events: list[str] = []
-    pipe = Pipeline(sp, SERIES, Metrics())
-    task = await _waiting(pipe)
-    try:
-        await pipe.submit([Reading("D", "lel", 26.0, TS)], _batch(events, "m1"))
-        async with asyncio.timeout(5):
-            with pytest.raises(AssertionError, match="bookkeeping"):
-                await task
-        assert events == ["again m1"]  # written, but never acknowledged: delivered again
-    finally:
-        sp.close()
-
-
 class _Full(Spool):
     def write(self, data: bytes, lines: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
 
-async def test_a_write_the_disk_refuses_in_the_submitters_turn_is_delivered_again(tmp_path: Path) -> None:
-    sp = _spool(tmp_path, _Full)
+@pytest.mark.parametrize(
+    ("spool", "error", "match"),
+    [
+        (_Full, OSError, "No space"),  # refused at the write: its connection ends, the broker sends it again
+        (_Broken, AssertionError, "bookkeeping"),  # a bug met by the fsync: written, never acknowledged
+    ],
+    ids=["write-refused", "bug-at-fsync"],
+)
+async def test_a_spool_failing_in_the_submitters_turn_or_its_fsync_has_the_message_delivered_again(
+    tmp_path: Path, spool: type[Spool], error: type[BaseException], match: str
+) -> None:
+    sp = _spool(tmp_path, spool)
     events: list[str] = []
     pipe = Pipeline(sp, SERIES, Metrics())
     task = await _waiting(pipe)
     try:
         await pipe.submit([Reading("D", "lel", 26.0, TS)], _batch(events, "m1"))
         async with asyncio.timeout(5):
-            with pytest.raises(OSError, match="No space"):
+            with pytest.raises(error, match=match):
                 await task
-        assert events == ["again m1"]  # its connection ends at the write: the broker sends it again
+        assert events == ["again m1"]
     finally:
         sp.close()
 

@@ -9,12 +9,14 @@ import asyncio
 import errno
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
+from gateway.spool import Spool
 from telemetry.reading import Reading
 from tests.unit.test_pipeline_inline import SERIES, TS, _batch, _spool, _waiting
 
@@ -42,11 +44,19 @@ class _Disk:
         self.real(fd)
 
 
-async def test_a_failed_fsync_in_another_callers_call_redelivers_the_waiting_messages(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def disk_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Disk, Spool]]:
+    """A spool on a disk whose fsync fails when told to, closed after the test."""
     disk = _Disk(monkeypatch)
     sp = _spool(tmp_path)
+    yield disk, sp
+    sp.close()
+
+
+async def test_a_failed_fsync_in_another_callers_call_redelivers_the_waiting_messages(
+    disk_spool: tuple[_Disk, Spool],
+) -> None:
+    disk, sp = disk_spool
     events: list[str] = []
     pipe = Pipeline(sp, SERIES, Metrics(), ack_linger_s=0.2, ack_linger_messages=10)
     task = await _waiting(pipe)
@@ -77,49 +87,38 @@ async def test_a_failed_fsync_in_another_callers_call_redelivers_the_waiting_mes
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        sp.close()
 
 
 async def test_lines_written_while_the_threads_fsync_fails_are_not_acknowledged_by_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    disk_spool: tuple[_Disk, Spool],
 ) -> None:
-    disk = _Disk(monkeypatch)
-    sp = _spool(tmp_path)
-    try:
-        sp.write(b"lel,device=D v=1 1\n", 1)
-        disk.hold, disk.failing = threading.Event(), True
-        fsync = asyncio.create_task(sp.sync_async(busy=True))  # in the thread
-        assert await asyncio.to_thread(disk.entered.wait, 5)
-        sp.write(b"lel,device=D v=2 2\n", 1)  # meanwhile (a held batch written by the pipeline's callback)
-        disk.hold.set()
-        with pytest.raises(OSError, match="Input/output error"):
-            await fsync  # its own waiters hear it here
-        disk.hold, disk.failing = None, False
-        # Linux reports a file's write-back error once: the next fsync would succeed without the second line's
-        # pages, so its waiters hear the failure instead, once
-        assert sp.sync_due_in() == 0.0
-        calls = disk.calls
-        with pytest.raises(OSError, match="Input/output error"):
-            await sp.sync_async()
-        assert disk.calls == calls and sp.fsyncs.failed is None  # raised, not retried; heard once
-        sp.write(b"lel,device=D v=3 3\n", 1)
-        await sp.sync_async()  # a line written after it: fsynced as usual
-        assert disk.calls == calls + 1 and sp.fsyncs.failures == 1 and sp.sync_due_in() is None
-    finally:
-        sp.close()
+    disk, sp = disk_spool
+    sp.write(b"lel,device=D v=1 1\n", 1)
+    disk.hold, disk.failing = threading.Event(), True
+    fsync = asyncio.create_task(sp.sync_async(busy=True))  # in the thread
+    assert await asyncio.to_thread(disk.entered.wait, 5)
+    sp.write(b"lel,device=D v=2 2\n", 1)  # meanwhile (a held batch written by the pipeline's callback)
+    disk.hold.set()
+    with pytest.raises(OSError, match="Input/output error"):
+        await fsync  # its own waiters hear it here
+    disk.hold, disk.failing = None, False
+    # Linux reports a file's write-back error once: the next fsync would succeed without the second line's
+    # pages, so its waiters hear the failure instead, once
+    assert sp.sync_due_in() == 0.0
+    calls = disk.calls
+    with pytest.raises(OSError, match="Input/output error"):
+        await sp.sync_async()
+    assert disk.calls == calls and sp.fsyncs.failed is None  # raised, not retried; heard once
+    sp.write(b"lel,device=D v=3 3\n", 1)
+    await sp.sync_async()  # a line written after it: fsynced as usual
+    assert disk.calls == calls + 1 and sp.fsyncs.failures == 1 and sp.sync_due_in() is None
 
 
-async def test_a_failed_fsync_its_own_caller_hears_is_not_raised_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    disk = _Disk(monkeypatch)
-    sp = _spool(tmp_path)
-    try:
-        sp.write(b"lel,device=D v=1 1\n", 1)
-        disk.failing = True
-        with pytest.raises(OSError):
-            await sp.sync_async(busy=True)  # nothing written meanwhile: only its waiters, who hear it now
-        disk.failing = False
-        assert sp.fsyncs.failed is None and sp.sync_due_in() is None and sp.fsyncs.failures == 0
-    finally:
-        sp.close()
+async def test_a_failed_fsync_its_own_caller_hears_is_not_raised_twice(disk_spool: tuple[_Disk, Spool]) -> None:
+    disk, sp = disk_spool
+    sp.write(b"lel,device=D v=1 1\n", 1)
+    disk.failing = True
+    with pytest.raises(OSError):
+        await sp.sync_async(busy=True)  # nothing written meanwhile: only its waiters, who hear it now
+    disk.failing = False
+    assert sp.fsyncs.failed is None and sp.sync_due_in() is None and sp.fsyncs.failures == 0
