@@ -161,8 +161,9 @@ class Spool:
             # the disk filled up inside the batch: take the torn part back (the file holds whole lines only, and the
             # readers go by `size`) and fail as a full disk does; the caller has the batch delivered again
             os.ftruncate(self._fd, self.segments[-1].size)
-            raise OSError(errno.ENOSPC, f"spool segment {self.segments[-1].path.name}: disk full after {written} of "
-                          f"{len(data)} bytes (taken back)")  # fmt: skip
+            # (its text says what the system's own ENOSPC says, as operators and /health read it, then where)
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: spool segment {self.segments[-1].path.name}: "
+                          f"disk full after {written} of {len(data)} bytes (taken back)")  # fmt: skip
         if self.fsync and self._unsynced_since is None:
             self._unsynced_since = time.monotonic()
         active = self.segments[-1]
