@@ -11,7 +11,7 @@ from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 from pymodbus.pdu.bit_message import ReadCoilsRequest, ReadDiscreteInputsRequest
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest, ReadInputRegistersRequest
@@ -40,7 +40,13 @@ class ModbusLink:
     """A line: connect lazily, one request at a time, inter-frame gap on serial, per-request timeout.
 
     A Modbus TCP line is an `MbapConnection` of ours (pymodbus's PDUs, half the CPU per request of its client);
-    serial and RTU-over-TCP lines, with their CRC framing and inter-frame gaps, use pymodbus's clients."""
+    serial and RTU-over-TCP lines, with their CRC framing and inter-frame gaps, use pymodbus's clients.
+
+    An RTU answer carries no transaction id and no address: an answer that comes after its request timed out would
+    be taken for the next request's, the registers of another block read as this one's when both are the same size.
+    So after a timeout the line waits one more timeout before its next request, and pymodbus drops what comes
+    meanwhile (it has no request to give it to): libmodbus's recovery likewise flushes "after a delay based on the
+    current response timeout" (modbus_set_error_recovery(3)). `guards` counts these waits."""
 
     def __init__(self, line: ModbusTcpLine | ModbusRtuOverTcpLine | ModbusRtuLine) -> None:
         self.line = line
@@ -51,6 +57,8 @@ class ModbusLink:
         self.requests = 0
         self.failures = 0
         self._last_io = 0.0
+        self._quiet_until = 0.0  # no request before then (a late answer may still come)
+        self._guards = 0  # (those of closed Modbus TCP connections; an open one counts its own)
         if isinstance(line, ModbusTcpLine):
             self.where = f"{line.id} ({line.host}:{line.port})"
             return
@@ -89,6 +97,11 @@ class ModbusLink:
         return bool(self.client.connected)
 
     @property
+    def guards(self) -> int:
+        """How many times the line has waited out a possible late answer after a timeout."""
+        return self._guards + (self._tcp.guards if self._tcp is not None else 0)
+
+    @property
     def settings(self) -> str:
         ln = self.line
         if isinstance(ln, ModbusRtuLine):
@@ -122,6 +135,7 @@ class ModbusLink:
         ln = self.line
         assert isinstance(ln, ModbusTcpLine)
         if self._tcp is not None:
+            self._guards += self._tcp.guards
             self._tcp.close()
             self._tcp = None
         try:
@@ -203,14 +217,19 @@ class ModbusLink:
 
     async def _pymodbus(self, request: ModbusPDU, timeout_s: float) -> ModbusPDU:
         """One request through pymodbus's client (serial, RTU over TCP), its errors in our words."""
-        if self._gap_s:
-            wait = self._last_io + self._gap_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        wait = max(self._last_io + self._gap_s, self._quiet_until) - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         # the transaction manager reads its timeout per request; one owner task per line makes this safe
         self.client.ctx.comm_params.timeout_connect = timeout_s
         try:
             rr: ModbusPDU = await self.client.execute(False, request)
+        except ModbusIOException as err:  # no answer in time (or one from another unit): its own may still come
+            self._quiet_until = time.monotonic() + timeout_s
+            self._guards += 1
+            raise DeviceUnreachable(
+                f": no response ({err}); the next request waits {timeout_s:g} s for a late answer"
+            ) from err
         except (TimeoutError, ModbusException) as err:
             raise translate(err, "") from err
         except line_errors() as err:  # the port vanished (USB adapter pulled), a settings call refused mid-use
@@ -228,6 +247,7 @@ class ModbusLink:
 
     def close(self) -> None:
         if self._tcp is not None:
+            self._guards += self._tcp.guards
             self._tcp.close()
             self._tcp = None
         if self.client is not None:

@@ -48,7 +48,9 @@ class MbapConnection(asyncio.Protocol):
     """One TCP connection to a Modbus server or gateway. The line's owner task is its only caller, so at most one
     request is outstanding: its answer is the frame with its transaction and unit id, anything else (a late answer
     to a request that timed out) is skipped and named if the request then times out. Transaction id 0 in an
-    answer and unit id 0 in a request match anything, as in pymodbus's client.
+    answer and unit id 0 in a request match anything, as in pymodbus's client; so a device that does not echo the
+    id could have a late answer taken for the next request: after a timeout on such a connection the next request
+    waits one timeout, skipping what comes (`guards`), as on a serial line (link.py).
 
     pymodbus's client does the same through a general transaction manager (locks, retries, sync and async paths);
     this is the part a gateway polling one request at a time needs, at about half the CPU per request (README,
@@ -67,6 +69,9 @@ class MbapConnection(asyncio.Protocol):
         self._timer_at = 0.0  # its due time, kept here: uvloop gives a plain Handle, with no when(), for a 0 ms delay
         self._late = False  # the deadline passed once: the verdict waits for one more look at the socket
         self._skipped = ""
+        self._echoes = False  # the last answer taken carried our transaction id (a late one would be known)
+        self._quiet_until = 0.0  # no request before then: a late answer we could not tell from the next one's
+        self.guards = 0
         self.closed_why = ""
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -107,6 +112,7 @@ class MbapConnection(asyncio.Protocol):
             ):
                 self._skipped = f"; an answer for transaction {tid} unit {unit} was skipped"
                 continue
+            self._echoes = tid != 0
             pdu = _decode(frame, self._decoder)
             if pdu is None:
                 waiter.set_exception(ProtocolError(f"an answer that could not be decoded: {frame[:16].hex(' ')}"))
@@ -124,6 +130,9 @@ class MbapConnection(asyncio.Protocol):
         """Send one request PDU (function code + data) to `unit`; its answer, decoded. Raises DeviceUnreachable
         (no answer in time, connection lost, a stream that is not Modbus TCP) or ProtocolError (an answer whose
         PDU cannot be decoded)."""
+        wait = self._quiet_until - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)  # what comes meanwhile finds no waiter and is skipped
         transport = self._transport
         if transport is None or transport.is_closing():
             raise DeviceUnreachable(self.closed_why or "not connected")
@@ -186,8 +195,17 @@ class MbapConnection(asyncio.Protocol):
         why = f"no response within {self._timeout_s:g} s{self._skipped}"
         if self._buf:  # part of a frame came and the rest did not: where the next frame starts is unknown
             self._abort(f"{why}; {len(self._buf)} bytes of an answer came without the rest")
-        else:
-            waiter.set_exception(DeviceUnreachable(why))
+            return
+        if not self._echoes:
+            # its answer may still come, with nothing to tell it from the next request's: wait it out first (a
+            # connection opened again after an abort has no such answer to wait for)
+            self._quiet_until = now + self._timeout_s
+            self.guards += 1
+            why += (
+                f"; the next request waits {self._timeout_s:g} s for a late answer"
+                " (no answer here has echoed a transaction id)"
+            )
+        waiter.set_exception(DeviceUnreachable(why))
 
     def close(self) -> None:
         if self._timer is not None:
