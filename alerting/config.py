@@ -26,6 +26,8 @@ class AlarmsConfig(_B):
     state_file: Path = Path("var/state/sitegw.db")
     # how often, after writes, a worker thread copies the state file's log into it (alerting/checkpoint.py)
     checkpoint_s: float = Field(default=1.0, gt=0, le=3600)
+    # how often what the evaluator remembers (windows, daily values, counts in a row) is saved (alerting/memory.py)
+    memory_s: float = Field(default=60.0, gt=0, le=3600)
     # ISA-18.2 chattering alarm: raised 3 or more times in 60 s (the usual rule of thumb of EEMUA 191 / ISA-18.2)
     chatter_count: int = Field(default=3, ge=2)
     chatter_window_s: float = Field(default=60.0, gt=0)

@@ -20,6 +20,7 @@ from alerting.escalation import Escalation
 from alerting.evaluator import Evaluator
 from alerting.hazards import Hazards
 from alerting.hazards.store import HazardHook
+from alerting.memory import EvaluatorMemory, memory_path
 from alerting.messages import Notice, SiteInfo, local_time
 from alerting.notifiers import Message, MqttNotifier, Notifier, Publisher, build_notifier
 from alerting.notifiers.config import MqttChannel
@@ -40,8 +41,7 @@ _OFFLINE = "offline"  # suppression-by-design reason while a device's `up` is 0
 
 class AlarmEngine:
     """Owns the state database and every alarm component. `on_readings` runs inline in the pipeline (no network
-    I/O: rare SQLite writes on transitions only); `run()` drives time (delays, shelving, escalation, hazard clocks).
-    """
+    I/O: rare SQLite writes on transitions only); `run()` drives time (delays, shelving, escalation, hazard clocks)."""
 
     def __init__(
         self,
@@ -55,10 +55,9 @@ class AlarmEngine:
         event_write: Callable[[bytes, int], None] | None = None,
     ) -> None:
         """`event_sink` takes the alarm_events lines (the gateway's spool, durable when it returns); `event_write`,
-        if given, takes those of changes made inline in the pipeline without the fsync, which the pipeline does with
-        its batch's (an fsync in the loop before each alarm's siren, ~0.3 ms, up to 5 on a busy disk);
-        `alarm_hooks` run after the engine's own on every alarm change, inside its transaction (the console's live
-        stream)."""
+        if given, those of changes made inline in the pipeline without the fsync, which the pipeline does with its
+        batch's (an fsync in the loop before each siren, ~0.3 ms, up to 5 on a busy disk); `alarm_hooks` run after
+        the engine's own on every alarm change, inside its transaction (the console's live stream)."""
         self.cfg = cfg
         self.metrics = metrics or AlarmCounters()
         self.clock = clock
@@ -69,6 +68,8 @@ class AlarmEngine:
         self.rules_by_device = resolve_rules(self.rules, cfg.rules, self.devices)
         self.baselines = Baselines(self.conn, clock)
         self.evaluator = Evaluator(self.rules_by_device, self.devices, self.baselines, cfg.timezone)
+        self.memory = EvaluatorMemory(self.evaluator, memory_path(cfg.alarms.state_file), cfg.alarms.memory_s)
+        self.memory.load()  # (app.py runs its saving task; the open alarms' levels are given back below)
         self.deriver = Deriver(self.devices)
         self.site = SiteInfo(
             site_name=cfg.site_name,
@@ -154,8 +155,7 @@ class AlarmEngine:
         self._event_lines.append(encode_line("alarm_events", tags, fields, ts))
 
     def store_events(self, inline: bool = False) -> None:
-        """Hand the queued alarm-event lines to the spool (after the transactions that produced them); `inline`:
-        from the pipeline, whose fsync follows (`event_write`)."""
+        """The queued alarm-event lines to the spool, after their transactions; `inline`: from the pipeline."""
         sink = self.event_write if inline and self.event_write is not None else self.event_sink
         if self._event_lines and sink is not None:
             lines, self._event_lines = self._event_lines, []
@@ -396,4 +396,5 @@ class AlarmEngine:
                 await n.aclose()
             except Exception:
                 log.exception("closing a notifier failed")
+        self.memory.stop()
         self.conn.close()

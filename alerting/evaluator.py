@@ -32,6 +32,7 @@ class _State:
     cand_value: float = 0.0
     pending: Level | None = None  # the candidate last announced as "pending"
     runs: dict[int, int] = field(default_factory=dict)  # level -> consecutive evaluations at its threshold
+    run_ns: int = 0  # the time of the last reading counted in `runs`
     cand_source: int | None = None  # the reading time of the candidate's value
 
 
@@ -89,8 +90,6 @@ class Evaluator:
         self._faulted: set[str] = set()
         self._waiting: set[tuple[str, str, str]] = set()  # states with a candidate, for tick
 
-    # ---- queries ------------------------------------------------------------------------------------------------
-
     def level(self, rule: str, device: str, quantity: str | None = None) -> Level:
         """The confirmed level of a rule on a device (the highest over its quantities when none is given)."""
         if quantity is not None:
@@ -137,17 +136,18 @@ class Evaluator:
         self._waiting.add(key)
 
     def _find(self, rule: str, device: str) -> Bound | None:
-        for d, b in self._calendar:
-            if b.rule.id == rule and d == device:
-                return b
-        for b in self._any_point.get(device, []):
-            if b.rule.id == rule:
-                return b
-        for bs in self._by_key.get(device, {}).values():
-            for b in bs:
-                if b.rule.id == rule:
-                    return b
-        return None
+        mine = [b for d, b in self._calendar if d == device]
+        mine += [*self._any_point.get(device, ()), *(b for bs in self._by_key.get(device, {}).values() for b in bs)]
+        return next((b for b in mine if b.rule.id == rule), None)
+
+    def runs(self) -> dict[tuple[str, str, str], tuple[dict[int, int], int]]:
+        """Counts in a row under way and their last reading's time, by (rule, device, quantity) (alerting/memory.py)."""
+        return {k: (dict(st.runs), st.run_ns) for k, st in self._state.items() if any(st.runs.values())}
+
+    def restore_runs(self, key: tuple[str, str, str], runs: Mapping[int, int], run_ns: int) -> None:
+        if (bound := self._find(key[0], key[1])) is not None:  # (a rule no longer the device's: counts dropped)
+            st = self._state.setdefault(key, _State(bound))
+            st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)
 
     # ---- readings -----------------------------------------------------------------------------------------------
 
@@ -305,10 +305,14 @@ class Evaluator:
         db = rule.deadband
         target = Level.NORMAL
         crossed: Threshold | None = None
+        fresh = src_ns is None or src_ns > st.run_ns  # (a reading heard again, or older, is not counted again)
         for level, value, th in b.thresholds:
             at = x <= value if low else x >= value
-            if th.consecutive > 1:  # surveys (readings) in a row at the threshold, counted whatever the level
-                run = st.runs[level] = st.runs.get(level, 0) + 1 if at else 0
+            if th.consecutive > 1:  # surveys in a row at the threshold, whatever the level; not one heard twice (a
+                # QoS 1 message delivered again, after a restart too) or older
+                run = st.runs.get(level, 0)
+                run = st.runs[level] = (run + 1 if at else 0) if fresh else run
+                st.run_ns = (src_ns or 0) if fresh else st.run_ns
             if level > st.level:  # entering: at the threshold (on enough consecutive readings when it asks)
                 hit = at and (th.consecutive <= 1 or run >= th.consecutive)
             else:  # holding: until back beyond the deadband (with none, until no longer at the threshold)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from alerting.baselines import Baselines
 from alerting.binding import Bound
@@ -14,9 +14,25 @@ from telemetry import quantities
 from telemetry.reading import Reading
 
 if TYPE_CHECKING:  # numpy (11 MB) is imported with the first windowed rule: crane and formwork packs have none
+    import numpy as np
+    import numpy.typing as npt
+
     from alerting.windows import DailySeries, SeriesWindow
 
 NS = 1_000_000_000
+# device, quantity, span, samples taken so far (SeriesWindow.added), the live samples' times and values
+Samples = tuple[str, str, float, int, "npt.NDArray[np.int64]", "npt.NDArray[np.float64]"]
+
+
+class Saved(NamedTuple):
+    """The measures' memory: windows' samples, daily series' days, survey rates' previous readings, frozen runs."""
+
+    windows: list[Samples]
+    daily: list[tuple[str, str, list[tuple[int, float]]]]
+    prev: dict[tuple[str, str], tuple[int, float, int]]
+    frozen: dict[tuple[str, str], tuple[float, int]]
+
+
 WINDOWED = frozenset({"rate_per_day", "window_mean", "rate_percent_of_warning"})  # the measures kept in a window
 
 
@@ -129,11 +145,13 @@ class Measures:
         return (r.value - prev[1]) / (dt_ns / (86400 * NS))
 
     def _window(self, b: Bound, r: Reading) -> SeriesWindow:
-        span = b.rule.window
-        key = (r.device, r.quantity, span)
+        return self._window_for(r.device, r.quantity, b.rule.window)
+
+    def _window_for(self, device: str, quantity: str, span: float) -> SeriesWindow:
+        key = (device, quantity, span)
         w = self._windows.get(key)
         if w is None:
-            interval = self.devices[r.device].expected_interval_s
+            interval = self.devices[device].expected_interval_s
             # room for one window of samples up front; the window grows itself if the device reports faster
             cap = 256 if not interval else min(max(math.ceil(span / interval) + 8, 16), 65536)
             from alerting.windows import SeriesWindow
@@ -142,13 +160,39 @@ class Measures:
         return w
 
     def daily_series(self, r: Reading) -> DailySeries:
-        key = (r.device, r.quantity)
+        return self._daily_for(r.device, r.quantity)
+
+    def _daily_for(self, device: str, quantity: str) -> DailySeries:
+        key = (device, quantity)
         d = self._daily.get(key)
         if d is None:
             from alerting.windows import DailySeries
 
             d = self._daily[key] = DailySeries(self.tz)
         return d
+
+    def saved(self) -> Saved:
+        """What the measures remember, copied (alerting/memory.py keeps it across a restart)."""
+        return Saved(
+            [(d, q, span, w.added, *w.samples()) for (d, q, span), w in self._windows.items() if len(w)],
+            [(d, q, series.samples()) for (d, q), series in self._daily.items() if len(series)],
+            dict(self._prev),
+            dict(self._runs),
+        )
+
+    def load(self, saved: Saved) -> None:
+        """Start from what a run before this one remembered; what belongs to a device no longer configured is left
+        out, and a window whose span no rule asks for any more is never read."""
+        for d, q, span, _, ts, v in saved.windows:
+            if d in self.devices:
+                self._window_for(d, q, span).load(ts, v)
+        for d, q, days in saved.daily:
+            if d in self.devices:
+                series = self._daily_for(d, q)
+                for ts_ns, value in days:
+                    series.add(ts_ns, value)
+        self._prev.update((k, x) for k, x in saved.prev.items() if k[0] in self.devices)
+        self._runs.update((k, x) for k, x in saved.frozen.items() if k[0] in self.devices)
 
     def consecutive(self, b: Bound, r: Reading) -> set[Level]:
         cd = b.rule.consecutive_days

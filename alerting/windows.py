@@ -44,6 +44,7 @@ class SeriesWindow:
         self._head = 0  # index of the oldest live sample
         self._end = 0  # one past the newest live sample
         self.out_of_order = 0  # samples older than the newest one, ignored
+        self.added = 0  # samples taken so far, loaded ones included (what alerting/memory.py has not saved yet)
         self.non_finite = 0  # NaN/inf values, ignored: one would poison every mean and slope of the span
 
     @property
@@ -68,6 +69,7 @@ class SeriesWindow:
         self._ts[self._end] = ts_ns
         self._v[self._end] = value
         self._end += 1
+        self.added += 1
         self._evict(ts_ns - self._span_ns)
 
     def _make_room(self) -> None:
@@ -179,6 +181,26 @@ class SeriesWindow:
         tail = self._v[self._end - n : self._end]
         return bool(np.all(tail == tail[-1]))
 
+    def samples(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Copies of the live samples, oldest first (alerting/memory.py keeps them across a restart)."""
+        ts, v = self._live()
+        return ts.copy(), v.copy()
+
+    def load(self, ts: npt.NDArray[np.int64], v: npt.NDArray[np.float64]) -> None:
+        """Start an empty window from saved samples: time-ordered and finite, as `add` keeps them (checked)."""
+        if len(self) or len(ts) != len(v):
+            raise ValueError("load needs an empty window and as many values as times")
+        if len(ts) and (bool(np.any(np.diff(ts) < 0)) or not bool(np.all(np.isfinite(v)))):
+            raise ValueError("saved samples out of time order or not finite")
+        n = len(ts)
+        cap = max(len(self._ts), 2 * n)
+        self._ts, self._v = np.empty(cap, dtype=np.int64), np.empty(cap, dtype=np.float64)
+        self._ts[:n], self._v[:n] = ts, v
+        self._head, self._end = 0, n
+        self.added = n
+        if n:
+            self._evict(int(ts[-1]) - self._span_ns)
+
     def last(self) -> tuple[int, float] | None:
         if self._end == self._head:
             return None
@@ -220,6 +242,10 @@ class DailySeries:
             newest = max(self._days)
             for d in [d for d in self._days if (newest - d).days >= self.keep_days]:
                 del self._days[d]
+
+    def samples(self) -> list[tuple[int, float]]:
+        """(ts_ns, value) of every kept day's last sample, oldest first (alerting/memory.py)."""
+        return [self._days[d] for d in sorted(self._days)]
 
     def last_values(self) -> list[tuple[datetime.date, float]]:
         """The last value of every kept day, oldest first."""

@@ -338,6 +338,7 @@ class Gateway:
             spawn(tg, "alarm-clock", self.alarms.run_ticks),
             spawn(tg, "escalation", self.alarms.run_escalation),
             spawn(tg, "state-checkpoint", self.alarms.checkpoints.run),
+            spawn(tg, "evaluator-memory", self.alarms.memory.run),
             spawn(tg, "gateway-faults", self.faults.run),
             spawn(tg, "selfmon", lambda: run_selfmon(self)),
             spawn(tg, "daily-values", self.daily.run),

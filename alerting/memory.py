@@ -1,0 +1,223 @@
+"""What the alarm evaluator remembers between readings, kept in a file of its own across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from alerting.evaluator import Evaluator
+from alerting.measures import Saved
+
+log = logging.getLogger("sitegw.alarms")
+
+FORMAT = 1  # of the `memory` row's JSON; a file of another format is set aside, not misread
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    device TEXT NOT NULL, quantity TEXT NOT NULL, span REAL NOT NULL, ts INTEGER NOT NULL, v REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_by_window ON samples (device, quantity, span, ts);
+CREATE TABLE IF NOT EXISTS memory (
+    id INTEGER PRIMARY KEY CHECK (id = 1), format INTEGER NOT NULL, saved_ns INTEGER NOT NULL, data TEXT NOT NULL);
+"""
+Key = tuple[str, str, float]  # a window: device, quantity, span
+Snapshot = tuple[list[tuple[Key, int, int, list[int], list[float]]], str]
+
+
+def memory_path(state_file: Path) -> Path:
+    """`var/state/sitegw.db` -> `var/state/sitegw.memory.db`."""
+    return state_file.with_name(f"{state_file.stem}.memory.db")
+
+
+class EvaluatorMemory:
+    """The evaluator keeps in memory the samples of its windows (an excavation point's 24 h rate, a gas detector's
+    8 h TWA), each point's daily values, a survey rate's previous reading, frozen runs and the counts of readings
+    in a row at a threshold. A restart lost them all: a 24 h rate was blind for 12 h, a 预警 on three surveys in a
+    row waited for three more, a TWA started again from nothing. They are saved here every `every_s` seconds when
+    they changed, by a worker thread (only the samples taken since the last save are written, and those that left
+    their windows deleted: an SD card is not rewritten whole each time), and at a clean stop; loaded at start.
+    A `kill -9` loses at most the last `every_s` seconds of them. SQLite (WAL, synchronous NORMAL: a power cut may
+    lose the last save, never the file), in a file of its own: the alarm database's writes never wait for it."""
+
+    def __init__(self, evaluator: Evaluator, path: Path, every_s: float) -> None:
+        self.evaluator = evaluator
+        self.path = path
+        self.every_s = every_s
+        self.saves = 0
+        self.loaded = "nothing saved"  # what the start found (the log says it)
+        self._lock = threading.Lock()  # one writer: the task's thread, or the stop's final save
+        self._saved: dict[Key, int] = {}  # window -> its `added` count when last saved
+        self._small = ""  # the JSON last saved
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    # ---- start -------------------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Give the evaluator what the last run remembered. A file that cannot be read is set aside (renamed
+        `.unreadable`), said at ERROR, and the evaluator starts empty, as it did before this file existed."""
+        if not self.path.exists():
+            return
+        try:
+            with self._lock:
+                saved, runs, saved_ns = self._read()
+                self.evaluator.measures.load(saved)
+                for key, (counts, run_ns) in runs.items():
+                    self.evaluator.restore_runs(key, counts, run_ns)
+                self._forget_unconfigured()
+        except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
+            self.close()
+            self._saved, self._small = {}, ""
+            aside = self.path.with_name(self.path.name + ".unreadable")
+            for part in ("", "-wal", "-shm"):  # (SQLite's log and index beside it go with it)
+                if Path(f"{self.path}{part}").exists():
+                    Path(f"{self.path}{part}").replace(f"{aside}{part}")
+            self.loaded = f"unreadable ({type(err).__name__}: {err}); set aside as {aside.name}, starting empty"
+            log.error("alarm evaluator memory %s: %s", self.path, self.loaded)
+            return
+        age_s = max(0, time.time_ns() - saved_ns) / 1e9
+        self.loaded = (
+            f"{len(saved.windows)} windows ({sum(len(w[4]) for w in saved.windows)} samples), {len(saved.daily)} daily "
+            f"series, {len(runs)} counts in a row, saved {age_s:.0f} s ago"
+        )
+        log.info("alarm evaluator memory %s: %s", self.path, self.loaded)
+
+    def _read(self) -> tuple[Saved, dict[tuple[str, str, str], tuple[dict[int, int], int]], int]:
+        conn = self._connect()
+        row = conn.execute("SELECT format, saved_ns, data FROM memory").fetchone()
+        if row is None:
+            data: dict[str, Any] = {"daily": [], "prev": [], "frozen": [], "runs": []}
+            saved_ns = 0
+        elif row[0] != FORMAT:
+            raise ValueError(f"format {row[0]}; this release reads format {FORMAT}")
+        else:
+            data, saved_ns = json.loads(row[2]), int(row[1])
+        windows = []
+        rows = conn.execute(
+            "SELECT device, quantity, span, ts, v FROM samples ORDER BY device, quantity, span, ts, rowid"
+        )
+        for (d, q, span), group in itertools.groupby(rows, key=lambda r: (r[0], r[1], r[2])):
+            import numpy as np  # (only with windows to load: a crane-only site never imports numpy)
+
+            samples = list(group)
+            ts = np.array([r[3] for r in samples], dtype=np.int64)
+            windows.append(
+                (str(d), str(q), float(span), len(samples), ts, np.array([r[4] for r in samples], dtype=float))
+            )
+            self._saved[(str(d), str(q), float(span))] = len(samples)
+        saved = Saved(
+            windows,
+            [(str(d), str(q), [(int(t), float(v)) for t, v in days]) for d, q, days in data["daily"]],
+            {(str(d), str(q)): (int(a), float(v), int(b)) for d, q, a, v, b in data["prev"]},
+            {(str(d), str(q)): (float(v), int(n)) for d, q, v, n in data["frozen"]},
+        )
+        runs = {
+            (str(r), str(d), str(q)): ({int(k): int(n) for k, n in c.items()}, int(at))
+            for r, d, q, c, at in data["runs"]
+        }
+        self._small = row[2] if row is not None else ""
+        return saved, runs, saved_ns
+
+    def _forget_unconfigured(self) -> None:
+        """Samples of devices no longer configured were not loaded: their rows go too."""
+        gone = [key for key in self._saved if key[0] not in self.evaluator.devices]
+        conn = self._connect()
+        for d, q, span in gone:
+            conn.execute("DELETE FROM samples WHERE device = ? AND quantity = ? AND span = ?", (d, q, span))
+            del self._saved[(d, q, span)]
+
+    # ---- saving ------------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Save every `every_s` seconds what changed (the task supervisor runs it: a failure, a full disk, is
+        logged, counted, in /health and sent to the sirens, and the task restarts)."""
+        while True:
+            await asyncio.sleep(self.every_s)
+            snap = self._take()
+            if snap is not None:
+                await asyncio.to_thread(self._write, snap)
+
+    def save(self) -> bool:
+        """Save now, in this thread (a clean stop); False when nothing changed since the last save."""
+        snap = self._take()
+        if snap is None:
+            return False
+        self._write(snap)
+        return True
+
+    def _take(self) -> Snapshot | None:
+        """On the event loop: what changed since the last save, copied (the thread must not read live state)."""
+        saved = self.evaluator.measures.saved()
+        small = json.dumps(
+            {
+                "daily": [[d, q, days] for d, q, days in saved.daily],
+                "prev": [[d, q, *x] for (d, q), x in saved.prev.items()],
+                "frozen": [[d, q, *x] for (d, q), x in saved.frozen.items()],
+                "runs": [[*k, {int(lv): n for lv, n in c.items()}, at] for k, (c, at) in self.evaluator.runs().items()],
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        windows = []
+        for d, q, span, added, ts, v in saved.windows:
+            new = min(added - self._saved.get((d, q, span), 0), len(ts))
+            if new > 0:  # (with none, nothing left the window either: samples leave it only as one comes)
+                windows.append(((d, q, span), added, int(ts[0]), ts[-new:].tolist(), v[-new:].tolist()))
+        if not windows and small == self._small:
+            return None
+        return windows, small
+
+    def _write(self, snap: Snapshot) -> None:
+        windows, small = snap
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for (d, q, span), _, oldest, ts, v in windows:
+                    where = "device = ? AND quantity = ? AND span = ?"
+                    conn.execute(f"DELETE FROM samples WHERE {where} AND ts < ?", (d, q, span, oldest))
+                    conn.executemany(
+                        "INSERT INTO samples (device, quantity, span, ts, v) VALUES (?, ?, ?, ?, ?)",
+                        [(d, q, span, t, x) for t, x in zip(ts, v, strict=True)],
+                    )
+                conn.execute(
+                    "INSERT OR REPLACE INTO memory (id, format, saved_ns, data) VALUES (1, ?, ?, ?)",
+                    (FORMAT, time.time_ns(), small),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            for key, added, *_ in windows:
+                self._saved[key] = added
+            self._small = small
+            self.saves += 1
+
+    def stop(self) -> None:
+        """A clean stop: save what changed, then close the file (a failure is logged; the stop goes on)."""
+        try:
+            self.save()
+        except (sqlite3.Error, OSError):
+            log.exception("alarm evaluator memory %s: the last save failed", self.path)
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

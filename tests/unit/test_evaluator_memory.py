@@ -1,0 +1,206 @@
+"""What the evaluator remembers survives a restart (alerting/memory.py): a surveyor's counts in a row, a survey
+rate's previous reading, an automated gauge's 24 h window, a gas detector's TWA. Each test runs the same data
+through one evaluator without a stop and through two with a stop between, and asks for the same alarms; the
+evaluator started without the memory (the tree before) gets them wrong, which the control cases show."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from alerting.baselines import Baselines
+from alerting.db import connect
+from alerting.derived import DeviceContext, WarningLimit
+from alerting.evaluator import Evaluator
+from alerting.memory import EvaluatorMemory, memory_path
+from alerting.overrides import resolve_rules
+from alerting.rules import default_rules
+from alerting.transition import Transition
+from telemetry.reading import Reading
+from tests.surveys import SURVEYS
+from tests.unit.test_excavation_surveys import DAY, T0, WARNING, Q, levels
+
+S = 1_000_000_000
+HOUR = 3600 * S
+RATE = "exc.horizontal_displacement_rate"
+
+
+def evaluator(tmp_path: Path, interval_s: float = 86400) -> Evaluator:
+    """ZQT-3 against the designer's 预警值 (30 mm, 3 mm/d), its baseline set; the same state file each time."""
+    ctx = DeviceContext(
+        "excavation", expected_interval_s=interval_s, warning_values={Q: WarningLimit.resolve(Q, WARNING, None)}
+    )
+    baselines = Baselines(connect(tmp_path / "state.db"), lambda: T0)
+    if baselines.get("ZQT-3", Q) is None:
+        baselines.set("ZQT-3", Q, 0.0, "surveyor", why="初始值")
+    return Evaluator(resolve_rules(default_rules(), None, {"ZQT-3": ctx}), {"ZQT-3": ctx}, baselines)
+
+
+def feed(ev: Evaluator, series: list[tuple[int, float]]) -> list[Transition]:
+    out: list[Transition] = []
+    for ts, value in series:
+        out += ev.observe(Reading("ZQT-3", Q, value, ts), ts)
+    return out
+
+
+def restarted(
+    tmp_path: Path, series: list[tuple[int, float]], stop_after: int, interval_s: float = 86400
+) -> list[Transition]:
+    """The series through an evaluator saved after `stop_after` readings, then through a new one loaded from it."""
+    path = memory_path(tmp_path / "state.db")
+    first = evaluator(tmp_path, interval_s)
+    got = feed(first, series[:stop_after])
+    assert EvaluatorMemory(first, path, 60).save()
+    second = evaluator(tmp_path, interval_s)
+    memory = EvaluatorMemory(second, path, 60)
+    memory.load()
+    for t in got:  # the open alarms' levels, as the engine gives them back from the alarm database
+        if t.phase == "confirmed":
+            second.restore(t.rule, t.device, t.quantity, t.new)
+    got += feed(second, series[stop_after:])
+    memory.close()
+    return got
+
+
+SURVEY_SERIES = [(T0 + day * DAY, value) for day, value in enumerate(SURVEYS)]
+
+
+@pytest.mark.parametrize("stop_after", [4, 5, 12])
+def test_a_restart_between_surveys_changes_no_level(tmp_path: Path, stop_after: int) -> None:
+    """Stopped after the rate's first or second survey above 70 % (days 3, 4; days 11, 12): the 预警 still comes
+    on the third (days 5 and 13), as without a stop. Started empty, the count began again (预警 on day 7's 报警
+    instead), and the first survey after the start had no previous survey to give a rate."""
+    whole = feed(evaluator(tmp_path / "whole"), SURVEY_SERIES)
+    (tmp_path / "stopped").mkdir()
+    assert levels(restarted(tmp_path / "stopped", SURVEY_SERIES, stop_after), RATE) == levels(whole, RATE)
+    assert levels(whole, RATE) == [(1, 5), (2, 7), (0, 8), (1, 13), (0, 14)]
+
+
+def test_control_an_evaluator_started_empty_misses_the_third_survey(tmp_path: Path) -> None:
+    """What the tree before did: the stop after day 4 loses two of the three surveys in a row and the rate."""
+    first = evaluator(tmp_path)
+    got = feed(first, SURVEY_SERIES[:5])
+    got += feed(evaluator(tmp_path), SURVEY_SERIES[5:])
+    assert (1, 5) not in levels(got, RATE)
+
+
+TEN_MIN = 600 * S
+
+
+def gauge(hours: int, mm_per_day: float, start_ns: int = T0) -> list[tuple[int, float]]:
+    """An automated gauge read every 10 minutes (too close together for a survey rate), moving steadily."""
+    return [(start_ns + i * TEN_MIN, i * mm_per_day / 144) for i in range(6 * hours)]
+
+
+def test_an_automated_gauge_s_rate_is_not_blind_after_a_restart(tmp_path: Path) -> None:
+    """A 24 h rate needs 12 h of readings: stopped after 11 h of 3.6 mm/d (120 % of 3 mm/d), 报警 comes after
+    12 h of readings counted across the stop, as without one; started empty it came 12 h after the start."""
+    series = gauge(30, 3.6)
+    whole = feed(evaluator(tmp_path / "whole", 600), series)
+    (tmp_path / "stopped").mkdir()
+    got = restarted(tmp_path / "stopped", series, 66, 600)
+    assert hours_raised(got) == hours_raised(whole) == [(2, 12)]
+    (tmp_path / "empty").mkdir()
+    control = feed(evaluator(tmp_path / "empty", 600), series[:66])
+    control += feed(evaluator(tmp_path / "empty", 600), series[66:])
+    assert hours_raised(control) == [(2, 23)]
+
+
+def hours_raised(got: list[Transition]) -> list[tuple[int, int]]:
+    return [(int(t.new), (t.at_ns - T0) // HOUR) for t in got if t.rule == RATE and t.phase == "confirmed"]
+
+
+def test_a_stop_with_the_rate_s_alarm_open_changes_no_level(tmp_path: Path) -> None:
+    """Stopped at 20 h with 报警 open, the gauge slowing to 1.8 mm/d from then: 报警 falls to 预警 at 29 h and
+    clears at 37 h as the 24 h slope comes down, as without a stop. Started empty, the slope of the new readings
+    alone (60 %) cleared 报警 at 32 h, with no 预警 between."""
+    series = gauge(20, 3.6)
+    slower = gauge(40, 0, series[-1][0])[1:]
+    series += [(ts, series[-1][1] + (i + 1) * 1.8 / 144) for i, (ts, _) in enumerate(slower)]
+    whole = feed(evaluator(tmp_path / "whole", 600), series)
+    (tmp_path / "stopped").mkdir()
+    got = restarted(tmp_path / "stopped", series, 120, 600)
+    assert hours_raised(got) == hours_raised(whole) == [(2, 12), (1, 29), (0, 37)]
+    (tmp_path / "empty").mkdir()
+    control = feed(evaluator(tmp_path / "empty", 600), series[:120])
+    second = evaluator(tmp_path / "empty", 600)
+    second.restore(RATE, "ZQT-3", Q, control[-1].new)
+    assert hours_raised(control + feed(second, series[120:])) == [(2, 12), (0, 32)]
+
+
+def test_saves_write_only_the_new_samples_and_drop_those_that_left_the_window(tmp_path: Path) -> None:
+    path = memory_path(tmp_path / "state.db")
+    ev = evaluator(tmp_path, 600)
+    memory = EvaluatorMemory(ev, path, 60)
+    feed(ev, gauge(10, 1.0))
+    assert memory.save()
+    assert not memory.save()  # nothing changed
+    feed(ev, gauge(40, 1.0)[60:])  # 40 h: the 24 h window keeps the last 145 (the one in force at its start too)
+    assert memory.save()
+    rows = sqlite3.connect(path).execute("SELECT ts FROM samples ORDER BY ts").fetchall()
+    assert [ts for (ts,) in rows] == [ts for ts, _ in gauge(40, 1.0)[-145:]]
+    memory.close()
+
+
+def test_an_unreadable_memory_is_set_aside_said_and_the_evaluator_starts_empty(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = memory_path(tmp_path / "state.db")
+    ev = evaluator(tmp_path)
+    feed(ev, SURVEY_SERIES[:5])
+    EvaluatorMemory(ev, path, 60).save()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE memory SET data = '{\"daily\": 5}'")
+    fresh = evaluator(tmp_path)
+    memory = EvaluatorMemory(fresh, path, 60)
+    with caplog.at_level(logging.ERROR, "sitegw.alarms"):
+        memory.load()
+    assert "unreadable (TypeError" in memory.loaded and "set aside as state.memory.db.unreadable" in memory.loaded
+    assert any(str(path) in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert (tmp_path / "state.memory.db.unreadable").exists() and not path.exists()
+    assert fresh.runs() == {}
+    feed(fresh, SURVEY_SERIES[5:7])
+    assert memory.save() and path.exists()  # a new memory begins
+    memory.close()
+
+
+def test_a_memory_of_another_format_is_not_misread(tmp_path: Path) -> None:
+    path = memory_path(tmp_path / "state.db")
+    ev = evaluator(tmp_path)
+    feed(ev, SURVEY_SERIES[:5])
+    EvaluatorMemory(ev, path, 60).save()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE memory SET format = 2")
+    memory = EvaluatorMemory(evaluator(tmp_path), path, 60)
+    memory.load()
+    assert "format 2; this release reads format 1" in memory.loaded
+    memory.close()
+
+
+def test_a_device_no_longer_configured_is_left_out_and_its_samples_deleted(tmp_path: Path) -> None:
+    path = memory_path(tmp_path / "state.db")
+    ev = evaluator(tmp_path, 600)
+    feed(ev, gauge(1, 1.0))
+    ev.observe(Reading("GONE-1", Q, 1.0, T0), T0)  # (not configured: no rules, nothing kept)
+    EvaluatorMemory(ev, path, 60).save()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE samples SET device = 'GONE-1'")
+    memory = EvaluatorMemory(evaluator(tmp_path, 600), path, 60)
+    memory.load()
+    assert memory.loaded.startswith("1 windows (6 samples)")  # read, not given to the evaluator
+    assert memory.evaluator.measures.saved().windows == []
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM samples").fetchone() == (0,)
+    memory.close()
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_survey_heard_twice_is_counted_once(tmp_path: Path, stop: bool) -> None:
+    """QoS 1 delivers at least once: day 4's result again (after a restart, the broker's redelivery of a message
+    whose acknowledgement the kill cut off) is not a third survey in a row; the 预警 waits for day 5's, on day 5.
+    Before, the repeat was counted and 预警 came on day 4's survey."""
+    again = [*SURVEY_SERIES[:5], SURVEY_SERIES[4], *SURVEY_SERIES[5:]]
+    got = restarted(tmp_path, again, 5) if stop else feed(evaluator(tmp_path), again)
+    assert levels(got, RATE) == [(1, 5), (2, 7), (0, 8), (1, 13), (0, 14)]
