@@ -94,6 +94,9 @@ class PayloadMap(_Base):
     sentinels: dict[str, QualityName] = {}
     # numbers sent as strings ("12.5", HJ 212 does it always) are read as numbers
     numeric_strings: bool = False
+    # a message from a configured device holding nothing but its key and time is its heartbeat: the device is heard
+    # (its `up`), nothing is stored, no dead letter (云筑's upload.towerCraneHeartbeat: deviceId and deviceTime)
+    heartbeat: bool = False
 
     _sentinels = field_validator("sentinels", mode="before")(lambda cls, v: sentinel_table(v))
 
@@ -101,4 +104,6 @@ class PayloadMap(_Base):
     def _check(self) -> PayloadMap:
         if not self.fields and self.points is None:
             raise ValueError("a payload map needs 'fields' or 'points'")
+        if self.heartbeat and self.points is not None:
+            raise ValueError("heartbeat: a message of no points could not be told from a heartbeat; fields only")
         return self

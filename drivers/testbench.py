@@ -43,6 +43,7 @@ class Decoded:
     label: str
     readings: list[Reading] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    heartbeat: bool = False  # the device's heartbeat: heard, nothing stored (PayloadMap.heartbeat)
 
 
 # ---- decoding -------------------------------------------------------------------------------------------------
@@ -68,6 +69,10 @@ def decode_payloads(
         try:
             doc = dec.parse(payload)
             key = dec.device_key(topic, doc)
+            if dec.has_heartbeats and dec.heartbeat(doc):  # as the session takes it (drivers/mqtt/session.py)
+                d.heartbeat = True
+                out.append(d)
+                continue
             ts = dec.timestamp_ns(doc, receive_ns + i)
             d.readings, errors = dec.readings(key, doc, ts)
             d.errors = [str(e) for e in errors]
@@ -162,7 +167,7 @@ def decode_survey(profile: SurveyProfile, data: bytes, filename: str, site_tz: s
 def describe(d: Decoded, site_tz: str) -> list[str]:
     """Readings with unit, quality and time (UTC and site time), then every error."""
     zone = ZoneInfo(site_tz)
-    out = [f"{d.label}:"]
+    out = [f"{d.label}:"] + (["  heartbeat: the device is heard, nothing is stored"] if d.heartbeat else [])
     for r in d.readings:
         q = quantities.lookup(r.quantity)
         t = datetime.fromtimestamp(r.ts_ns / 1e9, UTC)
@@ -200,6 +205,7 @@ class Case(BaseModel):
     survey: str | None = None  # a surveyor's report as CSV text (survey profiles)
     expect: list[Expected] = []
     errors: list[str] = []  # substrings, one per expected error, in order
+    heartbeat: bool = False  # the payload is its device's heartbeat (no readings, no error)
 
     @model_validator(mode="after")
     def _one(self) -> Case:
@@ -256,6 +262,8 @@ def run_case(profile: AnyProfile, case: Case, sf: SampleFile) -> Decoded:
 def check_case(d: Decoded, case: Case) -> list[str]:
     """Differences between what a case decoded to and what it must decode to."""
     problems: list[str] = []
+    if d.heartbeat != case.heartbeat:
+        problems.append("decoded as a heartbeat, not expected" if d.heartbeat else "expected a heartbeat")
     got = {r.quantity: r for r in d.readings}
     if len(got) != len(d.readings):
         problems.append("a quantity appears twice in one message")

@@ -268,7 +268,7 @@ class Gateway:
         mqtt_in = SeenSubmit(self.liveness, p.submit, heard("mqtt"), p.ready_now, p.take_now)
         survey_in = marking_seen(self.liveness, p.submit, heard("survey"))
         self.sessions = [
-            MqttSession(params[bid], routes, mqtt_in, self._dead_letter, self._on_message, now=mqtt_in)
+            MqttSession(params[bid], routes, mqtt_in, self._dead_letter, self._on_message, mqtt_in, self.liveness.heard)
             for bid, routes in build_routes(cfg).items()
             if routes
         ]

@@ -39,6 +39,7 @@ class LiveFigures:
     mqtt_read_windows: Mapping[str, int]  # by broker id (drivers/mqtt/reader.py)
     mqtt_read_pauses: Mapping[str, int]  # by broker id: the broker sent beyond the window (drivers/mqtt/reader.py)
     mqtt_retained: Mapping[str, int]  # by broker id: retained messages not decoded (drivers/mqtt/session.py)
+    mqtt_heartbeats: Mapping[str, int]  # by broker id: devices' heartbeats (PayloadMap.heartbeat)
     devices_total: int
 
 
@@ -273,6 +274,12 @@ class Metrics(AlarmCounters):
                 c,
                 "Retained messages (the broker's copies of earlier ones, sent on subscribing): acknowledged, not read.",
                 by("broker", live.mqtt_retained),
+            )
+            family(
+                "sitegw_mqtt_heartbeats_total",
+                c,
+                "Messages that were a device's heartbeat (no data; the device is heard), by broker.",
+                by("broker", live.mqtt_heartbeats),
             )
         family("sitegw_device_up", g, "1 while the device delivers data, 0 when offline.", by("device", self.up))
         one("sitegw_devices_up", g, "Devices online.", sum(self.up.values()))

@@ -263,6 +263,7 @@ def live_figures(gw: GatewayParts) -> LiveFigures:
         mqtt_read_windows={s.p.id: s.read_windows for s in gw.sessions},
         mqtt_read_pauses={s.p.id: s.read_pauses for s in gw.sessions},
         mqtt_retained={s.p.id: s.retained for s in gw.sessions},
+        mqtt_heartbeats={s.p.id: s.heartbeats for s in gw.sessions},
         devices_total=len(gw.cfg.devices),
     )
 

@@ -61,6 +61,11 @@ class Liveness:
             return Reading(device, "up", 1.0, ts_ns or time.time_ns())
         return None
 
+    def heard(self, device: str) -> None:
+        """A device's heartbeat (no readings): it is there; an `up` it brings goes with the next batch or sweep."""
+        if (up := self.seen(device, time.monotonic())) is not None:
+            self._pending.append(up)
+
     def take(self) -> Sequence[Reading]:
         """Health readings produced outside a sweep (decode_errors back to 0), to submit with the next batch."""
         if not self._pending:  # (nearly always: no list made per message)
@@ -114,13 +119,10 @@ class Liveness:
 
 
 async def watch_liveness(liveness: Liveness, submit: Submit, period_s: float = 0.5, stall_s: float = 1.0) -> None:
-    """Timer, not a busy wait: checks staleness twice a second.
-
-    If this timer itself woke up more than `stall_s` late, the gateway (not the devices) was stalled, e.g. a host
-    starved of CPU or a blocking disk: every device would look silent at once. The stall is credited to every
-    device instead of raising a burst of false offline alarms; it is logged and counted. It wakes on the grid of
-    `period_s` (to_next_tick), with the polls and the other periodic tasks.
-    """
+    """Checks staleness twice a second, on the grid of `period_s` (to_next_tick) with the other periodic tasks. If
+    this timer woke up more than `stall_s` late, the gateway (not the devices) was stalled, e.g. a host starved of
+    CPU or a blocking disk: every device would look silent at once. The stall is credited to every device instead
+    of raising a burst of false offline alarms; it is logged and counted."""
     loop = asyncio.get_running_loop()
     while True:
         asked = to_next_tick(loop.time(), period_s)
@@ -253,7 +255,8 @@ async def run_stream(driver: StreamingDriver, first_s: float = 0.2, max_s: float
 
 class LineOwner:
     """The one task that talks to a physical line. Polls each device on its own schedule; a dead device trips
-    its breaker and costs the others at most one timeout per backoff period."""
+    its breaker and costs the others at most two timeouts per backoff period (its own, and the wait for a late
+    answer after it: drivers/modbus/link.py)."""
 
     def __init__(
         self,

@@ -159,6 +159,11 @@ class PayloadDecoder:
         self._key_segment = m.device_key.segment
         self._ts_path = _ts_paths(m.timestamp)
         self._time = TimeParser(m.timestamp, site_tz)
+        self.has_heartbeats = m.heartbeat
+        # a heartbeat holds its device's key and time at most: a message with any other key (a field renamed by a
+        # firmware update) is not taken for one, so it is still dead-lettered rather than silently heard
+        heads = [self._key_path, *(self._ts_path or [])]
+        self._beat_keys = frozenset(str(p[0]) for p in heads if p)
         # an integer epoch at a key of the payload's top level (most devices' time): (key, ns per unit), read by
         # `timestamp_ns` without the general path's checks (a fourth of its time); a time out of range still goes
         # through them, and is refused there
@@ -258,6 +263,11 @@ class PayloadDecoder:
                 raise ProtocolError(f"{parser.where}: a part is missing or not a string")
             v = " ".join(parts)
         return parser.parse(v)
+
+    def heartbeat(self, doc: Any) -> bool:
+        """The message holds its device's key and time at most (云筑's may leave the time out): for a profile with
+        heartbeats (`has_heartbeats`, PayloadMap.heartbeat), its device's heartbeat."""
+        return type(doc) is dict and doc.keys() <= self._beat_keys
 
     def _flag(self, doc: Any, path: tuple[str | int, ...] | None) -> bool:
         if path is None:

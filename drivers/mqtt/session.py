@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from drivers.errors import ProtocolError
+from drivers.mqtt.batch_ack import BatchAck, OnSpooled, ack_each, connection_gone, counting
 from drivers.mqtt.client import (
     BrokerParams,
     Client,
@@ -41,10 +42,10 @@ class MqttDeviceRoute:
     decoder: PayloadDecoder
 
 
-OnSpooled = Callable[[], object]  # its return value is ignored
 Submit = Callable[[list[Reading], OnSpooled | None], Awaitable[None]]
 OnDeadLetter = Callable[[str, str, str | None], None]  # (reason class, message, device or None) for metrics
 OnMessage = Callable[[int], None]  # messages received
+OnHeard = Callable[[str], None]  # a device's heartbeat (a message with nothing to store: PayloadMap.heartbeat)
 
 
 class SubmitNow(Protocol):
@@ -58,55 +59,6 @@ class SubmitNow(Protocol):
 MAX_BATCH_MESSAGES = 1000
 
 
-def _call_all(fns: list[OnSpooled]) -> None:
-    for fn in fns:
-        fn()
-
-
-def _counted(
-    ack_all: Callable[[list[OnSpooled]], None], acked: Callable[[int], None]
-) -> Callable[[list[OnSpooled]], None]:
-    """`ack_all` that tells the reader how many of its messages were acknowledged (reader.py `Inbox.acked`): it
-    takes in no more than its window unacknowledged."""
-
-    def counted(acks: list[OnSpooled]) -> None:
-        try:
-            ack_all(acks)
-        finally:
-            acked(len(acks))
-
-    return counted
-
-
-def _gone() -> None:
-    """A connection that has ended: the broker delivers what it left unacknowledged again at the next one."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatchAck:
-    """Acknowledges a batch's messages once their readings are spooled. `messages` tells the pipeline how many
-    messages wait on it: it lets acknowledgements wait a few ms to share an fsync, but only a few of them, since a
-    broker sends no more than its in-flight window unacknowledged."""
-
-    ack_all: Callable[[list[OnSpooled]], None]
-    acks: list[OnSpooled]
-    # when the readings could not be spooled: ends the connection the messages came on (client.py redeliverer)
-    redeliver: Callable[[], None] = _gone
-    # every message is QoS 1 on the session's persistent connection: until acknowledged, the broker keeps it and
-    # delivers it again, so its readings may wait outside the spool until their fsync (gateway/acks.py held)
-    redeliverable: bool = False
-    # how many of this broker's messages may wait for one fsync: half the window announced on MQTT 5
-    # (client.py subscriber); 0: the pipeline's ack_linger_messages, below a window the broker chooses
-    hold: int = 0
-
-    @property
-    def messages(self) -> int:
-        return len(self.acks)
-
-    def __call__(self) -> None:
-        self.ack_all(self.acks)
-
-
 class MqttSession:
     def __init__(
         self,
@@ -116,8 +68,10 @@ class MqttSession:
         on_dead_letter: OnDeadLetter,
         on_message: OnMessage | None = None,
         now: SubmitNow | None = None,
+        on_heard: OnHeard | None = None,
     ) -> None:
         self.p = params
+        self.on_heard = on_heard
         self.submit = submit
         self._now = now  # the at-once hand-over, used from the reader's callback (handle_now)
         self.on_dead_letter = on_dead_letter
@@ -149,11 +103,12 @@ class MqttSession:
         self.settled = asyncio.Event()
         self.settled.set()
         # acknowledges a batch's messages once they are spooled (one socket write for the batch while connected)
-        self._ack_all: Callable[[list[OnSpooled]], None] = _call_all
-        self._redeliver: Callable[[], None] = _gone
+        self._ack_all: Callable[[list[OnSpooled]], None] = ack_each
+        self._redeliver: Callable[[], None] = connection_gone
         self._ack: Callable[[int, int], object] | None = None  # the connection's acknowledger of one message
         self._hold = params.receive_maximum // 2
         self.retained = 0  # retained messages acknowledged and not decoded (`_retained`)
+        self.heartbeats = 0  # messages that were a device's heartbeat (`_decode`)
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -175,7 +130,7 @@ class MqttSession:
                 self.connected.set()
                 on_connected()
                 ack, ack_all = batch_acker(client)
-                self._ack_all = _counted(ack_all, inbox.acked)
+                self._ack_all = counting(ack_all, inbox.acked)
                 self._ack = ack
                 self._redeliver = redeliverer(client)
                 # everything received so far as one batch: one hand-over to the pipeline, not one per message
@@ -188,8 +143,8 @@ class MqttSession:
         finally:
             self._windows_before, self._pauses_before = self.read_windows, self.read_pauses
             self.client, self.inbox, self._ack = None, None, None
-            self._ack_all = _call_all  # the connection's acker goes with it (batches in flight keep their own)
-            self._redeliver = _gone
+            self._ack_all = ack_each  # the connection's acker goes with it (batches in flight keep their own)
+            self._redeliver = connection_gone
             self.connected.clear()
 
     @property
@@ -311,6 +266,11 @@ class MqttSession:
                 device = keys.get(key)
                 if device is None:
                     raise ProtocolError(f"no device with key {key!r} is configured for {dec.profile.id}")
+                if dec.has_heartbeats and dec.heartbeat(doc):  # (before its time: 云筑's may leave it out)
+                    self.heartbeats += 1
+                    if self.on_heard is not None:
+                        self.on_heard(device)
+                    return
                 ts = dec.timestamp_ns(doc, receive_ns, device)
                 readings, errors = dec.readings(device, doc, ts)
             except ProtocolError as err:
