@@ -60,6 +60,12 @@ class SiteConfig(BaseModel):
     def _cross(self) -> SiteConfig:
         if self.second_sink is not None and self.second_sink.spool.dir == self.spool.dir:
             raise ValueError("second_sink.spool.dir: must differ from spool.dir (each sink has a spool of its own)")
+        if "timezone" in self.hazards.model_fields_set and self.hazards.timezone != self.site.timezone:
+            # the hazard clocks' local days and the ledger's date range (the site's) would disagree
+            raise ValueError(
+                f"hazards.timezone: {self.hazards.timezone!r} differs from site.timezone {self.site.timezone!r}; "
+                "leave it out: the hazard workflow's days are the site's"
+            )
         _unique("lines", [x.id for x in self.lines])
         _unique("brokers", [x.id for x in self.brokers])
         _unique("devices", [x.id for x in self.devices])
@@ -130,7 +136,7 @@ class SiteConfig(BaseModel):
             alarms=self.alarms,
             rules=self.rules,
             escalation=self.escalation,
-            hazards=self.hazards,
+            hazards=self.hazards.model_copy(update={"timezone": self.site.timezone}),
         )
 
     def profiles(self) -> dict[str, AnyProfile]:

@@ -262,3 +262,14 @@ def test_each_driver_checks_its_own_devices_and_claims_across_the_site(tmp_path:
     assert "devices[2].unit_id (line 9): 1 on line l1 is already TC-01" in msg, msg
     cfg = load_config(write(tmp_path, GOOD.replace("sink:", survey.replace("line: l1, ", "") + "sink:")))
     assert cfg.clock_limits()["ZQT-1"][1] > 365 * 86400 > cfg.clock_limits()["FW-1"][1]  # surveys come late
+
+
+def test_the_hazard_workflow_keeps_the_site_s_time_zone(tmp_path: Path) -> None:
+    """The hazard clocks' "same day" and the ledger's date range (the site's) must count the same local days: the
+    workflow takes site.timezone, and a different hazards.timezone is refused, not kept apart."""
+    site = GOOD.replace("name: 测试工地}", "name: 测试工地, timezone: Asia/Urumqi}")
+    assert load_config(write(tmp_path, site)).alarm_setup().hazards.timezone == "Asia/Urumqi"
+    same = load_config(write(tmp_path, site + "hazards: {timezone: Asia/Urumqi}\n"))
+    assert same.alarm_setup().hazards.timezone == "Asia/Urumqi"
+    err = error_of(tmp_path, site + "hazards: {timezone: Asia/Shanghai}\n")
+    assert "hazards.timezone: 'Asia/Shanghai' differs from site.timezone 'Asia/Urumqi'" in err
