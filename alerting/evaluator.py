@@ -79,14 +79,12 @@ class Evaluator:
         )
         # what each rule compares (a change, a rate, a mean, a run), with the windows and series behind it
         self.measures = Measures(devices, baselines, tz, self._latest)
-        # numpy and the windows load now, at start-up, when a bound rule needs them (gas means, excavation rates),
-        # not with the first reading that does: that blocked the event loop ~60 ms and made the site's first gas
-        # alarm after a start 60-130 ms late (the alarm-latency benchmark's first alarm; the others took 4-7 ms)
+        # numpy and the windows load at start-up when a rule needs them, not with the first reading that does: that
+        # blocked the loop ~60 ms and made the site's first gas alarm after a start 60-130 ms late
         if any(b.rule.measure in WINDOWED for b in tables.unique):
             self.measures.load_windows()
         self._state: dict[tuple[str, str, str], _State] = {}  # (rule, device, quantity)
-        # devices with a point-fault state (a BAD reading was seen, or one was restored): only their valid readings
-        # look for a fault to clear; on the others (nearly all, nearly always) a valid reading has nothing to clear
+        # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
         self._faulted: set[str] = set()
         self._waiting: set[tuple[str, str, str]] = set()  # states with a candidate, for tick
 
@@ -140,16 +138,18 @@ class Evaluator:
         mine += [*self._any_point.get(device, ()), *(b for bs in self._by_key.get(device, {}).values() for b in bs)]
         return next((b for b in mine if b.rule.id == rule), None)
 
+    def spans(self, device: str) -> set[float]:
+        """The spans of a device's windowed rules (alerting/memory.py loads no other window)."""
+        return {b.rule.window for bs in self._by_key.get(device, {}).values() for b in bs if b.rule.measure in WINDOWED}
+
     def runs(self) -> dict[tuple[str, str, str], tuple[dict[int, int], int]]:
         """Counts in a row under way and their last reading's time, by (rule, device, quantity) (alerting/memory.py)."""
-        return {k: (dict(st.runs), st.run_ns) for k, st in self._state.items() if any(st.runs.values())}
+        return {k: (dict(st.runs), st.run_ns) for k, st in self._state.items() if st.run_ns or any(st.runs.values())}
 
     def restore_runs(self, key: tuple[str, str, str], runs: Mapping[int, int], run_ns: int) -> None:
         if (bound := self._find(key[0], key[1])) is not None:  # (a rule no longer the device's: counts dropped)
             st = self._state.setdefault(key, _State(bound))
             st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)
-
-    # ---- readings -----------------------------------------------------------------------------------------------
 
     def observe(self, reading: Reading, now_ns: int) -> list[Transition]:
         self._remember(reading)

@@ -20,8 +20,9 @@ if TYPE_CHECKING:  # numpy (11 MB) is imported with the first windowed rule: cra
     from alerting.windows import DailySeries, SeriesWindow
 
 NS = 1_000_000_000
-# device, quantity, span, samples taken so far (SeriesWindow.added), the live samples' times and values
-Samples = tuple[str, str, float, int, "npt.NDArray[np.int64]", "npt.NDArray[np.float64]"]
+# device, quantity, span, samples taken so far (SeriesWindow.added), the oldest live sample's time, and the times
+# and values of the live samples not saved yet (all of them, loaded)
+Samples = tuple[str, str, float, int, int, "npt.NDArray[np.int64]", "npt.NDArray[np.float64]"]
 
 
 class Saved(NamedTuple):
@@ -171,10 +172,15 @@ class Measures:
             d = self._daily[key] = DailySeries(self.tz)
         return d
 
-    def saved(self) -> Saved:
-        """What the measures remember, copied (alerting/memory.py keeps it across a restart)."""
+    def saved(self, since: Mapping[tuple[str, str, float], int]) -> Saved:
+        """What the measures remember, copied (alerting/memory.py keeps it across a restart): of each window, only
+        the samples taken after its `since` count (SeriesWindow.added when last saved)."""
         return Saved(
-            [(d, q, span, w.added, *w.samples()) for (d, q, span), w in self._windows.items() if len(w)],
+            [
+                (d, q, span, w.added, w.oldest_ns(), *w.samples(w.added - since.get((d, q, span), 0)))
+                for (d, q, span), w in self._windows.items()
+                if len(w) and w.added > since.get((d, q, span), 0)
+            ],
             [(d, q, series.samples()) for (d, q), series in self._daily.items() if len(series)],
             dict(self._prev),
             dict(self._runs),
@@ -183,7 +189,7 @@ class Measures:
     def load(self, saved: Saved) -> None:
         """Start from what a run before this one remembered; what belongs to a device no longer configured is left
         out, and a window whose span no rule asks for any more is never read."""
-        for d, q, span, _, ts, v in saved.windows:
+        for d, q, span, _, _, ts, v in saved.windows:
             if d in self.devices:
                 self._window_for(d, q, span).load(ts, v)
         for d, q, days in saved.daily:

@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS memory (
     id INTEGER PRIMARY KEY CHECK (id = 1), format INTEGER NOT NULL, saved_ns INTEGER NOT NULL, data TEXT NOT NULL);
 """
 Key = tuple[str, str, float]  # a window: device, quantity, span
-Snapshot = tuple[list[tuple[Key, int, int, list[int], list[float]]], str]
+# the windows' new samples (numpy arrays, copies: made into rows in the thread), and the rest as JSON
+Snapshot = tuple[list[tuple[Key, int, int, Any, Any]], str]
 
 
 def memory_path(state_file: Path) -> Path:
@@ -50,7 +51,9 @@ class EvaluatorMemory:
         self.every_s = every_s
         self.saves = 0
         self.loaded = "nothing saved"  # what the start found (the log says it)
-        self._lock = threading.Lock()  # one writer: the task's thread, or the stop's final save
+        # one writer: the task's thread, or the stop's final save, which waits for a write the stop's cancel left
+        # running in its thread and takes what changed after it (taken before, it wrote those samples twice)
+        self._lock = threading.RLock()
         self._saved: dict[Key, int] = {}  # window -> its `added` count when last saved
         self._small = ""  # the JSON last saved
         self._conn: sqlite3.Connection | None = None
@@ -75,6 +78,8 @@ class EvaluatorMemory:
         try:
             with self._lock:
                 saved, runs, saved_ns = self._read()
+                spans = self.evaluator.spans
+                saved = saved._replace(windows=[w for w in saved.windows if w[2] in spans(w[0])])
                 self.evaluator.measures.load(saved)
                 for key, (counts, run_ns) in runs.items():
                     self.evaluator.restore_runs(key, counts, run_ns)
@@ -82,17 +87,18 @@ class EvaluatorMemory:
         except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
             self.close()
             self._saved, self._small = {}, ""
-            aside = self.path.with_name(self.path.name + ".unreadable")
+            # (named by the time: an earlier one set aside, say a newer release's after a downgrade, is kept)
+            aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
             for part in ("", "-wal", "-shm"):  # (SQLite's log and index beside it go with it)
                 if Path(f"{self.path}{part}").exists():
                     Path(f"{self.path}{part}").replace(f"{aside}{part}")
             self.loaded = f"unreadable ({type(err).__name__}: {err}); set aside as {aside.name}, starting empty"
             log.error("alarm evaluator memory %s: %s", self.path, self.loaded)
             return
-        age_s = max(0, time.time_ns() - saved_ns) / 1e9
+        when = f"saved {max(0, time.time_ns() - saved_ns) / 1e9:.0f} s ago" if saved_ns else "never saved whole"
         self.loaded = (
-            f"{len(saved.windows)} windows ({sum(len(w[4]) for w in saved.windows)} samples), {len(saved.daily)} daily "
-            f"series, {len(runs)} counts in a row, saved {age_s:.0f} s ago"
+            f"{len(saved.windows)} windows ({sum(len(w[5]) for w in saved.windows)} samples), {len(saved.daily)} daily "
+            f"series, {len(runs)} counts in a row, {when}"
         )
         log.info("alarm evaluator memory %s: %s", self.path, self.loaded)
 
@@ -115,9 +121,8 @@ class EvaluatorMemory:
 
             samples = list(group)
             ts = np.array([r[3] for r in samples], dtype=np.int64)
-            windows.append(
-                (str(d), str(q), float(span), len(samples), ts, np.array([r[4] for r in samples], dtype=float))
-            )
+            v = np.array([r[4] for r in samples], dtype=float)
+            windows.append((str(d), str(q), float(span), len(samples), int(ts[0]), ts, v))
             self._saved[(str(d), str(q), float(span))] = len(samples)
         saved = Saved(
             windows,
@@ -133,8 +138,9 @@ class EvaluatorMemory:
         return saved, runs, saved_ns
 
     def _forget_unconfigured(self) -> None:
-        """Samples of devices no longer configured were not loaded: their rows go too."""
-        gone = [key for key in self._saved if key[0] not in self.evaluator.devices]
+        """Samples of devices no longer configured were not loaded, nor those of a window whose span no rule asks
+        for any more (its `window_s` changed): their rows go too."""
+        gone = [(d, q, span) for d, q, span in self._saved if span not in self.evaluator.spans(d)]
         conn = self._connect()
         for d, q, span in gone:
             conn.execute("DELETE FROM samples WHERE device = ? AND quantity = ? AND span = ?", (d, q, span))
@@ -153,15 +159,16 @@ class EvaluatorMemory:
 
     def save(self) -> bool:
         """Save now, in this thread (a clean stop); False when nothing changed since the last save."""
-        snap = self._take()
-        if snap is None:
-            return False
-        self._write(snap)
-        return True
+        with self._lock:
+            snap = self._take()
+            if snap is None:
+                return False
+            self._write(snap)
+            return True
 
     def _take(self) -> Snapshot | None:
         """On the event loop: what changed since the last save, copied (the thread must not read live state)."""
-        saved = self.evaluator.measures.saved()
+        saved = self.evaluator.measures.saved(self._saved)
         small = json.dumps(
             {
                 "daily": [[d, q, days] for d, q, days in saved.daily],
@@ -172,11 +179,8 @@ class EvaluatorMemory:
             separators=(",", ":"),
             ensure_ascii=False,
         )
-        windows = []
-        for d, q, span, added, ts, v in saved.windows:
-            new = min(added - self._saved.get((d, q, span), 0), len(ts))
-            if new > 0:  # (with none, nothing left the window either: samples leave it only as one comes)
-                windows.append(((d, q, span), added, int(ts[0]), ts[-new:].tolist(), v[-new:].tolist()))
+        # (a window with no new sample is left out: samples leave a window only as one comes)
+        windows = [((d, q, s), n, oldest, ts, v) for d, q, s, n, oldest, ts, v in saved.windows]
         if not windows and small == self._small:
             return None
         return windows, small
@@ -192,7 +196,7 @@ class EvaluatorMemory:
                     conn.execute(f"DELETE FROM samples WHERE {where} AND ts < ?", (d, q, span, oldest))
                     conn.executemany(
                         "INSERT INTO samples (device, quantity, span, ts, v) VALUES (?, ?, ?, ?, ?)",
-                        [(d, q, span, t, x) for t, x in zip(ts, v, strict=True)],
+                        [(d, q, span, t, x) for t, x in zip(ts.tolist(), v.tolist(), strict=True)],
                     )
                 conn.execute(
                     "INSERT OR REPLACE INTO memory (id, format, saved_ns, data) VALUES (1, ?, ?, ?)",

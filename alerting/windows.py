@@ -181,10 +181,16 @@ class SeriesWindow:
         tail = self._v[self._end - n : self._end]
         return bool(np.all(tail == tail[-1]))
 
-    def samples(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """Copies of the live samples, oldest first (alerting/memory.py keeps them across a restart)."""
+    def samples(self, last: int | None = None) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Copies of the live samples, or of the `last` of them, oldest first (alerting/memory.py saves them)."""
         ts, v = self._live()
+        if last is not None:
+            ts, v = ts[max(0, len(ts) - last) :], v[max(0, len(v) - last) :]
         return ts.copy(), v.copy()
+
+    def oldest_ns(self) -> int:
+        """The oldest live sample's time (a window with samples)."""
+        return int(self._ts[self._head])
 
     def load(self, ts: npt.NDArray[np.int64], v: npt.NDArray[np.float64]) -> None:
         """Start an empty window from saved samples: time-ordered and finite, as `add` keeps them (checked)."""

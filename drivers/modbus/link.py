@@ -42,9 +42,9 @@ class ModbusLink:
     A Modbus TCP line is an `MbapConnection` of ours (pymodbus's PDUs, half the CPU per request of its client);
     serial and RTU-over-TCP lines, with their CRC framing and inter-frame gaps, use pymodbus's clients.
 
-    An RTU answer carries no transaction id and no address: an answer that comes after its request timed out would
-    be taken for the next request's, the registers of another block read as this one's when both are the same size.
-    So after a timeout the line waits one more timeout before its next request, and pymodbus drops what comes
+    An RTU answer carries no transaction id and no register address: an answer that comes after its request timed
+    out would be taken for the next request's, another block's registers read as this one's when both are the same
+    size. So after a timeout the line waits one more timeout before its next request, and pymodbus drops what comes
     meanwhile (it has no request to give it to): libmodbus's recovery likewise flushes "after a delay based on the
     current response timeout" (modbus_set_error_recovery(3)). `guards` counts these waits."""
 

@@ -114,6 +114,11 @@ class MbapConnection(asyncio.Protocol):
                 continue
             self._echoes = tid != 0
             pdu = _decode(frame, self._decoder)
+            if frame[0] & 0x80 and len(frame) > 1 and frame[1] == 11:
+                # a gateway's own serial timeout (exception 11, target device failed to respond): the device's
+                # answer may still come through it, with the next request's transaction id; wait it out too
+                self._quiet_until = time.monotonic() + self._timeout_s
+                self.guards += 1
             if pdu is None:
                 waiter.set_exception(ProtocolError(f"an answer that could not be decoded: {frame[:16].hex(' ')}"))
             else:

@@ -381,3 +381,48 @@ async def test_closing_the_line_fails_a_request_waiting_on_it() -> None:
         with pytest.raises(DeviceUnreachable, match="the line was closed"):
             await asyncio.wait_for(task, 2.0)
         assert not link.connected
+
+
+async def test_a_gateway_s_serial_timeout_is_waited_out_like_our_own() -> None:
+    """A Modbus TCP to RTU gateway answers exception 11 (its serial side timed out, Modbus Application Protocol
+    §7), then forwards the device's late answer stamped with the transaction id of whatever request it holds by
+    then. The next request waits one timeout, so that answer comes stamped with the old id and is skipped; sent at
+    once, it took the late answer for its own: block 0's registers as block 10's."""
+    last_tid = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal last_tid
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                tid, _, length, unit = MBAP.unpack(await r.readexactly(MBAP.size))
+                pdu = await r.readexactly(length - 1)
+                last_tid = tid
+                address, count = struct.unpack(">HH", pdu[1:5])
+                body = bytes([3, 2 * count]) + struct.pack(f">{count}H", *range(address, address + count))
+                if address == 0:
+                    w.write(frame(tid, unit, bytes([0x83, 11])))
+                    later(w, 0.1, unit, body)  # the device's answer, through the gateway, stamped when it comes
+                else:
+                    later(w, 0.2, unit, body)
+
+    def later(w: asyncio.StreamWriter, delay: float, unit: int, body: bytes) -> None:
+        async def send() -> None:
+            await asyncio.sleep(delay)
+            w.write(frame(last_tid, unit, body))
+
+        task = asyncio.create_task(send())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    link = ModbusLink(line(server.sockets[0].getsockname()[1]))
+    try:
+        assert await link.read(Table.HOLDING, 20, 2, 1, 1.0) == [20, 21]  # it echoes ids
+        with pytest.raises(DeviceUnreachable, match=r"exception 11 \(gateway target device failed to respond\)"):
+            await link.read(Table.HOLDING, 0, 2, 1, 0.3)
+        assert await link.read(Table.HOLDING, 10, 2, 1, 1.0) == [10, 11]
+        assert link.guards == 1
+    finally:
+        link.close()
+        server.close()

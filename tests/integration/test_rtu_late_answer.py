@@ -1,6 +1,6 @@
 """An RTU answer that comes after its request timed out is never taken for the next request's, on a serial device
-server (RTU frames over TCP, pymodbus's client): RTU frames carry no transaction id and no address, so two blocks
-of the same size cannot be told apart by their answers.
+server (RTU frames over TCP, pymodbus's client): RTU frames carry no transaction id and no register address, so two
+blocks of the same size cannot be told apart by their answers.
 
 The scripted device frames its answers as the Modbus over Serial Line specification V1.02 §2.5.1 (address,
 function code, byte count, registers, CRC-16 low byte first), the CRC computed by pymodbus's framer, not ours

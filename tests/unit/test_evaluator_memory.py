@@ -5,9 +5,12 @@ evaluator started without the memory (the tree before) gets them wrong, which th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,9 +161,9 @@ def test_an_unreadable_memory_is_set_aside_said_and_the_evaluator_starts_empty(
     memory = EvaluatorMemory(fresh, path, 60)
     with caplog.at_level(logging.ERROR, "sitegw.alarms"):
         memory.load()
-    assert "unreadable (TypeError" in memory.loaded and "set aside as state.memory.db.unreadable" in memory.loaded
+    assert "unreadable (TypeError" in memory.loaded and "set aside as state.memory.db.unreadable-" in memory.loaded
     assert any(str(path) in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
-    assert (tmp_path / "state.memory.db.unreadable").exists() and not path.exists()
+    assert len(list(tmp_path.glob("state.memory.db.unreadable-*[0-9]"))) == 1 and not path.exists()
     assert fresh.runs() == {}
     feed(fresh, SURVEY_SERIES[5:7])
     assert memory.save() and path.exists()  # a new memory begins
@@ -190,8 +193,8 @@ def test_a_device_no_longer_configured_is_left_out_and_its_samples_deleted(tmp_p
         conn.execute("UPDATE samples SET device = 'GONE-1'")
     memory = EvaluatorMemory(evaluator(tmp_path, 600), path, 60)
     memory.load()
-    assert memory.loaded.startswith("1 windows (6 samples)")  # read, not given to the evaluator
-    assert memory.evaluator.measures.saved().windows == []
+    assert memory.loaded.startswith("0 windows (0 samples)")  # read, not given to the evaluator
+    assert memory.evaluator.measures.saved({}).windows == []
     assert sqlite3.connect(path).execute("SELECT count(*) FROM samples").fetchone() == (0,)
     memory.close()
 
@@ -204,3 +207,58 @@ def test_a_survey_heard_twice_is_counted_once(tmp_path: Path, stop: bool) -> Non
     again = [*SURVEY_SERIES[:5], SURVEY_SERIES[4], *SURVEY_SERIES[5:]]
     got = restarted(tmp_path, again, 5) if stop else feed(evaluator(tmp_path), again)
     assert levels(got, RATE) == [(1, 5), (2, 7), (0, 8), (1, 13), (0, 14)]
+
+
+def test_a_window_whose_span_no_rule_asks_for_is_left_out_and_deleted(tmp_path: Path) -> None:
+    """A rule's window_s changed between runs: the old span's samples are neither loaded nor kept in the file."""
+    path = memory_path(tmp_path / "state.db")
+    ev = evaluator(tmp_path, 600)
+    feed(ev, gauge(2, 1.0))
+    EvaluatorMemory(ev, path, 60).save()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE samples SET span = 43200")
+    memory = EvaluatorMemory(evaluator(tmp_path, 600), path, 60)
+    memory.load()
+    assert memory.evaluator.measures.saved({}).windows == []
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM samples").fetchone() == (0,)
+    memory.close()
+
+
+async def test_a_stop_during_a_periodic_save_writes_no_sample_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop cancels the saving task while its thread writes (a slow SD card); the stop's own save then waits
+    for that write and takes only what came after it. Before, it wrote the same samples again, and the restarted
+    evaluator's 24 h slope weighed them twice."""
+    ev = evaluator(tmp_path, 600)
+    memory = EvaluatorMemory(ev, memory_path(tmp_path / "state.db"), 0.01)
+    feed(ev, gauge(10, 3.6))
+    writing = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    write = EvaluatorMemory._write
+
+    def slow(self: EvaluatorMemory, snap: Any) -> None:  # (in the worker thread)
+        loop.call_soon_threadsafe(writing.set)
+        time.sleep(0.2)
+        write(self, snap)
+
+    monkeypatch.setattr(EvaluatorMemory, "_write", slow)
+    task = asyncio.create_task(memory.run())
+    await writing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    feed(ev, gauge(11, 3.6)[60:])  # an hour more while the thread still writes
+    memory.stop()
+    rows = sqlite3.connect(memory.path).execute("SELECT ts FROM samples ORDER BY ts").fetchall()
+    assert [ts for (ts,) in rows] == [ts for ts, _ in gauge(11, 3.6)]
+
+
+def test_the_time_of_the_last_survey_counted_is_kept_when_its_count_is_back_to_zero(tmp_path: Path) -> None:
+    """Two surveys at 70 % of the rate, then one below (its count back to 0), then a stop: a survey older than the
+    last counted one that arrives after the start is not counted, as without a stop."""
+    late = SURVEY_SERIES[2][0] + DAY // 2
+    series = [*SURVEY_SERIES[:4], (late, 4.0), *SURVEY_SERIES[4:9]]
+    whole = feed(evaluator(tmp_path / "whole"), series)
+    (tmp_path / "stopped").mkdir()
+    assert levels(restarted(tmp_path / "stopped", series, 4), RATE) == levels(whole, RATE)
