@@ -29,8 +29,9 @@ from drivers.modbus.plan import Block
 from drivers.profile import Table
 from gateway.app import build_line_devices
 from gateway.config import SiteConfig, load_config
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
-from gateway.supervisor import LineOwner, Liveness, poll_device
+from gateway.supervisor import LineOwner, poll_device
 from services.local import free_port, stop_process
 from telemetry.reading import Reading
 

@@ -33,12 +33,13 @@ from gateway.faults import FaultNotices
 from gateway.heard import SeenSubmit, marking_seen
 from gateway.history import History
 from gateway.influx import InfluxV1Writer, InfluxV2Writer
+from gateway.liveness import Liveness, watch_liveness
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, SpoolIn
 from gateway.second_sink import SecondSink, SpoolTee, second_sink_metrics
 from gateway.selfmon import live_figures, run_selfmon
 from gateway.spool import Spool
-from gateway.supervisor import LineOwner, Liveness, run_stream, watch_liveness
+from gateway.supervisor import LineOwner, run_stream
 from gateway.surveys import SurveyImporter
 from gateway.tasks import Recancel, TaskSupervisor
 from gateway.writer import SpoolDrainer

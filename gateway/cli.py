@@ -189,8 +189,9 @@ async def _once(cfg: SiteConfig, timeout_s: float) -> int:
     from drivers.modbus.link import ModbusLink
     from drivers.mqtt.session import MqttSession
     from gateway.app import broker_params, build_line_devices, build_routes
+    from gateway.liveness import Liveness
     from gateway.metrics import Metrics
-    from gateway.supervisor import LineOwner, Liveness, run_stream
+    from gateway.supervisor import LineOwner, run_stream
     from telemetry.reading import Reading
 
     found: dict[str, list[Reading]] = {}

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 
 from gateway.acks import unheld
-from gateway.supervisor import Liveness, StreamSubmit
+from gateway.liveness import Liveness
+from gateway.supervisor import StreamSubmit
 from telemetry.reading import Reading
 
 _device = operator.attrgetter("device")

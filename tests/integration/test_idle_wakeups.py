@@ -19,8 +19,9 @@ from drivers.modbus.driver import ModbusDevice
 from drivers.modbus.link import ModbusLink
 from drivers.modbus.plan import plan_device
 from drivers.profile import ModbusProfile, Table, builtin_profiles
+from gateway.liveness import Liveness, watch_liveness
 from gateway.metrics import Metrics
-from gateway.supervisor import LineOwner, Liveness, watch_liveness
+from gateway.supervisor import LineOwner
 from telemetry.reading import Reading
 
 MBAP = struct.Struct(">HHHB")

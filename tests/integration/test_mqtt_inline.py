@@ -19,10 +19,11 @@ from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, builtin_profiles
 from gateway.heard import SeenSubmit
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
-from gateway.supervisor import Liveness, run_stream
+from gateway.supervisor import run_stream
 from services.local import Service
 from telemetry.lineproto import series_tags
 from tests.integration.test_mqtt_ack import device

@@ -18,10 +18,10 @@ from drivers.mqtt.client import BrokerParams
 from drivers.mqtt.payloads import PayloadDecoder
 from drivers.mqtt.session import RETAINED, MqttDeviceRoute, MqttSession
 from drivers.profile import MqttProfile, load_profile_file
+from gateway.liveness import Liveness
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
-from gateway.supervisor import Liveness
 from telemetry.lineproto import encode_readings, series_tags
 from telemetry.reading import Quality, Reading
 
