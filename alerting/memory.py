@@ -26,8 +26,9 @@ CREATE TABLE IF NOT EXISTS memory (
     id INTEGER PRIMARY KEY CHECK (id = 1), format INTEGER NOT NULL, saved_ns INTEGER NOT NULL, data TEXT NOT NULL);
 """
 Key = tuple[str, str, float]  # a window: device, quantity, span
-# the windows' new samples (numpy arrays, copies: made into rows in the thread), and the rest as JSON
-Snapshot = tuple[list[tuple[Key, int, int, Any, Any]], str]
+# the windows' new samples (numpy arrays, copies: made into rows in the thread), the rest as JSON, and the number
+# of the snapshot (a later one supersedes it)
+Snapshot = tuple[list[tuple[Key, int, int, Any, Any]], str, int]
 
 
 def memory_path(state_file: Path) -> Path:
@@ -56,6 +57,9 @@ class EvaluatorMemory:
         self._lock = threading.RLock()
         self._saved: dict[Key, int] = {}  # window -> its `added` count when last saved
         self._small = ""  # the JSON last saved
+        self._taken = 0  # snapshots taken (`_take`)
+        self._written = 0  # the number of the snapshot whose JSON was last written
+        self._stopped = False
         self._conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
@@ -183,33 +187,48 @@ class EvaluatorMemory:
         windows = [((d, q, s), n, oldest, ts, v) for d, q, s, n, oldest, ts, v in saved.windows]
         if not windows and small == self._small:
             return None
-        return windows, small
+        self._taken += 1
+        return windows, small, self._taken
 
     def _write(self, snap: Snapshot) -> None:
-        windows, small = snap
+        """In the worker thread (or the stop's). Under the lock it writes only what no save has written since the
+        snapshot was taken: a periodic save whose thread the stop overtook (the stop took the lock first and wrote
+        the same samples and newer ones) writes nothing twice, and an older memory row never replaces a newer."""
+        windows, small, number = snap
         with self._lock:
+            if self._stopped:
+                return
+            fresh = []
+            for key, added, oldest, ts, v in windows:
+                new = added - self._saved.get(key, 0)
+                if new > 0:
+                    fresh.append((key, added, oldest, ts[-new:], v[-new:]))
+            if number < self._written:
+                small = ""
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for (d, q, span), _, oldest, ts, v in windows:
+                for (d, q, span), _, oldest, ts, v in fresh:
                     where = "device = ? AND quantity = ? AND span = ?"
                     conn.execute(f"DELETE FROM samples WHERE {where} AND ts < ?", (d, q, span, oldest))
                     conn.executemany(
                         "INSERT INTO samples (device, quantity, span, ts, v) VALUES (?, ?, ?, ?, ?)",
                         [(d, q, span, t, x) for t, x in zip(ts.tolist(), v.tolist(), strict=True)],
                     )
-                conn.execute(
-                    "INSERT OR REPLACE INTO memory (id, format, saved_ns, data) VALUES (1, ?, ?, ?)",
-                    (FORMAT, time.time_ns(), small),
-                )
+                if small:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO memory (id, format, saved_ns, data) VALUES (1, ?, ?, ?)",
+                        (FORMAT, time.time_ns(), small),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            for key, added, *_ in windows:
+            for key, added, *_ in fresh:
                 self._saved[key] = added
-            self._small = small
+            if small:
+                self._small, self._written = small, number
             self.saves += 1
 
     def stop(self) -> None:
@@ -218,7 +237,9 @@ class EvaluatorMemory:
             self.save()
         except (sqlite3.Error, OSError):
             log.exception("alarm evaluator memory %s: the last save failed", self.path)
-        self.close()
+        with self._lock:
+            self._stopped = True  # (a periodic save's thread still to come writes nothing, opens nothing)
+            self.close()
 
     def close(self) -> None:
         with self._lock:

@@ -104,6 +104,20 @@ class PayloadMap(_Base):
     def _check(self) -> PayloadMap:
         if not self.fields and self.points is None:
             raise ValueError("a payload map needs 'fields' or 'points'")
-        if self.heartbeat and self.points is not None:
-            raise ValueError("heartbeat: a message of no points could not be told from a heartbeat; fields only")
+        if self.heartbeat:
+            self._check_heartbeat()
         return self
+
+    def _check_heartbeat(self) -> None:
+        """A heartbeat is told by its top-level keys (its device's key and time at most, PayloadDecoder.heartbeat):
+        those must be top-level names that no mapped value lives under, or a data message would pass for one."""
+        if self.format != "json" or self.points is not None:
+            raise ValueError("heartbeat: only with format json and fields (a message of no points is no heartbeat)")
+        heads = [p for p in (self.device_key.path, *(self.timestamp.path or "").split("+")) if p]
+        if any("." in p or "[" in p for p in heads):
+            raise ValueError(f"heartbeat: the device key and time must be top-level keys, not {heads}")
+        mapped = [f.path for f in self.fields] + [f.status for f in self.fields if f.status]
+        mapped += [w.path for w in (self.bad_when, self.not_ready_when) if w is not None]
+        clash = sorted({p for p in mapped if p.split(".")[0].split("[")[0] in heads})
+        if clash:
+            raise ValueError(f"heartbeat: {clash} lie under the device key or time; a data message would pass for one")

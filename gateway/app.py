@@ -328,8 +328,7 @@ class Gateway:
         self._stack.push_async_callback(self.writer.aclose)
         tg = asyncio.TaskGroup()
         await self._stack.enter_async_context(tg)
-        # every long-running task under the supervisor: a failure is logged, counted, shown in /health, sent to the
-        # sirens, and the task restarts with growing pauses; none can end unnoticed or take the others down
+        # every long-running task under the supervisor: failures logged, counted, in /health, on the sirens; restarted
         sup = self.tasks
         spawn = sup.spawn
         self._owned = [

@@ -26,6 +26,7 @@ class Liveness:
         self.last_good: dict[str, float] = {}
         self.last_bad: dict[str, float] = {}  # last message that arrived but did not decode
         self.decoding: dict[str, int] = {}  # device -> 1 while its messages arrive but none decodes
+        self.last_heard: dict[str, float] = {}  # last heartbeat (PayloadMap.heartbeat): there, with no data
         self._pending: list[Reading] = []
 
     def decode_error(self, device: str, now: float) -> None:
@@ -48,10 +49,16 @@ class Liveness:
             return Reading(device, "up", 1.0, ts_ns or time.time_ns())
         return None
 
-    def heard(self, device: str) -> None:
-        """A device's heartbeat (no readings): it is there; an `up` it brings goes with the next batch or sweep."""
-        if (up := self.seen(device, time.monotonic())) is not None:
-            self._pending.append(up)
+    def heard(self, device: str, now: float | None = None) -> None:
+        """A device's heartbeat (no readings): it is there, so it is up (an `up` it brings goes with the next batch
+        or sweep); it says nothing of its data, which may still not decode (`decode_errors` is left as it is)."""
+        self.last_heard[device] = time.monotonic() if now is None else now
+        if self.state.get(device) != 1:
+            self.state[device] = 1
+            self.metrics.up[device] = 1
+            self.metrics.readings_by_driver["liveness"] += 1
+            log.info("device %s: heard (a heartbeat)", device)
+            self._pending.append(Reading(device, "up", 1.0, time.time_ns()))
 
     def take(self) -> Sequence[Reading]:
         """Health readings produced outside a sweep (decode_errors back to 0), to submit with the next batch."""
@@ -94,6 +101,9 @@ class Liveness:
                     )
                     out.append(Reading(device, "decode_errors", 1.0, time.time_ns()))
                 continue
+            heard = self.last_heard.get(device)
+            if heard is not None and now - heard <= limit:
+                continue  # its heartbeats say it is there; no data for a while is not a fault (an idle crane)
             if self.decoding.get(device):
                 self.decoding[device] = 0
                 self.metrics.decode_failing.discard(device)
@@ -120,8 +130,9 @@ async def watch_liveness(liveness: Liveness, submit: Submit, period_s: float = 0
         if late > stall_s:
             liveness.metrics.loop_stalls += 1
             log.warning("the gateway was stalled for %.1f s; staleness checks resume from now", late)
-            for dev in liveness.last_good:
-                liveness.last_good[dev] += late
+            for seen in (liveness.last_good, liveness.last_heard):
+                for dev in seen:
+                    seen[dev] += late
             continue
         ups = liveness.sweep(now)
         if ups:

@@ -108,7 +108,8 @@ class MqttSession:
         self._ack: Callable[[int, int], object] | None = None  # the connection's acknowledger of one message
         self._hold = params.receive_maximum // 2
         self.retained = 0  # retained messages acknowledged and not decoded (`_retained`)
-        self.heartbeats = 0  # messages that were a device's heartbeat (`_decode`)
+        self.heartbeats = 0  # messages that were a device's heartbeat (`_heard`)
+        self._beats: list[str] = []  # the heartbeats of the batch being decoded (`_decode_all`)
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -187,8 +188,9 @@ class MqttSession:
         try:
             if self.on_message:
                 self.on_message(len(msgs))
-            readings, acks, letters, retained = self._decode_all(msgs, receive_ns)
+            readings, acks, letters, retained, beats = self._decode_all(msgs, receive_ns)
             self._retained(retained)
+            self._heard(beats)
             for letter in letters:
                 await self.dead_letter(*letter)
             if readings or acks:
@@ -206,10 +208,11 @@ class MqttSession:
         if now is None or ack is None or not now.ready():
             return False
         receive_ns = max(time.time_ns(), self._last_receive_ns + 1)  # (as in handle_batch)
-        readings, acks, letters, retained = self._decode_all(_with_acks(msgs, ack), receive_ns)
+        readings, acks, letters, retained, beats = self._decode_all(_with_acks(msgs, ack), receive_ns)
         if letters:
             return False  # its publishing is a coroutine: the task decodes them again (bad input only)
         self._retained(retained)
+        self._heard(beats)
         self._last_receive_ns = receive_ns + len(msgs) - 1
         if self.on_message:
             self.on_message(len(msgs))
@@ -220,15 +223,18 @@ class MqttSession:
 
     def _decode_all(
         self, msgs: list[tuple[str, Any, OnSpooled | None]], receive_ns: int
-    ) -> tuple[list[Reading], list[OnSpooled], list[tuple[Any, ...]], list[str]]:
+    ) -> tuple[list[Reading], list[OnSpooled], list[tuple[Any, ...]], list[str], list[str]]:
         """Messages that arrived together, the i-th received at `receive_ns` + i: their readings; every message's
         acknowledger in arrival order (one that gave nothing usable is acknowledged with the others once its
         letter is out: an earlier message's PUBACK may not follow it); the dead letters' arguments (published
-        after the batch is decoded); the topics of retained messages, not decoded (`_retained`)."""
+        after the batch is decoded); the topics of retained messages, not decoded (`_retained`); the devices whose
+        heartbeats came (`_heard`); both counted by the caller (a batch with letters is decoded twice, `handle_now`)."""
         readings: list[Reading] = []
         acks: list[OnSpooled] = []
         letters: list[tuple[Any, ...]] = []
-        retained: list[str] = []  # (counted by the caller: a batch with letters is decoded twice, `handle_now`)
+        retained: list[str] = []
+        beats: list[str] = []
+        self._beats = beats
         for i, (topic, payload, ack) in enumerate(msgs):
             if payload is not RETAINED:
                 self._decode(topic, payload, receive_ns + i, readings, letters)
@@ -236,7 +242,14 @@ class MqttSession:
                 retained.append(topic)
             if ack:
                 acks.append(ack)
-        return readings, acks, letters, retained
+        return readings, acks, letters, retained, beats
+
+    def _heard(self, devices: list[str]) -> None:
+        """Heartbeats (PayloadMap.heartbeat): counted, and each device heard."""
+        self.heartbeats += len(devices)
+        if self.on_heard is not None:
+            for device in devices:
+                self.on_heard(device)
 
     def _retained(self, topics: list[str]) -> None:
         """A retained message: the broker's copy of an earlier message, sent because the session subscribed (again
@@ -267,9 +280,7 @@ class MqttSession:
                 if device is None:
                     raise ProtocolError(f"no device with key {key!r} is configured for {dec.profile.id}")
                 if dec.has_heartbeats and dec.heartbeat(doc):  # (before its time: 云筑's may leave it out)
-                    self.heartbeats += 1
-                    if self.on_heard is not None:
-                        self.on_heard(device)
+                    self._beats.append(device)
                     return
                 ts = dec.timestamp_ns(doc, receive_ns, device)
                 readings, errors = dec.readings(device, doc, ts)

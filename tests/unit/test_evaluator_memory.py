@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -227,9 +228,9 @@ def test_a_window_whose_span_no_rule_asks_for_is_left_out_and_deleted(tmp_path: 
 async def test_a_stop_during_a_periodic_save_writes_no_sample_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The stop cancels the saving task while its thread writes (a slow SD card); the stop's own save then waits
-    for that write and takes only what came after it. Before, it wrote the same samples again, and the restarted
-    evaluator's 24 h slope weighed them twice."""
+    """The stop cancels the saving task while its thread is on its way to write (a slow SD card); the stop saves
+    everything first, and the thread's write, after it, writes nothing and opens nothing. Before, the same samples
+    were written twice, and the restarted evaluator's 24 h slope weighed them twice."""
     ev = evaluator(tmp_path, 600)
     memory = EvaluatorMemory(ev, memory_path(tmp_path / "state.db"), 0.01)
     feed(ev, gauge(10, 3.6))
@@ -240,7 +241,12 @@ async def test_a_stop_during_a_periodic_save_writes_no_sample_twice(
     def slow(self: EvaluatorMemory, snap: Any) -> None:  # (in the worker thread)
         loop.call_soon_threadsafe(writing.set)
         time.sleep(0.2)
-        write(self, snap)
+        try:
+            write(self, snap)
+        finally:
+            written.set()
+
+    written = threading.Event()
 
     monkeypatch.setattr(EvaluatorMemory, "_write", slow)
     task = asyncio.create_task(memory.run())
@@ -250,8 +256,10 @@ async def test_a_stop_during_a_periodic_save_writes_no_sample_twice(
         await task
     feed(ev, gauge(11, 3.6)[60:])  # an hour more while the thread still writes
     memory.stop()
+    assert written.wait(5)  # the thread's write came after the stop's
     rows = sqlite3.connect(memory.path).execute("SELECT ts FROM samples ORDER BY ts").fetchall()
     assert [ts for (ts,) in rows] == [ts for ts, _ in gauge(11, 3.6)]
+    assert memory._conn is None  # (it opened nothing after the stop closed the file)
 
 
 def test_the_time_of_the_last_survey_counted_is_kept_when_its_count_is_back_to_zero(tmp_path: Path) -> None:
