@@ -52,8 +52,8 @@ class EvaluatorMemory:
         self.every_s = every_s
         self.saves = 0
         self.loaded = "nothing saved"  # what the start found (the log says it)
-        # one writer: the task's thread, or the stop's final save, which waits for a write the stop's cancel left
-        # running in its thread and takes what changed after it (taken before, it wrote those samples twice)
+        # one writer at a time, the task's thread or the stop's final save; each writes only what the other has not
+        # (`_write`): the stop's cancel leaves a thread's write running
         self._lock = threading.RLock()
         self._saved: dict[Key, int] = {}  # window -> its `added` count when last saved
         self._small = ""  # the JSON last saved
@@ -76,7 +76,7 @@ class EvaluatorMemory:
 
     def load(self) -> None:
         """Give the evaluator what the last run remembered. A file that cannot be read is set aside (renamed
-        `.unreadable`), said at ERROR, and the evaluator starts empty, as it did before this file existed."""
+        `.unreadable-<time>`), said at ERROR, and the evaluator starts empty, as it did before this file existed."""
         if not self.path.exists():
             return
         try:
