@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from drivers.config import ID, Claims, DeviceEntry, DriverModel
 
@@ -42,8 +42,16 @@ class ModbusRtuLine(DriverModel):
     baudrate: int = Field(default=9600, ge=300, le=921600)
     parity: Parity = Parity.NONE
     stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
+    bytesize: int = 8
     inter_frame_gap_ms: float | None = Field(default=None, ge=0, le=1000)
+
+    @field_validator("bytesize")
+    @classmethod
+    def _rtu_bytes(cls, v: int) -> int:
+        # Modbus over Serial Line V1.02 §2.5.1.1: an RTU character has 8 data bits (7 is ASCII mode's)
+        if v != 8:
+            raise ValueError("Modbus RTU characters have 8 data bits (7 is Modbus ASCII, not read here)")
+        return v
 
     @property
     def gap_s(self) -> float:

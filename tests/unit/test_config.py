@@ -102,6 +102,11 @@ def test_good_config(tmp_path: Path) -> None:
         ),
         ("unit_id: 1}", "unit_id: 0}", "devices[0].unit_id (line 7): Input should be greater than or equal to 1"),
         (
+            "type: modbus_tcp, host: 127.0.0.1, port: 1502}",
+            "type: modbus_rtu, port: ttyS1, bytesize: 7}",
+            "lines[0].bytesize (line 3): Modbus RTU characters have 8 data bits (7 is Modbus ASCII, not read here)",
+        ),
+        (
             "database: d}",
             "database: d, password_env: lower}",
             "sink.password_env (line 9): String should match pattern",
