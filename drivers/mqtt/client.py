@@ -180,6 +180,9 @@ def redeliverer(client: aiomqtt.Client) -> Callable[[], None]:
             client._disconnected.set_exception(
                 aiomqtt.MqttError("readings not durable in the spool: reconnecting so the broker delivers them again")
             )
+            # aiomqtt's exit leaves a connection it finds ended as it is: the socket is closed here (its reader and
+            # writer unregistered), or it stayed open, an fd each time, until the broker took the session over
+            client._client._sock_close()
 
     return redeliver
 

@@ -244,6 +244,7 @@ class Inbox:
         except Exception as err:  # a broken connection (BrokenPipe, ...): ended as aiomqtt's own reader ends it
             if not self.client._disconnected.done():
                 self.client._disconnected.set_exception(err)
+                paho._sock_close()  # (aiomqtt's exit leaves an ended connection's socket open)
         if self.out + len(self._items) > self.cap:
             self._pause()
         if self.window_s and self._pace(len(self._items) - before):

@@ -497,6 +497,8 @@ async def test_a_message_the_spool_could_not_store_is_delivered_again_at_once(
         fill(filler)
         pipe = Pipeline(sp, {"FW-1": series_tags("formwork", "s", "FW-1", "")}, Metrics(), ack_linger_s=0.01)
         failures: list[str] = []
+        sockets: list[int | None] = []
+        first: Any = None
 
         async def supervised_pipeline() -> None:  # as gateway.tasks restarts it
             while True:
@@ -504,6 +506,7 @@ async def test_a_message_the_spool_could_not_store_is_delivered_again_at_once(
                     await pipe.run()
                 except OSError as err:
                     failures.append(str(err))
+                    sockets.append(first.fileno() if first is not None else None)  # as the pipeline gave up
                     filler.unlink()  # room again for the next attempt
                     await asyncio.sleep(0.05)
 
@@ -514,6 +517,8 @@ async def test_a_message_the_spool_could_not_store_is_delivered_again_at_once(
         ]
         try:
             await asyncio.wait_for(s.connected.wait(), 10)
+            assert s.client is not None
+            first = s.client._client._sock  # the connection the message comes on
             with device(mosquitto.port) as dev:
                 publish_settlement(dev, 7.5).wait_for_publish(5)
                 for _ in range(200):  # stored once the broker delivered it again
@@ -528,6 +533,8 @@ async def test_a_message_the_spool_could_not_store_is_delivered_again_at_once(
             sp.close()
         assert len(failures) == 1 and "No space left" in failures[0]
         assert s.reconnects == 1  # the connection the message came on was ended, and a new one made
+        # its socket closed as the pipeline gave up: aiomqtt's exit left it open until the broker took the session over
+        assert sockets == [-1]
         stored = b"".join(seg.path.read_bytes() for seg in sp.segments).splitlines()
         assert len(stored) == 1 and b"settlement=7.5" in stored[0]  # once: the failed write left nothing behind
     assert await delivered_again(mosquitto.port) == []  # acknowledged in the end
