@@ -40,25 +40,25 @@ class Liveness:
             self.metrics.decode_failing.discard(device)
             self._pending.append(Reading(device, "decode_errors", 0.0, time.time_ns()))
             log.info("device %s: its messages decode again", device)
-        prev = self.state.get(device)
-        if prev != 1:
-            self.state[device] = 1
-            self.metrics.up[device] = 1
-            self.metrics.readings_by_driver["liveness"] += 1
-            log.info("device %s: %s", device, "back online" if prev == 0 else "online")
-            return Reading(device, "up", 1.0, ts_ns or time.time_ns())
-        return None
+        return self._up(device, "", ts_ns)
 
     def heard(self, device: str, now: float | None = None) -> None:
         """A device's heartbeat (no readings): it is there, so it is up (an `up` it brings goes with the next batch
         or sweep); it says nothing of its data, which may still not decode (`decode_errors` is left as it is)."""
         self.last_heard[device] = time.monotonic() if now is None else now
-        if self.state.get(device) != 1:
-            self.state[device] = 1
-            self.metrics.up[device] = 1
-            self.metrics.readings_by_driver["liveness"] += 1
-            log.info("device %s: heard (a heartbeat)", device)
-            self._pending.append(Reading(device, "up", 1.0, time.time_ns()))
+        if (up := self._up(device, " (a heartbeat)")) is not None:
+            self._pending.append(up)
+
+    def _up(self, device: str, how: str, ts_ns: int | None = None) -> Reading | None:
+        """The device's `up` = 1 reading, when it was not up."""
+        prev = self.state.get(device)
+        if prev == 1:
+            return None
+        self.state[device] = 1
+        self.metrics.up[device] = 1
+        self.metrics.readings_by_driver["liveness"] += 1
+        log.info("device %s: %s%s", device, "back online" if prev == 0 else "online", how)
+        return Reading(device, "up", 1.0, ts_ns or time.time_ns())
 
     def take(self) -> Sequence[Reading]:
         """Health readings produced outside a sweep (decode_errors back to 0), to submit with the next batch."""

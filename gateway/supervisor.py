@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable, ProtocolError
 from drivers.modbus.driver import PollResult
 from drivers.modbus.plan import Block
-from gateway.liveness import Liveness
+from gateway.liveness import Liveness, Submit
 from gateway.metrics import Metrics
 from telemetry.clock import to_next_tick
 from telemetry.reading import Reading
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pymodbus loads only on a site with Modbus lines (gateway.ap
 
 log = logging.getLogger("sitegw.supervisor")
 
-Submit = Callable[[list[Reading]], Awaitable[None]]
 # a streaming driver's: with what to call once the batch is spooled (an MQTT message is acknowledged then)
 StreamSubmit = Callable[[list[Reading], Callable[[], object] | None], Awaitable[None]]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from alerting.rules import Level
@@ -15,6 +16,19 @@ PLAN = {"standard": "XX基坑监测方案", "clause": "表3 冠梁水平位移",
 WARNING = {"horizontal_displacement": {"cumulative": 30, "rate_per_day": 3, "source": PLAN}}
 
 Seen = list[tuple[str, str, Level, int | None]]  # (rule, event kind, level, source_ns) of the lifecycle's events
+
+
+def survey_point() -> dict[str, Any]:
+    """Point ZQT-3 as a site file lists it: the firm's results over MQTT, against the designer's 预警值."""
+    return {
+        "id": "ZQT-3",
+        "profile": "excavation_point_mqtt_v1",
+        "broker": "b",
+        "topic": "monitoring/points",
+        "expected_interval_s": 86400,
+        "device_clock": {"max_age_s": 30 * 86400},  # the results arrive up to weeks late
+        "warning_values": WARNING,
+    }
 
 
 def survey_days(days_ago: int = 20) -> list[datetime]:

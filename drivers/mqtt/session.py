@@ -109,7 +109,6 @@ class MqttSession:
         self._hold = params.receive_maximum // 2
         self.retained = 0  # retained messages acknowledged and not decoded (`_retained`)
         self.heartbeats = 0  # messages that were a device's heartbeat (`_heard`)
-        self._beats: list[str] = []  # the heartbeats of the batch being decoded (`_decode_all`)
 
     # ---- the streaming driver: one connection at a time; reconnecting with backoff is the supervisor's
     # (gateway/supervisor.py, run_stream)
@@ -234,10 +233,9 @@ class MqttSession:
         letters: list[tuple[Any, ...]] = []
         retained: list[str] = []
         beats: list[str] = []
-        self._beats = beats
         for i, (topic, payload, ack) in enumerate(msgs):
             if payload is not RETAINED:
-                self._decode(topic, payload, receive_ns + i, readings, letters)
+                self._decode(topic, payload, receive_ns + i, readings, letters, beats)
             else:
                 retained.append(topic)
             if ack:
@@ -263,11 +261,17 @@ class MqttSession:
             log.log(level, "retained message on %s ignored: the broker's copy of an earlier message", topic)
 
     def _decode(
-        self, topic: str, payload: Any, receive_ns: int, out: list[Reading], letters: list[tuple[Any, ...]]
+        self,
+        topic: str,
+        payload: Any,
+        receive_ns: int,
+        out: list[Reading],
+        letters: list[tuple[Any, ...]],
+        beats: list[str],
     ) -> None:
-        """Append the message's readings to `out` (from the first filter whose decoder gives some) and its dead
-        letters' arguments to `letters`. Not a coroutine: one per message cost more than the decoding of a small
-        payload."""
+        """Append the message's readings to `out` (from the first filter whose decoder gives some), its dead
+        letters' arguments to `letters`, its device to `beats` if it is a heartbeat. Not a coroutine: one per
+        message cost more than the decoding of a small payload."""
         matched = False
         empty: tuple[str, PayloadDecoder] | None = None  # a device's message with none of its profile's fields
         for flt, dec, keys in self._matcher.iter_match(topic):
@@ -280,7 +284,7 @@ class MqttSession:
                 if device is None:
                     raise ProtocolError(f"no device with key {key!r} is configured for {dec.profile.id}")
                 if dec.has_heartbeats and dec.heartbeat(doc):  # (before its time: 云筑's may leave it out)
-                    self._beats.append(device)
+                    beats.append(device)
                     return
                 ts = dec.timestamp_ns(doc, receive_ns, device)
                 readings, errors = dec.readings(device, doc, ts)

@@ -20,7 +20,7 @@ from alerting.memory import memory_path
 from services import local
 from services.local import Service, wait_for
 from tests.sites import start_gateway, write_site
-from tests.surveys import NS, PLAN, SURVEYS, survey_days
+from tests.surveys import NS, SURVEYS, survey_days, survey_point
 
 RATE = "exc.horizontal_displacement_rate"
 
@@ -63,17 +63,7 @@ def test_counts_in_a_row_survive_a_kill_9(tmp_path: Path, mosquitto: Service, in
         site,
         influx_port=influxdb.port,
         mqtt_port=mosquitto.port,
-        devices=[
-            {
-                "id": "ZQT-3",
-                "profile": "excavation_point_mqtt_v1",
-                "broker": "b",
-                "topic": "monitoring/points",
-                "expected_interval_s": 86400,
-                "device_clock": {"max_age_s": 30 * 86400},
-                "warning_values": {"horizontal_displacement": {"cumulative": 30, "rate_per_day": 3, "source": PLAN}},
-            }
-        ],
+        devices=[survey_point()],
         alarms={"state_file": str(state), "memory_s": 0.2},
         http_port=(http := local.free_port()),
     )

@@ -15,7 +15,7 @@ from alerting.rules import Level
 from gateway.app import Gateway
 from services.local import Service, wait_for
 from tests.sites import write_site
-from tests.surveys import NS, PLAN, SURVEYS, assert_levels_on_their_surveys, survey_days
+from tests.surveys import NS, SURVEYS, assert_levels_on_their_surveys, survey_days, survey_point
 
 
 async def test_daily_results_over_mqtt_raise_each_level_on_its_survey(
@@ -25,17 +25,7 @@ async def test_daily_results_over_mqtt_raise_each_level_on_its_survey(
         tmp_path / "site.yaml",
         influx_port=influxdb.port,
         mqtt_port=mosquitto.port,
-        devices=[
-            {
-                "id": "ZQT-3",
-                "profile": "excavation_point_mqtt_v1",
-                "broker": "b",
-                "topic": "monitoring/points",
-                "expected_interval_s": 86400,
-                "device_clock": {"max_age_s": 30 * 86400},  # the results arrive up to weeks late
-                "warning_values": {"horizontal_displacement": {"cumulative": 30, "rate_per_day": 3, "source": PLAN}},
-            }
-        ],
+        devices=[survey_point()],
     )
     days = survey_days()
     seen: list[tuple[str, str, Level, int | None]] = []

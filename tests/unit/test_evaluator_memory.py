@@ -149,17 +149,22 @@ def test_saves_write_only_the_new_samples_and_drop_those_that_left_the_window(tm
     memory.close()
 
 
+def tampered(tmp_path: Path, series: list[tuple[int, float]], sql: str, interval_s: float = 86400) -> EvaluatorMemory:
+    """A memory saved after `series`, then changed by `sql` as another run or release could leave it; not loaded."""
+    path = memory_path(tmp_path / "state.db")
+    ev = evaluator(tmp_path, interval_s)
+    feed(ev, series)
+    EvaluatorMemory(ev, path, 60).save()
+    with sqlite3.connect(path) as conn:
+        conn.execute(sql)
+    return EvaluatorMemory(evaluator(tmp_path, interval_s), path, 60)
+
+
 def test_an_unreadable_memory_is_set_aside_said_and_the_evaluator_starts_empty(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = memory_path(tmp_path / "state.db")
-    ev = evaluator(tmp_path)
-    feed(ev, SURVEY_SERIES[:5])
-    EvaluatorMemory(ev, path, 60).save()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE memory SET data = '{\"daily\": 5}'")
-    fresh = evaluator(tmp_path)
-    memory = EvaluatorMemory(fresh, path, 60)
+    memory = tampered(tmp_path, SURVEY_SERIES[:5], "UPDATE memory SET data = '{\"daily\": 5}'")
+    path, fresh = memory.path, memory.evaluator
     with caplog.at_level(logging.ERROR, "sitegw.alarms"):
         memory.load()
     assert "unreadable (TypeError" in memory.loaded and "set aside as state.memory.db.unreadable-" in memory.loaded
@@ -172,31 +177,18 @@ def test_an_unreadable_memory_is_set_aside_said_and_the_evaluator_starts_empty(
 
 
 def test_a_memory_of_another_format_is_not_misread(tmp_path: Path) -> None:
-    path = memory_path(tmp_path / "state.db")
-    ev = evaluator(tmp_path)
-    feed(ev, SURVEY_SERIES[:5])
-    EvaluatorMemory(ev, path, 60).save()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE memory SET format = 2")
-    memory = EvaluatorMemory(evaluator(tmp_path), path, 60)
+    memory = tampered(tmp_path, SURVEY_SERIES[:5], "UPDATE memory SET format = 2")
     memory.load()
     assert "format 2; this release reads format 1" in memory.loaded
     memory.close()
 
 
 def test_a_device_no_longer_configured_is_left_out_and_its_samples_deleted(tmp_path: Path) -> None:
-    path = memory_path(tmp_path / "state.db")
-    ev = evaluator(tmp_path, 600)
-    feed(ev, gauge(1, 1.0))
-    ev.observe(Reading("GONE-1", Q, 1.0, T0), T0)  # (not configured: no rules, nothing kept)
-    EvaluatorMemory(ev, path, 60).save()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE samples SET device = 'GONE-1'")
-    memory = EvaluatorMemory(evaluator(tmp_path, 600), path, 60)
+    memory = tampered(tmp_path, gauge(1, 1.0), "UPDATE samples SET device = 'GONE-1'", 600)
     memory.load()
     assert memory.loaded.startswith("0 windows (0 samples)")  # read, not given to the evaluator
     assert memory.evaluator.measures.saved({}).windows == []
-    assert sqlite3.connect(path).execute("SELECT count(*) FROM samples").fetchone() == (0,)
+    assert sqlite3.connect(memory.path).execute("SELECT count(*) FROM samples").fetchone() == (0,)
     memory.close()
 
 
@@ -212,16 +204,10 @@ def test_a_survey_heard_twice_is_counted_once(tmp_path: Path, stop: bool) -> Non
 
 def test_a_window_whose_span_no_rule_asks_for_is_left_out_and_deleted(tmp_path: Path) -> None:
     """A rule's window_s changed between runs: the old span's samples are neither loaded nor kept in the file."""
-    path = memory_path(tmp_path / "state.db")
-    ev = evaluator(tmp_path, 600)
-    feed(ev, gauge(2, 1.0))
-    EvaluatorMemory(ev, path, 60).save()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE samples SET span = 43200")
-    memory = EvaluatorMemory(evaluator(tmp_path, 600), path, 60)
+    memory = tampered(tmp_path, gauge(2, 1.0), "UPDATE samples SET span = 43200", 600)
     memory.load()
     assert memory.evaluator.measures.saved({}).windows == []
-    assert sqlite3.connect(path).execute("SELECT count(*) FROM samples").fetchone() == (0,)
+    assert sqlite3.connect(memory.path).execute("SELECT count(*) FROM samples").fetchone() == (0,)
     memory.close()
 
 
