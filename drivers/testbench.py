@@ -76,6 +76,8 @@ def decode_payloads(
             ts = dec.timestamp_ns(doc, receive_ns + i)
             d.readings, errors = dec.readings(key, doc, ts)
             d.errors = [str(e) for e in errors]
+            if not d.readings and not d.errors:  # the gateway dead-letters it: said here too, not an empty result
+                d.errors.append(dec.none_of_fields(key))
         except ProtocolError as err:
             d.errors.append(str(err))
         out.append(d)

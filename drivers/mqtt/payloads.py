@@ -269,6 +269,11 @@ class PayloadDecoder:
         heartbeats (`has_heartbeats`, PayloadMap.heartbeat), its device's heartbeat."""
         return type(doc) is dict and doc.keys() <= self._beat_keys
 
+    def none_of_fields(self, device: str) -> str:
+        """Why a message that gave no reading and no error is a dead letter (the session's and the test bench's
+        words, the same)."""
+        return f"device {device}: the payload holds none of the fields profile {self.profile.id} maps"
+
     def _flag(self, doc: Any, path: tuple[str | int, ...] | None) -> bool:
         if path is None:
             return False

@@ -314,8 +314,7 @@ class MqttSession:
             letters.append((topic, payload, "no subscription filter matches", "route"))
         elif empty is not None:  # not dropped unseen: said and counted like any message that gives nothing
             device, dec = empty
-            why = f"device {device}: the payload holds none of the fields profile {dec.profile.id} maps"
-            letters.append((topic, payload, why, "field", device, {"stored": [], "refused": []}))
+            letters.append((topic, payload, dec.none_of_fields(device), "field", device, {"stored": [], "refused": []}))
 
     async def dead_letter(
         self,

@@ -102,3 +102,16 @@ def test_check_config_refuses_a_profile_whose_samples_drifted_and_lists_unmapped
     err = capsys.readouterr().err
     assert "profile samples no longer decode as expected" in err
     assert "profile my_crane" in err and "case 'lifting, load and height limiters tripped" in err
+
+
+def test_test_profile_says_when_a_payload_holds_none_of_the_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the gateway dead-letters such a message (drivers/mqtt/session.py): the test bench printed its label and
+    # nothing under it, and exited 0, as if the payload had decoded
+    (tmp_path / "p.json").write_text(
+        '{"sn": "SN1", "time": "2026-11-21T09:30:00+08:00", "readings": []}', encoding="utf-8"
+    )
+    assert main(["test-profile", "gas_4in1_mqtt_v1", "--payload", str(tmp_path / "p.json")]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR device SN1: the payload holds none of the fields profile gas_4in1_mqtt_v1 maps" in out
