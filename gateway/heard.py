@@ -27,8 +27,10 @@ class SeenSubmit:
         counted: Callable[[int], None],
         ready: Callable[[], bool] | None = None,
         now: Callable[[list[Reading], Callable[[], object] | None], None] | None = None,
+        by_time: bool = False,
     ) -> None:
         self.liveness = liveness
+        self.by_time = by_time  # seen when the readings were made, not when they came (survey files: `_surveyed`)
         self._submit = submit
         self.counted = counted
         self._ready = ready
@@ -51,12 +53,30 @@ class SeenSubmit:
         self.counted(len(readings))
         now = time.monotonic()
         liveness = self.liveness
-        # (the devices' set made by map and attrgetter, in C: a message is one device's readings)
-        ups = [up for dev in sorted(set(map(_device, readings))) if (up := liveness.seen(dev, now)) is not None]
+        if self.by_time:
+            ups = self._surveyed(readings, now)
+        else:
+            # (the devices' set made by map and attrgetter, in C: a message is one device's readings)
+            ups = [up for dev in sorted(set(map(_device, readings))) if (up := liveness.seen(dev, now)) is not None]
         ups.extend(liveness.take())
         return readings + ups if ups else readings
 
+    def _surveyed(self, readings: list[Reading], now: float) -> list[Reading]:
+        """Each point seen at its newest survey's time: a file imported late marked its points fresh from the
+        import, and their missed-survey alarm (health.stale) came a whole stale limit later."""
+        newest: dict[str, int] = {}
+        for r in readings:
+            if r.ts_ns > newest.get(r.device, 0):
+                newest[r.device] = r.ts_ns
+        wall = time.time_ns()
+        ups = []
+        for dev, ts in sorted(newest.items()):
+            at = now - max(0.0, (wall - ts) / 1e9)  # the survey's time on the monotonic clock
+            if (up := self.liveness.seen_at(dev, at, now)) is not None:
+                ups.append(up)
+        return ups
+
 
 def marking_seen(liveness: Liveness, submit: StreamSubmit, counted: Callable[[int], None]) -> SeenSubmit:
-    """SeenSubmit without the at-once hand-over (survey files)."""
-    return SeenSubmit(liveness, submit, counted)
+    """SeenSubmit without the at-once hand-over, seeing each point at its survey's time (survey files)."""
+    return SeenSubmit(liveness, submit, counted, by_time=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -41,6 +42,18 @@ class Liveness:
             self._pending.append(Reading(device, "decode_errors", 0.0, time.time_ns()))
             log.info("device %s: its messages decode again", device)
         return self._up(device, "", ts_ns)
+
+    def seen_at(self, device: str, at: float, now: float) -> Reading | None:
+        """Data made at `at` (monotonic: a survey's time, before its file was imported): the device's stale clock
+        runs from then, never back, and it is up only if that is within its stale limit (a late file of old
+        surveys says nothing of the point being surveyed now)."""
+        if at <= self.last_good.get(device, -math.inf):
+            return None
+        limit = self.stale_after_s.get(device)
+        if limit is not None and now - at > limit:
+            self.last_good[device] = at  # the next sweep takes it down, if it is up
+            return None
+        return self.seen(device, at)
 
     def heard(self, device: str, now: float | None = None) -> None:
         """A device's heartbeat (no readings): it is there, so it is up (an `up` it brings goes with the next batch

@@ -56,6 +56,7 @@ def _hz_states(text: str) -> str:
 
 # group name -> how its text is said in Chinese; any other group is kept as it was (ids, numbers, names, dates)
 _SAY: dict[str, Callable[[str], str]] = {
+    "sheet": lambda v: "工作表“" + v.strip("'") + "”",  # a workbook's worksheet, where a message names one
     "role": lambda v: ZH.get(f"role_{v}", v),
     "role2": lambda v: ZH.get(f"role_{v}", v),
     "roles": _roles,
@@ -155,23 +156,34 @@ _PATTERNS: list[tuple[str, str]] = [
     # survey files (a surveyor's rows)
     (r"(?P<f>.+): not a readable XLSX file \(.+\)", "{f} 不是可读取的 XLSX 文件"),
     (r"(?P<f>.+): not UTF-8 or GB18030 text", "{f} 不是 UTF-8 或 GB18030 编码的文本"),
-    (r"no header row with a point column \(测点编号 / point\) and a time column \(观测时间 / time\) in the first "
-     r"(?P<n>\d+) rows", "前 {n} 行中没有含“测点编号”列和“观测时间”列的表头"),
+    (r"no header row with a point column \(测点编号 / point\) and a time column \(观测时间 / 观测日期 / time\) in "
+     r"the first (?P<n>\d+) rows", "前 {n} 行中没有含“测点编号”列和“观测时间”（或“观测日期”）列的表头"),
+    (r"no worksheet holds a table: .+",
+     "工作簿的各工作表中都没有数据表（前 10 行中没有含“测点编号”列和“观测时间”列的表头）"),
+    (r"the file is empty", "文件为空"),
+    (r"(?P<t>.+) is a time of day without a date \(no date column, 观测日期\)",
+     "{t} 只有时刻，没有日期（缺少“观测日期”列）"),
+    (r"the date column holds a time of day too \((?P<t>[^)]+)\) beside the time column's",
+     "日期列中也写了时刻（{t}），与时间列重复"),
+    (r"the worksheet is named for (?P<a>\w+), and the import's quantity is (?P<b>\w+)",
+     "工作表名称对应的监测项目是 {a}，与导入时指定的 {b} 不一致"),
     (r"(?P<v>.+) is not a number", "{v} 不是数字"),
     (r"(?P<v>.+) is not a finite number", "{v} 不是有限数值"),
     (r"empty", "为空"),
     (r"(?P<v>.+) is not a time \(.+\)", "{v} 不是时间（应写作 2026-03-16 09:00、2026/03/16 09:00:00 或 2026-03-16）"),
     (r"no value column: give 累计变化量 \(cumulative change\) or 本次测值 \(value\)",
      "缺少数值列：请给出“累计变化量”或“本次测值”"),
-    (r"more than (?P<n>\d+) rows: split the file", "超过 {n} 行，请拆分文件"),
+    (r"(?:sheet (?P<sheet>.+?): )?more than (?P<n>\d+) rows: split the file", "{sheet}超过 {n} 行，请拆分文件"),
     (r"the file has a header but no rows", "文件只有表头，没有数据行"),
     (r"(?P<v>.+) is not a quantity this point reports \(.+\)", "{v} 不是该测点的监测项目"),
     (r"unit (?P<u>.+) does not convert to (?P<q>\w+)'s unit (?P<t>.+)", "单位 {u} 不能换算为{q}的单位 {t}"),
     (r"no item column \(监测项目\) and no quantity given for the import", "文件没有“监测项目”列，导入时也未指定监测量"),
     (r"unknown point (?P<v>.+) \(survey points: (?P<known>.+)\)", "未知测点 {v}（本工地测点：{known}）"),
     (r"the survey time is in the future", "观测时间晚于当前时间"),
-    (r"the same survey time as row (?P<r>\d+) for (?P<p>.+) \((?P<q>\w+)\)", "与第 {r} 行的 {p}（{q}）观测时间相同"),
-    (r"earlier than row (?P<r>\d+) for (?P<p>.+) \((?P<q>\w+)\)", "早于第 {r} 行的 {p}（{q}）观测时间"),
+    (r"the same survey time as (?:sheet '(?P<sheet>.+)', )?row (?P<r>\d+) for (?P<p>.+) \((?P<q>\w+)\)",
+     "与{sheet}第 {r} 行的 {p}（{q}）观测时间相同"),
+    (r"earlier than (?:sheet '(?P<sheet>.+)', )?row (?P<r>\d+) for (?P<p>.+) \((?P<q>\w+)\)",
+     "早于{sheet}第 {r} 行的 {p}（{q}）观测时间"),
     (r"(?P<p>.+) \((?P<q>\w+)\) at this time was already imported \(import #(?P<n>\d+)\)",
      "{p}（{q}）该时间的数据已导入（第 {n} 次导入）"),
     (r"older than the last imported survey of (?P<p>.+) \((?P<q>\w+)\)", "早于 {p}（{q}）最近一次导入的观测时间"),

@@ -40,13 +40,16 @@ def import_survey(args: argparse.Namespace) -> int:
         print(f"imported {res['rows']} row(s) for {', '.join(res['points'])} (import #{res['import_id']})")
         if res["baselines_set"]:
             print(f"baseline 0 set for {', '.join(res['baselines_set'])} (cumulative values)")
+        for sheet, why in (res.get("sheets_skipped") or {}).items():
+            print(f"worksheet {sheet!r} not read: {why}")
         return 0
     detail: dict[str, Any] = (
         r.json() if r.headers.get("content-type", "").startswith("application/json") else {"detail": r.text}
     )
     print(f"refused ({r.status_code}): nothing was imported", file=sys.stderr)
     for e in detail.get("errors") or []:
-        where = f"row {e['row']}, column {e['column']}: " if e.get("row") else ""
+        where = f"sheet {e['sheet']!r}, " if e.get("sheet") else ""
+        where += f"row {e['row']}, column {e['column']}: " if e.get("row") else ""
         print(f"  {where}{e['message']}", file=sys.stderr)
     if not detail.get("errors"):
         print(f"  {detail.get('detail')}", file=sys.stderr)

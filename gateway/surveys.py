@@ -5,13 +5,21 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alerting.baselines import Baselines
 from alerting.db import audit, tx
 from drivers.profile import SurveyProfile
-from drivers.survey import MAX_ERRORS, Problem, SurveyRow, in_catalog_unit, item_quantity, parse_survey
+from drivers.survey import (
+    MAX_ERRORS,
+    Problem,
+    SurveyFile,
+    SurveyRow,
+    in_catalog_unit,
+    item_quantity,
+    parse_survey,
+)
 from drivers.timefmt import parse_zone
 from gateway.config import SiteConfig
 from telemetry.clock import Clock
@@ -40,6 +48,8 @@ class Imported:
     first_ns: int
     last_ns: int
     baselines_set: list[str]  # points whose cumulative values got a baseline of 0 with this import
+    sheets: list[str] = field(default_factory=list)  # a workbook's worksheets read
+    sheets_skipped: dict[str, str] = field(default_factory=dict)  # worksheet -> why not read (no table in it)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +59,8 @@ class Imported:
             "first_ns": self.first_ns,
             "last_ns": self.last_ns,
             "baselines_set": self.baselines_set,
+            "sheets": self.sheets,
+            "sheets_skipped": self.sheets_skipped,
         }
 
 
@@ -81,59 +93,81 @@ class SurveyImporter:
     # ---- checking ----------------------------------------------------------------------------------------------
 
     def _quantity(self, row: SurveyRow, device: str, allowed: list[str], given: str | None) -> str:
-        """The row's quantity: its item column, else the import's, else the point's only one."""
-        text = row.item or given
-        if text:
-            return item_quantity(text, allowed)
+        """The row's quantity: its item column; else its worksheet's name where that names one (a workbook with a
+        sheet per item), refused when the import's quantity says another; else the import's; else the point's
+        only one."""
+        if row.item:
+            return item_quantity(row.item, allowed)
+        named = None
+        if row.sheet:
+            try:
+                named = item_quantity(row.sheet, allowed)
+            except ValueError:
+                named = None  # a sheet named for its points, or "Sheet2"
+        if given:
+            q = item_quantity(given, allowed)
+            if named is not None and named != q:
+                raise ValueError(f"the worksheet is named for {named}, and the import's quantity is {q}")
+            return q
+        if named is not None:
+            return named
         own = [q for q in self.warning_keys.get(device, []) if q in allowed]
         if len(allowed) == 1 or len(own) == 1:
             return allowed[0] if len(allowed) == 1 else own[0]
         raise ValueError("no item column (监测项目) and no quantity given for the import")
 
-    def check(self, data: bytes, filename: str, quantity: str | None = None) -> list[tuple[SurveyRow, str, str, float]]:
-        """(row, device, quantity, value in the catalog unit) for every row; SurveyRefused with every problem."""
+    def check(
+        self, data: bytes, filename: str, quantity: str | None = None
+    ) -> tuple[list[tuple[SurveyRow, str, str, float]], SurveyFile]:
+        """(row, device, quantity, value in the catalog unit) for every row, and the file as read (its sheets);
+        SurveyRefused with every problem."""
         try:
             parsed = parse_survey(data, filename, self.tz)
         except ValueError as err:
             raise SurveyRefused([Problem(0, "", str(err))]) from None
         problems = list(parsed.problems)
         out: list[tuple[SurveyRow, str, str, float]] = []
-        last_in_file: dict[tuple[str, str], tuple[int, int]] = {}  # (device, quantity) -> (ts, row)
+        last_in_file: dict[tuple[str, str], tuple[int, int, str]] = {}  # (device, quantity) -> (ts, row, sheet)
         now = self.clock()
         for r in parsed.rows:
             col = r.columns
             point = self.points.get(r.point)
             if point is None:
                 known = ", ".join(sorted(self.points)) or "none configured"
-                problems.append(Problem(r.row, col["point"], f"unknown point {r.point!r} (survey points: {known})"))
+                problems.append(
+                    Problem(r.row, col["point"], f"unknown point {r.point!r} (survey points: {known})", r.sheet)
+                )
                 continue
             device, allowed = point
             try:
                 q = self._quantity(r, device, allowed, quantity)
             except ValueError as err:
-                problems.append(Problem(r.row, col.get("item", col["point"]), str(err)))
+                problems.append(Problem(r.row, col.get("item", col["point"]), str(err), r.sheet))
                 continue
             try:
                 value = in_catalog_unit(r.value, r.unit, q)
             except ValueError as err:
                 where = col.get("unit", col.get("cumulative", col.get("value", "")))
-                problems.append(Problem(r.row, where, str(err)))
+                problems.append(Problem(r.row, where, str(err), r.sheet))
                 continue
             if r.ts_ns > now + self.max_ahead_ns.get(device, 300 * NS):
-                problems.append(Problem(r.row, col["time"], "the survey time is in the future"))
+                problems.append(Problem(r.row, col["time"], "the survey time is in the future", r.sheet))
                 continue
             key = (device, q)
             prev = last_in_file.get(key)
             if prev is not None and r.ts_ns <= prev[0]:
                 what = "the same survey time as" if r.ts_ns == prev[0] else "earlier than"
-                problems.append(Problem(r.row, col["time"], f"{what} row {prev[1]} for {r.point} ({q})"))
+                if prev[2] != r.sheet:
+                    what += f" sheet {prev[2]!r},"
+                problems.append(Problem(r.row, col["time"], f"{what} row {prev[1]} for {r.point} ({q})", r.sheet))
                 continue
-            last_in_file[key] = (r.ts_ns, r.row)
+            last_in_file[key] = (r.ts_ns, r.row, r.sheet)
             out.append((r, device, q, value))
         problems += self._against_stored(out)
         if problems:
-            raise SurveyRefused(sorted(problems, key=lambda p: (p.row, p.column))[:MAX_ERRORS])
-        return out
+            order = {name: i for i, name in enumerate(parsed.sheets)}  # the workbook's order, then the rows'
+            raise SurveyRefused(sorted(problems, key=lambda p: (order.get(p.sheet, 0), p.row, p.column))[:MAX_ERRORS])
+        return out, parsed
 
     def _against_stored(self, rows: list[tuple[SurveyRow, str, str, float]]) -> list[Problem]:
         """A survey already imported, or one older than the point's last imported survey (time going backwards)."""
@@ -154,9 +188,13 @@ class SurveyImporter:
             ).fetchone()
             col = r.columns["time"]
             if dup is not None:
-                out.append(Problem(r.row, col, f"{r.point} ({q}) at this time was already imported (import #{dup[0]})"))
+                out.append(
+                    Problem(
+                        r.row, col, f"{r.point} ({q}) at this time was already imported (import #{dup[0]})", r.sheet
+                    )
+                )
             else:
-                out.append(Problem(r.row, col, f"older than the last imported survey of {r.point} ({q})"))
+                out.append(Problem(r.row, col, f"older than the last imported survey of {r.point} ({q})", r.sheet))
         return out
 
     # ---- importing ---------------------------------------------------------------------------------------------
@@ -165,7 +203,7 @@ class SurveyImporter:
         now = self.clock()
         digest = hashlib.sha256(data).hexdigest()
         try:
-            rows = self.check(data, filename, quantity)
+            rows, parsed = self.check(data, filename, quantity)
         except SurveyRefused as err:
             with tx(self.conn):
                 audit(self.conn, now, actor, "survey.refused", f"survey_file:{filename}", str(err)[:500],
@@ -195,10 +233,10 @@ class SurveyImporter:
             audit(
                 self.conn, now, actor, "survey.import", f"survey_import:{import_id}", None,
                 {"filename": filename, "sha256": digest, "rows": len(rows), "points": points,
-                 "first_ns": first, "last_ns": last},
+                 "first_ns": first, "last_ns": last, "sheets": parsed.sheets, "sheets_skipped": parsed.skipped},
             )  # fmt: skip
         await self.submit([Reading(d, q, v, r.ts_ns) for r, d, q, v in rows])
-        return Imported(import_id, len(rows), points, first, last, baselines_set)
+        return Imported(import_id, len(rows), points, first, last, baselines_set, parsed.sheets, parsed.skipped)
 
     def imports(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.conn.execute("SELECT * FROM survey_imports ORDER BY id DESC LIMIT ?", (limit,)).fetchall()

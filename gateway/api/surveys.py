@@ -21,7 +21,13 @@ def install_refusal(app: FastAPI) -> None:
     async def _refused(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, SurveyRefused)
         errors = [
-            {"row": p.row, "column": p.column, "message": p.message, "message_zh": refusals.message_zh(422, p.message)}
+            {
+                "sheet": p.sheet,
+                "row": p.row,
+                "column": p.column,
+                "message": p.message,
+                "message_zh": refusals.message_zh(422, p.message),
+            }
             for p in err.problems
         ]
         zh = f"测量文件未导入：{len(errors)} 处问题"

@@ -120,11 +120,14 @@ $("#survey-file").addEventListener("change", async (ev) => {
   out.replaceChildren();
   if (r.ok) {
     out.append(el("p", { class: "ok" }, t("survey_ok", { n: data.rows, points: data.points.join("、"), id: data.import_id })));
+    const skipped = Object.keys(data.sheets_skipped || {});
+    if (skipped.length) out.append(el("p", { class: "err" }, t("survey_skipped", { sheets: skipped.join("、") })));
   } else {
     out.append(el("p", { class: "err" }, t("survey_refused")));
     const list = el("ul", { class: "err" });
     for (const e of data.errors || [{ row: 0, column: "", message: data.detail, message_zh: data.detail_zh }]) {
-      list.append(el("li", {}, (e.row ? t("row_col", { row: e.row, col: e.column }) : "") + (S.lang === "en" ? e.message : e.message_zh || e.message)));
+      const where = (e.sheet ? t("sheet_of", { sheet: e.sheet }) : "") + (e.row ? t("row_col", { row: e.row, col: e.column }) : "");
+      list.append(el("li", {}, where + (S.lang === "en" ? e.message : e.message_zh || e.message)));
     }
     out.append(list);
   }

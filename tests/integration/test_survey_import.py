@@ -79,6 +79,7 @@ async def test_a_surveyors_report_refused_whole_then_imported(
         assert r.status_code == 422
         assert r.json()["errors"] == [
             {
+                "sheet": "",  # a workbook's worksheet, when it holds several tables
                 "row": 10,
                 "column": "累计变化量(mm)",
                 "message": "'15,5 mm' is not a number",

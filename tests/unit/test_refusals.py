@@ -78,7 +78,7 @@ def _messages() -> list[tuple[str, int, str]]:
                 if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
                     continue
                 name = call.func.id
-                if name == "Problem" and len(call.args) == 3:
+                if name == "Problem" and len(call.args) in (3, 4):  # (the fourth: the worksheet)
                     arg = call.args[2]
                 elif name == "HTTPException" and len(call.args) >= 2:
                     arg = call.args[1]
@@ -102,6 +102,8 @@ COMPOSED = {
     "7 row 7 for 7 (7)": [
         "the same survey time as row 4 for 7 (horizontal_displacement)",
         "earlier than row 4 for 7 (horizontal_displacement)",
+        "the same survey time as sheet '水平位移', row 4 for 7 (horizontal_displacement)",
+        "earlier than sheet '水平位移', row 4 for 7 (horizontal_displacement)",
     ],
 }
 MESSAGES = [(w, n, full) for w, n, m in _messages() for full in COMPOSED.get(m, [m])]

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+import io
+import re
+import zipfile
+from collections.abc import Sequence
+from datetime import date, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from openpyxl import Workbook
+from openpyxl.styles import Font
 
 from alerting.baselines import Baselines
 from alerting.db import connect
-from drivers.survey import parse_survey
+from drivers.survey import item_quantity, parse_survey
 from gateway.config import SiteConfig
 from gateway.surveys import SurveyImporter, SurveyRefused
 from telemetry.reading import Reading
@@ -95,3 +101,145 @@ def test_units_convert_and_a_point_is_found_by_the_id_the_report_uses(tmp_path: 
     assert got == [Reading("P-ZQC-3", "vertical_displacement", -12.5, at)]  # cm -> mm
     with pytest.raises(SurveyRefused, match="at this time was already imported"):
         asyncio.run(imp.import_file(text.encode(), "zqc.csv", "wang", quantity="vertical_displacement"))
+
+
+def _book(sheets: Sequence[tuple[str, Sequence[Sequence[object]]]]) -> bytes:
+    wb = Workbook()
+    for i, (title, rows) in enumerate(sheets):
+        ws = wb.active if i == 0 else wb.create_sheet()
+        assert ws is not None
+        ws.title = title
+        for r in rows:
+            ws.append(r)
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+HEAD: list[object] = ["测点编号", "观测时间", "累计变化量(mm)"]
+
+
+def test_a_workbook_with_a_sheet_per_item_is_read_whole(tmp_path: Path) -> None:
+    """A daily report with one sheet per item (水平位移, 竖向位移) and a cover: only the first sheet was read, and
+    the others were lost with the import said done. Every sheet with a table is read now, its name saying its item;
+    the cover is named as not read; a sheet whose name says another item than the import's is refused by name."""
+    at = datetime(2026, 11, 15, 9, 0)
+    data = _book(
+        [
+            ("封面", [["某某基坑监测日报"], ["第 12 期"]]),
+            ("水平位移", [HEAD, ["ZQT-3", at, 1.2]]),
+            ("竖向位移", [HEAD, ["ZQT-3", at, -25.0], ["ZQC-3", at, -3.0]]),
+        ]
+    )
+    imp, got = importer(tmp_path)
+    res = asyncio.run(imp.import_file(data, "日报.xlsx", "wang"))
+    assert (res.rows, res.sheets, list(res.sheets_skipped)) == (3, ["水平位移", "竖向位移"], ["封面"])
+    ts = int(datetime(2026, 11, 15, 9, 0, tzinfo=TZ).timestamp()) * NS
+    assert sorted(got, key=lambda r: (r.device, r.quantity)) == [
+        Reading("P-ZQC-3", "vertical_displacement", -3.0, ts),
+        Reading("ZQT-3", "horizontal_displacement", 1.2, ts),
+        Reading("ZQT-3", "vertical_displacement", -25.0, ts),
+    ]
+    imp, got = importer(tmp_path / "again")
+    (tmp_path / "again").mkdir(exist_ok=True)
+    with pytest.raises(SurveyRefused) as err:
+        asyncio.run(imp.import_file(data, "日报.xlsx", "wang", quantity="horizontal_displacement"))
+    assert [str(p) for p in err.value.problems] == [
+        "sheet '竖向位移', row 2, column 测点编号: the worksheet is named for vertical_displacement, and the "
+        "import's quantity is horizontal_displacement",
+        "sheet '竖向位移', row 3, column 测点编号: the worksheet is named for vertical_displacement, and the "
+        "import's quantity is horizontal_displacement",
+    ]
+    assert got == []
+
+
+def _redimensioned(data: bytes, ref: str) -> bytes:
+    """The workbook with the size its sheet declares (<dimension>) set to `ref`, as other tools write it."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name in src.namelist():
+            x = src.read(name)
+            if name == "xl/worksheets/sheet1.xml":
+                x = re.sub(rb'<dimension ref="[^"]*" ?/>', f'<dimension ref="{ref}"/>'.encode(), x)
+            z.writestr(name, x)
+    return out.getvalue()
+
+
+def test_a_sheet_is_read_to_its_last_row_whatever_size_it_declares(tmp_path: Path) -> None:
+    """openpyxl's read-only mode trusts the size a sheet declares: declared short, rows beyond were dropped and
+    the import said done; a template formatted far below the table was refused as too long to split."""
+    rows: list[list[object]] = [HEAD] + [["ZQT-3", datetime(2026, 11, 10 + i, 9, 0), 1.0 + i] for i in range(5)]
+    data = _book([("Sheet1", rows)])
+    for ref in ("A1:C3", "A1"):
+        assert [r.value for r in parse_survey(_redimensioned(data, ref), "r.xlsx", TZ).rows] == [1, 2, 3, 4, 5]
+    wb = Workbook()
+    ws = wb.active
+    assert ws is not None
+    for r in rows:
+        ws.append(r)
+    ws.cell(row=25_000, column=1).font = Font(bold=True)  # formatted, empty
+    out = io.BytesIO()
+    wb.save(out)
+    assert len(parse_survey(out.getvalue(), "r.xlsx", TZ).rows) == 5
+    ws.cell(row=25_000, column=1).value = "ZQT-3"  # not empty: the file is too long, not cut short
+    out = io.BytesIO()
+    wb.save(out)
+    with pytest.raises(ValueError, match="more than 20000 rows"):
+        parse_survey(out.getvalue(), "r.xlsx", TZ)
+
+
+def test_a_date_column_and_a_time_column_make_the_survey_time() -> None:
+    """观测日期 and 观测时间 side by side: the first in the row was taken, so a survey at 09:00 was stored at 00:00
+    and two surveys of a day were refused as the same time."""
+    data = _book(
+        [
+            (
+                "Sheet1",
+                [
+                    ["测点编号", "观测日期", "观测时间", "累计变化量(mm)"],
+                    ["ZQT-3", date(2026, 11, 15), time(9, 0), 1.2],
+                ],
+            )
+        ]
+    )
+    (row,) = parse_survey(data, "r.xlsx", TZ).rows
+    assert row.ts_ns == int(datetime(2026, 11, 15, 9, 0, tzinfo=TZ).timestamp()) * NS
+    text = "测点编号,观测日期,观测时间,累计变化量(mm)\nZQT-3,2026-11-15,08:00,1.0\nZQT-3,2026-11-15,17:00,1.5\n"
+    f = parse_survey(text.encode(), "r.csv", TZ)
+    assert f.problems == [] and [datetime.fromtimestamp(r.ts_ns / NS, TZ).hour for r in f.rows] == [8, 17]
+    text = "测点编号,观测时间,累计变化量(mm)\nZQT-3,08:00,1.0\n"  # a time of day and no date: said, not guessed
+    assert [str(p) for p in parse_survey(text.encode(), "r.csv", TZ).problems] == [
+        "row 2, column 观测时间: 08:00 is a time of day without a date (no date column, 观测日期)"
+    ]
+
+
+def test_a_rate_column_with_no_rate_in_it_is_no_rate() -> None:
+    """The reported rate is kept for comparison only; the first survey after 初始值 has none, written "/" or "—",
+    or Excel's #DIV/0!: each refused the whole file. A rate that is text of another kind still is a problem."""
+    for mark in ("/", "—", "#DIV/0!", "-"):
+        text = (
+            "测点编号,观测时间,累计变化量(mm),变化速率(mm/d)\n"
+            f"ZQT-3,2026-11-14 09:00,0.0,{mark}\nZQT-3,2026-11-15 09:00,1.2,1.2\n"
+        )
+        f = parse_survey(text.encode(), "r.csv", TZ)
+        assert f.problems == [] and [r.rate for r in f.rows] == [None, 1.2], mark
+    text = "测点编号,观测时间,累计变化量(mm),变化速率(mm/d)\nZQT-3,2026-11-14 09:00,0.0,fast\n"
+    assert [p.message for p in parse_survey(text.encode(), "r.csv", TZ).problems] == ["'fast' is not a number"]
+
+
+def test_items_as_reports_write_them() -> None:
+    """桩体深层水平位移 holds both 深层水平位移 and 水平位移 (refused as ambiguous); 坡顶沉降, 周边地表沉降 and
+    坑外水位 name GB 50497's 竖向位移 and 地下水位 in the words reports use (refused as unknown)."""
+    allowed = ["horizontal_displacement", "vertical_displacement", "deep_displacement", "groundwater_level"]
+    assert [
+        item_quantity(t, allowed) for t in ("桩体深层水平位移", "冠梁水平位移", "坡顶沉降", "周边地表沉降", "坑外水位")
+    ] == [
+        "deep_displacement",
+        "horizontal_displacement",
+        "vertical_displacement",
+        "vertical_displacement",
+        "groundwater_level",
+    ]
+    with pytest.raises(ValueError, match="is not a quantity this point reports"):
+        item_quantity("水平位移及沉降", allowed)  # two items in one: not guessed
