@@ -145,14 +145,17 @@ def ledger_rows(hazards: HazardSource, since_ns: int, until_ns: int, major_only:
 
 
 # Exports are data, never code (OWASP "CSV injection"): text that a spreadsheet would read as a formula is
-# neutralised, and control characters that Excel cannot store (openpyxl refuses them) are removed.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# neutralised. A workbook's cells are XML, and XML 1.0 §2.2 (the Char production) allows only #x9 | #xA | #xD |
+# [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]: one character outside it (a C0 control, a lone surrogate,
+# U+FFFE, U+FFFF) makes a workbook no reader opens, and openpyxl checks the C0 controls only. Everything outside
+# Char is removed, and DEL too (allowed by XML, but a control character no one means to put in a form).
+_NOT_XML_CHAR = re.compile(r"[^\t\n\r\x20-\x7e\x80-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def clean_text(s: str) -> str:
-    """User text without the control characters a workbook cannot hold (newlines stay)."""
-    return _CONTROL.sub("", s)
+    """User text without the characters a workbook cannot hold (XML 1.0 §2.2); newlines and tabs stay."""
+    return _NOT_XML_CHAR.sub("", s)
 
 
 def _text(v: Cell) -> str:

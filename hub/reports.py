@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
 
-from alerting.ledger import STATS_ITEMS, monthly_stats
+from alerting.ledger import STATS_ITEMS, clean_text, monthly_stats
 from hub.regions import RegionTree
 
 NS = 1_000_000_000
@@ -145,10 +145,12 @@ def stats_by_region_xlsx(rows: list[dict[str, Any]], title: str) -> bytes:
     ws = wb.active
     assert ws is not None
     ws.title = "调度表"
-    ws.cell(1, 1, title).font = Font(bold=True, size=14)
+    # region names come from the hub's config: cleaned as the sites' forms clean user text (alerting/ledger.py), so
+    # a character XML cannot hold gives a workbook that opens rather than one that does not
+    ws.cell(1, 1, clean_text(title)).font = Font(bold=True, size=14)
     ws.merge_cells(start_row=1, start_column=1, end_row=1, end_column=2 + len(rows))
     ws.cell(1, 1).alignment = Alignment(horizontal="center")
-    head = ["序号", "项目", *(r["name"] for r in rows)]
+    head = ["序号", "项目", *(clean_text(r["name"]) for r in rows)]
     for c, name in enumerate(head, start=1):
         ws.cell(3, c, name).font = Font(bold=True)
     ws.column_dimensions["B"].width = 46

@@ -362,3 +362,26 @@ def test_control_characters_never_break_a_download(tmp_path: Path) -> None:
     ws = load_workbook(io.BytesIO(ledger_xlsx(hz, lo, hi, False))).active
     assert ws is not None
     assert any(c.value == "脚手架连墙件缺失\n第二行" for row in ws.iter_rows() for c in row)
+
+
+def test_characters_xml_cannot_hold_never_break_a_download(tmp_path: Path) -> None:
+    """U+FFFE and U+FFFF are outside XML 1.0's Char (§2.2), as C0 controls are: one in a hazard's text, the site's
+    name or a region's name made a workbook no reader opens (openpyxl wrote it, then could not load it)."""
+    from hub.reports import stats_by_region_xlsx
+
+    clock = FakeClock(ns(2025, 6, 2, 9))
+    hz = Hazards(connect(tmp_path / "state.db"), clock, HazardConfig(reporting_unit="一标段\uffff项目部"))
+    hid = Site(hz, clock).new("self_check", "基坑边堆载\uffff超限\ufffe，第二处\x01")
+    hz.confirm(hid, actor="wang", role=M, klass="general")
+    lo, hi = ns(2025, 6, 1), ns(2025, 7, 1)
+    assert "基坑边堆载超限，第二处" in ledger_csv(hz, lo, hi, False).decode("utf-8-sig")
+    books = [ledger_xlsx(hz, lo, hi, False), stats_xlsx(hz, lo, hi)]
+    region = {"name": "昌吉\uffff市", **dict.fromkeys(dict(STATS_ITEMS), 0)}
+    books.append(stats_by_region_xlsx([region], "调度表\ufffe"))
+    texts = []
+    for data in books:
+        ws = load_workbook(io.BytesIO(data)).active  # what a user's Excel does first
+        assert ws is not None
+        texts += [c.value for row in ws.iter_rows() for c in row if isinstance(c.value, str)]
+    assert {"基坑边堆载超限，第二处", "一标段项目部", "昌吉市", "调度表"} <= set(texts)
+    assert not any(ch in t for t in texts for ch in "\ufffe\uffff")
