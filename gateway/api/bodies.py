@@ -1,12 +1,20 @@
 """Every request body of the API, one pydantic model each (the hazard actions too); unknown fields are refused."""
 
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerting.hazards import HazardClass, HazardSource, Origin
 from alerting.rules import HazardBasis, Level
+from gateway.api.deps import INT64_MAX, LAST_DAY
+
+# What SQLite's 64-bit integers and int64 ns can hold, as the paths' ids and the queries' dates are bounded (deps.py):
+# beyond them a body is refused naming the field (422), not a 500 from SQLite's OverflowError or from a deadline's
+# end of day in ns. A time is not before 1970 (nothing is recorded there; range_ns starts the same day).
+Ns = Annotated[int, Field(ge=0, le=INT64_MAX)]
+RowRef = Annotated[int, Field(ge=1, le=INT64_MAX)]
+Day = Annotated[date, Field(le=LAST_DAY)]
 
 
 class Body(BaseModel):
@@ -63,13 +71,13 @@ class ReportHazard(Body):
     description: str
     source: HazardSource
     origin: Origin = "manual"
-    found_ns: int | None = None
+    found_ns: Ns | None = None
     prefecture: str | None = None
     county: str | None = None
     sector: str | None = None
     device: str | None = None
     point: str | None = None
-    alarm_id: int | None = None
+    alarm_id: RowRef | None = None
     alarm_level: Level | None = None
     value: float | None = None
     threshold: float | None = None
@@ -92,7 +100,7 @@ class DismissHazard(Body):
 class AssignHazard(Body):
     responsible: str
     measures: str
-    deadline: date
+    deadline: Day
     funds: float | None = None
     emergency_plan: str | None = None
 
@@ -105,7 +113,7 @@ class ListHazard(Body):
 class MarkReported(Body):
     to: str
     reference: str | None = None
-    reported_ns: int | None = None
+    reported_ns: Ns | None = None
 
 
 class SubmitHazard(Body):
@@ -113,7 +121,7 @@ class SubmitHazard(Body):
 
 
 class AcceptHazard(Body):
-    completed_on: date | None = None
+    completed_on: Day | None = None
     why: str | None = None
     active_alarm_reason: str | None = None
 

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 COOKIE = "sitegw_session"
 
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER and InfluxDB's ns timestamps are signed 64-bit
 # record ids are SQLite integers (64-bit): a larger number in a path is a bad request, not an OverflowError (500)
-RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+RowId = Annotated[int, PathParam(ge=1, le=INT64_MAX)]
 Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
@@ -84,7 +85,8 @@ def known_device(gw: "GatewayParts", device: str) -> None:
         raise HTTPException(404, f"unknown device {device!r}")
 
 
-_FIRST_DAY, _LAST_DAY = date(1970, 1, 2), date(2261, 12, 31)  # what int64 ns (SQLite, InfluxDB) can hold
+# what int64 ns (SQLite, InfluxDB) can hold: the end of LAST_DAY in any zone is before 2262-04-11, int64 ns's last day
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(2261, 12, 31)
 
 
 def range_ns(tz: str, since: date | None, until: date | None) -> tuple[int | None, int | None]:
@@ -93,8 +95,8 @@ def range_ns(tz: str, since: date | None, until: date | None) -> tuple[int | Non
     Dates beyond what int64 nanoseconds hold are clamped (nothing is recorded there): 9999-12-31 means "to the end",
     not an overflow and a 500."""
     z = ZoneInfo(tz)
-    since = min(max(since, _FIRST_DAY), _LAST_DAY) if since else None
-    until = min(max(until, _FIRST_DAY), _LAST_DAY) if until else None
+    since = min(max(since, FIRST_DAY), LAST_DAY) if since else None
+    until = min(max(until, FIRST_DAY), LAST_DAY) if until else None
     lo = int(datetime.combine(since, time(0), z).timestamp() * 1e9) if since else None
     hi = None
     if until:

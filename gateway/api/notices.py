@@ -7,7 +7,7 @@ from pydantic import Field
 
 from alerting.notices import NoticeError
 from gateway.api.bodies import Body
-from gateway.api.deps import Manager, Viewer
+from gateway.api.deps import Manager, RowId, Viewer
 from gateway.parts import GatewayParts
 
 
@@ -23,7 +23,7 @@ def router(gw: GatewayParts) -> APIRouter:
         return gw.notices.list(open_only)
 
     @r.post("/api/notices/{notice_id}/ack")
-    async def ack(notice_id: int, body: NoticeAck, user: Manager) -> dict[str, Any]:
+    async def ack(notice_id: RowId, body: NoticeAck, user: Manager) -> dict[str, Any]:
         if not any(n["id"] == notice_id for n in gw.notices.list()):
             raise HTTPException(404, f"no notice {notice_id}")
         try:
