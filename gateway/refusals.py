@@ -81,6 +81,7 @@ _PATTERNS: list[tuple[str, str]] = [
     (r"actor and role come from the login, not the body", "操作人和角色取自登录信息，不能写在请求里"),
     # requests
     (r"body must be a JSON object", "请求内容须为 JSON 对象"),
+    (r"a number or date is out of range \(.+\)", "数值或日期超出范围"),
     (r"(?P<field>\w+): not base64", "{field}不是有效的 base64 编码"),
     (
         r"window_s must be positive and at most a week \(604800 s\), and max_points at least 2",

@@ -137,7 +137,8 @@ def refusal(status: int, detail: Any, headers: dict[str, str] | None = None, zh:
 
 
 def install_refusals(app: FastAPI) -> None:
-    """Each kind of refusal to its status: unknown alarm 404, a refused state change 409, a role 403, bad input 422."""
+    """Each kind of refusal to its status: unknown alarm 404, a refused state change 409, a role 403, bad input (an
+    overflow too) 422."""
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: Exception) -> JSONResponse:
@@ -148,6 +149,12 @@ def install_refusals(app: FastAPI) -> None:
     async def _invalid(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, RequestValidationError)
         return refusal(422, jsonable_encoder(err.errors()))
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(_: Request, err: Exception) -> JSONResponse:
+        # a number or date past what SQLite's integers or datetime hold that no bound of a body or query caught:
+        # the request's value is at fault (422, as a ValueError is), not the gateway (a bare 500)
+        return refusal(422, f"a number or date is out of range ({err})")
 
     def said_as(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handler(_: Request, err: Exception) -> JSONResponse:

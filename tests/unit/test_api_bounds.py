@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from gateway.api import build_api
+from gateway.api.deps import install_refusals
 from gateway.app import Gateway
 from tests.sites import write_site
 
@@ -106,3 +111,28 @@ async def test_hazard_numbers_and_dates_beyond_int64_are_refused_by_name(
     finally:
         await gw.alarms.aclose()
         await gw.writer.aclose()
+
+
+@pytest.mark.parametrize(
+    "overflow",
+    [
+        lambda: sqlite3.connect(":memory:").execute("SELECT ?", (2**63,)),  # Python int too large for SQLite
+        lambda: date(9999, 12, 31) + timedelta(days=1),  # date value out of range
+    ],
+    ids=["sqlite", "date"],
+)
+async def test_an_overflow_no_bound_caught_is_a_bad_request(overflow: Callable[[], object]) -> None:
+    """The safety net behind the bounds: an OverflowError from a request's value is a 422 in both languages."""
+    app = FastAPI()
+    install_refusals(app)
+
+    @app.get("/x")
+    async def x() -> None:
+        overflow()
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as api:
+        r = await api.get("/x")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("a number or date is out of range (")
+    assert r.json()["detail_zh"] == "数值或日期超出范围"
