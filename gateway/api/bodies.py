@@ -79,8 +79,8 @@ class ReportHazard(Body):
     point: str | None = None
     alarm_id: RowRef | None = None
     alarm_level: Level | None = None
-    value: float | None = None
-    threshold: float | None = None
+    value: float | None = Field(default=None, allow_inf_nan=False)  # (JSON's NaN and Infinity are read by Python)
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
     value_unit: str | None = None
     provenance: str | None = None
     proposed_class: HazardClass | None = None
@@ -101,7 +101,7 @@ class AssignHazard(Body):
     responsible: str
     measures: str
     deadline: Day
-    funds: float | None = None
+    funds: float | None = Field(default=None, allow_inf_nan=False)  # NaN passed "required" and "not negative"
     emergency_plan: str | None = None
 
 

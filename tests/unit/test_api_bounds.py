@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -97,9 +98,21 @@ async def test_hazard_numbers_and_dates_beyond_int64_are_refused_by_name(
                     "上报时间",
                 ),
                 ("/api/hazards/1/accept", "li", {"completed_on": "9999-12-31"}, "completed_on", "完成日期"),
+                # JSON's NaN and Infinity, which Python reads: NaN funds passed "required for a major hazard" and
+                # "not negative", and was stored as NULL; an infinite value was reported as measured
+                (
+                    "/api/hazards/1/assign",
+                    "li",
+                    {**assign, "deadline": "2026-12-31", "funds": float("nan")},
+                    "funds",
+                    "整改资金",
+                ),
+                ("/api/hazards", "zhang", {**report, "value": float("inf")}, "value", "数值"),
+                ("/api/hazards", "zhang", {**report, "threshold": float("-inf")}, "threshold", ""),
             ]
             for url, who, body, field, zh in refused:
-                r = await api.post(url, json=body, headers=tok[who])
+                sent = json.dumps(body)  # (as a client writes NaN and Infinity: httpx's json= refuses them)
+                r = await api.post(url, content=sent, headers={**tok[who], "Content-Type": "application/json"})
                 assert r.status_code == 422, (body, r.text)
                 assert field in r.json()["detail"] and zh in r.json()["detail_zh"], (body, r.text)
             # the last day whose end int64 ns still holds is a deadline like any other
