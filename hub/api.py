@@ -77,6 +77,8 @@ def month_span(tz: ZoneInfo, month: str | None, cumulative: bool) -> tuple[int, 
             date(y, m, 1)
         except ValueError:
             raise HTTPException(422, f"month: {month!r} is not YYYY-MM") from None
+        if not 1970 <= y <= 2261:  # the month's end is a datetime (9999-12 overflowed it: a 500) and an int64 of ns
+            raise HTTPException(422, f"month: {month!r} is out of range (1970-01 to 2261-12)")
     lo = datetime(y, m, 1, tzinfo=tz)
     hi = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz)
     text = f"截至 {(hi - timedelta(days=1)).date().isoformat()}" if cumulative else f"{y}年{m}月"
