@@ -12,42 +12,18 @@ import errno
 import json
 import logging
 import os
-import re
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.spool_segments import Chunk, Segment, load_segments, repair_tail, segment_path
 from gateway.spool_sync import FsyncTimer, FsyncWorker, count_lines, write_state
 
 log = logging.getLogger("sitegw.spool")
-
-_SEG = re.compile(r"^seg-(\d{16})\.lp$")
 
 
 # After a kill -9 the lines acknowledged since acked.json was last written are sent again (and overwrite the same
 # points): at most this many seconds of them.
 STATE_SAVE_S = 1.0
-
-
-@dataclass(slots=True)
-class Segment:
-    seq: int
-    path: Path
-    size: int
-    acked: int  # bytes from the start already in the database
-    # (byte offset, wall time): every line at or after the offset was appended at or after the time. One mark per
-    # second at most, so an outage of a day costs ~86k small tuples; the age of the oldest pending line comes from it.
-    marks: deque[tuple[int, float]] = field(default_factory=deque)
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    seq: int
-    start: int
-    end: int
-    data: bytes
-    lines: int
 
 
 class Spool:
@@ -89,18 +65,9 @@ class Spool:
             except (ValueError, OSError) as err:
                 # without it every line is resent: duplicates overwrite in InfluxDB, nothing is lost
                 log.warning("spool: %s unreadable (%s); replaying every segment from its start", self._state, err)
-        for f in sorted(self.dir.iterdir()):
-            m = _SEG.match(f.name)
-            if not m:
-                continue
-            seq = int(m[1])
-            st = f.stat()
-            seg = Segment(seq, f, st.st_size, min(acked.get(str(seq), 0), st.st_size))
-            # append times are not stored: the file's mtime (its newest line) makes the age a lower bound
-            seg.marks.append((0, st.st_mtime))
-            self.segments.append(seg)
+        self.segments = load_segments(self.dir, acked)
         if self.segments:
-            self._repair_tail(self.segments[-1])
+            repair_tail(self.segments[-1])
         else:
             self._new_segment(1)
         last = self.segments[-1]
@@ -114,22 +81,6 @@ class Spool:
                 len(self.segments),
             )
 
-    def _repair_tail(self, seg: Segment) -> None:
-        """Cut a partial last line (a write interrupted by kill -9) so every stored line is whole."""
-        if seg.size == 0:
-            return
-        with open(seg.path, "rb+") as fh:
-            fh.seek(max(0, seg.size - 65536))
-            tail = fh.read()
-            if tail.endswith(b"\n"):
-                return
-            cut = tail.rfind(b"\n")
-            keep = seg.size - len(tail) + cut + 1 if cut >= 0 else 0
-            log.warning("spool: cut %d bytes of a torn line at the end of %s", seg.size - keep, seg.path.name)
-            fh.truncate(keep)
-            seg.size = keep
-            seg.acked = min(seg.acked, keep)
-
     def close(self) -> None:
         if self._fd is not None:
             self.sync()
@@ -139,7 +90,7 @@ class Spool:
         self._save_state()
 
     def _new_segment(self, seq: int) -> None:
-        path = self.dir / f"seg-{seq:016d}.lp"
+        path = segment_path(self.dir, seq)
         path.touch()
         self.segments.append(Segment(seq, path, 0, 0))
 

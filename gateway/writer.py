@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway.metrics import Metrics
-from gateway.spool import Chunk, Spool
+from gateway.spool import Spool
+from gateway.spool_segments import Chunk
 from telemetry.clock import to_next_tick
 
 log = logging.getLogger("sitegw.writer")
