@@ -41,6 +41,7 @@ class LiveFigures:
     mqtt_retained: Mapping[str, int]  # by broker id: retained messages not decoded (drivers/mqtt/session.py)
     mqtt_heartbeats: Mapping[str, int]  # by broker id: devices' heartbeats (PayloadMap.heartbeat)
     devices_total: int
+    spool_torn_bytes: int = 0  # cut from the last segment on start (Spool.torn_bytes)
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -154,6 +155,12 @@ class Metrics(AlarmCounters):
                 live.spool_oldest_age_s,
             )
             one("sitegw_spool_bound_bytes", g, "The spool's bound on disk (spool.max_bytes).", live.spool_max_bytes)
+            one(
+                "sitegw_spool_torn_bytes_total",
+                c,
+                "Bytes of a torn last line (kill -9, power cut) cut from the spool when it was opened.",
+                live.spool_torn_bytes,
+            )
         one("sitegw_loop_stalls_total", c, "Times the gateway's event loop was stalled for over 1 s.", self.loop_stalls)
         # the collector stops the event loop for its passes (a full one: ~6 ms at site rates); gateway/cli.py tunes it
         gens = [str(i) for i in range(3)]

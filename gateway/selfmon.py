@@ -258,6 +258,7 @@ def live_figures(gw: GatewayParts) -> LiveFigures:
     return LiveFigures(
         spool_oldest_age_s=round(gw.spool.oldest_pending_age_s(), 3),
         spool_max_bytes=gw.spool.max_bytes,
+        spool_torn_bytes=gw.spool.torn_bytes,
         mqtt_reconnects={s.p.id: s.reconnects for s in gw.sessions},
         mqtt_connected={s.p.id: int(s.connected.is_set()) for s in gw.sessions},
         mqtt_read_windows={s.p.id: s.read_windows for s in gw.sessions},

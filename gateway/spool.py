@@ -39,6 +39,7 @@ class Spool:
         self.segments: list[Segment] = []
         self._fd: int | None = None
         self.dropped_lines = 0
+        self.torn_bytes = 0  # cut on open: a torn last line left by kill -9 or a power cut
         self.appended_lines = 0
         self.acked_lines = 0
         self._dropping = False  # inside a drop episode: log once
@@ -67,7 +68,7 @@ class Spool:
                 log.warning("spool: %s unreadable (%s); replaying every segment from its start", self._state, err)
         self.segments = load_segments(self.dir, acked)
         if self.segments:
-            repair_tail(self.segments[-1])
+            self.torn_bytes += repair_tail(self.segments[-1])
         else:
             self._new_segment(1)
         last = self.segments[-1]

@@ -53,18 +53,39 @@ def load_segments(directory: Path, acked: dict[str, int]) -> list[Segment]:
     return out
 
 
-def repair_tail(seg: Segment) -> None:
-    """Cut a partial last line (a write interrupted by kill -9) so every stored line is whole."""
+TAIL_STEP = 65536  # how far back each read looks for the last whole line
+
+
+def repair_tail(seg: Segment) -> int:
+    """Cut a partial last line (a write interrupted by kill -9, or the zero-filled blocks a power cut leaves of an
+    unsynced write) so every stored line is whole; the bytes cut. The search for the last newline goes back step by
+    step to the file's start: stopping after one step cut the whole segment, fsynced lines too, when the torn tail
+    was longer than the step."""
     if seg.size == 0:
-        return
+        return 0
     with open(seg.path, "rb+") as fh:
-        fh.seek(max(0, seg.size - 65536))
-        tail = fh.read()
-        if tail.endswith(b"\n"):
-            return
-        cut = tail.rfind(b"\n")
-        keep = seg.size - len(tail) + cut + 1 if cut >= 0 else 0
-        log.warning("spool: cut %d bytes of a torn line at the end of %s", seg.size - keep, seg.path.name)
+        end = seg.size
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        keep = 0
+        while end > 0:
+            start = max(0, end - TAIL_STEP)
+            fh.seek(start)
+            nl = fh.read(end - start).rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            end = start
+        cut = seg.size - keep
+        log.warning(
+            "spool: cut %d bytes of a torn last line at the end of %s (kept %d bytes of whole lines; "
+            "metric sitegw_spool_torn_bytes_total)",
+            cut,
+            seg.path.name,
+            keep,
+        )
         fh.truncate(keep)
         seg.size = keep
         seg.acked = min(seg.acked, keep)
+        return cut

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.metrics import Metrics
+from gateway.metrics import LiveFigures, Metrics
 from gateway.pipeline import Pipeline
 from gateway.spool import Spool
 from telemetry.lineproto import series_tags
@@ -62,6 +62,43 @@ def test_survives_reopen_and_torn_tail(tmp_path: Path) -> None:
     sp2.open()
     assert drain(sp2) == lines(4, 10).splitlines()
     sp2.close()
+
+
+@pytest.mark.parametrize("tail", [b"\0" * (80 << 10), b"m,device=d v=9" + b"\0" * (200 << 10)])
+def test_a_torn_tail_longer_than_a_read_step_keeps_every_whole_line_before_it(
+    tmp_path: Path, tail: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A power cut leaves an unsynced write's blocks zero-filled: a tail with no newline in its last 64 KiB (and
+    here over three steps of the search). The whole segment was cut, fsynced lines too, and nothing counted it."""
+    sp = Spool(tmp_path, max_bytes=64 << 20, segment_bytes=16 << 20)
+    sp.open()
+    sp.append(lines(0, 5000), 5000)  # fsynced: MQTT messages were acknowledged on this
+    sp.close()
+    seg = sorted(tmp_path.glob("seg-*.lp"))[-1]
+    good = seg.stat().st_size
+    with open(seg, "ab") as fh:
+        fh.write(tail)
+    sp2 = Spool(tmp_path, max_bytes=64 << 20, segment_bytes=16 << 20)
+    with caplog.at_level("WARNING", logger="sitegw.spool"):
+        sp2.open()
+    assert seg.stat().st_size == good and sp2.torn_bytes == len(tail)
+    assert f"cut {len(tail)} bytes" in caplog.text
+    m = Metrics(live=lambda: _figures(sp2))
+    assert f"sitegw_spool_torn_bytes_total {len(tail)}\n" in m.render(0, 0, 0)
+    assert drain(sp2) == lines(0, 5000).splitlines()
+    sp2.close()
+
+
+def test_a_segment_with_no_whole_line_is_cut_to_nothing(tmp_path: Path) -> None:
+    (tmp_path / "seg-0000000000000001.lp").write_bytes(b"\0" * (100 << 10))
+    sp = Spool(tmp_path, max_bytes=64 << 20, segment_bytes=16 << 20)
+    sp.open()
+    assert sp.disk_bytes() == 0 and sp.torn_bytes == 100 << 10
+    sp.close()
+
+
+def _figures(sp: Spool) -> LiveFigures:
+    return LiveFigures(0.0, sp.max_bytes, {}, {}, {}, {}, {}, {}, 0, spool_torn_bytes=sp.torn_bytes)
 
 
 def test_bound_drops_oldest_and_counts(tmp_path: Path) -> None:
