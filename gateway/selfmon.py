@@ -41,6 +41,7 @@ class _Snapshot:
     alarm_errors: int
     notify_failed: int
     loop_stalls: int
+    rejected_lines: int
 
 
 def _reason(code: str, detail: dict[str, Any], zh: str, en: str) -> dict[str, Any]:
@@ -61,7 +62,7 @@ class SelfMonitor:
         self.swept = False
         self.db_down_since: float | None = None
         # the gateway's counters start at 0 with it, so a zero snapshot is the honest baseline
-        self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0)])
+        self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0, 0)])
 
     @property
     def gw(self) -> GatewayParts:
@@ -71,7 +72,7 @@ class SelfMonitor:
 
     def _snapshot(self, now: float) -> _Snapshot:
         m = self.gw.metrics
-        return _Snapshot(now, m.alarm_errors, sum(_failed(m.deliveries).values()), m.loop_stalls)
+        return _Snapshot(now, m.alarm_errors, sum(_failed(m.deliveries).values()), m.loop_stalls, m.rejected_lines)
 
     def sweep(self, now: float) -> None:
         gw = self.gw
@@ -230,6 +231,12 @@ class SelfMonitor:
             ("loop_stalls", m.loop_stalls - stall_base.loop_stalls, STALL_WINDOW_S, {},
              "近 10 分钟网关自身卡顿 {n} 次（主机过载或磁盘阻塞）",
              "the gateway itself stalled {n} time(s) in the last 10 minutes (host overloaded or disk blocked)"),
+            # refused as invalid (a field's type changed with a profile, a time beyond the retention policy): kept
+            # in rejected.lp, not in the database; the gateway's own writes go on, so nothing else would show it
+            ("rejected_lines", m.rejected_lines - base.rejected_lines, RECENT_S, {"file": "rejected.lp"},
+             "近 1 小时数据库拒收 {n} 行数据（未入库，保存在缓存目录的 rejected.lp 中）",
+             "the database refused {n} line(s) in the last hour (not stored; kept in rejected.lp in the spool "
+             "directory)"),
         )  # fmt: skip
         for code, n, window_s, extra, zh, en in recent:
             if n > 0:
@@ -320,6 +327,7 @@ def health_line(gw: GatewayParts, ts_ns: int | None = None) -> str:
         "spool_pending_bytes": gw.spool.pending_bytes(),
         "spool_dropped_lines_total": gw.spool.dropped_lines,
         "write_failures_total": m.write_failures,
+        "rejected_lines_total": m.rejected_lines,
         "alarm_transitions_total": m.alarm_transitions,
         "loop_stalls_total": m.loop_stalls,
         "mqtt_messages_total": m.mqtt_messages,

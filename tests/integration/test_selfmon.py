@@ -34,6 +34,7 @@ FIELDS = [
     "spool_pending_bytes",
     "spool_dropped_lines_total",
     "write_failures_total",
+    "rejected_lines_total",
     "alarm_transitions_total",
     "loop_stalls_total",
     "mqtt_messages_total",
@@ -357,10 +358,12 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
         gw.metrics.deliveries[("mail", "retry")] += 1
         gw.metrics.alarm_errors += 1
         gw.metrics.loop_stalls += 1
+        gw.metrics.rejected_lines += 3  # refused by the database (a field type conflict), kept in rejected.lp
         now = t0 + 5
         mon.sweep(now)
         got = {r["code"]: r for r in mon.reasons(now)}
-        assert set(got) == {"notification_failures", "alarm_engine_errors", "loop_stalls"}
+        assert set(got) == {"notification_failures", "alarm_engine_errors", "loop_stalls", "rejected_lines"}
+        assert got["rejected_lines"]["detail"] == {"count": 3, "window_s": 3600.0, "file": "rejected.lp"}
         assert got["notification_failures"]["detail"] == {"count": 2, "window_s": 3600.0, "channels": ["hook"]}
         assert got["alarm_engine_errors"]["detail"]["count"] == 1
         for r in got.values():
@@ -370,7 +373,11 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
         for i in range(66):
             now = t0 + 10 + 10 * i
             mon.sweep(now)
-        assert {r["code"] for r in mon.reasons(now)} == {"notification_failures", "alarm_engine_errors"}
+        assert {r["code"] for r in mon.reasons(now)} == {
+            "notification_failures",
+            "alarm_engine_errors",
+            "rejected_lines",
+        }
         for _ in range(300):  # past the hour
             now += 10
             mon.sweep(now)
@@ -388,6 +395,7 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
         assert text.startswith("sitegw,site=t ") and text.endswith(" 1700000000000000000\n")
         fields = dict(kv.split("=") for kv in text.split(" ")[1].split(","))
         assert list(fields) == FIELDS and all(re.fullmatch(r"\d+i", v) for v in fields.values())
+        assert fields["rejected_lines_total"] == "3i"
         assert fields["devices_total"] == "1i" and int(fields["spool_pending_bytes"][:-1]) > 32768
     finally:
         gw.spool.close()
