@@ -40,6 +40,11 @@ class Spool:
         self._fd: int | None = None
         self.dropped_lines = 0
         self.torn_bytes = 0  # cut on open: a torn last line left by kill -9 or a power cut
+        # the chunk the writer is sending (`sending` / `sent`): a segment dropped at the bound meanwhile counts only
+        # the lines after it, and the chunk is counted dropped only if its write then fails (it was counted twice,
+        # written and dropped, when the write succeeded)
+        self._in_flight: Chunk | None = None
+        self._in_flight_orphaned = False
         self.appended_lines = 0
         self.acked_lines = 0
         self._dropping = False  # inside a drop episode: log once
@@ -202,7 +207,10 @@ class Spool:
             return
         while self.disk_bytes() > self.max_bytes and len(self.segments) > 1:
             seg = self.segments.pop(0)
-            n = count_lines(seg.path, seg.acked, seg.size)
+            start = seg.acked
+            if self._in_flight is not None and self._in_flight.seq == seg.seq:
+                start, self._in_flight_orphaned = self._in_flight.end, True  # the chunk is counted in `sent`
+            n = count_lines(seg.path, start, seg.size)
             self.dropped_lines += n
             seg.path.unlink(missing_ok=True)
             if not self._dropping:
@@ -287,6 +295,18 @@ class Spool:
             return None
         return Chunk(seg.seq, seg.acked, seg.acked + end, buf[:end], lines)
 
+    def sending(self, chunk: Chunk) -> None:
+        """The writer is sending `chunk` to the database; `sent` must follow, whatever the outcome."""
+        self._in_flight, self._in_flight_orphaned = chunk, False
+
+    def sent(self, chunk: Chunk, written: bool) -> None:
+        """The write of `chunk` ended: if its segment was dropped at the bound meanwhile and the database did not
+        take it, its lines are lost now and counted as dropped (if it took them, they are counted written)."""
+        if self._in_flight is chunk:
+            if self._in_flight_orphaned and not written:
+                self.dropped_lines += chunk.lines
+            self._in_flight, self._in_flight_orphaned = None, False
+
     def ack(self, chunk: Chunk, save: bool = True) -> None:
         """The database has these lines: advance the segment's offset; delete it when done (unless live).
 
@@ -305,7 +325,7 @@ class Spool:
                     s.path.unlink(missing_ok=True)
                 break
         else:
-            return  # the segment was dropped at the bound meanwhile; its lines are already counted as dropped
+            return  # the segment was dropped at the bound meanwhile: the lines after the chunk are counted dropped
         live = self.segments[-1]
         if live.acked >= live.size and live.size >= self.segment_bytes // 2:
             # keep the live file from growing without end in steady state

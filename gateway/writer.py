@@ -134,16 +134,22 @@ class SpoolDrainer:
         from gateway.influx import WriteError
 
         t0 = time.perf_counter()
+        written = False
+        self.spool.sending(chunk)  # its segment may be dropped at the bound during the write: see Spool.sent
         try:
-            self.spool.fsyncs.db_writes += 1
             try:
-                await self.writer.write(chunk.data)
-            finally:
-                self.spool.fsyncs.db_writes -= 1
-        except WriteError as err:
-            if err.retryable:
-                raise
-            await self._bisect(chunk.data, err)
+                self.spool.fsyncs.db_writes += 1
+                try:
+                    await self.writer.write(chunk.data)
+                finally:
+                    self.spool.fsyncs.db_writes -= 1
+            except WriteError as err:
+                if err.retryable:
+                    raise
+                await self._bisect(chunk.data, err)
+            written = True
+        finally:
+            self.spool.sent(chunk, written)
         self.metrics.observe_write(time.perf_counter() - t0, chunk.lines, replay)
         self.spool.ack(chunk, save=False)
         await self.spool.save_state_async()
