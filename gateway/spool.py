@@ -13,9 +13,10 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
 
-from gateway.spool_segments import Chunk, Segment, load_segments, repair_tail, segment_path
+from gateway.spool_segments import Chunk, Segment, cut_tail, load_segments, read_chunk, repair_tail, segment_path
 from gateway.spool_sync import FsyncTimer, FsyncWorker, count_lines, write_state
 
 log = logging.getLogger("sitegw.spool")
@@ -60,6 +61,9 @@ class Spool:
         # backlog an outage (or a restart) left behind, replayed at a limited rate. A segment that fills up is
         # not an outage: the live data goes on in the next one and stays live.
         self.live_from = 1
+        # (segment, size, wall time) at the database's last failed attempt (`mark_backlog`): what came before is
+        # the outage's backlog, what came after is live once it is back (`end_outage`)
+        self._outage_mark: tuple[int, int, float] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -193,6 +197,44 @@ class Spool:
         self._new_segment(self.segments[-1].seq + 1)
         self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
+    def mark_backlog(self) -> None:
+        """The database refused a write (it is unreachable): what the spool holds now is backlog once it is back,
+        what comes after is live. A mark, not a roll: a roll per failed attempt (<= 2 s apart) left ~43 000 segment
+        files a day of outage, and each write summed over all of them."""
+        last = self.segments[-1]
+        self._outage_mark = (last.seq, last.size, time.time())
+
+    def end_outage(self) -> None:
+        """The database is back: what came before the last failed attempt is backlog, replayed at a limited rate;
+        the lines of the last retry interval are moved to a new segment, live, written first (left behind the
+        replay, they were 7.6 s of live data behind after a 10-minute outage in the outage benchmark)."""
+        mark, self._outage_mark = self._outage_mark, None
+        if mark is None:
+            return
+        seq, off, at = mark
+        old = self.segments[-1]
+        if old.seq != seq:  # it filled since: the newer segments are live, the interval's start joins the backlog
+            self.live_from = max(self.live_from, seq + 1)
+            return
+        start = max(off, old.acked)
+        tail = read_chunk(old, old.size, old.size - start, start)
+        self.roll(backlog=True)
+        if tail is None:
+            return
+        # copied, made durable, and only then cut from the old segment (a power cut between the two sends those
+        # lines twice, and a resend overwrites the same points)
+        assert self._fd is not None
+        os.write(self._fd, tail.data)
+        new = self.segments[-1]
+        new.size, new.marks = len(tail.data), deque([(0, at)])
+        self._unsynced_since = time.monotonic() if self.fsync else None
+        self.sync()
+        cut_tail(old, start)
+        if old.acked >= old.size:
+            self.segments.remove(old)
+            old.path.unlink(missing_ok=True)
+        self._save_state()
+
     def _enforce_bound(self) -> None:
         total = self.disk_bytes()
         if total <= self.max_bytes:
@@ -278,22 +320,7 @@ class Spool:
 
     def read(self, seg: Segment, max_lines: int, max_bytes: int = 8 << 20) -> Chunk | None:
         """Up to `max_lines` whole lines after the acknowledged offset of `seg`."""
-        if seg.acked >= seg.size:
-            return None
-        with open(seg.path, "rb") as fh:
-            fh.seek(seg.acked)
-            buf = fh.read(min(seg.size - seg.acked, max_bytes))
-        end = 0
-        lines = 0
-        while lines < max_lines:
-            nl = buf.find(b"\n", end)
-            if nl < 0:
-                break
-            end = nl + 1
-            lines += 1
-        if lines == 0:
-            return None
-        return Chunk(seg.seq, seg.acked, seg.acked + end, buf[:end], lines)
+        return read_chunk(seg, max_lines, max_bytes)
 
     def sending(self, chunk: Chunk) -> None:
         """The writer is sending `chunk` to the database; `sent` must follow, whatever the outcome."""

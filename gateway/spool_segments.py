@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -89,3 +90,32 @@ def repair_tail(seg: Segment) -> int:
         seg.size = keep
         seg.acked = min(seg.acked, keep)
         return cut
+
+
+def read_chunk(seg: Segment, max_lines: int, max_bytes: int, start: int | None = None) -> Chunk | None:
+    """Up to `max_lines` whole lines of `seg` from `start` (its acknowledged offset by default)."""
+    start = seg.acked if start is None else start
+    if start >= seg.size:
+        return None
+    with open(seg.path, "rb") as fh:
+        fh.seek(start)
+        buf = fh.read(min(seg.size - start, max_bytes))
+    end = 0
+    lines = 0
+    while lines < max_lines:
+        nl = buf.find(b"\n", end)
+        if nl < 0:
+            break
+        end = nl + 1
+        lines += 1
+    if lines == 0:
+        return None
+    return Chunk(seg.seq, start, start + end, buf[:end], lines)
+
+
+def cut_tail(seg: Segment, size: int) -> None:
+    """Truncate a closed segment to `size` bytes (its lines after that were moved to another segment)."""
+    os.truncate(seg.path, size)
+    seg.size = size
+    while seg.marks and seg.marks[-1][0] >= size and len(seg.marks) > 1:
+        seg.marks.pop()
