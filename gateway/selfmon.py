@@ -42,6 +42,7 @@ class _Snapshot:
     notify_failed: int
     loop_stalls: int
     rejected_lines: int
+    dropped_lines: int  # the spool's, over its bound or on a full disk
 
 
 def _reason(code: str, detail: dict[str, Any], zh: str, en: str) -> dict[str, Any]:
@@ -62,7 +63,7 @@ class SelfMonitor:
         self.swept = False
         self.db_down_since: float | None = None
         # the gateway's counters start at 0 with it, so a zero snapshot is the honest baseline
-        self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0, 0)])
+        self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0, 0, 0)])
 
     @property
     def gw(self) -> GatewayParts:
@@ -72,7 +73,8 @@ class SelfMonitor:
 
     def _snapshot(self, now: float) -> _Snapshot:
         m = self.gw.metrics
-        return _Snapshot(now, m.alarm_errors, sum(_failed(m.deliveries).values()), m.loop_stalls, m.rejected_lines)
+        failed = sum(_failed(m.deliveries).values())
+        return _Snapshot(now, m.alarm_errors, failed, m.loop_stalls, m.rejected_lines, self.gw.spool.dropped_lines)
 
     def sweep(self, now: float) -> None:
         gw = self.gw
@@ -237,6 +239,10 @@ class SelfMonitor:
              "近 1 小时数据库拒收 {n} 行数据（未入库，保存在缓存目录的 rejected.lp 中）",
              "the database refused {n} line(s) in the last hour (not stored; kept in rejected.lp in the spool "
              "directory)"),
+            # at the spool's bound "spool_filling" says so, but a disk that fills below it does not
+            ("spool_dropped", gw.spool.dropped_lines - base.dropped_lines, RECENT_S, {"max_bytes": gw.spool.max_bytes},
+             "近 1 小时本地缓存已满（达到上限或磁盘已满），丢弃了最早的 {n} 行数据",
+             "the spool was full (its bound or the disk) and dropped the oldest {n} line(s) in the last hour"),
         )  # fmt: skip
         for code, n, window_s, extra, zh, en in recent:
             if n > 0:

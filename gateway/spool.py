@@ -7,17 +7,27 @@ from __future__ import annotations
 # fsynced per batch; a torn tail line left by `kill -9` is cut on open. Over the bound, the oldest segment is
 # dropped and every line in it is counted, never silently.
 import asyncio
-import contextlib
 import errno
-import json
 import logging
 import os
 import time
 from collections import deque
 from pathlib import Path
 
-from gateway.spool_segments import Chunk, Segment, cut_tail, load_segments, read_chunk, repair_tail, segment_path
-from gateway.spool_sync import FsyncTimer, FsyncWorker, count_lines, write_state
+from gateway.spool_segments import (
+    Chunk,
+    Segment,
+    acked_json,
+    cut_tail,
+    load_segments,
+    oldest_pending_age,
+    read_acked,
+    read_chunk,
+    repair_tail,
+    segment_path,
+    segments_to_drop,
+)
+from gateway.spool_sync import FsyncTimer, FsyncWorker, count_lines, drained_by, write_state
 
 log = logging.getLogger("sitegw.spool")
 
@@ -68,14 +78,7 @@ class Spool:
     # ---- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        acked: dict[str, int] = {}
-        if self._state.exists():
-            try:
-                acked = {str(k): int(v) for k, v in json.loads(self._state.read_text()).items()}
-            except (ValueError, OSError) as err:
-                # without it every line is resent: duplicates overwrite in InfluxDB, nothing is lost
-                log.warning("spool: %s unreadable (%s); replaying every segment from its start", self._state, err)
-        self.segments = load_segments(self.dir, acked)
+        self.segments = load_segments(self.dir, read_acked(self._state))
         if self.segments:
             self.torn_bytes += repair_tail(self.segments[-1])
         else:
@@ -116,15 +119,13 @@ class Spool:
         from a power cut after the next `sync` / `sync_async`, which must follow within `sync_interval_s`."""
         if not data:
             return
-        assert self._fd is not None, "spool not open"
-        written = os.write(self._fd, data)
-        if written != len(data):
-            # the disk filled up inside the batch: take the torn part back (the file holds whole lines only, and the
-            # readers go by `size`) and fail as a full disk does; the caller has the batch delivered again
-            os.ftruncate(self._fd, self.segments[-1].size)
-            # (its text says what the system's own ENOSPC says, as operators and /health read it, then where)
-            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: spool segment {self.segments[-1].path.name}: "
-                          f"disk full after {written} of {len(data)} bytes (taken back)")  # fmt: skip
+        try:
+            self._append(data)
+        except OSError as err:
+            # a disk full below the spool's bound is the bound: the oldest data goes (counted), never the newest
+            if err.errno != errno.ENOSPC or not self._drop_for_room(len(data) + 65536):
+                raise
+            self._append(data)
         if self.fsync and self._unsynced_since is None:
             self._unsynced_since = time.monotonic()
         active = self.segments[-1]
@@ -137,6 +138,29 @@ class Spool:
             self.roll()
         self._enforce_bound()
         self.data_event.set()
+
+    def _append(self, data: bytes) -> None:
+        assert self._fd is not None, "spool not open"
+        written = os.write(self._fd, data)
+        if written != len(data):
+            # the disk filled up inside the batch: take the torn part back (the file holds whole lines only, and the
+            # readers go by `size`) and fail as a full disk does; the caller has the batch delivered again
+            os.ftruncate(self._fd, self.segments[-1].size)
+            # (its text says what the system's own ENOSPC says, as operators and /health read it, then where)
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: spool segment {self.segments[-1].path.name}: "
+                          f"disk full after {written} of {len(data)} bytes (taken back)")  # fmt: skip
+
+    def _drop_for_room(self, needed: int) -> bool:
+        """Drop the oldest segments until `needed` bytes fit (`segments_to_drop`); False when they cannot."""
+        n = segments_to_drop(self.dir, self.segments, needed)
+        if n is None:
+            return False
+        if n and len(self.segments) == 1:
+            self.roll()
+        for _ in range(n):
+            self._drop_oldest(f"the disk is full ({self.disk_bytes()} bytes spooled, below the bound {self.max_bytes})")
+        self._save_state()
+        return True
 
     def sync(self) -> None:
         # (a failed fsync kept for the pipeline's waiting acknowledgements is theirs, raised by sync_async; the lines
@@ -248,23 +272,24 @@ class Spool:
                 )
             return
         while self.disk_bytes() > self.max_bytes and len(self.segments) > 1:
-            seg = self.segments.pop(0)
-            start = seg.acked
-            if self._in_flight is not None and self._in_flight.seq == seg.seq:
-                start, self._in_flight_orphaned = self._in_flight.end, True  # the chunk is counted in `sent`
-            n = count_lines(seg.path, start, seg.size)
-            self.dropped_lines += n
-            seg.path.unlink(missing_ok=True)
-            if not self._dropping:
-                self._dropping = True
-                log.error(
-                    "spool: full (%d bytes > bound %d): dropping the oldest data; %d lines dropped so far "
-                    "(metric sitegw_spool_dropped_lines_total). Is the database reachable?",
-                    total,
-                    self.max_bytes,
-                    self.dropped_lines,
-                )
+            self._drop_oldest(f"full ({total} bytes > bound {self.max_bytes})")
         self._save_state()
+
+    def _drop_oldest(self, why: str) -> None:
+        seg = self.segments.pop(0)
+        start = seg.acked
+        if self._in_flight is not None and self._in_flight.seq == seg.seq:
+            start, self._in_flight_orphaned = self._in_flight.end, True  # the chunk is counted in `sent`
+        self.dropped_lines += count_lines(seg.path, start, seg.size)
+        seg.path.unlink(missing_ok=True)
+        if not self._dropping:
+            self._dropping = True
+            log.error(
+                "spool: %s: dropping the oldest data; %d lines dropped so far (metric "
+                "sitegw_spool_dropped_lines_total). Is the database reachable?",
+                why,
+                self.dropped_lines,
+            )
 
     # ---- reading side ----------------------------------------------------------------------
     def pending_bytes(self) -> int:
@@ -272,34 +297,15 @@ class Spool:
 
     async def written_by(self, deadline: float) -> bool:
         """Wait until the database has every line (True) or time.monotonic() reaches `deadline` (False)."""
-        while self.pending_bytes() and (left := deadline - time.monotonic()) > 0:
-            self.ack_event.clear()
-            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can lose a cancel (CPython gh-86296)
-                async with asyncio.timeout(left):
-                    await self.ack_event.wait()
-        return self.pending_bytes() == 0
+        return await drained_by(self.pending_bytes, self.ack_event, deadline)
 
     def disk_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
     def oldest_pending_age_s(self, now: float | None = None) -> float:
         """Seconds since the oldest line not yet acknowledged by the database was appended; 0.0 when drained.
-
-        Accurate to about a second (one append-time mark per second); for segments left from before a restart it
-        is measured from the file's last modification, so it can only err on the young side.
-        """
-        for s in self.segments:
-            if s.acked >= s.size:
-                continue
-            appended = None
-            for off, t in s.marks:  # few marks before the acked offset: older ones are trimmed on ack
-                if off > s.acked:
-                    break
-                appended = t
-            if appended is None:
-                return 0.0
-            return max(0.0, (time.time() if now is None else now) - appended)
-        return 0.0
+        To about a second (a mark a second); for segments from before a restart, from the file's modification."""
+        return oldest_pending_age(self.segments, time.time() if now is None else now)
 
     def live_segment(self) -> Segment:
         """The oldest live segment with unacknowledged lines (the newest when all are drained): live data in order
@@ -364,13 +370,10 @@ class Spool:
         else:
             self._state_dirty = True
 
-    def _state_json(self) -> str:
-        return json.dumps({str(s.seq): s.acked for s in self.segments if s.acked})
-
     def _save_state(self) -> None:
         self._state_dirty = False
         self.state_saves += 1
-        write_state(self._state, self._state_json(), ".tmp")
+        write_state(self._state, acked_json(self.segments), ".tmp")
 
     @property
     def state_dirty(self) -> bool:
@@ -393,4 +396,4 @@ class Spool:
             self._state_dirty = False
             self._state_saved_at = now
             self.state_saves += 1
-            await asyncio.to_thread(write_state, self._state, self._state_json(), ".tmp-async")
+            await asyncio.to_thread(write_state, self._state, acked_json(self.segments), ".tmp-async")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -119,3 +120,50 @@ def cut_tail(seg: Segment, size: int) -> None:
     seg.size = size
     while seg.marks and seg.marks[-1][0] >= size and len(seg.marks) > 1:
         seg.marks.pop()
+
+
+def oldest_pending_age(segments: list[Segment], now: float) -> float:
+    """Seconds (wall clock) since the oldest line not yet acknowledged by the database was appended; 0.0 when none."""
+    for s in segments:
+        if s.acked >= s.size:
+            continue
+        appended = None
+        for off, t in s.marks:  # few marks before the acked offset: older ones are trimmed on ack
+            if off > s.acked:
+                break
+            appended = t
+        if appended is None:
+            return 0.0
+        return max(0.0, now - appended)
+    return 0.0
+
+
+def read_acked(state: Path) -> dict[str, int]:
+    """The acknowledged offsets (`acked.json`: {segment: byte offset}); {} when missing or unreadable."""
+    if not state.exists():
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(state.read_text()).items()}
+    except (ValueError, OSError) as err:
+        # without it every line is resent: duplicates overwrite in InfluxDB, nothing is lost
+        log.warning("spool: %s unreadable (%s); replaying every segment from its start", state, err)
+        return {}
+
+
+def acked_json(segments: list[Segment]) -> str:
+    return json.dumps({str(s.seq): s.acked for s in segments if s.acked})
+
+
+def segments_to_drop(directory: Path, segments: list[Segment], needed: int) -> int | None:
+    """How many of the oldest segments to drop for `needed` bytes to fit on a full disk (the active one too, after
+    a roll, when it is alone; never otherwise); None when all they hold would not make that room (the disk is full
+    of other files: dropping them would lose data and gain nothing)."""
+    droppable = segments if len(segments) == 1 else segments[:-1]
+    st = os.statvfs(directory)
+    free, n = st.f_bavail * st.f_frsize, 0
+    for seg in droppable:
+        if free >= needed:
+            break
+        free += os.stat(seg.path).st_blocks * 512
+        n += 1
+    return n if free >= needed else None

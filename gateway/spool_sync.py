@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+
+async def drained_by(pending: Callable[[], int], acked: asyncio.Event, deadline: float) -> bool:
+    """Wait until `pending()` is 0 (True: the database has every line), each ack setting `acked`, or until
+    time.monotonic() reaches `deadline` (False)."""
+    while pending() and (left := deadline - time.monotonic()) > 0:
+        acked.clear()
+        with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can lose a cancel (CPython gh-86296)
+            async with asyncio.timeout(left):
+                await acked.wait()
+    return pending() == 0
 
 
 def write_state(path: Path, text: str, tmp_suffix: str) -> None:

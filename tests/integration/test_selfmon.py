@@ -359,10 +359,18 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
         gw.metrics.alarm_errors += 1
         gw.metrics.loop_stalls += 1
         gw.metrics.rejected_lines += 3  # refused by the database (a field type conflict), kept in rejected.lp
+        gw.spool.dropped_lines += 7  # the oldest data dropped: a disk full below the spool's bound says nothing else
         now = t0 + 5
         mon.sweep(now)
         got = {r["code"]: r for r in mon.reasons(now)}
-        assert set(got) == {"notification_failures", "alarm_engine_errors", "loop_stalls", "rejected_lines"}
+        assert set(got) == {
+            "notification_failures",
+            "alarm_engine_errors",
+            "loop_stalls",
+            "rejected_lines",
+            "spool_dropped",
+        }
+        assert got["spool_dropped"]["detail"] == {"count": 7, "window_s": 3600.0, "max_bytes": 65536}
         assert got["rejected_lines"]["detail"] == {"count": 3, "window_s": 3600.0, "file": "rejected.lp"}
         assert got["notification_failures"]["detail"] == {"count": 2, "window_s": 3600.0, "channels": ["hook"]}
         assert got["alarm_engine_errors"]["detail"]["count"] == 1
@@ -377,6 +385,7 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
             "notification_failures",
             "alarm_engine_errors",
             "rejected_lines",
+            "spool_dropped",
         }
         for _ in range(300):  # past the hour
             now += 10

@@ -254,3 +254,27 @@ def test_a_write_the_full_disk_cut_short_is_taken_back_whole(tmp_path: Path) -> 
         sp.write(big, 1998)
         assert seg.path.read_bytes() == first + big
         sp.close()
+
+
+def test_a_disk_full_below_the_bound_drops_the_oldest_never_the_newest(tmp_path: Path) -> None:
+    """The spool's disk fills long before its bound (a small card, other files): every write was refused with
+    ENOSPC, the newest polled readings were lost uncounted and the oldest kept. A full disk is the bound now: the
+    oldest segments go, counted, and the newest lines are written; /health says so (test_selfmon.py). A disk full
+    of other files, where dropping the spool would not make room, still refuses the write and drops nothing
+    (test_a_write_the_full_disk_cut_short_is_taken_back_whole)."""
+    from tests.integration.test_state_store_faults import small_tmpfs
+
+    with small_tmpfs(tmp_path / "spool", "256k") as d:
+        sp = Spool(d, max_bytes=16 << 20, segment_bytes=16 << 10, sync_interval_s=1.0)
+        sp.open()
+        n = 0
+        for _ in range(1500):  # about 450 KiB of lines into 256 KiB, nothing leaving (the database is down)
+            batch = b"".join(b"m,device=D v=%d %d\n" % (n + i, n + i) for i in range(10))
+            sp.write(batch, 10)
+            n += 10
+            sp.sync()
+        kept = [int(x.split(b" ")[-1]) for s in sp.segments for x in s.path.read_bytes().splitlines()]
+        assert sp.dropped_lines > 0 and len(kept) + sp.dropped_lines == n  # every line kept or counted
+        assert kept == list(range(n - len(kept), n))  # the newest, in order: what went is the oldest
+        assert sp.appended_lines == n
+        sp.close()
