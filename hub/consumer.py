@@ -53,6 +53,19 @@ class HubStats:
     duplicates: int = 0  # redelivered events already there
     rejected: int = 0
     db_failures: int = 0
+    unexpected: int = 0  # messages rejected on an error the hub did not foresee (logged with its traceback)
+
+
+# What PostgreSQL (or psycopg's adaptation) says of one row, as against what it says of itself. A data exception
+# (SQLSTATE class 22), an integrity violation (23), a datatype mismatch (42804: a JSON true as an integer) and a value
+# psycopg cannot send (UnicodeEncodeError, a ValueError) are the row's: that event is rejected, the others stored.
+# Anything else (the connection lost, the server shutting down, a table or a privilege missing: OperationalError,
+# InterfaceError, the rest of ProgrammingError) is the database's: the whole batch waits for it.
+_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.DatatypeMismatch, ValueError, TypeError)
+
+
+def _outage(err: Exception) -> bool:
+    return isinstance(err, psycopg.Error) and not isinstance(err, _ROW_ERRORS)
 
 
 async def ensure_stream(js: Any, cfg: HubConfig) -> None:
@@ -242,11 +255,11 @@ class Hub:
         conn = self._conn()
         try:
             store_status(conn, batch)
-        except psycopg.DataError:  # one site's status refused as data: the others stored, that one dropped, said
+        except _ROW_ERRORS:  # one site's status refused as data: the others stored, that one dropped, said
             for site, v in batch.items():
                 try:
                     store_status(conn, {site: v})
-                except psycopg.DataError as err:
+                except _ROW_ERRORS as err:
                     self.stats.rejected += 1
                     log.error("status of %s refused by PostgreSQL: %s", site, err)
         self._db_failed_at = None
@@ -264,7 +277,9 @@ class Hub:
                 self._statuses.setdefault(site, v)
 
     def _store(self, msgs: list[Any]) -> None:
-        """Parse and commit one fetched batch (in a worker thread: psycopg's calls block)."""
+        """Parse and commit one fetched batch (in a worker thread: psycopg's calls block). Whatever is wrong with one
+        message rejects that message (kept in rejected_events), never the batch: a message that stopped the consumer
+        would be delivered again to every replica and stop each (a poison message); only a database outage raises."""
         conn = self._conn()
         good: list[Event] = []
         good_msgs: list[Any] = []
@@ -273,21 +288,39 @@ class Hub:
                 good.append(parse(m.data, m.subject))
                 good_msgs.append(m)
             except BadEvent as err:
-                self.stats.rejected += 1
-                log.error("rejected: %s", err)
-                reject(conn, m.subject, m.data, str(err))
+                self._reject(conn, m, str(err))
+            except Exception as err:  # broad on purpose: parse() has no I/O, so whatever else it raises is a hub
+                # bug met by this message; let through, it would stop every replica in turn (see the docstring)
+                self.stats.unexpected += 1
+                log.exception("parsing %s", m.subject)
+                self._reject(conn, m, f"{m.subject}: the hub failed on it ({type(err).__name__}: {err})")
         try:
             new = apply(conn, good)
-        except psycopg.DataError:
-            # one event PostgreSQL refuses as data (parse() catches what it knows of): the batch one by one, the
-            # refused one kept with its reason, so it cannot hold up every site's events behind it
-            new = 0
-            for e, m in zip(good, good_msgs, strict=True):
-                try:
-                    new += apply(conn, [e])
-                except psycopg.DataError as err:
-                    self.stats.rejected += 1
-                    log.error("rejected by PostgreSQL: %s %s: %s", m.subject, e.id, err)
-                    reject(conn, m.subject, m.data, f"{e.id}: PostgreSQL refused it: {err}")
+        except Exception as err:  # only to sort it: an outage goes up (the batch waits), a row's error is one event's
+            if _outage(err):
+                raise
+            new = self._one_by_one(conn, good, good_msgs)
         self.stats.stored += new
         self.stats.duplicates += len(good) - new
+
+    def _one_by_one(self, conn: psycopg.Connection[Any], good: list[Event], msgs: list[Any]) -> int:
+        """The batch one event at a time (parse() catches what it knows of): the refused one kept with its reason,
+        so it cannot hold up every site's events behind it."""
+        new = 0
+        for e, m in zip(good, msgs, strict=True):
+            try:
+                new += apply(conn, [e])
+            except _ROW_ERRORS as err:
+                self._reject(conn, m, f"{e.id}: PostgreSQL refused it: {err}")
+            except Exception as err:  # broad on purpose, as in _store: one event must not stop the consumer
+                if _outage(err):
+                    raise
+                self.stats.unexpected += 1
+                log.exception("storing %s %s", m.subject, e.id)
+                self._reject(conn, m, f"{e.id}: the hub failed on it ({type(err).__name__}: {err})")
+        return new
+
+    def _reject(self, conn: psycopg.Connection[Any], m: Any, why: str) -> None:
+        self.stats.rejected += 1
+        log.error("rejected: %s", why)
+        reject(conn, m.subject, m.data, why)

@@ -27,15 +27,11 @@ class Event:
 def parse(raw: bytes, subject: str) -> Event:
     """A site's event as the uplink sends it (gateway/uplink.py, alerting/uplink.py); the site in the id, the body
     and the subject must agree, so a site cannot speak for another even where the broker lets it publish."""
+    doc = _load(raw, subject, "event")
     try:
-        doc = json.loads(raw, parse_constant=_no_constant)
         eid, site, seq, kind, at_ns, data = doc["id"], doc["site"], doc["seq"], doc["kind"], doc["at_ns"], doc["data"]
-    except (ValueError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise BadEvent(f"{subject}: not a site event ({type(err).__name__}: {err})") from None
-    # what PostgreSQL would refuse must be refused here, with the reason: refused there, it would come back as a
-    # database error and hold up every site's events behind it
-    if _has_nul(doc):
-        raise BadEvent(f"{subject}: a string holds a NUL character (PostgreSQL's text and jsonb cannot)")
     if not (isinstance(eid, str) and isinstance(site, str) and isinstance(kind, str) and isinstance(data, dict)):
         raise BadEvent(f"{subject}: id, site and kind must be strings and data an object")
     if not (_bigint(seq) and _bigint(at_ns)):
@@ -46,7 +42,7 @@ def parse(raw: bytes, subject: str) -> Event:
     if subject.split(".")[-2:-1] != [site]:
         raise BadEvent(f"{subject} {eid}: published under another site's subject")
     if kind.startswith("alarm."):
-        missing = [k for k, t in _ALARM_FIELDS.items() if not isinstance(data.get(k), t)]
+        missing = [k for k, t in _ALARM_FIELDS.items() if not _is(data.get(k), t)]
         if not missing and not (_bigint(data["alarm_id"]) and -(2**31) <= data["level"] < 2**31):
             missing = ["alarm_id / level (out of range)"]
         if missing:
@@ -56,9 +52,9 @@ def parse(raw: bytes, subject: str) -> Event:
             raise BadEvent(f"{subject} {eid}: notice event without an integer notice_id")
     elif kind.startswith("hazard."):
         rec = data.get("record")
-        if not isinstance(data.get("hazard_id"), int) or not isinstance(rec, dict):
+        if not _is(data.get("hazard_id"), int) or not isinstance(rec, dict):
             raise BadEvent(f"{subject} {eid}: hazard event without a valid hazard_id and record")
-        missing = [k for k, t in _HAZARD_FIELDS.items() if not isinstance(rec.get(k), t)]
+        missing = [k for k, t in _HAZARD_FIELDS.items() if not _is(rec.get(k), t)]
         ints = [data["hazard_id"], *(rec.get(k) for k in ("listing_due_ns", "report_due_ns", "reported_at_ns",
                                                            "found_at_ns"))]  # fmt: skip
         if not missing and not all(v is None or _bigint(v) for v in ints):
@@ -76,14 +72,49 @@ def _bigint(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
 
 
-def _has_nul(v: Any) -> bool:
-    if isinstance(v, str):
-        return "\x00" in v
-    if isinstance(v, dict):
-        return any(_has_nul(k) or _has_nul(x) for k, x in v.items())
-    if isinstance(v, list):
-        return any(_has_nul(x) for x in v)
-    return False
+def _is(v: Any, t: type | tuple[type, ...]) -> bool:
+    # JSON's true is a Python int: as a level or a value PostgreSQL refuses it (a boolean is no integer there)
+    return isinstance(v, t) and not isinstance(v, bool)
+
+
+MAX_DEPTH = 32  # a site's event is 3 deep (a hazard's record in data); deeper is no site's, and costs the hub stack
+
+
+def _load(raw: bytes, subject: str, what: str) -> dict[str, Any]:
+    """The JSON object of a message, or BadEvent: what PostgreSQL would refuse is refused here, with the reason
+    (refused there, it would come back as a database error and hold up every site's events behind it), and so is
+    what would stop the consumer (nesting beyond Python's stack: RecursionError, which is no ValueError)."""
+    try:
+        doc = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as err:  # (UnicodeDecodeError is a ValueError)
+        raise BadEvent(f"{subject}: not a site {what} ({type(err).__name__}: {err})") from None
+    if not isinstance(doc, dict):
+        raise BadEvent(f"{subject}: not a site {what} (not a JSON object)")
+    why = _unstorable(doc)
+    if why:
+        raise BadEvent(f"{subject}: {why}")
+    return doc
+
+
+def _unstorable(doc: Any) -> str | None:
+    """Why PostgreSQL could not take the document (None: it can), walked without recursion."""
+    todo: list[tuple[Any, int]] = [(doc, 1)]
+    while todo:
+        v, depth = todo.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return "a string holds a NUL character (PostgreSQL's text and jsonb cannot)"
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError:  # "\ud800" is valid JSON, a lone surrogate no UTF-8 text can hold
+                    return "a string holds a lone surrogate (not UTF-8 text)"
+        elif isinstance(v, dict | list):
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            items = [*v.keys(), *v.values()] if isinstance(v, dict) else v
+            todo.extend((x, depth + 1) for x in items)
+    return None
 
 
 _OPT_INT = (int, type(None))
@@ -115,15 +146,11 @@ _ALARM_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 def parse_status(raw: bytes, subject: str) -> tuple[str, int, dict[str, Any]]:
     """A site's status (gateway/uplink.py): (site, at_ns, body); the subject's site and the body's must agree."""
-    try:
-        doc = json.loads(raw, parse_constant=_no_constant)
-        site, at_ns = doc["site"], doc["at_ns"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise BadEvent(f"{subject}: not a site status ({type(err).__name__}: {err})") from None
-    if not isinstance(doc, dict) or not isinstance(site, str) or not _bigint(at_ns):
+    doc = _load(raw, subject, "status")  # refused here: refused by PostgreSQL, it would hold up every site's status
+    site: Any = doc.get("site")
+    at_ns: Any = doc.get("at_ns")
+    if not isinstance(site, str) or not _bigint(at_ns):
         raise BadEvent(f"{subject}: a status needs a string site and a 64-bit integer at_ns")
-    if _has_nul(doc):  # refused here: refused by PostgreSQL, it would hold up every site's status behind it
-        raise BadEvent(f"{subject}: a string holds a NUL character")
     if subject.split(".")[-2:-1] != [site]:
         raise BadEvent(f"{subject}: status of {site!r} published under another site's subject")
     if not isinstance(doc.get("devices", {}), dict):
@@ -158,7 +185,8 @@ def pending_notices(conn: psycopg.Connection[Any], site: str) -> list[dict[str, 
 
 
 def _clean(text: str) -> str:
-    return text.replace("\x00", "\\0")  # text columns cannot hold NUL; the raw bytes keep it
+    # text columns hold neither NUL nor a lone surrogate (which a reason may quote); the raw bytes keep both
+    return text.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def reject(conn: psycopg.Connection[Any], subject: str, raw: bytes, why: str) -> None:
