@@ -563,3 +563,25 @@ def test_each_hazard_change_is_in_the_uplink_outbox_with_it_and_a_refused_one_is
     box.delete_through(events[-1].seq)
     assert box.backlog() == (0, None)
     conn.close()
+
+
+def test_a_hazard_change_sends_its_text_once_with_the_record(tmp_path: Path, clock: FakeClock) -> None:
+    """An assignment's 整改措施 went in the uplink event twice (the change's fields and the record after it): 500 kB
+    of measures made a 1 MB event, over the regional cluster's max_payload. Now once, in the record; the fields the
+    hub reads of a change (hazard_id, action, to, record) are all there."""
+    from alerting.uplink import UplinkOutbox
+
+    conn = connect(tmp_path / "state.db")
+    box = UplinkOutbox("site-7")
+    box.bind(conn)
+    hz = Hazards(conn, clock, HazardConfig(), hooks=[box.on_hazard])
+    hid = manual(hz)
+    hz.confirm(hid, actor="wang", role=Role.MANAGER, klass="general", basis=None)
+    measures = "更换力矩限制器并" * 1000
+    hz.assign(hid, actor="wang", role=Role.MANAGER, responsible="zhao", measures=measures, deadline=date(2025, 3, 20))
+    ev = box.pending(100)[-1]
+    data = json.loads(ev.body)["data"]
+    assert ev.body.count(measures) == 1
+    assert (data["hazard_id"], data["action"], data["from"], data["to"]) == (hid, "assign", "confirmed", "rectifying")
+    assert data["record"]["measures"] == measures and data["record"]["responsible"] == "zhao"
+    conn.close()
