@@ -315,6 +315,11 @@ CREATE INDEX IF NOT EXISTS esc_outbox_alarm ON esc_outbox(alarm_id, status);
 """
 
 
+# Uplink events over the regional cluster's max_payload: out of the outbox (the later events go on), kept with why
+_V6 = """CREATE TABLE IF NOT EXISTS uplink_set_aside (seq INTEGER PRIMARY KEY, at_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL, body TEXT NOT NULL, set_aside_ns INTEGER NOT NULL, reason TEXT NOT NULL);"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         for stmt in statements(sql):
@@ -337,6 +342,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(3, "the uplink outbox (alarm events and hazard changes for a regional hub)", _script(_V3)),
     Migration(4, "supervision notices (督办通知) received from the regional hub", _script(_V4)),
     Migration(5, "indexes for the escalation's retries and follow-ups (their tables only grow)", _script(_V5)),
+    Migration(6, "uplink events set aside: larger than the regional cluster takes", _script(_V6)),
 )
 LATEST = MIGRATIONS[-1].version
 

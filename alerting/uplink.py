@@ -104,6 +104,20 @@ class UplinkOutbox:
         with tx(self.conn):
             self.conn.execute("DELETE FROM uplink_outbox WHERE seq <= ?", (seq,))
 
+    def set_aside(self, seq: int, now_ns: int, reason: str) -> None:
+        """Out of the outbox into uplink_set_aside (kept on the site): an event the cluster can never take, which
+        would otherwise hold every later event of the site behind it for good."""
+        with tx(self.conn):
+            self.conn.execute(
+                "INSERT OR IGNORE INTO uplink_set_aside(seq, at_ns, kind, body, set_aside_ns, reason)"
+                " SELECT seq, at_ns, kind, body, ?, ? FROM uplink_outbox WHERE seq = ?",
+                (now_ns, reason, seq),
+            )
+            self.conn.execute("DELETE FROM uplink_outbox WHERE seq = ?", (seq,))
+
+    def set_aside_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM uplink_set_aside").fetchone()[0])
+
     def backlog(self) -> tuple[int, int | None]:
         """(events waiting, at_ns of the oldest or None)."""
         n, oldest = self.conn.execute("SELECT count(*), min(at_ns) FROM uplink_outbox").fetchone()

@@ -81,6 +81,7 @@ class Metrics(AlarmCounters):
     uplink_failures: int = 0  # failed connects and publishes (retried)
     uplink_backlog: int | None = None  # events in the outbox; None: no uplink configured
     uplink_oldest_ns: int | None = None
+    uplink_set_aside: int = 0  # events kept on the site, never sent: larger than the cluster's max_payload
     live: Callable[[], LiveFigures] | None = field(default=None, repr=False)
 
     def observe_write(self, seconds: float, lines: int, replay: bool) -> None:
@@ -139,6 +140,8 @@ class Metrics(AlarmCounters):
             one("sitegw_uplink_sent_total", c, "Events the regional hub's cluster acknowledged.", self.uplink_sent)
             one("sitegw_uplink_failures_total", c, "Failed sends to the regional hub (retried).", self.uplink_failures)
             one("sitegw_uplink_backlog", g, "Events waiting in the uplink outbox.", self.uplink_backlog)
+            one("sitegw_uplink_set_aside", g, "Events too large for the hub's cluster, kept on the site.",
+                self.uplink_set_aside)  # fmt: skip
         one("sitegw_spool_pending_bytes", g, "Spooled bytes not yet acknowledged by the database.", spool_pending_bytes)
         one("sitegw_spool_disk_bytes", g, "Bytes of the spool segments on disk.", spool_disk_bytes)
         one(

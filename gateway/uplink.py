@@ -19,7 +19,7 @@ import nats.errors
 from nats.aio.client import Client
 
 from alerting.notices import NoticeError, Notices
-from alerting.uplink import UplinkOutbox
+from alerting.uplink import OutboxEvent, UplinkOutbox
 from gateway.config.sections import UplinkConfig
 from gateway.metrics import Metrics
 
@@ -28,7 +28,10 @@ log = logging.getLogger("sitegw.uplink")
 BATCH = 200  # events read from the outbox per round; each is published and acknowledged on its own
 # Any NATS error (no servers, timeouts, no responders while a stream leader is elected, a closed connection) and
 # any socket error leave the event in the outbox to be sent again; the stream and the hub drop a resend by its id.
+# Not MaxPayloadError: an event larger than the cluster takes is refused the same way every time (set aside instead).
 RETRYABLE = (nats.errors.Error, OSError)
+# room for the headers (Nats-Msg-Id) in the server's max_payload, which counts them; nats-py checks the body only
+HEADROOM = 256
 
 
 def inbox_prefix(site_id: str) -> str:
@@ -97,6 +100,7 @@ class Uplink:
         n, oldest = self.outbox.backlog()
         self.metrics.uplink_backlog = n
         self.metrics.uplink_oldest_ns = oldest
+        self.metrics.uplink_set_aside = self.outbox.set_aside_count()
 
     async def _connect(self) -> Client:
         password = os.environ.get(self.cfg.password_env) if self.cfg.password_env else None
@@ -194,6 +198,14 @@ class Uplink:
         for nid in new:
             log.warning("supervision notice %d received from the regional hub", nid)
 
+    def _set_aside(self, ev: OutboxEvent, size: int, limit: int) -> None:
+        """An event the cluster can never take: kept on the site (uplink_set_aside), the outbox goes on after it."""
+        # what was acknowledged before it is deleted through its seq by the caller; it leaves the outbox here
+        why = f"{size} bytes, over the regional cluster's max_payload of {limit} bytes"
+        self.outbox.set_aside(ev.seq, time.time_ns(), why)
+        log.error("uplink: event %s (%s) set aside in the state file, never sent: %s", ev.event_id, ev.kind, why)
+        self.refresh()
+
     async def _send_all(self, nc: Client) -> int:
         """Publish the outbox in order until it is empty; the number sent."""
         js = nc.jetstream()
@@ -203,12 +215,17 @@ class Uplink:
             acked = None
             try:
                 for ev in events:
-                    await js.publish(
-                        self.subject,
-                        ev.body.encode(),
-                        timeout=self.cfg.timeout_s,
-                        headers={"Nats-Msg-Id": ev.event_id},
-                    )
+                    body = ev.body.encode()
+                    if len(body) + HEADROOM > nc.max_payload:
+                        self._set_aside(ev, len(body), nc.max_payload)
+                        continue
+                    try:
+                        await js.publish(
+                            self.subject, body, timeout=self.cfg.timeout_s, headers={"Nats-Msg-Id": ev.event_id}
+                        )
+                    except nats.errors.MaxPayloadError:  # a node with a lower limit than the one first met
+                        self._set_aside(ev, len(body), nc.max_payload)
+                        continue
                     acked = ev.seq
                     total += 1
                     self.metrics.uplink_sent += 1
