@@ -47,6 +47,7 @@ def consumer_config(settings: HubSettings | None, args: argparse.Namespace) -> t
         os.environ.get(dsn_env, ""),
         stream=args.stream or nats_cfg.stream,
         replicas=nats_cfg.replicas,
+        max_age_s=nats_cfg.max_age_days * 86400,
         ack_wait_s=args.ack_wait_s or nats_cfg.ack_wait_s,
         user=nats_cfg.user,
         password=os.environ.get(nats_cfg.password_env) if nats_cfg.password_env else None,

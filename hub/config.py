@@ -73,6 +73,9 @@ class NatsSection(_Base):
     stream: str = "SITES"
     replicas: int = Field(default=3, ge=1, le=5)  # of the stream, when the hub creates it
     ack_wait_s: float = Field(default=30.0, gt=0)  # redelivery of what a dead replica fetched
+    # the stream's retention, when the hub creates it: events are stored in PostgreSQL within seconds, and without a
+    # limit the stream keeps them all until JetStream's store is full and refuses every site's publish
+    max_age_days: float = Field(default=7.0, gt=0, le=3650)
     # TLS (with tls:// servers): the CA of the cluster's certificates, and the hub's own where the cluster asks
     ca_file: Path | None = None
     cert_file: Path | None = None

@@ -16,7 +16,7 @@ import nats.errors
 import nats.js.errors
 import psycopg
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, StreamConfig
 
 from hub.ingest import BadEvent, Event, apply, parse, parse_status, pending_notices, reject, store_status
 from hub.schema import migrate
@@ -43,6 +43,7 @@ class HubConfig:
     tls: ssl.SSLContext | None = None  # for tls:// servers
     durable: str = "hub"  # one consumer shared by every replica: each event goes to one of them
     replicas: int = 3  # of the stream, when this hub creates it
+    max_age_s: float = 7 * 86400  # and its retention (docs/hub.md: longer than the backup interval)
     batch: int = 200
     ack_wait_s: float = 30.0  # an event fetched by a replica that died is delivered again after this
 
@@ -69,11 +70,30 @@ def _outage(err: Exception) -> bool:
 
 
 async def ensure_stream(js: Any, cfg: HubConfig) -> None:
-    """The sites' stream (R3 file storage by default), created when missing; an existing one is left as it is."""
+    """The sites' stream (R3 file storage by default, events kept `max_age_s`, the oldest dropped first), created
+    when missing; an existing one is left as it is, with a warning when nothing bounds it."""
     try:
-        await js.stream_info(cfg.stream)
+        info = await js.stream_info(cfg.stream)
     except nats.js.errors.NotFoundError:
-        await js.add_stream(StreamConfig(name=cfg.stream, subjects=cfg.subjects, num_replicas=cfg.replicas))
+        await js.add_stream(
+            StreamConfig(
+                name=cfg.stream,
+                subjects=cfg.subjects,
+                num_replicas=cfg.replicas,
+                max_age=cfg.max_age_s,
+                discard=DiscardPolicy.OLD,
+            )
+        )
+        return
+    c = info.config
+    if not c.max_age and (c.max_bytes or -1) < 0 and (c.max_msgs or -1) < 0:
+        # a stream made by an older hub (or by hand): it grows until JetStream's store refuses every site's publish
+        log.warning(
+            "stream %s has no retention limit; set one: nats stream edit %s --max-age %dh",
+            cfg.stream,
+            cfg.stream,
+            round(cfg.max_age_s / 3600),
+        )
 
 
 async def _nats_error(err: Exception) -> None:

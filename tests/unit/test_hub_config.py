@@ -78,3 +78,17 @@ def test_a_file_not_in_utf8_is_refused_with_where(tmp_path: Path) -> None:
     with pytest.raises(HubConfigError) as err:
         load_hub_config(p)
     assert "hub.yaml" in str(err.value) and "can't decode byte 0xc7 in position 27" in str(err.value)
+
+
+def test_the_stream_retention_is_seven_days_unless_set_and_must_be_positive(tmp_path: Path) -> None:
+    import argparse
+
+    from hub.cli import consumer_config
+
+    args = argparse.Namespace(servers=None, dsn_env=None, stream=None, ack_wait_s=None)
+    assert consumer_config(load(tmp_path, doc()), args)[0].max_age_s == 7 * 86400
+    one_day = doc(nats={"servers": ["nats://127.0.0.1:4222"], "max_age_days": 1})
+    assert consumer_config(load(tmp_path, one_day), args)[0].max_age_s == 86400
+    for bad in (0, -1, "a week"):
+        with pytest.raises(HubConfigError, match=r"nats\.max_age_days"):
+            load(tmp_path, doc(nats={"servers": ["nats://127.0.0.1:4222"], "max_age_days": bad}))
