@@ -8,7 +8,7 @@ import hmac
 import os
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import deque
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -17,6 +17,42 @@ from psycopg.types.json import Jsonb
 from hub.config import HttpSection, HubUser
 
 _FAIL_WINDOW_S = 15 * 60
+
+
+_MAX_TRACKED = 10_000  # keys per table of failed logins; past it the oldest entry goes
+
+
+def _recent(table: dict[Any, deque[float]], key: Any, now: float) -> deque[float]:
+    """The key's failures within the window (an empty deque, not stored, when none); an emptied entry is dropped."""
+    q = table.get(key)
+    if q is None:
+        return deque()
+    while q and q[0] < now - _FAIL_WINDOW_S:
+        q.popleft()
+    if not q:
+        del table[key]
+    return q
+
+
+def _bounded(table: dict[Any, Any], key: Any) -> dict[Any, Any]:
+    """The table with room for `key`: past _MAX_TRACKED the oldest entries go (insertion order)."""
+    while key not in table and len(table) >= _MAX_TRACKED:
+        del table[next(iter(table))]
+    return table
+
+
+def _track(table: dict[Any, deque[float]], key: Any, now: float) -> deque[float]:
+    """The key's entry, made when missing; entries whose last failure has expired go from the table's front first
+    (the oldest made: amortised, so a table of names tried once and never again empties as they expire)."""
+    while table:
+        first = next(iter(table))
+        if table[first] and table[first][-1] >= now - _FAIL_WINDOW_S:
+            break
+        del table[first]
+    q = table.get(key)
+    if q is None:
+        q = _bounded(table, key)[key] = deque()
+    return q
 
 
 class LoginRefused(Exception):
@@ -52,19 +88,25 @@ class HubAuth:
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))
         # failed logins per (source address, user) and per source address, in this replica: behind the region's
         # TLS proxy every login may come from one address, so a stranger's wrong passwords lock out only the name
-        # he tries (and the address as a whole only at 4x the limit), never everyone
-        self._fails: dict[tuple[str, str], deque[float]] = defaultdict(deque)
-        self._source_fails: dict[str, deque[float]] = defaultdict(deque)
+        # he tries (and the address as a whole only at 4x the limit), never everyone. Only tries that reach the
+        # password check add to them, expired and empty entries are dropped, and each holds at most _MAX_TRACKED
+        # keys: a client trying new names (or new addresses) cannot grow a replica's memory without bound
+        self._fails: dict[tuple[str, str], deque[float]] = {}
+        self._source_fails: dict[str, deque[float]] = {}
+        # a throttled address's run of refused tries: (when it began, how many); audited once per window
+        self._throttled: dict[str, tuple[float, int]] = {}
 
     async def login(self, conn: AsyncConnection[Any], name: str, password: str, source: str) -> tuple[str, HubUser]:
         now = time.monotonic()
-        fails, by_source = self._fails[(source, name[:64])], self._source_fails[source]
-        for q in (fails, by_source):
-            while q and q[0] < now - _FAIL_WINDOW_S:
-                q.popleft()
-        if len(fails) >= self.http.max_failed_logins or len(by_source) >= 4 * self.http.max_failed_logins:
-            await audit(conn, name[:64], "auth.login_throttled", f"source:{source}")
+        key = (source, name[:64])
+        # the address first: a throttled address is refused before any entry is made for the name it tries
+        limit = self.http.max_failed_logins
+        if len(_recent(self._source_fails, source, now)) >= 4 * limit or len(_recent(self._fails, key, now)) >= limit:
+            await self._throttle(conn, name[:64], source, now)
             raise LoginRefused("too many failed logins from this address; try again in 15 minutes")
+        await self._end_run(conn, name[:64], source, now)
+        fails = _track(self._fails, key, now)
+        by_source = _track(self._source_fails, source, now)
         fails.append(now)
         by_source.append(now)
         salt, digest = self._digests.get(name, self._decoy)  # an unknown name costs the same scrypt
@@ -73,8 +115,10 @@ class HubAuth:
         if user is None or not hmac.compare_digest(got, digest):
             await audit(conn, name[:64], "auth.login_failed", f"source:{source}")
             raise LoginRefused("wrong user name or password")
-        fails.clear()
+        self._fails.pop(key, None)
         by_source.pop()  # this attempt was right: it does not count against the address
+        if not by_source and self._source_fails.get(source) is by_source:
+            del self._source_fails[source]
         token = secrets.token_urlsafe(32)
         async with conn.transaction():
             await conn.execute("DELETE FROM hub_sessions WHERE expires_at < now()")
@@ -85,6 +129,26 @@ class HubAuth:
             )
             await audit(conn, name, "auth.login", f"user:{name}", {"source": source})
         return token, user
+
+    async def _throttle(self, conn: AsyncConnection[Any], name: str, source: str, now: float) -> None:
+        """A refused try of a throttled address: the first of a window is audited, the rest counted (a row per
+        try let a client fill hub_audit as fast as it could send)."""
+        started, n = self._throttled.get(source, (now, 0))
+        if n and now - started >= _FAIL_WINDOW_S:
+            await self._end_run(conn, name, source, now)
+            started, n = now, 0
+        if not n:
+            await audit(conn, name, "auth.login_throttled", f"source:{source}", {"refused_in_run": 1})
+        _bounded(self._throttled, source)[source] = (started, n + 1)
+
+    async def _end_run(self, conn: AsyncConnection[Any], name: str, source: str, now: float) -> None:
+        """The count of a throttled run, audited when it is over (the address's next try after its window)."""
+        run = self._throttled.get(source)
+        if run is None or now - run[0] < _FAIL_WINDOW_S:
+            return
+        del self._throttled[source]
+        if run[1] > 1:
+            await audit(conn, name, "auth.login_throttled", f"source:{source}", {"refused_in_run": run[1]})
 
     async def user_for(self, conn: AsyncConnection[Any], token: str) -> HubUser | None:
         cur = await conn.execute(
