@@ -96,6 +96,25 @@ async def ensure_stream(js: Any, cfg: HubConfig) -> None:
         )
 
 
+_REPLY_HEADROOM = 1024  # of max_payload, for the reply's headers
+
+
+def fit_notices(items: list[dict[str, Any]], budget: int) -> bytes:
+    """The oldest notices whose JSON list fits in `budget` bytes: all of a site's pending notices could be more than
+    the cluster carries (max_payload), and a reply refused would leave the site's request unanswered for good. The
+    site confirms what it got and asks again with its next status, so the rest follow."""
+    out: list[bytes] = []
+    size = 2  # "[]"
+    for item in items:
+        one = json.dumps(item, ensure_ascii=False).encode()
+        cost = len(one) + (1 if out else 0)  # and its comma
+        if size + cost > budget:
+            break
+        out.append(one)
+        size += cost
+    return b"[" + b",".join(out) + b"]"
+
+
 async def _nats_error(err: Exception) -> None:
     log.warning("NATS: %s: %s", type(err).__name__, err)
 
@@ -263,7 +282,8 @@ class Hub:
         except psycopg.Error as err:
             log.warning("PostgreSQL: %s; %s's notices not sent this time", err, site)
             return
-        await msg.respond(json.dumps(items, ensure_ascii=False).encode())
+        assert self._nc is not None
+        await msg.respond(fit_notices(items, self._nc.max_payload - _REPLY_HEADROOM))
 
     def _pending_notices(self, site: str) -> list[dict[str, Any]]:
         with self._notice_lock:  # worker threads, one request at a time on the connection

@@ -128,3 +128,30 @@ def test_a_row_postgresql_refuses_as_mistyped_is_rejected_alone(pg: Postgres, mo
     (reason,) = query(pg, "SELECT reason FROM rejected_events")[0]
     assert reason.startswith("B:e1:1: PostgreSQL refused it") and "boolean" in reason, reason
     assert (hub.stats.stored, hub.stats.rejected, hub.stats.unexpected) == (2, 1, 0)
+
+
+async def test_a_site_with_more_notices_than_a_reply_carries_gets_the_oldest_that_fit(
+    cluster: NatsCluster, pg: Postgres
+) -> None:
+    """Once the hub answered with every pending notice: over max_payload the reply failed and the site's request
+    timed out at every status, for good. Now the oldest that fit; the rest come once the site confirms those."""
+    cfg = HubConfig(cluster.urls, pg.dsn, replicas=1)
+    hub, stop = Hub(cfg), asyncio.Event()
+    task = asyncio.create_task(hub.run(stop), name="hub")
+    nc = await nats.connect(servers=cluster.urls)
+    try:
+        await until(lambda: bool(query(pg, "SELECT 1 FROM pg_tables WHERE tablename = 'notices'")), task, "schema")
+        with psycopg.connect(pg.dsn) as conn:  # 600 notices of 2 000 characters (the API's most): ~3.6 MB
+            conn.cursor().executemany(
+                "INSERT INTO notices (site, sent_by, text) VALUES ('B', 'city', %s)",
+                [(f"{i:04d}" + "限期整改" * 499,) for i in range(600)],
+            )
+        await until(lambda: hub._nc is not None and hub._nc.is_connected, task, "the hub connected")
+        reply = await nc.request("sitegw.B.notices", b"{}", timeout=10)
+    finally:
+        stop.set()
+        await task
+        await nc.close()
+    items = json.loads(reply.data)
+    assert len(reply.data) <= nc.max_payload and 0 < len(items) < 600
+    assert [n["text"][:4] for n in items] == [f"{i:04d}" for i in range(len(items))]  # the oldest first
