@@ -43,6 +43,7 @@ class _Snapshot:
     loop_stalls: int
     rejected_lines: int
     dropped_lines: int  # the spool's, over its bound or on a full disk
+    set_aside: int  # uplink events too large for the hub's cluster, kept on the site (a gauge that only grows)
 
 
 def _reason(code: str, detail: dict[str, Any], zh: str, en: str) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class SelfMonitor:
         self.swept = False
         self.db_down_since: float | None = None
         # the gateway's counters start at 0 with it, so a zero snapshot is the honest baseline
-        self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0, 0, 0)])
+        self.history: deque[_Snapshot] = deque([_Snapshot(time.monotonic(), 0, 0, 0, 0, 0, 0)])
 
     @property
     def gw(self) -> GatewayParts:
@@ -74,7 +75,8 @@ class SelfMonitor:
     def _snapshot(self, now: float) -> _Snapshot:
         m = self.gw.metrics
         failed = sum(_failed(m.deliveries).values())
-        return _Snapshot(now, m.alarm_errors, failed, m.loop_stalls, m.rejected_lines, self.gw.spool.dropped_lines)
+        dropped = self.gw.spool.dropped_lines
+        return _Snapshot(now, m.alarm_errors, failed, m.loop_stalls, m.rejected_lines, dropped, m.uplink_set_aside)
 
     def sweep(self, now: float) -> None:
         gw = self.gw
@@ -243,6 +245,12 @@ class SelfMonitor:
             ("spool_dropped", gw.spool.dropped_lines - base.dropped_lines, RECENT_S, {"max_bytes": gw.spool.max_bytes},
              "近 1 小时本地缓存已满（达到上限或磁盘已满），丢弃了最早的 {n} 行数据",
              "the spool was full (its bound or the disk) and dropped the oldest {n} line(s) in the last hour"),
+            # kept in the state file's uplink_set_aside table; the hub never gets them (after a restart, those set
+            # aside before count once more for an hour)
+            ("uplink_set_aside", m.uplink_set_aside - base.set_aside, RECENT_S, {"table": "uplink_set_aside"},
+             "近 1 小时有 {n} 条事件超过区域平台消息上限，未上传，保存在本站状态文件中",
+             "{n} event(s) too large for the regional hub's cluster in the last hour: not sent, kept on this site "
+             "(state file table uplink_set_aside)"),
         )  # fmt: skip
         for code, n, window_s, extra, zh, en in recent:
             if n > 0:

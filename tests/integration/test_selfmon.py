@@ -360,6 +360,7 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
         gw.metrics.loop_stalls += 1
         gw.metrics.rejected_lines += 3  # refused by the database (a field type conflict), kept in rejected.lp
         gw.spool.dropped_lines += 7  # the oldest data dropped: a disk full below the spool's bound says nothing else
+        gw.metrics.uplink_set_aside = 1  # an event over the hub cluster's max_payload, kept on the site
         now = t0 + 5
         mon.sweep(now)
         got = {r["code"]: r for r in mon.reasons(now)}
@@ -369,7 +370,9 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
             "loop_stalls",
             "rejected_lines",
             "spool_dropped",
+            "uplink_set_aside",
         }
+        assert got["uplink_set_aside"]["detail"] == {"count": 1, "window_s": 3600.0, "table": "uplink_set_aside"}
         assert got["spool_dropped"]["detail"] == {"count": 7, "window_s": 3600.0, "max_bytes": 65536}
         assert got["rejected_lines"]["detail"] == {"count": 3, "window_s": 3600.0, "file": "rejected.lp"}
         assert got["notification_failures"]["detail"] == {"count": 2, "window_s": 3600.0, "channels": ["hook"]}
@@ -386,6 +389,7 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
             "alarm_engine_errors",
             "rejected_lines",
             "spool_dropped",
+            "uplink_set_aside",
         }
         for _ in range(300):  # past the hour
             now += 10
