@@ -48,28 +48,31 @@ class _Server(uvicorn.Server):
 
 
 def bounded_api(gw: GatewayParts) -> Any:
-    """The API behind its request-body limits (gateway/limits.py), as configured under `http:`."""
+    """The API behind its login gate (gateway/api/gate.py) and its request-body limits (gateway/limits.py), as
+    configured under `http:`; the gate comes first, so that no body is read for a request that will be refused."""
+    from alerting.roles import Role
+    from gateway.api.gate import LoginFirst
     from gateway.limits import BodyLimit
     from gateway.origin import SameOriginWrites
 
     h = gw.cfg.http
     assert h is not None
+    # the routes that take bodies over the default limit, with the role each route itself demands (surveys.py,
+    # live.py): a user below it is refused from the headers, so only who may upload can make the API read 16 MiB
+    uploads = {"/api/surveys": Role.OFFICER, "/api/plan/image": Role.ADMIN}
     guarded = SameOriginWrites(
         build_api(gw),  # type: ignore[arg-type]
         h.allowed_origins,
         on_refused=lambda code: gw.metrics.http_refused.update(["403-cross-site"]),
     )
-    return BodyLimit(
+    bounded = BodyLimit(
         guarded,
         h.max_body_bytes,
-        {
-            "/api/login": h.max_login_body_bytes,
-            "/api/surveys": h.max_upload_bytes,
-            "/api/plan/image": h.max_upload_bytes,
-        },
+        {"/api/login": h.max_login_body_bytes} | {path: h.max_upload_bytes for path in uploads},
         h.body_timeout_s,
         on_refused=lambda code: gw.metrics.http_refused.update([code]),
     )
+    return LoginFirst(bounded, gw.auth, uploads)
 
 
 async def serve_api(gw: GatewayParts, host: str, port: int) -> None:

@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 
 from alerting import glossary
 from alerting.alarms import LifecycleError, UnknownAlarm
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from gateway.parts import GatewayParts
 
 COOKIE = "sitegw_session"
+LOGIN_REQUIRED = "login required"
 
 INT64_MAX = 2**63 - 1  # SQLite's INTEGER and InfluxDB's ns timestamps are signed 64-bit
 # record ids are SQLite integers (64-bit): a larger number in a path is a bad request, not an OverflowError (500)
@@ -39,8 +41,8 @@ def parts(request: Request) -> "GatewayParts":
     return request.app.state.parts  # type: ignore[no-any-return]
 
 
-def session_token(request: Request) -> str | None:
-    """A bearer token (scripts) or the console's session cookie."""
+def session_token(request: HTTPConnection) -> str | None:
+    """A bearer token (scripts) or the console's session cookie (from the headers alone: no body is read)."""
     h = request.headers.get("authorization", "")
     if h.lower().startswith("bearer "):
         return h[7:].strip() or None
@@ -53,14 +55,19 @@ async def current_user(request: Request) -> User:
     token = session_token(request)
     user = parts(request).auth.user_for(token) if token else None
     if user is None:
-        raise HTTPException(401, "login required", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, LOGIN_REQUIRED, headers={"WWW-Authenticate": "Bearer"})
     return user
+
+
+def role_refused(needed: Role, user: User) -> str:
+    """Why a user's role is not enough (403), the same whether the route or the login gate (gate.py) says it."""
+    return f"needs role {needed.name.lower()} (you are {user.role.name.lower()})"
 
 
 def role(needed: Role) -> Callable[[User], Awaitable[User]]:
     async def dep(user: Annotated[User, Depends(current_user)]) -> User:
         if user.role < needed:
-            raise HTTPException(403, f"needs role {needed.name.lower()} (you are {user.role.name.lower()})")
+            raise HTTPException(403, role_refused(needed, user))
         return user
 
     return dep
