@@ -21,6 +21,7 @@ log = logging.getLogger("sitegw.auth")
 
 _TOUCH_NS = 60 * 10**9  # last_seen_ns is written at most this often: not one fsync per request
 _FAIL_WINDOW_NS = 15 * 60 * 10**9
+_NEVER = 2**63 - 1  # a machine token's end: it lasts until its environment variable changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Auth:
         # locks out only his own address, never the officer at the site office
         self._fails: dict[tuple[str, str], deque[int]] = defaultdict(deque)
         self._source_fails: dict[str, deque[int]] = defaultdict(deque)
+        self.logouts = 0  # sessions ended by a logout so far
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))  # salt and digest no password matches
         if not cfg.users and not cfg.tokens:
             log.warning("no users configured (auth.users): the API refuses every request that needs a login")
@@ -139,10 +141,33 @@ class Auth:
         return token, user, expires
 
     def user_for(self, token: str) -> User | None:
-        machine = self._tokens.get(_token_hash(token))
-        if machine is not None:
-            return machine
+        """The user of a valid session or machine token, else None; a request of a session is its activity."""
+        found = self._session(token)
+        if found is None:
+            return None
+        user, key, seen, _ = found
+        now = self.clock()
+        if key is not None and now - seen >= _TOUCH_NS:
+            try:
+                with tx(self.conn):
+                    self.conn.execute("UPDATE auth_sessions SET last_seen_ns = ? WHERE token_hash = ?", (now, key))
+            except sqlite3.OperationalError as err:  # a full or locked database must not log everyone out
+                log.warning("session activity not recorded: %s", err)
+        return user
+
+    def valid_until(self, token: str) -> int | None:
+        """The clock time (ns) until which `token` stays valid unless it is logged out (`logouts` counts those),
+        or None when it is not valid now. Not activity: a live stream's re-checks must not keep the session of a
+        forgotten tab alive past its idle time."""
+        found = self._session(token)
+        return None if found is None else found[3]
+
+    def _session(self, token: str) -> tuple[User, str | None, int, int] | None:
+        """(user, the session's key or None for a machine token, last activity, valid until) of a valid token."""
         key = _token_hash(token)
+        machine = self._tokens.get(key)
+        if machine is not None:
+            return machine, None, 0, _NEVER
         row = self.conn.execute(
             "SELECT user, created_ns, expires_ns, last_seen_ns FROM auth_sessions WHERE token_hash = ?", (key,)
         ).fetchone()
@@ -150,20 +175,18 @@ class Auth:
         if row is None or row["expires_ns"] < now:
             return None
         seen = row["last_seen_ns"] if row["last_seen_ns"] is not None else row["created_ns"]
-        if now - seen > int(self.cfg.session_idle_s * 1e9):
+        idle_end = seen + int(self.cfg.session_idle_s * 1e9)
+        if now > idle_end:
             return None  # idle too long: the next login replaces it (expired rows are swept at each login)
-        if now - seen >= _TOUCH_NS:
-            try:
-                with tx(self.conn):
-                    self.conn.execute("UPDATE auth_sessions SET last_seen_ns = ? WHERE token_hash = ?", (now, key))
-            except sqlite3.OperationalError as err:  # a full or locked database must not log everyone out
-                log.warning("session activity not recorded: %s", err)
         entry = self._users.get(row["user"])
-        return entry[0] if entry else None  # a user removed from the config loses their sessions
+        if entry is None:
+            return None  # a user removed from the config loses their sessions
+        return entry[0], key, seen, min(row["expires_ns"], idle_end)
 
     def logout(self, token: str) -> None:
         with tx(self.conn):
             self.conn.execute("DELETE FROM auth_sessions WHERE token_hash = ?", (_token_hash(token),))
+        self.logouts += 1  # what a live stream's check of its session watches (gateway/api/live.py)
 
 
 def _token_hash(token: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -126,3 +127,47 @@ async def call(
 
     await app(scope_of(method, path, list(headers)), receive, send)
     return out
+
+
+@dataclass
+class Stream:
+    """A streaming answer as it comes: its status, then its body's pieces; `ended` once the app ends the body."""
+
+    status: int = 0
+    pieces: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # set: the client disconnects
+
+    async def next_frame(self) -> str | None:
+        """The next piece of the body, or None when the app ended it."""
+        piece = await self.pieces.get()
+        return None if piece is None else piece.decode()
+
+
+@contextlib.asynccontextmanager
+async def stream(
+    app: Callable[..., Awaitable[None]], path: str, headers: list[tuple[bytes, bytes]]
+) -> AsyncIterator[Stream]:
+    """A GET whose answer is read as it comes (an event stream); the client disconnects on leaving the block."""
+    out, started = Stream(), asyncio.Event()
+
+    async def receive() -> Message:
+        await out.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg: Message) -> None:
+        if msg["type"] == "http.response.start":
+            out.status = msg["status"]
+            started.set()
+        elif msg["type"] == "http.response.body":
+            if msg.get("body"):
+                out.pieces.put_nowait(msg["body"])
+            if not msg.get("more_body", False):
+                out.pieces.put_nowait(None)
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(app(scope_of("GET", path, headers), receive, send))
+        await started.wait()
+        try:
+            yield out
+        finally:
+            out.gone.set()

@@ -4,19 +4,37 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
 from alerting import glossary
 from alerting.db import audit, tx
 from gateway.api.bodies import PlanImage
-from gateway.api.deps import Admin, Viewer, decoded, known_device
+from gateway.api.deps import Admin, Viewer, decoded, known_device, session_token
+from gateway.auth import Auth
 from gateway.history import sse
 from gateway.parts import GatewayParts
 from gateway.siteplan import jib_length_m, plan_image_response, plan_meta, store_image
 from telemetry import quantities
 
 HEARTBEAT_S = 15.0  # SSE keep-alive: proxies and phones drop a silent connection; the page shows a stale stream
+
+
+class SessionWatch:
+    """Whether a live stream's session still holds. The database is asked only when the session may have ended
+    (its idle or absolute end as last recorded has come, or someone logged out), so the check can run before every
+    frame: a stream ends with its session, not when the client goes."""
+
+    def __init__(self, auth: Auth, token: str) -> None:
+        self.auth, self.token = auth, token
+        self.logouts, self.until = -1, 0
+
+    def alive(self) -> bool:
+        if self.logouts == self.auth.logouts and self.auth.clock() <= self.until:
+            return True
+        self.logouts = self.auth.logouts
+        self.until = self.auth.valid_until(self.token) or 0
+        return self.until > 0
 
 
 def router(gw: GatewayParts) -> APIRouter:
@@ -78,16 +96,20 @@ def router(gw: GatewayParts) -> APIRouter:
         return {"image": True, "bytes": len(data), "type": path.suffix.lstrip(".")}
 
     @r.get("/api/stream")
-    async def stream(_: Viewer) -> StreamingResponse:
+    async def stream(user: Viewer, request: Request) -> StreamingResponse:
         """Server-Sent Events: `reading` per pipeline batch, `alarm` per lifecycle change, `heartbeat` when quiet,
-        `resync` when this client fell behind and its queue was dropped (fetch /api/latest and /api/alarms again)."""
+        `resync` when this client fell behind and its queue was dropped (fetch /api/latest and /api/alarms again).
+        The stream ends when its session does (logout, idle or absolute expiry), at the latest with a heartbeat."""
+        session = SessionWatch(gw.auth, session_token(request) or "")
 
         async def frames() -> AsyncIterator[str]:
             sub = hist.hub.subscribe()  # here, not outside: the finally below then always unsubscribes
             try:
                 yield "retry: 3000\n" + sse("hello", {"ts_ns": time.time_ns()})
-                while True:
+                while session.alive():
                     frame = await sub.next(HEARTBEAT_S)
+                    if not session.alive():  # what came after the session ended is not for this client
+                        break
                     yield frame if frame is not None else sse("heartbeat", {"ts_ns": time.time_ns()})
             finally:
                 hist.hub.unsubscribe(sub)
