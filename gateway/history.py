@@ -255,6 +255,7 @@ class Subscriber:
     queue: deque[str] = field(default_factory=deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: int = 0
+    owner: str = ""  # the user whose stream it is: streams are limited per user
 
     def push(self, frame: str) -> None:
         if len(self.queue) >= self.maxsize:
@@ -282,6 +283,14 @@ def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
 
 
+class StreamsFull(Exception):
+    """No more live streams: `limit` of them are open, of the whole gateway (owner None) or of one owner."""
+
+    def __init__(self, limit: int, owner: str | None) -> None:
+        super().__init__(limit, owner)
+        self.limit, self.owner = limit, owner
+
+
 class LiveHub:
     """Fan-out of live events to SSE subscribers; publishing never blocks and never waits on a client."""
 
@@ -291,8 +300,13 @@ class LiveHub:
         # the alarm as the API shows it (the gateway passes gateway.api.deps.alarm_json with the rules' units)
         self.alarm_json = alarm_json or (lambda a: {"id": getattr(a, "id", None)})
 
-    def subscribe(self) -> Subscriber:
-        sub = Subscriber(self.queue_events, asyncio.get_running_loop())
+    def subscribe(self, owner: str = "", max_total: int | None = None, max_per_owner: int | None = None) -> Subscriber:
+        """A new subscriber, unless `max_total` streams are open or `max_per_owner` of `owner`'s: StreamsFull."""
+        if max_total is not None and len(self.subscribers) >= max_total:
+            raise StreamsFull(max_total, None)
+        if max_per_owner is not None and sum(s.owner == owner for s in self.subscribers) >= max_per_owner:
+            raise StreamsFull(max_per_owner, owner)
+        sub = Subscriber(self.queue_events, asyncio.get_running_loop(), owner=owner)
         self.subscribers.add(sub)
         return sub
 

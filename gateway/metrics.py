@@ -66,7 +66,8 @@ class Metrics(AlarmCounters):
     clock_skewed: set[str] = field(default_factory=set)  # devices whose clock is off now
     series_collisions: Counter[str] = field(default_factory=Counter)  # by device
     line_failures: Counter[str] = field(default_factory=Counter)  # by Modbus line: failed opens / uses
-    http_refused: Counter[str] = field(default_factory=Counter)  # by HTTP status: bodies too large (413), slow (408)
+    # by HTTP status: bodies too large (413), slow (408), cross-site writes (403-cross-site), streams (429-streams)
+    http_refused: Counter[str] = field(default_factory=Counter)
     lines_down: dict[str, str] = field(default_factory=dict)  # line id -> reason, while it cannot be opened
     protocol_errors: Counter[str] = field(default_factory=Counter)  # by device
     polls: Counter[str] = field(default_factory=Counter)  # by device
@@ -238,7 +239,8 @@ class Metrics(AlarmCounters):
         family(
             "sitegw_http_refused_total",
             c,
-            "HTTP requests refused before their body was read: 413 too large, 408 too slow.",
+            "HTTP requests refused by the API's bounds: 413 body too large, 408 too slow, 403-cross-site, "
+            "429-streams (live streams over their limit).",
             by("code", self.http_refused),
         )
         family(

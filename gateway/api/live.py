@@ -10,14 +10,18 @@ from fastapi.responses import FileResponse, StreamingResponse
 from alerting import glossary
 from alerting.db import audit, tx
 from gateway.api.bodies import PlanImage
-from gateway.api.deps import Admin, Viewer, decoded, known_device, session_token
+from gateway.api.deps import Admin, Refused, Viewer, decoded, known_device, session_token
 from gateway.auth import Auth
-from gateway.history import sse
+from gateway.config import HttpConfig
+from gateway.history import LiveHub, StreamsFull, Subscriber, sse
 from gateway.parts import GatewayParts
 from gateway.siteplan import jib_length_m, plan_image_response, plan_meta, store_image
 from telemetry import quantities
 
 HEARTBEAT_S = 15.0  # SSE keep-alive: proxies and phones drop a silent connection; the page shows a stale stream
+# a console tab holds one stream; a user's office screen, a few tabs and a phone need a handful, and a phone that
+# lost its network keeps its old stream open until the server notices (a failed heartbeat) while it reconnects
+STREAMS_PER_USER = 8
 
 
 class SessionWatch:
@@ -37,10 +41,25 @@ class SessionWatch:
         return self.until > 0
 
 
+class _Stream(StreamingResponse):
+    """A stream whose subscriber leaves the hub however the response ends, even before its first frame."""
+
+    def __init__(self, frames: AsyncIterator[str], hub: LiveHub, sub: Subscriber, headers: dict[str, str]) -> None:
+        super().__init__(frames, media_type="text/event-stream", headers=headers)
+        self.hub, self.sub = hub, sub
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.hub.unsubscribe(self.sub)
+
+
 def router(gw: GatewayParts) -> APIRouter:
     r = APIRouter()
     eng, hist = gw.alarms, gw.history
     uploads = gw.cfg.alarms.state_file.parent  # an admin's plan drawing is kept beside the state file
+    max_streams = (gw.cfg.http or HttpConfig()).max_streams
 
     @r.get("/api/latest")
     async def latest(_: Viewer) -> dict[str, dict[str, Any]]:
@@ -101,9 +120,23 @@ def router(gw: GatewayParts) -> APIRouter:
         `resync` when this client fell behind and its queue was dropped (fetch /api/latest and /api/alarms again).
         The stream ends when its session does (logout, idle or absolute expiry), at the latest with a heartbeat."""
         session = SessionWatch(gw.auth, session_token(request) or "")
+        try:
+            sub = hist.hub.subscribe(user.name, max_streams, STREAMS_PER_USER)
+        except StreamsFull as full:
+            gw.metrics.http_refused.update(["429-streams"])
+            if full.owner is None:
+                raise Refused(
+                    429,
+                    f"too many live streams: this gateway serves at most {full.limit} at a time (http.max_streams)",
+                    f"实时数据连接过多：本网关最多同时服务 {full.limit} 个",
+                ) from None
+            raise Refused(
+                429,
+                f"too many live streams of {user.name}: at most {full.limit} at a time per user; close another tab",
+                f"{user.name} 的实时数据连接过多：每个用户最多同时 {full.limit} 个，请关闭其他页面",
+            ) from None
 
         async def frames() -> AsyncIterator[str]:
-            sub = hist.hub.subscribe()  # here, not outside: the finally below then always unsubscribes
             try:
                 yield "retry: 3000\n" + sse("hello", {"ts_ns": time.time_ns()})
                 while session.alive():
@@ -114,8 +147,8 @@ def router(gw: GatewayParts) -> APIRouter:
             finally:
                 hist.hub.unsubscribe(sub)
 
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+        # subscribed here, before the response, so that the limits hold for requests that arrive together
+        return _Stream(frames(), hist.hub, sub, {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @r.get("/api/trend/{device}")
     async def trend(

@@ -243,6 +243,9 @@ class HttpConfig(_Base):
     # origins besides the gateway's own (its Host header) whose pages may change things, e.g. the public URL of a
     # TLS reverse proxy in front of it: "https://gw.site.example"
     allowed_origins: list[str] = []
+    # live streams (/api/stream) open at once, of all users: each holds a connection and a queue of up to 256
+    # events, so this bounds what consoles can cost; a site's users and wall screens need a few dozen at most
+    max_streams: int = Field(default=64, ge=1, le=4096)
 
     @field_validator("max_body_bytes", "max_login_body_bytes", "max_upload_bytes", mode="before")
     @classmethod

@@ -1,7 +1,8 @@
-"""The live stream (/api/stream) ends with its session."""
+"""The live stream (/api/stream) ends with its session, and live streams are limited per user and in all."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,33 @@ async def test_a_quiet_stream_ends_at_a_heartbeat(tmp_path: Path, monkeypatch: p
                 assert "event: heartbeat" in frame
                 frame = await s.next_frame()
             assert frame is None
+
+
+async def test_streams_are_limited_per_user_and_in_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with api_site(tmp_path, monkeypatch, max_streams=10) as site:
+        async with contextlib.AsyncExitStack() as open_streams:
+            viewer = [
+                await open_streams.enter_async_context(stream(site.app, "/api/stream", site.bearer("view")))
+                for _ in range(8)  # live.STREAMS_PER_USER
+            ]
+            assert [s.status for s in viewer] == [200] * 8
+            r = await call(site.app, "GET", "/api/stream", site.bearer("view"))
+            assert r.status == 429
+            assert r.json() == {
+                "detail": "too many live streams of view: at most 8 at a time per user; close another tab",
+                "detail_zh": "view 的实时数据连接过多：每个用户最多同时 8 个，请关闭其他页面",
+            }
+            for _ in range(2):  # another user still gets one, up to http.max_streams in all
+                s = await open_streams.enter_async_context(stream(site.app, "/api/stream", site.bearer("zhang")))
+                assert s.status == 200
+            r = await call(site.app, "GET", "/api/stream", site.bearer("li"))
+            assert r.status == 429
+            assert r.json()["detail"] == (
+                "too many live streams: this gateway serves at most 10 at a time (http.max_streams)"
+            )
+            assert site.gw.metrics.http_refused["429-streams"] == 2
+            assert len(site.gw.history.hub.subscribers) == 10
+        # closed streams free their places
+        assert site.gw.history.hub.subscribers == set()
+        async with stream(site.app, "/api/stream", site.bearer("li")) as s:
+            assert s.status == 200
