@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -10,6 +11,7 @@ import os
 import secrets
 import sqlite3
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from alerting.config import AuthConfig
@@ -35,6 +37,17 @@ def safe_name(name: str) -> str:
     """A user name as typed at the login, fit for the audit log: printable, at most 64 characters."""
     clean = "".join(ch if ch.isprintable() else "?" for ch in name)[:64]
     return clean + ("…" if len(name) > 64 else "")
+
+
+@dataclass(slots=True)
+class _Untold:
+    """Throttled logins from one address in the window that began at `window_ns`, not yet in the audit table."""
+
+    window_ns: int
+    count: int = 0
+    first_ns: int = 0
+    last_ns: int = 0
+    actor: str = ""
 
 
 class AuthError(Exception):
@@ -66,6 +79,7 @@ class Auth:
         self._fails: dict[tuple[str, str], deque[int]] = defaultdict(deque)
         self._source_fails: dict[str, deque[int]] = defaultdict(deque)
         self.logouts = 0  # sessions ended by a logout so far
+        self._held: dict[str, _Untold] = {}  # source address -> its throttled refusals not yet audited
         self._decoy = (secrets.token_bytes(16), secrets.token_bytes(32))  # salt and digest no password matches
         if not cfg.users and not cfg.tokens:
             log.warning("no users configured (auth.users): the API refuses every request that needs a login")
@@ -97,14 +111,16 @@ class Auth:
 
     def _begin(self, name: str, source: str) -> tuple[int, tuple[User, bytes, bytes] | None, bytes, bytes]:
         now = self.clock()
-        fails = self._recent(self._fails[(source, name)], now)
+        self._tell_ended(now)
+        # .get: a refused attempt must not leave an entry per name tried (a throttled client may try thousands)
+        fails = self._recent(self._fails.get((source, name), deque()), now)
         by_source = self._recent(self._source_fails[source], now)
         if len(fails) >= self.cfg.max_failed_logins or len(by_source) >= 4 * self.cfg.max_failed_logins:
-            with tx(self.conn):
-                audit(self.conn, now, safe_name(name), "auth.login_throttled", f"source:{source}")
+            self._throttled(name, source, now)
             raise AuthError("too many failed logins from this address; try again in 15 minutes")
         # counted as a failure until proven right: attempts waiting for their hash at the same time cannot all slip
         # under the limit
+        fails = self._fails[(source, name)]
         fails.append(now)
         by_source.append(now)
         entry = self._users.get(name)
@@ -117,7 +133,7 @@ class Auth:
     ) -> tuple[str, User, int]:
         if entry is None or not hmac.compare_digest(got, digest):
             shown = safe_name(name)
-            with tx(self.conn):
+            with self._audited(source):
                 audit(self.conn, now, shown, "auth.login_failed", f"user:{shown}", None, {"source": source})
             raise AuthError("wrong user name or password")
         self._fails[(source, name)].clear()
@@ -127,7 +143,7 @@ class Auth:
         token = secrets.token_urlsafe(32)
         expires = now + int(self.cfg.session_ttl_s * 1e9)
         user = entry[0]
-        with tx(self.conn):
+        with self._audited(source):
             idle = now - int(self.cfg.session_idle_s * 1e9)
             self.conn.execute(
                 "DELETE FROM auth_sessions WHERE expires_ns < ? OR COALESCE(last_seen_ns, created_ns) < ?", (now, idle)
@@ -139,6 +155,42 @@ class Auth:
             )
             audit(self.conn, now, user.name, "auth.login", f"user:{user.name}")
         return token, user, expires
+
+    def _throttled(self, name: str, source: str, now: int) -> None:
+        """Audit a login refused by the throttle: the first from an address in each window (15 min) at once, the
+        rest counted here and written as one row with their number when the window has ended (at the next login
+        attempt from anywhere) or the address is audited again. Each refusal used to commit a row of its own: a
+        client repeating a refused login grew the state database by a thousand rows a second."""
+        held = self._held.get(source)
+        if held is not None and now - held.window_ns < _FAIL_WINDOW_NS:
+            held.first_ns = held.first_ns if held.count else now
+            held.count, held.last_ns, held.actor = held.count + 1, now, safe_name(name)
+            return
+        with self._audited(source):
+            audit(self.conn, now, safe_name(name), "auth.login_throttled", f"source:{source}", None, {"refused": 1})
+        self._held[source] = _Untold(now)
+
+    def _tell_ended(self, now: int) -> None:
+        """Write the counts of the throttle windows that have ended, and forget those windows."""
+        for source in [s for s, held in self._held.items() if now - held.window_ns >= _FAIL_WINDOW_NS]:
+            if self._held[source].count:
+                with self._audited(source):
+                    pass
+            del self._held[source]
+
+    @contextlib.contextmanager
+    def _audited(self, source: str) -> Iterator[None]:
+        """A transaction for an audit of `source` that first writes its throttled refusals not yet audited (how
+        many, the first's and the last's time, the name last tried); they are told once it commits."""
+        held = self._held.get(source)
+        untold = held if held is not None and held.count else None
+        with tx(self.conn):
+            if untold is not None:
+                detail = {"refused": untold.count, "first_ns": untold.first_ns, "last_ns": untold.last_ns}
+                audit(self.conn, untold.last_ns, untold.actor, "auth.login_throttled", f"source:{source}", None, detail)
+            yield
+        if untold is not None:
+            untold.count = 0
 
     def user_for(self, token: str) -> User | None:
         """The user of a valid session or machine token, else None; a request of a session is its activity."""

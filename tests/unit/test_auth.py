@@ -108,3 +108,55 @@ def test_bad_token_config_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
         )
     with pytest.raises(ValueError):
         AuthConfig.model_validate({"tokens": [{"name": "x", "role": "viewer", "token": TOKEN}]})  # no inline secret
+
+
+def test_throttled_logins_are_audited_once_a_window_with_their_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T_PW_LI", "pw-li-123")
+    monkeypatch.setenv("T_PW_WANG", "pw-wang-123")
+    users = [
+        {"name": "li", "role": "manager", "password_env": "T_PW_LI"},
+        {"name": "wang", "role": "admin", "password_env": "T_PW_WANG"},
+    ]
+    a = auth(tmp_path, users=users, max_failed_logins=2)
+
+    def throttled(source: str) -> list[tuple[str, str, str | None]]:
+        rows = a.conn.execute(
+            "SELECT actor, target, detail FROM audit WHERE action = 'auth.login_throttled' AND target = ? ORDER BY id",
+            (f"source:{source}",),
+        )
+        return [tuple(r) for r in rows]
+
+    # eight failures (any names) throttle an address; then each of 500 attempts is refused at once
+    for i in range(8):
+        with pytest.raises(AuthError, match="wrong user name"):
+            a.login(f"x{i}", "wrong", "10.0.0.9")
+    names = len(a._fails)
+    start = a.clock.now  # type: ignore[attr-defined]
+    for i in range(500):
+        a.clock.now += 10**9  # type: ignore[attr-defined]
+        with pytest.raises(AuthError, match="too many failed logins"):
+            a.login(f"y{i}", "wrong", "10.0.0.9")
+    # the first is audited at once, the rest counted: no row each, and no memory for each name tried
+    assert throttled("10.0.0.9") == [("y0", "source:10.0.0.9", '{"refused": 1}')]
+    assert len(a._fails) == names
+    # the window ends 15 min after its first refusal: the next login attempt (from anywhere) writes the rest's count
+    a.clock.now = start + 10**9 + 15 * 60 * 10**9  # type: ignore[attr-defined]
+    a.login("wang", "pw-wang-123", "10.0.0.1")
+    rest = f'{{"refused": 499, "first_ns": {start + 2 * 10**9}, "last_ns": {start + 500 * 10**9}}}'
+    assert throttled("10.0.0.9")[1:] == [("y499", "source:10.0.0.9", rest)]
+
+    # another address: li is throttled there (two failures), wang still may log in from it; the refusals counted
+    # meanwhile are written with that address's next audit, before it
+    for _ in range(2):
+        with pytest.raises(AuthError, match="wrong user name"):
+            a.login("li", "wrong", "10.0.0.7")
+    for _ in range(10):
+        with pytest.raises(AuthError, match="too many failed logins"):
+            a.login("li", "pw-li-123", "10.0.0.7")
+    assert len(throttled("10.0.0.7")) == 1
+    a.login("wang", "pw-wang-123", "10.0.0.7")
+    rows = a.conn.execute("SELECT action, detail FROM audit ORDER BY id DESC LIMIT 2").fetchall()
+    assert rows[1]["action"] == "auth.login_throttled" and '"refused": 9' in rows[1]["detail"]
+    assert rows[0]["action"] == "auth.login"
