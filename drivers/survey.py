@@ -132,7 +132,10 @@ def read_sheets(data: bytes, filename: str) -> list[tuple[str, list[list[Any]]]]
             continue
     else:
         raise ValueError(f"{filename}: not UTF-8 or GB18030 text")
-    return [("", _bounded(csv.reader(io.StringIO(text)), ""))]
+    try:
+        return [("", _bounded(csv.reader(io.StringIO(text)), ""))]
+    except csv.Error as err:  # a field over the csv module's limit (131 072 characters): was a 500
+        raise ValueError(f"{filename}: not a readable CSV file ({err})") from None
 
 
 def _header(rows: list[list[Any]]) -> tuple[int, dict[str, tuple[int, str, str | None]]]:

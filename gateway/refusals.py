@@ -157,6 +157,7 @@ _PATTERNS: list[tuple[str, str]] = [
     # survey files (a surveyor's rows)
     (r"(?P<f>.+): not a readable XLSX file \(.+\)", "{f} 不是可读取的 XLSX 文件"),
     (r"(?P<f>.+): not UTF-8 or GB18030 text", "{f} 不是 UTF-8 或 GB18030 编码的文本"),
+    (r"(?P<f>.+): not a readable CSV file \(.+\)", "{f} 不是可读取的 CSV 文件"),
     (r"no header row with a point column \(测点编号 / point\) and a time column \(观测时间 / 观测日期 / time\) in "
      r"the first (?P<n>\d+) rows", "前 {n} 行中没有含“测点编号”列和“观测时间”（或“观测日期”）列的表头"),
     (r"no worksheet holds a table: .+",

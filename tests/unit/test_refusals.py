@@ -53,7 +53,7 @@ NOT_API = (
     re.compile(r"^the HTTP API cannot listen on"),
 )
 # words a Chinese refusal may keep: file formats, encodings, sizes
-TECH = {"JSON", "base", "PNG", "JPEG", "WebP", "SVG", "XLSX", "UTF", "GB", "MiB", "csv", "xlsx"}
+TECH = {"JSON", "base", "PNG", "JPEG", "WebP", "SVG", "XLSX", "CSV", "UTF", "GB", "MiB", "csv", "xlsx"}
 LATIN = re.compile(r"[A-Za-z][A-Za-z_]+")
 
 

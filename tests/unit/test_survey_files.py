@@ -243,3 +243,10 @@ def test_items_as_reports_write_them() -> None:
     ]
     with pytest.raises(ValueError, match="is not a quantity this point reports"):
         item_quantity("水平位移及沉降", allowed)  # two items in one: not guessed
+
+
+def test_a_csv_the_csv_module_cannot_read_is_refused_not_a_500() -> None:
+    # a field over the csv module's limit raised csv.Error through the importer: the API answered 500
+    text = "测点编号,观测时间,累计变化量(mm)\nZQT-3,2026-11-15 09:00," + "1" * 200_000 + "\n"
+    with pytest.raises(ValueError, match=r"r.csv: not a readable CSV file \(field larger than field limit"):
+        parse_survey(text.encode(), "r.csv", TZ)
