@@ -7,18 +7,17 @@ from __future__ import annotations
 # fsynced per batch; a torn tail line left by `kill -9` is cut on open. Over the bound, the oldest segment is
 # dropped and every line in it is counted, never silently.
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import time
-from collections import deque
 from pathlib import Path
 
 from gateway.spool_segments import (
     Chunk,
     Segment,
     acked_json,
-    cut_tail,
     load_segments,
     oldest_pending_age,
     read_acked,
@@ -35,6 +34,7 @@ log = logging.getLogger("sitegw.spool")
 # After a kill -9 the lines acknowledged since acked.json was last written are sent again (and overwrite the same
 # points): at most this many seconds of them.
 STATE_SAVE_S = 1.0
+OUTAGE_ROLL = 1 / 16  # of segment_bytes (4 MiB: 256 KiB): the live segment's size that starts a new one (`outage_roll`)
 
 
 class Spool:
@@ -71,9 +71,6 @@ class Spool:
         # backlog an outage (or a restart) left behind, replayed at a limited rate. A segment that fills up is
         # not an outage: the live data goes on in the next one and stays live.
         self.live_from = 1
-        # (segment, size, wall time) at the database's last failed attempt (`mark_backlog`): what came before is
-        # the outage's backlog, what came after is live once it is back (`end_outage`)
-        self._outage_mark: tuple[int, int, float] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -155,8 +152,6 @@ class Spool:
         n = segments_to_drop(self.dir, self.segments, needed)
         if n is None:
             return False
-        if n and len(self.segments) == 1:
-            self.roll()
         for _ in range(n):
             self._drop_oldest(f"the disk is full ({self.disk_bytes()} bytes spooled, below the bound {self.max_bytes})")
         self._save_state()
@@ -221,43 +216,16 @@ class Spool:
         self._new_segment(self.segments[-1].seq + 1)
         self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def mark_backlog(self) -> None:
-        """The database refused a write (it is unreachable): what the spool holds now is backlog once it is back,
-        what comes after is live. A mark, not a roll: a roll per failed attempt (<= 2 s apart) left ~43 000 segment
-        files a day of outage, and each write summed over all of them."""
-        last = self.segments[-1]
-        self._outage_mark = (last.seq, last.size, time.time())
-
-    def end_outage(self) -> None:
-        """The database is back: what came before the last failed attempt is backlog, replayed at a limited rate;
-        the lines of the last retry interval are moved to a new segment, live, written first (left behind the
-        replay, they were 7.6 s of live data behind after a 10-minute outage in the outage benchmark)."""
-        mark, self._outage_mark = self._outage_mark, None
-        if mark is None:
-            return
-        seq, off, at = mark
-        old = self.segments[-1]
-        if old.seq != seq:  # it filled since: the newer segments are live, the interval's start joins the backlog
-            self.live_from = max(self.live_from, seq + 1)
-            return
-        start = max(off, old.acked)
-        tail = read_chunk(old, old.size, old.size - start, start)
-        self.roll(backlog=True)
-        if tail is None:
-            return
-        # copied, made durable, and only then cut from the old segment (a power cut between the two sends those
-        # lines twice, and a resend overwrites the same points)
-        assert self._fd is not None
-        os.write(self._fd, tail.data)
-        new = self.segments[-1]
-        new.size, new.marks = len(tail.data), deque([(0, at)])
-        self._unsynced_since = time.monotonic() if self.fsync else None
-        self.sync()
-        cut_tail(old, start)
-        if old.acked >= old.size:
-            self.segments.remove(old)
-            old.path.unlink(missing_ok=True)
-        self._save_state()
+    def outage_roll(self) -> None:
+        """The database refused a write: what the spool holds is backlog once it is back (replayed at a limited
+        rate), what comes next is live. A new segment only once the live one holds OUTAGE_ROLL of `segment_bytes`:
+        one per failed attempt (<= 2 s apart) made ~43 000 files a day of outage. So an outage's segments are at
+        least that big (at most max_bytes / that many), and what goes first when it is over at most that much more
+        than its last interval."""
+        if self.segments[-1].size >= self.segment_bytes * OUTAGE_ROLL:
+            self.roll(backlog=True)
+        else:
+            self.live_from = self.segments[-1].seq  # the older ones are backlog; this one stays live
 
     def _enforce_bound(self) -> None:
         total = self.disk_bytes()
@@ -281,6 +249,8 @@ class Spool:
         if self._in_flight is not None and self._in_flight.seq == seg.seq:
             start, self._in_flight_orphaned = self._in_flight.end, True  # the chunk is counted in `sent`
         self.dropped_lines += count_lines(seg.path, start, seg.size)
+        with contextlib.suppress(FileNotFoundError):
+            os.truncate(seg.path, 0)  # its blocks freed now, even while another descriptor (an fsync's) holds it
         seg.path.unlink(missing_ok=True)
         if not self._dropping:
             self._dropping = True

@@ -93,9 +93,9 @@ def repair_tail(seg: Segment) -> int:
         return cut
 
 
-def read_chunk(seg: Segment, max_lines: int, max_bytes: int, start: int | None = None) -> Chunk | None:
-    """Up to `max_lines` whole lines of `seg` from `start` (its acknowledged offset by default)."""
-    start = seg.acked if start is None else start
+def read_chunk(seg: Segment, max_lines: int, max_bytes: int) -> Chunk | None:
+    """Up to `max_lines` whole lines of `seg` after its acknowledged offset."""
+    start = seg.acked
     if start >= seg.size:
         return None
     with open(seg.path, "rb") as fh:
@@ -112,14 +112,6 @@ def read_chunk(seg: Segment, max_lines: int, max_bytes: int, start: int | None =
     if lines == 0:
         return None
     return Chunk(seg.seq, start, start + end, buf[:end], lines)
-
-
-def cut_tail(seg: Segment, size: int) -> None:
-    """Truncate a closed segment to `size` bytes (its lines after that were moved to another segment)."""
-    os.truncate(seg.path, size)
-    seg.size = size
-    while seg.marks and seg.marks[-1][0] >= size and len(seg.marks) > 1:
-        seg.marks.pop()
 
 
 def oldest_pending_age(segments: list[Segment], now: float) -> float:
@@ -155,10 +147,11 @@ def acked_json(segments: list[Segment]) -> str:
 
 
 def segments_to_drop(directory: Path, segments: list[Segment], needed: int) -> int | None:
-    """How many of the oldest segments to drop for `needed` bytes to fit on a full disk (the active one too, after
-    a roll, when it is alone; never otherwise); None when all they hold would not make that room (the disk is full
-    of other files: dropping them would lose data and gain nothing)."""
-    droppable = segments if len(segments) == 1 else segments[:-1]
+    """How many of the oldest segments to drop for `needed` bytes to fit on a full disk, never the active one (its
+    lines may wait for their fsync, and an MQTT message's acknowledgement with them: refused, the message comes
+    again); None when all they hold would not make that room (the disk is full of other files, or the spool is
+    one segment): dropping would lose data and gain nothing."""
+    droppable = segments[:-1]
     st = os.statvfs(directory)
     free, n = st.f_bavail * st.f_frsize, 0
     for seg in droppable:

@@ -158,9 +158,8 @@ class SpoolDrainer:
             self._outage_since = None
             self._backoff = 0.5
             self.db_up = True
-            # what came before the last failed attempt (see _outage) is the backlog, replayed in order at a limited
-            # rate; the lines of the last retry interval are live and go first
-            self.spool.end_outage()
+            # No roll here: the failed attempts made the backlog (see _outage), so the live segment holds what came
+            # since the last such roll, and it goes first; the older segments are the backlog, replayed in order.
             log.info(
                 "%s %s reachable again after %.1f s; replaying %d bytes of backlog at <= %g lines/s",
                 self.label,
@@ -205,8 +204,8 @@ class SpoolDrainer:
         # Separate what came until now from what comes next: when the database is back, the readings of the last
         # attempt's interval are live data, sent at once, not the tail of the backlog. Rolling only once the database
         # was seen again put the readings of that last interval behind the whole replay (live data 7.6 s behind
-        # after a 10-minute outage in the outage benchmark). A mark, not a new segment per attempt (Spool.end_outage).
-        self.spool.mark_backlog()
+        # after a 10-minute outage in the outage benchmark). Not a new segment at every attempt (Spool.outage_roll).
+        self.spool.outage_roll()
         delay = self._backoff * (0.8 + 0.4 * random.random())
         # capped at 2 s: one small request every 2 s costs nothing, and after an outage the wall screens must show
         # live data again within seconds (the outage benchmark measured 17.5 s behind with a 15 s cap)

@@ -43,7 +43,9 @@ async def test_influx_outage_loses_nothing(tmp_path: Path, mosquitto: Service, o
         influx_port=own_influx.port,
         mqtt_port=mosquitto.port,
         devices=[{"id": "FW-A01", "profile": "formwork_mqtt_v1", "broker": "b", "topic": "site/t/formwork/+/data"}],
-        spool={"replay_lines_per_s": 500, "batch_lines": 200},
+        # small segments: an outage starts a new one when the live one holds a sixteenth of this (Spool.outage_roll),
+        # so a few seconds of it leave a backlog for the rate-limited replay to take
+        spool={"replay_lines_per_s": 500, "batch_lines": 200, "segment_bytes": 8192},
     )
     n = 1500
     async with Gateway(cfg) as gw:
