@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 MAX_ROWS = 20_000
@@ -65,7 +65,7 @@ class SurveyRow:
     item: str | None
     unit: str | None
     columns: dict[str, str] = field(default_factory=dict)  # logical column -> the header it came from
-    sheet: str = ""  # its worksheet, in a workbook of more than one table (see Problem)
+    sheet: str = ""  # its worksheet (a workbook's), whose name may say its item (gateway/surveys.py `_quantity`)
 
 
 @dataclass(slots=True)
@@ -181,6 +181,8 @@ def _time_of_day(v: Any) -> time | None:
     """A time column's cell that holds a time of day only (an XLSX time, "09:00", "9:00:30"), else None."""
     if isinstance(v, time):
         return v
+    if isinstance(v, timedelta) and timedelta(0) <= v < timedelta(days=1):  # an [h]:mm cell, as openpyxl reads it
+        return (datetime.min + v).time()
     if isinstance(v, str) and _CLOCK.fullmatch(v.strip()):
         h, m, *sec = (int(x) for x in v.strip().split(":"))
         if h < 24 and m < 60 and (not sec or sec[0] < 60):
@@ -191,6 +193,13 @@ def _time_of_day(v: Any) -> time | None:
 def _when(date_cell: Any, time_cell: Any, tz: tzinfo) -> int:
     """A survey's time from its date and time columns, either of which may be absent (None: no such column)."""
     clock = None if time_cell is None else _time_of_day(time_cell)
+    if isinstance(time_cell, datetime) and date_cell is not None:
+        # a time column holding whole datetimes (a template's cells reused from day to day) beside the date column:
+        # its time of day, and its date only where it says the same day (it overrode the date column unsaid)
+        on = datetime.fromtimestamp(_time(date_cell, tz) // 1_000_000_000, tz).date()
+        if time_cell.date() != on:
+            raise ValueError(f"the time column's date ({time_cell.date()}) is not the date column's ({on})")
+        clock = time_cell.time()
     if clock is None:
         if time_cell is not None and not (isinstance(time_cell, str) and not time_cell.strip()):
             return _time(time_cell, tz)  # the time column holds the date too
@@ -253,13 +262,13 @@ def parse_survey(data: bytes, filename: str, tz: tzinfo) -> SurveyFile:
     if sum(len(t) - hi - 1 for _n, t, hi, _c in tables) > MAX_ROWS:
         raise ValueError(f"more than {MAX_ROWS} rows: split the file")
     for name, table, hi, cols in tables:
-        sheet = name if many else ""
+        shown = name if many else ""  # problems name their sheet where there are several tables
         if "cumulative" not in cols and "value" not in cols:
             problems.append(
-                Problem(0, "", "no value column: give 累计变化量 (cumulative change) or 本次测值 (value)", sheet)
+                Problem(0, "", "no value column: give 累计变化量 (cumulative change) or 本次测值 (value)", shown)
             )
             continue
-        rows += _rows(table, hi, cols, tz, sheet, problems)
+        rows += _rows(table, hi, cols, tz, name, shown, problems)
     if not rows and not problems:
         problems.append(Problem(0, "", "the file has a header but no rows"))
     return SurveyFile(rows, problems, tables[0][2] + 1, [n for n, *_ in tables], skipped)
@@ -271,6 +280,7 @@ def _rows(
     cols: dict[str, tuple[int, str, str | None]],
     tz: tzinfo,
     sheet: str,
+    shown: str,
     problems: list[Problem],
 ) -> list[SurveyRow]:
     rows: list[SurveyRow] = []
@@ -291,7 +301,7 @@ def _rows(
 
         def bad(col: str, msg: str, n: int = n) -> None:
             if len(problems) < MAX_ERRORS:
-                problems.append(Problem(n, cols[col][1], msg, sheet))
+                problems.append(Problem(n, cols[col][1], msg, shown))
 
         point = str(cell("point") or "").strip()
         if not point:
@@ -327,6 +337,13 @@ def _rows(
 # the words reports use for a quantity beside its catalog title: GB 50497-2019 names settlement monitoring 竖向位移,
 # where daily reports write 沉降 (坡顶沉降, 周边地表沉降), and the groundwater level 水位 (坑外水位)
 ITEM_WORDS: dict[str, tuple[str, ...]] = {"vertical_displacement": ("沉降",), "groundwater_level": ("水位",)}
+# the direction words of the displacements: an item naming one the quantity found is not is two items in one
+DIRECTIONS: dict[str, frozenset[str]] = {
+    "水平": frozenset({"horizontal_displacement", "deep_displacement"}),
+    "竖向": frozenset({"vertical_displacement"}),
+    "沉降": frozenset({"vertical_displacement"}),
+}
+_DIRECTED = frozenset().union(*DIRECTIONS.values())
 
 
 def item_quantity(text: str, allowed: list[str]) -> str:
@@ -346,7 +363,9 @@ def item_quantity(text: str, allowed: list[str]) -> str:
     }
     if found:
         q, word = max(found.items(), key=lambda kv: len(kv[1]))
-        if all(w in word for w in found.values()):
+        # "坡顶水平及竖向位移" holds 竖向位移 whole and 水平 apart: two items in one, not the one found whole
+        other = any(w in text and q not in qs for w, qs in DIRECTIONS.items()) and q in _DIRECTED
+        if all(w in word for w in found.values()) and not other:
             return q
     names = ", ".join(f"{q} ({quantities.lookup(q).title_zh})" for q in allowed)
     raise ValueError(f"{text!r} is not a quantity this point reports ({names})")

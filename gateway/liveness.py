@@ -47,13 +47,12 @@ class Liveness:
         """Data made at `at` (monotonic: a survey's time, before its file was imported): the device's stale clock
         runs from then, never back, and it is up only if that is within its stale limit (a late file of old
         surveys says nothing of the point being surveyed now)."""
-        if at <= self.last_good.get(device, -math.inf):
-            return None
+        last = max(at, self.last_good.get(device, -math.inf))  # (the sweep's start-up grace sets one too)
         limit = self.stale_after_s.get(device)
         if limit is not None and now - at > limit:
-            self.last_good[device] = at  # the next sweep takes it down, if it is up
+            self.last_good[device] = last  # the next sweep takes it down, if it is up
             return None
-        return self.seen(device, at)
+        return self.seen(device, last)
 
     def heard(self, device: str, now: float | None = None) -> None:
         """A device's heartbeat (no readings): it is there, so it is up (an `up` it brings goes with the next batch

@@ -167,6 +167,8 @@ _PATTERNS: list[tuple[str, str]] = [
      "{t} 只有时刻，没有日期（缺少“观测日期”列）"),
     (r"the date column holds a time of day too \((?P<t>[^)]+)\) beside the time column's",
      "日期列中也写了时刻（{t}），与时间列重复"),
+    (r"the time column's date \((?P<a>[^)]+)\) is not the date column's \((?P<b>[^)]+)\)",
+     "时间列中的日期（{a}）与日期列（{b}）不一致"),
     (r"the worksheet is named for (?P<a>\w+), and the import's quantity is (?P<b>\w+)",
      "工作表名称对应的监测项目是 {a}，与导入时指定的 {b} 不一致"),
     (r"(?P<v>.+) is not a number", "{v} 不是数字"),

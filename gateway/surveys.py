@@ -126,6 +126,7 @@ class SurveyImporter:
         except ValueError as err:
             raise SurveyRefused([Problem(0, "", str(err))]) from None
         problems = list(parsed.problems)
+        many = len(parsed.sheets) > 1
         out: list[tuple[SurveyRow, str, str, float]] = []
         last_in_file: dict[tuple[str, str], tuple[int, int, str]] = {}  # (device, quantity) -> (ts, row, sheet)
         now = self.clock()
@@ -157,13 +158,15 @@ class SurveyImporter:
             prev = last_in_file.get(key)
             if prev is not None and r.ts_ns <= prev[0]:
                 what = "the same survey time as" if r.ts_ns == prev[0] else "earlier than"
-                if prev[2] != r.sheet:
+                if prev[2] != r.sheet and many:
                     what += f" sheet {prev[2]!r},"
                 problems.append(Problem(r.row, col["time"], f"{what} row {prev[1]} for {r.point} ({q})", r.sheet))
                 continue
             last_in_file[key] = (r.ts_ns, r.row, r.sheet)
             out.append((r, device, q, value))
         problems += self._against_stored(out)
+        if not many:  # problems name their sheet only where the workbook has several tables
+            problems = [Problem(p.row, p.column, p.message) for p in problems]
         if problems:
             order = {name: i for i, name in enumerate(parsed.sheets)}  # the workbook's order, then the rows'
             raise SurveyRefused(sorted(problems, key=lambda p: (order.get(p.sheet, 0), p.row, p.column))[:MAX_ERRORS])

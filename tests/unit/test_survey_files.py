@@ -7,7 +7,7 @@ import io
 import re
 import zipfile
 from collections.abc import Sequence
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -250,3 +250,45 @@ def test_a_csv_the_csv_module_cannot_read_is_refused_not_a_500() -> None:
     text = "测点编号,观测时间,累计变化量(mm)\nZQT-3,2026-11-15 09:00," + "1" * 200_000 + "\n"
     with pytest.raises(ValueError, match=r"r.csv: not a readable CSV file \(field larger than field limit"):
         parse_survey(text.encode(), "r.csv", TZ)
+
+
+def test_a_workbooks_one_table_sheet_and_its_cover(tmp_path: Path) -> None:
+    """A cover and one sheet named 竖向位移: the sheet's name was heard only with two tables or more, so settlement
+    imported with --quantity horizontal_displacement was stored as horizontal displacement."""
+    data = _book(
+        [("封面", [["某某基坑监测日报"]]), ("竖向位移", [HEAD, ["ZQT-3", datetime(2026, 11, 15, 9, 0), -25.0]])]
+    )
+    imp, got = importer(tmp_path)
+    with pytest.raises(SurveyRefused, match="the worksheet is named for vertical_displacement"):
+        asyncio.run(imp.import_file(data, "r.xlsx", "wang", quantity="horizontal_displacement"))
+    res = asyncio.run(imp.import_file(data, "r.xlsx", "wang"))
+    assert res.sheets_skipped and [(r.quantity, r.value) for r in got] == [("vertical_displacement", -25.0)]
+
+
+def test_an_item_of_two_directions_is_not_taken_for_one() -> None:
+    # 竖向位移 whole and 水平 apart: read as vertical only, the horizontal values would be stored as settlement
+    allowed = ["horizontal_displacement", "vertical_displacement", "deep_displacement"]
+    for text in ("坡顶水平及竖向位移", "围护墙顶水平、竖向位移", "桩顶水平和竖向位移", "水平位移及沉降"):
+        with pytest.raises(ValueError, match="is not a quantity this point reports"):
+            item_quantity(text, allowed)
+    assert item_quantity("立柱竖向位移", allowed) == "vertical_displacement"
+
+
+def test_time_cells_as_excel_writes_them() -> None:
+    """A 观测时间 cell holding a whole datetime beside 观测日期 (a template reused) overrode the date unsaid; an
+    [h]:mm cell (a timedelta to openpyxl) was refused as not a time."""
+    head: list[object] = ["测点编号", "观测日期", "观测时间", "累计变化量(mm)"]
+    rows: list[list[object]] = [
+        head,
+        ["ZQT-3", date(2026, 11, 15), timedelta(hours=9), 1.0],
+        ["ZQT-3", date(2026, 11, 16), datetime(2026, 11, 16, 10, 30), 1.1],
+        ["ZQT-3", date(2026, 11, 17), datetime(2026, 11, 14, 9, 0), 1.2],
+    ]
+    f = parse_survey(_book([("Sheet1", rows)]), "r.xlsx", TZ)
+    assert [datetime.fromtimestamp(r.ts_ns / NS, TZ).strftime("%m-%d %H:%M") for r in f.rows] == [
+        "11-15 09:00",
+        "11-16 10:30",
+    ]
+    assert [str(p) for p in f.problems] == [
+        "row 4, column 观测时间: the time column's date (2026-11-14) is not the date column's (2026-11-17)"
+    ]

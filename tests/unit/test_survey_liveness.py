@@ -43,3 +43,12 @@ def test_a_recent_survey_brings_the_point_up_and_its_clock_runs_from_the_survey(
     (down,) = lv.sweep(now + 1.1 * DAY)  # 3.1 days after it, though 1.1 days after the import
     assert down.value == 0.0
     assert _import(lv, 4) == [] and lv.state["ZQT-3"] == 0  # an older file after it says nothing new
+
+
+def test_a_survey_after_a_restart_brings_the_point_up() -> None:
+    """The sweep's start-up grace marks every point seen at the start: a survey made before it (this morning's,
+    imported after a restart) was then taken as nothing new, and the point stayed unknown until swept down."""
+    lv = Liveness(Metrics(), {"ZQT-3": 3 * DAY})
+    assert lv.sweep(time.monotonic()) == []  # the grace: last seen "now"
+    (up,) = _import(lv, 2 / 24)
+    assert up.value == 1.0 and lv.state["ZQT-3"] == 1
