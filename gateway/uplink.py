@@ -30,8 +30,12 @@ BATCH = 200  # events read from the outbox per round; each is published and ackn
 # any socket error leave the event in the outbox to be sent again; the stream and the hub drop a resend by its id.
 # Not MaxPayloadError: an event larger than the cluster takes is refused the same way every time (set aside instead).
 RETRYABLE = (nats.errors.Error, OSError)
-# room for the headers (Nats-Msg-Id) in the server's max_payload, which counts them; nats-py checks the body only
-HEADROOM = 256
+
+
+def headers_len(event_id: str) -> int:
+    """The bytes of an event's headers as nats-py writes them (NATS/1.0, Nats-Msg-Id): the server's max_payload
+    counts them with the body, nats-py checks the body only (a flat 256 set aside events the server took)."""
+    return len(b"NATS/1.0\r\nNats-Msg-Id: \r\n\r\n") + len(event_id.encode())
 
 
 def inbox_prefix(site_id: str) -> str:
@@ -216,7 +220,7 @@ class Uplink:
             try:
                 for ev in events:
                     body = ev.body.encode()
-                    if len(body) + HEADROOM > nc.max_payload:
+                    if len(body) + headers_len(ev.event_id) > nc.max_payload:
                         self._set_aside(ev, len(body), nc.max_payload)
                         continue
                     try:

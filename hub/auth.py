@@ -93,18 +93,19 @@ class HubAuth:
         # keys: a client trying new names (or new addresses) cannot grow a replica's memory without bound
         self._fails: dict[tuple[str, str], deque[float]] = {}
         self._source_fails: dict[str, deque[float]] = {}
-        # a throttled address's run of refused tries: (when it began, how many); audited once per window
-        self._throttled: dict[str, tuple[float, int]] = {}
+        # a throttled address's run of refused tries: (when it began, how many, the name first tried); audited when
+        # it begins and, with its count, when its window is over
+        self._throttled: dict[str, tuple[float, int, str]] = {}
 
     async def login(self, conn: AsyncConnection[Any], name: str, password: str, source: str) -> tuple[str, HubUser]:
         now = time.monotonic()
+        await self._end_runs(conn, now)
         key = (source, name[:64])
         # the address first: a throttled address is refused before any entry is made for the name it tries
         limit = self.http.max_failed_logins
         if len(_recent(self._source_fails, source, now)) >= 4 * limit or len(_recent(self._fails, key, now)) >= limit:
             await self._throttle(conn, name[:64], source, now)
             raise LoginRefused("too many failed logins from this address; try again in 15 minutes")
-        await self._end_run(conn, name[:64], source, now)
         fails = _track(self._fails, key, now)
         by_source = _track(self._source_fails, source, now)
         fails.append(now)
@@ -131,24 +132,27 @@ class HubAuth:
         return token, user
 
     async def _throttle(self, conn: AsyncConnection[Any], name: str, source: str, now: float) -> None:
-        """A refused try of a throttled address: the first of a window is audited, the rest counted (a row per
-        try let a client fill hub_audit as fast as it could send)."""
-        started, n = self._throttled.get(source, (now, 0))
-        if n and now - started >= _FAIL_WINDOW_S:
-            await self._end_run(conn, name, source, now)
-            started, n = now, 0
-        if not n:
-            await audit(conn, name, "auth.login_throttled", f"source:{source}", {"refused_in_run": 1})
-        _bounded(self._throttled, source)[source] = (started, n + 1)
-
-    async def _end_run(self, conn: AsyncConnection[Any], name: str, source: str, now: float) -> None:
-        """The count of a throttled run, audited when it is over (the address's next try after its window)."""
+        """A refused try of a throttled address: the first of a run is audited, the rest counted (a row per try let
+        a client fill hub_audit as fast as it could send). The run is noted before the audit is awaited, so tries
+        arriving meanwhile join it."""
         run = self._throttled.get(source)
-        if run is None or now - run[0] < _FAIL_WINDOW_S:
+        if run is not None:
+            self._throttled[source] = (run[0], run[1] + 1, run[2])
             return
-        del self._throttled[source]
-        if run[1] > 1:
-            await audit(conn, name, "auth.login_throttled", f"source:{source}", {"refused_in_run": run[1]})
+        self._throttled[source] = (now, 1, name)
+        await audit(conn, name, "auth.login_throttled", f"source:{source}", {"refused_in_run": 1})
+
+    async def _end_runs(self, conn: AsyncConnection[Any], now: float) -> None:
+        """Runs whose window is over (or beyond _MAX_TRACKED) audited with their count, under the name they tried:
+        at every login attempt, whatever its address (runs are kept in the order they began)."""
+        while self._throttled:
+            source = next(iter(self._throttled))
+            started, n, name = self._throttled[source]
+            if now - started < _FAIL_WINDOW_S and len(self._throttled) < _MAX_TRACKED:
+                break
+            del self._throttled[source]
+            if n > 1:
+                await audit(conn, name, "auth.login_throttled", f"source:{source}", {"refused_in_run": n})
 
     async def user_for(self, conn: AsyncConnection[Any], token: str) -> HubUser | None:
         cur = await conn.execute(

@@ -58,11 +58,19 @@ class HubStats:
 
 
 # What PostgreSQL (or psycopg's adaptation) says of one row, as against what it says of itself. A data exception
-# (SQLSTATE class 22), an integrity violation (23), a datatype mismatch (42804: a JSON true as an integer) and a value
-# psycopg cannot send (UnicodeEncodeError, a ValueError) are the row's: that event is rejected, the others stored.
+# (SQLSTATE class 22), an integrity violation (23), a datatype mismatch (42804: a JSON true as an integer), a row over
+# a limit (54: an index entry too big) and a value psycopg cannot send (UnicodeEncodeError, a ValueError) are the
+# row's: that event is rejected, the others stored.
 # Anything else (the connection lost, the server shutting down, a table or a privilege missing: OperationalError,
 # InterfaceError, the rest of ProgrammingError) is the database's: the whole batch waits for it.
-_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.DatatypeMismatch, ValueError, TypeError)
+_ROW_ERRORS = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.errors.DatatypeMismatch,
+    psycopg.errors.ProgramLimitExceeded,
+    ValueError,
+    TypeError,
+)
 
 
 def _outage(err: Exception) -> bool:

@@ -36,6 +36,9 @@ def parse(raw: bytes, subject: str) -> Event:
         raise BadEvent(f"{subject}: id, site and kind must be strings and data an object")
     if not (_bigint(seq) and _bigint(at_ns)):
         raise BadEvent(f"{subject} {eid}: seq and at_ns must be 64-bit integers")
+    if len(eid) > _ID_MAX or len(site) > _SITE_MAX or len(kind) > _SITE_MAX:
+        # PostgreSQL refuses an index entry over ~2.7 kB (the id is the key): refused here, it is this event's fault
+        raise BadEvent(f"{subject} {eid[:80]}: id, site or kind too long ({len(eid)}, {len(site)}, {len(kind)})")
     parts = eid.split(":")
     if len(parts) != 3 or parts[0] != site or parts[2] != str(seq):
         raise BadEvent(f"{subject} {eid}: the id is not <site>:<epoch>:<seq> of site {site!r}, seq {seq}")
@@ -62,6 +65,10 @@ def parse(raw: bytes, subject: str) -> Event:
         if missing:
             raise BadEvent(f"{subject} {eid}: hazard record without a valid {', '.join(missing)}")
     return Event(eid, site, parts[1], seq, kind, at_ns, data)
+
+
+_SITE_MAX = 64  # a site id (gateway/config/sections.py _ID), and an event's kind
+_ID_MAX = 256  # <site>:<epoch>:<seq>, the epoch 16 hex digits (alerting/schema.py uplink_meta)
 
 
 def _no_constant(name: str) -> float:
@@ -151,6 +158,8 @@ def parse_status(raw: bytes, subject: str) -> tuple[str, int, dict[str, Any]]:
     at_ns: Any = doc.get("at_ns")
     if not isinstance(site, str) or not _bigint(at_ns):
         raise BadEvent(f"{subject}: a status needs a string site and a 64-bit integer at_ns")
+    if len(site) > _SITE_MAX:  # (the statuses are stored together: one PostgreSQL refuses holds up every site's)
+        raise BadEvent(f"{subject}: a site id of {len(site)} characters (at most {_SITE_MAX})")
     if subject.split(".")[-2:-1] != [site]:
         raise BadEvent(f"{subject}: status of {site!r} published under another site's subject")
     if not isinstance(doc.get("devices", {}), dict):

@@ -71,3 +71,40 @@ async def test_an_event_over_max_payload_is_set_aside_and_later_events_go_on(
     assert metrics.uplink_set_aside == 1 and metrics.uplink_failures == 0
     assert "sitegw_uplink_set_aside 1\n" in metrics.render(0, 0, 0)
     conn.close()
+
+
+async def test_an_event_that_fits_with_its_headers_is_sent(tmp_path: Path, cluster: NatsCluster) -> None:
+    """The server's max_payload counts the headers with the body; a flat 256 bytes of room for them set aside an
+    event of max_payload - 100 that the server takes (its Nats-Msg-Id header is ~50 bytes). The exact fit is sent,
+    one byte more is set aside."""
+    from gateway.uplink import headers_len
+
+    nc = await nats.connect(servers=cluster.urls)
+    await nc.jetstream().add_stream(StreamConfig(name="SITES", subjects=["sitegw.*.events"], num_replicas=1))
+    limit = nc.max_payload
+    await nc.close()
+    conn = connect(tmp_path / "state.db")
+    box, metrics = UplinkOutbox("s1"), Metrics()
+    box.bind(conn)
+    for n, extra in ((1, 0), (2, 1)):  # notice 1 fits exactly; notice 2 is one byte over
+        box.on_notice(conn, "notice.received", n, {"notice_id": n, "pad": ""})
+        ev = box.pending(10)[-1]
+        room = limit - headers_len(ev.event_id) - len(ev.body.encode())
+        conn.execute("DELETE FROM uplink_outbox WHERE seq = ?", (ev.seq,))
+        box.on_notice(conn, "notice.received", n, {"notice_id": n, "pad": "x" * (room + extra)})
+    conn.commit()
+    up = Uplink(box, conn, UplinkConfig(servers=cluster.urls), "s1", metrics)
+    task = asyncio.create_task(up.run(), name="uplink")
+    try:
+        deadline = time.monotonic() + 30
+        while box.backlog()[0]:  # polled: the outbox is SQLite, nothing to wait on
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    aside = [json.loads(b)["notice_id"] for (b,) in conn.execute("SELECT body FROM uplink_set_aside")]
+    assert aside == [2] and await _stream_kinds(cluster.urls) == ["notice.received"]
+    conn.close()

@@ -3,6 +3,7 @@ audit row per window (with the run's count at its end), expired and empty entrie
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -73,3 +74,46 @@ async def test_the_tables_of_failures_are_capped(hub_auth: HubAuth, monkeypatch:
         await attempt(hub_auth, conn, "x", source=f"2001:db8::{i}")
     assert len(hub_auth._fails) == 8 and len(hub_auth._source_fails) == 8
     assert "2001:db8::29" in hub_auth._source_fails and "2001:db8::0" not in hub_auth._source_fails
+
+
+async def test_a_throttled_run_is_audited_under_the_name_it_tried(
+    hub_auth: HubAuth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind the region's proxy every login comes from one address: a stranger's run at "admin" was audited, with
+    its count, under the next user who logged in from it."""
+    conn, now = FakeConn(), [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    for _ in range(305):
+        await attempt(hub_auth, conn, "admin", source="10.0.0.1")
+    now[0] += 15 * 60 + 1
+    assert await attempt(hub_auth, conn, "x", "secret-pw", source="10.0.0.1") == "ok"
+    rows = [(r[0], r[3].obj) for r in conn.audit if r[1] == "auth.login_throttled"]
+    assert rows == [("admin", {"refused_in_run": 1}), ("admin", {"refused_in_run": 300})]
+
+
+async def test_a_run_that_ends_in_silence_keeps_its_count(hub_auth: HubAuth, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the count was written only at the same address's next try: an address that never came back left "1"
+    conn, now = FakeConn(), [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    for _ in range(3005):
+        await attempt(hub_auth, conn, "admin")
+    now[0] += 86400
+    await attempt(hub_auth, conn, "x", "secret-pw", source="198.51.100.1")  # another address, a day later
+    counts = [r[3].obj["refused_in_run"] for r in conn.audit if r[1] == "auth.login_throttled"]
+    assert counts == [1, 3000]
+
+
+async def test_concurrent_throttled_tries_make_one_run(hub_auth: HubAuth, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the run was noted after its first audit was awaited: fifty tries at once wrote fifty rows
+    class SlowConn(FakeConn):
+        async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            await super().execute(sql, params)
+
+    conn, now = SlowConn(), [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    for _ in range(5):
+        await attempt(hub_auth, conn, "admin")
+    await asyncio.gather(*(attempt(hub_auth, conn, "admin") for _ in range(50)))
+    assert [r[1] for r in conn.audit].count("auth.login_throttled") == 1 and hub_auth._throttled[ADDR][1] == 50

@@ -73,3 +73,14 @@ def test_a_lone_surrogate_is_refused_in_a_status() -> None:
 def test_what_is_no_json_object_is_a_bad_status(body: bytes) -> None:
     with pytest.raises(BadEvent):
         parse_status(body, "sitegw.B.status")
+
+
+def test_ids_and_sites_too_long_for_an_index_are_refused() -> None:
+    # PostgreSQL refuses an index entry over ~2.7 kB: such an event held up its whole batch, such a status every
+    # site's statuses (they are stored together)
+    doc = {"id": "A:" + "e" * 300 + ":1", "site": "A", "seq": 1, "kind": "alarm.raised", "at_ns": 1, "data": {}}
+    with pytest.raises(BadEvent, match="too long"):
+        parse(json.dumps(doc).encode(), "sitegw.A.events")
+    site = "S" * 65
+    with pytest.raises(BadEvent, match="at most 64"):
+        parse_status(json.dumps({"site": site, "at_ns": 1}).encode(), f"sitegw.{site}.status")
