@@ -9,7 +9,10 @@ from gateway.api.deps import LOGIN_REQUIRED, refusal, role_refused, session_toke
 from gateway.auth import Auth
 from gateway.limits import App, Receive, Scope, Send
 
-WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# every other method is gated as a write: the body limit reads the body of any method but these (gateway/limits.py),
+# and uvicorn hands a method on as sent ("post", PROPFIND): those passed a gate of POST/PUT/PATCH/DELETE, and an
+# anonymous 16 MiB body was read before the 405
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
 # the one write under /api/ that takes no session (gateway/api/auth.py): every other route depends on a role
 ANONYMOUS_WRITES = frozenset({"/api/login"})
 
@@ -29,7 +32,7 @@ class LoginFirst:
         path = scope.get("path", "")
         if (
             scope["type"] != "http"
-            or scope.get("method") not in WRITES
+            or scope.get("method") in READS
             or not path.startswith("/api/")
             or path in ANONYMOUS_WRITES
         ):
