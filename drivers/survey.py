@@ -287,7 +287,8 @@ def _rows(
     vcol = "cumulative" if "cumulative" in cols else "value"
     tcol = "time" if "time" in cols else "date"  # the column a bad survey time is named by
     headers = {c: h for c, (_j, h, _u) in cols.items()}
-    headers.setdefault("time", headers["date"] if tcol == "date" else headers["time"])
+    if "time" not in headers:  # (problems with the survey time name the date column then)
+        headers["time"] = headers["date"]
     for k, raw in enumerate(table[hi + 1 :]):
         n = hi + 2 + k  # the spreadsheet's own row number
         if _blank(raw):

@@ -120,7 +120,7 @@ class Spool:
             self._append(data)
         except OSError as err:
             # a disk full below the spool's bound is the bound: the oldest data goes (counted), never the newest
-            if err.errno != errno.ENOSPC or not self._drop_for_room(len(data) + 65536):
+            if err.errno != errno.ENOSPC or not self._drop_for_room(len(data) + 8192):  # (and a block or two)
                 raise
             self._append(data)
         if self.fsync and self._unsynced_since is None:
