@@ -54,7 +54,6 @@ class HubStats:
     duplicates: int = 0  # redelivered events already there
     rejected: int = 0
     db_failures: int = 0
-    unexpected: int = 0  # messages rejected on an error the hub did not foresee (logged with its traceback)
 
 
 # What PostgreSQL (or psycopg's adaptation) says of one row, as against what it says of itself. A data exception
@@ -70,7 +69,11 @@ _ROW_ERRORS = (
     psycopg.errors.ProgramLimitExceeded,
     ValueError,
     TypeError,
+    KeyError,
 )
+# what parse() meets in a message it did not foresee (it turns the ones it knows of into BadEvent): the message's
+# fault, rejected alone; let through, it would stop every replica in turn (a poison message)
+_DATA_ERRORS = (BadEvent, ValueError, TypeError, KeyError, RecursionError)
 
 
 def _outage(err: Exception) -> bool:
@@ -335,16 +338,12 @@ class Hub:
             try:
                 good.append(parse(m.data, m.subject))
                 good_msgs.append(m)
-            except BadEvent as err:
-                self._reject(conn, m, str(err))
-            except Exception as err:  # broad on purpose: parse() has no I/O, so whatever else it raises is a hub
-                # bug met by this message; let through, it would stop every replica in turn (see the docstring)
-                self.stats.unexpected += 1
-                log.exception("parsing %s", m.subject)
-                self._reject(conn, m, f"{m.subject}: the hub failed on it ({type(err).__name__}: {err})")
+            except _DATA_ERRORS as err:
+                why = str(err) if isinstance(err, BadEvent) else f"{m.subject}: {type(err).__name__}: {err}"
+                self._reject(conn, m, why)
         try:
             new = apply(conn, good)
-        except Exception as err:  # only to sort it: an outage goes up (the batch waits), a row's error is one event's
+        except (psycopg.Error, *_ROW_ERRORS) as err:  # an outage goes up (the batch waits), a row's is one event's
             if _outage(err):
                 raise
             new = self._one_by_one(conn, good, good_msgs)
@@ -358,14 +357,8 @@ class Hub:
         for e, m in zip(good, msgs, strict=True):
             try:
                 new += apply(conn, [e])
-            except _ROW_ERRORS as err:
+            except _ROW_ERRORS as err:  # (an outage is none of these: it goes up, and the batch waits)
                 self._reject(conn, m, f"{e.id}: PostgreSQL refused it: {err}")
-            except Exception as err:  # broad on purpose, as in _store: one event must not stop the consumer
-                if _outage(err):
-                    raise
-                self.stats.unexpected += 1
-                log.exception("storing %s %s", m.subject, e.id)
-                self._reject(conn, m, f"{e.id}: the hub failed on it ({type(err).__name__}: {err})")
         return new
 
     def _reject(self, conn: psycopg.Connection[Any], m: Any, why: str) -> None:
