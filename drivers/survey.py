@@ -7,7 +7,7 @@ import io
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Any
 
@@ -79,6 +79,11 @@ class SurveyFile:
 
 def _norm(h: Any) -> str:
     return re.sub(r"\s+", "", str(h or "")).lower()
+
+
+def unsheeted(problems: list[Problem]) -> list[Problem]:
+    """The problems without their worksheet's name (a file of one table: the name would say nothing)."""
+    return [replace(p, sheet="") for p in problems]
 
 
 def _blank(row: Sequence[Any]) -> bool:
@@ -262,13 +267,14 @@ def parse_survey(data: bytes, filename: str, tz: tzinfo) -> SurveyFile:
     if sum(len(t) - hi - 1 for _n, t, hi, _c in tables) > MAX_ROWS:
         raise ValueError(f"more than {MAX_ROWS} rows: split the file")
     for name, table, hi, cols in tables:
-        shown = name if many else ""  # problems name their sheet where there are several tables
         if "cumulative" not in cols and "value" not in cols:
             problems.append(
-                Problem(0, "", "no value column: give 累计变化量 (cumulative change) or 本次测值 (value)", shown)
+                Problem(0, "", "no value column: give 累计变化量 (cumulative change) or 本次测值 (value)", name)
             )
             continue
-        rows += _rows(table, hi, cols, tz, name, shown, problems)
+        rows += _rows(table, hi, cols, tz, name, problems)
+    if not many:  # problems name their sheet only where the workbook has several tables
+        problems = unsheeted(problems)
     if not rows and not problems:
         problems.append(Problem(0, "", "the file has a header but no rows"))
     return SurveyFile(rows, problems, tables[0][2] + 1, [n for n, *_ in tables], skipped)
@@ -280,7 +286,6 @@ def _rows(
     cols: dict[str, tuple[int, str, str | None]],
     tz: tzinfo,
     sheet: str,
-    shown: str,
     problems: list[Problem],
 ) -> list[SurveyRow]:
     rows: list[SurveyRow] = []
@@ -302,7 +307,7 @@ def _rows(
 
         def bad(col: str, msg: str, n: int = n) -> None:
             if len(problems) < MAX_ERRORS:
-                problems.append(Problem(n, cols[col][1], msg, shown))
+                problems.append(Problem(n, cols[col][1], msg, sheet))
 
         point = str(cell("point") or "").strip()
         if not point:

@@ -19,6 +19,7 @@ from drivers.survey import (
     in_catalog_unit,
     item_quantity,
     parse_survey,
+    unsheeted,
 )
 from drivers.timefmt import parse_zone
 from gateway.config import SiteConfig
@@ -166,7 +167,7 @@ class SurveyImporter:
             out.append((r, device, q, value))
         problems += self._against_stored(out)
         if not many:  # problems name their sheet only where the workbook has several tables
-            problems = [Problem(p.row, p.column, p.message) for p in problems]
+            problems = unsheeted(problems)
         if problems:
             order = {name: i for i, name in enumerate(parsed.sheets)}  # the workbook's order, then the rows'
             raise SurveyRefused(sorted(problems, key=lambda p: (order.get(p.sheet, 0), p.row, p.column))[:MAX_ERRORS])

@@ -106,6 +106,17 @@ class _Msg:
         self.subject, self.data = subject, data
 
 
+def stored_once(pg: Postgres, msgs: list[_Msg]) -> Hub:
+    """A replica (not connected to NATS) that stores one fetched batch, as its consumer does."""
+    hub = Hub(HubConfig(["nats://127.0.0.1:1"], pg.dsn))
+    try:
+        hub._store(msgs)
+    finally:
+        if hub._db is not None:
+            hub._db.close()
+    return hub
+
+
 def test_a_row_postgresql_refuses_as_mistyped_is_rejected_alone(pg: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
     """The one-by-one fallback for what parse() lets through: a DatatypeMismatch (a ProgrammingError, not the
     DataError it once caught) rejects that event; the batch is stored, no database failure counted."""
@@ -117,14 +128,9 @@ def test_a_row_postgresql_refuses_as_mistyped_is_rejected_alone(pg: Postgres, mo
         return ingest.Event(ev.id, ev.site, ev.epoch, ev.seq, ev.kind, ev.at_ns, doc["data"])
 
     monkeypatch.setattr(consumer, "parse", lenient)
-    hub = Hub(HubConfig(["nats://127.0.0.1:1"], pg.dsn))
     msgs = [_Msg(f"sitegw.{s}.events", json.dumps(event(s, n, **kw)).encode())
             for s, n, kw in (("A", 1, {}), ("B", 1, {"level": True}), ("A", 2, {}))]  # fmt: skip
-    try:
-        hub._store(msgs)
-    finally:
-        if hub._db is not None:
-            hub._db.close()
+    hub = stored_once(pg, msgs)
     assert query(pg, "SELECT id FROM events ORDER BY id") == [("A:e1:1",), ("A:e1:2",)]
     (reason,) = query(pg, "SELECT reason FROM rejected_events")[0]
     assert reason.startswith("B:e1:1: PostgreSQL refused it") and "boolean" in reason, reason
@@ -143,12 +149,7 @@ def test_a_row_over_an_index_limit_is_rejected_alone(pg: Postgres, monkeypatch: 
     bad = event("B", 1)
     bad["id"] = f"B:{secrets.token_hex(4000)}:1"  # 8 000 characters, incompressible
     msgs = [_Msg(f"sitegw.{d['site']}.events", json.dumps(d).encode()) for d in (event("A", 1), bad, event("A", 2))]
-    hub = Hub(HubConfig(["nats://127.0.0.1:1"], pg.dsn))
-    try:
-        hub._store(msgs)
-    finally:
-        if hub._db is not None:
-            hub._db.close()
+    hub = stored_once(pg, msgs)
     assert query(pg, "SELECT id FROM events ORDER BY id") == [("A:e1:1",), ("A:e1:2",)]
     assert len(query(pg, "SELECT reason FROM rejected_events")) == 1 and hub.stats.db_failures == 0
 

@@ -36,6 +36,21 @@ async def _stream_kinds(urls: list[str]) -> list[str]:
         await nc.close()
 
 
+async def _run_until_sent(up: Uplink, box: UplinkOutbox) -> None:
+    """Runs the uplink until its outbox is empty (polled 150 times, 0.2 s apart: the outbox is SQLite, nothing to
+    wait on), then stops it."""
+    task = asyncio.create_task(up.run(), name="uplink")
+    try:
+        for _ in range(150):
+            if not box.backlog()[0]:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_an_event_over_max_payload_is_set_aside_and_later_events_go_on(
     tmp_path: Path, cluster: NatsCluster
 ) -> None:
@@ -52,18 +67,8 @@ async def test_an_event_over_max_payload_is_set_aside_and_later_events_go_on(
     hz.assign(h1, actor="wang", role=Role.MANAGER, responsible="zhao", measures="更换力矩限制器并" * 50_000,
               deadline=date.today() + timedelta(days=3))  # fmt: skip
     hz.report(actor="li", role=Role.OFFICER, unit_name="u", description="a later hazard", source="inspection")
-    task = asyncio.create_task(up.run(), name="uplink")
-    try:
-        deadline = time.monotonic() + 30
-        while box.backlog()[0]:  # polled: the outbox is SQLite, nothing to wait on
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
-        assert box.backlog()[0] == 0, f"the outbox is stuck: {metrics.uplink_failures} failures, {up._last_error}"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _run_until_sent(up, box)
+    assert box.backlog()[0] == 0, f"the outbox is stuck: {metrics.uplink_failures} failures, {up._last_error}"
     # the later hazard's report reached the cluster; the oversized assignment is kept on the site with its reason
     assert await _stream_kinds(cluster.urls) == ["hazard.report", "hazard.confirm", "hazard.report"]
     row = conn.execute("SELECT kind, reason, length(body) FROM uplink_set_aside").fetchall()
@@ -94,17 +99,7 @@ async def test_an_event_that_fits_with_its_headers_is_sent(tmp_path: Path, clust
         box.on_notice(conn, "notice.received", n, {"notice_id": n, "pad": "x" * (room + extra)})
     conn.commit()
     up = Uplink(box, conn, UplinkConfig(servers=cluster.urls), "s1", metrics)
-    task = asyncio.create_task(up.run(), name="uplink")
-    try:
-        deadline = time.monotonic() + 30
-        while box.backlog()[0]:  # polled: the outbox is SQLite, nothing to wait on
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _run_until_sent(up, box)
     aside = [json.loads(b)["notice_id"] for (b,) in conn.execute("SELECT body FROM uplink_set_aside")]
     assert aside == [2] and await _stream_kinds(cluster.urls) == ["notice.received"]
     conn.close()
