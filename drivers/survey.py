@@ -74,7 +74,7 @@ class SurveyFile:
     problems: list[Problem]
     header_row: int  # the first table's
     sheets: list[str] = field(default_factory=list)  # the worksheets read (a workbook's)
-    skipped: dict[str, str] = field(default_factory=dict)  # worksheet -> why it was not read (no table in it)
+    skipped: dict[str, str] = field(default_factory=dict)  # worksheet -> why it was not read (no table, hidden)
 
 
 def _norm(h: Any) -> str:
@@ -101,15 +101,13 @@ def _bounded(rows: Iterable[Sequence[Any]], sheet: str) -> list[list[Any]]:
             if not _blank(r):
                 last = len(out)
         elif not _blank(r):
-            if sheet:
-                raise ValueError(f"sheet {sheet!r}: more than {MAX_ROWS} rows: split the file")
-            raise ValueError(f"more than {MAX_ROWS} rows: split the file")
+            raise ValueError(f"{f'sheet {sheet!r}: ' if sheet else ''}more than {MAX_ROWS} rows: split the file")
     return out[:last]
 
 
-def read_sheets(data: bytes, filename: str) -> list[tuple[str, list[list[Any]]]]:
-    """(worksheet name, rows) for each sheet of an XLSX workbook, or ("", rows) of a CSV (UTF-8 with or without
-    BOM, or GB18030 as Chinese Excel saves it)."""
+def read_sheets(data: bytes, filename: str) -> list[tuple[str, list[list[Any]] | None]]:
+    """(worksheet name, rows) for each sheet of an XLSX workbook, rows None for a sheet hidden in it (not read), or
+    ("", rows) of a CSV (UTF-8 with or without BOM, or GB18030 as Chinese Excel saves it)."""
     if filename.lower().endswith((".xlsx", ".xlsm")) or data[:2] == b"PK":
         from openpyxl import load_workbook
 
@@ -120,6 +118,9 @@ def read_sheets(data: bytes, filename: str) -> list[tuple[str, list[list[Any]]]]
         try:
             out = []
             for ws in wb.worksheets:
+                if ws.sheet_state != "visible":  # hidden or "very hidden" (ECMA-376 §18.2.19): not read
+                    out.append((ws.title, None))
+                    continue
                 # read-only mode trusts the size the file declares for the sheet (its <dimension>): files written
                 # by other tools declare it short or not at all, and rows beyond it were not read (openpyxl's
                 # documentation, "Worksheet dimensions"). Reset, the sheet is read to its last row.
@@ -239,16 +240,24 @@ def _time(v: Any, tz: tzinfo) -> int:
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
 
 
+# a template's lookup tables and old periods sit in hidden sheets: what the surveyor does not see is not reported
+HIDDEN = "hidden in the workbook, not read (unhide it in Excel to import it)"
+
+
 def parse_survey(data: bytes, filename: str, tz: tzinfo) -> SurveyFile:
     """Rows of a surveyor's file, each with its problems: a row is named as a spreadsheet numbers it (1-based) and
     a column by its header. Zone-less times are site time (`tz`). Nothing is checked against the site here.
-    Every worksheet of a workbook that holds a table is read; a sheet with something in it but no table (a cover,
-    notes) is named in `skipped`; a workbook with no table at all is an error."""
+    Every visible worksheet of a workbook that holds a table is read; a sheet with something in it but no table (a
+    cover, notes) and a hidden sheet are named in `skipped`; a workbook with no table read is an error."""
     sheets = read_sheets(data, filename)
     tables: list[tuple[str, list[list[Any]], int, dict[str, tuple[int, str, str | None]]]] = []
     skipped: dict[str, str] = {}
     refusal = ""
     for name, table in sheets:
+        if table is None:
+            skipped[name] = HIDDEN
+            refusal = refusal or f"worksheet {name!r} is {HIDDEN}"
+            continue
         try:
             hi, cols = _header(table)
         except ValueError as err:

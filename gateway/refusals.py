@@ -160,6 +160,8 @@ _PATTERNS: list[tuple[str, str]] = [
     (r"(?P<f>.+): not a readable CSV file \(.+\)", "{f} 不是可读取的 CSV 文件"),
     (r"no header row with a point column \(测点编号 / point\) and a time column \(观测时间 / 观测日期 / time\) in "
      r"the first (?P<n>\d+) rows", "前 {n} 行中没有含“测点编号”列和“观测时间”（或“观测日期”）列的表头"),
+    (r"no worksheet holds a table: worksheet (?P<sheet>.+) is hidden in the workbook, not read \(unhide it in Excel "
+     r"to import it\)", "可见的工作表中都没有数据表；{sheet}已隐藏，未读取（请在 Excel 中取消隐藏后再导入）"),
     (r"no worksheet holds a table: .+",
      "工作簿的各工作表中都没有数据表（前 10 行中没有含“测点编号”列和“观测时间”列的表头）"),
     (r"the file is empty", "文件为空"),

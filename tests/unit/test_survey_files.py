@@ -265,6 +265,36 @@ def test_a_workbooks_one_table_sheet_and_its_cover(tmp_path: Path) -> None:
     assert res.sheets_skipped and [(r.quantity, r.value) for r in got] == [("vertical_displacement", -25.0)]
 
 
+def test_a_hidden_sheet_is_named_and_not_read(tmp_path: Path) -> None:
+    """A template's hidden sheet (last period's values, a lookup table) was read like the others: its rows were
+    imported unseen by the surveyor. Hidden and "very hidden" sheets are named as not read now; a workbook whose
+    tables are all hidden is refused, saying so."""
+    at = datetime(2026, 11, 15, 9, 0)
+    wb = Workbook()
+    shown = wb.active
+    assert shown is not None
+    shown.title = "竖向位移"
+    for r in [HEAD, ["ZQT-3", at, -25.0]]:
+        shown.append(r)
+    for title, state in (("上期", "hidden"), ("参数", "veryHidden")):
+        ws = wb.create_sheet(title)
+        for r in [HEAD, ["ZQC-3", at, -99.0]]:
+            ws.append(r)
+        ws.sheet_state = state
+    out = io.BytesIO()
+    wb.save(out)
+    imp, got = importer(tmp_path)
+    res = asyncio.run(imp.import_file(out.getvalue(), "日报.xlsx", "wang"))
+    assert (res.rows, res.sheets, sorted(res.sheets_skipped)) == (1, ["竖向位移"], ["上期", "参数"])
+    assert "hidden" in res.sheets_skipped["上期"] and [(r.device, r.value) for r in got] == [("ZQT-3", -25.0)]
+    wb.remove(shown)
+    wb.create_sheet("封面").append(["某某基坑监测日报"])  # (Excel keeps one sheet visible)
+    out = io.BytesIO()
+    wb.save(out)
+    with pytest.raises(ValueError, match="worksheet '上期' is hidden in the workbook, not read"):
+        parse_survey(out.getvalue(), "r.xlsx", TZ)
+
+
 def test_an_item_of_two_directions_is_not_taken_for_one() -> None:
     # 竖向位移 whole and 水平 apart: read as vertical only, the horizontal values would be stored as settlement
     allowed = ["horizontal_displacement", "vertical_displacement", "deep_displacement"]
