@@ -101,7 +101,9 @@ def _bounded(rows: Iterable[Sequence[Any]], sheet: str) -> list[list[Any]]:
             if not _blank(r):
                 last = len(out)
         elif not _blank(r):
-            raise ValueError(f"{f'sheet {sheet!r}: ' if sheet else ''}more than {MAX_ROWS} rows: split the file")
+            if sheet:
+                raise ValueError(f"sheet {sheet!r}: more than {MAX_ROWS} rows: split the file")
+            raise ValueError(f"more than {MAX_ROWS} rows: split the file")
     return out[:last]
 
 
@@ -118,15 +120,13 @@ def read_sheets(data: bytes, filename: str) -> list[tuple[str, list[list[Any]] |
         try:
             out = []
             for ws in wb.worksheets:
-                if ws.sheet_state != "visible":  # hidden or "very hidden" (ECMA-376 §18.2.19): not read
-                    out.append((ws.title, None))
-                    continue
-                # read-only mode trusts the size the file declares for the sheet (its <dimension>): files written
-                # by other tools declare it short or not at all, and rows beyond it were not read (openpyxl's
-                # documentation, "Worksheet dimensions"). Reset, the sheet is read to its last row.
-                ws.reset_dimensions()
+                # a hidden or "very hidden" sheet (ECMA-376 §18.2.19) is not read. Read-only mode trusts the size the
+                # file declares for a sheet (its <dimension>): other tools declare it short or not at all, and rows
+                # beyond it were not read (openpyxl's "Worksheet dimensions"); reset, it is read to its last row.
                 named = ws.title if len(wb.worksheets) > 1 else ""
-                out.append((ws.title, _bounded(ws.iter_rows(values_only=True), named)))
+                if visible := ws.sheet_state == "visible":
+                    ws.reset_dimensions()
+                out.append((ws.title, _bounded(ws.iter_rows(values_only=True), named) if visible else None))
         finally:
             wb.close()
         return out
