@@ -9,7 +9,10 @@ import { wallRelayout } from "./wall.js";
 export function renderStream() {
   const s = $("#stream-state");
   const state = s.dataset.state;
-  s.textContent = state === "live" ? `● ${t("live")}` : state === "resync" ? t("resyncing") : state === "off" ? "" : t("reconnecting");
+  const why = S.streamWhy || {};  // the gateway's refusal of the stream (429: too many open), in the reader's language
+  const refused = (S.lang === "en" ? why.detail : why.detail_zh || why.detail) || t("reconnecting");
+  s.textContent = state === "live" ? `● ${t("live")}` : state === "resync" ? t("resyncing") : state === "off" ? ""
+    : state === "refused" ? `${refused} ${t("retrying")}` : t("reconnecting");
 }
 export function streamState(state) { $("#stream-state").dataset.state = state; renderStream(); }
 
@@ -79,11 +82,25 @@ export function connect() {
   });
   es.onerror = () => {
     streamState("lost");
-    // EventSource retries by itself, except after an HTTP error (e.g. 401 when the session expired)
+    // EventSource retries by itself, except after an HTTP error (401 when the session expired, 429 when the user or
+    // the gateway has too many streams open), whose status it does not give: asked again, the reason is said
     if (es.readyState === EventSource.CLOSED) {
-      api("GET", "/api/me").then(() => setTimeout(connect, 3000)).catch(() => {});
+      whyRefused().then((why) => {
+        if (why && why.status === 401) return api("GET", "/api/me").catch(() => {});  // (shows the login)
+        if (why) { S.streamWhy = why.data; streamState("refused"); }
+        setTimeout(connect, 3000);
+      }, () => setTimeout(connect, 3000));  // (the gateway out of reach: tried again)
     }
   };
+}
+
+// The refusal of /api/stream (its status and JSON body), asked with fetch; null when it opens (there is room again):
+// that stream is closed at once and the next `connect` opens the console's own
+async function whyRefused() {
+  const ctl = new AbortController();
+  const r = await fetch("/api/stream", { credentials: "same-origin", signal: ctl.signal });
+  if (r.ok) { ctl.abort(); return null; }
+  return { status: r.status, data: await r.json().catch(() => ({})) };
 }
 
 export function schedule() {

@@ -5,6 +5,7 @@ plus the bounded history rings and per-client event queues behind it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import shutil
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from gateway.api.live import STREAMS_PER_USER
 from gateway.app import Gateway
 from gateway.config import SiteConfig
 from services import local
@@ -302,6 +304,19 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
         text = await officer.inner_text(row)
         assert "Alarm" in text and "acknowledged" in text and alarm["title_en"] in text
         assert await officer.inner_text("#lang") == "中文"
+
+        # ---- over the live-stream limit: a console says why its stream is refused, and is live once one closes ----
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(STREAMS_PER_USER - 1):  # the officer's console holds the last of zhang's
+                r = await held.enter_async_context(api.stream("GET", "/api/stream", headers=officer_h))
+                assert r.status_code == 200
+            second = await officer.context.new_page()  # another tab of the same session (English, as set above)
+            await second.goto(base)
+            await second.wait_for_selector("#stream-state[data-state='refused']", timeout=10_000)
+            said = await second.inner_text("#stream-state")
+            assert "too many live streams of zhang: at most 8 at a time per user" in said and "again in 3 s" in said
+        await second.wait_for_selector("#stream-state[data-state='live']", timeout=10_000)
+        await second.close()
 
         # ---- the gateway's own faults show on every console: the alarm database locked by another process ----
         assert await wall.is_hidden("#gw-health")
