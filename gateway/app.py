@@ -301,11 +301,12 @@ class Gateway:
         self.tasks = TaskSupervisor(self.metrics, on_fault=[self.faults.task_changed])
         self._stack = AsyncExitStack()
 
-    def _flush_daily(self) -> None:
-        try:
-            self.daily.flush()
-        except (sqlite3.Error, OSError):  # a full disk at shutdown: the days of the last periodic flush remain
-            log.exception("writing the last daily values at shutdown failed")
+    def _flush_state(self) -> None:  # what waits in memory for the state database, written before it closes
+        for what, flush in (("daily values", self.daily.flush), ("throttled logins' count", self.auth.tell_held)):
+            try:
+                flush()
+            except (sqlite3.Error, OSError):  # a full disk at shutdown: what the last periodic write had remains
+                log.exception("writing the last %s at shutdown failed", what)
 
     def _dead_letter(self, kind: str, message: str, device: str | None = None) -> None:
         self.metrics.dead_letters[kind] += 1
@@ -324,13 +325,12 @@ class Gateway:
             self._stack.callback(self.second.spool.close)
             self._stack.push_async_callback(self.second.writer.aclose)
         self._stack.push_async_callback(self.alarms.aclose)
-        self._stack.callback(self._flush_daily)  # before the database closes (the stack unwinds in reverse)
+        self._stack.callback(self._flush_state)  # before the database closes (the stack unwinds in reverse)
         self._stack.push_async_callback(self.writer.aclose)
         tg = asyncio.TaskGroup()
         await self._stack.enter_async_context(tg)
         # every long-running task under the supervisor: failures logged, counted, in /health, on the sirens; restarted
-        sup = self.tasks
-        spawn = sup.spawn
+        spawn = self.tasks.spawn
         self._owned = [
             spawn(tg, "pipeline", self.pipeline.run),
             spawn(tg, "spool-drainer", self.drainer.run),

@@ -178,6 +178,12 @@ class Auth:
                     pass
             del self._held[source]
 
+    def tell_held(self) -> None:
+        """Write every count of throttled refusals not yet audited (the gateway stopping: they would be lost)."""
+        for source in [s for s, held in self._held.items() if held.count]:
+            with self._audited(source):
+                pass
+
     @contextlib.contextmanager
     def _audited(self, source: str) -> Iterator[None]:
         """A transaction for an audit of `source` that first writes its throttled refusals not yet audited (how

@@ -1,9 +1,12 @@
 """Logins an attacker cannot turn against the owner: failures are counted per source address (and per user from
-that address), so five wrong passwords from one address do not lock the officer out at another."""
+that address), so five wrong passwords from one address do not lock the officer out at another; the throttled ones
+are in the audit log, their count too when the gateway stops within their window."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from pathlib import Path
 
 import httpx
@@ -49,3 +52,9 @@ async def test_five_failures_from_one_address_do_not_lock_out_another(
         assert failed[0]["actor"] == "zhang??[31mroot" and failed[0]["detail"] == {"source": "127.0.0.3"}
         assert {r["detail"]["source"] for r in failed[1:]} == {"127.0.0.2"}
         assert any(r["action"] == "auth.login_throttled" and r["target"] == "source:127.0.0.2" for r in rows)
+        for _ in range(3):  # counted, to be audited as one row when the window ends: here, when the gateway stops
+            r = await attacker.post("/api/login", json={"username": "zhang", "password": "x"})
+            assert r.status_code == 401 and "from this address" in r.json()["detail"]
+    with sqlite3.connect(cfg.alarms.state_file) as db:
+        got = db.execute("SELECT actor, detail FROM audit WHERE action = 'auth.login_throttled' ORDER BY id").fetchall()
+    assert [(actor, json.loads(detail)["refused"]) for actor, detail in got] == [("zhang", 1), ("zhang", 3)]
