@@ -7,10 +7,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from telemetry import quantities
+from telemetry import quantities, yamltext
 
 PACK_DIR = Path(__file__).parent / "packs"
 
@@ -275,7 +274,7 @@ class PackError(ValueError):
 
 def load_pack(path: Path) -> list[Rule]:
     try:
-        pack = _Pack.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        pack = _Pack.model_validate(yamltext.safe_load(path.read_text(encoding="utf-8")))
     except ValidationError as err:
         lines = [f"{path}: invalid rule pack"]
         lines += [f"  {'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()]

@@ -14,7 +14,7 @@ from drivers.payload_map import PayloadMap
 from drivers.quality import QualityMap, QualityName, sentinel_table
 from drivers.registers import INT_RANGE, WIDTH, DataType, Order
 from drivers.timefmt import RegisterClock, TimestampFormat, TimestampSpec
-from telemetry import quantities
+from telemetry import quantities, yamltext
 from telemetry.kinds import DeviceKind
 
 __all__ = ["TimestampFormat", "TimestampSpec"]  # re-exported: profiles and simulators name them from here
@@ -314,7 +314,7 @@ def load_profile_file(path: Path) -> AnyProfile:
     from pydantic import ValidationError
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamltext.safe_load(path.read_text(encoding="utf-8"))
         profile = _ProfileFile.model_validate({"profile": data}).profile
         for aux in profile.auxiliary:
             quantities.register_auxiliary(aux.quantity())

@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from telemetry import yamltext
+
 Env = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]  # a NATS subject token: no dots, no wildcards
@@ -144,7 +146,7 @@ class HubConfigError(ValueError):
 
 def load_hub_config(path: Path) -> HubSettings:
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yamltext.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:  # (the last: a file saved as GBK)
         raise HubConfigError(f"{path}: {err}") from None
     try:

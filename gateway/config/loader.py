@@ -15,6 +15,7 @@ from drivers.profile import (
 )
 from gateway.config.site import SiteConfig
 from gateway.siteplan import check_image
+from telemetry.yamltext import decimal_ints
 
 _CROSS = re.compile(r"^(?P<coll>[a-z_.]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
 
@@ -40,12 +41,15 @@ class _SafeLoader(_Strict, yaml.SafeLoader):
     """yaml.safe_load in Python, strict: its errors show the line they are on, and it composes the line index."""
 
 
+decimal_ints(_SafeLoader)  # 010 is ten (telemetry/yamltext.py), in both loaders
+
+
 # libyaml's scanner and parser, where PyYAML was built with it, read a site file first: the pure-Python ones make an
 # object per token, event and mark. A 2 000-device site (220 kB) took 1.1 s to read and left the process 2 MB larger
 # at idle; now 0.2 s. Its messages lack the excerpt of the line, so a file it refuses is read again the Python way
 # for the message, and the line index (composed in Python) is made only for a file with problems to name.
 _FastLoader: type = (
-    type("_FastLoader", (_Strict, yaml.CSafeLoader), {}) if hasattr(yaml, "CSafeLoader") else _SafeLoader
+    decimal_ints(type("_FastLoader", (_Strict, yaml.CSafeLoader), {})) if hasattr(yaml, "CSafeLoader") else _SafeLoader
 )
 
 
