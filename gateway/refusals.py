@@ -142,6 +142,7 @@ _PATTERNS: list[tuple[str, str]] = [
     (r"hazard (?P<n>\d+) was already reported", "隐患 #{n} 已上报"),
     (r"the responsible person (?P<who>.+) cannot accept their own rectification",
      "整改责任人 {who} 不能验收自己的整改"),
+    (r"(?P<who>.+) submitted this rectification and cannot also accept it", "{who} 提交了该整改，不能再由其本人验收"),
     (r"hazard (?P<n>\d+): its source alarm #(?P<a>\d+) is still (?P<astate>\w+); .+",
      "隐患 #{n} 的源报警 #{a} 仍为{astate}，报警未消除不能证明整改有效；如确需验收，请填写报警未消除时验收的理由"),
     (r"completed_on (?P<d>\S+) must lie between the day found and today", "完成日期 {d} 须在发现之日与今天之间"),

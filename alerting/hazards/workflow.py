@@ -326,9 +326,10 @@ class Hazards(HazardClocks):
         why: str | None = None,
         active_alarm_reason: str | None = None,
     ) -> None:
-        """submitted → closed (验收销号) by someone other than the responsible person; stops its clocks but the
-        same-day report's, which runs until the report is recorded: fixing a major hazard at once does not lift the
-        duty to report it the day it is found (seed 002; a review found the report then neither due nor possible).
+        """submitted → closed (验收销号) by someone other than the responsible person and the submitter; stops its
+        clocks but the same-day report's, which runs until the report is recorded: fixing a major hazard at once does
+        not lift the duty to report it the day it is found (seed 002; a review found the report neither due nor
+        possible then).
 
         `completed_on` (actual completion date) defaults to the local day the rectification was submitted. A hazard
         whose source alarm is still active is not closed unless `active_alarm_reason` says why (e.g. the sensor
@@ -339,6 +340,8 @@ class Hazards(HazardClocks):
             row = self._expect(hazard_id, "accept", ("submitted",))
             if actor.strip().casefold() == (row["responsible"] or "").strip().casefold():
                 raise HazardError(f"the responsible person {actor!r} cannot accept their own rectification")
+            if actor.strip().casefold() == (row["submitted_by"] or "").strip().casefold():  # 复查: another person
+                raise HazardError(f"{actor!r} submitted this rectification and cannot also accept it")
             note = None
             state = self.alarm_state(row["alarm_id"]) if row["alarm_id"] is not None and self.alarm_state else None
             if state in ("active_unacked", "active_acked"):

@@ -330,6 +330,18 @@ def test_acceptor_must_not_be_the_responsible_person(hz: Hazards) -> None:
     assert hz.get(hid)["accepted_by"] == "wang"
 
 
+def test_the_submitter_does_not_accept_their_own_submission(hz: Hazards) -> None:
+    """复查 is another person's: a manager who submitted the rectification (a manager may) could then accept it and
+    close the hazard alone; the responsible person (free text) was the only one refused."""
+    hid = major_rectifying(hz)
+    hz.submit(hid, actor="wang", role=Role.MANAGER, evidence="照片")
+    with pytest.raises(HazardError, match="'Wang' submitted this rectification and cannot also accept it"):
+        hz.accept(hid, actor="Wang", role=Role.MANAGER)
+    assert hz.get(hid)["status"] == "submitted"
+    hz.accept(hid, actor="qian", role=Role.MANAGER)
+    assert hz.get(hid)["accepted_by"] == "qian"
+
+
 def test_a_hazard_from_an_alarm_needs_the_alarm_and_closes_only_when_it_stands_no_more(hz: Hazards) -> None:
     states: dict[int, str] = {7: "active_acked"}
     hz.alarm_state = states.get  # the engine wires the lifecycle here; a dict plays this site's alarm table
