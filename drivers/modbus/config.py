@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -83,6 +85,53 @@ def check_device(at: str, d: DeviceEntry, claims: Claims) -> None:
         raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(claims.lines) or 'none'}")
     if d.timeout_s >= d.poll_interval_s:
         raise ValueError(f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s")
-    other = claims.units.setdefault((d.line, d.unit_id), d.id)
+    scope = claims.unit_scope.get(d.line, d.line)
+    other = claims.units.setdefault((scope, d.unit_id), d.id)
     if other != d.id:
-        raise ValueError(f"{at}.unit_id: {d.unit_id} on line {d.line} is already {other}")
+        shared = f" (line {scope} is the same host:port)" if scope != d.line else ""
+        raise ValueError(f"{at}.unit_id: {d.unit_id} on line {d.line} is already {other}{shared}")
+
+
+def check_lines(lines: Sequence[ModbusTcpLine | ModbusRtuOverTcpLine | ModbusRtuLine]) -> dict[str, str]:
+    """Refuse two lines on one bus: one master per serial line (Modbus over Serial Line V1.02 §2.2), and each line
+    is a master of its own. Returns line id -> the line whose unit ids it shares (Modbus TCP lines to one host:port).
+
+    A serial port is compared as written and, where it exists, as the device it leads to (/dev/serial/by-id links);
+    a relative port, still relative to the site file here, is compared as written. Two `modbus_tcp` lines to one
+    host:port are allowed: a Modbus TCP server takes several clients' connections, and a Modbus TCP gateway is the
+    one master of its serial side (it queues, or routes by unit id to its several ports); but they reach the same
+    devices, so a unit id is claimed once across them."""
+    ports: dict[str, int] = {}
+    endpoints: dict[tuple[str, int], int] = {}
+    scope: dict[str, str] = {}
+    for i, ln in enumerate(lines):
+        if isinstance(ln, ModbusRtuLine):
+            keys = {ln.port, os.path.normpath(ln.port)}
+            if os.path.isabs(ln.port) and os.path.exists(ln.port):
+                keys.add(os.path.realpath(ln.port))
+            j = next((ports[k] for k in keys if k in ports), None)
+            if j is not None:
+                first = lines[j]
+                assert isinstance(first, ModbusRtuLine)
+                same = "" if first.port == ln.port else f" ({first.port!r} leads to the same device)"
+                raise ValueError(
+                    f"lines[{i}] ({ln.id}).port: {ln.port!r} is already the port of line {first.id} (lines[{j}])"
+                    f"{same}: one master per serial bus (Modbus over Serial Line V1.02 §2.2); put both lines' "
+                    "devices on one line"
+                )
+            ports.update(dict.fromkeys(keys, i))
+            continue
+        key = (ln.host.strip().lower(), ln.port)
+        j = endpoints.setdefault(key, i)
+        if j == i:
+            continue
+        first = lines[j]
+        if isinstance(ln, ModbusTcpLine) and isinstance(first, ModbusTcpLine):
+            scope[ln.id] = first.id
+            continue
+        raise ValueError(
+            f"lines[{i}] ({ln.id}).host: {ln.host}:{ln.port} is already the endpoint of line {first.id} "
+            f"(lines[{j}], {first.type}): a serial device server's port is one RS-485 bus, with one master "
+            "(Modbus over Serial Line V1.02 §2.2); put both lines' devices on one line"
+        )
+    return scope

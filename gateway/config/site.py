@@ -15,7 +15,7 @@ from alerting.overrides import RulesConfig, resolve_rules
 from alerting.rules import default_rules
 from alerting.setup import AlarmSetup
 from drivers.config import Claims
-from drivers.modbus.config import Line, ModbusOptions
+from drivers.modbus.config import Line, ModbusOptions, check_lines
 from drivers.mqtt.config import Broker
 from drivers.profile import AnyProfile, builtin_profiles, load_profile_file
 from drivers.registry import driver_of
@@ -71,7 +71,10 @@ class SiteConfig(BaseModel):
         _unique("devices", [x.id for x in self.devices])
         profiles = self.profiles()
         # each device is checked by the driver its profile names (drivers/registry.py)
-        claims = Claims(lines=tuple(x.id for x in self.lines), brokers=tuple(x.id for x in self.brokers))
+        scope = check_lines(self.lines)  # two lines on one bus: two masters
+        claims = Claims(
+            lines=tuple(x.id for x in self.lines), brokers=tuple(x.id for x in self.brokers), unit_scope=scope
+        )
         for i, d in enumerate(self.devices):
             at = f"devices[{i}] ({d.id})"
             prof = profiles.get(d.profile)
