@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.payload_map import PayloadMap
 from drivers.quality import QualityMap, QualityName, sentinel_table
-from drivers.registers import INT_RANGE, WIDTH, DataType, Order
+from drivers.registers import WIDTH, DataType, Order, sentinel_value
 from drivers.timefmt import RegisterClock, TimestampFormat, TimestampSpec
 from telemetry import quantities, yamltext
 from telemetry.kinds import DeviceKind
@@ -145,11 +145,6 @@ class RegisterPoint(_Base):
     def _check(self) -> RegisterPoint:
         if (self.status is None) != (self.quality is None):
             raise ValueError("'status' (the status point's quantity) and 'quality' (a quality map) go together")
-        for k in self.invalid:
-            try:
-                float(k)
-            except ValueError:
-                raise ValueError(f"invalid: {k!r} is not a number (register sentinels are raw numbers)") from None
         if self.type is DataType.BIT and self.bit is None:
             raise ValueError("type 'bit' needs 'bit' (0..15)")
         if self.type is not DataType.BIT and self.bit is not None:
@@ -186,12 +181,11 @@ class ModbusProfile(_ProfileHead):
             where = f"points[{i}] ({p.quantity})"
             qs.check(where, p.quantity, p.unit)
             _check_maps(where, p.quality, self.quality_maps)
-            if p.type in INT_RANGE and p.invalid:
-                lo, hi = INT_RANGE[p.type]
-                for k in p.invalid:
-                    x = float(k)
-                    if x != int(x) or not lo <= x <= hi:
-                        raise ValueError(f"{where}: invalid value {k} does not fit {p.type.value} ({lo}..{hi})")
+            for k in p.invalid:
+                try:
+                    sentinel_value(k, p.type)
+                except ValueError as err:
+                    raise ValueError(f"{where}.invalid: {k!r}: {err}") from None
             table, addr = resolve_address(self.address_base, p, i)
             if p.type is DataType.BOOL and not table.is_bit:
                 raise ValueError(f"points[{i}] ({p.quantity}): type 'bool' needs table coil or discrete")

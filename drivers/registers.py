@@ -1,7 +1,9 @@
-"""Register data types and byte orders as profiles name them, with the registers each type spans and its range."""
+"""Register data types and byte orders as profiles name them: the registers each spans, its range, its sentinels."""
 
 from __future__ import annotations
 
+import struct
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 
@@ -50,3 +52,35 @@ INT_RANGE: dict[DataType, tuple[int, int]] = {
     DataType.INT64: (-(2**63), 2**63 - 1),
     DataType.UINT64: (0, 2**64 - 1),
 }
+
+
+def sentinel_value(text: str, dtype: DataType) -> int | float:
+    """An `invalid` key of a profile as the raw value the device sends: what a decoded value is compared with.
+    Raises ValueError saying why the text cannot be one of this type's values."""
+    if dtype is DataType.FLOAT32 or dtype is DataType.FLOAT64:
+        try:
+            x = float(text)
+        except ValueError:
+            raise ValueError("not a number (register sentinels are raw numbers)") from None
+        if dtype is DataType.FLOAT64:
+            return x
+        # the decoded float32 is the binary32 value: -99.9 arrives as -99.9000015258789 and must be compared as that
+        try:
+            return float(struct.unpack(">f", struct.pack(">f", x))[0])
+        except OverflowError:
+            raise ValueError("beyond the float32 range (±3.4028235e38)") from None
+    try:
+        n = int(text, 0)  # decimal, 0x7FFF, 0o17, 0b101: exactly (float() would round 0x7FFFFFFFFFFFFC01)
+    except ValueError:
+        try:
+            d = Decimal(text.strip())  # "65535.0", "1e3": exact too
+        except InvalidOperation:
+            raise ValueError("not a number (register sentinels are raw numbers)") from None
+        if not d.is_finite() or d != d.to_integral_value():
+            raise ValueError(f"not a whole number, and a {dtype.value} point's raw value is one") from None
+        n = int(d)
+    if dtype in INT_RANGE:
+        lo, hi = INT_RANGE[dtype]
+        if not lo <= n <= hi:
+            raise ValueError(f"does not fit {dtype.value} ({lo}..{hi})")
+    return n

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from drivers.modbus.blockcodec import BlockCodec, PointPlan
 from drivers.profile import ModbusProfile, Table
 from drivers.quality import QualityMap, QualityName
-from drivers.registers import WIDTH, DataType, Order
+from drivers.registers import WIDTH, DataType, Order, sentinel_value
 from drivers.timefmt import RegisterClock
 from telemetry import quantities
 from telemetry.reading import Quality
@@ -83,8 +83,7 @@ def _point_plan(
     if invalid:
         sentinels = {}
         for text, qname in invalid.items():
-            x = float(text)
-            sentinels[int(x) if dtype not in (DataType.FLOAT32, DataType.FLOAT64) else x] = qname.quality
+            sentinels[sentinel_value(text, dtype)] = qname.quality  # as decoded: exact ints, binary32 floats
     return PointPlan(p_quantity, offset, WIDTH[dtype], dtype, order, bit or 0, scale, add, convert, sentinels, nbits)
 
 
