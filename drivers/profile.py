@@ -187,6 +187,7 @@ class ModbusProfile(_ProfileHead):
                 except ValueError as err:
                     raise ValueError(f"{where}.invalid: {k!r}: {err}") from None
             table, addr = resolve_address(self.address_base, p, i)
+            _check_end(where, table, addr, WIDTH[p.type])
             if p.type is DataType.BOOL and not table.is_bit:
                 raise ValueError(f"points[{i}] ({p.quantity}): type 'bool' needs table coil or discrete")
             if table.is_bit and p.type is not DataType.BOOL:
@@ -207,6 +208,7 @@ class ModbusProfile(_ProfileHead):
                 raise ValueError(f"points[{i}] ({p.quantity}).status: a point cannot be its own status")
         if self.clock is not None:
             ct, caddr = self.clock_address()
+            _check_end("clock", ct, caddr, self.clock.count)
             for off in range(self.clock.count):
                 if (ct, caddr + off) in seen:
                     raise ValueError(f"clock overlaps {seen[(ct, caddr + off)]} at {ct} {caddr + off}")
@@ -227,6 +229,15 @@ class ModbusProfile(_ProfileHead):
         return [
             (p, *resolve_address(self.address_base, p, i), p.order or self.order) for i, p in enumerate(self.points)
         ]
+
+
+def _check_end(where: str, table: Table, addr: int, width: int) -> None:
+    # addresses are 0x0000..0xFFFF (Modbus Application Protocol V1.1b3 §4.4): a value past the last one is a
+    # request no device answers (exception 02), or a block the planner cannot make
+    if addr + width > 65536:
+        raise ValueError(
+            f"{where}: {table} {addr}..{addr + width - 1} ({width} registers) runs past the last address 65535"
+        )
 
 
 def resolve_address(base: AddressBase, p: RegisterPoint, index: int) -> tuple[Table, int]:

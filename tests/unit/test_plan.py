@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from drivers.modbus.plan import plan_reads
 from drivers.profile import ModbusProfile, Table, builtin_profiles
 
@@ -58,3 +60,21 @@ def test_linear_units_fold_into_scale() -> None:
     (block,) = plan_reads(profile(pts))
     (p,) = block.points
     assert p.scale == 1000.0 and p.convert is None
+
+
+def test_a_point_past_register_65535_is_refused() -> None:
+    """A point whose registers ran past the last address (0xFFFF, Modbus Application Protocol V1.1b3 §4.4) was
+    accepted and planned as 'FC3 holding 65535..65536', a request no device can answer; so was a register clock."""
+    last = [{"quantity": "settlement", "table": "holding", "address": 65534, "type": "float32"}]
+    (block,) = plan_reads(profile(last))
+    assert (block.address, block.count) == (65534, 2)  # ends on 65535: fine
+    for address, dtype in ((65535, "float32"), (65533, "float64"), (65535, "int32")):
+        over = [{"quantity": "settlement", "table": "holding", "address": address, "type": dtype}]
+        with pytest.raises(ValueError, match=rf"points\[0\] \(settlement\): holding {address}\.\.\d+ \(\d registers\) "
+                           "runs past the last address 65535"):  # fmt: skip
+            profile(over)
+    with pytest.raises(ValueError, match=r"clock: holding 65533\.\.65538 \(6 registers\) runs past the last address"):
+        ModbusProfile.model_validate(
+            {"id": "t", "kind": "excavation", "title": "t", "transport": "modbus", "address_base": "pdu",
+             "points": last, "clock": {"address": 65533}}
+        )  # fmt: skip
