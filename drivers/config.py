@@ -51,6 +51,7 @@ class Claims:
     lines: tuple[str, ...]  # ids in the order of the site file
     brokers: tuple[str, ...]
     units: dict[tuple[str, int], str] = field(default_factory=dict)  # (line, unit id) -> device id
+    line_types: dict[str, str] = field(default_factory=dict)  # line id -> its `type`: the unit ids it takes
     # line id -> the line whose unit ids it shares: Modbus TCP lines to one host:port reach the same devices
     unit_scope: dict[str, str] = field(default_factory=dict)
     keys: dict[tuple[str, str], str] = field(default_factory=dict)  # (broker, device key) -> device id

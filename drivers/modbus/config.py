@@ -83,6 +83,14 @@ def check_device(at: str, d: DeviceEntry, claims: Claims) -> None:
         raise ValueError(f"{at}.timestamp: a Modbus device's time is its profile's register clock")
     if d.line not in claims.lines:
         raise ValueError(f"{at}.line: unknown line {d.line!r}; defined: {', '.join(claims.lines) or 'none'}")
+    kind = claims.line_types.get(d.line, "modbus_tcp")
+    if kind != "modbus_tcp" and not 1 <= d.unit_id <= 247:
+        # Modbus over Serial Line V1.02 §2.2: 0 is broadcast (no unit answers), 248-255 are reserved. On Modbus
+        # TCP a server addressed by its IP takes 255 (or 0): Messaging on TCP/IP Implementation Guide V1.0b §4.4.2
+        raise ValueError(
+            f"{at}.unit_id: {d.unit_id} on {kind} line {d.line}: a serial bus's units are 1-247 (0 is broadcast, "
+            "248-255 reserved); 0 and 255 are for a device on a modbus_tcp line"
+        )
     if d.timeout_s >= d.poll_interval_s:
         raise ValueError(f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s")
     scope = claims.unit_scope.get(d.line, d.line)

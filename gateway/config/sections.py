@@ -80,7 +80,9 @@ class Device(_Base):
     zone: str = ""
     # Modbus
     line: str | None = None
-    unit_id: int | None = Field(default=None, ge=1, le=247)  # 0 is broadcast: no unit answers it
+    # 0-255 on a Modbus TCP line (a server addressed by its IP takes 255 or 0); 1-247 on a serial bus, where 0 is
+    # broadcast: checked with the line (drivers/modbus/config.py)
+    unit_id: int | None = Field(default=None, ge=0, le=255)
     poll_interval_s: float = Field(default=1.0, gt=0, le=86400)
     timeout_s: float = Field(default=0.5, gt=0, le=60)
     retries: int = Field(default=1, ge=0, le=5)

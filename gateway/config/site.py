@@ -73,7 +73,10 @@ class SiteConfig(BaseModel):
         # each device is checked by the driver its profile names (drivers/registry.py)
         scope = check_lines(self.lines)  # two lines on one bus: two masters
         claims = Claims(
-            lines=tuple(x.id for x in self.lines), brokers=tuple(x.id for x in self.brokers), unit_scope=scope
+            lines=tuple(x.id for x in self.lines),
+            brokers=tuple(x.id for x in self.brokers),
+            line_types={x.id: x.type for x in self.lines},
+            unit_scope=scope,
         )
         for i, d in enumerate(self.devices):
             at = f"devices[{i}] ({d.id})"

@@ -426,3 +426,33 @@ async def test_a_gateway_s_serial_timeout_is_waited_out_like_our_own() -> None:
     finally:
         link.close()
         server.close()
+
+
+async def test_units_255_and_0_of_a_server_addressed_by_its_ip_are_read() -> None:
+    """A device on a modbus_tcp line may be unit 255 (Messaging on TCP/IP Implementation Guide V1.0b §4.4.2: a
+    server addressed directly by IP) or 0; the config took only 1-247. The request carries the unit as given and
+    the answer that echoes it is taken, not unit 1's (pymodbus's server: each unit with its own registers)."""
+    port = free_port()
+
+    def unit(uid: int, value: int) -> SimDevice:
+        return SimDevice(id=uid, simdata=[SimData(0, count=2, values=[uid, value], datatype=DataType.REGISTERS)])
+
+    server = ModbusTcpServer([unit(1, 100), unit(255, 2550)], address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    link = ModbusLink(line(port))
+    try:
+        assert await link.read(Table.HOLDING, 0, 2, 255, 1.0) == [255, 2550]
+        assert await link.read(Table.HOLDING, 0, 2, 1, 1.0) == [1, 100]
+    finally:
+        link.close()
+        await server.shutdown()  # type: ignore[no-untyped-call]
+    seen: list[int] = []
+
+    def echo(tid: int, uid: int, pdu: bytes) -> list[bytes | float]:
+        seen.append(uid)
+        return [frame(tid, uid, SPEC_FC3_RESPONSE)] if pdu == SPEC_FC3_REQUEST else []
+
+    async with scripted_link(echo) as (_srv, link):
+        for uid in (0, 255):
+            assert await link.read(Table.HOLDING, 0x6B, 3, uid, 1.0) == [0x022B, 0, 0x64]
+    assert seen == [0, 255]

@@ -100,7 +100,7 @@ def test_good_config(tmp_path: Path) -> None:
             "host: 127.0.0.1, protocol: 5, receive_maximum: 1}\nd",
             "brokers[0].receive_maximum (line 5): Input should be greater than or equal to 2",
         ),
-        ("unit_id: 1}", "unit_id: 0}", "devices[0].unit_id (line 7): Input should be greater than or equal to 1"),
+        ("unit_id: 1}", "unit_id: -1}", "devices[0].unit_id (line 7): Input should be greater than or equal to 0"),
         (
             "type: modbus_tcp, host: 127.0.0.1, port: 1502}",
             "type: modbus_rtu, port: ttyS1, bytesize: 7}",
@@ -205,7 +205,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
         [sys.executable, "-m", "gateway.cli", "check-config", str(bad)], capture_output=True, text=True
     )
     assert res.returncode == 2
-    assert "devices[0].unit_id (line 7): Input should be less than or equal to 247; got 300" in res.stderr
+    assert "devices[0].unit_id (line 7): Input should be less than or equal to 255; got 300" in res.stderr
 
 
 def test_site_plan_positions_and_drawing_are_checked(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.config import ConfigError, SiteConfig, load_config
 
 BASE = """\
 site: {{id: s1, name: t}}
@@ -29,7 +29,7 @@ def rtu(port_a: object, port_b: object) -> str:
     return f"  - {{id: bus-a, type: modbus_rtu, port: {port_a}}}\n  - {{id: bus-b, type: modbus_rtu, port: {port_b}}}"
 
 
-def load(tmp_path: Path, lines: str, devices: str = RTU_DEVICES) -> object:
+def load(tmp_path: Path, lines: str, devices: str = RTU_DEVICES) -> SiteConfig:
     p = tmp_path / "site.yaml"
     p.write_text(BASE.format(lines=lines, devices=devices), encoding="utf-8")
     return load_config(p)
@@ -120,3 +120,23 @@ def test_two_modbus_tcp_lines_to_one_endpoint_share_its_unit_ids(tmp_path: Path)
     load(tmp_path, lines, devices)
     msg = refusal(tmp_path, lines, devices.replace("unit_id: 2", "unit_id: 1"))
     assert "devices[1].unit_id (line 7): 1 on line gw-2 is already TC-01 (line gw-1 is the same host:port)" in msg
+
+
+@pytest.mark.parametrize("unit", [0, 255])
+def test_a_modbus_tcp_device_takes_unit_id_0_or_255(tmp_path: Path, unit: int) -> None:
+    """Unit ids were 1-247 on every line: a Modbus TCP server addressed by its IP address is sent 255 (Messaging on
+    TCP/IP Implementation Guide V1.0b §4.4.2; devices that check it answer to nothing else) or 0, and both were
+    refused. A serial bus (RTU, RTU over TCP) keeps 1-247: 0 is its broadcast, 248-255 are reserved."""
+    lines = "  - {id: l1, type: modbus_tcp, host: 127.0.0.1, port: 1502}"
+    devices = f"  - {{id: TC-01, profile: tower_crane_tcp_v1, line: l1, unit_id: {unit}}}"
+    cfg = load(tmp_path, lines, devices)
+    assert cfg.devices[0].unit_id == unit
+    for serial in (
+        "{id: l1, type: modbus_rtu, port: /dev/ttyUSB0}",
+        "{id: l1, type: modbus_rtu_over_tcp, host: d, port: 4001}",
+    ):
+        msg = refusal(tmp_path, f"  - {serial}", devices)
+        kind = "modbus_rtu_over_tcp" if "over" in serial else "modbus_rtu"
+        assert f"devices[0].unit_id (line 5): {unit} on {kind} line l1: a serial bus's units are 1-247" in msg, msg
+    msg = refusal(tmp_path, lines, devices.replace(f"unit_id: {unit}", "unit_id: 256"))
+    assert "devices[0].unit_id (line 5): Input should be less than or equal to 255" in msg
