@@ -24,5 +24,9 @@ class ProtocolError(DriverError):
     """A bad frame, an exception response or an undecodable payload. Count it; keep going."""
 
 
+class IllegalAddress(ProtocolError):
+    """Exception 02 (illegal data address): the device maps not every register or bit the request spans."""
+
+
 class AuthError(DriverError):
     """Credentials refused (MQTT). Back off long: retrying fast will not help."""

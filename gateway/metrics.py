@@ -70,6 +70,7 @@ class Metrics(AlarmCounters):
     http_refused: Counter[str] = field(default_factory=Counter)
     lines_down: dict[str, str] = field(default_factory=dict)  # line id -> reason, while it cannot be opened
     protocol_errors: Counter[str] = field(default_factory=Counter)  # by device
+    blocks_split: Counter[str] = field(default_factory=Counter)  # by device: merged reads refused, read in parts
     polls: Counter[str] = field(default_factory=Counter)  # by device
     poll_failures: Counter[str] = field(default_factory=Counter)  # by device
     up: dict[str, int] = field(default_factory=dict)
@@ -245,6 +246,12 @@ class Metrics(AlarmCounters):
         )
         family(
             "sitegw_protocol_errors_total", c, "Modbus exception answers by device.", by("device", self.protocol_errors)
+        )
+        family(
+            "sitegw_modbus_blocks_split_total",
+            c,
+            "Merged Modbus reads a device refused with exception 02, read since as their gap-free parts, by device.",
+            by("device", self.blocks_split),
         )
         family("sitegw_polls_total", c, "Modbus polls started by device (failed ones too).", by("device", self.polls))
         family("sitegw_poll_failures_total", c, "Failed Modbus polls by device.", by("device", self.poll_failures))

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from drivers.errors import DeviceBusy, DeviceUnreachable, LineUnavailable, ProtocolError
+from drivers.errors import DeviceBusy, DeviceUnreachable, IllegalAddress, LineUnavailable, ProtocolError
 from drivers.modbus.driver import PollResult
 from drivers.modbus.plan import Block
 from gateway.liveness import Liveness, Submit
@@ -71,6 +71,7 @@ class PolledDriver(Protocol):
     retries: int  # further attempts at a request the device did not answer
 
     def requests(self) -> Sequence[Block]: ...
+    def split(self, request: Block) -> Sequence[Block]: ...  # a refused merged request's parts, now its requests
     async def fetch(self, link: ModbusLink, request: Block) -> list[int] | list[bool]: ...
     def decode(self, got: list[tuple[Block, list[int] | list[bool]]], receive_ns: int, out: PollResult) -> None: ...
 
@@ -82,7 +83,8 @@ async def poll_device(dev: PolledDriver, link: ModbusLink) -> PollResult:
     out = PollResult()
     receive_ns = 0
     got: list[tuple[Block, list[int] | list[bool]]] = []
-    for req in dev.requests():
+    pending = list(dev.requests())
+    for req in pending:  # (a request split below adds its parts to the end, read in this poll too)
         attempt = 0
         while True:
             try:
@@ -93,7 +95,18 @@ async def poll_device(dev: PolledDriver, link: ModbusLink) -> PollResult:
                     raise
                 attempt += 1
             except ProtocolError as err:
-                out.errors.append(err)
+                parts = dev.split(req) if isinstance(err, IllegalAddress) else ()
+                if parts:
+                    # a block max_gap merged across registers the device does not map: its points would be lost
+                    # on every poll; said once, since the parts replace it (and a part refused stays an error)
+                    log.warning(
+                        "device %s: %s; a read merged across unused registers: read from now on in gap-free parts %s",
+                        dev.device_id, err, ", ".join(p.describe() for p in parts),
+                    )  # fmt: skip
+                    out.split.append((req, list(parts)))
+                    pending += parts
+                else:
+                    out.errors.append(err)
                 data = None
                 break
         if data is not None:
@@ -261,6 +274,7 @@ class LineOwner:
             log.info("line %s: open again", self.link.line.id)
             self._line_down = None
             self.metrics.lines_down.pop(self.link.line.id, None)
+        self.metrics.blocks_split[name] += len(res.split)
         for e in res.errors:
             # counted every time; logged once per episode (until the device answers cleanly again)
             self.metrics.protocol_errors[name] += 1

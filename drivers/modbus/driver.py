@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from drivers.errors import ProtocolError
 from drivers.modbus.codec import registers_to_bytes
-from drivers.modbus.plan import CLOCK, Block, DevicePlan
+from drivers.modbus.plan import CLOCK, Block, DevicePlan, split_block
 from drivers.timefmt import decode_register_clock
 from telemetry.reading import Quality, Reading, make_reading
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the link (and pymodbus) load only on a site with Modbus lin
 class PollResult:
     readings: list[Reading] = field(default_factory=list)
     errors: list[ProtocolError] = field(default_factory=list)
+    # (merged request, its parts): a request the device refused with exception 02, replaced by its gap-free parts
+    split: list[tuple[Block, list[Block]]] = field(default_factory=list)
 
 
 class ModbusDevice:
@@ -48,6 +50,18 @@ class ModbusDevice:
     def requests(self) -> list[Block]:
         """What one poll reads, in order: the planned blocks."""
         return self.blocks
+
+    def split(self, block: Block) -> list[Block]:
+        """The gap-free parts of a block the device refused with exception 02 (illegal data address), which take its
+        place in this device's requests from now on; none when it has no gaps (the registers themselves are not
+        there). A device that maps only the registers its manual lists refuses a read max_gap merged across the
+        others; its points were lost on every poll."""
+        parts = split_block(block)
+        at = next((i for i, b in enumerate(self.blocks) if b is block), None)
+        if len(parts) < 2 or at is None:
+            return []
+        self.blocks = [*self.blocks[:at], *parts, *self.blocks[at + 1 :]]  # this device's: never the plan's list
+        return parts
 
     async def fetch(self, link: ModbusLink, block: Block) -> list[int] | list[bool]:
         """One block, one attempt. An unreachable or busy device raises (the supervisor retries); an exception

@@ -11,7 +11,7 @@ from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers.errors import DeviceBusy, DeviceUnreachable, ProtocolError
+from drivers.errors import DeviceBusy, DeviceUnreachable, IllegalAddress, ProtocolError
 
 # Modbus exception codes (Modbus Application Protocol v1.1b3, §7)
 EXCEPTION_NAMES = {
@@ -37,6 +37,8 @@ def check_response(rr: Any, what: str) -> Any:
             raise DeviceBusy(f"{what}: exception {code} ({name})")
         if code in (10, 11):
             raise DeviceUnreachable(f"{what}: exception {code} ({name})")
+        if code == 2:  # the poll may split a merged block at its gaps (gateway/supervisor.py poll_device)
+            raise IllegalAddress(f"{what}: exception {code} ({name})")
         raise ProtocolError(f"{what}: exception {code} ({name})")
     return rr
 

@@ -104,21 +104,32 @@ def plan_reads(profile: ModbusProfile, max_gap: int = 8, max_block: int = 125) -
         )
     blocks: list[Block] = []
     for table in Table:
-        items = sorted(by_table.get(table, []), key=lambda x: x[0])
-        limit = 2000 if table.is_bit else max_block
-        cur: list[tuple[int, int, PointPlan]] = []
-        start = end = 0
-        for addr, width, pp in items:
-            if cur and (addr - end > max_gap or addr + width - start > limit):
-                blocks.append(_block(table, start, end, cur))
-                cur = []
-            if not cur:
-                start = addr
-                end = addr
-            cur.append((addr, width, pp))
-            end = max(end, addr + width)
-        if cur:
+        blocks += _group(table, by_table.get(table, []), max_gap, 2000 if table.is_bit else max_block)
+    return blocks
+
+
+def split_block(block: Block) -> list[Block]:
+    """A block's gap-free parts, as plan_reads makes them with max_gap 0: what replaces a merged read the device
+    refuses (exception 02) because it does not map the registers between the block's points."""
+    return _group(block.table, [(block.address + p.offset, p.width, p) for p in block.points], 0, block.count)
+
+
+def _group(table: Table, items: list[tuple[int, int, PointPlan]], max_gap: int, limit: int) -> list[Block]:
+    """(address, width, point) of one table -> blocks: contiguous or within `max_gap`, at most `limit` long."""
+    blocks: list[Block] = []
+    cur: list[tuple[int, int, PointPlan]] = []
+    start = end = 0
+    for addr, width, pp in sorted(items, key=lambda x: x[0]):
+        if cur and (addr - end > max_gap or addr + width - start > limit):
             blocks.append(_block(table, start, end, cur))
+            cur = []
+        if not cur:
+            start = addr
+            end = addr
+        cur.append((addr, width, pp))
+        end = max(end, addr + width)
+    if cur:
+        blocks.append(_block(table, start, end, cur))
     return blocks
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.modbus.plan import plan_reads
+from drivers.modbus.driver import decode_block
+from drivers.modbus.plan import plan_reads, split_block
 from drivers.profile import ModbusProfile, Table, builtin_profiles
+from telemetry.reading import Reading
 
 
 def profile(points: list[dict[str, object]], base: str = "pdu") -> ModbusProfile:
@@ -78,3 +80,31 @@ def test_a_point_past_register_65535_is_refused() -> None:
             {"id": "t", "kind": "excavation", "title": "t", "transport": "modbus", "address_base": "pdu",
              "points": last, "clock": {"address": 65533}}
         )  # fmt: skip
+
+
+def test_a_merged_block_splits_into_its_gap_free_parts() -> None:
+    """What replaces a merged read a device refuses with exception 02 (gateway/supervisor.py poll_device): the
+    block's points regrouped with max_gap 0, each at its offset in its part; bit points stay on their register."""
+    pts = [
+        {"quantity": "settlement", "table": "holding", "address": 0, "type": "float32"},
+        {"quantity": "sensor_fault", "table": "holding", "address": 4, "type": "bit", "bit": 0},
+        {"quantity": "calibrating", "table": "holding", "address": 4, "type": "bit", "bit": 1},
+        {"quantity": "pole_tilt", "table": "holding", "address": 5, "type": "int16"},
+        {"quantity": "tilt_x", "table": "holding", "address": 12, "type": "float32"},
+    ]
+    (block,) = plan_reads(profile(pts), max_gap=8)
+    assert (block.address, block.count) == (0, 14)
+    parts = split_block(block)
+    assert [(b.address, b.count, [(p.quantity, p.offset) for p in b.points]) for b in parts] == [
+        (0, 2, [("settlement", 0)]),
+        (4, 2, [("sensor_fault", 0), ("calibrating", 0), ("pole_tilt", 1)]),
+        (12, 2, [("tilt_x", 0)]),
+    ]
+    words = [0x4049, 0x0FDB, 0, 0, 0b10, 0xFFFE, 0, 0, 0, 0, 0, 0, 0x3F80, 0]
+    whole: list[Reading] = []
+    decode_block("D", block, words, 1, whole)
+    split: list[Reading] = []
+    for b in parts:
+        decode_block("D", b, words[b.address : b.address + b.count], 1, split)
+    assert split == whole and len(whole) == 5
+    assert split_block(parts[1]) == [parts[1]]  # no gap: nothing to split
