@@ -82,9 +82,16 @@ def _provides(names: tuple[str, ...]) -> frozenset[str]:
 def rated_load_at(chart: tuple[tuple[float, float], ...], radius_m: float) -> tuple[float, bool] | None:
     """(rated load, beyond the chart) at `radius_m`; None for an empty chart.
 
-    Linear interpolation between the chart's points, as the crane's own load-moment indicator reads its chart (and
-    as the simulators do). Taking the next point out instead (a step chart) over-states the ratio by up to the
-    drop between two points: in the demo it raised 危险 (> 110 %) on lifts the crane rated at 90 %.
+    Between two chart points the rated MOMENT (load x radius) is interpolated linearly and divided by the radius.
+    The moment at the current radius is the key overload quantity and its limiter acts above 100 % of it
+    (domain.md §1.1 and §1.2, the load-moment lines); past the chart's flat part a tower crane's rated moment is
+    constant, and a straight line in load over-stated the rated load there (demo chart, 12 m x 6.0 t = 20 m x 3.6 t
+    = 72 t·m: 4.8 t at 16 m where 72/16 = 4.5 t, so a lift at 110 % of rated moment read 103 %, 报警 for 危险). The
+    moment line is exact on flat and constant-moment segments and, where the load falls with the radius, never
+    above the straight line (by (r1-r)(r-r0)(l1-l0) / (r(r1-r0)) <= 0): conservative. The simulators read the
+    chart through this function too, so a lift meant at 90 % of rated is 90 % here.
+    Taking the next point out instead (a step chart) over-states the ratio by up to the drop between two points:
+    in the demo it raised 危险 (> 110 %) on lifts the crane rated at 90 %.
     Inside the first radius the first point applies. Beyond the chart's last radius the last point is used and
     flagged: the trolley cannot be past the jib end, so either the radius reading or the chart is wrong, and a
     ratio computed from it cannot be trusted.
@@ -98,8 +105,10 @@ def rated_load_at(chart: tuple[tuple[float, float], ...], radius_m: float) -> tu
     i = bisect.bisect_left(chart, (radius_m,))
     if i == 0 or chart[i][0] == radius_m:
         return chart[i][1], False
+    # here r0 < radius_m < r1 and chart radii are > 0 (gateway config), so the division is by a positive radius
     (r0, l0), (r1, l1) = chart[i - 1], chart[i]
-    return l0 + (l1 - l0) * (radius_m - r0) / (r1 - r0), False
+    m0 = l0 * r0
+    return (m0 + (l1 * r1 - m0) * (radius_m - r0) / (r1 - r0)) / radius_m, False
 
 
 class Deriver:

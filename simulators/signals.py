@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from alerting.derived import rated_load_at
 from gateway.config import Device
 from simulators.scenarios import Scenario
 from telemetry.kinds import DeviceKind
@@ -88,11 +89,15 @@ class CraneModel(Model):
         device, rng = self.device, self.rng
         chart = [(p.radius_m, p.rated_load_t) for p in device.load_chart] if device.load_chart else _DEFAULT_CHART
         chart.sort()
+        self.chart = tuple(chart)
         self.radii = np.array([c[0] for c in chart])
         self.loads = np.array([c[1] for c in chart])
         self.max_load = float(self.loads.max())
         self.flat_r = float(self.radii[self.loads >= self.max_load].max())  # end of the chart's constant part
         self.max_moment = float((self.radii * self.loads).max())
+        # where a careful operator may set a load down: the rated load on a grid of the jib, made once
+        self.grid = np.linspace(float(self.radii[0]), float(self.radii[-1]), 400)
+        self.grid_rated = np.array([self.rated(float(r)) for r in self.grid])
         self.pose = {"radius": 15.0, "slew": 0.0, "hook": self.H_TOP, "load": 0.0}
         self.start = dict(self.pose)
         self.plan: deque[_Segment] = deque()
@@ -104,8 +109,11 @@ class CraneModel(Model):
         self.tilt0 = (float(rng.uniform(-0.3, 0.3)), float(rng.uniform(-0.3, 0.3)))
 
     def rated(self, radius: float) -> float:
-        """Rated load at `radius`: linear interpolation between chart points, clamped at both ends."""
-        return float(np.interp(radius, self.radii, self.loads))
+        """Rated load at `radius` as the gateway reads the chart (rated moment linear between points, clamped at
+        both ends): a lift made at N % of rated is derived as N % (alerting/derived.py rated_load_at)."""
+        found = rated_load_at(self.chart, radius)
+        assert found is not None  # (a chart, the device's or the default, is never empty)
+        return found[0]
 
     def _slew_target(self, slew: float) -> float:
         turn = float(self.rng.uniform(30.0, 150.0))
@@ -125,8 +133,7 @@ class CraneModel(Model):
             r_pick = float(self.rng.uniform(r_min + 1.0, 0.9 * r_max))
         load = factor * self.rated(r_pick)
         if factor <= 1.0:  # a careful operator sets down only where the load is within 95 % of rated
-            grid = np.linspace(r_min, r_max, 400)
-            reach = float(grid[np.interp(grid, self.radii, self.loads) * 0.95 >= load].max(initial=r_min))
+            reach = float(self.grid[self.grid_rated * 0.95 >= load].max(initial=r_min))
             r_drop = float(self.rng.uniform(r_min, max(r_min, reach)))
         s_pick = self._slew_target(self.pose["slew"])
         s_drop = self._slew_target(s_pick)

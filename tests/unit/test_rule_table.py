@@ -309,9 +309,10 @@ CHART = ((2.5, 6.0), (12.0, 6.0), (20.0, 3.6), (30.0, 2.2))
     [
         (10.0, 3.0, 50.0, Quality.GOOD),  # inside the first band: 6 t
         (12.0, 6.0, 100.0, Quality.GOOD),  # exactly at a chart point: that point
-        (12.1, 5.97, 100.0, Quality.GOOD),  # just past it: interpolated, 6 - 0.1/8 x 2.4 = 5.97 t
-        (16.0, 4.8, 100.0, Quality.GOOD),  # half way from 12 m (6 t) to 20 m (3.6 t): 4.8 t
-        (25.0, 2.9, 100.0, Quality.GOOD),  # half way from 20 m (3.6 t) to 30 m (2.2 t): 2.9 t
+        # between points the rated moment is linear: 12 m x 6 t = 20 m x 3.6 t = 72 t·m, 30 m x 2.2 t = 66 t·m
+        (12.5, 5.76, 100.0, Quality.GOOD),  # just past 12 m: 72 t·m / 12.5 m = 5.76 t
+        (16.0, 4.5, 100.0, Quality.GOOD),  # half way from 12 m to 20 m: 72 / 16 = 4.5 t (a line in load: 4.8 t)
+        (25.0, 2.76, 100.0, Quality.GOOD),  # half way from 20 m to 30 m: (72 + 66) / 2 = 69 t·m / 25 m = 2.76 t
         (30.0, 2.2, 100.0, Quality.GOOD),  # the last point itself is still on the chart
         (1.0, 3.0, 50.0, Quality.GOOD),  # inside the chart's first radius: its first point
         (31.0, 1.1, 50.0, Quality.UNCERTAIN),  # beyond the jib end: last point, flagged
@@ -352,9 +353,31 @@ def test_load_ratio_takes_the_worst_quality_of_its_inputs(load_q: Quality, radiu
 def test_load_ratio_feeds_the_load_rule() -> None:
     d = Deriver({"TC": DeviceContext(kind="tower_crane", load_chart=CHART)})
     ev = crane(["tc.load_ratio"], load_chart=CHART)
-    batch = [Reading("TC", "radius", 25.0, T0), Reading("TC", "load", 2.7, T0)]  # 2.7 t of 2.9 t rated
+    batch = [Reading("TC", "radius", 25.0, T0), Reading("TC", "load", 2.7, T0)]  # 2.7 t of 2.76 t rated: 97.8 %
     (t,) = ev.observe_batch(batch + d.derive(batch), T0)
-    assert (t.rule, t.new, round(t.value, 1)) == ("tc.load_ratio", Level.PREWARNING, 93.1)
+    assert (t.rule, t.new, round(t.value, 1)) == ("tc.load_ratio", Level.PREWARNING, 97.8)
+
+
+@pytest.mark.parametrize(
+    ("load", "level"),
+    [
+        (4.95, Level.DANGER),  # 4.95 t x 16 m = 79.2 t·m = 110 % of 72 t·m (a line in load: 4.95 / 4.8 = 103 %)
+        (4.75, Level.ALARM),  # 4.75 t x 16 m = 76 t·m = 105.6 % (a line in load: 99 %, 预警)
+        (4.1, Level.PREWARNING),  # 4.1 t x 16 m = 65.6 t·m = 91 % (a line in load: 85 %, nothing)
+    ],
+)
+def test_a_lift_at_110_percent_of_rated_moment_between_constant_moment_points_is_danger(
+    load: float, level: Level
+) -> None:
+    """The rated load between two chart points was a straight line in LOAD: on the constant-moment part of the
+    chart (12 m x 6 t = 20 m x 3.6 t = 72 t·m) it said 4.8 t at 16 m where the chart allows 72 / 16 = 4.5 t, so a
+    lift at 110 % of rated moment read 103 % and raised 报警, not 危险. The rated moment is now linear between
+    points (domain.md §1.2: the moment limiter acts on moment at the current radius)."""
+    d = Deriver({"TC": DeviceContext(kind="tower_crane", load_chart=CHART)})
+    ev = crane(["tc.load_ratio"], load_chart=CHART)
+    batch = [Reading("TC", "radius", 16.0, T0), Reading("TC", "load", load, T0)]
+    ev.observe_batch(batch + d.derive(batch), T0)
+    assert ev.level("tc.load_ratio", "TC") == level
 
 
 # ---- exposure windows (GBZ 2.1) ---------------------------------------------------------------------------------

@@ -232,8 +232,11 @@ def chart_reference(chart: tuple[tuple[float, float], ...], radius_m: float) -> 
     i = bisect.bisect_left(radii, radius_m)
     if i == 0 or radii[i] == radius_m:
         return chart[i][1], False
+    # the rated moment linear between the points (e.g. 12 m x 6 t and 20 m x 3.6 t, both 72 t·m: 72 / 16 = 4.5 t
+    # at 16 m), the same expression as rated_load_at's: this test holds the search, not the arithmetic
     (r0, l0), (r1, l1) = chart[i - 1], chart[i]
-    return l0 + (l1 - l0) * (radius_m - r0) / (r1 - r0), False
+    m0 = l0 * r0
+    return (m0 + (l1 * r1 - m0) * (radius_m - r0) / (r1 - r0)) / radius_m, False
 
 
 points = st.tuples(st.sampled_from([2.5, 10.0, 10.0, 20.0, 35.5, 50.0]), st.floats(min_value=0.5, max_value=12))
