@@ -20,6 +20,7 @@ NS = 1_000_000_000
 # an enum member looked up on its class (Quality.BAD) is a Python-level descriptor call on 3.11 (~70 ns): the
 # per-reading checks use these
 _BAD, _NOT_READY, _UNCERTAIN = Quality.BAD, Quality.NOT_READY, Quality.UNCERTAIN
+_Key = tuple[str, str, str]  # (rule, device, quantity): one level state
 
 
 @dataclass(slots=True)
@@ -83,10 +84,10 @@ class Evaluator:
         # blocked the loop ~60 ms and made the site's first gas alarm after a start 60-130 ms late
         if any(b.rule.measure in WINDOWED for b in tables.unique):
             self.measures.load_windows()
-        self._state: dict[tuple[str, str, str], _State] = {}  # (rule, device, quantity)
+        self._state: dict[_Key, _State] = {}  # (rule, device, quantity)
         # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
         self._faulted: set[str] = set()
-        self._waiting: set[tuple[str, str, str]] = set()  # states with a candidate, for tick
+        self._waiting: set[_Key] = set()  # states with a candidate, for tick
 
     def level(self, rule: str, device: str, quantity: str | None = None) -> Level:
         """The confirmed level of a rule on a device (the highest over its quantities when none is given)."""
@@ -142,11 +143,11 @@ class Evaluator:
         """The spans of a device's windowed rules (alerting/memory.py loads no other window)."""
         return {b.rule.window for bs in self._by_key.get(device, {}).values() for b in bs if b.rule.measure in WINDOWED}
 
-    def runs(self) -> dict[tuple[str, str, str], tuple[dict[int, int], int]]:
+    def runs(self) -> dict[_Key, tuple[dict[int, int], int]]:
         """Counts in a row under way and their last reading's time, by (rule, device, quantity) (alerting/memory.py)."""
         return {k: (dict(st.runs), st.run_ns) for k, st in self._state.items() if st.run_ns or any(st.runs.values())}
 
-    def restore_runs(self, key: tuple[str, str, str], runs: Mapping[int, int], run_ns: int) -> None:
+    def restore_runs(self, key: _Key, runs: Mapping[int, int], run_ns: int) -> None:
         if (bound := self._find(key[0], key[1])) is not None:  # (a rule no longer the device's: counts dropped)
             st = self._state.setdefault(key, _State(bound))
             st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)
@@ -286,14 +287,7 @@ class Evaluator:
     # ---- levels -------------------------------------------------------------------------------------------------
 
     def _step(
-        self,
-        b: Bound,
-        device: str,
-        quantity: str,
-        v: float,
-        extra: set[Level],
-        now_ns: int,
-        src_ns: int | None = None,
+        self, b: Bound, device: str, quantity: str, v: float, extra: set[Level], now_ns: int, src_ns: int | None = None
     ) -> list[Transition]:
         key = (b.rule.id, device, quantity)
         st = self._state.get(key)
@@ -322,14 +316,7 @@ class Evaluator:
         return self._move(st, key, target, crossed, v, now_ns, src_ns)
 
     def _move(
-        self,
-        st: _State,
-        key: tuple[str, str, str],
-        target: Level,
-        crossed: Threshold | None,
-        v: float,
-        now_ns: int,
-        src_ns: int | None = None,
+        self, st: _State, key: _Key, target: Level, crossed: Threshold | None, v: float, now_ns: int, src_ns: int | None
     ) -> list[Transition]:
         if target == st.level:
             return self._withdraw(st, key, v, now_ns)
@@ -352,7 +339,7 @@ class Evaluator:
                 out.append(Transition(rule, device, quantity, st.level, target, v, crossed, now_ns, "pending", src_ns))
         return out
 
-    def _withdraw(self, st: _State, key: tuple[str, str, str], v: float, now_ns: int) -> list[Transition]:
+    def _withdraw(self, st: _State, key: _Key, v: float, now_ns: int) -> list[Transition]:
         """A change waiting for its delay taken back, the level kept: the value is back (`_move`), or its gate
         closed (a tilt seen before the crane worked was confirmed once it was idle again, a review), or an invalid
         reading came (a clear). A pending raise is cancelled, at `v`."""
@@ -362,13 +349,13 @@ class Evaluator:
         return out
 
     @staticmethod
-    def _cancelled(st: _State, key: tuple[str, str, str], v: float, now_ns: int) -> Transition:
+    def _cancelled(st: _State, key: _Key, v: float, now_ns: int) -> Transition:
         assert st.pending is not None
         return Transition(
             key[0], key[1], key[2], st.level, st.pending, v, st.cand_threshold, now_ns, "cancelled", st.cand_source
         )
 
-    def _confirm(self, st: _State, key: tuple[str, str, str], now_ns: int) -> Transition:
+    def _confirm(self, st: _State, key: _Key, now_ns: int) -> Transition:
         assert st.candidate is not None
         old, st.level = st.level, st.candidate
         th = st.cand_threshold if st.level is not Level.NORMAL else None
