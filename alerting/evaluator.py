@@ -72,7 +72,7 @@ class Evaluator:
         self._by_key = tables.by_key  # device -> base quantity -> bound rules
         self.inactive = tables.inactive  # (device, rule id, why) of rules that cannot run
         self._base: dict[str, str | None] = {}  # reading quantity -> catalog base name (depth families)
-        self._latest: dict[str, dict[str, float]] = {}  # device -> quantity -> latest non-BAD value (gates)
+        self._latest: dict[str, dict[str, float]] = {}  # device -> quantity -> current valid value (gates)
         # only what is read back is kept: gate quantities, and `up` (a down device freezes no run); every quantity
         # of 2 000 devices was 22 000 floats in 2 000 dicts (1.3 MB)
         self._kept = frozenset(
@@ -191,8 +191,12 @@ class Evaluator:
         return out
 
     def _remember(self, r: Reading) -> None:
-        if r.quantity in self._kept and r.quality <= _UNCERTAIN:  # valid
-            self._latest.setdefault(r.device, {})[r.quantity] = r.value
+        if r.quantity in self._kept:
+            if r.quality <= _UNCERTAIN:  # valid
+                self._latest.setdefault(r.device, {})[r.quantity] = r.value
+            else:  # BAD, NOT_READY: the value is unknown now, not the last valid one (a faulted anemometer's calm
+                # reading from before kept verticality's gate open in a storm): a gate on it closes until a valid one
+                self._latest.get(r.device, {}).pop(r.quantity, None)
 
     def _base_bounds(self, mine: dict[str, tuple[Bound, ...]], quantity: str) -> tuple[Bound, ...]:
         """The rules of a quantity's catalog base (depth families share their base's rules), kept in the device's

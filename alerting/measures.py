@@ -46,7 +46,7 @@ class Measures:
         devices: Mapping[str, DeviceContext],
         baselines: Baselines | None,
         tz: str,
-        latest: dict[str, dict[str, float]],  # the evaluator's latest non-BAD values: a down device freezes no run
+        latest: dict[str, dict[str, float]],  # the evaluator's current valid values: a down device freezes no run
     ) -> None:
         self.devices = devices
         self.baselines = baselines

@@ -255,6 +255,33 @@ def test_gate_quantity_never_seen_keeps_the_gate_closed() -> None:
     assert run(ev, "TC", [(0, {"tilt_x": 9.0})]) == []  # no load/wind reading yet: idleness not shown
 
 
+@pytest.mark.parametrize(
+    ("gate", "faulted", "quality"),
+    [
+        ("wind_speed", 6553.5, Quality.BAD),  # the anemometer's sentinel in a storm
+        ("load", 655.35, Quality.BAD),  # the load cell's, while lifting
+        ("wind_speed", 0.0, Quality.NOT_READY),  # warming up after a restart: not a wind known to be calm
+    ],
+)
+def test_a_gate_closes_when_its_quantity_is_no_longer_valid(gate: str, faulted: float, quality: Quality) -> None:
+    """The gate read the quantity's last VALID value forever: once the anemometer or load cell went BAD, the calm,
+    idle reading from before kept verticality's gate open and a 5 ‰ sway under unknown wind or load raised 报警
+    (domain.md §1.2: verticality only unloaded in calm wind). An invalid reading now closes the gate until a valid
+    one comes; the level stays as it was."""
+    ev = crane(["tc.tilt_x"])
+    assert run(ev, "TC", [(0, {"load": 0.0, "wind_speed": 1.0, "tilt_x": 1.0})]) == []  # idle, calm, plumb
+    values = {"load": 0.0, "wind_speed": 1.0, "tilt_x": 5.0}
+    batch = [
+        Reading("TC", q, faulted if q == gate else v, T0 + S, quality if q == gate else Quality.GOOD)
+        for q, v in values.items()
+    ]
+    ev.observe_batch(batch, T0 + S)
+    assert ev.level("tc.tilt_x", "TC") is Level.NORMAL
+    assert run(ev, "TC", [(2, {"tilt_x": 5.0})]) == []  # a tilt alone: the gate is still closed
+    (t,) = run(ev, "TC", [(3, {"load": 0.0, "wind_speed": 1.0, "tilt_x": 5.0})])  # valid again, idle and calm
+    assert (t.new, t.value) == (Level.ALARM, 5.0)
+
+
 def test_limiter_bypass_only_while_hoisting_up() -> None:
     ev = crane(["tc.limiter_bypass", "tc.moment_ratio"])
     got = run(ev, "TC", [(0, {"hoisting_up": 0, "load_moment_ratio": 115})])
