@@ -35,6 +35,7 @@ class _State:
     runs: dict[int, int] = field(default_factory=dict)  # level -> consecutive evaluations at its threshold
     run_ns: int = 0  # the time of the last reading counted in `runs`
     cand_source: int | None = None  # the reading time of the candidate's value
+    judged_ns: int = 0  # the newest reading time judged: an older reading is history, not the present
 
 
 class Evaluator:
@@ -252,12 +253,15 @@ class Evaluator:
                 continue
             quiet = b.quiet
             if quiet is not None:
-                # below every threshold, at rest (no state yet, or no level, candidate or announcement): stepping
-                # the rule would change nothing, whether its gate is open or not (NaN compares false: full path)
+                # below every threshold, at rest (no state, or no level, candidate or announcement), not older than
+                # the newest judged: stepping would change nothing but that time, gate open or not (NaN: full path)
                 sign, limit = quiet
                 if (r.value * sign if sign else abs(r.value)) < limit:
                     st = self._state.get((rule.id, r.device, r.quantity))
-                    if st is None or (not st.level and st.candidate is None and st.pending is None):
+                    if st is None:
+                        continue
+                    if not st.level and st.candidate is None and st.pending is None and r.ts_ns >= st.judged_ns:
+                        st.judged_ns = r.ts_ns  # (judged, to nothing: an older reading after it is history)
                         continue
             extra: set[Level] = set()
             if fed is None:  # (past the quiet check: most readings never get here)
@@ -297,6 +301,15 @@ class Evaluator:
         st = self._state.get(key)
         if st is None:
             st = self._state[key] = _State(b)
+        if src_ns is not None:
+            # a reading older than the newest judged (a device's buffer sent late, a QoS 1 message delivered again)
+            # is history (domain.md §1.4): it neither raises nor clears while the newest is current, not stale (3x
+            # the expected interval, §1.4); past that the device's clock went back, and its readings are judged
+            if src_ns < st.judged_ns:
+                every = self.devices[device].expected_interval_s
+                if every is None or now_ns - st.judged_ns <= 3 * every * NS:
+                    return []
+            st.judged_ns = src_ns
         rule = b.rule
         x = abs(v) if rule.direction == "abs" else v
         low = rule.direction == "low"
@@ -324,7 +337,6 @@ class Evaluator:
     ) -> list[Transition]:
         if target == st.level:
             return self._withdraw(st, key, v, now_ns)
-        rule, device, quantity = key
         out: list[Transition] = []
         up = target > st.level
         if st.candidate is None or (st.candidate > st.level) != up:
@@ -340,7 +352,7 @@ class Evaluator:
             self._waiting.add(key)
             if up and st.pending != target:
                 st.pending = target
-                out.append(Transition(rule, device, quantity, st.level, target, v, crossed, now_ns, "pending", src_ns))
+                out.append(Transition(*key, st.level, target, v, crossed, now_ns, "pending", src_ns))
         return out
 
     def _withdraw(self, st: _State, key: _Key, v: float, now_ns: int) -> list[Transition]:
@@ -355,9 +367,7 @@ class Evaluator:
     @staticmethod
     def _cancelled(st: _State, key: _Key, v: float, now_ns: int) -> Transition:
         assert st.pending is not None
-        return Transition(
-            key[0], key[1], key[2], st.level, st.pending, v, st.cand_threshold, now_ns, "cancelled", st.cand_source
-        )
+        return Transition(*key, st.level, st.pending, v, st.cand_threshold, now_ns, "cancelled", st.cand_source)
 
     def _confirm(self, st: _State, key: _Key, now_ns: int) -> Transition:
         assert st.candidate is not None
@@ -365,7 +375,7 @@ class Evaluator:
         th = st.cand_threshold if st.level is not Level.NORMAL else None
         st.candidate, st.pending = None, None
         self._waiting.discard(key)
-        return Transition(key[0], key[1], key[2], old, st.level, st.cand_value, th, now_ns, "confirmed", st.cand_source)
+        return Transition(*key, old, st.level, st.cand_value, th, now_ns, "confirmed", st.cand_source)
 
     # ---- time ---------------------------------------------------------------------------------------------------
 

@@ -282,3 +282,39 @@ def test_a_delay_does_not_run_on_while_its_gate_is_closed() -> None:
     assert _at(ev, 20, ("load", 3.0, G)) == []
     assert _at(ev, 90, ("load", 0.0, G)) == [] and _at(ev, 91) == []
     assert ev.level("tc.tilt_x", "TC", "tilt_x") == Level.ALARM  # not cleared on the reading before the lift
+
+
+def test_an_older_reading_neither_clears_nor_changes_a_live_alarm() -> None:
+    """A reading older than the newest one judged (a device's buffer back-filled after an outage, domain.md §1.4; a
+    QoS 1 message delivered again) was judged like a new one: history cleared the live alarm, or lowered it, and
+    the next live reading raised it again. It is now ignored for the level; a reading as new as the newest is not
+    older, and a newer one is judged as always."""
+    ev = gas_ev(lel())
+
+    def at(ts: int, v: float, now: int) -> list[tuple[str, int]]:  # a reading stamped `ts` heard at `now`
+        return [(t.phase, int(t.new)) for t in ev.observe(Reading("G", "lel", v, ts * S), now * S)]
+
+    assert at(1000, 60, 1000) == [("confirmed", 3)]  # live: 60 %LEL, 危险
+    assert at(400, 0, 1001) == []  # the buffer from the outage: clean air ten minutes earlier
+    assert at(999, 30, 1002) == []  # a second earlier, 报警 only: not a level down either
+    assert ev.level("gas.lel", "G") is Level.DANGER
+    assert at(1003, 30, 1003) == [("confirmed", 2)]  # live, newer: judged
+    assert at(1003, 0, 1004) == [("confirmed", 0)]  # the same time as the newest: not older, judged
+    assert at(1004, 10, 1005) == []  # quiet, at rest
+    assert at(1003, 60, 1006) == []  # heard again after it: history, no raise
+    assert ev.level("gas.lel", "G") is Level.NORMAL
+
+
+def test_a_device_clock_set_back_is_judged_once_its_newest_reading_is_stale() -> None:
+    """Readings older than the newest judged are ignored only while the newest is current (3x the expected
+    interval, the stale rule of domain.md §1.4): a device whose clock was set back (a flat RTC battery: 2000-01-01)
+    would otherwise have its levels frozen until its clock caught up."""
+    ev = Evaluator({"G": [lel()]}, {"G": DeviceContext("gas", expected_interval_s=60)})
+    t0, y2000 = 1_750_000_000, 946_684_800
+    (t,) = ev.observe(Reading("G", "lel", 30, t0 * S), t0 * S)
+    assert t.new is Level.ALARM
+    assert ev.observe(Reading("G", "lel", 60, y2000 * S), (t0 + 60) * S) == []  # may still be a buffer sent late
+    (t,) = ev.observe(Reading("G", "lel", 60, (y2000 + 120) * S), (t0 + 181) * S)  # the newest is stale: judged
+    assert (t.phase, t.new) == ("confirmed", Level.DANGER)
+    (t,) = ev.observe(Reading("G", "lel", 0, (y2000 + 180) * S), (t0 + 240) * S)  # on the new clock from then on
+    assert (t.phase, t.new) == ("confirmed", Level.NORMAL)
