@@ -55,6 +55,7 @@ def _of_warning(th: Threshold, fraction: float, design: str, plan: Source, limit
         ),
         consecutive=th.consecutive,
         consecutive_source=th.consecutive_source,
+        inclusive=th.inclusive,
     )
 
 

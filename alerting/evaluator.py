@@ -318,7 +318,7 @@ class Evaluator:
         crossed: Threshold | None = None
         fresh = src_ns is None or src_ns > st.run_ns  # (a reading heard again, or older, is not counted again)
         for level, value, th in b.thresholds:
-            at = x <= value if low else x >= value
+            at = (x <= value if low else x >= value) if th.inclusive else (x < value if low else x > value)
             if th.consecutive > 1:  # surveys in a row at the threshold, whatever the level; not one heard twice (a
                 # QoS 1 message delivered again, after a restart too) or older
                 run = st.runs.get(level, 0)

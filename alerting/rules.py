@@ -102,6 +102,9 @@ class Threshold(BaseModel):
     # ("rate above 70 % of the 预警值 on 3 consecutive surveys"); holding the level needs no run
     consecutive: int = Field(default=1, ge=1, le=100)
     consecutive_source: Source | None = None  # where the count comes from (required when consecutive > 1)
+    # entered at the value (true), or only beyond it (false) where the source's limit is strict: O2 deficiency is
+    # < 19.5 % and a reading of 19.5 % is compliant (domain.md §4.2)
+    inclusive: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> Threshold:

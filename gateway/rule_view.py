@@ -38,6 +38,7 @@ def _bound_lines(b: Any, default: Any) -> tuple[str, ...]:
     sources = []
     for level, value, th in b.thresholds:
         op = {"high": "≥", "low": "≤", "abs": "|x| ≥"}[rule.direction]
+        op = op if th.inclusive else op.replace("≥", ">").replace("≤", "<")  # (a strict limit: beyond the value)
         run = f" on {th.consecutive} readings in a row" if th.consecutive > 1 else ""
         levels.append(f"{level.zh} {op} {value:g} {unit}{run}")
         sources.append(f"{level.zh} {value:g}: {th.source.cite()}" + (f" ({th.source.note})" if th.source.note else ""))

@@ -83,19 +83,20 @@ def levels(
 
 
 def test_moment_ratio_levels_and_deadband() -> None:
-    rule = default_rules()["tc.moment_ratio"]  # 90 / 100 / 110, deadband 1 %
-    seq = [50, 89.9, 90, 95, 100, 99.5, 98.9, 110, 109.5, 50]
-    assert levels(rule, seq) == [0, 0, 1, 1, 2, 2, 1, 3, 3, 0]
+    rule = default_rules()["tc.moment_ratio"]  # 90 / > 100 / 110, deadband 1 %
+    seq = [50, 89.9, 90, 95, 100, 100.1, 99.5, 98.9, 110, 109.5, 50]  # (100 % itself is rated: domain.md §1.2)
+    assert levels(rule, seq) == [0, 0, 1, 1, 1, 2, 2, 1, 3, 3, 0]
 
 
 def test_oxygen_low_clears_only_past_the_deadband() -> None:
-    rule = default_rules()["gas.o2_low"]  # 19.5 %VOL, deadband 0.2
-    assert levels(rule, [20.9, 19.5, 19.6, 19.69, 19.71, 19.4]) == [0, 2, 2, 2, 0, 2]
+    rule = default_rules()["gas.o2_low"]  # < 19.5 %VOL (19.5 itself is safe: domain.md §4.2), deadband 0.2
+    assert levels(rule, [20.9, 19.5, 19.49, 19.6, 19.69, 19.71, 19.4]) == [0, 0, 2, 2, 2, 0, 2]
 
 
 def test_tilt_either_way() -> None:
     rule = default_rules()["tc.tilt_x"].model_copy(update={"when": []})  # ungated here; gates: test_rule_table
-    assert levels(rule, [0.5, -3.9, -4.0, 4.2, 1.0]) == [0, 0, 2, 2, 0]
+    # compliant at <= 4/1000 (domain.md §1.2): a deviation is beyond it
+    assert levels(rule, [0.5, -3.9, -4.0, -4.01, 4.2, 1.0]) == [0, 0, 0, 2, 2, 0]
 
 
 def test_on_and_off_delays_use_the_injected_clock() -> None:

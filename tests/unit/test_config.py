@@ -194,7 +194,7 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert "FC3 holding 0..14 (15)" in ok.stdout and "subscribe a/b/c/+/data" in ok.stdout
     # the default alarm rules of the site's kinds, with their sources, and what the project still owes
-    assert "tc.moment_ratio" in ok.stdout and "预警 ≥ 90 %; 报警 ≥ 100 %; 危险 ≥ 110 %" in ok.stdout
+    assert "tc.moment_ratio" in ok.stdout and "预警 ≥ 90 %; 报警 > 100 %; 危险 ≥ 110 %" in ok.stdout
     assert "rule(s) lack project values" in ok.stdout
     assert "device FW-1: rule fw.pole_tilt needs a project value for 报警 (专项施工方案 [U])" in ok.stdout
     assert "device FW-1: fw.axial_force needs design_values.axial_force" in ok.stdout

@@ -99,6 +99,11 @@ TABLE: dict[str, tuple[str, str, str, str, str, bool, str | None, list[tuple[int
     "health.calibration_overdue": ("any", "calibration_due", "calendar", "high", "health", False, None,
                                    [(2, 1, "rec")]),
 }  # fmt: skip
+# (rule, level) whose limit the source states strictly, entered only beyond the value: §1.2 the limiters act at
+# load / moment > 100 % rated, verticality is compliant at <= 4/1000; §1.3 bypass at moment > 110 % while hoisting
+# up; §4.2 O2 low < 19.5 %, high > 23.5 % (19.5-23.5 % the safe range). Every other threshold is entered at its value
+STRICT = {("tc.moment_ratio", 2), ("tc.load_ratio", 2), ("tc.tilt_x", 2), ("tc.tilt_y", 2), ("tc.limiter_bypass", 3),
+          ("gas.o2_low", 2), ("gas.o2_high", 2)}  # fmt: skip
 WINDOWS = {"gas.co_twa": 28800, "gas.co_stel": 900}  # §4.2: PC-TWA 8 h, PC-STEL 15 min
 GATES = {  # §1.2 verticality unloaded in calm wind (<= 3 m/s [R]); §1.3 limiter bypass while hoisting up
     "tc.tilt_x": [("load", "<=", 0.2), ("wind_speed", "<=", 3.0)],
@@ -119,6 +124,7 @@ def test_rule_matches_domain(rule_id: str) -> None:
         kind, quantity, measure, direction, category, latch,
     )  # fmt: skip
     assert [(int(t.level), t.value, t.source.confidence.value) for t in r.thresholds] == ths
+    assert {(rule_id, int(t.level)) for t in r.thresholds if not t.inclusive} == {s for s in STRICT if s[0] == rule_id}
     assert (r.hazard_basis.article if r.hazard_basis else None) == article
     if r.hazard_basis is not None:
         assert r.hazard_basis.version == "2024" and r.hazard_basis.text_zh
@@ -151,7 +157,11 @@ def expected_level(rule_id: str, x: float) -> Level:
         if value is None:
             continue
         v = abs(x) if direction == "abs" else x
-        if v <= value if direction == "low" else v >= value:
+        if (rule_id, level) in STRICT:
+            at = v < value if direction == "low" else v > value
+        else:
+            at = v <= value if direction == "low" else v >= value
+        if at:
             out = max(out, Level(level))
     return out
 
@@ -210,11 +220,62 @@ def test_just_below_at_and_above(rule_id: str, threshold: float, x: float) -> No
 
 
 def test_probes_cross_levels() -> None:
-    # the probe table is not vacuous: every valued threshold is reached at its value and not just before it
+    # the probe table is not vacuous: every valued threshold is reached at its value and not just before it, or
+    # (a strict one) just beyond it and not at it
     for rid, value, x in PROBES:
         if x == value:
-            before = value + 0.01 if TABLE[rid][3] == "low" else value - 0.01
-            assert expected_level(rid, x) > expected_level(rid, before)
+            step = -0.01 if TABLE[rid][3] == "low" else 0.01
+            if any((rid, lv) in STRICT for lv, v, _ in TABLE[rid][7] if v == value):
+                assert expected_level(rid, value + step) > expected_level(rid, x)
+            else:
+                assert expected_level(rid, x) > expected_level(rid, value - step)
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "batch"),
+    [
+        ("gas.o2_low", {"o2": 19.5}),  # §4.2: deficiency is < 19.5 %
+        ("gas.o2_high", {"o2": 23.5}),  # §4.2: enrichment is > 23.5 %
+        ("tc.moment_ratio", {"load_moment_ratio": 100.0}),  # §1.2: the limiter acts at > 100 % rated
+        ("tc.load_ratio", {"load_ratio": 100.0}),
+        ("tc.tilt_x", {"load": 0.0, "wind_speed": 1.0, "tilt_x": 4.0}),  # §1.2: compliant at <= 4/1000
+        ("tc.tilt_y", {"load": 0.0, "wind_speed": 1.0, "tilt_y": -4.0}),
+        ("tc.limiter_bypass", {"hoisting_up": 1.0, "load_moment_ratio": 110.0}),  # §1.3: bypass at > 110 %
+    ],
+)
+def test_a_value_exactly_at_a_strict_limit_raises_no_alarm(rule_id: str, batch: dict[str, float]) -> None:
+    """Every threshold was entered at its value (high >=, low <=), where the source states the limit strictly: an
+    O2 reading of exactly 19.5 % raised 缺氧 although 19.5-23.5 % is the safe range, a lift of exactly the rated
+    load raised 报警, a tower exactly at 4/1000 raised a verticality deviation. Those thresholds are now
+    `inclusive: false` in their pack and entered only beyond the value; a hair beyond it still raises."""
+    kind = default_rules()[rule_id].kind.value
+    ev = Evaluator({"D": [default_rules()[rule_id]]}, {"D": DeviceContext(kind)})
+    strict = Level(max(lv for r, lv in STRICT if r == rule_id))
+    ev.observe_batch([Reading("D", q, v, T0) for q, v in batch.items()], T0)
+    assert ev.level(rule_id, "D") < strict  # (the moment and load ratios are at 预警 there: >= 90 %)
+    q, v = list(batch.items())[-1]
+    beyond = v - 0.01 if rule_id == "gas.o2_low" else v + 0.01 if v >= 0 else v - 0.01
+    ev.observe(Reading("D", q, beyond, T0 + S), T0 + S)
+    assert ev.level(rule_id, "D") is strict
+
+
+def test_a_strict_threshold_stays_strict_as_a_percent_of_the_design_warning_value() -> None:
+    """An excavation threshold is bound as a fraction of the point's design 预警值, made anew per point: `inclusive`
+    must come with it, or a pack's strict limit would be entered at its value again."""
+    rule = default_rules()["exc.horizontal_displacement"]
+    ths = [t.model_copy(update={"inclusive": t.level != 2}) for t in rule.thresholds]
+    rule = rule.model_copy(update={"thresholds": ths})
+    baselines = Baselines(connect(":memory:"), lambda: T0)
+    baselines.set("P", "horizontal_displacement", 0.0, "tester")
+    plan = Source(standard="plan", confidence=Confidence.PRIMARY)
+    ctx = DeviceContext(
+        kind="excavation", warning_values={"horizontal_displacement": WarningLimit(30.0, 3.0, plan, "30")}
+    )
+    ev = Evaluator({"P": [rule]}, {"P": ctx}, baselines)
+    ev.observe(Reading("P", "horizontal_displacement", 30.0, T0), T0)  # 100 % of 30 mm: at, not beyond
+    assert ev.level(rule.id, "P") is Level.PREWARNING
+    ev.observe(Reading("P", "horizontal_displacement", 30.01, T0 + S), T0 + S)
+    assert ev.level(rule.id, "P") is Level.ALARM
 
 
 # ---- behaviour the table alone does not show ---------------------------------------------------------------------
