@@ -142,6 +142,7 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
 
 def _rule_summary(cfg: SiteConfig) -> list[str]:
     """Effective alarm rules per device kind (defaults + the site's overrides), and the project values still owed."""
+    from alerting.escalation.roster import uncovered
     from alerting.overrides import missing_values, resolve_rules
     from alerting.rules import default_rules
 
@@ -176,6 +177,8 @@ def _rule_summary(cfg: SiteConfig) -> list[str]:
             )
     if not esc.policies:
         out.append("  NOTE: no escalation policy: alarms are recorded and shown, but nobody is notified")
+    for role, gaps in uncovered(esc).items():  # an alarm then reaches the sirens and robots, and nobody by email
+        out.append(f"  NOTE: nobody on duty as {role}: {', '.join(gaps)}")
     out.append(f"users: {', '.join(f'{u.name} ({u.role})' for u in cfg.auth.users) or 'none (the API refuses logins)'}")
     return out
 

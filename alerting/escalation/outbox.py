@@ -10,6 +10,7 @@ from typing import Any
 
 from alerting.alarms.model import Alarm
 from alerting.config import TierConfig
+from alerting.db import after_commit
 from alerting.escalation.roster import Roster
 from alerting.messages import Notice, SiteInfo, alarm_message
 
@@ -17,16 +18,22 @@ log = logging.getLogger("sitegw.escalation")
 
 ProposeHazard = Callable[[Alarm], int]
 """alarm -> the id of the hazard record opened for it (a tier with propose_hazard)."""
+OnDelivery = Callable[[str, str], None]
+"""(channel, outcome) of a delivery, for the metric and /health."""
 
 
 class Outbox:
     """Writes esc_outbox rows. The caller owns the transaction: a tier's messages are queued in the transaction that
     marks it fired, a follow-up in the alarm change's, a hazard notice in the one that marks its clock fired."""
 
-    def __init__(self, conn: sqlite3.Connection, roster: Roster, site: SiteInfo) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, roster: Roster, site: SiteInfo, on_delivery: OnDelivery | None = None
+    ) -> None:
         self.conn = conn
         self.roster = roster
         self.site = site
+        self.on_delivery = on_delivery
+        self.to_people = {c.id: c.addresses_people for c in roster.cfg.channels}
 
     def fire(
         self, step: sqlite3.Row, tier: TierConfig, a: Alarm, now: int, propose_hazard: ProposeHazard | None
@@ -47,7 +54,8 @@ class Outbox:
                 log.exception("alarm %s: the hazard record could not be opened; the tier is sent anyway", a.id)
                 text += "\n自动登记隐患失败, 请手工登记 (register the hazard by hand)"
             self.conn.execute("RELEASE propose")
-        self.enqueue(now, tier.roles, tier.channels, int(a.level), subject, text, data, step["id"], a.id, None)
+        what = f"policy {step['policy']} tier {step['tier'] + 1}"
+        self.enqueue(now, tier.roles, tier.channels, int(a.level), subject, text, data, step["id"], a.id, None, what)
 
     def enqueue(
         self,
@@ -61,19 +69,34 @@ class Outbox:
         step_id: int | None,
         alarm_id: int | None,
         hazard_id: int | None,
+        what: str = "hazard notices",
     ) -> None:
+        """One row per channel. With nobody on duty a siren, board, webhook or group robot still goes out naming
+        nobody (the site must hear it); a channel that reaches only the people it names fails, counted as a failed
+        delivery (metric and /health) once the firing commits."""
         people = {p.id: p for role in roles for p in self.roster.on_duty(role, now)}
         ids = sorted(people)
+        gap = f"nobody on duty for {', '.join(roles)}"
         for ch in channels:
-            status, err = ("queued", None) if ids else ("failed", f"nobody on duty for {', '.join(roles)}")
-            if not ids:
-                log.error("alarm %s: %s; message not sent on %s", alarm_id, err, ch)
+            status, err = "queued", None
+            if not ids and self.to_people.get(ch, False):
+                status, err = "failed", gap
+                log.error("alarm %s: %s (%s); nothing sent on %s, which addresses only them", alarm_id, gap, what, ch)
+                self._count_failed(ch)
+            elif not ids:
+                log.warning("alarm %s: %s (%s); sent on %s naming nobody", alarm_id, gap, what, ch)
             self.conn.execute(
                 "INSERT INTO esc_outbox(step_id, alarm_id, hazard_id, channel, recipients, group_key, level, subject,"
                 " text, data, created_ns, status, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (step_id, alarm_id, hazard_id, ch, json.dumps(ids), f"{ch}|{','.join(ids)}", level, subject, text,
                  json.dumps(data, ensure_ascii=False), now, status, err),
             )  # fmt: skip
+
+    def _count_failed(self, channel: str) -> None:
+        """Counted once the firing transaction commits: a rolled-back firing is tried again and counted then."""
+        cb = self.on_delivery
+        if cb is not None and not after_commit(self.conn, lambda: cb(channel, "failed")):
+            cb(channel, "failed")
 
     def hazard_notices(self, now: int, notices: list[Notice], roles: Sequence[str], channels: Sequence[str]) -> None:
         for hazard_id, subject, text, data in notices:

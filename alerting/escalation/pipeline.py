@@ -54,7 +54,7 @@ class Escalation:
         self.hazard_source = hazard_source
         self.propose_hazard = propose_hazard
         self.schedule = Schedule(cfg, site.device_kinds)
-        self.outbox = Outbox(conn, self.roster, site)
+        self.outbox = Outbox(conn, self.roster, site, on_delivery)
         self.delivery = Delivery(conn, cfg, notifiers, self.roster, clock, on_delivery)
         self._wake = asyncio.Event()
         # deliveries started in the transaction of the alarm changes that made them due (fire_at_once), to be sent

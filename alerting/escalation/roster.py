@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
-from alerting.config import EscalationConfig
+from alerting.config import _DAYS, EscalationConfig
 from alerting.notifiers import Person
 
 
@@ -28,3 +29,26 @@ class Roster:
                 for pid in d.people:
                     out[pid] = self.people[pid]
         return list(out.values())
+
+
+def uncovered(cfg: EscalationConfig) -> dict[str, list[str]]:
+    """Per role, the hours of the week nobody holds it ("sun 07:00-19:00"), for check-config: a gap showed only when
+    an alarm fell into it. Exact: whether a duty covers a time changes only at a start or an end."""
+    out: dict[str, list[str]] = {}
+    for role in dict.fromkeys(d.role for d in cfg.duty):
+        duties = [d for d in cfg.duty if d.role == role]
+        cuts = sorted({dtime(0, 0), *(d.start for d in duties), *(d.end for d in duties)})
+        gaps: list[str] = []
+        for day, name in enumerate(_DAYS):
+            open_at: dtime | None = None
+            for i, t in enumerate(cuts):
+                nobody = not any(d.covers(day, t) for d in duties)
+                if nobody and open_at is None:
+                    open_at = t
+                if open_at is not None and (not nobody or i == len(cuts) - 1):
+                    end = t if not nobody else None
+                    gaps.append(f"{name} {open_at:%H:%M}-{'24:00' if end is None else f'{end:%H:%M}'}")
+                    open_at = None
+        if gaps:
+            out[role] = gaps
+    return out

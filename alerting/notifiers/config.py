@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
@@ -16,6 +16,9 @@ class _Channel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=_ID)
+    # whether a message on it reaches only the people on duty it names (email): with nobody on duty it reaches
+    # nobody, while a siren, a board, a webhook or a group robot still reaches the site or the group
+    addresses_people: ClassVar[bool] = False
 
 
 class MqttChannel(_Channel):
@@ -55,6 +58,7 @@ class FeishuChannel(_Channel):
 
 
 class EmailChannel(_Channel):
+    addresses_people: ClassVar[bool] = True
     type: Literal["email"]
     host: str
     port: int = Field(default=587, ge=1, le=65535)

@@ -104,7 +104,10 @@ class Site:
         self.conn = connect(db)
         self.lc = Lifecycle(self.conn, RULES, clock, chatter_count=3, chatter_window_s=60)
         self.notifiers: dict[str, Notifier] = {c.id: build_notifier(c, {}, None, clock=clock) for c in cfg.channels}
-        self.esc = Escalation(self.conn, cfg, self.notifiers, clock, SITE)
+        self.outcomes: list[tuple[str, str]] = []  # (channel, outcome) as the metric counts them
+        self.esc = Escalation(
+            self.conn, cfg, self.notifiers, clock, SITE, lambda ch, oc: self.outcomes.append((ch, oc))
+        )
         self.lc.hooks.append(self.esc.on_event)
         self.later: list[Site] = []  # reopened on the same file, closed with this one
 
@@ -279,9 +282,7 @@ async def test_a_tier_goes_to_whoever_is_on_duty_when_it_fires(make_site: SiteFa
     assert [ids(d) for d in s.hooks()] == [["wang"]]
     s.clock.advance(6 * 3600)  # Saturday 08:00: the night shift is over and li does not work weekends
     await s.step()
-    assert len(s.hooks()) == 1
-    [failed] = s.rows("esc_outbox", "status = 'failed'")
-    assert failed["error"] == "nobody on duty for project_manager"
+    assert [ids(d) for d in s.hooks()] == [["wang"], []]  # the webhook names nobody (it addresses no person)
 
 
 # ---- levels ------------------------------------------------------------------------------------------------------
@@ -630,9 +631,11 @@ async def test_smtp_451_then_ok_is_delivered_on_retry(make_site: SiteFactory) ->
         assert m["X-SiteGW-Key"] == d["key"] and "li@site.test" in str(m["To"])
 
 
-async def test_nobody_on_duty_fails_the_outbox_row_naming_the_role_and_logs(
+async def test_nobody_on_duty_fails_the_mail_naming_role_and_tier_and_still_sends_the_webhook(
     make_site: SiteFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Nobody on duty failed every channel of the tier, the webhook's too, and counted nothing for the metric or
+    /health: now only the mail (it reaches only the people it names) fails, counted, logged naming role and tier."""
     s = await make_site(
         [{"after_s": 0, "roles": ["project_manager"], "channels": ["mail", "hook"]}],
         now=at(2024, 6, 9, 10),  # Sunday: no project manager on the roster
@@ -643,12 +646,13 @@ async def test_nobody_on_duty_fails_the_outbox_row_naming_the_role_and_logs(
     rows = s.rows("esc_outbox")
     assert [(r["channel"], r["status"], r["error"]) for r in rows] == [
         ("mail", "failed", "nobody on duty for project_manager"),
-        ("hook", "failed", "nobody on duty for project_manager"),
+        ("hook", "sent", None),
     ]
-    assert s.rows("esc_deliveries") == [] and s.hooks() == [] and s.mails() == []
+    assert [ids(d) for d in s.hooks()] == [[]] and s.mails() == []
     assert s.steps(aid)[("1", 0, 0)]["status"] == "fired"
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 2 and all("nobody on duty for project_manager" in e for e in errors)
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert "nobody on duty for project_manager (policy all tier 1)" in error and "mail" in error
+    assert s.outcomes == [("mail", "failed"), ("hook", "sent")]
 
 
 # ---- restart -------------------------------------------------------------------------------------------------------
