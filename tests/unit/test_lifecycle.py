@@ -652,10 +652,10 @@ def test_a_state_file_without_source_times_gets_the_column(tmp_path: Path) -> No
     """A state file written before alarms carried the reading's time: its rows read with source_ns None."""
     import sqlite3
 
-    from alerting import schema
+    from alerting.schema_v1 import V1
 
     # the first version's tables as that release wrote them, without the column, and no schema version yet
-    old_schema = schema._V1.replace(",\n    source_ns INTEGER\n);", "\n);", 1)
+    old_schema = V1.replace(",\n    source_ns INTEGER\n);", "\n);", 1)
     assert "source_ns" not in old_schema.split("CREATE TABLE IF NOT EXISTS alarm_log")[0]
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)
