@@ -73,6 +73,12 @@ _V6 = """CREATE TABLE IF NOT EXISTS uplink_set_aside (seq INTEGER PRIMARY KEY, a
     kind TEXT NOT NULL, body TEXT NOT NULL, set_aside_ns INTEGER NOT NULL, reason TEXT NOT NULL);"""
 
 
+# A delivery the mail server took for some recipients and refused for others with a 4xx (mailbox full, greylisted):
+# the message goes again to those only, as a delivery of its own that names the one it resends (listed with it)
+_V7 = """ALTER TABLE esc_deliveries ADD COLUMN resend_of INTEGER;
+CREATE INDEX IF NOT EXISTS esc_deliveries_resend ON esc_deliveries(resend_of) WHERE resend_of IS NOT NULL;"""
+
+
 def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def run(conn: sqlite3.Connection) -> None:
         for stmt in statements(sql):
@@ -96,6 +102,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "supervision notices (督办通知) received from the regional hub", _script(_V4)),
     Migration(5, "indexes for the escalation's retries and follow-ups (their tables only grow)", _script(_V5)),
     Migration(6, "uplink events set aside: larger than the regional cluster takes", _script(_V6)),
+    Migration(7, "deliveries that resend a message to the recipients a server refused for now", _script(_V7)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -207,7 +207,7 @@ class Metrics(AlarmCounters):
         family(
             "sitegw_notifications_total",
             c,
-            "Notification delivery attempts by channel and outcome (sent, retry, failed).",
+            "Notification delivery attempts by channel and outcome (sent, retry, failed, partial: one refused).",
             [("", (("channel", ch), ("outcome", oc)), n) for (ch, oc), n in sorted(self.deliveries.items())],
         )
         family(

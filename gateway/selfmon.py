@@ -230,8 +230,8 @@ class SelfMonitor:
              "近 1 小时报警引擎出错 {n} 次（数据照常存储，报警可能漏判）",
              "{n} alarm engine error(s) in the last hour (readings are stored; alarms may be missed)"),
             ("notification_failures", sum(failed.values()) - base.notify_failed, RECENT_S, {"channels": channels},
-             "近 1 小时有 {n} 条报警通知发送失败（通道：{zh_names}）",
-             "{n} notification(s) failed in the last hour (channels: {names})"),
+             "近 1 小时有 {n} 条报警通知发送失败或有收件人被拒收（通道：{zh_names}）",
+             "{n} notification(s) failed or refused for a recipient in the last hour (channels: {names})"),
             ("loop_stalls", m.loop_stalls - stall_base.loop_stalls, STALL_WINDOW_S, {},
              "近 10 分钟网关自身卡顿 {n} 次（主机过载或磁盘阻塞）",
              "the gateway itself stalled {n} time(s) in the last 10 minutes (host overloaded or disk blocked)"),
@@ -261,8 +261,9 @@ class SelfMonitor:
 
 
 def _failed(deliveries: Counter[tuple[str, str]]) -> Counter[str]:
-    """Deliveries given up on (retries exhausted or not retryable), by channel."""
-    return Counter({ch: n for (ch, outcome), n in deliveries.items() if outcome == "failed" and n})
+    """Deliveries given up on (retries exhausted or not retryable) or that reached only some of their recipients (a
+    mail server refused one: a full mailbox refuses the next alarm too), by channel."""
+    return Counter({ch: n for (ch, outcome), n in deliveries.items() if outcome in ("failed", "partial") and n})
 
 
 _monitors: weakref.WeakKeyDictionary[GatewayParts, SelfMonitor] = weakref.WeakKeyDictionary()

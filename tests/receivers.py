@@ -35,17 +35,22 @@ class SmtpReceiver:
 
 
 class _SmtpHandler:
-    def __init__(self, rx: SmtpReceiver, fail_first: int, fail_reply: str, reject: set[str]) -> None:
+    def __init__(
+        self, rx: SmtpReceiver, fail_first: int, fail_reply: str, reject: set[str], rcpt: dict[str, list[str]]
+    ) -> None:
         self.rx = rx
         self.fail_left = fail_first
         self.fail_reply = fail_reply
         self.reject = reject
+        self.rcpt = rcpt
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         if address in self.reject:
             return "550 5.1.1 user unknown"
+        if self.rcpt.get(address):
+            return self.rcpt[address].pop(0)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -69,12 +74,16 @@ def smtp_server(
     auth: tuple[str, str] | None = None,
     tls: tuple[str, str] | None = None,
     tls_mode: str = "starttls",
+    rcpt_replies: dict[str, list[str]] | None = None,
 ) -> Iterator[SmtpReceiver]:
     """A real SMTP server on a free loopback port. `fail_first`: answer DATA of the first N messages with
-    `fail_reply`; `reject`: recipients refused with 550; `auth`: (user, password) required (AUTH PLAIN/LOGIN, also
-    without TLS); `tls`: (cert file, key file), served as STARTTLS (required) or as implicit TLS (`tls_mode="ssl"`)."""
+    `fail_reply`; `reject`: recipients refused with 550; `rcpt_replies`: per address, the replies to its next RCPT
+    TOs, one each (then accepted); `auth`: (user, password) required (AUTH PLAIN/LOGIN, also without TLS); `tls`:
+    (cert file, key file), served as STARTTLS (required) or as implicit TLS (`tls_mode="ssl"`)."""
     rx = SmtpReceiver(port=free_port())
-    handler = _SmtpHandler(rx, fail_first, fail_reply, reject or set())
+    handler = _SmtpHandler(
+        rx, fail_first, fail_reply, reject or set(), {a: list(r) for a, r in (rcpt_replies or {}).items()}
+    )
     kwargs: dict[str, Any] = {}
     if auth is not None:
         user, password = auth

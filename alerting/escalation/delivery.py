@@ -12,7 +12,7 @@ from alerting.config import EscalationConfig
 from alerting.db import tx
 from alerting.escalation.roster import Roster
 from alerting.messages import digest
-from alerting.notifiers import Message, Notifier
+from alerting.notifiers import Message, Notifier, Refusal
 from telemetry.clock import Clock
 
 log = logging.getLogger("sitegw.escalation")
@@ -95,6 +95,7 @@ class Delivery:
         delivery_id = d["id"]
         n = self.notifiers.get(d["channel"])
         attempts = d["attempts"]
+        refused: tuple[Refusal, ...] = ()
         if n is None:
             ok, retryable, detail = False, False, f"channel {d['channel']!r} is not configured"
         else:
@@ -103,36 +104,61 @@ class Delivery:
             try:
                 res = await n.send(msg, people)
                 ok, retryable, detail = res.ok, res.retryable, res.detail
+                refused = res.refused if ok else ()
             except Exception as err:  # a notifier bug must not stop escalation of other alarms
                 log.exception("channel %s: unexpected error", d["channel"])
                 ok, retryable, detail = False, True, f"{type(err).__name__}"
         now = self.clock()
-        if ok:
+        backoff = now + int(min(self.cfg.retry_max_s, self.cfg.retry_base_s * 2 ** (attempts - 1)) * 1e9)
+        if ok and refused:
+            status, nxt = "partial", None
+        elif ok:
             status, nxt = "sent", None
         elif retryable and attempts < self.cfg.max_attempts:
-            status = "retry"
-            nxt = now + int(min(self.cfg.retry_max_s, self.cfg.retry_base_s * 2 ** (attempts - 1)) * 1e9)
+            status, nxt = "retry", backoff
         else:
             status, nxt = "failed", None
         with tx(self.conn):
+            if status == "partial":
+                detail = self._resend(d, refused, detail, backoff)
             self.conn.execute(
                 "UPDATE esc_deliveries SET status = ?, next_try_ns = ?, sent_ns = ?, last_error = ? WHERE id = ?",
-                (status, nxt, now if ok else None, None if ok else detail, delivery_id),
+                (status, nxt, now if ok else None, None if status == "sent" else detail, delivery_id),
             )
         if status == "failed":
             log.error("delivery %s on %s failed after %d attempt(s): %s", delivery_id, d["channel"], attempts, detail)
         elif status == "retry":
             log.warning("delivery %s on %s: %s; retrying", delivery_id, d["channel"], detail)
+        elif status == "partial":
+            log.warning("delivery %s on %s reached only some of its recipients: %s", delivery_id, d["channel"], detail)
         if self.on_delivery:
             self.on_delivery(d["channel"], status)
+
+    def _resend(self, d: sqlite3.Row, refused: tuple[Refusal, ...], detail: str, at_ns: int) -> str:
+        """A message the server took for some and refused for others: those it refused for now (4xx, RFC 5321
+        §4.2.1) get it again, as a delivery of their own under the same backoff and attempt count; a 5xx is final
+        for that person. In the caller's transaction; returns the detail to keep, saying what became of each."""
+        again = sorted({p for r in refused if r.transient for p in r.people})
+        if not again:
+            return f"{detail}; not retried (refused for good)"
+        if d["attempts"] >= self.cfg.max_attempts:
+            return f"{detail}; not retried for {', '.join(again)}: {d['attempts']} attempt(s) made"
+        cur = self.conn.execute(
+            "INSERT INTO esc_deliveries(channel, group_key, recipients, key, level, subject, text, data, items, status,"
+            " attempts, created_ns, next_try_ns, resend_of) SELECT channel, group_key, ?, key || '.' || attempts,"
+            " level, subject, text, data, items, 'retry', attempts, created_ns, ?, COALESCE(resend_of, id)"
+            " FROM esc_deliveries WHERE id = ?",
+            (json.dumps(again), at_ns, d["id"]),
+        )  # created_ns of the message it resends: its group's window is not reopened
+        return f"{detail}; retrying to {', '.join(again)} as delivery {cur.lastrowid}"
 
     def listing(self, alarm_id: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
         if alarm_id is None:
             rows = self.conn.execute("SELECT * FROM esc_deliveries ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         else:
             rows = self.conn.execute(
-                "SELECT DISTINCT d.* FROM esc_deliveries d JOIN esc_outbox o ON o.delivery_id = d.id"
-                " WHERE o.alarm_id = ? ORDER BY d.id DESC LIMIT ?",
+                "WITH mine AS (SELECT delivery_id FROM esc_outbox WHERE alarm_id = ?) SELECT * FROM esc_deliveries"
+                " WHERE id IN mine OR resend_of IN mine ORDER BY id DESC LIMIT ?",
                 (alarm_id, limit),
             ).fetchall()
         out = []

@@ -1,6 +1,6 @@
 """Notification channels: send ONE message ONE time and say whether a failure is worth retrying."""
 
-from alerting.notifiers.base import Message, Notifier, Person, SendResult
+from alerting.notifiers.base import Message, Notifier, Person, Refusal, SendResult
 from alerting.notifiers.config import (
     ChannelConfig,
     DingTalkChannel,
@@ -30,6 +30,7 @@ __all__ = [
     "Notifier",
     "Person",
     "Publisher",
+    "Refusal",
     "SendResult",
     "WeComChannel",
     "WeComNotifier",

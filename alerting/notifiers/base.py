@@ -30,10 +30,25 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """One recipient a server refused while it accepted the message for others (SMTP RCPT TO answered 4xx / 5xx)."""
+
+    to: str  # the address
+    people: tuple[str, ...]  # the ids of the people at that address
+    code: int
+    reply: str
+
+    @property
+    def transient(self) -> bool:
+        return 400 <= self.code < 500  # RFC 5321 §4.2.1: 4yz, the same command may succeed later
+
+
+@dataclass(frozen=True, slots=True)
 class SendResult:
     ok: bool
     retryable: bool
     detail: str  # short, human readable, never contains a secret
+    refused: tuple[Refusal, ...] = ()  # with ok: sent, but not to these
 
 
 class Notifier(Protocol):
@@ -96,7 +111,9 @@ def people_with(to: Sequence[Person], attr: str) -> list[str]:
 
 def report(channel: str, msg: Message, result: SendResult) -> SendResult:
     """Log the outcome of one send (detail is already scrubbed) and hand it back."""
-    if result.ok:
+    if result.ok and result.refused:
+        log.warning("channel %s: %s sent, not to everyone: %s", channel, msg.key, result.detail)
+    elif result.ok:
         log.debug("channel %s: %s sent (%s)", channel, msg.key, result.detail)
     else:
         log.warning(

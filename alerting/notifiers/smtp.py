@@ -6,21 +6,25 @@ import asyncio
 import smtplib
 import ssl
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Literal
 
-from alerting.notifiers.base import Message, Person, Scrubber, SendResult, report
+from alerting.notifiers.base import Message, Person, Refusal, Scrubber, SendResult, report
 from telemetry.clock import Clock
 
 Security = Literal["starttls", "ssl", "none"]
 
 
+def _text(reply: bytes | str) -> str:
+    return (reply.decode(errors="replace") if isinstance(reply, bytes) else reply)[:160]
+
+
 def _code_result(code: int, what: str, reply: bytes | str) -> SendResult:
     """An SMTP reply code decides: 4xx is transient by definition (RFC 5321 §4.2.1), 5xx permanent."""
-    text = reply.decode(errors="replace") if isinstance(reply, bytes) else reply
-    return SendResult(False, 400 <= code < 500, f"{what}: {code} {text[:160]}")
+    return SendResult(False, 400 <= code < 500, f"{what}: {code} {_text(reply)}")
 
 
 class EmailNotifier:
@@ -63,7 +67,7 @@ class EmailNotifier:
         em.set_content(msg.text)
         return em
 
-    def _deliver(self, em: EmailMessage, rcpts: list[str]) -> SendResult:
+    def _deliver(self, em: EmailMessage, rcpts: dict[str, tuple[str, ...]]) -> SendResult:
         ctx = ssl.create_default_context(cafile=self._ca_file)
         smtp: smtplib.SMTP
         if self._security == "ssl":
@@ -75,14 +79,15 @@ class EmailNotifier:
                 smtp.starttls(context=ctx)
             if self._username:
                 smtp.login(self._username, self._password or "")
-            refused = smtp.send_message(em, from_addr=parseaddr(self._sender)[1], to_addrs=rcpts)
+            refused = smtp.send_message(em, from_addr=parseaddr(self._sender)[1], to_addrs=list(rcpts))
         if refused:
-            # the others have it; a retry would send them a second copy, so report success with the refusals
-            bad = ", ".join(f"{a} ({c})" for a, (c, _) in refused.items())
-            return SendResult(True, False, f"sent to {len(rcpts) - len(refused)}, refused: {bad}")
+            # the others have it: sent, with the refusals, which the delivery retries (4xx) or fails (5xx) for them
+            why = tuple(Refusal(a, rcpts.get(a, ()), c, _text(r)) for a, (c, r) in refused.items())
+            bad = "; ".join(f"{x.to} refused: {x.code} {x.reply}" for x in why)
+            return SendResult(True, False, f"sent to {len(rcpts) - len(refused)} of {len(rcpts)}; {bad}", why)
         return SendResult(True, False, f"sent to {len(rcpts)}")
 
-    def _attempt(self, em: EmailMessage, rcpts: list[str]) -> SendResult:
+    def _attempt(self, em: EmailMessage, rcpts: dict[str, tuple[str, ...]]) -> SendResult:
         try:
             return self._deliver(em, rcpts)
         except smtplib.SMTPRecipientsRefused as err:
@@ -105,16 +110,16 @@ class EmailNotifier:
             return SendResult(False, True, f"{type(err).__name__}: {err}")
 
     async def send(self, msg: Message, to: Sequence[Person]) -> SendResult:
-        rcpts: list[str] = []
+        rcpts: dict[str, tuple[str, ...]] = {}  # address -> the people at it, in recipient order
         for p in to:
-            if p.email and p.email not in rcpts:
-                rcpts.append(p.email)
+            if p.email:
+                rcpts[p.email] = (*rcpts.get(p.email, ()), p.id)
         if not rcpts:
             return report(self.id, msg, SendResult(False, False, "no recipient with an email address"))
         em = self.compose(msg, to)
         # smtplib blocks; a thread keeps the event loop (and the Modbus polls on it) running meanwhile
         result = await asyncio.to_thread(self._attempt, em, rcpts)
-        return report(self.id, msg, SendResult(result.ok, result.retryable, self._scrub(result.detail)))
+        return report(self.id, msg, replace(result, detail=self._scrub(result.detail)))
 
     async def aclose(self) -> None:
         return None  # one SMTP connection per message

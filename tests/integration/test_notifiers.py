@@ -23,6 +23,7 @@ from alerting.notifiers import (
     MqttNotifier,
     Notifier,
     Person,
+    Refusal,
     SendResult,
     build_notifier,
 )
@@ -523,7 +524,9 @@ async def test_email_550_is_not_retryable_and_partial_refusal_is_reported() -> N
     assert "550" in refused.detail
     with smtp_server(reject={"lisi@site.example"}) as srv:
         partial = await send_once(email_cfg(srv.port), to=[ZHANG, LI])
-    assert partial == SendResult(True, False, "sent to 1, refused: lisi@site.example (550)")
+    assert (partial.ok, partial.retryable) == (True, False)
+    assert partial.detail == "sent to 1 of 2; lisi@site.example refused: 550 5.1.1 user unknown"
+    assert partial.refused == (Refusal("lisi@site.example", (LI.id,), 550, "5.1.1 user unknown"),)
     assert srv.envelopes[0][1] == ["zhangsan@site.example"]
 
 

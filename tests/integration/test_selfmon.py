@@ -356,6 +356,7 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
         gw.metrics.deliveries[("hook", "failed")] += 2
         gw.metrics.deliveries[("mail", "sent")] += 5  # sent and retried deliveries are not failures
         gw.metrics.deliveries[("mail", "retry")] += 1
+        gw.metrics.deliveries[("mail", "partial")] += 1  # sent, but a supervisor's mailbox refused it
         gw.metrics.alarm_errors += 1
         gw.metrics.loop_stalls += 1
         gw.metrics.rejected_lines += 3  # refused by the database (a field type conflict), kept in rejected.lp
@@ -375,7 +376,7 @@ async def test_recent_failures_age_out_and_the_spool_bound(tmp_path: Path) -> No
         assert got["uplink_set_aside"]["detail"] == {"count": 1, "window_s": 3600.0, "table": "uplink_set_aside"}
         assert got["spool_dropped"]["detail"] == {"count": 7, "window_s": 3600.0, "max_bytes": 65536}
         assert got["rejected_lines"]["detail"] == {"count": 3, "window_s": 3600.0, "file": "rejected.lp"}
-        assert got["notification_failures"]["detail"] == {"count": 2, "window_s": 3600.0, "channels": ["hook"]}
+        assert got["notification_failures"]["detail"] == {"count": 3, "window_s": 3600.0, "channels": ["hook", "mail"]}
         assert got["alarm_engine_errors"]["detail"]["count"] == 1
         for r in got.values():
             assert r["zh"] and r["en"] and r["zh"] != r["en"]

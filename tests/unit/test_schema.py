@@ -136,3 +136,25 @@ def test_the_gateway_says_so_when_its_state_file_is_newer(tmp_path: Path) -> Non
     raw.close()
     with pytest.raises(ConfigError, match="from a newer SiteGW"):
         Gateway(cfg, fsync=False)
+
+
+def test_version_7_adds_resend_of_to_the_deliveries_a_file_already_has(tmp_path: Path) -> None:
+    """A delivery a mail server took for some recipients and refused for others (4xx) is resent to those only, as a
+    delivery naming the one it resends; a file of version 6 keeps its deliveries, which resend nothing."""
+    path = tmp_path / "v6.db"
+    connect(path).close()
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("DROP INDEX esc_deliveries_resend")
+    raw.execute("ALTER TABLE esc_deliveries DROP COLUMN resend_of")
+    raw.execute(
+        "INSERT INTO esc_deliveries(channel, group_key, recipients, key, level, subject, text, data, items, status,"
+        " attempts, created_ns) VALUES ('mail', 'mail|li', '[\"li\"]', 'k1', 2, 's', 't', '{}', 1, 'sent', 1, 5)"
+    )
+    raw.execute("PRAGMA user_version = 6")
+    raw.close()
+    conn = connect(path)
+    assert version(conn) == LATEST
+    assert [tuple(r) for r in conn.execute("SELECT key, status, resend_of FROM esc_deliveries")] == [
+        ("k1", "sent", None)
+    ]
+    assert shape(conn) == shape(connect(tmp_path / "new.db"))
