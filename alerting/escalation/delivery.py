@@ -40,9 +40,14 @@ class Delivery:
         self.window_ns = int(cfg.group_window_s * 1e9)
 
     def recover(self) -> None:
-        """A crash while sending: we cannot know whether it went out, so send it again (same key)."""
+        """A crash while sending, or an outcome that could not be written: we cannot know whether it went out, so
+        send it again (same key)."""
         with tx(self.conn):
-            self.conn.execute("UPDATE esc_deliveries SET status = 'retry', next_try_ns = 0 WHERE status = 'sending'")
+            cur = self.conn.execute(
+                "UPDATE esc_deliveries SET status = 'retry', next_try_ns = 0 WHERE status = 'sending'"
+            )
+        if cur.rowcount:
+            log.warning("%d delivery(ies) whose outcome was never written: sent again under their key", cur.rowcount)
 
     def grouping(self, group_key: str, now: int) -> bool:
         """Whether a group was sent to within the window: its queued messages wait and go out as one digest."""

@@ -141,6 +141,12 @@ class Escalation:
         self._wake.set()
 
     async def run(self, lookup_alarm: Callable[[int], Alarm], max_sleep_s: float = 1.0) -> None:
+        """The loop; its supervisor starts it again after a failure. No send is in flight when it starts, so a
+        delivery still `sending` is one whose outcome was never written (the database locked past its busy timeout,
+        or full): it goes again under its key. Those alarm changes started for it (`_ready`) are among them: they
+        go out once, from their rows."""
+        self._ready.clear()
+        self.delivery.recover()
         while True:
             await self.step(lookup_alarm)
             self._wake.clear()
