@@ -50,11 +50,13 @@ class Delivery:
             log.warning("%d delivery(ies) whose outcome was never written: sent again under their key", cur.rowcount)
 
     def grouping(self, group_key: str, now: int) -> bool:
-        """Whether a group was sent to within the window: its queued messages wait and go out as one digest."""
+        """Whether a group was sent to within the window: its queued messages wait and go out as one digest. Only
+        deliveries stamped up to now count: after the clock was set back, one stamped by the clock that ran ahead
+        held every later message to the group until the clock caught up with it (a day, for a day's correction)."""
         last = self.conn.execute(
-            "SELECT MAX(created_ns) FROM esc_deliveries WHERE group_key = ?", (group_key,)
+            "SELECT MAX(created_ns) FROM esc_deliveries WHERE group_key = ? AND created_ns <= ?", (group_key, now)
         ).fetchone()[0]
-        return last is not None and now < last + self.window_ns
+        return last is not None and last <= now < last + self.window_ns
 
     def open(self, group_key: str, rows: list[sqlite3.Row], now: int) -> int:
         """One delivery for a group's queued rows (in the caller's transaction, which marks the rows sent)."""
@@ -70,18 +72,32 @@ class Delivery:
         return cur.lastrowid
 
     def due_retries(self, now: int) -> list[int]:
+        # no backoff is longer than retry_max_s: a retry planned later than that was planned by a clock since set
+        # back, and would wait for the clock to come back to it
+        cap = now + int(self.cfg.retry_max_s * 1e9)
+        if self.conn.execute(
+            "SELECT 1 FROM esc_deliveries WHERE status = 'retry' AND next_try_ns > ? LIMIT 1", (cap,)
+        ).fetchone():
+            with tx(self.conn):
+                n = self.conn.execute(
+                    "UPDATE esc_deliveries SET next_try_ns = ? WHERE status = 'retry' AND next_try_ns > ?", (cap, cap)
+                ).rowcount
+            log.warning(
+                "the clock was set back: %d retry(ies) planned by it moved to %s s from now", n, self.cfg.retry_max_s
+            )
         rows = self.conn.execute(
             "SELECT id FROM esc_deliveries WHERE status = 'retry' AND COALESCE(next_try_ns, 0) <= ?", (now,)
         ).fetchall()
         return [r["id"] for r in rows]
 
-    def next_due(self) -> int | None:
-        """The earliest retry, or the end of the earliest window a queued message waits for."""
+    def next_due(self, now: int | None = None) -> int | None:
+        """The earliest retry, or the end of the earliest window a queued message waits for (as `grouping`)."""
+        now = self.clock() if now is None else now
         got = self.conn.execute(
             "SELECT MIN(t) FROM (SELECT MIN(next_try_ns) t FROM esc_deliveries WHERE status = 'retry'"
-            " UNION ALL SELECT MIN((SELECT MAX(d.created_ns) FROM esc_deliveries d WHERE d.group_key = o.group_key))"
-            " + ? FROM esc_outbox o WHERE o.status = 'queued')",
-            (self.window_ns,),
+            " UNION ALL SELECT MIN((SELECT MAX(d.created_ns) FROM esc_deliveries d WHERE d.group_key = o.group_key"
+            " AND d.created_ns <= ?)) + ? FROM esc_outbox o WHERE o.status = 'queued')",
+            (now, self.window_ns),
         ).fetchone()[0]
         return None if got is None else int(got)
 

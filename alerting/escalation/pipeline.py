@@ -162,10 +162,11 @@ class Escalation:
                 raise asyncio.CancelledError
 
     def _sleep_s(self, cap: float) -> float:
-        due = [t for t in (self.schedule.next_due(self.conn), self.delivery.next_due()) if t is not None]
+        now = self.clock()
+        due = [t for t in (self.schedule.next_due(self.conn), self.delivery.next_due(now)) if t is not None]
         if not due:
             return cap
-        return max(0.0, min(cap, (min(due) - self.clock()) / 1e9))
+        return max(0.0, min(cap, (min(due) - now) / 1e9))
 
     async def step(self, lookup_alarm: Callable[[int], Alarm]) -> None:
         """One pass through the stages: due tiers into the outbox, hazard clocks, then every group and retry that
