@@ -21,7 +21,7 @@ from alerting.evaluator import Evaluator
 from alerting.hazards import Hazards
 from alerting.hazards.store import HazardHook
 from alerting.memory import EvaluatorMemory, memory_path
-from alerting.messages import Notice, SiteInfo, local_time
+from alerting.messages import Notice, local_time
 from alerting.notifiers import Message, MqttNotifier, Notifier, Publisher, build_notifier
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import resolve_rules
@@ -71,14 +71,7 @@ class AlarmEngine:
         self.memory = EvaluatorMemory(self.evaluator, memory_path(cfg.alarms.state_file), cfg.alarms.memory_s)
         self.memory.load()  # (app.py runs its saving task; the open alarms' levels are given back below)
         self.deriver = Deriver(self.devices)
-        self.site = SiteInfo(
-            site_name=cfg.site_name,
-            tz=cfg.timezone,
-            console_url=cfg.alarms.console_url,
-            device_names=dict(cfg.device_names),
-            device_kinds={d: c.kind for d, c in cfg.devices.items()},
-            units={rid: r.measured_unit for rid, r in self.rules.items()},
-        )
+        self.site = cfg.site_info({rid: r.measured_unit for rid, r in self.rules.items()})
         self.notifiers: dict[str, Notifier] = {}
         for ch in cfg.escalation.channels:
             # an MQTT channel (the site's siren) gets its own held connection to its broker, with its own timeout

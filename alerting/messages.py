@@ -36,6 +36,7 @@ class SiteInfo:
     device_names: dict[str, str]  # device id -> "name (zone)"
     device_kinds: dict[str, str]
     units: dict[str, str]  # rule id -> unit of the compared value (%, mm/d, ppm TWA ...), not always the quantity's
+    site_id: str = ""  # in every message's key, which must not repeat across sites (RFC 5322 §3.6.4 Message-ID)
 
 
 def _fmt(v: float | None, unit: str) -> str:

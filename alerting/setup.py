@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from alerting.config import AlarmsConfig, EscalationConfig
 from alerting.derived import DeviceContext
 from alerting.hazards import HazardConfig
+from alerting.messages import SiteInfo
 from alerting.overrides import RulesConfig
 
 
@@ -25,3 +26,16 @@ class AlarmSetup:
     rules: RulesConfig = field(default_factory=RulesConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     hazards: HazardConfig = field(default_factory=HazardConfig)
+
+    def site_info(self, units: Mapping[str, str]) -> SiteInfo:
+        """What messages say of the site; `units`: per rule, the unit of the value it compares."""
+        kinds = {d: c.kind for d, c in self.devices.items()}
+        return SiteInfo(
+            self.site_name,
+            self.timezone,
+            self.alarms.console_url,
+            dict(self.device_names),
+            kinds,
+            dict(units),
+            self.site_id,
+        )

@@ -30,6 +30,7 @@ class Delivery:
         roster: Roster,
         clock: Clock,
         on_delivery: Callable[[str, str], None] | None,
+        site_id: str = "",
     ) -> None:
         self.conn = conn
         self.cfg = cfg
@@ -38,6 +39,10 @@ class Delivery:
         self.clock = clock
         self.on_delivery = on_delivery  # (channel, status) for metrics
         self.window_ns = int(cfg.group_window_s * 1e9)
+        # a message's key (X-SiteGW-Key, the email's Message-ID) must not repeat across gateways nor across a state
+        # file recreated (RFC 5322 §3.6.4): the site, the state file's random epoch (made once, with the file), the row
+        epoch = conn.execute("SELECT v FROM uplink_meta WHERE k = 'epoch'").fetchone()[0]
+        self.key_prefix = f"sitegw:{site_id or 'site'}:{epoch}"
 
     def recover(self) -> None:
         """A crash while sending, or an outcome that could not be written: we cannot know whether it went out, so
@@ -65,7 +70,7 @@ class Delivery:
         cur = self.conn.execute(
             "INSERT INTO esc_deliveries(channel, group_key, recipients, key, level, subject, text, data, items,"
             " status, attempts, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'retry', 0, ?)",
-            (rows[0]["channel"], group_key, rows[0]["recipients"], f"sitegw:delivery:{rows[0]['id']}",
+            (rows[0]["channel"], group_key, rows[0]["recipients"], f"{self.key_prefix}:{rows[0]['id']}",
              level, subject, text, json.dumps(data, ensure_ascii=False), len(rows), now),
         )  # fmt: skip
         assert cur.lastrowid is not None

@@ -55,7 +55,7 @@ class Escalation:
         self.propose_hazard = propose_hazard
         self.schedule = Schedule(cfg, site.device_kinds)
         self.outbox = Outbox(conn, self.roster, site, on_delivery)
-        self.delivery = Delivery(conn, cfg, notifiers, self.roster, clock, on_delivery)
+        self.delivery = Delivery(conn, cfg, notifiers, self.roster, clock, on_delivery, site.site_id)
         self._wake = asyncio.Event()
         # deliveries started in the transaction of the alarm changes that made them due (fire_at_once), to be sent
         # by the loop as soon as that transaction has committed
