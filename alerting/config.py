@@ -149,6 +149,14 @@ class EscalationConfig(_B):
             for c in cs:
                 if c not in chans:
                     raise ValueError(f"{at}.channels: unknown channel {c!r}; defined: {chans}")
+            # an email reaches only the addresses it names: someone on duty without one would never hear of it
+            for mail in (ch.id for ch in self.channels if ch.id in cs and ch.type == "email"):
+                for duty in (d for d in self.duty if d.role in rs):
+                    for who in (x for x in self.people if x.id in duty.people and not x.email):
+                        raise ValueError(
+                            f"{at}.channels: {mail!r} is an email channel and {who.id!r} ({who.name}), on duty as "
+                            f"{duty.role!r}, has no email: give them one, or the role a channel that reaches them"
+                        )
         ids = [p.id for p in self.policies]
         if len(set(ids)) != len(ids):
             raise ValueError("escalation.policies: duplicate policy id")
