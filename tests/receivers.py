@@ -36,13 +36,23 @@ class SmtpReceiver:
 
 class _SmtpHandler:
     def __init__(
-        self, rx: SmtpReceiver, fail_first: int, fail_reply: str, reject: set[str], rcpt: dict[str, list[str]]
+        self,
+        rx: SmtpReceiver,
+        fail_first: int,
+        fail_reply: str,
+        reject: set[str],
+        rcpt: dict[str, list[str]],
+        quit_reply: str,
     ) -> None:
         self.rx = rx
         self.fail_left = fail_first
         self.fail_reply = fail_reply
         self.reject = reject
         self.rcpt = rcpt
+        self.quit_reply = quit_reply
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return self.quit_reply
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -75,14 +85,16 @@ def smtp_server(
     tls: tuple[str, str] | None = None,
     tls_mode: str = "starttls",
     rcpt_replies: dict[str, list[str]] | None = None,
+    quit_reply: str = "221 Bye",
 ) -> Iterator[SmtpReceiver]:
     """A real SMTP server on a free loopback port. `fail_first`: answer DATA of the first N messages with
     `fail_reply`; `reject`: recipients refused with 550; `rcpt_replies`: per address, the replies to its next RCPT
-    TOs, one each (then accepted); `auth`: (user, password) required (AUTH PLAIN/LOGIN, also without TLS); `tls`:
-    (cert file, key file), served as STARTTLS (required) or as implicit TLS (`tls_mode="ssl"`)."""
+    TOs, one each (then accepted); `quit_reply`: the answer to QUIT; `auth`: (user, password) required (AUTH
+    PLAIN/LOGIN, also without TLS); `tls`: (cert file, key file), served as STARTTLS (required) or as implicit TLS
+    (`tls_mode="ssl"`)."""
     rx = SmtpReceiver(port=free_port())
     handler = _SmtpHandler(
-        rx, fail_first, fail_reply, reject or set(), {a: list(r) for a, r in (rcpt_replies or {}).items()}
+        rx, fail_first, fail_reply, reject or set(), {a: list(r) for a, r in (rcpt_replies or {}).items()}, quit_reply
     )
     kwargs: dict[str, Any] = {}
     if auth is not None:

@@ -74,12 +74,22 @@ class EmailNotifier:
             smtp = smtplib.SMTP_SSL(self._host, self._port, timeout=self._timeout_s, context=ctx)
         else:
             smtp = smtplib.SMTP(self._host, self._port, timeout=self._timeout_s)
-        with smtp:
+        try:
             if self._security == "starttls":
                 smtp.starttls(context=ctx)
             if self._username:
                 smtp.login(self._username, self._password or "")
             refused = smtp.send_message(em, from_addr=parseaddr(self._sender)[1], to_addrs=list(rcpts))
+        except BaseException:
+            smtp.close()
+            raise
+        # the 250 at the end of DATA made the server responsible for the message (RFC 5321 §4.1.1.4): QUIT is
+        # housekeeping, and its reply (421, 5xx, a stalled link) must not turn an accepted alarm into a retry
+        # (a duplicate) or a failure (a false one)
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()
         if refused:
             # the others have it: sent, with the refusals, which the delivery retries (4xx) or fails (5xx) for them
             why = tuple(Refusal(a, rcpts.get(a, ()), c, _text(r)) for a, (c, r) in refused.items())

@@ -530,6 +530,16 @@ async def test_email_550_is_not_retryable_and_partial_refusal_is_reported() -> N
     assert srv.envelopes[0][1] == ["zhangsan@site.example"]
 
 
+@pytest.mark.parametrize("quit_reply", ["421 4.3.2 service shutting down", "500 5.5.1 command unrecognized"])
+async def test_email_accepted_at_the_end_of_data_is_sent_whatever_quit_answers(quit_reply: str) -> None:
+    """The QUIT reply decided an email the server had already taken (RFC 5321 §4.1.1.4: after the 250 to DATA it
+    is the server's): a 421 made it a retry, sent again (a duplicate), a 5xx a failed delivery that went out."""
+    with smtp_server(quit_reply=quit_reply) as srv:
+        result = await send_once(email_cfg(srv.port), to=[ZHANG])
+    assert result == SendResult(True, False, "sent to 1")
+    assert len(srv.messages) == 1
+
+
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_email_login_and_wrong_password() -> None:
     cfg = email_cfg(0, username="alarm", password_env="SMTP_PASSWORD")
