@@ -32,6 +32,7 @@ class SmtpReceiver:
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)  # (MAIL FROM, RCPT TO list)
     logins: list[str] = field(default_factory=list)  # user names that logged in successfully
+    raw: list[bytes] = field(default_factory=list)  # each message as it came over the wire
 
 
 class _SmtpHandler:
@@ -70,6 +71,7 @@ class _SmtpHandler:
             return self.fail_reply
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
+        self.rx.raw.append(raw)
         self.rx.messages.append(cast(EmailMessage, message_from_bytes(raw, policy=default_policy)))
         self.rx.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
         return "250 OK"

@@ -64,7 +64,9 @@ class EmailNotifier:
         em["Message-ID"] = f"<{msg.key.replace(':', '.').replace(' ', '_')}@{domain}>"
         em["X-SiteGW-Key"] = msg.key
         em["X-SiteGW-Level"] = str(msg.level)
-        em.set_content(msg.text)
+        # 7-bit on the wire: raw UTF-8 may go only to a server that offers 8BITMIME and with BODY=8BITMIME, which
+        # smtplib does not send (RFC 6152 §3); base64 is the shorter of the two for Chinese text
+        em.set_content(msg.text, cte="base64")
         return em
 
     def _deliver(self, em: EmailMessage, rcpts: dict[str, tuple[str, ...]]) -> SendResult:

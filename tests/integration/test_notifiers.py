@@ -499,6 +499,19 @@ async def test_email_delivers_chinese_subject_and_body() -> None:
     assert "当前值 105.0 %" in body and "GB 5144-2006 6.1.2 [S+]" in body
 
 
+async def test_email_is_seven_bit_on_the_wire() -> None:
+    """The body went as raw UTF-8 (Content-Transfer-Encoding: 8bit) without BODY=8BITMIME, also to servers that do
+    not offer 8BITMIME (RFC 6152 §3): a strict relay refuses it or mangles the Chinese text."""
+    with smtp_server() as srv:
+        result = await send_once(email_cfg(srv.port), to=[ZHANG, LI])
+    assert result.ok, result
+    [raw] = srv.raw
+    assert max(raw) < 128
+    [em] = srv.messages
+    assert em["Content-Transfer-Encoding"] == "base64" and em.get_content() == MSG.text + "\n"
+    assert em["Subject"] == MSG.subject and em["To"].addresses[0].display_name == "张三"
+
+
 async def test_email_without_addresses_is_a_permanent_failure() -> None:
     with smtp_server() as srv:
         result = await send_once(email_cfg(srv.port), to=[WANG])
