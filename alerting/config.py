@@ -51,15 +51,10 @@ class DutyConfig(_B):
 
     role: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # e.g. safety_officer, project_manager, safety_director
     people: list[str] = Field(min_length=1)
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = [
-        "mon",
-        "tue",
-        "wed",
-        "thu",
-        "fri",
-        "sat",
-        "sun",
-    ]
+    # at least one: an empty list covered no day, silently
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        default=["mon", "tue", "wed", "thu", "fri", "sat", "sun"], min_length=1
+    )
     start: dtime = dtime(0, 0)
     end: dtime = dtime(0, 0)  # equal to start: the whole day
 
@@ -87,6 +82,12 @@ class TierConfig(_B):
     # open a hazard record (found, class proposed from the rule's 判定依据) when this tier fires: domain.md §6.3,
     # an alarm still unacknowledged at the enterprise tier becomes a proposed 重大隐患 that a person confirms
     propose_hazard: bool = False
+
+    @model_validator(mode="after")
+    def _repeats(self) -> TierConfig:
+        if self.repeats and self.repeat_every_s is None:
+            raise ValueError(f"repeats: {self.repeats} needs repeat_every_s: without it no repeat is sent")
+        return self
 
 
 class PolicyMatch(_B):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 _ID = r"^[A-Za-z0-9_.-]+$"
 EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
@@ -68,6 +69,21 @@ class EmailChannel(_Channel):
     sender: str  # e.g. "工地告警 <alarm@site.example>"
     timeout_s: float = Field(default=20.0, gt=0, le=300)
     ca_file: Path | None = None  # a private CA for the mail server; default: the system trust store
+
+    @model_validator(mode="after")
+    def _workable(self) -> EmailChannel:
+        """Settings that can never send (or would send the password in clear) are refused now, not at an alarm."""
+        if self.port == 465 and self.security != "ssl":
+            raise ValueError("port 465 is implicit TLS (RFC 8314 §3.3): use security: ssl, or port 587 for starttls")
+        if self.port == 587 and self.security == "ssl":
+            raise ValueError("port 587 is submission with STARTTLS (RFC 8314 §3.3): use security: starttls, or 465")
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together: give both to log in, or neither")
+        if self.username is not None and self.security == "none":
+            raise ValueError("a login over security: none sends the password in clear (RFC 4954 §4): use starttls/ssl")
+        if "@" not in parseaddr(self.sender)[1]:
+            raise ValueError(f"sender {self.sender!r} has no address: write it as 工地告警 <alarm@example.cn>")
+        return self
 
 
 ChannelConfig = Annotated[
