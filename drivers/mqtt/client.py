@@ -289,6 +289,7 @@ class HeldPublisher:
         self._client: aiomqtt.Client | None = None
         self._lock = asyncio.Lock()  # one connection attempt at a time; publishes share the connection
         self.connects = 0
+        self._refused: dict[int, Any] = {}  # MQTT 5: packet id -> the PUBACK's failure reason code
 
     @property
     def address(self) -> str:
@@ -311,16 +312,24 @@ class HeldPublisher:
                     username=self.p.username,
                     password=self.p.password,
                     timeout=self.timeout_s,
-                    clean_session=True,
+                    **({"protocol": aiomqtt.ProtocolVersion.V5} if self.p.protocol_v5 else {"clean_session": True}),
                     **_tls(self.p),
                 )
+                client._client.on_publish = lambda *puback: self._puback(client._on_publish, *puback)
                 try:
                     await client.__aenter__()  # connects; raises MqttError when refused or unreachable
                 except aiomqtt.MqttError as err:
                     raise self._error(err) from None
-                self._client = client
+                self._client, self._refused = client, {}
                 self.connects += 1
             return self._client
+
+    def _puback(self, on_publish: Callable[..., None], paho: Any, data: Any, mid: int, reason: Any, props: Any) -> None:
+        """MQTT 5 refuses a PUBLISH in its PUBACK (reason code >= 0x80; 0x87 not authorized: the broker's ACL), which
+        aiomqtt drops. MQTT 3.1.1 cannot say it: the broker acknowledges the message and drops it."""
+        if getattr(reason, "is_failure", False):
+            self._refused[mid] = reason
+        on_publish(paho, data, mid, reason, props)
 
     async def _drop(self, client: aiomqtt.Client) -> None:
         if self._client is client:
@@ -340,8 +349,11 @@ class HeldPublisher:
             held = self._client is not None
             client = await self._connection()
             try:
-                await publish_now(client, topic, payload, qos, retain)
-                return
+                no = self._refused.pop(await publish_now(client, topic, payload, qos, retain), None)
+                if no is None:
+                    return
+                why = f"broker {self.address}: {topic} refused: {no} (MQTT 5 reason code 0x{no.value:02x})"
+                raise PermissionError(why) if no.value == 0x87 else ConnectionError(why)  # 0x87: never allowed
             except aiomqtt.MqttError as err:
                 await self._drop(client)
                 if not held:
@@ -353,11 +365,11 @@ class HeldPublisher:
             await self._drop(self._client)
 
 
-async def publish_now(client: aiomqtt.Client, topic: str, payload: str | bytes, qos: int, retain: bool) -> None:
+async def publish_now(client: aiomqtt.Client, topic: str, payload: str | bytes, qos: int, retain: bool) -> int:
     """aiomqtt's `publish`, with the packet written in the caller's turn. aiomqtt has paho ask for a writer through
     `call_soon_threadsafe(add_writer)`: the packet then went out two loop turns later, behind whatever else was ready
     (at 1 000 msg/s, a few other messages' evaluation): about a third of a millisecond of every siren's latency.
-    Returns after the PUBACK for QoS 1 (PUBCOMP for 2); MqttError as aiomqtt's own publish raises it."""
+    Returns its packet id after the PUBACK for QoS 1 (PUBCOMP for 2); MqttError as aiomqtt's own publish raises it."""
     paho = client._client
     held = paho._registered_write
     paho._registered_write = True  # paho queues the packet without asking for a writer (as in batch_acker)
@@ -379,8 +391,8 @@ async def publish_now(client: aiomqtt.Client, topic: str, payload: str | bytes, 
             raise aiomqtt.MqttError(f"publish failed: {err}") from err
         if rc > 0:  # paho met a broken connection and closed it: no PUBACK will come, so no waiting for one
             raise aiomqtt.MqttCodeError(rc, "Could not publish message")
-    if info.is_published():
-        return
-    confirmation = asyncio.Event()
-    with client._pending_call(info.mid, confirmation, client._pending_publishes):
-        await client._wait_for(confirmation.wait(), timeout=None)
+    if not info.is_published():
+        confirmation = asyncio.Event()
+        with client._pending_call(info.mid, confirmation, client._pending_publishes):
+            await client._wait_for(confirmation.wait(), timeout=None)
+    return int(info.mid)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import aclosing
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -273,6 +274,39 @@ async def test_mqtt_refused_credentials_are_not_retryable(auth_mosquitto: servic
     assert good.ok, good
     assert (bad.ok, bad.retryable) == (False, False)
     assert "Not authorized" in bad.detail
+
+
+@pytest.fixture
+def acl_mosquitto(tmp_path: Path) -> Iterator[services.Service]:
+    """A broker whose ACL lets user siren write site/other only: the siren topic is a mistake of the broker's."""
+    pw, acl = tmp_path / "passwd", tmp_path / "acl"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(pw), "siren", "right-password"], check=True)
+    acl.write_text("user siren\ntopic write site/other\n")
+    own = services.mosquitto(
+        tmp_path / "acl-mosquitto", extra=f"allow_anonymous false\npassword_file {pw}\nacl_file {acl}\n"
+    )
+    own.start()
+    yield own
+    own.stop()
+
+
+async def test_mqtt5_siren_publish_the_broker_refuses_is_a_permanent_failure(acl_mosquitto: services.Service) -> None:
+    """A broker's ACL refusing the siren topic: the PUBACK said so (MQTT 5 reason code 0x87) and the notifier,
+    always speaking MQTT 3.1.1 and never reading a PUBACK's reason, reported the siren sent while none sounded. On
+    a broker configured as MQTT 5 the refusal now fails the delivery; MQTT 3.1.1 has no way to say it."""
+    params = BrokerParams.at("127.0.0.1", acl_mosquitto.port, username="siren", password="right-password")
+    results = []
+    for v5, topic in ((True, "site/siren"), (True, "site/other"), (False, "site/siren")):
+        cfg = {"type": "mqtt", "id": "siren", "broker": "b", "topic": topic, "timeout_s": 2}
+        target = HeldPublisher(replace(params, protocol_v5=v5), timeout_s=2)
+        async with aclosing(notifier(cfg, mqtt=target)) as n:
+            results.append(await n.send(MSG, []))
+    refused, allowed, unseen = results
+    assert (refused.ok, refused.retryable) == (False, False)
+    assert "site/siren refused: Not authorized (MQTT 5 reason code 0x87)" in refused.detail
+    assert "right-password" not in refused.detail
+    assert allowed.ok, allowed
+    assert unseen.ok  # MQTT 3.1.1: the broker acknowledges and drops it (documented)
 
 
 # -------------------------------------------------------------------------------------------------------- webhook
