@@ -1,4 +1,4 @@
-"""YAML as people write it: a number with leading zeros is decimal (00010 is ten), as YAML 1.2 reads it."""
+"""YAML as people write it, numbers as YAML 1.2 reads them: 00010 is ten, and 19:00 is text (a time), not 1140."""
 
 from __future__ import annotations
 
@@ -8,38 +8,50 @@ from typing import Any, TypeVar, cast
 import yaml
 
 # YAML 1.1, which PyYAML implements, reads 0[0-7]+ as octal: a Modicon coil written as manuals print it (00010, coil
-# 10) became 8 and the wrong coil was polled, unsaid (00009, not octal, stayed a string and read right). YAML 1.2's
-# core schema reads such a number as decimal, and so does every person writing a register, unit id or port.
+# 10) became 8 and the wrong coil was polled, unsaid (00009, not octal, stayed a string and read right). It reads
+# 19:00 as base 60 too (1140): a duty shift's `start: 19:00` became the time 00:19. YAML 1.2's core schema reads the
+# first as decimal and the second as text, and so does every person writing a register, a unit id or a time.
 _OCTAL_1_1 = re.compile(r"[-+]?0[0-7_]+")
 
 
-def construct_int(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarNode) -> int:
-    """`tag:yaml.org,2002:int` with 0[0-7]+ read as decimal; everything else (0x, 0b, 1_000, 1:30) as PyYAML does."""
+def construct_int(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarNode) -> int | str:
+    """`tag:yaml.org,2002:int`: 0[0-7]+ as decimal, base 60 as its text; 0x, 0b, 1_000 as PyYAML reads them."""
     text = loader.construct_scalar(node)
+    if isinstance(text, str) and ":" in text:
+        return text
     if isinstance(text, str) and _OCTAL_1_1.fullmatch(text):
         return int(text.replace("_", ""), 10)
     value: int = yaml.constructor.SafeConstructor.construct_yaml_int(loader, node)
     return value
 
 
+def construct_float(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarNode) -> float | str:
+    """`tag:yaml.org,2002:float`: base 60 (1:30.5) as its text; everything else as PyYAML reads it."""
+    text = loader.construct_scalar(node)
+    if isinstance(text, str) and ":" in text:
+        return text
+    value: float = yaml.constructor.SafeConstructor.construct_yaml_float(loader, node)
+    return value
+
+
 _Loader = TypeVar("_Loader", bound=type)
 
 
-def decimal_ints(loader: _Loader) -> _Loader:
-    """`loader` (a SafeLoader class of one's own) with leading-zero integers read as decimal; returned for chaining."""
-    cast(Any, loader).add_constructor(
-        "tag:yaml.org,2002:int", construct_int
-    )  # (on this class only: PyYAML copies the table)
+def yaml12_numbers(loader: _Loader) -> _Loader:
+    """`loader` (a SafeLoader class of one's own) reading numbers as above; returned for chaining."""
+    add = cast(Any, loader).add_constructor  # (on this class only: PyYAML copies the table)
+    add("tag:yaml.org,2002:int", construct_int)
+    add("tag:yaml.org,2002:float", construct_float)
     return loader
 
 
 class SafeLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
-    """yaml.safe_load's loader (libyaml's parser where PyYAML has it) with decimal leading-zero integers."""
+    """yaml.safe_load's loader (libyaml's parser where PyYAML has it) reading numbers as YAML 1.2 does."""
 
 
-decimal_ints(SafeLoader)
+yaml12_numbers(SafeLoader)
 
 
 def safe_load(text: str) -> Any:
-    """`yaml.safe_load(text)`, a leading-zero integer read as decimal."""
+    """`yaml.safe_load(text)`, numbers read as YAML 1.2 reads them."""
     return yaml.load(text, Loader=SafeLoader)

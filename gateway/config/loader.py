@@ -15,7 +15,7 @@ from drivers.profile import (
 )
 from gateway.config.site import SiteConfig
 from gateway.siteplan import check_image
-from telemetry.yamltext import decimal_ints
+from telemetry.yamltext import yaml12_numbers
 
 _CROSS = re.compile(r"^(?P<coll>[a-z_.]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
 
@@ -41,7 +41,7 @@ class _SafeLoader(_Strict, yaml.SafeLoader):
     """yaml.safe_load in Python, strict: its errors show the line they are on, and it composes the line index."""
 
 
-decimal_ints(_SafeLoader)  # 010 is ten (telemetry/yamltext.py), in both loaders
+yaml12_numbers(_SafeLoader)  # 010 is ten, 19:00 a time (telemetry/yamltext.py), in both loaders
 
 
 # libyaml's scanner and parser, where PyYAML was built with it, read a site file first: the pure-Python ones make an
@@ -49,7 +49,7 @@ decimal_ints(_SafeLoader)  # 010 is ten (telemetry/yamltext.py), in both loaders
 # at idle; now 0.2 s. Its messages lack the excerpt of the line, so a file it refuses is read again the Python way
 # for the message, and the line index (composed in Python) is made only for a file with problems to name.
 _FastLoader: type = (
-    decimal_ints(type("_FastLoader", (_Strict, yaml.CSafeLoader), {})) if hasattr(yaml, "CSafeLoader") else _SafeLoader
+    yaml12_numbers(type("_FastLoader", (_Strict, yaml.CSafeLoader), {})) if hasattr(yaml, "CSafeLoader") else _SafeLoader
 )
 
 
