@@ -63,7 +63,7 @@ class DutyConfig(_B):
     def _a_time(cls, v: object) -> object:
         # a number would be read as seconds after midnight, in UTC (1900 -> 00:31:40+00:00): never what was meant
         if isinstance(v, int | float):
-            raise ValueError(f"{v!r} is a number: write the time as \"HH:MM\", e.g. \"19:00\"")
+            raise ValueError(f'{v!r} is a number: write the time as "HH:MM", e.g. "19:00"')
         return v
 
     def covers(self, weekday: int, t: dtime) -> bool:

@@ -49,7 +49,9 @@ yaml12_numbers(_SafeLoader)  # 010 is ten, 19:00 a time (telemetry/yamltext.py),
 # at idle; now 0.2 s. Its messages lack the excerpt of the line, so a file it refuses is read again the Python way
 # for the message, and the line index (composed in Python) is made only for a file with problems to name.
 _FastLoader: type = (
-    yaml12_numbers(type("_FastLoader", (_Strict, yaml.CSafeLoader), {})) if hasattr(yaml, "CSafeLoader") else _SafeLoader
+    yaml12_numbers(type("_FastLoader", (_Strict, yaml.CSafeLoader), {}))
+    if hasattr(yaml, "CSafeLoader")
+    else _SafeLoader
 )
 
 
