@@ -19,7 +19,7 @@ export const S = {
   kiosk: params.get("kiosk") === "1",
   muted: localStorage.getItem("sitegw.muted") === "1",
   meta: null, latest: {}, alarms: new Map(), baselines: {}, rates: {}, hazards: [],
-  es: null, lastEvent: 0, device: null, chart: null, dirty: new Set(), raf: 0, audio: null, beepTimer: 0,
+  es: null, retry: 0, lastEvent: 0, device: null, chart: null, dirty: new Set(), raf: 0, audio: null, beepTimer: 0,
 };
 
 export const $ = (sel) => document.querySelector(sel);

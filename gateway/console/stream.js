@@ -56,6 +56,8 @@ export async function loadRates() {
 
 export function connect() {
   if (S.es) S.es.close();
+  clearTimeout(S.retry);  // one retry pending at most, whoever called (the stale-stream watchdog in main.js too)
+  S.lastEvent = Date.now();  // a new stream has its heartbeats' time before the watchdog calls it dead
   const es = new EventSource("/api/stream");
   S.es = es;
   es.addEventListener("hello", () => { S.lastEvent = Date.now(); resync().catch(() => streamState("lost")); });
@@ -81,15 +83,18 @@ export function connect() {
     schedule();
   });
   es.onerror = () => {
-    streamState("lost");
+    if (S.es !== es) return;  // a stream already replaced
+    if ($("#stream-state").dataset.state !== "refused") streamState("lost");  // (a refusal stays said while retried)
     // EventSource retries by itself, except after an HTTP error (401 when the session expired, 429 when the user or
     // the gateway has too many streams open), whose status it does not give: asked again, the reason is said
     if (es.readyState === EventSource.CLOSED) {
+      const again = () => { if (S.es === es) S.retry = setTimeout(connect, 3000); };
       whyRefused().then((why) => {
+        if (S.es !== es) return;
         if (why && why.status === 401) return api("GET", "/api/me").catch(() => {});  // (shows the login)
         if (why) { S.streamWhy = why.data; streamState("refused"); }
-        setTimeout(connect, 3000);
-      }, () => setTimeout(connect, 3000));  // (the gateway out of reach: tried again)
+        again();
+      }, again);  // (the gateway out of reach: tried again)
     }
   };
 }

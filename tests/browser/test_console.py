@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -311,10 +312,21 @@ async def test_console_live_values_alarm_ack_roles_languages_and_layouts(
                 r = await held.enter_async_context(api.stream("GET", "/api/stream", headers=officer_h))
                 assert r.status_code == 200
             second = await officer.context.new_page()  # another tab of the same session (English, as set above)
+            asked: list[float] = []
+            second.on("request", lambda q: asked.append(time.monotonic()) if q.url.endswith("/api/stream") else None)
             await second.goto(base)
             await second.wait_for_selector("#stream-state[data-state='refused']", timeout=10_000)
             said = await second.inner_text("#stream-state")
             assert "too many live streams of zhang: at most 8 at a time per user" in said and "again in 3 s" in said
+            # it tries again every 3 s (an EventSource and a fetch), saying why all along: each watchdog tick (1 s)
+            # started a retry chain of its own, and the requests grew without bound (a second review)
+            t0, states = time.monotonic(), []
+            while time.monotonic() - t0 < 12:
+                states.append(await second.get_attribute("#stream-state", "data-state"))
+                await asyncio.sleep(0.2)
+            first, last = (sum(t0 + a <= t < t0 + a + 6 for t in asked) for a in (0, 6))
+            assert last <= 6 and last <= first + 2, (first, last)
+            assert states.count("refused") >= 0.8 * len(states), states
         await second.wait_for_selector("#stream-state[data-state='live']", timeout=10_000)
         await second.close()
 
