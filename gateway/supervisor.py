@@ -76,7 +76,9 @@ class PolledDriver(Protocol):
     def decode(self, got: list[tuple[Block, list[int] | list[bool]]], receive_ns: int, out: PollResult) -> None: ...
 
 
-async def poll_device(dev: PolledDriver, link: ModbusLink) -> PollResult:
+async def poll_device(
+    dev: PolledDriver, link: ModbusLink, on_split: Callable[[str], object] | None = None
+) -> PollResult:
     """One poll: every request, each tried 1 + `retries` times while the device does not answer (then the poll
     fails: DeviceUnreachable / DeviceBusy); a request answered with an error is reported in `errors` and the other
     requests' readings are still decoded. One timestamp per poll, so one poll is one row in InfluxDB."""
@@ -104,6 +106,8 @@ async def poll_device(dev: PolledDriver, link: ModbusLink) -> PollResult:
                         dev.device_id, err, ", ".join(p.describe() for p in parts),
                     )  # fmt: skip
                     out.split.append((req, list(parts)))
+                    if on_split is not None:  # (counted now: a later request may still fail this poll)
+                        on_split(dev.device_id)
                     pending += parts
                 else:
                     out.errors.append(err)
@@ -250,7 +254,7 @@ class LineOwner:
         self.metrics.polls[name] += 1
         now = time.monotonic()
         try:
-            res = await poll_device(dev, self.link)
+            res = await poll_device(dev, self.link, lambda device: self.metrics.blocks_split.update([device]))
         except (DeviceUnreachable, DeviceBusy) as err:
             # failed polls count too: a timeout is the latency the neighbours on the bus pay
             self.metrics.observe_poll(self.link.line.id, time.monotonic() - now)
@@ -274,7 +278,6 @@ class LineOwner:
             log.info("line %s: open again", self.link.line.id)
             self._line_down = None
             self.metrics.lines_down.pop(self.link.line.id, None)
-        self.metrics.blocks_split[name] += len(res.split)
         for e in res.errors:
             # counted every time; logged once per episode (until the device answers cleanly again)
             self.metrics.protocol_errors[name] += 1
