@@ -254,9 +254,9 @@ def parse_survey(data: bytes, filename: str, tz: tzinfo) -> SurveyFile:
     skipped: dict[str, str] = {}
     refusal = ""
     for name, table in sheets:
-        if table is None:
+        if table is None:  # (a hidden sheet is what such a refusal names first: most likely the table is there)
             skipped[name] = HIDDEN
-            refusal = refusal or f"worksheet {name!r} is {HIDDEN}"
+            refusal = refusal if HIDDEN in refusal else f"worksheet {name!r} is {HIDDEN}"
             continue
         try:
             hi, cols = _header(table)
