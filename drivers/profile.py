@@ -183,9 +183,13 @@ class ModbusProfile(_ProfileHead):
             _check_maps(where, p.quality, self.quality_maps)
             for k in p.invalid:
                 try:
-                    sentinel_value(k, p.type)
+                    raw = sentinel_value(k, p.type)
                 except ValueError as err:
                     raise ValueError(f"{where}.invalid: {k!r}: {err}") from None
+                if p.type is DataType.BOOL:  # (never compared: a coil is 0 or 1, both of them values)
+                    raise ValueError(f"{where}.invalid: a coil or discrete input has no 'no value' sentinel")
+                if p.type is DataType.BIT and not 0 <= raw < 1 << (p.bit_count or 1):  # (one that can never match)
+                    raise ValueError(f"{where}.invalid: {k!r}: does not fit {p.bit_count or 1} bit(s)")
             table, addr = resolve_address(self.address_base, p, i)
             _check_end(where, table, addr, WIDTH[p.type])
             if p.type is DataType.BOOL and not table.is_bit:

@@ -102,3 +102,22 @@ def test_integer_sentinels_are_parsed_as_integers_and_range_checked(tmp_path: Pa
     assert "points[0] (groundwater_level).invalid: 'ERR': not a number" in msg, msg
     top = profile(tmp_path, point.format(t="uint64", k="0xFFFFFFFFFFFFFFFF"))  # float() made it 2**64: refused
     assert qualities(top, b"\xff" * 8) == {"groundwater_level": Quality.BAD}
+
+
+@pytest.mark.parametrize("key", ["9223372036854775807", "-1", "4"])
+def test_a_bit_field_sentinel_outside_its_bits_is_refused(tmp_path: Path, key: str) -> None:
+    """A two-bit field holds 0..3: a sentinel outside that was accepted and could never match (a second review)."""
+    said = refusal(
+        tmp_path,
+        "  - {quantity: groundwater_level, table: holding, address: 0, type: bit, bit: 0, bit_count: 2,"
+        f" invalid: {{'{key}': bad}}}}\n",
+    )
+    assert f"points[0] (groundwater_level).invalid: '{key}'" in said
+
+
+def test_a_coil_sentinel_is_refused(tmp_path: Path) -> None:
+    """A coil's `invalid: {1: bad}` was accepted and never applied: its True was stored GOOD (a second review)."""
+    said = refusal(
+        tmp_path, "  - {quantity: groundwater_level, table: coil, address: 0, type: bool, invalid: {1: bad}}\n"
+    )
+    assert "points[0] (groundwater_level).invalid: a coil or discrete input has no 'no value' sentinel" in said
