@@ -124,7 +124,7 @@ class RegisterPoint(_Base):
     """One quantity read from a register (or bit) of the device."""
 
     quantity: str
-    address: int = Field(ge=0, le=65535)  # PDU 0..65535; Modicon 00001..49999
+    address: int = Field(ge=0, le=65536)  # PDU 0..65535, one-based 1..65536 (_check_end); Modicon 00001..49999
     table: Table | None = None
     type: DataType = DataType.UINT16
     order: Order | None = None

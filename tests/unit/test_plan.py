@@ -82,6 +82,19 @@ def test_a_point_past_register_65535_is_refused() -> None:
         )  # fmt: skip
 
 
+def test_the_last_register_is_register_65536_when_counted_from_1() -> None:
+    """One-based register 65536 is wire address 0xFFFF (item X is addressed X-1, Modbus Application Protocol
+    V1.1b3 §4.4): refused by the field's 0..65535 before any addressing was applied (a second review)."""
+    one_based = ModbusProfile.model_validate(
+        {"id": "t", "kind": "excavation", "title": "t", "transport": "modbus", "address_base": "one_based",
+         "points": [{"quantity": "settlement", "table": "holding", "address": 65536, "type": "uint16"}]}
+    )  # fmt: skip
+    (block,) = plan_reads(one_based)
+    assert (block.address, block.count) == (65535, 1)
+    with pytest.raises(ValueError, match=r"holding 65536\.\.65536 \(1 registers\) runs past the last address 65535"):
+        profile([{"quantity": "settlement", "table": "holding", "address": 65536, "type": "uint16"}])  # (pdu)
+
+
 def test_a_merged_block_splits_into_its_gap_free_parts() -> None:
     """What replaces a merged read a device refuses with exception 02 (gateway/supervisor.py poll_device): the
     block's points regrouped with max_gap 0, each at its offset in its part; bit points stay on their register."""
