@@ -11,6 +11,7 @@ from alerting.baselines import Baselines
 from alerting.binding import Bound, bind_all
 from alerting.derived import DeviceContext
 from alerting.measures import WINDOWED, Measures
+from alerting.newest import NewestReadings
 from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
 from alerting.transition import Transition
 from telemetry import quantities
@@ -35,7 +36,6 @@ class _State:
     runs: dict[int, int] = field(default_factory=dict)  # level -> consecutive evaluations at its threshold
     run_ns: int = 0  # the time of the last reading counted in `runs`
     cand_source: int | None = None  # the reading time of the candidate's value
-    judged_ns: int = 0  # the newest reading time judged: an older reading is history, not the present
 
 
 class Evaluator:
@@ -89,6 +89,7 @@ class Evaluator:
         # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
         self._faulted: set[str] = set()
         self._waiting: set[_Key] = set()  # states with a candidate, for tick
+        self.newest = NewestReadings()  # each device's newest reading time: an older one is history to the levels
 
     def level(self, rule: str, device: str, quantity: str | None = None) -> Level:
         """The confirmed level of a rule on a device (the highest over its quantities when none is given)."""
@@ -155,6 +156,7 @@ class Evaluator:
 
     def observe(self, reading: Reading, now_ns: int) -> list[Transition]:
         self._remember(reading)
+        self.newest.heard(reading.device, reading.ts_ns, now_ns)
         out: list[Transition] = []
         self._evaluate(reading, now_ns, out)
         return out
@@ -162,10 +164,13 @@ class Evaluator:
     def observe_batch(self, readings: Iterable[Reading], now_ns: int) -> list[Transition]:
         """A batch (one poll, one message): gates see the batch's own values, whatever the order inside it."""
         batch = list(readings)
-        kept = self._kept
-        for r in batch:
+        kept, heard, run, ts = self._kept, self.newest.heard, "", -1
+        for r in batch:  # (every reading's time heard before any is judged: a buffer beside the newest is history)
             if r.quantity in kept:
                 self._remember(r)
+            if r.ts_ns != ts or r.device is not run:  # (once per run: a poll's or a message's readings)
+                run, ts = r.device, r.ts_ns
+                heard(run, ts, now_ns)
         out: list[Transition] = []
         evaluate = self._evaluate
         # a reading of a quantity known to have no rules on its device, and no point fault to raise or clear, has
@@ -253,15 +258,12 @@ class Evaluator:
                 continue
             quiet = b.quiet
             if quiet is not None:
-                # below every threshold, at rest (no state, or no level, candidate or announcement), not older than
-                # the newest judged: stepping would change nothing but that time, gate open or not (NaN: full path)
+                # below every threshold, at rest (no state yet, or no level, candidate or announcement): stepping
+                # the rule would change nothing, whether its gate is open or not (NaN compares false: full path)
                 sign, limit = quiet
                 if (r.value * sign if sign else abs(r.value)) < limit:
                     st = self._state.get((rule.id, r.device, r.quantity))
-                    if st is None:
-                        continue
-                    if not st.level and st.candidate is None and st.pending is None and r.ts_ns >= st.judged_ns:
-                        st.judged_ns = r.ts_ns  # (judged, to nothing: an older reading after it is history)
+                    if st is None or (not st.level and st.candidate is None and st.pending is None):
                         continue
             extra: set[Level] = set()
             if fed is None:  # (past the quiet check: most readings never get here)
@@ -301,15 +303,8 @@ class Evaluator:
         st = self._state.get(key)
         if st is None:
             st = self._state[key] = _State(b)
-        if src_ns is not None:
-            # a reading older than the newest judged (a device's buffer sent late, a QoS 1 message delivered again)
-            # is history (domain.md §1.4): it neither raises nor clears while the newest is current, not stale (3x
-            # the expected interval, §1.4); past that the device's clock went back, and its readings are judged
-            if src_ns < st.judged_ns:
-                every = self.devices[device].expected_interval_s
-                if every is None or now_ns - st.judged_ns <= 3 * every * NS:
-                    return []
-            st.judged_ns = src_ns
+        if src_ns is not None and self.newest.history(device, src_ns, now_ns, self.devices[device].expected_interval_s):
+            return []  # older than the device's newest reading: history (alerting/newest.py)
         rule = b.rule
         x = abs(v) if rule.direction == "abs" else v
         low = rule.direction == "low"

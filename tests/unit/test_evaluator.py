@@ -318,3 +318,43 @@ def test_a_device_clock_set_back_is_judged_once_its_newest_reading_is_stale() ->
     assert (t.phase, t.new) == ("confirmed", Level.DANGER)
     (t,) = ev.observe(Reading("G", "lel", 0, (y2000 + 180) * S), (t0 + 240) * S)  # on the new clock from then on
     assert (t.phase, t.new) == ("confirmed", Level.NORMAL)
+
+
+# What a second review found of the guard above, when it kept the newest time per rule state and compared it with the
+# gateway's clock: a device clock ahead and then set right was blind for the offset, one running behind was never
+# guarded, and a rule never raised kept no newest time at all. The newest time is per device now, with the gateway's
+# time it came (alerting/newest.py).
+T0 = 1_750_000_000
+
+
+def gas_every(every: float) -> Evaluator:
+    return Evaluator({"G": [lel()]}, {"G": DeviceContext("gas", expected_interval_s=every)})
+
+
+def test_a_device_clock_ahead_then_set_right_is_judged_after_three_intervals() -> None:
+    ev = gas_every(10)
+    ahead = 250  # within ClockCheck's max_ahead_s (300): passed on with the device's own time
+    assert [t.new for t in ev.observe(Reading("G", "lel", 30, (T0 + ahead) * S), T0 * S)] == [Level.ALARM]
+    assert [t.new for t in ev.observe(Reading("G", "lel", 0, (T0 + ahead + 10) * S), (T0 + 10) * S)] == [Level.NORMAL]
+    got = []  # the clock set right; the gas rises to 60 %LEL, a reading every 10 s
+    for now in range(T0 + 20, T0 + 200, 10):
+        got += [(now, t.new) for t in ev.observe(Reading("G", "lel", 60, now * S), now * S)]
+    assert got[:1] == [(T0 + 50, Level.DANGER)]  # 3 intervals after the newest came (it was 280 s: the offset too)
+
+
+def test_a_device_clock_running_behind_is_guarded_too() -> None:
+    ev = gas_every(10)
+    (t,) = ev.observe(Reading("G", "lel", 60, (T0 - 300) * S), T0 * S)  # 5 min behind, live
+    assert t.new is Level.DANGER
+    assert ev.observe(Reading("G", "lel", 0, (T0 - 900) * S), (T0 + 1) * S) == []  # its buffer: history
+
+
+def test_an_older_reading_raises_no_rule_that_never_left_rest() -> None:
+    ev = gas_every(10)
+    assert ev.observe(Reading("G", "lel", 0, T0 * S), T0 * S) == []
+    assert ev.observe(Reading("G", "lel", 0, (T0 + 10) * S), (T0 + 10) * S) == []
+    assert ev.observe(Reading("G", "lel", 60, (T0 - 600) * S), (T0 + 11) * S) == []  # ten minutes old: history
+    assert ev.observe_batch(
+        [Reading("G", "lel", 60, (T0 + 11) * S), Reading("G", "lel", 0, (T0 - 5) * S)], (T0 + 12) * S
+    )
+    assert ev.level("gas.lel", "G") is Level.DANGER  # the batch's buffered reading did not clear its live one
