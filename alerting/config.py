@@ -158,8 +158,10 @@ class EscalationConfig(_B):
             for c in cs:
                 if c not in chans:
                     raise ValueError(f"{at}.channels: unknown channel {c!r}; defined: {chans}")
-            # an email reaches only the addresses it names: someone on duty without one would never hear of it
-            for mail in (ch.id for ch in self.channels if ch.id in cs and ch.type == "email"):
+            # an email reaches only the addresses it names: someone on duty without one would hear nothing from a
+            # tier of emails only (a siren, a webhook or a group robot beside it reaches the site or the group)
+            reach = [ch for ch in self.channels if ch.id in cs]
+            for mail in (ch.id for ch in reach if ch.type == "email" and all(c.addresses_people for c in reach)):
                 for duty in (d for d in self.duty if d.role in rs):
                     for who in (x for x in self.people if x.id in duty.people and not x.email):
                         raise ValueError(

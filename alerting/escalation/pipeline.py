@@ -203,8 +203,13 @@ class Escalation:
         runs only at the loop's next turn, after whatever else is ready (a pipeline batch, its fsync)."""
         if len(deliveries) == 1:
             await self.delivery.send(deliveries[0])
-        else:
-            await asyncio.gather(*(self.delivery.send(d) for d in deliveries))
+            return
+        # every send ends before one's error ends the loop: `run` starts again by resending what is still `sending`,
+        # which would send a message still in flight a second time
+        got = await asyncio.gather(*(self.delivery.send(d) for d in deliveries), return_exceptions=True)
+        for err in got:
+            if isinstance(err, BaseException):
+                raise err
 
     def _fire_due(self, due: list[sqlite3.Row], now: int, lookup_alarm: Callable[[int], Alarm]) -> None:
         for st in due:

@@ -42,6 +42,8 @@ def test_a_person_on_duty_without_email_on_an_email_tier_is_refused_naming_tier_
     EscalationConfig.model_validate(ESC)  # by webhook, 赵总 is reached (the robot / hook names him)
     esc = copy.deepcopy(ESC)
     esc["policies"][0]["tiers"][1]["channels"] = ["hook", "mail"]
+    EscalationConfig.model_validate(esc)  # the others by mail, 赵总 by the hook beside it (a second review)
+    esc["policies"][0]["tiers"][1]["channels"] = ["mail"]  # by mail alone: he hears nothing
     with pytest.raises(ValidationError, match=r"escalation\.policies\[0\]\.tiers\[1\]\.channels: 'mail' is an email"):
         EscalationConfig.model_validate(esc)
     with pytest.raises(ConfigError) as err:
