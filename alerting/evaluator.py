@@ -11,15 +11,13 @@ from alerting.baselines import Baselines
 from alerting.binding import Bound, bind_all
 from alerting.derived import DeviceContext
 from alerting.measures import WINDOWED, Measures
-from alerting.newest import NewestReadings
 from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
 from alerting.transition import Transition
 from telemetry import quantities
 from telemetry.reading import Quality, Reading
 
 NS = 1_000_000_000
-# an enum member looked up on its class (Quality.BAD) is a Python-level descriptor call on 3.11 (~70 ns): the
-# per-reading checks use these
+# an enum member looked up on its class is a descriptor call on 3.11 (~70 ns): the per-reading checks use these
 _BAD, _NOT_READY, _UNCERTAIN = Quality.BAD, Quality.NOT_READY, Quality.UNCERTAIN
 _Key = tuple[str, str, str]  # (rule, device, quantity): one level state
 
@@ -36,6 +34,8 @@ class _State:
     runs: dict[int, int] = field(default_factory=dict)  # level -> consecutive evaluations at its threshold
     run_ns: int = 0  # the time of the last reading counted in `runs`
     cand_source: int | None = None  # the reading time of the candidate's value
+    judged_ns: int = 0  # the newest reading time judged: an older reading is history, not the present
+    judged_at_ns: int = 0  # the gateway's time when judged_ns moved on (a device clock may run ahead or behind)
 
 
 class Evaluator:
@@ -74,8 +74,7 @@ class Evaluator:
         self.inactive = tables.inactive  # (device, rule id, why) of rules that cannot run
         self._base: dict[str, str | None] = {}  # reading quantity -> catalog base name (depth families)
         self._latest: dict[str, dict[str, float]] = {}  # device -> quantity -> current valid value (gates)
-        # only what is read back is kept: gate quantities, and `up` (a down device freezes no run); every quantity
-        # of 2 000 devices was 22 000 floats in 2 000 dicts (1.3 MB)
+        # only what is read back: gate quantities, `up` (a down device freezes no run); all were 1.3 MB for 2 000
         self._kept = frozenset(
             {c.quantity for rules in rules_by_device.values() for rule in rules for c in rule.when} | {"up"}
         )
@@ -89,7 +88,6 @@ class Evaluator:
         # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
         self._faulted: set[str] = set()
         self._waiting: set[_Key] = set()  # states with a candidate, for tick
-        self.newest = NewestReadings()  # each device's newest reading time: an older one is history to the levels
 
     def level(self, rule: str, device: str, quantity: str | None = None) -> Level:
         """The confirmed level of a rule on a device (the highest over its quantities when none is given)."""
@@ -156,7 +154,6 @@ class Evaluator:
 
     def observe(self, reading: Reading, now_ns: int) -> list[Transition]:
         self._remember(reading)
-        self.newest.heard(reading.device, reading.ts_ns, now_ns)
         out: list[Transition] = []
         self._evaluate(reading, now_ns, out)
         return out
@@ -164,18 +161,14 @@ class Evaluator:
     def observe_batch(self, readings: Iterable[Reading], now_ns: int) -> list[Transition]:
         """A batch (one poll, one message): gates see the batch's own values, whatever the order inside it."""
         batch = list(readings)
-        kept, heard, run, ts = self._kept, self.newest.heard, "", -1
-        for r in batch:  # (every reading's time heard before any is judged: a buffer beside the newest is history)
+        kept = self._kept
+        for r in batch:
             if r.quantity in kept:
                 self._remember(r)
-            if r.ts_ns != ts or r.device is not run:  # (once per run: a poll's or a message's readings)
-                run, ts = r.device, r.ts_ns
-                heard(run, ts, now_ns)
         out: list[Transition] = []
         evaluate = self._evaluate
-        # a reading of a quantity known to have no rules on its device, and no point fault to raise or clear, has
-        # nothing to evaluate: found here, per run of a device, without a call of `_evaluate` (about half of a
-        # crane's readings)
+        # a reading of a quantity with no rules on its device, and no point fault to raise or clear, has nothing to
+        # evaluate: found here, per run of a device, with no call of `_evaluate` (half of a crane's readings)
         by_key, any_point, faulted, bad, not_ready = self._by_key, self._any_point, self._faulted, _BAD, _NOT_READY
         dev: str | None = None
         mine: dict[str, tuple[Bound, ...]] | None = None
@@ -258,12 +251,16 @@ class Evaluator:
                 continue
             quiet = b.quiet
             if quiet is not None:
-                # below every threshold, at rest (no state yet, or no level, candidate or announcement): stepping
-                # the rule would change nothing, whether its gate is open or not (NaN compares false: full path)
+                # below every threshold, at rest (no state, or no level, candidate or announcement), not older than
+                # the newest judged: stepping would change nothing but that time, gate open or not (NaN: full path)
                 sign, limit = quiet
                 if (r.value * sign if sign else abs(r.value)) < limit:
                     st = self._state.get((rule.id, r.device, r.quantity))
-                    if st is None or (not st.level and st.candidate is None and st.pending is None):
+                    if st is None:
+                        continue
+                    if not st.level and st.candidate is None and st.pending is None and r.ts_ns >= st.judged_ns:
+                        if r.ts_ns > st.judged_ns:  # (judged, to nothing: an older reading after it is history)
+                            st.judged_ns, st.judged_at_ns = r.ts_ns, now_ns
                         continue
             extra: set[Level] = set()
             if fed is None:  # (past the quiet check: most readings never get here)
@@ -276,8 +273,8 @@ class Evaluator:
             if v is None:
                 continue
             if not self._gate_open(b, r.device):
-                # The level is kept while the gate is closed: a crane that starts working does not make a
-                # verticality deviation go away, it only stops us from measuring it validly.
+                # the level is kept while the gate is closed: a crane at work does not make a verticality deviation
+                # go away, it only stops us from measuring it validly
                 st = self._state.get(key := (rule.id, r.device, r.quantity))
                 if st is not None:
                     out.extend(self._withdraw(st, key, st.cand_value, now_ns))
@@ -303,8 +300,16 @@ class Evaluator:
         st = self._state.get(key)
         if st is None:
             st = self._state[key] = _State(b)
-        if src_ns is not None and self.newest.history(device, src_ns, now_ns, self.devices[device].expected_interval_s):
-            return []  # older than the device's newest reading: history (alerting/newest.py)
+        if src_ns is not None:
+            # older than the newest judged (a buffer sent late, a QoS 1 message delivered again) is history (domain.md
+            # §1.4), neither raising nor clearing while the newest came within 3 expected intervals (by the gateway's
+            # clock: a device's may run ahead or behind); past that its clock went back (or was set right): judged
+            if src_ns < st.judged_ns:
+                every = self.devices[device].expected_interval_s
+                if every is None or now_ns - st.judged_at_ns <= 3 * every * NS:
+                    return []
+            elif src_ns > st.judged_ns:
+                st.judged_ns, st.judged_at_ns = src_ns, now_ns
         rule = b.rule
         x = abs(v) if rule.direction == "abs" else v
         low = rule.direction == "low"
