@@ -249,12 +249,15 @@ class LineOwner:
             log.warning("%s; its devices (%s) are down until it opens; retrying with backoff", err, names)
         self._line_down = str(err)
 
+    def _split_counted(self, device: str) -> None:
+        self.metrics.blocks_split[device] += 1
+
     async def _poll(self, dev: PolledDriver, interval: float) -> None:
         name = dev.device_id
         self.metrics.polls[name] += 1
         now = time.monotonic()
         try:
-            res = await poll_device(dev, self.link, lambda device: self.metrics.blocks_split.update([device]))
+            res = await poll_device(dev, self.link, self._split_counted)
         except (DeviceUnreachable, DeviceBusy) as err:
             # failed polls count too: a timeout is the latency the neighbours on the bus pay
             self.metrics.observe_poll(self.link.line.id, time.monotonic() - now)

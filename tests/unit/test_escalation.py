@@ -71,6 +71,19 @@ class FakeClock:
         self.now += int(seconds * S)
 
 
+def mail_channel(port: int) -> dict[str, Any]:
+    """The email channel of these tests: the local SMTP server, no TLS."""
+    return {
+        "id": "mail",
+        "type": "email",
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "none",
+        "sender": "工地告警 <gw@site.test>",
+        "timeout_s": 5,
+    }
+
+
 def escalation_config(tiers: list[dict[str, Any]], hook_url: str, smtp_port: int, **extra: Any) -> EscalationConfig:
     return EscalationConfig.model_validate(
         {
@@ -78,15 +91,7 @@ def escalation_config(tiers: list[dict[str, Any]], hook_url: str, smtp_port: int
             "duty": DUTY,
             "channels": [
                 {"id": "hook", "type": "webhook", "url": hook_url},
-                {
-                    "id": "mail",
-                    "type": "email",
-                    "host": "127.0.0.1",
-                    "port": smtp_port,
-                    "security": "none",
-                    "sender": "工地告警 <gw@site.test>",
-                    "timeout_s": 5,
-                },
+                mail_channel(smtp_port),
             ],
             "policies": [{"id": "all", "tiers": tiers}],
             **extra,

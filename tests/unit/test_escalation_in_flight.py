@@ -10,31 +10,9 @@ import pytest
 
 from alerting.notifiers import Message, Notifier, Person, SendResult
 from tests.unit.test_escalation import SiteFactory, http, make_site, smtp
+from tests.unit.test_escalation_stuck_sending import LockedAfterSend
 
 __all__ = ["http", "make_site", "smtp"]
-
-
-class LockedAfterSend:
-    """Webhook; once answered, another writer holds the state file past the busy timeout (as the repo's own test)."""
-
-    def __init__(self, inner: Notifier, db: str) -> None:
-        self.id, self.inner, self.db = inner.id, inner, db
-        self.other: sqlite3.Connection | None = None
-
-    async def send(self, msg: Message, to: Sequence[Person]) -> SendResult:
-        res = await self.inner.send(msg, to)
-        if self.other is None:
-            self.other = sqlite3.connect(self.db, isolation_level=None)
-            self.other.execute("BEGIN IMMEDIATE")
-        return res
-
-    def release(self) -> None:
-        assert self.other is not None
-        self.other.execute("ROLLBACK")
-        self.other.close()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 class SlowFirst:

@@ -25,7 +25,7 @@ from gateway.cli import check_config
 from services.local import Service
 from tests.receivers import http_receiver, smtp_server
 from tests.sites import write_site
-from tests.unit.test_escalation import RULES, SITE, FakeClock, at
+from tests.unit.test_escalation import RULES, SITE, FakeClock, at, mail_channel
 
 SUN_10 = at(2024, 6, 9, 10)  # Sunday 10:00 on site
 # the README's roster before it was mended: nobody is safety_officer on Sunday 07:00-19:00
@@ -48,15 +48,7 @@ def config(mqtt_port: int, hook_url: str, smtp_port: int) -> dict[str, Any]:
         "channels": [
             {"id": "siren", "type": "mqtt", "broker": "b", "topic": "gap/siren"},
             {"id": "hook", "type": "webhook", "url": hook_url},
-            {
-                "id": "mail",
-                "type": "email",
-                "host": "127.0.0.1",
-                "port": smtp_port,
-                "security": "none",
-                "sender": "工地告警 <gw@site.test>",
-                "timeout_s": 5,
-            },
+            mail_channel(smtp_port),
         ],
         "policies": [
             {"id": "default", "tiers": [{"roles": ["safety_officer"], "channels": ["siren", "hook", "mail"]}]}
