@@ -104,7 +104,7 @@ async def test_a_broker_granting_less_than_the_window_announced_does_not_stall_t
             for k in range(60):
                 settlement(dev, float(k), TS_MS + k)
             await until(site.has(60), "60 messages stored")
-            await until(lambda: site.pipe._acks == [] and site.pipe._held == [], "every message acknowledged")
+            await until(site.all_acked, "every message acknowledged")
     finally:
         await site.stop(tasks)
     # none is delivered again: all 60 were acknowledged
@@ -146,7 +146,7 @@ async def test_a_backlog_sent_beyond_the_window_is_taken_in_no_more_than_the_win
                     break
                 look = loop.time() + 0.01
             await asyncio.sleep(0)
-        await until(lambda: site.pipe._acks == [] and site.pipe._held == [], "every message acknowledged")
+        await until(site.all_acked, "every message acknowledged")
     finally:
         await site.stop(tasks)
     assert len(site.stored()) == n

@@ -97,6 +97,13 @@ class Site:
     def has(self, n: int) -> Callable[[], bool]:
         return lambda: len(self.stored()) == n
 
+    def all_acked(self) -> bool:
+        """Every message the session took is acknowledged. The pipeline's own lists are empty while it waits on the
+        fsync those acknowledgements follow (`Pipeline.run`), so they alone do not say it: a test stopping then
+        would cancel the fsync and leave the last batch to be delivered again."""
+        inbox = self.s.inbox
+        return inbox is not None and inbox.out == 0 and not self.pipe._acks and not self.pipe._held
+
     def stored(self) -> list[bytes]:
         """The settlement lines in the spool (FW-1's `up` line aside)."""
         lines = b"".join(seg.path.read_bytes() for seg in self.spool.segments).splitlines()
