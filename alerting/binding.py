@@ -18,6 +18,8 @@ class Bound:
     rule: Rule
     thresholds: tuple[tuple[Level, float, Threshold], ...]
     design: float | None  # percent_of_design: the device's design value; *_of_warning: the point's design 预警值
+    # consecutive_days: (the limit each day's rate must be above, in measured_unit; the threshold an alarm cites)
+    days: tuple[float, Threshold] | None = None
     # (sign, limit): a reading whose value * sign (its absolute value for sign 0) is below limit reaches no
     # threshold; None when the rule's measured value is not the reading's own (see quiet_limit)
     quiet: tuple[int, float] | None = field(init=False, compare=False, repr=False)
@@ -131,7 +133,23 @@ def bind(rule: Rule, device: str, ctx: DeviceContext, baselines: bool = True) ->
         why = "no calibration_due"
     if why:
         return None, why
-    return Bound(rule, ths, design), ""
+    return Bound(rule, ths, design, _days(rule, ths)), ""
+
+
+def _days(rule: Rule, ths: tuple[tuple[Level, float, Threshold], ...]) -> tuple[float, Threshold] | None:
+    """The run of days (`consecutive_days`) as the evaluator checks it: the limit, a fraction of its level's
+    threshold, and the threshold an alarm raised by it cites (its value that limit, the source the run's)."""
+    cd = rule.consecutive_days
+    at = [(value, th) for level, value, th in ths if level == cd.level] if cd is not None else []
+    if cd is None or not at:
+        return None  # (a level whose value the project has not set: no run to check either)
+    value, th = at[0]
+    limit, unit, src = cd.fraction * value, rule.measured_unit, cd.source or th.source
+    above = "at or above" if cd.inclusive else "above"
+    note = f"{cd.days} days in a row {above} {limit:g} {unit}: {cd.fraction * 100:g} % of the {cd.level.zh} threshold"
+    note += f" {value:g} {unit}" + (f" ({th.source.note})" if th.source.note else "")
+    cited = Source(standard=src.standard, clause=src.clause, confidence=src.confidence, note=note)
+    return limit, Threshold(level=cd.level, value=limit, source=cited, inclusive=cd.inclusive)
 
 
 @dataclass

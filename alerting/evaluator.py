@@ -227,9 +227,9 @@ class Evaluator:
                 self._faulted.add(r.device)
             for b in faults:
                 if bad:
-                    out.extend(self._step(b, r.device, r.quantity, 1.0, set(), now_ns, r.ts_ns))
+                    out.extend(self._step(b, r.device, r.quantity, 1.0, None, now_ns, r.ts_ns))
                 elif (b.rule.id, r.device, r.quantity) in self._state:
-                    out.extend(self._step(b, r.device, r.quantity, 0.0, set(), now_ns, r.ts_ns))
+                    out.extend(self._step(b, r.device, r.quantity, 0.0, None, now_ns, r.ts_ns))
         mine = self._by_key.get(r.device)
         if mine is None:
             return
@@ -262,16 +262,12 @@ class Evaluator:
                         if r.ts_ns > st.judged_ns:  # (judged, to nothing: an older reading after it is history)
                             st.judged_ns, st.judged_at_ns = r.ts_ns, now_ns
                         continue
-            extra: set[Level] = set()
             if fed is None:  # (past the quiet check: most readings never get here)
                 fed = set()
             v = self.measures.measure(b, r, fed)
-            if rule.consecutive_days is not None:
-                extra = self.measures.consecutive(b, r)
-                if v is None and extra:
-                    v = self.measures.daily_rate(b, r)
             if v is None:
                 continue
+            days = b.days[1] if b.days is not None and self.measures.days_run(b, r, v) else None
             if not self._gate_open(b, r.device):
                 # the level is kept while the gate is closed: a crane at work does not make a verticality deviation
                 # go away, it only stops us from measuring it validly
@@ -279,7 +275,7 @@ class Evaluator:
                 if st is not None:
                     out.extend(self._withdraw(st, key, st.cand_value, now_ns))
                 continue
-            out.extend(self._step(b, r.device, r.quantity, v, extra, now_ns, r.ts_ns))
+            out.extend(self._step(b, r.device, r.quantity, v, days, now_ns, r.ts_ns))
 
     def _gate_open(self, b: Bound, device: str) -> bool:
         if not b.rule.when:
@@ -294,7 +290,7 @@ class Evaluator:
     # ---- levels -------------------------------------------------------------------------------------------------
 
     def _step(
-        self, b: Bound, device: str, quantity: str, v: float, extra: set[Level], now_ns: int, src_ns: int | None = None
+        self, b: Bound, device: str, quantity: str, v: float, days: Threshold | None, now_ns: int, src_ns: int | None
     ) -> list[Transition]:
         key = (b.rule.id, device, quantity)
         st = self._state.get(key)
@@ -328,8 +324,10 @@ class Evaluator:
                 hit = at and (th.consecutive <= 1 or run >= th.consecutive)
             else:  # holding: until back beyond the deadband (with none, until no longer at the threshold)
                 hit = (x < value + db or at) if low else (x > value - db or at)
-            if (hit or level in extra) and level > target:
+            if hit and level > target:
                 target, crossed = level, th
+        if days is not None and days.level > target:  # its run of days (consecutive_days): in force while it holds
+            target, crossed = days.level, days
         return self._move(st, key, target, crossed, v, now_ns, src_ns)
 
     def _move(
@@ -396,5 +394,5 @@ class Evaluator:
         for device, b in self._calendar:
             due = self.devices[device].calibration_due
             assert due is not None
-            out.extend(self._step(b, device, CALENDAR_QUANTITY, float((today - due).days), set(), now_ns))
+            out.extend(self._step(b, device, CALENDAR_QUANTITY, float((today - due).days), None, now_ns, None))
         return out

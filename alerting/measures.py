@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, NamedTuple
 from alerting.baselines import Baselines
 from alerting.binding import Bound
 from alerting.derived import DeviceContext
-from alerting.rules import Level
 from telemetry import quantities
 from telemetry.reading import Reading
 
@@ -35,6 +34,12 @@ class Saved(NamedTuple):
 
 
 WINDOWED = frozenset({"rate_per_day", "window_mean", "rate_percent_of_warning"})  # the measures kept in a window
+
+
+def _decimal(x: float) -> float:
+    """A measure computed from decimal readings, to 9 places: one at a threshold is at it (a survey's 7.3 - 4.3 mm is
+    2.9999999999999996 in binary, under a rate 预警值 of 3 mm/d); no gauge resolves a billionth of its unit."""
+    return round(x, 9) if math.isfinite(x) else x
 
 
 class Measures:
@@ -109,8 +114,8 @@ class Measures:
                     self.daily_series(r).add(r.ts_ns, r.value)
                 if m == "rate_percent_of_warning" and slope is not None:
                     assert b.design is not None
-                    return slope / b.design * 100.0
-                return slope
+                    slope = slope / b.design * 100.0
+                return None if slope is None else _decimal(slope)
             # GBZ 2.1 defines PC-TWA and PC-STEL over a fixed reference time (8 h, 15 min) with time not exposed
             # counting as zero; that is the figure the limits are written for. The early warning of an exposure
             # that has only begun is the instantaneous set point's job (gas.co alarms at the TWA value at once).
@@ -126,7 +131,7 @@ class Measures:
             return float(run)
         if not math.isfinite(v):
             return None
-        return v
+        return v if m == "value" else _decimal(v)
 
     def _previous(self, r: Reading, w: SeriesWindow) -> None:
         """Remember the last valid reading before this one: the survey rate needs it after the window lost it."""
@@ -200,16 +205,30 @@ class Measures:
         self._prev.update((k, x) for k, x in saved.prev.items() if k[0] in self.devices)
         self._runs.update((k, x) for k, x in saved.frozen.items() if k[0] in self.devices)
 
-    def consecutive(self, b: Bound, r: Reading) -> set[Level]:
-        cd = b.rule.consecutive_days
-        assert cd is not None
-        daily = self.daily_series(r)
-        return {
-            level
-            for level, value, _ in b.thresholds
-            if daily.consecutive_days_at_least(cd.fraction * value, cd.days, r.ts_ns)
-        }
+    def days_run(self, b: Bound, r: Reading, now: float) -> bool:
+        """The rule's run of days (`consecutive_days`, Bound.days) holds at `r`: each of the last n site days has a
+        rate beyond the limit, today's being its change so far (a survey's day is whole with its survey); or each
+        of the n days up to yesterday had, and the rule's measure `now` still is (an automated gauge's day has just
+        begun: its change so far says nothing yet, its 24 h slope does). In the rule's unit: % of the rate 预警值
+        or per day."""
+        cd, days = b.rule.consecutive_days, b.days
+        assert cd is not None and days is not None
+        limit, inclusive = days[0], cd.inclusive
+        scale = 1.0  # the daily series' rates are in the quantity's unit per day
+        if b.rule.measure == "rate_percent_of_warning":
+            assert b.design is not None
+            scale = 100.0 / b.design
 
-    def daily_rate(self, b: Bound, r: Reading) -> float | None:
-        rates = self.daily_series(r).daily_rates(r.ts_ns)
-        return rates[-1][1] if rates else None
+        def beyond(rates: list[float | None]) -> bool:
+            for rate in rates:
+                if rate is None:
+                    return False  # a day without data (or without an earlier one) breaks the run
+                x = abs(_decimal(rate * scale))
+                if not (x >= limit if inclusive else x > limit):
+                    return False
+            return True
+
+        daily = self.daily_series(r)
+        if beyond(daily.days_ending(cd.days, r.ts_ns, today=True)):
+            return True
+        return beyond([now / scale]) and beyond(daily.days_ending(cd.days, r.ts_ns, today=False))

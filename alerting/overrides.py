@@ -80,8 +80,8 @@ def _apply(rule: Rule, o: Override, where: str) -> Rule:
     for name in ("deadband", "on_delay_s", "off_delay_s", "window_s"):
         if getattr(o, name) is not None:
             data[name] = getattr(o, name)
-    if o.consecutive_days is not None:
-        data["consecutive_days"] = o.consecutive_days.model_dump()
+    if o.consecutive_days is not None:  # (its source, when it gives none, the override's)
+        data["consecutive_days"] = o.consecutive_days.model_dump() | {"source": o.consecutive_days.source or o.source}
     if o.when is not None:
         data["when"] = [c.model_dump() for c in o.when]
     try:

@@ -152,13 +152,17 @@ class Condition(BaseModel):
 
 
 class ConsecutiveDays(BaseModel):
-    """Rate rules: a level is also reached when each of the last `days` completed local days had a day-normalised
-    rate of at least `fraction` x that level's threshold (GB 50497 practice; domain.md §2.3, placeholder 70 %/3 d)."""
+    """Rate rules: `level` is also reached while the rate is above `fraction` x that level's threshold now and was on
+    each of the `days` - 1 site days before today (a day-normalised rate per day with data; a day without data
+    breaks the run). GB 50497-2009's table note: a rate above 70 % of its 预警值 on 3 consecutive days warns as
+    reaching the 预警值 does (domain.md §2.3 [R], a placeholder the project sets)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     days: int = Field(ge=1, le=30)
     fraction: float = Field(gt=0, le=1)
+    level: Level = Level.ALARM  # the level the run reaches (报警: what reaching the 预警值 raises, §8.0.8)
+    inclusive: bool = False  # "exceeds" 70 %: at it is not above it; true for a plan that says "reaches"
     source: Source | None = None
 
 
@@ -187,7 +191,7 @@ class Rule(BaseModel):
     thresholds: list[Threshold] = Field(min_length=1)
     measure: Measure = "value"
     window_s: float | None = Field(default=None, gt=0)  # rate_per_day (default 86400) and window_mean (required)
-    consecutive_days: ConsecutiveDays | None = None  # rate_per_day only
+    consecutive_days: ConsecutiveDays | None = None  # rate rules only
     # evaluated only while every condition holds on the device's latest readings; while closed the level is kept
     when: list[Condition] = []
     deadband: float = Field(default=0.0, ge=0)  # in measured_unit: how far back a value must come to clear
@@ -218,9 +222,13 @@ class Rule(BaseModel):
             raise ValueError("a window_mean rule needs window_s (PC-TWA 28800, PC-STEL 900)")
         if self.window_s is not None and self.measure not in ("rate_per_day", "window_mean", "rate_percent_of_warning"):
             raise ValueError("window_s applies to rate_per_day, rate_percent_of_warning and window_mean rules only")
-        if self.consecutive_days is not None and (self.measure != "rate_per_day" or self.direction != "abs"):
-            # the daily rates are compared by magnitude (|rate|), which only an abs rule means
-            raise ValueError("consecutive_days applies to rate_per_day rules with direction abs only")
+        cd = self.consecutive_days
+        if cd is not None:
+            if self.measure not in ("rate_per_day", "rate_percent_of_warning") or self.direction != "abs":
+                # the daily rates are compared by magnitude (|rate|), which only an abs rule means
+                raise ValueError("consecutive_days applies to rate rules with direction abs only")
+            if cd.level not in {t.level for t in self.thresholds}:
+                raise ValueError(f"consecutive_days.level {int(cd.level)}: the rule has no threshold at that level")
         levels = [t.level for t in self.thresholds]
         if levels != sorted(set(levels)):
             raise ValueError("thresholds must be listed once per level, lowest level first")

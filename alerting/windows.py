@@ -269,7 +269,12 @@ class DailySeries:
         |rate| >= limit. A day without data breaks the run, so does a missing rate for the run's first day."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        rates = dict(self.daily_rates(now_ns))
-        yesterday = self.local_date(now_ns) - datetime.timedelta(days=1)
-        run = [rates.get(yesterday - datetime.timedelta(days=k)) for k in range(n)]
-        return all(r is not None and abs(r) >= limit for r in run)
+        return all(r is not None and abs(r) >= limit for r in self.days_ending(n, now_ns, today=False))
+
+    def days_ending(self, n: int, now_ns: int, today: bool) -> list[float | None]:
+        """The rates of n site days in a row, newest first, the newest today (its change so far, the day not over)
+        or yesterday: None for a day without data, or without an earlier day with data."""
+        end = self.local_date(now_ns) - datetime.timedelta(days=0 if today else 1)
+        days = sorted(d for d in self._days if d <= end)
+        rates = {d: (self._days[d][1] - self._days[p][1]) / (d - p).days for p, d in itertools.pairwise(days)}
+        return [rates.get(end - datetime.timedelta(days=k)) for k in range(n)]

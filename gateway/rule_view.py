@@ -44,6 +44,13 @@ def _bound_lines(b: Any, default: Any) -> tuple[str, ...]:
         sources.append(f"{level.zh} {value:g}: {th.source.cite()}" + (f" ({th.source.note})" if th.source.note else ""))
         if th.consecutive > 1 and th.consecutive_source is not None:
             sources.append(f"{level.zh} count {th.consecutive}: {th.consecutive_source.cite()}")
+    if b.days is not None:  # a level also reached by a run of days (consecutive_days)
+        limit, th = b.days
+        cd = rule.consecutive_days
+        levels.append(
+            f"{th.level.zh} also |x| {'≥' if th.inclusive else '>'} {limit:g} {unit} on {cd.days} days in a row"
+        )
+        sources.append(f"{th.level.zh} {cd.days} days: {th.source.cite()} ({th.source.note})")
     tuning = [
         f"deadband {rule.deadband:g} {unit}",
         f"on-delay {rule.on_delay_s:g} s",
@@ -51,9 +58,6 @@ def _bound_lines(b: Any, default: Any) -> tuple[str, ...]:
     ]
     if rule.measure in ("rate_per_day", "rate_percent_of_warning", "window_mean"):
         tuning.append(f"window {rule.window:g} s")
-    if rule.consecutive_days is not None:
-        cd = rule.consecutive_days
-        tuning.append(f"{cd.days} calendar days at {cd.fraction:.0%}")
     same = default is not None and all(
         getattr(rule, k) == getattr(default, k) for k in ("deadband", "on_delay_s", "off_delay_s", "window_s")
     )

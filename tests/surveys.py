@@ -39,8 +39,9 @@ def survey_days(days_ago: int = 20) -> list[datetime]:
 
 def assert_levels_on_their_surveys(seen: Seen, days: list[datetime]) -> None:
     """Each level carries the survey it was reached on (its source time), not the time the gateway heard of it:
-    rate 预警 on the third survey above 70 % (day 5) and again on day 13, 报警 at 3.5 mm/d (day 7), cleared when
-    the rate falls back (days 8 and 14); cumulative 预警 at 21 mm (day 10), 报警 at 30 mm (day 14), never 危险."""
+    rate 预警 at 77 % (day 3), 报警 on the third day in a row above 70 % (day 5: GB 50497-2009's table note), held
+    through 3.5 mm/d (day 7) and cleared when the rate falls back (day 8); again 预警 on day 11 and 报警 on day 13,
+    cleared on day 14; cumulative 预警 at 21 mm (day 10), 报警 at 30 mm (day 14), never 危险."""
 
     def on(ns: int | None) -> int:
         assert ns is not None
@@ -49,9 +50,10 @@ def assert_levels_on_their_surveys(seen: Seen, days: list[datetime]) -> None:
     rate = [(kind, int(lv), on(src)) for r, kind, lv, src in seen if r == "exc.horizontal_displacement_rate"]
     cumulative = [(kind, int(lv), on(src)) for r, kind, lv, src in seen if r == "exc.horizontal_displacement"]
     assert [(k, lv, d) for k, lv, d in rate if k in ("raised", "level_up")] == [
-        ("raised", 1, 5),
-        ("level_up", 2, 7),
-        ("raised", 1, 13),
+        ("raised", 1, 3),
+        ("level_up", 2, 5),
+        ("raised", 1, 11),
+        ("level_up", 2, 13),
     ]
     assert [d for k, _, d in rate if k == "cleared"] == [8, 14]
     assert cumulative[:2] == [("raised", 1, 10), ("level_up", 2, 14)]

@@ -1,6 +1,7 @@
-"""`kill -9` of `sitegw run` between a surveyor's results: the counts in a row and the survey rate's previous
-result were saved by the evaluator's memory task, so the third result in a row above 70 % of the rate 预警值 still
-raises 预警 after the restart, on that survey. Before, the restarted gateway started counting again."""
+"""`kill -9` of `sitegw run` between a surveyor's results: the days' values and the survey rate's previous result
+were saved by the evaluator's memory task, so the third day in a row above 70 % of the rate 预警值 still raises
+报警 after the restart, on that survey (GB 50497-2009's table note). Without them, the restarted gateway would
+start the days again."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import signal
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
@@ -25,13 +25,13 @@ from tests.surveys import NS, SURVEYS, survey_days, survey_point
 RATE = "exc.horizontal_displacement_rate"
 
 
-def saved_runs(path: Path) -> dict[str, Any]:
-    """The counts in a row in the evaluator's memory file, by rule (empty while nothing is saved)."""
+def saved_days(path: Path) -> dict[tuple[str, str], int]:
+    """How many days' values the evaluator's memory file holds, by point (empty while nothing is saved)."""
     if not path.exists():
         return {}
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
         row = conn.execute("SELECT data FROM memory").fetchone() if _has_memory(conn) else None
-    return {r: counts for r, _, _, counts, _ in json.loads(row[0])["runs"]} if row else {}
+    return {(d, q): len(days) for d, q, days in json.loads(row[0])["daily"]} if row else {}
 
 
 def _has_memory(conn: sqlite3.Connection) -> bool:
@@ -81,20 +81,21 @@ def test_counts_in_a_row_survive_a_kill_9(tmp_path: Path, mosquitto: Service, in
     gw = start_gateway(site, log)
     try:
         wait_for(lambda: subscribed(http), 30, 0.1, "MQTT connected")
-        for day in range(5):  # days 3 and 4: 77 % of 3 mm/d, two in a row
+        for day in range(5):  # days 3 and 4: 77 % of 3 mm/d, two in a row (预警 from day 3)
             publish(day)
         memory = memory_path(state)
-        wait_for(lambda: saved_runs(memory).get(RATE) == {"1": 2}, 30, 0.1, "two in a row saved")
-        assert open_rate_alarm(state) is None
+        point = ("ZQT-3", "horizontal_displacement")
+        wait_for(lambda: saved_days(memory).get(point) == 5, 30, 0.1, "five days saved")
+        assert open_rate_alarm(state) == (1, int(days[3].timestamp()) * NS)
         gw.send_signal(signal.SIGKILL)
         gw.wait(10)
 
         gw = start_gateway(site, log)
         wait_for(lambda: subscribed(http), 30, 0.1, "MQTT connected again")
-        publish(4)  # day 4 again (a QoS 1 message may come twice): not a third in a row
-        publish(5)  # 80 %: the third in a row
-        wait_for(lambda: open_rate_alarm(state) is not None, 30, 0.1, "the rate's 预警 on day 5")
-        assert open_rate_alarm(state) == (1, int(days[5].timestamp()) * NS)
+        publish(4)  # day 4 again (a QoS 1 message may come twice): not a third day
+        publish(5)  # 80 %: the third day in a row
+        wait_for(lambda: (open_rate_alarm(state) or (0,))[0] == 2, 30, 0.1, "the rate's 报警 on day 5")
+        assert open_rate_alarm(state) == (2, int(days[5].timestamp()) * NS)
         gw.send_signal(signal.SIGTERM)
         assert gw.wait(30) == 0
     finally:
@@ -104,4 +105,4 @@ def test_counts_in_a_row_survive_a_kill_9(tmp_path: Path, mosquitto: Service, in
             gw.kill()
             gw.wait(10)
     text = log.read_text(encoding="utf-8", errors="replace")
-    assert "1 counts in a row" in text, text[-3000:]
+    assert "1 daily series" in text, text[-3000:]

@@ -55,8 +55,11 @@ def test_excavation_and_formwork_need_project_values() -> None:
     assert warning >= {"exc.horizontal_displacement", "exc.deep_displacement_rate", "exc.groundwater_level"}
     for rid in warning:
         ths = [(int(t.level), t.value, t.source.confidence.value, t.consecutive) for t in rules[rid].thresholds]
-        n = 3 if rid.endswith("_rate") else 1
-        assert ths == [(1, 70.0, "R", n), (2, 100.0, "P", 1)]
+        assert ths == [(1, 70.0, "R", 1), (2, 100.0, "P", 1)]
+        # a rate: also 报警 when above 70 % on 3 consecutive days (GB 50497-2009's table note [R], domain.md §2.3)
+        cd = rules[rid].consecutive_days
+        days = None if cd is None else (cd.days, cd.fraction, int(cd.level), cd.inclusive, cd.source.confidence.value)
+        assert days == ((3, 0.7, 2, False, "R") if rid.endswith("_rate") else None)
 
 
 def test_rule_kinds_follow_device_kinds() -> None:
@@ -150,7 +153,7 @@ def test_schema_rejects_inconsistent_rules() -> None:
         ({"window_s": 60}, "window_s applies to rate_per_day, rate_percent_of_warning and window_mean"),
         ({"measure": "frozen"}, "device-health rule"),
         ({"measure": "calendar"}, "calendar rule has quantity"),
-        ({"consecutive_days": {"days": 3, "fraction": 0.7}}, "consecutive_days applies to rate_per_day"),
+        ({"consecutive_days": {"days": 3, "fraction": 0.7}}, "consecutive_days applies to rate rules"),
         ({"when": [{"quantity": "nope", "op": "==", "value": 1}]}, "unknown quantity 'nope'"),
         ({"when": [{"quantity": "up", "op": "!=", "value": 1}]}, "Input should be"),
     ]

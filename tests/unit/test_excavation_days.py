@@ -27,8 +27,8 @@ STEP = 600 * S  # an automated gauge reading every 10 min
 T0 = int(dt.datetime(2025, 6, 1, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()) * S  # local midnight, day 0
 Q = "horizontal_displacement"
 
-# the project's monitoring plan: 预警值 30 mm cumulative and 3 mm/d (the pack: watch from 70 %, 报警 at 100 %; the
-# rate watch on 3 readings in a row); a 2 % deadband on the cumulative level; frozen after 6 identical samples
+# the project's monitoring plan: 预警值 30 mm cumulative and 3 mm/d (the pack: watch from 70 %, 报警 at 100 % and for a
+# rate above 70 % on 3 days in a row); a 2 % deadband on the cumulative level; frozen after 6 identical samples
 PLAN = Source(standard="XX基坑监测方案", clause="表3", confidence=Confidence.PRIMARY)
 WARNING = WarningLimit.resolve(Q, WarningValues(cumulative=30.0, rate_per_day=3.0, source=PLAN), None)
 PROJECT = RulesConfig.model_validate(
@@ -96,8 +96,8 @@ def test_cumulative_crosses_the_watch_level(site: Site) -> None:
 
 def test_a_rate_above_seventy_percent_is_watched_while_it_lasts(site: Site) -> None:
     n = noise(0.02, 2)
-    # 2.2 mm/d (73 %) on days 1 and 2 only, quiet from day 3: the 24 h slope crosses 70 % during day 1 (three
-    # readings in a row), and the watch clears once the day's rate has fallen back, not days later
+    # 2.2 mm/d (73 %) on days 1 and 2 only, quiet from day 3: the 24 h slope crosses 70 % during day 1, and the
+    # watch clears once the day's rate has fallen back, not days later; two days above 70 % are not three (no 报警)
     site.run(6, lambda t: 50.0 + 2.2 * min(max(0.0, t - 1.0), 2.0) + n(t))
     (up, up_day), (down, down_day) = site.of("exc.horizontal_displacement_rate")
     assert (up, down) == (1, 0)
@@ -106,6 +106,21 @@ def test_a_rate_above_seventy_percent_is_watched_while_it_lasts(site: Site) -> N
     assert 70.0 <= t.value < 80.0  # % of the 3 mm/d rate 预警值
     # no baseline was set for this point: the cumulative rule stays silent however far it moved
     assert site.of("exc.horizontal_displacement") == []
+
+
+def test_a_rate_above_seventy_percent_on_three_days_alarms_on_the_third(site: Site) -> None:
+    n = noise(0.02, 7)
+    # 2.4 mm/d (80 %) from day 1 to day 5, quiet after. 预警 during day 1 (the 24 h slope past 70 %); 报警 late on
+    # day 3, once that day's change so far is above 70 % of a day's (GB 50497-2009's note: three days in a row);
+    # held through day 4 and into day 5 while the slope stays above 70 % (a day just begun has changed little so
+    # far); cleared on day 5 when the slope falls back
+    site.run(8, lambda t: 50.0 + 2.4 * min(max(0.0, t - 1.0), 4.0) + n(t))
+    ((watch, watch_day), (alarm, alarm_day), (clear, clear_day)) = site.of("exc.horizontal_displacement_rate")
+    assert (watch, alarm, clear) == (1, 2, 0)
+    assert 1.5 < watch_day < 2.0 and 3.8 < alarm_day < 4.0 and 5.0 < clear_day < 5.5
+    (t,) = [t for t in site.got if t.rule == "exc.horizontal_displacement_rate" and t.new == 2]
+    assert t.threshold is not None and t.threshold.value == pytest.approx(70.0)  # the run's limit, not 100 %
+    assert 70.0 < t.value < 100.0 and t.threshold.source.cite() == "GB 50497-2009 Table 8.0.4 note [R]"
 
 
 def test_a_real_rate_alarms_and_clears(site: Site) -> None:

@@ -81,7 +81,7 @@ overrides:
     watch = inc1["exc.horizontal_displacement_rate"].thresholds[0]
     assert (watch.value, watch.consecutive) == (80, 2)
     assert watch.consecutive_source is not None and watch.consecutive_source.cite() == "XX基坑监测方案 表3 [P]"
-    assert inc2["exc.horizontal_displacement_rate"].thresholds[0].consecutive == 3  # only inc1 got the plan's count
+    assert inc2["exc.horizontal_displacement_rate"].thresholds[0].consecutive == 1  # only inc1 got the plan's count
     assert s1["exc.horizontal_displacement"].id == "exc.horizontal_displacement"
     assert default_rules()["exc.horizontal_displacement"].thresholds[0].value == 70  # defaults untouched
 

@@ -48,7 +48,7 @@ TABLE: dict[str, tuple[str, str, str, str, str, bool, str | None, list[tuple[int
                                   False, "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
     "exc.deep_displacement": ("excavation", "deep_displacement", "percent_of_warning", "abs", "value", False,
                               "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
-    # §2.3 rate 预警值 (8.0.3: cumulative AND rate); watch at 70 % on 3 consecutive surveys [R placeholder]
+    # §2.3 rate 预警值 (8.0.3: cumulative AND rate); watch at 70 % [R placeholder]; 报警 also at 70 % on 3 days
     "exc.horizontal_displacement_rate": ("excavation", "horizontal_displacement", "rate_percent_of_warning", "abs",
                                          "value", False, "5(四)1", [(1, 70.0, "R"), (2, 100.0, "P")]),
     "exc.vertical_displacement_rate": ("excavation", "vertical_displacement", "rate_percent_of_warning", "abs",
@@ -133,12 +133,14 @@ def test_rule_matches_domain(rule_id: str) -> None:
     assert r.window_s == WINDOWS.get(rule_id, r.window_s if rate else None)
     assert [(c.quantity, c.op, c.value) for c in r.when] == GATES.get(rule_id, [])
     assert all(c.source is not None for c in r.when)  # gate values are data with sources
-    if rate:  # §2.3 placeholder 70 % on 3 consecutive surveys [R]; the rate over one day
+    if rate:  # §2.3: 报警 also above 70 % of the rate 预警值 on 3 consecutive days [R placeholder]; the rate over a day
         assert r.window == 86400
-        watch = r.thresholds[0]
-        assert (watch.value, watch.consecutive) == (70.0, 3)
-        assert watch.consecutive_source is not None and watch.consecutive_source.confidence.value == "R"
-    assert all(t.consecutive == 1 for t in r.thresholds[0 if not rate else 1 :])
+        cd = r.consecutive_days
+        assert cd is not None and (cd.days, cd.fraction, int(cd.level), cd.inclusive) == (3, 0.7, 2, False)
+        assert cd.source is not None and (cd.source.standard, cd.source.confidence.value) == ("GB 50497-2009", "R")
+    else:
+        assert r.consecutive_days is None
+    assert all(t.consecutive == 1 for t in r.thresholds)
 
 
 def test_wind_alarm_takes_the_cranes_own_limit() -> None:
