@@ -133,22 +133,29 @@ def bind(rule: Rule, device: str, ctx: DeviceContext, baselines: bool = True) ->
         why = "no calibration_due"
     if why:
         return None, why
-    return Bound(rule, ths, design, _days(rule, ths)), ""
+    return Bound(rule, ths, design, _days(rule, ths, design)), ""
 
 
-def _days(rule: Rule, ths: tuple[tuple[Level, float, Threshold], ...]) -> tuple[float, Threshold] | None:
+def _days(
+    rule: Rule, ths: tuple[tuple[Level, float, Threshold], ...], design: float | None
+) -> tuple[float, Threshold] | None:
     """The run of days (`consecutive_days`) as the evaluator checks it: the limit, a fraction of its level's
-    threshold, and the threshold an alarm raised by it cites (its value that limit, the source the run's)."""
+    threshold, and the threshold an alarm raised by it cites: its value that limit, its clause saying the run, its
+    note the limit in the quantity's unit and the plan that set the threshold."""
     cd = rule.consecutive_days
     at = [(value, th) for level, value, th in ths if level == cd.level] if cd is not None else []
     if cd is None or not at:
         return None  # (a level whose value the project has not set: no run to check either)
     value, th = at[0]
-    limit, unit, src = cd.fraction * value, rule.measured_unit, cd.source or th.source
-    above = "at or above" if cd.inclusive else "above"
-    note = f"{cd.days} days in a row {above} {limit:g} {unit}: {cd.fraction * 100:g} % of the {cd.level.zh} threshold"
-    note += f" {value:g} {unit}" + (f" ({th.source.note})" if th.source.note else "")
-    cited = Source(standard=src.standard, clause=src.clause, confidence=src.confidence, note=note)
+    limit, unit, src = round(cd.fraction * value, 9), rule.measured_unit, cd.source or th.source
+    op = "≥" if cd.inclusive else ">"
+    clause = f"{src.clause + ', ' if src.clause else ''}{cd.days} days in a row {op} {limit:g} {unit}"
+    plain = (
+        f" = {limit / 100 * design:.4g} {rule.unit}/d" if rule.measure == "rate_percent_of_warning" and design else ""
+    )
+    note = f"{limit:g} {unit}{plain}: {cd.fraction * 100:g} % of the {cd.level.zh} threshold {value:g} {unit}"
+    note += f" ({th.source.cite()})" + (f"; {src.note}" if src.note else "")
+    cited = Source(standard=src.standard, clause=clause, confidence=src.confidence, note=note)
     return limit, Threshold(level=cd.level, value=limit, source=cited, inclusive=cd.inclusive)
 
 

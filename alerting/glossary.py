@@ -86,6 +86,8 @@ _TAG = re.compile(r"\s*\[(?:P|S\+|S|R|rec|U)\]\s*$")
 _WORDS = re.compile("|".join(re.escape(w) for w in sorted(SOURCE_WORDS, key=len, reverse=True)))
 
 
+_IN_A_ROW = re.compile(r"(\d+) days in a row")
+
 # the sections of our own design notes mean nothing on site
 _OWN_SECTIONS = re.compile(r"(工程推荐值)\s*§[\d.]+(?:\s*,\s*§?[\d.]+)*")
 
@@ -93,4 +95,5 @@ _OWN_SECTIONS = re.compile(r"(工程推荐值)\s*§[\d.]+(?:\s*,\s*§?[\d.]+)*")
 def cite_zh(cite: str) -> str:
     """A rule source for zh-CN readers: the project's English words in Chinese, the confidence tag left out."""
     text = _WORDS.sub(lambda m: SOURCE_WORDS[m.group(0)], _TAG.sub("", cite))
+    text = _IN_A_ROW.sub(r"连续 \1 天", text)  # a run of days (alerting/binding.py `_days`)
     return _OWN_SECTIONS.sub(r"\1", text).strip()

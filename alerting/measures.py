@@ -60,6 +60,7 @@ class Measures:
         self._measured: dict[str, bool] = {}  # quantity -> a measurement (not an on/off state)
         self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
         self._daily: dict[tuple[str, str], DailySeries] = {}
+        self._surveyed: dict[tuple[str, str], bool] = {}  # the latest rate of a point with a run of days: a survey's
         self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
         # rates: (device, quantity) -> (ts, value) of the reading before the latest, and the latest's ts
         self._prev: dict[tuple[str, str], tuple[int, float, int]] = {}
@@ -108,10 +109,12 @@ class Measures:
                 fed.add(id(w))
             if m != "window_mean":
                 slope = w.slope_per_day(r.ts_ns)
-                if slope is None:
+                surveyed = slope is None  # too sparse for the window's slope: a survey's rate
+                if surveyed:
                     slope = self._survey_rate(r)
                 if rule.consecutive_days is not None:
                     self.daily_series(r).add(r.ts_ns, r.value)
+                    self._surveyed[(r.device, r.quantity)] = surveyed  # (how `days_run` judges its day)
                 if m == "rate_percent_of_warning" and slope is not None:
                     assert b.design is not None
                     slope = slope / b.design * 100.0
@@ -205,12 +208,12 @@ class Measures:
         self._prev.update((k, x) for k, x in saved.prev.items() if k[0] in self.devices)
         self._runs.update((k, x) for k, x in saved.frozen.items() if k[0] in self.devices)
 
-    def days_run(self, b: Bound, r: Reading, now: float) -> bool:
-        """The rule's run of days (`consecutive_days`, Bound.days) holds at `r`: each of the last n site days has a
-        rate beyond the limit, today's being its change so far (a survey's day is whole with its survey); or each
-        of the n days up to yesterday had, and the rule's measure `now` still is (an automated gauge's day has just
-        begun: its change so far says nothing yet, its 24 h slope does). In the rule's unit: % of the rate 预警值
-        or per day."""
+    def days_run(self, b: Bound, r: Reading) -> bool:
+        """The rule's run of days (`consecutive_days`, Bound.days) holds at `r`, just measured: each of n site days
+        in a row had a rate beyond the limit (in the rule's unit: % of the rate 预警值, or per day). A surveyed
+        point's day is whole with its survey, so the n days end today; an automated gauge's day is judged once it
+        is over (its change so far is noise early in the day and wavers at the limit late in it), so they end
+        yesterday, and the run holds all of today."""
         cd, days = b.rule.consecutive_days, b.days
         assert cd is not None and days is not None
         limit, inclusive = days[0], cd.inclusive
@@ -218,17 +221,11 @@ class Measures:
         if b.rule.measure == "rate_percent_of_warning":
             assert b.design is not None
             scale = 100.0 / b.design
-
-        def beyond(rates: list[float | None]) -> bool:
-            for rate in rates:
-                if rate is None:
-                    return False  # a day without data (or without an earlier one) breaks the run
-                x = abs(_decimal(rate * scale))
-                if not (x >= limit if inclusive else x > limit):
-                    return False
-            return True
-
-        daily = self.daily_series(r)
-        if beyond(daily.days_ending(cd.days, r.ts_ns, today=True)):
-            return True
-        return beyond([now / scale]) and beyond(daily.days_ending(cd.days, r.ts_ns, today=False))
+        today = self._surveyed.get((r.device, r.quantity), False)
+        for rate in self.daily_series(r).days_ending(cd.days, r.ts_ns, today):
+            if rate is None:
+                return False  # a day without data (or without an earlier one) breaks the run
+            x = abs(_decimal(rate * scale))
+            if not (x >= limit if inclusive else x > limit):
+                return False
+        return True

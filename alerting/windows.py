@@ -272,9 +272,15 @@ class DailySeries:
         return all(r is not None and abs(r) >= limit for r in self.days_ending(n, now_ns, today=False))
 
     def days_ending(self, n: int, now_ns: int, today: bool) -> list[float | None]:
-        """The rates of n site days in a row, newest first, the newest today (its change so far, the day not over)
-        or yesterday: None for a day without data, or without an earlier day with data."""
+        """The rates of n site days in a row, newest first, the newest today or yesterday: each day's last value
+        against the last of the day before it with data, per day of the time between them (a survey at 08:00 after
+        one at 17:00 the day before is 15 h of change, not a day's). None for a day without data, or without an
+        earlier day with data, or less than an hour after it (which says nothing)."""
         end = self.local_date(now_ns) - datetime.timedelta(days=0 if today else 1)
         days = sorted(d for d in self._days if d <= end)
-        rates = {d: (self._days[d][1] - self._days[p][1]) / (d - p).days for p, d in itertools.pairwise(days)}
+        rates: dict[datetime.date, float] = {}
+        for p, d in itertools.pairwise(days):
+            (t0, v0), (t1, v1) = self._days[p], self._days[d]
+            if t1 - t0 >= 3600 * NS:
+                rates[d] = (v1 - v0) / ((t1 - t0) / (86400 * NS))
         return [rates.get(end - datetime.timedelta(days=k)) for k in range(n)]

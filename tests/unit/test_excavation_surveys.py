@@ -71,9 +71,9 @@ def test_fifteen_daily_surveys_against_the_design_values(tmp_path: Path) -> None
     rate = next(t for t in got if t.rule == "exc.horizontal_displacement_rate" and t.new is Level.ALARM)
     assert rate.value == pytest.approx(2.4 / 3 * 100)  # % of the rate 预警值: 2.4 mm/d on day 5
     assert rate.threshold is not None and rate.threshold.value == pytest.approx(70.0)  # above it 3 days in a row
-    assert rate.threshold.source.cite() == "GB 50497-2009 Table 8.0.4 note [R]"
+    assert rate.threshold.source.cite() == "GB 50497-2009 Table 8.0.4 note, 3 days in a row > 70 % [R]"
     assert (rate.threshold.source.note or "").startswith(
-        "3 days in a row above 70 %: 70 % of the 报警 threshold 100 % (100 % of the"
+        "70 % = 2.1 mm/d: 70 % of the 报警 threshold 100 % (XX基坑监测方案 表3 冠梁水平位移 [P]); 70 % on 3"
     )
 
 
@@ -181,7 +181,7 @@ def test_check_config_shows_the_whole_rule_per_device(capsys: pytest.CaptureFixt
         in rate
     )
     assert (
-        "报警 3 days: GB 50497-2009 Table 8.0.4 note [R] (3 days in a row above 70 %: 70 % of the 报警 threshold 100 %"
+        "报警 3 days: GB 50497-2009 Table 8.0.4 note, 3 days in a row > 70 % [R] (70 % = 2.1 mm/d: 70 % of the 报警"
         in rate
     )
     assert "count" not in rate

@@ -1,0 +1,140 @@
+"""The excavation rate's run of days (报警 above 70 % on 3 days in a row) on gauges and surveys as they really come."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from alerting.alarms import Lifecycle
+from alerting.db import connect
+from alerting.evaluator import Evaluator
+from alerting.messages import SiteInfo, alarm_message
+from alerting.overrides import RulesConfig
+from alerting.rules import Level, default_rules
+from alerting.transition import Transition
+from telemetry.reading import Reading
+from tests.unit.test_excavation_days import DAY as GDAY
+from tests.unit.test_excavation_days import T0 as G0
+from tests.unit.test_excavation_days import Site
+from tests.unit.test_excavation_surveys import DAY, PLAN, T0, Q, evaluator, levels, run
+
+H = 3600 * 1_000_000_000
+RATE = "exc.horizontal_displacement_rate"
+
+
+def _feed(ev: Evaluator, surveys: list[tuple[int, float]], now: int | None = None) -> list[Transition]:
+    """Surveys (time, cumulative mm) of ZQT-3, each evaluated at its own time (or at `now`)."""
+    out: list[Transition] = []
+    for ts, v in surveys:
+        out += ev.observe(Reading("ZQT-3", Q, v, ts), ts if now is None else now)
+    return out
+
+
+def _rate(got: list[Transition]) -> list[tuple[int, int, float]]:
+    """(old, new, days since the gauge's T0) of the confirmed transitions of the rate rule."""
+    return [(int(t.old), int(t.new), (t.at_ns - G0) / GDAY) for t in got if t.rule == RATE and t.phase == "confirmed"]
+
+
+# ---- automated gauges: a day is judged once it is over --------------------------------------------------------------
+
+
+def test_gauge_run_alarm_does_not_flap_on_each_reading_late_on_the_third_day(tmp_path: Path) -> None:
+    """A gauge every 10 min moving a steady 2.25 mm/d (75 % of 3 mm/d) from day 1, with ±0.1 mm of reading noise
+    (alternate readings). Each whole day's rate is exactly 75 %: above 70 % on days 1, 2 and 3, so 报警 once day 3 is
+    over, once. (Judging the day's change so far on each reading raised and dropped it on every other reading from
+    ~22:30 on day 3, a review.)"""
+    site = Site(tmp_path / "state.db")
+    site.run(5, lambda t: 50.0 + 2.25 * max(0.0, t - 1.0) + (0.1 if round(t * 144) % 2 else -0.1))
+    got = _rate(site.got)
+    raises = [d for old, new, d in got if new == 2]
+    drops = [d for old, new, d in got if old == 2]
+    assert len(raises) == 1, f"报警 raised {len(raises)} times, dropped at days {[round(d, 3) for d in drops]}"
+
+
+def test_gauge_run_alarm_is_not_cleared_at_midnight_while_every_day_is_above_70_percent(tmp_path: Path) -> None:
+    """A gauge moving 2.4 mm/d (80 %) from day 1 with a 0.2 mm daily (thermal) swing: every day's change, last
+    value to last value, is exactly 2.4 mm, 80 %, every day. 报警 is due once day 3 is over and holds while the days
+    stay above 70 %. (Holding it after midnight only while the 24 h slope, which the swing moves by ±13 %, was above
+    70 % cleared it every night and raised it again at ~02:30, a review.)"""
+    site = Site(tmp_path / "state.db")
+    site.run(8, lambda t: 50.0 + 2.4 * max(0.0, t - 1.0) + 0.2 * math.sin(2 * math.pi * t))
+    got = _rate(site.got)
+    raises = [round(d, 3) for old, new, d in got if new == 2]
+    cleared_at_midnight = [round(d, 3) for old, new, d in got if old == 2 and abs(d - round(d)) < 1e-9]
+    assert cleared_at_midnight == [] and len(raises) == 1, f"报警 raised at {raises}, cleared at {cleared_at_midnight}"
+
+
+# ---- surveys: a day's rate per day of the time between surveys -------------------------------------------------------
+
+
+def test_surveys_at_varying_hours_each_at_80_percent_make_a_run(tmp_path: Path) -> None:
+    """A point moving a steady 0.1 mm/h (2.4 mm/d, 80 %), surveyed at 17:00, 17:00, 08:00 (next morning) and 17:00
+    on days 0-3. Every survey's day-normalised rate (domain.md §2.4: Δvalue / Δdays) is 80 %: three days in a row
+    above 70 %, 报警 on day 3's survey. (A day's rate divided by calendar days, not the time between the surveys,
+    made day 2 (15 h) 50 % and day 3 (33 h) 110 %: 报警 only on day 5.)"""
+    ev, _ = evaluator(tmp_path)
+    t0 = T0 + 8 * H  # 17:00 on day 0
+    times = [t0, t0 + DAY, t0 + DAY + 15 * H, t0 + 3 * DAY, t0 + 4 * DAY, t0 + 5 * DAY]
+    got = _feed(ev, [(ts, 0.1 * (ts - t0) / H) for ts in times])
+    rate = [t for t in got if t.rule == RATE and t.phase == "confirmed"]
+    assert all(t.value == 80.0 for t in rate)  # (each survey's own rate: 80 %)
+    alarm = [(t.at_ns - t0) // DAY for t in rate if t.new is Level.ALARM]
+    assert alarm[:1] == [3]
+
+
+def test_surveys_at_60_percent_raise_no_alarm_whatever_their_hour(tmp_path: Path) -> None:
+    """A steady 1.8 mm/d (60 %: below even 预警), surveyed at 00:30, 05:00, 10:00 and 15:00 on days 0-3. Every
+    survey's rate is 60 %. (Each 28-29 h interval counted as one calendar day, 71-72 %, raised 报警 on day 3 with a
+    value of 60 % under its own 70 % limit.)"""
+    ev, _ = evaluator(tmp_path)
+    start = T0 - 8 * H - 30 * 60 * 1_000_000_000  # 00:30 on day 0
+    times = [start, start + DAY + 4 * H + H // 2, start + 2 * DAY + 9 * H + H // 2, start + 3 * DAY + 14 * H + H // 2]
+    got = _feed(ev, [(ts, 1.8 * (ts - start) / DAY) for ts in times])
+    assert [(int(t.new), t.value) for t in got if t.rule == RATE and t.phase == "confirmed"] == []
+
+
+# ---- the run's limit to 9 places, as the rates ----------------------------------------------------------------------
+
+
+def test_the_runs_limit_is_compared_to_nine_places_too(tmp_path: Path) -> None:
+    """A plan: 报警 when the rate reaches 55 % of its 预警值 on 3 days in a row (inclusive). 1.65 mm/d is 55 % of 3
+    mm/d, and 0.55 x 100 is 55.00000000000001 in binary: the limit is rounded to 9 places as the rates are, so the
+    three days at 55 % are at it."""
+    plan = RulesConfig.model_validate(
+        {"overrides": [{"rule": RATE, "source": PLAN.model_dump(),
+                        "consecutive_days": {"days": 3, "fraction": 0.55, "inclusive": True}}]}
+    )  # fmt: skip
+    got = run(evaluator(tmp_path, plan)[0], [0.0, 1.65, 3.3, 4.95])
+    assert levels(got, RATE) == [(2, 3)]
+
+
+# ---- what the run's alarm says ------------------------------------------------------------------------------------
+
+
+def _run_alarm(tmp_path: Path) -> tuple[Transition, str, str]:
+    ev, _ = evaluator(tmp_path)
+    got = run(ev, [0.0, 1.0, 2.5, 4.8, 7.1, 9.5])  # 77, 77, 80 % on days 3-5: 报警 on day 5 by the run
+    (t,) = [t for t in got if t.rule == RATE and t.new is Level.ALARM]
+    lc = Lifecycle(connect(tmp_path / "alarms.db"), default_rules(), lambda: T0 + 5 * DAY)
+    for x in got:
+        lc.apply(x)
+    (a,) = [a for a in lc.open_alarms() if a.rule == RATE]
+    site = SiteInfo("演示工地", "Asia/Shanghai", None, {"ZQT-3": "冠梁 ZQT-3"}, {"ZQT-3": "excavation"}, {RATE: "%"})
+    return t, a.source, alarm_message(a, "raised", site)[1]
+
+
+def test_the_run_alarm_tells_its_reader_it_is_a_run_of_days(tmp_path: Path) -> None:
+    """What travels with the alarm (its stored source and the message) is the cite: 报警 at 阈值 70 % says why, '依据:
+    GB 50497-2009 表 8.0.4 注, 连续 3 天 > 70 %'."""
+    _t, source, text = _run_alarm(tmp_path)
+    assert source == "GB 50497-2009 Table 8.0.4 note, 3 days in a row > 70 % [R]"
+    assert "依据: GB 50497-2009 表 8.0.4 注, 连续 3 天 > 70 %" in text, text
+
+
+def test_the_run_alarm_cites_the_plan_and_its_limit_in_mm_per_day(tmp_path: Path) -> None:
+    """The run's limit is 70 % of the plan's rate 预警值 (XX基坑监测方案 表3: 3 mm/d), 2.1 mm/d: the cited threshold's
+    note gives both, as every other excavation threshold does."""
+    t, _source, _text = _run_alarm(tmp_path)
+    assert t.threshold is not None
+    note = t.threshold.source.note or ""
+    assert "XX基坑监测方案" in note and "2.1 mm/d" in note, note
