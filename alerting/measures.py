@@ -60,7 +60,8 @@ class Measures:
         self._measured: dict[str, bool] = {}  # quantity -> a measurement (not an on/off state)
         self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
         self._daily: dict[tuple[str, str], DailySeries] = {}
-        self._surveyed: dict[tuple[str, str], bool] = {}  # the latest rate of a point with a run of days: a survey's
+        # a point with a run of days: was its latest rate a survey's (too sparse for the slope)? (`days_run`)
+        self._surveyed: dict[tuple[str, str], bool] = {}
         self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
         # rates: (device, quantity) -> (ts, value) of the reading before the latest, and the latest's ts
         self._prev: dict[tuple[str, str], tuple[int, float, int]] = {}

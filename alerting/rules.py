@@ -152,10 +152,10 @@ class Condition(BaseModel):
 
 
 class ConsecutiveDays(BaseModel):
-    """Rate rules: `level` is also reached while the rate is above `fraction` x that level's threshold now and was on
-    each of the `days` - 1 site days before today (a day-normalised rate per day with data; a day without data
-    breaks the run). GB 50497-2009's table note: a rate above 70 % of its 预警值 on 3 consecutive days warns as
-    reaching the 预警值 does (domain.md §2.3 [R], a placeholder the project sets)."""
+    """Rate rules: `level` is also reached while each of `days` site days in a row had a rate above `fraction` x that
+    level's threshold (alerting/measures.py `days_run`; a day without data breaks the run). GB 50497-2009's table
+    note: a rate above 70 % of its 预警值 on 3 consecutive days warns as reaching the 预警值 does (domain.md §2.3 [R],
+    a placeholder the project sets)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -257,20 +257,6 @@ class DailySeries:
         """The last value of every kept day, oldest first."""
         return [(d, self._days[d][1]) for d in sorted(self._days)]
 
-    def daily_rates(self, now_ns: int) -> list[tuple[datetime.date, float]]:
-        """(day, rate per day) for every completed day (before today in the site zone) that has data and an
-        earlier day with data, oldest first. A gap of k days divides the change by k."""
-        today = self.local_date(now_ns)
-        days = sorted(d for d in self._days if d < today)
-        return [(d, (self._days[d][1] - self._days[p][1]) / (d - p).days) for p, d in itertools.pairwise(days)]
-
-    def consecutive_days_at_least(self, limit: float, n: int, now_ns: int) -> bool:
-        """The last n completed calendar days (yesterday and the n-1 before) each have a rate with
-        |rate| >= limit. A day without data breaks the run, so does a missing rate for the run's first day."""
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        return all(r is not None and abs(r) >= limit for r in self.days_ending(n, now_ns, today=False))
-
     def days_ending(self, n: int, now_ns: int, today: bool) -> list[float | None]:
         """The rates of n site days in a row, newest first, the newest today or yesterday: each day's last value
         against the last of the day before it with data, per day of the time between them (a survey at 08:00 after

@@ -278,19 +278,28 @@ def test_a_sample_at_16_30_utc_is_the_next_day_in_shanghai() -> None:
     assert du.last_values() == [(datetime.date(2024, 5, 1), 2.0)]
 
 
-def test_daily_rates_use_the_last_value_of_each_completed_day() -> None:
+def test_a_days_rate_is_its_last_value_against_the_day_before_per_day_between() -> None:
     ds = DailySeries()
     ds.add(_at(2024, 5, 1, 9), 10.0)
     ds.add(_at(2024, 5, 1, 18), 11.0)  # last of 1 May
-    ds.add(_at(2024, 5, 2, 23, 50), 14.0)
+    ds.add(_at(2024, 5, 2, 18), 14.0)
     ds.add(_at(2024, 5, 2, 8), 99.0)  # late, but earlier in its day: does not replace 14.0
-    ds.add(_at(2024, 5, 4, 7), 20.0)  # 3 May has no data: 6 mm over 2 days
-    ds.add(_at(2024, 5, 5, 7), 50.0)  # today: not completed
-    rates = ds.daily_rates(_at(2024, 5, 5, 20))
-    assert rates == [(datetime.date(2024, 5, 2), 3.0), (datetime.date(2024, 5, 4), 3.0)]
-    # one second after midnight on 6 May, 5 May is complete
-    rates = ds.daily_rates(_at(2024, 5, 6, 0, 0) + S)
-    assert rates[-1] == (datetime.date(2024, 5, 5), 30.0)
+    ds.add(_at(2024, 5, 4, 6), 20.0)  # 3 May has no data: 6 mm over 1.5 days
+    ds.add(_at(2024, 5, 5, 6, 30), 20.5)  # today: 0.5 mm in 24.5 h
+    now = _at(2024, 5, 5, 20)
+    assert ds.days_ending(4, now, today=False) == [4.0, None, 3.0, None]  # 4, 3, 2, 1 May (1 May: no day before)
+    assert ds.days_ending(2, now, today=True) == [pytest.approx(0.5 / (24.5 / 24)), 4.0]
+    ds.add(_at(2024, 5, 5, 23, 50), 20.6)
+    ds.add(_at(2024, 5, 6, 0, 20), 21.0)  # 30 min after the day before's last: says nothing
+    assert ds.days_ending(2, _at(2024, 5, 6, 0, 30), today=True) == [
+        None,
+        pytest.approx(0.6 / (1 + 17 / 24 + 50 / 1440)),
+    ]
+
+
+def _run(ds: DailySeries, limit: float, n: int, now: int) -> bool:
+    """Each of the n days up to yesterday has |rate| >= limit (as `days_run` judges a gauge's days)."""
+    return all(r is not None and abs(r) >= limit for r in ds.days_ending(n, now, today=False))
 
 
 def _days(values: dict[int, float]) -> DailySeries:
@@ -304,34 +313,34 @@ def test_three_consecutive_days_at_2_2_against_70_percent_of_3_mm_per_day() -> N
     limit = 0.7 * 3.0  # 2.1 mm/d
     ds = _days({1: 0.0, 2: 2.2, 3: 4.4, 4: 6.6})
     now = _at(2024, 5, 5, 9)
-    assert ds.consecutive_days_at_least(limit, 3, now) is True
-    assert ds.consecutive_days_at_least(limit, 4, now) is False  # 1 May has no earlier day: no rate
-    assert ds.consecutive_days_at_least(2.3, 3, now) is False
+    assert _run(ds, limit, 3, now) is True
+    assert _run(ds, limit, 4, now) is False  # 1 May has no earlier day: no rate
+    assert _run(ds, 2.3, 3, now) is False
 
 
 def test_two_days_at_2_2_are_not_three() -> None:
     limit = 0.7 * 3.0
     ds = _days({2: 2.2, 3: 4.4, 4: 6.6})  # two rates
-    assert ds.consecutive_days_at_least(limit, 3, _at(2024, 5, 5, 9)) is False
-    assert ds.consecutive_days_at_least(limit, 2, _at(2024, 5, 5, 9)) is True
+    assert _run(ds, limit, 3, _at(2024, 5, 5, 9)) is False
+    assert _run(ds, limit, 2, _at(2024, 5, 5, 9)) is True
     ds = _days({1: 0.0, 2: 0.5, 3: 2.7, 4: 4.9})  # first rate too small
-    assert ds.consecutive_days_at_least(limit, 3, _at(2024, 5, 5, 9)) is False
+    assert _run(ds, limit, 3, _at(2024, 5, 5, 9)) is False
 
 
 def test_a_day_without_data_breaks_the_run() -> None:
     ds = _days({1: 0.0, 2: 3.0, 4: 9.0, 5: 12.0})  # 3 May missing; every rate is 3 mm/d
     now = _at(2024, 5, 6, 9)
-    assert ds.consecutive_days_at_least(2.1, 3, now) is False
-    assert ds.consecutive_days_at_least(2.1, 2, now) is True  # 4 and 5 May both have data
+    assert _run(ds, 2.1, 3, now) is False
+    assert _run(ds, 2.1, 2, now) is True  # 4 and 5 May both have data
     # yesterday missing: the run must end on the last completed day
-    assert ds.consecutive_days_at_least(2.1, 2, _at(2024, 5, 7, 9)) is False
+    assert _run(ds, 2.1, 2, _at(2024, 5, 7, 9)) is False
 
 
 def test_settlement_downwards_counts_by_magnitude_and_today_does_not_count() -> None:
     ds = _days({1: 0.0, 2: -2.2, 3: -4.4, 4: -6.6})
-    assert ds.consecutive_days_at_least(2.1, 3, _at(2024, 5, 5, 9)) is True
+    assert _run(ds, 2.1, 3, _at(2024, 5, 5, 9)) is True
     # evaluated during 4 May, that day is not complete: only two rates so far
-    assert ds.consecutive_days_at_least(2.1, 3, _at(2024, 5, 4, 23)) is False
+    assert _run(ds, 2.1, 3, _at(2024, 5, 4, 23)) is False
 
 
 def test_old_days_are_dropped_after_keep_days() -> None:
