@@ -267,7 +267,7 @@ class Evaluator:
             v = self.measures.measure(b, r, fed)
             if v is None:
                 continue
-            days = b.days[1] if b.days is not None and self.measures.days_run(b, r) else None
+            days, v = self.measures.days_run(b, r, v) if b.days is not None else (None, v)
             if not self._gate_open(b, r.device):
                 # the level is kept while the gate is closed: a crane at work does not make a verticality deviation
                 # go away, it only stops us from measuring it validly

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from alerting.baselines import Baselines
 from alerting.binding import Bound
 from alerting.derived import DeviceContext
+from alerting.rules import Threshold
 from telemetry import quantities
 from telemetry.reading import Reading
 
@@ -34,6 +35,7 @@ class Saved(NamedTuple):
 
 
 WINDOWED = frozenset({"rate_per_day", "window_mean", "rate_percent_of_warning"})  # the measures kept in a window
+SURVEYED_S = 12 * 3600  # a point reporting this seldom or less often is surveyed: its day is whole with its survey
 
 
 def _decimal(x: float) -> float:
@@ -60,8 +62,6 @@ class Measures:
         self._measured: dict[str, bool] = {}  # quantity -> a measurement (not an on/off state)
         self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
         self._daily: dict[tuple[str, str], DailySeries] = {}
-        # a point with a run of days: was its latest rate a survey's (too sparse for the slope)? (`days_run`)
-        self._surveyed: dict[tuple[str, str], bool] = {}
         self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
         # rates: (device, quantity) -> (ts, value) of the reading before the latest, and the latest's ts
         self._prev: dict[tuple[str, str], tuple[int, float, int]] = {}
@@ -110,12 +110,10 @@ class Measures:
                 fed.add(id(w))
             if m != "window_mean":
                 slope = w.slope_per_day(r.ts_ns)
-                surveyed = slope is None  # too sparse for the window's slope: a survey's rate
-                if surveyed:
+                if slope is None:
                     slope = self._survey_rate(r)
                 if rule.consecutive_days is not None:
                     self.daily_series(r).add(r.ts_ns, r.value)
-                    self._surveyed[(r.device, r.quantity)] = surveyed  # (how `days_run` judges its day)
                 if m == "rate_percent_of_warning" and slope is not None:
                     assert b.design is not None
                     slope = slope / b.design * 100.0
@@ -209,12 +207,17 @@ class Measures:
         self._prev.update((k, x) for k, x in saved.prev.items() if k[0] in self.devices)
         self._runs.update((k, x) for k, x in saved.frozen.items() if k[0] in self.devices)
 
-    def days_run(self, b: Bound, r: Reading) -> bool:
-        """The rule's run of days (`consecutive_days`, Bound.days) holds at `r`, just measured: each of n site days
-        in a row had a rate beyond the limit (in the rule's unit: % of the rate 预警值, or per day). A surveyed
-        point's day is whole with its survey, so the n days end today; an automated gauge's day is judged once it
-        is over (its change so far is noise early in the day and wavers at the limit late in it), so they end
-        yesterday, and the run holds all of today."""
+    def days_run(self, b: Bound, r: Reading, v: float) -> tuple[Threshold | None, float]:
+        """The rule's run of days (`consecutive_days`, Bound.days) at `r`, just measured as `v`. While each of n site
+        days in a row had a rate beyond the limit (in the rule's unit: % of the rate 预警值, or per day): the
+        threshold it cites, and `v`, or the weakest day's rate when `v` is under the limit (a gauge's slope dips
+        with its daily swing). Else (None, v).
+
+        A surveyed point's day (one reported every 12 h or less often: `expected_interval_s`) is whole with its
+        survey, so its n days end today; an automated gauge's is judged once it is over (its change so far is
+        noise early in a day and wavers at the limit late in it), so they end yesterday and the run holds all of
+        today. Decided by the point's configuration, not by how full its window is: a survey heard twice, or
+        surveys twice a day, switched it between the two and dropped 报警 while every day was above (a review)."""
         cd, days = b.rule.consecutive_days, b.days
         assert cd is not None and days is not None
         limit, inclusive = days[0], cd.inclusive
@@ -222,11 +225,15 @@ class Measures:
         if b.rule.measure == "rate_percent_of_warning":
             assert b.design is not None
             scale = 100.0 / b.design
-        today = self._surveyed.get((r.device, r.quantity), False)
-        for rate in self.daily_series(r).days_ending(cd.days, r.ts_ns, today):
+        ctx = self.devices.get(r.device)
+        every = ctx.expected_interval_s if ctx is not None else None
+        weakest: float | None = None
+        for rate in self.daily_series(r).days_ending(cd.days, r.ts_ns, every is not None and every >= SURVEYED_S):
             if rate is None:
-                return False  # a day without data (or without an earlier one) breaks the run
-            x = abs(_decimal(rate * scale))
-            if not (x >= limit if inclusive else x > limit):
-                return False
-        return True
+                return None, v  # a day without data (or without an earlier one) breaks the run
+            x = _decimal(rate * scale)
+            if not (abs(x) >= limit if inclusive else abs(x) > limit):
+                return None, v
+            if weakest is None or abs(x) < abs(weakest):
+                weakest = x
+        return days[1], v if abs(v) >= limit or weakest is None else weakest

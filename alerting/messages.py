@@ -51,8 +51,11 @@ def local_time(ns: int | None, tz: str) -> str:
     return datetime.fromtimestamp(ns / 1e9, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def alarm_message(a: Alarm, event: str, site: SiteInfo, actor: str | None = None) -> tuple[str, str, dict[str, Any]]:
-    """(subject, text, data) for one event of one alarm."""
+def alarm_message(
+    a: Alarm, event: str, site: SiteInfo, actor: str | None = None, at_ns: int | None = None
+) -> tuple[str, str, dict[str, Any]]:
+    """(subject, text, data) for one event of one alarm; `at_ns`: when a level-up (or a repeat of one) happened,
+    which its 时间 line gives (the alarm's first raise follows it)."""
     unit = site.units.get(a.rule)
     if unit is None:
         try:
@@ -72,10 +75,12 @@ def alarm_message(a: Alarm, event: str, site: SiteInfo, actor: str | None = None
         f"状态: {what}, 级别 {level.zh} ({level.name.lower()})",
         f"数值: {_fmt(a.value, unit)}    阈值: {_fmt(a.threshold, unit)}",
         f"依据: {glossary.cite_zh(a.source)}",  # as a supervisor cites it; `data.source` keeps the tag
-        f"时间: {local_time(a.raised_ns or a.pending_ns, site.tz)}",
+        f"时间: {local_time(at := at_ns or a.raised_ns or a.pending_ns, site.tz)}",
     ]
+    if at != (first := a.raised_ns or a.pending_ns) and event in ("level_up", "repeat"):
+        lines.append(f"首次报警时间: {local_time(first, site.tz)}")  # (a run of days' 报警 comes days after its 预警)
     measured = a.source_ns
-    if measured is not None and abs(measured - (a.raised_ns or a.pending_ns or measured)) >= 60 * 1_000_000_000:
+    if measured is not None and abs(measured - (at or measured)) >= 60 * 1_000_000_000:
         # a back-dated survey or buffered data: when it was measured is not when the gateway raised it
         lines.append(f"测量时间: {local_time(measured, site.tz)} (报警时间见上)")
     if actor and event == "acked":

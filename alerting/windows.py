@@ -214,8 +214,8 @@ class SeriesWindow:
 
 
 class DailySeries:
-    """Per calendar day in the site time zone: the last value of the day; day-normalised rates between
-    consecutive days that have data (rate = (last_d - last_prev) / days between them).
+    """Per calendar day in the site time zone: the last value of the day; each day's rate against the day before it
+    with data, per day of the time between their last values (`days_ending`).
 
     Unlike `SeriesWindow`, samples may arrive in any order: a late manual survey or back-filled reading
     replaces a day's value if it is later in that day, so the rates stay those of the data as measured.

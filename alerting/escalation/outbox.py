@@ -40,7 +40,9 @@ class Outbox:
     ) -> None:
         """A due tier's message to whoever is on duty for its roles, on each of its channels."""
         event = "repeat" if step["seq"] else ("level_up" if "L" in step["episode"] else "raised")
-        subject, text, data = alarm_message(a, event, self.site)
+        # a level-up's episode ends with its time (escalation/pipeline.py): the time its messages give
+        up_ns = int(step["episode"].rsplit(".", 1)[1]) if "L" in step["episode"] else None
+        subject, text, data = alarm_message(a, event, self.site, at_ns=up_ns)
         data = {**data, "tier": step["tier"], "repeat": step["seq"]}
         if tier.propose_hazard and propose_hazard is not None:
             # in a savepoint of the firing transaction: if registering the hazard fails, its writes are undone

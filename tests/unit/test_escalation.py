@@ -17,7 +17,7 @@ from alerting.alarms import AlarmEvent, AlarmState, Lifecycle
 from alerting.config import EscalationConfig
 from alerting.db import audit_rows, connect
 from alerting.escalation import Escalation, Roster
-from alerting.messages import SiteInfo
+from alerting.messages import SiteInfo, local_time
 from alerting.notifiers import Notifier, build_notifier
 from alerting.rules import Level, default_rules
 from alerting.transition import Transition
@@ -317,6 +317,9 @@ async def test_prewarning_skips_alarm_tiers_level_up_restarts_and_level_down_is_
     await s.step()
     assert [d["data"]["event"] for d in s.hooks()] == ["raised", "level_up"]
     assert s.hooks()[1]["subject"].startswith("【报警】")
+    # the level-up's message gives its own time, then the first raise's (not the 预警's time alone)
+    up_at, first_at = (local_time(t, "Asia/Shanghai") for t in (s.clock.now, s.clock.now - 600 * S))
+    assert f"时间: {up_at}\n首次报警时间: {first_at}" in s.hooks()[1]["text"], s.hooks()[1]["text"]
     [(subject, to, _)] = s.mails()
     assert subject.startswith("【报警】") and "li@site.test" in to
 

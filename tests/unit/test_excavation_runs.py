@@ -18,7 +18,8 @@ from tests.unit.test_excavation_days import T0 as G0
 from tests.unit.test_excavation_days import Site
 from tests.unit.test_excavation_surveys import DAY, PLAN, T0, Q, evaluator, levels, run
 
-H = 3600 * 1_000_000_000
+S = 1_000_000_000
+H = 3600 * S
 RATE = "exc.horizontal_displacement_rate"
 
 
@@ -28,6 +29,15 @@ def _feed(ev: Evaluator, surveys: list[tuple[int, float]], now: int | None = Non
     for ts, v in surveys:
         out += ev.observe(Reading("ZQT-3", Q, v, ts), ts if now is None else now)
     return out
+
+
+def _confirmed(got: list[Transition]) -> list[tuple[int, int, float, float]]:
+    """(old, new, value, days since the first survey) of the rate rule's confirmed transitions."""
+    return [
+        (int(t.old), int(t.new), round(t.value, 1), round((t.at_ns - T0) / DAY, 3))
+        for t in got
+        if t.rule == RATE and t.phase == "confirmed"
+    ]
 
 
 def _rate(got: list[Transition]) -> list[tuple[int, int, float]]:
@@ -138,3 +148,92 @@ def test_the_run_alarm_cites_the_plan_and_its_limit_in_mm_per_day(tmp_path: Path
     assert t.threshold is not None
     note = t.threshold.source.note or ""
     assert "XX基坑监测方案" in note and "2.1 mm/d" in note, note
+
+
+# ---- a point's days end by its configuration (expected_interval_s), not by how full its window is -----------------
+
+
+def test_twice_daily_surveys_keep_the_run_alarm_while_every_day_is_above_70_percent(tmp_path: Path) -> None:
+    """GB 50497-2019 §7.0.4 (domain.md §2.5): once data reach the 预警值 the surveyor surveys more often, here at
+    ~08:00 and 17:00. The point moves a steady 0.1 mm/h (2.4 mm/d, 80 %) on every survey and every day. A morning
+    survey finds 2 readings in its 24 h window, an evening one 3: judged by its window, the point switched between
+    days ending today and yesterday, and 报警 raised by the third day's morning survey was dropped by its evening
+    survey (a review). A point reported daily (expected_interval_s 86400) is surveyed: its days end today."""
+    ev, _ = evaluator(tmp_path)
+    t0 = T0 - 1 * H  # 08:00 on day 0
+    times = []
+    for d in range(6):
+        times += [t0 + d * DAY + d * 5 * 60 * S, t0 + d * DAY + 9 * H]  # 08:00 (+5 min a day), 17:00
+    got: list[Transition] = []
+    for ts in times:
+        got += ev.observe(Reading("ZQT-3", Q, 0.1 * (ts - t0) / H, ts), ts)
+    rate = _confirmed(got)
+    assert all(v == 80.0 for _o, _n, v, _d in rate)
+    dropped = [(o, n, d) for o, n, _v, d in rate if o == 2]
+    assert dropped == [], f"报警 dropped while every day is at 80 %: {rate}"
+
+
+def test_a_survey_delivered_twice_does_not_clear_the_run_alarm(tmp_path: Path) -> None:
+    """Daily surveys at 09:00 moving 2.4 mm/d (80 %): 报警 on day 3's survey (three days above 70 %). The same
+    survey delivered again a minute later (an MQTT QoS 1 redelivery: the pipeline evaluates before the spool's
+    fsync and has the message delivered again when it fails; a broker after a reconnect or restart) is a third
+    sample in the 24 h window; judged by its window, 报警 was cleared by a copy of the very reading that raised it
+    (a review)."""
+    ev, _ = evaluator(tmp_path)
+    got = run(ev, [0.0, 2.4, 4.8, 7.2])
+    assert ev.level(RATE, "ZQT-3") is Level.ALARM
+    again = T0 + 3 * DAY
+    got += ev.observe(Reading("ZQT-3", Q, 7.2, again), again + 60 * S)
+    assert ev.level(RATE, "ZQT-3") is Level.ALARM, _confirmed(got)
+
+
+def test_a_gauge_back_from_a_day_long_outage_does_not_re_raise_a_run_it_cleared(tmp_path: Path) -> None:
+    """A gauge every 10 min moving 2.4 mm/d (80 %) from day 1 until day 4.5, then still. 报警 once day 3 is over.
+    It goes silent at 04:48 on day 4 and comes back at 07:12 on day 5 (26 h). Judged by its window, its first
+    reading back (too few in the window) judged today and cleared 报警, and twelve hours later, the slope back,
+    raised it again on a still point (a review). A gauge's days end yesterday whatever its window holds."""
+    site = Site(tmp_path / "state.db")
+    f = lambda t: 50.0 + 2.4 * min(max(0.0, t - 1.0), 3.5)  # noqa: E731
+    site.run(4.2, f)
+    site.run(2.5, f, start_day=5.3)
+    got = [(int(t.old), int(t.new), round(t.value, 1), round((t.at_ns - G0) / GDAY, 3))
+           for t in site.got if t.rule == RATE and t.phase == "confirmed"]  # fmt: skip
+    raises = [x for x in got if x[1] == 2]
+    assert len(raises) == 1, f"报警 raised {len(raises)} times: {got}"
+
+
+# ---- the value a run's 报警 shows ------------------------------------------------------------------------------
+
+
+def test_a_gauge_run_alarm_does_not_show_a_value_below_its_threshold(tmp_path: Path) -> None:
+    """A gauge moving 2.4 mm/d (80 %) from day 1 with a 0.2 mm daily (thermal) swing: every day's change is 80 %,
+    and 报警 comes at day 4's midnight, when the 24 h slope is 67.5 %: the alarm shows the weakest day of its run,
+    not a value under the threshold it cites ('数值: 67.5 %    阈值: 70 %', a review)."""
+    site = Site(tmp_path / "state.db")
+    site.run(6, lambda t: 50.0 + 2.4 * max(0.0, t - 1.0) + 0.2 * math.sin(2 * math.pi * t))
+    (t,) = [t for t in site.got if t.rule == RATE and t.phase == "confirmed" and t.new is Level.ALARM]
+    assert t.threshold is not None and t.threshold.value is not None
+    assert abs(t.value) > t.threshold.value, (
+        f"报警 at {t.value:.1f} %, its threshold {t.threshold.value:g} % ({t.threshold.source.cite()})"
+    )
+
+
+# ---- the time a run's 报警 is dated ----------------------------------------------------------------------------
+
+
+def test_the_run_alarm_level_up_message_gives_the_time_of_the_alarm(tmp_path: Path) -> None:
+    """Daily surveys (heard at once): 预警 on day 3 (03-05), 报警 by the run on day 5 (03-07 09:00). The 报警升级
+    message gives the level-up's time, then the first raise's; it gave the 预警's alone and '测量时间: 2026-03-07
+    09:00:00 (报警时间见上)', two days after the time it pointed to (a review)."""
+    ev, _ = evaluator(tmp_path)
+    got = run(ev, [0.0, 1.0, 2.5, 4.8, 7.1, 9.5])
+    clock = [T0]
+    lc = Lifecycle(connect(tmp_path / "alarms.db"), default_rules(), lambda: clock[0])
+    ups = []
+    for x in got:
+        clock[0] = x.at_ns
+        ups += [e for e in lc.apply(x) if e.kind == "level_up" and e.alarm.rule == RATE]
+    (e,) = ups
+    site = SiteInfo("演示工地", "Asia/Shanghai", None, {"ZQT-3": "冠梁 ZQT-3"}, {"ZQT-3": "excavation"}, {RATE: "%"})
+    _subject, text, _data = alarm_message(e.alarm, "level_up", site, at_ns=e.at_ns)
+    assert "时间: 2026-03-07 09:00:00\n首次报警时间: 2026-03-05 09:00:00" in text and "报警时间见上" not in text, text
