@@ -59,7 +59,8 @@ def _bound_lines(b: Any, default: Any) -> tuple[str, ...]:
     if rule.measure in ("rate_per_day", "rate_percent_of_warning", "window_mean"):
         tuning.append(f"window {rule.window:g} s")
     same = default is not None and all(
-        getattr(rule, k) == getattr(default, k) for k in ("deadband", "on_delay_s", "off_delay_s", "window_s")
+        getattr(rule, k) == getattr(default, k)
+        for k in ("deadband", "on_delay_s", "off_delay_s", "window_s", "consecutive_days")
     )
     origin = "the rule pack" if same else "the site's rules.overrides"
     gates = [f"{c.quantity} {c.op} {c.value:g}" for c in rule.when]

@@ -237,3 +237,21 @@ def test_the_run_alarm_level_up_message_gives_the_time_of_the_alarm(tmp_path: Pa
     site = SiteInfo("演示工地", "Asia/Shanghai", None, {"ZQT-3": "冠梁 ZQT-3"}, {"ZQT-3": "excavation"}, {RATE: "%"})
     _subject, text, _data = alarm_message(e.alarm, "level_up", site, at_ns=e.at_ns)
     assert "时间: 2026-03-07 09:00:00\n首次报警时间: 2026-03-05 09:00:00" in text and "报警时间见上" not in text, text
+
+
+def test_check_config_says_a_plans_own_run_comes_from_its_overrides() -> None:
+    """`sitegw check-config` names where a rule's tuning comes from: a plan's run of days is the site's."""
+    from alerting.derived import DeviceContext, WarningLimit
+    from alerting.overrides import resolve_rules
+    from gateway.rule_view import rule_plan
+    from tests.unit.test_excavation_surveys import WARNING
+
+    ctx = {"ZQT-3": DeviceContext("excavation", warning_values={Q: WarningLimit.resolve(Q, WARNING, None)})}
+    plan = RulesConfig.model_validate(
+        {"overrides": [{"rule": RATE, "source": PLAN.model_dump(), "consecutive_days": {"days": 3, "fraction": 0.5}}]}
+    )
+    for cfg, origin in ((None, "the rule pack"), (plan, "the site's rules.overrides")):
+        lines = rule_plan(resolve_rules(default_rules(), cfg, ctx), ctx)
+        rate = "\n".join(lines[lines.index(next(x for x in lines if x.startswith(f"  {RATE} "))) :][:4])
+        assert f"window 86400 s (from {origin})" in rate, rate
+    assert "报警 also |x| > 50 % on 3 days in a row" in rate
