@@ -17,7 +17,7 @@ _ENV = r"^[A-Z_][A-Z0-9_]*$"
 
 
 class _B(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `.inf`, `.nan`: refused
 
 
 class AlarmsConfig(_B):

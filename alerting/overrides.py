@@ -14,7 +14,7 @@ from telemetry import quantities
 
 
 class _B(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `.inf`, `.nan`: refused
 
 
 class Override(_B):

@@ -131,7 +131,7 @@ class HazardBasis(BaseModel):
 class Condition(BaseModel):
     """A gate on the device's latest reading of another quantity: `quantity op value`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `x >= nan` is never true
 
     quantity: str
     op: Literal["<=", ">=", "=="]

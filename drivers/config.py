@@ -15,7 +15,7 @@ ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 class DriverModel(BaseModel):
     """A config section: unknown keys are errors (a typo never passes silently), values never change after load."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `.inf`, `.nan`: refused
 
 
 class DeviceEntry(Protocol):

@@ -14,7 +14,8 @@ from alerting.config import WarningValues
 from drivers.timefmt import TimestampOverride
 from gateway.siteplan import PlanPosition, SitePlan
 
-_Strict = ConfigDict(extra="forbid", frozen=True)
+# allow_inf_nan: `.inf` and `.nan` are YAML floats, and no bound refuses them where a field has no upper one
+_Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _NO_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # newlines and tabs cannot be stored in InfluxDB tags
 

@@ -35,7 +35,7 @@ from telemetry.kinds import DeviceKind
 
 
 class SiteConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     site: Site
     lines: list[Line] = []

@@ -1,0 +1,110 @@
+"""The site file's strictness (docs/configuration.md, Ground rules: "Strict. ... Nothing is repaired silently";
+"Errors name the YAML path and line"), from a review of it: settings that were accepted silently although they did
+nothing or contradicted another, and errors that came without their YAML path and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+
+S = "source: {standard: 某基坑监测方案, clause: 表3, confidence: P}"
+
+# devices[0] TC-01 (line 7), [1] FW-1 (line 8), [2] GAS-1 (line 9), [3] PIT-1 (line 10), [4] PIT-ZL (line 11)
+BASE = """\
+site: {id: s1, name: 测试工地}
+lines:
+  - {id: l1, type: modbus_tcp, host: 127.0.0.1, port: 1502}
+brokers:
+  - {id: b1, host: 127.0.0.1}
+devices:
+  - {id: TC-01, profile: tower_crane_tcp_v1, line: l1, unit_id: 1}
+  - {id: FW-1, profile: formwork_mqtt_v1, broker: b1, topic: a/b/c/+/data, expected_interval_s: 5}
+  - {id: GAS-1, profile: gas_4in1_mqtt_v1, broker: b1, topic: g/+, expected_interval_s: 5}
+  - {id: PIT-1, profile: excavation_displacement_rtu_v1, line: l1, unit_id: 2, poll_interval_s: 2}
+  - {id: PIT-ZL, profile: excavation_strut_water_rtu_v1, line: l1, unit_id: 3, poll_interval_s: 2}
+sink: {type: influxdb_v1, url: "http://127.0.0.1:8086", database: d}
+"""
+
+ESCALATION = """\
+escalation:
+  people: [{id: a, name: 张安全}]
+  duty: [{role: safety_officer, people: [a]}]
+  channels: [{id: siren, type: mqtt, broker: b1, topic: sitegw/siren}]
+"""
+
+
+def dev(device_id: str, extra: str, text: str = BASE) -> str:
+    """BASE with `extra` added to the flow mapping of device `device_id`."""
+    lines = text.splitlines(keepends=True)
+    for i, ln in enumerate(lines):
+        if f"{{id: {device_id}," in ln:
+            lines[i] = ln.rstrip().removesuffix("}") + f", {extra}}}\n"
+            return "".join(lines)
+    raise AssertionError(device_id)
+
+
+def override(body: str) -> str:
+    return BASE + f"rules:\n  overrides:\n    - {{{body}, {S}}}\n"
+
+
+def refused(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "site.yaml"
+    p.write_text(text, encoding="utf-8")
+    try:
+        load_config(p)
+    except ConfigError as err:
+        return str(err)
+    pytest.fail("accepted silently (check-config: OK, exit 0)")
+
+
+def test_base_is_good(tmp_path: Path) -> None:
+    p = tmp_path / "site.yaml"
+    p.write_text(BASE, encoding="utf-8")
+    assert len(load_config(p).devices) == 5
+
+
+# ---- 3. NaN / inf where no bound catches them ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        # `up` never drops
+        (BASE.replace("expected_interval_s: 5}", "expected_interval_s: .inf}", 1), "devices[1].expected_interval_s"),
+        # change / inf * 100 = 0 %: never 预警
+        (
+            dev("PIT-1", f"warning_values: {{horizontal_displacement: {{cumulative: .inf, {S}}}}}"),
+            "devices[3].warning_values.horizontal_displacement.cumulative",
+        ),
+        (
+            dev("PIT-1", f"warning_values: {{horizontal_displacement: {{rate_per_day: .inf, {S}}}}}"),
+            "devices[3].warning_values.horizontal_displacement.rate_per_day",
+        ),
+        # load_ratio = load / inf = 0 %
+        (dev("TC-01", "load_chart: [{radius_m: 2.5, rated_load_t: .inf}]"), "devices[0].load_chart[0].rated_load_t"),
+        # a dead device is never probed again
+        (BASE + "modbus: {breaker_max_backoff_s: .inf}\n", "modbus.breaker_max_backoff_s"),
+        # x >= nan is never true: gas.lel 报警 disabled
+        (override("rule: gas.lel, thresholds: {2: .nan}"), "rules.overrides[0].thresholds"),
+        (override("rule: gas.lel, thresholds: {3: .inf}"), "rules.overrides[0].thresholds"),
+        (override("rule: gas.lel, deadband: .inf"), "rules.overrides[0].deadband"),  # never clears
+        (override("rule: gas.lel, on_delay_s: .inf"), "rules.overrides[0].on_delay_s"),  # never raised
+        (override("rule: gas.lel, off_delay_s: .inf"), "rules.overrides[0].off_delay_s"),  # never cleared
+        # the gate never opens
+        (
+            override("rule: gas.lel, when: [{quantity: o2, op: '>=', value: .nan}]"),
+            "rules.overrides[0].when[0].value",
+        ),
+        (
+            BASE + ESCALATION + "  policies: [{id: p, tiers: [{after_s: .inf, roles: [safety_officer], "
+            "channels: [siren]}]}]\n",
+            "escalation.policies[0].tiers[0].after_s",
+        ),
+    ],
+)
+def test_nan_and_inf_are_refused(tmp_path: Path, text: str, path: str) -> None:
+    assert path in refused(tmp_path, text)
