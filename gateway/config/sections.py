@@ -99,8 +99,9 @@ class Device(_Base):
     # Tower crane: the manufacturer's working-limit wind speed (工作极限风速, from the manual); the wind alarm uses
     # the stricter of it and the standard's stop-lifting value
     wind_limit_ms: float | None = Field(default=None, gt=0, le=75)
-    # Design values for %-of-design rules, by quantity (e.g. strut_force: 3000 kN, axial_force: 40 kN)
-    design_values: dict[str, float] = {}
+    # Design values for %-of-design rules, by quantity (e.g. strut_force: 3000 kN, axial_force: 40 kN): positive (0
+    # read as "not given" and a negative one made a high rule unreachable)
+    design_values: dict[str, Annotated[float, Field(gt=0)]] = {}
     # Date the device's calibration (标定/检定) falls due; after it a health alarm "calibration overdue" is raised
     calibration_due: date | None = None
     # Excavation points: the design 预警值 per monitored quantity (base name: deep_displacement covers every depth)

@@ -67,6 +67,15 @@ def test_base_is_good(tmp_path: Path) -> None:
     assert len(load_config(p).devices) == 5
 
 
+# ---- 2. design_values / warning_values that no rule of the device can ever use -------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-40", ".nan", ".inf"])
+def test_design_value_is_positive_and_finite(tmp_path: Path, value: str) -> None:
+    # 0 reads as "not given"; -40 makes fw.axial_force (high) unreachable; NaN and inf make the % NaN or 0: no alarm
+    assert "devices[1].design_values" in refused(tmp_path, dev("FW-1", f"design_values: {{axial_force: {value}}}"))
+
+
 # ---- 3. NaN / inf where no bound catches them ---------------------------------------------------------------------
 
 
