@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from alerting.notifiers.config import ChannelConfig
 from alerting.roles import Role
 from alerting.rules import Source
+from telemetry.yamlnum import Float, Int
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 _ENV = r"^[A-Z_][A-Z0-9_]*$"
@@ -25,13 +26,13 @@ class AlarmsConfig(_B):
 
     state_file: Path = Path("var/state/sitegw.db")
     # how often, after writes, a worker thread copies the state file's log into it (alerting/checkpoint.py)
-    checkpoint_s: float = Field(default=1.0, gt=0, le=3600)
+    checkpoint_s: Float = Field(default=1.0, gt=0, le=3600)
     # how often what the evaluator remembers (windows, daily values, counts in a row) is saved (alerting/memory.py)
-    memory_s: float = Field(default=60.0, gt=0, le=3600)
+    memory_s: Float = Field(default=60.0, gt=0, le=3600)
     # ISA-18.2 chattering alarm: raised 3 or more times in 60 s (the usual rule of thumb of EEMUA 191 / ISA-18.2)
-    chatter_count: int = Field(default=3, ge=2)
-    chatter_window_s: float = Field(default=60.0, gt=0)
-    max_shelve_s: float = Field(default=8 * 3600, gt=0)  # one shift; a shelved alarm always comes back
+    chatter_count: Int = Field(default=3, ge=2)
+    chatter_window_s: Float = Field(default=60.0, gt=0)
+    max_shelve_s: Float = Field(default=8 * 3600, gt=0)  # one shift; a shelved alarm always comes back
     console_url: str | None = Field(default=None, pattern=r"^https?://")  # put into messages as the ack link
 
 
@@ -81,12 +82,12 @@ class DutyConfig(_B):
 class TierConfig(_B):
     """One escalation step: after `after_s` without acknowledgement, tell these roles on these channels."""
 
-    after_s: float = Field(default=0.0, ge=0)
-    min_level: int = Field(default=1, ge=1, le=3)  # 1 预警, 2 报警, 3 危险: the tier applies from this level
+    after_s: Float = Field(default=0.0, ge=0)
+    min_level: Int = Field(default=1, ge=1, le=3)  # 1 预警, 2 报警, 3 危险: the tier applies from this level
     roles: list[str] = Field(min_length=1)
     channels: list[str] = Field(min_length=1)
-    repeat_every_s: float | None = Field(default=None, gt=0)  # repeat while unacknowledged ...
-    repeats: int = Field(default=0, ge=0, le=20)  # ... this many more times
+    repeat_every_s: Float | None = Field(default=None, gt=0)  # repeat while unacknowledged ...
+    repeats: Int = Field(default=0, ge=0, le=20)  # ... this many more times
     # open a hazard record (found, class proposed from the rule's 判定依据) when this tier fires: domain.md §6.3,
     # an alarm still unacknowledged at the enterprise tier becomes a proposed 重大隐患 that a person confirms
     propose_hazard: bool = False
@@ -102,7 +103,7 @@ class PolicyMatch(_B):
     kinds: list[str] | None = None  # device kinds (tower_crane, excavation, formwork, gas); None = all
     categories: list[Literal["value", "health"]] | None = None
     rules: list[str] | None = None  # rule ids; None = all
-    min_level: int = Field(default=1, ge=1, le=3)
+    min_level: Int = Field(default=1, ge=1, le=3)
 
 
 class PolicyConfig(_B):
@@ -125,10 +126,10 @@ class EscalationConfig(_B):
     policies: list[PolicyConfig] = []  # the first policy whose match fits an alarm applies
     # A flood of alarms must not flood phones: after a message to a channel + recipients, further messages to the
     # same pair within group_window_s are sent as one digest when the window ends.
-    group_window_s: float = Field(default=60.0, ge=0)
-    max_attempts: int = Field(default=8, ge=1, le=50)  # retryable failures, with exponential backoff
-    retry_base_s: float = Field(default=5.0, gt=0)
-    retry_max_s: float = Field(default=300.0, gt=0)
+    group_window_s: Float = Field(default=60.0, ge=0)
+    max_attempts: Int = Field(default=8, ge=1, le=50)  # retryable failures, with exponential backoff
+    retry_base_s: Float = Field(default=5.0, gt=0)
+    retry_max_s: Float = Field(default=300.0, gt=0)
     hazard_notices: HazardNoticeConfig | None = None
 
     @model_validator(mode="after")
@@ -203,10 +204,10 @@ class ApiTokenConfig(_B):
 class AuthConfig(_B):
     users: list[UserConfig] = []
     tokens: list[ApiTokenConfig] = []
-    session_ttl_s: float = Field(default=12 * 3600, gt=0)  # absolute: a shift plus handover, however active
+    session_ttl_s: Float = Field(default=12 * 3600, gt=0)  # absolute: a shift plus handover, however active
     # idle: a session no request used for this long ends (an open console polls, so only abandoned ones end)
-    session_idle_s: float = Field(default=30 * 60, gt=0)
-    max_failed_logins: int = Field(default=5, ge=1)  # per user per 15 min, then refused until the window passes
+    session_idle_s: Float = Field(default=30 * 60, gt=0)
+    max_failed_logins: Int = Field(default=5, ge=1)  # per user per 15 min, then refused until the window passes
 
     @field_validator("users")
     @classmethod
@@ -234,9 +235,9 @@ class WarningValues(_B):
     `cumulative` and `cumulative_percent_h`, the smaller governs (domain.md §2.3: min(absolute, %h x h)).
     """
 
-    cumulative: float | None = Field(default=None, gt=0)  # 累计变化量 预警值
-    cumulative_percent_h: float | None = Field(default=None, gt=0, le=100)  # as % of the excavation depth h
-    rate_per_day: float | None = Field(default=None, gt=0)  # 变化速率 预警值, per day
+    cumulative: Float | None = Field(default=None, gt=0)  # 累计变化量 预警值
+    cumulative_percent_h: Float | None = Field(default=None, gt=0, le=100)  # as % of the excavation depth h
+    rate_per_day: Float | None = Field(default=None, gt=0)  # 变化速率 预警值, per day
     source: Source  # the monitoring plan: "XX基坑监测方案 表3", confidence P
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from alerting.baselines import Baselines
 from alerting.derived import DeviceContext
 from alerting.rules import Condition, ConsecutiveDays, Level, Rule, Source
 from telemetry import quantities
+from telemetry.yamlnum import Float, Int
 
 
 class _B(BaseModel):
@@ -26,17 +27,17 @@ class Override(_B):
 
     rule: str
     devices: list[str] | None = None
-    thresholds: dict[int, float] = {}  # level (1 预警, 2 报警, 3 危险) -> value
+    thresholds: dict[Int, Float] = {}  # level (1 预警, 2 报警, 3 危险) -> value
     source: Source
-    deadband: float | None = Field(default=None, ge=0)
-    on_delay_s: float | None = Field(default=None, ge=0)
-    off_delay_s: float | None = Field(default=None, ge=0)
-    window_s: float | None = Field(default=None, gt=0)
+    deadband: Float | None = Field(default=None, ge=0)
+    on_delay_s: Float | None = Field(default=None, ge=0)
+    off_delay_s: Float | None = Field(default=None, ge=0)
+    window_s: Float | None = Field(default=None, gt=0)
     # a value rule may compare a time-weighted mean over window_s instead of each sample (tc.wind: a 10 min mean)
     measure: Literal["value", "window_mean"] | None = None
     consecutive_days: ConsecutiveDays | None = None
     # level -> how many consecutive readings (surveys) must reach its threshold ("3 consecutive surveys")
-    consecutive: dict[int, int] = {}
+    consecutive: dict[Int, Int] = {}
     when: list[Condition] | None = None
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from telemetry import quantities, yamltext
+from telemetry.yamlnum import Float, Int, NoBool
 
 PACK_DIR = Path(__file__).parent / "packs"
 
@@ -135,7 +136,7 @@ class Condition(BaseModel):
 
     quantity: str
     op: Literal["<=", ">=", "=="]
-    value: float
+    value: Float
     source: Source | None = None  # where the gate value comes from (packs always say; overrides carry their own)
 
     @model_validator(mode="after")
@@ -159,9 +160,10 @@ class ConsecutiveDays(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    days: int = Field(ge=1, le=30)
-    fraction: float = Field(gt=0, le=1)
-    level: Level = Level.ALARM  # the level the run reaches (报警: what reaching the 预警值 raises, §8.0.8)
+    days: Int = Field(ge=1, le=30)
+    fraction: Float = Field(gt=0, le=1)
+    # the level the run reaches (报警: what reaching the 预警值 raises, §8.0.8)
+    level: Annotated[Level, NoBool] = Level.ALARM
     inclusive: bool = False  # "exceeds" 70 %: at it is not above it; true for a plan that says "reaches"
     source: Source | None = None
 

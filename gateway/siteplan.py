@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from telemetry.yamlnum import Float
+
 if TYPE_CHECKING:
     from fastapi.responses import FileResponse
 
@@ -21,16 +23,16 @@ class SitePlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    width_m: float = Field(gt=0, le=5000)
-    height_m: float = Field(gt=0, le=5000)
+    width_m: Float = Field(gt=0, le=5000)
+    height_m: Float = Field(gt=0, le=5000)
     image: Path | None = None  # the site drawing (PNG / JPEG / WebP), stretched to width_m x height_m
 
 
 class PlanPosition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    x_m: float = Field(ge=0)
-    y_m: float = Field(ge=0)
+    x_m: Float = Field(ge=0)
+    y_m: Float = Field(ge=0)
 
 
 def check_positions(plan: SitePlan | None, devices: Sequence[Any]) -> None:

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from telemetry.yamlnum import Int
+
 NS = 1_000_000_000
 
 Status = Literal["found", "confirmed", "dismissed", "rectifying", "submitted", "closed", "reopened"]
@@ -33,8 +35,8 @@ class HazardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # seed 004 [P]: 重大隐患"市级60日、县级30日"闭环整改; local campaign rules, so configurable per jurisdiction
-    county_listing_days: int = Field(default=30, ge=1)
-    city_listing_days: int = Field(default=60, ge=1)
+    county_listing_days: Int = Field(default=30, ge=1)
+    city_listing_days: Int = Field(default=60, ge=1)
     timezone: str = "Asia/Shanghai"  # "same day" and deadline dates are local days
     region_prefecture: str | None = None  # 地（州、市）
     region_county: str | None = None  # 县（市、区）

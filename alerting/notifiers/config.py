@@ -8,6 +8,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from telemetry.yamlnum import Float, Int
+
 _ID = r"^[A-Za-z0-9_.-]+$"
 EnvName = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]+$")]
@@ -28,46 +30,46 @@ class MqttChannel(_Channel):
     topic: str = Field(min_length=1, pattern=r"^[^#+]+$")  # a publish topic has no wildcards
     qos: Literal[0, 1, 2] = 1
     retain: bool = False
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    timeout_s: Float = Field(default=10.0, gt=0, le=120)
 
 
 class WebhookChannel(_Channel):
     type: Literal["webhook"]
     url: HttpUrl  # inline: a generic receiver's URL is not a credential; its tokens go in headers_env
     headers_env: dict[HeaderName, EnvName] = Field(default_factory=dict)  # header -> env var holding its value
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    timeout_s: Float = Field(default=10.0, gt=0, le=120)
 
 
 class DingTalkChannel(_Channel):
     type: Literal["dingtalk"]
     url_env: EnvName  # the full webhook URL incl. access_token
     secret_env: EnvName | None = None  # 加签 secret (SEC...), when the robot has signing enabled
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    timeout_s: Float = Field(default=10.0, gt=0, le=120)
 
 
 class WeComChannel(_Channel):
     type: Literal["wecom"]
     url_env: EnvName  # the full webhook URL incl. key
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    timeout_s: Float = Field(default=10.0, gt=0, le=120)
 
 
 class FeishuChannel(_Channel):
     type: Literal["feishu"]
     url_env: EnvName  # the full webhook URL incl. the hook id
     secret_env: EnvName | None = None  # 签名校验 secret, when the bot has signing enabled
-    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    timeout_s: Float = Field(default=10.0, gt=0, le=120)
 
 
 class EmailChannel(_Channel):
     addresses_people: ClassVar[bool] = True
     type: Literal["email"]
     host: str
-    port: int = Field(default=587, ge=1, le=65535)
+    port: Int = Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
     password_env: EnvName | None = None
     sender: str  # e.g. "工地告警 <alarm@site.example>"
-    timeout_s: float = Field(default=20.0, gt=0, le=300)
+    timeout_s: Float = Field(default=20.0, gt=0, le=300)
     ca_file: Path | None = None  # a private CA for the mail server; default: the system trust store
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from drivers.config import ID, Claims, DeviceEntry, DriverModel
+from telemetry.yamlnum import Float, Int, NoBool
 
 
 class Parity(StrEnum):
@@ -22,8 +23,8 @@ class ModbusTcpLine(DriverModel):
     id: str = Field(pattern=ID)
     type: Literal["modbus_tcp"]
     host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    port: Int = Field(default=502, ge=1, le=65535)
+    connect_timeout_s: Float = Field(default=2.0, gt=0, le=60)
 
 
 class ModbusRtuOverTcpLine(DriverModel):
@@ -32,20 +33,20 @@ class ModbusRtuOverTcpLine(DriverModel):
     id: str = Field(pattern=ID)
     type: Literal["modbus_rtu_over_tcp"]
     host: str
-    port: int = Field(ge=1, le=65535)
-    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
-    inter_frame_gap_ms: float = Field(default=5.0, ge=0, le=1000)
+    port: Int = Field(ge=1, le=65535)
+    connect_timeout_s: Float = Field(default=2.0, gt=0, le=60)
+    inter_frame_gap_ms: Float = Field(default=5.0, ge=0, le=1000)
 
 
 class ModbusRtuLine(DriverModel):
     id: str = Field(pattern=ID)
     type: Literal["modbus_rtu"]
     port: str  # /dev/ttyUSB0, or a pty link
-    baudrate: int = Field(default=9600, ge=300, le=921600)
+    baudrate: Int = Field(default=9600, ge=300, le=921600)
     parity: Parity = Parity.NONE
-    stopbits: Literal[1, 2] = 1
-    bytesize: int = 8
-    inter_frame_gap_ms: float | None = Field(default=None, ge=0, le=1000)
+    stopbits: Annotated[Literal[1, 2], NoBool] = 1
+    bytesize: Int = 8
+    inter_frame_gap_ms: Float | None = Field(default=None, ge=0, le=1000)
 
     @field_validator("bytesize")
     @classmethod
@@ -67,10 +68,10 @@ Line = Annotated[ModbusTcpLine | ModbusRtuOverTcpLine | ModbusRtuLine, Field(dis
 
 
 class ModbusOptions(DriverModel):
-    max_gap: int = Field(default=8, ge=0, le=124)  # unused registers read to merge two blocks
-    max_block: int = Field(default=125, ge=1, le=125)
-    breaker_failures: int = Field(default=3, ge=1, le=100)  # consecutive failed polls that open the breaker
-    breaker_max_backoff_s: float = Field(default=30.0, gt=0)
+    max_gap: Int = Field(default=8, ge=0, le=124)  # unused registers read to merge two blocks
+    max_block: Int = Field(default=125, ge=1, le=125)
+    breaker_failures: Int = Field(default=3, ge=1, le=100)  # consecutive failed polls that open the breaker
+    breaker_max_backoff_s: Float = Field(default=30.0, gt=0)
 
 
 def check_device(at: str, d: DeviceEntry, claims: Claims) -> None:

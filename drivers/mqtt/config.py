@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from drivers.config import ID, Claims, DeviceEntry, DriverModel
 from drivers.profile import MqttProfile
 from drivers.timefmt import TimestampFormat
+from telemetry.yamlnum import Float, Int
 
 
 class TlsVerify(StrEnum):
@@ -43,7 +44,7 @@ class MqttProtocol(StrEnum):
 class Broker(DriverModel):
     id: str = Field(pattern=ID)
     host: str
-    port: int = Field(default=1883, ge=1, le=65535)
+    port: Int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = None  # default: sitegw-<site>-<broker>; stable so the broker keeps the session
     username: str | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
@@ -57,15 +58,15 @@ class Broker(DriverModel):
 
     # MQTT 5: how many QoS 1 messages the broker may send us unacknowledged (CONNECT's Receive Maximum). The gateway
     # holds up to half of them for one fsync (docs/configuration.md); MQTT 3.1.1 has no such field
-    receive_maximum: int | None = Field(default=None, ge=2, le=65535)
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    receive_maximum: Int | None = Field(default=None, ge=2, le=65535)
+    keepalive_s: Int = Field(default=30, ge=5, le=3600)
     dead_letter_topic: str = "sitegw/deadletter"
     # Above `read_window_above` messages a second from this broker, what is read is handed over when a window of
     # `read_window_ms` from the first of it ends: one pipeline batch for several messages, not one each
     # (drivers/mqtt/reader.py). A message then waits at most that much longer, an alarm's too; below the rate,
     # every message is handed over as it comes. 0: never.
-    read_window_ms: float = Field(default=2.0, ge=0, le=20)
-    read_window_above: int = Field(default=1500, ge=1)
+    read_window_ms: Float = Field(default=2.0, ge=0, le=20)
+    read_window_above: Int = Field(default=1500, ge=1)
 
     @model_validator(mode="after")
     def _window(self) -> Broker:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from alerting.config import WarningValues
 from drivers.timefmt import TimestampOverride
 from gateway.siteplan import PlanPosition, SitePlan
+from telemetry.yamlnum import Float, Int
 
 # allow_inf_nan: `.inf` and `.nan` are YAML floats, and no bound refuses them where a field has no upper one
 _Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -62,13 +63,13 @@ class ClockLimits(_Base):
     counted, `health.clock_skew`). Engineering defaults, not from a standard: 5 minutes ahead covers RTC drift
     over months; 7 days behind lets a detector back-fill its buffer after a week without a link."""
 
-    max_ahead_s: float = Field(default=300.0, gt=0, le=10 * 365 * 86400)
-    max_age_s: float = Field(default=7 * 86400.0, gt=0, le=10 * 365 * 86400)
+    max_ahead_s: Float = Field(default=300.0, gt=0, le=10 * 365 * 86400)
+    max_age_s: Float = Field(default=7 * 86400.0, gt=0, le=10 * 365 * 86400)
 
 
 class LoadChartPoint(_Base):
-    radius_m: float = Field(gt=0)
-    rated_load_t: float = Field(gt=0)
+    radius_m: Float = Field(gt=0)
+    rated_load_t: Float = Field(gt=0)
 
 
 _FIELDS_SET: dict[frozenset[str], set[str]] = {}
@@ -83,38 +84,38 @@ class Device(_Base):
     line: str | None = None
     # 0-255 on a Modbus TCP line (a server addressed by its IP takes 255 or 0); 1-247 on a serial bus, where 0 is
     # broadcast: checked with the line (drivers/modbus/config.py)
-    unit_id: int | None = Field(default=None, ge=0, le=255)
-    poll_interval_s: float = Field(default=1.0, gt=0, le=86400)
-    timeout_s: float = Field(default=0.5, gt=0, le=60)
-    retries: int = Field(default=1, ge=0, le=5)
+    unit_id: Int | None = Field(default=None, ge=0, le=255)
+    poll_interval_s: Float = Field(default=1.0, gt=0, le=86400)
+    timeout_s: Float = Field(default=0.5, gt=0, le=60)
+    retries: Int = Field(default=1, ge=0, le=5)
     # MQTT
     broker: str | None = None
     topic: str | None = None
     match: str | None = None  # the id the device uses for itself in topic/payload (default: `id`)
     # Liveness: `up` drops to 0 after this long without a good reading (default 3 x the expected interval)
-    expected_interval_s: float | None = Field(default=None, gt=0)
-    stale_factor: float = Field(default=3.0, ge=1.0, le=100)
+    expected_interval_s: Float | None = Field(default=None, gt=0)
+    stale_factor: Float = Field(default=3.0, ge=1.0, le=100)
     # Tower crane: the manufacturer's load chart, for simulators and %-of-rated rules
     load_chart: list[LoadChartPoint] | None = None
     # Tower crane: the manufacturer's working-limit wind speed (工作极限风速, from the manual); the wind alarm uses
     # the stricter of it and the standard's stop-lifting value
-    wind_limit_ms: float | None = Field(default=None, gt=0, le=75)
+    wind_limit_ms: Float | None = Field(default=None, gt=0, le=75)
     # Design values for %-of-design rules, by quantity (e.g. strut_force: 3000 kN, axial_force: 40 kN): positive (0
     # read as "not given" and a negative one made a high rule unreachable)
-    design_values: dict[str, Annotated[float, Field(gt=0)]] = {}
+    design_values: dict[str, Annotated[Float, Field(gt=0)]] = {}
     # Date the device's calibration (标定/检定) falls due; after it a health alarm "calibration overdue" is raised
     calibration_due: date | None = None
     # Excavation points: the design 预警值 per monitored quantity (base name: deep_displacement covers every depth)
     # and the excavation depth h for 预警值 given as % of h
     warning_values: dict[str, WarningValues] = {}
-    excavation_depth_m: float | None = Field(default=None, gt=0, le=200)
+    excavation_depth_m: Float | None = Field(default=None, gt=0, le=200)
     # MQTT: this device writes its time differently from its model (another zone, format or pattern)
     timestamp: TimestampOverride | None = None
     # limits of this device's clock (default: the site's `device_clock`)
     device_clock: ClockLimits | None = None
     # where it stands on the site plan (site.plan), and a tower crane's jib as drawn (default: its chart's radius)
     position: PlanPosition | None = None
-    jib_length_m: float | None = Field(default=None, gt=0, le=120)
+    jib_length_m: Float | None = Field(default=None, gt=0, le=120)
 
     @field_validator("name", "zone")
     @classmethod
@@ -143,18 +144,18 @@ class Device(_Base):
 
 class SpoolConfig(_Base):
     dir: Path = Path("var/spool")
-    max_bytes: Annotated[int, Field(ge=64 * 1024)] = 256 * 1024**2
-    segment_bytes: Annotated[int, Field(ge=4096)] = 4 * 1024**2
-    replay_lines_per_s: float = Field(default=20000, gt=0)
-    batch_lines: int = Field(default=5000, ge=1, le=100000)
-    sync_interval_s: float = Field(default=1.0, ge=0, le=60)
+    max_bytes: Annotated[Int, Field(ge=64 * 1024)] = 256 * 1024**2
+    segment_bytes: Annotated[Int, Field(ge=4096)] = 4 * 1024**2
+    replay_lines_per_s: Float = Field(default=20000, gt=0)
+    batch_lines: Int = Field(default=5000, ge=1, le=100000)
+    sync_interval_s: Float = Field(default=1.0, ge=0, le=60)
     # lines nobody delivers again (Modbus polls) go to the spool file with their fsync: docs/configuration.md
     write_polls_at_fsync: bool = True
-    write_linger_s: float = Field(default=1.0, ge=0, le=10)
-    ack_linger_s: float = Field(default=0.1, ge=0, le=1)
+    write_linger_s: Float = Field(default=1.0, ge=0, le=10)
+    ack_linger_s: Float = Field(default=0.1, ge=0, le=1)
     # MQTT 3.1.1: below the broker's in-flight window for the gateway (20 on Mosquitto); MQTT 5: half the window the
     # gateway announces (brokers[].receive_maximum) instead: docs/configuration.md
-    ack_linger_messages: int = Field(default=10, ge=1, le=10000)
+    ack_linger_messages: Int = Field(default=10, ge=1, le=10000)
 
     @field_validator("max_bytes", "segment_bytes", mode="before")
     @classmethod
@@ -178,7 +179,7 @@ class InfluxV1Sink(_Base):
     username: str | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     create_database: bool = True
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: Float = Field(default=10.0, gt=0)
 
 
 class InfluxV2Sink(_Base):
@@ -189,7 +190,7 @@ class InfluxV2Sink(_Base):
     org: str
     bucket: str
     token_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: Float = Field(default=10.0, gt=0)
 
 
 Sink = Annotated[InfluxV1Sink | InfluxV2Sink, Field(discriminator="type")]
@@ -211,12 +212,12 @@ class UplinkConfig(_Base):
     subject_prefix: str = Field(default="sitegw", pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
     user: str | None = None
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    timeout_s: float = Field(default=5.0, gt=0, le=60)  # for each publish's acknowledgement
+    timeout_s: Float = Field(default=5.0, gt=0, le=60)  # for each publish's acknowledgement
     # /health says `uplink_behind` while the oldest unsent event is older than this
-    behind_after_s: float = Field(default=60.0, gt=0)
+    behind_after_s: Float = Field(default=60.0, gt=0)
     # the site's status (health, devices online, backlog) to <subject_prefix>.<site id>.status this often; the hub
     # shows a site offline when none came for its offline_after_s
-    status_s: float = Field(default=30.0, ge=1, le=3600)
+    status_s: Float = Field(default=30.0, ge=1, le=3600)
     # TLS (with tls:// servers): the CA that signed the cluster's certificates (default: the system's), and this
     # site's own certificate and key where the cluster asks for client certificates
     ca_file: Path | None = None
@@ -238,18 +239,18 @@ class HttpConfig(_Base):
     """The gateway's own HTTP endpoint: /healthz, /metrics (Prometheus), /api/latest. Loopback by default."""
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8780, ge=1, le=65535)
+    port: Int = Field(default=8780, ge=1, le=65535)
     # request bodies are refused (413) over these sizes before they are read; a body stalled mid-way gets 408
-    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024**2)] = 1024**2
-    max_login_body_bytes: Annotated[int, Field(ge=256, le=64 * 1024)] = 4096
-    max_upload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024**2)] = 16 * 1024**2  # survey files, base64
-    body_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    max_body_bytes: Annotated[Int, Field(ge=1024, le=64 * 1024**2)] = 1024**2
+    max_login_body_bytes: Annotated[Int, Field(ge=256, le=64 * 1024)] = 4096
+    max_upload_bytes: Annotated[Int, Field(ge=1024, le=256 * 1024**2)] = 16 * 1024**2  # survey files, base64
+    body_timeout_s: Float = Field(default=30.0, gt=0, le=600)
     # origins besides the gateway's own (its Host header) whose pages may change things, e.g. the public URL of a
     # TLS reverse proxy in front of it: "https://gw.site.example"
     allowed_origins: list[str] = []
     # live streams (/api/stream) open at once, of all users: each holds a connection and a queue of up to 256
     # events, so this bounds what consoles can cost; a site's users and wall screens need a few dozen at most
-    max_streams: int = Field(default=64, ge=1, le=4096)
+    max_streams: Int = Field(default=64, ge=1, le=4096)
 
     @field_validator("max_body_bytes", "max_login_body_bytes", "max_upload_bytes", mode="before")
     @classmethod

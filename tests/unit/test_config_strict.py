@@ -47,8 +47,8 @@ def dev(device_id: str, extra: str, text: str = BASE) -> str:
     raise AssertionError(device_id)
 
 
-def override(body: str) -> str:
-    return BASE + f"rules:\n  overrides:\n    - {{{body}, {S}}}\n"
+def override(body: str, text: str = BASE) -> str:
+    return text + f"rules:\n  overrides:\n    - {{{body}, {S}}}\n"
 
 
 def refused(tmp_path: Path, text: str) -> str:
@@ -117,3 +117,35 @@ def test_design_value_is_positive_and_finite(tmp_path: Path, value: str) -> None
 )
 def test_nan_and_inf_are_refused(tmp_path: Path, text: str, path: str) -> None:
     assert path in refused(tmp_path, text)
+
+
+# ---- 4. YAML booleans taken as numbers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        (BASE.replace("unit_id: 1}", "unit_id: yes}"), "devices[0].unit_id"),  # polled as unit 1
+        (BASE.replace("expected_interval_s: 5}", "expected_interval_s: yes}", 1), "devices[1].expected_interval_s"),
+        (dev("PIT-1", "retries: no"), "devices[3].retries"),
+        (
+            dev("PIT-1", f"warning_values: {{horizontal_displacement: {{cumulative: yes, {S}}}}}"),
+            "devices[3].warning_values.horizontal_displacement.cumulative",
+        ),  # 1 mm
+        (override("rule: gas.lel, thresholds: {2: yes}"), "rules.overrides[0].thresholds"),  # LEL 1 %
+        (dev("TC-01", "wind_limit_ms: yes"), "devices[0].wind_limit_ms"),  # 1 m/s
+    ],
+)
+def test_yaml_boolean_is_not_a_number(tmp_path: Path, text: str, path: str) -> None:
+    assert path in refused(tmp_path, text)
+
+
+def test_quoted_number_is_still_a_number(tmp_path: Path) -> None:
+    # the review's test_quoted_number_is_not_converted_silently is left out: a quoted number means the number
+    # (only a boolean is refused), and site files written by tools quote some
+    p = tmp_path / "site.yaml"
+    text = BASE.replace("poll_interval_s: 2}", "poll_interval_s: '2'}", 1).replace("unit_id: 2,", "unit_id: '2',")
+    p.write_text(override("rule: gas.lel, thresholds: {2: '20'}", text), encoding="utf-8")
+    cfg = load_config(p)
+    d = cfg.devices[3]
+    assert (d.unit_id, d.poll_interval_s, cfg.rules.overrides[0].thresholds) == (2, 2.0, {2: 20})
