@@ -126,6 +126,15 @@ class Device(_Base):
             raise ValueError("must not contain a backslash (InfluxDB 1.x cannot store it reliably in a tag)")
         return v
 
+    @field_validator("calibration_due", mode="before")
+    @classmethod
+    def _a_date(cls, v: Any) -> Any:
+        # a number was taken for seconds since 1970: 0 was 1970-01-01 (calibration overdue for ever), and 20270630
+        # got an error about datetimes that have a time
+        if isinstance(v, int | float) or (isinstance(v, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v)):
+            raise ValueError("write the date as YYYY-MM-DD, e.g. 2027-06-30")
+        return v
+
     def model_post_init(self, context: Any, /) -> None:
         # The devices of a site file set the same few fields: one set of their names serves them all (pydantic kept
         # a 728-byte set for each of 2 000 devices, 1.4 MB). Safe to share: the model is frozen, and model_copy

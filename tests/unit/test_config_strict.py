@@ -149,3 +149,14 @@ def test_quoted_number_is_still_a_number(tmp_path: Path) -> None:
     cfg = load_config(p)
     d = cfg.devices[3]
     assert (d.unit_id, d.poll_interval_s, cfg.rules.overrides[0].thresholds) == (2, 2.0, {2: 20})
+
+
+# ---- 7. device settings that contradict the device's profile or each other -----------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "20270630"])
+def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: str) -> None:
+    # now: 0 is 1970-01-01 (calibration overdue for ever); 20270630 gets "Datetimes provided to dates should have
+    # zero time" (it is read as Unix seconds)
+    msg = refused(tmp_path, dev("GAS-1", f"calibration_due: {value}"))
+    assert "devices[2].calibration_due" in msg and "YYYY-MM-DD" in msg, msg
