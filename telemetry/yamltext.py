@@ -34,6 +34,35 @@ def construct_float(loader: yaml.constructor.SafeConstructor, node: yaml.ScalarN
     return value
 
 
+class UniqueKeys:
+    """A loader mixin (before PyYAML's loader in the bases): a mapping key given twice is a YAML error at its line.
+
+    YAML requires the keys of a mapping to be unique (1.2 §3.2.1.1), and PyYAML kept the last one silently: a second
+    `devices:` block replaced the first one's devices, a flow mapping's second `unit_id` the first. Merge keys (`<<`)
+    are not counted: a key of the mapping itself overrides a merged one, as YAML's merge says."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = cast(Any, self).construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: PyYAML's own error names it
+                    continue
+                if first is not key_node:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found key {key!r} twice (first on line {first.start_mark.line + 1}): give each key once",
+                        key_node.start_mark,
+                    )
+        value: dict[Any, Any] = super().construct_mapping(node, deep)  # type: ignore[misc]
+        return value
+
+
 _Loader = TypeVar("_Loader", bound=type)
 
 
@@ -45,13 +74,13 @@ def yaml12_numbers(loader: _Loader) -> _Loader:
     return loader
 
 
-class SafeLoader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
-    """yaml.safe_load's loader (libyaml's parser where PyYAML has it) reading numbers as YAML 1.2 does."""
+class SafeLoader(UniqueKeys, yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """yaml.safe_load's loader (libyaml's parser where PyYAML has it) reading numbers as YAML 1.2 does, keys once."""
 
 
 yaml12_numbers(SafeLoader)
 
 
 def safe_load(text: str) -> Any:
-    """`yaml.safe_load(text)`, numbers read as YAML 1.2 reads them."""
+    """`yaml.safe_load(text)`, numbers read as YAML 1.2 reads them; a key given twice in a mapping is an error."""
     return yaml.load(text, Loader=SafeLoader)

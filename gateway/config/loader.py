@@ -15,7 +15,7 @@ from drivers.profile import (
 )
 from gateway.config.site import SiteConfig
 from gateway.siteplan import check_image
-from telemetry.yamltext import yaml12_numbers
+from telemetry.yamltext import UniqueKeys, yaml12_numbers
 
 _CROSS = re.compile(r"^(?P<coll>[a-z_.]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
 
@@ -24,8 +24,9 @@ class ConfigError(Exception):
     """A site config that cannot be used; the message names the file, YAML path and line."""
 
 
-class _Strict:
-    """A scalar its tag cannot build (2027-02-30, `!!int abc`) is a YAML error with its line, not a Python one."""
+class _Strict(UniqueKeys):
+    """A scalar its tag cannot build (2027-02-30, `!!int abc`) and a key given twice (telemetry/yamltext.py) are YAML
+    errors with their line, not a Python one or the last value."""
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:

@@ -151,6 +151,22 @@ def test_quoted_number_is_still_a_number(tmp_path: Path) -> None:
     assert (d.unit_id, d.poll_interval_s, cfg.rules.overrides[0].thresholds) == (2, 2.0, {2: 20})
 
 
+# ---- 5. YAML the loader reads wrongly or reports without its place ----------------------------------------------
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    # now: the second `devices:` replaces the first: four of the five devices vanish, check-config says OK
+    text = BASE + "devices:\n  - {id: X, profile: gas_4in1_mqtt_v1, broker: b1, topic: g/+, expected_interval_s: 5}\n"
+    msg = refused(tmp_path, text)
+    assert "devices" in msg and "line 13" in msg, msg
+
+
+def test_a_device_key_given_twice_is_refused(tmp_path: Path) -> None:
+    # now: unit_id 2 is taken and unit_id 1 forgotten
+    msg = refused(tmp_path, BASE.replace("line: l1, unit_id: 2,", "line: l1, unit_id: 2, unit_id: 4,"))
+    assert "unit_id" in msg and "line 10" in msg, msg
+
+
 # ---- 7. device settings that contradict the device's profile or each other -----------------------------------------
 
 
