@@ -17,7 +17,10 @@ from gateway.config.site import SiteConfig
 from gateway.siteplan import check_image
 from telemetry.yamltext import UniqueKeys, yaml12_numbers
 
-_CROSS = re.compile(r"^(?P<coll>[a-z_.]+)\[(?P<idx>\d+)\](?: \([^)]*\))?(?:\.(?P<field>[a-z_]+))?")
+# a cross-field check names its YAML path at the start of its message, before a colon: `devices[3] (PIT-1).topic: `,
+# `hazards.timezone: `, `devices[4] (PIT-ZL).warning_values.strut_force: ` (the id after an index is for the reader)
+_CROSS = re.compile(r"^(?P<path>[a-z_]+(?:\[\d+\](?: \([^)]*\))?|\.[A-Za-z0-9_]+)*)(?::|$)")
+_PART = re.compile(r"\[(\d+)\](?: \([^)]*\))?|([A-Za-z0-9_]+)")
 
 
 class ConfigError(Exception):
@@ -161,8 +164,8 @@ def load_config(path: str | Path) -> SiteConfig:
             msg = e["msg"].removeprefix("Value error, ")
             m = _CROSS.match(msg)
             if not loc and m:  # cross-field checks name their path at the start of the message
-                loc = (*m["coll"].split("."), int(m["idx"])) + ((m["field"],) if m["field"] else ())
-                msg = msg[m.end() :].lstrip(": ")
+                loc = tuple(int(i) if i else name for i, name in _PART.findall(m["path"]))
+                msg = msg[m.end() :].lstrip()
             line = None
             for n in range(len(loc), -1, -1):
                 if loc[:n] in index:
@@ -191,7 +194,9 @@ def load_config(path: str | Path) -> SiteConfig:
         dir2 = second.spool.dir if second.spool.dir.is_absolute() else base / second.spool.dir
         first = cfg.spool.dir if cfg.spool.dir.is_absolute() else base / cfg.spool.dir
         if dir2.resolve() == first.resolve():  # as written they may differ and still be one folder
-            raise ConfigError(f"{path}: second_sink.spool.dir: {dir2} is spool.dir's folder; each sink has its own")
+            raise _one(
+                path, text, ("second_sink", "spool", "dir"), f"{dir2} is spool.dir's folder; each sink has its own"
+            )
         updates["second_sink"] = second.model_copy(update={"spool": second.spool.model_copy(update={"dir": dir2})})
     if not cfg.alarms.state_file.is_absolute():
         updates["alarms"] = cfg.alarms.model_copy(update={"state_file": base / cfg.alarms.state_file})
@@ -207,8 +212,12 @@ def load_config(path: str | Path) -> SiteConfig:
         updates["site"] = cfg.site.model_copy(update={"plan": plan})
     try:
         check_image(plan)
-    except ValueError as err:  # worded like the problems above: the file, then the YAML path and what is wrong
-        where, _, what = str(err).partition(": ")
-        line = _lines(text).get(("site", "plan", "image"))
-        raise ConfigError(f"{path}: 1 problem(s)\n  {where}{f' (line {line})' if line else ''}: {what}") from None
+    except ValueError as err:
+        raise _one(path, text, ("site", "plan", "image"), str(err).partition(": ")[2]) from None
     return cfg.model_copy(update=updates)
+
+
+def _one(path: Path, text: str, loc: tuple[Any, ...], what: str) -> ConfigError:
+    """A problem found after the models' checks, worded like theirs: the file, the YAML path and line, what is wrong."""
+    line = _lines(text).get(loc)
+    return ConfigError(f"{path}: 1 problem(s)\n  {_fmt_loc(loc)}{f' (line {line})' if line else ''}: {what}")

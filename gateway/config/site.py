@@ -178,8 +178,8 @@ def _profiles(dirs: tuple[Path, ...]) -> dict[str, AnyProfile]:
 
 
 def _unique(what: str, ids: list[str]) -> None:
-    seen: set[str] = set()
-    for i in ids:
-        if i in seen:
-            raise ValueError(f"{what}: duplicate id {i!r}")
-        seen.add(i)
+    seen: dict[str, int] = {}
+    for j, i in enumerate(ids):
+        first = seen.setdefault(i, j)
+        if first != j:  # named by its entry, so that the loader finds its line
+            raise ValueError(f"{what}[{j}].id: duplicate id {i!r}, already {what}[{first}]")

@@ -80,7 +80,7 @@ def test_good_config(tmp_path: Path) -> None:
             "unit_id: 1, timeout_s: 1.5}",
             "devices[0].timeout_s (line 7): 1.5 s must be below poll_interval_s = 1 s",
         ),
-        ("{id: FW-1,", "{id: TC-01,", "devices: duplicate id 'TC-01'"),
+        ("{id: FW-1,", "{id: TC-01,", "devices[1].id (line 8): duplicate id 'TC-01', already devices[0]"),
         (", expected_interval_s: 5}", "}", "devices[1].expected_interval_s (line 8): required for an MQTT device"),
         (
             "a/b/c/+/data",
@@ -277,4 +277,4 @@ def test_the_hazard_workflow_keeps_the_site_s_time_zone(tmp_path: Path) -> None:
     same = load_config(write(tmp_path, site + "hazards: {timezone: Asia/Urumqi}\n"))
     assert same.alarm_setup().hazards.timezone == "Asia/Urumqi"
     err = error_of(tmp_path, site + "hazards: {timezone: Asia/Shanghai}\n")
-    assert "hazards.timezone: 'Asia/Shanghai' differs from site.timezone 'Asia/Urumqi'" in err
+    assert "hazards.timezone (line 10): 'Asia/Shanghai' differs from site.timezone 'Asia/Urumqi'" in err

@@ -167,6 +167,33 @@ def test_a_device_key_given_twice_is_refused(tmp_path: Path) -> None:
     assert "unit_id" in msg and "line 10" in msg, msg
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            BASE.replace(
+                "sink:",
+                "  - {id: GAS-1, profile: gas_4in1_mqtt_v1, broker: b1, topic: g/+, match: Z, "
+                "expected_interval_s: 5}\nsink:",
+            ),
+            "devices[5].id (line 12)",
+        ),
+        (
+            BASE.replace("  - {id: b1, host: 127.0.0.1}\n", "  - {id: b1, host: 127.0.0.1}\n  - {id: b1, host: h2}\n"),
+            "brokers[1].id (line 6)",
+        ),
+        (
+            BASE.replace("port: 1502}\n", "port: 1502}\n  - {id: l1, type: modbus_tcp, host: h3}\n"),
+            "lines[1].id (line 4)",
+        ),
+    ],
+)
+def test_duplicate_id_names_its_entry_and_line(tmp_path: Path, text: str, where: str) -> None:
+    # now: "(top level) (line 1): devices: duplicate id 'GAS-1'"
+    msg = refused(tmp_path, text)
+    assert where in msg, msg
+
+
 # ---- 7. device settings that contradict the device's profile or each other -----------------------------------------
 
 
@@ -176,3 +203,23 @@ def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: s
     # zero time" (it is read as Unix seconds)
     msg = refused(tmp_path, dev("GAS-1", f"calibration_due: {value}"))
     assert "devices[2].calibration_due" in msg and "YYYY-MM-DD" in msg, msg
+
+
+# ---- 10. site-wide settings ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (BASE + "hazards: {timezone: UTC}\n", "hazards.timezone (line 13)"),
+        (
+            BASE
+            + "second_sink: {sink: {type: influxdb_v1, url: 'http://h:1', database: x}, spool: {dir: var/spool}}\n",
+            "second_sink.spool.dir (line 13)",
+        ),
+    ],
+)
+def test_cross_check_without_an_index_names_its_line(tmp_path: Path, text: str, where: str) -> None:
+    # now: "(top level) (line 1): hazards.timezone: ..." (the loader's _CROSS pattern needs an `[index]`)
+    msg = refused(tmp_path, text)
+    assert where in msg, msg
