@@ -102,8 +102,15 @@ class SiteConfig(BaseModel):
                     raise ValueError(f"{at}: unknown quantity {q!r}") from None
                 if base != q:
                     raise ValueError(f"{at}: {q!r}: give the base quantity {base!r} (it covers every depth)")
-                if w.cumulative_percent_h is not None and dv.excavation_depth_m is None:
-                    raise ValueError(f"{at}: {q}.cumulative_percent_h needs excavation_depth_m (h) on the device")
+                if w.cumulative_percent_h is not None:
+                    unit = quantities.lookup(q).unit
+                    if quantities.linear_factor("m", unit) is None:  # (it failed later, as "(top level)")
+                        raise ValueError(
+                            f"{at}.{q}.cumulative_percent_h: {q} is in {unit}, not a length: a % of the excavation "
+                            "depth h is a limit for displacements and levels (give `cumulative`)"
+                        )
+                    if dv.excavation_depth_m is None:
+                        raise ValueError(f"{at}.{q}.cumulative_percent_h: needs excavation_depth_m (h) on the device")
         self._check_rules()
         return self
 

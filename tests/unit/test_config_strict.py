@@ -76,6 +76,13 @@ def test_design_value_is_positive_and_finite(tmp_path: Path, value: str) -> None
     assert "devices[1].design_values" in refused(tmp_path, dev("FW-1", f"design_values: {{axial_force: {value}}}"))
 
 
+def test_percent_of_h_on_a_quantity_that_is_not_a_length_names_its_path(tmp_path: Path) -> None:
+    # now: "(top level) (line 1): no conversion from 'm' to 'kN'"
+    extra = f"excavation_depth_m: 12, warning_values: {{strut_force: {{cumulative_percent_h: 0.2, {S}}}}}"
+    msg = refused(tmp_path, dev("PIT-ZL", extra))
+    assert "devices[4].warning_values" in msg and "(line 11)" in msg, msg
+
+
 # ---- 3. NaN / inf where no bound catches them ---------------------------------------------------------------------
 
 
