@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,35 @@ from drivers.config import ID, Claims, DeviceEntry, DriverModel
 from drivers.profile import MqttProfile
 from drivers.timefmt import TimestampFormat
 from telemetry.yamlnum import Float, Int
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def topic_problem(topic: str, *, wildcards: bool) -> str | None:
+    """What MQTT refuses in a topic filter to subscribe to (`wildcards`) or a topic name to publish to, else None.
+
+    paho raises ValueError for these in subscribe() and publish(), which the session task does not expect: a device's
+    filter failed every connection, a dead-letter topic the first dead letter. A control character is a malformed
+    string to a broker (Mosquitto closes the connection; MQTT 3.1.1 §1.5.3: U+0000 must not be sent)."""
+    if not topic:
+        return "empty: a topic has at least one character (MQTT 3.1.1 §4.7.3)"
+    if _CONTROL.search(topic):
+        return "holds a control character (NUL, newline, tab): brokers close the connection (MQTT 3.1.1 §1.5.3)"
+    try:
+        size = len(topic.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    if size > 65535:
+        return f"{size} bytes long: MQTT strings take at most 65535 (MQTT 3.1.1 §1.5.3)"
+    if not wildcards:
+        return "a topic to publish to has no wildcards (+, #)" if "+" in topic or "#" in topic else None
+    levels = topic.split("/")
+    for i, level in enumerate(levels):
+        if "#" in level and (level != "#" or i != len(levels) - 1):
+            return "'#' stands alone in the last level, as in a/b/# (MQTT 3.1.1 §4.7.1.2)"
+        if "+" in level and level != "+":
+            return "'+' stands alone in its level, as in a/+/c (MQTT 3.1.1 §4.7.1.3)"
+    return None
 
 
 class TlsVerify(StrEnum):
@@ -68,6 +98,14 @@ class Broker(DriverModel):
     read_window_ms: Float = Field(default=2.0, ge=0, le=20)
     read_window_above: Int = Field(default=1500, ge=1)
 
+    @field_validator("dead_letter_topic")
+    @classmethod
+    def _publish_topic(cls, v: str) -> str:
+        problem = topic_problem(v, wildcards=False)
+        if problem:
+            raise ValueError(problem)
+        return v
+
     @model_validator(mode="after")
     def _window(self) -> Broker:
         if self.receive_maximum is not None and self.protocol is not MqttProtocol.V5:
@@ -99,6 +137,9 @@ def check_device(at: str, d: DeviceEntry, prof: MqttProfile, claims: Claims) -> 
             f"{at}.expected_interval_s: required for an MQTT device (how often it publishes; "
             f"`up` drops to 0 after stale_factor x this without a message)"
         )
+    problem = topic_problem(d.topic, wildcards=True)
+    if problem:
+        raise ValueError(f"{at}.topic: {d.topic!r} is no MQTT topic filter: {problem}")
     other = claims.filters.setdefault((d.broker, d.topic), prof.id)
     if other != prof.id:
         raise ValueError(f"{at}.topic: {d.topic!r} is already used by a {other} device; one profile per topic filter")

@@ -77,7 +77,7 @@ def test_design_value_is_positive_and_finite(tmp_path: Path, value: str) -> None
 
 
 def test_percent_of_h_on_a_quantity_that_is_not_a_length_names_its_path(tmp_path: Path) -> None:
-    # now: "(top level) (line 1): no conversion from 'm' to 'kN'"
+    # before: "(top level) (line 1): no conversion from 'm' to 'kN'"
     extra = f"excavation_depth_m: 12, warning_values: {{strut_force: {{cumulative_percent_h: 0.2, {S}}}}}"
     msg = refused(tmp_path, dev("PIT-ZL", extra))
     assert "devices[4].warning_values" in msg and "(line 11)" in msg, msg
@@ -162,14 +162,14 @@ def test_quoted_number_is_still_a_number(tmp_path: Path) -> None:
 
 
 def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
-    # now: the second `devices:` replaces the first: four of the five devices vanish, check-config says OK
+    # before: the second `devices:` replaces the first: four of the five devices vanish, check-config says OK
     text = BASE + "devices:\n  - {id: X, profile: gas_4in1_mqtt_v1, broker: b1, topic: g/+, expected_interval_s: 5}\n"
     msg = refused(tmp_path, text)
     assert "devices" in msg and "line 13" in msg, msg
 
 
 def test_a_device_key_given_twice_is_refused(tmp_path: Path) -> None:
-    # now: unit_id 2 is taken and unit_id 1 forgotten
+    # before: unit_id 2 is taken and unit_id 1 forgotten
     msg = refused(tmp_path, BASE.replace("line: l1, unit_id: 2,", "line: l1, unit_id: 2, unit_id: 4,"))
     assert "unit_id" in msg and "line 10" in msg, msg
 
@@ -196,9 +196,27 @@ def test_a_device_key_given_twice_is_refused(tmp_path: Path) -> None:
     ],
 )
 def test_duplicate_id_names_its_entry_and_line(tmp_path: Path, text: str, where: str) -> None:
-    # now: "(top level) (line 1): devices: duplicate id 'GAS-1'"
+    # before: "(top level) (line 1): devices: duplicate id 'GAS-1'"
     msg = refused(tmp_path, text)
     assert where in msg, msg
+
+
+# ---- 6. MQTT: what paho refuses at run time, and a password nobody sends --------------------------------------------
+
+
+@pytest.mark.parametrize("topic", ["'g/#/x'", "'g/+x'", "''", '"g/\\0"'])
+def test_topic_is_a_valid_mqtt_filter(tmp_path: Path, topic: str) -> None:
+    # before: OK; `sitegw run`: paho's subscribe raises ValueError('Invalid subscription filter.') in the session task
+    # (NUL in YAML double quotes: the review's 'g/\0', single-quoted, was a backslash and a zero, a valid topic)
+    assert "devices[2].topic" in refused(tmp_path, BASE.replace("topic: g/+,", f"topic: {topic},"))
+
+
+@pytest.mark.parametrize("topic", ["'sitegw/+/dead'", "'dl/#'", "''"])
+def test_dead_letter_topic_is_a_publish_topic(tmp_path: Path, topic: str) -> None:
+    # before: OK; the first dead letter: paho raises ValueError('Publish topic cannot contain wildcards.'), which is no
+    # MqttError: the session task fails (escalation.channels[].topic already refuses wildcards)
+    text = BASE.replace("{id: b1, host: 127.0.0.1}", f"{{id: b1, host: 127.0.0.1, dead_letter_topic: {topic}}}")
+    assert "brokers[0].dead_letter_topic" in refused(tmp_path, text)
 
 
 # ---- 7. device settings that contradict the device's profile or each other -----------------------------------------
@@ -206,7 +224,7 @@ def test_duplicate_id_names_its_entry_and_line(tmp_path: Path, text: str, where:
 
 @pytest.mark.parametrize("value", ["0", "20270630"])
 def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: str) -> None:
-    # now: 0 is 1970-01-01 (calibration overdue for ever); 20270630 gets "Datetimes provided to dates should have
+    # before: 0 is 1970-01-01 (calibration overdue for ever); 20270630 gets "Datetimes provided to dates should have
     # zero time" (it is read as Unix seconds)
     msg = refused(tmp_path, dev("GAS-1", f"calibration_due: {value}"))
     assert "devices[2].calibration_due" in msg and "YYYY-MM-DD" in msg, msg
@@ -227,6 +245,6 @@ def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: s
     ],
 )
 def test_cross_check_without_an_index_names_its_line(tmp_path: Path, text: str, where: str) -> None:
-    # now: "(top level) (line 1): hazards.timezone: ..." (the loader's _CROSS pattern needs an `[index]`)
+    # before: "(top level) (line 1): hazards.timezone: ..." (the loader's _CROSS pattern needs an `[index]`)
     msg = refused(tmp_path, text)
     assert where in msg, msg
