@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from drivers.config import ID, Claims, DeviceEntry, DriverModel
 from drivers.profile import MqttProfile
@@ -97,6 +97,14 @@ class Broker(DriverModel):
     # every message is handed over as it comes. 0: never.
     read_window_ms: Float = Field(default=2.0, ge=0, le=20)
     read_window_above: Int = Field(default=1500, ge=1)
+
+    @field_validator("password_env")
+    @classmethod
+    def _with_user(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and "username" in info.data and info.data["username"] is None:
+            # aiomqtt sets a login only with a user name: the password was read, then never sent
+            raise ValueError("a password is sent only with a user name (MQTT 3.1.1 §3.1.2.9): give `username` too")
+        return v
 
     @field_validator("dead_letter_topic")
     @classmethod

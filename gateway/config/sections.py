@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from alerting.config import WarningValues
 from drivers.timefmt import TimestampOverride
@@ -189,6 +189,14 @@ class InfluxV1Sink(_Base):
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     create_database: bool = True
     timeout_s: Float = Field(default=10.0, gt=0)
+
+    @field_validator("password_env")
+    @classmethod
+    def _with_user(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and "username" in info.data and info.data["username"] is None:
+            # the writer sends basic auth only with a user name: the password was read, then never sent
+            raise ValueError("a password is sent only with a user name (HTTP basic auth): give `username` too")
+        return v
 
 
 class InfluxV2Sink(_Base):

@@ -219,6 +219,23 @@ def test_dead_letter_topic_is_a_publish_topic(tmp_path: Path, topic: str) -> Non
     assert "brokers[0].dead_letter_topic" in refused(tmp_path, text)
 
 
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        # aiomqtt calls username_pw_set only with a username: the password is dropped (MQTT 3.1.1 §3.1.2.9)
+        (
+            BASE.replace("{id: b1, host: 127.0.0.1}", "{id: b1, host: 127.0.0.1, password_env: SITEGW_MQTT_PW}"),
+            "brokers[0]",
+        ),
+        # InfluxV1Writer sends basic auth only with a username
+        (BASE.replace("database: d}", "database: d, password_env: SITEGW_INFLUX_PW}"), "sink"),
+    ],
+)
+def test_password_without_user_name_is_refused(tmp_path: Path, text: str, path: str) -> None:
+    # `sitegw run` still demands the variable, then never sends it
+    assert path in refused(tmp_path, text)
+
+
 # ---- 7. device settings that contradict the device's profile or each other -----------------------------------------
 
 
