@@ -118,7 +118,7 @@ def broker_params(cfg: SiteConfig) -> dict[str, BrokerParams]:
             id=b.id,
             host=b.host,
             port=b.port,
-            client_id=b.client_id or f"sitegw-{cfg.site.id}-{b.id}",
+            client_id=b.session_id(cfg.site.id),
             username=b.username,
             password=_password(b),
             protocol_v5=b.protocol.value == "5",

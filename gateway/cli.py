@@ -124,7 +124,7 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
         auth = f"user {br.username}" if br.username else "anonymous"
         out.append(
             f"\nbroker {br.id} mqtt://{br.host}:{br.port} ({tls}, {auth}, MQTT {br.protocol.value}, "
-            f"client id {br.client_id or f'sitegw-{cfg.site.id}-{br.id}'}, QoS 1, "
+            f"client id {br.session_id(cfg.site.id)}, QoS 1, "
             f"dead letters -> {br.dead_letter_topic})"
         )
         for topic in sorted({d.topic for d in devs if d.topic}):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -123,12 +124,31 @@ class Broker(DriverModel):
             )
         return self
 
+    def session_id(self, site_id: str) -> str:
+        """The client id the gateway connects with: `client_id`, or sitegw-<site>-<broker>."""
+        return self.client_id or f"sitegw-{site_id}-{self.id}"
+
     @property
     def window(self) -> int | None:
         """The in-flight window the gateway announces (MQTT 5), None when it is the broker's to choose."""
         if self.protocol is MqttProtocol.V5:
             return self.receive_maximum or DEFAULT_RECEIVE_MAXIMUM
         return None
+
+
+def check_brokers(brokers: Sequence[Broker], site_id: str) -> None:
+    """Refuse two brokers that are one session: the same host:port (host names in any case) and client id. The broker
+    ends the older connection whenever the other one connects (MQTT 3.1.1 §3.1.4), and each took the other over."""
+    seen: dict[tuple[str, int, str], int] = {}
+    for i, b in enumerate(brokers):
+        cid = b.session_id(site_id)
+        j = seen.setdefault((b.host.strip().lower(), b.port, cid), i)
+        if j != i:
+            raise ValueError(
+                f"brokers[{i}] ({b.id}).client_id: {cid!r} on {b.host}:{b.port} is already the session of broker "
+                f"{brokers[j].id} (brokers[{j}]): the broker ends one whenever the other connects (MQTT 3.1.1 "
+                "§3.1.4); give each its own client_id, or keep one of the two entries"
+            )
 
 
 def check_device(at: str, d: DeviceEntry, prof: MqttProfile, claims: Claims) -> None:

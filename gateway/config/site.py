@@ -16,7 +16,7 @@ from alerting.rules import default_rules
 from alerting.setup import AlarmSetup
 from drivers.config import Claims
 from drivers.modbus.config import Line, ModbusOptions, check_lines
-from drivers.mqtt.config import Broker
+from drivers.mqtt.config import Broker, check_brokers
 from drivers.profile import AnyProfile, builtin_profiles, load_profile_file
 from drivers.registry import driver_of
 from gateway.config.sections import (
@@ -68,6 +68,7 @@ class SiteConfig(BaseModel):
             )
         _unique("lines", [x.id for x in self.lines])
         _unique("brokers", [x.id for x in self.brokers])
+        check_brokers(self.brokers, self.site.id)  # two entries of one session take each other over
         _unique("devices", [x.id for x in self.devices])
         profiles = self.profiles()
         # each device is checked by the driver its profile names (drivers/registry.py)

@@ -265,3 +265,12 @@ def test_cross_check_without_an_index_names_its_line(tmp_path: Path, text: str, 
     # before: "(top level) (line 1): hazards.timezone: ..." (the loader's _CROSS pattern needs an `[index]`)
     msg = refused(tmp_path, text)
     assert where in msg, msg
+
+
+def test_two_brokers_with_one_client_id_on_one_endpoint_are_refused(tmp_path: Path) -> None:
+    # the broker ends one session whenever the other connects (MQTT 3.1.1 §3.1.4): the two take each other over
+    text = BASE.replace(
+        "  - {id: b1, host: 127.0.0.1}\n",
+        "  - {id: b1, host: 127.0.0.1, client_id: gw}\n  - {id: b2, host: 127.0.0.1, client_id: gw}\n",
+    )
+    assert "brokers[1].client_id" in refused(tmp_path, text)
