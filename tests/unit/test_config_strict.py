@@ -239,6 +239,19 @@ def test_password_without_user_name_is_refused(tmp_path: Path, text: str, path: 
 # ---- 7. device settings that contradict the device's profile or each other -----------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("device", "extra", "path"),
+    [
+        # tower_crane_tcp_v1 has no register clock: every poll is stamped with the gateway's time
+        ("TC-01", "device_clock: {max_ahead_s: 60}", "devices[0].device_clock"),
+        # the device's own time replaced by the receive time: nothing left to check
+        ("GAS-1", "timestamp: {format: receive}, device_clock: {max_ahead_s: 60}", "devices[2].device_clock"),
+    ],
+)
+def test_device_clock_on_a_device_stamped_by_the_gateway(tmp_path: Path, device: str, extra: str, path: str) -> None:
+    assert path in refused(tmp_path, dev(device, extra))
+
+
 @pytest.mark.parametrize("value", ["0", "20270630"])
 def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: str) -> None:
     # before: 0 is 1970-01-01 (calibration overdue for ever); 20270630 gets "Datetimes provided to dates should have
