@@ -94,6 +94,12 @@ def check_device(at: str, d: DeviceEntry, claims: Claims) -> None:
         )
     if d.timeout_s >= d.poll_interval_s:
         raise ValueError(f"{at}.timeout_s: {d.timeout_s:g} s must be below poll_interval_s = {d.poll_interval_s:g} s")
+    if d.expected_interval_s is not None and d.expected_interval_s < d.poll_interval_s:
+        # readings come once a poll: `up` fell to 0 between two polls, and health.stale chattered
+        raise ValueError(
+            f"{at}.expected_interval_s: {d.expected_interval_s:g} s is below poll_interval_s = {d.poll_interval_s:g} "
+            "s, and a polled device reports once a poll (leave it out: the poll interval is used)"
+        )
     scope = claims.unit_scope.get(d.line, d.line)
     other = claims.units.setdefault((scope, d.unit_id), d.id)
     if other != d.id:

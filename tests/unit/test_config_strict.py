@@ -252,6 +252,11 @@ def test_device_clock_on_a_device_stamped_by_the_gateway(tmp_path: Path, device:
     assert path in refused(tmp_path, dev(device, extra))
 
 
+def test_liveness_limit_shorter_than_the_poll_interval_is_refused(tmp_path: Path) -> None:
+    # stale after 0.5 x 3 = 1.5 s, polled every 2 s: `up` falls to 0 between every two polls (health.stale chatters)
+    assert "devices[3].expected_interval_s" in refused(tmp_path, dev("PIT-1", "expected_interval_s: 0.5"))
+
+
 @pytest.mark.parametrize("value", ["0", "20270630"])
 def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: str) -> None:
     # before: 0 is 1970-01-01 (calibration overdue for ever); 20270630 gets "Datetimes provided to dates should have
