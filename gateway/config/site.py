@@ -17,9 +17,9 @@ from alerting.setup import AlarmSetup
 from drivers.config import Claims
 from drivers.modbus.config import Line, ModbusOptions, check_lines
 from drivers.mqtt.config import Broker, check_brokers
-from drivers.profile import AnyProfile, ModbusProfile, MqttProfile, builtin_profiles, load_profile_file
+from drivers.profile import AnyProfile, builtin_profiles, load_profile_file
 from drivers.registry import driver_of
-from drivers.timefmt import TimestampFormat
+from gateway.config.devices import check_device_fields
 from gateway.config.sections import (
     ClockLimits,
     Device,
@@ -86,9 +86,7 @@ class SiteConfig(BaseModel):
             if prof is None:
                 raise ValueError(f"{at}.profile: unknown profile {d.profile!r}; known: {', '.join(sorted(profiles))}")
             driver_of(prof).check_device(at, d, prof, claims)
-            stamped = _gateway_stamped(prof, d) if d.device_clock is not None else None
-            if stamped:
-                raise ValueError(f"{at}.device_clock: {stamped}; the device has no clock here to limit")
+            check_device_fields(at, d, prof)
         check_positions(self.site.plan, self.devices)
         for i, ch in enumerate(self.escalation.channels):
             if isinstance(ch, MqttChannel) and ch.broker not in claims.brokers:
@@ -187,17 +185,6 @@ def _profiles(dirs: tuple[Path, ...]) -> dict[str, AnyProfile]:
             p = load_profile_file(f)
             out[p.id] = p
     return out
-
-
-def _gateway_stamped(prof: AnyProfile, d: Device) -> str | None:
-    """Why the device's readings carry the gateway's time, not its own clock's; None when they carry its own."""
-    if isinstance(prof, ModbusProfile) and prof.clock is None:
-        return f"profile {prof.id} has no register clock: each poll is stamped with the gateway's time"
-    if isinstance(prof, MqttProfile):
-        spec = d.timestamp.apply(prof.payload.timestamp) if d.timestamp else prof.payload.timestamp
-        if spec.format is TimestampFormat.RECEIVE:
-            return "its timestamp format is receive: each message is stamped with the gateway's time"
-    return None
 
 
 def _unique(what: str, ids: list[str]) -> None:

@@ -67,6 +67,24 @@ def test_base_is_good(tmp_path: Path) -> None:
     assert len(load_config(p).devices) == 5
 
 
+# ---- 1. device fields that mean nothing for the device's kind ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "extra", "path"),
+    [
+        ("TC-01", f"warning_values: {{horizontal_displacement: {{cumulative: 30, {S}}}}}", "devices[0].warning_values"),
+        ("GAS-1", f"warning_values: {{horizontal_displacement: {{cumulative: 30, {S}}}}}", "devices[2].warning_values"),
+        ("TC-01", "excavation_depth_m: 12", "devices[0].excavation_depth_m"),
+        ("PIT-1", "load_chart: [{radius_m: 2.5, rated_load_t: 6}]", "devices[3].load_chart"),
+        ("PIT-1", "wind_limit_ms: 20", "devices[3].wind_limit_ms"),
+        ("GAS-1", "jib_length_m: 50", "devices[2].jib_length_m"),
+    ],
+)
+def test_field_of_another_device_kind_is_refused(tmp_path: Path, device: str, extra: str, path: str) -> None:
+    assert path in refused(tmp_path, dev(device, extra))
+
+
 # ---- 2. design_values / warning_values that no rule of the device can ever use -------------------------------
 
 
