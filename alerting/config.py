@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from alerting.notifiers.config import ChannelConfig
 from alerting.roles import Role
-from alerting.rules import Source
+from alerting.rules import Source, default_rules
+from telemetry.kinds import DeviceKind
 from telemetry.yamlnum import Float, Int
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -96,6 +97,11 @@ class TierConfig(_B):
     def _repeats(self) -> TierConfig:
         if self.repeats and self.repeat_every_s is None:
             raise ValueError(f"repeats: {self.repeats} needs repeat_every_s: without it no repeat is sent")
+        if self.repeat_every_s is not None and not self.repeats:
+            raise ValueError(
+                f"repeat_every_s: {self.repeat_every_s:g} needs repeats (how many more times, 1 to 20): repeats is 0 "
+                "by default, and no repeat was sent"
+            )
         return self
 
 
@@ -104,6 +110,39 @@ class PolicyMatch(_B):
     categories: list[Literal["value", "health"]] | None = None
     rules: list[str] | None = None  # rule ids; None = all
     min_level: Int = Field(default=1, ge=1, le=3)
+
+    # an empty list matched no alarm, and an unknown kind or rule id (`crane`, `gas.lell`) none of its own: the
+    # policy never applied, unsaid
+    @field_validator("kinds", "categories", "rules")
+    @classmethod
+    def _not_empty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list matches no alarm: leave it out to match every one")
+        return v
+
+    @field_validator("kinds")
+    @classmethod
+    def _known_kinds(cls, v: list[str] | None) -> list[str] | None:
+        for k in v or ():
+            if k not in DeviceKind.__members__.values():
+                raise ValueError(f"unknown device kind {k!r}; kinds: {', '.join(DeviceKind)}")
+        return v
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, v: list[str] | None) -> list[str] | None:
+        known = default_rules()
+        for rid in v or ():
+            if rid not in known:
+                near = [r for r in known if r.split(".")[0] == rid.split(".")[0]] or [
+                    "tc.",
+                    "exc.",
+                    "fw.",
+                    "gas.",
+                    "health.",
+                ]
+                raise ValueError(f"unknown rule {rid!r}; rules of that family: {', '.join(near)}")
+        return v
 
 
 class PolicyConfig(_B):

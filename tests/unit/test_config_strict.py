@@ -283,6 +283,35 @@ def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: s
     assert "devices[2].calibration_due" in msg and "YYYY-MM-DD" in msg, msg
 
 
+# ---- 9. escalation matches that can never match --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "path"),
+    [
+        (
+            "{id: p, match: {kinds: [crane]}, tiers: [{roles: [safety_officer], channels: [siren]}]}",
+            "escalation.policies[0].match.kinds",
+        ),  # tower_crane is meant: the policy never applies
+        (
+            "{id: p, match: {kinds: []}, tiers: [{roles: [safety_officer], channels: [siren]}]}",
+            "escalation.policies[0].match.kinds",
+        ),
+        (
+            "{id: p, match: {rules: [gas.lell]}, tiers: [{roles: [safety_officer], channels: [siren]}]}",
+            "escalation.policies[0].match.rules",
+        ),
+        # repeats defaults to 0: no repeat is ever sent (the reverse, repeats without repeat_every_s, is refused)
+        (
+            "{id: p, tiers: [{roles: [safety_officer], channels: [siren], repeat_every_s: 600}]}",
+            "escalation.policies[0].tiers[0]",
+        ),
+    ],
+)
+def test_escalation_policy_that_cannot_apply_is_refused(tmp_path: Path, policy: str, path: str) -> None:
+    assert path in refused(tmp_path, BASE + ESCALATION + f"  policies: [{policy}]\n")
+
+
 # ---- 10. site-wide settings ------------------------------------------------------------------------------------------
 
 
