@@ -78,6 +78,8 @@ def _apply(rule: Rule, o: Override, where: str) -> Rule:
                 f"{where}.measure: rule {rule.id} measures {rule.measure}; only a value rule can be a mean"
             )
         data["measure"] = o.measure
+        if o.measure == "value" and o.window_s is None:
+            data["window_s"] = None  # the mean's window, of an override before this one (a value rule has none)
     for name in ("deadband", "on_delay_s", "off_delay_s", "window_s"):
         if getattr(o, name) is not None:
             data[name] = getattr(o, name)
@@ -111,6 +113,14 @@ def resolve_rules(
             raise ValueError(f"{where}.rule: unknown rule {o.rule!r}{_hint(o.rule, defaults)}")
         if o.rule in disabled:
             raise ValueError(f"{where}.rule: rule {o.rule} is also disabled (rules.disabled); keep one of the two")
+        if o.measure == "value" and rule.measure == "window_mean":
+            # its thresholds are limits for the mean (PC-TWA, PC-STEL): each sample against them is another rule
+            same = (rule.kind, rule.quantity, "value")
+            each = " or ".join(r.id for r in defaults.values() if (r.kind, r.quantity, r.measure) == same)
+            raise ValueError(
+                f"{where}.measure: rule {rule.id} is a mean over {rule.window:g} s by its source, its thresholds "
+                f"limits for that mean; each sample is rule {each or '(none)'}'s to judge: override that one"
+            )
         for dev in o.devices or ():
             ctx = devices.get(dev)
             if ctx is None:

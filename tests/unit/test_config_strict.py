@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from alerting.overrides import resolve_rules
+from alerting.rules import default_rules
 from gateway.config import ConfigError, load_config
 
 S = "source: {standard: 某基坑监测方案, clause: 表3, confidence: P}"
@@ -281,6 +283,27 @@ def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: s
     # zero time" (it is read as Unix seconds)
     msg = refused(tmp_path, dev("GAS-1", f"calibration_due: {value}"))
     assert "devices[2].calibration_due" in msg and "YYYY-MM-DD" in msg, msg
+
+
+# ---- 8. rules.overrides that do nothing or can never end -------------------------------------------------------------
+
+
+def test_measure_override_error_names_measure(tmp_path: Path) -> None:
+    # before: "rule gas.co_twa: window_s applies to ... window_mean rules only" although the file sets no window_s
+    msg = refused(tmp_path, override("rule: gas.co_twa, measure: value"))
+    assert "rules.overrides[0].measure" in msg, msg
+
+
+def test_a_mean_made_by_an_override_can_be_set_back_for_a_device(tmp_path: Path) -> None:
+    # every crane compares a 10 min mean of the wind, TC-01 each sample: the mean's window goes with the mean
+    p = tmp_path / "site.yaml"
+    text = override("rule: tc.wind, measure: window_mean, window_s: 600")
+    p.write_text(text + f"    - {{rule: tc.wind, devices: [TC-01], measure: value, {S}}}\n", encoding="utf-8")
+    cfg = load_config(p)
+    wind = next(
+        r for r in resolve_rules(default_rules(), cfg.rules, cfg.device_contexts())["TC-01"] if r.id == "tc.wind"
+    )
+    assert (wind.measure, wind.window_s) == ("value", None)
 
 
 # ---- 9. escalation matches that can never match --------------------------------------------------------------------
