@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -48,6 +49,11 @@ class Site(_Base):
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Asia' is a folder, a name too long
             raise ValueError(f"unknown IANA time zone {v!r} (e.g. 'Asia/Shanghai')") from None
+        if v not in _iana_zones():  # a file of the zone folder that is no zone of the site's
+            raise ValueError(
+                f"{v!r} is no IANA time zone name (localtime is the box's own setting, right/ zones count leap "
+                "seconds: 27 s off); name the site's, e.g. 'Asia/Shanghai'"
+            )
         return v
 
     @field_validator("name")
@@ -56,6 +62,14 @@ class Site(_Base):
         if _NO_CONTROL.search(v):
             raise ValueError("must not contain control characters (newline, tab)")
         return v
+
+
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    """The zones' names: the box's and tzdata's, without `localtime` (whatever the box is set to) and `Factory` (a
+    placeholder); available_timezones() leaves out posixrules and the posix/ and right/ copies."""
+    zones = available_timezones() - {"localtime", "Factory"}
+    return frozenset(z for z in zones if not z.startswith(("posix", "right/")))
 
 
 class ClockLimits(_Base):

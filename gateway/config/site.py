@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig
 from alerting.derived import DeviceContext, WarningLimit, provides
@@ -35,6 +36,15 @@ from telemetry import quantities
 from telemetry.kinds import DeviceKind
 
 
+def _folder(d: Path) -> Path:
+    # a profile folder that is not there left its profiles out, unsaid (one replacing a built-in one too)
+    if not d.is_dir():
+        raise ValueError(
+            "not a folder" if d.exists() else "no such folder (a relative one is relative to the site file)"
+        )
+    return d
+
+
 class SiteConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -47,7 +57,7 @@ class SiteConfig(BaseModel):
     modbus: ModbusOptions = ModbusOptions()
     http: HttpConfig | None = None
     device_clock: ClockLimits = ClockLimits()
-    profile_dirs: list[Path] = []  # extra profile folders (site-specific device models)
+    profile_dirs: list[Annotated[Path, AfterValidator(_folder)]] = []  # extra profile folders (site device models)
     # the alarm engine (see README "Alarms, escalation and hazards")
     alarms: AlarmsConfig = AlarmsConfig()
     rules: RulesConfig = RulesConfig()

@@ -338,6 +338,18 @@ def test_escalation_policy_that_cannot_apply_is_refused(tmp_path: Path, policy: 
 # ---- 10. site-wide settings ------------------------------------------------------------------------------------------
 
 
+def test_profile_dir_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    # before: ignored; a site profile that replaces a built-in one is silently not loaded
+    assert "profile_dirs" in refused(tmp_path, BASE + "profile_dirs: [site-profiles]\n")
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "right/Asia/Shanghai"])
+def test_site_timezone_is_an_iana_zone(tmp_path: Path, zone: str) -> None:
+    # localtime: whatever the box is set to; right/: counts leap seconds (27 s off); not IANA zone names
+    text = BASE.replace("name: 测试工地}", f"name: 测试工地, timezone: {zone}}}")
+    assert "site.timezone" in refused(tmp_path, text)
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [
