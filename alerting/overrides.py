@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alerting.baselines import Baselines
 from alerting.derived import DeviceContext
@@ -39,6 +39,25 @@ class Override(_B):
     # level -> how many consecutive readings (surveys) must reach its threshold ("3 consecutive surveys")
     consecutive: dict[Int, Int] = {}
     when: list[Condition] | None = None
+
+    @field_validator("devices")
+    @classmethod
+    def _some(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("an empty list applies to no device: leave it out for every device of the rule")
+        return v
+
+    @model_validator(mode="after")
+    def _changes(self) -> Override:
+        given = [self.deadband, self.on_delay_s, self.off_delay_s, self.window_s, self.measure]
+        if not (self.thresholds or self.consecutive or any(x is not None for x in given)) and (
+            self.consecutive_days is None and self.when is None
+        ):
+            raise ValueError(
+                "changes nothing: give thresholds, deadband, on_delay_s, off_delay_s, window_s, measure, consecutive, "
+                "consecutive_days or when (or turn the rule off in rules.disabled, with a reason)"
+            )
+        return self
 
 
 class Disabled(_B):
@@ -113,35 +132,59 @@ def resolve_rules(
             raise ValueError(f"{where}.rule: unknown rule {o.rule!r}{_hint(o.rule, defaults)}")
         if o.rule in disabled:
             raise ValueError(f"{where}.rule: rule {o.rule} is also disabled (rules.disabled); keep one of the two")
-        if o.measure == "value" and rule.measure == "window_mean":
-            # its thresholds are limits for the mean (PC-TWA, PC-STEL): each sample against them is another rule
-            same = (rule.kind, rule.quantity, "value")
-            each = " or ".join(r.id for r in defaults.values() if (r.kind, r.quantity, r.measure) == same)
-            raise ValueError(
-                f"{where}.measure: rule {rule.id} is a mean over {rule.window:g} s by its source, its thresholds "
-                f"limits for that mean; each sample is rule {each or '(none)'}'s to judge: override that one"
-            )
-        for dev in o.devices or ():
-            ctx = devices.get(dev)
-            if ctx is None:
-                raise ValueError(f"{where}.devices: unknown device {dev!r}; devices: {', '.join(sorted(devices))}")
-            if not rule.applies_to(ctx.kind):
-                raise ValueError(f"{where}.devices: {dev} is a {ctx.kind} device; rule {rule.id} is for {rule.kind}")
+        _check(where, o, rule, defaults, devices)
     ordered = sorted(enumerate(cfg.overrides), key=lambda io: io[1].devices is not None)
     out: dict[str, list[Rule]] = {}
     for dev, ctx in devices.items():
         rules: list[Rule] = []
         for rule in defaults.values():
-            if rule.id in disabled or not rule.applies_to(ctx.kind):
+            if rule.id in disabled or not _binds(rule, ctx):
                 continue
-            if ctx.provides is not None and rule.quantity not in ctx.provides:
-                continue  # e.g. a strut-force gauge gets no displacement rules
             for i, o in ordered:
                 if o.rule == rule.id and (o.devices is None or dev in o.devices):
                     rule = _apply(rule, o, f"rules.overrides[{i}]")
             rules.append(rule)
         out[dev] = rules
     return out
+
+
+def _binds(rule: Rule, ctx: DeviceContext) -> bool:
+    """Whether the rule runs on the device: its kind, and a quantity the device reports (a strut-force gauge gets no
+    displacement rules)."""
+    return rule.applies_to(ctx.kind) and (ctx.provides is None or rule.quantity in ctx.provides)
+
+
+def _check(
+    where: str, o: Override, rule: Rule, defaults: Mapping[str, Rule], devices: Mapping[str, DeviceContext]
+) -> None:
+    """An override of a known rule against the rule and the devices: one that changes nothing is refused."""
+    if o.measure == "value" and rule.measure == "window_mean":
+        # its thresholds are limits for the mean (PC-TWA, PC-STEL): each sample against them is another rule
+        same = (rule.kind, rule.quantity, "value")
+        each = " or ".join(r.id for r in defaults.values() if (r.kind, r.quantity, r.measure) == same)
+        raise ValueError(
+            f"{where}.measure: rule {rule.id} is a mean over {rule.window:g} s by its source, its thresholds "
+            f"limits for that mean; each sample is rule {each or '(none)'}'s to judge: override that one"
+        )
+    for dev in o.devices or ():
+        ctx = devices.get(dev)
+        if ctx is None:
+            raise ValueError(f"{where}.devices: unknown device {dev!r}; devices: {', '.join(sorted(devices))}")
+        if not rule.applies_to(ctx.kind):
+            raise ValueError(f"{where}.devices: {dev} is a {ctx.kind} device; rule {rule.id} is for {rule.kind}")
+        if not _binds(rule, ctx):  # the override was dropped with the rule
+            raise ValueError(f"{where}.devices: {dev} reports no {rule.quantity}: rule {rule.id} never runs on it")
+    targets = o.devices if o.devices is not None else [d for d, ctx in devices.items() if _binds(rule, ctx)]
+    for k, c in enumerate(o.when or ()):
+        base = quantities.lookup(c.quantity).name
+        for dev in targets:
+            got = devices[dev].provides
+            if got is not None and c.quantity not in got and base not in got:
+                # a gate quantity never seen keeps the gate shut: the rule would never be judged there
+                raise ValueError(
+                    f"{where}.when[{k}]: {dev} reports no {c.quantity}: the gate would stay shut and rule "
+                    f"{rule.id} never be judged on it"
+                )
 
 
 def _hint(rid: str, defaults: Mapping[str, Rule]) -> str:

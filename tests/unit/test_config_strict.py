@@ -288,6 +288,24 @@ def test_calibration_due_as_a_number_is_refused_clearly(tmp_path: Path, value: s
 # ---- 8. rules.overrides that do nothing or can never end -------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ("rule: gas.lel, devices: [], thresholds: {2: 20}", "rules.overrides[0].devices"),  # applies to nobody
+        ("rule: gas.lel", "rules.overrides[0]"),  # only a source: changes nothing
+        # PIT-1 (displacement) reports no strut_force: the rule is not bound to it, the override is dropped
+        ("rule: exc.strut_force, devices: [PIT-1], thresholds: {1: 60}", "rules.overrides[0].devices"),
+        # GAS-1 never reports wind_speed: a gate quantity never seen keeps the gate shut, gas.lel never evaluated
+        (
+            "rule: gas.lel, devices: [GAS-1], when: [{quantity: wind_speed, op: '<=', value: 20}]",
+            "rules.overrides[0].when[0]",
+        ),
+    ],
+)
+def test_override_that_changes_nothing_is_refused(tmp_path: Path, body: str, path: str) -> None:
+    assert path in refused(tmp_path, override(body))
+
+
 def test_measure_override_error_names_measure(tmp_path: Path) -> None:
     # before: "rule gas.co_twa: window_s applies to ... window_mean rules only" although the file sets no window_s
     msg = refused(tmp_path, override("rule: gas.co_twa, measure: value"))
