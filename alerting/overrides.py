@@ -107,10 +107,33 @@ def _apply(rule: Rule, o: Override, where: str) -> Rule:
     if o.when is not None:
         data["when"] = [c.model_dump() for c in o.when]
     try:
-        return Rule.model_validate(data)
+        new = Rule.model_validate(data)
     except ValidationError as err:
         msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
         raise ValueError(f"{where}: rule {rule.id}: {msgs}") from None
+    held = _never_clears(new)
+    if held and (o.deadband is not None or o.thresholds):
+        field = "deadband" if o.deadband is not None else "thresholds"
+        raise ValueError(f"{where}.{field}: rule {rule.id}: {held}: it would never clear (give a smaller deadband)")
+    return new
+
+
+def _never_clears(rule: Rule) -> str | None:
+    """A level the rule, once it is entered, holds whatever the value: its deadband reaches past the values the
+    measure can take (a level is held while the value is within the deadband of its threshold). None when none."""
+    q = quantities.lookup(rule.quantity) if rule.measure in ("value", "window_mean") else None
+    db, unit = rule.deadband, rule.measured_unit
+    for t in rule.thresholds:
+        if t.value is None:
+            continue
+        lv = f"level {int(t.level)} ({t.level.zh}) at {t.value:g} {unit}"
+        if rule.direction == "abs" and t.value - db < 0:
+            return f"{lv} is held while |value| > {t.value - db:g}, always"
+        if q is not None and rule.direction == "high" and t.value - db < q.low:
+            return f"{lv} is held while the value is above {t.value - db:g}, and {q.name} reads {q.low:g} at least"
+        if q is not None and rule.direction == "low" and t.value + db > q.high:
+            return f"{lv} is held while the value is below {t.value + db:g}, and {q.name} reads {q.high:g} at most"
+    return None
 
 
 def resolve_rules(

@@ -306,6 +306,18 @@ def test_override_that_changes_nothing_is_refused(tmp_path: Path, body: str, pat
     assert path in refused(tmp_path, override(body))
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        "rule: gas.lel, deadband: 30",  # held while LEL > 25 - 30 = -5 %LEL: always
+        "rule: tc.tilt_x, deadband: 5",  # held while |tilt| > 4 - 5: always
+        "rule: gas.o2_low, deadband: 15",  # held while O2 < 19.5 + 15 = 34.5 %VOL (the catalog's range ends at 30)
+    ],
+)
+def test_deadband_that_never_lets_the_alarm_clear_is_refused(tmp_path: Path, body: str) -> None:
+    assert "rules.overrides[0]" in refused(tmp_path, override(body))
+
+
 def test_measure_override_error_names_measure(tmp_path: Path) -> None:
     # before: "rule gas.co_twa: window_s applies to ... window_mean rules only" although the file sets no window_s
     msg = refused(tmp_path, override("rule: gas.co_twa, measure: value"))
