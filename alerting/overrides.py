@@ -210,6 +210,15 @@ def _check(
                 )
 
 
+def values_read(defaults: Mapping[str, Rule], ctx: DeviceContext) -> tuple[set[str], set[str]]:
+    """The quantities whose design value and whose 预警值 the device's rules read (`devices[].design_values`,
+    `.warning_values`): those of its %-of-design and %-of-warning rules, disabled ones too."""
+    bound = [r for r in defaults.values() if _binds(r, ctx)]
+    design = {r.quantity for r in bound if r.measure == "percent_of_design"}
+    warning = {r.quantity for r in bound if r.measure in ("percent_of_warning", "rate_percent_of_warning")}
+    return design, warning
+
+
 def _hint(rid: str, defaults: Mapping[str, Rule]) -> str:
     prefix = rid.split(".")[0] + "."
     near = sorted(r for r in defaults if r.startswith(prefix))

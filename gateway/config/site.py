@@ -12,7 +12,7 @@ from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig
 from alerting.derived import DeviceContext, WarningLimit, provides
 from alerting.hazards import HazardConfig
 from alerting.notifiers.config import MqttChannel
-from alerting.overrides import RulesConfig, resolve_rules
+from alerting.overrides import RulesConfig, resolve_rules, values_read
 from alerting.rules import default_rules
 from alerting.setup import AlarmSetup
 from drivers.config import Claims
@@ -129,8 +129,22 @@ class SiteConfig(BaseModel):
 
     def _check_rules(self) -> None:
         """The `rules:` block against the default packs and the devices, at load time: `check-config` and `run`
-        refuse a bad override alike, naming its YAML path (a level the rule lacks, an unknown rule or device)."""
-        resolve_rules(default_rules(), self.rules, self.device_contexts())
+        refuse a bad override alike, naming its YAML path (a level the rule lacks, an unknown rule or device); and
+        each device's design values and 预警值 against its rules: one that no rule reads did nothing, unsaid."""
+        contexts = self.device_contexts()
+        for i, d in enumerate(self.devices):
+            design, warning = values_read(default_rules(), contexts[d.id])
+            for name, given, read in (
+                ("design_values", d.design_values, design),
+                ("warning_values", d.warning_values, warning),
+            ):
+                for q in given:
+                    if q not in read:
+                        raise ValueError(
+                            f"devices[{i}] ({d.id}).{name}.{q}: no rule of this device reads it (its profile "
+                            f"{d.profile}); the {name} its rules read: {', '.join(sorted(read)) or 'none'}"
+                        )
+        resolve_rules(default_rules(), self.rules, contexts)
 
     def device_contexts(self) -> dict[str, DeviceContext]:
         """Device id -> what its rules and the deriver need of it (kind, chart, design values, what it reports)."""

@@ -90,6 +90,24 @@ def test_field_of_another_device_kind_is_refused(tmp_path: Path, device: str, ex
 # ---- 2. design_values / warning_values that no rule of the device can ever use -------------------------------
 
 
+@pytest.mark.parametrize(
+    ("device", "extra", "path"),
+    [
+        # a displacement gauge reports no strut force: exc.strut_force never runs on it
+        ("PIT-1", "design_values: {strut_force: 3000}", "devices[3].design_values"),
+        ("TC-01", "design_values: {axial_force: 40}", "devices[0].design_values"),
+        # reported, but fw.pole_tilt compares the value itself: no %-of-design rule reads it
+        ("FW-1", "design_values: {pole_tilt: 3}", "devices[1].design_values"),
+        # the displacement gauge reports no groundwater level
+        ("PIT-1", f"warning_values: {{groundwater_level: {{cumulative: 1, {S}}}}}", "devices[3].warning_values"),
+        # the strut gauge reports strut_force, but exc.strut_force is %-of-design: a 预警值 for it is never read
+        ("PIT-ZL", f"warning_values: {{strut_force: {{cumulative: 2100, {S}}}}}", "devices[4].warning_values"),
+    ],
+)
+def test_design_or_warning_value_no_rule_uses_is_refused(tmp_path: Path, device: str, extra: str, path: str) -> None:
+    assert path in refused(tmp_path, dev(device, extra))
+
+
 @pytest.mark.parametrize("value", ["0", "-40", ".nan", ".inf"])
 def test_design_value_is_positive_and_finite(tmp_path: Path, value: str) -> None:
     # 0 reads as "not given"; -40 makes fw.axial_force (high) unreachable; NaN and inf make the % NaN or 0: no alarm
