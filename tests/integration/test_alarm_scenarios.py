@@ -205,7 +205,11 @@ async def test_excavation_settling_too_fast_raises_the_cumulative_alarm(tmp_path
                 ("level_up", Level.ALARM),
             ]
             # the values are the change from the baseline as % of the 预警值, at the first readings at 70 and 100 %
-            pct = [(r.value - base.value) / 6.0 * 100.0 for r in seen.of("PIT-D01", "horizontal_displacement", after)]
+            # (to 9 places, as the evaluator compares them: alerting/measures.py `_decimal`)
+            pct = [
+                round((r.value - base.value) / 6.0 * 100.0, 9)
+                for r in seen.of("PIT-D01", "horizontal_displacement", after)
+            ]
             assert log[0]["value"] == next(c for c in pct if c >= 70.0)
             assert log[1]["value"] == next(c for c in pct if c >= 100.0)
             # no other excavation rule has a project value here: they stay quiet
@@ -248,7 +252,7 @@ async def test_formwork_pour_and_gas_leak_alarm_at_their_levels(
             assert (pole.level, pole.threshold, pole.source) == (Level.ALARM, 100.0, "2024 判定标准 6(二) [P]")
             assert pole.title_zh == "立杆轴力" and pole.state is AlarmState.ACTIVE_UNACKED
             # the value is in % of the design value, from the first reading at or above 30 kN
-            percent = [r.value / 30.0 * 100.0 for r in seen.of("FW-A01", "axial_force")]
+            percent = [round(r.value / 30.0 * 100.0, 9) for r in seen.of("FW-A01", "axial_force")]  # (to 9 places)
             assert entered(lc, pole, Level.ALARM)["value"] == next(p for p in percent if p >= 100.0)
             # the settlement rule has no design value on this pole: it does not run rather than guess
             assert ("FW-A01", "fw.settlement", "needs design_values.settlement") in gw.alarms.evaluator.inactive
