@@ -134,14 +134,13 @@ class PolicyMatch(_B):
         known = default_rules()
         for rid in v or ():
             if rid not in known:
-                near = [r for r in known if r.split(".")[0] == rid.split(".")[0]] or [
-                    "tc.",
-                    "exc.",
-                    "fw.",
-                    "gas.",
-                    "health.",
-                ]
-                raise ValueError(f"unknown rule {rid!r}; rules of that family: {', '.join(near)}")
+                near = sorted(r for r in known if r.split(".")[0] == rid.split(".")[0])
+                hint = (
+                    f"rules of that family: {', '.join(near)}"
+                    if near
+                    else "rule ids start with tc. exc. fw. gas. health."
+                )
+                raise ValueError(f"unknown rule {rid!r}; {hint}")  # (as rules.overrides says it)
         return v
 
 

@@ -41,8 +41,12 @@ class UniqueKeys:
     `devices:` block replaced the first one's devices, a flow mapping's second `unit_id` the first. Merge keys (`<<`)
     are not counted: a key of the mapping itself overrides a merged one, as YAML's merge says."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # checked here, once per node, before PyYAML splices merged keys into it: a node merged elsewhere first (an
+        # anchor that itself merges, `&t4 {<<: *plan, clause: 表4}`) holds its merged keys by the time it is built
+        checked: set[int] = self.__dict__.setdefault("_unique_keys_checked", set())
+        if id(node) not in checked:
+            checked.add(id(node))
             seen: dict[Any, yaml.Node] = {}
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
@@ -59,8 +63,7 @@ class UniqueKeys:
                         f"found key {key!r} twice (first on line {first.start_mark.line + 1}): give each key once",
                         key_node.start_mark,
                     )
-        value: dict[Any, Any] = super().construct_mapping(node, deep)  # type: ignore[misc]
-        return value
+        super().flatten_mapping(node)  # type: ignore[misc]
 
 
 _Loader = TypeVar("_Loader", bound=type)
