@@ -134,6 +134,8 @@ def machine_facts() -> dict[str, Any]:
         "packages": pkgs,
         "mosquitto": _tool_version([local.need("mosquitto"), "-h"]),
         "influxd": _tool_version([local.need("influxd"), "version"]),
+        # brokers[] settings every site of this run was given (bench/README.md), where any were
+        "bench_broker": os.environ.get("BENCH_BROKER") or None,
     }
 
 
@@ -189,9 +191,17 @@ LOOP_CHOICES = eventloop.CHOICES
 
 
 def write_site(
-    workdir: Path, mqtt_port: int, influx_port: int, http_port: int, devices: list[dict[str, Any]], **extra: Any
+    workdir: Path,
+    mqtt_port: int,
+    influx_port: int,
+    http_port: int,
+    devices: list[dict[str, Any]],
+    broker: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> Path:
-    """A site file in `workdir` (the site the test suite writes, see tests/sites.py) plus the bench profile folder."""
+    """A site file in `workdir` (the site the test suite writes, see tests/sites.py) plus the bench profile folder;
+    `broker`: brokers[] settings over the benchmarks' own and BENCH_BROKER's (bench/README.md)."""
+    broker = broker or {}
     from tests.sites import write_site as _write
 
     site = workdir / "site.yaml"
@@ -204,10 +214,27 @@ def write_site(
         profile_dirs=[str(write_profiles(workdir))],
         # MQTT 5, as docs/configuration.md advises where the broker speaks it (Mosquitto does): the gateway announces
         # its in-flight window, and more messages share an fsync (`python -m bench.mqtt_sweep --mqtt 3.1.1`: without)
-        broker={"protocol": MQTT_PROTOCOL},
+        broker={"protocol": MQTT_PROTOCOL, **broker_settings(os.environ.get("BENCH_BROKER", "")), **broker},
         **extra,
     )
     return site
+
+
+def broker_settings(text: str) -> dict[str, Any]:
+    """`read_window_above=800;read_window_ms=1.5` (a sweep subject's `sitegw[...]`, or BENCH_BROKER): brokers[]
+    settings, numbers (ValueError naming the part that is not `key=number`)."""
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        try:
+            out[key.strip()] = float(value) if "." in value else int(value)
+        except ValueError:
+            raise ValueError(f"{part!r}: a brokers[] setting is key=number") from None
+        if not eq or not key.strip():
+            raise ValueError(f"{part!r}: a brokers[] setting is key=number")
+    return out
 
 
 def database_of(site: Path) -> str:

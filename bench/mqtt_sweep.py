@@ -119,9 +119,9 @@ def bare_paho(wd: Path, mq: Service) -> Iterator[Subject]:
 
 
 @contextmanager
-def sitegw(wd: Path, mq: Service, db: Service) -> Iterator[Subject]:
+def sitegw(wd: Path, mq: Service, db: Service, broker: dict[str, Any] | None = None) -> Iterator[Subject]:
     http = local.free_port()
-    site = common.write_site(wd, mq.port, db.port, http, common.crane_devices(DEVICES))
+    site = common.write_site(wd, mq.port, db.port, http, common.crane_devices(DEVICES), broker=broker)
     name = common.database_of(site)
     with common.gateway(site, http) as gw:
         gw.wait_connected()
@@ -258,13 +258,23 @@ def _subject(name: str, wd: Path, mq: Service, db: Service, red: Path | None) ->
     if name == "bare_paho":
         with bare_paho(wd, mq) as s:
             yield s
-    elif name == "sitegw":
-        with sitegw(wd, mq, db) as s:
+    elif name.split("[")[0] == "sitegw":
+        with sitegw(wd, mq, db, _broker_settings(name)) as s:
             yield s
     else:
         assert red is not None
         with node_red(wd, mq, db, name.removeprefix("nodered_"), red) as s:
             yield s
+
+
+def _broker_settings(name: str) -> dict[str, Any]:
+    """`sitegw[read_window_above=800;read_window_ms=1.5]`: the gateway with these brokers[] settings."""
+    _base, bracket, rest = name.partition("[")
+    if not bracket:
+        return {}
+    if not rest.endswith("]"):
+        raise ValueError(f"{name!r}: a subject's settings end with ]")
+    return common.broker_settings(rest[:-1])
 
 
 def table(runs: list[Run]) -> str:
@@ -284,8 +294,11 @@ def table(runs: list[Run]) -> str:
     def f(x: float | None, d: int = 1) -> str:
         return "-" if x is None else f"{x:,.{d}f}"
 
+    # the plain subjects in their order, then `sitegw[...]` variants as they came
+    names = [n for n in SUBJECTS if any(r.subject == n for r in runs)]
+    names += list(dict.fromkeys(r.subject for r in runs if r.subject not in SUBJECTS))
     for rate in sorted({r.offered for r in runs}):
-        for name in SUBJECTS:
+        for name in names:
             rs = by.get((rate, name))
             if not rs:
                 continue
@@ -309,6 +322,10 @@ def table(runs: list[Run]) -> str:
             parts.append(f"with InfluxDB {gw_db / batch_db:.2f}")
         if parts:
             out.append(f"{'':>6} {'; '.join(parts)}")
+        for name in names:
+            variant = med([r.cpu_ms_per_1k for r in by.get((rate, name), [])]) if "[" in name else None
+            if variant and batch:
+                out.append(f"{'':>6} {name} / Node-RED batch {variant / batch:.2f}")
     return "\n".join(out)
 
 
@@ -332,9 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     rates = [500.0, 4000.0] if a.short else [float(x) for x in a.rates.split(",")]
     seconds = 10.0 if a.short else a.seconds
     subjects = [s for s in a.subjects.split(",") if s]
-    unknown = set(subjects) - set(SUBJECTS)
+    unknown = {s.split("[")[0] for s in subjects} - set(SUBJECTS)
     if unknown:
         ap.error(f"unknown subject(s) {sorted(unknown)}; choose from {', '.join(SUBJECTS)}")
+    for s in subjects:
+        try:
+            if _broker_settings(s) and not s.startswith("sitegw["):
+                ap.error(f"{s!r}: only sitegw takes settings")
+        except ValueError as err:
+            ap.error(str(err))
     pinned = None
     if a.pin:
         cpu = common.pin_harness()
