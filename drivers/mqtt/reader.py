@@ -15,12 +15,12 @@ from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 
 from drivers.mqtt.publish import Received, take_publishes
 from drivers.mqtt.sockopts import no_delay, quick_ack, unread_bytes
+from drivers.mqtt.window import ReadWindow
 
 READS_PER_WAKE = 64  # packets read per wake of the socket at most: the loop's other callbacks wait meanwhile
 NOT_UTF8_KEPT = 1000  # topics not in UTF-8 remembered for their dead letters' reason: a bound, not a leak
 AT_ONCE = 4  # at most this many messages of a wake are handed over in the reader's callback (`on_batch`)
 RECV_BYTES = 65536  # read off the socket at once; paho asks for a packet's bytes in three or more pieces
-PACE_TICK_S = 0.1  # the message rate that decides the read window (`_pace`) is counted over this long
 PAUSED_ALIVE_S = 1.0  # while reading is paused, how often bytes waiting unread count as received (`_paused_alive`)
 # MQTT 3.1.1 announces no in-flight window (the broker has its own: Mosquitto's 20, or none with 0): the most
 # messages taken in unacknowledged there, as on MQTT 5 the window announced (`Inbox.cap`)
@@ -51,15 +51,13 @@ class Inbox:
       waits for them: no task to wake. A wake of more than AT_ONCE, or one that left data on the socket, wakes the
       session's task instead, so that a burst makes big batches.
 
-    - **Above a rate, a window** (`window_s`, `above`: brokers[].read_window_ms, read_window_above). Paced
-      messages each went through the session and the pipeline alone: one batch, one pass of cold code per
-      message (the MQTT path's CPU per message was 229 µs paced against 85 µs for messages taken one after
-      another, bench/mqtt_cost.py). Above `above` messages a second, what is read is handed over when a window of
-      `window_s` from the first of them ends, with everything read meanwhile. A message waits at most `window_s`
-      longer (an alarm's too); below the rate nothing waits. The socket is still read as data comes: a reader
-      that paused instead left the broker's TCP acknowledgements waiting too, and with Nagle's algorithm on
-      (Mosquitto's default) the broker held its messages for them (the alarm latency's median went from 2.5 to
-      7.3 ms at 2 500 msg/s, not 2 ms more).
+    - **Above a rate, a window** (drivers/mqtt/window.py: when it opens and ends). Paced messages each went
+      through the session and the pipeline alone: one batch, one pass of cold code per message (the MQTT path's
+      CPU per message was 229 µs paced against 85 µs for messages taken one after another, bench/mqtt_cost.py).
+      A message waits at most `window_s` longer (an alarm's too); below the rate nothing waits. The socket is
+      still read as data comes: a reader that paused instead left the broker's TCP acknowledgements waiting too,
+      and with Nagle's algorithm on (Mosquitto's default) the broker held its messages for them (the alarm
+      latency's median went from 2.5 to 7.3 ms at 2 500 msg/s, not 2 ms more).
 
     - **No more than `cap` messages unacknowledged** (the window announced on MQTT 5): a broker sends no more, but
       Mosquitto 2.0.11 sent a whole backlog after a reconnect once the first PUBACK came (18 000 messages against
@@ -103,15 +101,7 @@ class Inbox:
         self.on_batch: Callable[[list[Received]], bool] | None = None
         self._topics: dict[bytes, str] = {}  # a device's topic comes again and again: decoded once
         self.not_utf8: set[str] = set()  # topics that came not in UTF-8, as taken (`_on_message`), for dead letters
-        # the read window (`_pace`): the messages counted in the current tick, when it ends, and whether the last
-        # tick's rate was above `above`
-        self.window_s = window_s
-        self._per_tick = above * PACE_TICK_S
-        self._counted = 0
-        self._tick_end = 0.0
-        self._above = False
-        self._window_open = False  # messages wait for the window's end (`_window_ended`)
-        self.windows = 0  # read windows so far (metrics, tests)
+        self.window = ReadWindow(window_s, above)  # when what is read waits for a window's end (`_pace`)
         paho.on_message = self._on_message
         paho._sock_recv = self._recv  # type: ignore[method-assign]
         opened = paho.on_socket_open  # aiomqtt's: adds its reader and starts its keep-alive task
@@ -247,7 +237,7 @@ class Inbox:
                 paho._sock_close()  # (aiomqtt's exit leaves an ended connection's socket open)
         if self.out + len(self._items) > self.cap:
             self._pause()
-        if self.window_s and self._pace(len(self._items) - before):
+        if self.window.window_s and self._pace(len(self._items) - before):
             return  # handed over at the window's end (`_window_ended`)
         self._hand_over(burst)
 
@@ -328,25 +318,17 @@ class Inbox:
             waiter.set_result(None)
 
     def _pace(self, taken: int) -> bool:
-        """After a wake that took `taken` messages: True when they wait for the window's end (the rate is above
-        `above`, or a window is open already). The rate is what the last tick took in (PACE_TICK_S, or longer
-        after a quiet spell: the first message after one is handed over at once)."""
-        now = time.monotonic()
-        self._counted += taken
-        if now >= self._tick_end:
-            self._above = self._counted >= self._per_tick
-            self._counted, self._tick_end = 0, now + PACE_TICK_S
-        if self._window_open:
+        """After a wake that took `taken` messages: True when they wait for the read window's end."""
+        action = self.window.wake(time.monotonic(), taken, bool(self._items))
+        if action == "hold":
             return True
-        if not self._above or not self._items:
-            return False
-        self._window_open = True
-        self.windows += 1
-        self.client._loop.call_later(self.window_s, self._window_ended)
-        return True
+        if action == "open":
+            self.client._loop.call_later(self.window.window_s, self._window_ended)
+            return True
+        return False
 
     def _window_ended(self) -> None:
-        self._window_open = False
+        self.window.ended()
         self._hand_over(burst=False)
 
     # ---- the session's side

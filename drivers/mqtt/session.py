@@ -150,7 +150,7 @@ class MqttSession:
     @property
     def read_windows(self) -> int:
         """Read windows since start (above brokers[].read_window_above messages a second)."""
-        return self._windows_before + (self.inbox.windows if self.inbox is not None else 0)
+        return self._windows_before + (self.inbox.window.windows if self.inbox is not None else 0)
 
     @property
     def read_pauses(self) -> int:
