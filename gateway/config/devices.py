@@ -17,11 +17,28 @@ KIND_FIELDS: dict[str, DeviceKind] = {
 }
 
 
+# a polled device's settings: a device that publishes or is surveyed delivers when it does (expected_interval_s)
+POLLED_ONLY = ("poll_interval_s", "timeout_s", "retries")
+
+
 def check_device_fields(at: str, d: Device, prof: AnyProfile) -> None:
     """Refuse a setting the device's profile makes meaningless, naming it under `at` (its `devices[i] (id)`)."""
     for name, kind in KIND_FIELDS.items():
         if getattr(d, name) and prof.kind is not kind:
             raise ValueError(f"{at}.{name}: for {kind} devices only; profile {prof.id} is of kind {prof.kind}")
+    if not isinstance(prof, ModbusProfile):
+        how = "publishes over MQTT" if isinstance(prof, MqttProfile) else "is surveyed"
+        for name in POLLED_ONLY:
+            if name in d.model_fields_set:
+                raise ValueError(
+                    f"{at}.{name}: for polled (Modbus) devices only; a {prof.id} device {how}, and "
+                    "expected_interval_s says how often"
+                )
+    elif d.match is not None:
+        raise ValueError(
+            f"{at}.match: for devices that name themselves in a topic, payload or survey file; a Modbus device is "
+            "its line and unit_id"
+        )
     stamped = gateway_stamped(prof, d) if d.device_clock is not None else None
     if stamped:
         raise ValueError(f"{at}.device_clock: {stamped}; the device has no clock here to limit")

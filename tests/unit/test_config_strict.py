@@ -87,6 +87,37 @@ def test_field_of_another_device_kind_is_refused(tmp_path: Path, device: str, ex
     assert path in refused(tmp_path, dev(device, extra))
 
 
+@pytest.mark.parametrize(
+    ("device", "extra", "path", "why"),
+    [
+        # an MQTT device delivers when it publishes: these were accepted and did nothing
+        ("GAS-1", "poll_interval_s: 2", "devices[2].poll_interval_s", "publishes over MQTT"),
+        ("FW-1", "timeout_s: 0.4", "devices[1].timeout_s", "publishes over MQTT"),
+        ("GAS-1", "retries: 2", "devices[2].retries", "publishes over MQTT"),
+        # a survey point is surveyed when it is
+        ("SV-1", "retries: 0", "devices[5].retries", "is surveyed"),
+        # a Modbus device is found by its line and unit id, never by the name it gives itself
+        ("TC-01", "match: SN2024001", "devices[0].match", "line and unit_id"),
+    ],
+)
+def test_a_setting_of_another_way_of_reading_is_refused(
+    tmp_path: Path, device: str, extra: str, path: str, why: str
+) -> None:
+    text = BASE.replace("sink:", "  - {id: SV-1, profile: excavation_survey_v1, expected_interval_s: 86400}\nsink:")
+    err = refused(tmp_path, dev(device, extra, text))
+    assert path in err and why in err
+
+
+def test_polled_settings_on_a_modbus_device_and_match_on_an_mqtt_one_are_kept(tmp_path: Path) -> None:
+    p = tmp_path / "site.yaml"
+    text = dev("PIT-1", "timeout_s: 0.4, retries: 2", dev("GAS-1", "match: SN2024001"))
+    p.write_text(text, encoding="utf-8")
+    cfg = load_config(p)
+    pit = next(d for d in cfg.devices if d.id == "PIT-1")
+    gas = next(d for d in cfg.devices if d.id == "GAS-1")
+    assert (pit.poll_interval_s, pit.timeout_s, pit.retries, gas.key) == (2, 0.4, 2, "SN2024001")
+
+
 # ---- 2. design_values / warning_values that no rule of the device can ever use -------------------------------
 
 
