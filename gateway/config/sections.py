@@ -256,6 +256,13 @@ class UplinkConfig(_Base):
     key_file: Path | None = None
 
     @model_validator(mode="after")
+    def _login(self) -> UplinkConfig:
+        # nats-py sends a user and a password only together (its CONNECT): either alone was read, then never sent
+        if (self.user is None) != (self.password_env is None):
+            raise ValueError("user and password_env go together (the cluster's login); give both or neither")
+        return self
+
+    @model_validator(mode="after")
     def _tls(self) -> UplinkConfig:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together (this site's client certificate)")

@@ -17,7 +17,7 @@ from alerting.rules import default_rules
 from alerting.setup import AlarmSetup
 from drivers.config import Claims
 from drivers.modbus.config import Line, ModbusOptions, check_lines
-from drivers.mqtt.config import Broker, check_brokers
+from drivers.mqtt.config import Broker, check_brokers, topic_problem
 from drivers.profile import AnyProfile, builtin_profiles, load_profile_file
 from drivers.registry import driver_of
 from gateway.config.devices import check_device_fields
@@ -99,8 +99,13 @@ class SiteConfig(BaseModel):
             check_device_fields(at, d, prof)
         check_positions(self.site.plan, self.devices)
         for i, ch in enumerate(self.escalation.channels):
-            if isinstance(ch, MqttChannel) and ch.broker not in claims.brokers:
+            if not isinstance(ch, MqttChannel):
+                continue
+            if ch.broker not in claims.brokers:
                 raise ValueError(f"escalation.channels[{i}].broker: unknown broker {ch.broker!r}")
+            problem = topic_problem(ch.topic, wildcards=False)
+            if problem:  # (a control character: the broker closed the channel's connection at every alarm)
+                raise ValueError(f"escalation.channels[{i}].topic: {ch.topic!r} is no topic to publish to: {problem}")
         for i, dv in enumerate(self.devices):
             for q in dv.design_values:
                 try:

@@ -280,6 +280,15 @@ def test_topic_is_a_valid_mqtt_filter(tmp_path: Path, topic: str) -> None:
     assert "devices[2].topic" in refused(tmp_path, BASE.replace("topic: g/+,", f"topic: {topic},"))
 
 
+@pytest.mark.parametrize("topic", ['"sitegw/siren\\n"', '"siren\\0"', '"a\\tb"'])
+def test_escalation_mqtt_topic_with_a_control_character_is_refused(tmp_path: Path, topic: str) -> None:
+    # before: OK; at every alarm Mosquitto closed the channel's connection on the malformed topic, and the siren
+    # message was retried for good
+    text = BASE + ESCALATION.replace("topic: sitegw/siren", f"topic: {topic}")
+    err = refused(tmp_path, text)
+    assert "escalation.channels[0].topic" in err and "control character" in err
+
+
 @pytest.mark.parametrize("topic", ["'sitegw/+/dead'", "'dl/#'", "''"])
 def test_dead_letter_topic_is_a_publish_topic(tmp_path: Path, topic: str) -> None:
     # before: OK; the first dead letter: paho raises ValueError('Publish topic cannot contain wildcards.'), which is no
@@ -298,6 +307,9 @@ def test_dead_letter_topic_is_a_publish_topic(tmp_path: Path, topic: str) -> Non
         ),
         # InfluxV1Writer sends basic auth only with a username
         (BASE.replace("database: d}", "database: d, password_env: SITEGW_INFLUX_PW}"), "sink"),
+        # nats-py sends user and password only together: either alone never reached the cluster
+        (BASE + "uplink: {servers: ['nats://127.0.0.1:4222'], password_env: SITEGW_NATS_PW}\n", "uplink"),
+        (BASE + "uplink: {servers: ['nats://127.0.0.1:4222'], user: site01}\n", "uplink"),
     ],
 )
 def test_password_without_user_name_is_refused(tmp_path: Path, text: str, path: str) -> None:
