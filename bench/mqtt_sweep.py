@@ -243,7 +243,10 @@ def sweep(rates: list[float], seconds: float, rounds: int, subjects: list[str]) 
                 # interleaved: each rate's subjects in a rotated order, so no one always runs on a warmer machine
                 k = (rnd + i) % len(subjects)
                 for name in subjects[k:] + subjects[:k]:
-                    wd = common.fresh_dir(wd0 / f"{name}-{int(rate)}-{rnd}")
+                    # by the subject's place, not its name: a `sitegw[...]` name would make the folder, and with it
+                    # the site's MQTT client id and database (tests/sites.py cuts both at 60 characters), one for
+                    # every run of that subject, each taking over the session and backlog of the one before
+                    wd = common.fresh_dir(wd0 / f"{name.split('[')[0]}{subjects.index(name)}-{int(rate)}-{rnd}")
                     print(f"   {name} at {rate:g} msg/s (round {rnd + 1}) ...", flush=True)
                     try:
                         with _subject(name, wd, mq, db, red) as subj:
