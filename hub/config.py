@@ -83,6 +83,13 @@ class NatsSection(_Base):
     cert_file: Path | None = None
     key_file: Path | None = None
 
+    @model_validator(mode="after")
+    def _login(self) -> NatsSection:
+        # nats-py sends a user and a password only together (its CONNECT): either alone was read, then never sent
+        if (self.user is None) != (self.password_env is None):
+            raise ValueError("nats: user and password_env go together (the cluster's login); give both or neither")
+        return self
+
 
 class HttpSection(_Base):
     host: str = "127.0.0.1"

@@ -60,6 +60,9 @@ def test_a_valid_tree_places_every_site_and_scopes_each_user(tmp_path: Path) -> 
         (lambda d: d["users"][1].update(region="32"), "give exactly one scope"),
         (lambda d: d["users"][0].update(pasword_env="X"), "users.0.pasword_env: Extra inputs are not permitted"),
         (lambda d: d.update(timezone="Mars/Base"), "unknown timezone 'Mars/Base'"),
+        # nats-py sends user and password only together: either alone never reached the cluster
+        (lambda d: d["nats"].update(user="hub"), "user and password_env go together"),
+        (lambda d: d["nats"].update(password_env="HUB_NATS_PW"), "user and password_env go together"),
         (lambda d: d["region"]["children"][0]["children"][0]["projects"][0]["sites"].append("a.b"),
          "region.children.0.children.0.projects.0.sites.2"),
     ],
