@@ -14,8 +14,10 @@ class ReadWindow:
     """Above `above` messages a second, what a wake reads waits for the end of a window of `window_s` from the first
     of it (brokers[].read_window_ms, read_window_above), so that several messages make one pipeline batch.
 
-    - The rate is what the last tick took in (PACE_TICK_S, or longer after a quiet spell, which counts as a low
-      rate: the first message after one is handed over at once); its mean gap is the tick's time over its count.
+    - The rate is what the last tick took in over its length: PACE_TICK_S, or longer after a quiet spell or
+      between bursts (a tick ends at the first wake after its time). A burst of 1 000 devices publishing together
+      once a second is 1 000 msg/s, not its count in one tick: it opened windows below `above` before, and an alarm
+      in it waited (a review). Its mean gap is the tick's length over its count.
     - A window opens only where messages come closer than its length: one alone would only wait, and cost a wake
       of its own for its timer (read_window_above set low, or read_window_ms short).
     - It ends with its timer, so no message waits more than `window_s`. Ended sooner, by the wake of a message
@@ -41,8 +43,9 @@ class ReadWindow:
         `window_s`, then call `ended`)."""
         self._counted += taken
         if now >= self._tick_end:
-            self._above = self._counted >= self._per_tick
-            self._gap = (now - self._tick_end + PACE_TICK_S) / max(self._counted, 1)
+            length = now - self._tick_end + PACE_TICK_S  # longer than a tick after a quiet spell, or between bursts
+            self._above = self._counted >= self._per_tick * length / PACE_TICK_S
+            self._gap = length / max(self._counted, 1)
             self._counted, self._tick_end = 0, now + PACE_TICK_S
         if self.open_until is not None:
             return "hold"

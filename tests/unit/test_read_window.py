@@ -3,12 +3,56 @@ by a message's wake and ends, at given message rates."""
 
 from __future__ import annotations
 
+import pytest
+
 from drivers.mqtt.window import PACE_TICK_S, ReadWindow
 
 WINDOW_S = 0.002
 
 
-def paced(w: ReadWindow, rate: float, seconds: float, start: float = 10.0) -> list[str]:
+class OldPace:
+    """drivers/mqtt/reader.py Inbox._pace at 5ac2d64, before ReadWindow (a review's model), on the test's clock."""
+
+    def __init__(self, window_s: float, above: int) -> None:
+        self.window_s, self._per_tick = window_s, above * PACE_TICK_S
+        self._counted, self._tick_end, self._above, self.windows = 0, 0.0, False, 0
+        self.open_until: float | None = None
+
+    def wake(self, now: float, taken: int, waiting: bool) -> str:
+        self._counted += taken
+        if now >= self._tick_end:
+            self._above = self._counted >= self._per_tick
+            self._counted, self._tick_end = 0, now + PACE_TICK_S
+        if self.open_until is not None:
+            return "hold"
+        if not self._above or not waiting:
+            return "now"
+        self.open_until = now + self.window_s
+        self.windows += 1
+        return "open"
+
+    def ended(self) -> None:
+        self.open_until = None
+
+
+def bursts(w: ReadWindow | OldPace, per_burst: int, period_s: float, n: int = 10, per_wake: int = 50) -> int:
+    """`n` bursts of `per_burst` messages every `period_s`, read in wakes of `per_wake` 0.3 ms apart, a window's
+    timer firing before the first wake after its end: the windows opened."""
+    for b in range(n):
+        left, k = per_burst, 0
+        while left:
+            now = 100.0 + b * period_s + k * 0.0003
+            if w.open_until is not None and w.open_until <= now:
+                w.ended()
+            take = min(per_wake, left)
+            left, k = left - take, k + 1
+            w.wake(now, take, True)
+        if w.open_until is not None:
+            w.ended()
+    return w.windows
+
+
+def paced(w: ReadWindow | OldPace, rate: float, seconds: float, start: float = 10.0) -> list[str]:
     """One message a wake, `rate` a second for `seconds`, each handed over or held as `w` says, a window's timer
     firing before the first message after its end (and after the last): the actions."""
     out = []
@@ -67,3 +111,18 @@ def test_no_window_when_nothing_waits_or_the_window_is_off() -> None:
     assert w.wake(10.5002, 0, False) == "now"  # (a wake that read a PINGRESP)
     off = ReadWindow(0.0, above=1)
     assert set(paced(off, 4000, 0.5)) == {"now"}
+
+
+def test_below_the_rate_nothing_waits_when_messages_come_in_bursts() -> None:
+    # 1 000 devices publishing together once a second: 1 000 msg/s, below 1 500. A tick ends at the first wake after
+    # its time, so the one ending at a burst spans the quiet second: its count (1 000 of 150 a tick) was read as a
+    # rate, and every burst waited in windows (3 each; a review). Counted over the tick's length, none
+    assert bursts(OldPace(WINDOW_S, 1500), 1000, 1.0) == 27  # (none in the first: no tick before it)
+    assert bursts(ReadWindow(WINDOW_S, 1500), 1000, 1.0) == 0
+    # bursts above the rate on average still make windows
+    assert bursts(ReadWindow(WINDOW_S, 1500), 1000, 0.5) > 0
+
+
+@pytest.mark.parametrize("rate", [500, 1000, 1600, 2000, 4000, 8000])
+def test_steady_traffic_opens_the_windows_it_did_before(rate: int) -> None:
+    assert paced(ReadWindow(WINDOW_S, 1500), rate, 2.0) == paced(OldPace(WINDOW_S, 1500), rate, 2.0)
