@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from alerting.baselines import Baselines
 from alerting.binding import Bound, bind_all
 from alerting.derived import DeviceContext
+from alerting.level_state import Key as _Key
+from alerting.level_state import LevelState as _State
 from alerting.measures import WINDOWED, Measures
 from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
 from alerting.transition import Transition
@@ -19,23 +20,6 @@ from telemetry.reading import Quality, Reading
 NS = 1_000_000_000
 # an enum member looked up on its class is a descriptor call on 3.11 (~70 ns): the per-reading checks use these
 _BAD, _NOT_READY, _UNCERTAIN = Quality.BAD, Quality.NOT_READY, Quality.UNCERTAIN
-_Key = tuple[str, str, str]  # (rule, device, quantity): one level state
-
-
-@dataclass(slots=True)
-class _State:
-    bound: Bound
-    level: Level = Level.NORMAL
-    candidate: Level | None = None  # a level the value asks for, waiting for its on/off delay
-    since_ns: int = 0  # when the current excursion (up or down) began
-    cand_threshold: Threshold | None = None
-    cand_value: float = 0.0
-    pending: Level | None = None  # the candidate last announced as "pending"
-    runs: dict[int, int] = field(default_factory=dict)  # level -> consecutive evaluations at its threshold
-    run_ns: int = 0  # the time of the last reading counted in `runs`
-    cand_source: int | None = None  # the reading time of the candidate's value
-    judged_ns: int = 0  # the newest reading time judged: an older reading is history, not the present
-    judged_at_ns: int = 0  # the gateway's time when judged_ns moved on (a device clock may run ahead or behind)
 
 
 class Evaluator:
@@ -266,8 +250,12 @@ class Evaluator:
                 fed = set()
             v = self.measures.measure(b, r, fed)
             if v is None:
+                # no rate of its own (a survey older than the newest), yet its day may complete a run of days
+                st = self._state.get(key := (rule.id, r.device, r.quantity)) if b.days is not None else None
+                if st is not None and st.is_history(r.ts_ns, now_ns, self.devices[r.device].expected_interval_s):
+                    out.extend(self._late_day(st, key, now_ns))
                 continue
-            days, v = self.measures.days_run(b, r, v) if b.days is not None else (None, v)
+            days, v = self.measures.days_run(b, r.device, r.quantity, r.ts_ns, v) if b.days is not None else (None, v)
             if not self._gate_open(b, r.device):
                 # the level is kept while the gate is closed: a crane at work does not make a verticality deviation
                 # go away, it only stops us from measuring it validly
@@ -297,15 +285,13 @@ class Evaluator:
         if st is None:
             st = self._state[key] = _State(b)
         if src_ns is not None:
-            # older than the newest judged (a buffer sent late, a QoS 1 message delivered again) is history (domain.md
-            # §1.4), neither raising nor clearing while the newest came within 3 expected intervals (by the gateway's
-            # clock: a device's may run ahead or behind); past that its clock went back (or was set right): judged
             if src_ns < st.judged_ns:
-                every = self.devices[device].expected_interval_s
-                if every is None or now_ns - st.judged_at_ns <= 3 * every * NS:
-                    return []
+                if st.is_history(src_ns, now_ns, self.devices[device].expected_interval_s):
+                    return [] if b.days is None else self._late_day(st, key, now_ns)
             elif src_ns > st.judged_ns:
                 st.judged_ns, st.judged_at_ns = src_ns, now_ns
+                if b.days is not None:
+                    st.judged_v = v
         rule = b.rule
         x = abs(v) if rule.direction == "abs" else v
         low = rule.direction == "low"
@@ -329,6 +315,17 @@ class Evaluator:
         if days is not None and days.level > target:  # its run of days (consecutive_days): in force while it holds
             target, crossed = days.level, days
         return self._move(st, key, target, crossed, v, now_ns, src_ns)
+
+    def _late_day(self, st: _State, key: _Key, now_ns: int) -> list[Transition]:
+        """History went into the days of a run-of-days rule (a survey sent after a later one, a gauge's buffer) and
+        may have completed the run: judged as the days now stand at the newest reading, with its value, the run may
+        raise (the older reading's own value never does); nothing clears or lowers on history."""
+        if not self._gate_open(st.bound, key[1]):
+            return []
+        days, v = self.measures.days_run(st.bound, key[1], key[2], st.judged_ns, st.judged_v)
+        if days is None or days.level <= max(st.level, st.candidate or Level.NORMAL):
+            return []  # (a raise waiting for its delay at the run's level or above keeps its own start)
+        return self._move(st, key, days.level, days, v, now_ns, st.judged_ns)
 
     def _move(
         self, st: _State, key: _Key, target: Level, crossed: Threshold | None, v: float, now_ns: int, src_ns: int | None

@@ -207,8 +207,9 @@ class Measures:
         self._prev.update((k, x) for k, x in saved.prev.items() if k[0] in self.devices)
         self._runs.update((k, x) for k, x in saved.frozen.items() if k[0] in self.devices)
 
-    def days_run(self, b: Bound, r: Reading, v: float) -> tuple[Threshold | None, float]:
-        """The rule's run of days (`consecutive_days`, Bound.days) at `r`, just measured as `v`. While each of n site
+    def days_run(self, b: Bound, device: str, quantity: str, ts_ns: int, v: float) -> tuple[Threshold | None, float]:
+        """The rule's run of days (`consecutive_days`, Bound.days) at a reading's `ts_ns`, measured as `v` (the
+        newest judged one's, when an older reading changed the days: alerting/evaluator.py). While each of n site
         days in a row had a rate beyond the limit (in the rule's unit: % of the rate 预警值, or per day): the
         threshold it cites, and `v`, or the weakest day's rate when `v` is under the limit (a gauge's slope dips
         with its daily swing). Else (None, v).
@@ -225,10 +226,11 @@ class Measures:
         if b.rule.measure == "rate_percent_of_warning":
             assert b.design is not None
             scale = 100.0 / b.design
-        ctx = self.devices.get(r.device)
+        ctx = self.devices.get(device)
         every = ctx.expected_interval_s if ctx is not None else None
         weakest: float | None = None
-        for rate in self.daily_series(r).days_ending(cd.days, r.ts_ns, every is not None and every >= SURVEYED_S):
+        series = self._daily_for(device, quantity)
+        for rate in series.days_ending(cd.days, ts_ns, every is not None and every >= SURVEYED_S):
             if rate is None:
                 return None, v  # a day without data (or without an earlier one) breaks the run
             x = _decimal(rate * scale)
