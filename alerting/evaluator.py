@@ -260,6 +260,10 @@ class Evaluator:
                 # the level is kept while the gate is closed: a crane at work does not make a verticality deviation
                 # go away, it only stops us from measuring it validly
                 st = self._state.get(key := (rule.id, r.device, r.quantity))
+                if b.days is not None and (st is None or r.ts_ns > st.judged_ns):
+                    # a run's newest day, gated or not: a late day judged as of an older one raised a run it broke
+                    st = st or self._state.setdefault(key, _State(b))
+                    st.judged(r.ts_ns, now_ns, v, True)
                 if st is not None:
                     out.extend(self._withdraw(st, key, st.cand_value, now_ns))
                 continue
@@ -289,9 +293,7 @@ class Evaluator:
                 if st.is_history(src_ns, now_ns, self.devices[device].expected_interval_s):
                     return [] if b.days is None else self._late_day(st, key, now_ns)
             elif src_ns > st.judged_ns:
-                st.judged_ns, st.judged_at_ns = src_ns, now_ns
-                if b.days is not None:
-                    st.judged_v = v
+                st.judged(src_ns, now_ns, v, b.days is not None)
         rule = b.rule
         x = abs(v) if rule.direction == "abs" else v
         low = rule.direction == "low"
@@ -323,6 +325,8 @@ class Evaluator:
         if not self._gate_open(st.bound, key[1]):
             return []
         days, v = self.measures.days_run(st.bound, key[1], key[2], st.judged_ns, st.judged_v)
+        if days is not None and st.candidate is not None and st.candidate < st.level <= days.level:
+            return self._withdraw(st, key, v, now_ns)  # a lowering the run now contradicts: the level holds
         if days is None or days.level <= max(st.level, st.candidate or Level.NORMAL):
             return []  # (a raise waiting for its delay at the run's level or above keeps its own start)
         return self._move(st, key, days.level, days, v, now_ns, st.judged_ns)

@@ -28,6 +28,12 @@ class LevelState:
     # a run of days' rule only (else 0.0, shared): the value judged at judged_ns, which a late day's run reports
     judged_v: float = 0.0
 
+    def judged(self, src_ns: int, now_ns: int, v: float, days: bool) -> None:
+        """`src_ns`, newer than any judged, is the present now; its value kept for a run of days' late days."""
+        self.judged_ns, self.judged_at_ns = src_ns, now_ns
+        if days:
+            self.judged_v = v
+
     def is_history(self, src_ns: int, now_ns: int, every_s: float | None) -> bool:
         """Older than the newest judged (a buffer sent late, a QoS 1 message delivered again) is history (domain.md
         §1.4), neither raising nor clearing while the newest came within 3 expected intervals (`every_s`, by the

@@ -325,3 +325,46 @@ def test_a_gauge_s_late_reading_that_completes_a_run_raises_its_alarm_at_once(tm
     (t,) = [t for t in late if t.rule == RATE]
     assert (t.phase, t.new, t.source_ns) == ("confirmed", Level.ALARM, now)
     assert t.threshold is not None and t.threshold.source.cite() == CITE and t.value > 70.0
+
+
+def test_a_late_survey_that_completes_a_run_keeps_its_alarm_against_a_pending_lowering(tmp_path: Path) -> None:
+    """A plan with a 12 h off-delay on the rate rule. 报警 by the run of days 2, 3 and 4 (80 % each). Day 5's survey
+    is sent late; day 6's (80 % over 2 days) breaks the run (day 5 without data): the level is to go down to 预警
+    after 12 h. Day 5's survey then arrives: as the days now stand at day 6, days 4, 5 and 6 are above 70 %, the
+    run holds. With no off-delay the same surveys leave 报警 (lowered by day 6, raised again by the late day 5); with
+    one, the lowering the late survey contradicts is confirmed at the tick, and day 7's survey raises 报警 again."""
+    plan = RulesConfig.model_validate(
+        {"overrides": [{"rule": RATE, "source": PLAN.model_dump(), "off_delay_s": 43200}]}
+    )
+    ev, _ = evaluator(tmp_path, plan)
+    _feed(ev, [(T0 + d * DAY, v) for d, v in ((0, 0.0), (1, 1.0), (2, 3.4), (3, 5.8), (4, 8.2), (6, 13.0))])
+    assert ev.level(RATE, "ZQT-3") is Level.ALARM  # (lowering to 预警 waits for its off-delay)
+    heard = T0 + 6 * DAY + 2 * H
+    ev.observe(Reading("ZQT-3", Q, 10.6, T0 + 5 * DAY), heard)
+    got = ev.tick(T0 + 6 * DAY + 13 * H)
+    assert [(t.old, t.new) for t in got if t.rule == RATE] == []
+    assert ev.level(RATE, "ZQT-3") is Level.ALARM
+
+
+def test_a_late_survey_does_not_raise_a_run_the_newest_survey_heard_while_gated_broke(tmp_path: Path) -> None:
+    """A plan gating the rate rule on `up == 1`. Surveys on days 0, 1 and 3 (80 % each, day 3's over 2 days): 预警.
+    The gate closes; day 4's survey (no movement: 0 %) goes into the days but is not judged; the gate opens. Day 2's
+    survey then arrives late: the run is re-judged as of day 3 (the newest *judged*), days 1-3 above 70 %, and 报警
+    is raised citing day 3 while the newest survey in the days (day 4) breaks the run; day 5's survey clears it."""
+    plan = RulesConfig.model_validate(
+        {
+            "overrides": [
+                {"rule": RATE, "source": PLAN.model_dump(), "when": [{"quantity": "up", "op": "==", "value": 1}]}
+            ]
+        }
+    )
+    ev, _ = evaluator(tmp_path, plan)
+    ev.observe(Reading("ZQT-3", "up", 1.0, T0 - H), T0 - H)
+    _feed(ev, [(T0 + d * DAY, v) for d, v in ((0, 0.0), (1, 2.4), (3, 7.2))])
+    assert ev.level(RATE, "ZQT-3") is Level.PREWARNING
+    ev.observe(Reading("ZQT-3", "up", 0.0, T0 + 4 * DAY - H), T0 + 4 * DAY - H)
+    _feed(ev, [(T0 + 4 * DAY, 7.2)])
+    ev.observe(Reading("ZQT-3", "up", 1.0, T0 + 4 * DAY + H), T0 + 4 * DAY + H)
+    late = ev.observe(Reading("ZQT-3", Q, 4.8, T0 + 2 * DAY), T0 + 4 * DAY + 2 * H)
+    assert [(t.phase, t.new, t.source_ns) for t in late if t.rule == RATE] == []
+    assert ev.level(RATE, "ZQT-3") is Level.PREWARNING
