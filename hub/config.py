@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from telemetry import yamltext
+from telemetry.secrets import nats_login
 
 Env = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
@@ -85,9 +86,7 @@ class NatsSection(_Base):
 
     @model_validator(mode="after")
     def _login(self) -> NatsSection:
-        # nats-py sends a user and a password only together (its CONNECT): either alone was read, then never sent
-        if (self.user is None) != (self.password_env is None):
-            raise ValueError("nats: user and password_env go together (the cluster's login); give both or neither")
+        nats_login(self.user, self.password_env)
         return self
 
 

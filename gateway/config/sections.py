@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from alerting.config import WarningValues
 from drivers.timefmt import TimestampOverride
 from gateway.siteplan import PlanPosition, SitePlan
+from telemetry.secrets import nats_login
 from telemetry.yamlnum import Float, Int
 
 # allow_inf_nan: `.inf` and `.nan` are YAML floats, and no bound refuses them where a field has no upper one
@@ -257,9 +258,7 @@ class UplinkConfig(_Base):
 
     @model_validator(mode="after")
     def _login(self) -> UplinkConfig:
-        # nats-py sends a user and a password only together (its CONNECT): either alone was read, then never sent
-        if (self.user is None) != (self.password_env is None):
-            raise ValueError("user and password_env go together (the cluster's login); give both or neither")
+        nats_login(self.user, self.password_env)
         return self
 
     @model_validator(mode="after")
