@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -58,19 +59,42 @@ def strptime_pattern(pattern: str) -> str:
 
 
 def parse_zone(zone: str, site_tz: str) -> tzinfo:
-    """`site` (the site's timezone), `UTC`, a fixed offset `+08:00`, or an IANA name."""
+    """`site` (the site's timezone), `UTC`, a fixed offset `+08:00`, or an IANA name (`iana_zone`)."""
     if zone == "site":
         return ZoneInfo(site_tz)
     if zone.upper() in ("UTC", "Z"):
         return UTC
     m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", zone)
     if m:
+        # the world's offsets run from -12:00 to +14:00; `+08:60` or `+24:00` is a typing error, not a zone
+        if int(m[3]) >= 60 or int(m[2]) > (14 if m[1] == "+" else 12):
+            raise ValueError(f"zone {zone!r}: an offset runs from -12:00 to +14:00, its minutes below 60")
         sign = 1 if m[1] == "+" else -1
         return timezone(sign * timedelta(hours=int(m[2]), minutes=int(m[3])))
+    return iana_zone(zone, "use 'site', 'UTC', '+08:00' or an IANA name")
+
+
+def iana_zone(name: str, hint: str = "e.g. 'Asia/Shanghai'") -> ZoneInfo:
+    """The IANA zone `name`; ValueError for a name that is none, and for a file of the zone folder that is no
+    place's zone: `localtime` (whatever the box is set to), `Factory`, and the `posix/` and `right/` copies
+    (right/ zones count leap seconds: 27 s off)."""
     try:
-        return ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown zone {zone!r}: use 'site', 'UTC', '+08:00' or an IANA name") from None
+        tz = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Asia' is a folder, a name too long
+        raise ValueError(f"unknown IANA time zone {name!r}: {hint}") from None
+    if name not in _iana_names():
+        raise ValueError(
+            f"{name!r} is no IANA time zone name (localtime is the box's own setting, right/ zones count leap "
+            f"seconds: 27 s off): {hint}"
+        )
+    return tz
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    # the box's and tzdata's names; available_timezones() leaves out posixrules and the posix/ and right/ copies
+    zones = available_timezones() - {"localtime", "Factory"}
+    return frozenset(z for z in zones if not z.startswith(("posix", "right/")))
 
 
 class TimestampSpec(BaseModel):

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from drivers.config import ID, Claims, DeviceEntry, DriverModel
 from drivers.profile import MqttProfile
@@ -182,8 +182,9 @@ def check_device(at: str, d: DeviceEntry, prof: MqttProfile, claims: Claims) -> 
     if d.timestamp is not None:
         try:
             spec = d.timestamp.apply(prof.payload.timestamp)
-        except ValueError as err:
-            msg = str(err).splitlines()[-1].strip().removeprefix("Value error, ")
+        except ValidationError as err:
+            # (its text's last line is pydantic's link to its docs: that was all the message said)
+            msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
             raise ValueError(f"{at}.timestamp: {msg}") from None
         if spec.format is not TimestampFormat.RECEIVE and prof.payload.timestamp.path is None:
             raise ValueError(f"{at}.timestamp: profile {prof.id} has no time field to read")

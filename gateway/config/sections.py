@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from alerting.config import WarningValues
-from drivers.timefmt import TimestampOverride
+from drivers.timefmt import TimestampOverride, iana_zone
 from gateway.siteplan import PlanPosition, SitePlan
 from telemetry.secrets import nats_login
 from telemetry.yamlnum import Float, Int
@@ -46,15 +44,7 @@ class Site(_Base):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Asia' is a folder, a name too long
-            raise ValueError(f"unknown IANA time zone {v!r} (e.g. 'Asia/Shanghai')") from None
-        if v not in _iana_zones():  # a file of the zone folder that is no zone of the site's
-            raise ValueError(
-                f"{v!r} is no IANA time zone name (localtime is the box's own setting, right/ zones count leap "
-                "seconds: 27 s off); name the site's, e.g. 'Asia/Shanghai'"
-            )
+        iana_zone(v, "name the site's, e.g. 'Asia/Shanghai'")
         return v
 
     @field_validator("name")
@@ -63,14 +53,6 @@ class Site(_Base):
         if _NO_CONTROL.search(v):
             raise ValueError("must not contain control characters (newline, tab)")
         return v
-
-
-@functools.cache
-def _iana_zones() -> frozenset[str]:
-    """The zones' names: the box's and tzdata's, without `localtime` (whatever the box is set to) and `Factory` (a
-    placeholder); available_timezones() leaves out posixrules and the posix/ and right/ copies."""
-    zones = available_timezones() - {"localtime", "Factory"}
-    return frozenset(z for z in zones if not z.startswith(("posix", "right/")))
 
 
 class ClockLimits(_Base):

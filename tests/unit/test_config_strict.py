@@ -441,6 +441,30 @@ def test_site_timezone_is_an_iana_zone(tmp_path: Path, zone: str) -> None:
     assert "site.timezone" in refused(tmp_path, text)
 
 
+@pytest.mark.parametrize("zone", ["localtime", "right/Asia/Shanghai", "posix/Asia/Shanghai", "'+08:60'", "'+15:00'"])
+def test_device_time_zone_is_checked_as_the_site_s(tmp_path: Path, zone: str) -> None:
+    # before: a device's own zone (`timestamp.zone`) took any file of the zone folder (localtime: the box's
+    # setting; right/: 27 s off) and any offset (+08:60 read as +09:00), where the site's zone is refused
+    msg = refused(tmp_path, dev("GAS-1", f"timestamp: {{format: iso8601, zone: {zone}}}"))
+    assert "devices[2]" in msg and "timestamp" in msg, msg
+    assert "IANA" in msg or "offset runs from" in msg, msg
+
+
+def test_device_time_error_says_what_is_wrong(tmp_path: Path) -> None:
+    # before: the message was the last line of pydantic's text, its link to its docs ("For further information
+    # visit https://errors.pydantic.dev/..."), whatever the device's `timestamp` got wrong
+    msg = refused(tmp_path, dev("GAS-1", "timestamp: {format: pattern}"))
+    assert "devices[2].timestamp" in msg and "needs 'pattern'" in msg, msg
+    assert "errors.pydantic.dev" not in msg, msg
+
+
+def test_device_time_zone_accepts_names_and_offsets(tmp_path: Path) -> None:
+    for zone in ("Asia/Urumqi", "'+08:00'", "'-03:30'", "UTC", "site"):
+        p = tmp_path / "site.yaml"
+        p.write_text(dev("GAS-1", f"timestamp: {{format: iso8601, zone: {zone}}}"), encoding="utf-8")
+        load_config(p)
+
+
 @pytest.mark.parametrize(
     ("text", "where"),
     [
