@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.quality import QualityName, sentinel_table
 from drivers.timefmt import TimestampSpec
+from telemetry.yamlnum import Float, Int
 
 
 class _Base(BaseModel):
@@ -20,12 +21,12 @@ class PayloadField(_Base):
     path: str
     quantity: str
     unit: str | None = None
-    scale: float = 1.0
+    scale: Float = 1.0
     status: str | None = None  # path of this value's status code (e.g. `data.lel_st`)
     quality: str | None = None  # the quality map that reads the code
     # an integer or a '0'/'1' string (bit 0 = the right-most character) read as a bit field: `bit` picks one bit
     bits_as: Literal["number", "binary_string"] | None = None
-    bit: int | None = Field(default=None, ge=0, le=63)
+    bit: Int | None = Field(default=None, ge=0, le=63)
 
     @model_validator(mode="after")
     def _check(self) -> PayloadField:
@@ -58,7 +59,7 @@ class DeviceKey(_Base):
     """Where the device's id is found: a topic level (0-based) or a payload path."""
 
     source: Literal["topic", "payload"]
-    segment: int | None = Field(default=None, ge=0)
+    segment: Int | None = Field(default=None, ge=0)
     path: str | None = None
 
     @model_validator(mode="after")

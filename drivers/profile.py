@@ -16,6 +16,7 @@ from drivers.registers import WIDTH, DataType, Order, sentinel_value
 from drivers.timefmt import RegisterClock, TimestampFormat, TimestampSpec
 from telemetry import quantities, yamltext
 from telemetry.kinds import DeviceKind
+from telemetry.yamlnum import Float, Int
 
 __all__ = ["TimestampFormat", "TimestampSpec"]  # re-exported: profiles and simulators name them from here
 
@@ -63,12 +64,12 @@ class AuxQuantity(_Base):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,47}$")
     unit: str = Field(min_length=1, max_length=16)  # as stored: 's', '%', 'dBm', 'count', 'raw' ...
-    low: float = -1e15
-    high: float = 1e15
+    low: Float = -1e15
+    high: Float = 1e15
     title_zh: str = ""
     title_en: str = ""
     # a counter that wraps (uint32 uptime): its plausible range is 0 .. wrap - 1 and a decrease is a wrap, not a fault
-    counter_wrap: int | None = Field(default=None, gt=0)
+    counter_wrap: Int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> AuxQuantity:
@@ -124,14 +125,14 @@ class RegisterPoint(_Base):
     """One quantity read from a register (or bit) of the device."""
 
     quantity: str
-    address: int = Field(ge=0, le=65536)  # PDU 0..65535, one-based 1..65536 (_check_end); Modicon 00001..49999
+    address: Int = Field(ge=0, le=65536)  # PDU 0..65535, one-based 1..65536 (_check_end); Modicon 00001..49999
     table: Table | None = None
     type: DataType = DataType.UINT16
     order: Order | None = None
-    bit: int | None = Field(default=None, ge=0, le=15)
-    bit_count: int = Field(default=1, ge=1, le=16)  # type bit: a field of this many bits from `bit` up (a state enum)
-    scale: float = 1.0
-    offset: float = 0.0
+    bit: Int | None = Field(default=None, ge=0, le=15)
+    bit_count: Int = Field(default=1, ge=1, le=16)  # type bit: a field of this many bits from `bit` up (a state enum)
+    scale: Float = 1.0
+    offset: Float = 0.0
     unit: str | None = None  # the device's unit; converted to the catalog unit at the edge
     # raw values (before scale) that mean "no value": {0x7FFF: bad, 0xFFFF: bad, -32768: not_ready}
     invalid: dict[str, QualityName] = {}

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drivers.errors import ProtocolError
+from telemetry.yamlnum import Int
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -157,7 +158,7 @@ class RegisterClock(BaseModel):
     model_config = _Strict
 
     table: Literal["holding", "input"] = "holding"
-    address: int = Field(ge=0, le=65535)  # in the profile's address_base
+    address: Int = Field(ge=0, le=65535)  # in the profile's address_base
     encoding: Literal["binary", "bcd"] = "binary"
     packing: Literal["register", "byte"] = "register"
     fields: list[ClockField] = [
@@ -168,7 +169,7 @@ class RegisterClock(BaseModel):
         ClockField.MINUTE,
         ClockField.SECOND,
     ]
-    year_base: int = Field(default=2000, ge=1900, le=2100)  # added to a two-digit year (< 100)
+    year_base: Int = Field(default=2000, ge=1900, le=2100)  # added to a two-digit year (< 100)
     zone: str = "site"
 
     @field_validator("fields")
