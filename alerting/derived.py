@@ -29,6 +29,8 @@ class DeviceContext:
     provides: frozenset[str] | None = None
     # excavation points: the design 预警值 by base quantity, resolved (min of absolute and %h x h)
     warning_values: Mapping[str, WarningLimit] = field(default_factory=dict)
+    # what a rule's `when` gate can read on the device (`gate_quantities`); None = unknown (tests)
+    gates: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,19 @@ def _provides(names: tuple[str, ...]) -> frozenset[str]:
     base = {quantities.lookup(n).name for n in names}
     base |= {d for d, src in _DERIVED.items() if src in base}
     return frozenset(base | _ALWAYS)
+
+
+def gate_quantities(names: Iterable[str]) -> frozenset[str]:
+    """The quantities a `when` gate can read on a device with these reported quantities: each as its readings name
+    it (a depth family at its depths: a gate on the base name, or on a depth not read, never sees a value), the
+    derived and the implicit ones."""
+    return _gates(tuple(names))
+
+
+@functools.lru_cache(maxsize=256)
+def _gates(names: tuple[str, ...]) -> frozenset[str]:
+    base = {quantities.lookup(n).name for n in names}
+    return frozenset(names) | {d for d, src in _DERIVED.items() if src in base} | _ALWAYS
 
 
 def rated_load_at(chart: tuple[tuple[float, float], ...], radius_m: float) -> tuple[float, bool] | None:

@@ -24,7 +24,7 @@ from alerting.memory import EvaluatorMemory, memory_path
 from alerting.messages import Notice, local_time
 from alerting.notifiers import Message, MqttNotifier, Notifier, Publisher, build_notifier
 from alerting.notifiers.config import MqttChannel
-from alerting.overrides import resolve_rules
+from alerting.overrides import idle_entries, resolve_rules
 from alerting.roles import Role
 from alerting.rules import Level, Rule, default_rules
 from alerting.setup import AlarmSetup
@@ -66,6 +66,8 @@ class AlarmEngine:
         self.devices: dict[str, DeviceContext] = dict(cfg.devices)
         self.rules: dict[str, Rule] = default_rules()
         self.rules_by_device = resolve_rules(self.rules, cfg.rules, self.devices)
+        for note in idle_entries(self.rules, cfg.rules, self.devices):
+            log.warning("%s: it changes nothing here", note)
         self.baselines = Baselines(self.conn, clock)
         self.evaluator = Evaluator(self.rules_by_device, self.devices, self.baselines, cfg.timezone)
         self.memory = EvaluatorMemory(self.evaluator, memory_path(cfg.alarms.state_file), cfg.alarms.memory_s)

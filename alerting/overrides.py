@@ -118,10 +118,19 @@ def _apply(rule: Rule, o: Override, where: str) -> Rule:
     return new
 
 
-def _never_clears(rule: Rule) -> str | None:
+def _never_clears(rule: Rule, design: float | None = None) -> str | None:
     """A level the rule, once it is entered, holds whatever the value: its deadband reaches past the values the
-    measure can take (a level is held while the value is within the deadband of its threshold). None when none."""
-    q = quantities.lookup(rule.quantity) if rule.measure in ("value", "window_mean") else None
+    measure can take (a level is held while the value is within the deadband of its threshold). None when none.
+    A %-of-design rule's values are known with the device's design value (`design`) only."""
+    q = quantities.lookup(rule.quantity) if rule.measure in ("value", "window_mean", "percent_of_design") else None
+    low = high = 0.0
+    if q is not None:
+        low, high = q.low, q.high
+        if rule.measure == "percent_of_design":
+            if not design:
+                q = None
+            else:
+                low, high = sorted((q.low / design * 100, q.high / design * 100))
     db, unit = rule.deadband, rule.measured_unit
     for t in rule.thresholds:
         if t.value is None:
@@ -129,10 +138,10 @@ def _never_clears(rule: Rule) -> str | None:
         lv = f"level {int(t.level)} ({t.level.zh}) at {t.value:g} {unit}"
         if rule.direction == "abs" and t.value - db < 0:
             return f"{lv} is held while |value| > {t.value - db:g}, always"
-        if q is not None and rule.direction == "high" and t.value - db < q.low:
-            return f"{lv} is held while the value is above {t.value - db:g}, and {q.name} reads {q.low:g} at least"
-        if q is not None and rule.direction == "low" and t.value + db > q.high:
-            return f"{lv} is held while the value is below {t.value + db:g}, and {q.name} reads {q.high:g} at most"
+        if q is not None and rule.direction == "high" and t.value - db < low:
+            return f"{lv} is held while the value is above {t.value - db:g}, and {q.name} reads {low:g} {unit} at least"
+        if q is not None and rule.direction == "low" and t.value + db > high:
+            return f"{lv} is held while the value is below {t.value + db:g}, and {q.name} reads {high:g} {unit} at most"
     return None
 
 
@@ -166,8 +175,35 @@ def resolve_rules(
             for i, o in ordered:
                 if o.rule == rule.id and (o.devices is None or dev in o.devices):
                     rule = _apply(rule, o, f"rules.overrides[{i}]")
+                    if rule.measure == "percent_of_design" and (o.deadband is not None or o.thresholds):
+                        # (a % of the device's own design value: its range is known per device)
+                        design = ctx.design_values.get(rule.quantity)
+                        held = _never_clears(rule, design) if design else None
+                        if held:
+                            field = "deadband" if o.deadband is not None else "thresholds"
+                            raise ValueError(
+                                f"rules.overrides[{i}].{field}: rule {rule.id} on {dev} (design value {design:g}): "
+                                f"{held}: it would never clear (give a smaller deadband)"
+                            )
             rules.append(rule)
         out[dev] = rules
+    return out
+
+
+def idle_entries(
+    defaults: Mapping[str, Rule], cfg: RulesConfig | None, devices: Mapping[str, DeviceContext]
+) -> list[str]:
+    """The site-wide `rules:` entries that change nothing here: a rule no device of the site runs (a company
+    template's overrides for kinds the site does not have). Accepted, but said (`check-config`, the log at start):
+    an entry meant for a device that was left out, or whose profile reports another quantity, does nothing."""
+    out: list[str] = []
+    cfg = cfg or RulesConfig()
+    entries = [(f"rules.disabled[{i}]", d.rule) for i, d in enumerate(cfg.disabled)]
+    entries += [(f"rules.overrides[{i}]", o.rule) for i, o in enumerate(cfg.overrides) if o.devices is None]
+    for where, rid in entries:
+        rule = defaults.get(rid)
+        if rule is not None and not any(_binds(rule, ctx) for ctx in devices.values()):
+            out.append(f"{where}: rule {rid} ({rule.kind}, {rule.quantity}) runs on no device of this site")
     return out
 
 
@@ -201,13 +237,27 @@ def _check(
     for k, c in enumerate(o.when or ()):
         base = quantities.lookup(c.quantity).name
         for dev in targets:
-            got = devices[dev].provides
+            ctx = devices[dev]
+            got = ctx.provides
+            # a gate quantity never seen keeps the gate shut: the rule would never be judged there
             if got is not None and c.quantity not in got and base not in got:
-                # a gate quantity never seen keeps the gate shut: the rule would never be judged there
                 raise ValueError(
                     f"{where}.when[{k}]: {dev} reports no {c.quantity}: the gate would stay shut and rule "
                     f"{rule.id} never be judged on it"
                 )
+            if ctx.gates is not None and c.quantity not in ctx.gates:
+                # a depth family's readings are named by depth: a gate on the base name, or on a depth the
+                # device does not read, waits for a reading that never comes
+                depths = sorted((q for q in ctx.gates if q.startswith(f"{base}_d")), key=_depth)
+                raise ValueError(
+                    f"{where}.when[{k}]: {dev} reports {base} at its depths only ({', '.join(depths)}), not "
+                    f"{c.quantity}: the gate would stay shut and rule {rule.id} never be judged on it; name one "
+                    "of them"
+                )
+
+
+def _depth(name: str) -> float:
+    return float(name.rsplit("_d", 1)[1].removesuffix("m"))
 
 
 def values_read(defaults: Mapping[str, Rule], ctx: DeviceContext) -> tuple[set[str], set[str]]:
@@ -234,6 +284,7 @@ def missing_values(
 
     With `baselines`, cumulative rules without a stored baseline are listed too (they wait for one)."""
     out: list[str] = []
+    undated: dict[str, list[str]] = {}  # calendar rule -> devices without calibration_due: one line, not one each
     for dev in sorted(rules_by_device):
         ctx = devices[dev]
         for r in rules_by_device[dev]:
@@ -252,7 +303,7 @@ def missing_values(
                         "GB 50497-2019 8.0.1, 8.0.3)"
                     )
             elif r.measure == "calendar" and ctx.calibration_due is None:
-                out.append(f"device {dev}: {r.id} needs calibration_due (the date its calibration falls due)")
+                undated.setdefault(r.id, []).append(dev)
             if (
                 r.measure in ("change_from_baseline", "percent_of_warning")
                 and baselines is not None
@@ -261,4 +312,9 @@ def missing_values(
                 )
             ):
                 out.append(f"device {dev}: {r.id} waits for a baseline of {r.quantity} (初始值; set it in the console)")
+    for rid, devs in undated.items():
+        out.append(
+            f"{len(devs)} device(s): {rid} needs calibration_due (the date a device's calibration falls due): "
+            + ", ".join(devs)
+        )
     return out

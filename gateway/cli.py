@@ -143,7 +143,7 @@ def check_config(cfg: SiteConfig, path: Path) -> str:
 def _rule_summary(cfg: SiteConfig) -> list[str]:
     """Effective alarm rules per device kind (defaults + the site's overrides), and the project values still owed."""
     from alerting.escalation.roster import uncovered
-    from alerting.overrides import missing_values, resolve_rules
+    from alerting.overrides import idle_entries, missing_values, resolve_rules
     from alerting.rules import default_rules
 
     devices = cfg.device_contexts()
@@ -155,6 +155,8 @@ def _rule_summary(cfg: SiteConfig) -> list[str]:
             seen.setdefault(r.id, r)
     out = [f"\nalarm rules (packs in alerting/packs/, overrides under rules:): {len(seen)} for {', '.join(kinds)}"]
     out.extend(rule_plan(by_device, devices))
+    for note in idle_entries(default_rules(), cfg.rules, devices):
+        out.append(f"  NOTE: {note}: it changes nothing here")
     owed = missing_values(by_device, devices)
     if owed:
         out.append(f"  NOTE: {len(owed)} rule(s) lack project values (no number in the standards we could verify);")

@@ -9,7 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig
-from alerting.derived import DeviceContext, WarningLimit, provides
+from alerting.derived import DeviceContext, WarningLimit, gate_quantities, provides
 from alerting.hazards import HazardConfig
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import RulesConfig, resolve_rules, values_read
@@ -164,6 +164,7 @@ class SiteConfig(BaseModel):
                 # Modbus devices are polled: their poll interval is the interval readings are expected at
                 expected_interval_s=d.expected_interval_s or d.poll_interval_s,
                 provides=provides(self.profile_of(d).quantity_names()),
+                gates=gate_quantities(self.profile_of(d).quantity_names()),
                 warning_values={
                     q: WarningLimit.resolve(q, w, d.excavation_depth_m) for q, w in d.warning_values.items()
                 },

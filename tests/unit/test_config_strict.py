@@ -367,6 +367,32 @@ def test_override_that_changes_nothing_is_refused(tmp_path: Path, body: str, pat
     assert path in refused(tmp_path, override(body))
 
 
+INCLINOMETER = BASE.replace(
+    "sink:",
+    "  - {id: INC-1, profile: excavation_inclinometer_rtu_v1, line: l1, unit_id: 4, poll_interval_s: 60}\nsink:",
+)
+
+
+@pytest.mark.parametrize("gate", ["deep_displacement", "deep_displacement_d12m"])
+def test_gate_on_a_depth_family_by_a_name_its_readings_never_have_is_refused(tmp_path: Path, gate: str) -> None:
+    # before: accepted (the device provides the family's base name), and the gate stayed shut: the inclinometer's
+    # readings are deep_displacement_d2m ... _d10m, never the base name nor a depth it does not read
+    body = f"rule: exc.deep_displacement_rate, devices: [INC-1], when: [{{quantity: {gate}, op: '<=', value: 50}}]"
+    msg = refused(tmp_path, override(body, INCLINOMETER))
+    assert "rules.overrides[0].when[0]" in msg and "deep_displacement_d2m" in msg, msg
+
+
+def test_gate_on_a_depth_the_device_reads_is_accepted(tmp_path: Path) -> None:
+    gate = "{quantity: deep_displacement_d4m, op: '<=', value: 50}"
+    body = f"rule: exc.deep_displacement_rate, devices: [INC-1], when: [{gate}]"
+    p = tmp_path / "site.yaml"
+    p.write_text(override(body, INCLINOMETER), encoding="utf-8")
+    cfg = load_config(p)
+    rules = resolve_rules(default_rules(), cfg.rules, cfg.device_contexts())["INC-1"]
+    (rule,) = [r for r in rules if r.id == "exc.deep_displacement_rate"]
+    assert [c.quantity for c in rule.when] == ["deep_displacement_d4m"]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -377,6 +403,26 @@ def test_override_that_changes_nothing_is_refused(tmp_path: Path, body: str, pat
 )
 def test_deadband_that_never_lets_the_alarm_clear_is_refused(tmp_path: Path, body: str) -> None:
     assert "rules.overrides[0]" in refused(tmp_path, override(body))
+
+
+@pytest.mark.parametrize(("design", "refused_"), [(100, True), (30, False)])
+def test_deadband_of_a_percent_of_design_rule_is_checked_against_the_device_s_design(
+    tmp_path: Path, design: int, refused_: bool
+) -> None:
+    # fw.axial_force at 100 % of design, deadband 160: held while the force is above -60 % of design. A pole's
+    # force reads -50 kN at least (the catalog): with a design of 100 kN that is -50 %, so it never clears; with
+    # 30 kN it is -167 %, and -60 % can be read. Before: accepted whatever the design (only value, mean and abs
+    # rules were checked)
+    text = override(
+        "rule: fw.axial_force, devices: [FW-1], deadband: 160", dev("FW-1", f"design_values: {{axial_force: {design}}}")
+    )
+    p = tmp_path / "site.yaml"
+    p.write_text(text, encoding="utf-8")
+    if refused_:
+        msg = refused(tmp_path, text)
+        assert "rules.overrides[0].deadband" in msg and "FW-1" in msg and "never clear" in msg, msg
+    else:
+        load_config(p)
 
 
 def test_measure_override_error_names_measure(tmp_path: Path) -> None:
