@@ -12,7 +12,7 @@ from telemetry.yamlnum import Float, Int
 
 
 class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PayloadField(_Base):

@@ -51,7 +51,7 @@ class AddressBase(StrEnum):
     MODICON = "modicon"  # 1-based 5-digit notation: 00001 coil, 10001 discrete, 30001 input, 40001 holding
 
 
-_Strict = ConfigDict(extra="forbid", frozen=True)
+_Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # `.inf`, `.nan`: refused
 
 
 class _Base(BaseModel):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from drivers.errors import ProtocolError
 from telemetry.yamlnum import Int
 
-_Strict = ConfigDict(extra="forbid", frozen=True)
+_Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 # a time outside these years is a misconfigured unit or a reset clock, never a reading (InfluxDB's int64 ns ends 2262)
 LOW_NS = 946_684_800 * 10**9  # 2000-01-01

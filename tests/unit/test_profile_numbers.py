@@ -1,4 +1,5 @@
-"""Numbers in a profile file: a YAML boolean where a number is expected is refused, as in the site file."""
+"""Numbers in a profile file: a YAML boolean, `.inf` or `.nan` where a number is expected is refused, as in the site
+file."""
 
 from __future__ import annotations
 
@@ -50,6 +51,24 @@ def test_a_yaml_boolean_where_a_profile_wants_a_number_is_refused(tmp_path: Path
         load_profile_file(f)
     msg = str(err.value)
     assert field in msg and "YAML boolean" in msg, msg
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        # before: loaded; `scale: .nan` made every value of the point NaN, `scale: .inf` infinite
+        (MODBUS.format(address="2", scale=".nan"), "points.0.scale"),
+        (MODBUS.format(address="2", scale="-.inf"), "points.0.scale"),
+        (MQTT.format(segment="2", scale=".nan"), "payload.fields.0.scale"),
+    ],
+)
+def test_an_infinite_or_nan_number_in_a_profile_is_refused(tmp_path: Path, text: str, field: str) -> None:
+    f = tmp_path / "bool_probe.yaml"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(ProfileError) as err:
+        load_profile_file(f)
+    msg = str(err.value)
+    assert field in msg and "finite" in msg, msg
 
 
 def test_the_same_profile_with_numbers_loads(tmp_path: Path) -> None:
