@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -16,6 +17,8 @@ from gateway.spool_segments import Chunk
 from telemetry.clock import to_next_tick
 
 log = logging.getLogger("sitegw.writer")
+
+KEPT_LINES = 1000  # dead-lettered lines remembered, so that one found again is not appended and counted twice
 
 
 class Writer(Protocol):
@@ -54,6 +57,10 @@ class SpoolDrainer:
         self.db_up = True
         self.linger_s = linger_s
         self._last_live_write = 0.0
+        # the lines dead-lettered lately (`_bisect`): a bisection cut short by an outage is made again on the whole
+        # chunk, and a line it had found was appended and counted a second time. A bound, not a ledger: refusals
+        # are rare (a bug, a field's type conflict)
+        self._kept: collections.OrderedDict[bytes, None] = collections.OrderedDict()
 
     @property
     def down_since(self) -> float | None:
@@ -175,6 +182,12 @@ class SpoolDrainer:
 
         lines = data.splitlines(keepends=True)
         if len(lines) == 1:
+            if lines[0] in self._kept:
+                log.debug("%s rejected a line again (kept already): %s", self.label, err)
+                return
+            self._kept[lines[0]] = None
+            if len(self._kept) > KEPT_LINES:
+                self._kept.popitem(last=False)
             self.metrics.rejected_lines += 1
             self._keep_rejected(lines[0], err)
             log.error("%s rejected a line (kept in %s): %s", self.label, self.rejected_file, err)

@@ -346,3 +346,44 @@ async def test_while_a_database_write_is_in_flight_the_fsync_goes_to_the_thread(
             await asyncio.gather(task, return_exceptions=True)
             await writer.aclose()
             sp.close()
+
+
+async def test_a_bisection_cut_short_by_an_outage_dead_letters_its_bad_line_once(tmp_path: Path) -> None:
+    """A database (an HTTP server answering as InfluxDB 1.x does) refuses one line of four as invalid (400), then
+    fails (503) while the rest of the bisection is written. The chunk is sent again whole and bisected again: the
+    bad line was appended to rejected.lp and counted in sitegw_rejected_lines_total a second time."""
+    from gateway.influx import InfluxV1Writer
+    from gateway.writer import SpoolDrainer
+    from tests.receivers import Reply, http_receiver
+
+    bad = Reply(status=400, json={"error": 'partial write: field type conflict: input field "v" is type string'})
+    with http_receiver() as db:
+        # 4 lines: refused; lines 0-1: refused; line 0: refused (kept); line 1: written; lines 2-3: the outage.
+        # Again: 4 lines refused, 0-1 refused, 0 refused (known), 1, then 2-3 written
+        ok, down = Reply(status=204), Reply(status=503)
+        db.script("/write", [bad, bad, bad, ok, down, bad, bad, bad, ok, ok])
+        sp = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 16)
+        sp.open()
+        writer = InfluxV1Writer(db.url, "sitegw")
+        metrics = Metrics()
+        drainer = SpoolDrainer(sp, writer, metrics, 100, 1000.0, tmp_path / "rejected.lp", linger_s=0)
+        sp.write(lines(0, 4), 4)
+        await sp.sync_async()
+        task = asyncio.create_task(drainer.run())
+        try:
+            for _ in range(500):
+                if sp.acked_lines == 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert sp.acked_lines == 4
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await writer.aclose()
+            sp.close()
+        writes = [r for r in db.requests if r.path == "/write"]
+    assert len(writes) == 10  # the whole bisection was made twice: the test shows the second one
+    assert metrics.write_failures == 1
+    assert metrics.rejected_lines == 1
+    kept = (tmp_path / "rejected.lp").read_bytes().splitlines(keepends=True)
+    assert len(kept) == 2 and kept[1] == lines(0, 1)  # its comment line, then the line
