@@ -51,6 +51,7 @@ Labels = tuple[tuple[str, str], ...]
 class Metrics(AlarmCounters):
     readings_in: int = 0  # readings accepted by the pipeline (and spooled)
     readings_implausible: int = 0
+    readings_unspooled: int = 0  # polled readings the spool's disk refused for longer than the pipeline kept them
     lines_spooled: int = 0
     lines_written: int = 0
     lines_replayed: int = 0
@@ -131,6 +132,12 @@ class Metrics(AlarmCounters):
             "sitegw_readings_implausible_total", c, "Readings outside their plausible range.", self.readings_implausible
         )
         one("sitegw_lines_spooled_total", c, "Line-protocol lines appended to the spool.", self.lines_spooled)
+        one(
+            "sitegw_readings_unspooled_total",
+            c,
+            "Polled readings lost: the spool's disk refused them (full of other files) longer than they were kept.",
+            self.readings_unspooled,
+        )
         one("sitegw_lines_written_total", c, "Lines the database acknowledged.", self.lines_written)
         one("sitegw_lines_replayed_total", c, "Lines written from the backlog after an outage.", self.lines_replayed)
         one("sitegw_write_batches_total", c, "Write requests the database acknowledged.", self.write_batches)

@@ -35,6 +35,7 @@ _TICK: tuple[list[Reading], None] = ([], None)  # in the queue: an fsync may be 
 # a broker may grant less than the window announced on MQTT 5 (EMQX: its max_inflight, 32), then sends nothing
 # more until acknowledged: with QUIET_AFTER messages waiting, QUIET_S without one ends the linger
 QUIET_AFTER, QUIET_S = 16, 0.01
+KEPT_REFUSED = 50_000  # polled readings kept while the spool's disk refuses them (~4 MB): a minute or more of a site
 
 
 class Pipeline:
@@ -229,7 +230,11 @@ class Pipeline:
         try:
             self._write_held()
         finally:  # a poll behind held batches is written whatever they meet: nothing delivers it again
-            self.spool.write(*self.finish(marked, shown))
+            try:
+                self._spool(marked, shown)
+            except OSError:
+                self._keep_refused([], marked)  # (after what `_write_held` gave back: in the order they came)
+                raise
 
     def _write_soon(self) -> None:  # (`_store`) what the write meets is raised by the run task (`_handed`)
         self._soon = False
@@ -247,11 +252,27 @@ class Pipeline:
         callbacks = [cb for _, _, cbs in held_ for cb in cbs]
         marked = [r for m in polls for r in m] + [r for m, _, _ in held_ for r in m]
         try:
-            self.spool.write(*self.finish(marked, [r for _, v, _ in held_ for r in v]))
-        except BaseException:  # a refused write or a bug (in a `later` listener, the encoder): delivered again
+            self._spool(marked, [r for _, v, _ in held_ for r in v])
+        except BaseException as err:  # a refused write or a bug (in a `later` listener, the encoder): delivered again
             redeliver(callbacks)
+            if isinstance(err, OSError):
+                self._keep_refused(polls)
             raise
         self._acks.extend(callbacks)
+
+    def _keep_refused(self, polls: list[list[Reading]], newest: list[Reading] | None = None) -> None:
+        """Polled readings the spool refused (a disk full of other files, where its own oldest segments made no
+        room; a disk gone read-only): nothing delivers them again, so they wait for the next write, tried within a
+        second; beyond KEPT_REFUSED readings the oldest go, counted (`readings_unspooled`). They were lost."""
+        self._polls[:0] = polls
+        if newest is not None:
+            self._polls.append(newest)
+        n = sum(map(len, self._polls))
+        while n > KEPT_REFUSED and len(self._polls) > 1:
+            gone = len(self._polls.pop(0))
+            n -= gone
+            self.metrics.readings_unspooled += gone
+        self._polls_due = time.monotonic() + max(self.poll_linger_s, 1.0)
 
     def _linger(self, callbacks: list[Callable[[], object]]) -> None:
         """Count what waits for the fsync, written or held: the linger starts with the first since the last one."""
@@ -335,11 +356,8 @@ class Pipeline:
         with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the task anyway
             self._q.put_nowait(_TICK)
 
-    def process(self, batch: list[Reading]) -> None:  # synchronously, spool included (tests, tools)
-        self.spool.append(*self.evaluate(batch))
-
-    def evaluate(self, batch: list[Reading]) -> tuple[bytes, int]:  # `mark` and `finish`: the batch encoded
-        return self.finish(*self.mark(batch))
+    def process(self, batch: list[Reading]) -> None:  # synchronously, spool included and fsynced (tests, tools)
+        self._spool(*self.mark(batch), put=self.spool.append)
 
     def mark(self, batch: list[Reading]) -> tuple[list[Reading], list[Reading]]:
         """Derive, mark quality, update latest values, run `listeners`: the batch as stored, and as shown (with
@@ -366,10 +384,14 @@ class Pipeline:
             listener(shown)
         return marked, shown
 
-    def finish(self, marked: list[Reading], shown: list[Reading]) -> tuple[bytes, int]:  # `later`; encoded
+    def _spool(
+        self, marked: list[Reading], shown: list[Reading], put: Callable[[bytes, int], None] | None = None
+    ) -> None:
+        """`later` listeners see `shown`; `marked` encoded and written to the spool, counted once written (a refused
+        write is tried again: `_keep_refused`)."""
         for listener in self.later:
             listener(shown)
         data, lines, n = encode_readings(marked, self.series)
+        (put or self.spool.write)(data, lines)
         self.metrics.readings_in += n
         self.metrics.lines_spooled += lines
-        return data, lines

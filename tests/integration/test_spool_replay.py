@@ -278,3 +278,78 @@ def test_a_disk_full_below_the_bound_drops_the_oldest_never_the_newest(tmp_path:
         assert kept == list(range(n - len(kept), n))  # the newest, in order: what went is the oldest
         assert sp.appended_lines == n
         sp.close()
+
+
+async def _polls_into_a_full_disk(tmp_path: Path, poll_linger_s: float, polls: int) -> tuple[Spool, Metrics, list[str]]:
+    """`polls` polls of 2 readings each submitted while the spool's disk is full of another file (a small tmpfs);
+    the pipeline's task restarted as gateway.tasks does. The file is deleted after the second failure; returns
+    once everything submitted is in the spool (or the test's time is up)."""
+    from tests.integration.test_state_store_faults import fill, small_tmpfs
+
+    failures: list[str] = []
+    with small_tmpfs(tmp_path / "spool", "64k") as d:
+        sp = Spool(d, max_bytes=32 * 1024, segment_bytes=8192, sync_interval_s=0.2)
+        sp.open()
+        filler = d / "filler"
+        fill(filler)
+        metrics = Metrics()
+        pipe = Pipeline(
+            sp, {"PIT-1": series_tags("excavation", "s", "PIT-1", "")}, metrics, poll_linger_s=poll_linger_s
+        )
+
+        async def supervised() -> None:
+            while True:
+                try:
+                    await pipe.run()
+                except OSError as err:
+                    failures.append(str(err))
+                    if len(failures) == 2:
+                        filler.unlink()  # the disk has room again (a log cleaned up)
+                    await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(supervised())
+        try:
+            for i in range(polls):
+                ts = 1_795_224_600_000_000_000 + i * 10**9
+                await pipe.submit([Reading("PIT-1", "strut_force", 100.0 + i, ts), Reading("PIT-1", "up", 1.0, ts)])
+                await asyncio.sleep(0.3)
+            await asyncio.wait_for(pipe.drained(), 10)
+            await sp.sync_async()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        stored = [ln for seg in sp.segments for ln in seg.path.read_bytes().splitlines()]
+        sp.close()
+    return stored, metrics, failures  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("poll_linger_s", [0.0, 0.2])
+async def test_polls_a_disk_full_of_other_files_refused_are_written_once_it_has_room(
+    tmp_path: Path, poll_linger_s: float
+) -> None:
+    """A disk full of other files (the spool's own oldest segments make no room): the write is refused with ENOSPC
+    and the pipeline's task ends (/health says so). Polled readings are delivered by nobody again: they were lost,
+    uncounted. They wait in the pipeline now, and go to the spool, once and in order, when the disk has room."""
+    stored, metrics, failures = await _polls_into_a_full_disk(tmp_path, poll_linger_s, 3)
+    assert len(failures) >= 2 and all("No space left" in f for f in failures)
+    forces = [
+        float(ln.split(b"strut_force=")[1].split(b" ")[0].split(b",")[0]) for ln in stored if b"strut_force=" in ln
+    ]
+    assert forces == [100.0, 101.0, 102.0]
+    assert metrics.readings_in == 6 and metrics.lines_spooled == len(stored)  # counted once, when written
+    assert metrics.readings_unspooled == 0
+
+
+async def test_polls_kept_for_a_full_disk_are_bounded_and_the_lost_ones_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.pipeline
+
+    monkeypatch.setattr(gateway.pipeline, "KEPT_REFUSED", 3)  # (50 000 readings on a site)
+    stored, metrics, _failures = await _polls_into_a_full_disk(tmp_path, 0.0, 3)
+    forces = [
+        float(ln.split(b"strut_force=")[1].split(b" ")[0].split(b",")[0]) for ln in stored if b"strut_force=" in ln
+    ]
+    # two polls refused (and the third written with what was kept): the oldest went when the third came
+    assert 102.0 in forces and forces == sorted(forces)
+    assert metrics.readings_unspooled + metrics.readings_in == 6 and metrics.readings_unspooled > 0

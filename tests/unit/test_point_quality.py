@@ -170,12 +170,12 @@ def test_two_readings_of_one_series_at_one_timestamp_are_both_kept(tmp_path: Pat
     spool.open()
     try:
         p = Pipeline(spool, {"D": series_tags("formwork", "s", "D", "")}, m)
-        data, _lines = p.evaluate([Reading("D", "settlement", 1.0, T0), Reading("D", "settlement", 2.0, T0)])
-        data2, _ = p.evaluate([Reading("D", "settlement", 3.0, T0 + 1)])  # a later batch meets the moved one
-        data3, _ = p.evaluate([Reading("D", "settlement", 4.0, T0 + 5), Reading("D", "settlement", 4.0, T0 + 5)])
+        p.process([Reading("D", "settlement", 1.0, T0), Reading("D", "settlement", 2.0, T0)])
+        p.process([Reading("D", "settlement", 3.0, T0 + 1)])  # a later batch meets the moved one
+        p.process([Reading("D", "settlement", 4.0, T0 + 5), Reading("D", "settlement", 4.0, T0 + 5)])
+        lines = b"".join(seg.path.read_bytes() for seg in spool.segments).decode().splitlines()
     finally:
         spool.close()
-    lines = (data + data2 + data3).decode().splitlines()
     assert [ln.split(" ", 1)[1] for ln in lines] == [
         f"settlement=1.0 {T0}",
         f"settlement=2.0 {T0 + 1}",

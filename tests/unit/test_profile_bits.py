@@ -41,15 +41,15 @@ def test_bits_share_a_status_word_and_its_integer_value(tmp_path: Path) -> None:
     # a status word read whole and as fields, fields overlapping (as the Honeywell Midas map does)
     points = (
         "  - {quantity: lel, table: holding, address: 10, type: float32}\n"
-        "  - {quantity: status_word, table: holding, address: 12, type: uint16}\n"
+        "  - {quantity: bit_probe_word, table: holding, address: 12, type: uint16}\n"
         "  - {quantity: sensor_fault, table: holding, address: 12, type: bit, bit: 3}\n"
         "  - {quantity: calibrating, table: holding, address: 12, type: bit, bit: 0, bit_count: 4}\n"
     )
     f = tmp_path / "bit_probe.yaml"
     f.write_text(
-        HEAD.replace("points:\n", "auxiliary:\n  - {name: status_word, unit: '1', low: 0, high: 65535}\npoints:\n")
+        HEAD.replace("points:\n", "auxiliary:\n  - {name: bit_probe_word, unit: raw, low: 0, high: 65535}\npoints:\n")
         + points,
         encoding="utf-8",
     )
     prof = load_profile_file(f)
-    assert [p.quantity for p in prof.points] == ["lel", "status_word", "sensor_fault", "calibrating"]  # type: ignore[union-attr]
+    assert [p.quantity for p in prof.points] == ["lel", "bit_probe_word", "sensor_fault", "calibrating"]  # type: ignore[union-attr]
