@@ -6,7 +6,7 @@ import bisect
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, time
 
 from alerting.config import WarningValues
 from alerting.rules import Source
@@ -24,6 +24,9 @@ class DeviceContext:
     design_values: Mapping[str, float] = field(default_factory=dict)
     calibration_due: date | None = None
     expected_interval_s: float | None = None
+    # a surveyed point's run of days counts survey days from this local time (12:00 for surveys at night), not
+    # calendar days: a night's survey taken after midnight is that night's (alerting/windows.py DailySeries)
+    survey_day_starts: time = time(0)
     # base quantities the device can report (depth families by their base name, derived ones included);
     # None = unknown (tests): every rule of the kind applies
     provides: frozenset[str] | None = None

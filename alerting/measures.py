@@ -176,7 +176,7 @@ class Measures:
         if d is None:
             from alerting.windows import DailySeries
 
-            d = self._daily[key] = DailySeries(self.tz)
+            d = self._daily[key] = DailySeries(self.tz, day_start=self.devices[device].survey_day_starts)
         return d
 
     def saved(self, since: Mapping[tuple[str, str, float], int]) -> Saved:
@@ -214,11 +214,12 @@ class Measures:
         threshold it cites, and `v`, or the weakest day's rate when `v` is under the limit (a gauge's slope dips
         with its daily swing). Else (None, v).
 
-        A surveyed point's day (one reported every 12 h or less often: `expected_interval_s`) is whole with its
-        survey, so its n days end today; an automated gauge's is judged once it is over (its change so far is
-        noise early in a day and wavers at the limit late in it), so they end yesterday and the run holds all of
-        today. Decided by the point's configuration, not by how full its window is: a survey heard twice, or
-        surveys twice a day, switched it between the two and dropped 报警 while every day was above (a review)."""
+        A surveyed point's day (one reported every 12 h or less often: `expected_interval_s`; it starts at the
+        point's `survey_day_starts`, DailySeries) is whole with its survey, so its n days end today; an automated
+        gauge's is judged once it is over (its change so far is noise early in a day and wavers at the limit late in
+        it), so they end yesterday and the run holds all of today. Decided by the point's configuration, not by how
+        full its window is: a survey heard twice, or surveys twice a day, switched it between the two and dropped 报警
+        while every day was above (a review)."""
         cd, days = b.rule.consecutive_days, b.days
         assert cd is not None and days is not None
         limit, inclusive = days[0], cd.inclusive

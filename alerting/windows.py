@@ -214,24 +214,40 @@ class SeriesWindow:
 
 
 class DailySeries:
-    """Per calendar day in the site time zone: the last value of the day; each day's rate against the day before it
-    with data, per day of the time between their last values (`days_ending`).
+    """Per site day: the last value of the day; each day's rate against the day before it with data, per day of the
+    time between their last values (`days_ending`). A site day is a calendar day in the site time zone, or for a
+    point surveyed at night a survey day from `day_start` (12:00: the night from the 3rd to the 4th is the 3rd's).
+
+    Why an hour, not "surveys about a day apart are days in a row": nightly surveys either side of midnight put two
+    nights on one date (00:20, then 23:40) and none on the next. Counting intervals tells those two nights from one
+    night surveyed twice (20:00, 08:00) only by a least gap, a number no source gives and one that miscounts a
+    schedule near it (surveys every 12 h); bridging a date without data when the surveys either side are close
+    enough forgives a night really missed (22:00, then 07:00 the day after next: 33 h). A day that starts at an
+    hour away from the surveys (the project's, from its schedule) counts each night once whatever the times, and a
+    night missed still leaves a day without data.
 
     Unlike `SeriesWindow`, samples may arrive in any order: a late manual survey or back-filled reading
     replaces a day's value if it is later in that day, so the rates stay those of the data as measured.
     """
 
-    def __init__(self, tz: str = "Asia/Shanghai", keep_days: int = 62) -> None:
+    def __init__(
+        self, tz: str = "Asia/Shanghai", keep_days: int = 62, day_start: datetime.time = datetime.time(0)
+    ) -> None:
         if keep_days < 2:
             raise ValueError(f"keep_days must be at least 2, got {keep_days}")
         self.tz = ZoneInfo(tz)
         self.keep_days = keep_days
-        self._days: dict[datetime.date, tuple[int, float]] = {}  # local date -> (ts_ns, value) of its last sample
+        # how far a day's start is past midnight, on the wall clock (a survey at 00:20 minus 12 h is the day before's)
+        self._start = datetime.timedelta(hours=day_start.hour, minutes=day_start.minute, seconds=day_start.second)
+        self._days: dict[datetime.date, tuple[int, float]] = {}  # site day -> (ts_ns, value) of its last sample
         self.non_finite = 0
 
     def local_date(self, ts_ns: int) -> datetime.date:
-        # whole seconds: a day boundary is a whole second, and floor division keeps pre-boundary ns on their day
-        return datetime.datetime.fromtimestamp(ts_ns // NS, self.tz).date()
+        """The site day of `ts_ns`, named by the date it starts on."""
+        # whole seconds: a day boundary is a whole second, and floor division keeps pre-boundary ns on their day;
+        # an aware datetime minus a timedelta is wall-clock arithmetic, so the day starts at its hour across DST too
+        local = datetime.datetime.fromtimestamp(ts_ns // NS, self.tz)
+        return (local - self._start if self._start else local).date()
 
     def __len__(self) -> int:
         return len(self._days)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from pathlib import Path
+
+import pytest
 
 from alerting.alarms import Lifecycle
 from alerting.db import connect
@@ -13,6 +16,7 @@ from alerting.overrides import RulesConfig
 from alerting.rules import Level, default_rules
 from alerting.transition import Transition
 from telemetry.reading import Reading
+from tests.surveys import SURVEYS
 from tests.unit.test_excavation_days import DAY as GDAY
 from tests.unit.test_excavation_days import T0 as G0
 from tests.unit.test_excavation_days import Site
@@ -368,3 +372,97 @@ def test_a_late_survey_does_not_raise_a_run_the_newest_survey_heard_while_gated_
     late = ev.observe(Reading("ZQT-3", Q, 4.8, T0 + 2 * DAY), T0 + 4 * DAY + 2 * H)
     assert [(t.phase, t.new, t.source_ns) for t in late if t.rule == RATE] == []
     assert ev.level(RATE, "ZQT-3") is Level.PREWARNING
+
+
+# ---- surveys at night: a run counts survey days from the point's survey_day_starts --------------------------------
+
+NOON = dt.time(12, 0)
+MIDNIGHT = T0 + 15 * H  # 00:00 on 2026-03-03, the first midnight after the first daily survey
+M20 = 20 * 60 * S
+
+
+def _nights(ev: Evaluator, offsets: dict[int, int], late: int | None = None) -> list[Transition]:
+    """ZQT-3 surveyed on nights 0, 1, ... at `offsets[night]` from that night's midnight (-M20: 23:40 the evening
+    before, M20: 00:20), moving a steady 0.1 mm/h (2.4 mm/d, 80 % of 3 mm/d on every survey); night `late`'s survey
+    is sent after the next one, heard 2 h after it. Each heard at its own time."""
+    t = {k: MIDNIGHT + k * DAY + off for k, off in offsets.items()}
+    order = sorted(k for k in t if k != late)
+    out: list[Transition] = []
+    for k in order:
+        out += ev.observe(Reading("ZQT-3", Q, 0.1 * (t[k] - t[0]) / H, t[k]), t[k])
+        if late is not None and k == late + 1:
+            out += ev.observe(Reading("ZQT-3", Q, 0.1 * (t[late] - t[0]) / H, t[late]), t[k] + 2 * H)
+    return out
+
+
+def _by_night(got: list[Transition]) -> list[tuple[int, int]]:
+    """(new level, the night heard) of the rate rule's confirmed transitions."""
+    return [(int(t.new), round((t.at_ns - MIDNIGHT) / DAY)) for t in got if t.rule == RATE and t.phase == "confirmed"]
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        {0: -M20, 1: -M20, 2: M20, 3: M20, 4: M20},  # 23:40, then 00:20 the day after next, then 00:20 each night
+        {0: -M20, 1: M20, 2: -M20, 3: M20, 4: -M20},  # either side of midnight: 00:20 and 23:40 on one date
+    ],
+    ids=["past-midnight-from-night-2", "either-side-of-midnight"],
+)
+def test_nightly_surveys_either_side_of_midnight_raise_the_run_on_the_third_night(
+    tmp_path: Path, offsets: dict[int, int]
+) -> None:
+    """A point surveyed every night, at 23:40 or at 00:20, its survey day from 12:00 (`survey_day_starts`): each
+    night is one day whichever side of midnight its survey fell. Nights 1, 2 and 3 are above 70 %: 报警 on night 3's
+    survey. On calendar days (the default) a survey at 00:20 counts for the date it is taken on: the date before it
+    had none and broke the run (报警 a night late, on night 4), and 00:20 and 23:40 on one date (two nights) counted
+    as one day (报警 never)."""
+    assert _by_night(_nights(evaluator(tmp_path / "a", day_starts=NOON)[0], offsets)) == [(1, 1), (2, 3)]
+    (tmp_path / "b").mkdir()
+    calendar = _by_night(_nights(evaluator(tmp_path / "b")[0], offsets))  # (unchanged: the point sets no hour)
+    assert (2, 3) not in calendar
+
+
+def test_a_night_without_a_survey_still_breaks_the_run(tmp_path: Path) -> None:
+    """Survey days from 12:00, surveys either side of midnight, night 2 not surveyed: night 3's rate (against night
+    1, over two nights) counts for night 3 alone, night 2 has none. Nights 3, 4 and 5 make the run: 报警 on night 5,
+    not on 3 or 4."""
+    ev, _ = evaluator(tmp_path, day_starts=NOON)
+    got = _nights(ev, {0: -M20, 1: M20, 3: M20, 4: -M20, 5: M20})
+    assert _by_night(got) == [(1, 1), (2, 5)]
+
+
+def test_two_surveys_of_one_survey_day_count_once(tmp_path: Path) -> None:
+    """Survey days from 12:00; each night surveyed at 20:00 and again at 08:00 the next morning (12 h apart, one
+    night's work, on two dates). Both are the night's: the run counts nights 1, 2 and 3 (night 0 has no night before
+    it), and 报警 comes with night 3's first survey, not after three 12 h intervals. Every survey's own rate is 80 %:
+    预警 from the second."""
+    ev, _ = evaluator(tmp_path, day_starts=NOON)
+    t0 = MIDNIGHT - 4 * H  # 20:00 on night 0
+    got: list[Transition] = []
+    for ts in sorted(t0 + k * DAY + dh * H for k in range(5) for dh in (0, 12)):
+        got += ev.observe(Reading("ZQT-3", Q, 0.1 * (ts - t0) / H, ts), ts)
+    rate = [(int(t.new), (t.at_ns - t0) / H) for t in got if t.rule == RATE and t.phase == "confirmed"]
+    assert rate == [(1, 12.0), (2, 72.0)]  # 预警 at 08:00 after night 0; 报警 at 20:00 on night 3
+
+
+def test_a_late_night_s_survey_that_completes_a_run_raises_it_at_once(tmp_path: Path) -> None:
+    """Survey days from 12:00. Nights 0, 1 and 3 surveyed at 23:40, 00:20 and 00:20; night 2's survey (23:40 on
+    03-04, the date of night 1's) is sent after night 3's: before it, night 3's rate is over two nights, night 2
+    without data: 预警. With it, nights 1, 2 and 3 are above 70 %: 报警 at once, judged as of night 3's survey."""
+    ev, _ = evaluator(tmp_path, day_starts=NOON)
+    got = _nights(ev, {0: -M20, 1: M20, 2: -M20, 3: M20}, late=2)
+    alarm = [t for t in got if t.rule == RATE and t.new is Level.ALARM]
+    assert [(t.phase, t.at_ns, t.source_ns) for t in alarm] == [
+        ("confirmed", MIDNIGHT + 3 * DAY + M20 + 2 * H, MIDNIGHT + 3 * DAY + M20)
+    ]
+    assert alarm[0].threshold is not None and alarm[0].threshold.source.cite() == CITE
+
+
+@pytest.mark.parametrize("starts", [dt.time(0), dt.time(9), NOON, dt.time(23, 59)])
+def test_the_hour_a_survey_day_starts_changes_nothing_for_daily_surveys_at_one_hour(
+    tmp_path: Path, starts: dt.time
+) -> None:
+    """The fifteen daily surveys at 09:00: the same levels on the same surveys whatever hour the survey day starts
+    (09:00 itself: each survey opens its day)."""
+    got = run(evaluator(tmp_path, day_starts=starts)[0], SURVEYS)
+    assert levels(got, RATE) == [(1, 3), (2, 5), (0, 8), (1, 11), (2, 13), (0, 14)]

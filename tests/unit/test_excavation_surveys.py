@@ -30,9 +30,13 @@ PLAN = Source(standard="XX基坑监测方案", clause="表3 冠梁水平位移",
 WARNING = WarningValues(cumulative=30.0, rate_per_day=3.0, source=PLAN)
 
 
-def evaluator(tmp_path: Path, rules: RulesConfig | None = None) -> tuple[Evaluator, Baselines]:
+def evaluator(
+    tmp_path: Path, rules: RulesConfig | None = None, day_starts: dt.time | None = None
+) -> tuple[Evaluator, Baselines]:
+    """ZQT-3 surveyed daily; its survey day from `day_starts` when given (else calendar days, the default)."""
+    starts = {} if day_starts is None else {"survey_day_starts": day_starts}
     ctx = DeviceContext(
-        "excavation", expected_interval_s=86400, warning_values={Q: WarningLimit.resolve(Q, WARNING, None)}
+        "excavation", expected_interval_s=86400, warning_values={Q: WarningLimit.resolve(Q, WARNING, None)}, **starts
     )
     baselines = Baselines(connect(tmp_path / "state.db"), lambda: T0)
     baselines.set("ZQT-3", Q, 0.0, "surveyor", why="初始值: 3 次观测平均")

@@ -349,3 +349,31 @@ def test_old_days_are_dropped_after_keep_days() -> None:
     for d in range(10):
         ds.add(start + d * DAY, float(d))
     assert [d.day for d, _ in ds.last_values()] == [6, 7, 8, 9, 10]
+
+
+def test_a_survey_day_from_noon_holds_the_night_after_it() -> None:
+    """`day_start` 12:00: a day runs from noon to noon and is named by the date it starts on, so a survey at 00:20
+    (or 11:59:59) is the night before's; at noon itself the new day begins. On wall-clock time: across New York's
+    spring-forward night the day still starts at 12:00 local."""
+    ds = DailySeries(day_start=datetime.time(12))
+    assert ds.local_date(_at(2024, 5, 2, 0, 20)) == datetime.date(2024, 5, 1)
+    assert ds.local_date(_at(2024, 5, 2, 12, 0) - S) == datetime.date(2024, 5, 1)
+    assert ds.local_date(_at(2024, 5, 2, 12, 0)) == datetime.date(2024, 5, 2)
+    ny = ZoneInfo("America/New_York")  # 2024-03-10 02:00 EST became 03:00 EDT
+    dn = DailySeries(tz="America/New_York", day_start=datetime.time(12))
+    assert dn.local_date(_at(2024, 3, 10, 12, 0, ny) - S) == datetime.date(2024, 3, 9)
+    assert dn.local_date(_at(2024, 3, 10, 12, 0, ny)) == datetime.date(2024, 3, 10)
+
+
+def test_nightly_surveys_either_side_of_midnight_are_one_survey_day_each() -> None:
+    """Surveys at 23:40, 00:20 (two dates on), 23:40 (the same date) and 00:20 (two dates on), 3 mm/d: from noon,
+    four survey days in a row with a rate each from the second on; on calendar days two of the nights share a date
+    (the later survey kept) and the dates between have none."""
+    times = [_at(2024, 5, 1, 23, 40), _at(2024, 5, 3, 0, 20), _at(2024, 5, 3, 23, 40), _at(2024, 5, 5, 0, 20)]
+    by_noon, by_date = DailySeries(day_start=datetime.time(12)), DailySeries()
+    for ds in (by_noon, by_date):
+        for ts in times:
+            ds.add(ts, 3.0 * (ts - times[0]) / DAY)
+    now = times[-1]
+    assert by_noon.days_ending(3, now, today=True) == [pytest.approx(3.0)] * 3
+    assert by_date.days_ending(3, now, today=True) == [pytest.approx(3.0), None, pytest.approx(3.0)]
