@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -102,6 +103,9 @@ class Device(_Base):
     design_values: dict[str, Annotated[Float, Field(gt=0)]] = {}
     # Date the device's calibration (标定/检定) falls due; after it a health alarm "calibration overdue" is raised
     calibration_due: date | None = None
+    # A point surveyed at night: the local time its survey day starts ("12:00"), so a night's survey after midnight
+    # counts for that night in a run of days (consecutive_days); calendar days when not given
+    survey_day_starts: dtime | None = None
     # Excavation points: the design 预警值 per monitored quantity (base name: deep_displacement covers every depth)
     # and the excavation depth h for 预警值 given as % of h
     warning_values: dict[str, WarningValues] = {}
@@ -130,6 +134,21 @@ class Device(_Base):
         # got an error about datetimes that have a time
         if isinstance(v, int | float) or (isinstance(v, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v)):
             raise ValueError("write the date as YYYY-MM-DD, e.g. 2027-06-30")
+        return v
+
+    @field_validator("survey_day_starts", mode="before")
+    @classmethod
+    def _a_time(cls, v: Any) -> Any:
+        # a number would be read as seconds after midnight (12 -> 00:00:12): never what was meant
+        if isinstance(v, int | float):
+            raise ValueError(f'{v!r} is a number: write the time as "HH:MM", e.g. "12:00"')
+        return v
+
+    @field_validator("survey_day_starts")
+    @classmethod
+    def _local(cls, v: dtime | None) -> dtime | None:
+        if v is not None and v.tzinfo is not None:  # (the day is the site's: site.timezone)
+            raise ValueError('a time of day in the site\'s zone, without one: e.g. "12:00"')
         return v
 
     def model_post_init(self, context: Any, /) -> None:

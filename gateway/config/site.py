@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from alerting.config import AlarmsConfig, AuthConfig, EscalationConfig
 from alerting.derived import DeviceContext, WarningLimit, gate_quantities, provides
 from alerting.hazards import HazardConfig
+from alerting.measures import SURVEYED_S
 from alerting.notifiers.config import MqttChannel
 from alerting.overrides import RulesConfig, resolve_rules, values_read
 from alerting.rules import default_rules
@@ -149,7 +151,19 @@ class SiteConfig(BaseModel):
                             f"devices[{i}] ({d.id}).{name}.{q}: no rule of this device reads it (its profile "
                             f"{d.profile}); the {name} its rules read: {', '.join(sorted(read)) or 'none'}"
                         )
-        resolve_rules(default_rules(), self.rules, contexts)
+        rules = resolve_rules(default_rules(), self.rules, contexts)
+        for i, d in enumerate(self.devices):
+            if d.survey_day_starts is None:
+                continue
+            every = contexts[d.id].expected_interval_s or 0.0
+            at = f"devices[{i}] ({d.id}).survey_day_starts"
+            if every < SURVEYED_S:  # (it would move the day of a gauge's run, judged once the day is over)
+                raise ValueError(
+                    f"{at}: only for a point surveyed every {SURVEYED_S // 3600} h or less often; this one reports "
+                    f"every {every:g} s: its days are calendar days, each judged once it is over"
+                )
+            if not any(r.consecutive_days is not None for r in rules.get(d.id, ())):
+                raise ValueError(f"{at}: no rule of this device counts a run of days (consecutive_days)")
 
     def device_contexts(self) -> dict[str, DeviceContext]:
         """Device id -> what its rules and the deriver need of it (kind, chart, design values, what it reports)."""
@@ -161,6 +175,7 @@ class SiteConfig(BaseModel):
                 wind_limit_ms=d.wind_limit_ms,
                 design_values=dict(d.design_values),
                 calibration_due=d.calibration_due,
+                survey_day_starts=d.survey_day_starts or time(0),
                 # Modbus devices are polled: their poll interval is the interval readings are expected at
                 expected_interval_s=d.expected_interval_s or d.poll_interval_s,
                 provides=provides(self.profile_of(d).quantity_names()),

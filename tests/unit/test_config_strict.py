@@ -5,6 +5,7 @@ nothing or contradicted another, and errors that came without their YAML path an
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -535,3 +536,44 @@ def test_two_brokers_with_one_client_id_on_one_endpoint_are_refused(tmp_path: Pa
         "  - {id: b1, host: 127.0.0.1, client_id: gw}\n  - {id: b2, host: 127.0.0.1, client_id: gw}\n",
     )
     assert "brokers[1].client_id" in refused(tmp_path, text)
+
+
+# ---- survey_day_starts: the day a survey point's run of days counts, on no other device ----------------------------
+
+SURVEYED = BASE.replace("sink:", "  - {id: SV-1, profile: excavation_survey_v1, expected_interval_s: 86400}\nsink:")
+
+
+def test_a_survey_day_start_reaches_the_point_s_run_of_days(tmp_path: Path) -> None:
+    p = tmp_path / "site.yaml"
+    for written in ("12:00", '"12:00"', "'06:30'"):
+        p.write_text(dev("SV-1", f"survey_day_starts: {written}", SURVEYED), encoding="utf-8")
+        got = load_config(p).device_contexts()
+        assert got["SV-1"].survey_day_starts == (time(6, 30) if "06" in written else time(12)), written
+    assert got["PIT-1"].survey_day_starts == time(0)  # none given: calendar days, as before
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "why"),
+    [
+        # seconds after midnight (00:00:12): never what was meant
+        (dev("SV-1", "survey_day_starts: 12", SURVEYED), "devices[5].survey_day_starts", "12 is a number: write"),
+        (dev("SV-1", 'survey_day_starts: "12:00+08:00"', SURVEYED), "devices[5].survey_day_starts", "site's zone"),
+        # a gauge's day is judged once it is over: its days stay calendar days
+        (dev("PIT-1", "survey_day_starts: 12:00", SURVEYED), "devices[3].survey_day_starts", "every 2 s"),
+        # surveyed daily, but no rule of a formwork device counts days
+        (
+            dev(
+                "FW-1",
+                "survey_day_starts: 12:00",
+                SURVEYED.replace("expected_interval_s: 5}", "expected_interval_s: 86400}", 1),
+            ),
+            "devices[1].survey_day_starts",
+            "no rule of this device counts a run of days",
+        ),
+    ],
+)
+def test_a_survey_day_start_that_would_do_nothing_or_something_else_is_refused(
+    tmp_path: Path, text: str, path: str, why: str
+) -> None:
+    err = refused(tmp_path, text)
+    assert path in err and why in err, err
