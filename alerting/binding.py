@@ -131,6 +131,13 @@ def bind(rule: Rule, device: str, ctx: DeviceContext, baselines: bool = True) ->
         why = "no baseline store"
     elif rule.measure == "calendar" and ctx.calibration_due is None:
         why = "no calibration_due"
+    if not why and rule.when and ctx.gates is not None:
+        # a pack rule's gate on a quantity the device's model never reports (tc.limiter_bypass's hoisting_up on a
+        # crane that sends the moment only): it never opens, so the rule is never judged there; an override's gate
+        # is refused instead (alerting/overrides.py)
+        shut = [c.quantity for c in rule.when if c.quantity not in ctx.gates]
+        if shut:
+            why = f"its gate reads {', '.join(shut)}, which this device never reports: never judged here"
     if why:
         return None, why
     return Bound(rule, ths, design, _days(rule, ths, design)), ""

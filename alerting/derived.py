@@ -94,7 +94,13 @@ def gate_quantities(names: Iterable[str]) -> frozenset[str]:
 @functools.lru_cache(maxsize=256)
 def _gates(names: tuple[str, ...]) -> frozenset[str]:
     base = {quantities.lookup(n).name for n in names}
-    return frozenset(names) | {d for d, src in _DERIVED.items() if src in base} | _ALWAYS
+    # `up` comes with a device's first data; the other implicit ones come when they change only (CHANGES_ONLY)
+    return frozenset(names) | {d for d, src in _DERIVED.items() if src in base} | {"up"}
+
+
+# health states sent only when they change (gateway/timecheck.py, gateway/liveness.py; an inspection's finding): a
+# device that never had the fault has no reading of them, and a gate on them never opens
+CHANGES_ONLY = frozenset({"clock_skew", "decode_errors", "inspection_danger"})
 
 
 def rated_load_at(chart: tuple[tuple[float, float], ...], radius_m: float) -> tuple[float, bool] | None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from alerting.baselines import Baselines
-from alerting.derived import DeviceContext
+from alerting.derived import CHANGES_ONLY, DeviceContext
 from alerting.rules import Condition, ConsecutiveDays, Level, Rule, Source
 from telemetry import quantities
 from telemetry.yamlnum import Float, Int
@@ -111,11 +111,21 @@ def _apply(rule: Rule, o: Override, where: str) -> Rule:
     except ValidationError as err:
         msgs = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
         raise ValueError(f"{where}: rule {rule.id}: {msgs}") from None
-    held = _never_clears(new)
-    if held and (o.deadband is not None or o.thresholds):
-        field = "deadband" if o.deadband is not None else "thresholds"
-        raise ValueError(f"{where}.{field}: rule {rule.id}: {held}: it would never clear (give a smaller deadband)")
     return new
+
+
+def _check_clears(rule: Rule, ctx: DeviceContext, dev: str, i: int, o: Override) -> None:
+    """The rule as it runs on the device, after all its overrides (a device's own entry may correct a site-wide
+    one), against `_never_clears`; `o` (`rules.overrides[i]`) is the last that set its deadband or thresholds."""
+    design = ctx.design_values.get(rule.quantity) if rule.measure == "percent_of_design" else None
+    held = _never_clears(rule, design)
+    if held:
+        field = "deadband" if o.deadband is not None else "thresholds"
+        # (a %-of-design rule's range is a % of each device's own design value)
+        on = f" on {dev} (design value {design:g})" if design else ""
+        raise ValueError(
+            f"rules.overrides[{i}].{field}: rule {rule.id}{on}: {held}: it would never clear (give a smaller deadband)"
+        )
 
 
 def _never_clears(rule: Rule, design: float | None = None) -> str | None:
@@ -172,19 +182,14 @@ def resolve_rules(
         for rule in defaults.values():
             if rule.id in disabled or not _binds(rule, ctx):
                 continue
+            last: tuple[int, Override] | None = None  # the last override that set its deadband or thresholds
             for i, o in ordered:
                 if o.rule == rule.id and (o.devices is None or dev in o.devices):
                     rule = _apply(rule, o, f"rules.overrides[{i}]")
-                    if rule.measure == "percent_of_design" and (o.deadband is not None or o.thresholds):
-                        # (a % of the device's own design value: its range is known per device)
-                        design = ctx.design_values.get(rule.quantity)
-                        held = _never_clears(rule, design) if design else None
-                        if held:
-                            field = "deadband" if o.deadband is not None else "thresholds"
-                            raise ValueError(
-                                f"rules.overrides[{i}].{field}: rule {rule.id} on {dev} (design value {design:g}): "
-                                f"{held}: it would never clear (give a smaller deadband)"
-                            )
+                    if o.deadband is not None or o.thresholds:
+                        last = (i, o)
+            if last is not None:
+                _check_clears(rule, ctx, dev, *last)
             rules.append(rule)
         out[dev] = rules
     return out
@@ -246,18 +251,20 @@ def _check(
                     f"{rule.id} never be judged on it"
                 )
             if ctx.gates is not None and c.quantity not in ctx.gates:
-                # a depth family's readings are named by depth: a gate on the base name, or on a depth the
-                # device does not read, waits for a reading that never comes
-                depths = sorted((q for q in ctx.gates if q.startswith(f"{base}_d")), key=_depth)
-                raise ValueError(
-                    f"{where}.when[{k}]: {dev} reports {base} at its depths only ({', '.join(depths)}), not "
-                    f"{c.quantity}: the gate would stay shut and rule {rule.id} never be judged on it; name one "
-                    "of them"
-                )
+                raise ValueError(f"{where}.when[{k}]: {_shut(dev, c.quantity, base, ctx.gates)}: the gate would "
+                                 f"stay shut and rule {rule.id} never be judged on it")  # fmt: skip
 
 
-def _depth(name: str) -> float:
-    return float(name.rsplit("_d", 1)[1].removesuffix("m"))
+def _shut(dev: str, q: str, base: str, gates: frozenset[str]) -> str:
+    """Why a gate on `q` never opens on the device (`gates`: what its gates can read, alerting/derived.py)."""
+    if q in CHANGES_ONLY:
+        return f"{q} is sent when it changes only: a device that was never faulty has no {q} to open the gate"
+    # a depth family's readings are named by depth: a gate on the base name, or on a depth the device does not
+    # read, waits for a reading that never comes
+    depths = sorted((d[1], g) for g in gates if (d := quantities.depth_of(g)) is not None and d[0] == base)
+    if depths:
+        return f"{dev} reports {base} at its depths only ({', '.join(g for _, g in depths)}), not {q}; name one of them"
+    return f"{dev} reports no {q}"
 
 
 def values_read(defaults: Mapping[str, Rule], ctx: DeviceContext) -> tuple[set[str], set[str]]:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.quality import QualityName, sentinel_table
 from drivers.timefmt import TimestampSpec
-from telemetry.yamlnum import Float, Int
+from telemetry.yamlnum import Int, Scale
 
 
 class _Base(BaseModel):
@@ -21,7 +21,7 @@ class PayloadField(_Base):
     path: str
     quantity: str
     unit: str | None = None
-    scale: Float = 1.0
+    scale: Scale = 1.0
     status: str | None = None  # path of this value's status code (e.g. `data.lel_st`)
     quality: str | None = None  # the quality map that reads the code
     # an integer or a '0'/'1' string (bit 0 = the right-most character) read as a bit field: `bit` picks one bit

@@ -16,7 +16,7 @@ from drivers.registers import WIDTH, DataType, Order, sentinel_value
 from drivers.timefmt import RegisterClock, TimestampFormat, TimestampSpec
 from telemetry import quantities, yamltext
 from telemetry.kinds import DeviceKind
-from telemetry.yamlnum import Float, Int
+from telemetry.yamlnum import Float, Int, Scale
 
 __all__ = ["TimestampFormat", "TimestampSpec"]  # re-exported: profiles and simulators name them from here
 
@@ -131,7 +131,7 @@ class RegisterPoint(_Base):
     order: Order | None = None
     bit: Int | None = Field(default=None, ge=0, le=15)
     bit_count: Int = Field(default=1, ge=1, le=16)  # type bit: a field of this many bits from `bit` up (a state enum)
-    scale: Float = 1.0
+    scale: Scale = 1.0
     offset: Float = 0.0
     unit: str | None = None  # the device's unit; converted to the catalog unit at the edge
     # raw values (before scale) that mean "no value": {0x7FFF: bad, 0xFFFF: bad, -32768: not_ready}

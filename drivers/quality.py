@@ -58,6 +58,7 @@ class QualityMap(BaseModel):
     def _keys(cls, v: Any) -> Any:
         # YAML reads `0: good` with an integer key; keep every key as the code's text
         if isinstance(v, dict):
+            _no_bool_keys(v, "status code")
             return {code_key(k) if not isinstance(k, str) else k: q for k, q in v.items()}
         return v
 
@@ -95,5 +96,17 @@ class Sentinels:
 def sentinel_table(v: Any) -> Any:
     """Pydantic before-validator: YAML number keys (0x7FFF, -9999) become their text."""
     if isinstance(v, dict):
+        _no_bool_keys(v, "sentinel")
         return {(k if isinstance(k, str) else repr(k) if isinstance(k, float) else str(k)): q for k, q in v.items()}
     return v
+
+
+def _no_bool_keys(table: dict[Any, Any], what: str) -> None:
+    # PyYAML (YAML 1.1) reads on, off, yes, no, true, false as booleans: `{on: good}` became the code "1" (or the
+    # text "True"), and a device that sends "on" matched nothing
+    for k in table:
+        if isinstance(k, bool):
+            raise ValueError(
+                f"{k!r} as a {what} is a YAML boolean (on, off, yes, no, true, false): quote what the device sends, "
+                "e.g. 'on', or write the number"
+            )

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from drivers.errors import ProtocolError
 from telemetry.yamlnum import Int
+from telemetry.zones import iana_zone
 
 _Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -68,34 +68,21 @@ def parse_zone(zone: str, site_tz: str) -> tzinfo:
     m = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", zone)
     if m:
         # the world's offsets run from -12:00 to +14:00; `+08:60` or `+24:00` is a typing error, not a zone
-        if int(m[3]) >= 60 or int(m[2]) > (14 if m[1] == "+" else 12):
+        if int(m[3]) >= 60 or int(m[2]) * 60 + int(m[3]) > (14 if m[1] == "+" else 12) * 60:
             raise ValueError(f"zone {zone!r}: an offset runs from -12:00 to +14:00, its minutes below 60")
         sign = 1 if m[1] == "+" else -1
         return timezone(sign * timedelta(hours=int(m[2]), minutes=int(m[3])))
     return iana_zone(zone, "use 'site', 'UTC', '+08:00' or an IANA name")
 
 
-def iana_zone(name: str, hint: str = "e.g. 'Asia/Shanghai'") -> ZoneInfo:
-    """The IANA zone `name`; ValueError for a name that is none, and for a file of the zone folder that is no
-    place's zone: `localtime` (whatever the box is set to), `Factory`, and the `posix/` and `right/` copies
-    (right/ zones count leap seconds: 27 s off)."""
-    try:
-        tz = ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: 'Asia' is a folder, a name too long
-        raise ValueError(f"unknown IANA time zone {name!r}: {hint}") from None
-    if name not in _iana_names():
-        raise ValueError(
-            f"{name!r} is no IANA time zone name (localtime is the box's own setting, right/ zones count leap "
-            f"seconds: 27 s off): {hint}"
-        )
-    return tz
+def _zone_text(v: Any) -> Any:
+    # an unquoted offset is a YAML number (zone: +0700 is 700), and "a valid string" said nothing of why
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        raise ValueError(f"{v!r} is a number: write the zone as text, an offset in quotes ('+07:00')")
+    return v
 
 
-@functools.cache
-def _iana_names() -> frozenset[str]:
-    # the box's and tzdata's names; available_timezones() leaves out posixrules and the posix/ and right/ copies
-    zones = available_timezones() - {"localtime", "Factory"}
-    return frozenset(z for z in zones if not z.startswith(("posix", "right/")))
+Zone = Annotated[str, BeforeValidator(_zone_text)]
 
 
 class TimestampSpec(BaseModel):
@@ -108,7 +95,7 @@ class TimestampSpec(BaseModel):
     pattern: str | None = None
     # zone of a zone-less time: 'site' (site.timezone), 'UTC', '+08:00', 'Asia/Shanghai'. A string that carries its
     # own zone (ISO 8601 with Z or an offset) keeps it.
-    zone: str | None = None
+    zone: Zone | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TimestampSpec:
@@ -134,7 +121,7 @@ class TimestampOverride(BaseModel):
 
     format: TimestampFormat | None = None
     pattern: str | None = None
-    zone: str | None = None
+    zone: Zone | None = None
 
     def apply(self, spec: TimestampSpec) -> TimestampSpec:
         data = spec.model_dump()
@@ -170,7 +157,7 @@ class RegisterClock(BaseModel):
         ClockField.SECOND,
     ]
     year_base: Int = Field(default=2000, ge=1900, le=2100)  # added to a two-digit year (< 100)
-    zone: str = "site"
+    zone: Zone = "site"
 
     @field_validator("fields")
     @classmethod

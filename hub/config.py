@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import deque
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from telemetry import yamltext
 from telemetry.secrets import nats_login
+from telemetry.zones import iana_zone
 
 Env = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
@@ -110,10 +110,7 @@ class HubSettings(_Base):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {v!r}") from None
+        iana_zone(v, "name the region's, e.g. 'Asia/Shanghai'")
         return v
 
     @model_validator(mode="after")

@@ -96,6 +96,12 @@ _FAMILY = re.compile(r"^(?P<base>[a-z_0-9]+?)_d(?P<depth>\d+(?:\.\d+)?)m$")
 AUXILIARY: dict[str, Quantity] = {}
 
 
+def depth_of(name: str) -> tuple[str, float] | None:
+    """(base name, depth in m) of a depth family's member (`deep_displacement_d4.5m`); None for any other name."""
+    m = _FAMILY.match(name)
+    return (m["base"], float(m["depth"])) if m else None
+
+
 def register_auxiliary(q: Quantity) -> None:
     """Add a profile's auxiliary quantity; ValueError when the name is a catalog name or defined differently."""
     m = _FAMILY.match(q.name)

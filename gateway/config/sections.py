@@ -11,10 +11,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from alerting.config import WarningValues
-from drivers.timefmt import TimestampOverride, iana_zone
+from drivers.timefmt import TimestampOverride
 from gateway.siteplan import PlanPosition, SitePlan
 from telemetry.secrets import nats_login
 from telemetry.yamlnum import Float, Int
+from telemetry.zones import iana_zone
 
 # allow_inf_nan: `.inf` and `.nan` are YAML floats, and no bound refuses them where a field has no upper one
 _Strict = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -12,6 +12,7 @@ import pytest
 
 from alerting.overrides import resolve_rules
 from alerting.rules import default_rules
+from gateway.cli import check_config
 from gateway.config import ConfigError, load_config
 
 S = "source: {standard: 某基坑监测方案, clause: 表3, confidence: P}"
@@ -577,3 +578,100 @@ def test_a_survey_day_start_that_would_do_nothing_or_something_else_is_refused(
 ) -> None:
     err = refused(tmp_path, text)
     assert path in err and why in err, err
+
+
+# ---- an outside review of the eighteenth session's checks ---------------------------------------------------------
+
+
+def test_site_wide_pod_deadband_that_a_device_override_corrects_is_accepted(tmp_path: Path) -> None:
+    # a site-wide deadband suited to the 30 kN poles, and the 100 kN pole given its own: FW-1 ends with deadband 10
+    # (held down to 90 %, clears). Refused: the site-wide entry is checked on FW-1 before FW-1's own entry applies
+    text = dev("FW-1", "design_values: {axial_force: 100}") + (
+        "rules:\n  overrides:\n"
+        f"    - {{rule: fw.axial_force, deadband: 160, {S}}}\n"
+        f"    - {{rule: fw.axial_force, devices: [FW-1], deadband: 10, {S}}}\n"
+    )
+    p = tmp_path / "site.yaml"
+    p.write_text(text, encoding="utf-8")
+    cfg = load_config(p)  # ConfigError: rules.overrides[0].deadband: ... on FW-1 (design value 100) ... never clear
+    (rule,) = [r for r in resolve_rules(default_rules(), cfg.rules, cfg.device_contexts())["FW-1"]
+               if r.id == "fw.axial_force"]  # fmt: skip
+    assert rule.deadband == 10
+
+
+def test_check_config_says_a_pack_gate_the_device_cannot_open(tmp_path: Path) -> None:
+    # yunzhu_tower_crane_json_v1 reports load_moment_ratio (tc.limiter_bypass binds) but not hoisting_up, the rule's
+    # pack gate: the limiter-bypass alarm (危险, latched) can never be raised on that crane, and nothing says so
+    text = BASE.replace(
+        "sink:",
+        "  - {id: TC-YZ, profile: yunzhu_tower_crane_json_v1, broker: b1, topic: yz/+, expected_interval_s: 5}\nsink:",
+    )
+    p = tmp_path / "site.yaml"
+    p.write_text(text, encoding="utf-8")
+    cfg = load_config(p)
+    ctx = cfg.device_contexts()
+    rules = {r.id: r for r in resolve_rules(default_rules(), cfg.rules, ctx)["TC-YZ"]}
+    assert "tc.limiter_bypass" in rules and ctx["TC-YZ"].gates is not None
+    assert "hoisting_up" not in ctx["TC-YZ"].gates  # the gate can never open
+    out = check_config(cfg, p)
+    # it prints "TC-01, TC-YZ: 危险 > 110 %  / only while hoisting_up == 1": in force on TC-YZ, as on TC-01
+    said = [ln for ln in out.splitlines() if "TC-YZ" in ln and "hoisting_up" in ln]
+    assert said, "check-config lists tc.limiter_bypass as in force on TC-YZ and never says its gate cannot open"
+
+
+def test_gate_on_a_family_name_of_a_plain_quantity_names_no_empty_depth_list(tmp_path: Path) -> None:
+    # `load_d5m` (a typo, or a copy from an inclinometer entry) is refused, rightly, but the message says the crane
+    # "reports load at its depths only ()": load has no depths, and the empty list reads as a bug
+    msg = refused(
+        tmp_path, override("rule: tc.wind, devices: [TC-01], when: [{quantity: load_d5m, op: '<=', value: 1}]")
+    )
+    assert "depths only ()" not in msg, msg
+
+
+def test_depth_list_with_an_auxiliary_quantity_of_the_family_prefix(tmp_path: Path) -> None:
+    # an inclinometer model that also reports an auxiliary `deep_displacement_drift` (allowed: not a catalog name nor
+    # a depth name): the depth list is sorted by float(name after '_d'), and 'rift' is no number. The site file is
+    # refused with "could not convert string to float: 'rift'" in place of the gate message
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "inc_drift_v1.yaml").write_text(
+        "id: inc_drift_v1\nkind: excavation\ntitle: probe\ntransport: modbus\naddress_base: pdu\n"
+        "auxiliary: [{name: deep_displacement_drift, unit: mm}]\npoints:\n"
+        "  - {quantity: deep_displacement_d2m, table: holding, address: 100, type: int16, unit: mm}\n"
+        "  - {quantity: deep_displacement_drift, table: holding, address: 101, type: int16, unit: mm}\n",
+        encoding="utf-8",
+    )
+    text = "profile_dirs: [profiles]\n" + BASE.replace(
+        "sink:", "  - {id: INC-9, profile: inc_drift_v1, line: l1, unit_id: 9, poll_interval_s: 60}\nsink:"
+    )
+    body = (
+        "rule: exc.deep_displacement_rate, devices: [INC-9], when: [{quantity: deep_displacement, op: '<=', value: 5}]"
+    )
+    msg = refused(tmp_path, override(body, text))
+    assert "could not convert" not in msg and "deep_displacement_d2m" in msg, msg
+
+
+def test_hazards_timezone_naming_a_folder_is_a_config_error(tmp_path: Path) -> None:
+    # site.timezone: 'Asia' is "unknown IANA time zone"; hazards.timezone: 'Asia' escapes as IsADirectoryError
+    # (alerting/hazards/model.py catches ZoneInfoNotFoundError and ValueError, not OSError): a traceback
+    p = tmp_path / "site.yaml"
+    p.write_text(BASE + "hazards: {timezone: Asia}\n", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        load_config(p)
+
+
+@pytest.mark.parametrize("gate", ["clock_skew", "decode_errors", "inspection_danger"])
+def test_gate_on_a_health_state_sent_only_when_it_changes_is_refused(tmp_path: Path, gate: str) -> None:
+    # before: accepted, and the gate never opened on a healthy device (clock_skew and decode_errors are sent when
+    # they change only, inspection_danger with an inspection's finding): gas.lel was never judged, a 60 %LEL
+    # reading raised nothing (found by an outside review)
+    msg = refused(
+        tmp_path, override(f"rule: gas.lel, devices: [GAS-1], when: [{{quantity: {gate}, op: '==', value: 0}}]")
+    )
+    assert "rules.overrides[0].when[0]" in msg and "when it changes only" in msg, msg
+
+
+def test_an_unquoted_offset_is_refused_saying_to_quote_it(tmp_path: Path) -> None:
+    # `zone: +0700` is the YAML number 700: "Input should be a valid string" said nothing of why
+    msg = refused(tmp_path, dev("GAS-1", "timestamp: {format: iso8601, zone: +0700}"))
+    assert "devices[2].timestamp.zone" in msg and "in quotes" in msg, msg

@@ -130,3 +130,10 @@ def test_clock_limits_flag_keep_and_never_freeze_latest() -> None:
     stored, live, changes = check.apply([ok], now)
     assert stored[0] is ok and [(r.quantity, r.value) for r in changes] == [("clock_skew", 0.0)]
     assert "D" not in m.clock_skewed
+
+
+@pytest.mark.parametrize("zone", ["+14:30", "+14:59", "-12:45"])
+def test_offset_past_the_world_s_range_is_refused(zone: str) -> None:
+    # the message and docs say "-12:00 to +14:00"; +14:30 and -12:45 are accepted (only the hours are compared)
+    with pytest.raises(ValueError, match="offset runs from"):
+        parse_zone(zone, "UTC")

@@ -532,7 +532,7 @@ def test_query_filters(hz: Hazards, clock: FakeClock) -> None:
 def test_config_is_strict() -> None:
     with pytest.raises(ValidationError, match="extra"):
         HazardConfig(county_days=10)  # type: ignore[call-arg]
-    with pytest.raises(ValidationError, match="unknown time zone"):
+    with pytest.raises(ValidationError, match="unknown IANA time zone"):
         HazardConfig(timezone="Mars/Olympus")
     cfg = HazardConfig()
     assert (cfg.county_listing_days, cfg.city_listing_days, cfg.sector) == (30, 60, "房屋市政工程施工")

@@ -59,7 +59,8 @@ def test_a_valid_tree_places_every_site_and_scopes_each_user(tmp_path: Path) -> 
         (lambda d: d["users"][0].update(region="9999"), "user city: no region 9999 in the tree"),
         (lambda d: d["users"][1].update(region="32"), "give exactly one scope"),
         (lambda d: d["users"][0].update(pasword_env="X"), "users.0.pasword_env: Extra inputs are not permitted"),
-        (lambda d: d.update(timezone="Mars/Base"), "unknown timezone 'Mars/Base'"),
+        (lambda d: d.update(timezone="Mars/Base"), "unknown IANA time zone 'Mars/Base'"),
+        (lambda d: d.update(timezone="localtime"), "'localtime' is no IANA time zone name"),  # the box's setting
         # nats-py sends user and password only together: either alone never reached the cluster
         (lambda d: d["nats"].update(user="hub"), "user and password_env go together"),
         (lambda d: d["nats"].update(password_env="HUB_NATS_PW"), "user and password_env go together"),

@@ -76,3 +76,52 @@ def test_the_same_profile_with_numbers_loads(tmp_path: Path) -> None:
     f.write_text(MODBUS.format(address="2", scale="0.1"), encoding="utf-8")
     (point,) = load_profile_file(f).points  # type: ignore[union-attr]
     assert (point.address, point.scale) == (2, 0.1)
+
+
+QMAP = """
+id: qprobe
+kind: gas
+title: probe
+transport: mqtt
+quality_maps:
+  st: {{codes: {codes}}}
+payload:
+  format: json
+  device_key: {{source: topic, segment: 1}}
+  fields:
+    - {{path: lel, quantity: lel, status: st, quality: st}}
+"""
+
+
+def test_a_yaml_boolean_as_a_status_code_is_refused(tmp_path: Path) -> None:
+    # `codes: {on: good, off: bad}` for a detector that sends "on"/"off": PyYAML reads the keys as True/False and
+    # code_key makes them "1"/"0"; the device's "on" matches neither and every reading takes `other` (BAD)
+    f = tmp_path / "qprobe.yaml"
+    f.write_text(QMAP.format(codes="{on: good, off: bad}"), encoding="utf-8")
+    with pytest.raises(ProfileError, match="YAML boolean"):
+        load_profile_file(f)
+
+
+def test_a_yaml_boolean_as_a_sentinel_is_refused(tmp_path: Path) -> None:
+    # `sentinels: {off: not_ready}` becomes the text sentinel 'False': it never matches what the device sends
+    f = tmp_path / "sprobe.yaml"
+    f.write_text(
+        "id: sprobe\nkind: gas\ntitle: p\ntransport: mqtt\npayload:\n  device_key: {source: topic, segment: 1}\n"
+        "  sentinels: {off: not_ready}\n  fields: [{path: lel, quantity: lel}]\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ProfileError, match="YAML boolean"):
+        load_profile_file(f)
+
+
+@pytest.mark.parametrize("scale", ["0", "0.0", "-0"])
+def test_a_zero_scale_is_refused(tmp_path: Path, scale: str) -> None:
+    # every value of the point becomes 0: a strut force that can never alarm (as bad as `scale: .nan`, now refused)
+    f = tmp_path / "zprobe.yaml"
+    f.write_text(
+        "id: zprobe\nkind: excavation\ntitle: p\ntransport: modbus\naddress_base: pdu\npoints:\n"
+        f"  - {{quantity: strut_force, table: holding, address: 2, type: int16, scale: {scale}}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ProfileError, match="scale"):
+        load_profile_file(f)
