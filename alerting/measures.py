@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
@@ -12,6 +13,10 @@ from alerting.derived import DeviceContext
 from alerting.rules import Threshold
 from telemetry import quantities
 from telemetry.reading import Reading
+
+log = logging.getLogger("sitegw.alarms")
+
+EDGE_S = 3600  # a survey this near its survey day's start is said (`_near_day_start`)
 
 if TYPE_CHECKING:  # numpy (11 MB) is imported with the first windowed rule: crane and formwork packs have none
     import numpy as np
@@ -62,6 +67,7 @@ class Measures:
         self._measured: dict[str, bool] = {}  # quantity -> a measurement (not an on/off state)
         self._windows: dict[tuple[str, str, float], SeriesWindow] = {}
         self._daily: dict[tuple[str, str], DailySeries] = {}
+        self._edge_said: set[str] = set()  # points whose survey near their day's start was said (`_near_day_start`)
         self._runs: dict[tuple[str, str], tuple[float, int]] = {}  # frozen: (device, quantity) -> (value, run)
         # rates: (device, quantity) -> (ts, value) of the reading before the latest, and the latest's ts
         self._prev: dict[tuple[str, str], tuple[int, float, int]] = {}
@@ -113,7 +119,10 @@ class Measures:
                 if slope is None:
                     slope = self._survey_rate(r)
                 if rule.consecutive_days is not None:
-                    self.daily_series(r).add(r.ts_ns, r.value)
+                    days = self.daily_series(r)
+                    days.add(r.ts_ns, r.value)
+                    if r.device not in self._edge_said:
+                        self._near_day_start(r, days)
                 if m == "rate_percent_of_warning" and slope is not None:
                     assert b.design is not None
                     slope = slope / b.design * 100.0
@@ -166,6 +175,24 @@ class Measures:
 
             w = self._windows[key] = SeriesWindow(span, capacity=cap)
         return w
+
+    def _near_day_start(self, r: Reading, days: DailySeries) -> None:
+        """A surveyed point's survey within an hour of its survey day's start: nightly surveys either side of it put
+        two nights on one day and none on the next, and break a run of days. Said once per point, with the fix."""
+        ctx = self.devices[r.device]
+        if (ctx.expected_interval_s or 0) < SURVEYED_S:
+            return  # an automated gauge: its days are judged once over, whenever its readings come
+        into = days.from_day_start(r.ts_ns)
+        if EDGE_S <= into <= 86400 - EDGE_S:
+            return
+        self._edge_said.add(r.device)
+        start = ctx.survey_day_starts.strftime("%H:%M")
+        log.warning(
+            "%s: a survey of %s within an hour of its survey day's start (%s): surveys either side of it count two "
+            "days or none in a run of days (consecutive_days); if it is surveyed at night, set "
+            'devices[].survey_day_starts to an hour away from its surveys (e.g. "12:00")',
+            r.device, r.quantity, start,
+        )  # fmt: skip
 
     def daily_series(self, r: Reading) -> DailySeries:
         return self._daily_for(r.device, r.quantity)

@@ -249,6 +249,12 @@ class DailySeries:
         local = datetime.datetime.fromtimestamp(ts_ns // NS, self.tz)
         return (local - self._start if self._start else local).date()
 
+    def from_day_start(self, ts_ns: int) -> float:
+        """Seconds on the wall clock from the start of `ts_ns`'s site day (0 up to a day)."""
+        local = datetime.datetime.fromtimestamp(ts_ns // NS, self.tz)
+        wall = datetime.timedelta(hours=local.hour, minutes=local.minute, seconds=local.second)
+        return (wall - self._start).total_seconds() % 86400
+
     def __len__(self) -> int:
         return len(self._days)
 

@@ -466,3 +466,26 @@ def test_the_hour_a_survey_day_starts_changes_nothing_for_daily_surveys_at_one_h
     (09:00 itself: each survey opens its day)."""
     got = run(evaluator(tmp_path, day_starts=starts)[0], SURVEYS)
     assert levels(got, RATE) == [(1, 3), (2, 5), (0, 8), (1, 11), (2, 13), (0, 14)]
+
+
+@pytest.mark.parametrize(
+    ("offsets", "day_starts", "said"),
+    [
+        ({0: -M20, 1: M20, 2: -M20}, None, True),  # at night, calendar days: said once, with the fix
+        ({0: -M20, 1: M20, 2: -M20}, NOON, False),  # the hour set: nothing to say
+        ({0: 9 * H, 1: 9 * H, 2: 9 * H}, None, False),  # daily at 09:00: far from midnight
+    ],
+)
+def test_surveys_near_the_survey_day_s_start_are_said_once_with_the_fix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, offsets: dict[int, int], day_starts: dt.time | None, said: bool
+) -> None:
+    """Nightly surveys at a point that counts calendar days (survey_day_starts not set) break a run of days silently
+    (left by the helper's fix: nothing warned). The first survey within an hour of the day's start is said, once,
+    naming the point and the setting."""
+    ev = evaluator(tmp_path, day_starts=day_starts)[0] if day_starts else evaluator(tmp_path)[0]
+    with caplog.at_level("WARNING", logger="sitegw.alarms"):
+        _nights(ev, offsets)
+    warned = [r.getMessage() for r in caplog.records if "survey_day_starts" in r.getMessage()]
+    assert len(warned) == (1 if said else 0), warned
+    if said:
+        assert warned[0].startswith("ZQT-3: a survey of horizontal_displacement") and "(00:00)" in warned[0]
