@@ -183,15 +183,16 @@ class Measures:
         if (ctx.expected_interval_s or 0) < SURVEYED_S:
             return  # an automated gauge: its days are judged once over, whenever its readings come
         into = days.from_day_start(r.ts_ns)
-        if EDGE_S <= into <= 86400 - EDGE_S:
-            return
+        if EDGE_S <= into <= 86400 - EDGE_S or days.local_date(r.ts_ns) != days.local_date(r.ts_ns - 1):
+            return  # (the second: a survey imported with its date only, at 00:00:00: it counts for its date)
         self._edge_said.add(r.device)
         start = ctx.survey_day_starts.strftime("%H:%M")
+        away = (int(days.from_day_start(r.ts_ns) // 3600) + ctx.survey_day_starts.hour + 12) % 24  # 12 h from it
         log.warning(
             "%s: a survey of %s within an hour of its survey day's start (%s): surveys either side of it count two "
-            "days or none in a run of days (consecutive_days); if it is surveyed at night, set "
-            'devices[].survey_day_starts to an hour away from its surveys (e.g. "12:00")',
-            r.device, r.quantity, start,
+            'days or none in a run of days (consecutive_days); set devices[].survey_day_starts to an hour away from '
+            'its surveys (e.g. "%02d:00")',
+            r.device, r.quantity, start, away,
         )  # fmt: skip
 
     def daily_series(self, r: Reading) -> DailySeries:

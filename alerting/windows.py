@@ -240,14 +240,22 @@ class DailySeries:
         # how far a day's start is past midnight, on the wall clock (a survey at 00:20 minus 12 h is the day before's)
         self._start = datetime.timedelta(hours=day_start.hour, minutes=day_start.minute, seconds=day_start.second)
         self._days: dict[datetime.date, tuple[int, float]] = {}  # site day -> (ts_ns, value) of its last sample
+        # and of its first: saved with the last (`samples`), so that days counted from another hour after a restart
+        # (survey_day_starts set) find both nights of a date that held two (00:20, then 23:40)
+        self._first: dict[datetime.date, tuple[int, float]] = {}
         self.non_finite = 0
 
     def local_date(self, ts_ns: int) -> datetime.date:
-        """The site day of `ts_ns`, named by the date it starts on."""
+        """The site day of `ts_ns`, named by the date it starts on. A survey at 00:00:00 exactly is one imported with
+        its date only (drivers/survey.py): it counts for the date written, whatever hour the days start at (at 12:00
+        it fell on the day before, onto the evening's survey of the day before, and its own night had none)."""
         # whole seconds: a day boundary is a whole second, and floor division keeps pre-boundary ns on their day;
-        # an aware datetime minus a timedelta is wall-clock arithmetic, so the day starts at its hour across DST too
+        # an aware datetime minus a timedelta is wall-clock arithmetic, so the day starts at its hour across DST
+        # (a day may then start an hour early or late once a year: choose an hour no clock change falls in)
         local = datetime.datetime.fromtimestamp(ts_ns // NS, self.tz)
-        return (local - self._start if self._start else local).date()
+        if not self._start or (ts_ns % NS == 0 and not (local.hour or local.minute or local.second)):
+            return local.date()
+        return (local - self._start).date()
 
     def from_day_start(self, ts_ns: int) -> float:
         """Seconds on the wall clock from the start of `ts_ns`'s site day (0 up to a day)."""
@@ -266,14 +274,22 @@ class DailySeries:
         old = self._days.get(day)
         if old is None or ts_ns >= old[0]:
             self._days[day] = (ts_ns, value)
+        first = self._first.get(day)
+        if first is None or ts_ns < first[0]:
+            self._first[day] = (ts_ns, value)
         if old is None and len(self._days) > self.keep_days:
             newest = max(self._days)
             for d in [d for d in self._days if (newest - d).days >= self.keep_days]:
-                del self._days[d]
+                del self._days[d], self._first[d]
 
     def samples(self) -> list[tuple[int, float]]:
-        """(ts_ns, value) of every kept day's last sample, oldest first (alerting/memory.py)."""
-        return [self._days[d] for d in sorted(self._days)]
+        """(ts_ns, value) of every kept day's first and last samples (one when they are one), oldest first
+        (alerting/memory.py)."""
+        out: list[tuple[int, float]] = []
+        for d in sorted(self._days):
+            first, last = self._first[d], self._days[d]
+            out.extend((first, last) if first[0] != last[0] else (last,))
+        return out
 
     def last_values(self) -> list[tuple[datetime.date, float]]:
         """The last value of every kept day, oldest first."""

@@ -140,17 +140,20 @@ class Device(_Base):
     @field_validator("survey_day_starts", mode="before")
     @classmethod
     def _a_time(cls, v: Any) -> Any:
-        # a number would be read as seconds after midnight (12 -> 00:00:12): never what was meant
-        if isinstance(v, int | float):
+        """ "HH:MM" or "H:MM" in the site's zone; anything else is refused saying how to write it."""
+        if v is None:
+            return v
+        if isinstance(v, bool):
+            raise ValueError(f'{v!r} is a YAML boolean: write the time as "HH:MM", e.g. "12:00"')
+        if isinstance(v, int | float):  # (seconds after midnight to pydantic: 12 was 00:00:12)
             raise ValueError(f'{v!r} is a number: write the time as "HH:MM", e.g. "12:00"')
-        return v
-
-    @field_validator("survey_day_starts")
-    @classmethod
-    def _local(cls, v: dtime | None) -> dtime | None:
-        if v is not None and v.tzinfo is not None:  # (the day is the site's: site.timezone)
-            raise ValueError('a time of day in the site\'s zone, without one: e.g. "12:00"')
-        return v
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})", str(v).strip())
+        if m is None:
+            zone = "; a time of day in the site's zone, without one" if re.search(r"[+Zz]|-\d\d:?\d\d$", str(v)) else ""
+            raise ValueError(f'write the time as "HH:MM", e.g. "12:00" (a whole minute){zone}; got {v!r}')
+        if int(m[1]) > 23 or int(m[2]) > 59:
+            raise ValueError(f'{v!r} is no time of day: "00:00" to "23:59"')
+        return dtime(int(m[1]), int(m[2]))
 
     def model_post_init(self, context: Any, /) -> None:
         # The devices of a site file set the same few fields: one set of their names serves them all (pydantic kept

@@ -546,10 +546,10 @@ SURVEYED = BASE.replace("sink:", "  - {id: SV-1, profile: excavation_survey_v1, 
 
 def test_a_survey_day_start_reaches_the_point_s_run_of_days(tmp_path: Path) -> None:
     p = tmp_path / "site.yaml"
-    for written in ("12:00", '"12:00"', "'06:30'"):
+    for written in ("12:00", '"12:00"', "'06:30'", '"6:30"'):  # (H:MM as the survey import reads it)
         p.write_text(dev("SV-1", f"survey_day_starts: {written}", SURVEYED), encoding="utf-8")
         got = load_config(p).device_contexts()
-        assert got["SV-1"].survey_day_starts == (time(6, 30) if "06" in written else time(12)), written
+        assert got["SV-1"].survey_day_starts == (time(6, 30) if "6:30" in written else time(12)), written
     assert got["PIT-1"].survey_day_starts == time(0)  # none given: calendar days, as before
 
 
@@ -559,6 +559,10 @@ def test_a_survey_day_start_reaches_the_point_s_run_of_days(tmp_path: Path) -> N
         # seconds after midnight (00:00:12): never what was meant
         (dev("SV-1", "survey_day_starts: 12", SURVEYED), "devices[5].survey_day_starts", "12 is a number: write"),
         (dev("SV-1", 'survey_day_starts: "12:00+08:00"', SURVEYED), "devices[5].survey_day_starts", "site's zone"),
+        # seconds were accepted and dropped (an outside review); a boolean was "True is a number"
+        (dev("SV-1", 'survey_day_starts: "12:00:30"', SURVEYED), "devices[5].survey_day_starts", '"HH:MM"'),
+        (dev("SV-1", "survey_day_starts: yes", SURVEYED), "devices[5].survey_day_starts", "YAML boolean"),
+        (dev("SV-1", 'survey_day_starts: "24:00"', SURVEYED), "devices[5].survey_day_starts", "no time of day"),
         # a gauge's day is judged once it is over: its days stay calendar days
         (dev("PIT-1", "survey_day_starts: 12:00", SURVEYED), "devices[3].survey_day_starts", "every 2 s"),
         # surveyed daily, but no rule of a formwork device counts days

@@ -489,3 +489,46 @@ def test_surveys_near_the_survey_day_s_start_are_said_once_with_the_fix(
     assert len(warned) == (1 if said else 0), warned
     if said:
         assert warned[0].startswith("ZQT-3: a survey of horizontal_displacement") and "(00:00)" in warned[0]
+
+
+# ---- an outside review of survey_day_starts ------------------------------------------------------------------------
+
+
+def test_turning_survey_day_starts_on_across_a_restart_keeps_every_night(tmp_path: Path) -> None:
+    """Nights 0-2 surveyed at 23:40 / 00:20 / 23:40 on calendar days (the warning says: set survey_day_starts);
+    the engineer sets "12:00" and restarts. Night 3 (00:20) makes nights 1, 2, 3 above 70 %: 报警 on night 3, as
+    without the restart. The memory keeps one sample per *calendar* day (night 1's 00:20 and night 2's 23:40 share
+    03-04: only night 2 kept), so re-bucketed by noon survey day 03-03 has no data and the run breaks."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    before, _ = evaluator(tmp_path / "a")  # calendar days
+    _nights(before, {0: -M20, 1: M20, 2: -M20})
+    saved = before.measures.saved({})
+
+    after, _ = evaluator(tmp_path / "b", day_starts=NOON)
+    after.measures.load(saved)
+    t3 = MIDNIGHT + 3 * DAY + M20
+    t0 = MIDNIGHT - M20
+    after.observe(Reading("ZQT-3", Q, 0.1 * (t3 - t0) / H, t3), t3)
+    assert after.level(RATE, "ZQT-3") is Level.ALARM
+
+
+def test_date_only_surveys_at_midnight_are_not_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Daily surveys imported with their date only (00:00:00 local each day) on calendar days: each is its own date,
+    the run counts them right, yet the warning tells the site to set survey_day_starts (and doing so moves every such
+    survey to the day before, test 2)."""
+    ev, _ = evaluator(tmp_path)
+    with caplog.at_level("WARNING", logger="sitegw.alarms"):
+        _nights(ev, {0: 0, 1: 0, 2: 0, 3: 0})
+    assert not [r for r in caplog.records if "survey_day_starts" in r.getMessage()]
+
+
+def test_the_warning_does_not_advise_the_hour_already_set(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """survey_day_starts "12:00" and daytime surveys drifting around noon (11:40, 12:20): the warning tells the
+    engineer to set survey_day_starts 'e.g. "12:00"' -- the value already set -- and 'if it is surveyed at night'."""
+    ev, _ = evaluator(tmp_path, day_starts=NOON)
+    with caplog.at_level("WARNING", logger="sitegw.alarms"):
+        _nights(ev, {0: 12 * H - M20, 1: 12 * H + M20, 2: 12 * H - M20})
+    said = [r.getMessage() for r in caplog.records if "survey_day_starts" in r.getMessage()]
+    assert len(said) == 1
+    assert '"12:00"' not in said[0], said[0]

@@ -377,3 +377,29 @@ def test_nightly_surveys_either_side_of_midnight_are_one_survey_day_each() -> No
     now = times[-1]
     assert by_noon.days_ending(3, now, today=True) == [pytest.approx(3.0)] * 3
     assert by_date.days_ending(3, now, today=True) == [pytest.approx(3.0), None, pytest.approx(3.0)]
+
+
+def test_a_date_only_survey_counts_for_the_date_written_on_it() -> None:
+    """drivers/survey.py stamps a row without a time at 00:00 of its date. With day_start 12:00 that instant was the
+    previous survey day, colliding with the night before's survey (23:40 on 03-04): the night of 03-05 had no data
+    and the run broke, though the surveyor wrote 03-05 (found by an outside review)."""
+    tz = ZoneInfo("Asia/Shanghai")
+    at = [
+        int(datetime.datetime(2026, 3, 4, 23, 40, tzinfo=tz).timestamp()),
+        int(datetime.datetime(2026, 3, 5, tzinfo=tz).timestamp()),
+    ]
+    ds = DailySeries(day_start=datetime.time(12))
+    ds.add(at[0] * 10**9, 1.0)
+    ds.add(at[1] * 10**9, 2.0)  # the 03-05 report, date only
+    assert sorted(d for d, _ in ds.last_values()) == [datetime.date(2026, 3, 4), datetime.date(2026, 3, 5)]
+    assert ds.samples() == [(at[0] * 10**9, 1.0), (at[1] * 10**9, 2.0)]
+
+
+def test_a_day_s_first_and_last_samples_are_saved() -> None:
+    # a calendar date holding two nights (00:20, then 23:40): both saved, so days counted from another hour after a
+    # restart find both
+    ds = DailySeries()
+    base = 1_772_000_000 * 10**9
+    for k, v in enumerate((1.0, 2.0, 3.0)):
+        ds.add(base + k * 3600 * 10**9, v)
+    assert [v for _, v in ds.samples()] == [1.0, 3.0]
