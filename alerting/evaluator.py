@@ -11,6 +11,7 @@ from alerting.binding import Bound, bind_all
 from alerting.derived import DeviceContext
 from alerting.level_state import Key as _Key
 from alerting.level_state import LevelState as _State
+from alerting.level_state import States
 from alerting.measures import WINDOWED, Measures
 from alerting.rules import ANY_POINT, CALENDAR_QUANTITY, Level, Rule, Threshold
 from alerting.transition import Transition
@@ -68,7 +69,7 @@ class Evaluator:
         # blocked the loop ~60 ms and made the site's first gas alarm after a start 60-130 ms late
         if any(b.rule.measure in WINDOWED for b in tables.unique):
             self.measures.load_windows()
-        self._state: dict[_Key, _State] = {}  # (rule, device, quantity)
+        self.states = self._state = States(self._find)  # (rule, device, quantity) -> its state (memory.py: `states`)
         # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
         self._faulted: set[str] = set()
         self._waiting: set[_Key] = set()  # states with a candidate, for tick
@@ -86,11 +87,12 @@ class Evaluator:
         bound = self._find(rule, device)
         if bound is None:
             return  # the rule no longer applies to the device (config changed): its alarm clears on its own path
-        st = self._state.setdefault((rule, device, quantity), _State(bound))
+        key = (rule, device, quantity)
+        st = self._state.get(key) or self._state.new(key, bound)
         if bound.rule.quantity == ANY_POINT:
             self._faulted.add(device)
         st.level, st.candidate, st.pending = Level(level), None, None
-        self._waiting.discard((rule, device, quantity))
+        self._waiting.discard(key)
 
     def unstored(self, t: Transition, last: Transition | None = None) -> None:
         """`t` could not be stored (the state database refused the write): rewind to the level before it, so the
@@ -99,24 +101,9 @@ class Evaluator:
         alarm record does not. `last` is the latest transition of the same rule and point in the batch, if any."""
         key = (t.rule, t.device, t.quantity)
         st = self._state.get(key)
-        if st is None:
-            return
-        if t.phase in ("pending", "cancelled"):
-            if t.phase == "pending":
-                st.pending = None  # announce the candidate again with the next evaluation
-            return  # (a cancelled one: the pending row stays until the next change of this rule closes or raises it)
-        believed = st.level
-        st.level = t.old
-        if believed == t.old:
-            st.candidate = None
-            self._waiting.discard(key)
-            return
-        # keep the excursion's start: its delay has run out, so the retry confirms without waiting for it again
-        st.since_ns = min(st.since_ns, t.at_ns)
-        lt = last or t
-        st.candidate, st.cand_threshold, st.cand_value, st.cand_source = believed, lt.threshold, lt.value, lt.source_ns
-        st.pending = None
-        self._waiting.add(key)
+        waits = None if st is None else st.rewind(t, last)
+        if waits is not None:
+            (self._waiting.add if waits else self._waiting.discard)(key)
 
     def _find(self, rule: str, device: str) -> Bound | None:
         mine = [b for d, b in self._calendar if d == device]
@@ -126,15 +113,6 @@ class Evaluator:
     def spans(self, device: str) -> set[float]:
         """The spans of a device's windowed rules (alerting/memory.py loads no other window)."""
         return {b.rule.window for bs in self._by_key.get(device, {}).values() for b in bs if b.rule.measure in WINDOWED}
-
-    def runs(self) -> dict[_Key, tuple[dict[int, int], int]]:
-        """Counts in a row under way and their last reading's time, by (rule, device, quantity) (alerting/memory.py)."""
-        return {k: (dict(st.runs), st.run_ns) for k, st in self._state.items() if st.run_ns or any(st.runs.values())}
-
-    def restore_runs(self, key: _Key, runs: Mapping[int, int], run_ns: int) -> None:
-        if (bound := self._find(key[0], key[1])) is not None:  # (a rule no longer the device's: counts dropped)
-            st = self._state.setdefault(key, _State(bound))
-            st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)
 
     def observe(self, reading: Reading, now_ns: int) -> list[Transition]:
         self._remember(reading)
@@ -262,7 +240,7 @@ class Evaluator:
                 st = self._state.get(key := (rule.id, r.device, r.quantity))
                 if b.days is not None and (st is None or r.ts_ns > st.judged_ns):
                     # a run's newest day, gated or not: a late day judged as of an older one raised a run it broke
-                    st = st or self._state.setdefault(key, _State(b))
+                    st = st or self._state.new(key, b)
                     st.judged(r.ts_ns, now_ns, v, True)
                 if st is not None:
                     out.extend(self._withdraw(st, key, st.cand_value, now_ns))
@@ -285,9 +263,7 @@ class Evaluator:
         self, b: Bound, device: str, quantity: str, v: float, days: Threshold | None, now_ns: int, src_ns: int | None
     ) -> list[Transition]:
         key = (b.rule.id, device, quantity)
-        st = self._state.get(key)
-        if st is None:
-            st = self._state[key] = _State(b)
+        st = self._state.get(key) or self._state.new(key, b)
         if src_ns is not None:
             if src_ns < st.judged_ns:
                 if st.is_history(src_ns, now_ns, self.devices[device].expected_interval_s):

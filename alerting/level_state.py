@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from alerting.binding import Bound
 from alerting.rules import Level, Threshold
+from alerting.transition import Transition
 
 NS = 1_000_000_000
 Key = tuple[str, str, str]  # (rule, device, quantity): one level state
@@ -39,3 +41,49 @@ class LevelState:
         §1.4), neither raising nor clearing while the newest came within 3 expected intervals (`every_s`, by the
         gateway's clock: a device's may run ahead or behind); past that its clock went back (or was set right)."""
         return src_ns < self.judged_ns and (every_s is None or now_ns - self.judged_at_ns <= 3 * every_s * NS)
+
+    def rewind(self, t: Transition, last: Transition | None) -> bool | None:
+        """`t` could not be stored: back to the level before it (alerting/evaluator.py `unstored`). Whether the state
+        now waits for its delay (None: unchanged)."""
+        if t.phase in ("pending", "cancelled"):
+            # (a cancelled one: the pending row stays until the next change of this rule closes or raises it)
+            if t.phase == "pending":
+                self.pending = None  # announce the candidate again with the next evaluation
+            return None
+        believed = self.level
+        self.level = t.old
+        if believed == t.old:
+            self.candidate = None
+            return False
+        # keep the excursion's start: its delay has run out, so the retry confirms without waiting for it again
+        self.since_ns = min(self.since_ns, t.at_ns)
+        lt = last or t
+        self.candidate, self.cand_threshold = believed, lt.threshold
+        self.cand_value, self.cand_source = lt.value, lt.source_ns
+        self.pending = None
+        return True
+
+
+class States(dict[Key, LevelState]):
+    """The evaluator's level states by (rule, device, quantity), and what a restart gives back to them
+    (alerting/memory.py)."""
+
+    __slots__ = ("find",)
+
+    def __init__(self, find: Callable[[str, str], Bound | None]) -> None:
+        super().__init__()
+        self.find = find  # a rule as bound on a device; None when it is not the device's any more (config changed)
+
+    def new(self, key: Key, b: Bound) -> LevelState:
+        """A rule's state on a point, made as it first leaves rest (or is restored)."""
+        st = self[key] = LevelState(b)
+        return st
+
+    def runs(self) -> dict[Key, tuple[dict[int, int], int]]:
+        """Counts in a row under way and their last reading's time, by (rule, device, quantity)."""
+        return {k: (dict(st.runs), st.run_ns) for k, st in self.items() if st.run_ns or any(st.runs.values())}
+
+    def restore_runs(self, key: Key, runs: Mapping[int, int], run_ns: int) -> None:
+        if (bound := self.find(key[0], key[1])) is not None:  # (a rule no longer the device's: counts dropped)
+            st = self.get(key) or self.new(key, bound)
+            st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)

@@ -86,7 +86,7 @@ class EvaluatorMemory:
                 saved = saved._replace(windows=[w for w in saved.windows if w[2] in spans(w[0])])
                 self.evaluator.measures.load(saved)
                 for key, (counts, run_ns) in runs.items():
-                    self.evaluator.restore_runs(key, counts, run_ns)
+                    self.evaluator.states.restore_runs(key, counts, run_ns)
                 self._forget_unconfigured()
         except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
             self.close()
@@ -178,7 +178,9 @@ class EvaluatorMemory:
                 "daily": [[d, q, days] for d, q, days in saved.daily],
                 "prev": [[d, q, *x] for (d, q), x in saved.prev.items()],
                 "frozen": [[d, q, *x] for (d, q), x in saved.frozen.items()],
-                "runs": [[*k, {int(lv): n for lv, n in c.items()}, at] for k, (c, at) in self.evaluator.runs().items()],
+                "runs": [
+                    [*k, {int(lv): n for lv, n in c.items()}, at] for k, (c, at) in self.evaluator.states.runs().items()
+                ],
             },
             separators=(",", ":"),
             ensure_ascii=False,

@@ -170,7 +170,7 @@ def test_an_unreadable_memory_is_set_aside_said_and_the_evaluator_starts_empty(
     assert "unreadable (TypeError" in memory.loaded and "set aside as state.memory.db.unreadable-" in memory.loaded
     assert any(str(path) in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     assert len(list(tmp_path.glob("state.memory.db.unreadable-*[0-9]"))) == 1 and not path.exists()
-    assert fresh.runs() == {}
+    assert fresh.states.runs() == {}
     feed(fresh, SURVEY_SERIES[5:7])
     assert memory.save() and path.exists()  # a new memory begins
     memory.close()
