@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Iterable, Mapping
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ from telemetry.reading import Quality, Reading
 NS = 1_000_000_000
 # an enum member looked up on its class is a descriptor call on 3.11 (~70 ns): the per-reading checks use these
 _BAD, _NOT_READY, _UNCERTAIN = Quality.BAD, Quality.NOT_READY, Quality.UNCERTAIN
+_NEG_INF = -math.inf
 
 
 class Evaluator:
@@ -69,7 +71,9 @@ class Evaluator:
         # blocked the loop ~60 ms and made the site's first gas alarm after a start 60-130 ms late
         if any(b.rule.measure in WINDOWED for b in tables.unique):
             self.measures.load_windows()
-        self.states = self._state = States(self._find)  # (rule, device, quantity) -> its state (memory.py: `states`)
+        # (rule, device, quantity) -> its state, and the newest judged times of points without one
+        self.states = self._state = States(self._find)
+        self._rest, self._rest_at = self._state.rest, self._state.rest_at  # (the quiet path's, as locals are)
         # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
         self._faulted: set[str] = set()
         self._waiting: set[_Key] = set()  # states with a candidate, for tick
@@ -214,11 +218,16 @@ class Evaluator:
             quiet = b.quiet
             if quiet is not None:
                 # below every threshold, at rest (no state, or no level, candidate or announcement), not older than
-                # the newest judged: stepping would change nothing but that time, gate open or not (NaN: full path)
+                # the newest judged: stepping would change nothing but that time, gate open or not (NaN, ±inf: the
+                # full path, which judges no value that is not finite)
                 sign, limit = quiet
-                if (r.value * sign if sign else abs(r.value)) < limit:
+                if _NEG_INF < (r.value * sign if sign else abs(r.value)) < limit:
                     st = self._state.get((rule.id, r.device, r.quantity))
-                    if st is None:
+                    if st is None:  # judged, to nothing: its time kept, or an older reading above was the present
+                        if (pts := self._rest.get(r.device)) is None:
+                            pts = self._rest[r.device] = {}
+                        if r.ts_ns > pts.get(r.quantity, 0):
+                            pts[r.quantity], self._rest_at[r.device] = r.ts_ns, now_ns
                         continue
                     if not st.level and st.candidate is None and st.pending is None and r.ts_ns >= st.judged_ns:
                         if r.ts_ns > st.judged_ns:  # (judged, to nothing: an older reading after it is history)
@@ -236,14 +245,16 @@ class Evaluator:
             days, v = self.measures.days_run(b, r.device, r.quantity, r.ts_ns, v) if b.days is not None else (None, v)
             if not self._gate_open(b, r.device):
                 # the level is kept while the gate is closed: a crane at work does not make a verticality deviation
-                # go away, it only stops us from measuring it validly
+                # go away, it only stops us from measuring it validly. The reading is the newest all the same (as on
+                # the quiet path): an older one is history (a late day judged as of an older one raised a run it broke)
                 st = self._state.get(key := (rule.id, r.device, r.quantity))
-                if b.days is not None and (st is None or r.ts_ns > st.judged_ns):
-                    # a run's newest day, gated or not: a late day judged as of an older one raised a run it broke
+                if st is None and b.quiet is not None:
+                    self._state.rested(r.device, r.quantity, r.ts_ns, now_ns)  # (at rest: no state made for it)
+                    continue
+                if st is None or r.ts_ns > st.judged_ns:
                     st = st or self._state.new(key, b)
-                    st.judged(r.ts_ns, now_ns, v, True)
-                if st is not None:
-                    out.extend(self._withdraw(st, key, st.cand_value, now_ns))
+                    st.judged(r.ts_ns, now_ns, v, b.days is not None)
+                out.extend(self._withdraw(st, key, st.cand_value, now_ns))
                 continue
             out.extend(self._step(b, r.device, r.quantity, v, days, now_ns, r.ts_ns))
 

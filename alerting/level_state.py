@@ -65,18 +65,29 @@ class LevelState:
 
 
 class States(dict[Key, LevelState]):
-    """The evaluator's level states by (rule, device, quantity), and what a restart gives back to them
-    (alerting/memory.py)."""
+    """The evaluator's level states by (rule, device, quantity); the newest judged times of points whose rules have
+    none; and what a restart gives back to them (alerting/memory.py)."""
 
-    __slots__ = ("find",)
+    __slots__ = ("find", "rest", "rest_at")
 
     def __init__(self, find: Callable[[str, str], Bound | None]) -> None:
         super().__init__()
         self.find = find  # a rule as bound on a device; None when it is not the device's any more (config changed)
+        # device -> quantity -> the newest reading time judged by a rule without a state there: one that never left
+        # rest (the evaluator's quiet path makes none; a state weighs ~300 bytes). Per point, not per rule: its rules
+        # at rest judge the same readings. Plain ints: a (time, time) tuple a reading cost the quiet path as much
+        # again in allocations and collections
+        self.rest: dict[str, dict[str, int]] = {}
+        # device -> the gateway's time when one of those moved on: the point's judged_at_ns (an older reading is
+        # history for 3 expected intervals after it, LevelState.is_history; a clock set back moves none of them)
+        self.rest_at: dict[str, int] = {}
 
     def new(self, key: Key, b: Bound) -> LevelState:
-        """A rule's state on a point, made as it first leaves rest (or is restored)."""
+        """A rule's state on a point, made as it first leaves rest (or is restored), from the point's newest judged
+        time (its other rules at rest may still need it: kept)."""
         st = self[key] = LevelState(b)
+        if (ns := self.rest.get(key[1], {}).get(key[2])) is not None:
+            st.judged_ns, st.judged_at_ns = ns, self.rest_at[key[1]]
         return st
 
     def runs(self) -> dict[Key, tuple[dict[int, int], int]]:
@@ -87,3 +98,9 @@ class States(dict[Key, LevelState]):
         if (bound := self.find(key[0], key[1])) is not None:  # (a rule no longer the device's: counts dropped)
             st = self.get(key) or self.new(key, bound)
             st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)
+
+    def rested(self, device: str, quantity: str, ts_ns: int, now_ns: int) -> None:
+        """A reading judged by a rule without a state, to nothing (the evaluator's quiet path does the same inline)."""
+        points = self.rest.setdefault(device, {})
+        if ts_ns > points.get(quantity, 0):
+            points[quantity], self.rest_at[device] = ts_ns, now_ns
