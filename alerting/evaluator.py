@@ -237,9 +237,10 @@ class Evaluator:
                 fed = set()
             v = self.measures.measure(b, r, fed)
             if v is None:
-                # no rate of its own (a survey older than the newest), yet its day may complete a run of days
+                # no rate of its own (a survey older than the newest), yet its day may complete a run of days: judged
+                # as of the newest, however long ago that came (with no rate it cannot be judged as the present)
                 st = self._state.get(key := (rule.id, r.device, r.quantity)) if b.days is not None else None
-                if st is not None and st.is_history(r.ts_ns, now_ns, self.devices[r.device].expected_interval_s):
+                if st is not None and r.ts_ns < st.judged_ns:
                     out.extend(self._late_day(st, key, now_ns))
                 continue
             days, v = self.measures.days_run(b, r.device, r.quantity, r.ts_ns, v) if b.days is not None else (None, v)
