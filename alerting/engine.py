@@ -107,11 +107,13 @@ class AlarmEngine:
         )
         self.hazards = Hazards(self.conn, clock, cfg.hazards, alarm_state=self._alarm_state, hooks=hazard_hooks)
         # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
-        # still above its threshold does not raise a duplicate and a value back to normal does clear it
+        # still above its threshold does not raise a duplicate and a value back to normal does clear it; and the time
+        # of the reading that set it (judged about when raised: the row keeps no other time), so no older one clears
+        # or lowers it
         now = clock()
         for a in self.lifecycle.open_alarms():
             if a.state in (AlarmState.ACTIVE_UNACKED, AlarmState.ACTIVE_ACKED):
-                self.evaluator.restore(a.rule, a.device, a.quantity, a.level)
+                self.evaluator.restore(a.rule, a.device, a.quantity, a.level, a.source_ns, a.raised_ns or 0, a.value)
             elif a.state is AlarmState.PENDING:
                 # the evaluator's on-delay candidate did not survive the restart: close the pending row; if the
                 # condition is still there, the next reading starts the on-delay again

@@ -71,7 +71,7 @@ class Evaluator:
         # blocked the loop ~60 ms and made the site's first gas alarm after a start 60-130 ms late
         if any(b.rule.measure in WINDOWED for b in tables.unique):
             self.measures.load_windows()
-        # (rule, device, quantity) -> its state, and the newest judged times of points without one
+        # (rule, device, quantity) -> its state, and the newest judged times of points without one (memory.py)
         self.states = self._state = States(self._find)
         self._rest, self._rest_at = self._state.rest, self._state.rest_at  # (the quiet path's, as locals are)
         # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
@@ -86,8 +86,19 @@ class Evaluator:
         found = [st.level for (r, d, _), st in self._state.items() if r == rule and d == device]
         return max(found, default=Level.NORMAL)
 
-    def restore(self, rule: str, device: str, quantity: str, level: Level) -> None:
-        """Seed a level (from an alarm still open after a restart) so the next reading continues from it."""
+    def restore(
+        self,
+        rule: str,
+        device: str,
+        quantity: str,
+        level: Level,
+        src_ns: int | None = None,
+        at_ns: int = 0,
+        v: float = 0.0,
+    ) -> None:
+        """Seed a level (from an alarm still open after a restart) so the next reading continues from it; `src_ns`,
+        the reading behind it (judged at `at_ns`, its value `v`), is judged: no older one clears or lowers it (the
+        memory's newest judged time may be older, after a `kill -9`)."""
         bound = self._find(rule, device)
         if bound is None:
             return  # the rule no longer applies to the device (config changed): its alarm clears on its own path
@@ -97,6 +108,8 @@ class Evaluator:
             self._faulted.add(device)
         st.level, st.candidate, st.pending = Level(level), None, None
         self._waiting.discard(key)
+        if src_ns is not None and src_ns > st.judged_ns:
+            st.judged(src_ns, at_ns, v, bound.days is not None)
 
     def unstored(self, t: Transition, last: Transition | None = None) -> None:
         """`t` could not be stored (the state database refused the write): rewind to the level before it, so the

@@ -74,9 +74,9 @@ class States(dict[Key, LevelState]):
         super().__init__()
         self.find = find  # a rule as bound on a device; None when it is not the device's any more (config changed)
         # device -> quantity -> the newest reading time judged by a rule without a state there: one that never left
-        # rest (the evaluator's quiet path makes none; a state weighs ~300 bytes). Per point, not per rule: its rules
-        # at rest judge the same readings. Plain ints: a (time, time) tuple a reading cost the quiet path as much
-        # again in allocations and collections
+        # rest (the evaluator's quiet path makes none; a state weighs ~300 bytes) or whose time came from the memory.
+        # Per point, not per rule: its rules at rest judge the same readings. Plain ints: a (time, time) tuple a
+        # reading cost the quiet path as much again in allocations and collections
         self.rest: dict[str, dict[str, int]] = {}
         # device -> the gateway's time when one of those moved on: the point's judged_at_ns (an older reading is
         # history for 3 expected intervals after it, LevelState.is_history; a clock set back moves none of them)
@@ -99,8 +99,34 @@ class States(dict[Key, LevelState]):
             st = self.get(key) or self.new(key, bound)
             st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)
 
+    def judged_times(self) -> dict[Key, tuple[int, int, float]]:
+        """Each state's newest judged reading time, the gateway's time then, and the value a run of days judged there:
+        a reading older than it after a restart is history too."""
+        return {k: (st.judged_ns, st.judged_at_ns, st.judged_v) for k, st in self.items() if st.judged_ns}
+
+    def rest_times(self) -> list[tuple[str, int, dict[str, int]]]:
+        """`rest` and `rest_at` by device, copied."""
+        return [(d, self.rest_at[d], dict(points)) for d, points in self.rest.items()]
+
+    def restore_judged(self, key: Key, judged_ns: int, at_ns: int, v: float) -> None:
+        """A state's judged time from the memory; a rule on the quiet path gets no new state for it (as at rest)."""
+        if (bound := self.find(key[0], key[1])) is None:
+            return
+        st = self.get(key)
+        if st is None and bound.quiet is not None:
+            self.restore_rest(key[1], at_ns, {key[2]: judged_ns})
+        elif judged_ns > (st := st or self.new(key, bound)).judged_ns:
+            st.judged(judged_ns, at_ns, v, bound.days is not None)
+
     def rested(self, device: str, quantity: str, ts_ns: int, now_ns: int) -> None:
         """A reading judged by a rule without a state, to nothing (the evaluator's quiet path does the same inline)."""
         points = self.rest.setdefault(device, {})
         if ts_ns > points.get(quantity, 0):
             points[quantity], self.rest_at[device] = ts_ns, now_ns
+
+    def restore_rest(self, device: str, at_ns: int, points: Mapping[str, int]) -> None:
+        """A device's `rest` and `rest_at` from the memory (`rest_times`), the newer of each kept."""
+        mine = self.rest.setdefault(device, {})
+        for quantity, ns in points.items():
+            mine[quantity] = max(ns, mine.get(quantity, 0))
+        self.rest_at[device] = max(at_ns, self.rest_at.get(device, 0))

@@ -17,7 +17,11 @@ from alerting.measures import Saved
 
 log = logging.getLogger("sitegw.alarms")
 
-FORMAT = 1  # of the `memory` row's JSON; a file of another format is set aside, not misread
+# of the `memory` row's JSON; a file of another format is set aside, not misread. Its `judged` and `rest` keys came
+# later within format 1: the release before them ignores them (it has no older-reading guard to give them to; a new
+# format would have set its whole memory aside after a downgrade), and a file without them loads with the judged
+# times unknown, as that release left them
+FORMAT = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (
     device TEXT NOT NULL, quantity TEXT NOT NULL, span REAL NOT NULL, ts INTEGER NOT NULL, v REAL NOT NULL);
@@ -26,9 +30,17 @@ CREATE TABLE IF NOT EXISTS memory (
     id INTEGER PRIMARY KEY CHECK (id = 1), format INTEGER NOT NULL, saved_ns INTEGER NOT NULL, data TEXT NOT NULL);
 """
 Key = tuple[str, str, float]  # a window: device, quantity, span
-# the windows' new samples (numpy arrays, copies: made into rows in the thread), the rest as JSON, and the number
-# of the snapshot (a later one supersedes it)
-Snapshot = tuple[list[tuple[Key, int, int, Any, Any]], str, int]
+RuleKey = tuple[str, str, str]  # a rule on a point: rule, device, quantity
+# the windows' new samples (numpy arrays, copies: made into rows in the thread), the rest as JSON (whole, and
+# without the judged times), and the number of the snapshot (a later one supersedes it)
+Snapshot = tuple[list[tuple[Key, int, int, Any, Any]], str, str, int]
+CORE = ("daily", "prev", "frozen", "runs")  # the JSON's keys but the judged times (`judged`, `rest`)
+Judged = dict[RuleKey, tuple[int, int, float]]  # -> LevelState's judged_ns, judged_at_ns, judged_v
+Rest = list[tuple[str, int, dict[str, int]]]  # level_state.py States.rest_times
+
+
+def _dumps(x: object) -> str:
+    return json.dumps(x, separators=(",", ":"), ensure_ascii=False)
 
 
 def memory_path(state_file: Path) -> Path:
@@ -39,12 +51,16 @@ def memory_path(state_file: Path) -> Path:
 class EvaluatorMemory:
     """The evaluator keeps in memory the samples of its windows (an excavation point's 24 h rate, a gas detector's
     8 h TWA), each point's daily values, a survey rate's previous reading, frozen runs and the counts of readings
-    in a row at a threshold. A restart lost them all: a 24 h rate was blind for 12 h, a 预警 on three surveys in a
-    row waited for three more, a TWA started again from nothing. They are saved here every `every_s` seconds when
-    they changed, by a worker thread (only the samples taken since the last save are written, and those that left
-    their windows deleted: an SD card is not rewritten whole each time), and at a clean stop; loaded at start.
-    A `kill -9` loses at most the last `every_s` seconds of them. SQLite (WAL, synchronous NORMAL: a power cut may
-    lose the last save, never the file), in a file of its own: the alarm database's writes never wait for it."""
+    in a row at a threshold, and each rule's newest judged reading time on each point (older readings are history).
+    A restart lost them all: a 24 h rate was blind for 12 h, a 预警 on three surveys in a row waited for three more,
+    a TWA started again from nothing, a back-filled reading was judged as the present. They are saved here every
+    `every_s` seconds when they changed, by a worker thread (only the samples taken since the last save are written,
+    and those that left their windows deleted: an SD card is not rewritten whole each time), and at a clean stop;
+    loaded at start. A `kill -9` loses at most the last `every_s` seconds of them. The judged times move with every
+    reading: they go with any save but make none by themselves (a crane site's file would be rewritten every
+    `every_s` for them), but for a clean stop's; after a `kill -9` they may be older (the alarm database gives back
+    the time behind each open alarm's level, engine.py). SQLite (WAL, synchronous NORMAL: a power cut may lose the
+    last save, never the file), in a file of its own: the alarm database's writes never wait for it."""
 
     def __init__(self, evaluator: Evaluator, path: Path, every_s: float) -> None:
         self.evaluator = evaluator
@@ -57,6 +73,7 @@ class EvaluatorMemory:
         self._lock = threading.RLock()
         self._saved: dict[Key, int] = {}  # window -> its `added` count when last saved
         self._small = ""  # the JSON last saved
+        self._core = ""  # and without its judged times
         self._taken = 0  # snapshots taken (`_take`)
         self._written = 0  # the number of the snapshot whose JSON was last written
         self._stopped = False
@@ -81,16 +98,21 @@ class EvaluatorMemory:
             return
         try:
             with self._lock:
-                saved, runs, saved_ns = self._read()
-                spans = self.evaluator.spans
+                saved, runs, judged, rest, saved_ns = self._read()
+                spans, states = self.evaluator.spans, self.evaluator.states
                 saved = saved._replace(windows=[w for w in saved.windows if w[2] in spans(w[0])])
                 self.evaluator.measures.load(saved)
                 for key, (counts, run_ns) in runs.items():
-                    self.evaluator.states.restore_runs(key, counts, run_ns)
+                    states.restore_runs(key, counts, run_ns)
+                for key, (judged_ns, at_ns, v) in judged.items():
+                    states.restore_judged(key, judged_ns, at_ns, v)
+                for device, at_ns, points in rest:
+                    if device in self.evaluator.devices:
+                        states.restore_rest(device, at_ns, points)
                 self._forget_unconfigured()
         except (sqlite3.Error, ValueError, KeyError, TypeError) as err:
             self.close()
-            self._saved, self._small = {}, ""
+            self._saved, self._small, self._core = {}, "", ""
             # (named by the time: an earlier one set aside, say a newer release's after a downgrade, is kept)
             aside = self.path.with_name(f"{self.path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
             for part in ("", "-wal", "-shm"):  # (SQLite's log and index beside it go with it)
@@ -102,11 +124,11 @@ class EvaluatorMemory:
         when = f"saved {max(0, time.time_ns() - saved_ns) / 1e9:.0f} s ago" if saved_ns else "never saved whole"
         self.loaded = (
             f"{len(saved.windows)} windows ({sum(len(w[5]) for w in saved.windows)} samples), {len(saved.daily)} daily "
-            f"series, {len(runs)} counts in a row, {when}"
+            f"series, {len(runs)} counts in a row, {len(judged) + sum(len(p) for *_, p in rest)} judged times, {when}"
         )
         log.info("alarm evaluator memory %s: %s", self.path, self.loaded)
 
-    def _read(self) -> tuple[Saved, dict[tuple[str, str, str], tuple[dict[int, int], int]], int]:
+    def _read(self) -> tuple[Saved, dict[RuleKey, tuple[dict[int, int], int]], Judged, Rest, int]:
         conn = self._connect()
         row = conn.execute("SELECT format, saved_ns, data FROM memory").fetchone()
         if row is None:
@@ -134,12 +156,18 @@ class EvaluatorMemory:
             {(str(d), str(q)): (int(a), float(v), int(b)) for d, q, a, v, b in data["prev"]},
             {(str(d), str(q)): (float(v), int(n)) for d, q, v, n in data["frozen"]},
         )
-        runs = {
+        runs: dict[RuleKey, tuple[dict[int, int], int]] = {
             (str(r), str(d), str(q)): ({int(k): int(n) for k, n in c.items()}, int(at))
             for r, d, q, c, at in data["runs"]
         }
+        # (a memory saved before the judged times were kept has none: unknown, as they were)
+        judged = {
+            (str(r), str(d), str(q)): (int(ns), int(at), float(v)) for r, d, q, ns, at, v in data.get("judged", [])
+        }
+        rest = [(str(d), int(at), {str(q): int(ns) for q, ns in p.items()}) for d, at, p in data.get("rest", [])]
         self._small = row[2] if row is not None else ""
-        return saved, runs, saved_ns
+        self._core = _dumps({k: data[k] for k in CORE})
+        return saved, runs, judged, rest, saved_ns
 
     def _forget_unconfigured(self) -> None:
         """Samples of devices no longer configured were not loaded, nor those of a window whose span no rule asks
@@ -157,7 +185,7 @@ class EvaluatorMemory:
         logged, counted, in /health and sent to the sirens, and the task restarts)."""
         while True:
             await asyncio.sleep(self.every_s)
-            snap = self._take()
+            snap = self._take(judged_alone=False)
             if snap is not None:
                 await asyncio.to_thread(self._write, snap)
 
@@ -170,33 +198,34 @@ class EvaluatorMemory:
             self._write(snap)
             return True
 
-    def _take(self) -> Snapshot | None:
-        """On the event loop: what changed since the last save, copied (the thread must not read live state)."""
-        saved = self.evaluator.measures.saved(self._saved)
-        small = json.dumps(
+    def _take(self, judged_alone: bool = True) -> Snapshot | None:
+        """On the event loop: what changed since the last save, copied (the thread must not read live state); with
+        `judged_alone` False, nothing when only judged times changed."""
+        saved, states = self.evaluator.measures.saved(self._saved), self.evaluator.states
+        core = _dumps(
             {
                 "daily": [[d, q, days] for d, q, days in saved.daily],
                 "prev": [[d, q, *x] for (d, q), x in saved.prev.items()],
                 "frozen": [[d, q, *x] for (d, q), x in saved.frozen.items()],
-                "runs": [
-                    [*k, {int(lv): n for lv, n in c.items()}, at] for k, (c, at) in self.evaluator.states.runs().items()
-                ],
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
+                "runs": [[*k, {int(lv): n for lv, n in c.items()}, at] for k, (c, at) in states.runs().items()],
+            }
         )
         # (a window with no new sample is left out: samples leave a window only as one comes)
         windows = [((d, q, s), n, oldest, ts, v) for d, q, s, n, oldest, ts, v in saved.windows]
+        if not windows and core == self._core and not judged_alone:
+            return None
+        judged = _dumps({"judged": [[*k, *x] for k, x in states.judged_times().items()], "rest": states.rest_times()})
+        small = f"{core[:-1]},{judged[1:]}"  # (one object of both's keys: the core's JSON is not made twice)
         if not windows and small == self._small:
             return None
         self._taken += 1
-        return windows, small, self._taken
+        return windows, small, core, self._taken
 
     def _write(self, snap: Snapshot) -> None:
         """In the worker thread (or the stop's). Under the lock it writes only what no save has written since the
         snapshot was taken: a periodic save whose thread the stop overtook (the stop took the lock first and wrote
         the same samples and newer ones) writes nothing twice, and an older memory row never replaces a newer."""
-        windows, small, number = snap
+        windows, small, core, number = snap
         with self._lock:
             if self._stopped:
                 return
@@ -230,7 +259,7 @@ class EvaluatorMemory:
             for key, added, *_ in fresh:
                 self._saved[key] = added
             if small:
-                self._small, self._written = small, number
+                self._small, self._core, self._written = small, core, number
             self.saves += 1
 
     def stop(self) -> None:

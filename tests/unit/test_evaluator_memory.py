@@ -21,7 +21,7 @@ from alerting.derived import DeviceContext, WarningLimit
 from alerting.evaluator import Evaluator
 from alerting.memory import EvaluatorMemory, memory_path
 from alerting.overrides import resolve_rules
-from alerting.rules import default_rules
+from alerting.rules import Level, default_rules
 from alerting.transition import Transition
 from telemetry.reading import Reading
 from tests.surveys import SURVEYS
@@ -255,3 +255,28 @@ def test_the_time_of_the_last_survey_counted_is_kept_when_its_count_is_back_to_z
     whole = feed(evaluator(tmp_path / "whole"), series)
     (tmp_path / "stopped").mkdir()
     assert levels(restarted(tmp_path / "stopped", series, 4), RATE) == levels(whole, RATE)
+
+
+def test_a_late_survey_that_completes_a_run_right_after_a_restart_raises_at_once(tmp_path: Path) -> None:
+    """Surveys at 80 % of the rate from day 2, day 3's sent after day 4's (test_excavation_runs.py), and a stop
+    between the two. As without the stop, day 3's completes days 2, 3 and 4 above 70 %: 报警 at once, judged as of
+    day 4's survey (its time, its value), the newest judged time being kept in the memory. The restarted evaluator
+    knew no newest survey: the late one was neither the present (no rate of its own) nor history, and 报警 waited
+    for day 5's survey."""
+    path = memory_path(tmp_path / "state.db")
+    first = evaluator(tmp_path)
+    got = feed(first, [(T0 + d * DAY, v) for d, v in ((0, 0.0), (1, 1.0), (2, 3.4), (4, 8.2))])
+    assert EvaluatorMemory(first, path, 60).save()
+    second = evaluator(tmp_path)
+    memory = EvaluatorMemory(second, path, 60)
+    memory.load()
+    for t in got:  # (the levels alone, as the engine gave them back before the readings' times)
+        if t.phase == "confirmed":
+            second.restore(t.rule, t.device, t.quantity, t.new)
+    assert second.level(RATE, "ZQT-3") is Level.PREWARNING
+    heard = T0 + 4 * DAY + 2 * HOUR
+    late = [t for t in second.observe(Reading("ZQT-3", Q, 5.8, T0 + 3 * DAY), heard) if t.rule == RATE]
+    assert [(t.phase, t.old, t.new, t.at_ns, t.source_ns, t.value) for t in late] == [
+        ("confirmed", Level.PREWARNING, Level.ALARM, heard, T0 + 4 * DAY, 80.0)
+    ]
+    memory.close()
