@@ -51,7 +51,7 @@ Labels = tuple[tuple[str, str], ...]
 class Metrics(AlarmCounters):
     readings_in: int = 0  # readings accepted by the pipeline (and spooled)
     readings_implausible: int = 0
-    readings_unspooled: int = 0  # polled readings the spool's disk refused for longer than the pipeline kept them
+    readings_unspooled: int = 0  # polled readings the spool's disk refused: lost (an MQTT message comes again)
     lines_spooled: int = 0
     lines_written: int = 0
     lines_replayed: int = 0
@@ -135,7 +135,7 @@ class Metrics(AlarmCounters):
         one(
             "sitegw_readings_unspooled_total",
             c,
-            "Polled readings lost: the spool's disk refused them (full of other files) longer than they were kept.",
+            "Polled readings lost: the spool's disk refused their write (full of other files, read-only).",
             self.readings_unspooled,
         )
         one("sitegw_lines_written_total", c, "Lines the database acknowledged.", self.lines_written)

@@ -35,7 +35,6 @@ _TICK: tuple[list[Reading], None] = ([], None)  # in the queue: an fsync may be 
 # a broker may grant less than the window announced on MQTT 5 (EMQX: its max_inflight, 32), then sends nothing
 # more until acknowledged: with QUIET_AFTER messages waiting, QUIET_S without one ends the linger
 QUIET_AFTER, QUIET_S = 16, 0.01
-KEPT_REFUSED = 50_000  # polled readings kept while the spool's disk refuses them (~4 MB): a minute or more of a site
 
 
 class Pipeline:
@@ -233,7 +232,7 @@ class Pipeline:
             try:
                 self._spool(marked, shown)
             except OSError:
-                self._keep_refused([], marked)  # (after what `_write_held` gave back: in the order they came)
+                self.metrics.readings_unspooled += len(marked)  # (lost: said, not silent)
                 raise
 
     def _write_soon(self) -> None:  # (`_store`) what the write meets is raised by the run task (`_handed`)
@@ -256,23 +255,12 @@ class Pipeline:
         except BaseException as err:  # a refused write or a bug (in a `later` listener, the encoder): delivered again
             redeliver(callbacks)
             if isinstance(err, OSError):
-                self._keep_refused(polls)
+                # polled readings the spool refused (a disk full of other files, where its own oldest segments make
+                # no room): nothing delivers them again; counted. Keeping them to write later held up the task's
+                # input, its fsync and acknowledgements while the disk refused them (an outside review)
+                self.metrics.readings_unspooled += sum(map(len, polls))
             raise
         self._acks.extend(callbacks)
-
-    def _keep_refused(self, polls: list[list[Reading]], newest: list[Reading] | None = None) -> None:
-        """Polled readings the spool refused (a disk full of other files, where its own oldest segments made no
-        room; a disk gone read-only): nothing delivers them again, so they wait for the next write, tried within a
-        second; beyond KEPT_REFUSED readings the oldest go, counted (`readings_unspooled`). They were lost."""
-        self._polls[:0] = polls
-        if newest is not None:
-            self._polls.append(newest)
-        n = sum(map(len, self._polls))
-        while n > KEPT_REFUSED and len(self._polls) > 1:
-            gone = len(self._polls.pop(0))
-            n -= gone
-            self.metrics.readings_unspooled += gone
-        self._polls_due = time.monotonic() + max(self.poll_linger_s, 1.0)
 
     def _linger(self, callbacks: list[Callable[[], object]]) -> None:
         """Count what waits for the fsync, written or held: the linger starts with the first since the last one."""

@@ -132,7 +132,10 @@ class Spool:
         active.size += len(data)
         self.appended_lines += lines
         if active.size >= self.segment_bytes:
-            self.roll()
+            try:  # the lines are in: a roll that fails (no inode left for a new file) is tried at the next write
+                self.roll()
+            except OSError as err:
+                log.warning("spool: starting a new segment failed (%s); the current one goes on", err)
         self._enforce_bound()
         self.data_event.set()
 
@@ -212,9 +215,13 @@ class Spool:
             return
         assert self._fd is not None
         self.sync()  # rare (once a segment): the closed file's lines go to disk now, in the loop
+        # the new file first: its creation may fail (ENOSPC: no inode left), and closing the old one before left
+        # the spool writing to a closed descriptor, or into whatever file reused its number
+        seq = self.segments[-1].seq + 1
+        fd = os.open(segment_path(self.dir, seq), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.close(self._fd)
-        self._new_segment(self.segments[-1].seq + 1)
-        self._fd = os.open(self.segments[-1].path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = fd
+        self._new_segment(seq)
 
     def outage_roll(self) -> None:
         """The database refused a write: what the spool holds is backlog once it is back (replayed at a limited

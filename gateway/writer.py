@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import random
@@ -17,8 +16,6 @@ from gateway.spool_segments import Chunk
 from telemetry.clock import to_next_tick
 
 log = logging.getLogger("sitegw.writer")
-
-KEPT_LINES = 1000  # dead-lettered lines remembered, so that one found again is not appended and counted twice
 
 
 class Writer(Protocol):
@@ -57,10 +54,11 @@ class SpoolDrainer:
         self.db_up = True
         self.linger_s = linger_s
         self._last_live_write = 0.0
-        # the lines dead-lettered lately (`_bisect`): a bisection cut short by an outage is made again on the whole
-        # chunk, and a line it had found was appended and counted a second time. A bound, not a ledger: refusals
-        # are rare (a bug, a field's type conflict)
-        self._kept: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        # the lines dead-lettered from each chunk not yet acknowledged (`_bisect`), by (segment, start): a bisection
+        # cut short by an outage is made again on the whole chunk, and a line it had found was appended and counted
+        # a second time. Forgotten when the chunk is acknowledged (a first-in-first-out bound of 1 000 lines let
+        # a chunk with more bad lines than that count every one again: an outside review)
+        self._kept: dict[tuple[int, int], set[bytes]] = {}
 
     @property
     def down_since(self) -> float | None:
@@ -153,12 +151,16 @@ class SpoolDrainer:
             except WriteError as err:
                 if err.retryable:
                     raise
-                await self._bisect(chunk.data, err)
+                kept = self._kept.setdefault((chunk.seq, chunk.start), set())
+                if len(self._kept) > 64:  # chunks never acknowledged (dropped at the spool's bound): not kept for good
+                    del self._kept[next(iter(self._kept))]
+                await self._bisect(chunk.data, err, kept)
             written = True
         finally:
             self.spool.sent(chunk, written)
         self.metrics.observe_write(time.perf_counter() - t0, chunk.lines, replay)
         self.spool.ack(chunk, save=False)
+        self._kept.pop((chunk.seq, chunk.start), None)
         await self.spool.save_state_async()
         if self._outage_since is not None:
             down = time.monotonic() - self._outage_since
@@ -176,18 +178,16 @@ class SpoolDrainer:
                 self.replay_rate,
             )
 
-    async def _bisect(self, data: bytes, err: Exception) -> None:
+    async def _bisect(self, data: bytes, err: Exception, kept: set[bytes]) -> None:
         """A batch the database refused as invalid: find the bad lines, dead-letter them, write the rest."""
         from gateway.influx import WriteError
 
         lines = data.splitlines(keepends=True)
         if len(lines) == 1:
-            if lines[0] in self._kept:
+            if lines[0] in kept:
                 log.debug("%s rejected a line again (kept already): %s", self.label, err)
                 return
-            self._kept[lines[0]] = None
-            if len(self._kept) > KEPT_LINES:
-                self._kept.popitem(last=False)
+            kept.add(lines[0])
             self.metrics.rejected_lines += 1
             self._keep_rejected(lines[0], err)
             log.error("%s rejected a line (kept in %s): %s", self.label, self.rejected_file, err)
@@ -199,7 +199,7 @@ class SpoolDrainer:
             except WriteError as e:
                 if e.retryable:
                     raise
-                await self._bisect(half, e)
+                await self._bisect(half, e, kept)
 
     def _keep_rejected(self, line: bytes, err: Exception) -> None:
         # rare (a bug or a type conflict), so a blocking append is fine; the line is kept for a human

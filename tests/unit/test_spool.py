@@ -387,3 +387,53 @@ async def test_a_bisection_cut_short_by_an_outage_dead_letters_its_bad_line_once
     assert metrics.rejected_lines == 1
     kept = (tmp_path / "rejected.lp").read_bytes().splitlines(keepends=True)
     assert len(kept) == 2 and kept[1] == lines(0, 1)  # its comment line, then the line
+
+
+async def test_a_redone_bisection_counts_each_bad_line_once_however_many(tmp_path: Path) -> None:
+    """Many bad lines in a chunk (a field's type conflict refuses every line of a series; a chunk holds up to 5 000
+    lines), an outage after the bisection found them all. With a first-in-first-out memory of 1 000 lines, a chunk
+    with more than that had each evicted just before the redone bisection met it: all appended and counted again
+    (an outside review). The drainer keeps each unacknowledged chunk's dead-lettered lines now."""
+    from gateway.influx import InfluxV1Writer
+    from gateway.writer import SpoolDrainer
+    from tests.receivers import Reply, Request, http_receiver
+
+    n_bad = 25
+    data = b"".join(f'm,device=d bad="x" {i}\n'.encode() for i in range(n_bad))
+    data += b"".join(f"m,device=d v={i} {i}\n".encode() for i in range(n_bad, n_bad + 3))
+    metrics = Metrics()
+    tripped: list[int] = []
+
+    def answer(req: Request) -> Reply:
+        if req.path != "/write":
+            return Reply(json={"results": []})
+        if metrics.rejected_lines == n_bad and not tripped:  # the outage, once every bad line is found
+            tripped.append(1)
+            return Reply(status=503)
+        if b"bad=" in req.body:
+            return Reply(status=400, json={"error": 'partial write: field type conflict: input field "bad"'})
+        return Reply(status=204)
+
+    with http_receiver() as db:
+        db.answer = answer  # type: ignore[method-assign]
+        sp = Spool(tmp_path / "spool", max_bytes=1 << 24, segment_bytes=1 << 22)
+        sp.open()
+        writer = InfluxV1Writer(db.url, "sitegw")
+        drainer = SpoolDrainer(sp, writer, metrics, 5000, 1000.0, tmp_path / "rejected.lp", linger_s=0)
+        sp.write(data, n_bad + 3)
+        await sp.sync_async()
+        task = asyncio.create_task(drainer.run())
+        try:
+            for _ in range(3000):
+                if sp.acked_lines == n_bad + 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert sp.acked_lines == n_bad + 3 and tripped
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await writer.aclose()
+            sp.close()
+    assert metrics.rejected_lines == n_bad
+    assert (tmp_path / "rejected.lp").read_bytes().count(b'bad="x"') == n_bad
+    assert not drainer._kept  # forgotten once the chunk was acknowledged
