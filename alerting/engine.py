@@ -113,7 +113,9 @@ class AlarmEngine:
         now = clock()
         for a in self.lifecycle.open_alarms():
             if a.state in (AlarmState.ACTIVE_UNACKED, AlarmState.ACTIVE_ACKED):
-                self.evaluator.restore(a.rule, a.device, a.quantity, a.level, a.source_ns, a.raised_ns or 0, a.value)
+                # judged when its reading came (`raised_ns` is the first raise's: a level_up since is younger)
+                at = min(now, max(a.raised_ns or 0, a.source_ns or 0))
+                self.evaluator.restore(a.rule, a.device, a.quantity, a.level, a.source_ns, at, a.value)
             elif a.state is AlarmState.PENDING:
                 # the evaluator's on-delay candidate did not survive the restart: close the pending row; if the
                 # condition is still there, the next reading starts the on-delay again

@@ -67,13 +67,12 @@ class Evaluator:
         )
         # what each rule compares (a change, a rate, a mean, a run), with the windows and series behind it
         self.measures = Measures(devices, baselines, tz, self._latest)
-        # numpy and the windows load at start-up when a rule needs them, not with the first reading that does: that
-        # blocked the loop ~60 ms and made the site's first gas alarm after a start 60-130 ms late
+        # numpy and the windows load at start-up, not with the first reading that needs them (a 60 ms stall)
         if any(b.rule.measure in WINDOWED for b in tables.unique):
             self.measures.load_windows()
         # (rule, device, quantity) -> its state, and the newest judged times of points without one (memory.py)
         self.states = self._state = States(self._find)
-        self._rest, self._rest_at = self._state.rest, self._state.rest_at  # (the quiet path's, as locals are)
+        self._rest, self._rest_at, self._rest_max = self._state.rest, self._state.rest_at, self._state.rest_max
         # devices with a point-fault state (a BAD reading seen, or restored): only their valid readings may clear one
         self._faulted: set[str] = set()
         self._waiting: set[_Key] = set()  # states with a candidate, for tick
@@ -108,8 +107,8 @@ class Evaluator:
             self._faulted.add(device)
         st.level, st.candidate, st.pending = Level(level), None, None
         self._waiting.discard(key)
-        if src_ns is not None and src_ns > st.judged_ns:
-            st.judged(src_ns, at_ns, v, bound.days is not None)
+        if src_ns is not None and src_ns > st.judged_ns:  # (judged at no earlier than the memory said)
+            st.judged(src_ns, max(at_ns, st.judged_at_ns), v, bound.days is not None)
 
     def unstored(self, t: Transition, last: Transition | None = None) -> None:
         """`t` could not be stored (the state database refused the write): rewind to the level before it, so the
@@ -240,7 +239,9 @@ class Evaluator:
                         if (pts := self._rest.get(r.device)) is None:
                             pts = self._rest[r.device] = {}
                         if r.ts_ns > pts.get(r.quantity, 0):
-                            pts[r.quantity], self._rest_at[r.device] = r.ts_ns, now_ns
+                            pts[r.quantity] = r.ts_ns
+                            if r.ts_ns > self._rest_max.get(r.device, 0):  # (States.rested says why)
+                                self._rest_max[r.device], self._rest_at[r.device] = r.ts_ns, now_ns
                         continue
                     if not st.level and st.candidate is None and st.pending is None and r.ts_ns >= st.judged_ns:
                         if r.ts_ns > st.judged_ns:  # (judged, to nothing: an older reading after it is history)
@@ -258,9 +259,8 @@ class Evaluator:
                 continue
             days, v = self.measures.days_run(b, r.device, r.quantity, r.ts_ns, v) if b.days is not None else (None, v)
             if not self._gate_open(b, r.device):
-                # the level is kept while the gate is closed: a crane at work does not make a verticality deviation
-                # go away, it only stops us from measuring it validly. The reading is the newest all the same (as on
-                # the quiet path): an older one is history (a late day judged as of an older one raised a run it broke)
+                # the level is kept while the gate is closed (a crane at work stops us measuring its verticality, not
+                # the deviation); the reading is the newest all the same, as on the quiet path (an older one history)
                 st = self._state.get(key := (rule.id, r.device, r.quantity))
                 if st is None and b.quiet is not None:
                     self._state.rested(r.device, r.quantity, r.ts_ns, now_ns)  # (at rest: no state made for it)

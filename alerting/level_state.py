@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 
 from alerting.binding import Bound
@@ -40,7 +40,9 @@ class LevelState:
         """Older than the newest judged (a buffer sent late, a QoS 1 message delivered again) is history (domain.md
         §1.4), neither raising nor clearing while the newest came within 3 expected intervals (`every_s`, by the
         gateway's clock: a device's may run ahead or behind); past that its clock went back (or was set right)."""
-        return src_ns < self.judged_ns and (every_s is None or now_ns - self.judged_at_ns <= 3 * every_s * NS)
+        # (a gateway clock set back since, now before judged_at_ns: lapsed, as gateway-stamped readings would
+        # otherwise be history for as long as the step, and a gas alarm not raised meanwhile: an outside review)
+        return src_ns < self.judged_ns and (every_s is None or 0 <= now_ns - self.judged_at_ns <= 3 * every_s * NS)
 
     def rewind(self, t: Transition, last: Transition | None) -> bool | None:
         """`t` could not be stored: back to the level before it (alerting/evaluator.py `unstored`). Whether the state
@@ -68,7 +70,7 @@ class States(dict[Key, LevelState]):
     """The evaluator's level states by (rule, device, quantity); the newest judged times of points whose rules have
     none; and what a restart gives back to them (alerting/memory.py)."""
 
-    __slots__ = ("find", "rest", "rest_at")
+    __slots__ = ("find", "rest", "rest_at", "rest_max")
 
     def __init__(self, find: Callable[[str, str], Bound | None]) -> None:
         super().__init__()
@@ -81,13 +83,19 @@ class States(dict[Key, LevelState]):
         # device -> the gateway's time when one of those moved on: the point's judged_at_ns (an older reading is
         # history for 3 expected intervals after it, LevelState.is_history; a clock set back moves none of them)
         self.rest_at: dict[str, int] = {}
+        # device -> its newest reading time on any point at rest: `rest_at` moves only with it (`rested`)
+        self.rest_max: dict[str, int] = {}
 
     def new(self, key: Key, b: Bound) -> LevelState:
         """A rule's state on a point, made as it first leaves rest (or is restored), from the point's newest judged
         time (its other rules at rest may still need it: kept)."""
         st = self[key] = LevelState(b)
         if (ns := self.rest.get(key[1], {}).get(key[2])) is not None:
-            st.judged_ns, st.judged_at_ns = ns, self.rest_at[key[1]]
+            # judged when the device's newest was, less the device time between them: the point's own time when
+            # the clocks went on together (no time per point kept: 2 MB for 2 000 cranes), never later than the
+            # device's (an estimate that errs to lapsing early: a reading judged as the present sooner)
+            d = key[1]
+            st.judged_ns, st.judged_at_ns = ns, self.rest_at[d] - (self.rest_max[d] - ns)
         return st
 
     def runs(self) -> dict[Key, tuple[dict[int, int], int]]:
@@ -99,14 +107,18 @@ class States(dict[Key, LevelState]):
             st = self.get(key) or self.new(key, bound)
             st.runs, st.run_ns = {**st.runs, **runs}, max(st.run_ns, run_ns)
 
-    def judged_times(self) -> dict[Key, tuple[int, int, float]]:
-        """Each state's newest judged reading time, the gateway's time then, and the value a run of days judged there:
-        a reading older than it after a restart is history too."""
-        return {k: (st.judged_ns, st.judged_at_ns, st.judged_v) for k, st in self.items() if st.judged_ns}
+    def judged_times(self, devices: Container[str]) -> dict[Key, tuple[int, int, float]]:
+        """Each state's newest judged reading time, the gateway's time then, and the value a run of days judged there,
+        on `devices`: a reading older than it after a restart is history too."""
+        return {
+            k: (st.judged_ns, st.judged_at_ns, st.judged_v)
+            for k, st in self.items()
+            if st.judged_ns and k[1] in devices
+        }
 
-    def rest_times(self) -> list[tuple[str, int, dict[str, int]]]:
-        """`rest` and `rest_at` by device, copied."""
-        return [(d, self.rest_at[d], dict(points)) for d, points in self.rest.items()]
+    def rest_times(self, devices: Container[str]) -> list[tuple[str, int, dict[str, int]]]:
+        """`rest` and `rest_at` of `devices`, copied."""
+        return [(d, self.rest_at[d], dict(points)) for d, points in self.rest.items() if d in devices]
 
     def restore_judged(self, key: Key, judged_ns: int, at_ns: int, v: float) -> None:
         """A state's judged time from the memory; a rule on the quiet path gets no new state for it (as at rest)."""
@@ -122,7 +134,12 @@ class States(dict[Key, LevelState]):
         """A reading judged by a rule without a state, to nothing (the evaluator's quiet path does the same inline)."""
         points = self.rest.setdefault(device, {})
         if ts_ns > points.get(quantity, 0):
-            points[quantity], self.rest_at[device] = ts_ns, now_ns
+            points[quantity] = ts_ns
+            # the device's clock moved on only with a reading newer than any of its points': a point silent or
+            # warming up (its newest old) moved it after the clock was set back, and kept another point's guard
+            # from lapsing (a gas reading at 30 %LEL taken as history for minutes: an outside review)
+            if ts_ns > self.rest_max.get(device, 0):
+                self.rest_max[device], self.rest_at[device] = ts_ns, now_ns
 
     def restore_rest(self, device: str, at_ns: int, points: Mapping[str, int]) -> None:
         """A device's `rest` and `rest_at` from the memory (`rest_times`), the newer of each kept."""
@@ -130,3 +147,4 @@ class States(dict[Key, LevelState]):
         for quantity, ns in points.items():
             mine[quantity] = max(ns, mine.get(quantity, 0))
         self.rest_at[device] = max(at_ns, self.rest_at.get(device, 0))
+        self.rest_max[device] = max(mine.values(), default=0)

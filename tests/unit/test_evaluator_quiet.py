@@ -77,7 +77,13 @@ def evaluator(delays: list[tuple[float, float]]) -> Evaluator:
         rules.append(r.model_copy(update={"on_delay_s": on, "off_delay_s": off}))
     gas = [r for r in rules if r.quantity in GAS]
     crane = [r for r in rules if r.quantity not in GAS]
-    return Evaluator({"G": gas, "TC": crane}, {"G": DeviceContext("gas"), "TC": DeviceContext("tower_crane")})
+    return Evaluator(
+        {"G": gas, "TC": crane},
+        {
+            "G": DeviceContext("gas", expected_interval_s=0.5),
+            "TC": DeviceContext("tower_crane", expected_interval_s=0.5),
+        },
+    )
 
 
 def run(ev: Evaluator, seq: list[Step]) -> list[Transition]:
@@ -121,6 +127,10 @@ INFINITE = [("co", -math.inf, G, 1, "read", 0), ("co", 17.0, G, 0, "read", 1)]
 GATED = [("load", 5.0, G, 1, "read", 0), ("wind_speed", 1.0, G, 0, "read", 0), ("tilt_x", 0.5, G, 1, "read", 0)]
 GATED += [("load", 0.0, G, 1, "read", 0), ("tilt_x", 5.0, G, 0, "read", 2)]
 
+# lel judged at 1; co (first seen) at 3 moves the device's rest_at; lel at 30 %LEL stamped 0 (older), heard at 3: its
+# own guard (0.5 s x 3) lapsed at 2.5: stepped, 报警; on the quiet path, history
+SHARED_REST_AT = [("lel", 1.0, G, 1, "read", 0), ("co", 1.0, G, 2, "read", 0), ("lel", 30.0, G, 0, "read", 3)]
+
 
 @settings(max_examples=500, deadline=None)
 @example(delays=[(0.0, 0.0)] * 9, seq=AT_THRESHOLDS)
@@ -129,6 +139,7 @@ GATED += [("load", 0.0, G, 1, "read", 0), ("tilt_x", 5.0, G, 0, "read", 2)]
 @example(delays=[(0.0, 0.0)] * 9, seq=BACK_FILLED)
 @example(delays=[(0.0, 0.0)] * 9, seq=INFINITE)
 @example(delays=[(0.0, 0.0)] * 9, seq=GATED)
+@example(delays=[(0.0, 0.0)] * 9, seq=SHARED_REST_AT)
 @given(
     delays=st.lists(st.sampled_from([(0.0, 0.0), (2.0, 0.0), (0.0, 3.0), (5.0, 5.0)]), min_size=9, max_size=9),
     seq=st.lists(steps(), min_size=10, max_size=80),
