@@ -376,7 +376,7 @@ class Pipeline:
         self, marked: list[Reading], shown: list[Reading], put: Callable[[bytes, int], None] | None = None
     ) -> None:
         """`later` listeners see `shown`; `marked` encoded and written to the spool, counted once written (a refused
-        write is tried again: `_keep_refused`)."""
+        write's polls are counted lost by the caller: `readings_unspooled`)."""
         for listener in self.later:
             listener(shown)
         data, lines, n = encode_readings(marked, self.series)
