@@ -108,8 +108,7 @@ class AlarmEngine:
         self.hazards = Hazards(self.conn, clock, cfg.hazards, alarm_state=self._alarm_state, hooks=hazard_hooks)
         # after a restart the evaluator starts from NORMAL: give it back the level of every open alarm, so a value
         # still above its threshold does not raise a duplicate and a value back to normal does clear it; and the time
-        # of the reading that set it (judged about when raised: the row keeps no other time), so no older one clears
-        # or lowers it
+        # of the reading behind its level, so no older one clears or lowers it
         now = clock()
         for a in self.lifecycle.open_alarms():
             if a.state in (AlarmState.ACTIVE_UNACKED, AlarmState.ACTIVE_ACKED):

@@ -187,7 +187,7 @@ class Measures:
             return  # (the second: a survey imported with its date only, at 00:00:00: it counts for its date)
         self._edge_said.add(r.device)
         start = ctx.survey_day_starts.strftime("%H:%M")
-        away = (int(days.from_day_start(r.ts_ns) // 3600) + ctx.survey_day_starts.hour + 12) % 24  # 12 h from it
+        away = (int(into // 3600) + ctx.survey_day_starts.hour + 12) % 24  # an hour 12 h from the survey's
         log.warning(
             "%s: a survey of %s within an hour of its survey day's start (%s): surveys either side of it count two "
             'days or none in a run of days (consecutive_days); set devices[].survey_day_starts to an hour away from '

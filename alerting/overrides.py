@@ -132,26 +132,35 @@ def _never_clears(rule: Rule, design: float | None = None) -> str | None:
     """A level the rule, once it is entered, holds whatever the value: its deadband reaches past the values the
     measure can take (a level is held while the value is within the deadband of its threshold). None when none.
     A %-of-design rule's values are known with the device's design value (`design`) only."""
-    q = quantities.lookup(rule.quantity) if rule.measure in ("value", "window_mean", "percent_of_design") else None
-    low = high = 0.0
-    if q is not None:
-        low, high = q.low, q.high
-        if rule.measure == "percent_of_design":
-            if not design:
-                q = None
-            else:
-                low, high = sorted((q.low / design * 100, q.high / design * 100))
-    db, unit = rule.deadband, rule.measured_unit
+    span = _span(rule, design)
+    db, unit, name = rule.deadband, rule.measured_unit, rule.quantity
     for t in rule.thresholds:
         if t.value is None:
             continue
         lv = f"level {int(t.level)} ({t.level.zh}) at {t.value:g} {unit}"
         if rule.direction == "abs" and t.value - db < 0:
             return f"{lv} is held while |value| > {t.value - db:g}, always"
-        if q is not None and rule.direction == "high" and t.value - db < low:
-            return f"{lv} is held while the value is above {t.value - db:g}, and {q.name} reads {low:g} {unit} at least"
-        if q is not None and rule.direction == "low" and t.value + db > high:
-            return f"{lv} is held while the value is below {t.value + db:g}, and {q.name} reads {high:g} {unit} at most"
+        if span is not None and rule.direction == "high" and t.value - db < span[0]:
+            return (
+                f"{lv} is held while the value is above {t.value - db:g}, and {name} reads {span[0]:g} {unit} at least"
+            )
+        if span is not None and rule.direction == "low" and t.value + db > span[1]:
+            return (
+                f"{lv} is held while the value is below {t.value + db:g}, and {name} reads {span[1]:g} {unit} at most"
+            )
+    return None
+
+
+def _span(rule: Rule, design: float | None) -> tuple[float, float] | None:
+    """The values the rule's measure can take, where they are known: the quantity's range for value and mean rules,
+    that range as a % of the device's design value for a %-of-design rule."""
+    if rule.measure in ("value", "window_mean"):
+        q = quantities.lookup(rule.quantity)
+        return q.low, q.high
+    if rule.measure == "percent_of_design" and design:
+        q = quantities.lookup(rule.quantity)
+        low, high = sorted((q.low / design * 100, q.high / design * 100))
+        return low, high
     return None
 
 
@@ -242,17 +251,18 @@ def _check(
     for k, c in enumerate(o.when or ()):
         base = quantities.lookup(c.quantity).name
         for dev in targets:
-            ctx = devices[dev]
-            got = ctx.provides
-            # a gate quantity never seen keeps the gate shut: the rule would never be judged there
-            if got is not None and c.quantity not in got and base not in got:
-                raise ValueError(
-                    f"{where}.when[{k}]: {dev} reports no {c.quantity}: the gate would stay shut and rule "
-                    f"{rule.id} never be judged on it"
-                )
-            if ctx.gates is not None and c.quantity not in ctx.gates:
-                raise ValueError(f"{where}.when[{k}]: {_shut(dev, c.quantity, base, ctx.gates)}: the gate would "
-                                 f"stay shut and rule {rule.id} never be judged on it")  # fmt: skip
+            # a gate quantity never seen keeps the gate shut: the rule would never be judged there (what the gate
+            # can read, `gates`; where it is unknown, as in tests, what the device provides)
+            ctx, q = devices[dev], c.quantity
+            if ctx.gates is not None and q not in ctx.gates:
+                why = _shut(dev, q, base, ctx.gates)
+            elif ctx.gates is None and ctx.provides is not None and q not in ctx.provides and base not in ctx.provides:
+                why = f"{dev} reports no {q}"
+            else:
+                continue
+            raise ValueError(
+                f"{where}.when[{k}]: {why}: the gate would stay shut and rule {rule.id} never be judged on it"
+            )
 
 
 def _shut(dev: str, q: str, base: str, gates: frozenset[str]) -> str:

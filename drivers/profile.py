@@ -176,6 +176,8 @@ class ModbusProfile(_ProfileHead):
     @model_validator(mode="after")
     def _resolve(self) -> ModbusProfile:
         seen: dict[tuple[Table, int], str] = {}
+        floats: dict[tuple[Table, int], RegisterPoint] = {}  # the registers of float values (a bit there is refused)
+        bits: list[tuple[int, RegisterPoint, tuple[Table, int]]] = []
         names: set[str] = set()
         qs = _Quantities(self.auxiliary)
         for i, p in enumerate(self.points):
@@ -200,24 +202,25 @@ class ModbusProfile(_ProfileHead):
             if p.quantity in names:
                 raise ValueError(f"points[{i}]: quantity {p.quantity!r} appears twice")
             names.add(p.quantity)
+            if p.type is DataType.BIT:
+                bits.append((i, p, (table, addr)))
             for off in range(WIDTH[p.type]):
                 key = (table, addr + off)
                 if key in seen and p.type is not DataType.BIT:
                     raise ValueError(f"points[{i}] ({p.quantity}) overlaps {seen[key]} at {table} {addr + off}")
                 if p.type is not DataType.BIT:
                     seen[key] = p.quantity
+                    if p.type in (DataType.FLOAT32, DataType.FLOAT64):
+                        floats[key] = p
         # a bit point may share its register with other bits (a status word read as a whole and as fields: the
         # Honeywell Midas map does both) and with an integer value (a uint32 of flags), not with a float: a float's
         # bits are no flags
-        for i, p in enumerate(self.points):
-            if p.type is DataType.BIT:
-                key = resolve_address(self.address_base, p, i)
-                other = next((q for q in self.points if q.type in _FLOATS and key in _registers(self, q)), None)
-                if other is not None:
-                    raise ValueError(
-                        f"points[{i}] ({p.quantity}) is a bit of {key[0]} {key[1]}, a register of the "
-                        f"{other.type} {other.quantity}: a float's bits are no flags"
-                    )
+        for i, p, key in bits:
+            if (other := floats.get(key)) is not None:
+                raise ValueError(
+                    f"points[{i}] ({p.quantity}) is a bit of {key[0]} {key[1]}, a register of the "
+                    f"{other.type} {other.quantity}: a float's bits are no flags"
+                )
         for i, p in enumerate(self.points):
             if p.status is not None and p.status not in names:
                 raise ValueError(f"points[{i}] ({p.quantity}).status: no point reads {p.status!r}")
@@ -246,14 +249,6 @@ class ModbusProfile(_ProfileHead):
         return [
             (p, *resolve_address(self.address_base, p, i), p.order or self.order) for i, p in enumerate(self.points)
         ]
-
-
-_FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
-
-
-def _registers(profile: ModbusProfile, p: RegisterPoint) -> set[tuple[Table, int]]:
-    table, addr = resolve_address(profile.address_base, p, profile.points.index(p))
-    return {(table, addr + off) for off in range(WIDTH[p.type])}
 
 
 def _check_end(where: str, table: Table, addr: int, width: int) -> None:
